@@ -1,0 +1,218 @@
+//! The one error type, with a variant per thing a caller can act on.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use crate::info::Holder;
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a holder's grant is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LostReason {
+    /// Its deadline passed without a renewal.
+    Expired,
+    /// Somebody revoked it.
+    Revoked,
+    /// It was released (with its token, possibly by another process).
+    Released,
+    /// A later grant of the same name replaced it.
+    TakenOver,
+}
+
+impl fmt::Display for LostReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LostReason::Expired => "it expired",
+            LostReason::Revoked => "it was revoked",
+            LostReason::Released => "it was already released",
+            LostReason::TakenOver => "a newer grant replaced it",
+        })
+    }
+}
+
+/// Everything that can go wrong. Match on the variant to decide what to do; the
+/// `Display` text is one line meant for a human.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lease is held by someone else (try again later, or wait with `acquire`).
+    Held {
+        /// Token of the current grant.
+        token: u64,
+        /// Time left until it expires unless renewed.
+        remaining: Duration,
+        /// Who holds it, when the table knows.
+        holder: Option<Holder>,
+    },
+    /// The caller's grant is no longer valid; it must stop acting on its token.
+    Lost {
+        /// The token the caller presented.
+        token: u64,
+        /// What happened to it.
+        reason: LostReason,
+    },
+    /// `acquire` waited for the whole timeout and the lease stayed held.
+    TimedOut {
+        /// How long it waited.
+        waited: Duration,
+        /// Token of the grant that was still live.
+        token: u64,
+        /// Who held it, when the table knows.
+        holder: Option<Holder>,
+    },
+    /// Every slot holds a live lease; no new name fits.
+    TableFull {
+        /// The table's capacity.
+        capacity: u32,
+    },
+    /// A lease name is empty, longer than 64 bytes or contains NUL.
+    InvalidName {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A TTL outside 1 µs ..= 365 days.
+    InvalidTtl {
+        /// The TTL given.
+        ttl: Duration,
+    },
+    /// A label longer than 8 bytes or containing NUL.
+    InvalidLabel {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Table options or location that cannot work (capacity, mode, shm name).
+    InvalidOptions {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The location exists but does not hold a lease table (empty, wrong magic, not a
+    /// regular file, a symbolic link).
+    NotATable {
+        /// The location.
+        location: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A lease table this library cannot use (another format version, layout, byte
+    /// order or clock).
+    Incompatible {
+        /// The location.
+        location: String,
+        /// What differs.
+        reason: String,
+    },
+    /// A lease table whose header is damaged (impossible values, wrong size).
+    Corrupt {
+        /// The location.
+        location: String,
+        /// What is damaged.
+        reason: String,
+    },
+    /// Refused for safety or by the OS: owned by another user, world-writable,
+    /// or no permission to open it.
+    Permission {
+        /// The location.
+        location: String,
+        /// Why, and how to opt in where that is possible.
+        reason: String,
+    },
+    /// `create` found something at the location already.
+    AlreadyExists {
+        /// The location.
+        location: String,
+    },
+    /// `open` or `remove` found nothing at the location.
+    NotFound {
+        /// The location.
+        location: String,
+    },
+    /// This machine lacks something shmlease needs (a lock-free 128-bit CAS).
+    Unsupported {
+        /// What is missing.
+        reason: String,
+    },
+    /// Another process has held the table lock (used only to bind new names and to
+    /// recover after a reboot) for too long: it is probably stopped.
+    Busy {
+        /// The location.
+        location: String,
+    },
+    /// Any other operating-system error.
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn fmt_holder(f: &mut fmt::Formatter<'_>, holder: &Option<Holder>) -> fmt::Result {
+    match holder {
+        Some(h) => write!(f, " by {h}"),
+        None => Ok(()),
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Held { token, remaining, holder } => {
+                write!(f, "lease is held")?;
+                fmt_holder(f, holder)?;
+                write!(f, " (token {token}, {remaining:.3?} left)")
+            }
+            Error::Lost { token, reason } => write!(f, "lease with token {token} is lost: {reason}"),
+            Error::TimedOut { waited, token, holder } => {
+                write!(f, "timed out after {waited:.3?} waiting for a lease held")?;
+                fmt_holder(f, holder)?;
+                write!(f, " (token {token})")
+            }
+            Error::TableFull { capacity } => write!(
+                f,
+                "lease table is full: all {capacity} slots hold live leases (create a larger table)"
+            ),
+            Error::InvalidName { reason } => write!(f, "invalid lease name: {reason}"),
+            Error::InvalidTtl { ttl } => {
+                write!(f, "invalid TTL {ttl:?}: must be between 1µs and 365 days")
+            }
+            Error::InvalidLabel { reason } => write!(f, "invalid label: {reason}"),
+            Error::InvalidOptions { reason } => write!(f, "invalid table options: {reason}"),
+            Error::NotATable { location, reason } => {
+                write!(f, "{location} is not a lease table: {reason}")
+            }
+            Error::Incompatible { location, reason } => {
+                write!(f, "{location} is a lease table this version cannot use: {reason}")
+            }
+            Error::Corrupt { location, reason } => {
+                write!(f, "lease table {location} is corrupt: {reason}")
+            }
+            Error::Permission { location, reason } => write!(f, "{location}: {reason}"),
+            Error::AlreadyExists { location } => write!(f, "{location} already exists"),
+            Error::NotFound { location } => write!(f, "no lease table at {location}"),
+            Error::Unsupported { reason } => write!(f, "unsupported platform: {reason}"),
+            Error::Busy { location } => write!(
+                f,
+                "lease table {location} is locked by another process for too long (is it stopped?)"
+            ),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}

@@ -1,0 +1,214 @@
+//! What the table tells about leases, holders and itself: plain values, copied out of the
+//! shared mapping.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use crate::layout::{holder, LABEL_MAX};
+use crate::Location;
+
+/// A holder label: up to 8 bytes of UTF-8 stored inline (no allocation).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Label {
+    bytes: [u8; LABEL_MAX],
+}
+
+impl Label {
+    /// Makes a label; `None` when `text` is longer than 8 bytes or contains NUL.
+    pub fn new(text: &str) -> Option<Label> {
+        if text.len() > LABEL_MAX || text.bytes().any(|b| b == 0) {
+            return None;
+        }
+        let mut bytes = [0u8; LABEL_MAX];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Some(Label { bytes })
+    }
+
+    pub(crate) fn from_word(word: u64) -> Label {
+        Label { bytes: word.to_le_bytes() }
+    }
+
+    pub(crate) fn to_word(self) -> u64 {
+        u64::from_le_bytes(self.bytes)
+    }
+
+    /// The label text (lossy if the table held invalid UTF-8).
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        let len = self.bytes.iter().position(|b| *b == 0).unwrap_or(LABEL_MAX);
+        String::from_utf8_lossy(&self.bytes[..len])
+    }
+
+    /// Whether the label is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bytes[0] == 0
+    }
+}
+
+impl fmt::Debug for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+/// How a holder process is told apart from a later process that reuses its pid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProcessIdentity {
+    /// Inode number of the process's pidfd (pidfs, Linux 6.9+; low 39 bits).
+    PidfdInode(u64),
+    /// Start time of the process in clock ticks after boot (low 39 bits).
+    StartTime(u64),
+    /// Not known: the holder can only be reclaimed when its TTL runs out.
+    Unknown,
+}
+
+/// Who holds (or last held) a lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Holder {
+    /// Process id, in the holder's PID namespace.
+    pub pid: u32,
+    /// Inode number of the holder's PID namespace (0 if unknown).
+    pub pid_namespace: u32,
+    /// Reuse-proof identity of the process.
+    pub identity: ProcessIdentity,
+    /// A detached lease is bound to its TTL only: it outlives its process.
+    pub detached: bool,
+    /// The label the holder attached (may be empty).
+    pub label: Label,
+}
+
+impl Holder {
+    pub(crate) fn from_record(r: &holder::Record, label: u64) -> Holder {
+        Holder {
+            pid: r.pid,
+            pid_namespace: r.pidns,
+            identity: match r.kind {
+                holder::KIND_PIDFD_INODE => ProcessIdentity::PidfdInode(r.ident),
+                holder::KIND_START_TIME => ProcessIdentity::StartTime(r.ident),
+                _ => ProcessIdentity::Unknown,
+            },
+            detached: r.detached,
+            label: Label::from_word(label),
+        }
+    }
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pid {}", self.pid)?;
+        if !self.label.is_empty() {
+            write!(f, " ({})", self.label)?;
+        }
+        if self.detached {
+            write!(f, " [detached]")?;
+        }
+        Ok(())
+    }
+}
+
+/// The state of a name's lease at the moment it was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LeaseState {
+    /// Granted and unexpired.
+    Held,
+    /// Granted, never released, and past its deadline: anyone may take it.
+    Expired,
+    /// Revoked: anyone may take it.
+    Revoked,
+    /// Released, or never granted: anyone may take it.
+    Free,
+}
+
+impl LeaseState {
+    /// Lower-case name, as the CLI prints it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LeaseState::Held => "held",
+            LeaseState::Expired => "expired",
+            LeaseState::Revoked => "revoked",
+            LeaseState::Free => "free",
+        }
+    }
+}
+
+/// A copy of one name's lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// The lease name.
+    pub name: String,
+    /// Fencing token of the current (or last) grant; 0 if never granted.
+    pub token: u64,
+    /// State at the time of reading.
+    pub state: LeaseState,
+    /// Holder of the current (or last) grant, when recorded.
+    pub holder: Option<Holder>,
+    /// When the current (or last) grant was made.
+    pub acquired_at: Option<SystemTime>,
+    /// When it was last granted or renewed.
+    pub renewed_at: Option<SystemTime>,
+    /// When it expires (or expired), for granted leases.
+    pub expires_at: Option<SystemTime>,
+    /// Time left (zero unless held).
+    pub remaining: Duration,
+    /// Grants of this name since it was bound to its slot.
+    pub transitions: u64,
+    /// Slot index in the table.
+    pub slot: u32,
+}
+
+/// Counters kept by the table (slow paths only, so they cost the fast path nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Grants so far (live slots' counts plus those of unbound names).
+    pub grants: u64,
+    /// Grants that took over an expired lease.
+    pub expired_reclaims: u64,
+    /// Grants that took over a lease whose holder was provably dead.
+    pub dead_holder_reclaims: u64,
+    /// Grants that replaced a slot with an impossible deadline (garbage).
+    pub corrupt_reclaims: u64,
+    /// Successful revocations.
+    pub revocations: u64,
+    /// Acquire attempts that found the lease held.
+    pub contended: u64,
+    /// Names bound to slots.
+    pub binds: u64,
+    /// Names unbound to reuse their slot.
+    pub unbinds: u64,
+}
+
+/// Facts about a table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableInfo {
+    /// Where it lives.
+    pub location: Location,
+    /// Format version of the table.
+    pub format_version: u32,
+    /// Number of slots.
+    pub capacity: u32,
+    /// Slots bound to a name.
+    pub names: u32,
+    /// Slots whose lease is held right now.
+    pub held: u32,
+    /// Size of the table in bytes.
+    pub size_bytes: u64,
+    /// Bytes per slot.
+    pub slot_size: u32,
+    /// Boot id the table's clock belongs to.
+    pub boot_id: String,
+    /// The clock deadlines are measured on.
+    pub clock: &'static str,
+    /// Creator's pid.
+    pub creator_pid: u32,
+    /// Creator's uid.
+    pub creator_uid: u32,
+    /// Creation time.
+    pub created_at: SystemTime,
+    /// Counters.
+    pub counters: Counters,
+}

@@ -1,0 +1,279 @@
+//! A granted lease, held by this process: renewal, release (also on drop), detaching,
+//! and background keep-alive with prompt notice of loss.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, LostReason, Result};
+use crate::identity;
+use crate::layout::grant;
+use crate::protocol;
+use crate::table::{self, Inner, LeaseTable};
+
+/// An exclusive, time-bound grant of a name, held by this process.
+///
+/// Dropping it releases it. It is valid until its deadline unless renewed; check
+/// [`Lease::is_valid`] before acting, and pass [`Lease::token`] to any resource that can
+/// reject stale holders (fencing).
+///
+/// A lease belongs to the process that took it: a `fork()`ed child that inherits the
+/// value does not release it on drop.
+pub struct Lease<'t> {
+    table: &'t LeaseTable,
+    slot: u32,
+    token: u64,
+    /// Last deadline this process knows of (table time).
+    deadline: AtomicU64,
+    pid: u32,
+    keep_alive: Option<KeepAlive>,
+    finished: bool,
+}
+
+/// A lease turned loose from its process by [`Lease::detach`]: it lives until its
+/// deadline unless renewed or released, by anyone, with [`LeaseTable::renew`] and
+/// [`LeaseTable::release`] and this token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DetachedLease {
+    /// The fencing token of the grant.
+    pub token: u64,
+    /// When it expires unless renewed.
+    pub deadline: Instant,
+}
+
+impl std::fmt::Debug for Lease<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("slot", &self.slot).field("token", &self.token).finish()
+    }
+}
+
+impl<'t> Lease<'t> {
+    pub(crate) fn new(table: &'t LeaseTable, slot: u32, token: u64, deadline: u64) -> Self {
+        Lease {
+            table,
+            slot,
+            token,
+            deadline: AtomicU64::new(deadline),
+            pid: identity::me().pid,
+            keep_alive: None,
+            finished: false,
+        }
+    }
+
+    fn inner(&self) -> &'t Inner {
+        &self.table.inner
+    }
+
+    /// The fencing token: larger than every token handed out for this name before.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// When the grant expires unless renewed.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.remaining()
+    }
+
+    /// Time left before the grant expires (zero once lost).
+    pub fn remaining(&self) -> Duration {
+        let inner = self.inner();
+        let now = inner.now();
+        let word = inner.slot(self.slot).grant.load(crate::sync::Ordering::Acquire);
+        if grant::token(word) != self.token || protocol::classify(grant::deadline_bits(word), now) != protocol::Observed::Held {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(grant::deadline(word) - now)
+    }
+
+    /// Whether this grant is still the live one: not expired, revoked or taken over.
+    pub fn is_valid(&self) -> bool {
+        let inner = self.inner();
+        let word = inner.slot(self.slot).grant.load(crate::sync::Ordering::Acquire);
+        grant::token(word) == self.token
+            && protocol::classify(grant::deadline_bits(word), inner.now()) == protocol::Observed::Held
+    }
+
+    /// Extends the grant to `ttl` from now. Fails with [`Error::Lost`] if the grant is
+    /// gone (it expired before this call, was revoked, or was taken over).
+    pub fn renew(&self, ttl: Duration) -> Result<()> {
+        let ttl = table::ttl_ns(ttl)?;
+        let inner = self.inner();
+        let now = inner.now();
+        match protocol::renew(inner.slot(self.slot), self.token, now, ttl) {
+            Ok(deadline) => {
+                self.deadline.store(deadline, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(protocol::Lost::Interference) => Err(Error::Corrupt {
+                location: inner.location().to_string(),
+                reason: "a slot keeps changing faster than any lease holder could change it".into(),
+            }),
+            Err(l) => Err(Error::Lost { token: self.token, reason: lost_reason(l) }),
+        }
+    }
+
+    /// Releases the grant, waking anyone waiting for it. Fails with [`Error::Lost`] if
+    /// it was already gone (then nothing is changed).
+    pub fn release(mut self) -> Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.finished = true;
+        if let Some(k) = self.keep_alive.take() {
+            k.stop();
+        }
+        table::release_slot(self.inner(), self.slot, self.token, self.deadline.load(Ordering::Relaxed))
+    }
+
+    /// Turns this lease into a detached one: it no longer belongs to this process (it
+    /// is not released on drop nor reclaimed when this process dies) and lasts until
+    /// its deadline unless someone renews or releases it by name and token.
+    pub fn detach(mut self) -> Result<DetachedLease> {
+        self.finished = true;
+        let watched = self.keep_alive.take().map(KeepAlive::stop).is_some();
+        let detached = table::detach_slot(self.inner(), self.slot, self.token);
+        if watched {
+            self.inner().wake(self.slot); // let the keep-alive thread see it must stop
+        }
+        detached
+    }
+
+    /// Starts renewing the lease in the background, to `ttl` every `ttl / 3`.
+    ///
+    /// The background thread also watches the slot, so a revocation or takeover is
+    /// noticed at once, not at the next renewal; learn of it with [`Lease::lost`] or
+    /// [`Lease::wait_lost`]. Renewal stops the moment the lease is released, detached
+    /// or dropped. Calling it again replaces the previous keep-alive.
+    pub fn keep_alive(&mut self, ttl: Duration) -> Result<()> {
+        let ttl = table::ttl_ns(ttl)?;
+        if let Some(k) = self.keep_alive.take() {
+            k.stop();
+        }
+        let shared = Arc::new(Shared::default());
+        let thread = {
+            let inner = Arc::clone(&self.table.inner);
+            let shared = Arc::clone(&shared);
+            let (slot, token) = (self.slot, self.token);
+            std::thread::Builder::new()
+                .name("shmlease-keepalive".into())
+                .spawn(move || renew_loop(&inner, slot, token, ttl, &shared))
+                .map_err(|e| Error::io("starting the keep-alive thread", e))?
+        };
+        self.keep_alive = Some(KeepAlive { shared, thread: Some(thread), pid: self.pid });
+        Ok(())
+    }
+
+    /// Why the lease was lost, if the keep-alive has noticed (always `None` without a
+    /// keep-alive: use [`Lease::is_valid`]).
+    pub fn lost(&self) -> Option<LostReason> {
+        self.keep_alive.as_ref().and_then(|k| *k.shared.lost.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Blocks until the keep-alive notices the lease is lost (returning why), or until
+    /// `timeout` passes (returning `None`). Without a keep-alive, returns `None` at once.
+    pub fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
+        let k = self.keep_alive.as_ref()?;
+        let guard = k.shared.lost.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut guard = guard;
+        loop {
+            if guard.is_some() {
+                return *guard;
+            }
+            match deadline {
+                None => guard = k.shared.changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.checked_duration_since(Instant::now())?;
+                    guard = k.shared.changed.wait_timeout(guard, left).unwrap_or_else(|p| p.into_inner()).0;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if identity::me().pid != self.pid {
+            // Inherited through fork(): the parent's lease, and its keep-alive thread
+            // does not exist here. Leave both alone.
+            if let Some(k) = self.keep_alive.take() {
+                std::mem::forget(k);
+            }
+            return;
+        }
+        let _ = self.finish();
+    }
+}
+
+fn lost_reason(l: protocol::Lost) -> LostReason {
+    match l {
+        protocol::Lost::Expired | protocol::Lost::Interference => LostReason::Expired,
+        protocol::Lost::Revoked => LostReason::Revoked,
+        protocol::Lost::Released => LostReason::Released,
+        protocol::Lost::TakenOver => LostReason::TakenOver,
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    lost: Mutex<Option<LostReason>>,
+    changed: Condvar,
+}
+
+struct KeepAlive {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    pid: u32,
+}
+
+impl KeepAlive {
+    fn stop(mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Not joined: the thread exits at its next wake-up (the release or detach that
+        // follows wakes it), and it can no longer renew: its renewal CAS expects a
+        // held grant.
+        if let Some(t) = self.thread.take() {
+            if identity::me().pid != self.pid {
+                std::mem::forget(t);
+            }
+        }
+    }
+}
+
+fn renew_loop(inner: &Inner, slot: u32, token: u64, ttl: u64, shared: &Shared) {
+    let interval = (ttl / 3).max(1);
+    let mut next = inner.now() + interval;
+    let report = |l: protocol::Lost| {
+        if !shared.stop.load(Ordering::SeqCst) {
+            *shared.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(lost_reason(l));
+            shared.changed.notify_all();
+        }
+    };
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = inner.now();
+        if now >= next {
+            match protocol::renew(inner.slot(slot), token, now, ttl) {
+                Ok(_) => next = now + interval,
+                Err(l) => return report(l),
+            }
+        }
+        match protocol::watch(inner.slot(slot), token, now) {
+            Ok(expect) => {
+                // Woken by release, revoke, or a waiter's takeover; else at renewal time.
+                // Capped so that a stop request is noticed even without a wake-up.
+                let nap = Duration::from_nanos(next.saturating_sub(now)).min(Duration::from_millis(100));
+                inner.sleep(slot, expect, nap);
+            }
+            Err(l) => return report(l),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! # shmlease — named, time-bound, exclusive leases for the processes of one host
+//!
+//! A lease table lives in a memory-mapped file or a POSIX shared-memory segment. A
+//! process takes a lease on a name (`"db-migration"`, `"gpu0"`, `"leader"`) for a TTL,
+//! renews it while it works, and releases it. If the holder dies, hangs or is stopped,
+//! the lease expires on its `CLOCK_MONOTONIC` deadline and any other process takes it
+//! over with one atomic compare-and-swap — at once, when the holder is provably dead.
+//! Every grant carries a **fencing token** that only ever grows for its name, so a
+//! resource can reject a holder that lost its lease without knowing it.
+//!
+//! No server, no system call on the fast path: an uncontended acquire + release is a
+//! clock read and two CAS instructions on shared memory.
+//!
+//! ```
+//! # let dir = std::env::temp_dir().join(format!("shmlease-doc-lib-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! # let path = dir.join("leases");
+//! use shmlease::{LeaseTable, TableOptions};
+//! use std::time::Duration;
+//!
+//! // Any number of processes can run this concurrently: one table results.
+//! let table = LeaseTable::open_or_create(&path, &TableOptions::new())?;
+//!
+//! // Wait up to 5 s for the lease, hold it for 10 s at a time.
+//! let mut lease = table.acquire("db-migration", Duration::from_secs(10), Some(Duration::from_secs(5)))?;
+//! lease.keep_alive(Duration::from_secs(10))?; // renew in the background
+//! let token = lease.token(); // hand this to the database: it rejects older tokens
+//! assert!(lease.is_valid());
+//! # assert!(token > 0);
+//! // ... do the work, checking lease.is_valid() / lease.lost() ...
+//! lease.release()?; // also happens on drop
+//! # LeaseTable::remove(&path)?;
+//! # Ok::<(), shmlease::Error>(())
+//! ```
+//!
+//! ## Guarantees
+//!
+//! 1. **Exclusivity**: for a name, at most one grant is unexpired at any instant.
+//! 2. **Fencing**: tokens handed out for a name strictly increase over the life of the
+//!    table — across crashes, revocations, slot reuse and (file tables) reboots.
+//! 3. Only the current grant can be renewed or released; a stale holder gets
+//!    [`Error::Lost`].
+//! 4. A process killed at any instruction leaves a usable table; what it held is
+//!    reclaimable within its TTL, and at once when its death is provable.
+//! 5. The mapping is treated as untrusted input: garbage yields errors or reclaims,
+//!    never undefined behaviour, panics or hangs.
+//! 6. Names without a live grant give their slot back for reuse.
+//! 7. Uncontended `try_acquire`, `renew` and `release` make no system call and no
+//!    allocation.
+//!
+//! ## Modules
+//!
+//! The public API is re-exported here. `layout` and `protocol` are public but hidden,
+//! for the model-based tests, loom models and benchmarks; they are not a stable API.
+//! Internally: `layout` (the format), `protocol`
+//! (the slot state machine, the one file to read to understand the guarantees),
+//! `table` (mapping, lookup, binding, waiting), `lease` (a held grant, keep-alive),
+//! `identity` (who a process is, whether it is dead), `sys` (every OS call).
+//!
+//! Linux only (x86-64 with `cmpxchg16b`, or aarch64).
+
+#![cfg(target_os = "linux")]
+
+mod error;
+mod identity;
+mod info;
+#[doc(hidden)]
+pub mod layout;
+mod lease;
+mod options;
+#[doc(hidden)]
+pub mod protocol;
+mod sync;
+mod sys;
+mod table;
+
+pub use error::{Error, LostReason, Result};
+pub use info::{Counters, Holder, Label, LeaseInfo, LeaseState, ProcessIdentity, TableInfo};
+pub use lease::{DetachedLease, Lease};
+pub use options::{Location, TableOptions};
+pub use table::{AcquireOptions, LeaseTable};

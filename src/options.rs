@@ -1,0 +1,192 @@
+//! Where a table lives and how it is created and opened.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::layout::MAX_CAPACITY;
+
+/// Where a lease table lives: a file path, or a POSIX shared-memory name.
+///
+/// Converting from a string follows the CLI's rule: anything containing `/` is a path;
+/// a bare name is a shared-memory segment, the object `shm_open("/NAME")` opens
+/// (`/dev/shm/NAME` on Linux).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Location {
+    /// A file (any file system that supports shared `mmap`; tables survive reboots).
+    Path(PathBuf),
+    /// A POSIX shared-memory object (in RAM; gone at reboot).
+    Shm(String),
+}
+
+impl Location {
+    /// The file the location names.
+    pub fn file_path(&self) -> Result<PathBuf> {
+        match self {
+            Location::Path(p) => Ok(p.clone()),
+            Location::Shm(name) => {
+                if name.is_empty() || name.len() > 250 || name == "." || name == ".." {
+                    return Err(Error::InvalidOptions {
+                        reason: format!("{name:?} is not a valid shared-memory name"),
+                    });
+                }
+                if name.contains('/') || name.contains('\0') {
+                    return Err(Error::InvalidOptions {
+                        reason: format!("shared-memory name {name:?} must not contain '/' or NUL"),
+                    });
+                }
+                Ok(Path::new("/dev/shm").join(name))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Path(p) => write!(f, "{}", p.display()),
+            Location::Shm(n) => write!(f, "shm:{n}"),
+        }
+    }
+}
+
+impl From<&str> for Location {
+    fn from(s: &str) -> Location {
+        if s.contains('/') {
+            Location::Path(PathBuf::from(s))
+        } else {
+            Location::Shm(s.to_owned())
+        }
+    }
+}
+
+impl From<String> for Location {
+    fn from(s: String) -> Location {
+        Location::from(s.as_str())
+    }
+}
+
+impl From<&Path> for Location {
+    fn from(p: &Path) -> Location {
+        Location::Path(p.to_path_buf())
+    }
+}
+
+impl From<PathBuf> for Location {
+    fn from(p: PathBuf) -> Location {
+        Location::Path(p)
+    }
+}
+
+impl From<&PathBuf> for Location {
+    fn from(p: &PathBuf) -> Location {
+        Location::Path(p.clone())
+    }
+}
+
+impl From<&Location> for Location {
+    fn from(l: &Location) -> Location {
+        l.clone()
+    }
+}
+
+/// How to create and open a table.
+///
+/// ```
+/// let options = shmlease::TableOptions::new().capacity(100_000).mode(0o660);
+/// assert_eq!(options.get_capacity(), 100_000);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableOptions {
+    capacity: u32,
+    mode: u32,
+    allow_foreign_owner: bool,
+    allow_world_writable: bool,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        TableOptions { capacity: 4096, mode: 0o600, allow_foreign_owner: false, allow_world_writable: false }
+    }
+}
+
+impl TableOptions {
+    /// Defaults: 4096 slots, mode 0600, refuse tables owned by another user or writable
+    /// by everyone.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of slots (names that can have a lease at once), 1 ..= 16,777,216. Each
+    /// takes 128 bytes. Used only when creating.
+    pub fn capacity(mut self, capacity: u32) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Permission bits of a new table (exactly these: the umask does not apply). Used
+    /// only when creating. Default 0600: only the creating user can use it.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Open a table owned by another user. Off by default: whoever owns a table can
+    /// truncate or rewrite it under you.
+    pub fn allow_foreign_owner(mut self, allow: bool) -> Self {
+        self.allow_foreign_owner = allow;
+        self
+    }
+
+    /// Open a table that every user may write. Off by default: any local user could
+    /// then forge or steal leases.
+    pub fn allow_world_writable(mut self, allow: bool) -> Self {
+        self.allow_world_writable = allow;
+        self
+    }
+
+    /// The capacity that will be used.
+    pub fn get_capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// The mode that will be used.
+    pub fn get_mode(&self) -> u32 {
+        self.mode
+    }
+
+    pub(crate) fn foreign_owner_allowed(&self) -> bool {
+        self.allow_foreign_owner
+    }
+
+    pub(crate) fn world_writable_allowed(&self) -> bool {
+        self.allow_world_writable
+    }
+
+    pub(crate) fn validate_for_create(&self) -> Result<()> {
+        if self.capacity == 0 || self.capacity > MAX_CAPACITY {
+            return Err(Error::InvalidOptions {
+                reason: format!("capacity {} is outside 1 ..= {MAX_CAPACITY}", self.capacity),
+            });
+        }
+        if self.mode & !0o777 != 0 {
+            return Err(Error::InvalidOptions {
+                reason: format!("mode {:o} has bits outside 0777", self.mode),
+            });
+        }
+        if self.mode & 0o600 != 0o600 {
+            return Err(Error::InvalidOptions {
+                reason: format!("mode {:o} does not let the owner read and write", self.mode),
+            });
+        }
+        if self.mode & 0o002 != 0 && !self.allow_world_writable {
+            return Err(Error::InvalidOptions {
+                reason: format!(
+                    "mode {:o} is world-writable; call allow_world_writable(true) if you mean it",
+                    self.mode
+                ),
+            });
+        }
+        Ok(())
+    }
+}

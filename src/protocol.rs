@@ -1,0 +1,455 @@
+//! The lease protocol of one slot: every state and every transition, on plain atomics,
+//! with time passed in. No OS calls live here, so the same code runs in production, in
+//! the model-based tests (with an injected clock) and under loom.
+//!
+//! # States of the grant word `(deadline, token)` at table time `now`
+//!
+//! | state | deadline | grantable | who leaves it, how |
+//! |---|---|---|---|
+//! | Free | `FREE` | yes | anyone: [`try_grant`] |
+//! | Revoked | `REVOKED` | yes | anyone: [`try_grant`] |
+//! | Held | `now < d ≤ now + MAX_TTL` | no | the holder: [`renew`], [`release`]; an administrator: [`revoke`]; anyone, if the holder is provably dead: [`try_grant`] |
+//! | Expired | `3 ≤ d ≤ now` | yes | anyone: [`try_grant`]; the table lock holder: [`retire`] |
+//! | Corrupt | `d > now + MAX_TTL` | yes | anyone: [`try_grant`] (no legitimate grant lasts that long) |
+//! | Unbound | `UNBOUND` | never | the table lock holder: [`bind`] |
+//!
+//! Every transition is one CAS on the 128-bit grant word, from the exact value the actor
+//! judged, so "decide from state X" and "move out of X" are one indivisible step. Each
+//! grant sets the token to `max(now, token + 1)`: the word's value never repeats, and a
+//! stale holder's CAS (expecting its own token) can only fail.
+//!
+//! Side records (holder, label, renewal time, transition count) are written after the
+//! CAS by the winner. Only the holder record is trusted for anything (early reclaim of a
+//! dead holder), and only when its tag matches the token of the grant word just read.
+//! A holder paused between its CAS and that store for longer than its TTL may later
+//! store a record for a grant it no longer holds: that record carries the old token's
+//! tag, so readers ignore it (the current holder then merely loses early reclaim and is
+//! reclaimable only by TTL). The tag is 32 bits, so the residual risk is a 2⁻³² chance
+//! per such stale store that also coincides with the stale process dying before the slot
+//! changes again.
+
+use crate::layout::{bind, grant, holder, Slot};
+use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release};
+
+/// Longest TTL a grant may have (one year).
+pub const MAX_TTL_NS: u64 = 365 * 24 * 3600 * 1_000_000_000;
+/// Shortest TTL a grant may have.
+pub const MIN_TTL_NS: u64 = 1_000;
+/// A CAS loop that keeps losing this many times is facing a scribbler, not contention:
+/// honest actors change a slot a bounded number of times per attempt.
+const RETRY_LIMIT: u32 = 1_000;
+
+/// What the grant word says at `now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observed {
+    Free,
+    Revoked,
+    Held,
+    Expired,
+    Corrupt,
+    Unbound,
+}
+
+/// Classifies a deadline (with or without the waiters bit) at `now`.
+#[inline]
+pub fn classify(deadline_bits: u64, now: u64) -> Observed {
+    match deadline_bits & grant::DEADLINE {
+        grant::FREE => Observed::Free,
+        grant::REVOKED => Observed::Revoked,
+        grant::UNBOUND => Observed::Unbound,
+        d if d <= now => Observed::Expired,
+        d if d - now > MAX_TTL_NS => Observed::Corrupt,
+        _ => Observed::Held,
+    }
+}
+
+/// How a successful grant came about (which state it left).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Took {
+    Free,
+    Revoked,
+    Expired,
+    DeadHolder,
+    Corrupt,
+}
+
+/// A grant won by [`try_grant`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Granted {
+    pub token: u64,
+    pub deadline: u64,
+    pub took: Took,
+}
+
+/// Why a slot operation did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Somebody else holds it.
+    Held { token: u64, deadline: u64, holder: Option<holder::Record> },
+    /// The slot no longer stands for the name the caller looked up: look it up again.
+    Rebound,
+    /// The slot's token cannot grow any more (only a corrupt slot gets here).
+    TokenExhausted,
+    /// The slot kept changing under us past any honest rate.
+    Interference,
+}
+
+/// Why a holder's grant is no longer theirs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lost {
+    /// Its deadline passed.
+    Expired,
+    /// An administrator revoked it.
+    Revoked,
+    /// It was released (by this holder, or by someone presenting its token).
+    Released,
+    /// A later grant replaced it.
+    TakenOver,
+    /// The slot kept changing under us past any honest rate.
+    Interference,
+}
+
+/// Is `word` the live grant with `token` at `now`?
+#[inline]
+fn check_ours(word: u128, token: u64, now: u64) -> Result<(), Lost> {
+    if grant::token(word) != token {
+        return Err(Lost::TakenOver);
+    }
+    match classify(grant::deadline_bits(word), now) {
+        Observed::Held | Observed::Corrupt => Ok(()),
+        Observed::Free => Err(Lost::Released),
+        Observed::Revoked => Err(Lost::Revoked),
+        Observed::Expired | Observed::Unbound => Err(Lost::Expired),
+    }
+}
+
+/// Tries to grant the lease in `slot` (which the caller found bound to its name with
+/// binding word `bound_as`) until `now + ttl`, recording `me` and `label` as the holder.
+/// `holder_is_dead` is asked only when the slot is held and its holder record belongs to
+/// the current grant; it must answer `true` only for a provably dead process.
+pub fn try_grant(
+    slot: &Slot,
+    bound_as: u64,
+    now: u64,
+    ttl: u64,
+    me: holder::Record,
+    label: u64,
+    holder_is_dead: &mut dyn FnMut(&holder::Record) -> bool,
+) -> Result<Granted, Refusal> {
+    debug_assert!((MIN_TTL_NS..=MAX_TTL_NS).contains(&ttl));
+    for _ in 0..RETRY_LIMIT {
+        let current = slot.grant.load(Acquire);
+        // The grant word we just read belongs to the binding we looked up only if the
+        // binding is unchanged now (a re-binding writes the grant word after announcing
+        // itself in `bind`, so seeing its grant word implies seeing its `bind`).
+        if slot.bind.load(Acquire) != bound_as {
+            return Err(Refusal::Rebound);
+        }
+        let deadline_bits = grant::deadline_bits(current);
+        let token = grant::token(current);
+        let took = match classify(deadline_bits, now) {
+            Observed::Free => Took::Free,
+            Observed::Revoked => Took::Revoked,
+            Observed::Expired => Took::Expired,
+            Observed::Corrupt => Took::Corrupt,
+            Observed::Unbound => return Err(Refusal::Rebound),
+            Observed::Held => {
+                let record = holder::Record::unpack(slot.holder.load(Acquire));
+                let record = (record.tag == holder::Record::tag_for(token)).then_some(record);
+                match record {
+                    Some(r) if !r.detached && holder_is_dead(&r) => Took::DeadHolder,
+                    _ => {
+                        return Err(Refusal::Held {
+                            token,
+                            deadline: deadline_bits & grant::DEADLINE,
+                            holder: record,
+                        })
+                    }
+                }
+            }
+        };
+        let Some(next_token) = token.checked_add(1) else {
+            return Err(Refusal::TokenExhausted);
+        };
+        let new_token = next_token.max(now);
+        let deadline = now + ttl;
+        // Waiters stay announced across grants: whoever frees this grant wakes them.
+        let new = grant::pack(deadline | (deadline_bits & grant::WAITERS), new_token);
+        if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
+            let record = holder::Record { tag: holder::Record::tag_for(new_token), ..me };
+            slot.label.store(label, Relaxed);
+            slot.holder.store(record.pack(), Release);
+            slot.renewed_at.store(now, Relaxed);
+            // Only the holder writes this, so load+store is exact unless a stale holder
+            // races it; it is a statistic, not part of any guarantee.
+            slot.transitions.store(slot.transitions.load(Relaxed).wrapping_add(1), Relaxed);
+            return Ok(Granted { token: new_token, deadline, took });
+        }
+    }
+    Err(Refusal::Interference)
+}
+
+/// Extends the grant with `token` to `now + ttl`. Returns the new deadline.
+pub fn renew(slot: &Slot, token: u64, now: u64, ttl: u64) -> Result<u64, Lost> {
+    let mut current = slot.grant.load(Acquire);
+    for _ in 0..RETRY_LIMIT {
+        check_ours(current, token, now)?;
+        let deadline = now + ttl;
+        let waiters = grant::deadline_bits(current) & grant::WAITERS;
+        match slot.grant.compare_exchange(
+            current,
+            grant::pack(deadline | waiters, token),
+            AcqRel,
+            Acquire,
+        ) {
+            Ok(_) => {
+                slot.renewed_at.store(now, Relaxed);
+                return Ok(deadline);
+            }
+            Err(actual) => current = actual,
+        }
+    }
+    Err(Lost::Interference)
+}
+
+/// Ends the grant with `token`. `deadline_hint` is the holder's last known deadline: when
+/// it is still exact, the release is a single CAS with no prior load. Returns whether
+/// waiters announced themselves (the caller must then wake them).
+pub fn release(slot: &Slot, token: u64, deadline_hint: u64, now: u64) -> Result<bool, Lost> {
+    let mut current = grant::pack(deadline_hint, token);
+    if check_ours(current, token, now).is_err() {
+        // The hint is stale (renewed elsewhere) or the grant is gone: ask the slot.
+        current = slot.grant.load(Acquire);
+    }
+    for _ in 0..RETRY_LIMIT {
+        check_ours(current, token, now)?;
+        match slot.grant.compare_exchange(
+            current,
+            grant::pack(grant::FREE, token),
+            AcqRel,
+            Acquire,
+        ) {
+            Ok(_) => return Ok(grant::deadline_bits(current) & grant::WAITERS != 0),
+            Err(actual) => current = actual,
+        }
+    }
+    Err(Lost::Interference)
+}
+
+/// Outcome of [`revoke`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revoked {
+    /// The grant with this token was revoked; `wake` says whether waiters must be woken.
+    Revoked { token: u64, wake: bool },
+    /// Nothing was held. `token` is the last grant's token.
+    NotHeld { token: u64 },
+    /// Held, but under another token than the one the caller named.
+    OtherToken { token: u64 },
+}
+
+/// Revokes the live grant in `slot` (bound as `bound_as`), or only the grant with
+/// `only_token` when given.
+pub fn revoke(
+    slot: &Slot,
+    bound_as: u64,
+    now: u64,
+    only_token: Option<u64>,
+) -> Result<Revoked, Refusal> {
+    for _ in 0..RETRY_LIMIT {
+        let current = slot.grant.load(Acquire);
+        if slot.bind.load(Acquire) != bound_as {
+            return Err(Refusal::Rebound);
+        }
+        let token = grant::token(current);
+        match classify(grant::deadline_bits(current), now) {
+            Observed::Held | Observed::Corrupt => {}
+            Observed::Unbound => return Err(Refusal::Rebound),
+            _ => return Ok(Revoked::NotHeld { token }),
+        }
+        if only_token.is_some_and(|t| t != token) {
+            return Ok(Revoked::OtherToken { token });
+        }
+        let new = grant::pack(grant::REVOKED, token);
+        if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
+            let wake = grant::deadline_bits(current) & grant::WAITERS != 0;
+            return Ok(Revoked::Revoked { token, wake });
+        }
+    }
+    Err(Refusal::Interference)
+}
+
+/// What a would-be waiter should do after [`announce_waiter`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Sleep on the slot's futex word while it still equals `futex_expect`, at most until
+    /// table time `deadline` (when the grant expires by itself).
+    Sleep { futex_expect: u32, deadline: u64, token: u64 },
+    /// The state changed: try to acquire again at once.
+    Retry,
+}
+
+/// The 32-bit futex word of a grant word: the high half of the deadline field, which
+/// includes the `WAITERS` bit, so freeing the lease (which clears it) always changes it.
+#[inline]
+pub fn futex_value(word: u128) -> u32 {
+    (grant::deadline_bits(word) >> 32) as u32
+}
+
+/// Sets the `WAITERS` bit on a held grant so that whoever frees it wakes the futex.
+pub fn announce_waiter(slot: &Slot, bound_as: u64, now: u64) -> Wait {
+    let current = slot.grant.load(Acquire);
+    if slot.bind.load(Acquire) != bound_as {
+        return Wait::Retry;
+    }
+    let bits = grant::deadline_bits(current);
+    if classify(bits, now) != Observed::Held {
+        return Wait::Retry;
+    }
+    let announced = grant::pack(bits | grant::WAITERS, grant::token(current));
+    if bits & grant::WAITERS == 0
+        && slot.grant.compare_exchange(current, announced, AcqRel, Acquire).is_err()
+    {
+        return Wait::Retry;
+    }
+    Wait::Sleep {
+        futex_expect: futex_value(announced),
+        deadline: bits & grant::DEADLINE,
+        token: grant::token(current),
+    }
+}
+
+/// Marks a grant that a keep-alive thread watches, so that revocation or release wakes
+/// it. Returns the futex value to sleep on, or why the grant is no longer ours.
+pub fn watch(slot: &Slot, token: u64, now: u64) -> Result<u32, Lost> {
+    let mut current = slot.grant.load(Acquire);
+    for _ in 0..RETRY_LIMIT {
+        check_ours(current, token, now)?;
+        let bits = grant::deadline_bits(current);
+        if bits & grant::WAITERS != 0 {
+            return Ok(futex_value(current));
+        }
+        let announced = grant::pack(bits | grant::WAITERS, token);
+        match slot.grant.compare_exchange(current, announced, AcqRel, Acquire) {
+            Ok(_) => return Ok(futex_value(announced)),
+            Err(actual) => current = actual,
+        }
+    }
+    Err(Lost::Interference)
+}
+
+/// Rewrites the holder record of the live grant with `token`, e.g. to mark it detached.
+pub fn rewrite_holder(slot: &Slot, token: u64, now: u64, record: holder::Record) -> Result<(), Lost> {
+    check_ours(slot.grant.load(Acquire), token, now)?;
+    let record = holder::Record { tag: holder::Record::tag_for(token), ..record };
+    slot.holder.store(record.pack(), Release);
+    // If the grant was lost between the check and the store, the record describes a
+    // grant that is gone; its tag keeps readers from applying it to the next one.
+    check_ours(slot.grant.load(Acquire), token, now)
+}
+
+/// Unbinding, step 1 (table lock held): makes the slot ungrantable if nobody holds it.
+/// Returns the slot's last token (to raise the table's token floor with) and whether
+/// waiters must be woken (they will look the name up again).
+pub fn retire(slot: &Slot, now: u64) -> Option<(u64, bool)> {
+    for _ in 0..RETRY_LIMIT {
+        let current = slot.grant.load(Acquire);
+        let bits = grant::deadline_bits(current);
+        let token = grant::token(current);
+        match classify(bits, now) {
+            Observed::Unbound => return Some((token, false)),
+            Observed::Held => return None,
+            _ => {}
+        }
+        let new = grant::pack(grant::UNBOUND, token);
+        if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
+            return Some((token, bits & grant::WAITERS != 0));
+        }
+    }
+    None
+}
+
+/// Binds `name` (zero-padded words, `len` bytes, `hash` bits) to `slot`, whose binding
+/// word was `previous` (table lock held; the slot must be EMPTY, TOMBSTONE, BINDING left
+/// by a dead binder, or retired). The first grant will carry a token above both the
+/// slot's own history and `floor`. Returns the new binding word, or `None` when the
+/// slot's token space is exhausted (a corrupt slot).
+pub fn bind(
+    slot: &Slot,
+    previous: u64,
+    name: &[u64; 8],
+    len: usize,
+    hash: u32,
+    floor: u64,
+) -> Option<u64> {
+    let generation = bind::generation(previous) + 1;
+    slot.bind.store(bind::pack(bind::BINDING, len, generation, hash), Relaxed);
+    let last = grant::token(slot.grant.load(Acquire));
+    let token = last.max(floor).checked_add(1)?;
+    for (word, value) in slot.name.iter().zip(name) {
+        word.store(*value, Relaxed);
+    }
+    slot.holder.store(0, Relaxed);
+    slot.label.store(0, Relaxed);
+    slot.renewed_at.store(0, Relaxed);
+    slot.transitions.store(0, Relaxed);
+    // Release: a reader that sees this grant word also sees the BINDING store above,
+    // so its binding re-check fails (see `try_grant`).
+    slot.grant.store(grant::pack(grant::FREE, token), Release);
+    let bound = bind::pack(bind::BOUND, len, generation, hash);
+    slot.bind.store(bound, Release);
+    Some(bound)
+}
+
+/// Unbinding, step 2 (table lock held, after [`retire`] and raising the floor).
+pub fn tombstone(slot: &Slot) {
+    let b = slot.bind.load(Acquire);
+    slot.bind.store(bind::with_state(b, bind::TOMBSTONE, 0), Release);
+}
+
+/// A consistent copy of a bound slot, for inspection.
+#[derive(Clone, Copy, Debug)]
+pub struct Snapshot {
+    pub bind: u64,
+    pub grant: u128,
+    /// The holder record, when it belongs to the grant in `grant`.
+    pub holder: Option<holder::Record>,
+    pub label: u64,
+    pub renewed_at: u64,
+    pub transitions: u64,
+    pub name: [u64; 8],
+}
+
+/// Reads a bound slot consistently (same binding before and after), or `None` if it is
+/// not bound or keeps being re-bound.
+pub fn snapshot(slot: &Slot) -> Option<Snapshot> {
+    for _ in 0..8 {
+        let b = slot.bind.load(Acquire);
+        if bind::state(b) != bind::BOUND {
+            return None;
+        }
+        let mut name = [0u64; 8];
+        for (out, word) in name.iter_mut().zip(&slot.name) {
+            *out = word.load(Relaxed);
+        }
+        let grant_word = slot.grant.load(Acquire);
+        let record = holder::Record::unpack(slot.holder.load(Acquire));
+        let label = slot.label.load(Relaxed);
+        let renewed_at = slot.renewed_at.load(Relaxed);
+        let transitions = slot.transitions.load(Relaxed);
+        if slot.bind.load(Acquire) != b {
+            continue;
+        }
+        let token = grant::token(grant_word);
+        let holder = (record.tag == holder::Record::tag_for(token)).then_some(record);
+        return Some(Snapshot {
+            bind: b,
+            grant: grant_word,
+            holder,
+            label,
+            renewed_at,
+            transitions,
+            name,
+        });
+    }
+    None
+}

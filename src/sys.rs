@@ -1,0 +1,294 @@
+//! Every call into the operating system: clocks, futexes, pidfds, `/proc`, file creation
+//! and locking. Functions are named after what they do at the OS level; errno becomes
+//! `io::Error` here and nowhere else. Linux only.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `CLOCK_MONOTONIC` in nanoseconds, as this process (and its time namespace) sees it.
+/// A vDSO call: no system call on any mainstream configuration.
+#[inline]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `CLOCK_REALTIME` in nanoseconds since the Unix epoch.
+pub fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// `futex(FUTEX_WAIT)` on a word in shared memory (no `FUTEX_PRIVATE_FLAG`: the word is
+/// shared between processes). Returns when woken, when `*addr != expect`, on a signal,
+/// or after `timeout`; the caller re-examines the state in every case.
+///
+/// # Safety
+/// `addr` must point to a 4-byte aligned word that stays mapped for the whole call.
+pub unsafe fn futex_wait(addr: *const u32, expect: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: the caller guarantees `addr` is valid for the duration; `ts` lives on our
+    // stack until the call returns. FUTEX_WAIT only reads the word.
+    unsafe {
+        libc::syscall(libc::SYS_futex, addr, libc::FUTEX_WAIT, expect, &ts as *const _, 0, 0)
+    };
+}
+
+/// `futex(FUTEX_WAKE)` waking every waiter on the word.
+///
+/// # Safety
+/// `addr` must point to a 4-byte aligned word that stays mapped for the whole call.
+pub unsafe fn futex_wake_all(addr: *const u32) {
+    // SAFETY: the caller guarantees `addr` is valid; FUTEX_WAKE does not access memory
+    // beyond using the address as a key.
+    unsafe { libc::syscall(libc::SYS_futex, addr, libc::FUTEX_WAKE, i32::MAX, 0, 0, 0) };
+}
+
+/// `getpid(2)`.
+pub fn getpid() -> u32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() as u32 }
+}
+
+/// `geteuid(2)`.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// `pidfd_open(2)`.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes plain integers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The pidfs magic number (`PID_FS_MAGIC`): pidfds whose file system has it carry a
+/// per-process inode number that is never reused.
+const PIDFS_MAGIC: i64 = 0x5049_4446;
+
+/// The inode number of `fd`, if `fd` lives on pidfs.
+pub fn pidfs_inode(fd: &OwnedFd) -> io::Result<Option<u64>> {
+    // SAFETY: an all-zero statfs is a valid value to be overwritten.
+    let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open for the duration of the call; `sfs` is writable.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut sfs) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if sfs.f_type as i64 != PIDFS_MAGIC {
+        return Ok(None);
+    }
+    let file = File::from(fd.try_clone()?);
+    Ok(Some(file.metadata()?.ino()))
+}
+
+/// Whether the process behind a pidfd has exited (a pidfd polls readable then, zombies
+/// included).
+pub fn pidfd_exited(fd: &OwnedFd) -> bool {
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n == 1 && pfd.revents & libc::POLLIN != 0
+}
+
+/// State letter and start time (clock ticks after boot) of `pid`, from `/proc/PID/stat`.
+pub fn proc_state_and_start(pid: u32) -> io::Result<(u8, u64)> {
+    let mut s = String::new();
+    File::open(format!("/proc/{pid}/stat"))?.read_to_string(&mut s)?;
+    // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| bad_proc("stat"))?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next().and_then(|f| f.bytes().next()).ok_or_else(|| bad_proc("stat"))?;
+    // Field 22 overall is the 20th after the command name (state is the 1st).
+    let start = fields.nth(18).and_then(|f| f.parse().ok()).ok_or_else(|| bad_proc("stat"))?;
+    Ok((state, start))
+}
+
+fn bad_proc(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("unexpected format of /proc/…/{what}"))
+}
+
+/// Inode number of this process's PID namespace (0 when `/proc` does not tell).
+pub fn pid_namespace() -> u32 {
+    std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| u32::try_from(m.ino()).unwrap_or(0))
+}
+
+/// This process's `CLOCK_MONOTONIC` offset from the host's, from its time namespace
+/// (`/proc/self/timens_offsets`; absent before Linux 5.6, meaning zero).
+pub fn timens_monotonic_offset_ns() -> io::Result<i64> {
+    let text = match std::fs::read_to_string("/proc/self/timens_offsets") {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for line in text.lines() {
+        let mut it = line.split_ascii_whitespace();
+        if it.next() == Some("monotonic") {
+            let secs: i64 = it.next().and_then(|v| v.parse().ok()).ok_or_else(|| bad_proc("timens_offsets"))?;
+            let nanos: i64 = it.next().and_then(|v| v.parse().ok()).ok_or_else(|| bad_proc("timens_offsets"))?;
+            return Ok(secs * 1_000_000_000 + nanos);
+        }
+    }
+    Ok(0)
+}
+
+/// The kernel's boot id as 16 bytes.
+pub fn boot_id() -> io::Result<[u8; 16]> {
+    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?;
+    let hex: Vec<u8> = text.trim().bytes().filter(|b| *b != b'-').collect();
+    if hex.len() != 32 {
+        return Err(bad_proc("boot_id"));
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).map_err(|_| bad_proc("boot_id"))?;
+        out[i] = u8::from_str_radix(s, 16).map_err(|_| bad_proc("boot_id"))?;
+    }
+    Ok(out)
+}
+
+/// Registers `child` to run in the child after every `fork()`.
+pub fn at_fork_child(child: extern "C" fn()) {
+    // SAFETY: registering a handler has no preconditions; `child` is a plain function
+    // that only stores to atomics (async-signal-safe).
+    unsafe { libc::pthread_atfork(None, None, Some(child)) };
+}
+
+/// Opens an existing file for reading and writing without following a symlink in the
+/// last component (`O_NOFOLLOW`).
+pub fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Creates a file of `size` bytes and mode `mode`, lets `init` fill its mapping, and only
+/// then makes it appear at `path` (atomically, failing with `AlreadyExists` if something
+/// is there). A process killed half-way leaves nothing at `path` (and, with `O_TMPFILE`,
+/// nothing at all). Returns the file, open and linked.
+pub fn create_linked(
+    path: &Path,
+    mode: u32,
+    size: u64,
+    init: impl FnOnce(&File) -> io::Result<()>,
+) -> io::Result<File> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmpfile = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(mode)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(&dir);
+    match tmpfile {
+        Ok(file) => {
+            prepare(&file, mode, size)?;
+            init(&file)?;
+            link_anonymous(&file, path)?;
+            Ok(file)
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {
+            create_linked_named(&dir, path, mode, size, init)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Fallback for file systems without `O_TMPFILE`: a uniquely named temporary file in the
+/// same directory, hard-linked into place, then unlinked.
+fn create_linked_named(
+    dir: &Path,
+    path: &Path,
+    mode: u32,
+    size: u64,
+    init: impl FnOnce(&File) -> io::Result<()>,
+) -> io::Result<File> {
+    let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{base}.{}.{}.creating", getpid(), realtime_ns()));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
+    let linked = prepare(&file, mode, size)
+        .and_then(|()| init(&file))
+        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    linked.map(|()| file)
+}
+
+fn prepare(file: &File, mode: u32, size: u64) -> io::Result<()> {
+    // The requested mode exactly, whatever the umask.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    file.set_len(size)
+}
+
+/// Gives an `O_TMPFILE` file a name.
+fn link_anonymous(file: &File, path: &Path) -> io::Result<()> {
+    let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let to = CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: both strings are valid and NUL-terminated for the duration of the call.
+    let rc = unsafe {
+        libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOENT) {
+        return Err(err);
+    }
+    // No /proc: AT_EMPTY_PATH works where the caller has CAP_DAC_READ_SEARCH.
+    let empty = CString::default();
+    // SAFETY: as above; `empty` is a valid empty C string.
+    let rc = unsafe {
+        libc::linkat(file.as_raw_fd(), empty.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_EMPTY_PATH)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: `Ok(true)` when taken, `Ok(false)` when somebody else has it.
+pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    // SAFETY: the descriptor is open for the duration of the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(false),
+        Some(libc::EINTR) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+/// `flock(LOCK_UN)`.
+pub fn unlock(file: &File) {
+    // SAFETY: the descriptor is open for the duration of the call.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+}

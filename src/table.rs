@@ -1,0 +1,1109 @@
+//! A lease table: the mapping, its validation, name lookup and binding, waiting, and the
+//! public operations. The per-slot state machine lives in [`crate::protocol`].
+//!
+//! # The shared-memory contract
+//!
+//! The table is a `MAP_SHARED` mapping that any process with write access can change at
+//! any moment, including with garbage. So this module never forms a reference to plain
+//! data in it: the header and slots are `#[repr(C)]` structs made only of atomics, for
+//! which every bit pattern is a valid value, and every value read from them is checked
+//! before use. Geometry (capacity, size) is read and validated once at open and then
+//! taken from this process's copy, never from the mapping, so no scribble can steer an
+//! access out of bounds. What a scribbler *can* do is make leases look expired, held,
+//! corrupt or unbound: operations then return an error or reclaim the slot.
+//!
+//! Names are found by linear probing from a home slot given by a fixed hash; a lookup
+//! reads without any lock. Binding a name to a slot (and unbinding an idle name to reuse
+//! its slot) happens under the table lock: an `flock` on the table file (released by
+//! the kernel if the holder dies) plus a mutex for this process's threads.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::{Error, LostReason, Result};
+use crate::identity;
+use crate::info::{Counters, Holder, Label, LeaseInfo, LeaseState, TableInfo};
+use crate::layout::{self, bind, counter, grant, Header, Slot, HEADER_SIZE, NAME_MAX, SLOT_SIZE};
+use crate::lease::{DetachedLease, Lease};
+use crate::options::{Location, TableOptions};
+use crate::protocol::{self, Observed, Refusal, Revoked, Took, Wait};
+use crate::sync::{AtomicU128, Ordering};
+use crate::sys;
+
+/// How long an operation waits for the table lock before giving up with `Error::Busy`.
+const LOCK_PATIENCE: Duration = Duration::from_secs(5);
+/// A blocked `acquire` re-checks whether a live-process holder has died at least this
+/// often (a dead process cannot wake us; its lease is reclaimable at once).
+const LIVENESS_RECHECK: Duration = Duration::from_millis(50);
+/// Binding and unbinding may have to start over when a racing grant changes the
+/// picture; more than this many restarts means the table is being scribbled on.
+const BIND_RESTARTS: u32 = 64;
+/// Table time values at or above this are garbage (table time reaches it after 146 years).
+const TIME_LIMIT: u64 = 1 << 62;
+/// Byte offset, inside a slot, of the futex word: the high half of the deadline.
+const FUTEX_OFFSET: usize = if cfg!(target_endian = "little") { 4 } else { 8 };
+
+/// A lease table, mapped into this process.
+///
+/// Cheap to clone (clones share the mapping) and safe to use from many threads.
+/// Dropping the last clone unmaps the table; the table itself stays until
+/// [`LeaseTable::remove`].
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("shmlease-doc-table-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// # let path = dir.join("t");
+/// use shmlease::{LeaseTable, TableOptions};
+/// use std::time::Duration;
+///
+/// let table = LeaseTable::open_or_create(&path, &TableOptions::new().capacity(64))?;
+/// let lease = table.try_acquire("nightly-report", Duration::from_secs(30))?;
+/// // Someone else trying now is refused, and told who holds it.
+/// assert!(matches!(
+///     table.try_acquire("nightly-report", Duration::from_secs(30)),
+///     Err(shmlease::Error::Held { .. })
+/// ));
+/// lease.release()?;
+/// # LeaseTable::remove(&path)?;
+/// # Ok::<(), shmlease::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct LeaseTable {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    map: memmap2::MmapRaw,
+    file: File,
+    location: Location,
+    capacity: u32,
+    time_base: u64,
+    threads: Mutex<()>,
+}
+
+impl std::fmt::Debug for LeaseTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseTable")
+            .field("location", &self.inner.location)
+            .field("capacity", &self.inner.capacity)
+            .finish()
+    }
+}
+
+/// A lease name, checked and laid out as the table stores it.
+pub(crate) struct Key {
+    words: [u64; 8],
+    len: usize,
+    hash: u64,
+}
+
+impl Key {
+    pub(crate) fn new(name: &str) -> Result<Key> {
+        let bytes = name.as_bytes();
+        if bytes.is_empty() {
+            return Err(Error::InvalidName { reason: "name is empty".into() });
+        }
+        if bytes.len() > NAME_MAX {
+            return Err(Error::InvalidName {
+                reason: format!("name is {} bytes long; the limit is {NAME_MAX}", bytes.len()),
+            });
+        }
+        if bytes.contains(&0) {
+            return Err(Error::InvalidName { reason: "name contains a NUL byte".into() });
+        }
+        let mut padded = [0u8; NAME_MAX];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        let mut words = [0u64; 8];
+        for (w, chunk) in words.iter_mut().zip(padded.chunks_exact(8)) {
+            *w = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
+        }
+        let hash = name_hash(&words[..bytes.len().div_ceil(8)], bytes.len());
+        Ok(Key { words, len: bytes.len(), hash })
+    }
+
+    fn home(&self, capacity: u32) -> u32 {
+        ((self.hash as u128 * capacity as u128) >> 64) as u32
+    }
+
+    fn hash_bits(&self) -> u32 {
+        self.hash as u32
+    }
+}
+
+/// The table's name hash. Part of the format: every process must compute the same one.
+fn name_hash(words: &[u64], len: usize) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = 0x243f_6a88_85a3_08d3 ^ len as u64;
+    for w in words {
+        h = (h ^ w).wrapping_mul(K);
+        h ^= h >> 29;
+    }
+    // murmur3 fmix64
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+pub(crate) fn ttl_ns(ttl: Duration) -> Result<u64> {
+    let ns = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
+    if (protocol::MIN_TTL_NS..=protocol::MAX_TTL_NS).contains(&ns) {
+        Ok(ns)
+    } else {
+        Err(Error::InvalidTtl { ttl })
+    }
+}
+
+fn lost(token: u64, l: protocol::Lost, location: &Location) -> Error {
+    let reason = match l {
+        protocol::Lost::Expired => LostReason::Expired,
+        protocol::Lost::Revoked => LostReason::Revoked,
+        protocol::Lost::Released => LostReason::Released,
+        protocol::Lost::TakenOver => LostReason::TakenOver,
+        protocol::Lost::Interference => return interference(location),
+    };
+    Error::Lost { token, reason }
+}
+
+fn interference(location: &Location) -> Error {
+    Error::Corrupt {
+        location: location.to_string(),
+        reason: "a slot keeps changing faster than any lease holder could change it".into(),
+    }
+}
+
+/// Held by whoever may bind or unbind names (and rebase the clock after a reboot).
+struct TableLock<'a> {
+    file: &'a File,
+    _threads: MutexGuard<'a, ()>,
+}
+
+impl Drop for TableLock<'_> {
+    fn drop(&mut self) {
+        sys::unlock(self.file);
+    }
+}
+
+/// What one acquisition attempt found.
+pub(crate) enum Attempt {
+    Won { slot: u32, token: u64, deadline: u64 },
+    Held { slot: u32, bound_as: u64, token: u64, deadline: u64, holder: Option<Holder> },
+}
+
+impl Inner {
+    #[inline]
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least HEADER_SIZE bytes (checked at open), page
+        // aligned, and lives as long as `self`. `Header` consists only of atomics, for
+        // which any bytes are a valid value and concurrent writes by other processes
+        // are sound; we never create a non-atomic reference into it.
+        unsafe { &*(self.map.as_ptr() as *const Header) }
+    }
+
+    #[inline]
+    pub(crate) fn slot(&self, index: u32) -> &Slot {
+        assert!(index < self.capacity, "slot index out of range");
+        // SAFETY: index < capacity, and the mapping is exactly table_size(capacity)
+        // bytes (checked at open), so the slot lies inside it; HEADER_SIZE and
+        // SLOT_SIZE are multiples of the slot's alignment and the mapping is page
+        // aligned. `Slot` is made only of atomics (see `header`).
+        unsafe { &*(self.map.as_ptr().add(HEADER_SIZE + index as usize * SLOT_SIZE) as *const Slot) }
+    }
+
+    #[inline]
+    fn futex_word(&self, index: u32) -> *const u32 {
+        // Stays inside the slot's grant word (bytes 0..16 of the slot).
+        (self.slot(index) as *const Slot as *const u8).wrapping_add(FUTEX_OFFSET) as *const u32
+    }
+
+    pub(crate) fn wake(&self, index: u32) {
+        // SAFETY: the word lies inside our live mapping, 4-byte aligned.
+        unsafe { sys::futex_wake_all(self.futex_word(index)) };
+    }
+
+    pub(crate) fn sleep(&self, index: u32, expect: u32, timeout: Duration) {
+        // SAFETY: the word lies inside our live mapping (kept alive by `self`), aligned.
+        unsafe { sys::futex_wait(self.futex_word(index), expect, timeout) };
+    }
+
+    /// Table time: the host's CLOCK_MONOTONIC (this process's, corrected for its time
+    /// namespace) plus the table's base. No system call.
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        let offset = identity::me().timens_offset_ns;
+        sys::monotonic_ns().wrapping_sub(offset as u64).wrapping_add(self.time_base)
+    }
+
+    pub(crate) fn location(&self) -> &Location {
+        &self.location
+    }
+
+    fn count(&self, which: usize) {
+        self.header().counters[which].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> Result<TableLock<'_>> {
+        let threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        loop {
+            match sys::try_lock_exclusive(&self.file) {
+                Ok(true) => return Ok(TableLock { file: &self.file, _threads: threads }),
+                Ok(false) => {}
+                Err(e) => return Err(Error::io(format!("locking {}", self.location), e)),
+            }
+            if start.elapsed() >= LOCK_PATIENCE {
+                return Err(Error::Busy { location: self.location.to_string() });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+
+    fn name_matches(&self, slot: &Slot, word: u64, key: &Key) -> bool {
+        bind::state(word) == bind::BOUND
+            && bind::hash(word) == key.hash_bits()
+            && bind::name_len(word) == key.len
+            && slot.name.iter().zip(&key.words).all(|(a, b)| a.load(Ordering::Relaxed) == *b)
+    }
+
+    /// Lock-free lookup: the slot bound to `key` and its binding word.
+    fn find(&self, key: &Key) -> Option<(u32, u64)> {
+        let mut index = key.home(self.capacity);
+        for _ in 0..self.capacity {
+            let slot = self.slot(index);
+            let word = slot.bind.load(Ordering::Acquire);
+            if bind::state(word) == bind::EMPTY {
+                return None;
+            }
+            if self.name_matches(slot, word, key) {
+                return Some((index, word));
+            }
+            index = if index + 1 == self.capacity { 0 } else { index + 1 };
+        }
+        None
+    }
+
+    fn holder_of(slot: &Slot, record: Option<layout::holder::Record>) -> Option<Holder> {
+        record.map(|r| Holder::from_record(&r, slot.label.load(Ordering::Relaxed)))
+    }
+
+    /// One attempt to take the lease on `key`, binding the name first if needed.
+    pub(crate) fn attempt(&self, key: &Key, ttl: u64, label: Label) -> Result<Attempt> {
+        let me = identity::me().record(false);
+        for _ in 0..BIND_RESTARTS {
+            let Some((index, bound_as)) = self.find(key) else {
+                self.bind_name(key)?;
+                continue;
+            };
+            let slot = self.slot(index);
+            let now = self.now();
+            let result = protocol::try_grant(
+                slot,
+                bound_as,
+                now,
+                ttl,
+                me,
+                label.to_word(),
+                &mut identity::is_provably_dead,
+            );
+            match result {
+                Ok(g) => {
+                    match g.took {
+                        Took::Free | Took::Revoked => {}
+                        Took::Expired => self.count(counter::EXPIRED_RECLAIMS),
+                        Took::DeadHolder => self.count(counter::DEAD_HOLDER_RECLAIMS),
+                        Took::Corrupt => self.count(counter::CORRUPT_RECLAIMS),
+                    }
+                    return Ok(Attempt::Won { slot: index, token: g.token, deadline: g.deadline });
+                }
+                Err(Refusal::Held { token, deadline, holder }) => {
+                    self.count(counter::CONTENDED);
+                    return Ok(Attempt::Held {
+                        slot: index,
+                        bound_as,
+                        token,
+                        deadline,
+                        holder: Self::holder_of(slot, holder),
+                    });
+                }
+                Err(Refusal::Rebound) => continue,
+                Err(Refusal::TokenExhausted) => {
+                    return Err(Error::Corrupt {
+                        location: self.location.to_string(),
+                        reason: format!("slot {index} has exhausted its token space"),
+                    })
+                }
+                Err(Refusal::Interference) => return Err(interference(&self.location)),
+            }
+        }
+        Err(interference(&self.location))
+    }
+
+    /// Binds `key` to a slot (table lock held while doing it).
+    fn bind_name(&self, key: &Key) -> Result<()> {
+        let _lock = self.lock()?;
+        for _ in 0..BIND_RESTARTS {
+            if self.bind_locked(key)? {
+                return Ok(());
+            }
+        }
+        Err(interference(&self.location))
+    }
+
+    /// One binding pass; `Ok(false)` means "the picture changed, scan again".
+    fn bind_locked(&self, key: &Key) -> Result<bool> {
+        let header = self.header();
+        let now = self.now();
+        let mut reusable = None; // tombstone, dead binder's leftovers, finished unbinding
+        let mut idle = None; // bound to another name, not held
+        let mut empty = None;
+        let mut index = key.home(self.capacity);
+        for _ in 0..self.capacity {
+            let slot = self.slot(index);
+            let word = slot.bind.load(Ordering::Acquire);
+            match bind::state(word) {
+                bind::EMPTY => {
+                    empty = Some((index, word));
+                    break;
+                }
+                bind::TOMBSTONE | bind::BINDING => {
+                    reusable.get_or_insert((index, word));
+                }
+                _ => {
+                    let deadline = grant::deadline(slot.grant.load(Ordering::Acquire));
+                    let ours = self.name_matches(slot, word, key);
+                    if deadline == grant::UNBOUND {
+                        // An unbinding left half-done by a dead process: finish it.
+                        self.finish_unbind(index);
+                        reusable.get_or_insert((index, slot.bind.load(Ordering::Acquire)));
+                    } else if ours {
+                        return Ok(true); // bound meanwhile by someone else
+                    } else if idle.is_none()
+                        && !matches!(protocol::classify(deadline, now), Observed::Held)
+                    {
+                        idle = Some((index, word));
+                    }
+                }
+            }
+            index = if index + 1 == self.capacity { 0 } else { index + 1 };
+        }
+        let names = header.bound.load(Ordering::Relaxed).min(self.capacity as u64);
+        let crowded = names >= self.capacity as u64 - self.capacity as u64 / 8;
+        let target = match (reusable, empty, idle) {
+            (Some(r), _, _) => r,
+            (None, Some(_), Some(i)) if crowded => self.unbind_idle(i.0).map(|w| (i.0, w))?,
+            (None, Some(e), _) => e,
+            (None, None, Some(i)) => self.unbind_idle(i.0).map(|w| (i.0, w))?,
+            (None, None, None) => return Err(Error::TableFull { capacity: self.capacity }),
+        };
+        let (index, previous) = target;
+        if previous == u64::MAX {
+            return Ok(false); // the idle name got a grant meanwhile
+        }
+        let floor = header.token_floor.load(Ordering::Acquire);
+        match protocol::bind(self.slot(index), previous, &key.words, key.len, key.hash_bits(), floor) {
+            Some(_) => {
+                header.bound.store(names + 1, Ordering::Relaxed);
+                self.count(counter::BINDS);
+                Ok(true)
+            }
+            None => Err(Error::Corrupt {
+                location: self.location.to_string(),
+                reason: format!("slot {index} has exhausted its token space"),
+            }),
+        }
+    }
+
+    /// Unbinds the idle name in slot `index`; returns its binding word after, or
+    /// `u64::MAX` when it turned out to be held.
+    fn unbind_idle(&self, index: u32) -> Result<u64> {
+        let slot = self.slot(index);
+        match protocol::retire(slot, self.now()) {
+            None => Ok(u64::MAX),
+            Some((_, wake)) => {
+                if wake {
+                    self.wake(index);
+                }
+                self.finish_unbind(index);
+                Ok(slot.bind.load(Ordering::Acquire))
+            }
+        }
+    }
+
+    /// Unbinding after [`protocol::retire`]: raise the token floor past the slot's last
+    /// token (so the name's tokens keep growing wherever it is bound next), then
+    /// tombstone the slot. Table lock held.
+    fn finish_unbind(&self, index: u32) {
+        let header = self.header();
+        let slot = self.slot(index);
+        let last = grant::token(slot.grant.load(Ordering::Acquire));
+        header.token_floor.fetch_max(last, Ordering::AcqRel);
+        header.counters[counter::RETIRED_GRANTS]
+            .fetch_add(slot.transitions.load(Ordering::Relaxed), Ordering::Relaxed);
+        protocol::tombstone(slot);
+        let names = header.bound.load(Ordering::Relaxed);
+        header.bound.store(names.saturating_sub(1).min(self.capacity as u64), Ordering::Relaxed);
+        self.count(counter::UNBINDS);
+        self.sweep_tombstones(index);
+    }
+
+    /// A run of tombstones that ends at an EMPTY slot ends every probe chain through it,
+    /// so it can become EMPTY too, keeping lookups of absent names short.
+    fn sweep_tombstones(&self, index: u32) {
+        let next = if index + 1 == self.capacity { 0 } else { index + 1 };
+        if bind::state(self.slot(next).bind.load(Ordering::Acquire)) != bind::EMPTY {
+            return;
+        }
+        let mut i = index;
+        for _ in 0..self.capacity {
+            let slot = self.slot(i);
+            let word = slot.bind.load(Ordering::Acquire);
+            if !matches!(bind::state(word), bind::TOMBSTONE | bind::BINDING) {
+                break;
+            }
+            slot.bind.store(bind::with_state(word, bind::EMPTY, 0), Ordering::Release);
+            i = if i == 0 { self.capacity - 1 } else { i - 1 };
+        }
+    }
+
+    /// Blocks until the lease on `key` is granted or `timeout` passes.
+    pub(crate) fn acquire_blocking(
+        &self,
+        key: &Key,
+        ttl: u64,
+        label: Label,
+        timeout: Option<Duration>,
+    ) -> Result<(u32, u64, u64)> {
+        let start = Instant::now();
+        loop {
+            let (index, bound_as, token, holder) = match self.attempt(key, ttl, label)? {
+                Attempt::Won { slot, token, deadline } => return Ok((slot, token, deadline)),
+                Attempt::Held { slot, bound_as, token, holder, .. } => (slot, bound_as, token, holder),
+            };
+            let waited = start.elapsed();
+            let left = match timeout {
+                Some(t) if waited >= t => return Err(Error::TimedOut { waited, token, holder }),
+                Some(t) => t - waited,
+                None => Duration::MAX,
+            };
+            let now = self.now();
+            if let Wait::Sleep { futex_expect, deadline, .. } =
+                protocol::announce_waiter(self.slot(index), bound_as, now)
+            {
+                let mut nap = Duration::from_nanos(deadline.saturating_sub(now)).min(left);
+                let me = identity::me();
+                if holder.is_some_and(|h| !h.detached && h.pid_namespace == me.pidns) {
+                    nap = nap.min(LIVENESS_RECHECK);
+                }
+                self.sleep(index, futex_expect, nap);
+            }
+        }
+    }
+
+    /// The slot currently bound to `name`.
+    pub(crate) fn bound_slot(&self, key: &Key) -> Option<(u32, u64)> {
+        self.find(key)
+    }
+
+    fn info_of(&self, index: u32, snap: &protocol::Snapshot, now: u64, wall: SystemTime) -> LeaseInfo {
+        let len = bind::name_len(snap.bind).min(NAME_MAX);
+        let mut bytes = [0u8; NAME_MAX];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(&snap.name) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        let name = String::from_utf8_lossy(&bytes[..len]).into_owned();
+        let token = grant::token(snap.grant);
+        let bits = grant::deadline_bits(snap.grant);
+        let deadline = bits & grant::DEADLINE;
+        let granted = snap.transitions > 0;
+        let state = match protocol::classify(bits, now) {
+            Observed::Held | Observed::Corrupt => LeaseState::Held,
+            Observed::Expired => LeaseState::Expired,
+            Observed::Revoked => LeaseState::Revoked,
+            Observed::Free | Observed::Unbound => LeaseState::Free,
+        };
+        let at = |t: u64| {
+            if now >= t {
+                wall.checked_sub(Duration::from_nanos(now - t))
+            } else {
+                wall.checked_add(Duration::from_nanos(t - now))
+            }
+        };
+        let real_deadline = deadline > grant::UNBOUND;
+        LeaseInfo {
+            name,
+            token: if granted { token } else { 0 },
+            state,
+            holder: snap.holder.filter(|_| granted).map(|r| Holder::from_record(&r, snap.label)),
+            acquired_at: if granted { at(token) } else { None },
+            renewed_at: if granted && snap.renewed_at > 0 { at(snap.renewed_at) } else { None },
+            expires_at: if real_deadline { at(deadline) } else { None },
+            remaining: if state == LeaseState::Held {
+                Duration::from_nanos(deadline.saturating_sub(now))
+            } else {
+                Duration::ZERO
+            },
+            transitions: snap.transitions,
+            slot: index,
+        }
+    }
+}
+
+impl LeaseTable {
+    /// Creates a new table at `location`; fails with [`Error::AlreadyExists`] if
+    /// anything is there. The table appears fully initialised or not at all, even if
+    /// this process is killed half-way.
+    pub fn create(location: impl Into<Location>, options: &TableOptions) -> Result<LeaseTable> {
+        let location = location.into();
+        options.validate_for_create()?;
+        let path = location.file_path()?;
+        let capacity = options.get_capacity();
+        let size = layout::table_size(capacity) as u64;
+        let created = sys::create_linked(&path, options.get_mode(), size, |file| {
+            initialise(file, capacity)
+        });
+        let file = match created {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists { location: location.to_string() })
+            }
+            Err(e) => return Err(open_error(&location, e, "creating")),
+        };
+        Self::from_file(location, file, options)
+    }
+
+    /// Opens an existing table with default options (same owner, not world-writable).
+    pub fn open(location: impl Into<Location>) -> Result<LeaseTable> {
+        Self::open_with(location, &TableOptions::new())
+    }
+
+    /// Opens an existing table; `options` says what ownership to accept.
+    pub fn open_with(location: impl Into<Location>, options: &TableOptions) -> Result<LeaseTable> {
+        let location = location.into();
+        let path = location.file_path()?;
+        let file = sys::open_nofollow(&path).map_err(|e| open_error(&location, e, "opening"))?;
+        Self::from_file(location, file, options)
+    }
+
+    /// Opens the table, creating it with `options` if there is none. Any number of
+    /// processes may race here: all end up with the same, single table.
+    pub fn open_or_create(location: impl Into<Location>, options: &TableOptions) -> Result<LeaseTable> {
+        let location = location.into();
+        for _ in 0..16 {
+            match Self::open_with(&location, options) {
+                Err(Error::NotFound { .. }) => {}
+                other => return other,
+            }
+            match Self::create(&location, options) {
+                Err(Error::AlreadyExists { .. }) => {}
+                other => return other,
+            }
+        }
+        Err(Error::Busy { location: location.to_string() })
+    }
+
+    /// Removes the table's name. Processes that have it open keep using it; new
+    /// `open`s will not find it.
+    pub fn remove(location: impl Into<Location>) -> Result<()> {
+        let location = location.into();
+        let path = location.file_path()?;
+        std::fs::remove_file(&path).map_err(|e| open_error(&location, e, "removing"))
+    }
+
+    fn from_file(location: Location, file: File, options: &TableOptions) -> Result<LeaseTable> {
+        if !AtomicU128::is_lock_free() {
+            return Err(Error::Unsupported {
+                reason: "this CPU has no lock-free 128-bit compare-and-swap (x86-64 needs \
+                         cmpxchg16b); an emulated one would not be atomic across processes"
+                    .into(),
+            });
+        }
+        let loc = || location.to_string();
+        let meta = file.metadata().map_err(|e| Error::io(format!("inspecting {location}"), e))?;
+        if !meta.file_type().is_file() {
+            return Err(Error::NotATable { location: loc(), reason: "not a regular file".into() });
+        }
+        if meta.uid() != sys::geteuid() && !options.foreign_owner_allowed() {
+            return Err(Error::Permission {
+                location: loc(),
+                reason: format!(
+                    "owned by uid {}, not by you (uid {}); opt in with allow_foreign_owner if you trust that user",
+                    meta.uid(),
+                    sys::geteuid()
+                ),
+            });
+        }
+        if meta.mode() & 0o002 != 0 && !options.world_writable_allowed() {
+            return Err(Error::Permission {
+                location: loc(),
+                reason: format!(
+                    "is world-writable (mode {:o}): any user could forge leases; opt in with allow_world_writable",
+                    meta.mode() & 0o777
+                ),
+            });
+        }
+        let capacity = validate_header(&file, meta.len(), &location)?;
+        let size = layout::table_size(capacity);
+        let map = memmap2::MmapOptions::new()
+            .len(size)
+            .map_raw(&file)
+            .map_err(|e| Error::io(format!("mapping {location}"), e))?;
+        let mut inner = Inner { map, file, location, capacity, time_base: 0, threads: Mutex::new(()) };
+        inner.time_base = inner.settle_clock()?;
+        Ok(LeaseTable { inner: Arc::new(inner) })
+    }
+
+    /// Takes the lease on `name` for `ttl` if nobody holds it; never waits.
+    ///
+    /// The lease is bound to this process: if the process dies, others may take it
+    /// as soon as they can prove the death (at once on Linux 6.9+), else when the TTL
+    /// runs out. Fails with [`Error::Held`] if someone else holds it.
+    pub fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Lease<'_>> {
+        self.acquire_with(name, ttl, &AcquireOptions::new())
+    }
+
+    /// Takes the lease on `name` for `ttl`, waiting up to `timeout` (forever if `None`)
+    /// while somebody else holds it. Waiting sleeps on a futex: it wakes at once when
+    /// the holder releases or the lease is revoked, when the holder's deadline passes,
+    /// and (for a live-process holder) within 50 ms of the holder dying.
+    pub fn acquire(&self, name: &str, ttl: Duration, timeout: Option<Duration>) -> Result<Lease<'_>> {
+        self.acquire_with(name, ttl, &AcquireOptions::new().wait(timeout))
+    }
+
+    /// Takes a lease with every option: waiting, label.
+    pub fn acquire_with(&self, name: &str, ttl: Duration, options: &AcquireOptions) -> Result<Lease<'_>> {
+        let key = Key::new(name)?;
+        let ttl = ttl_ns(ttl)?;
+        let inner = &self.inner;
+        let (slot, token, deadline) = match options.wait {
+            None => match inner.attempt(&key, ttl, options.label)? {
+                Attempt::Won { slot, token, deadline } => (slot, token, deadline),
+                Attempt::Held { token, deadline, holder, .. } => {
+                    let remaining = Duration::from_nanos(deadline.saturating_sub(inner.now()));
+                    return Err(Error::Held { token, remaining, holder });
+                }
+            },
+            Some(timeout) => inner.acquire_blocking(&key, ttl, options.label, timeout)?,
+        };
+        Ok(Lease::new(self, slot, token, deadline))
+    }
+
+    /// Extends the grant of `name` with `token` to `ttl` from now — for detached leases
+    /// (see [`Lease::detach`]), from any process. Returns the new deadline.
+    pub fn renew(&self, name: &str, token: u64, ttl: Duration) -> Result<Instant> {
+        let key = Key::new(name)?;
+        let ttl = ttl_ns(ttl)?;
+        let inner = &self.inner;
+        let Some((index, _)) = inner.bound_slot(&key) else {
+            return Err(Error::Lost { token, reason: LostReason::Expired });
+        };
+        let now = inner.now();
+        let deadline = protocol::renew(inner.slot(index), token, now, ttl)
+            .map_err(|l| lost(token, l, &inner.location))?;
+        Ok(Instant::now() + Duration::from_nanos(deadline - now))
+    }
+
+    /// Ends the grant of `name` with `token` — for detached leases, from any process.
+    pub fn release(&self, name: &str, token: u64) -> Result<()> {
+        let key = Key::new(name)?;
+        let inner = &self.inner;
+        let Some((index, _)) = inner.bound_slot(&key) else {
+            return Err(Error::Lost { token, reason: LostReason::Expired });
+        };
+        release_slot(inner, index, token, 0)
+    }
+
+    /// Revokes whatever grant `name` has, waking anyone waiting for it. Returns the
+    /// revoked token, or `None` if nothing was held. The holder learns on its next
+    /// renewal (or at once, with a keep-alive) that its lease is lost.
+    pub fn revoke(&self, name: &str) -> Result<Option<u64>> {
+        self.revoke_inner(name, None)
+    }
+
+    /// Revokes the grant of `name` only if its token is `token`; otherwise fails with
+    /// [`Error::Lost`] (that grant is already gone).
+    pub fn revoke_token(&self, name: &str, token: u64) -> Result<()> {
+        match self.revoke_inner(name, Some(token))? {
+            Some(_) => Ok(()),
+            None => Err(Error::Lost { token, reason: LostReason::Expired }),
+        }
+    }
+
+    fn revoke_inner(&self, name: &str, only: Option<u64>) -> Result<Option<u64>> {
+        let key = Key::new(name)?;
+        let inner = &self.inner;
+        for _ in 0..BIND_RESTARTS {
+            let Some((index, bound_as)) = inner.bound_slot(&key) else { return Ok(None) };
+            match protocol::revoke(inner.slot(index), bound_as, inner.now(), only) {
+                Ok(Revoked::Revoked { token, wake }) => {
+                    inner.count(counter::REVOCATIONS);
+                    if wake {
+                        inner.wake(index);
+                    }
+                    return Ok(Some(token));
+                }
+                Ok(Revoked::NotHeld { .. }) => return Ok(None),
+                Ok(Revoked::OtherToken { .. }) => {
+                    let token = only.unwrap_or_default();
+                    return Err(Error::Lost { token, reason: LostReason::TakenOver });
+                }
+                Err(Refusal::Rebound) => continue,
+                Err(_) => return Err(interference(&inner.location)),
+            }
+        }
+        Err(interference(&inner.location))
+    }
+
+    /// The lease on `name`, if the name is known to the table.
+    pub fn get(&self, name: &str) -> Result<Option<LeaseInfo>> {
+        let key = Key::new(name)?;
+        let inner = &self.inner;
+        let Some((index, _)) = inner.bound_slot(&key) else { return Ok(None) };
+        let now = inner.now();
+        let wall = SystemTime::now();
+        Ok(protocol::snapshot(inner.slot(index)).map(|s| inner.info_of(index, &s, now, wall)))
+    }
+
+    /// Every name the table knows, in slot order, whatever its state.
+    pub fn list(&self) -> Result<Vec<LeaseInfo>> {
+        let inner = &self.inner;
+        let now = inner.now();
+        let wall = SystemTime::now();
+        let mut out = Vec::new();
+        for index in 0..inner.capacity {
+            if let Some(s) = protocol::snapshot(inner.slot(index)) {
+                if grant::deadline(s.grant) != grant::UNBOUND {
+                    out.push(inner.info_of(index, &s, now, wall));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Facts and counters about the table (scans every slot).
+    pub fn info(&self) -> TableInfo {
+        let inner = &self.inner;
+        let h = inner.header();
+        let c = |i: usize| h.counters[i].load(Ordering::Relaxed);
+        let now = inner.now();
+        let (mut names, mut held, mut grants) = (0u32, 0u32, c(counter::RETIRED_GRANTS));
+        for index in 0..inner.capacity {
+            let slot = inner.slot(index);
+            if bind::state(slot.bind.load(Ordering::Relaxed)) == bind::BOUND {
+                let g = slot.grant.load(Ordering::Relaxed);
+                if grant::deadline(g) != grant::UNBOUND {
+                    names += 1;
+                    grants = grants.wrapping_add(slot.transitions.load(Ordering::Relaxed));
+                    held += matches!(
+                        protocol::classify(grant::deadline_bits(g), now),
+                        Observed::Held | Observed::Corrupt
+                    ) as u32;
+                }
+            }
+        }
+        let boot: Vec<String> = h
+            .boot_id
+            .iter()
+            .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let boot = boot.concat();
+        let creator = h.creator.load(Ordering::Relaxed);
+        TableInfo {
+            location: inner.location.clone(),
+            format_version: layout::FORMAT_VERSION,
+            capacity: inner.capacity,
+            names,
+            held,
+            size_bytes: layout::table_size(inner.capacity) as u64,
+            slot_size: SLOT_SIZE as u32,
+            boot_id: format!(
+                "{}-{}-{}-{}-{}",
+                &boot[0..8],
+                &boot[8..12],
+                &boot[12..16],
+                &boot[16..20],
+                &boot[20..32]
+            ),
+            clock: "CLOCK_MONOTONIC",
+            creator_pid: creator as u32,
+            creator_uid: (creator >> 32) as u32,
+            created_at: SystemTime::UNIX_EPOCH
+                + Duration::from_nanos(h.created_unix_ns.load(Ordering::Relaxed)),
+            counters: Counters {
+                grants,
+                expired_reclaims: c(counter::EXPIRED_RECLAIMS),
+                dead_holder_reclaims: c(counter::DEAD_HOLDER_RECLAIMS),
+                corrupt_reclaims: c(counter::CORRUPT_RECLAIMS),
+                revocations: c(counter::REVOCATIONS),
+                contended: c(counter::CONTENDED),
+                binds: c(counter::BINDS),
+                unbinds: c(counter::UNBINDS),
+            },
+        }
+    }
+
+    /// Where the table lives.
+    pub fn location(&self) -> &Location {
+        &self.inner.location
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> u32 {
+        self.inner.capacity
+    }
+}
+
+/// Releases the grant with `token` in slot `index`.
+pub(crate) fn release_slot(inner: &Inner, index: u32, token: u64, deadline_hint: u64) -> Result<()> {
+    let now = inner.now();
+    match protocol::release(inner.slot(index), token, deadline_hint, now) {
+        Ok(wake) => {
+            if wake {
+                inner.wake(index);
+            }
+            Ok(())
+        }
+        Err(l) => Err(lost(token, l, &inner.location)),
+    }
+}
+
+/// Turns a grant into a detached one.
+pub(crate) fn detach_slot(inner: &Inner, index: u32, token: u64) -> Result<DetachedLease> {
+    let now = inner.now();
+    let slot = inner.slot(index);
+    let record = identity::me().record(true);
+    protocol::rewrite_holder(slot, token, now, record).map_err(|l| lost(token, l, &inner.location))?;
+    let deadline = grant::deadline(slot.grant.load(Ordering::Acquire));
+    Ok(DetachedLease { token, deadline: Instant::now() + Duration::from_nanos(deadline.saturating_sub(now)) })
+}
+
+/// Options for [`LeaseTable::acquire_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AcquireOptions {
+    wait: Option<Option<Duration>>,
+    label: Label,
+}
+
+impl AcquireOptions {
+    /// Don't wait, no label.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wait while the lease is held: up to `timeout`, or forever with `None`.
+    pub fn wait(mut self, timeout: Option<Duration>) -> Self {
+        self.wait = Some(timeout);
+        self
+    }
+
+    /// Attach a label (up to 8 bytes, shown to others inspecting the lease).
+    pub fn label(mut self, label: &str) -> Result<Self> {
+        self.label = Label::new(label).ok_or_else(|| Error::InvalidLabel {
+            reason: format!("{label:?} is longer than 8 bytes or contains NUL"),
+        })?;
+        Ok(self)
+    }
+}
+
+fn open_error(location: &Location, e: std::io::Error, doing: &str) -> Error {
+    let loc = location.to_string();
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => Error::NotFound { location: loc },
+        Some(libc::ELOOP) => Error::NotATable {
+            location: loc,
+            reason: "is a symbolic link (not followed, for safety)".into(),
+        },
+        Some(libc::EISDIR) => Error::NotATable { location: loc, reason: "is a directory".into() },
+        Some(libc::EACCES | libc::EPERM) => Error::Permission {
+            location: loc,
+            reason: format!("permission denied while {doing} it"),
+        },
+        _ => Error::io(format!("{doing} {loc}"), e),
+    }
+}
+
+/// Writes a fresh header into a new (not yet linked) table file.
+fn initialise(file: &File, capacity: u32) -> std::io::Result<()> {
+    let map = memmap2::MmapOptions::new().len(HEADER_SIZE).map_raw(file)?;
+    // SAFETY: the file is ours alone (not yet linked into the file system), the mapping
+    // is HEADER_SIZE bytes, page aligned, and the header consists only of atomics.
+    let h = unsafe { &*(map.as_ptr() as *const Header) };
+    let boot = sys::boot_id().unwrap_or([0; 16]);
+    let me = identity::me();
+    h.version_endian.store(layout::FORMAT_VERSION as u64 | (layout::ENDIAN_MARK as u64) << 32, Ordering::Relaxed);
+    h.geometry.store(geometry(), Ordering::Relaxed);
+    h.capacity.store(capacity as u64, Ordering::Relaxed);
+    h.created_unix_ns.store(sys::realtime_ns(), Ordering::Relaxed);
+    h.creator.store(me.pid as u64 | (sys::geteuid() as u64) << 32, Ordering::Relaxed);
+    h.clock_id.store(layout::CLOCK_ID_MONOTONIC as u64, Ordering::Relaxed);
+    h.boot_id[0].store(u64::from_le_bytes(boot[..8].try_into().expect("8 bytes")), Ordering::Relaxed);
+    h.boot_id[1].store(u64::from_le_bytes(boot[8..].try_into().expect("8 bytes")), Ordering::Relaxed);
+    h.time_base.store(0, Ordering::Relaxed);
+    // The magic goes last: a file with it is a complete header.
+    h.magic.store(layout::MAGIC, Ordering::Release);
+    map.flush()
+}
+
+fn geometry() -> u64 {
+    HEADER_SIZE as u64
+        | (SLOT_SIZE as u64) << 16
+        | (NAME_MAX as u64) << 32
+        | (layout::SLOT_ALIGN as u64) << 48
+}
+
+/// Checks a table file's header (read with `pread`, so a foreign file is never mapped
+/// or modified); returns its capacity.
+fn validate_header(file: &File, len: u64, location: &Location) -> Result<u32> {
+    let loc = || location.to_string();
+    if len == 0 {
+        return Err(Error::NotATable { location: loc(), reason: "empty file".into() });
+    }
+    if len < HEADER_SIZE as u64 {
+        return Err(Error::NotATable {
+            location: loc(),
+            reason: format!("{len} bytes is too small for a lease table header ({HEADER_SIZE} bytes)"),
+        });
+    }
+    let mut raw = [0u8; 64];
+    file.read_exact_at(&mut raw, 0).map_err(|e| Error::io(format!("reading {location}"), e))?;
+    let word = |i: usize| u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    if word(0) != layout::MAGIC {
+        return Err(Error::NotATable { location: loc(), reason: "wrong magic number".into() });
+    }
+    let version = word(1) as u32;
+    let endian = (word(1) >> 32) as u32;
+    if endian != layout::ENDIAN_MARK {
+        return Err(Error::Incompatible {
+            location: loc(),
+            reason: "written on a machine of the other byte order".into(),
+        });
+    }
+    if version != layout::FORMAT_VERSION {
+        let rel = if version > layout::FORMAT_VERSION { "newer" } else { "older" };
+        return Err(Error::Incompatible {
+            location: loc(),
+            reason: format!(
+                "format version {version} is {rel} than this library's ({})",
+                layout::FORMAT_VERSION
+            ),
+        });
+    }
+    if word(2) != geometry() {
+        let g = word(2);
+        return Err(Error::Incompatible {
+            location: loc(),
+            reason: format!(
+                "layout differs: header {} / slot {} / name {} / align {} bytes, expected {HEADER_SIZE} / {SLOT_SIZE} / {NAME_MAX} / {}",
+                g & 0xffff,
+                (g >> 16) & 0xffff,
+                (g >> 32) & 0xffff,
+                g >> 48,
+                layout::SLOT_ALIGN
+            ),
+        });
+    }
+    if word(6) != layout::CLOCK_ID_MONOTONIC as u64 {
+        return Err(Error::Incompatible {
+            location: loc(),
+            reason: format!("unknown clock id {}", word(6)),
+        });
+    }
+    let capacity = word(3);
+    if capacity == 0 || capacity > layout::MAX_CAPACITY as u64 {
+        return Err(Error::Corrupt { location: loc(), reason: format!("impossible capacity {capacity}") });
+    }
+    let capacity = capacity as u32;
+    let expected = layout::table_size(capacity) as u64;
+    if len != expected {
+        return Err(Error::Corrupt {
+            location: loc(),
+            reason: format!(
+                "file is {len} bytes but a table of {capacity} slots is {expected} bytes{}",
+                if len < expected { " (truncated?)" } else { "" }
+            ),
+        });
+    }
+    Ok(capacity)
+}
+
+impl Inner {
+    /// Returns the table's time base, first rebasing it if the table's clock belongs to
+    /// an earlier boot: after a reboot CLOCK_MONOTONIC restarts near zero, so every
+    /// recorded deadline would look far away. The new base puts table time past every
+    /// deadline and token in the table, voiding all leases while tokens keep growing.
+    fn settle_clock(&self) -> Result<u64> {
+        let boot = sys::boot_id().map_err(|e| Error::io("reading the boot id", e))?;
+        let boot = [
+            u64::from_le_bytes(boot[..8].try_into().expect("8 bytes")),
+            u64::from_le_bytes(boot[8..].try_into().expect("8 bytes")),
+        ];
+        let h = self.header();
+        let same_boot = |h: &Header| {
+            h.boot_id[1].load(Ordering::Acquire) == boot[1]
+                && h.boot_id[0].load(Ordering::Acquire) == boot[0]
+        };
+        if !same_boot(h) {
+            let _lock = self.lock()?;
+            if !same_boot(h) {
+                let mut high = h.token_floor.load(Ordering::Acquire);
+                for index in 0..self.capacity {
+                    let g = self.slot(index).grant.load(Ordering::Acquire);
+                    for v in [grant::deadline(g), grant::token(g)] {
+                        if v < TIME_LIMIT {
+                            high = high.max(v);
+                        }
+                    }
+                }
+                let host_now = sys::monotonic_ns().wrapping_sub(identity::me().timens_offset_ns as u64);
+                let base = high.saturating_add(1).wrapping_sub(host_now);
+                h.time_base.store(base, Ordering::Release);
+                h.boot_id[0].store(boot[0], Ordering::Release);
+                h.boot_id[1].store(boot[1], Ordering::Release);
+            }
+        }
+        let base = h.time_base.load(Ordering::Acquire);
+        let host_now = sys::monotonic_ns().wrapping_sub(identity::me().timens_offset_ns as u64);
+        if host_now.wrapping_add(base) >= TIME_LIMIT {
+            return Err(Error::Corrupt {
+                location: self.location.to_string(),
+                reason: "the table's clock base is out of range".into(),
+            });
+        }
+        Ok(base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_rejects_bad_names() {
+        assert!(matches!(Key::new(""), Err(Error::InvalidName { .. })));
+        assert!(matches!(Key::new(&"x".repeat(65)), Err(Error::InvalidName { .. })));
+        assert!(matches!(Key::new("a\0b"), Err(Error::InvalidName { .. })));
+        assert!(Key::new(&"x".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn hash_is_stable_across_builds() {
+        // Part of the file format: a change here breaks every existing table.
+        assert_eq!(Key::new("gpu0").unwrap().hash, name_hash(&[u64::from_le_bytes(*b"gpu0\0\0\0\0")], 4));
+        assert_eq!(Key::new("leader").unwrap().hash, 0x1e5f_9c4b_4b1c_10b6);
+    }
+
+    #[test]
+    fn ttl_bounds() {
+        assert!(ttl_ns(Duration::ZERO).is_err());
+        assert!(ttl_ns(Duration::from_nanos(999)).is_err());
+        assert!(ttl_ns(Duration::from_micros(1)).is_ok());
+        assert!(ttl_ns(Duration::from_secs(365 * 86400)).is_ok());
+        assert!(ttl_ns(Duration::from_secs(365 * 86400 + 1)).is_err());
+        assert!(ttl_ns(Duration::MAX).is_err());
+    }
+}
