@@ -164,7 +164,9 @@ impl fmt::Display for Error {
                 fmt_holder(f, holder)?;
                 write!(f, " (token {token}, {remaining:.3?} left)")
             }
-            Error::Lost { token, reason } => write!(f, "lease with token {token} is lost: {reason}"),
+            Error::Lost { token, reason } => {
+                write!(f, "lease with token {token} is lost: {reason}")
+            }
             Error::TimedOut { waited, token, holder } => {
                 write!(f, "timed out after {waited:.3?} waiting for a lease held")?;
                 fmt_holder(f, holder)?;

@@ -110,7 +110,9 @@ pub fn is_provably_dead(record: &Record) -> bool {
     }
     if record.pid == me.pid {
         // Our own pid: alive unless the record was made by an earlier holder of the pid.
-        return record.kind == me.kind && record.kind != holder::KIND_UNKNOWN && record.ident != me.ident & holder::IDENT_MASK;
+        return record.kind == me.kind
+            && record.kind != holder::KIND_UNKNOWN
+            && record.ident != me.ident & holder::IDENT_MASK;
     }
     match record.kind {
         holder::KIND_PIDFD_INODE => match sys::pidfd_open(record.pid) {
@@ -122,7 +124,9 @@ pub fn is_provably_dead(record: &Record) -> bool {
         },
         holder::KIND_START_TIME => match sys::proc_state_and_start(record.pid) {
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-            Ok((state, start)) => start & holder::IDENT_MASK != record.ident || matches!(state, b'Z' | b'X'),
+            Ok((state, start)) => {
+                start & holder::IDENT_MASK != record.ident || matches!(state, b'Z' | b'X')
+            }
         },
         _ => false,
     }

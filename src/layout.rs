@@ -293,7 +293,10 @@ pub mod bind {
     /// Packs a binding word.
     #[inline]
     pub const fn pack(state: u64, name_len: usize, generation: u64, hash: u32) -> u64 {
-        (state & 3) | ((name_len as u64) & 0x7f) << 2 | (generation & GEN_MASK) << 9 | (hash as u64) << 32
+        (state & 3)
+            | ((name_len as u64) & 0x7f) << 2
+            | (generation & GEN_MASK) << 9
+            | (hash as u64) << 32
     }
     /// The same word with another state and the generation advanced by `step`.
     #[inline]

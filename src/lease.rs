@@ -80,7 +80,9 @@ impl<'t> Lease<'t> {
         let inner = self.inner();
         let now = inner.now();
         let word = inner.slot(self.slot).grant.load(crate::sync::Ordering::Acquire);
-        if grant::token(word) != self.token || protocol::classify(grant::deadline_bits(word), now) != protocol::Observed::Held {
+        if grant::token(word) != self.token
+            || protocol::classify(grant::deadline_bits(word), now) != protocol::Observed::Held
+        {
             return Duration::ZERO;
         }
         Duration::from_nanos(grant::deadline(word) - now)
@@ -91,7 +93,8 @@ impl<'t> Lease<'t> {
         let inner = self.inner();
         let word = inner.slot(self.slot).grant.load(crate::sync::Ordering::Acquire);
         grant::token(word) == self.token
-            && protocol::classify(grant::deadline_bits(word), inner.now()) == protocol::Observed::Held
+            && protocol::classify(grant::deadline_bits(word), inner.now())
+                == protocol::Observed::Held
     }
 
     /// Extends the grant to `ttl` from now. Fails with [`Error::Lost`] if the grant is
@@ -124,7 +127,12 @@ impl<'t> Lease<'t> {
         if let Some(k) = self.keep_alive.take() {
             k.stop();
         }
-        table::release_slot(self.inner(), self.slot, self.token, self.deadline.load(Ordering::Relaxed))
+        table::release_slot(
+            self.inner(),
+            self.slot,
+            self.token,
+            self.deadline.load(Ordering::Relaxed),
+        )
     }
 
     /// Turns this lease into a detached one: it no longer belongs to this process (it
@@ -168,7 +176,9 @@ impl<'t> Lease<'t> {
     /// Why the lease was lost, if the keep-alive has noticed (always `None` without a
     /// keep-alive: use [`Lease::is_valid`]).
     pub fn lost(&self) -> Option<LostReason> {
-        self.keep_alive.as_ref().and_then(|k| *k.shared.lost.lock().unwrap_or_else(|p| p.into_inner()))
+        self.keep_alive
+            .as_ref()
+            .and_then(|k| *k.shared.lost.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Blocks until the keep-alive notices the lease is lost (returning why), or until
@@ -186,7 +196,12 @@ impl<'t> Lease<'t> {
                 None => guard = k.shared.changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
                     let left = d.checked_duration_since(Instant::now())?;
-                    guard = k.shared.changed.wait_timeout(guard, left).unwrap_or_else(|p| p.into_inner()).0;
+                    guard = k
+                        .shared
+                        .changed
+                        .wait_timeout(guard, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
                 }
             }
         }
@@ -270,7 +285,8 @@ fn renew_loop(inner: &Inner, slot: u32, token: u64, ttl: u64, shared: &Shared) {
             Ok(expect) => {
                 // Woken by release, revoke, or a waiter's takeover; else at renewal time.
                 // Capped so that a stop request is noticed even without a wake-up.
-                let nap = Duration::from_nanos(next.saturating_sub(now)).min(Duration::from_millis(100));
+                let nap =
+                    Duration::from_nanos(next.saturating_sub(now)).min(Duration::from_millis(100));
                 inner.sleep(slot, expect, nap);
             }
             Err(l) => return report(l),

@@ -106,7 +106,12 @@ pub struct TableOptions {
 
 impl Default for TableOptions {
     fn default() -> Self {
-        TableOptions { capacity: 4096, mode: 0o600, allow_foreign_owner: false, allow_world_writable: false }
+        TableOptions {
+            capacity: 4096,
+            mode: 0o600,
+            allow_foreign_owner: false,
+            allow_world_writable: false,
+        }
     }
 }
 

@@ -223,12 +223,8 @@ pub fn release(slot: &Slot, token: u64, deadline_hint: u64, now: u64) -> Result<
     }
     for _ in 0..RETRY_LIMIT {
         check_ours(current, token, now)?;
-        match slot.grant.compare_exchange(
-            current,
-            grant::pack(grant::FREE, token),
-            AcqRel,
-            Acquire,
-        ) {
+        match slot.grant.compare_exchange(current, grant::pack(grant::FREE, token), AcqRel, Acquire)
+        {
             Ok(_) => return Ok(grant::deadline_bits(current) & grant::WAITERS != 0),
             Err(actual) => current = actual,
         }
@@ -338,7 +334,12 @@ pub fn watch(slot: &Slot, token: u64, now: u64) -> Result<u32, Lost> {
 }
 
 /// Rewrites the holder record of the live grant with `token`, e.g. to mark it detached.
-pub fn rewrite_holder(slot: &Slot, token: u64, now: u64, record: holder::Record) -> Result<(), Lost> {
+pub fn rewrite_holder(
+    slot: &Slot,
+    token: u64,
+    now: u64,
+    record: holder::Record,
+) -> Result<(), Lost> {
     check_ours(slot.grant.load(Acquire), token, now)?;
     let record = holder::Record { tag: holder::Record::tag_for(token), ..record };
     slot.holder.store(record.pack(), Release);

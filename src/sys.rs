@@ -140,8 +140,10 @@ pub fn timens_monotonic_offset_ns() -> io::Result<i64> {
     for line in text.lines() {
         let mut it = line.split_ascii_whitespace();
         if it.next() == Some("monotonic") {
-            let secs: i64 = it.next().and_then(|v| v.parse().ok()).ok_or_else(|| bad_proc("timens_offsets"))?;
-            let nanos: i64 = it.next().and_then(|v| v.parse().ok()).ok_or_else(|| bad_proc("timens_offsets"))?;
+            let secs: i64 =
+                it.next().and_then(|v| v.parse().ok()).ok_or_else(|| bad_proc("timens_offsets"))?;
+            let nanos: i64 =
+                it.next().and_then(|v| v.parse().ok()).ok_or_else(|| bad_proc("timens_offsets"))?;
             return Ok(secs * 1_000_000_000 + nanos);
         }
     }
@@ -207,7 +209,9 @@ pub fn create_linked(
             link_anonymous(&file, path)?;
             Ok(file)
         }
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {
+        Err(e)
+            if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) =>
+        {
             create_linked_named(&dir, path, mode, size, init)
         }
         Err(e) => Err(e),
@@ -251,7 +255,13 @@ fn link_anonymous(file: &File, path: &Path) -> io::Result<()> {
     let to = CString::new(path.as_os_str().as_bytes())?;
     // SAFETY: both strings are valid and NUL-terminated for the duration of the call.
     let rc = unsafe {
-        libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
     };
     if rc == 0 {
         return Ok(());
@@ -264,7 +274,13 @@ fn link_anonymous(file: &File, path: &Path) -> io::Result<()> {
     let empty = CString::default();
     // SAFETY: as above; `empty` is a valid empty C string.
     let rc = unsafe {
-        libc::linkat(file.as_raw_fd(), empty.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_EMPTY_PATH)
+        libc::linkat(
+            file.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
     };
     if rc == 0 {
         Ok(())

