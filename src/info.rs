@@ -172,6 +172,10 @@ pub struct Counters {
     pub dead_holder_reclaims: u64,
     /// Grants that replaced a slot with an impossible deadline (garbage).
     pub corrupt_reclaims: u64,
+    /// Renewals (sampled: accurate to about ±64 per thousand).
+    pub renewals: u64,
+    /// Releases (sampled like `renewals`).
+    pub releases: u64,
     /// Successful revocations.
     pub revocations: u64,
     /// Acquire attempts that found the lease held.

@@ -31,6 +31,16 @@ pub struct Lease<'t> {
     finished: bool,
 }
 
+/// The parts of a [`Lease`], for the C library. Not a stable API.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawLease {
+    pub slot: u32,
+    pub token: u64,
+    pub deadline: u64,
+    pub pid: u32,
+}
+
 /// A lease turned loose from its process by [`Lease::detach`]: it lives until its
 /// deadline unless renewed or released, by anyone, with [`LeaseTable::renew`] and
 /// [`LeaseTable::release`] and this token.
@@ -106,6 +116,7 @@ impl<'t> Lease<'t> {
         match protocol::renew(inner.slot(self.slot), self.token, now, ttl) {
             Ok(deadline) => {
                 self.deadline.store(deadline, Ordering::Relaxed);
+                inner.count_sampled(table::counter::RENEWALS, now);
                 Ok(())
             }
             Err(protocol::Lost::Interference) => Err(Error::Corrupt {
@@ -171,6 +182,37 @@ impl<'t> Lease<'t> {
         };
         self.keep_alive = Some(KeepAlive { shared, thread: Some(thread), pid: self.pid });
         Ok(())
+    }
+
+    /// Takes the lease apart without releasing it, for the C library, which keeps the
+    /// parts in its own handle. Not a stable API.
+    #[doc(hidden)]
+    pub fn into_raw(mut self) -> RawLease {
+        self.finished = true;
+        if let Some(k) = self.keep_alive.take() {
+            k.stop();
+        }
+        RawLease {
+            slot: self.slot,
+            token: self.token,
+            deadline: self.deadline.load(Ordering::Relaxed),
+            pid: self.pid,
+        }
+    }
+
+    /// Rebuilds a lease from [`Lease::into_raw`] parts taken from the same `table`;
+    /// `None` if the parts cannot belong to it. Not a stable API.
+    #[doc(hidden)]
+    pub fn from_raw(table: &'t LeaseTable, raw: RawLease) -> Option<Lease<'t>> {
+        (raw.slot < table.capacity()).then(|| Lease {
+            table,
+            slot: raw.slot,
+            token: raw.token,
+            deadline: AtomicU64::new(raw.deadline),
+            pid: raw.pid,
+            keep_alive: None,
+            finished: false,
+        })
     }
 
     /// Why the lease was lost, if the keep-alive has noticed (always `None` without a
@@ -277,7 +319,10 @@ fn renew_loop(inner: &Inner, slot: u32, token: u64, ttl: u64, shared: &Shared) {
         let now = inner.now();
         if now >= next {
             match protocol::renew(inner.slot(slot), token, now, ttl) {
-                Ok(_) => next = now + interval,
+                Ok(_) => {
+                    inner.count_sampled(table::counter::RENEWALS, now);
+                    next = now + interval;
+                }
                 Err(l) => return report(l),
             }
         }

@@ -61,21 +61,36 @@
 
 #![cfg(target_os = "linux")]
 
-mod error;
-mod identity;
-mod info;
 #[doc(hidden)]
 pub mod layout;
-mod lease;
-mod options;
 #[doc(hidden)]
 pub mod protocol;
-mod sync;
+#[doc(hidden)]
+pub mod sync;
+
+// Under `cfg(loom)` only the protocol is built, on loom's atomics.
+#[cfg(not(loom))]
+mod error;
+#[cfg(not(loom))]
+mod identity;
+#[cfg(not(loom))]
+mod info;
+#[cfg(not(loom))]
+mod lease;
+#[cfg(not(loom))]
+mod options;
+#[cfg(not(loom))]
 mod sys;
+#[cfg(not(loom))]
 mod table;
 
+#[cfg(not(loom))]
 pub use error::{Error, LostReason, Result};
+#[cfg(not(loom))]
 pub use info::{Counters, Holder, Label, LeaseInfo, LeaseState, ProcessIdentity, TableInfo};
-pub use lease::{DetachedLease, Lease};
+#[cfg(not(loom))]
+pub use lease::{DetachedLease, Lease, RawLease};
+#[cfg(not(loom))]
 pub use options::{Location, TableOptions};
+#[cfg(not(loom))]
 pub use table::{AcquireOptions, LeaseTable};

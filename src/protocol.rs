@@ -213,20 +213,27 @@ pub fn renew(slot: &Slot, token: u64, now: u64, ttl: u64) -> Result<u64, Lost> {
 }
 
 /// Ends the grant with `token`. `deadline_hint` is the holder's last known deadline: when
-/// it is still exact, the release is a single CAS with no prior load. Returns whether
-/// waiters announced themselves (the caller must then wake them).
-pub fn release(slot: &Slot, token: u64, deadline_hint: u64, now: u64) -> Result<bool, Lost> {
+/// it is still exact, the release is a single CAS with no prior load and no clock read.
+/// A grant that expired but that nobody has taken since is still the caller's to
+/// release (no other grant was made in between, so nothing is unsafe about it). Returns
+/// whether waiters announced themselves (the caller must then wake them).
+pub fn release(slot: &Slot, token: u64, deadline_hint: u64) -> Result<bool, Lost> {
     let mut current = grant::pack(deadline_hint, token);
-    if check_ours(current, token, now).is_err() {
-        // The hint is stale (renewed elsewhere) or the grant is gone: ask the slot.
-        current = slot.grant.load(Acquire);
-    }
     for _ in 0..RETRY_LIMIT {
-        check_ours(current, token, now)?;
         match slot.grant.compare_exchange(current, grant::pack(grant::FREE, token), AcqRel, Acquire)
         {
             Ok(_) => return Ok(grant::deadline_bits(current) & grant::WAITERS != 0),
-            Err(actual) => current = actual,
+            Err(actual) => {
+                if grant::token(actual) != token {
+                    return Err(Lost::TakenOver);
+                }
+                match grant::deadline(actual) {
+                    grant::FREE => return Err(Lost::Released),
+                    grant::REVOKED => return Err(Lost::Revoked),
+                    grant::UNBOUND => return Err(Lost::Expired),
+                    _ => current = actual,
+                }
+            }
         }
     }
     Err(Lost::Interference)

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::error::{Error, LostReason, Result};
 use crate::identity;
 use crate::info::{Counters, Holder, Label, LeaseInfo, LeaseState, TableInfo};
-use crate::layout::{self, bind, counter, grant, Header, Slot, HEADER_SIZE, NAME_MAX, SLOT_SIZE};
+pub(crate) use crate::layout::counter;
+use crate::layout::{self, bind, grant, Header, Slot, HEADER_SIZE, NAME_MAX, SLOT_SIZE};
 use crate::lease::{DetachedLease, Lease};
 use crate::options::{Location, TableOptions};
 use crate::protocol::{self, Observed, Refusal, Revoked, Took, Wait};
@@ -110,17 +111,28 @@ impl Key {
                 reason: format!("name is {} bytes long; the limit is {NAME_MAX}", bytes.len()),
             });
         }
+        let mut words = [0u64; 8];
+        let mut chunks = bytes.chunks_exact(8);
+        for (w, chunk) in words.iter_mut().zip(&mut chunks) {
+            *w = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
+        }
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            let mut last = [0u8; 8];
+            last[..tail.len()].copy_from_slice(tail);
+            words[bytes.len() / 8] = u64::from_le_bytes(last);
+        }
+        let used = bytes.len().div_ceil(8);
         if bytes.contains(&0) {
             return Err(Error::InvalidName { reason: "name contains a NUL byte".into() });
         }
-        let mut padded = [0u8; NAME_MAX];
-        padded[..bytes.len()].copy_from_slice(bytes);
-        let mut words = [0u64; 8];
-        for (w, chunk) in words.iter_mut().zip(padded.chunks_exact(8)) {
-            *w = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
-        }
-        let hash = name_hash(&words[..bytes.len().div_ceil(8)], bytes.len());
+        let hash = name_hash(&words[..used], bytes.len());
         Ok(Key { words, len: bytes.len(), hash })
+    }
+
+    /// Words that hold name bytes (the rest are zero in both key and slot).
+    fn used_words(&self) -> &[u64] {
+        &self.words[..self.len.div_ceil(8)]
     }
 
     fn home(&self, capacity: u32) -> u32 {
@@ -247,6 +259,15 @@ impl Inner {
         self.header().counters[which].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a fast-path event one time in `SAMPLE`, chosen by the clock's low bits, so
+    /// that the fast path almost never touches the shared header line.
+    #[inline]
+    pub(crate) fn count_sampled(&self, which: usize, now: u64) {
+        if now & (counter::SAMPLE - 1) == 0 {
+            self.header().counters[which].fetch_add(counter::SAMPLE, Ordering::Relaxed);
+        }
+    }
+
     fn lock(&self) -> Result<TableLock<'_>> {
         let threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         let start = Instant::now();
@@ -269,7 +290,7 @@ impl Inner {
         bind::state(word) == bind::BOUND
             && bind::hash(word) == key.hash_bits()
             && bind::name_len(word) == key.len
-            && slot.name.iter().zip(&key.words).all(|(a, b)| a.load(Ordering::Relaxed) == *b)
+            && slot.name.iter().zip(key.used_words()).all(|(a, b)| a.load(Ordering::Relaxed) == *b)
     }
 
     /// Lock-free lookup: the slot bound to `key` and its binding word.
@@ -734,6 +755,7 @@ impl LeaseTable {
         let now = inner.now();
         let deadline = protocol::renew(inner.slot(index), token, now, ttl)
             .map_err(|l| lost(token, l, &inner.location))?;
+        inner.count_sampled(counter::RENEWALS, now);
         Ok(Instant::now() + Duration::from_nanos(deadline - now))
     }
 
@@ -869,6 +891,8 @@ impl LeaseTable {
                 expired_reclaims: c(counter::EXPIRED_RECLAIMS),
                 dead_holder_reclaims: c(counter::DEAD_HOLDER_RECLAIMS),
                 corrupt_reclaims: c(counter::CORRUPT_RECLAIMS),
+                renewals: c(counter::RENEWALS),
+                releases: c(counter::RELEASES),
                 revocations: c(counter::REVOCATIONS),
                 contended: c(counter::CONTENDED),
                 binds: c(counter::BINDS),
@@ -888,16 +912,17 @@ impl LeaseTable {
     }
 }
 
-/// Releases the grant with `token` in slot `index`.
+/// Releases the grant with `token` in slot `index` (see [`protocol::release`]).
 pub(crate) fn release_slot(
     inner: &Inner,
     index: u32,
     token: u64,
     deadline_hint: u64,
 ) -> Result<()> {
-    let now = inner.now();
-    match protocol::release(inner.slot(index), token, deadline_hint, now) {
+    match protocol::release(inner.slot(index), token, deadline_hint) {
         Ok(wake) => {
+            // The deadline's low bits are as good a sampling coin as the clock's.
+            inner.count_sampled(counter::RELEASES, deadline_hint);
             if wake {
                 inner.wake(index);
             }
