@@ -1,0 +1,171 @@
+//! The plain C structs that describe leases and holders, and their filling from the
+//! Rust library's values.
+
+use std::ffi::c_char;
+use std::time::{Duration, SystemTime};
+
+use shmlease_core::{Holder, LeaseInfo, LeaseState};
+
+/// Longest lease name, in bytes (without the terminating NUL).
+pub const SHMLEASE_NAME_MAX: usize = 64;
+/// Longest holder label, in bytes (without the terminating NUL).
+pub const SHMLEASE_LABEL_MAX: usize = 8;
+
+// The C arrays are sized with literals (cbindgen copies no expressions); keep them right.
+const _: () = assert!(SHMLEASE_NAME_MAX == shmlease_core::layout::NAME_MAX);
+const _: () = assert!(SHMLEASE_LABEL_MAX == shmlease_core::layout::LABEL_MAX);
+const _: () = assert!(std::mem::size_of::<[c_char; 65]>() == SHMLEASE_NAME_MAX + 1);
+const _: () = assert!(std::mem::size_of::<[c_char; 9]>() == SHMLEASE_LABEL_MAX + 1);
+
+/// The state of a lease at the moment it was read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+pub enum shmlease_state {
+    /// Released, or never granted: anyone may take it.
+    SHMLEASE_STATE_FREE = 0,
+    /// Granted and unexpired.
+    SHMLEASE_STATE_HELD = 1,
+    /// Granted, never released, and past its deadline: anyone may take it.
+    SHMLEASE_STATE_EXPIRED = 2,
+    /// Revoked: anyone may take it.
+    SHMLEASE_STATE_REVOKED = 3,
+}
+
+/// Who holds (or last held) a lease.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[allow(non_camel_case_types)]
+pub struct shmlease_holder {
+    /// Whether the table recorded a holder; when false the other fields are zero.
+    pub known: bool,
+    /// A detached lease is bound to its TTL only: it outlives the process that took it.
+    pub detached: bool,
+    /// Process id, in the holder's PID namespace.
+    pub pid: u32,
+    /// Inode number of the holder's PID namespace (0 if unknown).
+    pub pid_namespace: u32,
+    /// The label the holder attached, NUL-terminated ("" if none; `SHMLEASE_LABEL_MAX`
+    /// bytes at most).
+    pub label: [c_char; 9],
+}
+
+/// Who holds a lease you could not get, and for how long: filled by
+/// `shmlease_try_acquire` and `shmlease_acquire` when they return `SHMLEASE_HELD` or
+/// `SHMLEASE_TIMED_OUT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[allow(non_camel_case_types)]
+pub struct shmlease_held_by {
+    /// Fencing token of the grant in the way.
+    pub token: u64,
+    /// Nanoseconds until it expires unless renewed (0 if it has just ended).
+    pub remaining_ns: u64,
+    /// Its holder.
+    pub holder: shmlease_holder,
+}
+
+/// A copy of one name's lease, filled by `shmlease_get` and `shmlease_list`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[allow(non_camel_case_types)]
+pub struct shmlease_info {
+    /// The lease name, NUL-terminated (`SHMLEASE_NAME_MAX` bytes at most).
+    pub name: [c_char; 65],
+    /// State at the time of reading.
+    pub state: shmlease_state,
+    /// Fencing token of the current (or last) grant; 0 if never granted.
+    pub token: u64,
+    /// Nanoseconds left before it expires (0 unless held).
+    pub remaining_ns: u64,
+    /// Grants of this name since it was bound to its slot.
+    pub transitions: u64,
+    /// When the current (or last) grant was made, in nanoseconds since the Unix epoch
+    /// (wall clock; 0 if unknown).
+    pub acquired_at_unix_ns: i64,
+    /// When it was last granted or renewed (Unix ns, wall clock; 0 if unknown).
+    pub renewed_at_unix_ns: i64,
+    /// When it expires or expired (Unix ns, wall clock; 0 if never granted).
+    pub expires_at_unix_ns: i64,
+    /// Slot index in the table (`UINT32_MAX` for a name the table does not know).
+    pub slot: u32,
+    /// Holder of the current (or last) grant.
+    pub holder: shmlease_holder,
+}
+
+/// Copies `text` into a NUL-terminated C array, truncating at a byte boundary if needed.
+fn c_text<const N: usize>(text: &str) -> [c_char; N] {
+    let mut out = [0 as c_char; N];
+    for (dst, src) in out.iter_mut().zip(text.as_bytes().iter().take(N - 1)) {
+        *dst = *src as c_char;
+    }
+    out
+}
+
+fn unix_ns(t: Option<SystemTime>) -> i64 {
+    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl shmlease_holder {
+    pub(crate) fn from_rust(holder: Option<&Holder>) -> shmlease_holder {
+        match holder {
+            Some(h) => shmlease_holder {
+                known: true,
+                detached: h.detached,
+                pid: h.pid,
+                pid_namespace: h.pid_namespace,
+                label: c_text(&h.label.as_str()),
+            },
+            None => shmlease_holder {
+                known: false,
+                detached: false,
+                pid: 0,
+                pid_namespace: 0,
+                label: [0; 9],
+            },
+        }
+    }
+}
+
+impl shmlease_info {
+    pub(crate) fn from_rust(info: &LeaseInfo) -> shmlease_info {
+        shmlease_info {
+            name: c_text(&info.name),
+            state: match info.state {
+                LeaseState::Held => shmlease_state::SHMLEASE_STATE_HELD,
+                LeaseState::Expired => shmlease_state::SHMLEASE_STATE_EXPIRED,
+                LeaseState::Revoked => shmlease_state::SHMLEASE_STATE_REVOKED,
+                LeaseState::Free => shmlease_state::SHMLEASE_STATE_FREE,
+            },
+            token: info.token,
+            remaining_ns: nanos(info.remaining),
+            transitions: info.transitions,
+            acquired_at_unix_ns: unix_ns(info.acquired_at),
+            renewed_at_unix_ns: unix_ns(info.renewed_at),
+            expires_at_unix_ns: unix_ns(info.expires_at),
+            slot: info.slot,
+            holder: shmlease_holder::from_rust(info.holder.as_ref()),
+        }
+    }
+
+    /// A name the table does not know: free, never granted.
+    pub(crate) fn unknown(name: &str) -> shmlease_info {
+        shmlease_info {
+            name: c_text(name),
+            state: shmlease_state::SHMLEASE_STATE_FREE,
+            token: 0,
+            remaining_ns: 0,
+            transitions: 0,
+            acquired_at_unix_ns: 0,
+            renewed_at_unix_ns: 0,
+            expires_at_unix_ns: 0,
+            slot: u32::MAX,
+            holder: shmlease_holder::from_rust(None),
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! Table handles: creating, opening, closing and removing tables, taking leases, and the
+//! operations that work on a name (by token, revoke, inspect).
+
+use std::ffi::c_char;
+use std::time::{Duration, Instant};
+
+use shmlease_core::{AcquireOptions, Error, LeaseTable, TableOptions};
+
+use crate::boundary::{arg, boundary, opt_str_arg, shmlease_status, str_arg, Failure, Out};
+use crate::info::{nanos, shmlease_held_by, shmlease_holder, shmlease_info};
+use crate::lease::{shmlease_lease, LeaseHandle};
+
+/// An open lease table. Opaque: get one from `shmlease_table_open`,
+/// `shmlease_table_create` or `shmlease_table_open_or_create`, give it back with
+/// `shmlease_table_close`.
+///
+/// Thread safety: a table handle may be used by any number of threads at once, except
+/// that `shmlease_table_close` must not race with another call on the same handle.
+/// Leases taken from it stay usable after it is closed (they keep the mapping alive).
+#[allow(non_camel_case_types)]
+pub struct shmlease_table {
+    _opaque: [u8; 0],
+}
+
+/// Open a table owned by another user (off by default: its owner can rewrite it under
+/// you). A bit for `shmlease_table_options.flags`.
+pub const SHMLEASE_ALLOW_FOREIGN_OWNER: u32 = 1;
+/// Open or create a table every user may write (off by default: any local user could
+/// forge or steal leases). A bit for `shmlease_table_options.flags`.
+pub const SHMLEASE_ALLOW_WORLD_WRITABLE: u32 = 2;
+
+/// How to create and open a table. A zeroed struct (or a NULL pointer) means the
+/// defaults: 4096 slots, mode 0600, only tables of your own user that others cannot
+/// write.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[allow(non_camel_case_types)]
+pub struct shmlease_table_options {
+    /// Number of slots, 1 ..= 16777216 (each 128 bytes); 0 means 4096. Used only when
+    /// creating.
+    pub capacity: u32,
+    /// Permission bits of a new table (the umask does not apply); 0 means 0600. Used
+    /// only when creating.
+    pub mode: u32,
+    /// `SHMLEASE_ALLOW_*` bits, or 0.
+    pub flags: u32,
+}
+
+fn table_options(options: Option<&shmlease_table_options>) -> Result<TableOptions, Failure> {
+    let Some(o) = options else { return Ok(TableOptions::new()) };
+    let known = SHMLEASE_ALLOW_FOREIGN_OWNER | SHMLEASE_ALLOW_WORLD_WRITABLE;
+    if o.flags & !known != 0 {
+        return Err(Failure::Invalid(
+            shmlease_status::SHMLEASE_INVALID_OPTIONS,
+            format!("unknown flag bits {:#x}", o.flags & !known),
+        ));
+    }
+    let mut t = TableOptions::new()
+        .allow_foreign_owner(o.flags & SHMLEASE_ALLOW_FOREIGN_OWNER != 0)
+        .allow_world_writable(o.flags & SHMLEASE_ALLOW_WORLD_WRITABLE != 0);
+    if o.capacity != 0 {
+        t = t.capacity(o.capacity);
+    }
+    if o.mode != 0 {
+        t = t.mode(o.mode);
+    }
+    Ok(t)
+}
+
+/// Borrows the table behind a handle.
+///
+/// # Safety
+/// `p` is NULL or a handle from `shmlease_table_*` not yet closed, for `'a`.
+pub(crate) unsafe fn table_arg<'a>(p: *const shmlease_table) -> Result<&'a LeaseTable, Failure> {
+    // SAFETY: a non-NULL handle is a `Box<LeaseTable>` turned into a pointer by
+    // `open_table`, still alive per the caller.
+    unsafe { arg(p.cast::<LeaseTable>(), "table") }
+}
+
+/// The shared body of the three ways to get a table.
+///
+/// # Safety
+/// `location` is NULL or a NUL-terminated string; `options` is NULL or valid for reads;
+/// `table_out` is NULL or valid for writes of a pointer.
+unsafe fn open_table(
+    location: *const c_char,
+    options: *const shmlease_table_options,
+    table_out: *mut *mut shmlease_table,
+    how: fn(&str, &TableOptions) -> Result<LeaseTable, Error>,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: the pointer contracts are the exported function's, forwarded here.
+        let (location, options, out) = unsafe {
+            (
+                str_arg(location, "location")?,
+                arg(options, "options").ok(),
+                Out::new(table_out, "table_out")?,
+            )
+        };
+        let table = how(location, &table_options(options)?)?;
+        out.write(Box::into_raw(Box::new(table)).cast());
+        Ok(())
+    })
+}
+
+/// Creates a new table at `location` and opens it. A location containing `/` is a file
+/// path; a bare name is a POSIX shared-memory object (`/dev/shm/NAME`). Fails with
+/// `SHMLEASE_ALREADY_EXISTS` if anything is there. The table appears fully initialised
+/// or not at all, even if this process is killed half-way.
+///
+/// `options` may be NULL (defaults). On success `*table_out` receives a handle to close
+/// with `shmlease_table_close`.
+///
+/// # Safety
+/// `location` is NULL or NUL-terminated; `options` is NULL or points to a
+/// `shmlease_table_options`; `table_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_table_create(
+    location: *const c_char,
+    options: *const shmlease_table_options,
+    table_out: *mut *mut shmlease_table,
+) -> shmlease_status {
+    // SAFETY: forwarded contract.
+    unsafe { open_table(location, options, table_out, |l, o| LeaseTable::create(l, o)) }
+}
+
+/// Opens the existing table at `location` (see `shmlease_table_create` for locations);
+/// only the `flags` of `options` (NULL: none) matter. Fails with `SHMLEASE_NOT_FOUND` if
+/// there is none.
+///
+/// # Safety
+/// As for `shmlease_table_create`.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_table_open(
+    location: *const c_char,
+    options: *const shmlease_table_options,
+    table_out: *mut *mut shmlease_table,
+) -> shmlease_status {
+    // SAFETY: forwarded contract.
+    unsafe { open_table(location, options, table_out, |l, o| LeaseTable::open_with(l, o)) }
+}
+
+/// Opens the table at `location`, creating it with `options` (NULL: defaults) if there
+/// is none. Any number of processes may race here: all end up with the same table.
+///
+/// # Safety
+/// As for `shmlease_table_create`.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_table_open_or_create(
+    location: *const c_char,
+    options: *const shmlease_table_options,
+    table_out: *mut *mut shmlease_table,
+) -> shmlease_status {
+    // SAFETY: forwarded contract.
+    unsafe { open_table(location, options, table_out, |l, o| LeaseTable::open_or_create(l, o)) }
+}
+
+/// Closes a table handle. Leases taken from it stay valid and usable until freed.
+/// NULL does nothing.
+///
+/// # Safety
+/// `table` is NULL or a handle not yet closed, used by no other thread during the call
+/// and never again after it.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_table_close(table: *mut shmlease_table) {
+    if table.is_null() {
+        return;
+    }
+    boundary(|| {
+        // SAFETY: a non-NULL handle is a `Box<LeaseTable>` from `open_table`, and the
+        // caller hands it back exactly once.
+        drop(unsafe { Box::from_raw(table.cast::<LeaseTable>()) });
+        Ok(())
+    });
+}
+
+/// Removes the table's name from the file system. Processes that have it open keep
+/// using it; new opens will not find it.
+///
+/// # Safety
+/// `location` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_table_remove(location: *const c_char) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let location = unsafe { str_arg(location, "location")? };
+        Ok(LeaseTable::remove(location)?)
+    })
+}
+
+/// The number of slots of the table (the most names that can have a lease at once).
+///
+/// # Safety
+/// `table` is NULL or an open handle; `capacity_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_table_capacity(
+    table: *const shmlease_table,
+    capacity_out: *mut u32,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let (table, out) = unsafe { (table_arg(table)?, Out::new(capacity_out, "capacity_out")?) };
+        out.write(table.capacity());
+        Ok(())
+    })
+}
+
+fn ttl(ttl_ns: u64) -> Duration {
+    Duration::from_nanos(ttl_ns)
+}
+
+/// Takes a lease, filling `held_by` on refusal.
+fn take(
+    table: &LeaseTable,
+    name: &str,
+    ttl_ns: u64,
+    options: &AcquireOptions,
+    out: Out<*mut shmlease_lease>,
+    held_by: Option<Out<shmlease_held_by>>,
+) -> Result<(), Failure> {
+    match table.acquire_with(name, ttl(ttl_ns), options) {
+        Ok(lease) => {
+            out.write(LeaseHandle::new(lease, table));
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(held_by) = held_by {
+                match &e {
+                    Error::Held { token, remaining, holder } => held_by.write(shmlease_held_by {
+                        token: *token,
+                        remaining_ns: nanos(*remaining),
+                        holder: shmlease_holder::from_rust(holder.as_ref()),
+                    }),
+                    Error::TimedOut { token, holder, .. } => {
+                        // The error has no time left; the table may still know it.
+                        let remaining = match table.get(name) {
+                            Ok(Some(i)) if i.token == *token => i.remaining,
+                            _ => Duration::ZERO,
+                        };
+                        held_by.write(shmlease_held_by {
+                            token: *token,
+                            remaining_ns: nanos(remaining),
+                            holder: shmlease_holder::from_rust(holder.as_ref()),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Takes the lease on `name` for `ttl_ns` nanoseconds if nobody holds it; never waits.
+///
+/// The lease is bound to this process: if it dies, others may take the lease as soon as
+/// they can prove the death, else when the TTL runs out. On success `*lease_out`
+/// receives a handle to free with `shmlease_lease_free` (which also releases the lease
+/// if still held). If someone else holds it, returns `SHMLEASE_HELD` and, when
+/// `held_by` is not NULL, fills it with who and for how long.
+///
+/// # Safety
+/// `table` is NULL or an open handle; `name` is NULL or NUL-terminated; `lease_out` is
+/// NULL or writable; `held_by` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_try_acquire(
+    table: *const shmlease_table,
+    name: *const c_char,
+    ttl_ns: u64,
+    lease_out: *mut *mut shmlease_lease,
+    held_by: *mut shmlease_held_by,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let (table, name, out, held_by) = unsafe {
+            (
+                table_arg(table)?,
+                str_arg(name, "name")?,
+                Out::new(lease_out, "lease_out")?,
+                Out::optional(held_by),
+            )
+        };
+        take(table, name, ttl_ns, &AcquireOptions::new(), out, held_by)
+    })
+}
+
+/// Takes the lease on `name` for `ttl_ns` nanoseconds, waiting while someone else holds
+/// it: up to `timeout_ns` nanoseconds, forever if negative, not at all if 0 (then it is
+/// `shmlease_try_acquire` with a label). Waiting sleeps on a futex and wakes at once on
+/// release, revocation or expiry. `label` (NULL: none) is up to 8 bytes shown to others
+/// inspecting the lease.
+///
+/// Returns `SHMLEASE_TIMED_OUT` (or `SHMLEASE_HELD` for a 0 timeout) if the lease stayed
+/// held, and then fills `held_by` if it is not NULL. Otherwise as `shmlease_try_acquire`.
+///
+/// # Safety
+/// As for `shmlease_try_acquire`; `label` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_acquire(
+    table: *const shmlease_table,
+    name: *const c_char,
+    ttl_ns: u64,
+    timeout_ns: i64,
+    label: *const c_char,
+    lease_out: *mut *mut shmlease_lease,
+    held_by: *mut shmlease_held_by,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let (table, name, label, out, held_by) = unsafe {
+            (
+                table_arg(table)?,
+                str_arg(name, "name")?,
+                opt_str_arg(label, "label")?,
+                Out::new(lease_out, "lease_out")?,
+                Out::optional(held_by),
+            )
+        };
+        let mut options = AcquireOptions::new();
+        if let Some(label) = label {
+            options = options.label(label)?;
+        }
+        match timeout_ns {
+            0 => {}
+            t if t < 0 => options = options.wait(None),
+            t => options = options.wait(Some(Duration::from_nanos(t.unsigned_abs()))),
+        }
+        take(table, name, ttl_ns, &options, out, held_by)
+    })
+}
+
+/// Extends the grant of `name` that has `token` to `ttl_ns` from now: for detached leases
+/// (see `shmlease_lease_detach`), from any process. `deadline_ns_out` (NULL: not wanted)
+/// receives the new deadline on this process's `CLOCK_MONOTONIC`. Returns `SHMLEASE_LOST`
+/// if that grant is gone.
+///
+/// # Safety
+/// `table` is NULL or an open handle; `name` is NULL or NUL-terminated;
+/// `deadline_ns_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_renew_token(
+    table: *const shmlease_table,
+    name: *const c_char,
+    token: u64,
+    ttl_ns: u64,
+    deadline_ns_out: *mut u64,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let (table, name, out) =
+            unsafe { (table_arg(table)?, str_arg(name, "name")?, Out::optional(deadline_ns_out)) };
+        let deadline = table.renew(name, token, ttl(ttl_ns))?;
+        if let Some(out) = out {
+            let left = deadline.saturating_duration_since(Instant::now());
+            out.write(crate::lease::monotonic_ns().saturating_add(nanos(left)));
+        }
+        Ok(())
+    })
+}
+
+/// Ends the grant of `name` that has `token`: for detached leases, from any process.
+/// Returns `SHMLEASE_LOST` if that grant is already gone.
+///
+/// # Safety
+/// `table` is NULL or an open handle; `name` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_release_token(
+    table: *const shmlease_table,
+    name: *const c_char,
+    token: u64,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let (table, name) = unsafe { (table_arg(table)?, str_arg(name, "name")?) };
+        Ok(table.release(name, token)?)
+    })
+}
+
+/// Revokes whatever grant `name` has, waking anyone waiting for it. `revoked_token_out`
+/// (NULL: not wanted) receives the revoked token, or 0 if nothing was held. The holder
+/// learns at its next renewal that its lease is lost.
+///
+/// # Safety
+/// `table` is NULL or an open handle; `name` is NULL or NUL-terminated;
+/// `revoked_token_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_revoke(
+    table: *const shmlease_table,
+    name: *const c_char,
+    revoked_token_out: *mut u64,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let (table, name, out) = unsafe {
+            (table_arg(table)?, str_arg(name, "name")?, Out::optional(revoked_token_out))
+        };
+        let revoked = table.revoke(name)?;
+        if let Some(out) = out {
+            out.write(revoked.unwrap_or(0));
+        }
+        Ok(())
+    })
+}
+
+/// Revokes the grant of `name` only if its token is `token`; returns `SHMLEASE_LOST` if
+/// that grant is already gone.
+///
+/// # Safety
+/// `table` is NULL or an open handle; `name` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_revoke_token(
+    table: *const shmlease_table,
+    name: *const c_char,
+    token: u64,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let (table, name) = unsafe { (table_arg(table)?, str_arg(name, "name")?) };
+        Ok(table.revoke_token(name, token)?)
+    })
+}
+
+/// Fills `*info_out` with the lease on `name`. A name the table does not know is
+/// reported as free, never granted (token 0, slot `UINT32_MAX`).
+///
+/// # Safety
+/// `table` is NULL or an open handle; `name` is NULL or NUL-terminated; `info_out` is
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_get(
+    table: *const shmlease_table,
+    name: *const c_char,
+    info_out: *mut shmlease_info,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let (table, name, out) =
+            unsafe { (table_arg(table)?, str_arg(name, "name")?, Out::new(info_out, "info_out")?) };
+        out.write(match table.get(name)? {
+            Some(info) => shmlease_info::from_rust(&info),
+            None => shmlease_info::unknown(name),
+        });
+        Ok(())
+    })
+}
+
+/// Lists every name the table knows, in slot order, whatever its state: fills
+/// `infos[0 .. capacity)` and sets `*count_out` to the number of names. If there are
+/// more than `capacity`, the first `capacity` are filled and `SHMLEASE_BUFFER_TOO_SMALL`
+/// is returned (call again with a larger array). `infos` may be NULL when `capacity` is 0,
+/// to learn the count.
+///
+/// # Safety
+/// `table` is NULL or an open handle; `infos` is NULL or valid for writes of `capacity`
+/// elements; `count_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_list(
+    table: *const shmlease_table,
+    infos: *mut shmlease_info,
+    capacity: usize,
+    count_out: *mut usize,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let (table, count) = unsafe { (table_arg(table)?, Out::new(count_out, "count_out")?) };
+        if infos.is_null() && capacity > 0 {
+            return Err(Failure::Null("infos"));
+        }
+        let all = table.list()?;
+        for (i, info) in all.iter().take(capacity).enumerate() {
+            // SAFETY: i < capacity, and the caller guarantees `infos` has room for
+            // `capacity` elements; `write` does not read the old, maybe uninitialised, value.
+            unsafe { infos.add(i).write(shmlease_info::from_rust(info)) };
+        }
+        count.write(all.len());
+        if all.len() > capacity {
+            return Err(Failure::BufferTooSmall { given: capacity, needed: all.len() });
+        }
+        Ok(())
+    })
+}
