@@ -64,6 +64,16 @@ pub fn me() -> Me {
     }
 }
 
+/// This process's CLOCK_MONOTONIC offset from the host's (time namespaces).
+#[inline]
+pub fn timens_offset_ns() -> i64 {
+    if VALID.load(Ordering::Acquire) {
+        TIMENS_OFFSET.load(Ordering::Relaxed)
+    } else {
+        refresh().timens_offset_ns
+    }
+}
+
 #[cold]
 fn refresh() -> Me {
     AT_FORK.call_once(|| sys::at_fork_child(forget_after_fork));

@@ -27,7 +27,7 @@ pub struct Lease<'t> {
     /// Last deadline this process knows of (table time).
     deadline: AtomicU64,
     pid: u32,
-    keep_alive: Option<KeepAlive>,
+    keep_alive: Option<Box<KeepAlive>>,
     finished: bool,
 }
 
@@ -59,6 +59,7 @@ impl std::fmt::Debug for Lease<'_> {
 }
 
 impl<'t> Lease<'t> {
+    #[inline]
     pub(crate) fn new(table: &'t LeaseTable, slot: u32, token: u64, deadline: u64) -> Self {
         Lease {
             table,
@@ -151,7 +152,7 @@ impl<'t> Lease<'t> {
     /// its deadline unless someone renews or releases it by name and token.
     pub fn detach(mut self) -> Result<DetachedLease> {
         self.finished = true;
-        let watched = self.keep_alive.take().map(KeepAlive::stop).is_some();
+        let watched = self.keep_alive.take().map(|k| k.stop()).is_some();
         let detached = table::detach_slot(self.inner(), self.slot, self.token);
         if watched {
             self.inner().wake(self.slot); // let the keep-alive thread see it must stop
@@ -180,7 +181,7 @@ impl<'t> Lease<'t> {
                 .spawn(move || renew_loop(&inner, slot, token, ttl, &shared))
                 .map_err(|e| Error::io("starting the keep-alive thread", e))?
         };
-        self.keep_alive = Some(KeepAlive { shared, thread: Some(thread), pid: self.pid });
+        self.keep_alive = Some(Box::new(KeepAlive { shared, thread: Some(thread), pid: self.pid }));
         Ok(())
     }
 

@@ -127,6 +127,7 @@ fn check_ours(word: u128, token: u64, now: u64) -> Result<(), Lost> {
 /// binding word `bound_as`) until `now + ttl`, recording `me` and `label` as the holder.
 /// `holder_is_dead` is asked only when the slot is held and its holder record belongs to
 /// the current grant; it must answer `true` only for a provably dead process.
+#[inline(always)]
 pub fn try_grant(
     slot: &Slot,
     bound_as: u64,
@@ -190,6 +191,7 @@ pub fn try_grant(
 }
 
 /// Extends the grant with `token` to `now + ttl`. Returns the new deadline.
+#[inline]
 pub fn renew(slot: &Slot, token: u64, now: u64, ttl: u64) -> Result<u64, Lost> {
     let mut current = slot.grant.load(Acquire);
     for _ in 0..RETRY_LIMIT {
@@ -217,6 +219,7 @@ pub fn renew(slot: &Slot, token: u64, now: u64, ttl: u64) -> Result<u64, Lost> {
 /// A grant that expired but that nobody has taken since is still the caller's to
 /// release (no other grant was made in between, so nothing is unsafe about it). Returns
 /// whether waiters announced themselves (the caller must then wake them).
+#[inline]
 pub fn release(slot: &Slot, token: u64, deadline_hint: u64) -> Result<bool, Lost> {
     let mut current = grant::pack(deadline_hint, token);
     for _ in 0..RETRY_LIMIT {

@@ -101,33 +101,59 @@ pub(crate) struct Key {
 }
 
 impl Key {
+    /// Checks a lease name (1 to 64 bytes, no NUL) and lays it out. Builds the key in
+    /// one pass, with validation folded in, and never moves a `Result<Key>` around:
+    /// on the fast path that alone cost store-forwarding stalls worth several
+    /// nanoseconds.
+    #[inline(always)]
     pub(crate) fn new(name: &str) -> Result<Key> {
+        let key = Key::build(name);
+        if key.len == 0 {
+            return Err(Key::invalid(name));
+        }
+        Ok(key)
+    }
+
+    /// The key of `name`, with `len == 0` when the name is invalid.
+    #[inline(always)]
+    fn build(name: &str) -> Key {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
         let bytes = name.as_bytes();
-        if bytes.is_empty() {
-            return Err(Error::InvalidName { reason: "name is empty".into() });
-        }
-        if bytes.len() > NAME_MAX {
-            return Err(Error::InvalidName {
-                reason: format!("name is {} bytes long; the limit is {NAME_MAX}", bytes.len()),
-            });
-        }
         let mut words = [0u64; 8];
-        let mut chunks = bytes.chunks_exact(8);
-        for (w, chunk) in words.iter_mut().zip(&mut chunks) {
-            *w = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
+        let mut zero_byte = bytes.is_empty() || bytes.len() > NAME_MAX;
+        if !zero_byte {
+            let mut chunks = bytes.chunks_exact(8);
+            for (w, chunk) in words.iter_mut().zip(&mut chunks) {
+                *w = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
+                zero_byte |= (w.wrapping_sub(ONES) & !*w & HIGHS) != 0;
+            }
+            let tail = chunks.remainder();
+            if !tail.is_empty() {
+                let w = load_partial(tail);
+                // Padding bytes forced non-zero so that only real NULs count.
+                let padded = w | (u64::MAX << (8 * tail.len()));
+                zero_byte |= (padded.wrapping_sub(ONES) & !padded & HIGHS) != 0;
+                words[bytes.len() / 8] = w;
+            }
         }
-        let tail = chunks.remainder();
-        if !tail.is_empty() {
-            let mut last = [0u8; 8];
-            last[..tail.len()].copy_from_slice(tail);
-            words[bytes.len() / 8] = u64::from_le_bytes(last);
+        if zero_byte {
+            return Key { words, len: 0, hash: 0 };
         }
-        let used = bytes.len().div_ceil(8);
-        if bytes.contains(&0) {
-            return Err(Error::InvalidName { reason: "name contains a NUL byte".into() });
-        }
-        let hash = name_hash(&words[..used], bytes.len());
-        Ok(Key { words, len: bytes.len(), hash })
+        let hash = name_hash(&words[..bytes.len().div_ceil(8)], bytes.len());
+        Key { words, len: bytes.len(), hash }
+    }
+
+    #[cold]
+    fn invalid(name: &str) -> Error {
+        let reason = if name.is_empty() {
+            "name is empty".to_string()
+        } else if name.len() > NAME_MAX {
+            format!("name is {} bytes long; the limit is {NAME_MAX}", name.len())
+        } else {
+            "name contains a NUL byte".to_string()
+        };
+        Error::InvalidName { reason }
     }
 
     /// Words that hold name bytes (the rest are zero in both key and slot).
@@ -141,6 +167,25 @@ impl Key {
 
     fn hash_bits(&self) -> u32 {
         self.hash as u32
+    }
+}
+
+/// 1 to 7 bytes as a little-endian word, in registers (two possibly overlapping loads):
+/// copying them into a stack buffer and loading a word would stall on store forwarding.
+#[inline(always)]
+fn load_partial(t: &[u8]) -> u64 {
+    let n = t.len();
+    debug_assert!((1..8).contains(&n));
+    if n >= 4 {
+        let lo = u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as u64;
+        let hi = u32::from_le_bytes([t[n - 4], t[n - 3], t[n - 2], t[n - 1]]) as u64;
+        lo | hi << (8 * (n - 4))
+    } else if n >= 2 {
+        let lo = u16::from_le_bytes([t[0], t[1]]) as u64;
+        let hi = u16::from_le_bytes([t[n - 2], t[n - 1]]) as u64;
+        lo | hi << (8 * (n - 2))
+    } else {
+        t[0] as u64
     }
 }
 
@@ -201,8 +246,18 @@ impl Drop for TableLock<'_> {
 
 /// What one acquisition attempt found.
 pub(crate) enum Attempt {
-    Won { slot: u32, token: u64, deadline: u64 },
-    Held { slot: u32, bound_as: u64, token: u64, deadline: u64, holder: Option<Holder> },
+    Won {
+        slot: u32,
+        token: u64,
+        deadline: u64,
+    },
+    Held {
+        slot: u32,
+        bound_as: u64,
+        token: u64,
+        deadline: u64,
+        holder: Option<layout::holder::Record>,
+    },
 }
 
 impl Inner {
@@ -247,7 +302,7 @@ impl Inner {
     /// namespace) plus the table's base. No system call.
     #[inline]
     pub(crate) fn now(&self) -> u64 {
-        let offset = identity::me().timens_offset_ns;
+        let offset = identity::timens_offset_ns();
         sys::monotonic_ns().wrapping_sub(offset as u64).wrapping_add(self.time_base)
     }
 
@@ -294,6 +349,7 @@ impl Inner {
     }
 
     /// Lock-free lookup: the slot bound to `key` and its binding word.
+    #[inline]
     fn find(&self, key: &Key) -> Option<(u32, u64)> {
         let mut index = key.home(self.capacity);
         for _ in 0..self.capacity {
@@ -310,11 +366,14 @@ impl Inner {
         None
     }
 
-    fn holder_of(slot: &Slot, record: Option<layout::holder::Record>) -> Option<Holder> {
-        record.map(|r| Holder::from_record(&r, slot.label.load(Ordering::Relaxed)))
+    #[cold]
+    fn holder_of(&self, index: u32, record: Option<layout::holder::Record>) -> Option<Holder> {
+        let label = self.slot(index).label.load(Ordering::Relaxed);
+        record.map(|r| Holder::from_record(&r, label))
     }
 
     /// One attempt to take the lease on `key`, binding the name first if needed.
+    #[inline(always)]
     pub(crate) fn attempt(&self, key: &Key, ttl: u64, label: Label) -> Result<Attempt> {
         let me = identity::me().record(false);
         for _ in 0..BIND_RESTARTS {
@@ -345,13 +404,7 @@ impl Inner {
                 }
                 Err(Refusal::Held { token, deadline, holder }) => {
                     self.count(counter::CONTENDED);
-                    return Ok(Attempt::Held {
-                        slot: index,
-                        bound_as,
-                        token,
-                        deadline,
-                        holder: Self::holder_of(slot, holder),
-                    });
+                    return Ok(Attempt::Held { slot: index, bound_as, token, deadline, holder });
                 }
                 Err(Refusal::Rebound) => continue,
                 Err(Refusal::TokenExhausted) => {
@@ -367,6 +420,8 @@ impl Inner {
     }
 
     /// Binds `key` to a slot (table lock held while doing it).
+    #[cold]
+    #[inline(never)]
     fn bind_name(&self, key: &Key) -> Result<()> {
         let _lock = self.lock()?;
         for _ in 0..BIND_RESTARTS {
@@ -513,7 +568,7 @@ impl Inner {
             let (index, bound_as, token, holder) = match self.attempt(key, ttl, label)? {
                 Attempt::Won { slot, token, deadline } => return Ok((slot, token, deadline)),
                 Attempt::Held { slot, bound_as, token, holder, .. } => {
-                    (slot, bound_as, token, holder)
+                    (slot, bound_as, token, self.holder_of(slot, holder))
                 }
             };
             let waited = start.elapsed();
@@ -733,8 +788,9 @@ impl LeaseTable {
         let (slot, token, deadline) = match options.wait {
             None => match inner.attempt(&key, ttl, options.label)? {
                 Attempt::Won { slot, token, deadline } => (slot, token, deadline),
-                Attempt::Held { token, deadline, holder, .. } => {
+                Attempt::Held { slot, token, deadline, holder, .. } => {
                     let remaining = Duration::from_nanos(deadline.saturating_sub(inner.now()));
+                    let holder = inner.holder_of(slot, holder);
                     return Err(Error::Held { token, remaining, holder });
                 }
             },
@@ -913,6 +969,7 @@ impl LeaseTable {
 }
 
 /// Releases the grant with `token` in slot `index` (see [`protocol::release`]).
+#[inline]
 pub(crate) fn release_slot(
     inner: &Inner,
     index: u32,
@@ -1173,6 +1230,24 @@ mod tests {
             name_hash(&[u64::from_le_bytes(*b"gpu0\0\0\0\0")], 4)
         );
         assert_eq!(Key::new("leader").unwrap().hash, 0x1e5f_6d96_b46e_bbb6);
+    }
+
+    #[test]
+    fn partial_loads_match_bytewise_assembly() {
+        let bytes = b"abcdefg";
+        for n in 1..8 {
+            let t = &bytes[..n];
+            let expected = t.iter().rev().fold(0u64, |w, b| w << 8 | *b as u64);
+            assert_eq!(load_partial(t), expected, "{n} bytes");
+        }
+        for name in
+            ["a", "ab", "abc", "abcd", "abcde", "abcdef", "abcdefg", "abcdefgh", "abcdefghi"]
+        {
+            assert!(Key::new(name).is_ok());
+        }
+        for name in ["\0", "a\0", "abcdefg\0", "abcdefgh\0", "\0bcdefgh"] {
+            assert!(matches!(Key::new(name), Err(Error::InvalidName { .. })), "{name:?}");
+        }
     }
 
     #[test]
