@@ -1,0 +1,862 @@
+//! Helpers shared by the integration tests: unique scratch directories, child processes
+//! that re-execute the current test binary in a "role", a watchdog that keeps a broken
+//! test from hanging, raw access to table files, and the child roles themselves.
+//!
+//! A child is started as `current_exe() child_main --exact --ignored --nocapture` with
+//! its role and parameters in `SHMLEASE_IT_*` environment variables; every test binary
+//! that spawns children has an `#[ignore]`d `child_main` test that calls [`run_child`].
+//! Children report to the parent with lines containing `@@KEY value` on stdout, and
+//! with their exit code.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use shmlease::{Error, LeaseTable, TableOptions};
+
+/// Environment variable naming the role a child runs.
+pub const ROLE: &str = "SHMLEASE_IT_ROLE";
+/// Prefix of every report line a child prints.
+pub const MARK: &str = "@@";
+/// Byte offset of slot 0 in a table file.
+pub const HEADER_SIZE: u64 = 256;
+/// Bytes per slot.
+pub const SLOT_SIZE: u64 = 128;
+/// Bit of a grant word's deadline half that says "a waiter sleeps on this slot".
+pub const WAITERS_BIT: u64 = 1 << 63;
+
+// ------------------------------------------------------------------------------------
+// Scratch directories
+// ------------------------------------------------------------------------------------
+
+/// A fresh directory under the system temp dir, unique to this process and test, removed
+/// (with everything in it) on drop.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "shmlease-it-{}-{}-{}",
+            std::process::id(),
+            test,
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos()
+                % 1_000_000
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// Watchdog
+// ------------------------------------------------------------------------------------
+
+/// Kills every registered child and fails the whole test process if the test it guards
+/// has not finished after `limit`. Dropping it (at the end of the test, or while a
+/// failing test unwinds) disarms it.
+pub struct Watchdog {
+    stop: Option<Sender<()>>,
+    pids: Arc<Mutex<Vec<i32>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watchdog {
+    pub fn new(test: &str, limit: Duration) -> Watchdog {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let pids: Arc<Mutex<Vec<i32>>> = Arc::default();
+        let test = test.to_owned();
+        let thread = {
+            let pids = Arc::clone(&pids);
+            std::thread::spawn(move || {
+                if let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(limit) {
+                    eprintln!(
+                        "WATCHDOG: test {test} still running after {limit:?}: killing its children"
+                    );
+                    for pid in pids.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                        signal(*pid, libc::SIGKILL);
+                    }
+                    // Give the test a moment to fail on its own (with a better message)
+                    // now that its children are gone; then fail the whole process.
+                    if let Err(RecvTimeoutError::Timeout) =
+                        stopped.recv_timeout(Duration::from_secs(10))
+                    {
+                        eprintln!("WATCHDOG: test {test} hangs: aborting the test process");
+                        std::process::exit(101);
+                    }
+                }
+            })
+        };
+        Watchdog { stop: Some(stop), pids, thread: Some(thread) }
+    }
+
+    fn register(&self, pid: i32) {
+        self.pids.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+    }
+
+    fn unregister(&self, pid: i32) {
+        self.pids.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| *p != pid);
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) takes plain integers; a stale pid at worst yields ESRCH.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// The state letter of `pid` in `/proc/PID/stat` (`R`, `S`, `T`, `Z`, ...).
+pub fn proc_state(pid: i32) -> Option<u8> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    rest.split_ascii_whitespace().next()?.bytes().next()
+}
+
+// ------------------------------------------------------------------------------------
+// Children
+// ------------------------------------------------------------------------------------
+
+/// A child process running a role of this test binary. Killed and reaped on drop if it
+/// is still running.
+pub struct Kid {
+    pub label: String,
+    child: Child,
+    pids: Arc<Mutex<Vec<i32>>>,
+    lines: Receiver<String>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    status: Option<ExitStatus>,
+}
+
+fn pump(
+    stream: impl Read + Send + 'static,
+    sink: Arc<Mutex<Vec<String>>>,
+    tx: Option<Sender<String>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tx) = &tx {
+                let _ = tx.send(line.clone());
+            }
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+    });
+}
+
+impl Kid {
+    /// Starts `role` with `env` (names without the `SHMLEASE_IT_` prefix).
+    pub fn spawn(wd: &Watchdog, label: &str, role: &str, env: &[(&str, String)]) -> Kid {
+        let exe = std::env::current_exe().expect("current_exe");
+        let mut cmd = Command::new(exe);
+        cmd.args(["child_main", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(ROLE, role)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(format!("SHMLEASE_IT_{k}"), v);
+        }
+        let mut child = cmd.spawn().expect("spawning a child test process");
+        wd.register(child.id() as i32);
+        let (tx, lines) = mpsc::channel();
+        let stdout: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stderr: Arc<Mutex<Vec<String>>> = Arc::default();
+        pump(child.stdout.take().unwrap(), Arc::clone(&stdout), Some(tx));
+        pump(child.stderr.take().unwrap(), Arc::clone(&stderr), None);
+        Kid {
+            label: label.to_owned(),
+            child,
+            pids: Arc::clone(&wd.pids),
+            lines,
+            stdout,
+            stderr,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Everything the child printed so far, for failure messages.
+    pub fn transcript(&self) -> String {
+        let out = self.stdout.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+        let err = self.stderr.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+        format!("--- {} (pid {}) stdout:\n{out}\n--- stderr:\n{err}\n---", self.label, self.pid())
+    }
+
+    /// Waits for a report line `@@KEY ...` and returns what follows `KEY `.
+    pub fn expect(&mut self, key: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        let pat = format!("{MARK}{key}");
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(pos) = line.find(&pat) {
+                        let rest = &line[pos + pat.len()..];
+                        if rest.is_empty() || rest.starts_with(' ') {
+                            return rest.trim().to_owned();
+                        }
+                    }
+                }
+                Err(e) => {
+                    let status = self.child.try_wait().ok().flatten();
+                    panic!(
+                        "{}: no `{pat}` line within {timeout:?} ({e:?}; exit status {status:?})\n{}",
+                        self.label,
+                        self.transcript()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits (polling, with a deadline) for the child to exit; kills it and panics on
+    /// timeout.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(s) = self.status {
+            return s;
+        }
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                self.reaped(s);
+                // Let the output pumps drain what the child printed last.
+                std::thread::sleep(Duration::from_millis(20));
+                return s;
+            }
+            if Instant::now() >= end {
+                let _ = self.child.kill();
+                let s = self.child.wait().ok();
+                if let Some(s) = s {
+                    self.reaped(s);
+                }
+                panic!("{}: did not exit within {timeout:?}\n{}", self.label, self.transcript());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for the child and asserts that it exited with code 0.
+    pub fn wait_ok(&mut self, timeout: Duration) {
+        let s = self.wait(timeout);
+        assert_eq!(s.code(), Some(0), "{}: exit status {s:?}\n{}", self.label, self.transcript());
+    }
+
+    fn reaped(&mut self, s: ExitStatus) {
+        self.status = Some(s);
+        let pid = self.pid();
+        self.pids.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| *p != pid);
+    }
+
+    /// Sends a signal (only while the child is not yet reaped, so never to a reused pid).
+    pub fn signal(&self, sig: i32) {
+        assert!(self.status.is_none(), "{} was already reaped", self.label);
+        signal(self.pid(), sig);
+    }
+
+    /// Waits until `/proc` shows the child in state `state`.
+    pub fn wait_state(&self, state: u8, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while proc_state(self.pid()) != Some(state) {
+            assert!(
+                Instant::now() < end,
+                "{} did not reach state {} within {timeout:?}",
+                self.label,
+                state as char
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            if let Ok(s) = self.child.wait() {
+                self.reaped(s);
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// Raw table files
+// ------------------------------------------------------------------------------------
+
+/// Reads the `u64` at `offset` of `path` (native byte order).
+pub fn read_u64(path: &Path, offset: u64) -> u64 {
+    let mut b = [0u8; 8];
+    File::open(path).unwrap().read_exact_at(&mut b, offset).unwrap();
+    u64::from_ne_bytes(b)
+}
+
+/// Writes `value` at `offset` of `path` (native byte order) with `pwrite`.
+pub fn write_u64(path: &Path, offset: u64, value: u64) {
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&value.to_ne_bytes(), offset).unwrap();
+}
+
+/// Whether a waiter has announced itself on slot `slot` of the table at `path`.
+pub fn waiters_announced(path: &Path, slot: u32) -> bool {
+    read_u64(path, HEADER_SIZE + slot as u64 * SLOT_SIZE) & WAITERS_BIT != 0
+}
+
+/// Waits until a waiter announced itself on the slot of `name` (so a sleeping `acquire`
+/// is known to be blocked, not merely started).
+pub fn wait_for_waiter(table: &LeaseTable, path: &Path, name: &str, timeout: Duration) {
+    let slot = table.get(name).unwrap().expect("name is bound").slot;
+    let end = Instant::now() + timeout;
+    while !waiters_announced(path, slot) {
+        assert!(Instant::now() < end, "no waiter announced itself on {name} within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Everything observable about a file, to prove that an operation left it untouched.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FileState {
+    pub bytes: Option<Vec<u8>>,
+    pub len: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+    pub ino: u64,
+}
+
+impl FileState {
+    /// The state of `path` (not following a final symlink if `follow` is false).
+    pub fn of(path: &Path, follow: bool) -> FileState {
+        let m =
+            if follow { std::fs::metadata(path) } else { std::fs::symlink_metadata(path) }.unwrap();
+        let bytes = m.file_type().is_file().then(|| std::fs::read(path).unwrap());
+        FileState {
+            bytes,
+            len: m.len(),
+            mode: m.mode(),
+            uid: m.uid(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            ino: m.ino(),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// A small seeded RNG (xorshift64*)
+// ------------------------------------------------------------------------------------
+
+/// Deterministic pseudo-random numbers.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// A shared scratch record file, mapped by several processes
+// ------------------------------------------------------------------------------------
+
+/// A small file of `u64` words mapped `MAP_SHARED` by every process that opens it: a
+/// stand-in for "the resource the lease protects".
+pub struct SharedWords {
+    map: memmap2::MmapRaw,
+    words: usize,
+}
+
+impl SharedWords {
+    pub fn create(path: &Path, words: usize) {
+        let f = File::create(path).unwrap();
+        f.set_len(words as u64 * 8).unwrap();
+    }
+
+    pub fn open(path: &Path) -> SharedWords {
+        let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
+        let len = f.metadata().unwrap().len() as usize;
+        let map = memmap2::MmapOptions::new().len(len).map_raw(&f).unwrap();
+        SharedWords { map, words: len / 8 }
+    }
+
+    pub fn word(&self, i: usize) -> &AtomicU64 {
+        assert!(i < self.words);
+        // SAFETY: the mapping is page aligned and `words * 8` bytes long, so word `i` is
+        // in bounds and 8-byte aligned; it lives as long as `self`. Every process only
+        // ever accesses it atomically, and any bit pattern is a valid AtomicU64.
+        unsafe { &*(self.map.as_ptr().add(i * 8) as *const AtomicU64) }
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// Child side
+// ------------------------------------------------------------------------------------
+
+/// Prints a report line for the parent.
+pub fn say(key: &str, value: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\n{MARK}{key} {value}");
+    let _ = out.flush();
+}
+
+fn env(key: &str) -> String {
+    std::env::var(format!("SHMLEASE_IT_{key}")).unwrap_or_else(|_| panic!("missing env {key}"))
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(format!("SHMLEASE_IT_{key}")).unwrap_or_else(|_| default.to_owned())
+}
+
+fn env_u64(key: &str) -> u64 {
+    env(key).parse().unwrap_or_else(|_| panic!("env {key} is not a number"))
+}
+
+fn env_ms(key: &str) -> Duration {
+    Duration::from_millis(env_u64(key))
+}
+
+/// Waits until `path` exists; false on timeout.
+pub fn wait_for_file(path: &Path, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while !path.exists() {
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
+/// Creates the file `path` (an event for children waiting on it).
+pub fn touch(path: &Path) {
+    File::create(path).unwrap();
+}
+
+/// Runs the role named in the environment, if any, and exits with its code. Without a
+/// role (someone ran the ignored tests by hand) it returns and the test passes.
+pub fn run_child() {
+    let Ok(role) = std::env::var(ROLE) else { return };
+    let code = match role.as_str() {
+        "hold" => role_hold(),
+        "wait" => role_wait(),
+        "hammer" => role_hammer(),
+        "race_create" => role_race_create(),
+        "fork" => role_fork(),
+        other => {
+            eprintln!("unknown role {other}");
+            90
+        }
+    };
+    std::process::exit(code);
+}
+
+fn open_table() -> LeaseTable {
+    LeaseTable::open(PathBuf::from(env("TABLE"))).expect("child: opening the table")
+}
+
+/// Takes a lease and then does `ACTION` with it:
+/// - `forever`: sleep until killed;
+/// - `exit`: exit at once (with a detached lease it stays held);
+/// - `release_on_go`: wait for the file `GO`, release, exit;
+/// - `stale`: wait for the file `GO` (the parent has taken the lease over meanwhile),
+///   then check that the keep-alive (if any) noticed the loss, and that `renew` and
+///   `release` report `Error::Lost`.
+///
+/// Parameters: `TABLE`, `NAME`, `TTL_MS`, `DETACH` (0/1), `KEEPALIVE` (0/1), `ACTION`,
+/// `GO`.
+fn role_hold() -> i32 {
+    let table = open_table();
+    let name = env("NAME");
+    let ttl = env_ms("TTL_MS");
+    let detach = env_or("DETACH", "0") == "1";
+    let keepalive = env_or("KEEPALIVE", "0") == "1";
+    let action = env("ACTION");
+    let mut lease = match table.try_acquire(&name, ttl) {
+        Ok(l) => l,
+        Err(e) => {
+            say("ERR", format!("try_acquire: {e}"));
+            return 20;
+        }
+    };
+    let token = lease.token();
+    if keepalive {
+        lease.keep_alive(ttl).expect("keep_alive");
+    }
+    let mut lease = if detach {
+        let d = lease.detach().expect("detach");
+        assert_eq!(d.token, token);
+        None
+    } else {
+        Some(lease)
+    };
+    say("READY", token);
+    let go = || {
+        let p = PathBuf::from(env("GO"));
+        assert!(wait_for_file(&p, Duration::from_secs(60)), "GO never came");
+    };
+    match action.as_str() {
+        "forever" => {
+            std::thread::sleep(Duration::from_secs(120));
+            21
+        }
+        "exit" => {
+            if let Some(l) = lease.take() {
+                // Exiting with a process-bound lease: leave it held, as a crash would.
+                std::mem::forget(l);
+            }
+            0
+        }
+        "release_on_go" => {
+            go();
+            let r = match lease.take() {
+                Some(l) => l.release(),
+                None => table.release(&name, token),
+            };
+            match r {
+                Ok(()) => {
+                    say("RELEASED", token);
+                    0
+                }
+                Err(e) => {
+                    say("ERR", format!("release: {e}"));
+                    22
+                }
+            }
+        }
+        "stale" => {
+            go();
+            if keepalive {
+                let l = lease.as_ref().expect("keep-alive needs a process-bound lease");
+                match l.wait_lost(Some(Duration::from_secs(20))) {
+                    Some(reason) => say("KEEPALIVE_LOST", format!("{reason:?}")),
+                    None => {
+                        say("ERR", "keep-alive did not notice the loss");
+                        return 23;
+                    }
+                }
+                if l.is_valid() {
+                    say("ERR", "is_valid() after the lease was taken over");
+                    return 24;
+                }
+            }
+            let renewed = match &lease {
+                Some(l) => l.renew(ttl),
+                None => table.renew(&name, token, ttl).map(|_| ()),
+            };
+            match renewed {
+                Err(Error::Lost { token: t, reason }) if t == token => {
+                    say("RENEW_LOST", format!("{reason:?}"))
+                }
+                other => {
+                    say("ERR", format!("stale renew gave {other:?}"));
+                    return 25;
+                }
+            }
+            let released = match lease.take() {
+                Some(l) => l.release(),
+                None => table.release(&name, token),
+            };
+            match released {
+                Err(Error::Lost { token: t, reason }) if t == token => {
+                    say("RELEASE_LOST", format!("{reason:?}"));
+                    0
+                }
+                other => {
+                    say("ERR", format!("stale release gave {other:?}"));
+                    26
+                }
+            }
+        }
+        other => {
+            say("ERR", format!("unknown action {other}"));
+            29
+        }
+    }
+}
+
+/// Blocks in `acquire(NAME, TTL_MS, TIMEOUT_MS)`; reports `GOT token elapsed_ms`, then
+/// releases. Exit 4 on `TimedOut`, 5 on any other error.
+fn role_wait() -> i32 {
+    wait_in(&open_table())
+}
+
+fn wait_in(table: &LeaseTable) -> i32 {
+    let name = env("NAME");
+    let ttl = env_ms("TTL_MS");
+    let timeout = env_ms("TIMEOUT_MS");
+    say("WAITING", std::process::id());
+    let start = Instant::now();
+    match table.acquire(&name, ttl, Some(timeout)) {
+        Ok(lease) => {
+            let elapsed = start.elapsed();
+            say("GOT", format!("{} {}", lease.token(), elapsed.as_millis()));
+            match lease.release() {
+                Ok(()) => 0,
+                Err(e) => {
+                    say("ERR", format!("release: {e}"));
+                    6
+                }
+            }
+        }
+        Err(Error::TimedOut { waited, .. }) => {
+            say("TIMEDOUT", waited.as_millis());
+            4
+        }
+        Err(e) => {
+            say("ERR", format!("acquire: {e}"));
+            5
+        }
+    }
+}
+
+/// Hammers the names in `NAMES` (comma separated) for `RUN_MS` after the file `GO`
+/// appears. While holding a name it writes its token and pid into that name's record in
+/// the shared file `RECORDS` (words `2i`, `2i+1`), dawdles, and checks that nobody
+/// overwrote them. It checks that every token it gets is above the last one recorded for
+/// the name by anyone, and above its own previous one. Reports `RESULT` and one `TOKENS`
+/// line per name; exits 3 on any violation.
+fn role_hammer() -> i32 {
+    let table = open_table();
+    let records = SharedWords::open(Path::new(&env("RECORDS")));
+    let names: Vec<String> = env("NAMES").split(',').map(str::to_owned).collect();
+    let run = env_ms("RUN_MS");
+    let ttl = Duration::from_secs(20);
+    let me = std::process::id() as u64;
+    let mut rng = Rng::new(me.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ env_u64("INDEX"));
+    let mut tokens: Vec<Vec<u64>> = vec![Vec::new(); names.len()];
+    let (mut violations, mut expired, mut held, mut timeouts) = (0u64, 0u64, 0u64, 0u64);
+    let mut complain = |what: String| {
+        eprintln!("VIOLATION: {what}");
+        violations += 1;
+    };
+    say("READY", me);
+    assert!(wait_for_file(Path::new(&env("GO")), Duration::from_secs(60)), "GO never came");
+    let end = Instant::now() + run;
+    while Instant::now() < end {
+        let i = rng.below(names.len() as u64) as usize;
+        let name = &names[i];
+        let blocking = rng.chance(30);
+        let got = if blocking {
+            table.acquire(name, ttl, Some(Duration::from_secs(20)))
+        } else {
+            table.try_acquire(name, ttl)
+        };
+        let lease = match got {
+            Ok(l) => l,
+            Err(Error::Held { .. }) => {
+                held += 1;
+                std::thread::yield_now();
+                continue;
+            }
+            Err(Error::TimedOut { .. }) => {
+                timeouts += 1;
+                continue;
+            }
+            Err(e) => {
+                complain(format!("acquire {name}: {e}"));
+                continue;
+            }
+        };
+        let token = lease.token();
+        if let Some(&prev) = tokens[i].last() {
+            if token <= prev {
+                complain(format!("{name}: token {token} after my own {prev}"));
+            }
+        }
+        tokens[i].push(token);
+        let (tok_word, pid_word) = (records.word(2 * i), records.word(2 * i + 1));
+        let recorded = tok_word.load(std::sync::atomic::Ordering::SeqCst);
+        if token <= recorded {
+            complain(format!("{name}: granted token {token} but {recorded} was recorded before"));
+        }
+        tok_word.store(token, std::sync::atomic::Ordering::SeqCst);
+        pid_word.store(me, std::sync::atomic::Ordering::SeqCst);
+        // Dawdle: spin, yield, or (rarely) sleep, so that others try to get in.
+        match rng.below(10) {
+            0 => std::thread::sleep(Duration::from_millis(1)),
+            1..=3 => std::thread::yield_now(),
+            _ => {
+                for _ in 0..rng.below(2000) {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        let (t, p) = (
+            tok_word.load(std::sync::atomic::Ordering::SeqCst),
+            pid_word.load(std::sync::atomic::Ordering::SeqCst),
+        );
+        let valid = lease.is_valid();
+        if (t, p) != (token, me) && valid {
+            complain(format!(
+                "{name}: while I held token {token}, pid {p} wrote token {t} over my record"
+            ));
+        }
+        if !valid {
+            expired += 1;
+        }
+        if rng.chance(10) {
+            // Exercise renew while holding.
+            if let Err(e) = lease.renew(ttl) {
+                complain(format!("{name}: renew of a held lease: {e}"));
+            }
+        }
+        match lease.release() {
+            Ok(()) => {}
+            Err(e) if !valid => eprintln!("release after expiry: {e}"),
+            Err(e) => complain(format!("{name}: release of a held lease: {e}")),
+        }
+    }
+    let grants: usize = tokens.iter().map(Vec::len).sum();
+    say(
+        "RESULT",
+        format!(
+            "grants={grants} violations={violations} expired={expired} held={held} timeouts={timeouts}"
+        ),
+    );
+    for (name, toks) in names.iter().zip(&tokens) {
+        let list: Vec<String> = toks.iter().map(u64::to_string).collect();
+        say("TOKENS", format!("{name} {}", list.join(",")));
+    }
+    if violations > 0 {
+        3
+    } else {
+        0
+    }
+}
+
+/// Waits for the file `GO`, then races `open_or_create(TABLE)` with its siblings, takes
+/// the name `proc-INDEX`, detaches it (so it stays held after exit) and reports
+/// `RESULT capacity creator_pid created_ns token`.
+fn role_race_create() -> i32 {
+    let path = PathBuf::from(env("TABLE"));
+    let index = env_u64("INDEX");
+    say("READY", index);
+    assert!(wait_for_file(Path::new(&env("GO")), Duration::from_secs(60)), "GO never came");
+    let table = match LeaseTable::open_or_create(&path, &TableOptions::new().capacity(64)) {
+        Ok(t) => t,
+        Err(e) => {
+            say("ERR", format!("open_or_create: {e} ({e:?})"));
+            return 6;
+        }
+    };
+    let lease = match table.try_acquire(&format!("proc-{index}"), Duration::from_secs(120)) {
+        Ok(l) => l,
+        Err(e) => {
+            say("ERR", format!("try_acquire: {e}"));
+            return 7;
+        }
+    };
+    let token = lease.detach().expect("detach").token;
+    let info = table.info();
+    let created = info.created_at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
+    say("RESULT", format!("{} {} {} {}", info.capacity, info.creator_pid, created, token));
+    0
+}
+
+/// Takes `NAME`, forks; the forked child drops its copy of the lease and `_exit`s. The
+/// lease must still be held (same token) afterwards and release cleanly.
+fn role_fork() -> i32 {
+    let table = open_table();
+    let name = env("NAME");
+    let lease = table.try_acquire(&name, Duration::from_secs(60)).expect("try_acquire");
+    let token = lease.token();
+    // SAFETY: fork(2) has no preconditions. This process runs its test on one thread
+    // (the harness's main thread only waits for it); the child only drops the lease
+    // (atomics, a few reads of /proc) and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        drop(lease);
+        // SAFETY: _exit ends the forked child without running the parent's atexit
+        // handlers or destructors.
+        unsafe { libc::_exit(0) };
+    }
+    assert!(pid > 0, "fork failed");
+    let mut status = 0;
+    // SAFETY: waiting for our own child with a valid out-pointer.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(rc, pid);
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        say("ERR", format!("forked child ended with status {status:#x}"));
+        return 30;
+    }
+    if !lease.is_valid() {
+        say("ERR", "the forked child's drop released the parent's lease");
+        return 31;
+    }
+    match table.get(&name) {
+        Ok(Some(info)) if info.token == token && info.state == shmlease::LeaseState::Held => {}
+        other => {
+            say("ERR", format!("after the fork the lease shows as {other:?}"));
+            return 32;
+        }
+    }
+    match lease.release() {
+        Ok(()) => {
+            say("DONE", token);
+            0
+        }
+        Err(e) => {
+            say("ERR", format!("release: {e}"));
+            33
+        }
+    }
+}
+
+/// Parses `k=v k=v` into a map.
+pub fn parse_kv(s: &str) -> BTreeMap<String, u64> {
+    s.split_ascii_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
+        .collect()
+}

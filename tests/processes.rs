@@ -1,0 +1,427 @@
+//! Multi-process tests: real child processes (this test binary re-executed in a role)
+//! contend for leases, get killed, stopped and forked, race to create a table, and wake
+//! each other up. Each test fails if the invariant it names breaks.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{touch, wait_for_waiter, Kid, Scratch, SharedWords, Watchdog};
+use shmlease::{Error, LeaseState, LeaseTable, TableOptions};
+
+/// Entry point of every child process (see `common::run_child`).
+#[test]
+#[ignore = "child process entry point; run by the other tests"]
+fn child_main() {
+    common::run_child();
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn new_table(path: &Path) -> LeaseTable {
+    LeaseTable::create(path, &TableOptions::new().capacity(64)).unwrap()
+}
+
+fn s(v: impl ToString) -> String {
+    v.to_string()
+}
+
+fn hold_env(table: &Path, name: &str, ttl_ms: u64, action: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("TABLE", s(table.display())),
+        ("NAME", s(name)),
+        ("TTL_MS", s(ttl_ms)),
+        ("ACTION", s(action)),
+    ]
+}
+
+fn wait_env(table: &Path, name: &str, ttl_ms: u64, timeout_ms: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("TABLE", s(table.display())),
+        ("NAME", s(name)),
+        ("TTL_MS", s(ttl_ms)),
+        ("TIMEOUT_MS", s(timeout_ms)),
+    ]
+}
+
+/// Parses a waiter's `GOT token elapsed_ms`.
+fn got(kid: &mut Kid) -> (u64, Duration) {
+    let line = kid.expect("GOT", LONG);
+    let (t, ms) = line.split_once(' ').unwrap();
+    (t.parse().unwrap(), Duration::from_millis(ms.parse().unwrap()))
+}
+
+/// Invariants 1 and 2 under contention: five processes hammer two names for two
+/// seconds. A holder's record in a separate shared file is never overwritten while it
+/// holds; each process sees strictly increasing tokens per name; every token is above
+/// the one the previous holder recorded; no token is handed out twice.
+#[test]
+fn exclusivity_and_fencing_across_processes() {
+    const KIDS: usize = 5;
+    let wd = Watchdog::new("exclusivity_and_fencing_across_processes", Duration::from_secs(120));
+    let dir = Scratch::new("hammer");
+    let path = dir.path("table");
+    let records = dir.path("records");
+    let go = dir.path("go");
+    let table = new_table(&path);
+    SharedWords::create(&records, 4);
+    let names = ["alpha", "beta"];
+    let mut kids: Vec<Kid> = (0..KIDS)
+        .map(|i| {
+            Kid::spawn(
+                &wd,
+                &format!("hammer-{i}"),
+                "hammer",
+                &[
+                    ("TABLE", s(path.display())),
+                    ("RECORDS", s(records.display())),
+                    ("NAMES", names.join(",")),
+                    ("RUN_MS", s(2000)),
+                    ("GO", s(go.display())),
+                    ("INDEX", s(i)),
+                ],
+            )
+        })
+        .collect();
+    for k in &mut kids {
+        k.expect("READY", LONG);
+    }
+    touch(&go);
+    let mut all: BTreeMap<&str, Vec<(u64, usize)>> = BTreeMap::new();
+    let mut grants_by_kid = Vec::new();
+    for (i, k) in kids.iter_mut().enumerate() {
+        let result = common::parse_kv(&k.expect("RESULT", LONG));
+        assert_eq!(result["violations"], 0, "{}", k.transcript());
+        assert_eq!(result["expired"], 0, "a 20 s lease expired while held\n{}", k.transcript());
+        grants_by_kid.push(result["grants"]);
+        for _ in names {
+            let line = k.expect("TOKENS", LONG);
+            let (name, list) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+            let name = names.iter().find(|n| **n == name).expect("known name");
+            let toks: Vec<u64> =
+                list.split(',').filter(|t| !t.is_empty()).map(|t| t.parse().unwrap()).collect();
+            assert!(
+                toks.windows(2).all(|w| w[0] < w[1]),
+                "{name}: tokens of kid {i} not increasing"
+            );
+            all.entry(name).or_default().extend(toks.into_iter().map(|t| (t, i)));
+        }
+        k.wait_ok(LONG);
+    }
+    for name in names {
+        let toks = all.get(name).cloned().unwrap_or_default();
+        let distinct: BTreeSet<u64> = toks.iter().map(|(t, _)| *t).collect();
+        assert_eq!(distinct.len(), toks.len(), "{name}: a token was handed out twice");
+        let holders: BTreeSet<usize> = toks.iter().map(|(_, k)| *k).collect();
+        assert!(toks.len() >= 10, "{name}: only {} grants in 2 s of hammering", toks.len());
+        assert!(holders.len() >= 2, "{name}: only one process ever got it");
+        // Nobody holds it now; the last grant's token is the largest handed out.
+        let info = table.get(name).unwrap().unwrap();
+        assert_ne!(info.state, LeaseState::Held);
+        assert_eq!(info.token, *distinct.last().unwrap());
+        let records = SharedWords::open(&records);
+        let i = names.iter().position(|n| *n == name).unwrap();
+        assert_eq!(records.word(2 * i).load(std::sync::atomic::Ordering::SeqCst), info.token);
+    }
+    eprintln!("grants per process: {grants_by_kid:?}");
+    drop(table);
+    LeaseTable::remove(&path).unwrap();
+}
+
+/// Invariant 4: a SIGKILLed holder's process-bound lease is reclaimable at once, by a
+/// waiter blocked in `acquire` and by a plain `try_acquire`, long before its 60 s TTL,
+/// and is counted as a dead-holder reclaim.
+#[test]
+fn killed_holder_is_reclaimed_before_its_ttl() {
+    let wd = Watchdog::new("killed_holder_is_reclaimed_before_its_ttl", Duration::from_secs(120));
+    let dir = Scratch::new("kill9");
+    let path = dir.path("table");
+    let table = new_table(&path);
+    let name = "gpu0";
+
+    // 1. A blocked waiter in another process gets it once the holder is killed.
+    let mut holder = Kid::spawn(&wd, "holder", "hold", &hold_env(&path, name, 60_000, "forever"));
+    let token0: u64 = holder.expect("READY", LONG).parse().unwrap();
+    match table.try_acquire(name, LONG) {
+        Err(Error::Held { token, holder: Some(h), .. }) => {
+            assert_eq!(token, token0);
+            assert_eq!(h.pid as i32, holder.pid());
+            assert!(!h.detached);
+        }
+        other => panic!("a live holder's lease was not refused: {other:?}"),
+    }
+    let before = table.info().counters.dead_holder_reclaims;
+    let mut waiter = Kid::spawn(&wd, "waiter", "wait", &wait_env(&path, name, 10_000, 30_000));
+    waiter.expect("WAITING", LONG);
+    wait_for_waiter(&table, &path, name, LONG);
+    holder.signal(libc::SIGKILL);
+    let status = holder.wait(LONG);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+    let (token1, waited) = got(&mut waiter);
+    waiter.wait_ok(LONG);
+    assert!(token1 > token0, "token did not grow: {token1} after {token0}");
+    assert!(
+        waited < Duration::from_secs(30),
+        "the waiter got the lease only after {waited:?}: the dead holder was not noticed"
+    );
+    let after = table.info().counters.dead_holder_reclaims;
+    assert!(after > before, "dead_holder_reclaims did not increase ({before} -> {after})");
+
+    // 2. The test process itself takes it with try_acquire after a kill -9.
+    let mut holder = Kid::spawn(&wd, "holder2", "hold", &hold_env(&path, name, 60_000, "forever"));
+    let token2: u64 = holder.expect("READY", LONG).parse().unwrap();
+    assert!(token2 > token1);
+    assert!(matches!(table.try_acquire(name, LONG), Err(Error::Held { .. })));
+    holder.signal(libc::SIGKILL);
+    holder.wait(LONG);
+    let lease =
+        table.try_acquire(name, LONG).expect("a dead holder's lease must be reclaimable at once");
+    assert!(lease.token() > token2);
+    assert_eq!(table.info().counters.dead_holder_reclaims, after + 1);
+    lease.release().unwrap();
+
+    // 3. A holder that merely exits (without releasing) is dead too.
+    let mut holder = Kid::spawn(&wd, "holder3", "hold", &hold_env(&path, name, 60_000, "exit"));
+    let token3: u64 = holder.expect("READY", LONG).parse().unwrap();
+    holder.wait_ok(LONG);
+    let lease =
+        table.try_acquire(name, LONG).expect("an exited holder's lease must be reclaimable");
+    assert!(lease.token() > token3);
+    lease.release().unwrap();
+    drop(table);
+    LeaseTable::remove(&path).unwrap();
+}
+
+/// A detached lease is bound to its TTL only: after its process is gone it is still
+/// refused until the TTL runs out, then reclaimable (as an expiry, not a dead holder).
+#[test]
+fn detached_lease_outlives_its_process_until_ttl() {
+    let wd =
+        Watchdog::new("detached_lease_outlives_its_process_until_ttl", Duration::from_secs(120));
+    let dir = Scratch::new("detached");
+    let path = dir.path("table");
+    let table = new_table(&path);
+    let name = "nightly";
+    let mut env = hold_env(&path, name, 3_000, "exit");
+    env.push(("DETACH", s(1)));
+    let mut holder = Kid::spawn(&wd, "holder", "hold", &env);
+    let token0: u64 = holder.expect("READY", LONG).parse().unwrap();
+    holder.wait_ok(LONG);
+    let before = table.info().counters;
+
+    let info = table.get(name).unwrap().unwrap();
+    assert_eq!(info.token, token0);
+    let h = info.holder.expect("holder recorded");
+    assert!(h.detached, "the holder record does not say detached: {h:?}");
+    if info.remaining > Duration::from_millis(500) {
+        // Well before the TTL: must be refused although the taker's process is gone.
+        match table.try_acquire(name, LONG) {
+            Err(Error::Held { token, holder, .. }) => {
+                assert_eq!(token, token0);
+                assert!(holder.is_some_and(|h| h.detached));
+            }
+            other => panic!("a detached lease was reclaimed before its TTL: {other:?}"),
+        }
+    } else {
+        eprintln!("machine too slow to check the before-TTL refusal ({:?} left)", info.remaining);
+    }
+    // After the TTL it is grantable (poll: no assumption about how fast we run).
+    std::thread::sleep(info.remaining);
+    let end = Instant::now() + LONG;
+    let lease = loop {
+        match table.try_acquire(name, LONG) {
+            Ok(l) => break l,
+            Err(Error::Held { .. }) if Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("detached lease not reclaimable after its TTL: {e}"),
+        }
+    };
+    assert!(lease.token() > token0);
+    let after = table.info().counters;
+    assert_eq!(after.expired_reclaims, before.expired_reclaims + 1);
+    assert_eq!(after.dead_holder_reclaims, before.dead_holder_reclaims);
+    lease.release().unwrap();
+    drop(table);
+    LeaseTable::remove(&path).unwrap();
+}
+
+/// Invariant 3 with a real pause: a holder SIGSTOPped past its 200 ms TTL is taken over;
+/// after SIGCONT its renew and release report `Error::Lost` (and its keep-alive, when it
+/// has one, reports the loss), and the new holder's grant is untouched.
+#[test]
+fn stopped_holder_past_ttl_is_lost_after_sigcont() {
+    let wd =
+        Watchdog::new("stopped_holder_past_ttl_is_lost_after_sigcont", Duration::from_secs(120));
+    let dir = Scratch::new("sigstop");
+    let path = dir.path("table");
+    let table = new_table(&path);
+    for keepalive in [false, true] {
+        let name = if keepalive { "with-keepalive" } else { "plain" };
+        let go = dir.path(&format!("go-{name}"));
+        let mut env = hold_env(&path, name, 200, "stale");
+        env.push(("GO", s(go.display())));
+        env.push(("KEEPALIVE", s(keepalive as u8)));
+        let mut holder = Kid::spawn(&wd, name, "hold", &env);
+        let token0: u64 = holder.expect("READY", LONG).parse().unwrap();
+        holder.signal(libc::SIGSTOP);
+        holder.wait_state(b'T', LONG);
+        // A stopped process is alive: no early reclaim; it is taken once its TTL passes.
+        let end = Instant::now() + LONG;
+        let lease = loop {
+            match table.try_acquire(name, LONG) {
+                Ok(l) => break l,
+                Err(Error::Held { .. }) if Instant::now() < end => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("{name}: not reclaimable after the TTL: {e}"),
+            }
+        };
+        assert!(lease.token() > token0);
+        holder.signal(libc::SIGCONT);
+        touch(&go);
+        let status = holder.wait(LONG);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{name}: stale holder check failed\n{}",
+            holder.transcript()
+        );
+        assert!(lease.is_valid(), "{name}: the stale holder disturbed the new grant");
+        let info = table.get(name).unwrap().unwrap();
+        assert_eq!((info.token, info.state), (lease.token(), LeaseState::Held));
+        lease.release().unwrap();
+    }
+    drop(table);
+    LeaseTable::remove(&path).unwrap();
+}
+
+/// Creation race: eight processes call `open_or_create` on the same fresh path at the
+/// same moment; all succeed and all use one and the same table.
+#[test]
+fn concurrent_open_or_create_yields_one_table() {
+    const KIDS: usize = 8;
+    let wd = Watchdog::new("concurrent_open_or_create_yields_one_table", Duration::from_secs(180));
+    let dir = Scratch::new("race");
+    for round in 0..3 {
+        let path = dir.path(&format!("table-{round}"));
+        let go = dir.path(&format!("go-{round}"));
+        let mut kids: Vec<Kid> = (0..KIDS)
+            .map(|i| {
+                Kid::spawn(
+                    &wd,
+                    &format!("creator-{round}-{i}"),
+                    "race_create",
+                    &[("TABLE", s(path.display())), ("GO", s(go.display())), ("INDEX", s(i))],
+                )
+            })
+            .collect();
+        for k in &mut kids {
+            k.expect("READY", LONG);
+        }
+        touch(&go);
+        let mut seen = BTreeSet::new();
+        let mut tokens = BTreeMap::new();
+        for (i, k) in kids.iter_mut().enumerate() {
+            let r = k.expect("RESULT", LONG);
+            k.wait_ok(LONG);
+            let f: Vec<u64> = r.split(' ').map(|x| x.parse().unwrap()).collect();
+            seen.insert((f[0], f[1], f[2]));
+            tokens.insert(format!("proc-{i}"), f[3]);
+        }
+        assert_eq!(seen.len(), 1, "round {round}: processes saw different tables: {seen:?}");
+        let table = LeaseTable::open(&path).unwrap();
+        assert_eq!(table.capacity(), 64);
+        let list = table.list().unwrap();
+        let listed: BTreeMap<String, u64> = list
+            .iter()
+            .filter(|l| l.state == LeaseState::Held)
+            .map(|l| (l.name.clone(), l.token))
+            .collect();
+        assert_eq!(listed, tokens, "round {round}: list() does not show every process's lease");
+        assert_eq!(table.info().names, KIDS as u32);
+        drop(table);
+        LeaseTable::remove(&path).unwrap();
+    }
+}
+
+/// A blocked `acquire` in one process is woken by a release in another: the waiter gets
+/// the lease long before the holder's TTL (60 s) would end, and before its own 30 s
+/// timeout. The holder is detached, so the waiter has no liveness polling to fall back
+/// on: only the wake-up can get it there.
+#[test]
+fn blocked_acquire_is_woken_by_release_in_another_process() {
+    let wd = Watchdog::new("blocked_acquire_is_woken_by_release", Duration::from_secs(120));
+    let dir = Scratch::new("wake-release");
+    let path = dir.path("table");
+    let go = dir.path("go");
+    let table = new_table(&path);
+    let name = "db-migration";
+    let mut env = hold_env(&path, name, 60_000, "release_on_go");
+    env.push(("DETACH", s(1)));
+    env.push(("GO", s(go.display())));
+    let mut holder = Kid::spawn(&wd, "holder", "hold", &env);
+    let token0: u64 = holder.expect("READY", LONG).parse().unwrap();
+    let mut waiter = Kid::spawn(&wd, "waiter", "wait", &wait_env(&path, name, 10_000, 30_000));
+    waiter.expect("WAITING", LONG);
+    wait_for_waiter(&table, &path, name, LONG);
+    touch(&go);
+    holder.expect("RELEASED", LONG);
+    holder.wait_ok(LONG);
+    let (token1, waited) = got(&mut waiter);
+    waiter.wait_ok(LONG);
+    assert!(token1 > token0);
+    assert!(waited < Duration::from_secs(30), "waiter got the lease only after {waited:?}");
+    drop(table);
+    LeaseTable::remove(&path).unwrap();
+}
+
+/// A revocation from a third process (this one) wakes a waiter blocked behind a
+/// detached 60 s lease held by a process that has exited.
+#[test]
+fn blocked_acquire_is_woken_by_revoke_from_a_third_process() {
+    let wd = Watchdog::new("blocked_acquire_is_woken_by_revoke", Duration::from_secs(120));
+    let dir = Scratch::new("wake-revoke");
+    let path = dir.path("table");
+    let table = new_table(&path);
+    let name = "leader";
+    let mut env = hold_env(&path, name, 60_000, "exit");
+    env.push(("DETACH", s(1)));
+    let mut holder = Kid::spawn(&wd, "holder", "hold", &env);
+    let token0: u64 = holder.expect("READY", LONG).parse().unwrap();
+    holder.wait_ok(LONG);
+    let revocations = table.info().counters.revocations;
+    let mut waiter = Kid::spawn(&wd, "waiter", "wait", &wait_env(&path, name, 10_000, 30_000));
+    waiter.expect("WAITING", LONG);
+    wait_for_waiter(&table, &path, name, LONG);
+    assert_eq!(table.revoke(name).unwrap(), Some(token0));
+    let (token1, waited) = got(&mut waiter);
+    waiter.wait_ok(LONG);
+    assert!(token1 > token0);
+    assert!(waited < Duration::from_secs(30), "waiter got the lease only after {waited:?}");
+    assert_eq!(table.info().counters.revocations, revocations + 1);
+    // The revoked detached grant is lost for anyone presenting its token.
+    assert!(matches!(table.renew(name, token0, LONG), Err(Error::Lost { .. })));
+    assert!(matches!(table.release(name, token0), Err(Error::Lost { .. })));
+    drop(table);
+    LeaseTable::remove(&path).unwrap();
+}
+
+/// A `fork()`ed child that inherits a `Lease` does not release it when dropping it.
+#[test]
+fn forked_child_does_not_release_parents_lease() {
+    let wd = Watchdog::new("forked_child_does_not_release_parents_lease", Duration::from_secs(60));
+    let dir = Scratch::new("fork");
+    let path = dir.path("table");
+    let table = new_table(&path);
+    let mut kid =
+        Kid::spawn(&wd, "forker", "fork", &[("TABLE", s(path.display())), ("NAME", s("forked"))]);
+    kid.expect("DONE", LONG);
+    kid.wait_ok(LONG);
+    let info = table.get("forked").unwrap().unwrap();
+    assert_eq!(info.state, LeaseState::Free);
+    drop(table);
+    LeaseTable::remove(&path).unwrap();
+}
