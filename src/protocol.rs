@@ -20,13 +20,14 @@
 //!
 //! Side records (holder, label, renewal time, transition count) are written after the
 //! CAS by the winner. Only the holder record is trusted for anything (early reclaim of a
-//! dead holder), and only when its tag matches the token of the grant word just read.
-//! A holder paused between its CAS and that store for longer than its TTL may later
-//! store a record for a grant it no longer holds: that record carries the old token's
-//! tag, so readers ignore it (the current holder then merely loses early reclaim and is
-//! reclaimable only by TTL). The tag is 32 bits, so the residual risk is a 2⁻³² chance
-//! per such stale store that also coincides with the stale process dying before the slot
-//! changes again.
+//! dead holder), and only when its tag (the token's low 32 bits) matches the grant word
+//! just read. Every granter wipes the record *before* its CAS, so the window between a
+//! grant's CAS and its record store shows no record, never the previous grant's.
+//! A holder paused between its CAS and its record store for longer than its TTL may
+//! later store a record for a grant it no longer holds: that record carries the old
+//! token's tag, so readers ignore it (the current holder then merely loses early
+//! reclaim and is reclaimable only by TTL). Trusting such a record would take a 2⁻³² tag
+//! coincidence *and* the stale process dying right after its store.
 
 use crate::layout::{bind, grant, holder, Slot};
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -176,6 +177,13 @@ pub fn try_grant(
         let deadline = now + ttl;
         // Waiters stay announced across grants: whoever frees this grant wakes them.
         let new = grant::pack(deadline | (deadline_bits & grant::WAITERS), new_token);
+        // Wipe the previous grant's holder record first: a reader that sees our grant
+        // word (our CAS releases this store) then finds no record rather than the old
+        // one, which it could otherwise take for ours if the 32-bit tags collided. The
+        // state is grantable, so the record being wiped describes a finished grant;
+        // if our CAS loses, the winner's record may be wiped too, which only costs it
+        // early reclaim (it is then reclaimable by TTL alone).
+        slot.holder.store(0, Relaxed);
         if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
             let record = holder::Record { tag: holder::Record::tag_for(new_token), ..me };
             slot.label.store(label, Relaxed);
@@ -221,22 +229,28 @@ pub fn renew(slot: &Slot, token: u64, now: u64, ttl: u64) -> Result<u64, Lost> {
 /// whether waiters announced themselves (the caller must then wake them).
 #[inline]
 pub fn release(slot: &Slot, token: u64, deadline_hint: u64) -> Result<bool, Lost> {
-    let mut current = grant::pack(deadline_hint, token);
+    // A hint that is not a real deadline (e.g. 0 from a caller that does not know it)
+    // must never be the expected value: FREE → FREE would "succeed" twice, and REVOKED
+    // or UNBOUND → FREE would undo a revocation or an unbinding.
+    let mut current = if deadline_hint & grant::DEADLINE > grant::UNBOUND {
+        grant::pack(deadline_hint, token)
+    } else {
+        slot.grant.load(Acquire)
+    };
     for _ in 0..RETRY_LIMIT {
-        match slot.grant.compare_exchange(current, grant::pack(grant::FREE, token), AcqRel, Acquire)
-        {
+        if grant::token(current) != token {
+            return Err(Lost::TakenOver);
+        }
+        match grant::deadline(current) {
+            grant::FREE => return Err(Lost::Released),
+            grant::REVOKED => return Err(Lost::Revoked),
+            grant::UNBOUND => return Err(Lost::Expired),
+            _ => {}
+        }
+        let freed = grant::pack(grant::FREE, token);
+        match slot.grant.compare_exchange(current, freed, AcqRel, Acquire) {
             Ok(_) => return Ok(grant::deadline_bits(current) & grant::WAITERS != 0),
-            Err(actual) => {
-                if grant::token(actual) != token {
-                    return Err(Lost::TakenOver);
-                }
-                match grant::deadline(actual) {
-                    grant::FREE => return Err(Lost::Released),
-                    grant::REVOKED => return Err(Lost::Revoked),
-                    grant::UNBOUND => return Err(Lost::Expired),
-                    _ => current = actual,
-                }
-            }
+            Err(actual) => current = actual,
         }
     }
     Err(Lost::Interference)
