@@ -492,6 +492,8 @@ impl Inner {
             floor,
         ) {
             Some(_) => {
+                // Re-read: unbinding an idle name above changed it.
+                let names = header.bound.load(Ordering::Relaxed).min(self.capacity as u64 - 1);
                 header.bound.store(names + 1, Ordering::Relaxed);
                 self.count(counter::BINDS);
                 Ok(true)
