@@ -36,7 +36,7 @@ pub(crate) struct LeaseHandle {
 
 impl LeaseHandle {
     /// Takes `lease` apart into a new handle, returned as the C pointer.
-    pub(crate) fn new(lease: Lease<'_>, table: &LeaseTable) -> *mut shmlease_lease {
+    pub(crate) fn into_c(lease: Lease<'_>, table: &LeaseTable) -> *mut shmlease_lease {
         let raw = lease.into_raw();
         let handle = LeaseHandle {
             table: table.clone(),
@@ -83,9 +83,9 @@ impl LeaseHandle {
 /// Borrows the handle behind a lease pointer.
 ///
 /// # Safety
-/// `p` is NULL or a live handle from `LeaseHandle::new`, for `'a`.
+/// `p` is NULL or a live handle from `LeaseHandle::into_c`, for `'a`.
 unsafe fn lease_arg<'a>(p: *const shmlease_lease) -> Result<&'a LeaseHandle, Failure> {
-    // SAFETY: a non-NULL lease pointer is a `Box<LeaseHandle>` from `LeaseHandle::new`,
+    // SAFETY: a non-NULL lease pointer is a `Box<LeaseHandle>` from `LeaseHandle::into_c`,
     // not yet freed per the caller.
     unsafe { arg(p.cast::<LeaseHandle>(), "lease") }
 }
@@ -176,7 +176,7 @@ pub unsafe extern "C" fn shmlease_lease_free(lease: *mut shmlease_lease) {
     }
     boundary(|| {
         // SAFETY: a non-NULL lease pointer is a `Box<LeaseHandle>` from
-        // `LeaseHandle::new`, handed back exactly once per the caller.
+        // `LeaseHandle::into_c`, handed back exactly once per the caller.
         let handle = unsafe { Box::from_raw(lease.cast::<LeaseHandle>()) };
         if !handle.finished.load(Ordering::Acquire) {
             // Dropping the rebuilt lease releases it, except in a forked child.

@@ -4,7 +4,7 @@
 use std::ffi::c_char;
 use std::time::{Duration, Instant};
 
-use shmlease_core::{AcquireOptions, Error, LeaseTable, TableOptions};
+use shmlease_core::{AcquireOptions, Error, LeaseState, LeaseTable, LostReason, TableOptions};
 
 use crate::boundary::{arg, boundary, opt_str_arg, shmlease_status, str_arg, Failure, Out};
 use crate::info::{nanos, shmlease_held_by, shmlease_holder, shmlease_info};
@@ -220,7 +220,7 @@ fn take(
 ) -> Result<(), Failure> {
     match table.acquire_with(name, ttl(ttl_ns), options) {
         Ok(lease) => {
-            out.write(LeaseHandle::new(lease, table));
+            out.write(LeaseHandle::into_c(lease, table));
             Ok(())
         }
         Err(e) => {
@@ -372,6 +372,14 @@ pub unsafe extern "C" fn shmlease_release_token(
     boundary(|| {
         // SAFETY: forwarded contract.
         let (table, name) = unsafe { (table_arg(table)?, str_arg(name, "name")?) };
+        // Work-around: the Rust `LeaseTable::release(name, token)` reports success for a
+        // grant that is already released (its CAS expects the FREE deadline, 0). Refuse
+        // that case first, as the Rust `Lease::release` does.
+        if let Some(info) = table.get(name)? {
+            if info.token == token && info.state == LeaseState::Free {
+                return Err(Error::Lost { token, reason: LostReason::Released }.into());
+            }
+        }
         Ok(table.release(name, token)?)
     })
 }

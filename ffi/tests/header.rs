@@ -41,7 +41,7 @@ fn committed_header_is_fresh() {
             .lines()
             .zip(fresh.lines())
             .position(|(a, b)| a != b)
-            .map_or_else(|| committed.lines().count().min(fresh.lines().count()), |i| i)
+            .unwrap_or_else(|| committed.lines().count().min(fresh.lines().count()))
             + 1;
         panic!(
             "include/shmlease.h is stale: it differs from what cbindgen generates from ffi/src \

@@ -1,0 +1,104 @@
+/*
+ * NULL in every pointer argument of every function: a status (or, for the _free and
+ * _close functions, nothing at all), never a crash. Optional pointers (documented as
+ * "NULL: not wanted" or "NULL: defaults") are accepted. Usage: nulls DIR.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "check.h"
+
+#define NUL_ARG(expr) EXPECT(expr, SHMLEASE_NULL_ARGUMENT)
+
+int main(int argc, char **argv) {
+    CHECK(argc == 2);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/nulls.table", argv[1]);
+    shmlease_table_options opts = {8, 0, 0};
+    shmlease_table *t = NULL;
+    shmlease_lease *l = NULL;
+    shmlease_held_by held;
+    shmlease_info info, infos[4];
+    uint64_t u64 = 0;
+    uint32_t u32 = 0;
+    size_t count = 0;
+    bool flag = false;
+
+    /* Tables. */
+    NUL_ARG(shmlease_table_create(NULL, &opts, &t));
+    NUL_ARG(shmlease_table_create(path, &opts, NULL));
+    NUL_ARG(shmlease_table_open(NULL, NULL, &t));
+    NUL_ARG(shmlease_table_open_or_create(NULL, NULL, &t));
+    NUL_ARG(shmlease_table_open_or_create(path, &opts, NULL));
+    NUL_ARG(shmlease_table_remove(NULL));
+    OK(shmlease_table_create(path, NULL, &t)); /* options NULL: defaults */
+    NUL_ARG(shmlease_table_open(path, NULL, NULL));
+    NUL_ARG(shmlease_table_capacity(NULL, &u32));
+    NUL_ARG(shmlease_table_capacity(t, NULL));
+    shmlease_table_close(NULL);
+
+    /* Acquiring. */
+    NUL_ARG(shmlease_try_acquire(NULL, "x", SEC, &l, &held));
+    NUL_ARG(shmlease_try_acquire(t, NULL, SEC, &l, &held));
+    NUL_ARG(shmlease_try_acquire(t, "x", SEC, NULL, &held));
+    NUL_ARG(shmlease_acquire(NULL, "x", SEC, 0, NULL, &l, &held));
+    NUL_ARG(shmlease_acquire(t, NULL, SEC, 0, NULL, &l, &held));
+    NUL_ARG(shmlease_acquire(t, "x", SEC, 0, NULL, NULL, &held));
+    CHECK(l == NULL);
+    OK(shmlease_acquire(t, "x", 10 * SEC, 0, NULL, &l, NULL)); /* label, held_by optional */
+    shmlease_lease *l2 = NULL;
+    EXPECT(shmlease_try_acquire(t, "x", SEC, &l2, NULL), SHMLEASE_HELD);
+    EXPECT(shmlease_acquire(t, "x", SEC, 1000, NULL, &l2, NULL), SHMLEASE_TIMED_OUT);
+
+    /* Lease handles. */
+    NUL_ARG(shmlease_renew(NULL, SEC));
+    NUL_ARG(shmlease_release(NULL));
+    NUL_ARG(shmlease_lease_detach(NULL, &u64));
+    NUL_ARG(shmlease_lease_token(NULL, &u64));
+    NUL_ARG(shmlease_lease_token(l, NULL));
+    NUL_ARG(shmlease_lease_deadline_ns(NULL, &u64));
+    NUL_ARG(shmlease_lease_deadline_ns(l, NULL));
+    NUL_ARG(shmlease_lease_remaining_ns(NULL, &u64));
+    NUL_ARG(shmlease_lease_remaining_ns(l, NULL));
+    NUL_ARG(shmlease_lease_is_valid(NULL, &flag));
+    NUL_ARG(shmlease_lease_is_valid(l, NULL));
+    shmlease_lease_free(NULL);
+
+    /* By name. */
+    OK(shmlease_lease_token(l, &u64));
+    NUL_ARG(shmlease_renew_token(NULL, "x", u64, SEC, NULL));
+    NUL_ARG(shmlease_renew_token(t, NULL, u64, SEC, NULL));
+    OK(shmlease_renew_token(t, "x", u64, 10 * SEC, NULL));
+    NUL_ARG(shmlease_release_token(NULL, "x", u64));
+    NUL_ARG(shmlease_release_token(t, NULL, u64));
+    NUL_ARG(shmlease_revoke(NULL, "x", NULL));
+    NUL_ARG(shmlease_revoke(t, NULL, NULL));
+    NUL_ARG(shmlease_revoke_token(NULL, "x", u64));
+    NUL_ARG(shmlease_revoke_token(t, NULL, u64));
+    NUL_ARG(shmlease_get(NULL, "x", &info));
+    NUL_ARG(shmlease_get(t, NULL, &info));
+    NUL_ARG(shmlease_get(t, "x", NULL));
+    NUL_ARG(shmlease_list(NULL, infos, 4, &count));
+    NUL_ARG(shmlease_list(t, NULL, 4, &count));
+    NUL_ARG(shmlease_list(t, infos, 4, NULL));
+    OK(shmlease_list(t, infos, 4, &count));
+    CHECK(count == 1);
+
+    /* Still held and fine after all that. */
+    OK(shmlease_lease_is_valid(l, &flag));
+    CHECK(flag);
+    OK(shmlease_lease_detach(l, NULL)); /* deadline optional */
+    OK(shmlease_release_token(t, "x", u64));
+    shmlease_lease_free(l);
+
+    /* Functions that return strings never return NULL. */
+    CHECK(shmlease_version() != NULL);
+    CHECK(shmlease_last_error() != NULL);
+    CHECK(shmlease_strerror(12345) != NULL && shmlease_status_name(-5) != NULL);
+
+    shmlease_table_close(t);
+    OK(shmlease_table_remove(path));
+    puts("nulls ok");
+    return 0;
+}
