@@ -1,0 +1,690 @@
+//! `shmlease`: run commands under a lease, and inspect and administer lease tables.
+//!
+//! Parsing, printing and exit codes only; every lease operation is the library's.
+//! The reference for users is `docs/cli.md`.
+
+mod duration;
+mod os;
+mod output;
+mod run;
+mod watch;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::{CommandFactory, Parser, Subcommand};
+use serde::Serialize;
+use shmlease::{AcquireOptions, Error, Lease, LeaseTable, Location, TableOptions};
+
+/// Exit codes. Documented in `--help` (below) and in docs/cli.md; keep all three in step.
+pub mod exit {
+    /// Bad arguments: unknown option, bad duration, invalid name, label or TTL.
+    pub const USAGE: u8 = 64;
+    /// No lease table at the location.
+    pub const NO_TABLE: u8 = 66;
+    /// The table is full, or this machine cannot run shmlease.
+    pub const UNAVAILABLE: u8 = 69;
+    /// An operating-system call the tool itself makes failed.
+    pub const OS: u8 = 71;
+    /// `create`: something already exists at the location.
+    pub const EXISTS: u8 = 73;
+    /// Not a lease table, an incompatible or corrupt one, a stuck table lock, I/O error.
+    pub const TABLE: u8 = 74;
+    /// The lease is held by someone else (`--wait` ran out, or `-n`).
+    pub const HELD: u8 = 75;
+    /// The table's owner or mode is refused, or the OS denied access.
+    pub const PERMISSION: u8 = 77;
+    /// The lease is lost: revoked, expired or taken over (also: wrong token).
+    pub const LOST: u8 = 79;
+    /// `run`: CMD exists but could not be executed.
+    pub const CANNOT_EXECUTE: u8 = 126;
+    /// `run`: CMD was not found.
+    pub const NOT_FOUND: u8 = 127;
+}
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0        success (run: CMD's own status, 128+N if CMD was killed by signal N)
+  64       usage error: bad option, duration, name, label or TTL
+  66       no lease table at the location
+  69       table full, or platform unsupported
+  71       an operating-system call failed
+  73       create: the location already exists
+  74       not a lease table, incompatible or corrupt table, I/O error
+  75       lease held by someone else (timed out waiting, or -n); run: --conflict-exit-code
+  77       permission refused (owner, mode, or the OS)
+  79       lease lost (revoked, expired, taken over, or wrong token)
+  126/127  run: CMD could not be executed / was not found
+
+The table is -t/--table, else $SHMLEASE_TABLE, else the shared-memory segment
+shmlease-<uid> (created on first use). Durations: 250ms, 5s, 1m30s, 2h.
+Full reference: docs/cli.md";
+
+/// Named, time-bound, exclusive leases for the processes of this host.
+///
+/// Leases live in a lease table: a file, or a POSIX shared-memory segment. Every grant
+/// gets a fencing token that only ever grows for its name.
+#[derive(Parser)]
+#[command(name = "shmlease", version, after_help = EXIT_CODES_HELP, max_term_width = 100)]
+struct Cli {
+    /// Lease table: a path (anything with a '/') or a shared-memory name
+    /// [default: $SHMLEASE_TABLE, else shmlease-<uid>, created on first use]
+    #[arg(short = 't', long = "table", global = true, value_name = "LOCATION")]
+    table: Option<String>,
+
+    /// Accept a table owned by another user (who could rewrite it under you)
+    #[arg(long, global = true)]
+    allow_foreign_owner: bool,
+
+    /// Accept (or create) a table every user may write (anyone could forge leases)
+    #[arg(long, global = true)]
+    allow_world_writable: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a lease table
+    Create {
+        /// Number of slots: names that can have a lease at once (128 bytes each)
+        #[arg(long, default_value_t = 4096)]
+        capacity: u32,
+        /// Permission bits, in octal (e.g. 0660 to share with the group)
+        #[arg(long, default_value = "0600", value_parser = parse_mode)]
+        mode: u32,
+    },
+    /// Remove a lease table (processes using it keep their mapping)
+    Rm {
+        /// Remove it even if it is not a usable lease table (corrupt, incompatible)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show facts and counters about the table
+    Info {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List held leases
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Also list names whose lease is free, expired or revoked
+        #[arg(short, long)]
+        all: bool,
+        /// Print a JSON array
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the leases live, refreshing (q or Ctrl-C quits)
+    Watch {
+        /// Time between refreshes
+        #[arg(short, long, default_value = "1s", value_parser = parse_interval)]
+        interval: Duration,
+        /// Also show names whose lease is free, expired or revoked
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Take a detached lease (it outlives this command) and print its token
+    Acquire {
+        /// Lease name (1 to 64 bytes)
+        name: String,
+        /// How long the lease lasts unless renewed
+        #[arg(long, value_parser = duration::parse)]
+        ttl: Duration,
+        /// Wait this long for a held lease ("forever" to wait indefinitely) [default: no wait]
+        #[arg(long, value_parser = parse_wait, value_name = "DUR")]
+        wait: Option<Wait>,
+        /// Label shown to others (at most 8 bytes)
+        #[arg(long)]
+        label: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Extend a lease to TTL from now
+    Renew {
+        /// Lease name
+        name: String,
+        /// The token `acquire` printed
+        #[arg(long)]
+        token: u64,
+        /// New time to live, from now
+        #[arg(long, value_parser = duration::parse)]
+        ttl: Duration,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a lease
+    Release {
+        /// Lease name
+        name: String,
+        /// The token `acquire` printed
+        #[arg(long)]
+        token: u64,
+    },
+    /// Revoke a lease, whoever holds it (its holder learns it lost the lease)
+    Revoke {
+        /// Lease name
+        name: String,
+        /// Revoke only the grant with this token
+        #[arg(long)]
+        token: Option<u64>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run CMD while holding the lease; stop it if the lease is lost
+    #[command(after_help = run::AFTER_HELP)]
+    Run(run::RunArgs),
+    /// Print shell completions
+    Completions {
+        /// Shell to complete for
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; view with `shmlease man | man -l -`)
+    Man,
+}
+
+/// How long to wait for a held lease: `None` is forever.
+#[derive(Clone, Copy, Debug)]
+pub struct Wait(pub Option<Duration>);
+
+fn parse_wait(text: &str) -> Result<Wait, String> {
+    match text {
+        "forever" | "inf" | "infinity" => Ok(Wait(None)),
+        _ => duration::parse(text).map(|d| Wait(Some(d))),
+    }
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match duration::parse(text)? {
+        d if d < Duration::from_millis(10) => Err("the interval must be at least 10ms".into()),
+        d => Ok(d),
+    }
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{text:?} is not an octal mode like 0600 or 660"))
+}
+
+/// Something that failed: an exit code and one line for stderr.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit code.
+    pub code: u8,
+    /// What went wrong and what to do, on one line.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `code` and `message`.
+    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure { code, message: message.into() }
+    }
+}
+
+/// Turns a library error into an exit code and one actionable line. `name` is the
+/// lease concerned, if any; `table` the table's CLI spelling.
+pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
+    let lease = name.map(|n| format!("lease {n:?}")).unwrap_or_else(|| "lease".into());
+    let t = table.flag();
+    // The library phrases opt-ins as its API; here they are options.
+    let cli = |s: String| {
+        s.replace("call allow_world_writable(true)", "pass --allow-world-writable")
+            .replace("allow_foreign_owner", "--allow-foreign-owner")
+            .replace("allow_world_writable", "--allow-world-writable")
+    };
+    match e {
+        Error::Held { token, remaining, holder } => {
+            let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
+            Failure::new(
+                exit::HELD,
+                format!(
+                    "{lease} is held{by} (token {token}, {} left); wait for it with --wait DUR, or see `shmlease{t} ls`",
+                    duration::human(*remaining)
+                ),
+            )
+        }
+        Error::TimedOut { waited, token, holder } => {
+            let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
+            Failure::new(
+                exit::HELD,
+                format!(
+                    "gave up after waiting {} for {lease}, still held{by} (token {token}); wait longer with --wait, or see `shmlease{t} ls`",
+                    duration::human(*waited)
+                ),
+            )
+        }
+        Error::Lost { token, reason } => Failure::new(
+            exit::LOST,
+            format!(
+                "{lease} with token {token} is lost: {reason}; it is no longer yours: stop acting on it and acquire it again"
+            ),
+        ),
+        Error::TableFull { capacity } => Failure::new(
+            exit::UNAVAILABLE,
+            format!(
+                "the lease table{t_} is full: all {capacity} slots hold live leases; release some, or use a larger table (`shmlease -t NEW create --capacity N`)",
+                t_ = if t.is_empty() { String::new() } else { format!(" {}", table.export) }
+            ),
+        ),
+        Error::InvalidName { .. } | Error::InvalidTtl { .. } | Error::InvalidLabel { .. } => {
+            Failure::new(exit::USAGE, format!("{e}; see `shmlease --help`"))
+        }
+        Error::InvalidOptions { .. } => Failure::new(exit::USAGE, cli(e.to_string())),
+        Error::NotATable { .. } => Failure::new(
+            exit::TABLE,
+            format!("{e}; nothing was changed; check -t/--table (or $SHMLEASE_TABLE)"),
+        ),
+        Error::Incompatible { .. } => Failure::new(
+            exit::TABLE,
+            format!("{e}; use the shmlease version that made it, or remove it with `shmlease{t} rm --force`"),
+        ),
+        Error::Corrupt { .. } => Failure::new(
+            exit::TABLE,
+            format!("{e}; remove it with `shmlease{t} rm --force` and create it again"),
+        ),
+        Error::Permission { .. } => Failure::new(exit::PERMISSION, cli(e.to_string())),
+        Error::AlreadyExists { .. } => Failure::new(
+            exit::EXISTS,
+            format!("{e}; use it as it is, or remove it first with `shmlease{t} rm`"),
+        ),
+        Error::NotFound { .. } => Failure::new(
+            exit::NO_TABLE,
+            format!("{e}; create it with `shmlease{t} create` (or check -t/--table)"),
+        ),
+        Error::Unsupported { .. } => Failure::new(exit::UNAVAILABLE, e.to_string()),
+        Error::Busy { .. } => Failure::new(
+            exit::TABLE,
+            format!("{e}; find the stopped process (`fuser -v {}`) and continue or kill it", table.file()),
+        ),
+        _ => Failure::new(exit::TABLE, e.to_string()),
+    }
+}
+
+/// The table the user named (or the default one).
+pub struct TableArg {
+    /// Where it is.
+    pub location: Location,
+    /// How to name it to `-t` and in `SHMLEASE_TABLE` (absolute for paths).
+    pub export: String,
+    /// The per-user default, which is created on first use by every command.
+    pub default: bool,
+    options: TableOptions,
+}
+
+impl TableArg {
+    fn new(cli: &Cli) -> TableArg {
+        let given = cli
+            .table
+            .clone()
+            .or_else(|| std::env::var("SHMLEASE_TABLE").ok().filter(|s| !s.is_empty()));
+        let options = TableOptions::new()
+            .allow_foreign_owner(cli.allow_foreign_owner)
+            .allow_world_writable(cli.allow_world_writable);
+        let (location, default) = match given {
+            Some(s) => match s.strip_prefix("shm:") {
+                Some(name) => (Location::Shm(name.to_owned()), false),
+                None => (Location::from(s.as_str()), false),
+            },
+            None => (Location::Shm(format!("shmlease-{}", os::euid())), true),
+        };
+        let export = match &location {
+            Location::Shm(name) => name.clone(),
+            Location::Path(p) => {
+                std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string()
+            }
+        };
+        TableArg { location, export, default, options }
+    }
+
+    /// Whether the table is a shared-memory segment.
+    pub fn is_shm(&self) -> bool {
+        matches!(self.location, Location::Shm(_))
+    }
+
+    /// The file behind the table (`/dev/shm/NAME` for a segment).
+    pub fn file(&self) -> String {
+        self.location
+            .file_path()
+            .unwrap_or_else(|_| PathBuf::from(&self.export))
+            .display()
+            .to_string()
+    }
+
+    /// ` -t LOCATION` for hints, or nothing for the default table.
+    fn flag(&self) -> String {
+        if self.default {
+            String::new()
+        } else {
+            format!(" -t {}", shell_word(&self.export))
+        }
+    }
+
+    /// Opens the table. `create`: make it if missing (always for the default table).
+    pub fn open(&self, create: bool) -> Result<LeaseTable, Failure> {
+        let opened = if create || self.default {
+            LeaseTable::open_or_create(&self.location, &self.options)
+        } else {
+            LeaseTable::open_with(&self.location, &self.options)
+        };
+        opened.map_err(|e| explain(&e, None, self))
+    }
+}
+
+fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c)) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let table = TableArg::new(&cli);
+    let result = match cli.command {
+        Command::Run(args) => run::run(&table, args),
+        command => dispatch(&table, command).map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("shmlease: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Reports a command-line error on one line (clap's own report spans several) with
+/// exit code 64; help and version go to stdout with 0.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    {
+        let _ = e.print();
+        let code = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            exit::USAGE
+        } else {
+            0
+        };
+        return ExitCode::from(code);
+    }
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let subcommand = args
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .find(|a| Cli::command().get_subcommands().any(|s| s.get_name() == *a));
+    let rendered = e.render().to_string();
+    let lines: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .collect();
+    let first = lines.first().copied().unwrap_or("error: invalid arguments");
+    let mut first = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    // "the following required arguments were not provided:" lists them below.
+    if first.ends_with(':') {
+        let missing: Vec<&str> =
+            lines[1..].iter().copied().filter(|l| !l.starts_with("tip:")).collect();
+        first = format!("{} {}", first, missing.join(", "));
+    }
+    let tips: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("tip:")).collect();
+    let help = match subcommand {
+        Some(s) => format!("shmlease {s} --help"),
+        None => "shmlease --help".into(),
+    };
+    let no_dashdash = !args.iter().any(|a| a == "--");
+    let message = if subcommand == Some("run")
+        && no_dashdash
+        && matches!(e.kind(), ErrorKind::UnknownArgument | ErrorKind::MissingRequiredArgument)
+    {
+        format!(
+            "{first}; put `--` before the command: `shmlease run NAME [OPTIONS] -- CMD [ARG...]`"
+        )
+    } else if tips.is_empty() {
+        format!("{first}; see `{help}`")
+    } else {
+        format!("{first}; {}; see `{help}`", tips.join("; "))
+    };
+    eprintln!("shmlease: {message}");
+    ExitCode::from(exit::USAGE)
+}
+
+fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Create { capacity, mode } => {
+            let options = table.options.clone().capacity(capacity).mode(mode);
+            LeaseTable::create(&table.location, &options).map_err(|e| explain(&e, None, table))?;
+        }
+        Command::Rm { force } => {
+            if !force {
+                // LeaseTable::remove deletes whatever file is there: make sure it is a
+                // lease table first, so a mistyped -t cannot delete something else.
+                drop(table.open(false)?);
+            }
+            LeaseTable::remove(&table.location).map_err(|e| explain(&e, None, table))?;
+        }
+        Command::Info { json } => {
+            let t = table.open(false)?;
+            let info = t.info();
+            if json {
+                print_json(&output::TableJson::new(table, &info))?;
+            } else {
+                print(&output::table_text(table, &info))?;
+            }
+        }
+        Command::Ls { all, json } => {
+            let t = table.open(false)?;
+            let leases = list(&t, all, table)?;
+            if json {
+                let rows: Vec<_> = leases.iter().map(output::LeaseJson::new).collect();
+                print_json(&rows)?;
+            } else {
+                print(&output::leases_text(&leases, all))?;
+            }
+        }
+        Command::Watch { interval, all } => {
+            let t = table.open(false)?;
+            watch::watch(&t, table, interval, all)?;
+        }
+        Command::Acquire { name, ttl, wait, label, json } => {
+            let t = table.open(true)?;
+            let lease = take(
+                &t,
+                table,
+                &name,
+                ttl,
+                wait.unwrap_or(Wait(Some(Duration::ZERO))),
+                label.as_deref(),
+            )?;
+            let detached = lease.detach().map_err(|e| explain(&e, Some(&name), table))?;
+            if json {
+                print_json(&Granted {
+                    name: &name,
+                    table: &table.export,
+                    token: detached.token,
+                    expires_at: output::rfc3339(wall(detached.deadline)),
+                    ttl_ms: ttl.as_millis() as u64,
+                })?;
+            } else {
+                print(&format!("{}\n", detached.token))?;
+            }
+        }
+        Command::Renew { name, token, ttl, json } => {
+            let t = table.open(false)?;
+            let deadline =
+                t.renew(&name, token, ttl).map_err(|e| explain(&e, Some(&name), table))?;
+            if json {
+                print_json(&Granted {
+                    name: &name,
+                    table: &table.export,
+                    token,
+                    expires_at: output::rfc3339(wall(deadline)),
+                    ttl_ms: ttl.as_millis() as u64,
+                })?;
+            }
+        }
+        Command::Release { name, token } => {
+            let t = table.open(false)?;
+            let fail = |e: Error| explain(&e, Some(&name), table);
+            // The library accepts a second release of the same token; a script that
+            // releases twice should hear that the lease was no longer its own.
+            if let Some(info) = t.get(&name).map_err(fail)? {
+                if info.token == token && info.state == shmlease::LeaseState::Free {
+                    let reason = shmlease::LostReason::Released;
+                    return Err(fail(Error::Lost { token, reason }));
+                }
+            }
+            t.release(&name, token).map_err(fail)?;
+        }
+        Command::Revoke { name, token, json } => {
+            let t = table.open(false)?;
+            let revoked = match token {
+                Some(token) => {
+                    t.revoke_token(&name, token).map_err(|e| explain(&e, Some(&name), table))?;
+                    Some(token)
+                }
+                None => t.revoke(&name).map_err(|e| explain(&e, Some(&name), table))?,
+            };
+            if json {
+                print_json(&Revoked { name: &name, revoked: revoked.is_some(), token: revoked })?;
+            } else if let Some(token) = revoked {
+                print(&format!("{token}\n"))?;
+            } else {
+                eprintln!("shmlease: lease {name:?} was not held; nothing to revoke");
+            }
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "shmlease", &mut out);
+            write_stdout(&out)?;
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(|e| Failure::new(exit::OS, format!("rendering the man page: {e}")))?;
+            write_stdout(&out)?;
+        }
+        Command::Run(_) => unreachable!("run is dispatched by main"),
+    }
+    Ok(())
+}
+
+/// `acquire`/`renew` output.
+#[derive(Serialize)]
+struct Granted<'a> {
+    name: &'a str,
+    table: &'a str,
+    token: u64,
+    expires_at: String,
+    ttl_ms: u64,
+}
+
+/// `revoke --json` output.
+#[derive(Serialize)]
+struct Revoked<'a> {
+    name: &'a str,
+    revoked: bool,
+    token: Option<u64>,
+}
+
+/// The leases `ls` shows: held ones, or every known name with `all`.
+pub fn list(
+    t: &LeaseTable,
+    all: bool,
+    table: &TableArg,
+) -> Result<Vec<shmlease::LeaseInfo>, Failure> {
+    let mut leases = t.list().map_err(|e| explain(&e, None, table))?;
+    if !all {
+        leases.retain(|l| l.state == shmlease::LeaseState::Held);
+    }
+    Ok(leases)
+}
+
+fn wall(deadline: Instant) -> SystemTime {
+    SystemTime::now() + deadline.saturating_duration_since(Instant::now())
+}
+
+/// Takes the lease, waiting as `wait` says. A wait longer than a second gets one note
+/// on stderr saying who holds the lease.
+pub fn take<'t>(
+    t: &'t LeaseTable,
+    table: &TableArg,
+    name: &str,
+    ttl: Duration,
+    wait: Wait,
+    label: Option<&str>,
+) -> Result<Lease<'t>, Failure> {
+    let mut options = AcquireOptions::new();
+    if let Some(label) = label {
+        options = options.label(label).map_err(|e| explain(&e, Some(name), table))?;
+    }
+    let fail = |e: Error| explain(&e, Some(name), table);
+    const NOTE_AFTER: Duration = Duration::from_secs(1);
+    match wait.0 {
+        Some(w) if w.is_zero() => t.acquire_with(name, ttl, &options).map_err(fail),
+        Some(w) if w <= NOTE_AFTER => {
+            t.acquire_with(name, ttl, &options.wait(Some(w))).map_err(fail)
+        }
+        _ => match t.acquire_with(name, ttl, &options.wait(Some(NOTE_AFTER))) {
+            Err(Error::TimedOut { token, holder, .. }) => {
+                let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
+                let how_long = match wait.0 {
+                    Some(w) => format!("up to {} more", duration::human(w - NOTE_AFTER)),
+                    None => "until it is free (Ctrl-C to give up)".into(),
+                };
+                eprintln!(
+                    "shmlease: lease {name:?} is held{by} (token {token}); waiting {how_long}"
+                );
+                match t.acquire_with(name, ttl, &options.wait(wait.0.map(|w| w - NOTE_AFTER))) {
+                    Err(Error::TimedOut { token, holder, .. }) => Err(fail(Error::TimedOut {
+                        waited: wait.0.unwrap_or_default(),
+                        token,
+                        holder,
+                    })),
+                    other => other.map_err(fail),
+                }
+            }
+            other => other.map_err(fail),
+        },
+    }
+}
+
+fn print(text: &str) -> Result<(), Failure> {
+    write_stdout(text.as_bytes())
+}
+
+fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), Failure> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::new(exit::OS, format!("encoding JSON: {e}")))?;
+    text.push('\n');
+    print(&text)
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        // A closed pipe (`shmlease ls | head`) is the reader's choice, not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::new(exit::OS, format!("writing to stdout: {e}"))),
+    }
+}

@@ -1,0 +1,311 @@
+//! What `ls`, `info` and `watch` print: aligned tables for people, stable JSON for
+//! programs. Field names in the JSON are part of the tool's interface.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use shmlease::{Holder, LeaseInfo, LeaseState, ProcessIdentity, TableInfo};
+
+use crate::duration::human;
+use crate::TableArg;
+
+/// One lease, as `ls --json` prints it.
+#[derive(Serialize)]
+pub struct LeaseJson {
+    name: String,
+    token: u64,
+    state: &'static str,
+    holder: Option<HolderJson>,
+    acquired_at: Option<String>,
+    renewed_at: Option<String>,
+    expires_at: Option<String>,
+    remaining_ms: u64,
+    transitions: u64,
+    slot: u32,
+}
+
+#[derive(Serialize)]
+struct HolderJson {
+    pid: u32,
+    pid_namespace: u32,
+    identity: IdentityJson,
+    detached: bool,
+    label: String,
+}
+
+#[derive(Serialize)]
+struct IdentityJson {
+    kind: &'static str,
+    value: Option<u64>,
+}
+
+impl LeaseJson {
+    /// The JSON form of `info`.
+    pub fn new(info: &LeaseInfo) -> LeaseJson {
+        LeaseJson {
+            name: info.name.clone(),
+            token: info.token,
+            state: info.state.as_str(),
+            holder: info.holder.as_ref().map(holder_json),
+            acquired_at: info.acquired_at.map(rfc3339),
+            renewed_at: info.renewed_at.map(rfc3339),
+            expires_at: info.expires_at.map(rfc3339),
+            remaining_ms: info.remaining.as_millis() as u64,
+            transitions: info.transitions,
+            slot: info.slot,
+        }
+    }
+}
+
+fn holder_json(h: &Holder) -> HolderJson {
+    let (kind, value) = match h.identity {
+        ProcessIdentity::PidfdInode(v) => ("pidfd_inode", Some(v)),
+        ProcessIdentity::StartTime(v) => ("start_time", Some(v)),
+        _ => ("unknown", None),
+    };
+    HolderJson {
+        pid: h.pid,
+        pid_namespace: h.pid_namespace,
+        identity: IdentityJson { kind, value },
+        detached: h.detached,
+        label: h.label.as_str().into_owned(),
+    }
+}
+
+/// The table, as `info --json` prints it.
+#[derive(Serialize)]
+pub struct TableJson {
+    location: String,
+    location_kind: &'static str,
+    file: String,
+    format_version: u32,
+    capacity: u32,
+    names: u32,
+    held: u32,
+    size_bytes: u64,
+    slot_size: u32,
+    boot_id: String,
+    clock: &'static str,
+    creator_pid: u32,
+    creator_uid: u32,
+    created_at: String,
+    counters: CountersJson,
+}
+
+#[derive(Serialize)]
+struct CountersJson {
+    grants: u64,
+    renewals: u64,
+    releases: u64,
+    expired_reclaims: u64,
+    dead_holder_reclaims: u64,
+    corrupt_reclaims: u64,
+    revocations: u64,
+    contended: u64,
+    binds: u64,
+    unbinds: u64,
+}
+
+impl TableJson {
+    /// The JSON form of `info`.
+    pub fn new(table: &TableArg, info: &TableInfo) -> TableJson {
+        let c = &info.counters;
+        TableJson {
+            location: table.export.clone(),
+            location_kind: if table.is_shm() { "shm" } else { "path" },
+            file: table.file(),
+            format_version: info.format_version,
+            capacity: info.capacity,
+            names: info.names,
+            held: info.held,
+            size_bytes: info.size_bytes,
+            slot_size: info.slot_size,
+            boot_id: info.boot_id.clone(),
+            clock: info.clock,
+            creator_pid: info.creator_pid,
+            creator_uid: info.creator_uid,
+            created_at: rfc3339(info.created_at),
+            counters: CountersJson {
+                grants: c.grants,
+                renewals: c.renewals,
+                releases: c.releases,
+                expired_reclaims: c.expired_reclaims,
+                dead_holder_reclaims: c.dead_holder_reclaims,
+                corrupt_reclaims: c.corrupt_reclaims,
+                revocations: c.revocations,
+                contended: c.contended,
+                binds: c.binds,
+                unbinds: c.unbinds,
+            },
+        }
+    }
+}
+
+/// `info` for people.
+pub fn table_text(table: &TableArg, info: &TableInfo) -> String {
+    let c = &info.counters;
+    let mut rows: Vec<(&str, String)> = vec![
+        ("location", format!("{} ({})", table.export, table.file())),
+        ("format version", info.format_version.to_string()),
+        (
+            "capacity",
+            format!(
+                "{} slots of {} bytes ({})",
+                info.capacity,
+                info.slot_size,
+                bytes(info.size_bytes)
+            ),
+        ),
+        ("names", format!("{} known, {} held", info.names, info.held)),
+        ("boot id", info.boot_id.clone()),
+        ("clock", info.clock.to_string()),
+        (
+            "created",
+            format!(
+                "{} by pid {}, uid {}",
+                rfc3339(info.created_at),
+                info.creator_pid,
+                info.creator_uid
+            ),
+        ),
+        ("grants", c.grants.to_string()),
+        ("renewals", format!("~{} (sampled)", c.renewals)),
+        ("releases", format!("~{} (sampled)", c.releases)),
+        ("expired reclaims", c.expired_reclaims.to_string()),
+        ("dead holder reclaims", c.dead_holder_reclaims.to_string()),
+        ("corrupt reclaims", c.corrupt_reclaims.to_string()),
+        ("revocations", c.revocations.to_string()),
+        ("contended", c.contended.to_string()),
+        ("names bound", c.binds.to_string()),
+        ("names unbound", c.unbinds.to_string()),
+    ];
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in rows.drain(..) {
+        out.push_str(&format!("{k:<width$}  {v}\n"));
+    }
+    out
+}
+
+fn bytes(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / f64::from(1 << 20))
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
+}
+
+/// `ls` for people: aligned columns, ages relative to now. Empty input gives a
+/// one-line note instead of a bare header.
+pub fn leases_text(leases: &[LeaseInfo], all: bool) -> String {
+    if leases.is_empty() {
+        return if all {
+            "no leases: the table knows no names\n".into()
+        } else {
+            "no leases held (--all also shows released, expired and revoked names)\n".into()
+        };
+    }
+    let now = SystemTime::now();
+    let header =
+        ["NAME", "TOKEN", "HOLDER", "STATE", "REMAINING", "ACQUIRED", "RENEWED", "TRANSITIONS"];
+    let mut rows: Vec<[String; 8]> = vec![header.map(String::from)];
+    for l in leases {
+        let holder = match &l.holder {
+            Some(h) => {
+                let mut s = h.pid.to_string();
+                if !h.label.is_empty() {
+                    s.push_str(&format!(" ({})", printable(&h.label.as_str())));
+                }
+                if h.detached {
+                    s.push_str(" detached");
+                }
+                s
+            }
+            None => "-".into(),
+        };
+        let remaining = if l.state == LeaseState::Held { human(l.remaining) } else { "-".into() };
+        rows.push([
+            printable(&l.name),
+            l.token.to_string(),
+            holder,
+            l.state.as_str().into(),
+            remaining,
+            ago(now, l.acquired_at),
+            ago(now, l.renewed_at),
+            l.transitions.to_string(),
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let w = widths[i];
+            // Numbers right-aligned, text left-aligned.
+            if i == 1 || i == 7 {
+                line.push_str(&format!("{cell:>w$}  "));
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Control characters in names would garble the terminal.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+fn ago(now: SystemTime, t: Option<SystemTime>) -> String {
+    match t {
+        None => "-".into(),
+        Some(t) => match now.duration_since(t) {
+            Ok(d) => format!("{} ago", human(d)),
+            Err(_) => "just now".into(),
+        },
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-26T11:04:57.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
+        assert_eq!(rfc3339(t), "2024-02-29T12:34:56.789Z");
+    }
+}

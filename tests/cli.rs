@@ -1,0 +1,540 @@
+//! The `shmlease` command-line tool, driven as users drive it: real processes, real
+//! signals. Every wait has a watchdog, so a bug makes a test fail, never hang.
+
+#![cfg(all(target_os = "linux", feature = "cli"))]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long anything may take before the test is declared hung.
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+const BIN: &str = env!("CARGO_BIN_EXE_shmlease");
+
+/// A table file of its own for one test, removed at the end.
+struct Table {
+    path: PathBuf,
+    dir: PathBuf,
+}
+
+impl Table {
+    fn new(test: &str) -> Table {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "shmlease-cli-{}-{}-{}",
+            test,
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        Table { path: dir.join("table"), dir }
+    }
+
+    /// `shmlease -t TABLE ARGS...`
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("-t").arg(&self.path).args(args).env_remove("SHMLEASE_TABLE");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        output(self.cmd(args))
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `cmd` to completion, capturing its output; kills it if the watchdog fires.
+fn output(mut cmd: Command) -> Output {
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let child = child.expect("spawning shmlease");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(WATCHDOG) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            kill(pid, libc::SIGKILL);
+            panic!("watchdog: {cmd:?} still running after {WATCHDOG:?}");
+        }
+    }
+}
+
+fn wait(child: &mut Child) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > WATCHDOG {
+            let _ = child.kill();
+            panic!("watchdog: process {} still running after {WATCHDOG:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `cond` holds (the watchdog fails the test if it never does).
+fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < WATCHDOG, "watchdog: gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn kill(pid: u32, signal: libc::c_int) {
+    // SAFETY: no pointers; a vanished pid only yields ESRCH.
+    unsafe { libc::kill(pid as libc::pid_t, signal) };
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is as good as dead: it runs no more code.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        }
+        Err(_) => false,
+    }
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or_else(|| panic!("killed by a signal: {out:?}"))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An error is one line on stderr.
+fn assert_one_line_error(out: &Output, expected_code: i32, mentions: &str) {
+    let err = stderr(out);
+    assert_eq!(code(out), expected_code, "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "expected one line, got: {err}");
+    assert!(err.starts_with("shmlease: "), "{err}");
+    assert!(err.contains(mentions), "expected {mentions:?} in: {err}");
+}
+
+fn json(out: &Output) -> Value {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+}
+
+fn held(t: &Table) -> Vec<Value> {
+    json(&t.run(&["ls", "--json"])).as_array().unwrap().clone()
+}
+
+/// A shell command that marks `ready` and then idles until killed (`exec sleep`).
+fn ready_then_sleep(ready: &Path) -> String {
+    format!("echo $$ > {}; exec sleep 60", ready.display())
+}
+
+fn read_pid(path: &Path) -> u32 {
+    until("the pid file", || fs::read_to_string(path).is_ok_and(|s| s.ends_with('\n')));
+    fs::read_to_string(path).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn two_runs_without_waiting_exactly_one_runs_the_command() {
+    let t = Table::new("two");
+    t.run(&["create", "--capacity", "16"]);
+    let ran = t.file("ran");
+    let script = format!("echo $$ >> {}; sleep 2", ran.display());
+    let spawn = || {
+        t.cmd(&["run", "-n", "job", "--", "sh", "-c", &script])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn(), spawn());
+    let mut codes = [wait(&mut a).code(), wait(&mut b).code()];
+    codes.sort();
+    assert_eq!(codes, [Some(0), Some(75)]);
+    assert_eq!(fs::read_to_string(&ran).unwrap().lines().count(), 1, "CMD ran more than once");
+}
+
+#[test]
+fn conflict_exit_code_replaces_75() {
+    let t = Table::new("conflict");
+    let token = stdout(&t.run(&["acquire", "job", "--ttl", "30s"]));
+    assert!(token.trim().parse::<u64>().is_ok());
+    let out = t.run(&["run", "-n", "--conflict-exit-code", "9", "job", "--", "true"]);
+    assert_one_line_error(&out, 9, "held");
+}
+
+#[test]
+fn run_exports_table_name_and_token_and_the_token_is_the_listed_one() {
+    let t = Table::new("env");
+    let script = r#"echo "$SHMLEASE_TABLE|$SHMLEASE_NAME|$SHMLEASE_TOKEN"; "$BIN" -t "$SHMLEASE_TABLE" ls --json"#;
+    let mut cmd = t.cmd(&["run", "--label", "envtest", "report", "--", "sh", "-c", script]);
+    cmd.env("BIN", BIN);
+    let out = output(cmd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let (first, rest) = text.split_once('\n').unwrap();
+    let vars: Vec<&str> = first.split('|').collect();
+    assert_eq!(vars[0], t.path.to_str().unwrap());
+    assert_eq!(vars[1], "report");
+    let token: u64 = vars[2].parse().unwrap();
+    let leases: Value = serde_json::from_str(rest).unwrap();
+    let lease = leases.as_array().unwrap().iter().find(|l| l["name"] == "report").unwrap();
+    assert_eq!(lease["token"].as_u64(), Some(token));
+    assert_eq!(lease["state"], "held");
+    assert_eq!(lease["holder"]["label"], "envtest");
+    // Released as soon as CMD is done.
+    assert!(held(&t).is_empty());
+}
+
+#[test]
+fn run_exits_with_the_commands_status_or_128_plus_its_signal() {
+    let t = Table::new("status");
+    let out = t.run(&["run", "job", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(code(&out), 3);
+    let out = t.run(&["run", "job", "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(code(&out), 143);
+    let out = t.run(&["run", "job", "--", "sh", "-c", "kill -KILL $$"]);
+    assert_eq!(code(&out), 137);
+    assert!(held(&t).is_empty(), "the lease outlived CMD");
+    let out = t.run(&["run", "job", "--", "no-such-command-shmlease-test"]);
+    assert_one_line_error(&out, 127, "not found");
+}
+
+#[test]
+fn revoking_the_lease_stops_the_command_and_run_exits_79() {
+    let t = Table::new("revoke");
+    let (ready, got) = (t.file("ready"), t.file("got"));
+    let script = format!(
+        "trap 'echo TERM > {}; exit 0' TERM; echo $$ > {}; while :; do sleep 0.05; done",
+        got.display(),
+        ready.display()
+    );
+    let mut run =
+        t.cmd(&["run", "job", "--", "sh", "-c", &script]).stderr(Stdio::piped()).spawn().unwrap();
+    read_pid(&ready);
+    let revoked = t.run(&["revoke", "job"]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    assert_eq!(wait(&mut run).code(), Some(79));
+    assert_eq!(fs::read_to_string(&got).unwrap().trim(), "TERM");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("lost lease \"job\"") && err.contains("revoked"), "{err}");
+}
+
+#[test]
+fn a_command_that_ignores_sigterm_gets_sigkill_after_kill_after() {
+    let t = Table::new("killafter");
+    let ready = t.file("ready");
+    let script =
+        format!("trap '' TERM; echo $$ > {}; while :; do sleep 0.05; done", ready.display());
+    let mut run =
+        t.cmd(&["run", "--kill-after", "200ms", "job", "--", "sh", "-c", &script]).spawn().unwrap();
+    let cmd_pid = read_pid(&ready);
+    assert!(t.run(&["revoke", "job"]).status.success());
+    assert_eq!(wait(&mut run).code(), Some(79));
+    until("CMD to die", || !alive(cmd_pid));
+}
+
+#[test]
+fn killing_the_supervisor_kills_the_command_and_frees_the_lease() {
+    let t = Table::new("kill9");
+    let ready = t.file("ready");
+    let mut run = t
+        .cmd(&["run", "--ttl", "60s", "job", "--", "sh", "-c", &ready_then_sleep(&ready)])
+        .spawn()
+        .unwrap();
+    let cmd_pid = read_pid(&ready);
+    assert!(alive(cmd_pid));
+    kill(run.id(), libc::SIGKILL);
+    wait(&mut run);
+    until("CMD to die with its supervisor", || !alive(cmd_pid));
+    // The holder is provably dead: the lease is free long before its 60 s TTL.
+    let out = t.run(&["run", "-n", "job", "--", "true"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
+fn signals_sent_to_run_reach_the_command_once() {
+    let t = Table::new("signals");
+    let (ready, got) = (t.file("ready"), t.file("got"));
+    let script = format!(
+        "trap 'echo INT >> {g}' INT; trap 'echo HUP >> {g}' HUP; trap 'echo TERM >> {g}; exit 7' TERM; \
+         echo $$ > {r}; while :; do sleep 0.05; done",
+        g = got.display(),
+        r = ready.display()
+    );
+    // In a process group of its own, like a job started by a shell or a service
+    // manager: then CMD gets its own group too, and a signal to run's whole group
+    // must still reach CMD only once.
+    let mut cmd = t.cmd(&["run", "job", "--", "sh", "-c", &script]);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut run = cmd.spawn().unwrap();
+    let group = run.id() as i32;
+    read_pid(&ready);
+    let lines = || fs::read_to_string(&got).unwrap_or_default().lines().count();
+    kill(run.id(), libc::SIGINT);
+    until("SIGINT to arrive", || lines() == 1);
+    // SAFETY: no pointers; signals the test's own child process group.
+    unsafe { libc::kill(-group, libc::SIGHUP) };
+    until("SIGHUP to arrive", || lines() == 2);
+    kill(run.id(), libc::SIGTERM);
+    assert_eq!(wait(&mut run).code(), Some(7));
+    assert_eq!(fs::read_to_string(&got).unwrap(), "INT\nHUP\nTERM\n", "a signal arrived twice");
+}
+
+#[test]
+fn wait_gives_up_with_75_after_waiting() {
+    let t = Table::new("wait");
+    assert!(t.run(&["acquire", "job", "--ttl", "30s", "--label", "holder"]).status.success());
+    for args in [
+        &["run", "--wait", "200ms", "job", "--", "true"][..],
+        &["acquire", "job", "--ttl", "5s", "--wait", "200ms"][..],
+    ] {
+        let start = Instant::now();
+        let out = t.run(args);
+        assert!(start.elapsed() >= Duration::from_millis(190), "did not wait: {args:?}");
+        assert_one_line_error(&out, 75, "holder");
+    }
+    // A wait past one second says once who holds the lease.
+    let out = t.run(&["run", "--wait", "1200ms", "job", "--", "true"]);
+    assert_eq!(code(&out), 75);
+    let err = stderr(&out);
+    assert!(err.lines().next().unwrap().contains("waiting"), "{err}");
+    assert!(err.contains("holder"), "{err}");
+}
+
+#[test]
+fn a_waiting_run_gets_the_lease_when_it_is_released() {
+    let t = Table::new("handover");
+    let token = stdout(&t.run(&["acquire", "job", "--ttl", "30s"])).trim().to_owned();
+    let mut waiting = t.cmd(&["run", "job", "--", "sh", "-c", "exit 5"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(t.run(&["release", "job", "--token", &token]).status.success());
+    assert_eq!(wait(&mut waiting).code(), Some(5));
+}
+
+#[test]
+fn acquire_renew_release_and_wrong_tokens() {
+    let t = Table::new("tokens");
+    let out = t.run(&["acquire", "job", "--ttl", "30s", "--json"]);
+    let granted = json(&out);
+    let token = granted["token"].as_u64().unwrap();
+    assert_eq!(granted["name"], "job");
+    assert_eq!(granted["ttl_ms"], 30_000);
+    assert!(granted["expires_at"].as_str().unwrap().ends_with('Z'));
+    // The CLI process is gone; the detached lease is not.
+    let leases = held(&t);
+    assert_eq!(leases[0]["token"].as_u64(), Some(token));
+    assert_eq!(leases[0]["holder"]["detached"], true);
+
+    let wrong = (token + 1).to_string();
+    let out = t.run(&["renew", "job", "--token", &wrong, "--ttl", "10s"]);
+    assert_one_line_error(&out, 79, "lost");
+    let out = t.run(&["release", "job", "--token", &wrong]);
+    assert_one_line_error(&out, 79, "lost");
+    let out = t.run(&["revoke", "job", "--token", &wrong]);
+    assert_one_line_error(&out, 79, "lost");
+
+    let right = token.to_string();
+    let out = t.run(&["renew", "job", "--token", &right, "--ttl", "10s", "--json"]);
+    assert_eq!(json(&out)["token"].as_u64(), Some(token));
+    assert!(t.run(&["release", "job", "--token", &right]).status.success());
+    let out = t.run(&["release", "job", "--token", &right]);
+    assert_one_line_error(&out, 79, "lost");
+    let out = t.run(&["renew", "job", "--token", &right, "--ttl", "10s"]);
+    assert_one_line_error(&out, 79, "lost");
+}
+
+#[test]
+fn revoke_reports_the_revoked_token() {
+    let t = Table::new("revoketoken");
+    let token: u64 = stdout(&t.run(&["acquire", "job", "--ttl", "30s"])).trim().parse().unwrap();
+    let out = json(&t.run(&["revoke", "job", "--json"]));
+    assert_eq!(out["revoked"], true);
+    assert_eq!(out["token"].as_u64(), Some(token));
+    let out = json(&t.run(&["revoke", "job", "--json"]));
+    assert_eq!(out["revoked"], false);
+    assert!(out["token"].is_null());
+    let all = json(&t.run(&["ls", "--all", "--json"]));
+    assert_eq!(all[0]["state"], "revoked");
+}
+
+#[test]
+fn ls_and_info_json_carry_every_field() {
+    let t = Table::new("json");
+    assert!(t.run(&["create", "--capacity", "32"]).status.success());
+    assert!(t.run(&["acquire", "job", "--ttl", "30s", "--label", "lbl"]).status.success());
+    let leases = held(&t);
+    assert_eq!(leases.len(), 1);
+    let l = &leases[0];
+    for key in [
+        "name",
+        "token",
+        "state",
+        "holder",
+        "acquired_at",
+        "renewed_at",
+        "expires_at",
+        "remaining_ms",
+        "transitions",
+        "slot",
+    ] {
+        assert!(l.get(key).is_some(), "ls --json lacks {key}: {l}");
+    }
+    assert_eq!(l["state"], "held");
+    assert_eq!(l["transitions"], 1);
+    assert!(l["remaining_ms"].as_u64().unwrap() > 0);
+    for key in ["pid", "pid_namespace", "identity", "detached", "label"] {
+        assert!(l["holder"].get(key).is_some(), "holder lacks {key}: {l}");
+    }
+    assert_eq!(l["holder"]["label"], "lbl");
+    assert!(l["holder"]["identity"]["kind"].is_string());
+
+    let info = json(&t.run(&["info", "--json"]));
+    for key in [
+        "location",
+        "location_kind",
+        "file",
+        "format_version",
+        "capacity",
+        "names",
+        "held",
+        "size_bytes",
+        "slot_size",
+        "boot_id",
+        "clock",
+        "creator_pid",
+        "creator_uid",
+        "created_at",
+        "counters",
+    ] {
+        assert!(info.get(key).is_some(), "info --json lacks {key}: {info}");
+    }
+    for key in [
+        "grants",
+        "renewals",
+        "releases",
+        "expired_reclaims",
+        "dead_holder_reclaims",
+        "corrupt_reclaims",
+        "revocations",
+        "contended",
+        "binds",
+        "unbinds",
+    ] {
+        assert!(info["counters"][key].is_u64(), "counters lack {key}: {info}");
+    }
+    assert_eq!(info["capacity"], 32);
+    assert_eq!(info["held"], 1);
+    assert_eq!(info["location_kind"], "path");
+    assert!(info["counters"]["grants"].as_u64().unwrap() >= 1);
+
+    // The human forms show the same lease.
+    let text = stdout(&t.run(&["ls"]));
+    assert!(text.starts_with("NAME") && text.contains("job") && text.contains("lbl"), "{text}");
+    assert!(stdout(&t.run(&["info"])).contains("capacity"));
+}
+
+#[test]
+fn bad_arguments_exit_64_with_one_helpful_line() {
+    let t = Table::new("usage");
+    let out = t.run(&["ls", "--bogus"]);
+    assert_one_line_error(&out, 64, "--bogus");
+    let out = t.run(&["run", "--ttl", "5", "job", "--", "true"]);
+    assert_one_line_error(&out, 64, "no unit");
+    let out = t.run(&["acquire", "job", "--ttl", "1x"]);
+    assert_one_line_error(&out, 64, "unknown unit");
+    let out = t.run(&["run", "job", "echo", "hi"]);
+    assert_one_line_error(&out, 64, "--");
+    let out = t.run(&["run", "job"]);
+    assert_one_line_error(&out, 64, "CMD");
+    let out = t.run(&["acquire", "job", "--ttl", "5s", "--label", "much-too-long"]);
+    assert_one_line_error(&out, 64, "label");
+    let out = t.run(&["run", "-n", "--wait", "1s", "job", "--", "true"]);
+    assert_one_line_error(&out, 64, "--wait");
+    let out = t.run(&["frobnicate"]);
+    assert_one_line_error(&out, 64, "frobnicate");
+    // Help is not an error.
+    assert_eq!(code(&t.run(&["run", "--help"])), 0);
+}
+
+#[test]
+fn a_file_that_is_not_a_lease_table_is_refused_and_left_alone() {
+    let t = Table::new("foreign");
+    let content = b"precious data, not a lease table\n".repeat(100);
+    fs::write(&t.path, &content).unwrap();
+    for args in [
+        &["ls"][..],
+        &["info"][..],
+        &["rm"][..],
+        &["create"][..],
+        &["acquire", "job", "--ttl", "5s"][..],
+        &["run", "job", "--", "true"][..],
+        &["revoke", "job"][..],
+    ] {
+        let out = t.run(args);
+        assert!(!out.status.success(), "{args:?} accepted a foreign file");
+        let expected = if args[0] == "create" { 73 } else { 74 };
+        assert_one_line_error(&out, expected, &t.path.display().to_string());
+        assert_eq!(fs::read(&t.path).unwrap(), content, "{args:?} changed the file");
+    }
+}
+
+#[test]
+fn create_info_and_rm_administer_a_table() {
+    let t = Table::new("admin");
+    let out = t.run(&["ls"]);
+    assert_one_line_error(&out, 66, "create");
+    assert!(t.run(&["create", "--capacity", "8", "--mode", "0640"]).status.success());
+    let mode = fs::metadata(&t.path)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+        .unwrap();
+    assert_eq!(mode & 0o777, 0o640);
+    assert_one_line_error(&t.run(&["create"]), 73, "already exists");
+    assert_eq!(json(&t.run(&["info", "--json"]))["capacity"], 8);
+    assert!(t.run(&["rm"]).status.success());
+    assert!(!t.path.exists());
+    assert_one_line_error(&t.run(&["rm"]), 66, "no lease table");
+}
+
+#[test]
+fn the_default_table_comes_from_the_environment() {
+    let t = Table::new("envtable");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["acquire", "job", "--ttl", "30s"]).env("SHMLEASE_TABLE", &t.path);
+    assert!(output(cmd).status.success());
+    assert_eq!(held(&t).len(), 1, "acquire did not use $SHMLEASE_TABLE");
+}
+
+#[test]
+fn completions_and_man_page() {
+    let out = output({
+        let mut c = Command::new(BIN);
+        c.args(["completions", "bash"]);
+        c
+    });
+    assert!(out.status.success() && stdout(&out).contains("shmlease"));
+    let out = output({
+        let mut c = Command::new(BIN);
+        c.arg("man");
+        c
+    });
+    assert!(out.status.success() && stdout(&out).contains(".TH"));
+}
