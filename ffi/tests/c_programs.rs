@@ -21,7 +21,7 @@ use shmlease_core::{Error, LeaseTable, TableOptions};
 const WATCHDOG: Duration = Duration::from_secs(300);
 
 /// The C test programs in `ffi/tests/c/`; `every_c_program_has_a_test` keeps this honest.
-const PROGRAMS: [&str; 5] = ["lifecycle", "statuses", "nulls", "contend", "holder"];
+const PROGRAMS: [&str; 6] = ["lifecycle", "statuses", "nulls", "threads", "contend", "holder"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Build {
@@ -95,7 +95,7 @@ fn compile(src: &Path, build: Build, out_dir: &Path) -> PathBuf {
     let lib = lib_dir();
     let exe = out_dir.join(src.file_stem().unwrap());
     let mut cc = Command::new("gcc");
-    cc.args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
+    cc.args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g", "-pthread"])
         .arg("-I")
         .arg(repo().join("include"))
         .arg("-I")
@@ -259,6 +259,21 @@ fn null_in_every_pointer_argument_sanitized() {
 #[test]
 fn null_in_every_pointer_argument_valgrind() {
     check_program("nulls", Build::Plain, true);
+}
+
+#[test]
+fn handles_are_shared_by_threads() {
+    check_program("threads", Build::Plain, false);
+}
+
+#[test]
+fn handles_are_shared_by_threads_sanitized() {
+    check_program("threads", Build::Sanitized, false);
+}
+
+#[test]
+fn handles_are_shared_by_threads_valgrind() {
+    check_program("threads", Build::Plain, true);
 }
 
 /// The state file `contend.c` and the Rust side share: occupant, last token, grants.
