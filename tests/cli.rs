@@ -538,3 +538,36 @@ fn completions_and_man_page() {
     });
     assert!(out.status.success() && stdout(&out).contains(".TH"));
 }
+
+#[test]
+fn shared_memory_tables_by_bare_name_or_shm_prefix() {
+    let name = format!("shmlease-clitest-{}", std::process::id());
+    let cli = |location: &str, args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.arg("-t").arg(location).args(args).env_remove("SHMLEASE_TABLE");
+        output(c)
+    };
+    assert!(cli(&name, &["create", "--capacity", "8"]).status.success());
+    assert!(Path::new("/dev/shm").join(&name).exists());
+    let info = json(&cli(&format!("shm:{name}"), &["info", "--json"]));
+    assert_eq!(info["location"], name.as_str());
+    assert_eq!(info["location_kind"], "shm");
+    assert_eq!(info["capacity"], 8);
+    // run exports the bare name, which -t accepts as it is.
+    let out = cli(&name, &["run", "job", "--", "sh", "-c", "echo $SHMLEASE_TABLE"]);
+    assert_eq!(stdout(&out).trim(), name);
+    assert!(cli(&name, &["rm"]).status.success());
+    assert!(!Path::new("/dev/shm").join(&name).exists());
+}
+
+#[test]
+fn without_a_table_option_each_user_gets_a_shared_memory_table() {
+    let mut c = Command::new(BIN);
+    c.args(["info", "--json"]).env_remove("SHMLEASE_TABLE");
+    let info = json(&output(c));
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(info["location"], format!("shmlease-{uid}"));
+    assert_eq!(info["location_kind"], "shm");
+    // Left in place: it is this user's table, and other programs may be using it.
+}

@@ -72,15 +72,21 @@ Full reference: docs/cli.md";
 struct Cli {
     /// Lease table: a path (anything with a '/') or a shared-memory name
     /// [default: $SHMLEASE_TABLE, else shmlease-<uid>, created on first use]
-    #[arg(short = 't', long = "table", global = true, value_name = "LOCATION")]
+    #[arg(
+        short = 't',
+        long = "table",
+        global = true,
+        value_name = "LOCATION",
+        help_heading = "Table"
+    )]
     table: Option<String>,
 
     /// Accept a table owned by another user (who could rewrite it under you)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Table")]
     allow_foreign_owner: bool,
 
     /// Accept (or create) a table every user may write (anyone could forge leases)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Table")]
     allow_world_writable: bool,
 
     #[command(subcommand)]
@@ -134,7 +140,7 @@ enum Command {
         /// Lease name (1 to 64 bytes)
         name: String,
         /// How long the lease lasts unless renewed
-        #[arg(long, value_parser = duration::parse)]
+        #[arg(long, value_parser = duration::parse, value_name = "DUR")]
         ttl: Duration,
         /// Wait this long for a held lease ("forever" to wait indefinitely) [default: no wait]
         #[arg(long, value_parser = parse_wait, value_name = "DUR")]
@@ -154,7 +160,7 @@ enum Command {
         #[arg(long)]
         token: u64,
         /// New time to live, from now
-        #[arg(long, value_parser = duration::parse)]
+        #[arg(long, value_parser = duration::parse, value_name = "DUR")]
         ttl: Duration,
         /// Print JSON
         #[arg(long)]

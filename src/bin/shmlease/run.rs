@@ -20,6 +20,7 @@ use crate::{duration, exit, explain, take, Failure, TableArg, Wait};
 
 /// Extra `run --help` text.
 pub const AFTER_HELP: &str = "\
+run waits for the lease (forever by default) and exits with 75 if it stays held.
 CMD runs directly (no shell) with SHMLEASE_TABLE, SHMLEASE_NAME and SHMLEASE_TOKEN set.
 The lease is renewed every TTL/3. If it is lost (revoked, or not renewed in time),
 CMD gets SIGTERM, then SIGKILL after --kill-after, and run exits with 79.
@@ -40,7 +41,7 @@ pub struct RunArgs {
     /// Lease name (1 to 64 bytes)
     name: String,
     /// Lease time to live; renewed every TTL/3 while CMD runs
-    #[arg(long, default_value = "10s", value_parser = duration::parse)]
+    #[arg(long, default_value = "10s", value_parser = duration::parse, value_name = "DUR")]
     ttl: Duration,
     /// Wait at most this long for a held lease [default: forever]
     #[arg(long, value_parser = crate::parse_wait, value_name = "DUR", conflicts_with = "no_wait")]
