@@ -461,3 +461,75 @@ fn worker_example_runs() {
 fn worker_example_runs_sanitized() {
     worker_example(Build::Sanitized);
 }
+
+/// `ffi/install.sh` installs a prefix that pkg-config describes correctly: the worker
+/// example builds from `pkg-config --cflags --libs shmlease` alone, dynamically and
+/// statically, and runs.
+#[test]
+fn install_script_and_pkg_config() {
+    if !have("gcc") || !have("pkg-config") {
+        return;
+    }
+    let dir = scratch("install");
+    let prefix = dir.join("prefix");
+    let out = Command::new("sh")
+        .arg(repo().join("ffi/install.sh"))
+        .arg(&prefix)
+        .env("SHMLEASE_LIB_DIR", lib_dir())
+        .env_remove("DESTDIR")
+        .env_remove("LIBDIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "install.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let libdir = prefix.join("lib");
+    let pkg = |args: &[&str]| {
+        let o = Command::new("pkg-config")
+            .args(args)
+            .arg("shmlease")
+            .env("PKG_CONFIG_PATH", libdir.join("pkgconfig"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "pkg-config {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pkg(&["--modversion"]), [env!("CARGO_PKG_VERSION")]);
+    let cflags = pkg(&["--cflags"]);
+    let libs = pkg(&["--libs"]);
+    let static_libs: Vec<String> =
+        pkg(&["--static", "--libs-only-l"]).into_iter().filter(|l| l != "-lshmlease").collect();
+    let worker = repo().join("ffi/examples/worker.c");
+    for (name, link) in [
+        ("dynamic", [libs, vec![format!("-Wl,-rpath,{}", libdir.display())]].concat()),
+        (
+            "static",
+            [
+                vec![format!("-L{}", libdir.display())],
+                vec!["-Wl,-Bstatic".into(), "-lshmlease".into(), "-Wl,-Bdynamic".into()],
+                static_libs.clone(),
+            ]
+            .concat(),
+        ),
+    ] {
+        let exe = dir.join(format!("worker-{name}"));
+        let o = Command::new("gcc")
+            .args(["-std=c99", "-Wall", "-Wextra", "-Werror"])
+            .arg(&worker)
+            .args(&cflags)
+            .arg("-o")
+            .arg(&exe)
+            .args(&link)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name} build: {}", String::from_utf8_lossy(&o.stderr));
+        let run_dir = dir.join(format!("run-{name}"));
+        std::fs::create_dir(&run_dir).unwrap();
+        let mut cmd = Command::new(&exe);
+        cmd.arg(dir.join("table")).arg("job").arg("1");
+        let (code, stdout, stderr) = run(cmd, "installed worker", &run_dir);
+        assert!(code == Some(0) && stdout.contains("done with job"), "{name}: {stdout}{stderr}");
+    }
+}
