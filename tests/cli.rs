@@ -571,3 +571,39 @@ fn without_a_table_option_each_user_gets_a_shared_memory_table() {
     assert_eq!(info["location_kind"], "shm");
     // Left in place: it is this user's table, and other programs may be using it.
 }
+
+#[test]
+fn at_a_terminal_ctrl_c_reaches_the_command_once() {
+    // A pseudo-terminal from util-linux's script(1), if this machine has it.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: script(1) is not installed");
+        return;
+    }
+    let t = Table::new("terminal");
+    let (ready, got) = (t.file("ready"), t.file("got"));
+    let cmd = format!(
+        "{BIN} -t {table} run job -- sh -c 'trap \"echo INT >> {g}\" INT; trap \"echo QUIT >> {g}; exit 6\" QUIT; echo $$ > {r}; while :; do sleep 0.05; done'",
+        table = t.path.display(),
+        g = got.display(),
+        r = ready.display()
+    );
+    let mut term = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("SHMLEASE_TABLE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut keys = term.stdin.take().unwrap();
+    read_pid(&ready);
+    let lines = || fs::read_to_string(&got).unwrap_or_default().lines().count();
+    // Ctrl-C signals the terminal's foreground group, where CMD shares run's group.
+    // (A repeat from run would mostly merge with the pending signal, so this checks
+    // the outcome; the decision itself is unit-tested in run.rs.)
+    std::io::Write::write_all(&mut keys, b"\x03").unwrap();
+    until("SIGINT to arrive", || lines() >= 1);
+    std::thread::sleep(Duration::from_millis(300));
+    std::io::Write::write_all(&mut keys, b"\x1c").unwrap(); // Ctrl-\
+    assert_eq!(wait(&mut term).code(), Some(6));
+    assert_eq!(fs::read_to_string(&got).unwrap(), "INT\nQUIT\n", "a signal arrived twice");
+}

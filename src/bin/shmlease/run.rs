@@ -159,12 +159,8 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
         }
         if ready[0] {
             let received = signals.read().map_err(|e| os_failure("reading signals", e))?;
-            for r in received.iter().filter(|r| r.signal != libc::SIGCHLD) {
-                // The terminal signalled our whole group, CMD included: don't repeat it.
-                let from_terminal = r.code == os::SI_KERNEL && !own_group;
-                if !from_terminal && r.pid != supervisor {
-                    target.signal(r.signal);
-                }
+            for r in received.iter().filter(|r| forward(r, own_group, supervisor)) {
+                target.signal(r.signal);
             }
             if let Some(status) = reap(&mut child)? {
                 break status;
@@ -207,6 +203,14 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     }
 }
 
+/// Whether a signal `run` received should be passed on to CMD.
+fn forward(r: &os::Received, own_group: bool, supervisor: u32) -> bool {
+    // A terminal signals its whole foreground group: if CMD shares ours, it has the
+    // signal already.
+    let from_terminal = r.code == os::SI_KERNEL && !own_group;
+    FORWARDED.contains(&r.signal) && !from_terminal && r.pid != supervisor
+}
+
 /// Where signals for CMD go: its pid, or its process group.
 struct Target {
     pid: u32,
@@ -229,5 +233,30 @@ fn exit_code(status: ExitStatus) -> u8 {
         (Some(code), _) => code as u8,
         (None, Some(signal)) => 128u8.wrapping_add(signal as u8),
         _ => exit::OS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received(signal: libc::c_int, code: i32, pid: u32) -> os::Received {
+        os::Received { signal, code, pid }
+    }
+
+    #[test]
+    fn terminal_signals_are_not_repeated_to_a_command_in_our_group() {
+        let from_tty = received(libc::SIGINT, os::SI_KERNEL, 0);
+        assert!(!forward(&from_tty, false, 100));
+        assert!(forward(&from_tty, true, 100), "CMD in its own group never saw it");
+    }
+
+    #[test]
+    fn signals_from_processes_are_forwarded_once() {
+        let si_user = 0;
+        assert!(forward(&received(libc::SIGTERM, si_user, 42), false, 100));
+        assert!(forward(&received(libc::SIGHUP, si_user, 42), true, 100));
+        assert!(!forward(&received(libc::SIGTERM, si_user, 100), true, 100), "our own");
+        assert!(!forward(&received(libc::SIGCHLD, si_user, 42), true, 100));
     }
 }
