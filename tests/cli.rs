@@ -607,3 +607,39 @@ fn at_a_terminal_ctrl_c_reaches_the_command_once() {
     assert_eq!(wait(&mut term).code(), Some(6));
     assert_eq!(fs::read_to_string(&got).unwrap(), "INT\nQUIT\n", "a signal arrived twice");
 }
+
+#[test]
+fn watch_redraws_until_q_and_restores_the_terminal() {
+    let t = Table::new("watch");
+    assert!(t.run(&["acquire", "watched-lease", "--ttl", "1m"]).status.success());
+    // Not a terminal: refused, pointing to ls.
+    assert_one_line_error(&t.run(&["watch"]), 64, "ls");
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: script(1) is not installed");
+        return;
+    }
+    let cmd = format!("{BIN} -t {} watch --interval 50ms", t.path.display());
+    let mut term = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("SHMLEASE_TABLE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut keys = term.stdin.take().unwrap();
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let (screen, mut out) = (screen.clone(), term.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut out, &mut buf) {
+                screen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+    }
+    let shown = || String::from_utf8_lossy(&screen.lock().unwrap()).into_owned();
+    until("two frames showing the lease", || shown().matches("watched-lease").count() >= 2);
+    std::io::Write::write_all(&mut keys, b"q").unwrap();
+    assert_eq!(wait(&mut term).code(), Some(0));
+    until("the terminal to be restored", || shown().contains("\x1b[?1049l"));
+}

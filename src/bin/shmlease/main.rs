@@ -612,7 +612,7 @@ struct Revoked<'a> {
     token: Option<u64>,
 }
 
-/// The leases `ls` shows: held ones, or every known name with `all`.
+/// The leases `ls` shows, by name: held ones, or every known name with `all`.
 pub fn list(
     t: &LeaseTable,
     all: bool,
@@ -622,6 +622,7 @@ pub fn list(
     if !all {
         leases.retain(|l| l.state == shmlease::LeaseState::Held);
     }
+    leases.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(leases)
 }
 

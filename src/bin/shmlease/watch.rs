@@ -63,9 +63,12 @@ pub fn watch(
     loop {
         let leases = list(t, all, table)?;
         let (cols, rows) = os::terminal_size(stdout).unwrap_or((80, 24));
+        let info = t.info();
         let title = format!(
-            "shmlease watch  {}  every {}  {}  (q quits)",
+            "shmlease watch  {}  {} held, {} slots  every {}  {}  (q quits)",
             table.export,
+            info.held,
+            info.capacity,
             crate::duration::human(interval),
             &output::rfc3339(SystemTime::now())[11..19],
         );
