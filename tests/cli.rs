@@ -643,3 +643,32 @@ fn watch_redraws_until_q_and_restores_the_terminal() {
     assert_eq!(wait(&mut term).code(), Some(0));
     until("the terminal to be restored", || shown().contains("\x1b[?1049l"));
 }
+
+#[test]
+fn run_keeps_a_short_lease_alive_for_a_long_command() {
+    let t = Table::new("keepalive");
+    // CMD runs for several TTLs; the lease must stay this run's throughout.
+    let out = t.run(&["run", "--ttl", "150ms", "job", "--", "sleep", "1"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let all = json(&t.run(&["ls", "--all", "--json"]));
+    assert_eq!(all[0]["transitions"], 1, "the lease changed hands: {all}");
+}
+
+#[test]
+fn a_stopped_run_loses_its_lease_and_stops_the_command_when_continued() {
+    let t = Table::new("stopped");
+    let ready = t.file("ready");
+    let mut run = t
+        .cmd(&["run", "--ttl", "200ms", "job", "--", "sh", "-c", &ready_then_sleep(&ready)])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cmd_pid = read_pid(&ready);
+    kill(run.id(), libc::SIGSTOP);
+    // Stopped, run cannot renew: the lease expires and someone else takes it.
+    let taken = t.run(&["acquire", "job", "--ttl", "30s", "--wait", "30s"]);
+    assert!(taken.status.success(), "{}", stderr(&taken));
+    kill(run.id(), libc::SIGCONT);
+    assert_eq!(wait(&mut run).code(), Some(79));
+    until("CMD to stop", || !alive(cmd_pid));
+}

@@ -384,7 +384,16 @@ impl TableArg {
         } else {
             LeaseTable::open_with(&self.location, &self.options)
         };
-        opened.map_err(|e| explain(&e, None, self))
+        opened.map_err(|e| match e {
+            // Not found even though we tried to create it: the directory is missing.
+            Error::NotFound { location } if create || self.default => Failure::new(
+                exit::NO_TABLE,
+                format!(
+                    "cannot create a lease table at {location}: its directory does not exist; create the directory, or choose another -t/--table"
+                ),
+            ),
+            e => explain(&e, None, self),
+        })
     }
 }
 
