@@ -418,7 +418,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("shmlease: {}", f.message);
+            say(format_args!("{}", f.message));
             ExitCode::from(f.code)
         }
     }
@@ -478,7 +478,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
     } else {
         format!("{first}; {}; see `{help}`", tips.join("; "))
     };
-    eprintln!("shmlease: {message}");
+    say(format_args!("{message}"));
     ExitCode::from(exit::USAGE)
 }
 
@@ -583,7 +583,7 @@ fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
             } else if let Some(token) = revoked {
                 print(&format!("{token}\n"))?;
             } else {
-                eprintln!("shmlease: lease {name:?} was not held; nothing to revoke");
+                say(format_args!("lease {name:?} was not held; nothing to revoke"));
             }
         }
         Command::Completions { shell } => {
@@ -667,9 +667,7 @@ pub fn take<'t>(
                     Some(w) => format!("up to {} more", duration::human(w - NOTE_AFTER)),
                     None => "until it is free (Ctrl-C to give up)".into(),
                 };
-                eprintln!(
-                    "shmlease: lease {name:?} is held{by} (token {token}); waiting {how_long}"
-                );
+                say(format_args!("lease {name:?} is held{by} (token {token}); waiting {how_long}"));
                 match t.acquire_with(name, ttl, &options.wait(wait.0.map(|w| w - NOTE_AFTER))) {
                     Err(Error::TimedOut { token, holder, .. }) => Err(fail(Error::TimedOut {
                         waited: wait.0.unwrap_or_default(),
@@ -682,6 +680,12 @@ pub fn take<'t>(
             other => other.map_err(fail),
         },
     }
+}
+
+/// One line on stderr, after `shmlease: `. A closed or broken stderr is ignored: it
+/// must not turn into a panic half-way through supervising a command.
+pub fn say(message: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "shmlease: {message}");
 }
 
 fn print(text: &str) -> Result<(), Failure> {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use shmlease::LeaseTable;
 
 use crate::os::{self, Bell, SignalFd, SignalSet};
-use crate::{duration, exit, explain, take, Failure, TableArg, Wait};
+use crate::{duration, exit, explain, say, take, Failure, TableArg, Wait};
 
 /// Extra `run --help` text.
 pub const AFTER_HELP: &str = "\
@@ -125,7 +125,8 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
         command.process_group(0);
     }
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (prctl, getppid), without allocating.
+    // async-signal-safe calls (sigemptyset, pthread_sigmask, prctl, getppid), without
+    // allocating.
     unsafe {
         command.pre_exec(move || os::die_with_parent(supervisor));
     }
@@ -149,44 +150,46 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     };
 
     let target = Target { pid: child.id(), group: own_group };
+    let mut lost = false;
     let mut kill_at: Option<Instant> = None;
     let status = loop {
-        let timeout = kill_at.map(|at| at.saturating_duration_since(Instant::now()));
-        let ready = os::poll_readable(&[signals.as_raw_fd(), bell.as_raw_fd()], timeout)
-            .map_err(|e| os_failure("waiting for events", e))?;
-        if let Some(status) = reap(&mut child)? {
-            break status;
+        let mut fds = vec![signals.as_raw_fd()];
+        if !lost {
+            fds.push(bell.as_raw_fd()); // stays readable once rung
         }
+        let timeout = kill_at.map(|at| at.saturating_duration_since(Instant::now()));
+        let ready =
+            os::poll_readable(&fds, timeout).map_err(|e| os_failure("waiting for events", e))?;
         if ready[0] {
             let received = signals.read().map_err(|e| os_failure("reading signals", e))?;
             for r in received.iter().filter(|r| forward(r, own_group, supervisor)) {
                 target.signal(r.signal);
             }
-            if let Some(status) = reap(&mut child)? {
-                break status;
-            }
         }
-        if ready[1] && kill_at.is_none() {
+        if let Some(status) = reap(&mut child)? {
+            break status;
+        }
+        if !lost && ready.get(1) == Some(&true) {
+            lost = true;
             let why = lease.lost().map(|r| r.to_string()).unwrap_or_else(|| "it is gone".into());
-            eprintln!(
-                "shmlease: lost lease {name:?} (token {token}): {why}; stopping CMD (SIGTERM, SIGKILL in {})",
+            say(format_args!(
+                "lost lease {name:?} (token {token}): {why}; stopping CMD (SIGTERM, SIGKILL in {})",
                 duration::human(args.kill_after)
-            );
+            ));
             target.signal(libc::SIGTERM);
             kill_at = Some(Instant::now() + args.kill_after);
-        } else if let Some(at) = kill_at {
-            if Instant::now() >= at {
-                eprintln!(
-                    "shmlease: CMD still running {} after SIGTERM; sending SIGKILL",
-                    duration::human(args.kill_after)
-                );
-                target.signal(libc::SIGKILL);
-                kill_at = Some(Instant::now() + Duration::from_secs(3600));
-            }
+        }
+        if kill_at.is_some_and(|at| Instant::now() >= at) {
+            say(format_args!(
+                "CMD still running {} after SIGTERM; sending SIGKILL",
+                duration::human(args.kill_after)
+            ));
+            target.signal(libc::SIGKILL);
+            kill_at = None;
         }
     };
 
-    if kill_at.is_some() {
+    if lost {
         return Ok(exit::LOST);
     }
     // Release at once, so that waiters get the lease now; the watcher thread will see
@@ -194,9 +197,9 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     match t.release(name, token) {
         Ok(()) => Ok(exit_code(status)),
         Err(shmlease::Error::Lost { reason, .. }) => {
-            eprintln!(
-                "shmlease: lease {name:?} (token {token}) was lost before CMD finished: {reason}; CMD may have run without it"
-            );
+            say(format_args!(
+                "lease {name:?} (token {token}) was lost before CMD finished: {reason}; CMD may have run without it"
+            ));
             Ok(exit::LOST)
         }
         Err(e) => Err(explain(&e, Some(name), table)),
