@@ -10,7 +10,15 @@ use crate::layout::MAX_CAPACITY;
 ///
 /// Converting from a string follows the CLI's rule: anything containing `/` is a path;
 /// a bare name is a shared-memory segment, the object `shm_open("/NAME")` opens
-/// (`/dev/shm/NAME` on Linux).
+/// (`/dev/shm/NAME` on Linux). `shm:NAME`, as `Display` prints it, is read back as the
+/// segment `NAME`.
+///
+/// ```
+/// use shmlease::Location;
+/// assert_eq!(Location::from("/var/lib/app/leases"), Location::Path("/var/lib/app/leases".into()));
+/// assert_eq!(Location::from("app-leases"), Location::Shm("app-leases".into()));
+/// assert_eq!(Location::from(Location::from("app-leases").to_string()), Location::Shm("app-leases".into()));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Location {
     /// A file (any file system that supports shared `mmap`; tables survive reboots).
@@ -52,7 +60,9 @@ impl fmt::Display for Location {
 
 impl From<&str> for Location {
     fn from(s: &str) -> Location {
-        if s.contains('/') {
+        if let Some(name) = s.strip_prefix("shm:") {
+            Location::Shm(name.to_owned())
+        } else if s.contains('/') {
             Location::Path(PathBuf::from(s))
         } else {
             Location::Shm(s.to_owned())

@@ -704,10 +704,24 @@ impl LeaseTable {
     }
 
     /// Removes the table's name. Processes that have it open keep using it; new
-    /// `open`s will not find it.
+    /// `open`s will not find it. Refuses ([`Error::NotATable`]) to remove anything that
+    /// does not start like a lease table, so a mistyped location cannot delete another
+    /// file; a damaged table (right magic, wrong contents) can be removed.
     pub fn remove(location: impl Into<Location>) -> Result<()> {
         let location = location.into();
         let path = location.file_path()?;
+        let file = sys::open_nofollow(&path).map_err(|e| open_error(&location, e, "opening"))?;
+        let meta = file.metadata().map_err(|e| Error::io(format!("inspecting {location}"), e))?;
+        let mut magic = [0u8; 8];
+        let is_table = meta.file_type().is_file()
+            && file.read_exact_at(&mut magic, 0).is_ok()
+            && u64::from_ne_bytes(magic) == layout::MAGIC;
+        if !is_table {
+            return Err(Error::NotATable {
+                location: location.to_string(),
+                reason: "does not start with the lease table magic number; not removed".into(),
+            });
+        }
         std::fs::remove_file(&path).map_err(|e| open_error(&location, e, "removing"))
     }
 

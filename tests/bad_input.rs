@@ -180,8 +180,9 @@ fn symlink_to_a_valid_table_is_refused() {
     });
     assert_eq!(FileState::of(&target, true), target_before, "the symlink's target was modified");
     assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
-    // remove() removes the link, not the target.
-    LeaseTable::remove(&link).unwrap();
+    // remove() refuses the link too (it is not a table), and leaves both alone.
+    assert!(matches!(LeaseTable::remove(&link), Err(Error::NotATable { .. })));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
     assert_eq!(FileState::of(&target, true), target_before);
 }
 
