@@ -10,6 +10,7 @@
 //! strictly increase across revocations, crashes and slot reuse; every stale holder gets
 //! `Lost` (and changes nothing); a grant is taken from a live holder only when that
 //! holder crashed and its grant was not detached.
+#![cfg(not(loom))]
 
 use proptest::prelude::*;
 use shmlease::layout::{bind, grant, holder, Slot};
