@@ -558,16 +558,7 @@ fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
         }
         Command::Release { name, token } => {
             let t = table.open(false)?;
-            let fail = |e: Error| explain(&e, Some(&name), table);
-            // The library accepts a second release of the same token; a script that
-            // releases twice should hear that the lease was no longer its own.
-            if let Some(info) = t.get(&name).map_err(fail)? {
-                if info.token == token && info.state == shmlease::LeaseState::Free {
-                    let reason = shmlease::LostReason::Released;
-                    return Err(fail(Error::Lost { token, reason }));
-                }
-            }
-            t.release(&name, token).map_err(fail)?;
+            t.release(&name, token).map_err(|e| explain(&e, Some(&name), table))?;
         }
         Command::Revoke { name, token, json } => {
             let t = table.open(false)?;
