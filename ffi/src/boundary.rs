@@ -161,8 +161,8 @@ pub(crate) enum Failure {
     BufferTooSmall { given: usize, needed: usize },
     /// A lease handle was used after `shmlease_release` or `shmlease_lease_detach`.
     Finished,
-    /// A panic, with its message.
-    Panic(String),
+    /// A bug: a caught panic, or an impossible state.
+    Internal(String),
 }
 
 impl From<Error> for Failure {
@@ -202,7 +202,7 @@ impl Failure {
             Failure::Invalid(status, _) => *status,
             Failure::BufferTooSmall { .. } => SHMLEASE_BUFFER_TOO_SMALL,
             Failure::Finished => SHMLEASE_LOST,
-            Failure::Panic(_) => SHMLEASE_INTERNAL,
+            Failure::Internal(_) => SHMLEASE_INTERNAL,
         }
     }
 }
@@ -218,7 +218,7 @@ impl fmt::Display for Failure {
                 write!(f, "room for {given} leases given, {needed} needed")
             }
             Failure::Finished => f.write_str("this lease handle was already released or detached"),
-            Failure::Panic(msg) => write!(f, "internal error (panic): {msg}"),
+            Failure::Internal(msg) => write!(f, "internal error in shmlease: {msg}"),
         }
     }
 }
@@ -291,7 +291,7 @@ pub(crate) fn boundary(body: impl FnOnce() -> Result<(), Failure>) -> shmlease_s
             };
             // Dropping the payload could itself panic; it is not worth that risk.
             std::mem::forget(payload);
-            remember(Failure::Panic(msg));
+            remember(Failure::Internal(format!("panic: {msg}")));
             SHMLEASE_INTERNAL
         }
     }
@@ -388,7 +388,7 @@ mod tests {
     fn a_panic_becomes_internal_and_is_described() {
         let status = boundary(|| panic!("boom {}", 42));
         assert_eq!(status, SHMLEASE_INTERNAL);
-        assert_eq!(text(shmlease_last_error()), "internal error (panic): boom 42");
+        assert_eq!(text(shmlease_last_error()), "internal error in shmlease: panic: boom 42");
         let status = boundary(|| std::panic::panic_any(7u8));
         assert_eq!(status, SHMLEASE_INTERNAL);
         assert!(text(shmlease_last_error()).contains("unknown panic payload"));

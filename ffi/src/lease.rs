@@ -59,7 +59,7 @@ impl LeaseHandle {
         };
         Lease::from_raw(&self.table, raw)
             .map(ManuallyDrop::new)
-            .ok_or_else(|| Failure::Panic("lease handle does not fit its table".into()))
+            .ok_or_else(|| Failure::Internal("lease handle does not fit its table".into()))
     }
 
     /// Runs `f` on the rebuilt lease and takes it apart again.

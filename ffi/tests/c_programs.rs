@@ -21,7 +21,8 @@ use shmlease_core::{Error, LeaseTable, TableOptions};
 const WATCHDOG: Duration = Duration::from_secs(300);
 
 /// The C test programs in `ffi/tests/c/`; `every_c_program_has_a_test` keeps this honest.
-const PROGRAMS: [&str; 6] = ["lifecycle", "statuses", "nulls", "threads", "contend", "holder"];
+const PROGRAMS: [&str; 7] =
+    ["lifecycle", "statuses", "nulls", "threads", "contend", "holder", "reclaim"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Build {
@@ -420,6 +421,83 @@ fn kill_9_of_a_c_holder_is_reclaimed_by_rust() {
 #[test]
 fn kill_9_of_a_c_holder_is_reclaimed_by_rust_sanitized() {
     kill9_c_holder(Build::Sanitized);
+}
+
+/// Set for a copy of this test binary that is to act as a Rust lease holder.
+const HELPER_ENV: &str = "SHMLEASE_FFI_TEST_RUST_HOLDER";
+
+/// Not a test by itself: in a copy of this binary started by
+/// `kill_9_of_a_rust_holder_is_reclaimed_by_c` (with `HELPER_ENV` = the table path), takes
+/// the lease "victim", says so, and waits to be killed.
+#[test]
+fn rust_holder_helper() {
+    let Some(table_path) = std::env::var_os(HELPER_ENV) else { return };
+    let table = LeaseTable::open(PathBuf::from(table_path)).unwrap();
+    let lease = table.try_acquire("victim", Duration::from_secs(3)).unwrap();
+    println!("holding {}", lease.token());
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn kill9_rust_holder(build: Build) {
+    if !have("gcc") {
+        return;
+    }
+    let dir = scratch(&format!("kill9-rust-{build:?}"));
+    let exe = compile(&c_source("reclaim"), build, &dir);
+    let table_path = dir.join("table");
+    let table = LeaseTable::create(&table_path, &TableOptions::new().capacity(8)).unwrap();
+    let mut holder = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "rust_holder_helper", "--nocapture", "--test-threads=1"])
+        .env(HELPER_ENV, &table_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = holder.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // libtest prints "test rust_holder_helper ... " on the same line first.
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(token) = line.split("holding ").nth(1) {
+                let _ = tx.send(token.trim().parse::<u64>().ok());
+                return;
+            }
+        }
+        let _ = tx.send(None); // it exited without taking the lease
+    });
+    let Ok(Some(rust_token)) = rx.recv_timeout(WATCHDOG) else {
+        let _ = holder.kill();
+        panic!("the Rust holder never said it holds the lease (see its stderr above)");
+    };
+    match table.get("victim").unwrap() {
+        Some(info) => assert_eq!(info.holder.map(|h| h.pid), Some(holder.id())),
+        None => panic!("the Rust holder's lease is not in the table"),
+    }
+    holder.kill().unwrap(); // SIGKILL
+    holder.wait().unwrap();
+
+    let mut cmd = Command::new(&exe);
+    cmd.arg(&table_path).arg("victim").arg(rust_token.to_string());
+    let (code, stdout, stderr) = run(cmd, "reclaim (C side)", &dir);
+    assert!(
+        code == Some(0) && stdout.contains("reclaim ok"),
+        "C reclaim failed (exit {code:?})\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    let info = table.get("victim").unwrap().unwrap();
+    assert!(info.token > rust_token);
+}
+
+#[test]
+fn kill_9_of_a_rust_holder_is_reclaimed_by_c() {
+    kill9_rust_holder(Build::Plain);
+}
+
+#[test]
+fn kill_9_of_a_rust_holder_is_reclaimed_by_c_sanitized() {
+    kill9_rust_holder(Build::Sanitized);
 }
 
 /// The example worker: two at once take turns on one job.

@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -205,6 +206,22 @@ int main(int argc, char **argv) {
     shmlease_lease_free(next); /* releases */
     OK(shmlease_get(t, "brief", &info));
     CHECK(info.state == SHMLEASE_STATE_FREE);
+
+    /* A forked child freeing its copy of the handle leaves the parent's lease alone. */
+    OK(shmlease_try_acquire(t, "forked", 10 * SEC, &job, NULL));
+    fflush(NULL);
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        shmlease_lease_free(job);
+        _exit(0);
+    }
+    int wstatus = 0;
+    CHECK(waitpid(child, &wstatus, 0) == child && WIFEXITED(wstatus) &&
+          WEXITSTATUS(wstatus) == 0);
+    CHECK(valid(job));
+    OK(shmlease_release(job));
+    shmlease_lease_free(job);
 
     /* An unknown name is free and never granted. */
     OK(shmlease_get(t, "nobody", &info));
