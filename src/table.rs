@@ -994,8 +994,9 @@ pub(crate) fn release_slot(
 ) -> Result<()> {
     match protocol::release(inner.slot(index), token, deadline_hint) {
         Ok(wake) => {
-            // The deadline's low bits are as good a sampling coin as the clock's.
-            inner.count_sampled(counter::RELEASES, deadline_hint);
+            // The token's low bits (a clock reading) are as good a sampling coin as a
+            // fresh clock read, and cost nothing; the hint may be a constant 0.
+            inner.count_sampled(counter::RELEASES, token);
             if wake {
                 inner.wake(index);
             }
