@@ -19,8 +19,10 @@
 
 mod boundary;
 mod info;
-mod lease;
 mod table;
+
+// After `table`: the header lists declarations in source order.
+mod lease;
 
 pub use boundary::*;
 pub use info::*;
