@@ -4,7 +4,7 @@
 use std::ffi::c_char;
 use std::time::{Duration, Instant};
 
-use shmlease_core::{AcquireOptions, Error, LeaseState, LeaseTable, LostReason, TableOptions};
+use shmlease_core::{AcquireOptions, Error, LeaseTable, TableOptions};
 
 use crate::boundary::{arg, boundary, opt_str_arg, shmlease_status, str_arg, Failure, Out};
 use crate::info::{nanos, shmlease_held_by, shmlease_holder, shmlease_info};
@@ -71,7 +71,7 @@ fn table_options(options: Option<&shmlease_table_options>) -> Result<TableOption
 ///
 /// # Safety
 /// `p` is NULL or a handle from `shmlease_table_*` not yet closed, for `'a`.
-pub(crate) unsafe fn table_arg<'a>(p: *const shmlease_table) -> Result<&'a LeaseTable, Failure> {
+unsafe fn table_arg<'a>(p: *const shmlease_table) -> Result<&'a LeaseTable, Failure> {
     // SAFETY: a non-NULL handle is a `Box<LeaseTable>` turned into a pointer by
     // `open_table`, still alive per the caller.
     unsafe { arg(p.cast::<LeaseTable>(), "table") }
@@ -372,14 +372,6 @@ pub unsafe extern "C" fn shmlease_release_token(
     boundary(|| {
         // SAFETY: forwarded contract.
         let (table, name) = unsafe { (table_arg(table)?, str_arg(name, "name")?) };
-        // Work-around: the Rust `LeaseTable::release(name, token)` reports success for a
-        // grant that is already released (its CAS expects the FREE deadline, 0). Refuse
-        // that case first, as the Rust `Lease::release` does.
-        if let Some(info) = table.get(name)? {
-            if info.token == token && info.state == LeaseState::Free {
-                return Err(Error::Lost { token, reason: LostReason::Released }.into());
-            }
-        }
         Ok(table.release(name, token)?)
     })
 }
