@@ -362,12 +362,13 @@ fn kill9_c_holder(build: Build) {
     let exe = compile(&c_source("holder"), build, &dir);
     let table_path = dir.join("table");
     let table = LeaseTable::create(&table_path, &TableOptions::new().capacity(8)).unwrap();
-    // A TTL long enough that the C holder is still within it when killed; short enough
-    // that the reclaim happens by expiry if the death cannot be proven on this kernel.
+    // A TTL long enough that the C holder is still within it when killed (the reclaim
+    // then comes from proving it dead); short enough that expiry would still end the
+    // test where the death cannot be proven.
     let mut child = Command::new(&exe)
         .arg(&table_path)
         .arg("victim")
-        .arg("3000")
+        .arg("10000")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .env("ASAN_OPTIONS", "detect_leaks=0")
@@ -433,7 +434,7 @@ const HELPER_ENV: &str = "SHMLEASE_FFI_TEST_RUST_HOLDER";
 fn rust_holder_helper() {
     let Some(table_path) = std::env::var_os(HELPER_ENV) else { return };
     let table = LeaseTable::open(PathBuf::from(table_path)).unwrap();
-    let lease = table.try_acquire("victim", Duration::from_secs(3)).unwrap();
+    let lease = table.try_acquire("victim", Duration::from_secs(10)).unwrap();
     println!("holding {}", lease.token());
     loop {
         std::thread::sleep(Duration::from_secs(1));
