@@ -42,6 +42,16 @@ fn refused(path: &Path, what: &str, check: impl Fn(&Error) -> bool) {
     assert_eq!(FileState::of(path, false), before, "{what}: the file was modified");
 }
 
+/// `remove` refuses what is not a lease table and leaves it in place, untouched.
+fn remove_refused(path: &Path, what: &str) {
+    let before = FileState::of(path, false);
+    match LeaseTable::remove(path) {
+        Err(Error::NotATable { .. }) => {}
+        other => panic!("{what}: remove gave {other:?}"),
+    }
+    assert_eq!(FileState::of(path, false), before, "{what}: remove touched it");
+}
+
 fn copy_of_table(dir: &Scratch, name: &str) -> std::path::PathBuf {
     let real = dir.path("real");
     if !real.exists() {
@@ -60,6 +70,7 @@ fn empty_file_is_not_a_table() {
     std::fs::write(&p, b"").unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     refused(&p, "empty file", |e| matches!(e, Error::NotATable { .. }));
+    remove_refused(&p, "empty file");
 }
 
 #[test]
@@ -90,11 +101,13 @@ fn wrong_magic_is_not_a_table() {
     let p = copy_of_table(&dir, "t");
     write_u64(&p, 0, u64::from_le_bytes(*b"NOTLEASE"));
     refused(&p, "wrong magic", |e| matches!(e, Error::NotATable { .. }));
+    remove_refused(&p, "wrong magic");
     // A foreign file of a plausible size.
     let p = dir.path("foreign");
     std::fs::write(&p, vec![0xabu8; 256 + 16 * 128]).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     refused(&p, "foreign file", |e| matches!(e, Error::NotATable { .. }));
+    remove_refused(&p, "foreign file");
 }
 
 #[test]
@@ -147,6 +160,7 @@ fn not_a_regular_file_is_not_a_table() {
     let d = dir.path("a-directory");
     std::fs::create_dir(&d).unwrap();
     refused(&d, "directory", |e| matches!(e, Error::NotATable { .. }));
+    remove_refused(&d, "directory");
 
     let fifo = dir.path("a-fifo");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
@@ -155,6 +169,7 @@ fn not_a_regular_file_is_not_a_table() {
     // Must not block on the FIFO either (the watchdog would fire).
     let wd = Watchdog::new("not_a_regular_file_is_not_a_table", Duration::from_secs(60));
     refused(&fifo, "fifo", |e| matches!(e, Error::NotATable { .. }));
+    remove_refused(&fifo, "fifo");
     drop(wd);
 
     match LeaseTable::open("/dev/null") {
@@ -193,6 +208,7 @@ fn squatter_file_is_left_alone() {
     std::fs::write(&p, b"I was here first\n").unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     refused(&p, "squatter", |e| matches!(e, Error::NotATable { .. }));
+    remove_refused(&p, "squatter");
 }
 
 #[test]

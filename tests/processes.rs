@@ -427,3 +427,216 @@ fn forked_child_does_not_release_parents_lease() {
     drop(table);
     LeaseTable::remove(&path).unwrap();
 }
+
+fn churners(wd: &Watchdog, path: &Path, names: &[String], round: u64, run_ms: u64) -> Vec<Kid> {
+    (0..3)
+        .map(|i| {
+            Kid::spawn(
+                wd,
+                &format!("churn-{round}-{i}"),
+                "churn",
+                &[
+                    ("TABLE", s(path.display())),
+                    ("NAMES", names.join(",")),
+                    ("SEED", s(round * 10 + i + 1)),
+                    ("TTL_MS", s(3000)),
+                    ("RUN_MS", s(run_ms)),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// Invariant 6 under contention, without crashes: three processes churning through
+/// more names than the table has slots (so names are bound and unbound all the time)
+/// never see an error other than Held, TableFull or Lost (they revoke each other).
+#[test]
+#[ignore = "library bug: under load, try_acquire spuriously fails with Error::Corrupt when \
+            it meets a slot another process is unbinding (grant UNBOUND, binding still \
+            BOUND): it spins 64 restarts instead of waiting for the table lock"]
+fn churn_through_more_names_than_slots() {
+    let wd = Watchdog::new("churn_through_more_names_than_slots", Duration::from_secs(120));
+    let dir = Scratch::new("churn");
+    let path = dir.path("table");
+    LeaseTable::create(&path, &TableOptions::new().capacity(8)).unwrap();
+    let names: Vec<String> = (0..14).map(|i| format!("n{i}")).collect();
+    let mut kids = churners(&wd, &path, &names, 0, 2000);
+    for k in &mut kids {
+        k.expect("DONE", LONG);
+        k.wait_ok(LONG);
+        assert!(!k.transcript().contains("@@ERR"), "unexpected error\n{}", k.transcript());
+    }
+    let table = LeaseTable::open(&path).unwrap();
+    let info = table.info();
+    assert!(info.counters.unbinds > 0, "no slot was ever reused: {info:?}");
+    drop(table);
+    LeaseTable::remove(&path).unwrap();
+}
+
+/// Invariant 4 (and 6): processes churning through more names than the table has slots
+/// (binding, unbinding, granting, releasing, keeping) are SIGKILLed at random moments,
+/// round after round. Afterwards the table still works: it opens, every name is
+/// acquirable — at once when its holder is provably dead, else within its 3 s TTL (a
+/// process killed between its grant and writing its holder record cannot be proven
+/// dead) — tokens keep growing per name, and no process saw an error other than Held,
+/// TableFull or Lost.
+#[test]
+#[ignore = "library bug: a process killed between retire() and tombstone() leaves its \
+            name wedged (every acquire gives Error::Corrupt); see \
+            name_left_mid_unbind_by_a_killed_process_stays_usable"]
+fn kill9_at_random_points_leaves_a_usable_table() {
+    let wd =
+        Watchdog::new("kill9_at_random_points_leaves_a_usable_table", Duration::from_secs(300));
+    let dir = Scratch::new("kill9-churn");
+    let path = dir.path("table");
+    LeaseTable::create(&path, &TableOptions::new().capacity(8)).unwrap();
+    let names: Vec<String> = (0..14).map(|i| format!("n{i}")).collect();
+    let mut rng = common::Rng::new(0x0c0f_fee0);
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    let mut unprovable = 0;
+    for round in 0..15u64 {
+        let mut kids = churners(&wd, &path, &names, round, 60_000);
+        for k in &mut kids {
+            k.expect("READY", LONG);
+        }
+        let mut dead = BTreeSet::new();
+        for k in &mut kids {
+            std::thread::sleep(Duration::from_micros(rng.below(60_000)));
+            k.signal(libc::SIGKILL);
+            dead.insert(k.pid() as u32);
+        }
+        for k in &mut kids {
+            k.wait(LONG);
+            assert!(
+                !k.transcript().contains("@@ERR"),
+                "round {round}: a churning process saw an unexpected error\n{}",
+                k.transcript()
+            );
+        }
+        let table = LeaseTable::open(&path).expect("the table must still open");
+        for name in &names {
+            let before = table.get(name).unwrap().map_or(0, |i| i.token);
+            let lease = match table.try_acquire(name, LONG) {
+                Ok(l) => l,
+                Err(Error::Held { holder: Some(h), .. }) if dead.contains(&h.pid) => {
+                    panic!("round {round}: {name} is held by dead pid {}: not reclaimed", h.pid)
+                }
+                Err(Error::Held { holder: None, .. }) => {
+                    unprovable += 1;
+                    table
+                        .acquire(name, LONG, Some(Duration::from_secs(30)))
+                        .unwrap_or_else(|e| panic!("round {round}: {name} not reclaimable: {e:?}"))
+                }
+                Err(e) => panic!("round {round}: {name} not acquirable: {e:?}"),
+            };
+            let prev = last.get(name).copied().unwrap_or(0).max(before);
+            assert!(
+                lease.token() > prev,
+                "round {round}: {name}: token {} after {prev}",
+                lease.token()
+            );
+            last.insert(name.clone(), lease.token());
+            lease.release().unwrap();
+        }
+        let info = table.info();
+        assert_eq!(info.held, 0, "round {round}: {info:?}");
+        assert!(info.names <= 8);
+    }
+    eprintln!("{unprovable} leases had no holder record and waited for their TTL");
+    LeaseTable::remove(&path).unwrap();
+}
+
+/// Invariant 4, crash in the middle of unbinding, made deterministic: a process that
+/// unbinds an idle name to reuse its slot first retires the slot (grant word deadline
+/// = UNBOUND) and then tombstones it (binding word). Killed between the two, it leaves
+/// the slot still bound to the name with an UNBOUND grant. Every other process must
+/// still be able to use that name (and tokens must keep growing).
+#[test]
+#[ignore = "library bug: a name left mid-unbind is wedged: try_acquire/acquire/revoke \
+            return Error::Corrupt (\"a slot keeps changing ...\") forever, across re-opens"]
+fn name_left_mid_unbind_by_a_killed_process_stays_usable() {
+    let dir = Scratch::new("mid-unbind");
+    let path = dir.path("table");
+    let table = new_table(&path);
+    table.try_acquire("a", LONG).unwrap().release().unwrap();
+    let info = table.get("a").unwrap().unwrap();
+    let grant = common::HEADER_SIZE + info.slot as u64 * common::SLOT_SIZE;
+    // What protocol::retire's CAS leaves: deadline UNBOUND (2), token unchanged.
+    common::write_u64(&path, grant, 2);
+    assert_eq!(common::read_u64(&path, grant + 8), info.token);
+    let lease = table.try_acquire("a", LONG).expect("a name left mid-unbind must stay usable");
+    assert!(lease.token() > info.token);
+    lease.release().unwrap();
+    assert_eq!(table.revoke("a").unwrap(), None);
+    let again = LeaseTable::open(&path).unwrap();
+    again.try_acquire("a", LONG).unwrap().release().unwrap();
+}
+
+/// Invariant 4, crash in the middle of binding, made deterministic: a binder killed
+/// after marking a slot BINDING leaves it so; the name (and the slot) stay usable and
+/// the name's tokens keep growing.
+#[test]
+fn name_left_mid_bind_by_a_killed_process_stays_usable() {
+    let dir = Scratch::new("mid-bind");
+    let path = dir.path("table");
+    let table = new_table(&path);
+    table.try_acquire("a", LONG).unwrap().release().unwrap();
+    let info = table.get("a").unwrap().unwrap();
+    let bind = common::HEADER_SIZE + info.slot as u64 * common::SLOT_SIZE + 32;
+    let word = common::read_u64(&path, bind);
+    assert_eq!(word & 3, 2, "expected a BOUND slot");
+    common::write_u64(&path, bind, (word & !3) | 1); // BINDING
+    assert_eq!(table.get("a").unwrap(), None);
+    let lease = table.try_acquire("a", LONG).expect("a name left mid-bind must stay usable");
+    assert!(lease.token() > info.token);
+    lease.release().unwrap();
+    let again = LeaseTable::open(&path).unwrap();
+    again.try_acquire("a", LONG).unwrap().release().unwrap();
+    assert_eq!(again.list().unwrap().len(), 1);
+}
+
+/// Invariant 4 for creation: a process SIGKILLed at a random point while creating tables
+/// never leaves a half-initialised table at a table's path: every table that appeared
+/// opens and works, and the path it was creating when killed can be created or opened.
+#[test]
+fn kill9_during_creation_never_leaves_a_broken_table() {
+    let wd = Watchdog::new(
+        "kill9_during_creation_never_leaves_a_broken_table",
+        Duration::from_secs(300),
+    );
+    let dir = Scratch::new("kill9-create");
+    let mut rng = common::Rng::new(0xc4ea_7e00);
+    for round in 0..8 {
+        let sub = dir.path(&format!("round-{round}"));
+        std::fs::create_dir(&sub).unwrap();
+        let mut kid = Kid::spawn(
+            &wd,
+            &format!("creator-{round}"),
+            "create_loop",
+            &[("DIR", s(sub.display()))],
+        );
+        kid.expect("READY", LONG);
+        std::thread::sleep(Duration::from_micros(rng.below(50_000)));
+        kid.signal(libc::SIGKILL);
+        kid.wait(LONG);
+        assert!(!kid.transcript().contains("@@ERR"), "{}", kid.transcript());
+        let mut created = 0;
+        for entry in std::fs::read_dir(&sub).unwrap() {
+            let entry = entry.unwrap();
+            let file_name = entry.file_name().into_string().unwrap();
+            if file_name.starts_with('.') {
+                continue; // a fallback temporary, never at a table's path
+            }
+            let table = LeaseTable::open(entry.path())
+                .unwrap_or_else(|e| panic!("round {round}: {file_name} is broken: {e:?}"));
+            assert_eq!(table.capacity(), 2048);
+            table.try_acquire("x", LONG).unwrap().release().unwrap();
+            created += 1;
+        }
+        assert!(created >= 1);
+        // The next path (the one it was working on, perhaps) is usable.
+        let next = sub.join(format!("t-{created}"));
+        let table = LeaseTable::open_or_create(&next, &TableOptions::new().capacity(2048)).unwrap();
+        table.try_acquire("x", LONG).unwrap().release().unwrap();
+    }
+}

@@ -493,6 +493,8 @@ pub fn run_child() {
         "hammer" => role_hammer(),
         "race_create" => role_race_create(),
         "fork" => role_fork(),
+        "churn" => role_churn(),
+        "create_loop" => role_create_loop(),
         other => {
             eprintln!("unknown role {other}");
             90
@@ -860,6 +862,87 @@ fn role_fork() -> i32 {
             33
         }
     }
+}
+
+/// Churns through the names in `NAMES` (more names than the table has slots, so names
+/// are bound and unbound all the time) for `RUN_MS` or until killed: acquire (for
+/// `TTL_MS`), renew, inspect, release, and sometimes keep a lease while moving on (it
+/// stays held until this process dies or it expires).
+/// Refusals (`Held`, `TableFull`, `Lost` after a sibling's revocation) are normal; any
+/// other error is reported as `ERR`.
+fn role_churn() -> i32 {
+    let table = open_table();
+    let names: Vec<String> = env("NAMES").split(',').map(str::to_owned).collect();
+    let mut rng = Rng::new(env_u64("SEED"));
+    let ttl = env_ms("TTL_MS");
+    let mut kept = Vec::new();
+    say("READY", std::process::id());
+    let end = Instant::now() + Duration::from_millis(env_or("RUN_MS", "60000").parse().unwrap());
+    let report = |what: &str, e: Error| {
+        // Lost is normal too: the churners revoke each other's leases.
+        if !matches!(e, Error::Held { .. } | Error::TableFull { .. } | Error::Lost { .. }) {
+            say("ERR", format!("{what}: {e:?}"));
+        }
+    };
+    while Instant::now() < end {
+        let name = &names[rng.below(names.len() as u64) as usize];
+        match table.try_acquire(name, ttl) {
+            Ok(lease) => {
+                if let Err(e) = lease.renew(ttl) {
+                    report("renew", e);
+                }
+                match rng.below(8) {
+                    0 if kept.len() < 2 => kept.push(lease),
+                    1 => drop(lease),
+                    _ => {
+                        if let Err(e) = lease.release() {
+                            report("release", e);
+                        }
+                    }
+                }
+            }
+            Err(e) => report("try_acquire", e),
+        }
+        if rng.chance(5) {
+            kept.clear();
+        }
+        if rng.chance(5) {
+            if let Err(e) = table.list() {
+                report("list", e);
+            }
+        }
+        if rng.chance(2) {
+            if let Err(e) = table.revoke(name) {
+                report("revoke", e);
+            }
+        }
+    }
+    say("DONE", std::process::id());
+    0
+}
+
+/// Creates tables `DIR/t-0`, `DIR/t-1`, ... (with `open_or_create`, so the parent can
+/// kill it at any point of any creation) and takes a lease in each, until killed.
+fn role_create_loop() -> i32 {
+    let dir = PathBuf::from(env("DIR"));
+    let opts = TableOptions::new().capacity(2048);
+    for i in 0.. {
+        let table = match LeaseTable::open_or_create(dir.join(format!("t-{i}")), &opts) {
+            Ok(t) => t,
+            Err(e) => {
+                say("ERR", format!("create t-{i}: {e:?}"));
+                return 40;
+            }
+        };
+        if let Err(e) = table.try_acquire("x", Duration::from_secs(60)) {
+            say("ERR", format!("acquire in t-{i}: {e:?}"));
+            return 41;
+        }
+        if i == 0 {
+            say("READY", std::process::id());
+        }
+    }
+    0
 }
 
 /// Parses `k=v k=v` into a map.
