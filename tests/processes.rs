@@ -640,3 +640,67 @@ fn kill9_during_creation_never_leaves_a_broken_table() {
         table.try_acquire("x", LONG).unwrap().release().unwrap();
     }
 }
+
+/// A waiter blocked behind a detached lease (no holder to probe, nobody releasing) is
+/// woken by the lease's expiry: it gets the lease after the deadline, not before, and
+/// without running into its own 30 s timeout.
+#[test]
+fn blocked_acquire_wakes_at_expiry_of_a_detached_lease() {
+    let wd = Watchdog::new("blocked_acquire_wakes_at_expiry", Duration::from_secs(120));
+    let dir = Scratch::new("wake-expiry");
+    let path = dir.path("table");
+    let table = new_table(&path);
+    let name = "cron";
+    let mut env = hold_env(&path, name, 1_500, "exit");
+    env.push(("DETACH", s(1)));
+    let mut holder = Kid::spawn(&wd, "holder", "hold", &env);
+    let token0: u64 = holder.expect("READY", LONG).parse().unwrap();
+    holder.wait_ok(LONG);
+    let (t0, remaining) = (Instant::now(), table.get(name).unwrap().unwrap().remaining);
+    let mut waiter = Kid::spawn(&wd, "waiter", "wait", &wait_env(&path, name, 10_000, 30_000));
+    let (token1, waited) = got(&mut waiter);
+    let seen_after = t0.elapsed();
+    waiter.wait_ok(LONG);
+    assert!(token1 > token0);
+    assert!(
+        seen_after >= remaining,
+        "the waiter got the lease {seen_after:?} after a check that found {remaining:?} left"
+    );
+    assert!(waited < Duration::from_secs(30), "waiter got the lease only after {waited:?}");
+    drop(table);
+    LeaseTable::remove(&path).unwrap();
+}
+
+/// A keep-alive holds a short (1 s) lease against other processes for 2.5 TTLs,
+/// and reports at once when another process revokes it.
+#[test]
+fn keep_alive_holds_against_other_processes_and_reports_revocation() {
+    let wd = Watchdog::new("keep_alive_holds_against_other_processes", Duration::from_secs(120));
+    let dir = Scratch::new("keepalive");
+    let path = dir.path("table");
+    let table = new_table(&path);
+    let name = "worker";
+    let mut env = hold_env(&path, name, 1_000, "watch");
+    env.push(("KEEPALIVE", s(1)));
+    let mut holder = Kid::spawn(&wd, "holder", "hold", &env);
+    let token0: u64 = holder.expect("READY", LONG).parse().unwrap();
+    let end = Instant::now() + Duration::from_millis(2500);
+    let mut tries = 0;
+    while Instant::now() < end {
+        match table.try_acquire(name, LONG) {
+            Err(Error::Held { token, .. }) => assert_eq!(token, token0),
+            other => panic!("a kept-alive lease was taken: {other:?}"),
+        }
+        tries += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(tries > 0);
+    assert_eq!(table.revoke(name).unwrap(), Some(token0));
+    assert_eq!(holder.expect("LOST", LONG), "Revoked");
+    holder.wait_ok(LONG);
+    let lease = table.try_acquire(name, LONG).unwrap();
+    assert!(lease.token() > token0);
+    lease.release().unwrap();
+    drop(table);
+    LeaseTable::remove(&path).unwrap();
+}

@@ -511,6 +511,7 @@ fn open_table() -> LeaseTable {
 /// - `forever`: sleep until killed;
 /// - `exit`: exit at once (with a detached lease it stays held);
 /// - `release_on_go`: wait for the file `GO`, release, exit;
+/// - `watch`: (with `KEEPALIVE=1`) wait for the keep-alive to report the loss;
 /// - `stale`: wait for the file `GO` (the parent has taken the lease over meanwhile),
 ///   then check that the keep-alive (if any) noticed the loss, and that `renew` and
 ///   `release` report `Error::Lost`.
@@ -573,6 +574,24 @@ fn role_hold() -> i32 {
                 Err(e) => {
                     say("ERR", format!("release: {e}"));
                     22
+                }
+            }
+        }
+        "watch" => {
+            // Keep-alive: report how the lease was lost (the parent revokes it).
+            let l = lease.as_ref().expect("watch needs a process-bound lease");
+            match l.wait_lost(Some(Duration::from_secs(60))) {
+                Some(reason) => {
+                    say("LOST", format!("{reason:?}"));
+                    if l.is_valid() {
+                        say("ERR", "is_valid() after the keep-alive reported the loss");
+                        return 27;
+                    }
+                    0
+                }
+                None => {
+                    say("ERR", "keep-alive never reported a loss");
+                    28
                 }
             }
         }
