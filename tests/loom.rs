@@ -2,7 +2,9 @@
 //! concurrent actors on one `Slot`, every interleaving up to a preemption bound.
 //!
 //! Run with:
-//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom`
+//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --no-default-features --test loom`
+//! (`--no-default-features` leaves out the CLI binary, which needs the parts of the
+//! crate that `cfg(loom)` gates out.)
 //! (`LOOM_MAX_PREEMPTIONS=N` overrides the bound each model sets.)
 //!
 //! What is checked:
@@ -449,7 +451,8 @@ fn unbind_and_rebind_racing_grants_on_the_old_binding() {
 
 /// Reproducer for the detach/liveness-probe race (see `protocol_states.rs`,
 /// `detach_racing_the_liveness_probe_is_respected`): the holder detaches its lease and
-/// exits; a contender that read the record before the detach probes after the exit.
+/// exits (as `shmlease acquire` does); a contender that read the still-attached record
+/// before the detach probes liveness after the exit, and reclaims a detached lease.
 #[test]
 #[ignore = "protocol bug: a detach landing between try_grant's record read and its liveness probe is ignored"]
 fn detached_lease_is_never_reclaimed_early() {
@@ -671,16 +674,15 @@ fn watcher_is_woken_by_revoke() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Known bug
+// Holder-record races
 
-/// Reproducer for the holder-record tag collision (see `protocol_states.rs`,
-/// `record_of_the_previous_grant_is_not_trusted_for_the_next`): the dead holder's grant
-/// was taken at table time `T`; two actors reclaim it at `T + 2³²` (4.29 s later, within
-/// its 10 s TTL). The winner's token is `T + 2³²`, whose low 32 bits equal the dead
-/// holder's tag, so in the window between the winner's CAS and its record store the
-/// other actor attributes the dead holder's record to the new grant and reclaims it too.
+/// Regression for the holder-record tag collision: the dead holder's grant was taken at
+/// table time `T`; two actors reclaim it at `T + 2³²` (4.29 s later, within its 10 s
+/// TTL). The winner's token is `T + 2³²`, whose low 32 bits equal the dead holder's tag,
+/// so if the dead holder's record were still visible between the winner's CAS and its
+/// record store, the other actor would take it for the new grant's and reclaim that too.
+/// (Fixed by wiping the record before the grant's CAS.)
 #[test]
-#[ignore = "protocol bug: holder-record tag collides mod 2^32 between a grant's CAS and its record store"]
 fn dead_holder_reclaim_with_colliding_tag_is_exclusive() {
     model(3, || {
         let (slot, b) = bound(0);
