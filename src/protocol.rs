@@ -87,7 +87,8 @@ pub struct Granted {
 pub enum Refusal {
     /// Somebody else holds it.
     Held { token: u64, deadline: u64, holder: Option<holder::Record> },
-    /// The slot no longer stands for the name the caller looked up: look it up again.
+    /// The slot no longer stands for the name the caller looked up (it was re-bound,
+    /// or is being unbound: its grant word is `UNBOUND`): look the name up again.
     Rebound,
     /// The slot's token cannot grow any more (only a corrupt slot gets here).
     TokenExhausted,
@@ -156,10 +157,20 @@ pub fn try_grant(
             Observed::Corrupt => Took::Corrupt,
             Observed::Unbound => return Err(Refusal::Rebound),
             Observed::Held => {
-                let record = holder::Record::unpack(slot.holder.load(Acquire));
+                let raw = slot.holder.load(Acquire);
+                let record = holder::Record::unpack(raw);
                 let record = (record.tag == holder::Record::tag_for(token)).then_some(record);
                 match record {
-                    Some(r) if !r.detached && holder_is_dead(&r) => Took::DeadHolder,
+                    // After "dead", the record must be unchanged: a dead process cannot
+                    // change it, but a live one may have detached the lease (making it
+                    // bound to its TTL alone) between our read and the probe.
+                    Some(r)
+                        if !r.detached
+                            && holder_is_dead(&r)
+                            && slot.holder.load(Acquire) == raw =>
+                    {
+                        Took::DeadHolder
+                    }
                     _ => {
                         return Err(Refusal::Held {
                             token,

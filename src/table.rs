@@ -366,6 +366,12 @@ impl Inner {
         None
     }
 
+    /// Whether the slot's name is being (or was half-way) unbound.
+    #[cold]
+    fn is_retired(&self, index: u32) -> bool {
+        grant::deadline(self.slot(index).grant.load(Ordering::Acquire)) == grant::UNBOUND
+    }
+
     #[cold]
     fn holder_of(&self, index: u32, record: Option<layout::holder::Record>) -> Option<Holder> {
         let label = self.slot(index).label.load(Ordering::Relaxed);
@@ -406,7 +412,14 @@ impl Inner {
                     self.count(counter::CONTENDED);
                     return Ok(Attempt::Held { slot: index, bound_as, token, deadline, holder });
                 }
-                Err(Refusal::Rebound) => continue,
+                Err(Refusal::Rebound) => {
+                    // Being unbound (by the table lock's holder, or by a process that
+                    // died doing it): bind again under the lock, which waits for the
+                    // former or finishes the latter's work. Else just look again.
+                    if self.is_retired(index) {
+                        self.bind_name(key)?;
+                    }
+                }
                 Err(Refusal::TokenExhausted) => {
                     return Err(Error::Corrupt {
                         location: self.location.to_string(),
@@ -875,6 +888,7 @@ impl LeaseTable {
                     let token = only.unwrap_or_default();
                     return Err(Error::Lost { token, reason: LostReason::TakenOver });
                 }
+                Err(Refusal::Rebound) if inner.is_retired(index) => return Ok(None),
                 Err(Refusal::Rebound) => continue,
                 Err(_) => return Err(interference(&inner.location)),
             }
