@@ -704,3 +704,50 @@ fn keep_alive_holds_against_other_processes_and_reports_revocation() {
     drop(table);
     LeaseTable::remove(&path).unwrap();
 }
+
+/// Time namespaces: a process whose CLOCK_MONOTONIC runs 1000 s ahead (a container with
+/// its own time namespace) must see the host's 60 s lease as held for at most 60 s (not
+/// as long expired — that would break exclusivity), and the host must see its 60 s
+/// lease as held for at most 60 s (not for 1060 s).
+#[test]
+fn process_in_another_time_namespace_agrees_on_deadlines() {
+    let wd = Watchdog::new("process_in_another_time_namespace", Duration::from_secs(120));
+    let dir = Scratch::new("timens");
+    let path = dir.path("table");
+    let go = dir.path("go");
+    let table = new_table(&path);
+    let ttl = Duration::from_secs(60);
+    let host = table.try_acquire("host-held", ttl).unwrap();
+    let mut kid = Kid::spawn(
+        &wd,
+        "timens",
+        "timens",
+        &[
+            ("TABLE", s(path.display())),
+            ("OFFSET_S", s(1000)),
+            ("INNER", s("timens_probe")),
+            ("TTL_MS", s(ttl.as_millis())),
+            ("HOST_HELD", s("host-held")),
+            ("NS_HELD", s("ns-held")),
+            ("GO", s(go.display())),
+        ],
+    );
+    let offsets = kid.expect("OFFSETS", LONG);
+    assert!(offsets.starts_with("monotonic 1000"), "inner child not in the namespace: {offsets}");
+    let token: u64 = kid.expect("READY", LONG).parse().unwrap();
+    let info = table.get("ns-held").unwrap().unwrap();
+    assert_eq!((info.token, info.state), (token, LeaseState::Held));
+    assert!(info.remaining <= ttl, "the host sees {:?} left of a {ttl:?} lease", info.remaining);
+    assert!(matches!(table.try_acquire("ns-held", ttl), Err(Error::Held { .. })));
+    touch(&go);
+    let status = kid.wait(LONG);
+    if status.code() == Some(50) {
+        eprintln!("skipped: cannot create a time namespace here\n{}", kid.transcript());
+        return;
+    }
+    assert_eq!(status.code(), Some(0), "{}", kid.transcript());
+    assert!(host.is_valid());
+    host.release().unwrap();
+    drop(table);
+    LeaseTable::remove(&path).unwrap();
+}

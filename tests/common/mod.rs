@@ -495,6 +495,9 @@ pub fn run_child() {
         "fork" => role_fork(),
         "churn" => role_churn(),
         "create_loop" => role_create_loop(),
+        "timens" => role_timens(),
+        "timens_mid" => role_timens_mid(),
+        "timens_probe" => role_timens_probe(),
         other => {
             eprintln!("unknown role {other}");
             90
@@ -962,6 +965,99 @@ fn role_create_loop() -> i32 {
         }
     }
     0
+}
+
+/// Runs `INNER` (a role) in a new time namespace whose `CLOCK_MONOTONIC` runs
+/// `OFFSET_S` seconds ahead of the host's. Namespaces belong to threads and a process
+/// only joins a new time namespace by fork, and the offsets can only be set through the
+/// thread group leader: so a freshly forked (single-threaded) child unshares and sets
+/// the offsets before it execs `timens_mid`, whose children are then in the namespace.
+/// Stdout and stderr are ours all the way down. Exit 50 if the namespace cannot be made
+/// (the parent then skips the test).
+fn role_timens() -> i32 {
+    use std::os::unix::process::CommandExt;
+    let offsets = format!("monotonic {} 0\n", env_u64("OFFSET_S"));
+    let file = std::ffi::CString::new("/proc/self/timens_offsets").unwrap();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["child_main", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(ROLE, "timens_mid");
+    let setup = move || {
+        // SAFETY: only async-signal-safe calls on data prepared before the fork.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWTIME) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, offsets.as_ptr().cast(), offsets.len());
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if n < 0 {
+                return Err(err);
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: `setup` only makes async-signal-safe system calls (see above).
+    unsafe { cmd.pre_exec(setup) };
+    match cmd.status() {
+        Ok(status) => status.code().unwrap_or(51),
+        Err(e) => {
+            say("NO_TIMENS", e);
+            50
+        }
+    }
+}
+
+/// Second stage of [`role_timens`]: runs `INNER` in a child (in the new namespace).
+fn role_timens_mid() -> i32 {
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["child_main", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(ROLE, env("INNER"))
+        .status()
+        .expect("spawning the inner child");
+    status.code().unwrap_or(51)
+}
+
+/// Runs inside a time namespace (see [`role_timens`]): the lease `HOST_HELD`, held by the
+/// parent for `TTL_MS`, must look held to us too; then takes `NS_HELD` for `TTL_MS`,
+/// reports `READY token`, waits for the file `GO` and releases it.
+fn role_timens_probe() -> i32 {
+    let offsets = std::fs::read_to_string("/proc/self/timens_offsets").unwrap_or_default();
+    say("OFFSETS", offsets.split_whitespace().collect::<Vec<_>>().join(" "));
+    let table = open_table();
+    let ttl = env_ms("TTL_MS");
+    match table.try_acquire(&env("HOST_HELD"), ttl) {
+        Err(Error::Held { remaining, .. }) if remaining <= ttl => {
+            say("PROBE", format!("held {}", remaining.as_millis()))
+        }
+        other => {
+            say("ERR", format!("the host's lease looks like this from here: {other:?}"));
+            return 52;
+        }
+    }
+    let lease = match table.try_acquire(&env("NS_HELD"), ttl) {
+        Ok(l) => l,
+        Err(e) => {
+            say("ERR", format!("try_acquire: {e:?}"));
+            return 53;
+        }
+    };
+    if lease.remaining() > ttl {
+        say("ERR", format!("remaining {:?} > ttl {ttl:?}", lease.remaining()));
+        return 54;
+    }
+    say("READY", lease.token());
+    assert!(wait_for_file(Path::new(&env("GO")), Duration::from_secs(60)), "GO never came");
+    match lease.release() {
+        Ok(()) => 0,
+        Err(e) => {
+            say("ERR", format!("release: {e:?}"));
+            55
+        }
+    }
 }
 
 /// Parses `k=v k=v` into a map.
