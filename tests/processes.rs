@@ -751,3 +751,67 @@ fn process_in_another_time_namespace_agrees_on_deadlines() {
     drop(table);
     LeaseTable::remove(&path).unwrap();
 }
+
+/// Invariant 5 with real concurrency: while five processes hammer a table, this process
+/// scribbles garbage over its slots. The hammering processes may see errors, lost and
+/// even stolen leases (garbage can do that), but none of them panics, crashes or hangs.
+#[test]
+fn garbage_from_another_process_never_crashes_its_users() {
+    use std::os::unix::fs::FileExt;
+    let wd = Watchdog::new("garbage_from_another_process", Duration::from_secs(240));
+    let dir = Scratch::new("scribble");
+    let path = dir.path("table");
+    let records = dir.path("records");
+    let go = dir.path("go");
+    drop(LeaseTable::create(&path, &TableOptions::new().capacity(8)).unwrap());
+    SharedWords::create(&records, 12);
+    let names = ["a", "b", "c", "d", "e", "f"];
+    let mut kids: Vec<Kid> = (0..5)
+        .map(|i| {
+            Kid::spawn(
+                &wd,
+                &format!("victim-{i}"),
+                "hammer",
+                &[
+                    ("TABLE", s(path.display())),
+                    ("RECORDS", s(records.display())),
+                    ("NAMES", names.join(",")),
+                    ("RUN_MS", s(2000)),
+                    ("WAIT_MS", s(300)),
+                    ("GO", s(go.display())),
+                    ("INDEX", s(i)),
+                ],
+            )
+        })
+        .collect();
+    for k in &mut kids {
+        k.expect("READY", LONG);
+    }
+    touch(&go);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let mut rng = common::Rng::new(0x5c21_bb1e);
+    let end = Instant::now() + Duration::from_millis(2000);
+    while Instant::now() < end {
+        let slot = 256 + rng.below(8) * 128;
+        let offset = slot + rng.below(16) * 8;
+        let value = match rng.below(5) {
+            0 => 0,
+            1 => u64::MAX,
+            2 => 1 + rng.below(3),
+            3 => rng.below(1 << 45),
+            _ => rng.next(),
+        };
+        file.write_all_at(&value.to_ne_bytes(), offset).unwrap();
+        std::thread::sleep(Duration::from_micros(200 + rng.below(2000)));
+    }
+    for k in &mut kids {
+        let status = k.wait(Duration::from_secs(120));
+        assert!(
+            matches!(status.code(), Some(0 | 3)),
+            "{}: status {status:?} (a panic is 101, a crash a signal)\n{}",
+            k.label,
+            k.transcript()
+        );
+        assert!(k.transcript().contains("@@RESULT"), "{}", k.transcript());
+    }
+}

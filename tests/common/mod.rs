@@ -696,6 +696,7 @@ fn role_hammer() -> i32 {
     let names: Vec<String> = env("NAMES").split(',').map(str::to_owned).collect();
     let run = env_ms("RUN_MS");
     let ttl = Duration::from_secs(20);
+    let wait = Duration::from_millis(env_or("WAIT_MS", "20000").parse().unwrap());
     let me = std::process::id() as u64;
     let mut rng = Rng::new(me.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ env_u64("INDEX"));
     let mut tokens: Vec<Vec<u64>> = vec![Vec::new(); names.len()];
@@ -714,7 +715,7 @@ fn role_hammer() -> i32 {
         // The grant's deadline is at least `asked + ttl`.
         let asked = Instant::now();
         let got = if blocking {
-            table.acquire(name, ttl, Some(Duration::from_secs(20)))
+            table.acquire(name, ttl, Some(wait))
         } else {
             table.try_acquire(name, ttl)
         };
