@@ -354,10 +354,13 @@ fn dead_holder_reclaim_by_three_actors() {
                             released: false,
                             holder_dead: false,
                         }),
-                        Err(Refusal::Held { holder, .. }) => {
-                            // `None` between a winner's CAS and its record store.
+                        Err(Refusal::Held { holder, token, .. }) => {
+                            // `None` between a winner's CAS and its record store. The dead
+                            // holder only in a refusal that describes its own grant: the
+                            // record changed under the probe (another actor reclaimed the
+                            // lease meanwhile), and the refusal reports what was read.
                             if let Some(h) = holder {
-                                assert_ne!(h.pid, DEAD_PID, "refused by a dead holder");
+                                assert!(h.pid != DEAD_PID || token == g0.token, "{h:?} {token}");
                             }
                             None
                         }
@@ -449,12 +452,11 @@ fn unbind_and_rebind_racing_grants_on_the_old_binding() {
     });
 }
 
-/// Reproducer for the detach/liveness-probe race (see `protocol_states.rs`,
+/// Regression for the detach/liveness-probe race (see `protocol_states.rs`,
 /// `detach_racing_the_liveness_probe_is_respected`): the holder detaches its lease and
 /// exits (as `shmlease acquire` does); a contender that read the still-attached record
 /// before the detach probes liveness after the exit, and reclaims a detached lease.
 #[test]
-#[ignore = "protocol bug: a detach landing between try_grant's record read and its liveness probe is ignored"]
 fn detached_lease_is_never_reclaimed_early() {
     model(3, || {
         let (slot, b) = bound(0);

@@ -748,19 +748,16 @@ fn snapshot_reads_only_bound_slots() {
 // `dead_holder_reclaim_with_colliding_tag_is_exclusive` in tests/loom.rs: a plain test
 // cannot stop a grant between its CAS and its record store.)
 
-/// `try_grant` reads the holder record, asks `holder_is_dead`, then CASes the grant word
-/// from the value it read *before* the record. `rewrite_holder` (what `Lease::detach`
-/// does) changes only the holder word, so that CAS cannot notice a detach that landed
-/// between the record read and the liveness probe. `shmlease acquire` takes a lease,
-/// detaches it and exits at once: a contender that read the still-attached record just
-/// before the detach and probes just after the exit finds the holder "provably dead" and
-/// reclaims a detached lease that was meant to last its whole TTL — two parties then
-/// believe they hold it. Fix: after the probe says dead, re-read the holder record and
-/// go on only if it is unchanged (a dead process cannot change it any more).
+/// Regression: `try_grant` read the holder record, asked `holder_is_dead`, then CASed
+/// the grant word from the value it read before the record. `rewrite_holder` (what
+/// `Lease::detach` does) changes only the holder word, so that CAS could not notice a
+/// detach landing between the record read and the liveness probe. `shmlease acquire`
+/// takes a lease, detaches it and exits at once: a contender that read the
+/// still-attached record just before the detach and probed just after the exit found the
+/// holder "provably dead" and reclaimed a detached lease meant to last its whole TTL.
 ///
 /// The closure below plays the holder detaching and exiting during the probe.
 #[test]
-#[ignore = "protocol bug: a detach landing between try_grant's record read and its liveness probe is ignored"]
 fn detach_racing_the_liveness_probe_is_respected() {
     let (slot, b) = bound(0);
     let g = grant_alive(&slot, b, T0, 1).unwrap();
