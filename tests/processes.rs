@@ -732,7 +732,12 @@ fn process_in_another_time_namespace_agrees_on_deadlines() {
             ("GO", s(go.display())),
         ],
     );
-    let offsets = kid.expect("OFFSETS", LONG);
+    let (key, offsets) = kid.expect_any(&["OFFSETS", "NO_TIMENS"], LONG);
+    if key == "NO_TIMENS" {
+        kid.wait(LONG);
+        eprintln!("skipped: cannot create a time namespace here: {offsets}");
+        return;
+    }
     assert!(offsets.starts_with("monotonic 1000"), "inner child not in the namespace: {offsets}");
     let token: u64 = kid.expect("READY", LONG).parse().unwrap();
     let info = table.get("ns-held").unwrap().unwrap();
@@ -740,12 +745,7 @@ fn process_in_another_time_namespace_agrees_on_deadlines() {
     assert!(info.remaining <= ttl, "the host sees {:?} left of a {ttl:?} lease", info.remaining);
     assert!(matches!(table.try_acquire("ns-held", ttl), Err(Error::Held { .. })));
     touch(&go);
-    let status = kid.wait(LONG);
-    if status.code() == Some(50) {
-        eprintln!("skipped: cannot create a time namespace here\n{}", kid.transcript());
-        return;
-    }
-    assert_eq!(status.code(), Some(0), "{}", kid.transcript());
+    kid.wait_ok(LONG);
     assert!(host.is_valid());
     host.release().unwrap();
     drop(table);

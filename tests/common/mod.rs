@@ -219,23 +219,31 @@ impl Kid {
 
     /// Waits for a report line `@@KEY ...` and returns what follows `KEY `.
     pub fn expect(&mut self, key: &str, timeout: Duration) -> String {
+        self.expect_any(&[key], timeout).1
+    }
+
+    /// Waits for a report line `@@KEY ...` with any of `keys`; returns the key and what
+    /// follows it.
+    pub fn expect_any(&mut self, keys: &[&str], timeout: Duration) -> (String, String) {
         let end = Instant::now() + timeout;
-        let pat = format!("{MARK}{key}");
         loop {
             let left = end.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(pos) = line.find(&pat) {
-                        let rest = &line[pos + pat.len()..];
-                        if rest.is_empty() || rest.starts_with(' ') {
-                            return rest.trim().to_owned();
+                    for key in keys {
+                        let pat = format!("{MARK}{key}");
+                        if let Some(pos) = line.find(&pat) {
+                            let rest = &line[pos + pat.len()..];
+                            if rest.is_empty() || rest.starts_with(' ') {
+                                return (key.to_string(), rest.trim().to_owned());
+                            }
                         }
                     }
                 }
                 Err(e) => {
                     let status = self.child.try_wait().ok().flatten();
                     panic!(
-                        "{}: no `{pat}` line within {timeout:?} ({e:?}; exit status {status:?})\n{}",
+                        "{}: no `{MARK}{keys:?}` line within {timeout:?} ({e:?}; exit status {status:?})\n{}",
                         self.label,
                         self.transcript()
                     );
