@@ -68,6 +68,11 @@ enum Op {
     Crash {
         actor: usize,
     },
+    /// An unbinder retires the name's slot and dies before raising the floor and
+    /// tombstoning it: the name stays bound to an ungrantable slot until re-bound.
+    HalfUnbind {
+        name: usize,
+    },
     Rebind {
         name: usize,
         target: usize,
@@ -91,6 +96,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (actor.clone(), name.clone()).prop_map(|(actor, name)| Op::Detach { actor, name }),
         4 => prop_oneof![0u64..2_000, 0u64..30_000].prop_map(|dt| Op::Advance { dt }),
         1 => actor.prop_map(|actor| Op::Crash { actor }),
+        1 => name.clone().prop_map(|name| Op::HalfUnbind { name }),
         1 => (name, 0..SLOTS).prop_map(|(name, target)| Op::Rebind { name, target }),
     ]
 }
@@ -113,6 +119,8 @@ struct NameM {
     /// Token in the slot's grant word (the binding's token before the first grant).
     word_token: u64,
     waiters: bool,
+    /// Retired (grant word `UNBOUND`) but still bound: an unbinding left half-done.
+    retired: bool,
     /// Every token handed out for this name, in order.
     issued: Vec<u64>,
 }
@@ -196,6 +204,7 @@ impl World {
                 st: St::Free,
                 word_token: 1,
                 waiters: false,
+                retired: false,
                 issued: Vec::new(),
             });
         }
@@ -215,6 +224,9 @@ impl World {
             SlotM::Retired(t) => grant::pack(grant::UNBOUND, t),
             SlotM::Bound(n) => {
                 let m = &self.names[n];
+                if m.retired {
+                    return grant::pack(grant::UNBOUND, m.word_token);
+                }
                 let w = if m.waiters { grant::WAITERS } else { 0 };
                 match m.st {
                     St::Free => grant::pack(grant::FREE | w, m.word_token),
@@ -234,6 +246,9 @@ impl World {
                 let m = &self.names[n];
                 if m.word_token != b.token {
                     return View::TakenOver;
+                }
+                if m.retired {
+                    return View::RetiredOwn;
                 }
                 match m.st {
                     St::Free => View::Released,
@@ -276,6 +291,11 @@ impl World {
                         self.dead.contains(&r.pid)
                     },
                 );
+                if m.retired {
+                    assert_eq!(r, Err(Refusal::Rebound), "{op:?}: half-unbound name");
+                    assert!(asked.is_empty());
+                    return;
+                }
                 let tag = holder::Record::tag_for(m.word_token);
                 let (want_took, want_asked) = match m.st {
                     St::Free => (Some(Took::Free), None),
@@ -383,7 +403,9 @@ impl World {
                     _ => Some(m.word_token.saturating_sub(1)),
                 };
                 let r = protocol::revoke(&self.slots[m.slot], m.bound_as, now, only);
-                if !self.live(m.st) {
+                if m.retired {
+                    assert_eq!(r, Err(Refusal::Rebound), "{op:?}: half-unbound name");
+                } else if !self.live(m.st) {
                     assert_eq!(r, Ok(Revoked::NotHeld { token: m.word_token }), "{op:?}");
                 } else if only.is_some_and(|t| t != m.word_token) {
                     assert_eq!(r, Ok(Revoked::OtherToken { token: m.word_token }), "{op:?}");
@@ -399,7 +421,7 @@ impl World {
                 let m = &self.names[name];
                 let r = protocol::announce_waiter(&self.slots[m.slot], m.bound_as, now);
                 match m.st {
-                    St::Held { deadline, .. } if deadline > now => {
+                    St::Held { deadline, .. } if deadline > now && !m.retired => {
                         let announced = grant::pack(deadline | grant::WAITERS, m.word_token);
                         let want = Wait::Sleep {
                             futex_expect: protocol::futex_value(announced),
@@ -449,6 +471,19 @@ impl World {
                 a.pid = pid_of(actor, a.incarnation);
                 a.beliefs.clear();
             }
+            Op::HalfUnbind { name } => {
+                let m = &self.names[name];
+                let r = protocol::retire(&self.slots[m.slot], now);
+                if self.live(m.st) {
+                    assert_eq!(r, None, "{op:?}: retire must refuse a held slot");
+                    return;
+                }
+                assert_eq!(r, Some((m.word_token, m.waiters)), "{op:?}");
+                let m = &mut self.names[name];
+                m.retired = true;
+                m.st = St::Free;
+                m.waiters = false;
+            }
             Op::Rebind { name, target } => {
                 let m = &self.names[name];
                 let s = m.slot;
@@ -490,6 +525,7 @@ impl World {
                 m.st = St::Free;
                 m.word_token = first;
                 m.waiters = false;
+                m.retired = false;
             }
         }
     }
@@ -610,6 +646,9 @@ fn scripted_scenario() {
             Revoke { name: 0, mode: 1 },
             Renew { actor: 3, name: 0, ttl: 5_000 },
             Release { actor: 3, name: 0, exact_hint: false },
+            HalfUnbind { name: 0 },
+            Acquire { actor: 2, name: 0, ttl: 5_000, detached: false },
+            Renew { actor: 3, name: 0, ttl: 5_000 },
             Rebind { name: 0, target: 0 },
             StaleAcquire { actor: 2, name: 0 },
             Acquire { actor: 2, name: 0, ttl: 5_000, detached: false },
