@@ -198,7 +198,12 @@ pub fn try_grant(
         if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
             let record = holder::Record { tag: holder::Record::tag_for(new_token), ..me };
             slot.label.store(label, Relaxed);
-            slot.holder.store(record.pack(), Release);
+            // Only while the grant is still ours: if it was revoked and re-granted since
+            // our CAS, storing now would overwrite the new holder's record (making it
+            // reclaimable by TTL only; never wrongly reclaimable: the tag would differ).
+            if grant::token(slot.grant.load(Acquire)) == new_token {
+                slot.holder.store(record.pack(), Release);
+            }
             slot.renewed_at.store(now, Relaxed);
             // Only the holder writes this, so load+store is exact unless a stale holder
             // races it; it is a statistic, not part of any guarantee.

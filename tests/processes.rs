@@ -451,9 +451,6 @@ fn churners(wd: &Watchdog, path: &Path, names: &[String], round: u64, run_ms: u6
 /// more names than the table has slots (so names are bound and unbound all the time)
 /// never see an error other than Held, TableFull or Lost (they revoke each other).
 #[test]
-#[ignore = "library bug: under load, try_acquire spuriously fails with Error::Corrupt when \
-            it meets a slot another process is unbinding (grant UNBOUND, binding still \
-            BOUND): it spins 64 restarts instead of waiting for the table lock"]
 fn churn_through_more_names_than_slots() {
     let wd = Watchdog::new("churn_through_more_names_than_slots", Duration::from_secs(120));
     let dir = Scratch::new("churn");
@@ -481,9 +478,6 @@ fn churn_through_more_names_than_slots() {
 /// dead) — tokens keep growing per name, and no process saw an error other than Held,
 /// TableFull or Lost.
 #[test]
-#[ignore = "library bug: a process killed between retire() and tombstone() leaves its \
-            name wedged (every acquire gives Error::Corrupt); see \
-            name_left_mid_unbind_by_a_killed_process_stays_usable"]
 fn kill9_at_random_points_leaves_a_usable_table() {
     let wd =
         Watchdog::new("kill9_at_random_points_leaves_a_usable_table", Duration::from_secs(300));
@@ -552,8 +546,6 @@ fn kill9_at_random_points_leaves_a_usable_table() {
 /// the slot still bound to the name with an UNBOUND grant. Every other process must
 /// still be able to use that name (and tokens must keep growing).
 #[test]
-#[ignore = "library bug: a name left mid-unbind is wedged: try_acquire/acquire/revoke \
-            return Error::Corrupt (\"a slot keeps changing ...\") forever, across re-opens"]
 fn name_left_mid_unbind_by_a_killed_process_stays_usable() {
     let dir = Scratch::new("mid-unbind");
     let path = dir.path("table");
