@@ -629,6 +629,105 @@ fn no_lost_wakeup_across_a_regrant() {
     });
 }
 
+/// A waiter sleeps on a grant that expires; a taker takes it over (the waiters bit is
+/// carried into its grant) and releases it, while the old holder's late release fails.
+/// Whoever frees the lease last reports the wake-up, so nobody is left asleep (the
+/// futex value of the taker's grant may equal the old one: both deadlines share their
+/// high 32 bits).
+#[test]
+fn no_lost_wakeup_when_an_expired_grant_is_taken_over() {
+    model(3, || {
+        let (slot, b) = bound(0);
+        let futex = Futex::new();
+        let g = protocol::try_grant(&slot, b, 100, TTL, rec(1), 0, &mut |_| false).unwrap();
+        let w = waiter(&slot, &futex, b, 1);
+        let taker = {
+            let (slot, futex) = (slot.clone(), futex.clone());
+            thread::spawn(move || {
+                let now = g.deadline; // the grant has just expired
+                match protocol::try_grant(&slot, b, now, TTL, rec(2), 0, &mut |_| false) {
+                    Ok(g2) => {
+                        assert!(matches!(g2.took, Took::Expired | Took::Free), "{g2:?}");
+                        assert!(g2.token > g.token);
+                        if protocol::release(&slot, g2.token, g2.deadline).unwrap() {
+                            futex.wake();
+                        }
+                    }
+                    Err(e) => panic!("expired or free, must be granted: {e:?}"),
+                }
+            })
+        };
+        let late = {
+            let (slot, futex) = (slot.clone(), futex.clone());
+            thread::spawn(move || match protocol::release(&slot, g.token, g.deadline) {
+                Ok(wake) => {
+                    if wake {
+                        futex.wake();
+                    }
+                }
+                Err(l) => assert_eq!(l, Lost::TakenOver),
+            })
+        };
+        w.join().unwrap();
+        taker.join().unwrap();
+        late.join().unwrap();
+        assert_eq!(futex.sleepers(), Vec::<u32>::new(), "lost wake-up");
+        assert_eq!(grant::deadline_bits(slot.grant.load(SeqCst)), grant::FREE);
+    });
+}
+
+/// A waiter sleeps while the holder renews and the table-lock holder tries to retire the
+/// slot (to unbind the name) once the first deadline has passed: either the renewal wins
+/// and the slot stays held (the waiter may sleep on), or the retirement wins and wakes
+/// the waiter.
+#[test]
+fn retire_wakes_waiters() {
+    model(3, || {
+        let (slot, b) = bound(0);
+        let futex = Futex::new();
+        let g = protocol::try_grant(&slot, b, 100, TTL, rec(1), 0, &mut |_| false).unwrap();
+        let w = waiter(&slot, &futex, b, 1);
+        let holder = {
+            let slot = slot.clone();
+            thread::spawn(move || match protocol::renew(&slot, g.token, 160, 2 * TTL) {
+                Ok(d) => Some(d),
+                Err(l) => {
+                    assert_eq!(l, Lost::Expired);
+                    None
+                }
+            })
+        };
+        let unbinder = {
+            let (slot, futex) = (slot.clone(), futex.clone());
+            thread::spawn(move || {
+                let r = protocol::retire(&slot, g.deadline);
+                if let Some((token, wake)) = r {
+                    assert_eq!(token, g.token);
+                    if wake {
+                        futex.wake();
+                    }
+                }
+                r.is_some()
+            })
+        };
+        w.join().unwrap();
+        let renewed = holder.join().unwrap();
+        let retired = unbinder.join().unwrap();
+        assert!(renewed.is_some() != retired, "exactly one of renewal and retirement wins");
+        let word = slot.grant.load(SeqCst);
+        if retired {
+            assert_eq!(word, grant::pack(grant::UNBOUND, g.token));
+            assert_eq!(futex.sleepers(), Vec::<u32>::new(), "lost wake-up");
+        } else {
+            assert_eq!(grant::deadline(word), renewed.unwrap());
+            for _ in futex.sleepers() {
+                // Still asleep on a live grant: its release will wake them.
+                assert_ne!(grant::deadline_bits(word) & grant::WAITERS, 0);
+            }
+        }
+    });
+}
+
 /// A keep-alive thread watches its own grant while the holder renews and an
 /// administrator revokes: the watcher is woken (or sees the change) and learns of it.
 #[test]
