@@ -768,3 +768,28 @@ fn detach_racing_the_liveness_probe_is_respected() {
     });
     assert!(matches!(r, Err(Refusal::Held { .. })), "detached lease reclaimed early: {r:?}");
 }
+
+/// A grant with the longest TTL allowed (`MAX_TTL_NS`, which `LeaseTable` accepts — the
+/// natural pick for "hold it indefinitely") has deadline `now_p + MAX_TTL_NS`. Any actor
+/// whose clock reading is even 1 ns older than the granter's — it read the clock, then
+/// the grant landed, then it loaded the grant word, an ordinary race — computes
+/// `deadline - now > MAX_TTL_NS` and classifies the live grant as Corrupt: `try_grant`
+/// takes it over and `retire` (the table's unbinding of idle names, whose `now` is read
+/// before its scan) unbinds it. A stale `now` is otherwise always the safe side (it
+/// makes grants look *less* expired); only the Corrupt bound turns it against the holder.
+/// Fix: classify as Corrupt only past `MAX_TTL_NS` plus a generous slack (or refuse TTLs
+/// within that slack of the bound).
+#[test]
+#[ignore = "protocol bug: a MAX_TTL grant looks Corrupt to any actor whose clock reading is older than the granter's"]
+fn a_max_ttl_grant_is_held_for_an_observer_with_an_older_clock_reading() {
+    let (slot, b) = bound(0);
+    let now_q = T0; // Q reads the clock...
+    let now_p = T0 + 10; // ...then P reads it and takes the lease for the longest TTL
+    let g =
+        protocol::try_grant(&slot, b, now_p, MAX_TTL_NS, rec(1, false), 0, &mut |_| false).unwrap();
+    assert_eq!(protocol::classify(grant::deadline_bits(word(&slot)), now_q), Observed::Held);
+    let r = protocol::try_grant(&slot, b, now_q, TTL, rec(2, false), 0, &mut |_| false);
+    assert!(matches!(r, Err(Refusal::Held { .. })), "P's live lease taken over: {r:?}");
+    assert_eq!(protocol::retire(&slot, now_q), None, "P's live lease retired");
+    assert_eq!(protocol::renew(&slot, g.token, now_p + 1, TTL), Ok(now_p + 1 + TTL));
+}
