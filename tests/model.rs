@@ -68,6 +68,12 @@ enum Op {
     Crash {
         actor: usize,
     },
+    /// A scribbler writes an impossible deadline (further than any TTL) over a grant,
+    /// keeping its token: anyone may take the slot over; its holder may still renew.
+    Scribble {
+        name: usize,
+        far: u64,
+    },
     /// An unbinder retires the name's slot and dies before raising the floor and
     /// tombstoning it: the name stays bound to an ungrantable slot until re-bound.
     HalfUnbind {
@@ -97,6 +103,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => prop_oneof![0u64..2_000, 0u64..30_000].prop_map(|dt| Op::Advance { dt }),
         1 => actor.prop_map(|actor| Op::Crash { actor }),
         1 => name.clone().prop_map(|name| Op::HalfUnbind { name }),
+        1 => (name.clone(), 1u64..1_000_000).prop_map(|(name, far)| Op::Scribble { name, far }),
         1 => (name, 0..SLOTS).prop_map(|(name, target)| Op::Rebind { name, target }),
     ]
 }
@@ -173,6 +180,18 @@ fn name_words(n: usize) -> ([u64; 8], usize, u32) {
     (w, 7, 0x1000 + n as u32)
 }
 
+/// The model's own reading of a deadline word (independent of `protocol::classify`).
+fn class(deadline_bits: u64, now: u64) -> Observed {
+    match deadline_bits & !grant::WAITERS {
+        0 => Observed::Free,
+        1 => Observed::Revoked,
+        2 => Observed::Unbound,
+        d if d <= now => Observed::Expired,
+        d if d - now > 365 * 24 * 3600 * 1_000_000_000 => Observed::Corrupt,
+        _ => Observed::Held,
+    }
+}
+
 fn pid_of(actor: usize, incarnation: u32) -> u32 {
     actor as u32 + 1 + ACTORS as u32 * incarnation
 }
@@ -214,8 +233,14 @@ impl World {
         World { slots, slot_m, names, actors, dead: BTreeSet::new(), floor: 0, now: start }
     }
 
+    /// Held, unexpired, and not impossibly far.
     fn live(&self, st: St) -> bool {
-        matches!(st, St::Held { deadline, .. } if deadline > self.now)
+        matches!(st, St::Held { deadline, .. } if class(deadline, self.now) == Observed::Held)
+    }
+
+    /// Held with an impossible deadline.
+    fn corrupt(&self, st: St) -> bool {
+        matches!(st, St::Held { deadline, .. } if class(deadline, self.now) == Observed::Corrupt)
     }
 
     fn expected_word(&self, s: usize) -> u128 {
@@ -253,7 +278,8 @@ impl World {
                 match m.st {
                     St::Free => View::Released,
                     St::Revoked => View::Revoked,
-                    St::Held { .. } if self.live(m.st) => View::Live,
+                    // The holder of a scribbled grant still owns it (it may renew it).
+                    St::Held { .. } if self.live(m.st) || self.corrupt(m.st) => View::Live,
                     St::Held { .. } => View::ExpiredUntaken,
                 }
             }
@@ -301,6 +327,7 @@ impl World {
                     St::Free => (Some(Took::Free), None),
                     St::Revoked => (Some(Took::Revoked), None),
                     St::Held { deadline, .. } if deadline <= now => (Some(Took::Expired), None),
+                    St::Held { .. } if self.corrupt(m.st) => (Some(Took::Corrupt), None),
                     St::Held { pid: hp, detached: hd, deadline, .. } => {
                         let record = holder::Record { tag, ..rec(hp, hd) };
                         let ask = (!hd).then_some(record);
@@ -405,7 +432,7 @@ impl World {
                 let r = protocol::revoke(&self.slots[m.slot], m.bound_as, now, only);
                 if m.retired {
                     assert_eq!(r, Err(Refusal::Rebound), "{op:?}: half-unbound name");
-                } else if !self.live(m.st) {
+                } else if !self.live(m.st) && !self.corrupt(m.st) {
                     assert_eq!(r, Ok(Revoked::NotHeld { token: m.word_token }), "{op:?}");
                 } else if only.is_some_and(|t| t != m.word_token) {
                     assert_eq!(r, Ok(Revoked::OtherToken { token: m.word_token }), "{op:?}");
@@ -421,7 +448,7 @@ impl World {
                 let m = &self.names[name];
                 let r = protocol::announce_waiter(&self.slots[m.slot], m.bound_as, now);
                 match m.st {
-                    St::Held { deadline, .. } if deadline > now && !m.retired => {
+                    St::Held { deadline, .. } if self.live(m.st) && !m.retired => {
                         let announced = grant::pack(deadline | grant::WAITERS, m.word_token);
                         let want = Wait::Sleep {
                             futex_expect: protocol::futex_value(announced),
@@ -470,6 +497,19 @@ impl World {
                 a.incarnation += 1;
                 a.pid = pid_of(actor, a.incarnation);
                 a.beliefs.clear();
+            }
+            Op::Scribble { name, far } => {
+                let m = &self.names[name];
+                let St::Held { .. } = m.st else { return };
+                if m.retired {
+                    return;
+                }
+                let garbage = now + protocol::MAX_TTL_NS + far;
+                let w = if m.waiters { grant::WAITERS } else { 0 };
+                let slot = &self.slots[m.slot];
+                slot.grant.store(grant::pack(garbage | w, m.word_token), SeqCst);
+                let St::Held { ref mut deadline, .. } = self.names[name].st else { unreachable!() };
+                *deadline = garbage;
             }
             Op::HalfUnbind { name } => {
                 let m = &self.names[name];
@@ -560,7 +600,7 @@ impl World {
                 let bound_here = self.slots[b.slot].bind.load(SeqCst) == m.bound_as;
                 if bound_here
                     && grant::token(word) == b.token
-                    && protocol::classify(grant::deadline_bits(word), now) == Observed::Held
+                    && class(grant::deadline_bits(word), now) == Observed::Held
                 {
                     believers.push(a);
                 }
