@@ -68,6 +68,13 @@ enum Op {
     Crash {
         actor: usize,
     },
+    /// An acquire whose process dies between its winning CAS and its holder-record
+    /// store: the grant has no record, so it is reclaimable by its TTL only.
+    CrashMidGrant {
+        actor: usize,
+        name: usize,
+        ttl: u64,
+    },
     /// A scribbler writes an impossible deadline (further than any TTL) over a grant,
     /// keeping its token: anyone may take the slot over; its holder may still renew.
     Scribble {
@@ -101,8 +108,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (actor.clone(), name.clone()).prop_map(|(actor, name)| Op::Watch { actor, name }),
         1 => (actor.clone(), name.clone()).prop_map(|(actor, name)| Op::Detach { actor, name }),
         4 => prop_oneof![0u64..2_000, 0u64..30_000].prop_map(|dt| Op::Advance { dt }),
-        1 => actor.prop_map(|actor| Op::Crash { actor }),
+        1 => actor.clone().prop_map(|actor| Op::Crash { actor }),
         1 => name.clone().prop_map(|name| Op::HalfUnbind { name }),
+        1 => (actor, name.clone(), 1_000u64..20_000)
+            .prop_map(|(actor, name, ttl)| Op::CrashMidGrant { actor, name, ttl }),
         1 => (name.clone(), 1u64..1_000_000).prop_map(|(name, far)| Op::Scribble { name, far }),
         1 => (name, 0..SLOTS).prop_map(|(name, target)| Op::Rebind { name, target }),
     ]
@@ -114,7 +123,14 @@ fn op() -> impl Strategy<Value = Op> {
 enum St {
     Free,
     Revoked,
-    Held { actor: usize, pid: u32, deadline: u64, detached: bool },
+    Held {
+        actor: usize,
+        pid: u32,
+        deadline: u64,
+        detached: bool,
+        /// Whether its holder record landed.
+        recorded: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -328,6 +344,11 @@ impl World {
                     St::Revoked => (Some(Took::Revoked), None),
                     St::Held { deadline, .. } if deadline <= now => (Some(Took::Expired), None),
                     St::Held { .. } if self.corrupt(m.st) => (Some(Took::Corrupt), None),
+                    St::Held { deadline, recorded: false, .. } => {
+                        let want = Refusal::Held { token: m.word_token, deadline, holder: None };
+                        assert_eq!(r, Err(want), "{op:?}: held, without a record");
+                        (None, None)
+                    }
                     St::Held { pid: hp, detached: hd, deadline, .. } => {
                         let record = holder::Record { tag, ..rec(hp, hd) };
                         let ask = (!hd).then_some(record);
@@ -361,7 +382,7 @@ impl World {
                 }
                 let s = m.slot;
                 let m = &mut self.names[name];
-                m.st = St::Held { actor, pid, deadline: now + ttl, detached };
+                m.st = St::Held { actor, pid, deadline: now + ttl, detached, recorded: true };
                 m.word_token = token;
                 m.issued.push(token);
                 self.actors[actor]
@@ -498,6 +519,19 @@ impl World {
                 a.pid = pid_of(actor, a.incarnation);
                 a.beliefs.clear();
             }
+            Op::CrashMidGrant { actor, name, ttl } => {
+                let before = self.names[name].issued.len();
+                self.apply(Op::Acquire { actor, name, ttl, detached: false });
+                if self.names[name].issued.len() > before {
+                    // The record was wiped before the CAS and is never written.
+                    self.slots[self.names[name].slot].holder.store(0, SeqCst);
+                    let St::Held { ref mut recorded, .. } = self.names[name].st else {
+                        unreachable!()
+                    };
+                    *recorded = false;
+                }
+                self.apply(Op::Crash { actor });
+            }
             Op::Scribble { name, far } => {
                 let m = &self.names[name];
                 let St::Held { .. } = m.st else { return };
@@ -586,9 +620,13 @@ impl World {
             let snap = protocol::snapshot(&self.slots[m.slot]).expect("bound slot");
             assert_eq!(snap.bind, m.bound_as, "step {step}: binding of name {n}");
             assert_eq!(snap.name, name_words(n).0);
-            if let St::Held { pid, detached, .. } = m.st {
-                let h = snap.holder.expect("holder record of the current grant");
-                assert_eq!((h.pid, h.detached), (pid, detached), "step {step}: holder of {n}");
+            match m.st {
+                St::Held { pid, detached, recorded: true, .. } => {
+                    let h = snap.holder.expect("holder record of the current grant");
+                    assert_eq!((h.pid, h.detached), (pid, detached), "step {step}: holder of {n}");
+                }
+                St::Held { recorded: false, .. } => assert_eq!(snap.holder, None),
+                _ => {}
             }
             // Fencing: strictly increasing over the name's whole life.
             assert!(m.issued.windows(2).all(|w| w[0] < w[1]), "name {n}: {:?}", m.issued);
@@ -647,7 +685,7 @@ fn run(start: u64, ops: &[Op]) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 1000,
+        cases: 700,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
