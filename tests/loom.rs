@@ -484,6 +484,73 @@ fn detached_lease_is_never_reclaimed_early() {
     });
 }
 
+/// A winner's holder-record store races a revocation and a re-grant of its lease, and
+/// the winner dies right after granting; a third actor reclaims only what belongs to a
+/// dead holder: a late record of the dead winner is never taken for the new holder's.
+#[test]
+fn late_record_of_a_revoked_winner_is_not_trusted() {
+    model(3, || {
+        let (slot, b) = bound(0);
+        let w1_dead = Arc::new(AtomicUsize::new(0));
+        let w1 = {
+            let (slot, w1_dead) = (slot.clone(), w1_dead.clone());
+            thread::spawn(move || {
+                let r = protocol::try_grant(&slot, b, 100, TTL, rec(1), 0, &mut |_| false);
+                w1_dead.store(1, SeqCst); // and it dies
+                r.ok().map(|g| History {
+                    token: g.token,
+                    at: 100,
+                    took: g.took,
+                    confirmed: vec![g.deadline],
+                    released: false,
+                    holder_dead: true,
+                })
+            })
+        };
+        let admin = {
+            let slot = slot.clone();
+            thread::spawn(move || {
+                let revoked = match protocol::revoke(&slot, b, 110, None) {
+                    Ok(Revoked::Revoked { token, .. }) => Some(token),
+                    _ => None,
+                };
+                let g = protocol::try_grant(&slot, b, 110, TTL, rec(2), 0, &mut |_| false);
+                let h = g.ok().map(|g| History {
+                    token: g.token,
+                    at: 110,
+                    took: g.took,
+                    confirmed: vec![g.deadline],
+                    released: false,
+                    holder_dead: false,
+                });
+                (revoked, h)
+            })
+        };
+        let contender = {
+            let (slot, w1_dead) = (slot.clone(), w1_dead.clone());
+            thread::spawn(move || {
+                let r = protocol::try_grant(&slot, b, 120, TTL, rec(3), 0, &mut |r| {
+                    r.pid == 1 && w1_dead.load(SeqCst) == 1
+                });
+                r.ok().map(|g| History {
+                    token: g.token,
+                    at: 120,
+                    took: g.took,
+                    confirmed: vec![g.deadline],
+                    released: false,
+                    holder_dead: false,
+                })
+            })
+        };
+        let mut grants: Vec<History> = w1.join().unwrap().into_iter().collect();
+        let (revoked, h) = admin.join().unwrap();
+        grants.extend(h);
+        grants.extend(contender.join().unwrap());
+        let revoked: Vec<u64> = revoked.into_iter().collect();
+        check_history(1, grants, &revoked);
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // Wake-ups
 
