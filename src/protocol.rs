@@ -8,9 +8,9 @@
 //! |---|---|---|---|
 //! | Free | `FREE` | yes | anyone: [`try_grant`] |
 //! | Revoked | `REVOKED` | yes | anyone: [`try_grant`] |
-//! | Held | `now < d ≤ now + MAX_TTL` | no | the holder: [`renew`], [`release`]; an administrator: [`revoke`]; anyone, if the holder is provably dead: [`try_grant`] |
+//! | Held | `now < d ≤ now + 2·MAX_TTL` | no | the holder: [`renew`], [`release`]; an administrator: [`revoke`]; anyone, if the holder is provably dead: [`try_grant`] |
 //! | Expired | `3 ≤ d ≤ now` | yes | anyone: [`try_grant`]; the table lock holder: [`retire`] |
-//! | Corrupt | `d > now + MAX_TTL` | yes | anyone: [`try_grant`] (no legitimate grant lasts that long) |
+//! | Corrupt | `d > now + 2·MAX_TTL` | yes | anyone: [`try_grant`] (no legitimate grant reaches that far; see [`IMPOSSIBLE_AHEAD_NS`]) |
 //! | Unbound | `UNBOUND` | never | the table lock holder: [`bind`] |
 //!
 //! Every transition is one CAS on the 128-bit grant word, from the exact value the actor
@@ -36,6 +36,12 @@ use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release};
 pub const MAX_TTL_NS: u64 = 365 * 24 * 3600 * 1_000_000_000;
 /// Shortest TTL a grant may have.
 pub const MIN_TTL_NS: u64 = 1_000;
+/// A deadline further than this beyond `now` cannot come from any grant: it is garbage.
+/// Twice the longest TTL, because an observer's `now` may be older than the grant it
+/// then reads (it read the clock, then was descheduled while the grant happened): a
+/// legitimate deadline is at most `MAX_TTL_NS` past the granter's clock, which is ahead
+/// of the observer's by however long the observer stalled between its two reads.
+pub const IMPOSSIBLE_AHEAD_NS: u64 = 2 * MAX_TTL_NS;
 /// A CAS loop that keeps losing this many times is facing a scribbler, not contention:
 /// honest actors change a slot a bounded number of times per attempt.
 const RETRY_LIMIT: u32 = 1_000;
@@ -59,7 +65,7 @@ pub fn classify(deadline_bits: u64, now: u64) -> Observed {
         grant::REVOKED => Observed::Revoked,
         grant::UNBOUND => Observed::Unbound,
         d if d <= now => Observed::Expired,
-        d if d - now > MAX_TTL_NS => Observed::Corrupt,
+        d if d - now > IMPOSSIBLE_AHEAD_NS => Observed::Corrupt,
         _ => Observed::Held,
     }
 }

@@ -203,7 +203,7 @@ fn class(deadline_bits: u64, now: u64) -> Observed {
         1 => Observed::Revoked,
         2 => Observed::Unbound,
         d if d <= now => Observed::Expired,
-        d if d - now > 365 * 24 * 3600 * 1_000_000_000 => Observed::Corrupt,
+        d if d - now > 2 * 365 * 24 * 3600 * 1_000_000_000 => Observed::Corrupt,
         _ => Observed::Held,
     }
 }
@@ -538,7 +538,7 @@ impl World {
                 if m.retired {
                     return;
                 }
-                let garbage = now + protocol::MAX_TTL_NS + far;
+                let garbage = now + protocol::IMPOSSIBLE_AHEAD_NS + far;
                 let w = if m.waiters { grant::WAITERS } else { 0 };
                 let slot = &self.slots[m.slot];
                 slot.grant.store(grant::pack(garbage | w, m.word_token), SeqCst);

@@ -6,7 +6,8 @@
 
 use shmlease::layout::{bind, grant, holder, Slot};
 use shmlease::protocol::{
-    self, Granted, Lost, Observed, Refusal, Revoked, Took, Wait, MAX_TTL_NS, MIN_TTL_NS,
+    self, Granted, Lost, Observed, Refusal, Revoked, Took, Wait, IMPOSSIBLE_AHEAD_NS, MAX_TTL_NS,
+    MIN_TTL_NS,
 };
 use std::cell::Cell;
 use std::sync::atomic::Ordering::SeqCst;
@@ -70,8 +71,8 @@ fn classify_covers_every_state_and_boundary() {
     assert_eq!(protocol::classify(now, now), Observed::Expired, "deadline == now is expired");
     assert_eq!(protocol::classify(now + 1, now), Observed::Held);
     assert_eq!(protocol::classify(grant::WAITERS | (now + 1), now), Observed::Held);
-    assert_eq!(protocol::classify(now + MAX_TTL_NS, now), Observed::Held);
-    assert_eq!(protocol::classify(now + MAX_TTL_NS + 1, now), Observed::Corrupt);
+    assert_eq!(protocol::classify(now + IMPOSSIBLE_AHEAD_NS, now), Observed::Held);
+    assert_eq!(protocol::classify(now + IMPOSSIBLE_AHEAD_NS + 1, now), Observed::Corrupt);
     assert_eq!(protocol::classify(grant::DEADLINE, now), Observed::Corrupt);
     assert_eq!(protocol::classify(u64::MAX, now), Observed::Corrupt);
 }
@@ -297,7 +298,11 @@ fn revoked_slot_is_grantable() {
 #[test]
 fn corrupt_deadline_is_reclaimed() {
     let (slot, b) = bound(0);
-    for bad in [T0 + MAX_TTL_NS + 1, grant::DEADLINE, grant::WAITERS | (T0 + MAX_TTL_NS + 1)] {
+    for bad in [
+        T0 + IMPOSSIBLE_AHEAD_NS + 1,
+        grant::DEADLINE,
+        grant::WAITERS | (T0 + IMPOSSIBLE_AHEAD_NS + 1),
+    ] {
         set_word(&slot, bad, 77);
         // Even a (garbage) holder record matching the token is not consulted.
         let junk = holder::Record { tag: holder::Record::tag_for(77), ..rec(5, false) };
@@ -780,7 +785,6 @@ fn detach_racing_the_liveness_probe_is_respected() {
 /// Fix: classify as Corrupt only past `MAX_TTL_NS` plus a generous slack (or refuse TTLs
 /// within that slack of the bound).
 #[test]
-#[ignore = "protocol bug: a MAX_TTL grant looks Corrupt to any actor whose clock reading is older than the granter's"]
 fn a_max_ttl_grant_is_held_for_an_observer_with_an_older_clock_reading() {
     let (slot, b) = bound(0);
     let now_q = T0; // Q reads the clock...
