@@ -774,16 +774,15 @@ fn detach_racing_the_liveness_probe_is_respected() {
     assert!(matches!(r, Err(Refusal::Held { .. })), "detached lease reclaimed early: {r:?}");
 }
 
-/// A grant with the longest TTL allowed (`MAX_TTL_NS`, which `LeaseTable` accepts — the
-/// natural pick for "hold it indefinitely") has deadline `now_p + MAX_TTL_NS`. Any actor
-/// whose clock reading is even 1 ns older than the granter's — it read the clock, then
-/// the grant landed, then it loaded the grant word, an ordinary race — computes
-/// `deadline - now > MAX_TTL_NS` and classifies the live grant as Corrupt: `try_grant`
-/// takes it over and `retire` (the table's unbinding of idle names, whose `now` is read
-/// before its scan) unbinds it. A stale `now` is otherwise always the safe side (it
-/// makes grants look *less* expired); only the Corrupt bound turns it against the holder.
-/// Fix: classify as Corrupt only past `MAX_TTL_NS` plus a generous slack (or refuse TTLs
-/// within that slack of the bound).
+/// Regression: a grant with the longest TTL allowed (`MAX_TTL_NS`, which `LeaseTable`
+/// accepts — the natural pick for "hold it indefinitely") has deadline
+/// `now_p + MAX_TTL_NS`. An actor whose clock reading is even 1 ns older than the
+/// granter's (it read the clock, then the grant landed, then it loaded the grant word:
+/// an ordinary race) computed `deadline - now > MAX_TTL_NS` and classified the live
+/// grant as Corrupt, so `try_grant` took it over and `retire` (the table's unbinding of
+/// idle names, whose `now` is read before its scan) unbound it. A stale `now` is
+/// otherwise always the safe side (grants look *less* expired); only the Corrupt bound
+/// turned it against the holder. Corrupt now starts past `IMPOSSIBLE_AHEAD_NS`.
 #[test]
 fn a_max_ttl_grant_is_held_for_an_observer_with_an_older_clock_reading() {
     let (slot, b) = bound(0);
