@@ -167,14 +167,14 @@ pub fn try_grant(
                 let record = holder::Record::unpack(raw);
                 let record = (record.tag == holder::Record::tag_for(token)).then_some(record);
                 match record {
-                    // After "dead", the record must be unchanged: a dead process cannot
-                    // change it, but a live one may have detached the lease (making it
-                    // bound to its TTL alone) between our read and the probe.
-                    Some(r)
-                        if !r.detached
-                            && holder_is_dead(&r)
-                            && slot.holder.load(Acquire) == raw =>
-                    {
+                    Some(r) if !r.detached && holder_is_dead(&r) => {
+                        // The record must be unchanged after the probe: a dead process
+                        // cannot change it, but a live one may have detached the lease
+                        // (binding it to its TTL alone) between our read and the probe.
+                        // If it changed, look again.
+                        if slot.holder.load(Acquire) != raw {
+                            continue;
+                        }
                         Took::DeadHolder
                     }
                     _ => {
