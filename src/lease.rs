@@ -130,8 +130,20 @@ impl<'t> Lease<'t> {
 
     /// Releases the grant, waking anyone waiting for it. Fails with [`Error::Lost`] if
     /// it was already gone (then nothing is changed).
-    pub fn release(mut self) -> Result<()> {
-        self.finish()
+    #[inline]
+    pub fn release(self) -> Result<()> {
+        // Consumed without running `Drop` again (it would only find the lease finished).
+        let mut this = std::mem::ManuallyDrop::new(self);
+        // The keep-alive is the only field that owns anything.
+        if let Some(k) = this.keep_alive.take() {
+            k.stop();
+        }
+        table::release_slot(
+            this.inner(),
+            this.slot,
+            this.token,
+            this.deadline.load(Ordering::Relaxed),
+        )
     }
 
     fn finish(&mut self) -> Result<()> {

@@ -787,6 +787,7 @@ impl LeaseTable {
     /// The lease is bound to this process: if the process dies, others may take it
     /// as soon as they can prove the death (at once on Linux 6.9+), else when the TTL
     /// runs out. Fails with [`Error::Held`] if someone else holds it.
+    #[inline]
     pub fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Lease<'_>> {
         self.acquire_with(name, ttl, &AcquireOptions::new())
     }
@@ -805,12 +806,28 @@ impl LeaseTable {
     }
 
     /// Takes a lease with every option: waiting, label.
+    #[inline]
     pub fn acquire_with(
         &self,
         name: &str,
         ttl: Duration,
         options: &AcquireOptions,
     ) -> Result<Lease<'_>> {
+        // The lease is built here, in the caller's frame, from plain words: returning a
+        // `Result<Lease>` from a non-inlined function costs the caller a
+        // store-forwarding stall when it moves the value out.
+        let (slot, token, deadline) = self.grant(name, ttl, options)?;
+        Ok(Lease::new(self, slot, token, deadline))
+    }
+
+    /// Does the work of [`LeaseTable::acquire_with`]: slot, token and deadline.
+    #[inline(never)]
+    fn grant(
+        &self,
+        name: &str,
+        ttl: Duration,
+        options: &AcquireOptions,
+    ) -> Result<(u32, u64, u64)> {
         let key = Key::new(name)?;
         let ttl = ttl_ns(ttl)?;
         let inner = &self.inner;
@@ -825,7 +842,7 @@ impl LeaseTable {
             },
             Some(timeout) => inner.acquire_blocking(&key, ttl, options.label, timeout)?,
         };
-        Ok(Lease::new(self, slot, token, deadline))
+        Ok((slot, token, deadline))
     }
 
     /// Extends the grant of `name` with `token` to `ttl` from now — for detached leases
