@@ -110,10 +110,34 @@ fn identify(pid: u32) -> (u8, u64) {
     }
 }
 
+/// The last holder this process found alive (its packed identity word), and when
+/// (CLOCK_MONOTONIC ns). A probe costs four system calls (microseconds); a refused
+/// `try_acquire` asks on every call, so a verdict is reused for `ALIVE_FOR_NS`. Reusing
+/// "alive" is always safe — it only delays an early reclaim, by at most that long.
+/// Identity word (high half) and time (low half), in one atomic so they always match.
+static ALIVE: portable_atomic::AtomicU128 = portable_atomic::AtomicU128::new(0);
+const ALIVE_FOR_NS: u64 = 1_000_000;
+
 /// Whether the holder described by `record` is provably dead. "Don't know" (another PID
 /// namespace, no identity, no permission, no /proc) is `false`: the lease then lasts its
 /// TTL. A zombie counts as dead: it can no longer use the lease.
 pub fn is_provably_dead(record: &Record) -> bool {
+    // pid, kind, detached and identity (the record's high half), mixed with the PID
+    // namespace: which process was found alive.
+    let key = (record.pack() >> 64) as u64 ^ (record.pidns as u64) << 40;
+    let now = sys::monotonic_ns();
+    let seen = ALIVE.load(Ordering::Acquire);
+    if (seen >> 64) as u64 == key && now.wrapping_sub(seen as u64) < ALIVE_FOR_NS {
+        return false;
+    }
+    let dead = probe_dead(record);
+    if !dead {
+        ALIVE.store((key as u128) << 64 | now as u128, Ordering::Release);
+    }
+    dead
+}
+
+fn probe_dead(record: &Record) -> bool {
     let me = me();
     if record.pid == 0 || record.pidns == 0 || record.pidns != me.pidns {
         return false;
