@@ -132,18 +132,9 @@ impl<'t> Lease<'t> {
     /// it was already gone (then nothing is changed).
     #[inline]
     pub fn release(self) -> Result<()> {
-        // Consumed without running `Drop` again (it would only find the lease finished).
-        let mut this = std::mem::ManuallyDrop::new(self);
-        // The keep-alive is the only field that owns anything.
-        if let Some(k) = this.keep_alive.take() {
-            k.stop();
-        }
-        table::release_slot(
-            this.inner(),
-            this.slot,
-            this.token,
-            this.deadline.load(Ordering::Relaxed),
-        )
+        // Consumed without running `Drop` again (it would only find the lease finished);
+        // `finish` takes the keep-alive, the only field that owns anything.
+        std::mem::ManuallyDrop::new(self).finish()
     }
 
     fn finish(&mut self) -> Result<()> {

@@ -606,11 +606,6 @@ impl Inner {
         }
     }
 
-    /// The slot currently bound to `name`.
-    pub(crate) fn bound_slot(&self, key: &Key) -> Option<(u32, u64)> {
-        self.find(key)
-    }
-
     fn info_of(
         &self,
         index: u32,
@@ -851,7 +846,7 @@ impl LeaseTable {
         let key = Key::new(name)?;
         let ttl = ttl_ns(ttl)?;
         let inner = &self.inner;
-        let Some((index, _)) = inner.bound_slot(&key) else {
+        let Some((index, _)) = inner.find(&key) else {
             return Err(Error::Lost { token, reason: LostReason::Expired });
         };
         let now = inner.now();
@@ -865,7 +860,7 @@ impl LeaseTable {
     pub fn release(&self, name: &str, token: u64) -> Result<()> {
         let key = Key::new(name)?;
         let inner = &self.inner;
-        let Some((index, _)) = inner.bound_slot(&key) else {
+        let Some((index, _)) = inner.find(&key) else {
             return Err(Error::Lost { token, reason: LostReason::Expired });
         };
         release_slot(inner, index, token, 0)
@@ -891,7 +886,7 @@ impl LeaseTable {
         let key = Key::new(name)?;
         let inner = &self.inner;
         for _ in 0..BIND_RESTARTS {
-            let Some((index, bound_as)) = inner.bound_slot(&key) else { return Ok(None) };
+            let Some((index, bound_as)) = inner.find(&key) else { return Ok(None) };
             match protocol::revoke(inner.slot(index), bound_as, inner.now(), only) {
                 Ok(Revoked::Revoked { token, wake }) => {
                     inner.count(counter::REVOCATIONS);
@@ -917,7 +912,7 @@ impl LeaseTable {
     pub fn get(&self, name: &str) -> Result<Option<LeaseInfo>> {
         let key = Key::new(name)?;
         let inner = &self.inner;
-        let Some((index, _)) = inner.bound_slot(&key) else { return Ok(None) };
+        let Some((index, _)) = inner.find(&key) else { return Ok(None) };
         let now = inner.now();
         let wall = SystemTime::now();
         Ok(protocol::snapshot(inner.slot(index)).map(|s| inner.info_of(index, &s, now, wall)))
