@@ -120,11 +120,7 @@ impl<'t> Lease<'t> {
                 inner.count_sampled(table::counter::RENEWALS, now);
                 Ok(())
             }
-            Err(protocol::Lost::Interference) => Err(Error::Corrupt {
-                location: inner.location().to_string(),
-                reason: "a slot keeps changing faster than any lease holder could change it".into(),
-            }),
-            Err(l) => Err(Error::Lost { token: self.token, reason: lost_reason(l) }),
+            Err(l) => Err(table::lost(self.token, l, inner.location())),
         }
     }
 
@@ -271,15 +267,6 @@ impl Drop for Lease<'_> {
     }
 }
 
-fn lost_reason(l: protocol::Lost) -> LostReason {
-    match l {
-        protocol::Lost::Expired | protocol::Lost::Interference => LostReason::Expired,
-        protocol::Lost::Revoked => LostReason::Revoked,
-        protocol::Lost::Released => LostReason::Released,
-        protocol::Lost::TakenOver => LostReason::TakenOver,
-    }
-}
-
 #[derive(Default)]
 struct Shared {
     stop: AtomicBool,
@@ -312,7 +299,9 @@ fn renew_loop(inner: &Inner, slot: u32, token: u64, ttl: u64, shared: &Shared) {
     let mut next = inner.now() + interval;
     let report = |l: protocol::Lost| {
         if !shared.stop.load(Ordering::SeqCst) {
-            *shared.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(lost_reason(l));
+            // Interference (a scribbled slot) is reported as expiry: the grant is gone.
+            let reason = table::lost_reason(l).unwrap_or(LostReason::Expired);
+            *shared.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
             shared.changed.notify_all();
         }
     };

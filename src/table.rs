@@ -214,15 +214,23 @@ pub(crate) fn ttl_ns(ttl: Duration) -> Result<u64> {
     }
 }
 
-fn lost(token: u64, l: protocol::Lost, location: &Location) -> Error {
-    let reason = match l {
-        protocol::Lost::Expired => LostReason::Expired,
-        protocol::Lost::Revoked => LostReason::Revoked,
-        protocol::Lost::Released => LostReason::Released,
-        protocol::Lost::TakenOver => LostReason::TakenOver,
-        protocol::Lost::Interference => return interference(location),
-    };
-    Error::Lost { token, reason }
+/// What a protocol loss means to a caller; `None` for interference (a scribbler).
+pub(crate) fn lost_reason(l: protocol::Lost) -> Option<LostReason> {
+    match l {
+        protocol::Lost::Expired => Some(LostReason::Expired),
+        protocol::Lost::Revoked => Some(LostReason::Revoked),
+        protocol::Lost::Released => Some(LostReason::Released),
+        protocol::Lost::TakenOver => Some(LostReason::TakenOver),
+        protocol::Lost::Interference => None,
+    }
+}
+
+/// The error for a grant with `token` lost in the protocol.
+pub(crate) fn lost(token: u64, l: protocol::Lost, location: &Location) -> Error {
+    match lost_reason(l) {
+        Some(reason) => Error::Lost { token, reason },
+        None => interference(location),
+    }
 }
 
 fn interference(location: &Location) -> Error {
