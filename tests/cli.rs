@@ -589,13 +589,16 @@ fn at_a_terminal_ctrl_c_reaches_the_command_once() {
     let t = Table::new("terminal");
     let (ready, got) = (t.file("ready"), t.file("got"));
     let cmd = format!(
-        "{BIN} -t {table} run job -- sh -c 'trap \"echo INT >> {g}\" INT; trap \"echo QUIT >> {g}; exit 6\" QUIT; echo $$ > {r}; while :; do sleep 0.05; done'",
+        "exec {BIN} -t {table} run job -- sh -c 'trap \"echo INT >> {g}\" INT; trap \"echo QUIT >> {g}; exit 6\" QUIT; echo $$ > {r}; while :; do sleep 0.05; done'",
         table = t.path.display(),
         g = got.display(),
         r = ready.display()
     );
+    // script(1) runs CMD with `$SHELL -c`; `exec` keeps that shell out of the terminal's
+    // foreground group, where Ctrl-\ would kill it (dash does not exec by itself).
     let mut term = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
+        .env("SHELL", "/bin/sh")
         .env_remove("SHMLEASE_TABLE")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -625,9 +628,10 @@ fn watch_redraws_until_q_and_restores_the_terminal() {
         eprintln!("skipped: script(1) is not installed");
         return;
     }
-    let cmd = format!("{BIN} -t {} watch --interval 50ms", t.path.display());
+    let cmd = format!("exec {BIN} -t {} watch --interval 50ms", t.path.display());
     let mut term = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
+        .env("SHELL", "/bin/sh")
         .env_remove("SHMLEASE_TABLE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
