@@ -62,6 +62,8 @@
 #![cfg(target_os = "linux")]
 
 #[doc(hidden)]
+pub mod fault;
+#[doc(hidden)]
 pub mod layout;
 #[doc(hidden)]
 pub mod protocol;

@@ -76,6 +76,12 @@ impl From<String> for Location {
     }
 }
 
+impl From<&String> for Location {
+    fn from(s: &String) -> Location {
+        Location::from(s.as_str())
+    }
+}
+
 impl From<&Path> for Location {
     fn from(p: &Path) -> Location {
         Location::Path(p.to_path_buf())

@@ -29,6 +29,7 @@
 //! reclaim and is reclaimable only by TTL). Trusting such a record would take a 2⁻³² tag
 //! coincidence *and* the stale process dying right after its store.
 
+use crate::fault::{point, Op};
 use crate::layout::{bind, grant, holder, Slot};
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
@@ -200,20 +201,26 @@ pub fn try_grant(
         // state is grantable, so the record being wiped describes a finished grant;
         // if our CAS loses, the winner's record may be wiped too, which only costs it
         // early reclaim (it is then reclaimable by TTL alone).
+        point(Op::Grant);
         slot.holder.store(0, Relaxed);
+        point(Op::Grant);
         if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
+            point(Op::Grant);
             let record = holder::Record { tag: holder::Record::tag_for(new_token), ..me };
             slot.label.store(label, Relaxed);
+            point(Op::Grant);
             // Only while the grant is still ours: if it was revoked and re-granted since
             // our CAS, storing now would overwrite the new holder's record (making it
             // reclaimable by TTL only; never wrongly reclaimable: the tag would differ).
             if grant::token(slot.grant.load(Acquire)) == new_token {
                 slot.holder.store(record.pack(), Release);
             }
+            point(Op::Grant);
             slot.renewed_at.store(now, Relaxed);
             // Only the holder writes this, so load+store is exact unless a stale holder
             // races it; it is a statistic, not part of any guarantee.
             slot.transitions.store(slot.transitions.load(Relaxed).wrapping_add(1), Relaxed);
+            point(Op::Grant);
             return Ok(Granted { token: new_token, deadline, took });
         }
     }
@@ -228,6 +235,7 @@ pub fn renew(slot: &Slot, token: u64, now: u64, ttl: u64) -> Result<u64, Lost> {
         check_ours(current, token, now)?;
         let deadline = now + ttl;
         let waiters = grant::deadline_bits(current) & grant::WAITERS;
+        point(Op::Renew);
         match slot.grant.compare_exchange(
             current,
             grant::pack(deadline | waiters, token),
@@ -235,7 +243,9 @@ pub fn renew(slot: &Slot, token: u64, now: u64, ttl: u64) -> Result<u64, Lost> {
             Acquire,
         ) {
             Ok(_) => {
+                point(Op::Renew);
                 slot.renewed_at.store(now, Relaxed);
+                point(Op::Renew);
                 return Ok(deadline);
             }
             Err(actual) => current = actual,
@@ -270,8 +280,12 @@ pub fn release(slot: &Slot, token: u64, deadline_hint: u64) -> Result<bool, Lost
             _ => {}
         }
         let freed = grant::pack(grant::FREE, token);
+        point(Op::Release);
         match slot.grant.compare_exchange(current, freed, AcqRel, Acquire) {
-            Ok(_) => return Ok(grant::deadline_bits(current) & grant::WAITERS != 0),
+            Ok(_) => {
+                point(Op::Release);
+                return Ok(grant::deadline_bits(current) & grant::WAITERS != 0);
+            }
             Err(actual) => current = actual,
         }
     }
@@ -312,7 +326,9 @@ pub fn revoke(
             return Ok(Revoked::OtherToken { token });
         }
         let new = grant::pack(grant::REVOKED, token);
+        point(Op::Revoke);
         if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
+            point(Op::Revoke);
             let wake = grant::deadline_bits(current) & grant::WAITERS != 0;
             return Ok(Revoked::Revoked { token, wake });
         }
@@ -353,6 +369,7 @@ pub fn announce_waiter(slot: &Slot, bound_as: u64, now: u64) -> Wait {
     {
         return Wait::Retry;
     }
+    point(Op::Grant);
     Wait::Sleep {
         futex_expect: futex_value(announced),
         deadline: bits & grant::DEADLINE,
@@ -408,7 +425,9 @@ pub fn retire(slot: &Slot, now: u64) -> Option<(u64, bool)> {
             _ => {}
         }
         let new = grant::pack(grant::UNBOUND, token);
+        point(Op::Bind);
         if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
+            point(Op::Bind);
             return Some((token, bits & grant::WAITERS != 0));
         }
     }
@@ -430,20 +449,25 @@ pub fn bind(
 ) -> Option<u64> {
     let generation = bind::generation(previous) + 1;
     slot.bind.store(bind::pack(bind::BINDING, len, generation, hash), Relaxed);
+    point(Op::Bind);
     let last = grant::token(slot.grant.load(Acquire));
     let token = last.max(floor).checked_add(1)?;
     for (word, value) in slot.name.iter().zip(name) {
         word.store(*value, Relaxed);
     }
+    point(Op::Bind);
     slot.holder.store(0, Relaxed);
     slot.label.store(0, Relaxed);
     slot.renewed_at.store(0, Relaxed);
     slot.transitions.store(0, Relaxed);
+    point(Op::Bind);
     // Release: a reader that sees this grant word also sees the BINDING store above,
     // so its binding re-check fails (see `try_grant`).
     slot.grant.store(grant::pack(grant::FREE, token), Release);
+    point(Op::Bind);
     let bound = bind::pack(bind::BOUND, len, generation, hash);
     slot.bind.store(bound, Release);
+    point(Op::Bind);
     Some(bound)
 }
 
@@ -451,6 +475,7 @@ pub fn bind(
 pub fn tombstone(slot: &Slot) {
     let b = slot.bind.load(Acquire);
     slot.bind.store(bind::with_state(b, bind::TOMBSTONE, 0), Release);
+    point(Op::Bind);
 }
 
 /// A consistent copy of a bound slot, for inspection.

@@ -11,6 +11,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::fault::{point, Op};
+
 /// `CLOCK_MONOTONIC` in nanoseconds, as this process (and its time namespace) sees it.
 /// A vDSO call: no system call on any mainstream configuration.
 #[inline]
@@ -204,9 +206,13 @@ pub fn create_linked(
         .open(&dir);
     match tmpfile {
         Ok(file) => {
+            point(Op::Create);
             prepare(&file, mode, size)?;
+            point(Op::Create);
             init(&file)?;
+            point(Op::Create);
             link_anonymous(&file, path)?;
+            point(Op::Create);
             Ok(file)
         }
         Err(e)

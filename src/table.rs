@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, LostReason, Result};
+use crate::fault::{point, Op};
 use crate::identity;
 use crate::info::{Counters, Holder, Label, LeaseInfo, LeaseState, TableInfo};
 pub(crate) use crate::layout::counter;
@@ -38,6 +39,10 @@ const LOCK_PATIENCE: Duration = Duration::from_secs(5);
 /// A blocked `acquire` re-checks whether a live-process holder has died at least this
 /// often (a dead process cannot wake us; its lease is reclaimable at once).
 const LIVENESS_RECHECK: Duration = Duration::from_millis(50);
+/// A blocked `acquire` looks at the lease at least this often whoever holds it: a
+/// process killed between freeing a lease and waking its waiters (a few instructions
+/// apart) delays them by at most this much, instead of until the old deadline.
+const LONGEST_NAP: Duration = Duration::from_secs(1);
 /// Binding and unbinding may have to start over when a racing grant changes the
 /// picture; more than this many restarts means the table is being scribbled on.
 const BIND_RESTARTS: u32 = 64;
@@ -445,6 +450,7 @@ impl Inner {
     #[inline(never)]
     fn bind_name(&self, key: &Key) -> Result<()> {
         let _lock = self.lock()?;
+        point(Op::Bind);
         for _ in 0..BIND_RESTARTS {
             if self.bind_locked(key)? {
                 return Ok(());
@@ -516,6 +522,7 @@ impl Inner {
                 // Re-read: unbinding an idle name above changed it.
                 let names = header.bound.load(Ordering::Relaxed).min(self.capacity as u64 - 1);
                 header.bound.store(names + 1, Ordering::Relaxed);
+                point(Op::Bind);
                 self.count(counter::BINDS);
                 Ok(true)
             }
@@ -550,11 +557,13 @@ impl Inner {
         let slot = self.slot(index);
         let last = grant::token(slot.grant.load(Ordering::Acquire));
         header.token_floor.fetch_max(last, Ordering::AcqRel);
+        point(Op::Bind);
         header.counters[counter::RETIRED_GRANTS]
             .fetch_add(slot.transitions.load(Ordering::Relaxed), Ordering::Relaxed);
         protocol::tombstone(slot);
         let names = header.bound.load(Ordering::Relaxed);
         header.bound.store(names.saturating_sub(1).min(self.capacity as u64), Ordering::Relaxed);
+        point(Op::Bind);
         self.count(counter::UNBINDS);
         self.sweep_tombstones(index);
     }
@@ -574,6 +583,7 @@ impl Inner {
                 break;
             }
             slot.bind.store(bind::with_state(word, bind::EMPTY, 0), Ordering::Release);
+            point(Op::Bind);
             i = if i == 0 { self.capacity - 1 } else { i - 1 };
         }
     }
@@ -604,7 +614,8 @@ impl Inner {
             if let Wait::Sleep { futex_expect, deadline, .. } =
                 protocol::announce_waiter(self.slot(index), bound_as, now)
             {
-                let mut nap = Duration::from_nanos(deadline.saturating_sub(now)).min(left);
+                let mut nap =
+                    Duration::from_nanos(deadline.saturating_sub(now)).min(left).min(LONGEST_NAP);
                 let me = identity::me();
                 if holder.is_some_and(|h| !h.detached && h.pid_namespace == me.pidns) {
                     nap = nap.min(LIVENESS_RECHECK);
@@ -798,7 +809,9 @@ impl LeaseTable {
     /// Takes the lease on `name` for `ttl`, waiting up to `timeout` (forever if `None`)
     /// while somebody else holds it. Waiting sleeps on a futex: it wakes at once when
     /// the holder releases or the lease is revoked, when the holder's deadline passes,
-    /// and (for a live-process holder) within 50 ms of the holder dying.
+    /// and (for a live-process holder) within 50 ms of the holder dying. It also looks
+    /// at least once a second, so that a releasing process killed before it could wake
+    /// the waiters delays them by a second at most.
     pub fn acquire(
         &self,
         name: &str,
@@ -1113,6 +1126,7 @@ fn initialise(file: &File, capacity: u32) -> std::io::Result<()> {
     );
     h.geometry.store(geometry(), Ordering::Relaxed);
     h.capacity.store(capacity as u64, Ordering::Relaxed);
+    point(Op::Create);
     h.created_unix_ns.store(sys::realtime_ns(), Ordering::Relaxed);
     h.creator.store(me.pid as u64 | (sys::geteuid() as u64) << 32, Ordering::Relaxed);
     h.clock_id.store(layout::CLOCK_ID_MONOTONIC as u64, Ordering::Relaxed);
@@ -1121,8 +1135,10 @@ fn initialise(file: &File, capacity: u32) -> std::io::Result<()> {
     h.boot_id[1]
         .store(u64::from_le_bytes(boot[8..].try_into().expect("8 bytes")), Ordering::Relaxed);
     h.time_base.store(0, Ordering::Relaxed);
+    point(Op::Create);
     // The magic goes last: a file with it is a complete header.
     h.magic.store(layout::MAGIC, Ordering::Release);
+    point(Op::Create);
     map.flush()
 }
 
@@ -1231,6 +1247,7 @@ impl Inner {
         };
         if !same_boot(h) {
             let _lock = self.lock()?;
+            point(Op::Rebase);
             if !same_boot(h) {
                 let mut high = h.token_floor.load(Ordering::Acquire);
                 for index in 0..self.capacity {
@@ -1245,8 +1262,11 @@ impl Inner {
                     sys::monotonic_ns().wrapping_sub(identity::me().timens_offset_ns as u64);
                 let base = high.saturating_add(1).wrapping_sub(host_now);
                 h.time_base.store(base, Ordering::Release);
+                point(Op::Rebase);
                 h.boot_id[0].store(boot[0], Ordering::Release);
+                point(Op::Rebase);
                 h.boot_id[1].store(boot[1], Ordering::Release);
+                point(Op::Rebase);
             }
         }
         let base = h.time_base.load(Ordering::Acquire);

@@ -217,6 +217,21 @@ impl Kid {
         format!("--- {} (pid {}) stdout:\n{out}\n--- stderr:\n{err}\n---", self.label, self.pid())
     }
 
+    /// The child's exit status if it has exited, without waiting.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                self.reaped(s);
+            }
+        }
+        self.status
+    }
+
+    /// Every line the child printed on stdout so far.
+    pub fn lines_so_far(&self) -> Vec<String> {
+        self.stdout.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Waits for a report line `@@KEY ...` and returns what follows `KEY `.
     pub fn expect(&mut self, key: &str, timeout: Duration) -> String {
         self.expect_any(&[key], timeout).1
