@@ -1,5 +1,5 @@
 //! The chaos harness (`examples/chaos.rs`) in CI: 6 worker processes over 3 names for
-//! 30 seconds, with kill -9s and SIGSTOPs; asserts zero violations. A second, short run
+//! 60 seconds, with kill -9s and SIGSTOPs; asserts zero violations. A second, short run
 //! injects a fault (workers believe their leases last 20 ms longer than granted) and
 //! asserts that the checker catches it, so a clean result is not a blind checker's.
 //!
@@ -52,7 +52,7 @@ fn config(secs: u64) -> chaos_core::Config {
 fn chaos_short() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let secs = std::env::var("SHMLEASE_CHAOS_SECS").ok().and_then(|s| s.parse().ok());
-    let cfg = config(secs.unwrap_or(30));
+    let cfg = config(secs.unwrap_or(60));
     let report = chaos_core::run(&cfg, &launcher());
     eprintln!("seed {}\n{}", cfg.seed, report.summary());
     let count = |k: &str| report.counts.get(k).copied().unwrap_or(0);
