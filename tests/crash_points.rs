@@ -319,8 +319,9 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
 /// still be bound, and tokens keep growing.
 fn recover(what: &str, table: &LeaseTable, seen: u64, dead: i32) {
     table.list().unwrap_or_else(|e| panic!("{what}: list: {e}"));
-    let before = table.get(NAME).unwrap();
+    // Before `get`, so that `looked.elapsed()` covers the time from get's clock reading.
     let looked = Instant::now();
+    let before = table.get(NAME).unwrap();
     let lease = match table.try_acquire(NAME, LONG) {
         Ok(lease) => {
             if let Some(b) = before.as_ref().filter(|b| b.state == LeaseState::Held) {
