@@ -1,5 +1,8 @@
-//! Shared by the fuzz targets: this process's private scratch directory.
+//! Shared by the fuzz targets: this process's private scratch directory, and formatting
+//! results into nothing.
 
+use std::fmt::Debug;
+use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -26,6 +29,21 @@ pub fn private_dir() -> &'static Path {
         unsafe { libc::atexit(remove_private_dir) };
         dir
     })
+}
+
+/// Formats `value` into nothing: `Debug` must not panic either.
+pub fn show<T: Debug>(value: &T) {
+    let _ = write!(std::io::sink(), "{value:?}");
+}
+
+/// Like [`show`], for results, whose errors also have a `Display` form.
+pub fn check<T: Debug>(result: &shmlease::Result<T>) {
+    match result {
+        Ok(v) => show(v),
+        Err(e) => {
+            let _ = write!(std::io::sink(), "{e} {e:?}");
+        }
+    }
 }
 
 extern "C" fn remove_private_dir() {

@@ -26,14 +26,13 @@
 mod common;
 
 use std::cell::OnceCell;
-use std::fmt::Debug;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
+use common::{check, show};
 use libfuzzer_sys::fuzz_target;
 use shmlease::{AcquireOptions, Lease, LeaseTable, Result, TableOptions};
 
@@ -265,21 +264,6 @@ fn monotonic_ns() -> u64 {
     // SAFETY: `ts` is a valid timespec to write to.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
-}
-
-/// Formats `value` into nothing: `Debug` must not panic either.
-fn show<T: Debug>(value: &T) {
-    let _ = write!(std::io::sink(), "{value:?}");
-}
-
-/// Like [`show`], for results, whose errors also have a `Display` form.
-fn check<T: Debug>(result: &Result<T>) {
-    match result {
-        Ok(v) => show(v),
-        Err(e) => {
-            let _ = write!(std::io::sink(), "{e} {e:?}");
-        }
-    }
 }
 
 fn name(n: u8) -> &'static str {

@@ -16,16 +16,15 @@
 
 mod common;
 
-use std::fmt::Debug;
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::{check, show};
 use libfuzzer_sys::fuzz_target;
-use shmlease::{LeaseTable, Result};
+use shmlease::LeaseTable;
 
 /// The shortest TTL there is: leases taken here expire almost at once, so nothing a
 /// run leaves in the table outlives the next iteration's rewrite anyway.
@@ -54,21 +53,6 @@ fn scratch() -> &'static Scratch {
             .unwrap_or_else(|e| panic!("fuzz harness: cannot create {}: {e}", path.display()));
         Scratch { path, file }
     })
-}
-
-/// Formats `value` both ways into nothing: `Display`/`Debug` must not panic either.
-fn show<T: Debug>(value: &T) {
-    let _ = write!(std::io::sink(), "{value:?}");
-}
-
-/// Like [`show`], for results, whose errors also have a `Display` form.
-fn check<T: Debug>(result: &Result<T>) {
-    match result {
-        Ok(v) => show(v),
-        Err(e) => {
-            let _ = write!(std::io::sink(), "{e} {e:?}");
-        }
-    }
 }
 
 /// Every operation on `name`, with `token` (a token the table showed, or 0); a lease
