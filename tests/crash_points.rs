@@ -195,7 +195,7 @@ fn churn(table: &LeaseTable, name: &str) -> u64 {
 /// completed without reaching the step.
 fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
     let what = format!("{scenario:?} step {step}");
-    let dir = Scratch::new(&format!("crash-{step}"));
+    let dir = Scratch::new(&format!("crash-{scenario:?}-{step}"));
     let path = dir.path("table");
     let table = match scenario {
         Scenario::Create => None,
