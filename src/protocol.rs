@@ -11,7 +11,7 @@
 //! | Held | `now < d ≤ now + 2·MAX_TTL` | no | the holder: [`renew`], [`release`]; an administrator: [`revoke`]; anyone, if the holder is provably dead: [`try_grant`] |
 //! | Expired | `3 ≤ d ≤ now` | yes | anyone: [`try_grant`]; the table lock holder: [`retire`] |
 //! | Corrupt | `d > now + 2·MAX_TTL` | yes | anyone: [`try_grant`] (no legitimate grant reaches that far; see [`IMPOSSIBLE_AHEAD_NS`]) |
-//! | Unbound | `UNBOUND` | never | the table lock holder: [`bind`] |
+//! | Unbound | `UNBOUND` | never | the table lock holder: [`bind`](fn@bind) |
 //!
 //! Every transition is one CAS on the 128-bit grant word, from the exact value the actor
 //! judged, so "decide from state X" and "move out of X" are one indivisible step. Each
