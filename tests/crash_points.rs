@@ -16,7 +16,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{read_u64, wait_for_waiter, write_u64, Kid, Scratch, Watchdog};
+use common::{fake_reboot, wait_for_waiter, Kid, Scratch, Watchdog};
 use shmlease::fault::{self, Op};
 use shmlease::{Error, LeaseState, LeaseTable, TableOptions};
 
@@ -39,7 +39,6 @@ const TTL: Duration = Duration::from_millis(400);
 const MAX_STEPS: u32 = 40;
 const CAPACITY: u32 = 8;
 const NAME: &str = "victim";
-const BOOT_ID_OFFSET: u64 = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Scenario {
@@ -171,14 +170,6 @@ fn waiter_child() {
     lease.release().unwrap();
 }
 
-/// Overwrites the recorded boot id with one that is not the current boot's.
-fn fake_reboot(path: &Path) {
-    for (i, flip) in [0x0123_4567_89ab_cdefu64, 0xfedc_ba98_7654_3210].into_iter().enumerate() {
-        let at = BOOT_ID_OFFSET + 8 * i as u64;
-        write_u64(path, at, read_u64(path, at) ^ flip);
-    }
-}
-
 fn new_table(path: &Path) -> LeaseTable {
     LeaseTable::create(path, &TableOptions::new().capacity(CAPACITY)).unwrap()
 }
@@ -212,7 +203,7 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
             let lease = t.try_acquire(NAME, Duration::from_secs(3600)).unwrap();
             seen = lease.token();
             lease.detach().unwrap();
-            fake_reboot(&path);
+            fake_reboot(&path, 0);
         }
         (Scenario::BindEvict, Some(t)) => {
             for i in 0..CAPACITY {

@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{read_u64, touch, write_u64, Kid, Scratch, Watchdog};
+use common::{fake_reboot, touch, Kid, Scratch, Watchdog};
 use shmlease::{Error, LeaseState, LeaseTable, TableOptions};
 
 /// Entry point of every child process (see `common::run_child`).
@@ -19,15 +18,6 @@ fn child_main() {
 }
 
 const LONG: Duration = Duration::from_secs(60);
-const BOOT_ID_OFFSET: u64 = 64;
-
-/// Overwrites the recorded boot id with one that is not the current boot's.
-fn fake_reboot(path: &Path, n: u64) {
-    let old = [read_u64(path, BOOT_ID_OFFSET), read_u64(path, BOOT_ID_OFFSET + 8)];
-    let new = [old[0] ^ (0x0123_4567_89ab_cdef + n), old[1] ^ 0xfedc_ba98_7654_3210];
-    write_u64(path, BOOT_ID_OFFSET, new[0]);
-    write_u64(path, BOOT_ID_OFFSET + 8, new[1]);
-}
 
 /// The current boot id, as `TableInfo::boot_id` spells it.
 fn current_boot_id() -> String {

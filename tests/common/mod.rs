@@ -354,6 +354,18 @@ pub fn write_u64(path: &Path, offset: u64, value: u64) {
     f.write_all_at(&value.to_ne_bytes(), offset).unwrap();
 }
 
+/// Byte offset of the boot id in a table's header.
+pub const BOOT_ID_OFFSET: u64 = 64;
+
+/// Simulates a reboot: overwrites the boot id recorded in the table at `path` with one
+/// that is not the current boot's (a different one for each `n`).
+pub fn fake_reboot(path: &Path, n: u64) {
+    let old = [read_u64(path, BOOT_ID_OFFSET), read_u64(path, BOOT_ID_OFFSET + 8)];
+    let new = [old[0] ^ (0x0123_4567_89ab_cdef + n), old[1] ^ 0xfedc_ba98_7654_3210];
+    write_u64(path, BOOT_ID_OFFSET, new[0]);
+    write_u64(path, BOOT_ID_OFFSET + 8, new[1]);
+}
+
 /// Whether a waiter has announced itself on slot `slot` of the table at `path`.
 pub fn waiters_announced(path: &Path, slot: u32) -> bool {
     read_u64(path, HEADER_SIZE + slot as u64 * SLOT_SIZE) & WAITERS_BIT != 0
