@@ -38,7 +38,7 @@ mod armed {
 
     use super::Op;
 
-    /// `op << 32 | points left before the crash`, or 0 when disarmed.
+    /// `op << 32 | points left before the crash`, or 0 until armed.
     static ARMED: AtomicU64 = AtomicU64::new(0);
 
     /// Kills this process at the `step`-th crash point of `op` (1-based) it passes from
@@ -48,31 +48,21 @@ mod armed {
         ARMED.store((op as u64) << 32 | step as u64, Relaxed);
     }
 
-    /// Cancels [`arm`].
-    pub fn disarm() {
-        ARMED.store(0, Relaxed);
-    }
-
     #[inline(always)]
     pub(crate) fn point(op: Op) {
         let armed = ARMED.load(Relaxed);
         if armed != 0 && (armed >> 32) as u32 == op as u32 {
-            passed(armed);
+            passed();
         }
     }
 
+    /// Counts a point of the armed operation; kills the process at the last one. (A test
+    /// child arms once and then runs the operation: nothing re-arms concurrently.)
     #[cold]
     #[inline(never)]
-    fn passed(mut armed: u64) {
-        loop {
-            let left = armed as u32 - 1;
-            let next = if left == 0 { 0 } else { armed - 1 };
-            match ARMED.compare_exchange(armed, next, Relaxed, Relaxed) {
-                Ok(_) if left == 0 => break,
-                Ok(_) => return,
-                Err(now) if now >> 32 == armed >> 32 => armed = now,
-                Err(_) => return, // disarmed or re-armed meanwhile
-            }
+    fn passed() {
+        if ARMED.fetch_sub(1, Relaxed) as u32 != 1 {
+            return;
         }
         // SAFETY: raise(3) takes a plain signal number. SIGKILL cannot be caught, so this
         // does not return.
@@ -82,7 +72,7 @@ mod armed {
 }
 
 #[cfg(all(debug_assertions, not(loom)))]
-pub use armed::{arm, disarm};
+pub use armed::arm;
 
 #[cfg(all(debug_assertions, not(loom)))]
 pub(crate) use armed::point;

@@ -120,20 +120,18 @@ fn crash_child() {
             LeaseTable::open(&path).unwrap();
             0
         }
-        Scenario::BindEmpty | Scenario::BindEvict | Scenario::GrantFree => {
+        Scenario::BindEmpty
+        | Scenario::BindEvict
+        | Scenario::GrantFree
+        | Scenario::GrantAfterWait => {
             let table = LeaseTable::open(&path).unwrap();
             arm();
-            let lease = table.try_acquire(NAME, TTL).unwrap();
-            fault::disarm();
-            let token = lease.token();
-            std::mem::forget(lease);
-            token
-        }
-        Scenario::GrantAfterWait => {
-            let table = LeaseTable::open(&path).unwrap();
-            arm();
-            let lease = table.acquire(NAME, TTL, Some(LONG)).unwrap();
-            fault::disarm();
+            let lease = if scenario == Scenario::GrantAfterWait {
+                table.acquire(NAME, TTL, Some(LONG))
+            } else {
+                table.try_acquire(NAME, TTL)
+            };
+            let lease = lease.unwrap();
             let token = lease.token();
             std::mem::forget(lease);
             token
@@ -146,7 +144,6 @@ fn crash_child() {
             arm();
             if scenario == Scenario::Renew {
                 lease.renew(TTL).unwrap();
-                fault::disarm();
                 std::mem::forget(lease);
             } else {
                 lease.release().unwrap();
