@@ -74,6 +74,20 @@ struct History {
     holder_dead: bool,
 }
 
+impl History {
+    /// A grant taken at table time `at`, not (yet) renewed or released.
+    fn of(g: &Granted, at: u64, holder_dead: bool) -> History {
+        History {
+            token: g.token,
+            at,
+            took: g.took,
+            confirmed: vec![g.deadline],
+            released: false,
+            holder_dead,
+        }
+    }
+}
+
 /// Re-plays grants (sorted by token) and checks that each one started from a state its
 /// predecessor had really left: exclusivity in table time, and tokens in grant order.
 fn check_history(first_token: u64, mut grants: Vec<History>, revoked: &[u64]) {
@@ -195,14 +209,7 @@ fn revocation_racing_two_grants() {
                             Err(Refusal::Held { .. }) => continue,
                             Err(e) => panic!("unexpected refusal {e:?}"),
                         };
-                        let mut h = History {
-                            token: g.token,
-                            at: now,
-                            took: g.took,
-                            confirmed: vec![g.deadline],
-                            released: false,
-                            holder_dead: false,
-                        };
+                        let mut h = History::of(&g, now, false);
                         match protocol::renew(&slot, g.token, now, TTL) {
                             Ok(d) => h.confirmed.push(d),
                             Err(l) => {
@@ -257,14 +264,7 @@ fn expiry_racing_renewal_and_two_grants() {
         let holder = {
             let (slot, clock) = (slot.clone(), clock.clone());
             thread::spawn(move || {
-                let mut h = History {
-                    token: g0.token,
-                    at: 400,
-                    took: g0.took,
-                    confirmed: vec![g0.deadline],
-                    released: false,
-                    holder_dead: false,
-                };
+                let mut h = History::of(&g0, 400, false);
                 let now = clock.load(SeqCst);
                 let mut hint = g0.deadline;
                 match protocol::renew(&slot, g0.token, now, TTL) {
@@ -295,14 +295,7 @@ fn expiry_racing_renewal_and_two_grants() {
                     }
                     let now = clock.load(SeqCst);
                     match protocol::try_grant(&slot, b, now, TTL, rec(i + 2), 0, &mut |_| false) {
-                        Ok(g) => vec![History {
-                            token: g.token,
-                            at: now,
-                            took: g.took,
-                            confirmed: vec![g.deadline],
-                            released: false,
-                            holder_dead: false,
-                        }],
+                        Ok(g) => vec![History::of(&g, now, false)],
                         Err(Refusal::Held { .. }) => vec![],
                         Err(e) => panic!("unexpected refusal {e:?}"),
                     }
@@ -324,14 +317,7 @@ fn dead_holder_reclaim_by_three_actors() {
     model(3, || {
         let (slot, b) = bound(0);
         let g0 = protocol::try_grant(&slot, b, 100, TTL, rec(DEAD_PID), 0, &mut |_| false).unwrap();
-        let dead0 = History {
-            token: g0.token,
-            at: 100,
-            took: g0.took,
-            confirmed: vec![g0.deadline],
-            released: false,
-            holder_dead: true,
-        };
+        let dead0 = History::of(&g0, 100, true);
         let actors: Vec<_> = (0..3u32)
             .map(|i| {
                 let slot = slot.clone();
@@ -346,14 +332,7 @@ fn dead_holder_reclaim_by_three_actors() {
                     }
                     let r = protocol::try_grant(&slot, b, now, TTL, rec(i + 1), 0, &mut dead);
                     let h = match r {
-                        Ok(g) => Some(History {
-                            token: g.token,
-                            at: now,
-                            took: g.took,
-                            confirmed: vec![g.deadline],
-                            released: false,
-                            holder_dead: false,
-                        }),
+                        Ok(g) => Some(History::of(&g, now, false)),
                         Err(Refusal::Held { holder, token, .. }) => {
                             // `None` between a winner's CAS and its record store. The dead
                             // holder only in a refusal that describes its own grant: the
@@ -497,14 +476,7 @@ fn late_record_of_a_revoked_winner_is_not_trusted() {
             thread::spawn(move || {
                 let r = protocol::try_grant(&slot, b, 100, TTL, rec(1), 0, &mut |_| false);
                 w1_dead.store(1, SeqCst); // and it dies
-                r.ok().map(|g| History {
-                    token: g.token,
-                    at: 100,
-                    took: g.took,
-                    confirmed: vec![g.deadline],
-                    released: false,
-                    holder_dead: true,
-                })
+                r.ok().map(|g| History::of(&g, 100, true))
             })
         };
         let admin = {
@@ -515,14 +487,7 @@ fn late_record_of_a_revoked_winner_is_not_trusted() {
                     _ => None,
                 };
                 let g = protocol::try_grant(&slot, b, 110, TTL, rec(2), 0, &mut |_| false);
-                let h = g.ok().map(|g| History {
-                    token: g.token,
-                    at: 110,
-                    took: g.took,
-                    confirmed: vec![g.deadline],
-                    released: false,
-                    holder_dead: false,
-                });
+                let h = g.ok().map(|g| History::of(&g, 110, false));
                 (revoked, h)
             })
         };
@@ -532,14 +497,7 @@ fn late_record_of_a_revoked_winner_is_not_trusted() {
                 let r = protocol::try_grant(&slot, b, 120, TTL, rec(3), 0, &mut |r| {
                     r.pid == 1 && w1_dead.load(SeqCst) == 1
                 });
-                r.ok().map(|g| History {
-                    token: g.token,
-                    at: 120,
-                    took: g.took,
-                    confirmed: vec![g.deadline],
-                    released: false,
-                    holder_dead: false,
-                })
+                r.ok().map(|g| History::of(&g, 120, false))
             })
         };
         let mut grants: Vec<History> = w1.join().unwrap().into_iter().collect();
