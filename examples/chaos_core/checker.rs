@@ -1,18 +1,27 @@
 //! The checker: reads every log after the run and verifies the invariants.
+//!
+//! A process writes one log per stream of rounds: `w<id>.log`, or `w<id>.t<k>.log` for
+//! each thread of a `threads` worker. Times of death, kills and stops are per process
+//! (`WorkerFate`); everything else is per stream.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use super::controller::{Report, WorkerFate};
-use super::{Config, LIVENESS_RECHECK_NS, WIND_DOWN};
+use super::{Config, Mode, LIVENESS_RECHECK_NS, WIND_DOWN};
 
-// ------------------------------------------------------------------------------------
-// Checker
-// ------------------------------------------------------------------------------------
+/// One log: a thread of rounds in a worker process.
+struct Stream {
+    wid: u64,
+    /// `w12` or `w12.t3`.
+    label: String,
+    mode: Mode,
+}
 
 /// One grant, as reconstructed from its worker's log.
 #[derive(Clone, Debug)]
 struct Grant {
+    sid: usize,
     wid: u64,
     name: String,
     token: u64,
@@ -56,7 +65,7 @@ impl Grant {
 }
 
 struct Refusal {
-    wid: u64,
+    sid: usize,
     name: String,
     token: u64,
     holder_pid: u32,
@@ -64,11 +73,52 @@ struct Refusal {
     holder_kind: u8,
     kind: String,
     t_a: u64,
-    t_e: u64,
 }
 
 fn num(f: Option<&&str>) -> Option<u64> {
     f.and_then(|s| s.parse().ok())
+}
+
+/// Violations, each attributed to the modes of the workers involved.
+#[derive(Default)]
+struct Findings {
+    list: Vec<String>,
+    per_mode: BTreeMap<&'static str, BTreeMap<String, u64>>,
+}
+
+impl Findings {
+    fn flag(&mut self, kind: &str, modes: &[Mode], text: String) {
+        self.list.push(format!("{kind}: {text}"));
+        let modes: BTreeSet<Mode> = modes.iter().copied().collect();
+        for m in modes {
+            let c = self.per_mode.entry(m.as_str()).or_default();
+            *c.entry("violations".into()).or_default() += 1;
+            *c.entry(format!("violations: {kind}")).or_default() += 1;
+        }
+    }
+
+    fn bump(&mut self, m: Mode, k: &str) {
+        *self.per_mode.entry(m.as_str()).or_default().entry(k.to_string()).or_default() += 1;
+    }
+}
+
+/// The logs of the run's workers: (process wid, label, file), sorted.
+fn streams_of(dir: &Path, fates: &BTreeMap<u64, WorkerFate>) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_prefix('w').and_then(|s| s.strip_suffix(".log")) else {
+                continue;
+            };
+            let wid = stem.split('.').next().and_then(|s| s.parse::<u64>().ok());
+            if let Some(wid) = wid.filter(|w| fates.contains_key(w)) {
+                out.push((wid, format!("w{stem}")));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 pub(crate) fn check(
@@ -78,36 +128,70 @@ pub(crate) fn check(
     final_tokens: &HashMap<String, u64>,
     report: &mut Report,
 ) {
-    let max_ttl = cfg.max_ttl_ms * 1_000_000;
+    let max_ttl = cfg.longest_ttl_ns();
+    let layout = cfg.layout();
+    let overfull = layout.total() > cfg.capacity() as usize;
     let mut grants: Vec<Grant> = Vec::new();
     let mut refusals: Vec<Refusal> = Vec::new();
+    let mut streams: Vec<Stream> = Vec::new();
     let mut c: BTreeMap<&'static str, u64> = BTreeMap::new();
     let bump = |c: &mut BTreeMap<&'static str, u64>, k: &'static str| *c.entry(k).or_default() += 1;
-    let mut v = Vec::new();
-    let mut exited: HashMap<u64, u64> = HashMap::new();
+    let mut v = Findings::default();
+    // Last words of each stream.
+    let mut exited: HashMap<usize, u64> = HashMap::new();
 
+    // 6. Nobody failed: exit status and stderr.
+    let logs = streams_of(dir, fates);
     for (&wid, fate) in fates {
-        // Exit status and stderr: nobody may panic or fail.
         let err = std::fs::read_to_string(dir.join(format!("w{wid}.err"))).unwrap_or_default();
         if !err.trim().is_empty() {
-            v.push(format!(
-                "worker-failed: worker {wid} (pid {}) wrote to stderr: {}",
-                fate.pid,
-                err.trim()
-            ));
+            v.flag(
+                "worker-failed",
+                &[fate.mode],
+                format!("worker {wid} (pid {}) wrote to stderr: {}", fate.pid, err.trim()),
+            );
         }
         if fate.hung {
-            v.push(format!(
-                "worker-failed: worker {wid} (pid {}) did not finish within {WIND_DOWN:?} after the run",
-                fate.pid
-            ));
-        } else if fate.killed.is_none() && fate.status.as_deref() != Some("exit status: 0") {
-            v.push(format!(
-                "worker-failed: worker {wid} (pid {}) ended with {:?}",
-                fate.pid, fate.status
-            ));
+            v.flag(
+                "worker-failed",
+                &[fate.mode],
+                format!(
+                    "worker {wid} (pid {}) did not finish within {WIND_DOWN:?} after the run",
+                    fate.pid
+                ),
+            );
+        } else if fate.killed.is_none() && !fate.forked() {
+            if fate.status.as_deref() != Some("exit status: 0") {
+                v.flag(
+                    "worker-failed",
+                    &[fate.mode],
+                    format!("worker {wid} (pid {}) ended with {:?}", fate.pid, fate.status),
+                );
+            }
+        } else if fate.killed.is_none() {
+            // Forked: its parent reaps it; its last log line tells whether it finished.
+            let text = std::fs::read_to_string(dir.join(format!("w{wid}.log"))).unwrap_or_default();
+            let bad_status = fate.status.as_deref().is_some_and(|s| s.starts_with("signal"));
+            if !text.lines().any(|l| l.starts_with("Z ")) || bad_status {
+                v.flag(
+                    "worker-failed",
+                    &[fate.mode],
+                    format!(
+                        "forked worker {wid} (pid {}, parent {:?}) ended before the end of the run ({:?})",
+                        fate.pid, fate.parent, fate.status
+                    ),
+                );
+            }
         }
-        let text = std::fs::read_to_string(dir.join(format!("w{wid}.log"))).unwrap_or_default();
+    }
+
+    for (wid, label) in &logs {
+        let wid = *wid;
+        let fate = &fates[&wid];
+        let sid = streams.len();
+        streams.push(Stream { wid, label: label.clone(), mode: fate.mode });
+        let mode = fate.mode;
+        let text = std::fs::read_to_string(dir.join(format!("{label}.log"))).unwrap_or_default();
         let complete = text.rfind('\n').map_or("", |i| &text[..i]);
         if complete.len() + 1 < text.len() {
             bump(&mut c, "torn log lines (killed mid-write)");
@@ -116,10 +200,12 @@ pub(crate) fn check(
         let first = grants.len();
         for line in complete.lines() {
             let f: Vec<&str> = line.split(' ').collect();
-            let key = || (f[1].to_string(), f[2].parse::<u64>().unwrap_or(0));
+            let key =
+                || (f[1].to_string(), f.get(2).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0));
             match f[0] {
                 "G" if f.len() >= 10 => {
                     let g = Grant {
+                        sid,
                         wid,
                         name: f[1].into(),
                         token: num(f.get(2)).unwrap_or(0),
@@ -139,30 +225,74 @@ pub(crate) fn check(
                     open.insert(key(), grants.len());
                     grants.push(g);
                     bump(&mut c, "grants");
+                    v.bump(mode, "grants");
                 }
                 "R" if f.len() >= 8 => {
                     refusals.push(Refusal {
-                        wid,
+                        sid,
                         name: f[1].into(),
                         token: num(f.get(2)).unwrap_or(0),
                         holder_pid: num(f.get(3)).unwrap_or(0) as u32,
                         holder_kind: num(f.get(4)).unwrap_or(2) as u8,
                         kind: f[5].into(),
                         t_a: num(f.get(6)).unwrap_or(0),
-                        t_e: num(f.get(7)).unwrap_or(0),
                     });
-                    bump(
-                        &mut c,
-                        if f[5] == "held" { "refusals: held" } else { "refusals: timed out" },
-                    );
+                    let k = if f[5] == "held" { "refusals: held" } else { "refusals: timed out" };
+                    bump(&mut c, k);
+                    v.bump(mode, k);
+                }
+                "Q" if f.len() >= 5 => {
+                    let full = f[2] == "full";
+                    let k = if full { "refusals: table full" } else { "refusals: busy" };
+                    bump(&mut c, k);
+                    v.bump(mode, k);
+                    // A full table is legitimate only when the run has more names than
+                    // slots; the table lock held past patience only next to a filler.
+                    if (full && !overfull) || (!full && !cfg.has_filler()) {
+                        v.flag(
+                            "unexpected-error",
+                            &[mode],
+                            format!(
+                                "worker {label}: {line} (the run has {} names for {} slots)",
+                                layout.total(),
+                                cfg.capacity()
+                            ),
+                        );
+                    }
                 }
                 "E" => {
                     bump(&mut c, "unexpected errors");
-                    let benign = line.contains("full") && cfg.capacity < cfg.names as u32;
-                    if !benign {
-                        v.push(format!("unexpected-error: worker {wid}: {line}"));
+                    let kind =
+                        if f.get(4) == Some(&"corrupt") { "corrupt" } else { "unexpected-error" };
+                    v.flag(kind, &[mode], format!("worker {label}: {line}"));
+                }
+                "H" if f.len() >= 11 => {
+                    let token = num(f.get(2)).unwrap_or(0);
+                    if f[3] == "1" && f[4] == "1" {
+                        v.bump(mode, "holder checks (lease valid across get())");
+                        let seen = num(f.get(5)).unwrap_or(0);
+                        let hp = num(f.get(6)).unwrap_or(0) as u32;
+                        let hd = f[7];
+                        if seen != token || hp != fate.pid || hd != "0" {
+                            let who = match hd {
+                                "2" => "no holder record".to_string(),
+                                "1" => format!("a detached holder (pid {hp})"),
+                                _ => format!("holder pid {hp}"),
+                            };
+                            v.flag(
+                                "missing-holder",
+                                &[mode],
+                                format!(
+                                    "worker {label} (pid {}) holds {} with token {token}, valid before and after get(), which says token {seen}, {who}, state {}",
+                                    fate.pid, f[1], f[8]
+                                ),
+                            );
+                        }
+                    } else {
+                        v.bump(mode, "holder checks skipped (lease ended during get())");
                     }
                 }
+                "M" => v.bump(mode, "main thread seen exited (state Z)"),
                 "K" => {
                     if let Some(&i) = open.get(&key()) {
                         grants[i].keep_alive = true;
@@ -188,6 +318,19 @@ pub(crate) fn check(
                             bump(&mut c, "renewals");
                         } else {
                             bump(&mut c, "renewals refused (lost)");
+                            let t_r = num(f.get(4)).unwrap_or(u64::MAX);
+                            let why = f.get(5).copied().unwrap_or("");
+                            if t_r < gr.d_lo && !why.starts_with("error") {
+                                let (name, token, d_lo) = (gr.name.clone(), gr.token, gr.d_lo);
+                                v.flag(
+                                    "unexpected-loss",
+                                    &[mode],
+                                    format!(
+                                        "worker {label}: renewing {name} token {token} failed ({why}) by {t_r}, {} us before the deadline's lower bound {d_lo}",
+                                        (d_lo - t_r) / 1000
+                                    ),
+                                );
+                            }
                         }
                     }
                 }
@@ -195,13 +338,38 @@ pub(crate) fn check(
                     if f[9] != "1" {
                         bump(&mut c, "record taken over after own expiry (legit)");
                     } else {
-                        v.push(format!(
-                            "in-lease-overwrite: worker {wid}: record of {} overwritten by token {} (pid {}) while token {} still held it (clock {} < deadline lower bound {}: {}, is_valid(): {})",
-                            f[1], f[3], f[4], f[2], f[5], f[6], f[8] == "1", f[7] == "1"
-                        ));
+                        let writer = num(f.get(4)).unwrap_or(0) as u32;
+                        let mut modes = vec![mode];
+                        modes.extend(
+                            fates.values().filter(|w| w.pid == writer).map(|w| w.mode).next_back(),
+                        );
+                        v.flag(
+                            "in-lease-overwrite",
+                            &modes,
+                            format!(
+                                "worker {label}: record of {} overwritten by token {} (pid {}) while token {} still held it (clock {} < deadline lower bound {}: {}, is_valid(): {})",
+                                f[1], f[3], f[4], f[2], f[5], f[6], f[8] == "1", f[7] == "1"
+                            ),
+                        );
                     }
                 }
-                "L" => bump(&mut c, "keep-alive reported loss"),
+                "L" if f.len() >= 5 => {
+                    bump(&mut c, "keep-alive reported loss");
+                    if let Some(&i) = open.get(&key()) {
+                        let gr = &grants[i];
+                        let t = num(f.get(3)).unwrap_or(u64::MAX);
+                        if t < gr.d_lo {
+                            v.flag(
+                                "unexpected-loss",
+                                &[mode],
+                                format!(
+                                    "worker {label}: the keep-alive of {} token {} reported it lost ({}) by {t}, {} us before its first deadline's lower bound {}",
+                                    gr.name, gr.token, f[4], (gr.d_lo - t) / 1000, gr.d_lo
+                                ),
+                            );
+                        }
+                    }
+                }
                 "X" if f.len() >= 5 => {
                     if let Some(&i) = open.get(&key()) {
                         grants[i].ending = Some((f[3].into(), num(f.get(4)).unwrap_or(0)));
@@ -230,7 +398,7 @@ pub(crate) fn check(
                     }
                 }
                 "Z" => {
-                    exited.insert(wid, num(f.get(1)).unwrap_or(0));
+                    exited.insert(sid, num(f.get(1)).unwrap_or(0));
                 }
                 "B" => {}
                 _ => bump(&mut c, "unparsable log lines"),
@@ -248,13 +416,16 @@ pub(crate) fn check(
             }
         }
     }
+    let label = |g: &Grant| streams[g.sid].label.as_str();
+    let mode_of = |g: &Grant| streams[g.sid].mode;
 
-    // A lower bound of each worker's death: before we sent SIGKILL, or its last words.
-    let death_lo = |wid: u64| -> Option<u64> {
-        let f = &fates[&wid];
+    // A lower bound of a stream's death: before we sent SIGKILL (to it or to the
+    // ancestor it died with), or its last words.
+    let death_lo = |g: &Grant| -> Option<u64> {
+        let f = &fates[&g.wid];
         match f.killed {
             Some(k) => Some(k.0),
-            None => Some(exited.get(&wid).copied().unwrap_or(f.spawned)),
+            None => Some(exited.get(&g.sid).copied().unwrap_or(f.spawned)),
         }
     };
 
@@ -266,7 +437,7 @@ pub(crate) fn check(
     for (name, idx) in &by_name {
         let mut iv: Vec<(u64, u64, usize)> = idx
             .iter()
-            .map(|&i| (grants[i].g, grants[i].end_lo(death_lo(grants[i].wid)), i))
+            .map(|&i| (grants[i].g, grants[i].end_lo(death_lo(&grants[i])), i))
             .filter(|(s, e, _)| s < e)
             .collect();
         iv.sort();
@@ -275,10 +446,14 @@ pub(crate) fn check(
             if let Some((pe, pi)) = best {
                 if s < pe {
                     let (a, b) = (&grants[pi], &grants[i]);
-                    v.push(format!(
-                        "overlap: on {name}: token {} (worker {}, valid [{}, {}]) and token {} (worker {}, valid from {} to {}) overlap by {} ns",
-                        a.token, a.wid, a.g, pe, b.token, b.wid, s, e, pe.min(e) - s
-                    ));
+                    v.flag(
+                        "overlap",
+                        &[mode_of(a), mode_of(b)],
+                        format!(
+                            "on {name}: token {} (worker {}, valid [{}, {}]) and token {} (worker {}, valid from {} to {}) overlap by {} ns",
+                            a.token, label(a), a.g, pe, b.token, label(b), s, e, pe.min(e) - s
+                        ),
+                    );
                 }
             }
             match best {
@@ -294,11 +469,18 @@ pub(crate) fn check(
         let mut sorted: Vec<usize> = idx.clone();
         sorted.sort_by_key(|&i| grants[i].token);
         for w in sorted.windows(2) {
-            if grants[w[0]].token == grants[w[1]].token {
-                v.push(format!(
-                    "token-reuse: token {} of {name} handed out twice (workers {} and {})",
-                    grants[w[0]].token, grants[w[0]].wid, grants[w[1]].wid
-                ));
+            let (a, b) = (&grants[w[0]], &grants[w[1]]);
+            if a.token == b.token {
+                v.flag(
+                    "token-reuse",
+                    &[mode_of(a), mode_of(b)],
+                    format!(
+                        "token {} of {name} handed out twice (workers {} and {})",
+                        a.token,
+                        label(a),
+                        label(b)
+                    ),
+                );
             }
         }
         // X returned before Y's attempt began, so X was granted first: token X < token Y.
@@ -310,18 +492,27 @@ pub(crate) fn check(
         for (k, &y) in sorted.iter().enumerate() {
             let (min_g, x) = suffix_min_g[k + 1];
             if min_g < grants[y].t_a && grants[x].token > grants[y].token {
-                v.push(format!(
-                    "token-order: on {name}: token {} (worker {}) was granted before token {} (worker {}) was even asked for",
-                    grants[x].token, grants[x].wid, grants[y].token, grants[y].wid
-                ));
+                let (gx, gy) = (&grants[x], &grants[y]);
+                v.flag(
+                    "token-order",
+                    &[mode_of(gx), mode_of(gy)],
+                    format!(
+                        "on {name}: token {} (worker {}) was granted before token {} (worker {}) was even asked for",
+                        gx.token, label(gx), gy.token, label(gy)
+                    ),
+                );
             }
         }
         if let (Some(&last), Some(&fin)) = (sorted.last(), final_tokens.get(*name)) {
             if fin <= grants[last].token {
-                v.push(format!(
-                    "token-order: final grant of {name} has token {fin}, not above {}",
-                    grants[last].token
-                ));
+                v.flag(
+                    "token-order",
+                    &[mode_of(&grants[last])],
+                    format!(
+                        "final grant of {name} has token {fin}, not above {}",
+                        grants[last].token
+                    ),
+                );
             }
         }
     }
@@ -332,7 +523,11 @@ pub(crate) fn check(
     let by_token: HashMap<(&str, u64), usize> =
         grants.iter().enumerate().map(|(i, g)| ((g.name.as_str(), g.token), i)).collect();
     let pid_worker = |pid: u32, at: u64| -> Option<u64> {
-        fates.iter().filter(|(_, f)| f.pid == pid && f.spawned <= at).map(|(&w, _)| w).next_back()
+        fates
+            .iter()
+            .filter(|(_, f)| f.pid == pid && f.spawned <= at)
+            .max_by_key(|(_, f)| f.spawned)
+            .map(|(&w, _)| w)
     };
     for r in &refusals {
         let gi = by_token.get(&(r.name.as_str(), r.token)).copied();
@@ -378,10 +573,16 @@ pub(crate) fn check(
             }
         }
         if r.t_a > avail {
-            v.push(format!(
-                "stale-refusal: worker {} was refused {} ({}) at {} by token {}, but {why} at {avail} ({} us earlier)",
-                r.wid, r.name, r.kind, r.t_a, r.token, (r.t_a - avail) / 1000
-            ));
+            let mut modes = vec![streams[r.sid].mode];
+            modes.extend(holder_wid.map(|w| fates[&w].mode));
+            v.flag(
+                "stale-refusal",
+                &modes,
+                format!(
+                    "worker {} was refused {} ({}) at {} by token {}, but {why} at {avail} ({} us earlier)",
+                    streams[r.sid].label, r.name, r.kind, r.t_a, r.token, (r.t_a - avail) / 1000
+                ),
+            );
         }
     }
 
@@ -422,7 +623,7 @@ pub(crate) fn check(
                     }
                 }
             }
-            if q.mode != "try" && q.t_a <= avail {
+            if q.mode != "try" && q.mode != "fill" && q.t_a <= avail {
                 let stopped = fates[&q.wid].stops.iter().any(|&(a, b)| a < q.g && b > q.t_a);
                 if !stopped {
                     let lat = q.g as i64 - avail as i64 - q.run_delay as i64;
@@ -430,10 +631,14 @@ pub(crate) fn check(
                     wlat_n += 1;
                     let bound = LIVENESS_RECHECK_NS + cfg.reclaim_slack.as_nanos() as u64;
                     if lat > bound as i64 {
-                        v.push(format!(
-                            "slow-reclaim: of {name}: token {} (worker {}) was available by {avail}; waiter worker {} (waiting since {}) got it only {} ms later (bound {} ms, run-queue time {} ms already deducted)",
-                            p.token, p.wid, q.wid, q.t_a, lat / 1_000_000, bound / 1_000_000, q.run_delay / 1_000_000
-                        ));
+                        v.flag(
+                            "slow-reclaim",
+                            &[mode_of(p), mode_of(q)],
+                            format!(
+                                "of {name}: token {} (worker {}) was available by {avail}; waiter worker {} (waiting since {}) got it only {} ms later (bound {} ms, run-queue time {} ms already deducted)",
+                                p.token, label(p), label(q), q.t_a, lat / 1_000_000, bound / 1_000_000, q.run_delay / 1_000_000
+                            ),
+                        );
                     }
                 }
             }
@@ -449,9 +654,16 @@ pub(crate) fn check(
         "blocked-waiter latency past availability: max (ms)",
         (wlat_max.max(0) / 1_000_000) as u64,
     );
+    c.insert("log streams", streams.len() as u64);
 
     for (k, n) in c {
         report.counts.insert(k, n);
     }
-    report.violations.extend(v);
+    for (m, counts) in v.per_mode {
+        let e = report.modes.entry(m).or_default();
+        for (k, n) in counts {
+            *e.entry(k).or_default() += n;
+        }
+    }
+    report.violations.extend(v.list);
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 mod checker;
 mod controller;
+mod modes;
 mod worker;
 
 #[allow(unused_imports)]
@@ -51,6 +52,18 @@ pub fn mono() -> u64 {
 pub(crate) fn run_delay() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     s.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// State letter and start time (clock ticks after boot) of process `pid`, from
+/// `/proc/PID/stat`.
+pub(crate) fn proc_stat(pid: u32) -> Option<(u8, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: skip past the last ')'.
+    let mut fields = s.rsplit_once(')')?.1.split_ascii_whitespace();
+    let state = fields.next()?.bytes().next()?;
+    // Field 22 overall is the 20th after the command name (state is the 1st).
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
 }
 
 /// The host's 1-minute load average, as text.
@@ -116,10 +129,6 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
-pub(crate) fn lease_name(i: usize) -> String {
-    format!("chaos-{i}")
-}
-
 /// The shared record file: per name, the largest token written so far and its writer.
 /// Writes are fenced the way a real resource would fence them: a write with a token
 /// smaller than the stored one is rejected.
@@ -179,16 +188,204 @@ impl Records {
 }
 
 // ------------------------------------------------------------------------------------
+// Modes and names
+// ------------------------------------------------------------------------------------
+
+/// What a worker process does with the table: one pattern of use each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mode {
+    /// One process, one table handle, the original loop.
+    #[default]
+    Classic,
+    /// An opener process opens the table once and forks children (some of which fork
+    /// grandchildren) that run the loop on the inherited `LeaseTable`.
+    Fork,
+    /// One process, several threads, each an independent worker on a clone of one
+    /// `LeaseTable`.
+    Threads,
+    /// Every worker on one name in a blocking `acquire`; after each grant it checks that
+    /// the table's holder record is its own.
+    Herd,
+    /// Workers bind and unbind names in a table that a filler keeps almost full.
+    Full,
+    /// Holder identity forced to the start-time fallback (`SHMLEASE_IDENTITY`); some
+    /// workers end their main thread and go on working on a helper thread.
+    Fallback,
+    /// Not selectable: the process that keeps a `full` table full.
+    Filler,
+}
+
+impl Mode {
+    /// The modes `--mode` accepts (and `mix` runs together).
+    pub const SELECTABLE: [Mode; 6] =
+        [Mode::Classic, Mode::Fork, Mode::Threads, Mode::Herd, Mode::Full, Mode::Fallback];
+    /// Every role, in the order of the name layout.
+    pub const ALL: [Mode; 7] = [
+        Mode::Classic,
+        Mode::Fork,
+        Mode::Threads,
+        Mode::Herd,
+        Mode::Full,
+        Mode::Filler,
+        Mode::Fallback,
+    ];
+
+    /// Its name on the command line and in the summary.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Classic => "classic",
+            Mode::Fork => "fork",
+            Mode::Threads => "threads",
+            Mode::Herd => "herd",
+            Mode::Full => "full",
+            Mode::Fallback => "fallback",
+            Mode::Filler => "filler",
+        }
+    }
+
+    /// The mode called `s` (`filler` included).
+    pub fn parse(s: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// Prefix of its lease names.
+    fn prefix(self) -> &'static str {
+        match self {
+            Mode::Classic => "chaos",
+            Mode::Fork => "fork",
+            Mode::Threads => "thr",
+            Mode::Herd => "herd",
+            Mode::Full => "full",
+            Mode::Fallback => "fb",
+            Mode::Filler => "fill",
+        }
+    }
+
+    /// Lease names of the mode unless `--names` says otherwise (single-mode runs).
+    fn default_names(self) -> usize {
+        match self {
+            Mode::Classic | Mode::Threads | Mode::Fallback => 4,
+            // More names than the 8 slots of a fork run's table: binding and unbinding
+            // all the time, which is where forked binders trample each other.
+            Mode::Fork => 24,
+            Mode::Herd => 1,
+            // Rotating over more names than the free slots next to the filler's.
+            Mode::Full => 12,
+            Mode::Filler => 0,
+        }
+    }
+
+    /// Worker units (processes the controller starts; a fork unit is a whole tree)
+    /// unless `--workers` says otherwise.
+    fn default_workers(self) -> usize {
+        match self {
+            Mode::Classic => 8,
+            Mode::Fork => 2,
+            Mode::Threads => 3,
+            Mode::Herd | Mode::Fallback => 6,
+            Mode::Full => 5,
+            Mode::Filler => 1,
+        }
+    }
+}
+
+/// Which modes a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// Every worker in this mode.
+    One(Mode),
+    /// Each worker unit in a mode drawn at random (every mode at least once when there
+    /// are enough units), all on one table.
+    Mix,
+}
+
+impl RunMode {
+    /// Its name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMode::One(m) => m.as_str(),
+            RunMode::Mix => "mix",
+        }
+    }
+}
+
+/// The lease names of a run: per role, a count; all roles' names in one list, in
+/// `Mode::ALL` order, which indexes the record file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    counts: Vec<(Mode, usize)>,
+}
+
+impl Layout {
+    /// As passed to workers: `classic:4,fork:24,...`.
+    pub(crate) fn encode(&self) -> String {
+        let parts: Vec<String> =
+            self.counts.iter().map(|(m, n)| format!("{}:{n}", m.as_str())).collect();
+        parts.join(",")
+    }
+
+    pub(crate) fn decode(s: &str) -> Option<Layout> {
+        let mut counts = Vec::new();
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            let (m, n) = part.split_once(':')?;
+            counts.push((Mode::parse(m)?, n.parse().ok()?));
+        }
+        Some(Layout { counts })
+    }
+
+    /// Every name of the run, in record order.
+    pub(crate) fn all(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for &(m, n) in &self.counts {
+            out.extend((0..n).map(|i| name_of(m, i, n)));
+        }
+        out
+    }
+
+    /// Names of `mode`, each with its record index.
+    pub(crate) fn of(&self, mode: Mode) -> Vec<(usize, String)> {
+        let mut base = 0;
+        for &(m, n) in &self.counts {
+            if m == mode {
+                return (0..n).map(|i| (base + i, name_of(m, i, n))).collect();
+            }
+            base += n;
+        }
+        Vec::new()
+    }
+
+    /// The role whose name `name` is.
+    pub(crate) fn mode_of(&self, name: &str) -> Option<Mode> {
+        self.counts.iter().map(|c| c.0).find(|&m| self.of(m).iter().any(|(_, n)| n == name))
+    }
+
+    /// How many names in all.
+    pub fn total(&self) -> usize {
+        self.counts.iter().map(|c| c.1).sum()
+    }
+}
+
+fn name_of(m: Mode, i: usize, n: usize) -> String {
+    if n == 1 && m == Mode::Herd {
+        m.prefix().to_string()
+    } else {
+        format!("{}-{i}", m.prefix())
+    }
+}
+
+// ------------------------------------------------------------------------------------
 // Configuration
 // ------------------------------------------------------------------------------------
 
-/// The harness's knobs.
+/// The harness's knobs. `None` means "the mode's default" (see `docs/chaos.md`).
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Worker processes alive at any time.
-    pub workers: usize,
-    /// Lease names the workers fight over.
-    pub names: usize,
+    /// Which pattern(s) the workers follow.
+    pub mode: RunMode,
+    /// Worker units alive at any time (a fork unit is a tree of processes).
+    pub workers: Option<usize>,
+    /// Lease names of the mode (single-mode runs; `mix` uses every mode's default).
+    pub names: Option<usize>,
     /// How long the chaos lasts.
     pub duration: Duration,
     /// Seed of every random choice (controller and workers).
@@ -202,7 +399,7 @@ pub struct Config {
     /// Run directory for logs; default: a fresh one under the temp directory.
     pub dir: Option<PathBuf>,
     /// Table capacity when the harness creates the table.
-    pub capacity: u32,
+    pub capacity: Option<u32>,
     /// Largest TTL (ms); TTLs are uniform in 1 ms ..= this.
     pub max_ttl_ms: u64,
     /// Scheduling slack allowed on top of the 50 ms liveness re-check when a blocked
@@ -215,26 +412,110 @@ pub struct Config {
     /// Fault injection, to prove the checker can fail: `lie` makes workers believe and
     /// log deadlines 20 ms later than the library granted. Empty: none.
     pub fault: String,
+    /// Threads per process in `threads` mode.
+    pub threads: usize,
+    /// Children an opener keeps forked in `fork` mode (each forks a grandchild half the
+    /// time).
+    pub fork_children: usize,
+    /// Names the filler holds (`full` and `mix`).
+    pub fill: Option<usize>,
+    /// Percentage of `fallback` workers whose main thread exits.
+    pub zombie_pct: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            workers: 8,
-            names: 4,
+            mode: RunMode::One(Mode::Classic),
+            workers: None,
+            names: None,
             duration: Duration::from_secs(60),
             seed: 0,
             kill_rate: 2.0,
             stop_rate: 2.0,
             table: None,
             dir: None,
-            capacity: 64,
+            capacity: None,
             max_ttl_ms: 50,
             reclaim_slack: Duration::from_millis(200),
             keep: false,
             progress: Duration::ZERO,
             fault: String::new(),
+            threads: 4,
+            fork_children: 4,
+            fill: None,
+            zombie_pct: 50,
         }
+    }
+}
+
+/// Lease TTL of the filler (renewed by a keep-alive every third of it).
+pub const FILLER_TTL_MS: u64 = 1_000;
+
+impl Config {
+    /// Worker units.
+    pub fn units(&self) -> usize {
+        self.workers.unwrap_or(match self.mode {
+            RunMode::One(m) => m.default_workers(),
+            RunMode::Mix => 8,
+        })
+    }
+
+    /// Table capacity.
+    pub fn capacity(&self) -> u32 {
+        self.capacity.unwrap_or(match self.mode {
+            RunMode::One(Mode::Fork) => 8,
+            _ => 64,
+        })
+    }
+
+    /// The modes the run's units can have.
+    pub fn modes(&self) -> Vec<Mode> {
+        match self.mode {
+            RunMode::One(m) => vec![m],
+            RunMode::Mix => Mode::SELECTABLE.to_vec(),
+        }
+    }
+
+    /// Whether a filler keeps the table nearly full.
+    pub fn has_filler(&self) -> bool {
+        self.modes().contains(&Mode::Full)
+    }
+
+    /// Names the filler holds.
+    pub fn fill(&self) -> usize {
+        if !self.has_filler() {
+            return 0;
+        }
+        let c = self.capacity() as usize;
+        self.fill.unwrap_or(match self.mode {
+            RunMode::Mix => c * 3 / 4,
+            _ => c.saturating_sub(4),
+        })
+    }
+
+    /// The names of the run.
+    pub fn layout(&self) -> Layout {
+        let mut counts = Vec::new();
+        for m in Mode::ALL {
+            let n = match (self.mode, m) {
+                (_, Mode::Filler) => self.fill(),
+                (_, Mode::Herd) if self.modes().contains(&m) => 1,
+                (RunMode::One(one), _) if one == m => self.names.unwrap_or(m.default_names()),
+                (RunMode::Mix, _) => m.default_names(),
+                _ => 0,
+            };
+            if n > 0 {
+                counts.push((m, n));
+            }
+        }
+        Layout { counts }
+    }
+
+    /// Largest TTL any worker asks for (ns).
+    pub fn longest_ttl_ns(&self) -> u64 {
+        let filler = if self.has_filler() { FILLER_TTL_MS } else { 0 };
+        self.max_ttl_ms.max(filler) * 1_000_000
     }
 }
 
@@ -249,12 +530,18 @@ pub struct Launcher {
 
 /// Usage text of the example.
 pub const USAGE: &str = "\
-usage: chaos [--workers P] [--names N] [--duration DUR] [--seed S]
+usage: chaos [--mode classic|fork|threads|herd|full|fallback|mix]
+             [--workers P] [--names N] [--duration DUR] [--seed S]
              [--kill-rate PER_SEC] [--stop-rate PER_SEC] [--table LOCATION]
              [--dir DIR] [--capacity C] [--max-ttl-ms MS] [--reclaim-slack DUR]
+             [--threads T] [--fork-children K] [--fill F] [--zombie-pct PCT]
              [--keep] [--progress DUR] [--fault lie]
-defaults: 8 workers, 4 names, 60s, seed from the clock, 2 kills/s, 2 stops/s,
-          a table file in DIR, capacity 64, TTLs 1..=50 ms, slack 200ms";
+defaults: mode classic, 60s, seed from the clock, 2 kills/s, 2 stops/s, a table file
+          in DIR, TTLs 1..=50 ms, slack 200ms; per mode (see docs/chaos.md):
+          workers/names/capacity classic 8/4/64, fork 2/24/8, threads 3/4/64 with 4
+          threads, herd 6/1/64, full 5/12/64 plus a filler holding capacity-4 names,
+          fallback 6/4/64 (50% end their main thread), mix 8 units over every mode's
+          names in one table of 64 with a filler holding 3/4 of it";
 
 impl Config {
     /// Parses command-line flags.
@@ -273,25 +560,59 @@ impl Config {
             let bad = |e: String| format!("bad value {v:?} for {flag}: {e}");
             let dur = |v: &str| parse_duration(v).ok_or_else(|| format!("bad duration {v:?}"));
             match flag.as_str() {
-                "--workers" => c.workers = v.parse().map_err(|e| bad(format!("{e}")))?,
-                "--names" => c.names = v.parse().map_err(|e| bad(format!("{e}")))?,
+                "--mode" => {
+                    c.mode = match v.as_str() {
+                        "mix" => RunMode::Mix,
+                        m => match Mode::parse(m) {
+                            Some(m) if m != Mode::Filler => RunMode::One(m),
+                            _ => return Err(bad("no such mode".into())),
+                        },
+                    }
+                }
+                "--workers" => c.workers = Some(v.parse().map_err(|e| bad(format!("{e}")))?),
+                "--names" => c.names = Some(v.parse().map_err(|e| bad(format!("{e}")))?),
                 "--duration" => c.duration = dur(v)?,
                 "--seed" => c.seed = v.parse().map_err(|e| bad(format!("{e}")))?,
                 "--kill-rate" => c.kill_rate = v.parse().map_err(|e| bad(format!("{e}")))?,
                 "--stop-rate" => c.stop_rate = v.parse().map_err(|e| bad(format!("{e}")))?,
                 "--table" => c.table = Some(v.clone()),
                 "--dir" => c.dir = Some(PathBuf::from(v)),
-                "--capacity" => c.capacity = v.parse().map_err(|e| bad(format!("{e}")))?,
+                "--capacity" => c.capacity = Some(v.parse().map_err(|e| bad(format!("{e}")))?),
                 "--max-ttl-ms" => c.max_ttl_ms = v.parse().map_err(|e| bad(format!("{e}")))?,
                 "--reclaim-slack" => c.reclaim_slack = dur(v)?,
                 "--progress" => c.progress = dur(v)?,
                 "--fault" => c.fault = v.clone(),
+                "--threads" => c.threads = v.parse().map_err(|e| bad(format!("{e}")))?,
+                "--fork-children" => {
+                    c.fork_children = v.parse().map_err(|e| bad(format!("{e}")))?
+                }
+                "--fill" => c.fill = Some(v.parse().map_err(|e| bad(format!("{e}")))?),
+                "--zombie-pct" => c.zombie_pct = v.parse().map_err(|e| bad(format!("{e}")))?,
                 _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
             }
         }
-        if c.workers == 0 || c.names == 0 || c.max_ttl_ms == 0 {
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Rejects knob values that cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.units() == 0 || self.max_ttl_ms == 0 || self.names == Some(0) {
             return Err("--workers, --names and --max-ttl-ms must be positive".into());
         }
-        Ok(c)
+        if self.threads == 0 || self.fork_children == 0 {
+            return Err("--threads and --fork-children must be positive".into());
+        }
+        if self.has_filler() && self.fill() >= self.capacity() as usize {
+            return Err(format!(
+                "--fill {} leaves no free slot in a table of {}",
+                self.fill(),
+                self.capacity()
+            ));
+        }
+        if !self.fault.is_empty() && self.fault != "lie" {
+            return Err(format!("unknown fault {:?} (only `lie`)", self.fault));
+        }
+        Ok(())
     }
 }
