@@ -309,8 +309,10 @@ fn ancestor_kill(fates: &BTreeMap<u64, WorkerFate>, wid: u64) -> Option<(u64, u6
     None
 }
 
-/// The modes of the worker units: all the same, or for `mix` a random assignment that
-/// gives every mode at least one unit when there are enough units.
+/// The modes of the worker units: all the same; or for `mix`, every mode once (in a
+/// random order), then `fork` once more and the herd three more times (as in their own
+/// modes: two trees, and a herd of one is no herd), then modes other than `fork` (a
+/// fork unit is already a tree of about seven processes) at random.
 fn unit_modes(cfg: &Config, rng: &mut Rng) -> Vec<Mode> {
     match cfg.mode {
         RunMode::One(m) => vec![m; cfg.units()],
@@ -319,9 +321,15 @@ fn unit_modes(cfg: &Config, rng: &mut Rng) -> Vec<Mode> {
             for i in (1..all.len()).rev() {
                 all.swap(i, rng.below(i as u64 + 1) as usize);
             }
-            let n = Mode::SELECTABLE.len() as u64;
+            all.extend([Mode::Fork, Mode::Herd, Mode::Herd, Mode::Herd]);
+            let others: Vec<Mode> =
+                Mode::SELECTABLE.into_iter().filter(|&m| m != Mode::Fork).collect();
             (0..cfg.units())
-                .map(|i| all.get(i).copied().unwrap_or(Mode::SELECTABLE[rng.below(n) as usize]))
+                .map(|i| {
+                    all.get(i)
+                        .copied()
+                        .unwrap_or_else(|| others[rng.below(others.len() as u64) as usize])
+                })
                 .collect()
         }
     }

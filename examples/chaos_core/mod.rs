@@ -294,8 +294,8 @@ impl Mode {
 pub enum RunMode {
     /// Every worker in this mode.
     One(Mode),
-    /// Each worker unit in a mode drawn at random (every mode at least once when there
-    /// are enough units), all on one table.
+    /// Every mode at once on one table: each worker unit in a mode drawn at random
+    /// (every mode at least once, and a herd of several, when there are enough units).
     Mix,
 }
 
@@ -417,7 +417,7 @@ pub struct Config {
     /// Children an opener keeps forked in `fork` mode (each forks a grandchild half the
     /// time).
     pub fork_children: usize,
-    /// Names the filler holds (`full` and `mix`).
+    /// Names the filler holds (`full`: capacity - 4; `mix`: 3/4 of the capacity).
     pub fill: Option<usize>,
     /// Percentage of `fallback` workers whose main thread exits.
     pub zombie_pct: u64,
@@ -457,7 +457,7 @@ impl Config {
     pub fn units(&self) -> usize {
         self.workers.unwrap_or(match self.mode {
             RunMode::One(m) => m.default_workers(),
-            RunMode::Mix => 8,
+            RunMode::Mix => 10,
         })
     }
 
@@ -465,6 +465,7 @@ impl Config {
     pub fn capacity(&self) -> u32 {
         self.capacity.unwrap_or(match self.mode {
             RunMode::One(Mode::Fork) => 8,
+            RunMode::Mix => 64,
             _ => 64,
         })
     }
@@ -540,8 +541,9 @@ defaults: mode classic, 60s, seed from the clock, 2 kills/s, 2 stops/s, a table 
           in DIR, TTLs 1..=50 ms, slack 200ms; per mode (see docs/chaos.md):
           workers/names/capacity classic 8/4/64, fork 2/24/8, threads 3/4/64 with 4
           threads, herd 6/1/64, full 5/12/64 plus a filler holding capacity-4 names,
-          fallback 6/4/64 (50% end their main thread), mix 8 units over every mode's
-          names in one table of 64 with a filler holding 3/4 of it";
+          fallback 6/4/64 (50% end their main thread); mix: 10 units (each mode
+          once, 1 more fork, 3 more herd, the rest random but fork), every mode's names in one
+          table of 64 with a filler holding 3/4 of it";
 
 impl Config {
     /// Parses command-line flags.
