@@ -1,13 +1,26 @@
-//! The chaos harness (`examples/chaos.rs`) in CI: 6 worker processes over 3 names for
-//! 60 seconds, with kill -9s and SIGSTOPs; asserts zero violations. A second, short run
-//! injects a fault (workers believe their leases last 20 ms longer than granted) and
-//! asserts that the checker catches it, so a clean result is not a blind checker's.
+//! The chaos harness (`examples/chaos.rs`) in CI.
 //!
-//! Workers are this test binary re-executed with `SHMLEASE_CHAOS_WORKER` set, entering
-//! through the ignored `chaos_worker` test. `SHMLEASE_CHAOS_SECS` overrides the
-//! duration of the main run. The harness has its own watchdog (it kills every worker and
-//! aborts if a run overstays by a minute); workers die with this process
-//! (`PR_SET_PDEATHSIG`) and stop by themselves at the end of the run.
+//! - `chaos_short`: every worker pattern at once (`--mode mix`: fork trees on one
+//!   inherited table, threads, a herd on one name, a table kept full, the fallback
+//!   identity with exited main threads, and the classic loop) on one table for 60 s, with
+//!   kill -9s and SIGSTOPs; asserts that every mode ran and that there is no violation.
+//! - `chaos_checker_catches_a_lying_holder`: a short run that injects a fault (workers
+//!   believe their leases last 20 ms longer than granted) and asserts that the checker
+//!   catches it, so a clean result is not a blind checker's.
+//! - `chaos_modes_smoke`: each mode alone for 0.6 s, asserting that its machinery
+//!   works (forks announced, threads' logs, the herd's holder checks, a full table,
+//!   exited main threads). It does not assert zero violations: that is too short to
+//!   mean anything either way; `chaos_short` does that.
+//!
+//! Workers are this test binary re-executed with `SHMLEASE_CHAOS_WORKER` set. They start
+//! from an ELF constructor, before `main` and before the test harness starts any thread,
+//! so that a worker runs on its process's main thread: a fork tree's opener forks
+//! single-threaded, and a fallback worker can end its main thread. (Should the
+//! constructor not run, the ignored `chaos_worker` test is the entry point instead.)
+//! `SHMLEASE_CHAOS_SECS` overrides the duration of the main run. The harness has its
+//! own watchdog (it kills every worker and aborts if a run overstays by a minute);
+//! workers die with this process (`PR_SET_PDEATHSIG`, forked ones with their parent)
+//! and stop by themselves at the end of the run.
 
 #[path = "../examples/chaos_core/mod.rs"]
 mod chaos_core;
@@ -15,10 +28,23 @@ mod chaos_core;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// The two runs take turns: each wants the CPUs to itself.
+use chaos_core::{Mode, RunMode};
+
+/// The runs take turns: each wants the CPUs to itself.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Entry point of the worker processes (re-executions of this binary).
+/// Runs a worker before `main` when this process is one.
+extern "C" fn worker_entry() {
+    if chaos_core::maybe_run_worker() {
+        std::process::exit(0);
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static WORKER_ENTRY: extern "C" fn() = worker_entry;
+
+/// Entry point of the worker processes if the constructor did not run.
 #[test]
 #[ignore = "worker process entry point; run by the chaos tests"]
 fn chaos_worker() {
@@ -36,11 +62,10 @@ fn launcher() -> chaos_core::Launcher {
     }
 }
 
-fn config(secs: u64) -> chaos_core::Config {
+fn config(mode: RunMode, secs: f64) -> chaos_core::Config {
     chaos_core::Config {
-        workers: Some(6),
-        names: Some(3),
-        duration: Duration::from_secs(secs),
+        mode,
+        duration: Duration::from_secs_f64(secs),
         seed: chaos_core::mono(),
         kill_rate: 3.0,
         stop_rate: 3.0,
@@ -52,12 +77,15 @@ fn config(secs: u64) -> chaos_core::Config {
 fn chaos_short() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let secs = std::env::var("SHMLEASE_CHAOS_SECS").ok().and_then(|s| s.parse().ok());
-    let cfg = config(secs.unwrap_or(60));
+    let cfg = config(RunMode::Mix, secs.unwrap_or(60.0));
     let report = chaos_core::run(&cfg, &launcher());
     eprintln!("seed {}\n{}", cfg.seed, report.summary());
     let count = |k: &str| report.counts.get(k).copied().unwrap_or(0);
     assert!(count("grants") > 100, "too few grants to mean anything");
     assert!(count("kills (SIGKILL)") > 0 && count("stops (SIGSTOP > max TTL)") > 0);
+    for m in Mode::SELECTABLE.into_iter().chain([Mode::Filler]) {
+        assert!(report.mode_count(m.as_str(), "grants") > 0, "mode {} made no grant", m.as_str());
+    }
     assert!(
         report.violations.is_empty(),
         "{} violations; logs kept in {}",
@@ -69,7 +97,12 @@ fn chaos_short() {
 #[test]
 fn chaos_checker_catches_a_lying_holder() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let cfg = chaos_core::Config { fault: "lie".into(), ..config(5) };
+    let cfg = chaos_core::Config {
+        fault: "lie".into(),
+        workers: Some(6),
+        names: Some(3),
+        ..config(RunMode::One(Mode::Classic), 5.0)
+    };
     let report = chaos_core::run(&cfg, &launcher());
     let kinds: Vec<&str> = report.violations.iter().filter_map(|v| v.split(':').next()).collect();
     assert!(
@@ -78,4 +111,45 @@ fn chaos_checker_catches_a_lying_holder() {
         report.summary()
     );
     let _ = std::fs::remove_dir_all(&report.dir);
+}
+
+#[test]
+fn chaos_modes_smoke() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    for m in Mode::SELECTABLE {
+        let cfg = config(RunMode::One(m), 0.6);
+        let report = chaos_core::run(&cfg, &launcher());
+        let name = m.as_str();
+        let count = |k: &str| report.mode_count(name, k);
+        let failed = report.violations.iter().filter(|v| v.starts_with("worker-failed")).count();
+        let summary = report.summary();
+        assert!(count("grants") > 0, "{name}: no grant\n{summary}");
+        assert_eq!(failed, 0, "{name}: workers failed\n{summary}");
+        match m {
+            Mode::Fork => assert!(
+                count("forked children") > 0 && count("forked grandchildren") > 0,
+                "fork: no forked children or grandchildren announced\n{summary}"
+            ),
+            Mode::Threads => assert!(
+                report.counts["log streams"] >= cfg.threads as u64,
+                "threads: fewer logs than threads\n{summary}"
+            ),
+            Mode::Herd => assert!(
+                count("holder checks (lease valid across get())") > 0,
+                "herd: no holder check\n{summary}"
+            ),
+            Mode::Full => {
+                let (_, median) = report.occupancy_pct().expect("occupancy samples");
+                assert!(median >= 99.0, "full: median occupancy {median}%\n{summary}");
+                assert!(report.mode_count("filler", "grants") >= cfg.fill() as u64);
+            }
+            Mode::Fallback => assert!(
+                count("main thread seen exited (state Z)") > 0,
+                "fallback: no worker ran with an exited main thread\n{summary}"
+            ),
+            Mode::Classic | Mode::Filler => {}
+        }
+        eprintln!("{name}: {} grants, {} violations", count("grants"), report.violations.len());
+        let _ = std::fs::remove_dir_all(&report.dir);
+    }
 }
