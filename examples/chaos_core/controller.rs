@@ -723,10 +723,14 @@ pub fn run(cfg: &Config, launcher: &Launcher) -> Report {
             ctl.stop_one();
         }
         if now >= next_sample {
-            // From the moment the filler (if any) has filled the table.
+            // From the moment the filler has filled the table (without one: after 1 s).
             next_sample = now + 100_000_000;
             let names = table.info().names;
-            warmed |= names as usize >= cfg.fill();
+            warmed |= if cfg.has_filler() {
+                names as usize >= cfg.fill()
+            } else {
+                now >= start + 1_000_000_000
+            };
             if warmed {
                 report.occupancy.push(names);
             }

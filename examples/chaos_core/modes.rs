@@ -57,6 +57,9 @@ fn round<'a>(
         herd: w.mode == Mode::Herd,
         keep_alive: true,
         quick: matches!(w.mode, Mode::Fork | Mode::Herd | Mode::Full),
+        fresh_pct: if w.mode == Mode::Full { 30 } else { 0 },
+        fresh_prefix: format!("fresh-w{}-", w.wid),
+        fresh_next: std::cell::Cell::new(0),
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use shmlease::{AcquireOptions, Error, LeaseTable};
 
-use super::{mono, run_delay, Layout, Mode, Records, Rng, WORKER_ENV};
+use super::{mono, run_delay, Layout, Mode, Records, Rng, FILLER_TTL_MS, WORKER_ENV};
 
 /// Worker parameters, passed in `SHMLEASE_CHAOS_*` environment variables.
 #[derive(Clone)]
@@ -209,6 +209,12 @@ pub(crate) struct Round<'a> {
     /// Short holds, mostly released at once: more grants, binds and hand-overs per
     /// second (`fork`, `herd`, `full`, where the races are in granting and binding).
     pub quick: bool,
+    /// Percentage of rounds on a fresh name (`full`): one never used before, which must
+    /// be bound, evicting an idle name. Fresh names have no record.
+    pub fresh_pct: u64,
+    /// Fresh names are this prefix and a counter.
+    pub fresh_prefix: String,
+    pub fresh_next: std::cell::Cell<u64>,
 }
 
 /// Runs rounds until `end`, logging to `log` (begin line `B`, end line `Z`); calls
@@ -222,13 +228,59 @@ pub(crate) fn run_stream(
 ) {
     logln!(log, "B {wid} {} {} {}", r.pid, mono(), mode.as_str());
     while mono() < end {
-        one_round(r, rng, log);
+        if r.fresh_pct > 0 && rng.pct(30) {
+            rotate_burst(r, rng, log);
+        } else {
+            one_round(r, rng, log);
+        }
         between(log);
         if rng.pct(30) {
             std::thread::sleep(Duration::from_micros(rng.below(3000)));
         }
     }
     logln!(log, "Z {}", mono());
+}
+
+/// `full`: a burst of rotation without pause (the pattern of a review's reproduction):
+/// keep 1–3 leases on fresh names, releasing one and binding a new one on every try, so
+/// that every bind must evict an idle name, and the only idle names are the ones others
+/// just bound or released.
+fn rotate_burst(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
+    let hold = rng.range(1, 3) as usize;
+    // Long enough that nothing expires during the burst: the free slots stay held,
+    // and a bind has nothing to evict but what was just released.
+    let ttl_ns = FILLER_TTL_MS * 1_000_000;
+    let ttl = Duration::from_nanos(ttl_ns);
+    let mut held: Vec<(String, shmlease::Lease<'_>)> = Vec::new();
+    let mut full = 0;
+    // Up to 100 tries; the third `TableFull` ends the burst (the table has no room).
+    for _ in 0..rng.range(20, 100) {
+        if full == 3 {
+            break;
+        }
+        if held.len() >= hold {
+            let (name, lease) = held.swap_remove(rng.below(held.len() as u64) as usize);
+            end_lease(log, &name, lease, "release");
+        }
+        let n = r.fresh_next.get();
+        r.fresh_next.set(n + 1);
+        let name = format!("{}{n}", r.fresh_prefix);
+        let t_a = mono();
+        match r.table.try_acquire(&name, ttl) {
+            Ok(lease) => {
+                let g = mono();
+                log_grant(log, &name, &lease, "try", ttl_ns, (t_a, g, 0), r.lie_ns);
+                held.push((name, lease));
+            }
+            Err(e) => {
+                full += matches!(e, shmlease::Error::TableFull { .. }) as u32;
+                log_refusal(log, &name, &e, t_a);
+            }
+        }
+    }
+    for (name, lease) in held {
+        end_lease(log, &name, lease, "release");
+    }
 }
 
 /// Herd: right after a grant, whether the table names us as the holder. Only
@@ -256,8 +308,16 @@ fn herd_check(r: &Round<'_>, log: &mut Log, name: &str, lease: &shmlease::Lease<
 pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
     let (table, records, pid) = (r.table, r.records, r.pid);
     let max_ttl_ms = r.max_ttl_ms;
-    let (ni, name) = &r.names[rng.below(r.names.len() as u64) as usize];
-    let (ni, name) = (*ni, name.as_str());
+    let fresh_name;
+    let (ni, name) = if r.fresh_pct > 0 && rng.pct(r.fresh_pct) {
+        let n = r.fresh_next.get();
+        r.fresh_next.set(n + 1);
+        fresh_name = format!("{}{n}", r.fresh_prefix);
+        (None, fresh_name.as_str())
+    } else {
+        let (ni, name) = &r.names[rng.below(r.names.len() as u64) as usize];
+        (Some(*ni), name.as_str())
+    };
     let ttl_ns = rng.range(1_000, max_ttl_ms * 1_000) * 1_000;
     let ttl = Duration::from_nanos(ttl_ns);
     let mode = rng.below(100);
@@ -310,13 +370,10 @@ pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
     let saw = |seen: u64, writer: u64, lease: &shmlease::Lease<'_>, d_lo: u64, log: &mut Log| {
         saw_other(log, name, token, seen, writer, lease, d_lo)
     };
-    match records.write(ni, token, pid) {
-        Ok(()) => {}
-        Err(seen) => {
-            let (_, writer) = records.read(ni);
-            saw(seen, writer, &lease, d_lo, log);
-            lost = true;
-        }
+    if let Some(Err(seen)) = ni.map(|i| records.write(i, token, pid)) {
+        let (_, writer) = records.read(ni.unwrap_or_default());
+        saw(seen, writer, &lease, d_lo, log);
+        lost = true;
     }
     let chunks = if r.quick { 1 } else { rng.range(1, 3) };
     for _ in 0..chunks {
@@ -331,7 +388,7 @@ pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
             _ => rng.range(ttl_ns, ttl_ns * 2),
         };
         std::thread::sleep(Duration::from_nanos(work));
-        let (seen, writer) = records.read(ni);
+        let (seen, writer) = ni.map_or((token, 0), |i| records.read(i));
         if seen != token {
             saw(seen, writer, &lease, d_lo, log);
             lost = true;
@@ -371,7 +428,7 @@ pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
     }
     // Read back just before leaving.
     if !lost {
-        let (seen, writer) = records.read(ni);
+        let (seen, writer) = ni.map_or((token, 0), |i| records.read(i));
         if seen != token {
             saw(seen, writer, &lease, d_lo, log);
         }
