@@ -95,4 +95,4 @@ pub use lease::{DetachedLease, Lease, RawLease};
 #[cfg(not(loom))]
 pub use options::{Location, TableOptions};
 #[cfg(not(loom))]
-pub use table::{AcquireOptions, LeaseTable};
+pub use table::{AcquireOptions, LeaseTable, RemoveOptions};
