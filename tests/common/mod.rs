@@ -20,6 +20,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+
+mod patterns;
 use std::time::{Duration, Instant, SystemTime};
 
 use shmlease::{Error, LeaseTable, TableOptions};
@@ -187,6 +189,10 @@ impl Kid {
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(format!("SHMLEASE_IT_{k}"), v);
+            // The library's own knob (see src/identity.rs), passed as it is.
+            if *k == "IDENTITY" {
+                cmd.env("SHMLEASE_IDENTITY", v);
+            }
         }
         let mut child = cmd.spawn().expect("spawning a child test process");
         wd.register(child.id() as i32);
@@ -533,6 +539,11 @@ pub fn run_child() {
         "timens" => role_timens(),
         "timens_mid" => role_timens_mid(),
         "timens_probe" => role_timens_probe(),
+        "fork_churn" => patterns::role_fork_churn(),
+        "herd" => patterns::role_herd(),
+        "main_exits" => patterns::role_main_exits(),
+        "bind_crash" => patterns::role_bind_crash(),
+        "timens_unshared" => patterns::role_timens_unshared(),
         other => {
             eprintln!("unknown role {other}");
             90
