@@ -154,14 +154,16 @@ const TIME_NS_INIT_INO: u64 = 0xEFFF_FFFA;
 /// This process's own `CLOCK_MONOTONIC` offset from the host's, in nanoseconds, or an
 /// error saying why it cannot be known.
 ///
-/// `/proc/self/timens_offsets` describes the time namespace of this process's *future
-/// children* (`/proc/self/ns/time_for_children`): between `unshare(CLONE_NEWTIME)` and
-/// the next `exec`, it shows the new namespace's offsets while this process's own clock
-/// is still the old one's. So the file is believed only when the two namespaces are the
-/// same; a process in the initial namespace has offset 0 whatever the file says.
+/// A process's own clock belongs to the time namespace of its memory (`ns/time`, the
+/// same for all its threads). `/proc/self/timens_offsets` describes another one, the
+/// namespace that the main thread's *future children* will enter
+/// (`ns/time_for_children`): between `unshare(CLONE_NEWTIME)` and the next `exec` it
+/// shows the new namespace's offsets while the clock is still the old one's. So the
+/// file is believed only when the two namespaces are the same; a process in the
+/// initial namespace has offset 0 whatever the file says.
 /// Errors: `NotFound` without /proc, `Unsupported` between unshare and exec.
 pub fn timens_monotonic_offset_ns() -> io::Result<i64> {
-    if std::fs::metadata("/proc/self").is_err() {
+    if !Path::new("/proc/self").exists() {
         return Err(io::Error::new(io::ErrorKind::NotFound, "/proc is not mounted"));
     }
     let own = match std::fs::metadata("/proc/self/ns/time") {

@@ -212,26 +212,40 @@ pub fn role_bind_crash() -> i32 {
     60
 }
 
-/// Unshares the time namespace (its future children's, that is: this process's own
-/// clock stays the host's) with `OFFSET_S` seconds of offset, then opens `TABLE`:
-/// `/proc/self/timens_offsets` now describes the children's namespace, so the offset of
-/// this process's own clock is unknown and the open must be refused. Reports `REFUSED
-/// reason`, `OPENED`, or `NO_TIMENS` (exit 50) where namespaces cannot be made.
+/// In a forked (single-threaded) child: unshares the time namespace — its future
+/// children's, that is: its own clock stays the host's — with `OFFSET_S` seconds of
+/// offset, then opens `TABLE`. `/proc/self/timens_offsets` now describes the children's
+/// namespace, not the process's own clock. In the initial namespace the offset is known
+/// anyway (zero): the lease `HOST_HELD` must look held (`AGREES ms_left`). Elsewhere it
+/// is unknown and the open must be refused (`REFUSED reason`). `NO_TIMENS` where
+/// namespaces cannot be made.
 pub fn role_timens_unshared() -> i32 {
     let offsets = format!("monotonic {} 0\n", env_u64("OFFSET_S"));
-    // SAFETY: unshare takes a flag; it changes only the namespace of future children.
-    if unsafe { libc::unshare(libc::CLONE_NEWTIME) } != 0 {
-        say("NO_TIMENS", std::io::Error::last_os_error());
-        return 50;
+    let table = PathBuf::from(env("TABLE"));
+    // SAFETY: fork(2) has no preconditions. Namespaces for children are per thread and
+    // the offsets file is the main thread's: the forked child's only thread is both.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: unshare takes a flag; it changes only the namespace of future children.
+        if unsafe { libc::unshare(libc::CLONE_NEWTIME) } != 0 {
+            say("NO_TIMENS", std::io::Error::last_os_error());
+        } else if let Err(e) = std::fs::write("/proc/self/timens_offsets", offsets) {
+            say("NO_TIMENS", e);
+        } else {
+            match LeaseTable::open(table) {
+                Err(Error::Unsupported { reason }) => say("REFUSED", reason),
+                Err(e) => say("ERR", format!("{e:?}")),
+                Ok(t) => match t.try_acquire(&env("HOST_HELD"), Duration::from_secs(1)) {
+                    Err(Error::Held { remaining, .. }) => say("AGREES", remaining.as_millis()),
+                    other => say("ERR", format!("the host's lease, from here: {other:?}")),
+                },
+            }
+        }
+        // SAFETY: _exit ends the forked child without the parent's destructors.
+        unsafe { libc::_exit(0) };
     }
-    if let Err(e) = std::fs::write("/proc/self/timens_offsets", offsets) {
-        say("NO_TIMENS", e);
-        return 50;
-    }
-    match LeaseTable::open(PathBuf::from(env("TABLE"))) {
-        Err(Error::Unsupported { reason }) => say("REFUSED", reason),
-        Err(e) => say("ERR", format!("{e:?}")),
-        Ok(_) => say("OPENED", ""),
-    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child with a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     0
 }
