@@ -463,28 +463,25 @@ impl Inner {
     /// The error for a by-token call whose `token` turned out not to be the live grant
     /// of slot `index`.
     fn lost_by_token(&self, index: u32, token: u64, l: protocol::Lost) -> Error {
-        let current = grant::token(self.slot(index).grant.load(Ordering::Acquire));
         match lost_reason(l) {
-            Some(_) if token != current => {
-                Error::Lost { token, reason: self.why_not_current(index, token, current) }
-            }
-            Some(reason) => Error::Lost { token, reason },
+            Some(_) => Error::Lost { token, reason: self.why_not_live(index, token) },
             None => interference(&self.location),
         }
     }
 
-    /// Why `token` is not the live grant of slot `index`, whose latest token is
-    /// `current`. Tokens of a name only grow, across re-bindings too (the floor), so a
-    /// token above the latest was never issued for it.
-    fn why_not_current(&self, index: u32, token: u64, current: u64) -> LostReason {
-        if token > current {
-            return LostReason::NotIssued { latest: current };
+    /// Why `token` is not the live grant of slot `index` (as it is now). Tokens of a
+    /// name only grow, across re-bindings too (the floor), so a token above the latest
+    /// was never issued for it.
+    fn why_not_live(&self, index: u32, token: u64) -> LostReason {
+        let word = self.slot(index).grant.load(Ordering::Acquire);
+        let latest = grant::token(word);
+        if token > latest {
+            return LostReason::NotIssued { latest };
         }
-        if token < current {
+        if token < latest {
             return LostReason::TakenOver;
         }
-        let bits = grant::deadline_bits(self.slot(index).grant.load(Ordering::Acquire));
-        match protocol::classify(bits, self.now()) {
+        match protocol::classify(grant::deadline_bits(word), self.now()) {
             Observed::Revoked => LostReason::Revoked,
             Observed::Free => LostReason::Released,
             _ => LostReason::Expired,
@@ -1091,23 +1088,13 @@ impl LeaseTable {
                     }
                     return Ok(Some(token));
                 }
-                Ok(Revoked::NotHeld { token: current }) => {
+                Ok(Revoked::NotHeld { .. } | Revoked::OtherToken { .. }) => {
                     return match only {
                         None => Ok(None),
-                        Some(token) => Err(Error::Lost {
-                            token,
-                            reason: inner.why_not_current(index, token, current),
-                        }),
+                        Some(token) => {
+                            Err(Error::Lost { token, reason: inner.why_not_live(index, token) })
+                        }
                     };
-                }
-                Ok(Revoked::OtherToken { token: current }) => {
-                    let token = only.unwrap_or_default();
-                    let reason = if token > current {
-                        LostReason::NotIssued { latest: current }
-                    } else {
-                        LostReason::TakenOver
-                    };
-                    return Err(Error::Lost { token, reason });
                 }
                 Err(Refusal::Rebound) if inner.is_retired(index) => return not_there(),
                 Err(Refusal::Rebound) => continue,
