@@ -544,6 +544,7 @@ pub fn run_child() {
         "main_exits" => patterns::role_main_exits(),
         "bind_crash" => patterns::role_bind_crash(),
         "timens_unshared" => patterns::role_timens_unshared(),
+        "rotate" => patterns::role_rotate(),
         other => {
             eprintln!("unknown role {other}");
             90

@@ -249,3 +249,51 @@ pub fn role_timens_unshared() -> i32 {
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     0
 }
+
+/// Keeps up to `HOLD` leases (30 s TTL) and rotates them for `RUN_MS`: releases one,
+/// takes another, so the table stays full of names in use while slots keep changing
+/// hands. The names are random picks from `NAMES`, or with `FRESH=1` a new name on
+/// every try (so every try binds, evicting an idle name), as a new user of a full
+/// table does. Reports `DONE tries errors`; `Held`, `TableFull` and `Busy` are honest
+/// answers, anything else an error.
+pub fn role_rotate() -> i32 {
+    let table = open_table();
+    let names: Vec<String> = env("NAMES").split(',').map(str::to_owned).collect();
+    let mut rng = Rng::new(env_u64("SEED"));
+    let fresh = env_or("FRESH", "0") == "1";
+    let hold = env_u64("HOLD") as usize;
+    let end = Instant::now() + env_ms("RUN_MS");
+    let ttl = Duration::from_secs(30);
+    let mut held = Vec::new();
+    let (mut tries, mut errors) = (0u64, 0u64);
+    let note = |what: &str, e: Error, errors: &mut u64| {
+        if !matches!(e, Error::Held { .. } | Error::TableFull { .. } | Error::Busy { .. }) {
+            if *errors < 3 {
+                eprintln!("{what}: {e:?}");
+            }
+            *errors += 1;
+        }
+    };
+    say("READY", std::process::id());
+    while Instant::now() < end {
+        tries += 1;
+        if held.len() >= hold.max(1) {
+            let lease: shmlease::Lease<'_> =
+                held.swap_remove(rng.below(held.len() as u64) as usize);
+            if let Err(e) = lease.release() {
+                note("release", e, &mut errors);
+            }
+        }
+        let name = if fresh {
+            format!("fresh-{}-{tries}", std::process::id())
+        } else {
+            names[rng.below(names.len() as u64) as usize].clone()
+        };
+        match table.try_acquire(&name, ttl) {
+            Ok(lease) => held.push(lease),
+            Err(e) => note("try_acquire", e, &mut errors),
+        }
+    }
+    say("DONE", format!("{tries} {errors}"));
+    0
+}
