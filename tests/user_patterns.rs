@@ -100,6 +100,29 @@ fn opener_killed_mid_bind_does_not_wedge_the_table_while_its_child_lives() {
     lease.release().unwrap();
 }
 
+/// Item 1, with threads: children forked while another thread of the parent is in the
+/// middle of binding a name bind names of their own, and none blocks (the watchdog
+/// fails the test if one does): the table lock is no process-local mutex that a fork
+/// could copy in the locked state, and the child's copy of the parent's lock descriptor
+/// is closed in the child.
+#[test]
+fn children_forked_while_another_thread_binds_never_block() {
+    let wd = Watchdog::new("fork_during_bind", LONG * 2);
+    let dir = Scratch::new("forkbind");
+    let path = dir.path("table");
+    LeaseTable::create(&path, &TableOptions::new().capacity(4)).unwrap();
+    let mut kid = Kid::spawn(
+        &wd,
+        "forker",
+        "fork_during_bind",
+        &[("TABLE", s(path.display())), ("FORKS", s(300))],
+    );
+    let done = kid.expect("DONE", LONG * 2);
+    kid.wait_ok(LONG);
+    assert_eq!(done, "300", "children that failed to bind\n{}", kid.transcript());
+    assert!(!kid.transcript().contains("@@ERR"), "{}", kid.transcript());
+}
+
 /// Item 2: a herd of four processes in a blocking-acquire loop on one name. Right after
 /// every grant, the holder record names the holder (a losing granter no longer wipes
 /// the winner's record). Before the fix: 6.8 % of grants had no record.

@@ -545,6 +545,7 @@ pub fn run_child() {
         "bind_crash" => patterns::role_bind_crash(),
         "timens_unshared" => patterns::role_timens_unshared(),
         "rotate" => patterns::role_rotate(),
+        "fork_during_bind" => patterns::role_fork_during_bind(),
         other => {
             eprintln!("unknown role {other}");
             90

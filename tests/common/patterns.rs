@@ -297,3 +297,58 @@ pub fn role_rotate() -> i32 {
     say("DONE", format!("{tries} {errors}"));
     0
 }
+
+/// A thread binds and unbinds names without pause (fresh names in a small table) while
+/// the main thread forks `FORKS` children, one after another; each child binds a fresh
+/// name of its own through the inherited table and exits. A fork lands in the middle of
+/// the thread's binding now and then: the child must neither find the table lock held
+/// by a thread it does not have (a process-local mutex copied in the locked state would
+/// block it forever) nor keep the parent's lock alive. Reports `DONE children_ok`.
+pub fn role_fork_during_bind() -> i32 {
+    let table = open_table();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (table, stop) = (table.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                match table.try_acquire(&format!("t-{i}"), Duration::from_secs(30)) {
+                    Ok(lease) => drop(lease),
+                    Err(Error::Held { .. } | Error::TableFull { .. } | Error::Busy { .. }) => {}
+                    Err(e) => say("ERR", format!("churn: {e:?}")),
+                }
+            }
+        })
+    };
+    let mut ok = 0;
+    for i in 0..env_u64("FORKS") {
+        // SAFETY: fork(2) has no preconditions. The child uses only the inherited table
+        // (atomics, new descriptors) and leaves with _exit; the other thread of this
+        // process does not exist in it.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = match table.try_acquire(&format!("c-{i}"), Duration::from_secs(30)) {
+                Ok(lease) => {
+                    drop(lease);
+                    0
+                }
+                Err(Error::Held { .. } | Error::TableFull { .. }) => 0,
+                Err(_) => 1,
+            };
+            // SAFETY: _exit ends the forked child without the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0, "fork failed");
+        let mut status = 0;
+        // SAFETY: waiting for our own child with a valid out-pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+            ok += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    say("DONE", ok);
+    0
+}
