@@ -5,7 +5,11 @@
 //!
 //! ```text
 //! cargo run --release --example chaos -- --workers 8 --names 4 --duration 15m --seed 1
+//! cargo run --release --example chaos -- --mode mix --duration 30m --progress 5m
 //! ```
+//!
+//! Modes (`--mode`): `classic` (the default), `fork`, `threads`, `herd`, `full`,
+//! `fallback`, and `mix` (all of them at once on one table).
 //!
 //! See `docs/chaos.md` for the knobs and exactly what is checked.
 
@@ -28,10 +32,13 @@ fn main() {
         exe: std::env::current_exe().expect("current_exe"),
         args: vec!["worker".into()],
     };
+    let layout = cfg.layout();
     eprintln!(
-        "chaos: {} workers, {} names, {:?}, seed {}, {} kills/s, {} stops/s, load {}",
-        cfg.workers,
-        cfg.names,
+        "chaos: mode {}, {} worker units, {} names in a table of {}, {:?}, seed {}, {} kills/s, {} stops/s, load {}",
+        cfg.mode.as_str(),
+        cfg.units(),
+        layout.total(),
+        cfg.capacity(),
         cfg.duration,
         cfg.seed,
         cfg.kill_rate,

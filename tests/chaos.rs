@@ -38,8 +38,8 @@ fn launcher() -> chaos_core::Launcher {
 
 fn config(secs: u64) -> chaos_core::Config {
     chaos_core::Config {
-        workers: 6,
-        names: 3,
+        workers: Some(6),
+        names: Some(3),
         duration: Duration::from_secs(secs),
         seed: chaos_core::mono(),
         kill_rate: 3.0,

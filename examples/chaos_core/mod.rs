@@ -13,17 +13,19 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use shmlease::{AcquireOptions, Error, LeaseState, LeaseTable, Location, TableOptions};
+mod checker;
+mod controller;
+mod modes;
+mod worker;
+
+#[allow(unused_imports)]
+pub use controller::{run, Report, WorkerFate};
+pub use worker::maybe_run_worker;
 
 /// Environment variable that makes a process a worker; its value is the worker id.
 pub const WORKER_ENV: &str = "SHMLEASE_CHAOS_WORKER";
@@ -32,7 +34,7 @@ pub const LIVENESS_RECHECK_NS: u64 = 50_000_000;
 /// Bytes per record in the shared record file (one cache line per name).
 const RECORD_SIZE: usize = 64;
 /// Most time the controller waits for workers to finish after the run.
-const WIND_DOWN: Duration = Duration::from_secs(30);
+pub(crate) const WIND_DOWN: Duration = Duration::from_secs(30);
 
 // ------------------------------------------------------------------------------------
 // Small utilities
@@ -47,9 +49,21 @@ pub fn mono() -> u64 {
 }
 
 /// Time this thread spent waiting on a run queue so far (ns), if the kernel says.
-fn run_delay() -> Option<u64> {
+pub(crate) fn run_delay() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     s.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// State letter and start time (clock ticks after boot) of process `pid`, from
+/// `/proc/PID/stat`.
+pub(crate) fn proc_stat(pid: u32) -> Option<(u8, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: skip past the last ')'.
+    let mut fields = s.rsplit_once(')')?.1.split_ascii_whitespace();
+    let state = fields.next()?.bytes().next()?;
+    // Field 22 overall is the 20th after the command name (state is the 1st).
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
 }
 
 /// The host's 1-minute load average, as text.
@@ -115,25 +129,21 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
-fn lease_name(i: usize) -> String {
-    format!("chaos-{i}")
-}
-
 /// The shared record file: per name, the largest token written so far and its writer.
 /// Writes are fenced the way a real resource would fence them: a write with a token
 /// smaller than the stored one is rejected.
-struct Records {
+pub(crate) struct Records {
     map: memmap2::MmapRaw,
     names: usize,
 }
 
 impl Records {
-    fn create(path: &Path, names: usize) -> std::io::Result<()> {
+    pub(crate) fn create(path: &Path, names: usize) -> std::io::Result<()> {
         let f = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
         f.set_len((names * RECORD_SIZE) as u64)
     }
 
-    fn open(path: &Path, names: usize) -> std::io::Result<Records> {
+    pub(crate) fn open(path: &Path, names: usize) -> std::io::Result<Records> {
         let f = OpenOptions::new().read(true).write(true).open(path)?;
         let map = memmap2::MmapOptions::new().len(names * RECORD_SIZE).map_raw(&f)?;
         Ok(Records { map, names })
@@ -154,7 +164,7 @@ impl Records {
 
     /// Stores `token` (and `pid`) unless a larger token is there: `Ok` or the larger
     /// token found.
-    fn write(&self, i: usize, token: u64, pid: u32) -> Result<(), u64> {
+    pub(crate) fn write(&self, i: usize, token: u64, pid: u32) -> Result<(), u64> {
         let (tok, who) = self.words(i);
         let mut cur = tok.load(Ordering::SeqCst);
         loop {
@@ -171,9 +181,195 @@ impl Records {
         }
     }
 
-    fn read(&self, i: usize) -> (u64, u64) {
+    pub(crate) fn read(&self, i: usize) -> (u64, u64) {
         let (tok, who) = self.words(i);
         (tok.load(Ordering::SeqCst), who.load(Ordering::SeqCst))
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// Modes and names
+// ------------------------------------------------------------------------------------
+
+/// What a worker process does with the table: one pattern of use each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mode {
+    /// One process, one table handle, the original loop.
+    #[default]
+    Classic,
+    /// An opener process opens the table once and forks children (some of which fork
+    /// grandchildren) that run the loop on the inherited `LeaseTable`.
+    Fork,
+    /// One process, several threads, each an independent worker on a clone of one
+    /// `LeaseTable`.
+    Threads,
+    /// Every worker on one name in a blocking `acquire`; after each grant it checks that
+    /// the table's holder record is its own.
+    Herd,
+    /// Workers bind and unbind names in a table that a filler keeps almost full.
+    Full,
+    /// Holder identity forced to the start-time fallback (`SHMLEASE_IDENTITY`); some
+    /// workers end their main thread and go on working on a helper thread.
+    Fallback,
+    /// Not selectable: the process that keeps a `full` table full.
+    Filler,
+}
+
+impl Mode {
+    /// The modes `--mode` accepts (and `mix` runs together).
+    pub const SELECTABLE: [Mode; 6] =
+        [Mode::Classic, Mode::Fork, Mode::Threads, Mode::Herd, Mode::Full, Mode::Fallback];
+    /// Every role, in the order of the name layout.
+    pub const ALL: [Mode; 7] = [
+        Mode::Classic,
+        Mode::Fork,
+        Mode::Threads,
+        Mode::Herd,
+        Mode::Full,
+        Mode::Filler,
+        Mode::Fallback,
+    ];
+
+    /// Its name on the command line and in the summary.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Classic => "classic",
+            Mode::Fork => "fork",
+            Mode::Threads => "threads",
+            Mode::Herd => "herd",
+            Mode::Full => "full",
+            Mode::Fallback => "fallback",
+            Mode::Filler => "filler",
+        }
+    }
+
+    /// The mode called `s` (`filler` included).
+    pub fn parse(s: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// Prefix of its lease names.
+    fn prefix(self) -> &'static str {
+        match self {
+            Mode::Classic => "chaos",
+            Mode::Fork => "fork",
+            Mode::Threads => "thr",
+            Mode::Herd => "herd",
+            Mode::Full => "full",
+            Mode::Fallback => "fb",
+            Mode::Filler => "fill",
+        }
+    }
+
+    /// Lease names of the mode unless `--names` says otherwise (single-mode runs).
+    fn default_names(self) -> usize {
+        match self {
+            Mode::Classic | Mode::Threads | Mode::Fallback => 4,
+            // More names than the 8 slots of a fork run's table: binding and unbinding
+            // all the time, which is where forked binders trample each other.
+            Mode::Fork => 24,
+            Mode::Herd => 1,
+            // Rotating over more names than the free slots next to the filler's.
+            Mode::Full => 12,
+            Mode::Filler => 0,
+        }
+    }
+
+    /// Worker units (processes the controller starts; a fork unit is a whole tree)
+    /// unless `--workers` says otherwise.
+    fn default_workers(self) -> usize {
+        match self {
+            Mode::Classic => 8,
+            Mode::Fork => 2,
+            Mode::Threads => 3,
+            Mode::Herd | Mode::Fallback => 6,
+            Mode::Full => 5,
+            Mode::Filler => 1,
+        }
+    }
+}
+
+/// Which modes a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// Every worker in this mode.
+    One(Mode),
+    /// Each worker unit in a mode drawn at random (every mode at least once when there
+    /// are enough units), all on one table.
+    Mix,
+}
+
+impl RunMode {
+    /// Its name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMode::One(m) => m.as_str(),
+            RunMode::Mix => "mix",
+        }
+    }
+}
+
+/// The lease names of a run: per role, a count; all roles' names in one list, in
+/// `Mode::ALL` order, which indexes the record file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    counts: Vec<(Mode, usize)>,
+}
+
+impl Layout {
+    /// As passed to workers: `classic:4,fork:24,...`.
+    pub(crate) fn encode(&self) -> String {
+        let parts: Vec<String> =
+            self.counts.iter().map(|(m, n)| format!("{}:{n}", m.as_str())).collect();
+        parts.join(",")
+    }
+
+    pub(crate) fn decode(s: &str) -> Option<Layout> {
+        let mut counts = Vec::new();
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            let (m, n) = part.split_once(':')?;
+            counts.push((Mode::parse(m)?, n.parse().ok()?));
+        }
+        Some(Layout { counts })
+    }
+
+    /// Every name of the run, in record order.
+    pub(crate) fn all(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for &(m, n) in &self.counts {
+            out.extend((0..n).map(|i| name_of(m, i, n)));
+        }
+        out
+    }
+
+    /// Names of `mode`, each with its record index.
+    pub(crate) fn of(&self, mode: Mode) -> Vec<(usize, String)> {
+        let mut base = 0;
+        for &(m, n) in &self.counts {
+            if m == mode {
+                return (0..n).map(|i| (base + i, name_of(m, i, n))).collect();
+            }
+            base += n;
+        }
+        Vec::new()
+    }
+
+    /// The role whose name `name` is.
+    pub(crate) fn mode_of(&self, name: &str) -> Option<Mode> {
+        self.counts.iter().map(|c| c.0).find(|&m| self.of(m).iter().any(|(_, n)| n == name))
+    }
+
+    /// How many names in all.
+    pub fn total(&self) -> usize {
+        self.counts.iter().map(|c| c.1).sum()
+    }
+}
+
+fn name_of(m: Mode, i: usize, n: usize) -> String {
+    if n == 1 && m == Mode::Herd {
+        m.prefix().to_string()
+    } else {
+        format!("{}-{i}", m.prefix())
     }
 }
 
@@ -181,13 +377,15 @@ impl Records {
 // Configuration
 // ------------------------------------------------------------------------------------
 
-/// The harness's knobs.
+/// The harness's knobs. `None` means "the mode's default" (see `docs/chaos.md`).
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Worker processes alive at any time.
-    pub workers: usize,
-    /// Lease names the workers fight over.
-    pub names: usize,
+    /// Which pattern(s) the workers follow.
+    pub mode: RunMode,
+    /// Worker units alive at any time (a fork unit is a tree of processes).
+    pub workers: Option<usize>,
+    /// Lease names of the mode (single-mode runs; `mix` uses every mode's default).
+    pub names: Option<usize>,
     /// How long the chaos lasts.
     pub duration: Duration,
     /// Seed of every random choice (controller and workers).
@@ -201,7 +399,7 @@ pub struct Config {
     /// Run directory for logs; default: a fresh one under the temp directory.
     pub dir: Option<PathBuf>,
     /// Table capacity when the harness creates the table.
-    pub capacity: u32,
+    pub capacity: Option<u32>,
     /// Largest TTL (ms); TTLs are uniform in 1 ms ..= this.
     pub max_ttl_ms: u64,
     /// Scheduling slack allowed on top of the 50 ms liveness re-check when a blocked
@@ -214,26 +412,110 @@ pub struct Config {
     /// Fault injection, to prove the checker can fail: `lie` makes workers believe and
     /// log deadlines 20 ms later than the library granted. Empty: none.
     pub fault: String,
+    /// Threads per process in `threads` mode.
+    pub threads: usize,
+    /// Children an opener keeps forked in `fork` mode (each forks a grandchild half the
+    /// time).
+    pub fork_children: usize,
+    /// Names the filler holds (`full` and `mix`).
+    pub fill: Option<usize>,
+    /// Percentage of `fallback` workers whose main thread exits.
+    pub zombie_pct: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            workers: 8,
-            names: 4,
+            mode: RunMode::One(Mode::Classic),
+            workers: None,
+            names: None,
             duration: Duration::from_secs(60),
             seed: 0,
             kill_rate: 2.0,
             stop_rate: 2.0,
             table: None,
             dir: None,
-            capacity: 64,
+            capacity: None,
             max_ttl_ms: 50,
             reclaim_slack: Duration::from_millis(200),
             keep: false,
             progress: Duration::ZERO,
             fault: String::new(),
+            threads: 4,
+            fork_children: 4,
+            fill: None,
+            zombie_pct: 50,
         }
+    }
+}
+
+/// Lease TTL of the filler (renewed by a keep-alive every third of it).
+pub const FILLER_TTL_MS: u64 = 1_000;
+
+impl Config {
+    /// Worker units.
+    pub fn units(&self) -> usize {
+        self.workers.unwrap_or(match self.mode {
+            RunMode::One(m) => m.default_workers(),
+            RunMode::Mix => 8,
+        })
+    }
+
+    /// Table capacity.
+    pub fn capacity(&self) -> u32 {
+        self.capacity.unwrap_or(match self.mode {
+            RunMode::One(Mode::Fork) => 8,
+            _ => 64,
+        })
+    }
+
+    /// The modes the run's units can have.
+    pub fn modes(&self) -> Vec<Mode> {
+        match self.mode {
+            RunMode::One(m) => vec![m],
+            RunMode::Mix => Mode::SELECTABLE.to_vec(),
+        }
+    }
+
+    /// Whether a filler keeps the table nearly full.
+    pub fn has_filler(&self) -> bool {
+        self.modes().contains(&Mode::Full)
+    }
+
+    /// Names the filler holds.
+    pub fn fill(&self) -> usize {
+        if !self.has_filler() {
+            return 0;
+        }
+        let c = self.capacity() as usize;
+        self.fill.unwrap_or(match self.mode {
+            RunMode::Mix => c * 3 / 4,
+            _ => c.saturating_sub(4),
+        })
+    }
+
+    /// The names of the run.
+    pub fn layout(&self) -> Layout {
+        let mut counts = Vec::new();
+        for m in Mode::ALL {
+            let n = match (self.mode, m) {
+                (_, Mode::Filler) => self.fill(),
+                (_, Mode::Herd) if self.modes().contains(&m) => 1,
+                (RunMode::One(one), _) if one == m => self.names.unwrap_or(m.default_names()),
+                (RunMode::Mix, _) => m.default_names(),
+                _ => 0,
+            };
+            if n > 0 {
+                counts.push((m, n));
+            }
+        }
+        Layout { counts }
+    }
+
+    /// Largest TTL any worker asks for (ns).
+    pub fn longest_ttl_ns(&self) -> u64 {
+        let filler = if self.has_filler() { FILLER_TTL_MS } else { 0 };
+        self.max_ttl_ms.max(filler) * 1_000_000
     }
 }
 
@@ -248,12 +530,18 @@ pub struct Launcher {
 
 /// Usage text of the example.
 pub const USAGE: &str = "\
-usage: chaos [--workers P] [--names N] [--duration DUR] [--seed S]
+usage: chaos [--mode classic|fork|threads|herd|full|fallback|mix]
+             [--workers P] [--names N] [--duration DUR] [--seed S]
              [--kill-rate PER_SEC] [--stop-rate PER_SEC] [--table LOCATION]
              [--dir DIR] [--capacity C] [--max-ttl-ms MS] [--reclaim-slack DUR]
+             [--threads T] [--fork-children K] [--fill F] [--zombie-pct PCT]
              [--keep] [--progress DUR] [--fault lie]
-defaults: 8 workers, 4 names, 60s, seed from the clock, 2 kills/s, 2 stops/s,
-          a table file in DIR, capacity 64, TTLs 1..=50 ms, slack 200ms";
+defaults: mode classic, 60s, seed from the clock, 2 kills/s, 2 stops/s, a table file
+          in DIR, TTLs 1..=50 ms, slack 200ms; per mode (see docs/chaos.md):
+          workers/names/capacity classic 8/4/64, fork 2/24/8, threads 3/4/64 with 4
+          threads, herd 6/1/64, full 5/12/64 plus a filler holding capacity-4 names,
+          fallback 6/4/64 (50% end their main thread), mix 8 units over every mode's
+          names in one table of 64 with a filler holding 3/4 of it";
 
 impl Config {
     /// Parses command-line flags.
@@ -272,1120 +560,59 @@ impl Config {
             let bad = |e: String| format!("bad value {v:?} for {flag}: {e}");
             let dur = |v: &str| parse_duration(v).ok_or_else(|| format!("bad duration {v:?}"));
             match flag.as_str() {
-                "--workers" => c.workers = v.parse().map_err(|e| bad(format!("{e}")))?,
-                "--names" => c.names = v.parse().map_err(|e| bad(format!("{e}")))?,
+                "--mode" => {
+                    c.mode = match v.as_str() {
+                        "mix" => RunMode::Mix,
+                        m => match Mode::parse(m) {
+                            Some(m) if m != Mode::Filler => RunMode::One(m),
+                            _ => return Err(bad("no such mode".into())),
+                        },
+                    }
+                }
+                "--workers" => c.workers = Some(v.parse().map_err(|e| bad(format!("{e}")))?),
+                "--names" => c.names = Some(v.parse().map_err(|e| bad(format!("{e}")))?),
                 "--duration" => c.duration = dur(v)?,
                 "--seed" => c.seed = v.parse().map_err(|e| bad(format!("{e}")))?,
                 "--kill-rate" => c.kill_rate = v.parse().map_err(|e| bad(format!("{e}")))?,
                 "--stop-rate" => c.stop_rate = v.parse().map_err(|e| bad(format!("{e}")))?,
                 "--table" => c.table = Some(v.clone()),
                 "--dir" => c.dir = Some(PathBuf::from(v)),
-                "--capacity" => c.capacity = v.parse().map_err(|e| bad(format!("{e}")))?,
+                "--capacity" => c.capacity = Some(v.parse().map_err(|e| bad(format!("{e}")))?),
                 "--max-ttl-ms" => c.max_ttl_ms = v.parse().map_err(|e| bad(format!("{e}")))?,
                 "--reclaim-slack" => c.reclaim_slack = dur(v)?,
                 "--progress" => c.progress = dur(v)?,
                 "--fault" => c.fault = v.clone(),
+                "--threads" => c.threads = v.parse().map_err(|e| bad(format!("{e}")))?,
+                "--fork-children" => {
+                    c.fork_children = v.parse().map_err(|e| bad(format!("{e}")))?
+                }
+                "--fill" => c.fill = Some(v.parse().map_err(|e| bad(format!("{e}")))?),
+                "--zombie-pct" => c.zombie_pct = v.parse().map_err(|e| bad(format!("{e}")))?,
                 _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
             }
         }
-        if c.workers == 0 || c.names == 0 || c.max_ttl_ms == 0 {
-            return Err("--workers, --names and --max-ttl-ms must be positive".into());
-        }
+        c.validate()?;
         Ok(c)
     }
-}
 
-// ------------------------------------------------------------------------------------
-// Worker
-// ------------------------------------------------------------------------------------
-
-/// Worker parameters, passed in `SHMLEASE_CHAOS_*` environment variables.
-struct WorkerEnv {
-    wid: u64,
-    seed: u64,
-    dir: PathBuf,
-    table: String,
-    names: usize,
-    end: u64,
-    parent: u32,
-    max_ttl_ms: u64,
-    /// Added to every deadline the worker believes in (fault injection).
-    lie_ns: u64,
-}
-
-fn env(key: &str) -> String {
-    std::env::var(format!("SHMLEASE_CHAOS_{key}")).unwrap_or_default()
-}
-
-/// If this process was started as a worker, runs it and returns `true`.
-pub fn maybe_run_worker() -> bool {
-    let Ok(wid) = std::env::var(WORKER_ENV) else { return false };
-    let w = WorkerEnv {
-        wid: wid.parse().expect("worker id"),
-        seed: env("SEED").parse().expect("seed"),
-        dir: PathBuf::from(env("DIR")),
-        table: env("TABLE"),
-        names: env("NAMES").parse().expect("names"),
-        end: env("END").parse().expect("end"),
-        parent: env("PARENT").parse().expect("parent"),
-        max_ttl_ms: env("MAX_TTL_MS").parse().expect("max ttl"),
-        lie_ns: if env("FAULT") == "lie" { 20_000_000 } else { 0 },
-    };
-    run_worker(&w);
-    true
-}
-
-/// A worker's append-only log: one `write` per line, no buffering, so a kill -9 loses
-/// at most the line being written.
-struct Log(File);
-
-impl Log {
-    fn line(&mut self, s: std::fmt::Arguments<'_>) {
-        let mut text = String::with_capacity(96);
-        let _ = text.write_fmt(s);
-        text.push('\n');
-        self.0.write_all(text.as_bytes()).expect("writing the worker log");
-    }
-}
-
-macro_rules! logln {
-    ($log:expr, $($arg:tt)*) => { $log.line(format_args!($($arg)*)) };
-}
-
-fn holder_fields(h: &Option<shmlease::Holder>) -> (u32, u8) {
-    match h {
-        Some(h) => (h.pid, h.detached as u8),
-        None => (0, 2),
-    }
-}
-
-fn run_worker(w: &WorkerEnv) {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and has no memory effects.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    // SAFETY: getppid has no preconditions.
-    if unsafe { libc::getppid() } as u32 != w.parent {
-        return; // the controller is already gone
-    }
-    let pid = std::process::id();
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(w.dir.join(format!("w{}.log", w.wid)))
-        .expect("opening the worker log");
-    let mut log = Log(file);
-    let table = LeaseTable::open(Location::from(w.table.as_str())).expect("opening the table");
-    let records = Records::open(&w.dir.join("records"), w.names).expect("mapping the records");
-    let names: Vec<String> = (0..w.names).map(lease_name).collect();
-    let mut rng = Rng::new(w.seed);
-    logln!(log, "B {} {} {}", w.wid, pid, mono());
-    while mono() < w.end {
-        one_round(&table, &records, &names, &mut rng, &mut log, w, pid);
-        if rng.pct(30) {
-            std::thread::sleep(Duration::from_micros(rng.below(3000)));
+    /// Rejects knob values that cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.units() == 0 || self.max_ttl_ms == 0 || self.names == Some(0) {
+            return Err("--workers, --names and --max-ttl-ms must be positive".into());
         }
-    }
-    logln!(log, "Z {}", mono());
-}
-
-/// Logs an observation of our record holding another writer's token. That is legitimate
-/// only if our grant was over by then. It was certainly not over (a violation) if
-/// `is_valid()`, called after the record was read, still says ours; or if our clock,
-/// read after the record was, is still before a lower bound of our deadline (nobody
-/// revokes in this harness, we did not release, and we are alive).
-fn saw_other(
-    log: &mut Log,
-    name: &str,
-    token: u64,
-    seen: u64,
-    writer: u64,
-    lease: &shmlease::Lease<'_>,
-    d_lo: u64,
-) {
-    let t_c = mono(); // read after the record was
-    let valid = lease.is_valid();
-    let early = t_c < d_lo;
-    let v = (valid || early || seen < token) as u8;
-    logln!(
-        log,
-        "C {name} {token} {seen} {writer} {t_c} {d_lo} {} {} {v}",
-        valid as u8,
-        early as u8
-    );
-}
-
-fn one_round(
-    table: &LeaseTable,
-    records: &Records,
-    names: &[String],
-    rng: &mut Rng,
-    log: &mut Log,
-    w: &WorkerEnv,
-    pid: u32,
-) {
-    let max_ttl_ms = w.max_ttl_ms;
-    let ni = rng.below(names.len() as u64) as usize;
-    let name = names[ni].as_str();
-    let ttl_ns = rng.range(1_000, max_ttl_ms * 1_000) * 1_000;
-    let ttl = Duration::from_nanos(ttl_ns);
-    let mode = rng.below(100);
-    let wait = Duration::from_millis(rng.below(101));
-    let (mode_tag, waits) = match mode {
-        0..=44 => ("try", false),
-        45..=89 => ("wait", true),
-        _ => ("label", true),
-    };
-    let rd0 = if waits { run_delay() } else { None };
-    let t_a = mono();
-    let result = match mode_tag {
-        "try" => table.try_acquire(name, ttl),
-        "wait" => table.acquire(name, ttl, Some(wait)),
-        _ => AcquireOptions::new()
-            .wait(Some(wait))
-            .label(&format!("p{pid}"))
-            .and_then(|o| table.acquire_with(name, ttl, &o)),
-    };
-    let lease = match result {
-        Ok(l) => l,
-        Err(e) => {
-            let t_e = mono();
-            match e {
-                Error::Held { token, holder, .. } => {
-                    let (hp, hd) = holder_fields(&holder);
-                    logln!(log, "R {name} {token} {hp} {hd} held {t_a} {t_e}");
-                }
-                Error::TimedOut { token, holder, .. } => {
-                    let (hp, hd) = holder_fields(&holder);
-                    logln!(log, "R {name} {token} {hp} {hd} timeout {t_a} {t_e}");
-                }
-                other => {
-                    let msg = other.to_string().replace('\n', " ");
-                    logln!(log, "E {name} {t_a} {t_e} {msg}");
-                }
-            }
-            return;
+        if self.threads == 0 || self.fork_children == 0 {
+            return Err("--threads and --fork-children must be positive".into());
         }
-    };
-    let g = mono();
-    let rem = lease.remaining().as_nanos() as u64;
-    let rd = match (rd0, if waits { run_delay() } else { None }) {
-        (Some(a), Some(b)) => b.saturating_sub(a),
-        _ => 0,
-    };
-    let token = lease.token();
-    // Lower bound of the deadline: the grant's clock read came after t_a; and if the
-    // lease still had time left when `remaining` read the clock (after g), it lasts at
-    // least until g + rem. Upper bound: that clock read came before g.
-    let mut d_lo = t_a + ttl_ns;
-    if rem > 0 {
-        d_lo = d_lo.max(g + rem);
-    }
-    d_lo += w.lie_ns;
-    let d_hi = g + ttl_ns + w.lie_ns;
-    logln!(log, "G {name} {token} {mode_tag} {ttl_ns} {t_a} {g} {d_lo} {d_hi} {rd}");
-
-    let mut lease = lease;
-    let keep_alive = rng.pct(10);
-    if keep_alive {
-        logln!(log, "K {name} {token} {ttl_ns} {}", mono());
-        if let Err(e) = lease.keep_alive(ttl) {
-            logln!(log, "E {name} {} {} keep_alive: {e}", mono(), mono());
-        }
-    }
-    let mut lost = false;
-    let saw = |seen: u64, writer: u64, lease: &shmlease::Lease<'_>, d_lo: u64, log: &mut Log| {
-        saw_other(log, name, token, seen, writer, lease, d_lo)
-    };
-    match records.write(ni, token, pid) {
-        Ok(()) => {}
-        Err(seen) => {
-            let (_, writer) = records.read(ni);
-            saw(seen, writer, &lease, d_lo, log);
-            lost = true;
-        }
-    }
-    let chunks = rng.range(1, 3);
-    for _ in 0..chunks {
-        if lost {
-            break;
-        }
-        let work = match rng.below(100) {
-            0..=59 => rng.below(ttl_ns / 2 + 1),
-            60..=84 => rng.range(ttl_ns / 2, ttl_ns),
-            _ => rng.range(ttl_ns, ttl_ns * 2),
-        };
-        std::thread::sleep(Duration::from_nanos(work));
-        let (seen, writer) = records.read(ni);
-        if seen != token {
-            saw(seen, writer, &lease, d_lo, log);
-            lost = true;
-            break;
-        }
-        if keep_alive {
-            if let Some(why) = lease.lost() {
-                logln!(log, "L {name} {token} {} {why:?}", mono());
-                lost = true;
-            }
-        } else if rng.pct(30) {
-            let ttl2_ns = rng.range(1_000, max_ttl_ms * 1_000) * 1_000;
-            let t_i = mono();
-            logln!(log, "N {name} {token} {ttl2_ns} {t_i}");
-            match lease.renew(Duration::from_nanos(ttl2_ns)) {
-                Ok(()) => {
-                    let t_r = mono();
-                    let rem = lease.remaining().as_nanos() as u64;
-                    let mut lo = t_i + ttl2_ns;
-                    if rem > 0 {
-                        lo = lo.max(t_r + rem);
-                    }
-                    d_lo = lo + w.lie_ns;
-                    logln!(log, "D {name} {token} ok {t_r} {d_lo} {}", t_r + ttl2_ns + w.lie_ns);
-                }
-                Err(e) => {
-                    let t_r = mono();
-                    let why = match e {
-                        Error::Lost { reason, .. } => format!("{reason:?}"),
-                        other => format!("error:{}", other.to_string().replace(' ', "_")),
-                    };
-                    logln!(log, "D {name} {token} lost {t_r} {why}");
-                    lost = true;
-                }
-            }
-        }
-    }
-    // Read back just before leaving.
-    if !lost {
-        let (seen, writer) = records.read(ni);
-        if seen != token {
-            saw(seen, writer, &lease, d_lo, log);
-        }
-    }
-    let ending = match rng.below(100) {
-        0..=44 => "release",
-        45..=59 => "drop",
-        60..=69 if !keep_alive => "forget",
-        70..=79 => "detach",
-        _ if keep_alive => "release",
-        _ => "expire",
-    };
-    if ending == "expire" {
-        while lease.is_valid() {
-            std::thread::sleep(lease.remaining() + Duration::from_micros(100));
-        }
-    }
-    logln!(log, "X {name} {token} {ending} {}", mono());
-    let result = match ending {
-        "release" => match lease.release() {
-            Ok(()) => "ok".to_string(),
-            Err(Error::Lost { reason, .. }) => format!("lost:{reason:?}"),
-            Err(e) => format!("error:{}", e.to_string().replace(' ', "_")),
-        },
-        "detach" => match lease.detach() {
-            Ok(_) => "ok".to_string(),
-            Err(Error::Lost { reason, .. }) => format!("lost:{reason:?}"),
-            Err(e) => format!("error:{}", e.to_string().replace(' ', "_")),
-        },
-        "forget" => {
-            std::mem::forget(lease);
-            "ok".to_string()
-        }
-        _ => {
-            drop(lease);
-            "ok".to_string()
-        }
-    };
-    logln!(log, "Y {name} {token} {ending} {result} {}", mono());
-}
-
-// ------------------------------------------------------------------------------------
-// Controller
-// ------------------------------------------------------------------------------------
-
-/// What the controller did to one worker process.
-#[derive(Clone, Debug, Default)]
-pub struct WorkerFate {
-    /// Process id.
-    pub pid: u32,
-    /// When it was started.
-    pub spawned: u64,
-    /// (time read before SIGKILL was sent, time after it was reaped).
-    pub killed: Option<(u64, u64)>,
-    /// When it was reaped (any death).
-    pub reaped: Option<u64>,
-    /// Exit description when it was not killed by us.
-    pub status: Option<String>,
-    /// SIGSTOP periods: (before SIGSTOP, after SIGCONT).
-    pub stops: Vec<(u64, u64)>,
-    /// It did not finish in time after the run and was killed.
-    pub hung: bool,
-}
-
-/// The result of a run.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// Directory with the logs.
-    pub dir: PathBuf,
-    /// Wall time of the chaos phase.
-    pub elapsed: Duration,
-    /// Load average before and after.
-    pub load: (String, String),
-    /// Counts (grants, kills, ...), in a stable order.
-    pub counts: BTreeMap<&'static str, u64>,
-    /// Every violation found, one line each.
-    pub violations: Vec<String>,
-    /// Non-fatal remarks.
-    pub notes: Vec<String>,
-}
-
-impl Report {
-    /// The summary the example prints.
-    pub fn summary(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "chaos run: {:.1}s, logs in {}",
-            self.elapsed.as_secs_f64(),
-            self.dir.display()
-        );
-        let _ = writeln!(s, "load average before: {}  after: {}", self.load.0, self.load.1);
-        for (k, v) in &self.counts {
-            let _ = writeln!(s, "  {k:<34} {v}");
-        }
-        for n in &self.notes {
-            let _ = writeln!(s, "note: {n}");
-        }
-        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
-        for v in &self.violations {
-            *kinds.entry(v.split(':').next().unwrap_or("")).or_default() += 1;
-        }
-        for (k, n) in kinds {
-            let _ = writeln!(s, "  violations of kind {k:<21} {n}");
-        }
-        let shown = self.violations.len().min(50);
-        for v in &self.violations[..shown] {
-            let _ = writeln!(s, "VIOLATION: {v}");
-        }
-        if self.violations.len() > shown {
-            let _ = writeln!(s, "... and {} more", self.violations.len() - shown);
-        }
-        let _ = writeln!(s, "violations: {}", self.violations.len());
-        s
-    }
-}
-
-struct Running {
-    wid: u64,
-    child: Child,
-    stopped_at: Option<(u64, u64)>, // (stop time, continue at)
-}
-
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) with a pid of our own child that we have not reaped yet (so the
-    // pid cannot have been reused) and a valid signal number.
-    unsafe { libc::kill(pid as i32, sig) };
-}
-
-/// Runs the chaos with `cfg`, starting workers with `launcher`, then checks everything.
-pub fn run(cfg: &Config, launcher: &Launcher) -> Report {
-    let dir = match &cfg.dir {
-        Some(d) => d.clone(),
-        None => {
-            std::env::temp_dir().join(format!("shmlease-chaos-{}-{}", std::process::id(), mono()))
-        }
-    };
-    std::fs::create_dir_all(&dir).expect("creating the run directory");
-    let own_table = cfg.table.is_none();
-    let table_loc = cfg.table.clone().unwrap_or_else(|| dir.join("table").display().to_string());
-    let opts = TableOptions::new().capacity(cfg.capacity);
-    let table = LeaseTable::open_or_create(Location::from(table_loc.as_str()), &opts)
-        .expect("creating the table");
-    Records::create(&dir.join("records"), cfg.names).expect("creating the record file");
-    let mut report =
-        Report { dir: dir.clone(), load: (loadavg(), String::new()), ..Report::default() };
-
-    // Watchdog: if the run overstays, kill every worker and abort.
-    let live: Arc<Mutex<Vec<u32>>> = Arc::default();
-    let done = Arc::new(AtomicBool::new(false));
-    let limit = cfg.duration + WIND_DOWN + Duration::from_secs(60);
-    {
-        let (live, done) = (Arc::clone(&live), Arc::clone(&done));
-        std::thread::spawn(move || {
-            let end = mono() + limit.as_nanos() as u64;
-            while !done.load(Ordering::SeqCst) {
-                if mono() > end {
-                    for &p in live.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                        signal(p, libc::SIGKILL);
-                    }
-                    eprintln!("chaos: watchdog: run exceeded {limit:?}; aborting");
-                    std::process::abort();
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-    }
-
-    let mut rng = Rng::new(cfg.seed);
-    let start = mono();
-    let end = start + cfg.duration.as_nanos() as u64;
-    let mut fates: BTreeMap<u64, WorkerFate> = BTreeMap::new();
-    let mut next_wid = 0u64;
-    let spawn = |wid: u64, fates: &mut BTreeMap<u64, WorkerFate>, rng: &mut Rng| -> Running {
-        let err = File::create(dir.join(format!("w{wid}.err"))).expect("worker stderr file");
-        let child = Command::new(&launcher.exe)
-            .args(&launcher.args)
-            .env(WORKER_ENV, wid.to_string())
-            .env("SHMLEASE_CHAOS_SEED", rng.next_u64().to_string())
-            .env("SHMLEASE_CHAOS_DIR", &dir)
-            .env("SHMLEASE_CHAOS_TABLE", &table_loc)
-            .env("SHMLEASE_CHAOS_NAMES", cfg.names.to_string())
-            .env("SHMLEASE_CHAOS_END", end.to_string())
-            .env("SHMLEASE_CHAOS_PARENT", std::process::id().to_string())
-            .env("SHMLEASE_CHAOS_MAX_TTL_MS", cfg.max_ttl_ms.to_string())
-            .env("SHMLEASE_CHAOS_FAULT", &cfg.fault)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("starting a worker");
-        let pid = child.id();
-        live.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
-        fates.insert(wid, WorkerFate { pid, spawned: mono(), ..WorkerFate::default() });
-        Running { wid, child, stopped_at: None }
-    };
-    let forget_pid =
-        |pid: u32| live.lock().unwrap_or_else(|p| p.into_inner()).retain(|&p| p != pid);
-
-    let mut running: Vec<Running> = Vec::new();
-    for _ in 0..cfg.workers {
-        running.push(spawn(next_wid, &mut fates, &mut rng));
-        next_wid += 1;
-    }
-    let max_ttl_ns = cfg.max_ttl_ms * 1_000_000;
-    let mut next_kill = start + rng.exp_ns(cfg.kill_rate);
-    let mut next_stop = start + rng.exp_ns(cfg.stop_rate);
-    let mut next_poll = start;
-    let mut next_progress = start + cfg.progress.as_nanos() as u64;
-    let (mut kills, mut stops, mut early_exits) = (0u64, 0u64, 0u64);
-    loop {
-        let now = mono();
-        if now >= end {
-            break;
-        }
-        // Continue workers whose stop is over.
-        for r in running.iter_mut() {
-            if let Some((t_stop, cont_at)) = r.stopped_at {
-                if now >= cont_at {
-                    signal(r.child.id(), libc::SIGCONT);
-                    fates.get_mut(&r.wid).unwrap().stops.push((t_stop, mono()));
-                    r.stopped_at = None;
-                }
-            }
-        }
-        // Workers that died on their own (panics, errors): record, replace.
-        if now >= next_poll {
-            next_poll = now + 10_000_000;
-            let mut i = 0;
-            while i < running.len() {
-                if let Ok(Some(st)) = running[i].child.try_wait() {
-                    let r = running.swap_remove(i);
-                    let f = fates.get_mut(&r.wid).unwrap();
-                    f.reaped = Some(mono());
-                    f.status = Some(format!("{st}"));
-                    if let Some((t_stop, _)) = r.stopped_at {
-                        f.stops.push((t_stop, mono()));
-                    }
-                    forget_pid(r.child.id());
-                    early_exits += 1;
-                    running.push(spawn(next_wid, &mut fates, &mut rng));
-                    next_wid += 1;
-                } else {
-                    i += 1;
-                }
-            }
-        }
-        if now >= next_kill && !running.is_empty() {
-            next_kill = now + rng.exp_ns(cfg.kill_rate);
-            let i = rng.below(running.len() as u64) as usize;
-            let mut r = running.swap_remove(i);
-            let pid = r.child.id();
-            let t_sent = mono();
-            signal(pid, libc::SIGKILL);
-            let st = r.child.wait().expect("reaping a killed worker");
-            let t_reaped = mono();
-            forget_pid(pid);
-            let f = fates.get_mut(&r.wid).unwrap();
-            f.killed = Some((t_sent, t_reaped));
-            f.reaped = Some(t_reaped);
-            f.status = Some(format!("{st}"));
-            if let Some((t_stop, _)) = r.stopped_at {
-                f.stops.push((t_stop, t_reaped));
-            }
-            kills += 1;
-            running.push(spawn(next_wid, &mut fates, &mut rng));
-            next_wid += 1;
-        }
-        if now >= next_stop {
-            next_stop = now + rng.exp_ns(cfg.stop_rate);
-            let candidates: Vec<usize> =
-                (0..running.len()).filter(|&i| running[i].stopped_at.is_none()).collect();
-            if !candidates.is_empty() {
-                let i = candidates[rng.below(candidates.len() as u64) as usize];
-                let r = &mut running[i];
-                let t = mono();
-                signal(r.child.id(), libc::SIGSTOP);
-                let pause = rng.range(max_ttl_ns + 5_000_000, 4 * max_ttl_ns + 5_000_000);
-                r.stopped_at = Some((t, t + pause));
-                stops += 1;
-            }
-        }
-        if cfg.progress > Duration::ZERO && now >= next_progress {
-            next_progress = now + cfg.progress.as_nanos() as u64;
-            eprintln!(
-                "chaos: {:>5.0}s/{:.0}s kills {kills} stops {stops} load {}",
-                (now - start) as f64 / 1e9,
-                cfg.duration.as_secs_f64(),
-                loadavg()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    // Wind down: continue everyone, let them finish their round and exit.
-    for r in running.iter_mut() {
-        if let Some((t_stop, _)) = r.stopped_at.take() {
-            signal(r.child.id(), libc::SIGCONT);
-            fates.get_mut(&r.wid).unwrap().stops.push((t_stop, mono()));
-        }
-    }
-    let give_up = mono() + WIND_DOWN.as_nanos() as u64;
-    for mut r in running {
-        let f = fates.get_mut(&r.wid).unwrap();
-        loop {
-            match r.child.try_wait() {
-                Ok(Some(st)) => {
-                    f.reaped = Some(mono());
-                    f.status = Some(format!("{st}"));
-                    break;
-                }
-                _ if mono() > give_up => {
-                    signal(r.child.id(), libc::SIGKILL);
-                    let st = r.child.wait().expect("reaping a hung worker");
-                    f.reaped = Some(mono());
-                    f.status = Some(format!("{st}"));
-                    f.hung = true;
-                    break;
-                }
-                _ => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-        forget_pid(r.child.id());
-    }
-    let all_gone = mono();
-    report.elapsed = Duration::from_nanos(all_gone - start);
-    done.store(true, Ordering::SeqCst);
-
-    report.counts.insert("workers started", fates.len() as u64);
-    report.counts.insert("kills (SIGKILL)", kills);
-    report.counts.insert("stops (SIGSTOP > max TTL)", stops);
-    report.counts.insert("workers that exited early", early_exits);
-
-    // Final state: once every worker is gone and the longest TTL has passed, no name
-    // may still be held, and a fresh grant must carry a token above all seen before.
-    std::thread::sleep(Duration::from_nanos(max_ttl_ns) + Duration::from_millis(20));
-    let mut final_tokens = HashMap::new();
-    for i in 0..cfg.names {
-        let name = lease_name(i);
-        match table.get(&name) {
-            Ok(Some(info)) if info.state == LeaseState::Held => report.violations.push(format!(
-                "final-state: {name} still held (token {}, holder {:?}, remaining {:?}) after every worker is gone and {} ms passed",
-                info.token, info.holder, info.remaining, cfg.max_ttl_ms
-            )),
-            Ok(_) => {}
-            Err(e) => report.violations.push(format!("final-state: get({name}) failed: {e}")),
-        }
-        match table.try_acquire(&name, Duration::from_millis(10)) {
-            Ok(l) => {
-                final_tokens.insert(name.clone(), l.token());
-                let _ = l.release();
-            }
-            Err(e) => {
-                report.violations.push(format!("final-state: try_acquire({name}) failed: {e}"))
-            }
-        }
-    }
-    let info = table.info();
-    report.counts.insert("library: expired reclaims", info.counters.expired_reclaims);
-    report.counts.insert("library: dead-holder reclaims", info.counters.dead_holder_reclaims);
-    report.counts.insert("library: corrupt reclaims", info.counters.corrupt_reclaims);
-    report.counts.insert("library: names bound", info.counters.binds);
-    report.counts.insert("library: names unbound (slot reuse)", info.counters.unbinds);
-    drop(table);
-
-    let mut events = String::new();
-    for (wid, f) in &fates {
-        let _ = writeln!(
-            events,
-            "worker {wid} pid {} spawned {} killed {:?} reaped {:?} status {:?} hung {} stops {:?}",
-            f.pid, f.spawned, f.killed, f.reaped, f.status, f.hung, f.stops
-        );
-    }
-    let _ = std::fs::write(dir.join("controller.log"), events);
-    check(cfg, &dir, &fates, &final_tokens, &mut report);
-    let _ = std::fs::write(dir.join("summary.txt"), report.summary());
-    report.load.1 = loadavg();
-    if own_table {
-        let _ = LeaseTable::remove(Location::from(table_loc.as_str()));
-    }
-    if report.violations.is_empty() && !cfg.keep && cfg.dir.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    report
-}
-
-// ------------------------------------------------------------------------------------
-// Checker
-// ------------------------------------------------------------------------------------
-
-/// One grant, as reconstructed from its worker's log.
-#[derive(Clone, Debug)]
-struct Grant {
-    wid: u64,
-    name: String,
-    token: u64,
-    mode: String,
-    ttl: u64,
-    /// Attempt start, and return of the acquire.
-    t_a: u64,
-    g: u64,
-    /// Lower bound of the current deadline (after renewals).
-    d_lo: u64,
-    /// A renewal was announced but its outcome never logged: (intent time, ttl).
-    pending: Option<(u64, u64)>,
-    /// Upper bound of every deadline this grant ever had (`u64::MAX`: unbounded yet).
-    d_hi: u64,
-    keep_alive: bool,
-    /// Ending action and the time read before it.
-    ending: Option<(String, u64)>,
-    /// Time after the release / drop returned (the grant is over by then).
-    freed_at: Option<u64>,
-    released_ok: bool,
-    run_delay: u64,
-}
-
-impl Grant {
-    /// A lower bound of the time the grant stopped being valid.
-    fn end_lo(&self, death_lo: Option<u64>) -> u64 {
-        let mut e = self.d_lo;
-        if let Some((t_i, ttl)) = self.pending {
-            e = e.min(t_i + ttl);
-        }
-        if let Some((how, t)) = &self.ending {
-            if how == "release" || how == "drop" || how == "expire" {
-                e = e.min(*t);
-            }
-        }
-        if let Some(d) = death_lo {
-            e = e.min(d);
-        }
-        e
-    }
-}
-
-struct Refusal {
-    wid: u64,
-    name: String,
-    token: u64,
-    holder_pid: u32,
-    /// 0: live-process holder record, 1: detached, 2: no record.
-    holder_kind: u8,
-    kind: String,
-    t_a: u64,
-    t_e: u64,
-}
-
-fn num(f: Option<&&str>) -> Option<u64> {
-    f.and_then(|s| s.parse().ok())
-}
-
-fn check(
-    cfg: &Config,
-    dir: &Path,
-    fates: &BTreeMap<u64, WorkerFate>,
-    final_tokens: &HashMap<String, u64>,
-    report: &mut Report,
-) {
-    let max_ttl = cfg.max_ttl_ms * 1_000_000;
-    let mut grants: Vec<Grant> = Vec::new();
-    let mut refusals: Vec<Refusal> = Vec::new();
-    let mut c: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let bump = |c: &mut BTreeMap<&'static str, u64>, k: &'static str| *c.entry(k).or_default() += 1;
-    let mut v = Vec::new();
-    let mut exited: HashMap<u64, u64> = HashMap::new();
-
-    for (&wid, fate) in fates {
-        // Exit status and stderr: nobody may panic or fail.
-        let err = std::fs::read_to_string(dir.join(format!("w{wid}.err"))).unwrap_or_default();
-        if !err.trim().is_empty() {
-            v.push(format!(
-                "worker-failed: worker {wid} (pid {}) wrote to stderr: {}",
-                fate.pid,
-                err.trim()
+        if self.has_filler() && self.fill() >= self.capacity() as usize {
+            return Err(format!(
+                "--fill {} leaves no free slot in a table of {}",
+                self.fill(),
+                self.capacity()
             ));
         }
-        if fate.hung {
-            v.push(format!(
-                "worker-failed: worker {wid} (pid {}) did not finish within {WIND_DOWN:?} after the run",
-                fate.pid
-            ));
-        } else if fate.killed.is_none() && fate.status.as_deref() != Some("exit status: 0") {
-            v.push(format!(
-                "worker-failed: worker {wid} (pid {}) ended with {:?}",
-                fate.pid, fate.status
-            ));
+        if !self.fault.is_empty() && self.fault != "lie" {
+            return Err(format!("unknown fault {:?} (only `lie`)", self.fault));
         }
-        let text = std::fs::read_to_string(dir.join(format!("w{wid}.log"))).unwrap_or_default();
-        let complete = text.rfind('\n').map_or("", |i| &text[..i]);
-        if complete.len() + 1 < text.len() {
-            bump(&mut c, "torn log lines (killed mid-write)");
-        }
-        let mut open: HashMap<(String, u64), usize> = HashMap::new();
-        let first = grants.len();
-        for line in complete.lines() {
-            let f: Vec<&str> = line.split(' ').collect();
-            let key = || (f[1].to_string(), f[2].parse::<u64>().unwrap_or(0));
-            match f[0] {
-                "G" if f.len() >= 10 => {
-                    let g = Grant {
-                        wid,
-                        name: f[1].into(),
-                        token: num(f.get(2)).unwrap_or(0),
-                        mode: f[3].into(),
-                        ttl: num(f.get(4)).unwrap_or(0),
-                        t_a: num(f.get(5)).unwrap_or(0),
-                        g: num(f.get(6)).unwrap_or(0),
-                        d_lo: num(f.get(7)).unwrap_or(0),
-                        pending: None,
-                        d_hi: num(f.get(8)).unwrap_or(u64::MAX),
-                        keep_alive: false,
-                        ending: None,
-                        freed_at: None,
-                        released_ok: false,
-                        run_delay: num(f.get(9)).unwrap_or(0),
-                    };
-                    open.insert(key(), grants.len());
-                    grants.push(g);
-                    bump(&mut c, "grants");
-                }
-                "R" if f.len() >= 8 => {
-                    refusals.push(Refusal {
-                        wid,
-                        name: f[1].into(),
-                        token: num(f.get(2)).unwrap_or(0),
-                        holder_pid: num(f.get(3)).unwrap_or(0) as u32,
-                        holder_kind: num(f.get(4)).unwrap_or(2) as u8,
-                        kind: f[5].into(),
-                        t_a: num(f.get(6)).unwrap_or(0),
-                        t_e: num(f.get(7)).unwrap_or(0),
-                    });
-                    bump(
-                        &mut c,
-                        if f[5] == "held" { "refusals: held" } else { "refusals: timed out" },
-                    );
-                }
-                "E" => {
-                    bump(&mut c, "unexpected errors");
-                    let benign = line.contains("full") && cfg.capacity < cfg.names as u32;
-                    if !benign {
-                        v.push(format!("unexpected-error: worker {wid}: {line}"));
-                    }
-                }
-                "K" => {
-                    if let Some(&i) = open.get(&key()) {
-                        grants[i].keep_alive = true;
-                        grants[i].d_hi = u64::MAX;
-                        bump(&mut c, "keep-alives");
-                    }
-                }
-                "N" if f.len() >= 5 => {
-                    if let Some(&i) = open.get(&key()) {
-                        grants[i].pending =
-                            Some((num(f.get(4)).unwrap_or(0), num(f.get(3)).unwrap_or(0)));
-                    }
-                }
-                "D" if f.len() >= 5 => {
-                    if let Some(&i) = open.get(&key()) {
-                        let gr = &mut grants[i];
-                        gr.pending = None;
-                        if f[3] == "ok" && f.len() >= 7 {
-                            gr.d_lo = num(f.get(5)).unwrap_or(0);
-                            if gr.d_hi != u64::MAX {
-                                gr.d_hi = gr.d_hi.max(num(f.get(6)).unwrap_or(u64::MAX));
-                            }
-                            bump(&mut c, "renewals");
-                        } else {
-                            bump(&mut c, "renewals refused (lost)");
-                        }
-                    }
-                }
-                "C" if f.len() >= 10 => {
-                    if f[9] != "1" {
-                        bump(&mut c, "record taken over after own expiry (legit)");
-                    } else {
-                        v.push(format!(
-                            "in-lease-overwrite: worker {wid}: record of {} overwritten by token {} (pid {}) while token {} still held it (clock {} < deadline lower bound {}: {}, is_valid(): {})",
-                            f[1], f[3], f[4], f[2], f[5], f[6], f[8] == "1", f[7] == "1"
-                        ));
-                    }
-                }
-                "L" => bump(&mut c, "keep-alive reported loss"),
-                "X" if f.len() >= 5 => {
-                    if let Some(&i) = open.get(&key()) {
-                        grants[i].ending = Some((f[3].into(), num(f.get(4)).unwrap_or(0)));
-                    }
-                }
-                "Y" if f.len() >= 6 => {
-                    if let Some(i) = open.remove(&key()) {
-                        let gr = &mut grants[i];
-                        let t = num(f.get(5)).unwrap_or(0);
-                        match f[3] {
-                            "release" | "drop" | "expire" => gr.freed_at = Some(t),
-                            _ => {}
-                        }
-                        gr.released_ok = f[3] == "release" && f[4] == "ok";
-                        bump(
-                            &mut c,
-                            match (f[3], f[4]) {
-                                ("release", "ok") => "endings: released",
-                                ("release", _) => "endings: release found it lost",
-                                ("drop", _) => "endings: dropped",
-                                ("forget", _) => "endings: forgotten (mem::forget)",
-                                ("detach", _) => "endings: detached",
-                                _ => "endings: let expire, then dropped",
-                            },
-                        );
-                    }
-                }
-                "Z" => {
-                    exited.insert(wid, num(f.get(1)).unwrap_or(0));
-                }
-                "B" => {}
-                _ => bump(&mut c, "unparsable log lines"),
-            }
-        }
-        // Deadlines we could not follow (a keep-alive thread renewing in the background,
-        // a renewal whose outcome was never logged because the worker was killed) are
-        // bounded by the worker's death: nothing renews after it.
-        let death_hi = fate.reaped.unwrap_or(u64::MAX);
-        for gr in &mut grants[first..] {
-            if gr.d_hi == u64::MAX || gr.pending.is_some() {
-                let ttl = gr.pending.map_or(gr.ttl, |p| p.1).max(gr.ttl);
-                let bound = death_hi.saturating_add(ttl);
-                gr.d_hi = if gr.d_hi == u64::MAX { bound } else { gr.d_hi.max(bound) };
-            }
-        }
+        Ok(())
     }
-
-    // A lower bound of each worker's death: before we sent SIGKILL, or its last words.
-    let death_lo = |wid: u64| -> Option<u64> {
-        let f = &fates[&wid];
-        match f.killed {
-            Some(k) => Some(k.0),
-            None => Some(exited.get(&wid).copied().unwrap_or(f.spawned)),
-        }
-    };
-
-    // 1. Exclusivity: validity intervals of one name never overlap.
-    let mut by_name: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, g) in grants.iter().enumerate() {
-        by_name.entry(g.name.as_str()).or_default().push(i);
-    }
-    for (name, idx) in &by_name {
-        let mut iv: Vec<(u64, u64, usize)> = idx
-            .iter()
-            .map(|&i| (grants[i].g, grants[i].end_lo(death_lo(grants[i].wid)), i))
-            .filter(|(s, e, _)| s < e)
-            .collect();
-        iv.sort();
-        let mut best: Option<(u64, usize)> = None;
-        for &(s, e, i) in &iv {
-            if let Some((pe, pi)) = best {
-                if s < pe {
-                    let (a, b) = (&grants[pi], &grants[i]);
-                    v.push(format!(
-                        "overlap: on {name}: token {} (worker {}, valid [{}, {}]) and token {} (worker {}, valid from {} to {}) overlap by {} ns",
-                        a.token, a.wid, a.g, pe, b.token, b.wid, s, e, pe.min(e) - s
-                    ));
-                }
-            }
-            match best {
-                Some((pe, _)) if pe >= e => {}
-                _ => best = Some((e, i)),
-            }
-        }
-    }
-
-    // 2. Fencing: tokens strictly increase in grant order, never repeat, and the final
-    //    grant is above all of them.
-    for (name, idx) in &by_name {
-        let mut sorted: Vec<usize> = idx.clone();
-        sorted.sort_by_key(|&i| grants[i].token);
-        for w in sorted.windows(2) {
-            if grants[w[0]].token == grants[w[1]].token {
-                v.push(format!(
-                    "token-reuse: token {} of {name} handed out twice (workers {} and {})",
-                    grants[w[0]].token, grants[w[0]].wid, grants[w[1]].wid
-                ));
-            }
-        }
-        // X returned before Y's attempt began, so X was granted first: token X < token Y.
-        let mut suffix_min_g: Vec<(u64, usize)> = vec![(u64::MAX, usize::MAX); sorted.len() + 1];
-        for k in (0..sorted.len()).rev() {
-            let gi = sorted[k];
-            suffix_min_g[k] = suffix_min_g[k + 1].min((grants[gi].g, gi));
-        }
-        for (k, &y) in sorted.iter().enumerate() {
-            let (min_g, x) = suffix_min_g[k + 1];
-            if min_g < grants[y].t_a && grants[x].token > grants[y].token {
-                v.push(format!(
-                    "token-order: on {name}: token {} (worker {}) was granted before token {} (worker {}) was even asked for",
-                    grants[x].token, grants[x].wid, grants[y].token, grants[y].wid
-                ));
-            }
-        }
-        if let (Some(&last), Some(&fin)) = (sorted.last(), final_tokens.get(*name)) {
-            if fin <= grants[last].token {
-                v.push(format!(
-                    "token-order: final grant of {name} has token {fin}, not above {}",
-                    grants[last].token
-                ));
-            }
-        }
-    }
-
-    // 3. Reclaim: a refusal may only name a grant that could still be live when the
-    //    refusing attempt started: before its deadline's upper bound, before it was
-    //    released, and (for a live-process holder record) before its process was reaped.
-    let by_token: HashMap<(&str, u64), usize> =
-        grants.iter().enumerate().map(|(i, g)| ((g.name.as_str(), g.token), i)).collect();
-    let pid_worker = |pid: u32, at: u64| -> Option<u64> {
-        fates.iter().filter(|(_, f)| f.pid == pid && f.spawned <= at).map(|(&w, _)| w).next_back()
-    };
-    for r in &refusals {
-        let gi = by_token.get(&(r.name.as_str(), r.token)).copied();
-        let holder_wid = match gi {
-            Some(i) => Some(grants[i].wid),
-            None if r.holder_pid != 0 => pid_worker(r.holder_pid, r.t_a),
-            None => None,
-        };
-        let mut avail = u64::MAX;
-        let mut why = String::new();
-        if let Some(i) = gi {
-            let g = &grants[i];
-            if g.d_hi < avail {
-                avail = g.d_hi;
-                why = "its deadline had certainly passed".into();
-            }
-            if let Some(t) = g.freed_at {
-                if t < avail {
-                    avail = t;
-                    why = "it had been released".into();
-                }
-            }
-        } else if let Some(w) = holder_wid {
-            // Grant not logged: its worker was killed right after acquiring.
-            if let Some(t) = fates[&w].reaped {
-                avail = t + max_ttl;
-                why = "its unlogged holder was dead for longer than the largest TTL".into();
-            }
-        } else {
-            bump(&mut c, "refusals naming an unlogged grant");
-        }
-        if r.holder_kind == 0 {
-            if let Some(w) = holder_wid {
-                if let Some(t) = fates[&w].reaped {
-                    if t < avail {
-                        avail = t;
-                        why = format!(
-                            "its holder (pid {}, worker {w}) had been reaped",
-                            r.holder_pid
-                        );
-                    }
-                }
-            }
-        }
-        if r.t_a > avail {
-            v.push(format!(
-                "stale-refusal: worker {} was refused {} ({}) at {} by token {}, but {why} at {avail} ({} us earlier)",
-                r.wid, r.name, r.kind, r.t_a, r.token, (r.t_a - avail) / 1000
-            ));
-        }
-    }
-
-    // 4. Reclaims: a grant taken over without having been released. When the holder was
-    //    killed, measure how long its lease lay unused after it became available (the
-    //    holder reaped, or its deadline's upper bound). A waiter blocked since before
-    //    that must get it within the 50 ms liveness re-check (which also covers a
-    //    deadline shortened by a renewal while it slept) plus slack, minus the time it
-    //    spent waiting for a CPU; a waiter that was itself stopped is excused.
-    let (mut lat_max, mut lat_sum, mut lat_n) = (0i64, 0i64, 0u64);
-    let (mut wlat_max, mut wlat_n) = (0i64, 0u64);
-    for (name, idx) in &by_name {
-        let mut sorted: Vec<usize> = idx.clone();
-        sorted.sort_by_key(|&i| grants[i].token);
-        for w in sorted.windows(2) {
-            let (p, q) = (&grants[w[0]], &grants[w[1]]);
-            let dropped = p.ending.as_ref().is_some_and(|e| e.0 == "drop" || e.0 == "expire");
-            if p.released_ok || (dropped && p.freed_at.is_some_and(|t| t <= q.g)) {
-                continue;
-            }
-            bump(&mut c, "reclaims (taken without a release)");
-            let fate = &fates[&p.wid];
-            let detached = p.ending.as_ref().is_some_and(|e| e.0 == "detach");
-            let mut avail = p.d_hi;
-            if let Some((t_kill, t_reaped)) = fate.killed {
-                if !p.freed_at.is_some_and(|t| t <= t_kill) && p.d_hi > t_kill {
-                    bump(&mut c, "reclaims of a lease live at its holder's kill");
-                    if !detached {
-                        avail = avail.min(t_reaped);
-                    }
-                    // From the SIGKILL to the next grant of the name.
-                    let lat = q.g.saturating_sub(t_kill) as i64;
-                    lat_max = lat_max.max(lat);
-                    lat_sum += lat;
-                    lat_n += 1;
-                    if q.g < p.d_lo {
-                        bump(&mut c, "...of which before its deadline (dead)");
-                    }
-                }
-            }
-            if q.mode != "try" && q.t_a <= avail {
-                let stopped = fates[&q.wid].stops.iter().any(|&(a, b)| a < q.g && b > q.t_a);
-                if !stopped {
-                    let lat = q.g as i64 - avail as i64 - q.run_delay as i64;
-                    wlat_max = wlat_max.max(lat);
-                    wlat_n += 1;
-                    let bound = LIVENESS_RECHECK_NS + cfg.reclaim_slack.as_nanos() as u64;
-                    if lat > bound as i64 {
-                        v.push(format!(
-                            "slow-reclaim: of {name}: token {} (worker {}) was available by {avail}; waiter worker {} (waiting since {}) got it only {} ms later (bound {} ms, run-queue time {} ms already deducted)",
-                            p.token, p.wid, q.wid, q.t_a, lat / 1_000_000, bound / 1_000_000, q.run_delay / 1_000_000
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    c.insert("kill-to-reclaim time: max (ms)", (lat_max.max(0) / 1_000_000) as u64);
-    c.insert(
-        "kill-to-reclaim time: mean (us)",
-        if lat_n > 0 { (lat_sum / lat_n as i64).max(0) as u64 / 1000 } else { 0 },
-    );
-    c.insert("reclaims by an already-blocked waiter", wlat_n);
-    c.insert(
-        "blocked-waiter latency past availability: max (ms)",
-        (wlat_max.max(0) / 1_000_000) as u64,
-    );
-
-    for (k, n) in c {
-        report.counts.insert(k, n);
-    }
-    report.violations.extend(v);
 }

@@ -1,0 +1,421 @@
+//! The lease round that every worker pattern is made of, and the log it writes. How a
+//! process runs rounds (a fork tree, threads, a helper thread after the main thread
+//! ended, the filler) is in `modes.rs`.
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use shmlease::{AcquireOptions, Error, LeaseTable};
+
+use super::{mono, run_delay, Layout, Mode, Records, Rng, WORKER_ENV};
+
+/// Worker parameters, passed in `SHMLEASE_CHAOS_*` environment variables.
+#[derive(Clone)]
+pub(crate) struct WorkerEnv {
+    pub wid: u64,
+    pub seed: u64,
+    pub dir: PathBuf,
+    pub table: String,
+    pub layout: Layout,
+    pub mode: Mode,
+    pub end: u64,
+    pub parent: u32,
+    pub max_ttl_ms: u64,
+    /// Added to every deadline the worker believes in (fault injection).
+    pub lie_ns: u64,
+    pub threads: usize,
+    pub fork_children: usize,
+    /// `fallback`: end the main thread and work on a helper thread.
+    pub zombie: bool,
+    /// `fork`: the FIFO forked processes announce themselves on.
+    pub roster: PathBuf,
+}
+
+fn env(key: &str) -> String {
+    std::env::var(format!("SHMLEASE_CHAOS_{key}")).unwrap_or_default()
+}
+
+/// If this process was started as a worker, runs it and returns `true`.
+pub fn maybe_run_worker() -> bool {
+    let Ok(wid) = std::env::var(WORKER_ENV) else { return false };
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let parent: u32 = env("PARENT").parse().expect("parent");
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } as u32 != parent {
+        return true; // the controller is already gone
+    }
+    let w = WorkerEnv {
+        wid: wid.parse().expect("worker id"),
+        seed: env("SEED").parse().expect("seed"),
+        dir: PathBuf::from(env("DIR")),
+        table: env("TABLE"),
+        layout: Layout::decode(&env("LAYOUT")).expect("name layout"),
+        mode: Mode::parse(&env("MODE")).expect("mode"),
+        end: env("END").parse().expect("end"),
+        parent,
+        max_ttl_ms: env("MAX_TTL_MS").parse().expect("max ttl"),
+        lie_ns: if env("FAULT") == "lie" { 20_000_000 } else { 0 },
+        threads: env("THREADS").parse().unwrap_or(1),
+        fork_children: env("FORK_CHILDREN").parse().unwrap_or(1),
+        zombie: env("ZOMBIE") == "1",
+        roster: PathBuf::from(env("ROSTER")),
+    };
+    super::modes::run_process(&w);
+    true
+}
+
+/// A worker's append-only log: one `write` per line, no buffering, so a kill -9 loses
+/// at most the line being written.
+pub(crate) struct Log(File);
+
+impl Log {
+    /// Opens (appending) `DIR/STEM.log`.
+    pub(crate) fn open(dir: &Path, stem: &str) -> Log {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{stem}.log")))
+            .expect("opening the worker log");
+        Log(file)
+    }
+
+    pub(crate) fn line(&mut self, s: std::fmt::Arguments<'_>) {
+        let mut text = String::with_capacity(96);
+        let _ = text.write_fmt(s);
+        text.push('\n');
+        self.0.write_all(text.as_bytes()).expect("writing the worker log");
+    }
+}
+
+macro_rules! logln {
+    ($log:expr, $($arg:tt)*) => { $log.line(format_args!($($arg)*)) };
+}
+pub(crate) use logln;
+
+pub(crate) fn holder_fields(h: &Option<shmlease::Holder>) -> (u32, u8) {
+    match h {
+        Some(h) => (h.pid, h.detached as u8),
+        None => (0, 2),
+    }
+}
+
+/// One word for an error's kind, as logged.
+pub(crate) fn error_kind(e: &Error) -> &'static str {
+    match e {
+        Error::Held { .. } => "held",
+        Error::TimedOut { .. } => "timeout",
+        Error::Lost { .. } => "lost",
+        Error::TableFull { .. } => "full",
+        Error::Busy { .. } => "busy",
+        Error::Corrupt { .. } => "corrupt",
+        Error::Io { .. } => "io",
+        _ => "other",
+    }
+}
+
+/// Logs a refused or failed acquire that started at `t_a`: `R` for a refusal by a
+/// holder (`Held`, `TimedOut`), `Q` for the refusals a crowded table may give
+/// (`TableFull`, `Busy`), `E` for anything else.
+pub(crate) fn log_refusal(log: &mut Log, name: &str, e: &Error, t_a: u64) {
+    let t_e = mono();
+    match e {
+        Error::Held { token, holder, .. } => {
+            let (hp, hd) = holder_fields(holder);
+            logln!(log, "R {name} {token} {hp} {hd} held {t_a} {t_e}");
+        }
+        Error::TimedOut { token, holder, .. } => {
+            let (hp, hd) = holder_fields(holder);
+            logln!(log, "R {name} {token} {hp} {hd} timeout {t_a} {t_e}");
+        }
+        Error::TableFull { .. } | Error::Busy { .. } => {
+            logln!(log, "Q {name} {} {t_a} {t_e}", error_kind(e));
+        }
+        other => {
+            let msg = other.to_string().replace('\n', " ");
+            logln!(log, "E {name} {t_a} {t_e} {} {msg}", error_kind(other));
+        }
+    }
+}
+
+/// Logs a grant that returned at `g` for an attempt started at `t_a`: its token and
+/// the bounds of its deadline. Returns the deadline's lower bound.
+pub(crate) fn log_grant(
+    log: &mut Log,
+    name: &str,
+    lease: &shmlease::Lease<'_>,
+    tag: &str,
+    ttl_ns: u64,
+    (t_a, g, rd): (u64, u64, u64),
+    lie_ns: u64,
+) -> u64 {
+    let rem = lease.remaining().as_nanos() as u64;
+    let token = lease.token();
+    // Lower bound of the deadline: the grant's clock read came after t_a; and if the
+    // lease still had time left when `remaining` read the clock (after g), it lasts at
+    // least until g + rem. Upper bound: that clock read came before g.
+    let mut d_lo = t_a + ttl_ns;
+    if rem > 0 {
+        d_lo = d_lo.max(g + rem);
+    }
+    d_lo += lie_ns;
+    let d_hi = g + ttl_ns + lie_ns;
+    logln!(log, "G {name} {token} {tag} {ttl_ns} {t_a} {g} {d_lo} {d_hi} {rd}");
+    d_lo
+}
+
+/// Logs an observation of our record holding another writer's token. That is legitimate
+/// only if our grant was over by then. It was certainly not over (a violation) if
+/// `is_valid()`, called after the record was read, still says ours; or if our clock,
+/// read after the record was, is still before a lower bound of our deadline (nobody
+/// revokes in this harness, we did not release, and we are alive).
+pub(crate) fn saw_other(
+    log: &mut Log,
+    name: &str,
+    token: u64,
+    seen: u64,
+    writer: u64,
+    lease: &shmlease::Lease<'_>,
+    d_lo: u64,
+) {
+    let t_c = mono(); // read after the record was
+    let valid = lease.is_valid();
+    let early = t_c < d_lo;
+    let v = (valid || early || seen < token) as u8;
+    logln!(
+        log,
+        "C {name} {token} {seen} {writer} {t_c} {d_lo} {} {} {v}",
+        valid as u8,
+        early as u8
+    );
+}
+
+/// What a stream of rounds works on, and how.
+pub(crate) struct Round<'a> {
+    pub table: &'a LeaseTable,
+    pub records: &'a Records,
+    /// The names it picks from, with their record index.
+    pub names: &'a [(usize, String)],
+    pub pid: u32,
+    pub max_ttl_ms: u64,
+    pub lie_ns: u64,
+    /// Herd: always a blocking `acquire`, and the holder-record check after each grant.
+    pub herd: bool,
+    /// Whether grants may start a keep-alive (a thread): not in a process that forks.
+    pub keep_alive: bool,
+    /// Short holds, mostly released at once: more grants, binds and hand-overs per
+    /// second (`fork`, `herd`, `full`, where the races are in granting and binding).
+    pub quick: bool,
+}
+
+/// Runs rounds until `end`, logging to `log` (begin line `B`, end line `Z`); calls
+/// `between` after every round.
+pub(crate) fn run_stream(
+    r: &Round<'_>,
+    rng: &mut Rng,
+    log: &mut Log,
+    (wid, mode, end): (u64, Mode, u64),
+    between: &mut dyn FnMut(&mut Log),
+) {
+    logln!(log, "B {wid} {} {} {}", r.pid, mono(), mode.as_str());
+    while mono() < end {
+        one_round(r, rng, log);
+        between(log);
+        if rng.pct(30) {
+            std::thread::sleep(Duration::from_micros(rng.below(3000)));
+        }
+    }
+    logln!(log, "Z {}", mono());
+}
+
+/// Herd: right after a grant, whether the table names us as the holder. Only
+/// meaningful if the lease was valid both before and after the read (`v0`, `v1`).
+fn herd_check(r: &Round<'_>, log: &mut Log, name: &str, lease: &shmlease::Lease<'_>) {
+    let token = lease.token();
+    let t0 = mono();
+    let v0 = lease.is_valid();
+    let info = r.table.get(name);
+    let v1 = lease.is_valid();
+    let t1 = mono();
+    let (seen, hp, hd, state) = match &info {
+        Ok(Some(i)) => {
+            let (hp, hd) = holder_fields(&i.holder);
+            (i.token, hp, hd, i.state.as_str())
+        }
+        Ok(None) => (0, 0, 2, "unbound"),
+        Err(_) => (0, 0, 2, "error"),
+    };
+    logln!(log, "H {name} {token} {} {} {seen} {hp} {hd} {state} {t0} {t1}", v0 as u8, v1 as u8);
+}
+
+/// One grant's life: acquire, write the fenced record, work in chunks (reading the
+/// record back, renewing or polling the keep-alive), read back, end it one of five ways.
+pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
+    let (table, records, pid) = (r.table, r.records, r.pid);
+    let max_ttl_ms = r.max_ttl_ms;
+    let (ni, name) = &r.names[rng.below(r.names.len() as u64) as usize];
+    let (ni, name) = (*ni, name.as_str());
+    let ttl_ns = rng.range(1_000, max_ttl_ms * 1_000) * 1_000;
+    let ttl = Duration::from_nanos(ttl_ns);
+    let mode = rng.below(100);
+    let wait = if r.herd {
+        Duration::from_millis(rng.range(50, 1000))
+    } else {
+        Duration::from_millis(rng.below(101))
+    };
+    let (mode_tag, waits) = match mode {
+        _ if r.herd => ("wait", true),
+        0..=44 => ("try", false),
+        45..=89 => ("wait", true),
+        _ => ("label", true),
+    };
+    let rd0 = if waits { run_delay() } else { None };
+    let t_a = mono();
+    let result = match mode_tag {
+        "try" => table.try_acquire(name, ttl),
+        "wait" => table.acquire(name, ttl, Some(wait)),
+        _ => AcquireOptions::new()
+            .wait(Some(wait))
+            .label(&format!("p{pid}"))
+            .and_then(|o| table.acquire_with(name, ttl, &o)),
+    };
+    let lease = match result {
+        Ok(l) => l,
+        Err(e) => return log_refusal(log, name, &e, t_a),
+    };
+    let g = mono();
+    let rd = match (rd0, if waits { run_delay() } else { None }) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => 0,
+    };
+    let token = lease.token();
+    let mut d_lo = log_grant(log, name, &lease, mode_tag, ttl_ns, (t_a, g, rd), r.lie_ns);
+    if r.herd {
+        herd_check(r, log, name, &lease);
+    }
+
+    let mut lease = lease;
+    let keep_alive = r.keep_alive && rng.pct(10);
+    if keep_alive {
+        logln!(log, "K {name} {token} {ttl_ns} {}", mono());
+        if let Err(e) = lease.keep_alive(ttl) {
+            let t = mono();
+            logln!(log, "E {name} {t} {t} {} keep_alive: {e}", error_kind(&e));
+        }
+    }
+    let mut lost = false;
+    let saw = |seen: u64, writer: u64, lease: &shmlease::Lease<'_>, d_lo: u64, log: &mut Log| {
+        saw_other(log, name, token, seen, writer, lease, d_lo)
+    };
+    match records.write(ni, token, pid) {
+        Ok(()) => {}
+        Err(seen) => {
+            let (_, writer) = records.read(ni);
+            saw(seen, writer, &lease, d_lo, log);
+            lost = true;
+        }
+    }
+    let chunks = if r.quick { 1 } else { rng.range(1, 3) };
+    for _ in 0..chunks {
+        if lost {
+            break;
+        }
+        let work = match (r.quick, rng.below(100)) {
+            (true, 0..=69) => rng.below(ttl_ns / 4 + 1),
+            (true, 70..=94) => rng.range(ttl_ns / 4, ttl_ns),
+            (false, 0..=59) => rng.below(ttl_ns / 2 + 1),
+            (false, 60..=84) => rng.range(ttl_ns / 2, ttl_ns),
+            _ => rng.range(ttl_ns, ttl_ns * 2),
+        };
+        std::thread::sleep(Duration::from_nanos(work));
+        let (seen, writer) = records.read(ni);
+        if seen != token {
+            saw(seen, writer, &lease, d_lo, log);
+            lost = true;
+            break;
+        }
+        if keep_alive {
+            if let Some(why) = lease.lost() {
+                logln!(log, "L {name} {token} {} {why:?}", mono());
+                lost = true;
+            }
+        } else if rng.pct(30) {
+            let ttl2_ns = rng.range(1_000, max_ttl_ms * 1_000) * 1_000;
+            let t_i = mono();
+            logln!(log, "N {name} {token} {ttl2_ns} {t_i}");
+            match lease.renew(Duration::from_nanos(ttl2_ns)) {
+                Ok(()) => {
+                    let t_r = mono();
+                    let rem = lease.remaining().as_nanos() as u64;
+                    let mut lo = t_i + ttl2_ns;
+                    if rem > 0 {
+                        lo = lo.max(t_r + rem);
+                    }
+                    d_lo = lo + r.lie_ns;
+                    logln!(log, "D {name} {token} ok {t_r} {d_lo} {}", t_r + ttl2_ns + r.lie_ns);
+                }
+                Err(e) => {
+                    let t_r = mono();
+                    let why = match e {
+                        Error::Lost { reason, .. } => format!("{reason:?}"),
+                        other => format!("error:{}", other.to_string().replace(' ', "_")),
+                    };
+                    logln!(log, "D {name} {token} lost {t_r} {why}");
+                    lost = true;
+                }
+            }
+        }
+    }
+    // Read back just before leaving.
+    if !lost {
+        let (seen, writer) = records.read(ni);
+        if seen != token {
+            saw(seen, writer, &lease, d_lo, log);
+        }
+    }
+    let ending = match (r.quick, rng.below(100)) {
+        (false, 0..=44) | (true, 0..=59) => "release",
+        (false, 45..=59) | (true, 60..=69) => "drop",
+        (false, 60..=69) | (true, 70..=74) if !keep_alive => "forget",
+        (false, 70..=79) | (true, 75..=79) => "detach",
+        _ if keep_alive => "release",
+        _ => "expire",
+    };
+    if ending == "expire" {
+        while lease.is_valid() {
+            std::thread::sleep(lease.remaining() + Duration::from_micros(100));
+        }
+    }
+    end_lease(log, name, lease, ending);
+}
+
+/// Ends a grant with `ending` (`release`, `detach`, `forget`, `drop`, `expire`): the
+/// `X` line before, the `Y` line with the outcome after.
+pub(crate) fn end_lease(log: &mut Log, name: &str, lease: shmlease::Lease<'_>, ending: &str) {
+    let token = lease.token();
+    logln!(log, "X {name} {token} {ending} {}", mono());
+    let result = match ending {
+        "release" => match lease.release() {
+            Ok(()) => "ok".to_string(),
+            Err(Error::Lost { reason, .. }) => format!("lost:{reason:?}"),
+            Err(e) => format!("error:{}", e.to_string().replace(' ', "_")),
+        },
+        "detach" => match lease.detach() {
+            Ok(_) => "ok".to_string(),
+            Err(Error::Lost { reason, .. }) => format!("lost:{reason:?}"),
+            Err(e) => format!("error:{}", e.to_string().replace(' ', "_")),
+        },
+        "forget" => {
+            std::mem::forget(lease);
+            "ok".to_string()
+        }
+        _ => {
+            drop(lease);
+            "ok".to_string()
+        }
+    };
+    logln!(log, "Y {name} {token} {ending} {result} {}", mono());
+}
