@@ -447,7 +447,8 @@ fn blocked_acquire_is_woken_by_revoke_from_a_third_process() {
     LeaseTable::remove(&path).unwrap();
 }
 
-/// A `fork()`ed child that inherits a `Lease` does not release it when dropping it.
+/// A `fork()`ed child that inherits a `Lease` can read it but not renew or release it
+/// (`BoundToProcess`), and does not release it when dropping it.
 #[test]
 fn forked_child_does_not_release_parents_lease() {
     let wd = Watchdog::new("forked_child_does_not_release_parents_lease", Duration::from_secs(60));

@@ -894,14 +894,24 @@ fn role_fork() -> i32 {
     let lease = table.try_acquire(&name, Duration::from_secs(60)).expect("try_acquire");
     let token = lease.token();
     // SAFETY: fork(2) has no preconditions. This process runs its test on one thread
-    // (the harness's main thread only waits for it); the child only drops the lease
-    // (atomics, a few reads of /proc) and leaves with _exit.
+    // (the harness's main thread only waits for it); the child only tries to renew and
+    // release the lease (atomics, a few reads of /proc) and leaves with _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        drop(lease);
+        // The inherited lease stays the parent's: the child may read it, not change it.
+        let refused = |r: shmlease::Result<()>| matches!(r, Err(Error::BoundToProcess { .. }));
+        let code = if !lease.is_valid() || lease.token() != token {
+            2
+        } else if !refused(lease.renew(Duration::from_secs(1))) {
+            3
+        } else if !refused(lease.release()) {
+            4
+        } else {
+            0
+        };
         // SAFETY: _exit ends the forked child without running the parent's atexit
         // handlers or destructors.
-        unsafe { libc::_exit(0) };
+        unsafe { libc::_exit(code) };
     }
     assert!(pid > 0, "fork failed");
     let mut status = 0;
