@@ -74,6 +74,45 @@ fn output(mut cmd: Command) -> Output {
     }
 }
 
+/// A child process that is killed (and reaped) if the test lets go of it while it still
+/// runs: a failing test leaves nothing behind.
+struct Kid {
+    child: Child,
+}
+
+impl std::ops::Deref for Kid {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Kid {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `Command::spawn`, guarded by a [`Kid`].
+trait SpawnKid {
+    fn kid(&mut self) -> Kid;
+}
+
+impl SpawnKid for Command {
+    fn kid(&mut self) -> Kid {
+        Kid { child: self.spawn().expect("spawning a test process") }
+    }
+}
+
 fn wait(child: &mut Child) -> ExitStatus {
     let start = Instant::now();
     loop {
@@ -158,12 +197,8 @@ fn two_runs_without_waiting_exactly_one_runs_the_command() {
     t.run(&["create", "--capacity", "16"]);
     let ran = t.file("ran");
     let script = format!("echo $$ >> {}; sleep 2", ran.display());
-    let spawn = || {
-        t.cmd(&["run", "-n", "job", "--", "sh", "-c", &script])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn =
+        || t.cmd(&["run", "-n", "job", "--", "sh", "-c", &script]).stderr(Stdio::piped()).kid();
     let (mut a, mut b) = (spawn(), spawn());
     let mut codes = [wait(&mut a).code(), wait(&mut b).code()];
     codes.sort();
@@ -226,8 +261,7 @@ fn revoking_the_lease_stops_the_command_and_run_exits_79() {
         got.display(),
         ready.display()
     );
-    let mut run =
-        t.cmd(&["run", "job", "--", "sh", "-c", &script]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut run = t.cmd(&["run", "job", "--", "sh", "-c", &script]).stderr(Stdio::piped()).kid();
     read_pid(&ready);
     let revoked = t.run(&["revoke", "job"]);
     assert!(revoked.status.success(), "{}", stderr(&revoked));
@@ -244,8 +278,7 @@ fn a_command_that_ignores_sigterm_gets_sigkill_after_kill_after() {
     let ready = t.file("ready");
     let script =
         format!("trap '' TERM; echo $$ > {}; while :; do sleep 0.05; done", ready.display());
-    let mut run =
-        t.cmd(&["run", "--kill-after", "200ms", "job", "--", "sh", "-c", &script]).spawn().unwrap();
+    let mut run = t.cmd(&["run", "--kill-after", "200ms", "job", "--", "sh", "-c", &script]).kid();
     let cmd_pid = read_pid(&ready);
     assert!(t.run(&["revoke", "job"]).status.success());
     assert_eq!(wait(&mut run).code(), Some(79));
@@ -256,10 +289,8 @@ fn a_command_that_ignores_sigterm_gets_sigkill_after_kill_after() {
 fn killing_the_supervisor_kills_the_command_and_frees_the_lease() {
     let t = Table::new("kill9");
     let ready = t.file("ready");
-    let mut run = t
-        .cmd(&["run", "--ttl", "60s", "job", "--", "sh", "-c", &ready_then_sleep(&ready)])
-        .spawn()
-        .unwrap();
+    let mut run =
+        t.cmd(&["run", "--ttl", "60s", "job", "--", "sh", "-c", &ready_then_sleep(&ready)]).kid();
     let cmd_pid = read_pid(&ready);
     assert!(alive(cmd_pid));
     kill(run.id(), libc::SIGKILL);
@@ -285,7 +316,7 @@ fn signals_sent_to_run_reach_the_command_once() {
     // must still reach CMD only once.
     let mut cmd = t.cmd(&["run", "job", "--", "sh", "-c", &script]);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut run = cmd.spawn().unwrap();
+    let mut run = cmd.kid();
     let group = run.id() as i32;
     read_pid(&ready);
     let lines = || fs::read_to_string(&got).unwrap_or_default().lines().count();
@@ -324,7 +355,7 @@ fn wait_gives_up_with_75_after_waiting() {
 fn a_waiting_run_gets_the_lease_when_it_is_released() {
     let t = Table::new("handover");
     let token = stdout(&t.run(&["acquire", "job", "--ttl", "30s"])).trim().to_owned();
-    let mut waiting = t.cmd(&["run", "job", "--", "sh", "-c", "exit 5"]).spawn().unwrap();
+    let mut waiting = t.cmd(&["run", "job", "--", "sh", "-c", "exit 5"]).kid();
     std::thread::sleep(Duration::from_millis(100));
     assert!(t.run(&["release", "job", "--token", &token]).status.success());
     assert_eq!(wait(&mut waiting).code(), Some(5));
@@ -602,8 +633,7 @@ fn at_a_terminal_ctrl_c_reaches_the_command_once() {
         .env_remove("SHMLEASE_TABLE")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+        .kid();
     let mut keys = term.stdin.take().unwrap();
     read_pid(&ready);
     let lines = || fs::read_to_string(&got).unwrap_or_default().lines().count();
@@ -635,8 +665,7 @@ fn watch_redraws_until_q_and_restores_the_terminal() {
         .env_remove("SHMLEASE_TABLE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .kid();
     let mut keys = term.stdin.take().unwrap();
     let screen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     {
@@ -672,8 +701,7 @@ fn a_stopped_run_loses_its_lease_and_stops_the_command_when_continued() {
     let mut run = t
         .cmd(&["run", "--ttl", "200ms", "job", "--", "sh", "-c", &ready_then_sleep(&ready)])
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .kid();
     let cmd_pid = read_pid(&ready);
     kill(run.id(), libc::SIGSTOP);
     // Stopped, run cannot renew: the lease expires and someone else takes it.
