@@ -711,3 +711,56 @@ fn a_stopped_run_loses_its_lease_and_stops_the_command_when_continued() {
     assert_eq!(wait(&mut run).code(), Some(79));
     until("CMD to stop", || !alive(cmd_pid));
 }
+
+// ------------------------------------------------------------------------------------
+// Issue 9: what the CLI says and does when tables are shared, damaged or in use
+// ------------------------------------------------------------------------------------
+#[test]
+fn a_table_location_that_is_not_utf8_is_refused_not_replaced_by_the_default() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = Table::new("notutf8");
+    let ran = t.file("ran");
+    let bad = std::ffi::OsStr::from_bytes(b"\xff");
+    let touch = ["run", "x", "--", "touch", ran.to_str().unwrap()];
+    let mut c = Command::new(BIN);
+    c.args(touch).env("SHMLEASE_TABLE", bad);
+    let out = output(c);
+    assert_one_line_error(&out, 64, "SHMLEASE_TABLE");
+    assert!(stderr(&out).contains("UTF-8"), "{}", stderr(&out));
+    assert!(!ran.exists(), "CMD ran under a table nobody named");
+    let mut c = Command::new(BIN);
+    c.arg("-t").arg(bad).args(touch).env_remove("SHMLEASE_TABLE");
+    let out = output(c);
+    assert_one_line_error(&out, 64, "-t/--table");
+    assert!(!ran.exists(), "CMD ran under a table nobody named");
+    // -t overrides a bad variable, and commands without a table do not need one.
+    let mut c = Command::new(BIN);
+    c.arg("-t").arg(&t.path).args(touch).env("SHMLEASE_TABLE", bad);
+    assert_eq!(code(&output(c)), 0);
+    assert!(ran.exists());
+    let mut c = Command::new(BIN);
+    c.args(["completions", "bash"]).env("SHMLEASE_TABLE", bad);
+    assert_eq!(code(&output(c)), 0);
+}
+
+#[test]
+fn control_characters_in_locations_are_printed_escaped() {
+    let t = Table::new("controls");
+    let odd = t.file("a\x1b[31mb\x07");
+    let mut c = Command::new(BIN);
+    c.arg("-t").arg(&odd).arg("ls").env_remove("SHMLEASE_TABLE");
+    let out = output(c);
+    assert_one_line_error(&out, 66, "a\\x1b[31mb\\x07");
+    assert!(!out.stderr.iter().any(|b| b.is_ascii_control() && *b != b'\n'), "{out:?}");
+    // A hint to copy: quoted so that a shell gives back the same bytes.
+    assert!(stderr(&out).contains("$'"), "{}", stderr(&out));
+    let mut c = Command::new(BIN);
+    c.arg("-t").arg(&odd).arg("create").env_remove("SHMLEASE_TABLE");
+    assert_eq!(code(&output(c)), 0);
+    let mut c = Command::new(BIN);
+    c.arg("-t").arg(&odd).arg("info").env_remove("SHMLEASE_TABLE");
+    let out = output(c);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("a\\x1b[31mb\\x07"), "{}", stdout(&out));
+    assert!(!out.stdout.iter().any(|b| b.is_ascii_control() && *b != b'\n'), "{out:?}");
+}

@@ -21,7 +21,7 @@ use shmlease::{AcquireOptions, Error, Lease, LeaseTable, Location, TableOptions}
 
 /// Exit codes. Documented in `--help` (below) and in docs/cli.md; keep all three in step.
 pub mod exit {
-    /// Bad arguments: unknown option, bad duration, invalid name, label or TTL.
+    /// Bad arguments: unknown option, bad duration, invalid name, label, TTL or location.
     pub const USAGE: u8 = 64;
     /// No lease table at the location.
     pub const NO_TABLE: u8 = 66;
@@ -48,7 +48,7 @@ pub mod exit {
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0        success (run: CMD's own status, 128+N if CMD was killed by signal N)
-  64       usage error: bad option, duration, name, label or TTL
+  64       usage error: bad option, duration, name, label, TTL or location (not UTF-8)
   66       no lease table at the location
   69       table full, or platform unsupported
   71       an operating-system call failed
@@ -79,7 +79,7 @@ struct Cli {
         value_name = "LOCATION",
         help_heading = "Table"
     )]
-    table: Option<String>,
+    table: Option<OsString>,
 
     /// Accept a table owned by another user (who could rewrite it under you)
     #[arg(long, global = true, help_heading = "Table")]
@@ -330,11 +330,32 @@ pub struct TableArg {
 }
 
 impl TableArg {
-    fn new(cli: &Cli) -> TableArg {
-        let given = cli
-            .table
-            .clone()
-            .or_else(|| std::env::var("SHMLEASE_TABLE").ok().filter(|s| !s.is_empty()));
+    /// The table `-t`, else `$SHMLEASE_TABLE`, else the per-user default names. A
+    /// location that is not UTF-8 is refused: falling back to another table would give
+    /// mutual exclusion on a table nobody meant.
+    fn new(cli: &Cli) -> Result<TableArg, Failure> {
+        let not_utf8 = |what: &str, raw: &OsString| {
+            Failure::new(
+                exit::USAGE,
+                format!(
+                    "{what} is not valid UTF-8 ({raw:?}); lease table locations must be UTF-8: {}",
+                    if what.starts_with('$') {
+                        "fix or unset it, or pass -t/--table LOCATION"
+                    } else {
+                        "use another path or name"
+                    }
+                ),
+            )
+        };
+        let given = match &cli.table {
+            Some(raw) => Some(raw.to_str().ok_or_else(|| not_utf8("-t/--table", raw))?.to_owned()),
+            None => match std::env::var_os("SHMLEASE_TABLE") {
+                Some(raw) if !raw.is_empty() => {
+                    Some(raw.to_str().ok_or_else(|| not_utf8("$SHMLEASE_TABLE", &raw))?.to_owned())
+                }
+                _ => None,
+            },
+        };
         let options = TableOptions::new()
             .allow_foreign_owner(cli.allow_foreign_owner)
             .allow_world_writable(cli.allow_world_writable);
@@ -351,7 +372,7 @@ impl TableArg {
                 std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string()
             }
         };
-        TableArg { location, export, default, options }
+        Ok(TableArg { location, export, default, options })
     }
 
     /// Whether the table is a shared-memory segment.
@@ -397,12 +418,49 @@ impl TableArg {
     }
 }
 
+/// `s` as one word for a POSIX shell, to paste into a command line: as is if that is
+/// safe, else single-quoted, else (with control characters) `$'...'`-quoted.
 fn shell_word(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c)) {
         s.to_owned()
-    } else {
+    } else if !s.chars().any(char::is_control) {
         format!("'{}'", s.replace('\'', "'\\''"))
+    } else {
+        let mut out = String::from("$'");
+        for c in s.chars() {
+            match c {
+                '\\' | '\'' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                c if c.is_control() => out.push_str(&escape_control(c)),
+                c => out.push(c),
+            }
+        }
+        out.push('\'');
+        out
     }
+}
+
+/// A control character as an escape (`\n`, `\x1b`, `\u0085`), so that a message shows
+/// it instead of acting on the terminal.
+fn escape_control(c: char) -> String {
+    match c {
+        '\n' => "\\n".into(),
+        '\r' => "\\r".into(),
+        '\t' => "\\t".into(),
+        c if (c as u32) < 0x80 => format!("\\x{:02x}", c as u32),
+        c => format!("\\u{:04x}", c as u32),
+    }
+}
+
+/// `s` with its control characters escaped (see [`escape_control`]): locations, names
+/// and labels come from users and other processes, and go to a terminal.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars().map(|c| if c.is_control() { escape_control(c) } else { c.to_string() }).collect()
 }
 
 fn main() -> ExitCode {
@@ -411,9 +469,14 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let table = TableArg::new(&cli);
-    let result = match cli.command {
-        Command::Run(args) => run::run(&table, args),
-        command => dispatch(&table, command).map(|()| 0),
+    let result = match (cli.command, table) {
+        // These need no table: a bad $SHMLEASE_TABLE must not stop them.
+        (command @ (Command::Completions { .. } | Command::Man), _) => {
+            without_table(command).map(|()| 0)
+        }
+        (_, Err(f)) => Err(f),
+        (Command::Run(args), Ok(table)) => run::run(&table, args),
+        (command, Ok(table)) => dispatch(&table, command).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -577,21 +640,28 @@ fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
                 say(format_args!("lease {name:?} was not held; nothing to revoke"));
             }
         }
+        Command::Run(_) | Command::Completions { .. } | Command::Man => {
+            unreachable!("dispatched by main")
+        }
+    }
+    Ok(())
+}
+
+/// The commands that need no table.
+fn without_table(command: Command) -> Result<(), Failure> {
+    let mut out = Vec::new();
+    match command {
         Command::Completions { shell } => {
-            let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "shmlease", &mut out);
-            write_stdout(&out)?;
         }
         Command::Man => {
-            let mut out = Vec::new();
             clap_mangen::Man::new(Cli::command())
                 .render(&mut out)
                 .map_err(|e| Failure::new(exit::OS, format!("rendering the man page: {e}")))?;
-            write_stdout(&out)?;
         }
-        Command::Run(_) => unreachable!("run is dispatched by main"),
+        _ => unreachable!("only completions and man need no table"),
     }
-    Ok(())
+    write_stdout(&out)
 }
 
 /// `acquire`/`renew` output.
@@ -675,8 +745,12 @@ pub fn take<'t>(
 
 /// One line on stderr, after `shmlease: `. A closed or broken stderr is ignored: it
 /// must not turn into a panic half-way through supervising a command.
+///
+/// Control characters (from a location, a name, a label) are shown escaped, so that
+/// the line cannot garble or drive the terminal, and stays one line.
 pub fn say(message: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr(), "shmlease: {message}");
+    let line = printable(&message.to_string());
+    let _ = writeln!(std::io::stderr(), "shmlease: {line}");
 }
 
 fn print(text: &str) -> Result<(), Failure> {
