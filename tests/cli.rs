@@ -715,6 +715,12 @@ fn a_stopped_run_loses_its_lease_and_stops_the_command_when_continued() {
 // ------------------------------------------------------------------------------------
 // Issue 9: what the CLI says and does when tables are shared, damaged or in use
 // ------------------------------------------------------------------------------------
+/// Writes `bytes` at `offset` into the file at `path`.
+fn patch(path: &Path, offset: u64, bytes: &[u8]) {
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, bytes, offset).unwrap();
+}
+
 #[test]
 fn a_table_location_that_is_not_utf8_is_refused_not_replaced_by_the_default() {
     use std::os::unix::ffi::OsStrExt;
@@ -763,4 +769,43 @@ fn control_characters_in_locations_are_printed_escaped() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("a\\x1b[31mb\\x07"), "{}", stdout(&out));
     assert!(!out.stdout.iter().any(|b| b.is_ascii_control() && *b != b'\n'), "{out:?}");
+}
+
+#[test]
+fn a_damaged_or_foreign_version_table_is_never_advised_away_while_it_may_be_in_use() {
+    let t = Table::new("damaged");
+    // Byte 8: the format version; byte 24: the capacity (see tests/common).
+    for (what, offset, bytes) in
+        [("cannot use", 8, &99u32.to_ne_bytes()[..]), ("corrupt", 24, &0u64.to_ne_bytes()[..])]
+    {
+        let _ = fs::remove_file(&t.path);
+        assert!(t.run(&["create", "--capacity", "4"]).status.success());
+        patch(&t.path, offset, bytes);
+        let out = t.run(&["ls"]);
+        assert_one_line_error(&out, 74, what);
+        let err = stderr(&out);
+        assert!(!err.contains("create it again"), "{what}: {err}");
+        assert!(err.contains("using it"), "{what}: says nothing of its users: {err}");
+        if err.contains("rm --force") {
+            assert!(err.contains("no process uses it"), "{what}: --force advised as is: {err}");
+        }
+    }
+}
+
+#[test]
+fn a_busy_table_exits_75_saying_to_try_again() {
+    let t = Table::new("busy");
+    assert!(t.run(&["create", "--capacity", "4"]).status.success());
+    // The table lock (taken to bind new names) held by someone who never lets go.
+    let file = fs::File::open(&t.path).unwrap();
+    // SAFETY: flock on a descriptor this test owns; no pointers.
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) }, 0);
+    let out = t.run(&["acquire", "new-name", "--ttl", "5s"]);
+    assert_one_line_error(&out, 75, "try again");
+    assert!(stderr(&out).contains("busy"), "{}", stderr(&out));
+    // Busy is not "held": run's conflict code does not hide it.
+    let out = t.run(&["run", "-n", "--conflict-exit-code", "0", "new-name", "--", "true"]);
+    assert_one_line_error(&out, 75, "try again");
+    drop(file);
+    assert!(t.run(&["acquire", "new-name", "--ttl", "5s"]).status.success());
 }

@@ -31,10 +31,14 @@ pub mod exit {
     pub const OS: u8 = 71;
     /// `create`: something already exists at the location.
     pub const EXISTS: u8 = 73;
-    /// Not a lease table, an incompatible or corrupt one, a stuck table lock, I/O error.
+    /// Not a lease table, an incompatible or corrupt one, an I/O error.
     pub const TABLE: u8 = 74;
     /// The lease is held by someone else (`--wait` ran out, or `-n`).
     pub const HELD: u8 = 75;
+    /// The table is busy for a moment (its lock held too long, or names churning in a
+    /// full table): nothing is wrong, try again. The same code as [`HELD`]: both mean
+    /// "not now, try again".
+    pub const BUSY: u8 = HELD;
     /// The table's owner or mode is refused, or the OS denied access.
     pub const PERMISSION: u8 = 77;
     /// The lease is lost: revoked, expired or taken over (also: wrong token).
@@ -54,7 +58,8 @@ Exit codes:
   71       an operating-system call failed
   73       create: the location already exists
   74       not a lease table, incompatible or corrupt table, I/O error
-  75       lease held by someone else (timed out waiting, or -n); run: --conflict-exit-code
+  75       try again: lease held by someone else (timed out waiting, or -n; run:
+           --conflict-exit-code), or the table busy for a moment
   77       permission refused (owner, mode, or the OS)
   79       lease lost (revoked, expired, taken over, or wrong token)
   126/127  run: CMD could not be executed / was not found
@@ -230,17 +235,27 @@ pub struct Failure {
     pub code: u8,
     /// What went wrong and what to do, on one line.
     pub message: String,
+    /// The lease is held by someone else (what `run --conflict-exit-code` replaces).
+    pub conflict: bool,
 }
 
 impl Failure {
     /// A failure with `code` and `message`.
     pub fn new(code: u8, message: impl Into<String>) -> Failure {
-        Failure { code, message: message.into() }
+        Failure { code, message: message.into(), conflict: false }
+    }
+
+    fn conflict(mut self) -> Failure {
+        self.conflict = true;
+        self
     }
 }
 
 /// Turns a library error into an exit code and one actionable line. `name` is the
 /// lease concerned, if any; `table` the table's CLI spelling.
+///
+/// No message may advise removing a table that other processes may still be using:
+/// a table re-created at the same location would not exclude them.
 pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
     let lease = name.map(|n| format!("lease {n:?}")).unwrap_or_else(|| "lease".into());
     let t = table.flag();
@@ -250,6 +265,7 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
             .replace("allow_foreign_owner", "--allow-foreign-owner")
             .replace("allow_world_writable", "--allow-world-writable")
     };
+    let fuser = format!("`fuser -v {}`", shell_word(&table.file()));
     match e {
         Error::Held { token, remaining, holder } => {
             let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
@@ -260,6 +276,7 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
                     duration::human(*remaining)
                 ),
             )
+            .conflict()
         }
         Error::TimedOut { waited, token, holder } => {
             let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
@@ -270,6 +287,7 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
                     duration::human(*waited)
                 ),
             )
+            .conflict()
         }
         Error::Lost { token, reason } => Failure::new(
             exit::LOST,
@@ -294,11 +312,15 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
         ),
         Error::Incompatible { .. } => Failure::new(
             exit::TABLE,
-            format!("{e}; use the shmlease version that made it, or remove it with `shmlease{t} rm --force`"),
+            format!(
+                "{e}; processes of the shmlease version that made it may be using it: use that version, or another table (-t); do not remove it while any process uses it ({fuser} lists them)"
+            ),
         ),
         Error::Corrupt { .. } => Failure::new(
             exit::TABLE,
-            format!("{e}; remove it with `shmlease{t} rm --force` and create it again"),
+            format!(
+                "{e}; other processes may still have it mapped and be using it: leave it in place while they do (a table re-created there would not exclude them: two holders per name, tokens starting over); only once no process uses it ({fuser} lists none) may it be removed (`shmlease{t} rm --force`)"
+            ),
         ),
         Error::Permission { .. } => Failure::new(exit::PERMISSION, cli(e.to_string())),
         Error::AlreadyExists { .. } => Failure::new(
@@ -311,8 +333,10 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
         ),
         Error::Unsupported { .. } => Failure::new(exit::UNAVAILABLE, e.to_string()),
         Error::Busy { .. } => Failure::new(
-            exit::TABLE,
-            format!("{e}; find the stopped process (`fuser -v {}`) and continue or kill it", table.file()),
+            exit::BUSY,
+            format!(
+                "{e}; nothing is wrong with the table and nothing was changed: try again (if it persists, {fuser} shows who has the table open)"
+            ),
         ),
         _ => Failure::new(exit::TABLE, e.to_string()),
     }

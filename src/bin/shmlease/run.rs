@@ -77,7 +77,7 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     let mut lease = match take(t, table, name, args.ttl, wait, args.label.as_deref()) {
         Ok(lease) => lease,
         Err(mut f) => {
-            if f.code == exit::HELD {
+            if f.conflict {
                 f.code = args.conflict_exit_code;
             }
             return Err(f);
