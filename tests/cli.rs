@@ -75,9 +75,19 @@ fn output(mut cmd: Command) -> Output {
 }
 
 /// A child process that is killed (and reaped) if the test lets go of it while it still
-/// runs: a failing test leaves nothing behind.
+/// runs: a failing test leaves nothing behind. Pids it started (`also`) are killed too
+/// when the test fails.
 struct Kid {
     child: Child,
+    also: Vec<u32>,
+}
+
+impl Kid {
+    /// Also kill `pid` (started by this child) if the test fails.
+    fn also(&mut self, pid: u32) -> u32 {
+        self.also.push(pid);
+        pid
+    }
 }
 
 impl std::ops::Deref for Kid {
@@ -95,6 +105,11 @@ impl std::ops::DerefMut for Kid {
 
 impl Drop for Kid {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            for &pid in &self.also {
+                kill(pid, libc::SIGKILL);
+            }
+        }
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -109,7 +124,7 @@ trait SpawnKid {
 
 impl SpawnKid for Command {
     fn kid(&mut self) -> Kid {
-        Kid { child: self.spawn().expect("spawning a test process") }
+        Kid { child: self.spawn().expect("spawning a test process"), also: Vec::new() }
     }
 }
 
@@ -721,6 +736,13 @@ fn patch(path: &Path, offset: u64, bytes: &[u8]) {
     std::os::unix::fs::FileExt::write_all_at(&f, bytes, offset).unwrap();
 }
 
+/// The token of the live lease `name`, from `ls --json`.
+fn live_token(t: &Table, name: &str) -> u64 {
+    let leases = held(t);
+    let lease = leases.iter().find(|l| l["name"] == name);
+    lease.and_then(|l| l["token"].as_u64()).unwrap_or_else(|| panic!("{name} is not held"))
+}
+
 #[test]
 fn a_table_location_that_is_not_utf8_is_refused_not_replaced_by_the_default() {
     use std::os::unix::ffi::OsStrExt;
@@ -789,6 +811,13 @@ fn a_damaged_or_foreign_version_table_is_never_advised_away_while_it_may_be_in_u
         if err.contains("rm --force") {
             assert!(err.contains("no process uses it"), "{what}: --force advised as is: {err}");
         }
+        // Its leases cannot be read, so rm cannot tell whether it is in use.
+        let out = t.run(&["rm"]);
+        assert_one_line_error(&out, 74, "not removed");
+        assert!(t.path.exists(), "{what}: rm removed a table that may be in use");
+        let out = t.run(&["rm", "--force"]);
+        assert_eq!(code(&out), 0, "{what}: {}", stderr(&out));
+        assert!(!t.path.exists());
     }
 }
 
@@ -808,4 +837,41 @@ fn a_busy_table_exits_75_saying_to_try_again() {
     assert_one_line_error(&out, 75, "try again");
     drop(file);
     assert!(t.run(&["acquire", "new-name", "--ttl", "5s"]).status.success());
+}
+
+/// Starts `run NAME` holding the lease with an idle CMD; returns it and CMD's pid.
+fn holding_run(t: &Table, name: &str, label: &str) -> (Kid, u32) {
+    let ready = t.file(&format!("{name}-ready"));
+    let mut run = t
+        .cmd(&["run", "--label", label, name, "--", "sh", "-c", &ready_then_sleep(&ready)])
+        .stderr(Stdio::piped())
+        .kid();
+    let cmd = run.also(read_pid(&ready));
+    (run, cmd)
+}
+
+#[test]
+fn rm_refuses_while_leases_are_live_naming_them_and_force_says_what_it_risks() {
+    let t = Table::new("rmlive");
+    let (mut run, _cmd) = holding_run(&t, "job", "worker");
+    let token = live_token(&t, "job");
+    let out = t.run(&["rm"]);
+    assert_one_line_error(&out, 76, "\"job\"");
+    let err = stderr(&out);
+    for fact in [token.to_string(), format!("pid {}", run.id()), "worker".into(), "left".into()] {
+        assert!(err.contains(&fact), "the refusal does not name {fact:?}: {err}");
+    }
+    assert!(t.path.exists(), "rm removed a table in use");
+    // Still the same table: the lease is still held.
+    assert_eq!(live_token(&t, "job"), token);
+    assert_eq!(code(&t.run(&["run", "-n", "job", "--", "true"])), 75);
+
+    let out = t.run(&["rm", "--force"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!t.path.exists());
+    let err = stderr(&out);
+    assert!(err.contains("\"job\"") && err.contains(&token.to_string()), "{err}");
+    assert!(err.contains("two holders") && err.contains("tokens start over"), "{err}");
+    kill(run.id(), libc::SIGTERM);
+    wait(&mut run);
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{CommandFactory, Parser, Subcommand};
 use serde::Serialize;
-use shmlease::{AcquireOptions, Error, Lease, LeaseTable, Location, TableOptions};
+use shmlease::{AcquireOptions, Error, Lease, LeaseTable, Location, RemoveOptions, TableOptions};
 
 /// Exit codes. Documented in `--help` (below) and in docs/cli.md; keep all three in step.
 pub mod exit {
@@ -39,6 +39,8 @@ pub mod exit {
     /// full table): nothing is wrong, try again. The same code as [`HELD`]: both mean
     /// "not now, try again".
     pub const BUSY: u8 = HELD;
+    /// `rm`: the table has live leases, so it was not removed.
+    pub const IN_USE: u8 = 76;
     /// The table's owner or mode is refused, or the OS denied access.
     pub const PERMISSION: u8 = 77;
     /// The lease is lost: revoked, expired or taken over (also: wrong token).
@@ -60,6 +62,7 @@ Exit codes:
   74       not a lease table, incompatible or corrupt table, I/O error
   75       try again: lease held by someone else (timed out waiting, or -n; run:
            --conflict-exit-code), or the table busy for a moment
+  76       rm: the table has live leases; not removed (rm --force removes it anyway)
   77       permission refused (owner, mode, or the OS)
   79       lease lost (revoked, expired, taken over, or wrong token)
   126/127  run: CMD could not be executed / was not found
@@ -109,9 +112,11 @@ enum Command {
         #[arg(long, default_value = "0600", value_parser = parse_mode)]
         mode: u32,
     },
-    /// Remove a lease table (processes using it keep their mapping)
+    /// Remove a lease table, unless leases in it are live
+    #[command(after_help = RM_HELP)]
     Rm {
-        /// Remove it even if it is not a usable lease table (corrupt, incompatible)
+        /// Remove it without checking for live leases (also a table whose leases cannot
+        /// be read: corrupt, or of another version); says what that risks
         #[arg(long)]
         force: bool,
     },
@@ -201,6 +206,18 @@ enum Command {
     /// Print the manual page (roff; view with `shmlease man | man -l -`)
     Man,
 }
+
+/// Extra `rm --help` text.
+const RM_HELP: &str = "\
+rm refuses (exit 76), naming the holders, while any lease in the table is live: the
+table's name would be gone, but its holders keep using it, and the next user of the
+location gets a new, empty table. The two tables do not exclude each other: a name can
+have two holders, and tokens start over. Stop the holders or wait for their leases to
+end (see `shmlease ls`), then rm.
+
+rm --force removes the table anyway, and says on stderr which leases were live. Use it
+only when no process uses the table (`fuser -v FILE` lists none), or when you accept
+the above. Neither form removes a file that is not a lease table.";
 
 /// How long to wait for a held lease: `None` is forever.
 #[derive(Clone, Copy, Debug)]
@@ -295,6 +312,7 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
                 "{lease} with token {token} is lost: {reason}; it is no longer yours: stop acting on it and acquire it again"
             ),
         ),
+        Error::InUse { leases, .. } => in_use(leases, table),
         Error::TableFull { capacity } => Failure::new(
             exit::UNAVAILABLE,
             format!(
@@ -340,6 +358,44 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
         ),
         _ => Failure::new(exit::TABLE, e.to_string()),
     }
+}
+
+/// `rm`'s refusal: who holds leases in the table, and why that stops the removal.
+fn in_use(leases: &[shmlease::LeaseInfo], table: &TableArg) -> Failure {
+    Failure::new(
+        exit::IN_USE,
+        format!(
+            "not removed: lease table {} is in use: {}; removing it now would let the next user create a new table there that does not exclude these holders (two holders per name, tokens starting over); stop them or wait for their leases to end (`shmlease{} ls`), or see `shmlease rm --help`",
+            table.export,
+            describe_leases(leases),
+            table.flag()
+        ),
+    )
+}
+
+/// "2 live leases: "a" (token 5, pid 7 (web), 3.2s left), "b" (...)", at most five named.
+fn describe_leases(leases: &[shmlease::LeaseInfo]) -> String {
+    const SHOWN: usize = 5;
+    let mut out = match leases.len() {
+        1 => "1 live lease: ".to_string(),
+        n => format!("{n} live leases: "),
+    };
+    for (i, l) in leases.iter().take(SHOWN).enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let holder = l.holder.map(|h| format!(", {h}")).unwrap_or_default();
+        out.push_str(&format!(
+            "{:?} (token {}{holder}, {} left)",
+            l.name,
+            l.token,
+            duration::human(l.remaining)
+        ));
+    }
+    if leases.len() > SHOWN {
+        out.push_str(&format!(", and {} more", leases.len() - SHOWN));
+    }
+    out
 }
 
 /// The table the user named (or the default one).
@@ -575,14 +631,7 @@ fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
             let options = table.options.clone().capacity(capacity).mode(mode);
             LeaseTable::create(&table.location, &options).map_err(|e| explain(&e, None, table))?;
         }
-        Command::Rm { force } => {
-            if !force {
-                // LeaseTable::remove deletes whatever file is there: make sure it is a
-                // lease table first, so a mistyped -t cannot delete something else.
-                drop(table.open(false)?);
-            }
-            LeaseTable::remove(&table.location).map_err(|e| explain(&e, None, table))?;
-        }
+        Command::Rm { force } => remove(table, force)?,
         Command::Info { json } => {
             let t = table.open(false)?;
             let info = t.info();
@@ -686,6 +735,54 @@ fn without_table(command: Command) -> Result<(), Failure> {
         _ => unreachable!("only completions and man need no table"),
     }
     write_stdout(&out)
+}
+
+/// `rm`: removes the table unless leases in it are live (or, with `force`, anyway,
+/// saying what that risks).
+fn remove(table: &TableArg, force: bool) -> Result<(), Failure> {
+    // Whoever may remove a table may look into it, whatever its owner and mode.
+    let look = TableOptions::new().allow_foreign_owner(true).allow_world_writable(true);
+    let opened = LeaseTable::open_with(&table.location, &look);
+    if !force {
+        match &opened {
+            Ok(_) => {}
+            // The library would remove these (nobody can use them, it reasons); but
+            // processes of another version, or that mapped the table before it was
+            // damaged, may: whether it is in use cannot be told.
+            Err(e @ (Error::Corrupt { .. } | Error::Incompatible { .. })) => {
+                return Err(Failure::new(
+                    exit::TABLE,
+                    format!(
+                        "not removed: {e}; its leases cannot be read, so whether processes still use it cannot be told; if none does (`fuser -v {}` lists none), remove it with `shmlease{} rm --force`",
+                        shell_word(&table.file()),
+                        table.flag()
+                    ),
+                ))
+            }
+            Err(e) => return Err(explain(e, None, table)),
+        }
+        return LeaseTable::remove(&table.location).map_err(|e| explain(&e, None, table));
+    }
+    let live: Option<Vec<shmlease::LeaseInfo>> = opened.ok().and_then(|t| {
+        let all = t.list().ok()?;
+        Some(all.into_iter().filter(|l| l.state == shmlease::LeaseState::Held).collect())
+    });
+    LeaseTable::remove_with(&table.location, &RemoveOptions::new().force(true))
+        .map_err(|e| explain(&e, None, table))?;
+    const RISK: &str = "their holders keep using the removed table while the next user of this location gets a new one: the two do not exclude each other (a name can have two holders) and tokens start over";
+    match live {
+        Some(live) if live.is_empty() => {}
+        Some(live) => say(format_args!(
+            "removed {} with {}; {RISK}",
+            table.export,
+            describe_leases(&live)
+        )),
+        None => say(format_args!(
+            "removed {} without knowing its leases (they could not be read); if processes still held leases in it, {RISK}",
+            table.export
+        )),
+    }
+    Ok(())
 }
 
 /// `acquire`/`renew` output.
