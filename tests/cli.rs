@@ -392,18 +392,18 @@ fn acquire_renew_release_and_wrong_tokens() {
 
     let wrong = (token + 1).to_string();
     let out = t.run(&["renew", "job", "--token", &wrong, "--ttl", "10s"]);
-    assert_one_line_error(&out, 79, "lost");
+    assert_one_line_error(&out, 79, "never issued");
     let out = t.run(&["release", "job", "--token", &wrong]);
-    assert_one_line_error(&out, 79, "lost");
+    assert_one_line_error(&out, 79, "never issued");
     let out = t.run(&["revoke", "job", "--token", &wrong]);
-    assert_one_line_error(&out, 79, "lost");
+    assert_one_line_error(&out, 79, "nothing revoked");
 
     let right = token.to_string();
     let out = t.run(&["renew", "job", "--token", &right, "--ttl", "10s", "--json"]);
     assert_eq!(json(&out)["token"].as_u64(), Some(token));
     assert!(t.run(&["release", "job", "--token", &right]).status.success());
     let out = t.run(&["release", "job", "--token", &right]);
-    assert_one_line_error(&out, 79, "lost");
+    assert_one_line_error(&out, 79, "already released");
     let out = t.run(&["renew", "job", "--token", &right, "--ttl", "10s"]);
     assert_one_line_error(&out, 79, "lost");
 }
@@ -874,4 +874,55 @@ fn rm_refuses_while_leases_are_live_naming_them_and_force_says_what_it_risks() {
     assert!(err.contains("two holders") && err.contains("tokens start over"), "{err}");
     kill(run.id(), libc::SIGTERM);
     wait(&mut run);
+}
+
+#[test]
+fn by_token_renew_and_release_of_a_process_bound_lease_are_refused_naming_its_holder() {
+    let t = Table::new("bound");
+    let (mut run, cmd) = holding_run(&t, "job", "svc");
+    let token = live_token(&t, "job");
+    let tok = token.to_string();
+    for args in [
+        &["release", "job", "--token", &tok][..],
+        &["renew", "job", "--token", &tok, "--ttl", "1s"][..],
+    ] {
+        let out = t.run(args);
+        assert_one_line_error(&out, 78, &format!("pid {}", run.id()));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("revoke job --token {token}")), "{args:?}: {err}");
+    }
+    // Nothing changed: run still holds the very same grant, and CMD runs.
+    assert_eq!(live_token(&t, "job"), token);
+    assert!(alive(cmd) && run.try_wait().unwrap().is_none());
+    assert!(t.run(&["revoke", "job", "--token", &tok]).status.success());
+    assert_eq!(wait(&mut run).code(), Some(79));
+}
+
+#[test]
+fn by_token_errors_say_what_is_true() {
+    let t = Table::new("truth");
+    let token: u64 = stdout(&t.run(&["acquire", "job", "--ttl", "30s"])).trim().parse().unwrap();
+    // A name the table never had.
+    let out = t.run(&["renew", "never-was", "--token", "5", "--ttl", "1s"]);
+    assert_one_line_error(&out, 79, "no lease named \"never-was\"");
+    assert!(!stderr(&out).contains("expired"), "{}", stderr(&out));
+    // A token never issued: the latest one is named.
+    let unissued = (token + 1).to_string();
+    let out = t.run(&["renew", "job", "--token", &unissued, "--ttl", "1s"]);
+    assert_one_line_error(&out, 79, "never issued");
+    assert!(stderr(&out).contains(&format!("latest is {token}")), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("newer grant"), "{}", stderr(&out));
+    // An administrator revoking by token never held the lease.
+    for bad in [unissued.clone(), (token - 1).to_string()] {
+        let out = t.run(&["revoke", "job", "--token", &bad]);
+        assert_one_line_error(&out, 79, "nothing revoked");
+        assert!(!stderr(&out).contains("no longer yours"), "{}", stderr(&out));
+    }
+    let out = t.run(&["revoke", "never-was", "--token", "5"]);
+    assert_one_line_error(&out, 79, "nothing revoked: the table has no lease named");
+    // Released twice: the second says so, and nothing else.
+    assert!(t.run(&["release", "job", "--token", &token.to_string()]).status.success());
+    let out = t.run(&["release", "job", "--token", &token.to_string()]);
+    assert_one_line_error(&out, 79, "already released");
+    assert!(!stderr(&out).contains("no longer yours"), "{}", stderr(&out));
 }

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{CommandFactory, Parser, Subcommand};
 use serde::Serialize;
-use shmlease::{AcquireOptions, Error, Lease, LeaseTable, Location, RemoveOptions, TableOptions};
+use shmlease::{
+    AcquireOptions, Error, Lease, LeaseTable, Location, LostReason, RemoveOptions, TableOptions,
+};
 
 /// Exit codes. Documented in `--help` (below) and in docs/cli.md; keep all three in step.
 pub mod exit {
@@ -43,7 +45,11 @@ pub mod exit {
     pub const IN_USE: u8 = 76;
     /// The table's owner or mode is refused, or the OS denied access.
     pub const PERMISSION: u8 = 77;
-    /// The lease is lost: revoked, expired or taken over (also: wrong token).
+    /// `renew`/`release --token`: the lease is bound to its live holder process, which
+    /// alone renews and releases it (`revoke` takes it away).
+    pub const BOUND: u8 = 78;
+    /// The grant named is not the live one: revoked, expired, released or taken over
+    /// (`run`: lost while CMD ran), or its token or name was never issued.
     pub const LOST: u8 = 79;
     /// `run`: CMD exists but could not be executed.
     pub const CANNOT_EXECUTE: u8 = 126;
@@ -64,7 +70,10 @@ Exit codes:
            --conflict-exit-code), or the table busy for a moment
   76       rm: the table has live leases; not removed (rm --force removes it anyway)
   77       permission refused (owner, mode, or the OS)
-  79       lease lost (revoked, expired, taken over, or wrong token)
+  78       renew/release --token: the lease is bound to its live holder process
+           (use revoke to take it away)
+  79       not the live grant: lost (revoked, expired, released, taken over; run: while
+           CMD ran), or a token or name never issued
   126/127  run: CMD could not be executed / was not found
 
 The table is -t/--table, else $SHMLEASE_TABLE, else the shared-memory segment
@@ -306,12 +315,23 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
             )
             .conflict()
         }
+        // Only lease operations of a holder get here (`run`, `acquire`): by-token
+        // commands explain their own (see `by_token_failure`).
         Error::Lost { token, reason } => Failure::new(
             exit::LOST,
             format!(
                 "{lease} with token {token} is lost: {reason}; it is no longer yours: stop acting on it and acquire it again"
             ),
         ),
+        Error::BoundToProcess { token, holder } => {
+            let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
+            Failure::new(
+                exit::BOUND,
+                format!(
+                    "{lease} (token {token}) is held{by} and bound to that process, which alone renews and releases it"
+                ),
+            )
+        }
         Error::InUse { leases, .. } => in_use(leases, table),
         Error::TableFull { capacity } => Failure::new(
             exit::UNAVAILABLE,
@@ -396,6 +416,73 @@ fn describe_leases(leases: &[shmlease::LeaseInfo]) -> String {
         out.push_str(&format!(", and {} more", leases.len() - SHOWN));
     }
     out
+}
+
+/// A by-token command (`renew`, `release`, `revoke --token`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TokenOp {
+    Renew,
+    Release,
+    Revoke,
+}
+
+/// Why a by-token command failed, saying what is true: the caller of `renew`/`release`
+/// presented a token it was given (it held that grant); an administrator revoking by
+/// token never held it.
+fn by_token_failure(
+    e: &Error,
+    op: TokenOp,
+    name: &str,
+    token: u64,
+    t: &LeaseTable,
+    table: &TableArg,
+) -> Failure {
+    let f = table.flag();
+    let (failed, verb) = match op {
+        TokenOp::Renew => ("not renewed", "renew"),
+        TokenOp::Release => ("not released", "release"),
+        TokenOp::Revoke => ("nothing revoked", "revoke"),
+    };
+    let Error::Lost { reason, .. } = e else {
+        if let Error::BoundToProcess { holder, .. } = e {
+            let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
+            return Failure::new(
+                exit::BOUND,
+                format!(
+                    "{failed}: lease {name:?} (token {token}) is held{by} and bound to that process, which alone may {verb} it (by-token renew and release are for detached leases, from `shmlease acquire`); to take it away, use `shmlease{f} revoke {} --token {token}`",
+                    shell_word(name)
+                ),
+            );
+        }
+        return explain(e, Some(name), table);
+    };
+    let message = match reason {
+        LostReason::NoSuchName => format!(
+            "{failed}: the table has no lease named {name:?} (never granted, or released and its slot reused); check the name and -t/--table (`shmlease{f} ls --all`)"
+        ),
+        LostReason::NotIssued { latest } => format!(
+            "{failed}: token {token} was never issued for lease {name:?} (its latest is {latest}); check the token"
+        ),
+        reason if op == TokenOp::Revoke => {
+            // Say what is current instead, so that the administrator can act on it.
+            let current = match t.get(name) {
+                Ok(Some(i)) if i.token != token && i.state == shmlease::LeaseState::Held => {
+                    format!(" (the live grant has token {})", i.token)
+                }
+                _ => String::new(),
+            };
+            format!(
+                "{failed}: the grant of lease {name:?} with token {token} is not the live one: {reason}{current}"
+            )
+        }
+        LostReason::Released if op == TokenOp::Release => {
+            format!("{failed}: lease {name:?} with token {token} was already released; nothing changed")
+        }
+        reason => format!(
+            "{failed}: lease {name:?} with token {token} is lost: {reason}; it is no longer yours: stop acting on the token, and acquire the lease again if you still need it"
+        ),
+    };
+    Failure::new(exit::LOST, message)
 }
 
 /// The table the user named (or the default one).
@@ -680,8 +767,9 @@ fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
         }
         Command::Renew { name, token, ttl, json } => {
             let t = table.open(false)?;
-            let deadline =
-                t.renew(&name, token, ttl).map_err(|e| explain(&e, Some(&name), table))?;
+            let deadline = t
+                .renew(&name, token, ttl)
+                .map_err(|e| by_token_failure(&e, TokenOp::Renew, &name, token, &t, table))?;
             if json {
                 print_json(&Granted {
                     name: &name,
@@ -694,13 +782,16 @@ fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
         }
         Command::Release { name, token } => {
             let t = table.open(false)?;
-            t.release(&name, token).map_err(|e| explain(&e, Some(&name), table))?;
+            t.release(&name, token)
+                .map_err(|e| by_token_failure(&e, TokenOp::Release, &name, token, &t, table))?;
         }
         Command::Revoke { name, token, json } => {
             let t = table.open(false)?;
             let revoked = match token {
                 Some(token) => {
-                    t.revoke_token(&name, token).map_err(|e| explain(&e, Some(&name), table))?;
+                    t.revoke_token(&name, token).map_err(|e| {
+                        by_token_failure(&e, TokenOp::Revoke, &name, token, &t, table)
+                    })?;
                     Some(token)
                 }
                 None => t.revoke(&name).map_err(|e| explain(&e, Some(&name), table))?,
