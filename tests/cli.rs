@@ -730,6 +730,7 @@ fn a_stopped_run_loses_its_lease_and_stops_the_command_when_continued() {
 // ------------------------------------------------------------------------------------
 // Issue 9: what the CLI says and does when tables are shared, damaged or in use
 // ------------------------------------------------------------------------------------
+
 /// Writes `bytes` at `offset` into the file at `path`.
 fn patch(path: &Path, offset: u64, bytes: &[u8]) {
     let f = fs::OpenOptions::new().write(true).open(path).unwrap();
@@ -925,4 +926,77 @@ fn by_token_errors_say_what_is_true() {
     let out = t.run(&["release", "job", "--token", &token.to_string()]);
     assert_one_line_error(&out, 79, "already released");
     assert!(!stderr(&out).contains("no longer yours"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_lost_lease_stops_processes_that_left_cmds_process_group() {
+    let t = Table::new("escaped");
+    let (ready, escaped) = (t.file("ready"), t.file("escaped"));
+    // Not at a terminal: CMD has a process group of its own; `setsid` leaves it.
+    let script = format!(
+        "setsid sleep 300 & echo $! > {}; echo $$ > {}; wait",
+        escaped.display(),
+        ready.display()
+    );
+    let mut run = t
+        .cmd(&["run", "--kill-after", "200ms", "job", "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .kid();
+    read_pid(&ready);
+    let sleeper = run.also(read_pid(&escaped));
+    assert!(t.run(&["revoke", "job"]).status.success());
+    assert_eq!(wait(&mut run).code(), Some(79));
+    assert!(!alive(sleeper), "a process CMD started outlived run on a lost lease");
+}
+
+#[test]
+fn processes_cmd_leaves_behind_are_stopped_before_the_lease_is_released() {
+    let t = Table::new("leftover");
+    let left = t.file("left");
+    let script = format!("sleep 300 & echo $! > {}", left.display());
+    let mut run = t.cmd(&["run", "job", "--", "sh", "-c", &script]).stderr(Stdio::piped()).kid();
+    let sleeper = run.also(read_pid(&left));
+    assert_eq!(wait(&mut run).code(), Some(0));
+    assert!(!alive(sleeper), "a process CMD left behind runs on without the lease");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains(&format!("pid {sleeper}")), "{err}");
+    assert!(held(&t).is_empty());
+}
+
+#[test]
+fn at_a_terminal_a_lost_lease_stops_the_commands_whole_job() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: script(1) is not installed");
+        return;
+    }
+    let t = Table::new("termjob");
+    let (leader, ready, bg, rc) = (t.file("leader"), t.file("ready"), t.file("bg"), t.file("rc"));
+    // The terminal's shell runs run in its own (foreground) process group, so CMD shares
+    // it too; its background `sleep` must stop with it. The shell stays afterwards: the
+    // hangup of its exit would otherwise kill the sleep whatever run did.
+    let cmd = format!(
+        "echo $$ > {l}; {BIN} -t {table} run --kill-after 200ms job -- sh -c 'sleep 300 & echo $! > {b}; echo $$ > {r}; wait'; echo $? > {rc}; exec sleep 60",
+        l = leader.display(),
+        table = t.path.display(),
+        b = bg.display(),
+        r = ready.display(),
+        rc = rc.display()
+    );
+    let mut term = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env_remove("SHMLEASE_TABLE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .kid();
+    let leader = term.also(read_pid(&leader));
+    let cmd_pid = term.also(read_pid(&ready));
+    let sleeper = term.also(read_pid(&bg));
+    assert!(t.run(&["revoke", "job"]).status.success());
+    assert_eq!(read_pid(&rc), 79, "run's exit code");
+    assert!(!alive(cmd_pid));
+    assert!(!alive(sleeper), "CMD's background process outlived the lost lease");
+    kill(leader, libc::SIGKILL);
+    wait(&mut term);
 }
