@@ -170,9 +170,10 @@ typedef enum shmlease_status {
    */
   SHMLEASE_IN_USE = 22,
   /**
-   * The lease is bound to its holder process, which alone may renew or release it:
-   * a by-token call (`shmlease_renew_token`, `shmlease_release_token`) on a lease
-   * another live process holds. `shmlease_last_error()` names the holder; revoke the
+   * The lease is bound to its holder process, which alone may renew, release or
+   * detach it: a by-token call (`shmlease_renew_token`, `shmlease_release_token`) on
+   * a lease another live process holds, or a mutating call on a lease handle
+   * inherited through `fork()`. `shmlease_last_error()` names the holder; revoke the
    * lease to take it away. Nothing was changed.
    */
   SHMLEASE_BOUND_TO_PROCESS = 23,
@@ -206,9 +207,14 @@ typedef enum shmlease_state {
  * if it is still held.
  *
  * Thread safety: a lease handle may be used by any number of threads at once, except
- * that `shmlease_lease_free` must not race with another call on the same handle. A
- * child created by `fork()` must not release or free its parent's leases (freeing
- * there leaves the lease alone).
+ * that `shmlease_lease_free` must not race with another call on the same handle.
+ *
+ * After `fork()`, the lease stays the parent's: the parent keeps renewing and
+ * releasing it as before. A child that inherited the handle may read it
+ * (`shmlease_lease_token`, `_is_valid`, `_remaining_ns`, `_deadline_ns`);
+ * `shmlease_renew`, `shmlease_release` and `shmlease_lease_detach` return
+ * `SHMLEASE_BOUND_TO_PROCESS` there and change nothing; `shmlease_lease_free` frees the
+ * child's copy of the handle without releasing the lease.
  */
 typedef struct shmlease_lease shmlease_lease;
 
@@ -585,7 +591,8 @@ enum shmlease_status shmlease_list(const struct shmlease_table *table,
 /**
  * Extends the lease to `ttl_ns` nanoseconds from now. Returns `SHMLEASE_LOST` if the
  * grant is gone (it expired before this call, was revoked or taken over, or was
- * released or detached through this handle).
+ * released or detached through this handle), and `SHMLEASE_BOUND_TO_PROCESS` in a
+ * `fork()`ed child (only the process that took the lease renews it).
  *
  * # Safety
  * `lease` is NULL or a handle not yet freed.
@@ -595,7 +602,8 @@ enum shmlease_status shmlease_renew(struct shmlease_lease *lease, uint64_t ttl_n
 /**
  * Releases the lease, waking anyone waiting for it. The handle must still be freed with
  * `shmlease_lease_free`. Returns `SHMLEASE_LOST` if the grant was already gone (then
- * nothing changed) or was already released or detached through this handle.
+ * nothing changed) or was already released or detached through this handle, and
+ * `SHMLEASE_BOUND_TO_PROCESS` in a `fork()`ed child (the lease stays the parent's).
  *
  * # Safety
  * `lease` is NULL or a handle not yet freed.
@@ -608,7 +616,8 @@ enum shmlease_status shmlease_release(struct shmlease_lease *lease);
  * deadline unless someone renews or releases it by name and token
  * (`shmlease_renew_token`, `shmlease_release_token`). `deadline_ns_out` (NULL: not
  * wanted) receives its deadline on this process's `CLOCK_MONOTONIC`. The handle must
- * still be freed; its token stays readable.
+ * still be freed; its token stays readable. Returns `SHMLEASE_BOUND_TO_PROCESS` in a
+ * `fork()`ed child (only the process that took the lease detaches it).
  *
  * # Safety
  * `lease` is NULL or a handle not yet freed; `deadline_ns_out` is NULL or writable.

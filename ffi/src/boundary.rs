@@ -74,9 +74,10 @@ pub enum shmlease_status {
     /// next user of the location gets a new table, and the two would not exclude each
     /// other.
     SHMLEASE_IN_USE = 22,
-    /// The lease is bound to its holder process, which alone may renew or release it:
-    /// a by-token call (`shmlease_renew_token`, `shmlease_release_token`) on a lease
-    /// another live process holds. `shmlease_last_error()` names the holder; revoke the
+    /// The lease is bound to its holder process, which alone may renew, release or
+    /// detach it: a by-token call (`shmlease_renew_token`, `shmlease_release_token`) on
+    /// a lease another live process holds, or a mutating call on a lease handle
+    /// inherited through `fork()`. `shmlease_last_error()` names the holder; revoke the
     /// lease to take it away. Nothing was changed.
     SHMLEASE_BOUND_TO_PROCESS = 23,
 }

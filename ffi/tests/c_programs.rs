@@ -21,8 +21,8 @@ use shmlease_core::{Error, LeaseTable, TableOptions};
 const WATCHDOG: Duration = Duration::from_secs(300);
 
 /// The C test programs in `ffi/tests/c/`; `every_c_program_has_a_test` keeps this honest.
-const PROGRAMS: [&str; 7] =
-    ["lifecycle", "statuses", "nulls", "threads", "contend", "holder", "reclaim"];
+const PROGRAMS: [&str; 8] =
+    ["lifecycle", "statuses", "nulls", "threads", "fork", "contend", "holder", "reclaim"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Build {
@@ -281,6 +281,26 @@ fn handles_are_shared_by_threads_sanitized() {
 #[test]
 fn handles_are_shared_by_threads_valgrind() {
     check_program("threads", Build::Plain, true);
+}
+
+#[test]
+fn forked_children_share_the_table_handle_and_leave_the_parents_lease_alone() {
+    check_program("fork", Build::Plain, false);
+}
+
+#[test]
+fn forked_children_share_the_table_handle_and_leave_the_parents_lease_alone_sanitized() {
+    check_program("fork", Build::Sanitized, false);
+}
+
+#[test]
+fn forked_children_share_the_table_handle_and_leave_the_parents_lease_alone_static() {
+    check_program("fork", Build::Static, false);
+}
+
+#[test]
+fn forked_children_share_the_table_handle_and_leave_the_parents_lease_alone_valgrind() {
+    check_program("fork", Build::Plain, true);
 }
 
 /// The state file `contend.c` and the Rust side share: occupant, last token, grants.
