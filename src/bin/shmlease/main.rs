@@ -171,7 +171,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Extend a lease to TTL from now
+    /// Extend a detached lease (from `acquire`) to TTL from now
+    ///
+    /// A lease bound to a live process (held by `run`, say) is refused with exit 78:
+    /// only its holder renews it.
     Renew {
         /// Lease name
         name: String,
@@ -185,7 +188,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Release a lease
+    /// Release a detached lease (from `acquire`)
+    ///
+    /// A lease bound to a live process (held by `run`, say) is refused with exit 78:
+    /// only its holder releases it; `revoke` takes it away.
     Release {
         /// Lease name
         name: String,
