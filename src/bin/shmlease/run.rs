@@ -173,6 +173,8 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     // processes behind.
     let mut stopping = false;
     let mut kill_at: Option<Instant> = None;
+    // SIGKILL sent (and repeated until the job is gone: for what forked meanwhile).
+    let mut killing = false;
     loop {
         let mut fds = vec![signals.as_raw_fd()];
         if !lost {
@@ -225,7 +227,8 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
         }
         if kill_at.is_some_and(|at| Instant::now() >= at) {
             let left = os::descendants(supervisor);
-            if !left.is_empty() {
+            if !left.is_empty() && !killing {
+                killing = true;
                 say(format_args!(
                     "{} still running {} after SIGTERM ({}); sending SIGKILL",
                     if job.status.is_none() { "CMD".to_string() } else { processes(left.len()) },
