@@ -330,7 +330,7 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
             ),
         ),
         Error::BoundToProcess { token, holder } => {
-            let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
+            let by = bound_by(holder);
             Failure::new(
                 exit::BOUND,
                 format!(
@@ -383,6 +383,15 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
             ),
         ),
         _ => Failure::new(exit::TABLE, e.to_string()),
+    }
+}
+
+/// " by pid 7 (web)" for a lease bound to a process, also when the table does not
+/// record which.
+fn bound_by(holder: &Option<shmlease::Holder>) -> String {
+    match holder {
+        Some(h) => format!(" by {h}"),
+        None => " by a process the table does not name".into(),
     }
 }
 
@@ -451,7 +460,7 @@ fn by_token_failure(
     };
     let Error::Lost { reason, .. } = e else {
         if let Error::BoundToProcess { holder, .. } = e {
-            let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
+            let by = bound_by(holder);
             return Failure::new(
                 exit::BOUND,
                 format!(
