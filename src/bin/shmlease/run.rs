@@ -65,7 +65,8 @@ pub struct RunArgs {
     /// Label shown to others in `ls` (at most 8 bytes)
     #[arg(long)]
     label: Option<String>,
-    /// After SIGTERM on a lost lease, SIGKILL CMD if it is still running this much later
+    /// After SIGTERM (to CMD's job on a lost lease, or to processes CMD left running),
+    /// SIGKILL what is still running this much later
     #[arg(long, default_value = "10s", value_parser = duration::parse, value_name = "DUR")]
     kill_after: Duration,
     /// Exit code when the lease is held by someone else (timed out, or -n)
