@@ -217,7 +217,9 @@ impl fmt::Display for Error {
             Error::InUse { location, leases } => {
                 write!(f, "lease table {location} has {} live lease(s)", leases.len())?;
                 for (i, l) in leases.iter().take(3).enumerate() {
-                    write!(f, "{} {} (token {}", if i == 0 { ":" } else { "," }, l.name, l.token)?;
+                    // Quoted: a name may hold control characters.
+                    let sep = if i == 0 { ":" } else { "," };
+                    write!(f, "{sep} {:?} (token {}", l.name, l.token)?;
                     if let Some(h) = &l.holder {
                         write!(f, ", {h}")?;
                     }

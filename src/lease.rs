@@ -139,7 +139,7 @@ impl<'t> Lease<'t> {
                 inner.count_sampled(table::counter::RENEWALS, now);
                 Ok(())
             }
-            Err(l) => Err(table::lost(self.token, l, inner.location())),
+            Err(l) => Err(table::lost(self.token, l, inner.location(), self.slot)),
         }
     }
 

@@ -248,17 +248,23 @@ pub(crate) fn lost_reason(l: protocol::Lost) -> Option<LostReason> {
 }
 
 /// The error for a grant with `token` lost in the protocol.
-pub(crate) fn lost(token: u64, l: protocol::Lost, location: &Location) -> Error {
+pub(crate) fn lost(token: u64, l: protocol::Lost, location: &Location, slot: u32) -> Error {
     match lost_reason(l) {
         Some(reason) => Error::Lost { token, reason },
-        None => interference(location),
+        None => interference(location, slot),
     }
 }
 
-fn interference(location: &Location) -> Error {
+/// A slot that changed more often during one call than honest actors can make it (they
+/// change a slot a bounded number of times per attempt): another process is writing
+/// garbage into the table.
+fn interference(location: &Location, slot: u32) -> Error {
     Error::Corrupt {
         location: location.to_string(),
-        reason: "a slot keeps changing faster than any lease holder could change it".into(),
+        reason: format!(
+            "slot {slot} keeps changing faster than any lease holder could change it \
+             (something other than shmlease is writing into the table)"
+        ),
     }
 }
 
@@ -465,7 +471,7 @@ impl Inner {
     fn lost_by_token(&self, index: u32, token: u64, l: protocol::Lost) -> Error {
         match lost_reason(l) {
             Some(_) => Error::Lost { token, reason: self.why_not_live(index, token) },
-            None => interference(&self.location),
+            None => interference(&self.location, index),
         }
     }
 
@@ -545,7 +551,7 @@ impl Inner {
                 location: self.location.to_string(),
                 reason: format!("slot {index} has exhausted its token space"),
             }),
-            Err(Refusal::Interference) => Err(interference(&self.location)),
+            Err(Refusal::Interference) => Err(interference(&self.location, index)),
         }
     }
 
@@ -565,7 +571,7 @@ impl Inner {
             return match self.grant_at(index, bound_as, ttl, label)? {
                 Some(attempt) => Ok(attempt),
                 // Nobody but us re-binds while we hold the lock.
-                None => Err(interference(&self.location)),
+                None => Err(interference(&self.location, index)),
             };
         }
         Err(Error::Busy {
@@ -867,14 +873,15 @@ impl LeaseTable {
     /// not a lock (a grant made just after the check is not seen).
     ///
     /// Refuses ([`Error::NotATable`]) to remove anything that does not start like a
-    /// lease table, so a mistyped location cannot delete another file; a damaged table
-    /// (right magic, unusable contents) can be removed.
+    /// lease table, so a mistyped location cannot delete another file, even with force.
+    /// A damaged table (right magic, unusable contents) or another version's is removed
+    /// only with force: whether it is in use cannot be told.
     pub fn remove(location: impl Into<Location>) -> Result<()> {
         Self::remove_with(location, &RemoveOptions::new())
     }
 
     /// [`LeaseTable::remove`] with options: [`RemoveOptions::force`] removes the table
-    /// even while grants in it are live.
+    /// even while grants in it are live, or when it cannot be read.
     pub fn remove_with(location: impl Into<Location>, options: &RemoveOptions) -> Result<()> {
         let location = location.into();
         let path = location.file_path()?;
@@ -893,11 +900,25 @@ impl LeaseTable {
         if !options.force {
             // Whoever may remove it may look into it, whatever its owner or mode.
             let look = TableOptions::new().allow_foreign_owner(true).allow_world_writable(true);
-            // A table nobody can use (damaged, incompatible) has no users.
+            // A damaged table or another version's cannot be read here, so whether it
+            // is in use cannot be told: processes that mapped it before the damage, or
+            // of the other version, may be using it.
+            let unreadable = |reason: String| {
+                format!(
+                    "{reason}; not removed, since whether other processes still use it \
+                     cannot be told (remove it with force once none does)"
+                )
+            };
             match Self::from_file(location.clone(), file, &look) {
-                Err(
-                    Error::NotATable { .. } | Error::Incompatible { .. } | Error::Corrupt { .. },
-                ) => {}
+                Err(Error::NotATable { location, reason }) => {
+                    return Err(Error::NotATable { location, reason: unreadable(reason) })
+                }
+                Err(Error::Incompatible { location, reason }) => {
+                    return Err(Error::Incompatible { location, reason: unreadable(reason) })
+                }
+                Err(Error::Corrupt { location, reason }) => {
+                    return Err(Error::Corrupt { location, reason: unreadable(reason) })
+                }
                 Err(e) => return Err(e),
                 Ok(table) => {
                     let leases: Vec<LeaseInfo> =
@@ -1098,10 +1119,13 @@ impl LeaseTable {
                 }
                 Err(Refusal::Rebound) if inner.is_retired(index) => return not_there(),
                 Err(Refusal::Rebound) => continue,
-                Err(_) => return Err(interference(&inner.location)),
+                Err(_) => return Err(interference(&inner.location, index)),
             }
         }
-        Err(interference(&inner.location))
+        Err(Error::Busy {
+            location: inner.location.to_string(),
+            reason: format!("{name:?} kept moving between slots while this call looked for it"),
+        })
     }
 
     /// The lease on `name`, if the name is known to the table.
@@ -1224,7 +1248,7 @@ pub(crate) fn release_slot(
             }
             Ok(())
         }
-        Err(l) => Err(lost(token, l, &inner.location)),
+        Err(l) => Err(lost(token, l, &inner.location, index)),
     }
 }
 
@@ -1234,7 +1258,7 @@ pub(crate) fn detach_slot(inner: &Inner, index: u32, token: u64) -> Result<Detac
     let slot = inner.slot(index);
     let record = identity::me().record(true);
     protocol::rewrite_holder(slot, token, now, record)
-        .map_err(|l| lost(token, l, &inner.location))?;
+        .map_err(|l| lost(token, l, &inner.location, index))?;
     let deadline = grant::deadline(slot.grant.load(Ordering::Acquire));
     Ok(DetachedLease {
         token,

@@ -304,6 +304,21 @@ fn remove_refuses_a_table_with_live_leases() {
     let _held = table.try_acquire("busy", Duration::from_secs(30)).unwrap();
     LeaseTable::remove_with(&path, &RemoveOptions::new().force(true)).unwrap();
     assert!(!path.exists());
+
+    // Another version's table (or a damaged one) cannot be read, so whether it is in
+    // use cannot be told: removed only with force.
+    drop(LeaseTable::create(&path, &TableOptions::new().capacity(8)).unwrap());
+    let version = common::read_u64(&path, 8);
+    common::write_u64(&path, 8, version + 1);
+    match LeaseTable::remove(&path) {
+        Err(Error::Incompatible { reason, .. }) => {
+            assert!(reason.contains("not removed"), "{reason}")
+        }
+        other => panic!("an unreadable table was removed: {other:?}"),
+    }
+    assert!(path.exists());
+    LeaseTable::remove_with(&path, &RemoveOptions::new().force(true)).unwrap();
+    assert!(!path.exists());
 }
 
 /// Items 9 and 10: by-token calls on another live process's bound lease are refused,
