@@ -55,6 +55,12 @@
 #define SHMLEASE_ALLOW_WORLD_WRITABLE 2
 
 /**
+ * Remove the table even while leases in it are live (see `shmlease_table_remove`
+ * for what that risks). A bit for the `flags` of `shmlease_table_remove_with`.
+ */
+#define SHMLEASE_REMOVE_FORCE 1
+
+/**
  * What a call did. Every function that can fail returns one; `SHMLEASE_OK` is 0 and
  * every other value is a failure, described in one line by `shmlease_last_error()`.
  * The numbers are part of the ABI and never change meaning.
@@ -70,8 +76,9 @@ typedef enum shmlease_status {
    */
   SHMLEASE_HELD = 1,
   /**
-   * The caller's grant is gone (expired, revoked, released or taken over): stop using
-   * its token.
+   * The grant named is not the live one: the caller's grant is gone (expired,
+   * revoked, released or taken over: stop using its token), or a by-token call named
+   * a token or a name never issued (`shmlease_last_error()` says which).
    */
   SHMLEASE_LOST = 2,
   /**
@@ -115,7 +122,9 @@ typedef enum shmlease_status {
    */
   SHMLEASE_INCOMPATIBLE = 12,
   /**
-   * A lease table whose header is damaged.
+   * A lease table that is damaged (its header, or a slot changing faster than any
+   * holder could). Other processes may still be using it: do not remove it while
+   * any does.
    */
   SHMLEASE_CORRUPT = 13,
   /**
@@ -135,7 +144,10 @@ typedef enum shmlease_status {
    */
   SHMLEASE_UNSUPPORTED = 17,
   /**
-   * Another process has held the table lock for too long (is it stopped?).
+   * Retryable: another process has held the table lock for too long (is it
+   * stopped?), or names kept being granted in a full table while this call looked
+   * for a slot to reuse. Nothing is wrong with the table and nothing was changed: try
+   * again.
    */
   SHMLEASE_BUSY = 18,
   /**
@@ -150,6 +162,21 @@ typedef enum shmlease_status {
    * A bug in shmlease (a caught panic): please report it with `shmlease_last_error()`.
    */
   SHMLEASE_INTERNAL = 21,
+  /**
+   * `shmlease_table_remove` found live leases in the table and did not remove it
+   * (`shmlease_last_error()` names them): its holders would keep using it while the
+   * next user of the location gets a new table, and the two would not exclude each
+   * other.
+   */
+  SHMLEASE_IN_USE = 22,
+  /**
+   * The lease is bound to its holder process, which alone may renew, release or
+   * detach it: a by-token call (`shmlease_renew_token`, `shmlease_release_token`) on
+   * a lease another live process holds, or a mutating call on a lease handle
+   * inherited through `fork()`. `shmlease_last_error()` names the holder; revoke the
+   * lease to take it away. Nothing was changed.
+   */
+  SHMLEASE_BOUND_TO_PROCESS = 23,
 } shmlease_status;
 
 /**
@@ -180,9 +207,14 @@ typedef enum shmlease_state {
  * if it is still held.
  *
  * Thread safety: a lease handle may be used by any number of threads at once, except
- * that `shmlease_lease_free` must not race with another call on the same handle. A
- * child created by `fork()` must not release or free its parent's leases (freeing
- * there leaves the lease alone).
+ * that `shmlease_lease_free` must not race with another call on the same handle.
+ *
+ * After `fork()`, the lease stays the parent's: the parent keeps renewing and
+ * releasing it as before. A child that inherited the handle may read it
+ * (`shmlease_lease_token`, `_is_valid`, `_remaining_ns`, `_deadline_ns`);
+ * `shmlease_renew`, `shmlease_release` and `shmlease_lease_detach` return
+ * `SHMLEASE_BOUND_TO_PROCESS` there and change nothing; `shmlease_lease_free` frees the
+ * child's copy of the handle without releasing the lease.
  */
 typedef struct shmlease_lease shmlease_lease;
 
@@ -194,6 +226,10 @@ typedef struct shmlease_lease shmlease_lease;
  * Thread safety: a table handle may be used by any number of threads at once, except
  * that `shmlease_table_close` must not race with another call on the same handle.
  * Leases taken from it stay usable after it is closed (they keep the mapping alive).
+ *
+ * After `fork()`: a child may do everything with a table handle it inherited, as
+ * with one it opened itself (take, renew, release and revoke leases, close it); its
+ * leases are its own, bound to the child.
  */
 typedef struct shmlease_table shmlease_table;
 
@@ -394,13 +430,29 @@ enum shmlease_status shmlease_table_open_or_create(const char *location,
 void shmlease_table_close(struct shmlease_table *table);
 
 /**
- * Removes the table's name from the file system. Processes that have it open keep
- * using it; new opens will not find it.
+ * Removes the table's name from the file system, refusing with `SHMLEASE_IN_USE`
+ * while any lease in it is live (`shmlease_last_error()` names them). Processes that
+ * have the table open keep using it, while the next open-or-create at the location
+ * makes a new table, whose leases do not exclude the old one's (two holders of a name,
+ * tokens starting over): remove a table only when nothing uses it. The check is a
+ * safety net, not a lock (a lease granted just after it is not seen). Never removes
+ * something that is not a lease table (`SHMLEASE_NOT_A_TABLE`). Same as
+ * `shmlease_table_remove_with(location, 0)`.
  *
  * # Safety
  * `location` is NULL or NUL-terminated.
  */
 enum shmlease_status shmlease_table_remove(const char *location);
+
+/**
+ * `shmlease_table_remove` with `flags`: 0, or `SHMLEASE_REMOVE_FORCE` to remove the
+ * table without checking for live leases. Unknown bits give
+ * `SHMLEASE_INVALID_OPTIONS`.
+ *
+ * # Safety
+ * `location` is NULL or NUL-terminated.
+ */
+enum shmlease_status shmlease_table_remove_with(const char *location, uint32_t flags);
 
 /**
  * The number of slots of the table (the most names that can have a lease at once).
@@ -454,8 +506,11 @@ enum shmlease_status shmlease_acquire(const struct shmlease_table *table,
 /**
  * Extends the grant of `name` that has `token` to `ttl_ns` from now: for detached leases
  * (see `shmlease_lease_detach`), from any process. `deadline_ns_out` (NULL: not wanted)
- * receives the new deadline on this process's `CLOCK_MONOTONIC`. Returns `SHMLEASE_LOST`
- * if that grant is gone.
+ * receives the new deadline on this process's `CLOCK_MONOTONIC`. Returns
+ * `SHMLEASE_LOST` if that grant is gone, or the name or token was never issued
+ * (`shmlease_last_error()` says which), and `SHMLEASE_BOUND_TO_PROCESS` if the lease is
+ * bound to another live process (tokens are public: only its holder may renew it;
+ * `shmlease_last_error()` names the holder, `shmlease_revoke` takes it away).
  *
  * # Safety
  * `table` is NULL or an open handle; `name` is NULL or NUL-terminated;
@@ -469,7 +524,9 @@ enum shmlease_status shmlease_renew_token(const struct shmlease_table *table,
 
 /**
  * Ends the grant of `name` that has `token`: for detached leases, from any process.
- * Returns `SHMLEASE_LOST` if that grant is already gone.
+ * Returns `SHMLEASE_LOST` if that grant is already gone, or the name or token was never
+ * issued, and `SHMLEASE_BOUND_TO_PROCESS` if the lease is bound to another live process
+ * (as for `shmlease_renew_token`).
  *
  * # Safety
  * `table` is NULL or an open handle; `name` is NULL or NUL-terminated.
@@ -492,8 +549,9 @@ enum shmlease_status shmlease_revoke(const struct shmlease_table *table,
                                      uint64_t *revoked_token_out);
 
 /**
- * Revokes the grant of `name` only if its token is `token`; returns `SHMLEASE_LOST` if
- * that grant is already gone.
+ * Revokes the grant of `name` only if its token is `token`; returns `SHMLEASE_LOST`, and
+ * revokes nothing, if that is not the live grant (`shmlease_last_error()` says why: it
+ * ended, a newer grant is current, the token or the name was never issued).
  *
  * # Safety
  * `table` is NULL or an open handle; `name` is NULL or NUL-terminated.
@@ -533,7 +591,8 @@ enum shmlease_status shmlease_list(const struct shmlease_table *table,
 /**
  * Extends the lease to `ttl_ns` nanoseconds from now. Returns `SHMLEASE_LOST` if the
  * grant is gone (it expired before this call, was revoked or taken over, or was
- * released or detached through this handle).
+ * released or detached through this handle), and `SHMLEASE_BOUND_TO_PROCESS` in a
+ * `fork()`ed child (only the process that took the lease renews it).
  *
  * # Safety
  * `lease` is NULL or a handle not yet freed.
@@ -543,7 +602,8 @@ enum shmlease_status shmlease_renew(struct shmlease_lease *lease, uint64_t ttl_n
 /**
  * Releases the lease, waking anyone waiting for it. The handle must still be freed with
  * `shmlease_lease_free`. Returns `SHMLEASE_LOST` if the grant was already gone (then
- * nothing changed) or was already released or detached through this handle.
+ * nothing changed) or was already released or detached through this handle, and
+ * `SHMLEASE_BOUND_TO_PROCESS` in a `fork()`ed child (the lease stays the parent's).
  *
  * # Safety
  * `lease` is NULL or a handle not yet freed.
@@ -556,7 +616,8 @@ enum shmlease_status shmlease_release(struct shmlease_lease *lease);
  * deadline unless someone renews or releases it by name and token
  * (`shmlease_renew_token`, `shmlease_release_token`). `deadline_ns_out` (NULL: not
  * wanted) receives its deadline on this process's `CLOCK_MONOTONIC`. The handle must
- * still be freed; its token stays readable.
+ * still be freed; its token stays readable. Returns `SHMLEASE_BOUND_TO_PROCESS` in a
+ * `fork()`ed child (only the process that took the lease detaches it).
  *
  * # Safety
  * `lease` is NULL or a handle not yet freed; `deadline_ns_out` is NULL or writable.

@@ -9,8 +9,9 @@ use crate::info::Holder;
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why a holder's grant is gone.
+/// Why a grant is not (or no longer) the live one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum LostReason {
     /// Its deadline passed without a renewal.
     Expired,
@@ -18,8 +19,18 @@ pub enum LostReason {
     Revoked,
     /// It was released (with its token, possibly by another process).
     Released,
-    /// A later grant of the same name replaced it.
+    /// A later grant of the same name is current. (For a token presented by name,
+    /// this is all that is known: it is older than the current grant's.)
     TakenOver,
+    /// The token was never issued for this name: it is newer than any grant the name
+    /// has had (a mistyped or made-up token).
+    NotIssued {
+        /// The token of the name's latest grant.
+        latest: u64,
+    },
+    /// The table has no lease of that name: it was never granted, or it was released
+    /// and its slot reused.
+    NoSuchName,
 }
 
 impl fmt::Display for LostReason {
@@ -28,7 +39,11 @@ impl fmt::Display for LostReason {
             LostReason::Expired => "it expired",
             LostReason::Revoked => "it was revoked",
             LostReason::Released => "it was already released",
-            LostReason::TakenOver => "a newer grant replaced it",
+            LostReason::TakenOver => "a newer grant is current",
+            LostReason::NotIssued { latest } => {
+                return write!(f, "no such token was issued (the latest is {latest})")
+            }
+            LostReason::NoSuchName => "the table has no lease by that name",
         })
     }
 }
@@ -53,6 +68,25 @@ pub enum Error {
         token: u64,
         /// What happened to it.
         reason: LostReason,
+    },
+    /// A by-token [`renew`](crate::LeaseTable::renew) or
+    /// [`release`](crate::LeaseTable::release) named a lease that is bound to a live
+    /// process: only its holder may renew or release it (an administrator can
+    /// [`revoke`](crate::LeaseTable::revoke) it). By-token calls are for detached leases.
+    BoundToProcess {
+        /// The token presented (the grant's).
+        token: u64,
+        /// The process holding it, when recorded.
+        holder: Option<Holder>,
+    },
+    /// [`LeaseTable::remove`](crate::LeaseTable::remove) found live grants in the table:
+    /// removing it would let a new table appear at the same location while these
+    /// holders still use the old one (two holders per name, tokens starting over).
+    InUse {
+        /// The location.
+        location: String,
+        /// The live grants (name, token, holder, time left).
+        leases: Vec<crate::LeaseInfo>,
     },
     /// `acquire` waited for the whole timeout and the lease stayed held.
     TimedOut {
@@ -134,11 +168,15 @@ pub enum Error {
         /// What is missing.
         reason: String,
     },
-    /// Another process has held the table lock (used only to bind new names and to
-    /// recover after a reboot) for too long: it is probably stopped.
+    /// A retryable refusal: another process has held the table lock (used only to
+    /// bind new names and to recover after a reboot) for too long (it is probably
+    /// stopped), or every slot's name kept being taken while this call looked for one
+    /// to reuse. Nothing is wrong with the table; try again.
     Busy {
         /// The location.
         location: String,
+        /// Which of the two, in words.
+        reason: String,
     },
     /// Any other operating-system error.
     Io {
@@ -166,6 +204,31 @@ impl fmt::Display for Error {
             }
             Error::Lost { token, reason } => {
                 write!(f, "lease with token {token} is lost: {reason}")
+            }
+            Error::BoundToProcess { token, holder } => {
+                write!(f, "lease with token {token} is bound to its holder process")?;
+                fmt_holder(f, holder)?;
+                write!(
+                    f,
+                    ": only that process may renew or release it (by-token calls are for \
+                     detached leases; revoke it to take it away)"
+                )
+            }
+            Error::InUse { location, leases } => {
+                write!(f, "lease table {location} has {} live lease(s)", leases.len())?;
+                for (i, l) in leases.iter().take(3).enumerate() {
+                    // Quoted: a name may hold control characters.
+                    let sep = if i == 0 { ":" } else { "," };
+                    write!(f, "{sep} {:?} (token {}", l.name, l.token)?;
+                    if let Some(h) = &l.holder {
+                        write!(f, ", {h}")?;
+                    }
+                    write!(f, ", {:.1?} left)", l.remaining)?;
+                }
+                if leases.len() > 3 {
+                    write!(f, ", and {} more", leases.len() - 3)?;
+                }
+                write!(f, "; not removed")
             }
             Error::TimedOut { waited, token, holder } => {
                 write!(f, "timed out after {waited:.3?} waiting for a lease held")?;
@@ -195,10 +258,9 @@ impl fmt::Display for Error {
             Error::AlreadyExists { location } => write!(f, "{location} already exists"),
             Error::NotFound { location } => write!(f, "no lease table at {location}"),
             Error::Unsupported { reason } => write!(f, "unsupported platform: {reason}"),
-            Error::Busy { location } => write!(
-                f,
-                "lease table {location} is locked by another process for too long (is it stopped?)"
-            ),
+            Error::Busy { location, reason } => {
+                write!(f, "lease table {location} is busy: {reason}")
+            }
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }

@@ -4,10 +4,14 @@
 //!
 //! The cache is invalidated in the child after `fork()` (a `pthread_atfork` handler), so
 //! a forked child never records its parent's identity.
+//!
+//! Setting the environment variable `SHMLEASE_IDENTITY=start-time` makes this process
+//! record its start time even where a pidfd inode is available: the identity kernels
+//! before 6.9 give. It exists so that tests can run the fallback on any kernel.
 
 use crate::layout::holder::{self, Record};
 use crate::sys;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Once;
 
 static VALID: AtomicBool = AtomicBool::new(false);
@@ -16,6 +20,10 @@ static PIDNS: AtomicU32 = AtomicU32::new(0);
 /// kind << 56 | ident
 static IDENT: AtomicU64 = AtomicU64::new(0);
 static TIMENS_OFFSET: AtomicI64 = AtomicI64::new(0);
+/// Why this process's clock offset could not be determined (0: it could; see
+/// [`timens_offset_known`]). A number, not a message: `refresh` runs in forked children,
+/// where a lock another thread held at the fork would never be released.
+static TIMENS_UNKNOWN: AtomicU8 = AtomicU8::new(0);
 static AT_FORK: Once = Once::new();
 
 extern "C" fn forget_after_fork() {
@@ -84,9 +92,25 @@ fn refresh() -> Me {
         pidns: sys::pid_namespace(),
         kind,
         ident: ident & holder::IDENT_MASK,
-        // Unreadable offsets: assume none (the common case); a wrong guess shows up as
-        // leases that look expired or long-lived, never as two holders by our own hand.
-        timens_offset_ns: sys::timens_monotonic_offset_ns().unwrap_or(0),
+        // Unknown offsets make opening a table fail (`timens_offset_known`); a table
+        // already open in a forked child keeps working with 0, which the child's clock
+        // can only contradict if the child is in another time namespace, and a child
+        // cannot change namespace before exec.
+        timens_offset_ns: match sys::timens_monotonic_offset_ns() {
+            Ok(off) => {
+                TIMENS_UNKNOWN.store(0, Ordering::Relaxed);
+                off
+            }
+            Err(e) => {
+                let why = match e.kind() {
+                    std::io::ErrorKind::NotFound => 1,
+                    std::io::ErrorKind::Unsupported => 2,
+                    _ => 3,
+                };
+                TIMENS_UNKNOWN.store(why, Ordering::Relaxed);
+                0
+            }
+        },
     };
     PID.store(me.pid, Ordering::Relaxed);
     PIDNS.store(me.pidns, Ordering::Relaxed);
@@ -96,10 +120,28 @@ fn refresh() -> Me {
     me
 }
 
+/// `Ok` when this process's clock offset from the host's is known, else why not. A
+/// wrong offset would make every lease look longer or shorter to this process than to
+/// others (two holders), so tables refuse to open without it.
+pub fn timens_offset_known() -> Result<(), &'static str> {
+    me();
+    match TIMENS_UNKNOWN.load(Ordering::Relaxed) {
+        0 => Ok(()),
+        1 => Err("/proc is not mounted, so this process's time namespace offset cannot be \
+                  known"),
+        2 => Err("this process has unshared its time namespace and not yet exec'd: its own \
+                  clock's offset is published nowhere (/proc/self/timens_offsets already \
+                  describes its children's); open the table before unshare(CLONE_NEWTIME) \
+                  or after exec"),
+        _ => Err("/proc/self/timens_offsets cannot be read"),
+    }
+}
+
 /// The best reuse-proof identity of `pid`: its pidfd inode on pidfs kernels, else its
-/// start time.
+/// start time (always the start time when `SHMLEASE_IDENTITY=start-time`).
 fn identify(pid: u32) -> (u8, u64) {
-    if let Ok(fd) = sys::pidfd_open(pid) {
+    let forced = std::env::var_os("SHMLEASE_IDENTITY").is_some_and(|v| v == "start-time");
+    if let Some(fd) = (!forced).then(|| sys::pidfd_open(pid).ok()).flatten() {
         if let Ok(Some(ino)) = sys::pidfs_inode(&fd) {
             return (holder::KIND_PIDFD_INODE, ino);
         }
@@ -120,7 +162,9 @@ const ALIVE_FOR_NS: u64 = 1_000_000;
 
 /// Whether the holder described by `record` is provably dead. "Don't know" (another PID
 /// namespace, no identity, no permission, no /proc) is `false`: the lease then lasts its
-/// TTL. A zombie counts as dead: it can no longer use the lease.
+/// TTL. A zombie process counts as dead: it can no longer use the lease. Death is
+/// judged for the whole thread group: a process whose main thread has exited while
+/// other threads run is alive.
 pub fn is_provably_dead(record: &Record) -> bool {
     // pid, kind, detached and identity (the record's high half), mixed with the PID
     // namespace: which process was found alive.
@@ -158,9 +202,13 @@ fn probe_dead(record: &Record) -> bool {
         },
         holder::KIND_START_TIME => match sys::proc_state_and_start(record.pid) {
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-            Ok((state, start)) => {
-                start & holder::IDENT_MASK != record.ident || matches!(state, b'Z' | b'X')
+            Ok((state, start)) if start & holder::IDENT_MASK == record.ident => {
+                // `Z` describes the main thread only; the process lives while any of
+                // its threads does.
+                matches!(state, b'Z' | b'X')
+                    && sys::proc_has_other_threads(record.pid).is_ok_and(|more| !more)
             }
+            Ok(_) => true, // another process, which reused the pid
         },
         _ => false,
     }

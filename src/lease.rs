@@ -18,8 +18,11 @@ use crate::table::{self, Inner, LeaseTable};
 /// [`Lease::is_valid`] before acting, and pass [`Lease::token`] to any resource that can
 /// reject stale holders (fencing).
 ///
-/// A lease belongs to the process that took it: a `fork()`ed child that inherits the
-/// value does not release it on drop.
+/// A lease belongs to the process that took it. A `fork()`ed child that inherits the
+/// value may read it (`token`, `is_valid`, `remaining`, `deadline`), but `renew`,
+/// `release`, `detach` and `keep_alive` fail there with [`Error::BoundToProcess`],
+/// `lost` and `wait_lost` return `None` at once, and dropping it does nothing: the
+/// parent still holds it, renews it and releases it.
 pub struct Lease<'t> {
     table: &'t LeaseTable,
     slot: u32,
@@ -76,6 +79,19 @@ impl<'t> Lease<'t> {
         &self.table.inner
     }
 
+    /// Whether this process took the lease (not a child that inherited it by `fork`).
+    #[inline]
+    fn taken_here(&self) -> bool {
+        identity::me().pid == self.pid
+    }
+
+    /// The refusal for a process that inherited the lease.
+    #[cold]
+    fn not_taken_here(&self) -> Error {
+        let holder = self.inner().current_holder(self.slot, self.token);
+        Error::BoundToProcess { token: self.token, holder }
+    }
+
     /// The fencing token: larger than every token handed out for this name before.
     pub fn token(&self) -> u64 {
         self.token
@@ -112,6 +128,9 @@ impl<'t> Lease<'t> {
     /// gone (it expired before this call, was revoked, or was taken over).
     pub fn renew(&self, ttl: Duration) -> Result<()> {
         let ttl = table::ttl_ns(ttl)?;
+        if !self.taken_here() {
+            return Err(self.not_taken_here());
+        }
         let inner = self.inner();
         let now = inner.now();
         match protocol::renew(inner.slot(self.slot), self.token, now, ttl) {
@@ -120,7 +139,7 @@ impl<'t> Lease<'t> {
                 inner.count_sampled(table::counter::RENEWALS, now);
                 Ok(())
             }
-            Err(l) => Err(table::lost(self.token, l, inner.location())),
+            Err(l) => Err(table::lost(self.token, l, inner.location(), self.slot)),
         }
     }
 
@@ -128,6 +147,11 @@ impl<'t> Lease<'t> {
     /// it was already gone (then nothing is changed).
     #[inline]
     pub fn release(self) -> Result<()> {
+        if !self.taken_here() {
+            let refusal = self.not_taken_here();
+            drop(self); // does nothing in this process
+            return Err(refusal);
+        }
         // Consumed without running `Drop` again (it would only find the lease finished);
         // `finish` takes the keep-alive, the only field that owns anything.
         std::mem::ManuallyDrop::new(self).finish()
@@ -150,6 +174,9 @@ impl<'t> Lease<'t> {
     /// is not released on drop nor reclaimed when this process dies) and lasts until
     /// its deadline unless someone renews or releases it by name and token.
     pub fn detach(mut self) -> Result<DetachedLease> {
+        if !self.taken_here() {
+            return Err(self.not_taken_here());
+        }
         self.finished = true;
         let watched = self.keep_alive.take().map(|k| k.stop()).is_some();
         let detached = table::detach_slot(self.inner(), self.slot, self.token);
@@ -167,6 +194,9 @@ impl<'t> Lease<'t> {
     /// or dropped. Calling it again replaces the previous keep-alive.
     pub fn keep_alive(&mut self, ttl: Duration) -> Result<()> {
         let ttl = table::ttl_ns(ttl)?;
+        if !self.taken_here() {
+            return Err(self.not_taken_here());
+        }
         if let Some(k) = self.keep_alive.take() {
             k.stop();
         }
@@ -218,6 +248,9 @@ impl<'t> Lease<'t> {
     /// Why the lease was lost, if the keep-alive has noticed (always `None` without a
     /// keep-alive: use [`Lease::is_valid`]).
     pub fn lost(&self) -> Option<LostReason> {
+        if !self.taken_here() {
+            return None; // the keep-alive thread and its state are the parent's
+        }
         self.keep_alive
             .as_ref()
             .and_then(|k| *k.shared.lost.lock().unwrap_or_else(|p| p.into_inner()))
@@ -226,6 +259,9 @@ impl<'t> Lease<'t> {
     /// Blocks until the keep-alive notices the lease is lost (returning why), or until
     /// `timeout` passes (returning `None`). Without a keep-alive, returns `None` at once.
     pub fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
+        if !self.taken_here() {
+            return None;
+        }
         let k = self.keep_alive.as_ref()?;
         let guard = k.shared.lost.lock().unwrap_or_else(|p| p.into_inner());
         let deadline = timeout.map(|t| Instant::now() + t);
@@ -255,7 +291,7 @@ impl Drop for Lease<'_> {
         if self.finished {
             return;
         }
-        if identity::me().pid != self.pid {
+        if !self.taken_here() {
             // Inherited through fork(): the parent's lease, and its keep-alive thread
             // does not exist here. Leave both alone.
             if let Some(k) = self.keep_alive.take() {

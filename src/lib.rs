@@ -48,6 +48,17 @@
 //! 7. Uncontended `try_acquire`, `renew` and `release` make no system call and no
 //!    allocation.
 //!
+//! 8. **Fork**: a child forked after `open` may use the inherited [`LeaseTable`] for
+//!    everything, and never breaks 1–7 with it; a [`Lease`] it inherited stays its
+//!    parent's (see [`Lease`]).
+//!
+//! ## Environment
+//!
+//! `SHMLEASE_IDENTITY=start-time` makes the process record its start time (from
+//! `/proc`) as its reuse-proof identity, as on kernels before 6.9, instead of its pidfd
+//! inode: a way for tests to run that fallback on any kernel. Nothing else is read from
+//! the environment by the library.
+//!
 //! ## Modules
 //!
 //! The public API is re-exported here. `layout` and `protocol` are public but hidden,
@@ -95,4 +106,4 @@ pub use lease::{DetachedLease, Lease, RawLease};
 #[cfg(not(loom))]
 pub use options::{Location, TableOptions};
 #[cfg(not(loom))]
-pub use table::{AcquireOptions, LeaseTable};
+pub use table::{AcquireOptions, LeaseTable, RemoveOptions};

@@ -19,15 +19,19 @@
 //! stale holder's CAS (expecting its own token) can only fail.
 //!
 //! Side records (holder, label, renewal time, transition count) are written after the
-//! CAS by the winner. Only the holder record is trusted for anything (early reclaim of a
-//! dead holder), and only when its tag (the token's low 32 bits) matches the grant word
-//! just read. Every granter wipes the record *before* its CAS, so the window between a
-//! grant's CAS and its record store shows no record, never the previous grant's.
+//! CAS by the winner, and by nobody else: a granter whose CAS fails has written
+//! nothing. Only the holder record is trusted for anything (early reclaim of a dead
+//! holder), and only when its tag (the token's low 32 bits) matches the grant word just
+//! read. Every grant's token differs from its predecessor's in those low bits too, so in
+//! the window between a grant's CAS and its record store, the previous grant's record
+//! (still in place) never passes for the new grant's: the window shows no record.
+//!
 //! A holder paused between its CAS and its record store for longer than its TTL may
-//! later store a record for a grant it no longer holds: that record carries the old
-//! token's tag, so readers ignore it (the current holder then merely loses early
-//! reclaim and is reclaimable only by TTL). Trusting such a record would take a 2⁻³² tag
-//! coincidence *and* the stale process dying right after its store.
+//! later store a record for a grant it no longer holds: the store is skipped if the
+//! grant is already gone, and if it goes in between, the record carries the old token's
+//! tag, so readers ignore it (the current holder then merely loses early reclaim and is
+//! reclaimable only by TTL). Trusting such a record would take a 2⁻³² tag coincidence
+//! with a *later* grant *and* the stale process dying right after its store.
 
 use crate::fault::{point, Op};
 use crate::layout::{bind, grant, holder, Slot};
@@ -191,18 +195,18 @@ pub fn try_grant(
         let Some(next_token) = token.checked_add(1) else {
             return Err(Refusal::TokenExhausted);
         };
-        let new_token = next_token.max(now);
+        let mut new_token = next_token.max(now);
+        // The previous grant's record stays in place until ours replaces it: its tag
+        // must not match our token (see the module docs).
+        if holder::Record::tag_for(new_token) == holder::Record::tag_for(token) {
+            let Some(t) = new_token.checked_add(1) else {
+                return Err(Refusal::TokenExhausted);
+            };
+            new_token = t;
+        }
         let deadline = now + ttl;
         // Waiters stay announced across grants: whoever frees this grant wakes them.
         let new = grant::pack(deadline | (deadline_bits & grant::WAITERS), new_token);
-        // Wipe the previous grant's holder record first: a reader that sees our grant
-        // word (our CAS releases this store) then finds no record rather than the old
-        // one, which it could otherwise take for ours if the 32-bit tags collided. The
-        // state is grantable, so the record being wiped describes a finished grant;
-        // if our CAS loses, the winner's record may be wiped too, which only costs it
-        // early reclaim (it is then reclaimable by TTL alone).
-        point(Op::Grant);
-        slot.holder.store(0, Relaxed);
         point(Op::Grant);
         if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
             point(Op::Grant);

@@ -9,6 +9,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Once;
 use std::time::Duration;
 
 use crate::fault::{point, Op};
@@ -131,14 +133,57 @@ pub fn pid_namespace() -> u32 {
     std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| u32::try_from(m.ino()).unwrap_or(0))
 }
 
-/// This process's `CLOCK_MONOTONIC` offset from the host's, from its time namespace
-/// (`/proc/self/timens_offsets`; absent before Linux 5.6, meaning zero).
+/// Whether the thread group of `pid` has more than one thread, from the `Threads:` line
+/// of `/proc/PID/status`. A process whose main thread has exited shows state `Z` in
+/// `/proc/PID/stat` while its other threads run; its thread count then stays above one
+/// (the exited leader is counted until the whole group is reaped).
+pub fn proc_has_other_threads(pid: u32) -> io::Result<bool> {
+    let mut s = String::new();
+    File::open(format!("/proc/{pid}/status"))?.read_to_string(&mut s)?;
+    let threads: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| bad_proc("status"))?;
+    Ok(threads > 1)
+}
+
+/// Inode number of the initial time namespace (`PROC_TIME_INIT_INO`, fixed by the kernel).
+const TIME_NS_INIT_INO: u64 = 0xEFFF_FFFA;
+
+/// This process's own `CLOCK_MONOTONIC` offset from the host's, in nanoseconds, or an
+/// error saying why it cannot be known.
+///
+/// A process's own clock belongs to the time namespace of its memory (`ns/time`, the
+/// same for all its threads). `/proc/self/timens_offsets` describes another one, the
+/// namespace that the main thread's *future children* will enter
+/// (`ns/time_for_children`): between `unshare(CLONE_NEWTIME)` and the next `exec` it
+/// shows the new namespace's offsets while the clock is still the old one's. So the
+/// file is believed only when the two namespaces are the same; a process in the
+/// initial namespace has offset 0 whatever the file says.
+/// Errors: `NotFound` without /proc, `Unsupported` between unshare and exec.
 pub fn timens_monotonic_offset_ns() -> io::Result<i64> {
-    let text = match std::fs::read_to_string("/proc/self/timens_offsets") {
-        Ok(t) => t,
+    if !Path::new("/proc/self").exists() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "/proc is not mounted"));
+    }
+    let own = match std::fs::metadata("/proc/self/ns/time") {
+        Ok(m) => m.ino(),
+        // /proc is there but has no time namespace: the kernel has none (before 5.6, or
+        // built without them), so every clock is the host's.
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
+    if own == TIME_NS_INIT_INO {
+        return Ok(0);
+    }
+    let children = std::fs::metadata("/proc/self/ns/time_for_children")?.ino();
+    if children != own {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "time namespace unshared, not yet entered by exec",
+        ));
+    }
+    let text = std::fs::read_to_string("/proc/self/timens_offsets")?;
     for line in text.lines() {
         let mut it = line.split_ascii_whitespace();
         if it.next() == Some("monotonic") {
@@ -149,7 +194,7 @@ pub fn timens_monotonic_offset_ns() -> io::Result<i64> {
             return Ok(secs * 1_000_000_000 + nanos);
         }
     }
-    Ok(0)
+    Err(bad_proc("timens_offsets"))
 }
 
 /// The kernel's boot id as 16 bytes.
@@ -295,13 +340,78 @@ fn link_anonymous(file: &File, path: &Path) -> io::Result<()> {
     }
 }
 
-/// `flock(LOCK_EX | LOCK_NB)`: `Ok(true)` when taken, `Ok(false)` when somebody else has it.
+/// Opens a new open file description of the file behind `file` (through
+/// `/proc/self/fd`, else through `path` if that still names the same file). An `flock`
+/// belongs to an open file description, and `fork()` shares descriptions between parent
+/// and child, so a lock meant to exclude other processes must be taken on a
+/// description that no other process shares.
+pub fn reopen(file: &File, path: &Path) -> io::Result<File> {
+    let meta = file.metadata()?;
+    let same =
+        |f: &File| f.metadata().is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
+    let via_proc = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    if let Ok(f) = via_proc {
+        if same(&f) {
+            return Ok(f);
+        }
+    }
+    let f = open_nofollow(path)?;
+    if same(&f) {
+        return Ok(f);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        "the table file was removed or replaced, and /proc/self/fd cannot reopen it",
+    ))
+}
+
+/// Descriptors of table locks this process holds right now, so that a child forked
+/// meanwhile can close its copies (see [`forget_locks_after_fork`]). `-1` is free.
+static HELD_LOCKS: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+static LOCK_AT_FORK: Once = Once::new();
+
+/// Runs in the child after `fork()`: closes the child's copies of the descriptors of
+/// every table lock that another thread of the parent held at the fork. The parent
+/// still unlocks them itself; the child's copy would only keep the lock alive past the
+/// parent's death. `close` is async-signal-safe.
+extern "C" fn forget_locks_after_fork() {
+    for slot in &HELD_LOCKS {
+        let fd = slot.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: `fd` is this (child) process's copy of a descriptor the parent had
+            // registered while holding a lock; nothing else in the child owns it (the
+            // thread that did is not in the child).
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)` on `file`, which must be a description this process made
+/// for this one lock ([`reopen`]): `Ok(true)` when taken, `Ok(false)` when somebody else
+/// has it. A taken lock is registered so that a child forked while it is held drops its
+/// copy; release it with [`unlock`].
 pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    LOCK_AT_FORK.call_once(|| at_fork_child(forget_locks_after_fork));
+    let fd = file.as_raw_fd();
+    // Registered before the lock is taken, so no fork can fall between the two. A
+    // process with more than 64 threads binding at once leaves the rest unregistered: a
+    // child forked at that moment keeps those locks until it exits or execs (the
+    // descriptors are close-on-exec).
+    let registered = HELD_LOCKS
+        .iter()
+        .find(|s| s.compare_exchange(-1, fd, Ordering::Relaxed, Ordering::Relaxed).is_ok());
     // SAFETY: the descriptor is open for the duration of the call.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
         return Ok(true);
     }
     let err = io::Error::last_os_error();
+    if let Some(slot) = registered {
+        slot.store(-1, Ordering::Relaxed);
+    }
     match err.raw_os_error() {
         Some(libc::EWOULDBLOCK) => Ok(false),
         Some(libc::EINTR) => Ok(false),
@@ -309,8 +419,13 @@ pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     }
 }
 
-/// `flock(LOCK_UN)`.
+/// `flock(LOCK_UN)` on a lock taken with [`try_lock_exclusive`], and its deregistration.
+/// The caller then closes the description.
 pub fn unlock(file: &File) {
+    let fd = file.as_raw_fd();
     // SAFETY: the descriptor is open for the duration of the call.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+    unsafe { libc::flock(fd, libc::LOCK_UN) };
+    let _ = HELD_LOCKS
+        .iter()
+        .find(|s| s.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed).is_ok());
 }

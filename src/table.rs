@@ -14,12 +14,25 @@
 //!
 //! Names are found by linear probing from a home slot given by a fixed hash; a lookup
 //! reads without any lock. Binding a name to a slot (and unbinding an idle name to reuse
-//! its slot) happens under the table lock: an `flock` on the table file (released by
-//! the kernel if the holder dies) plus a mutex for this process's threads.
+//! its slot) happens under the table lock, an `flock` on the table file that the kernel
+//! releases if its holder dies. Each acquisition of the lock takes it on an open file
+//! description of its own, made for it: `flock` belongs to a description, and `fork()`
+//! shares descriptions, so a lock on a description opened once per table would be held
+//! by a parent and all its forked children at once. Two descriptions exclude each other
+//! even within one process, so the lock serves this process's threads as well.
+//!
+//! # What a forked child may do
+//!
+//! Everything with a `LeaseTable` it inherited: the mapping is shared, the identity it
+//! records is its own (re-read after the fork), and every table lock is its own. A
+//! [`Lease`] it inherited stays its parent's: the child may read it (`token`,
+//! `is_valid`, `remaining`) but `renew`, `release`, `detach` and `keep_alive` fail with
+//! [`Error::BoundToProcess`], and dropping it does nothing. The parent's keep-alive
+//! thread does not exist in the child.
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, LostReason, Result};
@@ -43,9 +56,14 @@ const LIVENESS_RECHECK: Duration = Duration::from_millis(50);
 /// process killed between freeing a lease and waking its waiters (a few instructions
 /// apart) delays them by at most this much, instead of until the old deadline.
 const LONGEST_NAP: Duration = Duration::from_secs(1);
-/// Binding and unbinding may have to start over when a racing grant changes the
-/// picture; more than this many restarts means the table is being scribbled on.
-const BIND_RESTARTS: u32 = 64;
+/// Lock-free lookups that keep finding the name re-bound before they can grant it give
+/// up after this many tries and go through the table lock, where nobody re-binds.
+const FREE_TRIES: u32 = 4;
+/// Under the table lock, a pass looking for a slot to bind may have to start over when
+/// the idle name it chose is granted meanwhile (by a process that does not need the
+/// lock). Honest, but unbounded in principle: past this many passes the call returns
+/// the retryable [`Error::Busy`].
+const BIND_PASSES: u32 = 256;
 /// Table time values at or above this are garbage (table time reaches it after 146 years).
 const TIME_LIMIT: u64 = 1 << 62;
 /// Byte offset, inside a slot, of the futex word: the high half of the deadline.
@@ -86,7 +104,6 @@ pub(crate) struct Inner {
     location: Location,
     capacity: u32,
     time_base: u64,
-    threads: Mutex<()>,
 }
 
 impl std::fmt::Debug for LeaseTable {
@@ -231,29 +248,36 @@ pub(crate) fn lost_reason(l: protocol::Lost) -> Option<LostReason> {
 }
 
 /// The error for a grant with `token` lost in the protocol.
-pub(crate) fn lost(token: u64, l: protocol::Lost, location: &Location) -> Error {
+pub(crate) fn lost(token: u64, l: protocol::Lost, location: &Location, slot: u32) -> Error {
     match lost_reason(l) {
         Some(reason) => Error::Lost { token, reason },
-        None => interference(location),
+        None => interference(location, slot),
     }
 }
 
-fn interference(location: &Location) -> Error {
+/// A slot that changed more often during one call than honest actors can make it (they
+/// change a slot a bounded number of times per attempt): another process is writing
+/// garbage into the table.
+fn interference(location: &Location, slot: u32) -> Error {
     Error::Corrupt {
         location: location.to_string(),
-        reason: "a slot keeps changing faster than any lease holder could change it".into(),
+        reason: format!(
+            "slot {slot} keeps changing faster than any lease holder could change it \
+             (something other than shmlease is writing into the table)"
+        ),
     }
 }
 
-/// Held by whoever may bind or unbind names (and rebase the clock after a reboot).
-struct TableLock<'a> {
-    file: &'a File,
-    _threads: MutexGuard<'a, ()>,
+/// Held by whoever may bind or unbind names (and rebase the clock after a reboot): an
+/// `flock` on a description of the table file opened for this lock alone (see the
+/// module docs), unlocked and closed on drop.
+struct TableLock {
+    file: File,
 }
 
-impl Drop for TableLock<'_> {
+impl Drop for TableLock {
     fn drop(&mut self) {
-        sys::unlock(self.file);
+        sys::unlock(&self.file);
     }
 }
 
@@ -336,18 +360,25 @@ impl Inner {
         }
     }
 
-    fn lock(&self) -> Result<TableLock<'_>> {
-        let threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+    fn lock(&self) -> Result<TableLock> {
+        let path = self.location.file_path()?;
+        let file = sys::reopen(&self.file, &path)
+            .map_err(|e| Error::io(format!("opening {} to lock it", self.location), e))?;
         let start = Instant::now();
         let mut pause = Duration::from_micros(20);
         loop {
-            match sys::try_lock_exclusive(&self.file) {
-                Ok(true) => return Ok(TableLock { file: &self.file, _threads: threads }),
+            match sys::try_lock_exclusive(&file) {
+                Ok(true) => return Ok(TableLock { file }),
                 Ok(false) => {}
                 Err(e) => return Err(Error::io(format!("locking {}", self.location), e)),
             }
             if start.elapsed() >= LOCK_PATIENCE {
-                return Err(Error::Busy { location: self.location.to_string() });
+                return Err(Error::Busy {
+                    location: self.location.to_string(),
+                    reason: format!(
+                        "another process has held its lock for over {LOCK_PATIENCE:?} (is it stopped?)"
+                    ),
+                });
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(10));
@@ -385,86 +416,185 @@ impl Inner {
         grant::deadline(self.slot(index).grant.load(Ordering::Acquire)) == grant::UNBOUND
     }
 
+    /// The recorded holder of the grant with `token` in slot `index`, if it is current.
+    #[cold]
+    pub(crate) fn current_holder(&self, index: u32, token: u64) -> Option<Holder> {
+        let slot = self.slot(index);
+        let r = layout::holder::Record::unpack(slot.holder.load(Ordering::Acquire));
+        let current = grant::token(slot.grant.load(Ordering::Acquire)) == token;
+        self.holder_of(
+            index,
+            (current && r.tag == layout::holder::Record::tag_for(token)).then_some(r),
+        )
+    }
+
     #[cold]
     fn holder_of(&self, index: u32, record: Option<layout::holder::Record>) -> Option<Holder> {
         let label = self.slot(index).label.load(Ordering::Relaxed);
         record.map(|r| Holder::from_record(&r, label))
     }
 
+    /// The slot of `key` for a by-token call with `token`: refused when that grant is
+    /// live and bound to a process other than this one (see [`LeaseTable::renew`]).
+    /// A detached record never becomes bound again, and a dead process never lives
+    /// again, so the verdict holds until the call's CAS.
+    fn by_token(&self, key: &Key, token: u64) -> Result<u32> {
+        let Some((index, _)) = self.find(key) else {
+            return Err(Error::Lost { token, reason: LostReason::NoSuchName });
+        };
+        let slot = self.slot(index);
+        let word = slot.grant.load(Ordering::Acquire);
+        if grant::token(word) == token
+            && protocol::classify(grant::deadline_bits(word), self.now()) == Observed::Held
+        {
+            let r = layout::holder::Record::unpack(slot.holder.load(Ordering::Acquire));
+            let record = (r.tag == layout::holder::Record::tag_for(token)).then_some(r);
+            let me = identity::me().record(false);
+            let ours = |r: &layout::holder::Record| {
+                r.pid == me.pid && r.pidns == me.pidns && r.kind == me.kind && r.ident == me.ident
+            };
+            match record {
+                Some(r) if r.detached || ours(&r) || identity::is_provably_dead(&r) => {}
+                record => {
+                    return Err(Error::BoundToProcess {
+                        token,
+                        holder: self.holder_of(index, record),
+                    })
+                }
+            }
+        }
+        Ok(index)
+    }
+
+    /// The error for a by-token call whose `token` turned out not to be the live grant
+    /// of slot `index`.
+    fn lost_by_token(&self, index: u32, token: u64, l: protocol::Lost) -> Error {
+        match lost_reason(l) {
+            Some(_) => Error::Lost { token, reason: self.why_not_live(index, token) },
+            None => interference(&self.location, index),
+        }
+    }
+
+    /// Why `token` is not the live grant of slot `index` (as it is now). Tokens of a
+    /// name only grow, across re-bindings too (the floor), so a token above the latest
+    /// was never issued for it.
+    fn why_not_live(&self, index: u32, token: u64) -> LostReason {
+        let word = self.slot(index).grant.load(Ordering::Acquire);
+        let latest = grant::token(word);
+        if token > latest {
+            return LostReason::NotIssued { latest };
+        }
+        if token < latest {
+            return LostReason::TakenOver;
+        }
+        match protocol::classify(grant::deadline_bits(word), self.now()) {
+            Observed::Revoked => LostReason::Revoked,
+            Observed::Free => LostReason::Released,
+            _ => LostReason::Expired,
+        }
+    }
+
     /// One attempt to take the lease on `key`, binding the name first if needed.
     #[inline(always)]
     pub(crate) fn attempt(&self, key: &Key, ttl: u64, label: Label) -> Result<Attempt> {
-        let me = identity::me().record(false);
-        for _ in 0..BIND_RESTARTS {
-            let Some((index, bound_as)) = self.find(key) else {
-                self.bind_name(key)?;
-                continue;
-            };
-            let slot = self.slot(index);
-            let now = self.now();
-            let result = protocol::try_grant(
-                slot,
-                bound_as,
-                now,
-                ttl,
-                me,
-                label.to_word(),
-                &mut identity::is_provably_dead,
-            );
-            match result {
-                Ok(g) => {
-                    match g.took {
-                        Took::Free | Took::Revoked => {}
-                        Took::Expired => self.count(counter::EXPIRED_RECLAIMS),
-                        Took::DeadHolder => self.count(counter::DEAD_HOLDER_RECLAIMS),
-                        Took::Corrupt => self.count(counter::CORRUPT_RECLAIMS),
-                    }
-                    return Ok(Attempt::Won { slot: index, token: g.token, deadline: g.deadline });
-                }
-                Err(Refusal::Held { token, deadline, holder }) => {
-                    self.count(counter::CONTENDED);
-                    return Ok(Attempt::Held { slot: index, bound_as, token, deadline, holder });
-                }
-                Err(Refusal::Rebound) => {
-                    // Being unbound (by the table lock's holder, or by a process that
-                    // died doing it): bind again under the lock, which waits for the
-                    // former or finishes the latter's work. Else just look again.
-                    if self.is_retired(index) {
-                        self.bind_name(key)?;
-                    }
-                }
-                Err(Refusal::TokenExhausted) => {
-                    return Err(Error::Corrupt {
-                        location: self.location.to_string(),
-                        reason: format!("slot {index} has exhausted its token space"),
-                    })
-                }
-                Err(Refusal::Interference) => return Err(interference(&self.location)),
+        for _ in 0..FREE_TRIES {
+            let Some((index, bound_as)) = self.find(key) else { break };
+            match self.grant_at(index, bound_as, ttl, label)? {
+                Some(attempt) => return Ok(attempt),
+                // Being unbound (by the table lock's holder, or by a process that died
+                // doing it): the locked path waits for the former or finishes the
+                // latter's work. Else the name moved: look again.
+                None if self.is_retired(index) => break,
+                None => {}
             }
         }
-        Err(interference(&self.location))
+        self.attempt_locked(key, ttl, label)
     }
 
-    /// Binds `key` to a slot (table lock held while doing it).
+    /// Tries to grant the lease in slot `index`, found bound to the caller's name as
+    /// `bound_as`; `None` when the slot no longer stands for that name.
+    #[inline(always)]
+    fn grant_at(
+        &self,
+        index: u32,
+        bound_as: u64,
+        ttl: u64,
+        label: Label,
+    ) -> Result<Option<Attempt>> {
+        let me = identity::me().record(false);
+        let now = self.now();
+        let result = protocol::try_grant(
+            self.slot(index),
+            bound_as,
+            now,
+            ttl,
+            me,
+            label.to_word(),
+            &mut identity::is_provably_dead,
+        );
+        match result {
+            Ok(g) => {
+                match g.took {
+                    Took::Free | Took::Revoked => {}
+                    Took::Expired => self.count(counter::EXPIRED_RECLAIMS),
+                    Took::DeadHolder => self.count(counter::DEAD_HOLDER_RECLAIMS),
+                    Took::Corrupt => self.count(counter::CORRUPT_RECLAIMS),
+                }
+                Ok(Some(Attempt::Won { slot: index, token: g.token, deadline: g.deadline }))
+            }
+            Err(Refusal::Held { token, deadline, holder }) => {
+                self.count(counter::CONTENDED);
+                Ok(Some(Attempt::Held { slot: index, bound_as, token, deadline, holder }))
+            }
+            Err(Refusal::Rebound) => Ok(None),
+            Err(Refusal::TokenExhausted) => Err(Error::Corrupt {
+                location: self.location.to_string(),
+                reason: format!("slot {index} has exhausted its token space"),
+            }),
+            Err(Refusal::Interference) => Err(interference(&self.location, index)),
+        }
+    }
+
+    /// The slow path of [`Inner::attempt`]: binds the name if needed and tries the
+    /// grant, all under the table lock. Only the lock's holder binds or unbinds, so the
+    /// slot found or bound here keeps standing for the name until the grant has been
+    /// tried: a name just bound cannot be evicted by another binder before its first
+    /// grant (which, in a full table under churn, happened often enough to exhaust any
+    /// retry limit).
     #[cold]
     #[inline(never)]
-    fn bind_name(&self, key: &Key) -> Result<()> {
+    fn attempt_locked(&self, key: &Key, ttl: u64, label: Label) -> Result<Attempt> {
         let _lock = self.lock()?;
         point(Op::Bind);
-        for _ in 0..BIND_RESTARTS {
-            if self.bind_locked(key)? {
-                return Ok(());
-            }
+        for _ in 0..BIND_PASSES {
+            let Some((index, bound_as)) = self.bind_locked(key)? else { continue };
+            return match self.grant_at(index, bound_as, ttl, label)? {
+                Some(attempt) => Ok(attempt),
+                // Nobody but us re-binds while we hold the lock.
+                None => Err(interference(&self.location, index)),
+            };
         }
-        Err(interference(&self.location))
+        Err(Error::Busy {
+            location: self.location.to_string(),
+            reason: format!(
+                "every slot is bound to a name, and each idle name this call tried to evict \
+                 was granted again first, {BIND_PASSES} times over (the table is too small for \
+                 the names in use)"
+            ),
+        })
     }
 
-    /// One binding pass; `Ok(false)` means "the picture changed, scan again".
-    fn bind_locked(&self, key: &Key) -> Result<bool> {
+    /// One binding pass, table lock held: the slot bound to `key` (found, or bound now)
+    /// and its binding word, or `None` when the picture changed and the pass must start
+    /// over.
+    fn bind_locked(&self, key: &Key) -> Result<Option<(u32, u64)>> {
+        /// Idle names (bound, not held) a pass may try to evict, nearest first.
+        const IDLE_CANDIDATES: usize = 8;
         let header = self.header();
         let now = self.now();
         let mut reusable = None; // tombstone, dead binder's leftovers, finished unbinding
-        let mut idle = None; // bound to another name, not held
+        let mut idle = [None; IDLE_CANDIDATES];
+        let mut idles = 0;
         let mut empty = None;
         let mut index = key.home(self.capacity);
         for _ in 0..self.capacity {
@@ -480,17 +610,17 @@ impl Inner {
                 }
                 _ => {
                     let deadline = grant::deadline(slot.grant.load(Ordering::Acquire));
-                    let ours = self.name_matches(slot, word, key);
                     if deadline == grant::UNBOUND {
                         // An unbinding left half-done by a dead process: finish it.
                         self.finish_unbind(index);
                         reusable.get_or_insert((index, slot.bind.load(Ordering::Acquire)));
-                    } else if ours {
-                        return Ok(true); // bound meanwhile by someone else
-                    } else if idle.is_none()
+                    } else if self.name_matches(slot, word, key) {
+                        return Ok(Some((index, word))); // bound already (by anyone)
+                    } else if idles < IDLE_CANDIDATES
                         && !matches!(protocol::classify(deadline, now), Observed::Held)
                     {
-                        idle = Some((index, word));
+                        idle[idles] = Some(index);
+                        idles += 1;
                     }
                 }
             }
@@ -498,17 +628,23 @@ impl Inner {
         }
         let names = header.bound.load(Ordering::Relaxed).min(self.capacity as u64);
         let crowded = names >= self.capacity as u64 - self.capacity as u64 / 8;
-        let target = match (reusable, empty, idle) {
-            (Some(r), _, _) => r,
-            (None, Some(_), Some(i)) if crowded => self.unbind_idle(i.0).map(|w| (i.0, w))?,
-            (None, Some(e), _) => e,
-            (None, None, Some(i)) => self.unbind_idle(i.0).map(|w| (i.0, w))?,
-            (None, None, None) => return Err(Error::TableFull { capacity: self.capacity }),
+        let target = match (reusable, empty) {
+            (Some(r), _) => Some(r),
+            (None, Some(e)) if !crowded || idles == 0 => Some(e),
+            (None, empty) => {
+                // Evict the first idle name that is still idle; if all were granted
+                // meanwhile, an empty slot still does, else start over.
+                let evicted = idle[..idles]
+                    .iter()
+                    .flatten()
+                    .find_map(|&i| self.unbind_idle(i).map(|w| (i, w)));
+                if evicted.is_none() && empty.is_none() && idles == 0 {
+                    return Err(Error::TableFull { capacity: self.capacity });
+                }
+                evicted.or(empty)
+            }
         };
-        let (index, previous) = target;
-        if previous == u64::MAX {
-            return Ok(false); // the idle name got a grant meanwhile
-        }
+        let Some((index, previous)) = target else { return Ok(None) };
         let floor = header.token_floor.load(Ordering::Acquire);
         match protocol::bind(
             self.slot(index),
@@ -518,13 +654,13 @@ impl Inner {
             key.hash_bits(),
             floor,
         ) {
-            Some(_) => {
+            Some(bound) => {
                 // Re-read: unbinding an idle name above changed it.
                 let names = header.bound.load(Ordering::Relaxed).min(self.capacity as u64 - 1);
                 header.bound.store(names + 1, Ordering::Relaxed);
                 point(Op::Bind);
                 self.count(counter::BINDS);
-                Ok(true)
+                Ok(Some((index, bound)))
             }
             None => Err(Error::Corrupt {
                 location: self.location.to_string(),
@@ -533,20 +669,16 @@ impl Inner {
         }
     }
 
-    /// Unbinds the idle name in slot `index`; returns its binding word after, or
-    /// `u64::MAX` when it turned out to be held.
-    fn unbind_idle(&self, index: u32) -> Result<u64> {
+    /// Unbinds the idle name in slot `index`; returns its binding word after, or `None`
+    /// when it turned out to be held.
+    fn unbind_idle(&self, index: u32) -> Option<u64> {
         let slot = self.slot(index);
-        match protocol::retire(slot, self.now()) {
-            None => Ok(u64::MAX),
-            Some((_, wake)) => {
-                if wake {
-                    self.wake(index);
-                }
-                self.finish_unbind(index);
-                Ok(slot.bind.load(Ordering::Acquire))
-            }
+        let (_, wake) = protocol::retire(slot, self.now())?;
+        if wake {
+            self.wake(index);
         }
+        self.finish_unbind(index);
+        Some(slot.bind.load(Ordering::Acquire))
     }
 
     /// Unbinding after [`protocol::retire`]: raise the token floor past the slot's last
@@ -727,14 +859,30 @@ impl LeaseTable {
                 other => return other,
             }
         }
-        Err(Error::Busy { location: location.to_string() })
+        Err(Error::Busy {
+            location: location.to_string(),
+            reason: "it kept being removed and re-created while this call opened it".into(),
+        })
     }
 
-    /// Removes the table's name. Processes that have it open keep using it; new
-    /// `open`s will not find it. Refuses ([`Error::NotATable`]) to remove anything that
-    /// does not start like a lease table, so a mistyped location cannot delete another
-    /// file; a damaged table (right magic, wrong contents) can be removed.
+    /// Removes the table's name, refusing with [`Error::InUse`] while any grant in it
+    /// is unexpired. Processes that have the table mapped keep using it, but new `open`s
+    /// will not find it: the next `open_or_create` makes a *new* table there, whose
+    /// grants do not exclude the old one's (two holders of a name, tokens starting
+    /// over). So remove a table only when nothing uses it; the check is a safety net,
+    /// not a lock (a grant made just after the check is not seen).
+    ///
+    /// Refuses ([`Error::NotATable`]) to remove anything that does not start like a
+    /// lease table, so a mistyped location cannot delete another file, even with force.
+    /// A damaged table (right magic, unusable contents) or another version's is removed
+    /// only with force: whether it is in use cannot be told.
     pub fn remove(location: impl Into<Location>) -> Result<()> {
+        Self::remove_with(location, &RemoveOptions::new())
+    }
+
+    /// [`LeaseTable::remove`] with options: [`RemoveOptions::force`] removes the table
+    /// even while grants in it are live, or when it cannot be read.
+    pub fn remove_with(location: impl Into<Location>, options: &RemoveOptions) -> Result<()> {
         let location = location.into();
         let path = location.file_path()?;
         let file = sys::open_nofollow(&path).map_err(|e| open_error(&location, e, "opening"))?;
@@ -749,6 +897,38 @@ impl LeaseTable {
                 reason: "does not start with the lease table magic number; not removed".into(),
             });
         }
+        if !options.force {
+            // Whoever may remove it may look into it, whatever its owner or mode.
+            let look = TableOptions::new().allow_foreign_owner(true).allow_world_writable(true);
+            // A damaged table or another version's cannot be read here, so whether it
+            // is in use cannot be told: processes that mapped it before the damage, or
+            // of the other version, may be using it.
+            let unreadable = |reason: String| {
+                format!(
+                    "{reason}; not removed, since whether other processes still use it \
+                     cannot be told (remove it with force once none does)"
+                )
+            };
+            match Self::from_file(location.clone(), file, &look) {
+                Err(Error::NotATable { location, reason }) => {
+                    return Err(Error::NotATable { location, reason: unreadable(reason) })
+                }
+                Err(Error::Incompatible { location, reason }) => {
+                    return Err(Error::Incompatible { location, reason: unreadable(reason) })
+                }
+                Err(Error::Corrupt { location, reason }) => {
+                    return Err(Error::Corrupt { location, reason: unreadable(reason) })
+                }
+                Err(e) => return Err(e),
+                Ok(table) => {
+                    let leases: Vec<LeaseInfo> =
+                        table.list()?.into_iter().filter(|l| l.state == LeaseState::Held).collect();
+                    if !leases.is_empty() {
+                        return Err(Error::InUse { location: location.to_string(), leases });
+                    }
+                }
+            }
+        }
         std::fs::remove_file(&path).map_err(|e| open_error(&location, e, "removing"))
     }
 
@@ -759,6 +939,9 @@ impl LeaseTable {
                          cmpxchg16b); an emulated one would not be atomic across processes"
                     .into(),
             });
+        }
+        if let Err(why) = identity::timens_offset_known() {
+            return Err(Error::Unsupported { reason: why.into() });
         }
         let loc = || location.to_string();
         let meta = file.metadata().map_err(|e| Error::io(format!("inspecting {location}"), e))?;
@@ -790,8 +973,7 @@ impl LeaseTable {
             .len(size)
             .map_raw(&file)
             .map_err(|e| Error::io(format!("mapping {location}"), e))?;
-        let mut inner =
-            Inner { map, file, location, capacity, time_base: 0, threads: Mutex::new(()) };
+        let mut inner = Inner { map, file, location, capacity, time_base: 0 };
         inner.time_base = inner.settle_clock()?;
         Ok(LeaseTable { inner: Arc::new(inner) })
     }
@@ -863,28 +1045,37 @@ impl LeaseTable {
 
     /// Extends the grant of `name` with `token` to `ttl` from now — for detached leases
     /// (see [`Lease::detach`]), from any process. Returns the new deadline.
+    ///
+    /// Fails with [`Error::BoundToProcess`] if the grant is bound to another live
+    /// process (tokens are public: only the holder may renew its lease), and with
+    /// [`Error::Lost`] saying why if `token` is not the live grant.
     pub fn renew(&self, name: &str, token: u64, ttl: Duration) -> Result<Instant> {
         let key = Key::new(name)?;
         let ttl = ttl_ns(ttl)?;
         let inner = &self.inner;
-        let Some((index, _)) = inner.find(&key) else {
-            return Err(Error::Lost { token, reason: LostReason::Expired });
-        };
+        let index = inner.by_token(&key, token)?;
         let now = inner.now();
         let deadline = protocol::renew(inner.slot(index), token, now, ttl)
-            .map_err(|l| lost(token, l, &inner.location))?;
+            .map_err(|l| inner.lost_by_token(index, token, l))?;
         inner.count_sampled(counter::RENEWALS, now);
         Ok(Instant::now() + Duration::from_nanos(deadline - now))
     }
 
     /// Ends the grant of `name` with `token` — for detached leases, from any process.
+    /// Fails like [`LeaseTable::renew`].
     pub fn release(&self, name: &str, token: u64) -> Result<()> {
         let key = Key::new(name)?;
         let inner = &self.inner;
-        let Some((index, _)) = inner.find(&key) else {
-            return Err(Error::Lost { token, reason: LostReason::Expired });
-        };
-        release_slot(inner, index, token, 0)
+        let index = inner.by_token(&key, token)?;
+        match protocol::release(inner.slot(index), token, 0) {
+            Ok(wake) => {
+                if wake {
+                    inner.wake(index);
+                }
+                Ok(())
+            }
+            Err(l) => Err(inner.lost_by_token(index, token, l)),
+        }
     }
 
     /// Revokes whatever grant `name` has, waking anyone waiting for it. Returns the
@@ -895,19 +1086,21 @@ impl LeaseTable {
     }
 
     /// Revokes the grant of `name` only if its token is `token`; otherwise fails with
-    /// [`Error::Lost`] (that grant is already gone).
+    /// [`Error::Lost`] saying what is true instead (that grant ended, was never issued,
+    /// or a newer one is current; or the table has no such name).
     pub fn revoke_token(&self, name: &str, token: u64) -> Result<()> {
-        match self.revoke_inner(name, Some(token))? {
-            Some(_) => Ok(()),
-            None => Err(Error::Lost { token, reason: LostReason::Expired }),
-        }
+        self.revoke_inner(name, Some(token)).map(|_| ())
     }
 
     fn revoke_inner(&self, name: &str, only: Option<u64>) -> Result<Option<u64>> {
         let key = Key::new(name)?;
         let inner = &self.inner;
-        for _ in 0..BIND_RESTARTS {
-            let Some((index, bound_as)) = inner.find(&key) else { return Ok(None) };
+        let not_there = || match only {
+            Some(token) => Err(Error::Lost { token, reason: LostReason::NoSuchName }),
+            None => Ok(None),
+        };
+        for _ in 0..BIND_PASSES {
+            let Some((index, bound_as)) = inner.find(&key) else { return not_there() };
             match protocol::revoke(inner.slot(index), bound_as, inner.now(), only) {
                 Ok(Revoked::Revoked { token, wake }) => {
                     inner.count(counter::REVOCATIONS);
@@ -916,17 +1109,23 @@ impl LeaseTable {
                     }
                     return Ok(Some(token));
                 }
-                Ok(Revoked::NotHeld { .. }) => return Ok(None),
-                Ok(Revoked::OtherToken { .. }) => {
-                    let token = only.unwrap_or_default();
-                    return Err(Error::Lost { token, reason: LostReason::TakenOver });
+                Ok(Revoked::NotHeld { .. } | Revoked::OtherToken { .. }) => {
+                    return match only {
+                        None => Ok(None),
+                        Some(token) => {
+                            Err(Error::Lost { token, reason: inner.why_not_live(index, token) })
+                        }
+                    };
                 }
-                Err(Refusal::Rebound) if inner.is_retired(index) => return Ok(None),
+                Err(Refusal::Rebound) if inner.is_retired(index) => return not_there(),
                 Err(Refusal::Rebound) => continue,
-                Err(_) => return Err(interference(&inner.location)),
+                Err(_) => return Err(interference(&inner.location, index)),
             }
         }
-        Err(interference(&inner.location))
+        Err(Error::Busy {
+            location: inner.location.to_string(),
+            reason: format!("{name:?} kept moving between slots while this call looked for it"),
+        })
     }
 
     /// The lease on `name`, if the name is known to the table.
@@ -1049,7 +1248,7 @@ pub(crate) fn release_slot(
             }
             Ok(())
         }
-        Err(l) => Err(lost(token, l, &inner.location)),
+        Err(l) => Err(lost(token, l, &inner.location, index)),
     }
 }
 
@@ -1059,12 +1258,32 @@ pub(crate) fn detach_slot(inner: &Inner, index: u32, token: u64) -> Result<Detac
     let slot = inner.slot(index);
     let record = identity::me().record(true);
     protocol::rewrite_holder(slot, token, now, record)
-        .map_err(|l| lost(token, l, &inner.location))?;
+        .map_err(|l| lost(token, l, &inner.location, index))?;
     let deadline = grant::deadline(slot.grant.load(Ordering::Acquire));
     Ok(DetachedLease {
         token,
         deadline: Instant::now() + Duration::from_nanos(deadline.saturating_sub(now)),
     })
+}
+
+/// Options for [`LeaseTable::remove_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RemoveOptions {
+    force: bool,
+}
+
+impl RemoveOptions {
+    /// Refuse while grants are live.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Remove even while grants are live. Their holders keep the old table while new
+    /// users get a new one: neither excludes the other.
+    pub fn force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
 }
 
 /// Options for [`LeaseTable::acquire_with`].

@@ -74,6 +74,60 @@ fn output(mut cmd: Command) -> Output {
     }
 }
 
+/// A child process that is killed (and reaped) if the test lets go of it while it still
+/// runs: a failing test leaves nothing behind. Pids it started (`also`) are killed too
+/// when the test fails.
+struct Kid {
+    child: Child,
+    also: Vec<u32>,
+}
+
+impl Kid {
+    /// Also kill `pid` (started by this child) if the test fails.
+    fn also(&mut self, pid: u32) -> u32 {
+        self.also.push(pid);
+        pid
+    }
+}
+
+impl std::ops::Deref for Kid {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Kid {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for &pid in &self.also {
+                kill(pid, libc::SIGKILL);
+            }
+        }
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `Command::spawn`, guarded by a [`Kid`].
+trait SpawnKid {
+    fn kid(&mut self) -> Kid;
+}
+
+impl SpawnKid for Command {
+    fn kid(&mut self) -> Kid {
+        Kid { child: self.spawn().expect("spawning a test process"), also: Vec::new() }
+    }
+}
+
 fn wait(child: &mut Child) -> ExitStatus {
     let start = Instant::now();
     loop {
@@ -158,12 +212,8 @@ fn two_runs_without_waiting_exactly_one_runs_the_command() {
     t.run(&["create", "--capacity", "16"]);
     let ran = t.file("ran");
     let script = format!("echo $$ >> {}; sleep 2", ran.display());
-    let spawn = || {
-        t.cmd(&["run", "-n", "job", "--", "sh", "-c", &script])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn =
+        || t.cmd(&["run", "-n", "job", "--", "sh", "-c", &script]).stderr(Stdio::piped()).kid();
     let (mut a, mut b) = (spawn(), spawn());
     let mut codes = [wait(&mut a).code(), wait(&mut b).code()];
     codes.sort();
@@ -226,8 +276,7 @@ fn revoking_the_lease_stops_the_command_and_run_exits_79() {
         got.display(),
         ready.display()
     );
-    let mut run =
-        t.cmd(&["run", "job", "--", "sh", "-c", &script]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut run = t.cmd(&["run", "job", "--", "sh", "-c", &script]).stderr(Stdio::piped()).kid();
     read_pid(&ready);
     let revoked = t.run(&["revoke", "job"]);
     assert!(revoked.status.success(), "{}", stderr(&revoked));
@@ -244,8 +293,7 @@ fn a_command_that_ignores_sigterm_gets_sigkill_after_kill_after() {
     let ready = t.file("ready");
     let script =
         format!("trap '' TERM; echo $$ > {}; while :; do sleep 0.05; done", ready.display());
-    let mut run =
-        t.cmd(&["run", "--kill-after", "200ms", "job", "--", "sh", "-c", &script]).spawn().unwrap();
+    let mut run = t.cmd(&["run", "--kill-after", "200ms", "job", "--", "sh", "-c", &script]).kid();
     let cmd_pid = read_pid(&ready);
     assert!(t.run(&["revoke", "job"]).status.success());
     assert_eq!(wait(&mut run).code(), Some(79));
@@ -256,10 +304,8 @@ fn a_command_that_ignores_sigterm_gets_sigkill_after_kill_after() {
 fn killing_the_supervisor_kills_the_command_and_frees_the_lease() {
     let t = Table::new("kill9");
     let ready = t.file("ready");
-    let mut run = t
-        .cmd(&["run", "--ttl", "60s", "job", "--", "sh", "-c", &ready_then_sleep(&ready)])
-        .spawn()
-        .unwrap();
+    let mut run =
+        t.cmd(&["run", "--ttl", "60s", "job", "--", "sh", "-c", &ready_then_sleep(&ready)]).kid();
     let cmd_pid = read_pid(&ready);
     assert!(alive(cmd_pid));
     kill(run.id(), libc::SIGKILL);
@@ -285,7 +331,7 @@ fn signals_sent_to_run_reach_the_command_once() {
     // must still reach CMD only once.
     let mut cmd = t.cmd(&["run", "job", "--", "sh", "-c", &script]);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut run = cmd.spawn().unwrap();
+    let mut run = cmd.kid();
     let group = run.id() as i32;
     read_pid(&ready);
     let lines = || fs::read_to_string(&got).unwrap_or_default().lines().count();
@@ -324,7 +370,7 @@ fn wait_gives_up_with_75_after_waiting() {
 fn a_waiting_run_gets_the_lease_when_it_is_released() {
     let t = Table::new("handover");
     let token = stdout(&t.run(&["acquire", "job", "--ttl", "30s"])).trim().to_owned();
-    let mut waiting = t.cmd(&["run", "job", "--", "sh", "-c", "exit 5"]).spawn().unwrap();
+    let mut waiting = t.cmd(&["run", "job", "--", "sh", "-c", "exit 5"]).kid();
     std::thread::sleep(Duration::from_millis(100));
     assert!(t.run(&["release", "job", "--token", &token]).status.success());
     assert_eq!(wait(&mut waiting).code(), Some(5));
@@ -346,18 +392,18 @@ fn acquire_renew_release_and_wrong_tokens() {
 
     let wrong = (token + 1).to_string();
     let out = t.run(&["renew", "job", "--token", &wrong, "--ttl", "10s"]);
-    assert_one_line_error(&out, 79, "lost");
+    assert_one_line_error(&out, 79, "never issued");
     let out = t.run(&["release", "job", "--token", &wrong]);
-    assert_one_line_error(&out, 79, "lost");
+    assert_one_line_error(&out, 79, "never issued");
     let out = t.run(&["revoke", "job", "--token", &wrong]);
-    assert_one_line_error(&out, 79, "lost");
+    assert_one_line_error(&out, 79, "nothing revoked");
 
     let right = token.to_string();
     let out = t.run(&["renew", "job", "--token", &right, "--ttl", "10s", "--json"]);
     assert_eq!(json(&out)["token"].as_u64(), Some(token));
     assert!(t.run(&["release", "job", "--token", &right]).status.success());
     let out = t.run(&["release", "job", "--token", &right]);
-    assert_one_line_error(&out, 79, "lost");
+    assert_one_line_error(&out, 79, "already released");
     let out = t.run(&["renew", "job", "--token", &right, "--ttl", "10s"]);
     assert_one_line_error(&out, 79, "lost");
 }
@@ -602,8 +648,7 @@ fn at_a_terminal_ctrl_c_reaches_the_command_once() {
         .env_remove("SHMLEASE_TABLE")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+        .kid();
     let mut keys = term.stdin.take().unwrap();
     read_pid(&ready);
     let lines = || fs::read_to_string(&got).unwrap_or_default().lines().count();
@@ -635,8 +680,7 @@ fn watch_redraws_until_q_and_restores_the_terminal() {
         .env_remove("SHMLEASE_TABLE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .kid();
     let mut keys = term.stdin.take().unwrap();
     let screen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     {
@@ -672,8 +716,7 @@ fn a_stopped_run_loses_its_lease_and_stops_the_command_when_continued() {
     let mut run = t
         .cmd(&["run", "--ttl", "200ms", "job", "--", "sh", "-c", &ready_then_sleep(&ready)])
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .kid();
     let cmd_pid = read_pid(&ready);
     kill(run.id(), libc::SIGSTOP);
     // Stopped, run cannot renew: the lease expires and someone else takes it.
@@ -682,4 +725,278 @@ fn a_stopped_run_loses_its_lease_and_stops_the_command_when_continued() {
     kill(run.id(), libc::SIGCONT);
     assert_eq!(wait(&mut run).code(), Some(79));
     until("CMD to stop", || !alive(cmd_pid));
+}
+
+// ------------------------------------------------------------------------------------
+// Issue 9: what the CLI says and does when tables are shared, damaged or in use
+// ------------------------------------------------------------------------------------
+
+/// Writes `bytes` at `offset` into the file at `path`.
+fn patch(path: &Path, offset: u64, bytes: &[u8]) {
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, bytes, offset).unwrap();
+}
+
+/// The token of the live lease `name`, from `ls --json`.
+fn live_token(t: &Table, name: &str) -> u64 {
+    let leases = held(t);
+    let lease = leases.iter().find(|l| l["name"] == name);
+    lease.and_then(|l| l["token"].as_u64()).unwrap_or_else(|| panic!("{name} is not held"))
+}
+
+#[test]
+fn a_table_location_that_is_not_utf8_is_refused_not_replaced_by_the_default() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = Table::new("notutf8");
+    let ran = t.file("ran");
+    let bad = std::ffi::OsStr::from_bytes(b"\xff");
+    let touch = ["run", "x", "--", "touch", ran.to_str().unwrap()];
+    let mut c = Command::new(BIN);
+    c.args(touch).env("SHMLEASE_TABLE", bad);
+    let out = output(c);
+    assert_one_line_error(&out, 64, "SHMLEASE_TABLE");
+    assert!(stderr(&out).contains("UTF-8"), "{}", stderr(&out));
+    assert!(!ran.exists(), "CMD ran under a table nobody named");
+    let mut c = Command::new(BIN);
+    c.arg("-t").arg(bad).args(touch).env_remove("SHMLEASE_TABLE");
+    let out = output(c);
+    assert_one_line_error(&out, 64, "-t/--table");
+    assert!(!ran.exists(), "CMD ran under a table nobody named");
+    // -t overrides a bad variable, and commands without a table do not need one.
+    let mut c = Command::new(BIN);
+    c.arg("-t").arg(&t.path).args(touch).env("SHMLEASE_TABLE", bad);
+    assert_eq!(code(&output(c)), 0);
+    assert!(ran.exists());
+    let mut c = Command::new(BIN);
+    c.args(["completions", "bash"]).env("SHMLEASE_TABLE", bad);
+    assert_eq!(code(&output(c)), 0);
+}
+
+#[test]
+fn control_characters_in_locations_are_printed_escaped() {
+    let t = Table::new("controls");
+    let odd = t.file("a\x1b[31mb\x07");
+    let mut c = Command::new(BIN);
+    c.arg("-t").arg(&odd).arg("ls").env_remove("SHMLEASE_TABLE");
+    let out = output(c);
+    assert_one_line_error(&out, 66, "a\\x1b[31mb\\x07");
+    assert!(!out.stderr.iter().any(|b| b.is_ascii_control() && *b != b'\n'), "{out:?}");
+    // A hint to copy: quoted so that a shell gives back the same bytes.
+    assert!(stderr(&out).contains("$'"), "{}", stderr(&out));
+    let mut c = Command::new(BIN);
+    c.arg("-t").arg(&odd).arg("create").env_remove("SHMLEASE_TABLE");
+    assert_eq!(code(&output(c)), 0);
+    let mut c = Command::new(BIN);
+    c.arg("-t").arg(&odd).arg("info").env_remove("SHMLEASE_TABLE");
+    let out = output(c);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("a\\x1b[31mb\\x07"), "{}", stdout(&out));
+    assert!(!out.stdout.iter().any(|b| b.is_ascii_control() && *b != b'\n'), "{out:?}");
+}
+
+#[test]
+fn a_damaged_or_foreign_version_table_is_never_advised_away_while_it_may_be_in_use() {
+    let t = Table::new("damaged");
+    // Byte 8: the format version; byte 24: the capacity (see tests/common).
+    for (what, offset, bytes) in
+        [("cannot use", 8, &99u32.to_ne_bytes()[..]), ("corrupt", 24, &0u64.to_ne_bytes()[..])]
+    {
+        let _ = fs::remove_file(&t.path);
+        assert!(t.run(&["create", "--capacity", "4"]).status.success());
+        patch(&t.path, offset, bytes);
+        let out = t.run(&["ls"]);
+        assert_one_line_error(&out, 74, what);
+        let err = stderr(&out);
+        assert!(!err.contains("create it again"), "{what}: {err}");
+        assert!(err.contains("using it"), "{what}: says nothing of its users: {err}");
+        if err.contains("rm --force") {
+            assert!(err.contains("no process uses it"), "{what}: --force advised as is: {err}");
+        }
+        // Its leases cannot be read, so rm cannot tell whether it is in use.
+        let out = t.run(&["rm"]);
+        assert_one_line_error(&out, 74, "not removed");
+        assert!(t.path.exists(), "{what}: rm removed a table that may be in use");
+        let out = t.run(&["rm", "--force"]);
+        assert_eq!(code(&out), 0, "{what}: {}", stderr(&out));
+        assert!(!t.path.exists());
+    }
+}
+
+#[test]
+fn a_busy_table_exits_75_saying_to_try_again() {
+    let t = Table::new("busy");
+    assert!(t.run(&["create", "--capacity", "4"]).status.success());
+    // The table lock (taken to bind new names) held by someone who never lets go.
+    let file = fs::File::open(&t.path).unwrap();
+    // SAFETY: flock on a descriptor this test owns; no pointers.
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) }, 0);
+    let out = t.run(&["acquire", "new-name", "--ttl", "5s"]);
+    assert_one_line_error(&out, 75, "try again");
+    assert!(stderr(&out).contains("busy"), "{}", stderr(&out));
+    // Busy is not "held": run's conflict code does not hide it.
+    let out = t.run(&["run", "-n", "--conflict-exit-code", "0", "new-name", "--", "true"]);
+    assert_one_line_error(&out, 75, "try again");
+    drop(file);
+    assert!(t.run(&["acquire", "new-name", "--ttl", "5s"]).status.success());
+}
+
+/// Starts `run NAME` holding the lease with an idle CMD; returns it and CMD's pid.
+fn holding_run(t: &Table, name: &str, label: &str) -> (Kid, u32) {
+    let ready = t.file(&format!("{name}-ready"));
+    let mut run = t
+        .cmd(&["run", "--label", label, name, "--", "sh", "-c", &ready_then_sleep(&ready)])
+        .stderr(Stdio::piped())
+        .kid();
+    let cmd = run.also(read_pid(&ready));
+    (run, cmd)
+}
+
+#[test]
+fn rm_refuses_while_leases_are_live_naming_them_and_force_says_what_it_risks() {
+    let t = Table::new("rmlive");
+    let (mut run, _cmd) = holding_run(&t, "job", "worker");
+    let token = live_token(&t, "job");
+    let out = t.run(&["rm"]);
+    assert_one_line_error(&out, 76, "\"job\"");
+    let err = stderr(&out);
+    for fact in [token.to_string(), format!("pid {}", run.id()), "worker".into(), "left".into()] {
+        assert!(err.contains(&fact), "the refusal does not name {fact:?}: {err}");
+    }
+    assert!(t.path.exists(), "rm removed a table in use");
+    // Still the same table: the lease is still held.
+    assert_eq!(live_token(&t, "job"), token);
+    assert_eq!(code(&t.run(&["run", "-n", "job", "--", "true"])), 75);
+
+    let out = t.run(&["rm", "--force"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!t.path.exists());
+    let err = stderr(&out);
+    assert!(err.contains("\"job\"") && err.contains(&token.to_string()), "{err}");
+    assert!(err.contains("two holders") && err.contains("tokens start over"), "{err}");
+    kill(run.id(), libc::SIGTERM);
+    wait(&mut run);
+}
+
+#[test]
+fn by_token_renew_and_release_of_a_process_bound_lease_are_refused_naming_its_holder() {
+    let t = Table::new("bound");
+    let (mut run, cmd) = holding_run(&t, "job", "svc");
+    let token = live_token(&t, "job");
+    let tok = token.to_string();
+    for args in [
+        &["release", "job", "--token", &tok][..],
+        &["renew", "job", "--token", &tok, "--ttl", "1s"][..],
+    ] {
+        let out = t.run(args);
+        assert_one_line_error(&out, 78, &format!("pid {}", run.id()));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("revoke job --token {token}")), "{args:?}: {err}");
+    }
+    // Nothing changed: run still holds the very same grant, and CMD runs.
+    assert_eq!(live_token(&t, "job"), token);
+    assert!(alive(cmd) && run.try_wait().unwrap().is_none());
+    assert!(t.run(&["revoke", "job", "--token", &tok]).status.success());
+    assert_eq!(wait(&mut run).code(), Some(79));
+}
+
+#[test]
+fn by_token_errors_say_what_is_true() {
+    let t = Table::new("truth");
+    let token: u64 = stdout(&t.run(&["acquire", "job", "--ttl", "30s"])).trim().parse().unwrap();
+    // A name the table never had.
+    let out = t.run(&["renew", "never-was", "--token", "5", "--ttl", "1s"]);
+    assert_one_line_error(&out, 79, "no lease named \"never-was\"");
+    assert!(!stderr(&out).contains("expired"), "{}", stderr(&out));
+    // A token never issued: the latest one is named.
+    let unissued = (token + 1).to_string();
+    let out = t.run(&["renew", "job", "--token", &unissued, "--ttl", "1s"]);
+    assert_one_line_error(&out, 79, "never issued");
+    assert!(stderr(&out).contains(&format!("latest is {token}")), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("newer grant"), "{}", stderr(&out));
+    // An administrator revoking by token never held the lease.
+    for bad in [unissued.clone(), (token - 1).to_string()] {
+        let out = t.run(&["revoke", "job", "--token", &bad]);
+        assert_one_line_error(&out, 79, "nothing revoked");
+        assert!(!stderr(&out).contains("no longer yours"), "{}", stderr(&out));
+    }
+    let out = t.run(&["revoke", "never-was", "--token", "5"]);
+    assert_one_line_error(&out, 79, "nothing revoked: the table has no lease named");
+    // Released twice: the second says so, and nothing else.
+    assert!(t.run(&["release", "job", "--token", &token.to_string()]).status.success());
+    let out = t.run(&["release", "job", "--token", &token.to_string()]);
+    assert_one_line_error(&out, 79, "already released");
+    assert!(!stderr(&out).contains("no longer yours"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_lost_lease_stops_processes_that_left_cmds_process_group() {
+    let t = Table::new("escaped");
+    let (ready, escaped) = (t.file("ready"), t.file("escaped"));
+    // Not at a terminal: CMD has a process group of its own; `setsid` leaves it.
+    let script = format!(
+        "setsid sleep 300 & echo $! > {}; echo $$ > {}; wait",
+        escaped.display(),
+        ready.display()
+    );
+    let mut run = t
+        .cmd(&["run", "--kill-after", "200ms", "job", "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .kid();
+    read_pid(&ready);
+    let sleeper = run.also(read_pid(&escaped));
+    assert!(t.run(&["revoke", "job"]).status.success());
+    assert_eq!(wait(&mut run).code(), Some(79));
+    assert!(!alive(sleeper), "a process CMD started outlived run on a lost lease");
+}
+
+#[test]
+fn processes_cmd_leaves_behind_are_stopped_before_the_lease_is_released() {
+    let t = Table::new("leftover");
+    let left = t.file("left");
+    let script = format!("sleep 300 & echo $! > {}", left.display());
+    let mut run = t.cmd(&["run", "job", "--", "sh", "-c", &script]).stderr(Stdio::piped()).kid();
+    let sleeper = run.also(read_pid(&left));
+    assert_eq!(wait(&mut run).code(), Some(0));
+    assert!(!alive(sleeper), "a process CMD left behind runs on without the lease");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains(&format!("pid {sleeper}")), "{err}");
+    assert!(held(&t).is_empty());
+}
+
+#[test]
+fn at_a_terminal_a_lost_lease_stops_the_commands_whole_job() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: script(1) is not installed");
+        return;
+    }
+    let t = Table::new("termjob");
+    let (leader, ready, bg, rc) = (t.file("leader"), t.file("ready"), t.file("bg"), t.file("rc"));
+    // The terminal's shell runs run in its own (foreground) process group, so CMD shares
+    // it too; its background `sleep` must stop with it. The shell stays afterwards: the
+    // hangup of its exit would otherwise kill the sleep whatever run did.
+    let cmd = format!(
+        "echo $$ > {l}; {BIN} -t {table} run --kill-after 200ms job -- sh -c 'sleep 300 & echo $! > {b}; echo $$ > {r}; wait'; echo $? > {rc}; exec sleep 60",
+        l = leader.display(),
+        table = t.path.display(),
+        b = bg.display(),
+        r = ready.display(),
+        rc = rc.display()
+    );
+    let mut term = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env_remove("SHMLEASE_TABLE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .kid();
+    let leader = term.also(read_pid(&leader));
+    let cmd_pid = term.also(read_pid(&ready));
+    let sleeper = term.also(read_pid(&bg));
+    assert!(t.run(&["revoke", "job"]).status.success());
+    assert_eq!(read_pid(&rc), 79, "run's exit code");
+    assert!(!alive(cmd_pid));
+    assert!(!alive(sleeper), "CMD's background process outlived the lost lease");
+    kill(leader, libc::SIGKILL);
+    wait(&mut term);
 }

@@ -392,12 +392,12 @@ fn crash_at_every_step_of_binding_by_eviction() {
 
 #[test]
 fn crash_at_every_step_of_a_grant() {
-    assert!(walk(Scenario::GrantFree) >= 6);
+    assert!(walk(Scenario::GrantFree) >= 5);
 }
 
 #[test]
 fn crash_at_every_step_of_a_grant_after_waiting() {
-    assert!(walk(Scenario::GrantAfterWait) >= 7);
+    assert!(walk(Scenario::GrantAfterWait) >= 6);
 }
 
 #[test]

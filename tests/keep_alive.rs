@@ -90,6 +90,7 @@ fn detaching_stops_renewal_and_hands_over_the_token() {
     ));
     let again = t.try_acquire("job", ttl).unwrap();
     assert!(again.token() > detached.token);
+    drop(again);
     LeaseTable::remove(&path).unwrap();
 }
 

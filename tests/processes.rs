@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{touch, wait_for_waiter, Kid, Scratch, SharedWords, Watchdog};
-use shmlease::{Error, LeaseState, LeaseTable, TableOptions};
+use shmlease::{Error, LeaseState, LeaseTable, RemoveOptions, TableOptions};
 
 /// Entry point of every child process (see `common::run_child`).
 #[test]
@@ -137,11 +137,43 @@ fn exclusivity_and_fencing_across_processes() {
 /// and is counted as a dead-holder reclaim.
 #[test]
 fn killed_holder_is_reclaimed_before_its_ttl() {
-    let wd = Watchdog::new("killed_holder_is_reclaimed_before_its_ttl", Duration::from_secs(120));
-    let dir = Scratch::new("kill9");
+    killed_holder_is_reclaimed(Identity::Best);
+}
+
+/// The same, with the holders recording the fallback identity of kernels before 6.9
+/// (start time from /proc), which the prober then checks through /proc.
+#[test]
+fn killed_holder_is_reclaimed_before_its_ttl_under_the_fallback_identity() {
+    killed_holder_is_reclaimed(Identity::StartTime);
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Identity {
+    Best,
+    StartTime,
+}
+
+fn hold_env_as(
+    table: &Path,
+    name: &str,
+    ttl_ms: u64,
+    action: &str,
+    identity: Identity,
+) -> Vec<(&'static str, String)> {
+    let mut env = hold_env(table, name, ttl_ms, action);
+    if identity == Identity::StartTime {
+        env.push(("IDENTITY", s("start-time")));
+    }
+    env
+}
+
+fn killed_holder_is_reclaimed(identity: Identity) {
+    let wd = Watchdog::new(&format!("killed_holder_{identity:?}"), Duration::from_secs(120));
+    let dir = Scratch::new(&format!("kill9-{identity:?}"));
     let path = dir.path("table");
     let table = new_table(&path);
     let name = "gpu0";
+    let hold_env = |t: &Path, n: &str, ttl: u64, a: &str| hold_env_as(t, n, ttl, a, identity);
 
     // 1. A blocked waiter in another process gets it once the holder is killed.
     let mut holder = Kid::spawn(&wd, "holder", "hold", &hold_env(&path, name, 60_000, "forever"));
@@ -151,6 +183,9 @@ fn killed_holder_is_reclaimed_before_its_ttl() {
             assert_eq!(token, token0);
             assert_eq!(h.pid as i32, holder.pid());
             assert!(!h.detached);
+            if identity == Identity::StartTime {
+                assert!(matches!(h.identity, shmlease::ProcessIdentity::StartTime(_)), "{h:?}");
+            }
         }
         other => panic!("a live holder's lease was not refused: {other:?}"),
     }
@@ -345,7 +380,8 @@ fn concurrent_open_or_create_yields_one_table() {
         assert_eq!(listed, tokens, "round {round}: list() does not show every process's lease");
         assert_eq!(table.info().names, KIDS as u32);
         drop(table);
-        LeaseTable::remove(&path).unwrap();
+        // The children's detached leases outlive them.
+        LeaseTable::remove_with(&path, &RemoveOptions::new().force(true)).unwrap();
     }
 }
 
@@ -411,7 +447,8 @@ fn blocked_acquire_is_woken_by_revoke_from_a_third_process() {
     LeaseTable::remove(&path).unwrap();
 }
 
-/// A `fork()`ed child that inherits a `Lease` does not release it when dropping it.
+/// A `fork()`ed child that inherits a `Lease` can read it but not renew or release it
+/// (`BoundToProcess`), and does not release it when dropping it.
 #[test]
 fn forked_child_does_not_release_parents_lease() {
     let wd = Watchdog::new("forked_child_does_not_release_parents_lease", Duration::from_secs(60));
@@ -441,6 +478,8 @@ fn churners(wd: &Watchdog, path: &Path, names: &[String], round: u64, run_ms: u6
                     ("SEED", s(round * 10 + i + 1)),
                     ("TTL_MS", s(3000)),
                     ("RUN_MS", s(run_ms)),
+                    // One of the three records the fallback identity (start time).
+                    ("IDENTITY", s(if i == 1 { "start-time" } else { "best" })),
                 ],
             )
         })

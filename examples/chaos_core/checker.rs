@@ -10,6 +10,10 @@ use std::path::Path;
 use super::controller::{Report, WorkerFate};
 use super::{Config, Mode, LIVENESS_RECHECK_NS, WIND_DOWN};
 
+/// How long the library reuses a verdict that a holder is alive (`ALIVE_FOR_NS` in
+/// src/identity.rs): a refusal up to this long after the holder died is honest.
+const ALIVE_REUSE_NS: u64 = 1_000_000;
+
 /// One log: a thread of rounds in a worker process.
 struct Stream {
     wid: u64,
@@ -561,11 +565,14 @@ pub(crate) fn check(
         }
         if r.holder_kind == 0 {
             if let Some(w) = holder_wid {
-                if let Some(t) = fates[&w].reaped {
+                // The library reuses an "alive" verdict on a holder for up to
+                // ALIVE_REUSE_NS (src/identity.rs), so a refusal may name a holder that
+                // died less than that before the attempt.
+                if let Some(t) = fates[&w].reaped.map(|t| t + ALIVE_REUSE_NS) {
                     if t < avail {
                         avail = t;
                         why = format!(
-                            "its holder (pid {}, worker {w}) had been reaped",
+                            "its holder (pid {}, worker {w}) had been reaped more than 1 ms",
                             r.holder_pid
                         );
                     }

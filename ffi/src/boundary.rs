@@ -22,8 +22,9 @@ pub enum shmlease_status {
     /// The lease is held by someone else (the optional `shmlease_held_by` out-parameter
     /// says by whom and for how long).
     SHMLEASE_HELD = 1,
-    /// The caller's grant is gone (expired, revoked, released or taken over): stop using
-    /// its token.
+    /// The grant named is not the live one: the caller's grant is gone (expired,
+    /// revoked, released or taken over: stop using its token), or a by-token call named
+    /// a token or a name never issued (`shmlease_last_error()` says which).
     SHMLEASE_LOST = 2,
     /// `shmlease_acquire` waited for its whole timeout and the lease stayed held.
     SHMLEASE_TIMED_OUT = 3,
@@ -45,7 +46,9 @@ pub enum shmlease_status {
     SHMLEASE_NOT_A_TABLE = 11,
     /// A lease table this library cannot use (other format version, layout, clock).
     SHMLEASE_INCOMPATIBLE = 12,
-    /// A lease table whose header is damaged.
+    /// A lease table that is damaged (its header, or a slot changing faster than any
+    /// holder could). Other processes may still be using it: do not remove it while
+    /// any does.
     SHMLEASE_CORRUPT = 13,
     /// Refused by the OS or for safety (owned by another user, world-writable).
     SHMLEASE_PERMISSION = 14,
@@ -55,7 +58,10 @@ pub enum shmlease_status {
     SHMLEASE_NOT_FOUND = 16,
     /// This machine lacks something shmlease needs (a lock-free 128-bit CAS).
     SHMLEASE_UNSUPPORTED = 17,
-    /// Another process has held the table lock for too long (is it stopped?).
+    /// Retryable: another process has held the table lock for too long (is it
+    /// stopped?), or names kept being granted in a full table while this call looked
+    /// for a slot to reuse. Nothing is wrong with the table and nothing was changed: try
+    /// again.
     SHMLEASE_BUSY = 18,
     /// Any other operating-system error.
     SHMLEASE_IO = 19,
@@ -63,12 +69,23 @@ pub enum shmlease_status {
     SHMLEASE_BUFFER_TOO_SMALL = 20,
     /// A bug in shmlease (a caught panic): please report it with `shmlease_last_error()`.
     SHMLEASE_INTERNAL = 21,
+    /// `shmlease_table_remove` found live leases in the table and did not remove it
+    /// (`shmlease_last_error()` names them): its holders would keep using it while the
+    /// next user of the location gets a new table, and the two would not exclude each
+    /// other.
+    SHMLEASE_IN_USE = 22,
+    /// The lease is bound to its holder process, which alone may renew, release or
+    /// detach it: a by-token call (`shmlease_renew_token`, `shmlease_release_token`) on
+    /// a lease another live process holds, or a mutating call on a lease handle
+    /// inherited through `fork()`. `shmlease_last_error()` names the holder; revoke the
+    /// lease to take it away. Nothing was changed.
+    SHMLEASE_BOUND_TO_PROCESS = 23,
 }
 
 use shmlease_status::*;
 
 /// Every status, in numeric order.
-pub(crate) const ALL_STATUSES: [shmlease_status; 22] = [
+pub(crate) const ALL_STATUSES: [shmlease_status; 24] = [
     SHMLEASE_OK,
     SHMLEASE_HELD,
     SHMLEASE_LOST,
@@ -91,6 +108,8 @@ pub(crate) const ALL_STATUSES: [shmlease_status; 22] = [
     SHMLEASE_IO,
     SHMLEASE_BUFFER_TOO_SMALL,
     SHMLEASE_INTERNAL,
+    SHMLEASE_IN_USE,
+    SHMLEASE_BOUND_TO_PROCESS,
 ];
 
 impl shmlease_status {
@@ -118,10 +137,14 @@ impl shmlease_status {
             SHMLEASE_ALREADY_EXISTS => (c"SHMLEASE_ALREADY_EXISTS", c"lease table already exists"),
             SHMLEASE_NOT_FOUND => (c"SHMLEASE_NOT_FOUND", c"no lease table at that location"),
             SHMLEASE_UNSUPPORTED => (c"SHMLEASE_UNSUPPORTED", c"unsupported platform"),
-            SHMLEASE_BUSY => (c"SHMLEASE_BUSY", c"lease table is locked for too long"),
+            SHMLEASE_BUSY => (c"SHMLEASE_BUSY", c"lease table is busy for a moment; try again"),
             SHMLEASE_IO => (c"SHMLEASE_IO", c"I/O error"),
             SHMLEASE_BUFFER_TOO_SMALL => (c"SHMLEASE_BUFFER_TOO_SMALL", c"buffer too small"),
             SHMLEASE_INTERNAL => (c"SHMLEASE_INTERNAL", c"internal error in shmlease"),
+            SHMLEASE_IN_USE => (c"SHMLEASE_IN_USE", c"lease table has live leases"),
+            SHMLEASE_BOUND_TO_PROCESS => {
+                (c"SHMLEASE_BOUND_TO_PROCESS", c"lease is bound to its holder process")
+            }
         }
     }
 }
@@ -192,6 +215,8 @@ impl Failure {
                 Error::Unsupported { .. } => SHMLEASE_UNSUPPORTED,
                 Error::Busy { .. } => SHMLEASE_BUSY,
                 Error::Io { .. } => SHMLEASE_IO,
+                Error::InUse { .. } => SHMLEASE_IN_USE,
+                Error::BoundToProcess { .. } => SHMLEASE_BOUND_TO_PROCESS,
                 // A variant newer than this library: still a failure, never OK.
                 _ => SHMLEASE_INTERNAL,
             },

@@ -15,9 +15,14 @@ use crate::info::nanos;
 /// if it is still held.
 ///
 /// Thread safety: a lease handle may be used by any number of threads at once, except
-/// that `shmlease_lease_free` must not race with another call on the same handle. A
-/// child created by `fork()` must not release or free its parent's leases (freeing
-/// there leaves the lease alone).
+/// that `shmlease_lease_free` must not race with another call on the same handle.
+///
+/// After `fork()`, the lease stays the parent's: the parent keeps renewing and
+/// releasing it as before. A child that inherited the handle may read it
+/// (`shmlease_lease_token`, `_is_valid`, `_remaining_ns`, `_deadline_ns`);
+/// `shmlease_renew`, `shmlease_release` and `shmlease_lease_detach` return
+/// `SHMLEASE_BOUND_TO_PROCESS` there and change nothing; `shmlease_lease_free` frees the
+/// child's copy of the handle without releasing the lease.
 #[allow(non_camel_case_types)]
 pub struct shmlease_lease {
     _opaque: [u8; 0],
@@ -71,8 +76,16 @@ impl LeaseHandle {
         Ok(result)
     }
 
-    /// Marks the handle finished; fails if it already was.
+    /// Marks the handle finished; fails if it already was. In a `fork()`ed child the
+    /// handle is not marked: the lease stays the parent's, and the rebuilt lease
+    /// refuses to release or detach (`SHMLEASE_BOUND_TO_PROCESS`).
     fn finish(&self) -> Result<ManuallyDrop<Lease<'_>>, Failure> {
+        if self.pid != std::process::id() {
+            if self.finished.load(Ordering::Acquire) {
+                return Err(Failure::Finished);
+            }
+            return self.lease();
+        }
         if self.finished.swap(true, Ordering::AcqRel) {
             return Err(Failure::Finished);
         }
@@ -101,7 +114,8 @@ pub(crate) fn monotonic_ns() -> u64 {
 
 /// Extends the lease to `ttl_ns` nanoseconds from now. Returns `SHMLEASE_LOST` if the
 /// grant is gone (it expired before this call, was revoked or taken over, or was
-/// released or detached through this handle).
+/// released or detached through this handle), and `SHMLEASE_BOUND_TO_PROCESS` in a
+/// `fork()`ed child (only the process that took the lease renews it).
 ///
 /// # Safety
 /// `lease` is NULL or a handle not yet freed.
@@ -122,7 +136,8 @@ pub unsafe extern "C" fn shmlease_renew(
 
 /// Releases the lease, waking anyone waiting for it. The handle must still be freed with
 /// `shmlease_lease_free`. Returns `SHMLEASE_LOST` if the grant was already gone (then
-/// nothing changed) or was already released or detached through this handle.
+/// nothing changed) or was already released or detached through this handle, and
+/// `SHMLEASE_BOUND_TO_PROCESS` in a `fork()`ed child (the lease stays the parent's).
 ///
 /// # Safety
 /// `lease` is NULL or a handle not yet freed.
@@ -141,7 +156,8 @@ pub unsafe extern "C" fn shmlease_release(lease: *mut shmlease_lease) -> shmleas
 /// deadline unless someone renews or releases it by name and token
 /// (`shmlease_renew_token`, `shmlease_release_token`). `deadline_ns_out` (NULL: not
 /// wanted) receives its deadline on this process's `CLOCK_MONOTONIC`. The handle must
-/// still be freed; its token stays readable.
+/// still be freed; its token stays readable. Returns `SHMLEASE_BOUND_TO_PROCESS` in a
+/// `fork()`ed child (only the process that took the lease detaches it).
 ///
 /// # Safety
 /// `lease` is NULL or a handle not yet freed; `deadline_ns_out` is NULL or writable.

@@ -4,7 +4,7 @@
 use std::ffi::c_char;
 use std::time::{Duration, Instant};
 
-use shmlease_core::{AcquireOptions, Error, LeaseTable, TableOptions};
+use shmlease_core::{AcquireOptions, Error, LeaseTable, RemoveOptions, TableOptions};
 
 use crate::boundary::{arg, boundary, opt_str_arg, shmlease_status, str_arg, Failure, Out};
 use crate::info::{nanos, shmlease_held_by, shmlease_holder, shmlease_info};
@@ -17,6 +17,10 @@ use crate::lease::{shmlease_lease, LeaseHandle};
 /// Thread safety: a table handle may be used by any number of threads at once, except
 /// that `shmlease_table_close` must not race with another call on the same handle.
 /// Leases taken from it stay usable after it is closed (they keep the mapping alive).
+///
+/// After `fork()`: a child may do everything with a table handle it inherited, as
+/// with one it opened itself (take, renew, release and revoke leases, close it); its
+/// leases are its own, bound to the child.
 #[allow(non_camel_case_types)]
 pub struct shmlease_table {
     _opaque: [u8; 0],
@@ -174,17 +178,49 @@ pub unsafe extern "C" fn shmlease_table_close(table: *mut shmlease_table) {
     });
 }
 
-/// Removes the table's name from the file system. Processes that have it open keep
-/// using it; new opens will not find it.
+/// Removes the table's name from the file system, refusing with `SHMLEASE_IN_USE`
+/// while any lease in it is live (`shmlease_last_error()` names them). Processes that
+/// have the table open keep using it, while the next open-or-create at the location
+/// makes a new table, whose leases do not exclude the old one's (two holders of a name,
+/// tokens starting over): remove a table only when nothing uses it. The check is a
+/// safety net, not a lock (a lease granted just after it is not seen). Never removes
+/// something that is not a lease table (`SHMLEASE_NOT_A_TABLE`). Same as
+/// `shmlease_table_remove_with(location, 0)`.
 ///
 /// # Safety
 /// `location` is NULL or NUL-terminated.
 #[no_mangle]
 pub unsafe extern "C" fn shmlease_table_remove(location: *const c_char) -> shmlease_status {
+    // SAFETY: forwarded contract.
+    unsafe { shmlease_table_remove_with(location, 0) }
+}
+
+/// Remove the table even while leases in it are live (see `shmlease_table_remove`
+/// for what that risks). A bit for the `flags` of `shmlease_table_remove_with`.
+pub const SHMLEASE_REMOVE_FORCE: u32 = 1;
+
+/// `shmlease_table_remove` with `flags`: 0, or `SHMLEASE_REMOVE_FORCE` to remove the
+/// table without checking for live leases. Unknown bits give
+/// `SHMLEASE_INVALID_OPTIONS`.
+///
+/// # Safety
+/// `location` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_table_remove_with(
+    location: *const c_char,
+    flags: u32,
+) -> shmlease_status {
     boundary(|| {
         // SAFETY: forwarded contract.
         let location = unsafe { str_arg(location, "location")? };
-        Ok(LeaseTable::remove(location)?)
+        if flags & !SHMLEASE_REMOVE_FORCE != 0 {
+            return Err(Failure::Invalid(
+                shmlease_status::SHMLEASE_INVALID_OPTIONS,
+                format!("unknown flag bits {:#x}", flags & !SHMLEASE_REMOVE_FORCE),
+            ));
+        }
+        let options = RemoveOptions::new().force(flags & SHMLEASE_REMOVE_FORCE != 0);
+        Ok(LeaseTable::remove_with(location, &options)?)
     })
 }
 
@@ -331,8 +367,11 @@ pub unsafe extern "C" fn shmlease_acquire(
 
 /// Extends the grant of `name` that has `token` to `ttl_ns` from now: for detached leases
 /// (see `shmlease_lease_detach`), from any process. `deadline_ns_out` (NULL: not wanted)
-/// receives the new deadline on this process's `CLOCK_MONOTONIC`. Returns `SHMLEASE_LOST`
-/// if that grant is gone.
+/// receives the new deadline on this process's `CLOCK_MONOTONIC`. Returns
+/// `SHMLEASE_LOST` if that grant is gone, or the name or token was never issued
+/// (`shmlease_last_error()` says which), and `SHMLEASE_BOUND_TO_PROCESS` if the lease is
+/// bound to another live process (tokens are public: only its holder may renew it;
+/// `shmlease_last_error()` names the holder, `shmlease_revoke` takes it away).
 ///
 /// # Safety
 /// `table` is NULL or an open handle; `name` is NULL or NUL-terminated;
@@ -359,7 +398,9 @@ pub unsafe extern "C" fn shmlease_renew_token(
 }
 
 /// Ends the grant of `name` that has `token`: for detached leases, from any process.
-/// Returns `SHMLEASE_LOST` if that grant is already gone.
+/// Returns `SHMLEASE_LOST` if that grant is already gone, or the name or token was never
+/// issued, and `SHMLEASE_BOUND_TO_PROCESS` if the lease is bound to another live process
+/// (as for `shmlease_renew_token`).
 ///
 /// # Safety
 /// `table` is NULL or an open handle; `name` is NULL or NUL-terminated.
@@ -402,8 +443,9 @@ pub unsafe extern "C" fn shmlease_revoke(
     })
 }
 
-/// Revokes the grant of `name` only if its token is `token`; returns `SHMLEASE_LOST` if
-/// that grant is already gone.
+/// Revokes the grant of `name` only if its token is `token`; returns `SHMLEASE_LOST`, and
+/// revokes nothing, if that is not the live grant (`shmlease_last_error()` says why: it
+/// ended, a newer grant is current, the token or the name was never issued).
 ///
 /// # Safety
 /// `table` is NULL or an open handle; `name` is NULL or NUL-terminated.

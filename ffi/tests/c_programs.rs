@@ -21,8 +21,8 @@ use shmlease_core::{Error, LeaseTable, TableOptions};
 const WATCHDOG: Duration = Duration::from_secs(300);
 
 /// The C test programs in `ffi/tests/c/`; `every_c_program_has_a_test` keeps this honest.
-const PROGRAMS: [&str; 7] =
-    ["lifecycle", "statuses", "nulls", "threads", "contend", "holder", "reclaim"];
+const PROGRAMS: [&str; 8] =
+    ["lifecycle", "statuses", "nulls", "threads", "fork", "contend", "holder", "reclaim"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Build {
@@ -139,6 +139,8 @@ fn run(mut cmd: Command, what: &str, dir: &Path) -> (Option<i32>, String, String
         .stderr(File::create(&err_path).unwrap())
         .env("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1")
         .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1");
+    // A process group of its own, so that the watchdog can kill what it forked too.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {what}: {e}"));
     let status = wait_with_watchdog(&mut child, what);
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
@@ -152,6 +154,10 @@ fn wait_with_watchdog(child: &mut Child, what: &str) -> std::process::ExitStatus
             return status;
         }
         if start.elapsed() > WATCHDOG {
+            // Its process group, if it has one of its own (`run` gives it one): the
+            // children a C program forked go too.
+            // SAFETY: kill(2) takes plain integers; a missing group yields ESRCH.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
             let _ = child.kill();
             let _ = child.wait();
             panic!("watchdog: {what} still running after {WATCHDOG:?}; killed it");
@@ -275,6 +281,26 @@ fn handles_are_shared_by_threads_sanitized() {
 #[test]
 fn handles_are_shared_by_threads_valgrind() {
     check_program("threads", Build::Plain, true);
+}
+
+#[test]
+fn forked_children_share_the_table_handle_and_leave_the_parents_lease_alone() {
+    check_program("fork", Build::Plain, false);
+}
+
+#[test]
+fn forked_children_share_the_table_handle_and_leave_the_parents_lease_alone_sanitized() {
+    check_program("fork", Build::Sanitized, false);
+}
+
+#[test]
+fn forked_children_share_the_table_handle_and_leave_the_parents_lease_alone_static() {
+    check_program("fork", Build::Static, false);
+}
+
+#[test]
+fn forked_children_share_the_table_handle_and_leave_the_parents_lease_alone_valgrind() {
+    check_program("fork", Build::Plain, true);
 }
 
 /// The state file `contend.c` and the Rust side share: occupant, last token, grants.

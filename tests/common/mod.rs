@@ -20,6 +20,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+
+mod patterns;
 use std::time::{Duration, Instant, SystemTime};
 
 use shmlease::{Error, LeaseTable, TableOptions};
@@ -187,6 +189,10 @@ impl Kid {
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(format!("SHMLEASE_IT_{k}"), v);
+            // The library's own knob (see src/identity.rs), passed as it is.
+            if *k == "IDENTITY" {
+                cmd.env("SHMLEASE_IDENTITY", v);
+            }
         }
         let mut child = cmd.spawn().expect("spawning a child test process");
         wd.register(child.id() as i32);
@@ -533,6 +539,13 @@ pub fn run_child() {
         "timens" => role_timens(),
         "timens_mid" => role_timens_mid(),
         "timens_probe" => role_timens_probe(),
+        "fork_churn" => patterns::role_fork_churn(),
+        "herd" => patterns::role_herd(),
+        "main_exits" => patterns::role_main_exits(),
+        "bind_crash" => patterns::role_bind_crash(),
+        "timens_unshared" => patterns::role_timens_unshared(),
+        "rotate" => patterns::role_rotate(),
+        "fork_during_bind" => patterns::role_fork_during_bind(),
         other => {
             eprintln!("unknown role {other}");
             90
@@ -881,14 +894,24 @@ fn role_fork() -> i32 {
     let lease = table.try_acquire(&name, Duration::from_secs(60)).expect("try_acquire");
     let token = lease.token();
     // SAFETY: fork(2) has no preconditions. This process runs its test on one thread
-    // (the harness's main thread only waits for it); the child only drops the lease
-    // (atomics, a few reads of /proc) and leaves with _exit.
+    // (the harness's main thread only waits for it); the child only tries to renew and
+    // release the lease (atomics, a few reads of /proc) and leaves with _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        drop(lease);
+        // The inherited lease stays the parent's: the child may read it, not change it.
+        let refused = |r: shmlease::Result<()>| matches!(r, Err(Error::BoundToProcess { .. }));
+        let code = if !lease.is_valid() || lease.token() != token {
+            2
+        } else if !refused(lease.renew(Duration::from_secs(1))) {
+            3
+        } else if !refused(lease.release()) {
+            4
+        } else {
+            0
+        };
         // SAFETY: _exit ends the forked child without running the parent's atexit
         // handlers or destructors.
-        unsafe { libc::_exit(0) };
+        unsafe { libc::_exit(code) };
     }
     assert!(pid > 0, "fork failed");
     let mut status = 0;

@@ -237,7 +237,15 @@ int main(int argc, char **argv) {
     shmlease_lease_free(job);
     shmlease_lease_free(labelled);
 
-    /* Remove: handles still work; new opens find nothing. */
+    /* Remove: refused while a lease is live, naming it; then handles still work and
+     * new opens find nothing. */
+    OK(shmlease_try_acquire(t, "still-held", 10 * SEC, &job, NULL));
+    EXPECT(shmlease_table_remove(path), SHMLEASE_IN_USE);
+    CHECK(strstr(shmlease_last_error(), "still-held") != NULL);
+    OK(shmlease_table_open(path, NULL, &t3));
+    shmlease_table_close(t3);
+    OK(shmlease_release(job));
+    shmlease_lease_free(job);
     OK(shmlease_table_remove(path));
     EXPECT(shmlease_table_open(path, NULL, &t3), SHMLEASE_NOT_FOUND);
     OK(shmlease_try_acquire(t, "after-remove", SEC, &job, NULL));

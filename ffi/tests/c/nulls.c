@@ -32,6 +32,7 @@ int main(int argc, char **argv) {
     NUL_ARG(shmlease_table_open_or_create(NULL, NULL, &t));
     NUL_ARG(shmlease_table_open_or_create(path, &opts, NULL));
     NUL_ARG(shmlease_table_remove(NULL));
+    NUL_ARG(shmlease_table_remove_with(NULL, SHMLEASE_REMOVE_FORCE));
     OK(shmlease_table_create(path, NULL, &t)); /* options NULL: defaults */
     NUL_ARG(shmlease_table_open(path, NULL, NULL));
     NUL_ARG(shmlease_table_capacity(NULL, &u32));

@@ -5,12 +5,18 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
+
+/* The highest status number this program knows. */
+#define LAST_STATUS SHMLEASE_BOUND_TO_PROCESS
 
 static char dir[3000];
 static int seen[64];
@@ -141,6 +147,56 @@ int main(int argc, char **argv) {
     shmlease_lease_free(m);
     shmlease_table_close(b);
 
+    /* IN_USE: a table with a live lease is not removed, unless forced. */
+    shmlease_table *live = fresh("live", 4);
+    OK(shmlease_try_acquire(live, "held", 10 * SEC, &m, NULL));
+    REACH(shmlease_table_remove(at("live")), SHMLEASE_IN_USE);
+    CHECK(strstr(shmlease_last_error(), "held") != NULL);
+    REACH(shmlease_table_remove_with(at("live"), 0x80), SHMLEASE_INVALID_OPTIONS);
+    OK(shmlease_table_remove_with(at("live"), SHMLEASE_REMOVE_FORCE));
+    shmlease_lease_free(m);
+    shmlease_table_close(live);
+
+    /* BOUND_TO_PROCESS: by token on a lease another live process holds, and a forked
+     * child releasing the lease handle it inherited. */
+    shmlease_table *bt = fresh("bound", 4);
+    int up[2], down[2];
+    CHECK(pipe(up) == 0 && pipe(down) == 0);
+    fflush(NULL);
+    pid_t kid = fork();
+    CHECK(kid >= 0);
+    if (kid == 0) {
+        shmlease_lease *mine = NULL;
+        char c = 0;
+        close(up[0]);
+        close(down[1]);
+        CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL) == 0); /* a failing parent leaves no child */
+        OK(shmlease_try_acquire(bt, "kids", 10 * SEC, &mine, NULL));
+        CHECK(write(up[1], "x", 1) == 1);
+        CHECK(read(down[0], &c, 1) == 0); /* until the parent closes its end */
+        OK(shmlease_release(mine));
+        shmlease_lease_free(mine);
+        shmlease_table_close(bt);
+        exit(0);
+    }
+    close(up[1]);
+    close(down[0]);
+    char c = 0;
+    CHECK(read(up[0], &c, 1) == 1);
+    shmlease_info kinfo;
+    OK(shmlease_get(bt, "kids", &kinfo));
+    CHECK(kinfo.holder.pid == (uint32_t)kid);
+    REACH(shmlease_release_token(bt, "kids", kinfo.token), SHMLEASE_BOUND_TO_PROCESS);
+    char pid_text[32];
+    snprintf(pid_text, sizeof pid_text, "pid %ld", (long)kid);
+    CHECK(strstr(shmlease_last_error(), pid_text) != NULL);
+    REACH(shmlease_renew_token(bt, "kids", kinfo.token, SEC, NULL), SHMLEASE_BOUND_TO_PROCESS);
+    close(down[1]);
+    int ws = 0;
+    CHECK(waitpid(kid, &ws, 0) == kid && WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    close(up[0]);
+    shmlease_table_close(bt);
+
     size_t count = 0;
     OK(shmlease_try_acquire(t, "a", SEC, &l, NULL));
     REACH(shmlease_list(t, NULL, 0, &count), SHMLEASE_BUFFER_TOO_SMALL);
@@ -149,7 +205,7 @@ int main(int argc, char **argv) {
     shmlease_table_close(t);
 
     /* Names and descriptions: one each, distinct, and "unknown" outside the range. */
-    for (int s = 0; s <= SHMLEASE_INTERNAL; s++) {
+    for (int s = 0; s <= LAST_STATUS; s++) {
         CHECK(strncmp(shmlease_status_name(s), "SHMLEASE_", 9) == 0);
         CHECK(strcmp(shmlease_status_name(s), "SHMLEASE_UNKNOWN") != 0);
         CHECK(strlen(shmlease_strerror(s)) > 0);
@@ -161,11 +217,12 @@ int main(int argc, char **argv) {
     }
     CHECK(strcmp(shmlease_status_name(SHMLEASE_HELD), "SHMLEASE_HELD") == 0);
     CHECK(strcmp(shmlease_strerror(-1), "unknown status") == 0);
-    CHECK(strcmp(shmlease_strerror(SHMLEASE_INTERNAL + 1), "unknown status") == 0);
+    CHECK(strcmp(shmlease_strerror(LAST_STATUS + 1), "unknown status") == 0);
+    CHECK(strcmp(shmlease_status_name(LAST_STATUS + 1), "SHMLEASE_UNKNOWN") == 0);
     CHECK(strcmp(shmlease_status_name(1000), "SHMLEASE_UNKNOWN") == 0);
 
     int missing = 0;
-    for (int s = 0; s <= SHMLEASE_INTERNAL; s++) {
+    for (int s = 0; s <= LAST_STATUS; s++) {
         if (!seen[s] && s != SHMLEASE_UNSUPPORTED && s != SHMLEASE_INTERNAL) {
             fprintf(stderr, "status %s was never reached\n", shmlease_status_name(s));
             missing = 1;

@@ -17,11 +17,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{CommandFactory, Parser, Subcommand};
 use serde::Serialize;
-use shmlease::{AcquireOptions, Error, Lease, LeaseTable, Location, TableOptions};
+use shmlease::{
+    AcquireOptions, Error, Lease, LeaseTable, Location, LostReason, RemoveOptions, TableOptions,
+};
 
 /// Exit codes. Documented in `--help` (below) and in docs/cli.md; keep all three in step.
 pub mod exit {
-    /// Bad arguments: unknown option, bad duration, invalid name, label or TTL.
+    /// Bad arguments: unknown option, bad duration, invalid name, label, TTL or location.
     pub const USAGE: u8 = 64;
     /// No lease table at the location.
     pub const NO_TABLE: u8 = 66;
@@ -31,13 +33,23 @@ pub mod exit {
     pub const OS: u8 = 71;
     /// `create`: something already exists at the location.
     pub const EXISTS: u8 = 73;
-    /// Not a lease table, an incompatible or corrupt one, a stuck table lock, I/O error.
+    /// Not a lease table, an incompatible or corrupt one, an I/O error.
     pub const TABLE: u8 = 74;
     /// The lease is held by someone else (`--wait` ran out, or `-n`).
     pub const HELD: u8 = 75;
+    /// The table is busy for a moment (its lock held too long, or names churning in a
+    /// full table): nothing is wrong, try again. The same code as [`HELD`]: both mean
+    /// "not now, try again".
+    pub const BUSY: u8 = HELD;
+    /// `rm`: the table has live leases, so it was not removed.
+    pub const IN_USE: u8 = 76;
     /// The table's owner or mode is refused, or the OS denied access.
     pub const PERMISSION: u8 = 77;
-    /// The lease is lost: revoked, expired or taken over (also: wrong token).
+    /// `renew`/`release --token`: the lease is bound to its live holder process, which
+    /// alone renews and releases it (`revoke` takes it away).
+    pub const BOUND: u8 = 78;
+    /// The grant named is not the live one: revoked, expired, released or taken over
+    /// (`run`: lost while CMD ran), or its token or name was never issued.
     pub const LOST: u8 = 79;
     /// `run`: CMD exists but could not be executed.
     pub const CANNOT_EXECUTE: u8 = 126;
@@ -48,15 +60,20 @@ pub mod exit {
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0        success (run: CMD's own status, 128+N if CMD was killed by signal N)
-  64       usage error: bad option, duration, name, label or TTL
+  64       usage error: bad option, duration, name, label, TTL or location (not UTF-8)
   66       no lease table at the location
   69       table full, or platform unsupported
   71       an operating-system call failed
   73       create: the location already exists
   74       not a lease table, incompatible or corrupt table, I/O error
-  75       lease held by someone else (timed out waiting, or -n); run: --conflict-exit-code
+  75       try again: lease held by someone else (timed out waiting, or -n; run:
+           --conflict-exit-code), or the table busy for a moment
+  76       rm: the table has live leases; not removed (rm --force removes it anyway)
   77       permission refused (owner, mode, or the OS)
-  79       lease lost (revoked, expired, taken over, or wrong token)
+  78       renew/release --token: the lease is bound to its live holder process
+           (use revoke to take it away)
+  79       not the live grant: lost (revoked, expired, released, taken over; run: while
+           CMD ran), or a token or name never issued
   126/127  run: CMD could not be executed / was not found
 
 The table is -t/--table, else $SHMLEASE_TABLE, else the shared-memory segment
@@ -79,7 +96,7 @@ struct Cli {
         value_name = "LOCATION",
         help_heading = "Table"
     )]
-    table: Option<String>,
+    table: Option<OsString>,
 
     /// Accept a table owned by another user (who could rewrite it under you)
     #[arg(long, global = true, help_heading = "Table")]
@@ -104,9 +121,11 @@ enum Command {
         #[arg(long, default_value = "0600", value_parser = parse_mode)]
         mode: u32,
     },
-    /// Remove a lease table (processes using it keep their mapping)
+    /// Remove a lease table, unless leases in it are live
+    #[command(after_help = RM_HELP)]
     Rm {
-        /// Remove it even if it is not a usable lease table (corrupt, incompatible)
+        /// Remove it without checking for live leases (also a table whose leases cannot
+        /// be read: corrupt, or of another version); says what that risks
         #[arg(long)]
         force: bool,
     },
@@ -152,7 +171,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Extend a lease to TTL from now
+    /// Extend a detached lease (from `acquire`) to TTL from now
+    ///
+    /// A lease bound to a live process (held by `run`, say) is refused with exit 78:
+    /// only its holder renews it.
     Renew {
         /// Lease name
         name: String,
@@ -166,7 +188,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Release a lease
+    /// Release a detached lease (from `acquire`)
+    ///
+    /// A lease bound to a live process (held by `run`, say) is refused with exit 78:
+    /// only its holder releases it; `revoke` takes it away.
     Release {
         /// Lease name
         name: String,
@@ -196,6 +221,18 @@ enum Command {
     /// Print the manual page (roff; view with `shmlease man | man -l -`)
     Man,
 }
+
+/// Extra `rm --help` text.
+const RM_HELP: &str = "\
+rm refuses (exit 76), naming the holders, while any lease in the table is live: the
+table's name would be gone, but its holders keep using it, and the next user of the
+location gets a new, empty table. The two tables do not exclude each other: a name can
+have two holders, and tokens start over. Stop the holders or wait for their leases to
+end (see `shmlease ls`), then rm.
+
+rm --force removes the table anyway, and says on stderr which leases were live. Use it
+only when no process uses the table (`fuser -v FILE` lists none), or when you accept
+the above. Neither form removes a file that is not a lease table.";
 
 /// How long to wait for a held lease: `None` is forever.
 #[derive(Clone, Copy, Debug)]
@@ -230,17 +267,27 @@ pub struct Failure {
     pub code: u8,
     /// What went wrong and what to do, on one line.
     pub message: String,
+    /// The lease is held by someone else (what `run --conflict-exit-code` replaces).
+    pub conflict: bool,
 }
 
 impl Failure {
     /// A failure with `code` and `message`.
     pub fn new(code: u8, message: impl Into<String>) -> Failure {
-        Failure { code, message: message.into() }
+        Failure { code, message: message.into(), conflict: false }
+    }
+
+    fn conflict(mut self) -> Failure {
+        self.conflict = true;
+        self
     }
 }
 
 /// Turns a library error into an exit code and one actionable line. `name` is the
 /// lease concerned, if any; `table` the table's CLI spelling.
+///
+/// No message may advise removing a table that other processes may still be using:
+/// a table re-created at the same location would not exclude them.
 pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
     let lease = name.map(|n| format!("lease {n:?}")).unwrap_or_else(|| "lease".into());
     let t = table.flag();
@@ -250,6 +297,7 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
             .replace("allow_foreign_owner", "--allow-foreign-owner")
             .replace("allow_world_writable", "--allow-world-writable")
     };
+    let fuser = format!("`fuser -v {}`", shell_word(&table.file()));
     match e {
         Error::Held { token, remaining, holder } => {
             let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
@@ -260,6 +308,7 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
                     duration::human(*remaining)
                 ),
             )
+            .conflict()
         }
         Error::TimedOut { waited, token, holder } => {
             let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
@@ -270,13 +319,26 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
                     duration::human(*waited)
                 ),
             )
+            .conflict()
         }
+        // Only lease operations of a holder get here (`run`, `acquire`): by-token
+        // commands explain their own (see `by_token_failure`).
         Error::Lost { token, reason } => Failure::new(
             exit::LOST,
             format!(
                 "{lease} with token {token} is lost: {reason}; it is no longer yours: stop acting on it and acquire it again"
             ),
         ),
+        Error::BoundToProcess { token, holder } => {
+            let by = bound_by(holder);
+            Failure::new(
+                exit::BOUND,
+                format!(
+                    "{lease} (token {token}) is held{by} and bound to that process, which alone renews and releases it"
+                ),
+            )
+        }
+        Error::InUse { leases, .. } => in_use(leases, table),
         Error::TableFull { capacity } => Failure::new(
             exit::UNAVAILABLE,
             format!(
@@ -294,11 +356,15 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
         ),
         Error::Incompatible { .. } => Failure::new(
             exit::TABLE,
-            format!("{e}; use the shmlease version that made it, or remove it with `shmlease{t} rm --force`"),
+            format!(
+                "{e}; processes of the shmlease version that made it may be using it: use that version, or another table (-t); do not remove it while any process uses it ({fuser} lists them)"
+            ),
         ),
         Error::Corrupt { .. } => Failure::new(
             exit::TABLE,
-            format!("{e}; remove it with `shmlease{t} rm --force` and create it again"),
+            format!(
+                "{e}; other processes may still have it mapped and be using it: leave it in place while they do (a table re-created there would not exclude them: two holders per name, tokens starting over); only once no process uses it ({fuser} lists none) may it be removed (`shmlease{t} rm --force`)"
+            ),
         ),
         Error::Permission { .. } => Failure::new(exit::PERMISSION, cli(e.to_string())),
         Error::AlreadyExists { .. } => Failure::new(
@@ -311,11 +377,127 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
         ),
         Error::Unsupported { .. } => Failure::new(exit::UNAVAILABLE, e.to_string()),
         Error::Busy { .. } => Failure::new(
-            exit::TABLE,
-            format!("{e}; find the stopped process (`fuser -v {}`) and continue or kill it", table.file()),
+            exit::BUSY,
+            format!(
+                "{e}; nothing is wrong with the table and nothing was changed: try again (if it persists, {fuser} shows who has the table open)"
+            ),
         ),
         _ => Failure::new(exit::TABLE, e.to_string()),
     }
+}
+
+/// " by pid 7 (web)" for a lease bound to a process, also when the table does not
+/// record which.
+fn bound_by(holder: &Option<shmlease::Holder>) -> String {
+    match holder {
+        Some(h) => format!(" by {h}"),
+        None => " by a process the table does not name".into(),
+    }
+}
+
+/// `rm`'s refusal: who holds leases in the table, and why that stops the removal.
+fn in_use(leases: &[shmlease::LeaseInfo], table: &TableArg) -> Failure {
+    Failure::new(
+        exit::IN_USE,
+        format!(
+            "not removed: lease table {} is in use: {}; removing it now would let the next user create a new table there that does not exclude these holders (two holders per name, tokens starting over); stop them or wait for their leases to end (`shmlease{} ls`), or see `shmlease rm --help`",
+            table.export,
+            describe_leases(leases),
+            table.flag()
+        ),
+    )
+}
+
+/// "2 live leases: "a" (token 5, pid 7 (web), 3.2s left), "b" (...)", at most five named.
+fn describe_leases(leases: &[shmlease::LeaseInfo]) -> String {
+    const SHOWN: usize = 5;
+    let mut out = match leases.len() {
+        1 => "1 live lease: ".to_string(),
+        n => format!("{n} live leases: "),
+    };
+    for (i, l) in leases.iter().take(SHOWN).enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let holder = l.holder.map(|h| format!(", {h}")).unwrap_or_default();
+        out.push_str(&format!(
+            "{:?} (token {}{holder}, {} left)",
+            l.name,
+            l.token,
+            duration::human(l.remaining)
+        ));
+    }
+    if leases.len() > SHOWN {
+        out.push_str(&format!(", and {} more", leases.len() - SHOWN));
+    }
+    out
+}
+
+/// A by-token command (`renew`, `release`, `revoke --token`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TokenOp {
+    Renew,
+    Release,
+    Revoke,
+}
+
+/// Why a by-token command failed, saying what is true: the caller of `renew`/`release`
+/// presented a token it was given (it held that grant); an administrator revoking by
+/// token never held it.
+fn by_token_failure(
+    e: &Error,
+    op: TokenOp,
+    name: &str,
+    token: u64,
+    t: &LeaseTable,
+    table: &TableArg,
+) -> Failure {
+    let f = table.flag();
+    let (failed, verb) = match op {
+        TokenOp::Renew => ("not renewed", "renew"),
+        TokenOp::Release => ("not released", "release"),
+        TokenOp::Revoke => ("nothing revoked", "revoke"),
+    };
+    let Error::Lost { reason, .. } = e else {
+        if let Error::BoundToProcess { holder, .. } = e {
+            let by = bound_by(holder);
+            return Failure::new(
+                exit::BOUND,
+                format!(
+                    "{failed}: lease {name:?} (token {token}) is held{by} and bound to that process, which alone may {verb} it (by-token renew and release are for detached leases, from `shmlease acquire`); to take it away, use `shmlease{f} revoke {} --token {token}`",
+                    shell_word(name)
+                ),
+            );
+        }
+        return explain(e, Some(name), table);
+    };
+    let message = match reason {
+        LostReason::NoSuchName => format!(
+            "{failed}: the table has no lease named {name:?} (never granted, or released and its slot reused); check the name and -t/--table (`shmlease{f} ls --all`)"
+        ),
+        LostReason::NotIssued { latest } => format!(
+            "{failed}: token {token} was never issued for lease {name:?} (its latest is {latest}); check the token"
+        ),
+        reason if op == TokenOp::Revoke => {
+            // Say what is current instead, so that the administrator can act on it.
+            let current = match t.get(name) {
+                Ok(Some(i)) if i.token != token && i.state == shmlease::LeaseState::Held => {
+                    format!(" (the live grant has token {})", i.token)
+                }
+                _ => String::new(),
+            };
+            format!(
+                "{failed}: the grant of lease {name:?} with token {token} is not the live one: {reason}{current}"
+            )
+        }
+        LostReason::Released if op == TokenOp::Release => {
+            format!("{failed}: lease {name:?} with token {token} was already released; nothing changed")
+        }
+        reason => format!(
+            "{failed}: lease {name:?} with token {token} is lost: {reason}; it is no longer yours: stop acting on the token, and acquire the lease again if you still need it"
+        ),
+    };
+    Failure::new(exit::LOST, message)
 }
 
 /// The table the user named (or the default one).
@@ -330,11 +512,32 @@ pub struct TableArg {
 }
 
 impl TableArg {
-    fn new(cli: &Cli) -> TableArg {
-        let given = cli
-            .table
-            .clone()
-            .or_else(|| std::env::var("SHMLEASE_TABLE").ok().filter(|s| !s.is_empty()));
+    /// The table `-t`, else `$SHMLEASE_TABLE`, else the per-user default names. A
+    /// location that is not UTF-8 is refused: falling back to another table would give
+    /// mutual exclusion on a table nobody meant.
+    fn new(cli: &Cli) -> Result<TableArg, Failure> {
+        let not_utf8 = |what: &str, raw: &OsString| {
+            Failure::new(
+                exit::USAGE,
+                format!(
+                    "{what} is not valid UTF-8 ({raw:?}); lease table locations must be UTF-8: {}",
+                    if what.starts_with('$') {
+                        "fix or unset it, or pass -t/--table LOCATION"
+                    } else {
+                        "use another path or name"
+                    }
+                ),
+            )
+        };
+        let given = match &cli.table {
+            Some(raw) => Some(raw.to_str().ok_or_else(|| not_utf8("-t/--table", raw))?.to_owned()),
+            None => match std::env::var_os("SHMLEASE_TABLE") {
+                Some(raw) if !raw.is_empty() => {
+                    Some(raw.to_str().ok_or_else(|| not_utf8("$SHMLEASE_TABLE", &raw))?.to_owned())
+                }
+                _ => None,
+            },
+        };
         let options = TableOptions::new()
             .allow_foreign_owner(cli.allow_foreign_owner)
             .allow_world_writable(cli.allow_world_writable);
@@ -351,7 +554,7 @@ impl TableArg {
                 std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string()
             }
         };
-        TableArg { location, export, default, options }
+        Ok(TableArg { location, export, default, options })
     }
 
     /// Whether the table is a shared-memory segment.
@@ -397,12 +600,49 @@ impl TableArg {
     }
 }
 
+/// `s` as one word for a POSIX shell, to paste into a command line: as is if that is
+/// safe, else single-quoted, else (with control characters) `$'...'`-quoted.
 fn shell_word(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c)) {
         s.to_owned()
-    } else {
+    } else if !s.chars().any(char::is_control) {
         format!("'{}'", s.replace('\'', "'\\''"))
+    } else {
+        let mut out = String::from("$'");
+        for c in s.chars() {
+            match c {
+                '\\' | '\'' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                c if c.is_control() => out.push_str(&escape_control(c)),
+                c => out.push(c),
+            }
+        }
+        out.push('\'');
+        out
     }
+}
+
+/// A control character as an escape (`\n`, `\x1b`, `\u0085`), so that a message shows
+/// it instead of acting on the terminal.
+fn escape_control(c: char) -> String {
+    match c {
+        '\n' => "\\n".into(),
+        '\r' => "\\r".into(),
+        '\t' => "\\t".into(),
+        c if (c as u32) < 0x80 => format!("\\x{:02x}", c as u32),
+        c => format!("\\u{:04x}", c as u32),
+    }
+}
+
+/// `s` with its control characters escaped (see [`escape_control`]): locations, names
+/// and labels come from users and other processes, and go to a terminal.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars().map(|c| if c.is_control() { escape_control(c) } else { c.to_string() }).collect()
 }
 
 fn main() -> ExitCode {
@@ -411,9 +651,14 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let table = TableArg::new(&cli);
-    let result = match cli.command {
-        Command::Run(args) => run::run(&table, args),
-        command => dispatch(&table, command).map(|()| 0),
+    let result = match (cli.command, table) {
+        // These need no table: a bad $SHMLEASE_TABLE must not stop them.
+        (command @ (Command::Completions { .. } | Command::Man), _) => {
+            without_table(command).map(|()| 0)
+        }
+        (_, Err(f)) => Err(f),
+        (Command::Run(args), Ok(table)) => run::run(&table, args),
+        (command, Ok(table)) => dispatch(&table, command).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -488,14 +733,7 @@ fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
             let options = table.options.clone().capacity(capacity).mode(mode);
             LeaseTable::create(&table.location, &options).map_err(|e| explain(&e, None, table))?;
         }
-        Command::Rm { force } => {
-            if !force {
-                // LeaseTable::remove deletes whatever file is there: make sure it is a
-                // lease table first, so a mistyped -t cannot delete something else.
-                drop(table.open(false)?);
-            }
-            LeaseTable::remove(&table.location).map_err(|e| explain(&e, None, table))?;
-        }
+        Command::Rm { force } => remove(table, force)?,
         Command::Info { json } => {
             let t = table.open(false)?;
             let info = t.info();
@@ -544,8 +782,9 @@ fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
         }
         Command::Renew { name, token, ttl, json } => {
             let t = table.open(false)?;
-            let deadline =
-                t.renew(&name, token, ttl).map_err(|e| explain(&e, Some(&name), table))?;
+            let deadline = t
+                .renew(&name, token, ttl)
+                .map_err(|e| by_token_failure(&e, TokenOp::Renew, &name, token, &t, table))?;
             if json {
                 print_json(&Granted {
                     name: &name,
@@ -558,13 +797,16 @@ fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
         }
         Command::Release { name, token } => {
             let t = table.open(false)?;
-            t.release(&name, token).map_err(|e| explain(&e, Some(&name), table))?;
+            t.release(&name, token)
+                .map_err(|e| by_token_failure(&e, TokenOp::Release, &name, token, &t, table))?;
         }
         Command::Revoke { name, token, json } => {
             let t = table.open(false)?;
             let revoked = match token {
                 Some(token) => {
-                    t.revoke_token(&name, token).map_err(|e| explain(&e, Some(&name), table))?;
+                    t.revoke_token(&name, token).map_err(|e| {
+                        by_token_failure(&e, TokenOp::Revoke, &name, token, &t, table)
+                    })?;
                     Some(token)
                 }
                 None => t.revoke(&name).map_err(|e| explain(&e, Some(&name), table))?,
@@ -577,19 +819,74 @@ fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
                 say(format_args!("lease {name:?} was not held; nothing to revoke"));
             }
         }
+        Command::Run(_) | Command::Completions { .. } | Command::Man => {
+            unreachable!("dispatched by main")
+        }
+    }
+    Ok(())
+}
+
+/// The commands that need no table.
+fn without_table(command: Command) -> Result<(), Failure> {
+    let mut out = Vec::new();
+    match command {
         Command::Completions { shell } => {
-            let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "shmlease", &mut out);
-            write_stdout(&out)?;
         }
         Command::Man => {
-            let mut out = Vec::new();
             clap_mangen::Man::new(Cli::command())
                 .render(&mut out)
                 .map_err(|e| Failure::new(exit::OS, format!("rendering the man page: {e}")))?;
-            write_stdout(&out)?;
         }
-        Command::Run(_) => unreachable!("run is dispatched by main"),
+        _ => unreachable!("only completions and man need no table"),
+    }
+    write_stdout(&out)
+}
+
+/// `rm`: removes the table unless leases in it are live (or, with `force`, anyway,
+/// saying what that risks).
+fn remove(table: &TableArg, force: bool) -> Result<(), Failure> {
+    // Whoever may remove a table may look into it, whatever its owner and mode.
+    let look = TableOptions::new().allow_foreign_owner(true).allow_world_writable(true);
+    let opened = LeaseTable::open_with(&table.location, &look);
+    if !force {
+        match &opened {
+            Ok(_) => {}
+            // The library would remove these (nobody can use them, it reasons); but
+            // processes of another version, or that mapped the table before it was
+            // damaged, may: whether it is in use cannot be told.
+            Err(e @ (Error::Corrupt { .. } | Error::Incompatible { .. })) => {
+                return Err(Failure::new(
+                    exit::TABLE,
+                    format!(
+                        "not removed: {e}; its leases cannot be read, so whether processes still use it cannot be told; if none does (`fuser -v {}` lists none), remove it with `shmlease{} rm --force`",
+                        shell_word(&table.file()),
+                        table.flag()
+                    ),
+                ))
+            }
+            Err(e) => return Err(explain(e, None, table)),
+        }
+        return LeaseTable::remove(&table.location).map_err(|e| explain(&e, None, table));
+    }
+    let live: Option<Vec<shmlease::LeaseInfo>> = opened.ok().and_then(|t| {
+        let all = t.list().ok()?;
+        Some(all.into_iter().filter(|l| l.state == shmlease::LeaseState::Held).collect())
+    });
+    LeaseTable::remove_with(&table.location, &RemoveOptions::new().force(true))
+        .map_err(|e| explain(&e, None, table))?;
+    const RISK: &str = "their holders keep using the removed table while the next user of this location gets a new one: the two do not exclude each other (a name can have two holders) and tokens start over";
+    match live {
+        Some(live) if live.is_empty() => {}
+        Some(live) => say(format_args!(
+            "removed {} with {}; {RISK}",
+            table.export,
+            describe_leases(&live)
+        )),
+        None => say(format_args!(
+            "removed {} without knowing its leases (they could not be read); if processes still held leases in it, {RISK}",
+            table.export
+        )),
     }
     Ok(())
 }
@@ -675,8 +972,12 @@ pub fn take<'t>(
 
 /// One line on stderr, after `shmlease: `. A closed or broken stderr is ignored: it
 /// must not turn into a panic half-way through supervising a command.
+///
+/// Control characters (from a location, a name, a label) are shown escaped, so that
+/// the line cannot garble or drive the terminal, and stays one line.
 pub fn say(message: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr(), "shmlease: {message}");
+    let line = printable(&message.to_string());
+    let _ = writeln!(std::io::stderr(), "shmlease: {line}");
 }
 
 fn print(text: &str) -> Result<(), Failure> {

@@ -208,6 +208,74 @@ pub fn die_with_parent(parent: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes this process the child subreaper of everything it starts: a descendant whose
+/// parent exits is re-parented to this process (not to init), so that it stays below
+/// it in the process tree (see [`descendants`]) and is reaped by it.
+pub fn become_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes a flag, no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reaps every child that has exited, without waiting: their pids and wait statuses.
+pub fn reap_children() -> io::Result<Vec<(u32, i32)>> {
+    let mut out = Vec::new();
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid writes the status it is given; -1 means any child.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        match pid {
+            0 => return Ok(out),
+            p if p > 0 => out.push((p as u32, status)),
+            _ => {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::ECHILD) => return Ok(out),
+                    Some(libc::EINTR) => continue,
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// The live processes below `root` in the process tree (its children, theirs, ...),
+/// from `/proc`; zombies are left out (they run no more code). Empty if `/proc` cannot
+/// be read. A snapshot: a process forked after it is read is found the next time.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // "PID (COMM) STATE PPID ...": COMM may hold anything, so split after its last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let mut fields = rest.split_ascii_whitespace();
+        let (Some(state), Some(ppid)) = (fields.next(), fields.next()) else { continue };
+        if state == "Z" || state == "X" {
+            continue;
+        }
+        if let Ok(ppid) = ppid.parse::<u32>() {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for &(pid, ppid) in &parent_of {
+            if ppid == parent && pid != root && !found.contains(&pid) {
+                found.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    found
+}
+
 /// The effective user id.
 pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail.

@@ -7,7 +7,7 @@ use serde::Serialize;
 use shmlease::{Holder, LeaseInfo, LeaseState, ProcessIdentity, TableInfo};
 
 use crate::duration::human;
-use crate::TableArg;
+use crate::{printable, TableArg};
 
 /// One lease, as `ls --json` prints it.
 #[derive(Serialize)]
@@ -145,7 +145,7 @@ impl TableJson {
 pub fn table_text(table: &TableArg, info: &TableInfo) -> String {
     let c = &info.counters;
     let mut rows: Vec<(&str, String)> = vec![
-        ("location", format!("{} ({})", table.export, table.file())),
+        ("location", printable(&format!("{} ({})", table.export, table.file()))),
         ("format version", info.format_version.to_string()),
         (
             "capacity",
@@ -257,11 +257,6 @@ pub fn leases_text(leases: &[LeaseInfo], all: bool) -> String {
         out.push('\n');
     }
     out
-}
-
-/// Control characters in names would garble the terminal.
-fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 fn ago(now: SystemTime, t: Option<SystemTime>) -> String {

@@ -5,11 +5,17 @@
 //! one `poll` waits for all three things that can happen: CMD exits (SIGCHLD), a
 //! signal arrives to forward, or the keep-alive reports the lease lost (a bell rung by
 //! a watcher thread).
+//!
+//! The lease covers CMD's whole job: CMD and every process below run in the process
+//! tree. run is a child subreaper, so a process whose parent exits (a daemon, a
+//! background job of a shell that exited) is re-parented to run and stays in the tree;
+//! on a lost lease, and when CMD exits leaving processes behind, run stops all of them
+//! (SIGTERM, then SIGKILL) before it lets go of the lease.
 
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,13 +28,20 @@ use crate::{duration, exit, explain, say, take, Failure, TableArg, Wait};
 pub const AFTER_HELP: &str = "\
 run waits for the lease (forever by default) and exits with 75 if it stays held.
 CMD runs directly (no shell) with SHMLEASE_TABLE, SHMLEASE_NAME and SHMLEASE_TOKEN set.
-The lease is renewed every TTL/3. If it is lost (revoked, or not renewed in time),
-CMD gets SIGTERM, then SIGKILL after --kill-after, and run exits with 79.
+The lease is renewed every TTL/3. If it is lost (revoked, or not renewed in time), CMD
+and every process it started get SIGTERM, then SIGKILL after --kill-after, and run
+exits with 79. Processes CMD leaves running when it exits are stopped the same way
+before the lease is released (run is their child subreaper: even daemons are found).
+Then run releases the lease and exits with CMD's status (128+N for signal N).
+
 SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to run are passed on to CMD once: at a
-terminal CMD shares run's process group (Ctrl-C reaches it directly and is not passed
-on again); elsewhere CMD gets its own process group and signals go to that group.
-If run is killed, CMD is killed too. The lease is released as soon as CMD exits, and
-run exits with CMD's status (128+N if CMD was killed by signal N).
+terminal CMD shares run's process group (Ctrl-C and Ctrl-Z reach both directly, and
+run does not pass them on again); elsewhere CMD gets its own process group and
+signals go to that group.
+
+If run itself is killed with SIGKILL, the kernel kills CMD (PR_SET_PDEATHSIG), but not
+the processes CMD started: they keep running, without the lease, which another run can
+take at once. Stop run with SIGTERM or Ctrl-C instead: it stops the whole job first.
 
 Examples:
   shmlease run nightly-backup -- /usr/local/bin/backup --full
@@ -52,7 +65,8 @@ pub struct RunArgs {
     /// Label shown to others in `ls` (at most 8 bytes)
     #[arg(long)]
     label: Option<String>,
-    /// After SIGTERM on a lost lease, SIGKILL CMD if it is still running this much later
+    /// After SIGTERM (to CMD's job on a lost lease, or to processes CMD left running),
+    /// SIGKILL what is still running this much later
     #[arg(long, default_value = "10s", value_parser = duration::parse, value_name = "DUR")]
     kill_after: Duration,
     /// Exit code when the lease is held by someone else (timed out, or -n)
@@ -77,7 +91,7 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     let mut lease = match take(t, table, name, args.ttl, wait, args.label.as_deref()) {
         Ok(lease) => lease,
         Err(mut f) => {
-            if f.code == exit::HELD {
+            if f.conflict {
                 f.code = args.conflict_exit_code;
             }
             return Err(f);
@@ -110,10 +124,13 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     }
 
     // At a terminal, CMD stays in our process group so that it keeps the terminal
-    // (reading it, job control); the terminal's Ctrl-C then reaches it directly.
+    // (reading it, job control: Ctrl-C and Ctrl-Z reach the whole group, run included).
     // Elsewhere it gets its own group, so that a signal sent to our group does not
-    // reach it twice, and so that stopping it stops what it started too.
+    // reach it twice. Either way "CMD's job" is everything CMD started: as a child
+    // subreaper, run inherits the processes whose parents exit, so that every one of
+    // them stays below run and can be found and stopped (see `Job`).
     let own_group = !os::in_terminal_foreground();
+    os::become_child_subreaper().map_err(|e| os_failure("becoming a child subreaper", e))?;
     let supervisor = std::process::id();
     let mut command = Command::new(&args.command[0]);
     command
@@ -130,7 +147,7 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     unsafe {
         command.pre_exec(move || os::die_with_parent(supervisor));
     }
-    let mut child = match command.spawn() {
+    let child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
             let _ = t.release(name, token);
@@ -149,45 +166,86 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
         }
     };
 
-    let target = Target { pid: child.id(), group: own_group };
+    let mut job = Job { cmd: child.id(), group: own_group, status: None, supervisor };
+    // run reaps CMD itself (with every orphan it inherits), not through `child`.
+    drop(child);
     let mut lost = false;
+    // Set once the job is being stopped: on a lost lease, or when CMD exits leaving
+    // processes behind.
+    let mut stopping = false;
     let mut kill_at: Option<Instant> = None;
-    let status = loop {
+    // SIGKILL sent (and repeated until the job is gone: for what forked meanwhile).
+    let mut killing = false;
+    loop {
         let mut fds = vec![signals.as_raw_fd()];
         if !lost {
             fds.push(bell.as_raw_fd()); // stays readable once rung
         }
-        let timeout = kill_at.map(|at| at.saturating_duration_since(Instant::now()));
+        // Leftovers that are not our children exit without telling us: look again soon.
+        let recheck = job.status.is_some().then_some(LEFTOVER_RECHECK);
+        let until_kill = kill_at.map(|at| at.saturating_duration_since(Instant::now()));
+        let timeout = match (recheck, until_kill) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let ready =
             os::poll_readable(&fds, timeout).map_err(|e| os_failure("waiting for events", e))?;
         if ready[0] {
             let received = signals.read().map_err(|e| os_failure("reading signals", e))?;
             for r in received.iter().filter(|r| forward(r, own_group, supervisor)) {
-                target.signal(r.signal);
+                job.forward(r.signal);
             }
         }
-        if let Some(status) = reap(&mut child)? {
-            break status;
-        }
+        job.reap().map_err(|e| os_failure("waiting for CMD", e))?;
         if !lost && ready.get(1) == Some(&true) {
             lost = true;
             let why = lease.lost().map(|r| r.to_string()).unwrap_or_else(|| "it is gone".into());
             say(format_args!(
-                "lost lease {name:?} (token {token}): {why}; stopping CMD (SIGTERM, SIGKILL in {})",
+                "lost lease {name:?} (token {token}): {why}; it is no longer ours: stopping CMD and every process it started (SIGTERM, SIGKILL in {})",
                 duration::human(args.kill_after)
             ));
-            target.signal(libc::SIGTERM);
+            stopping = true;
+            job.stop(libc::SIGTERM);
             kill_at = Some(Instant::now() + args.kill_after);
         }
-        if kill_at.is_some_and(|at| Instant::now() >= at) {
-            say(format_args!(
-                "CMD still running {} after SIGTERM; sending SIGKILL",
-                duration::human(args.kill_after)
-            ));
-            target.signal(libc::SIGKILL);
-            kill_at = None;
+        if job.status.is_some() {
+            let left = os::descendants(supervisor);
+            if left.is_empty() {
+                break;
+            }
+            if !stopping {
+                stopping = true;
+                say(format_args!(
+                    "CMD exited, leaving {} running ({}); stopping {} before releasing the lease (SIGTERM, SIGKILL in {})",
+                    processes(left.len()),
+                    pids(&left),
+                    if left.len() == 1 { "it" } else { "them" },
+                    duration::human(args.kill_after)
+                ));
+                job.stop(libc::SIGTERM);
+                kill_at = Some(Instant::now() + args.kill_after);
+            }
         }
-    };
+        if kill_at.is_some_and(|at| Instant::now() >= at) {
+            let left = os::descendants(supervisor);
+            if !left.is_empty() && !killing {
+                killing = true;
+                say(format_args!(
+                    "{} still running {} after SIGTERM ({}); sending SIGKILL",
+                    if job.status.is_none() { "CMD".to_string() } else { processes(left.len()) },
+                    duration::human(args.kill_after),
+                    pids(&left)
+                ));
+            }
+            job.stop(libc::SIGKILL);
+            // Anything that forked meanwhile is killed on the next turn.
+            kill_at = Some(Instant::now() + LEFTOVER_RECHECK);
+        }
+    }
+    // Processes killed last may have become zombies since the loop reaped: reap them
+    // too, rather than leave them to whoever inherits them.
+    job.reap().map_err(|e| os_failure("waiting for CMD", e))?;
+    let status = job.status.expect("the loop ends once CMD is reaped");
 
     if lost {
         return Ok(exit::LOST);
@@ -206,6 +264,26 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     }
 }
 
+/// How often to look for CMD's leftovers once CMD has exited, and to repeat SIGKILL.
+const LEFTOVER_RECHECK: Duration = Duration::from_millis(20);
+
+fn processes(n: usize) -> String {
+    if n == 1 {
+        "1 process".into()
+    } else {
+        format!("{n} processes")
+    }
+}
+
+/// "pid 1, 2, 3", at most ten.
+fn pids(list: &[u32]) -> String {
+    let mut shown: Vec<String> = list.iter().take(10).map(u32::to_string).collect();
+    if list.len() > 10 {
+        shown.push(format!("and {} more", list.len() - 10));
+    }
+    format!("pid {}", shown.join(", "))
+}
+
 /// Whether a signal `run` received should be passed on to CMD.
 fn forward(r: &os::Received, own_group: bool, supervisor: u32) -> bool {
     // A terminal signals its whole foreground group: if CMD shares ours, it has the
@@ -214,20 +292,59 @@ fn forward(r: &os::Received, own_group: bool, supervisor: u32) -> bool {
     FORWARDED.contains(&r.signal) && !from_terminal && r.pid != supervisor
 }
 
-/// Where signals for CMD go: its pid, or its process group.
-struct Target {
-    pid: u32,
+/// CMD and every process it started: those that are still below run in the process
+/// tree (run is their child subreaper, so orphans come back to it).
+struct Job {
+    cmd: u32,
+    /// CMD has a process group of its own (its pid).
     group: bool,
+    /// CMD's status, once reaped.
+    status: Option<ExitStatus>,
+    supervisor: u32,
 }
 
-impl Target {
-    fn signal(&self, signal: libc::c_int) {
-        os::send_signal(self.pid, signal, self.group);
+impl Job {
+    /// Passes a signal for CMD on: to its process group, or its pid. Once CMD is gone,
+    /// to the processes it left.
+    fn forward(&self, signal: libc::c_int) {
+        if self.status.is_none() {
+            os::send_signal(self.cmd, signal, self.group);
+        } else {
+            for pid in os::descendants(self.supervisor) {
+                os::send_signal(pid, signal, false);
+            }
+        }
     }
-}
 
-fn reap(child: &mut Child) -> Result<Option<ExitStatus>, Failure> {
-    child.try_wait().map_err(|e| Failure::new(exit::OS, format!("waiting for CMD: {e}")))
+    /// Sends `signal` to the whole job: CMD's group (while CMD's pid still names it),
+    /// CMD, and every process below run. A SIGTERM is followed by SIGCONT, as a shell's
+    /// `kill` does for a stopped job, so that a stopped process acts on it too.
+    fn stop(&self, signal: libc::c_int) {
+        let signals: &[libc::c_int] =
+            if signal == libc::SIGTERM { &[libc::SIGTERM, libc::SIGCONT] } else { &[signal] };
+        for &signal in signals {
+            if self.status.is_none() {
+                os::send_signal(self.cmd, signal, self.group);
+                if self.group {
+                    os::send_signal(self.cmd, signal, false);
+                }
+            }
+            for pid in os::descendants(self.supervisor) {
+                os::send_signal(pid, signal, false);
+            }
+        }
+    }
+
+    /// Reaps every child that has exited: CMD (keeping its status) and the orphans
+    /// run inherited as subreaper.
+    fn reap(&mut self) -> std::io::Result<()> {
+        for (pid, status) in os::reap_children()? {
+            if pid == self.cmd {
+                self.status = Some(ExitStatus::from_raw(status));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// CMD's status as ours: its exit code, or 128+N when killed by signal N.

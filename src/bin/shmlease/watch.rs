@@ -66,7 +66,7 @@ pub fn watch(
         let info = t.info();
         let title = format!(
             "shmlease watch  {}  {} held, {} slots  every {}  {}  (q quits)",
-            table.export,
+            crate::printable(&table.export),
             info.held,
             info.capacity,
             crate::duration::human(interval),
