@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shmlease::{LeaseState, LeaseTable, Location, TableOptions};
+use shmlease::{LeaseState, LeaseTable, Location, ProcessIdentity, TableOptions};
 
 use super::checker::check;
 use super::{loadavg, mono, proc_stat, Config, Launcher, Mode, Records, Rng, RunMode};
@@ -397,6 +397,9 @@ impl Ctl<'_> {
             // The library's fallback holder identity (process start time), as on
             // kernels without pidfd inodes.
             cmd.env("SHMLEASE_IDENTITY", "start-time");
+            if cfg.no_pidfd {
+                cmd.env("SHMLEASE_CHAOS_NO_PIDFD", "1");
+            }
         }
         let child = cmd.spawn().expect("starting a worker");
         let pid = child.id();
@@ -578,6 +581,23 @@ impl Ctl<'_> {
         self.bump(mode, "stops");
     }
 
+    /// Counts, per mode, the holder identities the table records for live leases (so
+    /// that a run shows which identity the library really used, e.g. `fallback`'s).
+    fn sample_identities(&mut self, table: &LeaseTable) {
+        let Ok(list) = table.list() else { return };
+        for info in list.into_iter().filter(|i| i.state == LeaseState::Held) {
+            let Some(h) = info.holder.filter(|h| !h.detached) else { continue };
+            let Some(p) = self.procs.iter().find(|p| p.pid == h.pid) else { continue };
+            let mode = self.fates[&p.wid].mode;
+            let kind = match h.identity {
+                ProcessIdentity::StartTime(_) => "holder identity sampled: start time",
+                ProcessIdentity::PidfdInode(_) => "holder identity sampled: pidfd inode",
+                _ => "holder identity sampled: unknown",
+            };
+            self.bump(mode, kind);
+        }
+    }
+
     /// SIGCONTs the stopped processes whose stop is over (all of them, with `all`).
     fn continue_due(&mut self, now: u64, all: bool) {
         for p in self.procs.iter_mut() {
@@ -734,6 +754,7 @@ pub fn run(cfg: &Config, launcher: &Launcher) -> Report {
             if warmed {
                 report.occupancy.push(names);
             }
+            ctl.sample_identities(&table);
         }
         if cfg.progress > Duration::ZERO && now >= next_progress {
             next_progress = now + cfg.progress.as_nanos() as u64;

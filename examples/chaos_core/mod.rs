@@ -421,6 +421,10 @@ pub struct Config {
     pub fill: Option<usize>,
     /// Percentage of `fallback` workers whose main thread exits.
     pub zombie_pct: u64,
+    /// `fallback`: also emulate a kernel without `pidfd_open` in the fallback workers
+    /// (a seccomp filter makes it fail), so that the start-time identity is the only
+    /// one, even in a library that does not know `SHMLEASE_IDENTITY`.
+    pub no_pidfd: bool,
 }
 
 impl Default for Config {
@@ -445,6 +449,7 @@ impl Default for Config {
             fork_children: 4,
             fill: None,
             zombie_pct: 50,
+            no_pidfd: false,
         }
     }
 }
@@ -536,7 +541,7 @@ usage: chaos [--mode classic|fork|threads|herd|full|fallback|mix]
              [--kill-rate PER_SEC] [--stop-rate PER_SEC] [--table LOCATION]
              [--dir DIR] [--capacity C] [--max-ttl-ms MS] [--reclaim-slack DUR]
              [--threads T] [--fork-children K] [--fill F] [--zombie-pct PCT]
-             [--keep] [--progress DUR] [--fault lie]
+             [--no-pidfd] [--keep] [--progress DUR] [--fault lie]
 defaults: mode classic, 60s, seed from the clock, 2 kills/s, 2 stops/s, a table file
           in DIR, TTLs 1..=50 ms, slack 200ms; per mode (see docs/chaos.md):
           workers/names/capacity classic 8/4/64, fork 2/24/8, threads 3/4/64 with 4
@@ -553,6 +558,10 @@ impl Config {
         while let Some(flag) = it.next() {
             if flag == "--keep" {
                 c.keep = true;
+                continue;
+            }
+            if flag == "--no-pidfd" {
+                c.no_pidfd = true;
                 continue;
             }
             if flag == "-h" || flag == "--help" {

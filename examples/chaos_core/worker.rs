@@ -48,6 +48,9 @@ pub fn maybe_run_worker() -> bool {
     if unsafe { libc::getppid() } as u32 != parent {
         return true; // the controller is already gone
     }
+    if env("NO_PIDFD") == "1" {
+        forbid_pidfd_open();
+    }
     let w = WorkerEnv {
         wid: wid.parse().expect("worker id"),
         seed: env("SEED").parse().expect("seed"),
@@ -66,6 +69,39 @@ pub fn maybe_run_worker() -> bool {
     };
     super::modes::run_process(&w);
     true
+}
+
+/// Emulates, in this process, a kernel without `pidfd_open` (before 5.3): a seccomp
+/// filter makes the call fail with ENOSYS, so the library must identify this process,
+/// and judge others dead or alive, from `/proc` alone (the start-time identity).
+fn forbid_pidfd_open() {
+    #[cfg(target_arch = "x86_64")]
+    const ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
+    #[cfg(target_arch = "aarch64")]
+    const ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+    let op = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter { code: code as u16, jt, jf, k };
+    let (ld, jeq, ret) = (
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+        libc::BPF_RET | libc::BPF_K,
+    );
+    let mut prog = [
+        op(ld, 4, 0, 0),     // seccomp_data.arch
+        op(jeq, ARCH, 1, 0), // another ABI: allow
+        op(ret, libc::SECCOMP_RET_ALLOW, 0, 0),
+        op(ld, 0, 0, 0), // seccomp_data.nr
+        op(jeq, libc::SYS_pidfd_open as u32, 0, 1),
+        op(ret, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32, 0, 0),
+        op(ret, libc::SECCOMP_RET_ALLOW, 0, 0),
+    ];
+    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
+    // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes plain integers; PR_SET_SECCOMP reads
+    // the filter program, which outlives the call (the kernel copies it).
+    let ok = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog) == 0
+    };
+    assert!(ok, "installing the seccomp filter: {}", std::io::Error::last_os_error());
 }
 
 /// A worker's append-only log: one `write` per line, no buffering, so a kill -9 loses
