@@ -1,7 +1,9 @@
 //! The chaos harness shared by `examples/chaos.rs` and `tests/chaos.rs`: a controller
-//! that runs worker processes over a few lease names and kill -9s, SIGSTOPs and
-//! SIGCONTs them at random; the workers; and the checker that reads every worker's log
-//! afterwards and verifies the invariants of `DESIGN.md`.
+//! that runs worker processes in one of several modes (patterns of use: one process per
+//! worker, fork trees on an inherited table, threads, a herd on one name, a full table,
+//! the fallback identity with exited main threads, or all at once) and kill -9s,
+//! SIGSTOPs and SIGCONTs them at random; the workers; and the checker that reads every
+//! worker's log afterwards and verifies the invariants of `DESIGN.md`.
 //!
 //! All times are `CLOCK_MONOTONIC` nanoseconds, shared by every process of the host.
 //! The checker never trusts a time it cannot bound from the right side: an interval
