@@ -93,7 +93,7 @@ pub struct Header {
 /// first bytes can be read into one without `unsafe`; what the values mean is checked by
 /// whoever reads it. Never a view of a live mapping.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+#[derive(Clone, Copy, Pod, Zeroable)]
 pub struct Descriptor {
     pub magic: u64,
     pub version_endian: u64,
