@@ -1,7 +1,10 @@
 //! The on-disk (in-memory) format of a lease table: a 256-byte header followed by
-//! `capacity` slots of 128 bytes. Every field is an atomic, because other processes write
-//! the mapping concurrently and may write garbage; nothing here is ever read through a
-//! plain reference. Sizes and offsets are pinned by `const` asserts: they are the format.
+//! `capacity` slots of 128 bytes. In the mapping every field is an atomic, because other
+//! processes write it concurrently and may write garbage; nothing in it is ever read
+//! through a plain reference. [`Descriptor`] and [`HeaderImage`] are the header's bytes
+//! as plain integers, for private copies only: the header of a file read before it is
+//! mapped, and the one written into a new file. Sizes and offsets are pinned by `const`
+//! asserts: they are the format.
 //!
 //! ```text
 //! offset 0      Header (256 bytes, 4 cache lines)
@@ -9,6 +12,8 @@
 //! offset 384    Slot 1
 //! ...
 //! ```
+
+use bytemuck::{Pod, Zeroable};
 
 use crate::sync::{AtomicU128, AtomicU64};
 
@@ -35,6 +40,13 @@ pub const MAX_CAPACITY: u32 = 1 << 24;
 /// `CLOCK_MONOTONIC`, recorded so that a future format can use another clock.
 pub const CLOCK_ID_MONOTONIC: u32 = 1;
 
+/// The `geometry` word of the header: `HEADER_SIZE` | `SLOT_SIZE` << 16 | `NAME_MAX` << 32
+/// | `SLOT_ALIGN` << 48.
+pub const GEOMETRY: u64 = HEADER_SIZE as u64
+    | (SLOT_SIZE as u64) << 16
+    | (NAME_MAX as u64) << 32
+    | (SLOT_ALIGN as u64) << 48;
+
 /// Total size of a table of `capacity` slots.
 pub const fn table_size(capacity: u32) -> usize {
     HEADER_SIZE + capacity as usize * SLOT_SIZE
@@ -49,7 +61,7 @@ pub struct Header {
     pub magic: AtomicU64,
     /// `FORMAT_VERSION` (low 32 bits) | `ENDIAN_MARK` (high 32 bits).
     pub version_endian: AtomicU64,
-    /// `HEADER_SIZE` | `SLOT_SIZE` << 16 | `NAME_MAX` << 32 | `SLOT_ALIGN` << 48.
+    /// [`GEOMETRY`].
     pub geometry: AtomicU64,
     /// Number of slots (fits in 32 bits; the high half must be zero).
     pub capacity: AtomicU64,
@@ -74,6 +86,48 @@ pub struct Header {
     pub reserved1: [AtomicU64; 3],
     // --- lines 2 and 3: counters (slow paths, or sampled) ---
     pub counters: [AtomicU64; 16],
+}
+
+/// Line 0 of the header (identity and layout descriptor) as plain integers, field by
+/// field as in [`Header`]. Every 64 bytes are a valid `Descriptor`, so a copy of a file's
+/// first bytes can be read into one without `unsafe`; what the values mean is checked by
+/// whoever reads it. Never a view of a live mapping.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct Descriptor {
+    pub magic: u64,
+    pub version_endian: u64,
+    pub geometry: u64,
+    pub capacity: u64,
+    pub created_unix_ns: u64,
+    pub creator: u64,
+    pub clock_id: u64,
+    pub reserved0: u64,
+}
+
+impl Descriptor {
+    /// The format version field.
+    pub const fn version(&self) -> u32 {
+        self.version_endian as u32
+    }
+    /// The byte-order mark field (`ENDIAN_MARK` if written in this machine's order).
+    pub const fn endian_mark(&self) -> u32 {
+        (self.version_endian >> 32) as u32
+    }
+}
+
+/// The whole header as plain integers, field by field as in [`Header`]: what a creator
+/// writes into a new table file before anybody can map it.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct HeaderImage {
+    pub descriptor: Descriptor,
+    pub boot_id: [u64; 2],
+    pub time_base: u64,
+    pub token_floor: u64,
+    pub bound: u64,
+    pub reserved1: [u64; 3],
+    pub counters: [u64; 16],
 }
 
 /// Indexes into `Header::counters`.
@@ -151,6 +205,19 @@ const _: () = {
     assert!(core::mem::offset_of!(Slot, name) == 64);
     assert!(core::mem::offset_of!(Header, boot_id) == 64);
     assert!(core::mem::offset_of!(Header, counters) == 128);
+    // The plain copies have the header's layout exactly.
+    macro_rules! same_offsets {
+        ($plain:ty: $($field:ident),+) => {
+            $(assert!(
+                core::mem::offset_of!($plain, $field) == core::mem::offset_of!(Header, $field)
+            );)+
+        };
+    }
+    same_offsets!(Descriptor: magic, version_endian, geometry, capacity);
+    same_offsets!(Descriptor: created_unix_ns, creator, clock_id, reserved0);
+    same_offsets!(HeaderImage: boot_id, time_base, token_floor, bound, reserved1, counters);
+    assert!(core::mem::size_of::<Descriptor>() == core::mem::offset_of!(Header, boot_id));
+    assert!(core::mem::size_of::<HeaderImage>() == HEADER_SIZE);
 };
 
 /// The grant word: `deadline` in the low 64 bits, `token` in the high 64 bits.

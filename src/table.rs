@@ -35,6 +35,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytemuck::Zeroable;
+
 use crate::error::{Error, LostReason, Result};
 use crate::fault::{point, Op};
 use crate::identity;
@@ -1331,41 +1333,39 @@ fn open_error(location: &Location, e: std::io::Error, doing: &str) -> Error {
     }
 }
 
-/// Writes a fresh header into a new (not yet linked) table file.
+/// Writes a fresh header into a new table file with `pwrite`: the file is not linked into
+/// the file system yet, so nobody else can have mapped it.
 fn initialise(file: &File, capacity: u32) -> std::io::Result<()> {
-    let map = memmap2::MmapOptions::new().len(HEADER_SIZE).map_raw(file)?;
-    // SAFETY: the file is ours alone (not yet linked into the file system), the mapping
-    // is HEADER_SIZE bytes, page aligned, and the header consists only of atomics.
-    let h = unsafe { &*(map.as_ptr() as *const Header) };
     let boot = sys::boot_id().unwrap_or([0; 16]);
     let me = identity::me();
-    h.version_endian.store(
-        layout::FORMAT_VERSION as u64 | (layout::ENDIAN_MARK as u64) << 32,
-        Ordering::Relaxed,
-    );
-    h.geometry.store(geometry(), Ordering::Relaxed);
-    h.capacity.store(capacity as u64, Ordering::Relaxed);
+    let header = layout::HeaderImage {
+        descriptor: layout::Descriptor {
+            magic: layout::MAGIC,
+            version_endian: layout::FORMAT_VERSION as u64 | (layout::ENDIAN_MARK as u64) << 32,
+            geometry: layout::GEOMETRY,
+            capacity: capacity as u64,
+            created_unix_ns: sys::realtime_ns(),
+            creator: me.pid as u64 | (sys::geteuid() as u64) << 32,
+            clock_id: layout::CLOCK_ID_MONOTONIC as u64,
+            reserved0: 0,
+        },
+        boot_id: [
+            u64::from_le_bytes(boot[..8].try_into().expect("8 bytes")),
+            u64::from_le_bytes(boot[8..].try_into().expect("8 bytes")),
+        ],
+        ..Zeroable::zeroed()
+    };
+    let bytes = bytemuck::bytes_of(&header);
+    let line1 = std::mem::size_of::<layout::Descriptor>();
+    // Line 0 after the magic, the other lines, and the magic last: a file with it is a
+    // complete header.
+    file.write_all_at(&bytes[8..line1], 8)?;
     point(Op::Create);
-    h.created_unix_ns.store(sys::realtime_ns(), Ordering::Relaxed);
-    h.creator.store(me.pid as u64 | (sys::geteuid() as u64) << 32, Ordering::Relaxed);
-    h.clock_id.store(layout::CLOCK_ID_MONOTONIC as u64, Ordering::Relaxed);
-    h.boot_id[0]
-        .store(u64::from_le_bytes(boot[..8].try_into().expect("8 bytes")), Ordering::Relaxed);
-    h.boot_id[1]
-        .store(u64::from_le_bytes(boot[8..].try_into().expect("8 bytes")), Ordering::Relaxed);
-    h.time_base.store(0, Ordering::Relaxed);
+    file.write_all_at(&bytes[line1..], line1 as u64)?;
     point(Op::Create);
-    // The magic goes last: a file with it is a complete header.
-    h.magic.store(layout::MAGIC, Ordering::Release);
+    file.write_all_at(&bytes[..8], 0)?;
     point(Op::Create);
-    map.flush()
-}
-
-fn geometry() -> u64 {
-    HEADER_SIZE as u64
-        | (SLOT_SIZE as u64) << 16
-        | (NAME_MAX as u64) << 32
-        | (layout::SLOT_ALIGN as u64) << 48
+    file.sync_data()
 }
 
 /// Checks a table file's header (read with `pread`, so a foreign file is never mapped
@@ -1383,15 +1383,14 @@ fn validate_header(file: &File, len: u64, location: &Location) -> Result<u32> {
             ),
         });
     }
-    let mut raw = [0u8; 64];
-    file.read_exact_at(&mut raw, 0).map_err(|e| Error::io(format!("reading {location}"), e))?;
-    let word = |i: usize| u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-    if word(0) != layout::MAGIC {
+    let mut header: layout::Descriptor = Zeroable::zeroed();
+    file.read_exact_at(bytemuck::bytes_of_mut(&mut header), 0)
+        .map_err(|e| Error::io(format!("reading {location}"), e))?;
+    if header.magic != layout::MAGIC {
         return Err(Error::NotATable { location: loc(), reason: "wrong magic number".into() });
     }
-    let version = word(1) as u32;
-    let endian = (word(1) >> 32) as u32;
-    if endian != layout::ENDIAN_MARK {
+    let version = header.version();
+    if header.endian_mark() != layout::ENDIAN_MARK {
         return Err(Error::Incompatible {
             location: loc(),
             reason: "written on a machine of the other byte order".into(),
@@ -1407,8 +1406,8 @@ fn validate_header(file: &File, len: u64, location: &Location) -> Result<u32> {
             ),
         });
     }
-    if word(2) != geometry() {
-        let g = word(2);
+    if header.geometry != layout::GEOMETRY {
+        let g = header.geometry;
         return Err(Error::Incompatible {
             location: loc(),
             reason: format!(
@@ -1421,13 +1420,13 @@ fn validate_header(file: &File, len: u64, location: &Location) -> Result<u32> {
             ),
         });
     }
-    if word(6) != layout::CLOCK_ID_MONOTONIC as u64 {
+    if header.clock_id != layout::CLOCK_ID_MONOTONIC as u64 {
         return Err(Error::Incompatible {
             location: loc(),
-            reason: format!("unknown clock id {}", word(6)),
+            reason: format!("unknown clock id {}", header.clock_id),
         });
     }
-    let capacity = word(3);
+    let capacity = header.capacity;
     if capacity == 0 || capacity > layout::MAX_CAPACITY as u64 {
         return Err(Error::Corrupt {
             location: loc(),

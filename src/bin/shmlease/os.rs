@@ -1,9 +1,22 @@
 //! The few operating-system calls the tool makes itself (signals, polling, the
 //! terminal, the child's death signal), each wrapped once with its errno handling.
+//!
+//! Through nix's safe wrappers where they fit. Raw `libc` remains where a caller hands a
+//! bare descriptor number (polling, the terminal): nix takes a `BorrowedFd`, and making
+//! one from a number is itself `unsafe`, so nothing would be gained; and for `waitpid`
+//! and the window size (each says why).
 
+use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signal::{kill, killpg, SigSet, Signal};
+use nix::sys::signalfd::SfdFlags;
+use nix::unistd::Pid;
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -14,32 +27,23 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// A set of signals.
-pub struct SignalSet(libc::sigset_t);
+pub struct SignalSet(SigSet);
 
 impl SignalSet {
-    /// The set of `signals`.
+    /// The set of `signals`. A number that is no standard signal is left out (nix's
+    /// `Signal` has no real-time signals; none is used here).
     pub fn of(signals: &[libc::c_int]) -> SignalSet {
-        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigemptyset initialises the set it is given; sigaddset only reads and
-        // writes that initialised set (and fails harmlessly for an invalid number).
-        unsafe {
-            libc::sigemptyset(set.as_mut_ptr());
-            for &s in signals {
-                libc::sigaddset(set.as_mut_ptr(), s);
-            }
-            SignalSet(set.assume_init())
+        let mut set = SigSet::empty();
+        for signal in signals.iter().filter_map(|&s| Signal::try_from(s).ok()) {
+            set.add(signal);
         }
+        SignalSet(set)
     }
 
     /// Blocks these signals in the calling thread and in threads it starts later, so
     /// that they wait for a [`SignalFd`] instead of running their default action.
     pub fn block(&self) -> io::Result<()> {
-        // SAFETY: the set is initialised; a null old-set pointer is allowed.
-        let ret = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &self.0, std::ptr::null_mut()) };
-        match ret {
-            0 => Ok(()),
-            e => Err(io::Error::from_raw_os_error(e)),
-        }
+        Ok(self.0.thread_block()?)
     }
 }
 
@@ -59,44 +63,29 @@ pub struct Received {
 pub const SI_KERNEL: i32 = 0x80;
 
 /// A signalfd(2): blocked signals become readable records.
-pub struct SignalFd(OwnedFd);
+pub struct SignalFd(nix::sys::signalfd::SignalFd);
 
 impl SignalFd {
     /// Reads the (blocked) signals in `set`.
     pub fn new(set: &SignalSet) -> io::Result<SignalFd> {
-        // SAFETY: the set is initialised; -1 asks for a new descriptor.
-        let fd =
-            check(unsafe { libc::signalfd(-1, &set.0, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
-        // SAFETY: signalfd returned a new descriptor that nothing else owns.
-        Ok(SignalFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+        let flags = SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK;
+        Ok(SignalFd(nix::sys::signalfd::SignalFd::with_flags(&set.0, flags)?))
     }
 
     /// The signals received so far (empty if none).
     pub fn read(&self) -> io::Result<Vec<Received>> {
         let mut out = Vec::new();
         loop {
-            let mut info = std::mem::MaybeUninit::<libc::signalfd_siginfo>::uninit();
-            let size = std::mem::size_of::<libc::signalfd_siginfo>();
-            // SAFETY: reads at most `size` bytes into the buffer of that size.
-            let n = unsafe { libc::read(self.0.as_raw_fd(), info.as_mut_ptr().cast(), size) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => return Ok(out),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => return Err(e),
-                }
+            match self.0.read_signal() {
+                Ok(Some(info)) => out.push(Received {
+                    signal: info.ssi_signo as i32,
+                    code: info.ssi_code,
+                    pid: info.ssi_pid,
+                }),
+                Ok(None) => return Ok(out),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             }
-            if n as usize != size {
-                return Ok(out);
-            }
-            // SAFETY: the kernel filled the whole record.
-            let info = unsafe { info.assume_init() };
-            out.push(Received {
-                signal: info.ssi_signo as i32,
-                code: info.ssi_code,
-                pid: info.ssi_pid,
-            });
         }
     }
 }
@@ -108,23 +97,18 @@ impl AsRawFd for SignalFd {
 }
 
 /// An eventfd(2): one thread rings it, another polls it.
-pub struct Bell(OwnedFd);
+pub struct Bell(EventFd);
 
 impl Bell {
     /// A new, silent bell.
     pub fn new() -> io::Result<Bell> {
-        // SAFETY: no pointers involved.
-        let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-        // SAFETY: eventfd returned a new descriptor that nothing else owns.
-        Ok(Bell(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Ok(Bell(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?))
     }
 
     /// Makes the bell readable.
     pub fn ring(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes the 8 bytes of `one`. A full counter (impossible here) would
-        // only mean the bell is already readable.
-        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        // A full counter (impossible here) would only mean the bell is already readable.
+        let _ = self.0.write(1);
     }
 }
 
@@ -158,50 +142,35 @@ pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec
     Ok(polled.iter().map(|p| p.revents != 0).collect())
 }
 
-/// Sends `signal` to process `pid`, or to process group `pid` when `group`.
+/// Sends `signal` to process `pid`, or to process group `pid` when `group`. A vanished
+/// target (or a number that is no standard signal) is ignored.
 pub fn send_signal(pid: u32, signal: libc::c_int, group: bool) {
-    let target = if group { -(pid as libc::pid_t) } else { pid as libc::pid_t };
-    // SAFETY: no pointers involved; a vanished target only yields ESRCH.
-    unsafe { libc::kill(target, signal) };
+    let Ok(signal) = Signal::try_from(signal) else { return };
+    let target = Pid::from_raw(pid as libc::pid_t);
+    let _ = if group { killpg(target, signal) } else { kill(target, signal) };
 }
 
 /// Whether this process is in the foreground process group of its controlling terminal,
 /// i.e. whether Ctrl-C at that terminal reaches it (and every process of its group).
 pub fn in_terminal_foreground() -> bool {
-    // SAFETY: the path is a NUL-terminated literal; the descriptor is closed below.
-    let fd = unsafe {
-        libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
-    };
-    if fd < 0 {
-        return false; // no controlling terminal
-    }
-    // SAFETY: `fd` is open; it is closed exactly once, here.
-    unsafe {
-        let foreground = libc::tcgetpgrp(fd);
-        libc::close(fd);
-        foreground >= 0 && foreground == libc::getpgrp()
-    }
+    let tty =
+        OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOCTTY).open("/dev/tty");
+    // No controlling terminal: in no foreground.
+    tty.is_ok_and(|tty| nix::unistd::tcgetpgrp(&tty) == Ok(nix::unistd::getpgrp()))
 }
 
 /// In a just-forked child, before exec: unblock every signal, ask for SIGKILL when the
 /// parent dies, then make sure the parent (`parent`) did not die before that request
 /// took effect.
 ///
-/// Only async-signal-safe calls, no allocation: it runs between fork and exec.
+/// Only async-signal-safe calls, no allocation: it runs between fork and exec. (Each
+/// nix wrapper here is one libc call, sigemptyset, pthread_sigmask, prctl or getppid,
+/// and an errno check; an `Errno` becomes an `io::Error` without allocating.)
 pub fn die_with_parent(parent: u32) -> io::Result<()> {
-    let none = SignalSet::of(&[]);
-    // SAFETY: the set is initialised; a null old-set pointer is allowed. The
-    // supervisor's blocked signals must not stay blocked in CMD.
-    let ret = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &none.0, std::ptr::null_mut()) };
-    if ret != 0 {
-        return Err(io::Error::from_raw_os_error(ret));
-    }
-    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number, no pointers.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: getppid cannot fail.
-    if unsafe { libc::getppid() } as u32 != parent {
+    // The supervisor's blocked signals must not stay blocked in CMD.
+    SigSet::empty().thread_set_mask()?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if nix::unistd::getppid().as_raw() as u32 != parent {
         // Reparented: the supervisor is already gone, and the death signal with it.
         return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
@@ -212,14 +181,14 @@ pub fn die_with_parent(parent: u32) -> io::Result<()> {
 /// parent exits is re-parented to this process (not to init), so that it stays below
 /// it in the process tree (see [`descendants`]) and is reaped by it.
 pub fn become_child_subreaper() -> io::Result<()> {
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes a flag, no pointers.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(nix::sys::prctl::set_child_subreaper(true)?)
 }
 
 /// Reaps every child that has exited, without waiting: their pids and wait statuses.
+///
+/// Raw `waitpid`: nix's decodes the status into a `WaitStatus`, whose `Signal` has no
+/// real-time signals, so a child killed by one (SIGRTMIN's default action kills) would
+/// come back as an error after it was reaped, its status lost.
 pub fn reap_children() -> io::Result<Vec<(u32, i32)>> {
     let mut out = Vec::new();
     loop {
@@ -278,8 +247,7 @@ pub fn descendants(root: u32) -> Vec<u32> {
 
 /// The effective user id.
 pub fn euid() -> u32 {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() }
+    nix::unistd::geteuid().as_raw()
 }
 
 /// The terminal's raw-ish mode for `watch`: keys arrive one at a time, unechoed;
@@ -320,7 +288,8 @@ pub fn is_terminal(fd: RawFd) -> bool {
     unsafe { libc::isatty(fd) == 1 }
 }
 
-/// The terminal's size on `fd` as (columns, rows), if known.
+/// The terminal's size on `fd` as (columns, rows), if known. (Raw `ioctl`: nix has no
+/// wrapper for `TIOCGWINSZ` but a macro that generates an `unsafe fn`.)
 pub fn terminal_size(fd: RawFd) -> Option<(u16, u16)> {
     let mut ws = std::mem::MaybeUninit::<libc::winsize>::uninit();
     // SAFETY: TIOCGWINSZ fills the winsize it is given, or fails.
