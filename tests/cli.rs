@@ -1000,3 +1000,50 @@ fn at_a_terminal_a_lost_lease_stops_the_commands_whole_job() {
     kill(leader, libc::SIGKILL);
     wait(&mut term);
 }
+
+// ------------------------------------------------------------------------------------
+// Issue 10: first contact
+// ------------------------------------------------------------------------------------
+
+/// The repository root.
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The README's first command, `bash examples/cli-demo.sh`, runs the binary cargo reports
+/// building, wherever that is (`CARGO_TARGET_DIR`, a shared target directory), never one
+/// it guesses under `target/`. A stand-in `cargo` first on PATH reports this test's
+/// binary, behind a wrapper that leaves a mark, as what it built.
+#[test]
+fn the_demo_runs_the_binary_cargo_built() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Table::new("demo");
+    let (wrapper, mark, bin) = (t.file("shmlease"), t.file("used"), t.file("bin"));
+    let script = |path: &Path, text: String| {
+        fs::write(path, text).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    script(&wrapper, format!("#!/bin/sh\necho >> '{}'\nexec '{BIN}' \"$@\"\n", mark.display()));
+    fs::create_dir(&bin).unwrap();
+    script(
+        &bin.join("cargo"),
+        format!(
+            "#!/bin/sh\n[ \"$1\" = build ] || exit 2\nprintf '%s\\n' '{{\"reason\":\"compiler-artifact\",\"executable\":\"{}\"}}'\n",
+            wrapper.display()
+        ),
+    );
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut demo = Command::new("bash");
+    demo.arg(repo().join("examples/cli-demo.sh"))
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", t.file("elsewhere"))
+        .env("TMPDIR", &t.dir)
+        .env_remove("SHMLEASE_TABLE");
+    let out = output(demo);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    assert!(fs::read_to_string(&mark).is_ok_and(|m| !m.is_empty()), "the demo ran another binary");
+    let text = stdout(&out);
+    for line in ["exit code 75", "sleep 300 still running: no", "E: got it at once"] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+}
