@@ -7,9 +7,13 @@
  * "shmlease-demo"); JOB is the lease name (default "nightly-report"); STEPS is how many
  * 100 ms units of work to do (default 20). Start several at once: they take turns.
  *
- * Build (from the repository root, after `cargo build --release -p shmlease-ffi`):
- *   cc -std=c99 -Wall ffi/examples/worker.c -Iinclude -Ltarget/release -lshmlease \
- *      -Wl,-rpath,"$PWD/target/release" -o worker
+ * Build, from the repository root (the libraries are where cargo put them: ask it, as
+ * ffi/README.md shows):
+ *   cargo build --release -p shmlease-ffi
+ *   lib="$(cargo metadata --format-version 1 --no-deps |
+ *          sed -n 's|.*"target_directory":"\([^"]*\)".*|\1|p')/release"
+ *   cc -std=c99 -Wall ffi/examples/worker.c -Iinclude -L"$lib" -lshmlease \
+ *      -Wl,-rpath,"$lib" -o worker
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdint.h>

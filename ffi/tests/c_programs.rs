@@ -569,7 +569,8 @@ fn worker_example_runs_sanitized() {
 
 /// `ffi/install.sh` installs a prefix that pkg-config describes correctly: the worker
 /// example builds from `pkg-config --cflags --libs shmlease` alone, dynamically and
-/// statically, and runs.
+/// statically (ffi/README.md's recipes), and runs. The libraries are installed without
+/// debug information, and the pkg-config file's comments are left as prose.
 #[test]
 fn install_script_and_pkg_config() {
     if !have("gcc") || !have("pkg-config") {
@@ -587,6 +588,26 @@ fn install_script_and_pkg_config() {
         .unwrap();
     assert!(out.status.success(), "install.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let libdir = prefix.join("lib");
+    if have("readelf") {
+        let debug_sections = |f: &Path| {
+            let o = Command::new("readelf").args(["-S", "--wide"]).arg(f).output().unwrap();
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.contains(".debug_info") || l.contains(".debug_line"))
+                .count()
+        };
+        for lib in ["libshmlease.a", "libshmlease.so"] {
+            // The test's libraries are a debug build: without debug information there,
+            // the check would prove nothing.
+            assert!(debug_sections(&lib_dir().join(lib)) > 0, "{lib} was built without debug info");
+            assert_eq!(debug_sections(&libdir.join(lib)), 0, "{lib} installed with debug info");
+        }
+    }
+    let pc = std::fs::read_to_string(libdir.join("pkgconfig/shmlease.pc")).unwrap();
+    for comment in pc.lines().filter(|l| l.starts_with('#')) {
+        let mangled = comment.contains('@') || comment.contains(prefix.to_str().unwrap());
+        assert!(!mangled, "a substitution reached the comment: {comment}\n{pc}");
+    }
     let pkg = |args: &[&str]| {
         let o = Command::new("pkg-config")
             .args(args)
@@ -610,10 +631,10 @@ fn install_script_and_pkg_config() {
     for (name, link) in [
         ("dynamic", [libs, vec![format!("-Wl,-rpath,{}", libdir.display())]].concat()),
         (
+            // The archive by its path: beside the shared library, -lshmlease picks that.
             "static",
             [
-                vec![format!("-L{}", libdir.display())],
-                vec!["-Wl,-Bstatic".into(), "-lshmlease".into(), "-Wl,-Bdynamic".into()],
+                pkg(&["--variable=libdir"]).into_iter().map(|d| d + "/libshmlease.a").collect(),
                 static_libs.clone(),
             ]
             .concat(),
@@ -636,5 +657,32 @@ fn install_script_and_pkg_config() {
         cmd.arg(dir.join("table")).arg("job").arg("1");
         let (code, stdout, stderr) = run(cmd, "installed worker", &run_dir);
         assert!(code == Some(0) && stdout.contains("done with job"), "{name}: {stdout}{stderr}");
+    }
+}
+
+/// Without `SHMLEASE_LIB_DIR`, `ffi/install.sh` takes the libraries from cargo's target
+/// directory (here a `CARGO_TARGET_DIR` with nothing built in it), not from `target/`;
+/// when they are missing it says where it looked and how to point it elsewhere.
+#[test]
+fn install_script_looks_where_cargo_builds_and_names_its_knob() {
+    let dir = scratch("install-unbuilt");
+    let elsewhere = dir.join("elsewhere");
+    let out = Command::new("sh")
+        .arg(repo().join("ffi/install.sh"))
+        .arg(dir.join("prefix"))
+        .env("CARGO_TARGET_DIR", &elsewhere)
+        .env_remove("SHMLEASE_LIB_DIR")
+        .env_remove("DESTDIR")
+        .env_remove("LIBDIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!dir.join("prefix").exists(), "installed something: {err}");
+    assert!(err.contains("SHMLEASE_LIB_DIR"), "{err}");
+    let cargo_found = !err.contains("cannot ask cargo");
+    if cargo_found {
+        let looked = elsewhere.join("release/libshmlease.so");
+        assert!(err.contains(looked.to_str().unwrap()), "{err}");
     }
 }
