@@ -12,10 +12,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "common/procs.rs"]
+mod procs;
+
 /// How long anything may take before the test is declared hung.
 const WATCHDOG: Duration = Duration::from_secs(60);
 
 const BIN: &str = env!("CARGO_BIN_EXE_shmlease");
+
+/// A command for a test to start, with the default action for the signals the tests
+/// send: under `nohup` (SIGHUP ignored) or in a shell's background job (SIGINT and
+/// SIGQUIT ignored), it would inherit them ignored (see [`procs::default_signals`]).
+fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    procs::default_signals(&mut c);
+    c
+}
 
 /// A table file of its own for one test, removed at the end.
 struct Table {
@@ -38,7 +50,7 @@ impl Table {
 
     /// `shmlease -t TABLE ARGS...`
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = command(BIN);
         c.arg("-t").arg(&self.path).args(args).env_remove("SHMLEASE_TABLE");
         c
     }
@@ -68,15 +80,16 @@ fn output(mut cmd: Command) -> Output {
     match rx.recv_timeout(WATCHDOG) {
         Ok(out) => out.unwrap(),
         Err(_) => {
-            kill(pid, libc::SIGKILL);
+            procs::kill_tree(pid);
             panic!("watchdog: {cmd:?} still running after {WATCHDOG:?}");
         }
     }
 }
 
 /// A child process that is killed (and reaped) if the test lets go of it while it still
-/// runs: a failing test leaves nothing behind. Pids it started (`also`) are killed too
-/// when the test fails.
+/// runs, with every process below it (a `run`'s CMD and what CMD started): a failing
+/// test leaves nothing behind. Pids it started that may have left its tree (`also`)
+/// are killed too when the test fails.
 struct Kid {
     child: Child,
     also: Vec<u32>,
@@ -111,7 +124,7 @@ impl Drop for Kid {
             }
         }
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+            procs::kill_tree(self.child.id());
             let _ = self.child.wait();
         }
     }
@@ -135,7 +148,8 @@ fn wait(child: &mut Child) -> ExitStatus {
             return status;
         }
         if start.elapsed() > WATCHDOG {
-            let _ = child.kill();
+            procs::kill_tree(child.id());
+            let _ = child.wait();
             panic!("watchdog: process {} still running after {WATCHDOG:?}", child.id());
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -563,7 +577,7 @@ fn create_info_and_rm_administer_a_table() {
 #[test]
 fn the_default_table_comes_from_the_environment() {
     let t = Table::new("envtable");
-    let mut cmd = Command::new(BIN);
+    let mut cmd = command(BIN);
     cmd.args(["acquire", "job", "--ttl", "30s"]).env("SHMLEASE_TABLE", &t.path);
     assert!(output(cmd).status.success());
     assert_eq!(held(&t).len(), 1, "acquire did not use $SHMLEASE_TABLE");
@@ -572,13 +586,13 @@ fn the_default_table_comes_from_the_environment() {
 #[test]
 fn completions_and_man_page() {
     let out = output({
-        let mut c = Command::new(BIN);
+        let mut c = command(BIN);
         c.args(["completions", "bash"]);
         c
     });
     assert!(out.status.success() && stdout(&out).contains("shmlease"));
     let out = output({
-        let mut c = Command::new(BIN);
+        let mut c = command(BIN);
         c.arg("man");
         c
     });
@@ -589,7 +603,7 @@ fn completions_and_man_page() {
 fn shared_memory_tables_by_bare_name_or_shm_prefix() {
     let name = format!("shmlease-clitest-{}", std::process::id());
     let cli = |location: &str, args: &[&str]| {
-        let mut c = Command::new(BIN);
+        let mut c = command(BIN);
         c.arg("-t").arg(location).args(args).env_remove("SHMLEASE_TABLE");
         output(c)
     };
@@ -608,7 +622,7 @@ fn shared_memory_tables_by_bare_name_or_shm_prefix() {
 
 #[test]
 fn without_a_table_option_each_user_gets_a_shared_memory_table() {
-    let mut c = Command::new(BIN);
+    let mut c = command(BIN);
     c.args(["info", "--json"]).env_remove("SHMLEASE_TABLE");
     let out = output(c);
     // SAFETY: geteuid cannot fail.
@@ -628,7 +642,7 @@ fn without_a_table_option_each_user_gets_a_shared_memory_table() {
 #[test]
 fn at_a_terminal_ctrl_c_reaches_the_command_once() {
     // A pseudo-terminal from util-linux's script(1), if this machine has it.
-    if Command::new("script").arg("--version").output().is_err() {
+    if command("script").arg("--version").output().is_err() {
         eprintln!("skipped: script(1) is not installed");
         return;
     }
@@ -642,7 +656,7 @@ fn at_a_terminal_ctrl_c_reaches_the_command_once() {
     );
     // script(1) runs CMD with `$SHELL -c`; `exec` keeps that shell out of the terminal's
     // foreground group, where Ctrl-\ would kill it (dash does not exec by itself).
-    let mut term = Command::new("script")
+    let mut term = command("script")
         .args(["-qec", &cmd, "/dev/null"])
         .env("SHELL", "/bin/sh")
         .env_remove("SHMLEASE_TABLE")
@@ -669,12 +683,12 @@ fn watch_redraws_until_q_and_restores_the_terminal() {
     assert!(t.run(&["acquire", "watched-lease", "--ttl", "1m"]).status.success());
     // Not a terminal: refused, pointing to ls.
     assert_one_line_error(&t.run(&["watch"]), 64, "ls");
-    if Command::new("script").arg("--version").output().is_err() {
+    if command("script").arg("--version").output().is_err() {
         eprintln!("skipped: script(1) is not installed");
         return;
     }
     let cmd = format!("exec {BIN} -t {} watch --interval 50ms", t.path.display());
-    let mut term = Command::new("script")
+    let mut term = command("script")
         .args(["-qec", &cmd, "/dev/null"])
         .env("SHELL", "/bin/sh")
         .env_remove("SHMLEASE_TABLE")
@@ -751,23 +765,23 @@ fn a_table_location_that_is_not_utf8_is_refused_not_replaced_by_the_default() {
     let ran = t.file("ran");
     let bad = std::ffi::OsStr::from_bytes(b"\xff");
     let touch = ["run", "x", "--", "touch", ran.to_str().unwrap()];
-    let mut c = Command::new(BIN);
+    let mut c = command(BIN);
     c.args(touch).env("SHMLEASE_TABLE", bad);
     let out = output(c);
     assert_one_line_error(&out, 64, "SHMLEASE_TABLE");
     assert!(stderr(&out).contains("UTF-8"), "{}", stderr(&out));
     assert!(!ran.exists(), "CMD ran under a table nobody named");
-    let mut c = Command::new(BIN);
+    let mut c = command(BIN);
     c.arg("-t").arg(bad).args(touch).env_remove("SHMLEASE_TABLE");
     let out = output(c);
     assert_one_line_error(&out, 64, "-t/--table");
     assert!(!ran.exists(), "CMD ran under a table nobody named");
     // -t overrides a bad variable, and commands without a table do not need one.
-    let mut c = Command::new(BIN);
+    let mut c = command(BIN);
     c.arg("-t").arg(&t.path).args(touch).env("SHMLEASE_TABLE", bad);
     assert_eq!(code(&output(c)), 0);
     assert!(ran.exists());
-    let mut c = Command::new(BIN);
+    let mut c = command(BIN);
     c.args(["completions", "bash"]).env("SHMLEASE_TABLE", bad);
     assert_eq!(code(&output(c)), 0);
 }
@@ -776,17 +790,17 @@ fn a_table_location_that_is_not_utf8_is_refused_not_replaced_by_the_default() {
 fn control_characters_in_locations_are_printed_escaped() {
     let t = Table::new("controls");
     let odd = t.file("a\x1b[31mb\x07");
-    let mut c = Command::new(BIN);
+    let mut c = command(BIN);
     c.arg("-t").arg(&odd).arg("ls").env_remove("SHMLEASE_TABLE");
     let out = output(c);
     assert_one_line_error(&out, 66, "a\\x1b[31mb\\x07");
     assert!(!out.stderr.iter().any(|b| b.is_ascii_control() && *b != b'\n'), "{out:?}");
     // A hint to copy: quoted so that a shell gives back the same bytes.
     assert!(stderr(&out).contains("$'"), "{}", stderr(&out));
-    let mut c = Command::new(BIN);
+    let mut c = command(BIN);
     c.arg("-t").arg(&odd).arg("create").env_remove("SHMLEASE_TABLE");
     assert_eq!(code(&output(c)), 0);
-    let mut c = Command::new(BIN);
+    let mut c = command(BIN);
     c.arg("-t").arg(&odd).arg("info").env_remove("SHMLEASE_TABLE");
     let out = output(c);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -966,7 +980,7 @@ fn processes_cmd_leaves_behind_are_stopped_before_the_lease_is_released() {
 
 #[test]
 fn at_a_terminal_a_lost_lease_stops_the_commands_whole_job() {
-    if Command::new("script").arg("--version").output().is_err() {
+    if command("script").arg("--version").output().is_err() {
         eprintln!("skipped: script(1) is not installed");
         return;
     }
@@ -983,7 +997,7 @@ fn at_a_terminal_a_lost_lease_stops_the_commands_whole_job() {
         r = ready.display(),
         rc = rc.display()
     );
-    let mut term = Command::new("script")
+    let mut term = command("script")
         .args(["-qec", &cmd, "/dev/null"])
         .env("SHELL", "/bin/sh")
         .env_remove("SHMLEASE_TABLE")
@@ -1033,7 +1047,7 @@ fn the_demo_runs_the_binary_cargo_built() {
         ),
     );
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let mut demo = Command::new("bash");
+    let mut demo = command("bash");
     demo.arg(repo().join("examples/cli-demo.sh"))
         .env("PATH", path)
         .env("CARGO_TARGET_DIR", t.file("elsewhere"))
@@ -1046,4 +1060,52 @@ fn the_demo_runs_the_binary_cargo_built() {
     for line in ["exit code 75", "sleep 300 still running: no", "E: got it at once"] {
         assert!(text.contains(line), "no {line:?} in:\n{text}");
     }
+}
+
+/// The tests' children start with the default action for the signals the tests send,
+/// even when the test process ignores them (as under `nohup`, or in a background job of
+/// a non-interactive shell), and whatever a shell script inherits it can `trap`.
+#[test]
+fn test_children_start_with_default_signal_actions_whatever_the_test_process_ignores() {
+    let ignored = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM];
+    let mut previous = Vec::new();
+    for sig in ignored {
+        // SAFETY: signal(2) with a constant disposition; restored below.
+        previous.push(unsafe { libc::signal(sig, libc::SIG_IGN) });
+    }
+    let out = output({
+        let mut c = command("sh");
+        c.args(["-c", "sed -n 's/^SigIgn:[[:space:]]*//p' /proc/self/status"]);
+        c
+    });
+    for (sig, old) in ignored.into_iter().zip(previous) {
+        // SAFETY: puts back the disposition saved above.
+        unsafe { libc::signal(sig, old) };
+    }
+    let mask = u64::from_str_radix(stdout(&out).trim(), 16).expect("a SigIgn mask");
+    for sig in ignored {
+        assert_eq!(mask & 1 << (sig - 1), 0, "signal {sig} starts ignored in a test's child");
+    }
+}
+
+/// A test that lets go of a `run` (it failed, or is done with it) kills it with
+/// everything below it: CMD and what CMD started, not only `run`.
+#[test]
+fn a_test_letting_go_of_a_run_kills_everything_below_it() {
+    let t = Table::new("teardown");
+    let (ready, bg) = (t.file("ready"), t.file("bg"));
+    let script =
+        format!("sleep 300 & echo $! > {}; echo $$ > {}; wait", bg.display(), ready.display());
+    let run = t.cmd(&["run", "job", "--", "sh", "-c", &script]).kid();
+    let (cmd, sleeper) = (read_pid(&ready), read_pid(&bg));
+    drop(run);
+    let start = Instant::now();
+    while (alive(cmd) || alive(sleeper)) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left: Vec<u32> = [cmd, sleeper].into_iter().filter(|&p| alive(p)).collect();
+    for &pid in &left {
+        kill(pid, libc::SIGKILL);
+    }
+    assert!(left.is_empty(), "still running after the test let go of run: {left:?}");
 }

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 mod patterns;
+pub mod procs;
 use std::time::{Duration, Instant, SystemTime};
 
 use shmlease::{Error, LeaseTable, TableOptions};
@@ -98,7 +99,7 @@ impl Watchdog {
                         "WATCHDOG: test {test} still running after {limit:?}: killing its children"
                     );
                     for pid in pids.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                        signal(*pid, libc::SIGKILL);
+                        procs::kill_tree(*pid as u32);
                     }
                     // Give the test a moment to fail on its own (with a better message)
                     // now that its children are gone; then fail the whole process.
@@ -150,7 +151,7 @@ pub fn proc_state(pid: i32) -> Option<u8> {
 // ------------------------------------------------------------------------------------
 
 /// A child process running a role of this test binary. Killed and reaped on drop if it
-/// is still running.
+/// is still running, with every process it started.
 pub struct Kid {
     pub label: String,
     child: Child,
@@ -187,6 +188,7 @@ impl Kid {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        procs::default_signals(&mut cmd);
         for (k, v) in env {
             cmd.env(format!("SHMLEASE_IT_{k}"), v);
             // The library's own knob (see src/identity.rs), passed as it is.
@@ -288,7 +290,7 @@ impl Kid {
                 return s;
             }
             if Instant::now() >= end {
-                let _ = self.child.kill();
+                procs::kill_tree(self.pid() as u32);
                 let s = self.child.wait().ok();
                 if let Some(s) = s {
                     self.reaped(s);
@@ -335,7 +337,7 @@ impl Kid {
 impl Drop for Kid {
     fn drop(&mut self) {
         if self.status.is_none() {
-            let _ = self.child.kill();
+            procs::kill_tree(self.pid() as u32);
             if let Ok(s) = self.child.wait() {
                 self.reaped(s);
             }
