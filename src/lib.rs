@@ -12,9 +12,7 @@
 //! clock read and two CAS instructions on shared memory.
 //!
 //! ```
-//! # let dir = std::env::temp_dir().join(format!("shmlease-doc-lib-{}", std::process::id()));
-//! # std::fs::create_dir_all(&dir).unwrap();
-//! # let path = dir.join("leases");
+//! # let path = std::env::temp_dir().join(format!("shmlease-doc-lib-{}", std::process::id()));
 //! use shmlease::{LeaseTable, TableOptions};
 //! use std::time::Duration;
 //!

@@ -78,9 +78,7 @@ const FUTEX_OFFSET: usize = if cfg!(target_endian = "little") { 4 } else { 8 };
 /// [`LeaseTable::remove`].
 ///
 /// ```
-/// # let dir = std::env::temp_dir().join(format!("shmlease-doc-table-{}", std::process::id()));
-/// # std::fs::create_dir_all(&dir).unwrap();
-/// # let path = dir.join("t");
+/// # let path = std::env::temp_dir().join(format!("shmlease-doc-table-{}", std::process::id()));
 /// use shmlease::{LeaseTable, TableOptions};
 /// use std::time::Duration;
 ///
