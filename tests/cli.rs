@@ -1109,3 +1109,27 @@ fn a_test_letting_go_of_a_run_kills_everything_below_it() {
     }
     assert!(left.is_empty(), "still running after the test let go of run: {left:?}");
 }
+
+#[test]
+fn a_ttl_out_of_range_or_negative_is_refused_as_written_with_the_range() {
+    let t = Table::new("ttlrange");
+    for (ttl, says) in [("-1s", "negative"), ("0", "1µs to 365d"), ("366d", "1µs to 365d")] {
+        for args in [
+            &["acquire", "job", "--ttl", ttl][..],
+            &["renew", "job", "--token", "1", "--ttl", ttl][..],
+        ] {
+            let out = t.run(args);
+            assert_one_line_error(&out, 64, says);
+            let err = stderr(&out);
+            assert!(err.contains(&format!("'{ttl}'")), "not echoed as written: {err}");
+            assert!(!err.contains("'-- "), "clap's advice to use `--`: {err}");
+        }
+    }
+    // Where errors point, the limits are written.
+    for command in ["acquire", "renew", "run"] {
+        let help = stdout(&t.run(&[command, "--help"]));
+        assert!(help.contains("1µs to 365d") && help.contains("1 to 64 bytes"), "{help}");
+    }
+    let help = stdout(&t.run(&["--help"]));
+    assert!(help.contains("1µs") && help.contains("1 to 64 bytes"), "{help}");
+}

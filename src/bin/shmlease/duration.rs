@@ -2,12 +2,26 @@
 
 use std::time::Duration;
 
+/// The TTLs the library accepts.
+pub const MIN_TTL: Duration = Duration::from_nanos(shmlease::protocol::MIN_TTL_NS);
+/// See [`MIN_TTL`].
+pub const MAX_TTL: Duration = Duration::from_nanos(shmlease::protocol::MAX_TTL_NS);
+
 /// Parses `250ms`, `5s`, `1m30s`, `1.5h`, `0`: one or more numbers, each with a unit
 /// (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`, `d`).
 pub fn parse(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err("empty duration; write it like 250ms, 5s or 1m30s".into());
+    }
+    // Options taking a duration accept values that start with '-' (clap would otherwise
+    // take `-1s` for an option and advise `-- -1s`), so they are told apart here.
+    if let Some(rest) = s.strip_prefix('-') {
+        return Err(if rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+            format!("{text:?} is negative: a duration is 0 or more, like 250ms or 5s")
+        } else {
+            format!("{text:?} is not a duration (an option?): write one like 250ms, 5s or 1m30s")
+        });
     }
     if s.bytes().all(|b| b == b'0') {
         return Ok(Duration::ZERO);
@@ -52,6 +66,37 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let secs = u64::try_from(total / 1_000_000_000)
         .map_err(|_| format!("{text:?} is too long a duration"))?;
     Ok(Duration::new(secs, (total % 1_000_000_000) as u32))
+}
+
+/// Parses a TTL: a duration in the library's range, [`MIN_TTL`] to [`MAX_TTL`]. Out of
+/// range, the error gives the range (clap quotes the value as the user wrote it).
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let d = parse(text)?;
+    if (MIN_TTL..=MAX_TTL).contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!("a TTL is {} to {}", exact(MIN_TTL), exact(MAX_TTL)))
+    }
+}
+
+/// `d` in the largest unit that writes it exactly, as [`parse`] reads it back: `365d`,
+/// `90s`, `1500ms`, `1µs`, `0`.
+pub fn exact(d: Duration) -> String {
+    const UNITS: [(&str, u128); 7] = [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("µs", 1_000),
+        ("ns", 1),
+    ];
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0".into();
+    }
+    let (unit, scale) = UNITS.iter().find(|(_, scale)| ns % scale == 0).expect("ns divides");
+    format!("{}{unit}", ns / scale)
 }
 
 /// `num` (digits with an optional fraction) times `scale` nanoseconds.
@@ -113,7 +158,32 @@ mod tests {
         assert!(parse("").is_err());
         assert!(parse("s").is_err());
         assert!(parse("1..2s").is_err());
-        assert!(parse("-1s").is_err());
+        assert!(parse("-1s").unwrap_err().contains("negative"));
+        assert!(parse("--json").unwrap_err().contains("an option?"));
+    }
+
+    #[test]
+    fn ttls_in_the_librarys_range() {
+        assert_eq!(parse_ttl("1us"), Ok(Duration::from_micros(1)));
+        assert_eq!(parse_ttl("365d"), Ok(Duration::from_secs(365 * 86_400)));
+        for out in ["0", "999ns", "366d", "365d1ns"] {
+            assert_eq!(parse_ttl(out), Err("a TTL is 1µs to 365d".into()), "{out}");
+        }
+    }
+
+    #[test]
+    fn exact_forms_read_back() {
+        for (d, text) in [
+            (Duration::ZERO, "0"),
+            (Duration::from_secs(365 * 86_400), "365d"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_micros(1), "1µs"),
+            (Duration::from_nanos(1), "1ns"),
+        ] {
+            assert_eq!(exact(d), text);
+            assert_eq!(parse(text), Ok(d));
+        }
     }
 
     #[test]

@@ -77,7 +77,8 @@ Exit codes:
   126/127  run: CMD could not be executed / was not found
 
 The table is -t/--table, else $SHMLEASE_TABLE, else the shared-memory segment
-shmlease-<uid> (created on first use). Durations: 250ms, 5s, 1m30s, 2h.
+shmlease-<uid> (created on first use). Durations: 250ms, 5s, 1m30s, 2h; a TTL is 1µs
+to 365d. Lease names are 1 to 64 bytes of UTF-8 (no NUL), labels at most 8 bytes.
 Full reference: docs/cli.md";
 
 /// Named, time-bound, exclusive leases for the processes of this host.
@@ -148,7 +149,7 @@ enum Command {
     /// Show the leases live, refreshing (q or Ctrl-C quits)
     Watch {
         /// Time between refreshes
-        #[arg(short, long, default_value = "1s", value_parser = parse_interval)]
+        #[arg(short, long, default_value = "1s", value_parser = parse_interval, allow_hyphen_values = true)]
         interval: Duration,
         /// Also show names whose lease is free, expired or revoked
         #[arg(short, long)]
@@ -156,13 +157,13 @@ enum Command {
     },
     /// Take a detached lease (it outlives this command) and print its token
     Acquire {
-        /// Lease name (1 to 64 bytes)
+        /// Lease name (1 to 64 bytes of UTF-8)
         name: String,
-        /// How long the lease lasts unless renewed
-        #[arg(long, value_parser = duration::parse, value_name = "DUR")]
+        /// How long the lease lasts unless renewed (1µs to 365d)
+        #[arg(long, value_parser = duration::parse_ttl, value_name = "DUR", allow_hyphen_values = true)]
         ttl: Duration,
         /// Wait this long for a held lease ("forever" to wait indefinitely) [default: no wait]
-        #[arg(long, value_parser = parse_wait, value_name = "DUR")]
+        #[arg(long, value_parser = parse_wait, value_name = "DUR", allow_hyphen_values = true)]
         wait: Option<Wait>,
         /// Label shown to others (at most 8 bytes)
         #[arg(long)]
@@ -176,13 +177,13 @@ enum Command {
     /// A lease bound to a live process (held by `run`, say) is refused with exit 78:
     /// only its holder renews it.
     Renew {
-        /// Lease name
+        /// Lease name (1 to 64 bytes of UTF-8)
         name: String,
         /// The token `acquire` printed
         #[arg(long)]
         token: u64,
-        /// New time to live, from now
-        #[arg(long, value_parser = duration::parse, value_name = "DUR")]
+        /// New time to live, from now (1µs to 365d)
+        #[arg(long, value_parser = duration::parse_ttl, value_name = "DUR", allow_hyphen_values = true)]
         ttl: Duration,
         /// Print JSON
         #[arg(long)]
@@ -193,7 +194,7 @@ enum Command {
     /// A lease bound to a live process (held by `run`, say) is refused with exit 78:
     /// only its holder releases it; `revoke` takes it away.
     Release {
-        /// Lease name
+        /// Lease name (1 to 64 bytes of UTF-8)
         name: String,
         /// The token `acquire` printed
         #[arg(long)]
@@ -201,7 +202,7 @@ enum Command {
     },
     /// Revoke a lease, whoever holds it (its holder learns it lost the lease)
     Revoke {
-        /// Lease name
+        /// Lease name (1 to 64 bytes of UTF-8)
         name: String,
         /// Revoke only the grant with this token
         #[arg(long)]

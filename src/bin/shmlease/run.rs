@@ -51,13 +51,19 @@ Examples:
 /// `run`'s options.
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// Lease name (1 to 64 bytes)
+    /// Lease name (1 to 64 bytes of UTF-8)
     name: String,
-    /// Lease time to live; renewed every TTL/3 while CMD runs
-    #[arg(long, default_value = "10s", value_parser = duration::parse, value_name = "DUR")]
+    /// Lease time to live (1µs to 365d); renewed every TTL/3 while CMD runs
+    #[arg(long, default_value = "10s", value_parser = duration::parse_ttl, value_name = "DUR", allow_hyphen_values = true)]
     ttl: Duration,
     /// Wait at most this long for a held lease [default: forever]
-    #[arg(long, value_parser = crate::parse_wait, value_name = "DUR", conflicts_with = "no_wait")]
+    #[arg(
+        long,
+        value_parser = crate::parse_wait,
+        value_name = "DUR",
+        conflicts_with = "no_wait",
+        allow_hyphen_values = true
+    )]
     wait: Option<Wait>,
     /// Don't wait: exit with the conflict code at once if the lease is held
     #[arg(short = 'n', long)]
@@ -67,7 +73,7 @@ pub struct RunArgs {
     label: Option<String>,
     /// After SIGTERM (to CMD's job on a lost lease, or to processes CMD left running),
     /// SIGKILL what is still running this much later
-    #[arg(long, default_value = "10s", value_parser = duration::parse, value_name = "DUR")]
+    #[arg(long, default_value = "10s", value_parser = duration::parse, value_name = "DUR", allow_hyphen_values = true)]
     kill_after: Duration,
     /// Exit code when the lease is held by someone else (timed out, or -n)
     #[arg(long, default_value_t = exit::HELD, value_name = "N")]
