@@ -1133,3 +1133,16 @@ fn a_ttl_out_of_range_or_negative_is_refused_as_written_with_the_range() {
     let help = stdout(&t.run(&["--help"]));
     assert!(help.contains("1µs") && help.contains("1 to 64 bytes"), "{help}");
 }
+
+#[test]
+fn a_capacity_out_of_range_gives_the_real_range() {
+    let t = Table::new("capacity");
+    for capacity in ["0", "16777217", "100000000000", "1e11", "-1", "many"] {
+        let out = t.run(&["create", "--capacity", capacity]);
+        assert_one_line_error(&out, 64, "1 to 16777216 slots");
+        assert!(!stderr(&out).contains("4294967295"), "{}", stderr(&out));
+        assert!(!t.path.exists());
+    }
+    assert!(t.run(&["create", "--capacity", "1"]).status.success());
+    assert_eq!(json(&t.run(&["info", "--json"]))["capacity"], 1);
+}

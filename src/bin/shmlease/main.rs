@@ -115,8 +115,9 @@ struct Cli {
 enum Command {
     /// Create a lease table
     Create {
-        /// Number of slots: names that can have a lease at once (128 bytes each)
-        #[arg(long, default_value_t = 4096)]
+        /// Number of slots: names that can have a lease at once (128 bytes each; 1 to
+        /// 16777216)
+        #[arg(long, default_value = "4096", value_parser = parse_capacity, allow_hyphen_values = true)]
         capacity: u32,
         /// Permission bits, in octal (e.g. 0660 to share with the group)
         #[arg(long, default_value = "0600", value_parser = parse_mode)]
@@ -251,6 +252,17 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
         d if d < Duration::from_millis(10) => Err("the interval must be at least 10ms".into()),
         d => Ok(d),
     }
+}
+
+/// A table's number of slots, in the library's range (its own check says the same, but
+/// only after clap has refused anything beyond u32 with the wrong range).
+fn parse_capacity(text: &str) -> Result<u32, String> {
+    let max = shmlease::layout::MAX_CAPACITY;
+    let range = format!("a table has 1 to {max} slots");
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{text:?} is not a whole number; {range}"));
+    }
+    text.parse::<u32>().ok().filter(|n| (1..=max).contains(n)).ok_or(range)
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
