@@ -33,10 +33,23 @@ impl Location {
         match self {
             Location::Path(p) => Ok(p.clone()),
             Location::Shm(name) => {
-                if name.is_empty() || name.len() > 250 || name == "." || name == ".." {
-                    return Err(Error::InvalidOptions {
-                        reason: format!("{name:?} is not a valid shared-memory name"),
-                    });
+                // The segment is the file /dev/shm/NAME: a file name of at most 255 bytes.
+                const SHM_NAME_MAX: usize = 250;
+                let invalid = |why: String| Err(Error::InvalidOptions { reason: why });
+                if name.is_empty() {
+                    return invalid("a shared-memory name cannot be empty".into());
+                }
+                if name == "." || name == ".." {
+                    return invalid(format!("{name:?} cannot name a shared-memory segment"));
+                }
+                if name.len() > SHM_NAME_MAX {
+                    // Quoting all of it would bury the reason.
+                    let cut = (0..=32).rev().find(|&i| name.is_char_boundary(i)).unwrap_or(0);
+                    return invalid(format!(
+                        "shared-memory name {:?}... is {} bytes long: at most {SHM_NAME_MAX} (it names the file /dev/shm/NAME)",
+                        &name[..cut],
+                        name.len()
+                    ));
                 }
                 if name.contains('/') || name.contains('\0') {
                     return Err(Error::InvalidOptions {
@@ -209,5 +222,30 @@ impl TableOptions {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(name: &str) -> String {
+        match Location::Shm(name.into()).file_path() {
+            Err(Error::InvalidOptions { reason }) => reason,
+            other => panic!("{name:?} accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_invalid_shm_name_is_refused_saying_why() {
+        assert!(reason("").contains("empty"));
+        assert!(reason("..").contains("cannot name"));
+        let long = reason(&"a".repeat(300));
+        assert!(long.contains("300 bytes long: at most 250"), "{long}");
+        assert!(long.len() < 150, "quotes the whole name: {long}");
+        assert!(reason(&"é".repeat(200)).contains("400 bytes"));
+        assert!(reason("a/b").contains("'/'"));
+        let ok = "a".repeat(250);
+        assert_eq!(Location::Shm(ok.clone()).file_path().unwrap(), Path::new("/dev/shm").join(ok));
     }
 }

@@ -1146,3 +1146,13 @@ fn a_capacity_out_of_range_gives_the_real_range() {
     assert!(t.run(&["create", "--capacity", "1"]).status.success());
     assert_eq!(json(&t.run(&["info", "--json"]))["capacity"], 1);
 }
+
+#[test]
+fn a_too_long_shm_name_says_why() {
+    let long = "a".repeat(300);
+    let mut c = command(BIN);
+    c.args(["-t", &long, "info"]).env_remove("SHMLEASE_TABLE");
+    let out = output(c);
+    assert_one_line_error(&out, 64, "300 bytes long: at most 250");
+    assert!(!stderr(&out).contains(&long), "{}", stderr(&out));
+}
