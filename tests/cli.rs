@@ -1156,3 +1156,34 @@ fn a_too_long_shm_name_says_why() {
     assert_one_line_error(&out, 64, "300 bytes long: at most 250");
     assert!(!stderr(&out).contains(&long), "{}", stderr(&out));
 }
+
+#[test]
+fn create_where_it_cannot_says_what_would_work() {
+    let t = Table::new("createwhere");
+    // In a missing directory: not "create it with `create`", the command just given.
+    let missing = t.file("no/such/dir/table");
+    let mut c = command(BIN);
+    c.arg("-t").arg(&missing).arg("create").env_remove("SHMLEASE_TABLE");
+    let out = output(c);
+    assert_one_line_error(&out, 66, "does not exist");
+    let err = stderr(&out);
+    assert!(err.contains(&format!("mkdir -p {}", t.file("no/such/dir").display())), "{err}");
+    assert!(!err.contains(" create`"), "advises the same create again: {err}");
+    // On a directory: not `rm`, which removes nothing but a lease table.
+    let mut c = command(BIN);
+    c.arg("-t").arg(&t.dir).arg("create").env_remove("SHMLEASE_TABLE");
+    let out = output(c);
+    assert_one_line_error(&out, 73, "is a directory");
+    assert!(!stderr(&out).contains(" rm"), "{}", stderr(&out));
+    // On a file that is not a table: not `rm` either.
+    fs::write(&t.path, b"not a table").unwrap();
+    let out = t.run(&["create"]);
+    assert_one_line_error(&out, 73, "not a lease table");
+    assert!(!stderr(&out).contains(" rm"), "{}", stderr(&out));
+    // On a lease table: use it, or rm it.
+    fs::remove_file(&t.path).unwrap();
+    assert!(t.run(&["create"]).status.success());
+    let out = t.run(&["create"]);
+    assert_one_line_error(&out, 73, "a lease table already exists");
+    assert!(stderr(&out).contains(" rm`"), "{}", stderr(&out));
+}

@@ -11,7 +11,7 @@ mod watch;
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -602,14 +602,55 @@ impl TableArg {
         };
         opened.map_err(|e| match e {
             // Not found even though we tried to create it: the directory is missing.
-            Error::NotFound { location } if create || self.default => Failure::new(
-                exit::NO_TABLE,
-                format!(
-                    "cannot create a lease table at {location}: its directory does not exist; create the directory, or choose another -t/--table"
-                ),
-            ),
+            Error::NotFound { .. } if create || self.default => self.missing_directory(),
             e => explain(&e, None, self),
         })
+    }
+
+    /// Creating the table failed because its directory does not exist.
+    fn missing_directory(&self) -> Failure {
+        let file = PathBuf::from(self.file());
+        let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Failure::new(
+            exit::NO_TABLE,
+            format!(
+                "cannot create a lease table at {}: directory {} does not exist; create it first (`mkdir -p {}`), or choose another -t/--table",
+                self.export,
+                dir.display(),
+                shell_word(&dir.display().to_string())
+            ),
+        )
+    }
+
+    /// `create` found something at the location: says what, and what can be done
+    /// about it (`rm` removes nothing but a lease table).
+    fn occupied(&self) -> Failure {
+        let file = self.file();
+        let what = match std::fs::symlink_metadata(&file) {
+            Ok(m) if m.is_dir() => format!(
+                "{file} is a directory; a lease table is a file: name one inside it (`-t {}`)",
+                shell_word(&format!("{}/leases", file.trim_end_matches('/')))
+            ),
+            Ok(m) if m.is_file() => {
+                let look = TableOptions::new().allow_foreign_owner(true).allow_world_writable(true);
+                match LeaseTable::open_with(&self.location, &look) {
+                    Ok(_) => format!(
+                        "a lease table already exists at {}; use it as it is (`shmlease{} info`), or remove it first with `shmlease{} rm` (refused while its leases are live)",
+                        self.export,
+                        self.flag(),
+                        self.flag()
+                    ),
+                    Err(Error::NotATable { .. }) => format!(
+                        "{file} already exists and is not a lease table; choose another -t/--table"
+                    ),
+                    Err(e) => format!("{file} already exists ({e}); choose another -t/--table"),
+                }
+            }
+            _ => {
+                format!("{file} already exists and is not a lease table; choose another -t/--table")
+            }
+        };
+        Failure::new(exit::EXISTS, what)
     }
 }
 
@@ -744,7 +785,11 @@ fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
     match command {
         Command::Create { capacity, mode } => {
             let options = table.options.clone().capacity(capacity).mode(mode);
-            LeaseTable::create(&table.location, &options).map_err(|e| explain(&e, None, table))?;
+            LeaseTable::create(&table.location, &options).map_err(|e| match e {
+                Error::NotFound { .. } => table.missing_directory(),
+                Error::AlreadyExists { .. } => table.occupied(),
+                e => explain(&e, None, table),
+            })?;
         }
         Command::Rm { force } => remove(table, force)?,
         Command::Info { json } => {
