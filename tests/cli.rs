@@ -1187,3 +1187,22 @@ fn create_where_it_cannot_says_what_would_work() {
     assert_one_line_error(&out, 73, "a lease table already exists");
     assert!(stderr(&out).contains(" rm`"), "{}", stderr(&out));
 }
+
+#[test]
+fn info_labels_sampled_counters_as_estimates() {
+    let t = Table::new("estimates");
+    for _ in 0..3 {
+        assert!(t.run(&["run", "job", "--", "true"]).status.success());
+    }
+    let info = json(&t.run(&["info", "--json"]));
+    assert_eq!(info["sampled_counters"], serde_json::json!(["renewals", "releases"]), "{info}");
+    assert_eq!(info["sample_period"], 64);
+    for name in info["sampled_counters"].as_array().unwrap() {
+        assert!(info["counters"][name.as_str().unwrap()].is_u64(), "{info}");
+    }
+    let text = stdout(&t.run(&["info"]));
+    for counter in ["renewals", "releases"] {
+        let line = text.lines().find(|l| l.starts_with(counter)).unwrap();
+        assert!(line.contains('~') && line.contains("estimate"), "{line}");
+    }
+}

@@ -90,6 +90,10 @@ pub struct TableJson {
     creator_uid: u32,
     created_at: String,
     counters: CountersJson,
+    /// The counters in `counters` that are estimates, not counts.
+    sampled_counters: [&'static str; 2],
+    /// How they are estimated: about one event in this many is counted, as this many.
+    sample_period: u64,
 }
 
 #[derive(Serialize)]
@@ -137,13 +141,20 @@ impl TableJson {
                 binds: c.binds,
                 unbinds: c.unbinds,
             },
+            sampled_counters: ["renewals", "releases"],
+            sample_period: SAMPLE,
         }
     }
 }
 
+/// Renewals and releases are counted one in `SAMPLE` (so that the fast path does not
+/// write the shared header), as `SAMPLE`: their counters are estimates.
+const SAMPLE: u64 = shmlease::layout::counter::SAMPLE;
+
 /// `info` for people.
 pub fn table_text(table: &TableArg, info: &TableInfo) -> String {
     let c = &info.counters;
+    let estimate = |n: u64| format!("~{n} (an estimate: about 1 in {SAMPLE} is counted)");
     let mut rows: Vec<(&str, String)> = vec![
         ("location", printable(&format!("{} ({})", table.export, table.file()))),
         ("format version", info.format_version.to_string()),
@@ -169,8 +180,8 @@ pub fn table_text(table: &TableArg, info: &TableInfo) -> String {
             ),
         ),
         ("grants", c.grants.to_string()),
-        ("renewals", format!("~{} (sampled)", c.renewals)),
-        ("releases", format!("~{} (sampled)", c.releases)),
+        ("renewals", estimate(c.renewals)),
+        ("releases", estimate(c.releases)),
         ("expired reclaims", c.expired_reclaims.to_string()),
         ("dead holder reclaims", c.dead_holder_reclaims.to_string()),
         ("corrupt reclaims", c.corrupt_reclaims.to_string()),
