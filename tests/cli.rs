@@ -1189,7 +1189,7 @@ fn create_where_it_cannot_says_what_would_work() {
 }
 
 #[test]
-fn info_labels_sampled_counters_as_estimates() {
+fn info_labels_sampled_counters_as_estimates_and_names_a_file_once() {
     let t = Table::new("estimates");
     for _ in 0..3 {
         assert!(t.run(&["run", "job", "--", "true"]).status.success());
@@ -1205,4 +1205,6 @@ fn info_labels_sampled_counters_as_estimates() {
         let line = text.lines().find(|l| l.starts_with(counter)).unwrap();
         assert!(line.contains('~') && line.contains("estimate"), "{line}");
     }
+    let location = text.lines().find(|l| l.starts_with("location")).unwrap();
+    assert_eq!(location.matches(t.path.to_str().unwrap()).count(), 1, "{location}");
 }

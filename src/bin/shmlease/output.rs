@@ -154,9 +154,15 @@ const SAMPLE: u64 = shmlease::layout::counter::SAMPLE;
 /// `info` for people.
 pub fn table_text(table: &TableArg, info: &TableInfo) -> String {
     let c = &info.counters;
+    let file = table.file();
+    let location = if file == table.export {
+        printable(&file)
+    } else {
+        printable(&format!("{} ({file})", table.export))
+    };
     let estimate = |n: u64| format!("~{n} (an estimate: about 1 in {SAMPLE} is counted)");
     let mut rows: Vec<(&str, String)> = vec![
-        ("location", printable(&format!("{} ({})", table.export, table.file()))),
+        ("location", location),
         ("format version", info.format_version.to_string()),
         (
             "capacity",
