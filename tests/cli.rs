@@ -1208,3 +1208,24 @@ fn info_labels_sampled_counters_as_estimates_and_names_a_file_once() {
     let location = text.lines().find(|l| l.starts_with("location")).unwrap();
     assert_eq!(location.matches(t.path.to_str().unwrap()).count(), 1, "{location}");
 }
+
+#[test]
+fn ls_aligns_columns_by_display_width_for_wide_names() {
+    let t = Table::new("wide");
+    // Columns a terminal gives these: CJK and emoji two each, ASCII one.
+    let cols = |s: &str| s.chars().map(|c| if c as u32 >= 0x1100 { 2 } else { 1 }).sum::<usize>();
+    let mut tokens = Vec::new();
+    for (name, label) in [("日本語", "名前"), ("abc", "x"), ("🎉🎉", "y")] {
+        let out = t.run(&["acquire", name, "--ttl", "1m", "--label", label]);
+        tokens.push(stdout(&out).trim().to_owned());
+    }
+    let text = stdout(&t.run(&["ls"]));
+    let mut ends = Vec::new(); // (column where the token ends, where STATE starts)
+    for token in &tokens {
+        let line = text.lines().find(|l| l.contains(token.as_str())).unwrap();
+        let at = line.find(token.as_str()).unwrap();
+        let state = line.find("held").unwrap();
+        ends.push((cols(&line[..at]) + token.len(), cols(&line[..state])));
+    }
+    assert!(ends.windows(2).all(|w| w[0] == w[1]), "misaligned ({ends:?}):\n{text}");
+}

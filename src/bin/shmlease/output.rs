@@ -252,22 +252,24 @@ pub fn leases_text(leases: &[LeaseInfo], all: bool) -> String {
             l.transitions.to_string(),
         ]);
     }
+    // Columns as a terminal shows them: CJK and emoji take two, combining marks none.
+    let width = |cell: &str| unicode_width::UnicodeWidthStr::width(cell);
     let mut widths = [0usize; 8];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(width(cell));
         }
     }
     let mut out = String::new();
     for row in &rows {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
-            let w = widths[i];
+            let pad = " ".repeat(widths[i] - width(cell));
             // Numbers right-aligned, text left-aligned.
             if i == 1 || i == 7 {
-                line.push_str(&format!("{cell:>w$}  "));
+                line.push_str(&format!("{pad}{cell}  "));
             } else {
-                line.push_str(&format!("{cell:<w$}  "));
+                line.push_str(&format!("{cell}{pad}  "));
             }
         }
         out.push_str(line.trim_end());
