@@ -1229,3 +1229,24 @@ fn ls_aligns_columns_by_display_width_for_wide_names() {
     }
     assert!(ends.windows(2).all(|w| w[0] == w[1]), "misaligned ({ends:?}):\n{text}");
 }
+
+/// An installed user has `shmlease` but not the repository's docs/cli.md: `--help`
+/// points to `shmlease man`, one page that documents every command and its options.
+#[test]
+fn help_points_to_a_manual_page_that_covers_every_command() {
+    let t = Table::new("manual");
+    let help = stdout(&t.run(&["--help"]));
+    assert!(!help.contains("docs/cli.md"), "{help}");
+    assert!(help.contains("shmlease man"), "{help}");
+    let page = stdout(&t.run(&["man"]));
+    for command in
+        ["create", "rm", "info", "ls", "watch", "acquire", "renew", "release", "revoke", "run"]
+    {
+        let section = format!(".SH \"SHMLEASE {}\"", command.to_uppercase());
+        assert!(page.contains(&section), "no section for {command}");
+    }
+    for option in ["kill\\-after", "conflict\\-exit\\-code", "capacity", "Exit codes"] {
+        assert!(page.contains(option), "the page lacks {option}");
+    }
+    assert!(!page.contains("shmlease\\-run(1)"), "points to pages nobody installs");
+}

@@ -1,9 +1,11 @@
 //! `shmlease`: run commands under a lease, and inspect and administer lease tables.
 //!
 //! Parsing, printing and exit codes only; every lease operation is the library's.
-//! The reference for users is `docs/cli.md`.
+//! The reference for users is `shmlease man` (the same as `docs/cli.md`, less the
+//! examples).
 
 mod duration;
+mod man;
 mod os;
 mod output;
 mod run;
@@ -79,7 +81,10 @@ Exit codes:
 The table is -t/--table, else $SHMLEASE_TABLE, else the shared-memory segment
 shmlease-<uid> (created on first use). Durations: 250ms, 5s, 1m30s, 2h; a TTL is 1µs
 to 365d. Lease names are 1 to 64 bytes of UTF-8 (no NUL), labels at most 8 bytes.
-Full reference: docs/cli.md";
+
+Each command's options: shmlease COMMAND --help. The whole manual, every command in one
+page: shmlease man | man -l -  (to install it for `man shmlease`:
+shmlease man > /usr/local/share/man/man1/shmlease.1)";
 
 /// Named, time-bound, exclusive leases for the processes of this host.
 ///
@@ -220,7 +225,7 @@ enum Command {
         /// Shell to complete for
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff; view with `shmlease man | man -l -`)
+    /// Print the manual: every command in one page (roff; view with `shmlease man | man -l -`)
     Man,
 }
 
@@ -892,8 +897,7 @@ fn without_table(command: Command) -> Result<(), Failure> {
             clap_complete::generate(shell, &mut Cli::command(), "shmlease", &mut out);
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut out)
+            man::render(Cli::command(), &mut out)
                 .map_err(|e| Failure::new(exit::OS, format!("rendering the man page: {e}")))?;
         }
         _ => unreachable!("only completions and man need no table"),
