@@ -544,6 +544,7 @@ fn a_file_that_is_not_a_lease_table_is_refused_and_left_alone() {
         &["ls"][..],
         &["info"][..],
         &["rm"][..],
+        &["rm", "--force"][..],
         &["create"][..],
         &["acquire", "job", "--ttl", "5s"][..],
         &["run", "job", "--", "true"][..],
