@@ -718,7 +718,7 @@ fn watch_redraws_until_q_and_restores_the_terminal() {
 fn run_keeps_a_short_lease_alive_for_a_long_command() {
     let t = Table::new("keepalive");
     // CMD runs for several TTLs; the lease must stay this run's throughout.
-    let out = t.run(&["run", "--ttl", "150ms", "job", "--", "sleep", "1"]);
+    let out = t.run(&["run", "--ttl", "250ms", "job", "--", "sleep", "2"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let all = json(&t.run(&["ls", "--all", "--json"]));
     assert_eq!(all[0]["transitions"], 1, "the lease changed hands: {all}");
@@ -729,7 +729,7 @@ fn a_stopped_run_loses_its_lease_and_stops_the_command_when_continued() {
     let t = Table::new("stopped");
     let ready = t.file("ready");
     let mut run = t
-        .cmd(&["run", "--ttl", "200ms", "job", "--", "sh", "-c", &ready_then_sleep(&ready)])
+        .cmd(&["run", "--ttl", "250ms", "job", "--", "sh", "-c", &ready_then_sleep(&ready)])
         .stderr(Stdio::piped())
         .kid();
     let cmd_pid = read_pid(&ready);
@@ -1127,9 +1127,11 @@ fn a_ttl_out_of_range_or_negative_is_refused_as_written_with_the_range() {
         }
     }
     // Where errors point, the limits are written.
-    for command in ["acquire", "renew", "run"] {
+    for (command, range) in
+        [("acquire", "1µs to 365d"), ("renew", "1µs to 365d"), ("run", "250ms to 365d")]
+    {
         let help = stdout(&t.run(&[command, "--help"]));
-        assert!(help.contains("1µs to 365d") && help.contains("1 to 64 bytes"), "{help}");
+        assert!(help.contains(range) && help.contains("1 to 64 bytes"), "{help}");
     }
     let help = stdout(&t.run(&["--help"]));
     assert!(help.contains("1µs") && help.contains("1 to 64 bytes"), "{help}");
@@ -1250,4 +1252,22 @@ fn help_points_to_a_manual_page_that_covers_every_command() {
         assert!(page.contains(option), "the page lacks {option}");
     }
     assert!(!page.contains("shmlease\\-run(1)"), "points to pages nobody installs");
+}
+
+/// `run` refuses a TTL too short for it to renew the lease in time on a busy machine
+/// (`--ttl 1ms` lost its own lease nearly always), saying what the minimum is.
+#[test]
+fn run_refuses_a_ttl_too_short_to_renew_reliably() {
+    let t = Table::new("shortttl");
+    let ran = t.file("ran");
+    for ttl in ["1ms", "100ms", "249ms", "366d"] {
+        let out = t.run(&["run", "--ttl", ttl, "job", "--", "touch", ran.to_str().unwrap()]);
+        assert_one_line_error(&out, 64, "250ms to 365d");
+        assert!(!ran.exists(), "--ttl {ttl}: CMD ran");
+    }
+    let out = t.run(&["run", "--ttl", "1ms", "job", "--", "true"]);
+    assert!(stderr(&out).contains("at least 250ms"), "{}", stderr(&out));
+    let out = t.run(&["run", "--ttl", "250ms", "job", "--", "touch", ran.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(ran.exists());
 }

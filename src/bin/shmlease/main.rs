@@ -80,7 +80,7 @@ Exit codes:
 
 The table is -t/--table, else $SHMLEASE_TABLE, else the shared-memory segment
 shmlease-<uid> (created on first use). Durations: 250ms, 5s, 1m30s, 2h; a TTL is 1µs
-to 365d. Lease names are 1 to 64 bytes of UTF-8 (no NUL), labels at most 8 bytes.
+to 365d (run: at least 250ms). Lease names are 1 to 64 bytes of UTF-8 (no NUL), labels at most 8 bytes.
 
 Each command's options: shmlease COMMAND --help. The whole manual, every command in one
 page: shmlease man | man -l -  (to install it for `man shmlease`:

@@ -53,8 +53,8 @@ Examples:
 pub struct RunArgs {
     /// Lease name (1 to 64 bytes of UTF-8)
     name: String,
-    /// Lease time to live (1µs to 365d); renewed every TTL/3 while CMD runs
-    #[arg(long, default_value = "10s", value_parser = duration::parse_ttl, value_name = "DUR", allow_hyphen_values = true)]
+    /// Lease time to live (250ms to 365d); renewed every TTL/3 while CMD runs
+    #[arg(long, default_value = "10s", value_parser = parse_ttl, value_name = "DUR", allow_hyphen_values = true)]
     ttl: Duration,
     /// Wait at most this long for a held lease [default: forever]
     #[arg(
@@ -81,6 +81,34 @@ pub struct RunArgs {
     /// The command and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
+}
+
+/// The shortest TTL `run` accepts (the library's is 1µs). run renews every TTL/3, so a
+/// renewal may come at most 2·TTL/3 late before the lease is lost, and on a busy machine
+/// the keep-alive thread wakes late. Measured on a 2-core machine with both cores
+/// saturated (two busy loops, a cargo build, other test jobs): a thread sleeping 33 ms
+/// woke up to 87 ms late (p99.9 26 ms), and `run --ttl X -- sleep 1` lost its own
+/// lease in 11 of 60 runs at 50ms, 1 of 100 at 100ms, none of 100 at 250ms (167 ms of
+/// slack, about twice the worst lateness seen). Less loaded, 1ms lost it every time
+/// and 10ms one time in ten. To measure again, with two `yes > /dev/null &` running:
+/// `for i in $(seq 100); do shmlease run q --ttl 250ms -- sleep 1; echo $?; done | grep -c 79`
+/// (shorter TTLs need a build without this check).
+pub const MIN_TTL: Duration = Duration::from_millis(250);
+
+/// `--ttl`: [`MIN_TTL`] to the library's longest.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = duration::parse(text)?;
+    let range = format!("{} to {}", duration::exact(MIN_TTL), duration::exact(duration::MAX_TTL));
+    if ttl < MIN_TTL {
+        Err(format!(
+            "run needs a TTL of at least {}: it renews the lease every TTL/3, and on a busy machine a renewal can come tens of milliseconds late, so a shorter lease is lost while CMD runs (run's TTL is {range})",
+            duration::exact(MIN_TTL)
+        ))
+    } else if ttl > duration::MAX_TTL {
+        Err(format!("run's TTL is {range}"))
+    } else {
+        Ok(ttl)
+    }
 }
 
 /// The signals passed on to CMD.
