@@ -385,10 +385,7 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
             ),
         ),
         Error::Permission { .. } => Failure::new(exit::PERMISSION, cli(e.to_string())),
-        Error::AlreadyExists { .. } => Failure::new(
-            exit::EXISTS,
-            format!("{e}; use it as it is, or remove it first with `shmlease{t} rm`"),
-        ),
+        Error::AlreadyExists { .. } => table.occupied(),
         Error::NotFound { .. } => Failure::new(
             exit::NO_TABLE,
             format!("{e}; create it with `shmlease{t} create` (or check -t/--table)"),
@@ -792,7 +789,6 @@ fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
             let options = table.options.clone().capacity(capacity).mode(mode);
             LeaseTable::create(&table.location, &options).map_err(|e| match e {
                 Error::NotFound { .. } => table.missing_directory(),
-                Error::AlreadyExists { .. } => table.occupied(),
                 e => explain(&e, None, table),
             })?;
         }
