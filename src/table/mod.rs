@@ -1,5 +1,7 @@
-//! A lease table: the mapping, its validation, name lookup and binding, waiting, and the
-//! public operations. The per-slot state machine lives in [`crate::protocol`].
+//! A lease table: the mapping, name lookup, waiting, and the public operations. The
+//! per-slot state machine lives in [`crate::protocol`]; here, `key` lays names out,
+//! `binding` binds and unbinds them under the table lock, and `open` creates, opens,
+//! validates and removes tables.
 //!
 //! # The shared-memory contract
 //!
@@ -31,26 +33,27 @@
 //! thread does not exist in the child.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytemuck::Zeroable;
-
 use crate::error::{Error, LostReason, Result};
-use crate::fault::{point, Op};
 use crate::identity;
 use crate::info::{Counters, Holder, Label, LeaseInfo, LeaseState, TableInfo};
 pub(crate) use crate::layout::counter;
 use crate::layout::{self, bind, grant, Header, Slot, HEADER_SIZE, NAME_MAX, SLOT_SIZE};
 use crate::lease::{DetachedLease, Lease};
-use crate::options::{Location, TableOptions};
+use crate::options::Location;
 use crate::protocol::{self, Observed, Refusal, Revoked, Took, Wait};
-use crate::sync::{AtomicU128, Ordering};
+use crate::sync::Ordering;
 use crate::sys;
 
-/// How long an operation waits for the table lock before giving up with `Error::Busy`.
-const LOCK_PATIENCE: Duration = Duration::from_secs(5);
+mod binding;
+mod key;
+mod open;
+
+pub(crate) use key::Key;
+pub use open::RemoveOptions;
+
 /// A blocked `acquire` re-checks whether a live-process holder has died at least this
 /// often (a dead process cannot wake us; its lease is reclaimable at once).
 const LIVENESS_RECHECK: Duration = Duration::from_millis(50);
@@ -66,8 +69,6 @@ const FREE_TRIES: u32 = 4;
 /// lock). Honest, but unbounded in principle: past this many passes the call returns
 /// the retryable [`Error::Busy`].
 const BIND_PASSES: u32 = 256;
-/// Table time values at or above this are garbage (table time reaches it after 146 years).
-const TIME_LIMIT: u64 = 1 << 62;
 /// Byte offset, inside a slot, of the futex word: the high half of the deadline.
 const FUTEX_OFFSET: usize = if cfg!(target_endian = "little") { 4 } else { 8 };
 
@@ -115,118 +116,6 @@ impl std::fmt::Debug for LeaseTable {
     }
 }
 
-/// A lease name, checked and laid out as the table stores it.
-pub(crate) struct Key {
-    words: [u64; 8],
-    len: usize,
-    hash: u64,
-}
-
-impl Key {
-    /// Checks a lease name (1 to 64 bytes, no NUL) and lays it out. Builds the key in
-    /// one pass, with validation folded in, and never moves a `Result<Key>` around:
-    /// on the fast path that alone cost store-forwarding stalls worth several
-    /// nanoseconds.
-    #[inline(always)]
-    pub(crate) fn new(name: &str) -> Result<Key> {
-        let key = Key::build(name);
-        if key.len == 0 {
-            return Err(Key::invalid(name));
-        }
-        Ok(key)
-    }
-
-    /// The key of `name`, with `len == 0` when the name is invalid.
-    #[inline(always)]
-    fn build(name: &str) -> Key {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGHS: u64 = 0x8080_8080_8080_8080;
-        let bytes = name.as_bytes();
-        let mut words = [0u64; 8];
-        let mut zero_byte = bytes.is_empty() || bytes.len() > NAME_MAX;
-        if !zero_byte {
-            let mut chunks = bytes.chunks_exact(8);
-            for (w, chunk) in words.iter_mut().zip(&mut chunks) {
-                *w = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
-                zero_byte |= (w.wrapping_sub(ONES) & !*w & HIGHS) != 0;
-            }
-            let tail = chunks.remainder();
-            if !tail.is_empty() {
-                let w = load_partial(tail);
-                // Padding bytes forced non-zero so that only real NULs count.
-                let padded = w | (u64::MAX << (8 * tail.len()));
-                zero_byte |= (padded.wrapping_sub(ONES) & !padded & HIGHS) != 0;
-                words[bytes.len() / 8] = w;
-            }
-        }
-        if zero_byte {
-            return Key { words, len: 0, hash: 0 };
-        }
-        let hash = name_hash(&words[..bytes.len().div_ceil(8)], bytes.len());
-        Key { words, len: bytes.len(), hash }
-    }
-
-    #[cold]
-    fn invalid(name: &str) -> Error {
-        let reason = if name.is_empty() {
-            "name is empty".to_string()
-        } else if name.len() > NAME_MAX {
-            format!("name is {} bytes long; the limit is {NAME_MAX}", name.len())
-        } else {
-            "name contains a NUL byte".to_string()
-        };
-        Error::InvalidName { reason }
-    }
-
-    /// Words that hold name bytes (the rest are zero in both key and slot).
-    fn used_words(&self) -> &[u64] {
-        &self.words[..self.len.div_ceil(8)]
-    }
-
-    fn home(&self, capacity: u32) -> u32 {
-        ((self.hash as u128 * capacity as u128) >> 64) as u32
-    }
-
-    fn hash_bits(&self) -> u32 {
-        self.hash as u32
-    }
-}
-
-/// 1 to 7 bytes as a little-endian word, in registers (two possibly overlapping loads):
-/// copying them into a stack buffer and loading a word would stall on store forwarding.
-#[inline(always)]
-fn load_partial(t: &[u8]) -> u64 {
-    let n = t.len();
-    debug_assert!((1..8).contains(&n));
-    if n >= 4 {
-        let lo = u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as u64;
-        let hi = u32::from_le_bytes([t[n - 4], t[n - 3], t[n - 2], t[n - 1]]) as u64;
-        lo | hi << (8 * (n - 4))
-    } else if n >= 2 {
-        let lo = u16::from_le_bytes([t[0], t[1]]) as u64;
-        let hi = u16::from_le_bytes([t[n - 2], t[n - 1]]) as u64;
-        lo | hi << (8 * (n - 2))
-    } else {
-        t[0] as u64
-    }
-}
-
-/// The table's name hash. Part of the format: every process must compute the same one.
-fn name_hash(words: &[u64], len: usize) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = 0x243f_6a88_85a3_08d3 ^ len as u64;
-    for w in words {
-        h = (h ^ w).wrapping_mul(K);
-        h ^= h >> 29;
-    }
-    // murmur3 fmix64
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
 pub(crate) fn ttl_ns(ttl: Duration) -> Result<u64> {
     let ns = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
     if (protocol::MIN_TTL_NS..=protocol::MAX_TTL_NS).contains(&ns) {
@@ -265,19 +154,6 @@ fn interference(location: &Location, slot: u32) -> Error {
             "slot {slot} keeps changing faster than any lease holder could change it \
              (something other than shmlease is writing into the table)"
         ),
-    }
-}
-
-/// Held by whoever may bind or unbind names (and rebase the clock after a reboot): an
-/// `flock` on a description of the table file opened for this lock alone (see the
-/// module docs), unlocked and closed on drop.
-struct TableLock {
-    file: File,
-}
-
-impl Drop for TableLock {
-    fn drop(&mut self) {
-        sys::unlock(&self.file);
     }
 }
 
@@ -357,31 +233,6 @@ impl Inner {
     pub(crate) fn count_sampled(&self, which: usize, now: u64) {
         if now & (counter::SAMPLE - 1) == 0 {
             self.header().counters[which].fetch_add(counter::SAMPLE, Ordering::Relaxed);
-        }
-    }
-
-    fn lock(&self) -> Result<TableLock> {
-        let path = self.location.file_path()?;
-        let file = sys::reopen(&self.file, &path)
-            .map_err(|e| Error::io(format!("opening {} to lock it", self.location), e))?;
-        let start = Instant::now();
-        let mut pause = Duration::from_micros(20);
-        loop {
-            match sys::try_lock_exclusive(&file) {
-                Ok(true) => return Ok(TableLock { file }),
-                Ok(false) => {}
-                Err(e) => return Err(Error::io(format!("locking {}", self.location), e)),
-            }
-            if start.elapsed() >= LOCK_PATIENCE {
-                return Err(Error::Busy {
-                    location: self.location.to_string(),
-                    reason: format!(
-                        "another process has held its lock for over {LOCK_PATIENCE:?} (is it stopped?)"
-                    ),
-                });
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(10));
         }
     }
 
@@ -555,171 +406,6 @@ impl Inner {
         }
     }
 
-    /// The slow path of [`Inner::attempt`]: binds the name if needed and tries the
-    /// grant, all under the table lock. Only the lock's holder binds or unbinds, so the
-    /// slot found or bound here keeps standing for the name until the grant has been
-    /// tried: a name just bound cannot be evicted by another binder before its first
-    /// grant (which, in a full table under churn, happened often enough to exhaust any
-    /// retry limit).
-    #[cold]
-    #[inline(never)]
-    fn attempt_locked(&self, key: &Key, ttl: u64, label: Label) -> Result<Attempt> {
-        let _lock = self.lock()?;
-        point(Op::Bind);
-        for _ in 0..BIND_PASSES {
-            let Some((index, bound_as)) = self.bind_locked(key)? else { continue };
-            return match self.grant_at(index, bound_as, ttl, label)? {
-                Some(attempt) => Ok(attempt),
-                // Nobody but us re-binds while we hold the lock.
-                None => Err(interference(&self.location, index)),
-            };
-        }
-        Err(Error::Busy {
-            location: self.location.to_string(),
-            reason: format!(
-                "every slot is bound to a name, and each idle name this call tried to evict \
-                 was granted again first, {BIND_PASSES} times over (the table is too small for \
-                 the names in use)"
-            ),
-        })
-    }
-
-    /// One binding pass, table lock held: the slot bound to `key` (found, or bound now)
-    /// and its binding word, or `None` when the picture changed and the pass must start
-    /// over.
-    fn bind_locked(&self, key: &Key) -> Result<Option<(u32, u64)>> {
-        /// Idle names (bound, not held) a pass may try to evict, nearest first.
-        const IDLE_CANDIDATES: usize = 8;
-        let header = self.header();
-        let now = self.now();
-        let mut reusable = None; // tombstone, dead binder's leftovers, finished unbinding
-        let mut idle = [None; IDLE_CANDIDATES];
-        let mut idles = 0;
-        let mut empty = None;
-        let mut index = key.home(self.capacity);
-        for _ in 0..self.capacity {
-            let slot = self.slot(index);
-            let word = slot.bind.load(Ordering::Acquire);
-            match bind::state(word) {
-                bind::EMPTY => {
-                    empty = Some((index, word));
-                    break;
-                }
-                bind::TOMBSTONE | bind::BINDING => {
-                    reusable.get_or_insert((index, word));
-                }
-                _ => {
-                    let deadline = grant::deadline(slot.grant.load(Ordering::Acquire));
-                    if deadline == grant::UNBOUND {
-                        // An unbinding left half-done by a dead process: finish it.
-                        self.finish_unbind(index);
-                        reusable.get_or_insert((index, slot.bind.load(Ordering::Acquire)));
-                    } else if self.name_matches(slot, word, key) {
-                        return Ok(Some((index, word))); // bound already (by anyone)
-                    } else if idles < IDLE_CANDIDATES
-                        && !matches!(protocol::classify(deadline, now), Observed::Held)
-                    {
-                        idle[idles] = Some(index);
-                        idles += 1;
-                    }
-                }
-            }
-            index = if index + 1 == self.capacity { 0 } else { index + 1 };
-        }
-        let names = header.bound.load(Ordering::Relaxed).min(self.capacity as u64);
-        let crowded = names >= self.capacity as u64 - self.capacity as u64 / 8;
-        let target = match (reusable, empty) {
-            (Some(r), _) => Some(r),
-            (None, Some(e)) if !crowded || idles == 0 => Some(e),
-            (None, empty) => {
-                // Evict the first idle name that is still idle; if all were granted
-                // meanwhile, an empty slot still does, else start over.
-                let evicted = idle[..idles]
-                    .iter()
-                    .flatten()
-                    .find_map(|&i| self.unbind_idle(i).map(|w| (i, w)));
-                if evicted.is_none() && empty.is_none() && idles == 0 {
-                    return Err(Error::TableFull { capacity: self.capacity });
-                }
-                evicted.or(empty)
-            }
-        };
-        let Some((index, previous)) = target else { return Ok(None) };
-        let floor = header.token_floor.load(Ordering::Acquire);
-        match protocol::bind(
-            self.slot(index),
-            previous,
-            &key.words,
-            key.len,
-            key.hash_bits(),
-            floor,
-        ) {
-            Some(bound) => {
-                // Re-read: unbinding an idle name above changed it.
-                let names = header.bound.load(Ordering::Relaxed).min(self.capacity as u64 - 1);
-                header.bound.store(names + 1, Ordering::Relaxed);
-                point(Op::Bind);
-                self.count(counter::BINDS);
-                Ok(Some((index, bound)))
-            }
-            None => Err(Error::Corrupt {
-                location: self.location.to_string(),
-                reason: format!("slot {index} has exhausted its token space"),
-            }),
-        }
-    }
-
-    /// Unbinds the idle name in slot `index`; returns its binding word after, or `None`
-    /// when it turned out to be held.
-    fn unbind_idle(&self, index: u32) -> Option<u64> {
-        let slot = self.slot(index);
-        let (_, wake) = protocol::retire(slot, self.now())?;
-        if wake {
-            self.wake(index);
-        }
-        self.finish_unbind(index);
-        Some(slot.bind.load(Ordering::Acquire))
-    }
-
-    /// Unbinding after [`protocol::retire`]: raise the token floor past the slot's last
-    /// token (so the name's tokens keep growing wherever it is bound next), then
-    /// tombstone the slot. Table lock held.
-    fn finish_unbind(&self, index: u32) {
-        let header = self.header();
-        let slot = self.slot(index);
-        let last = grant::token(slot.grant.load(Ordering::Acquire));
-        header.token_floor.fetch_max(last, Ordering::AcqRel);
-        point(Op::Bind);
-        header.counters[counter::RETIRED_GRANTS]
-            .fetch_add(slot.transitions.load(Ordering::Relaxed), Ordering::Relaxed);
-        protocol::tombstone(slot);
-        let names = header.bound.load(Ordering::Relaxed);
-        header.bound.store(names.saturating_sub(1).min(self.capacity as u64), Ordering::Relaxed);
-        point(Op::Bind);
-        self.count(counter::UNBINDS);
-        self.sweep_tombstones(index);
-    }
-
-    /// A run of tombstones that ends at an EMPTY slot ends every probe chain through it,
-    /// so it can become EMPTY too, keeping lookups of absent names short.
-    fn sweep_tombstones(&self, index: u32) {
-        let next = if index + 1 == self.capacity { 0 } else { index + 1 };
-        if bind::state(self.slot(next).bind.load(Ordering::Acquire)) != bind::EMPTY {
-            return;
-        }
-        let mut i = index;
-        for _ in 0..self.capacity {
-            let slot = self.slot(i);
-            let word = slot.bind.load(Ordering::Acquire);
-            if !matches!(bind::state(word), bind::TOMBSTONE | bind::BINDING) {
-                break;
-            }
-            slot.bind.store(bind::with_state(word, bind::EMPTY, 0), Ordering::Release);
-            point(Op::Bind);
-            i = if i == 0 { self.capacity - 1 } else { i - 1 };
-        }
-    }
-
     /// Blocks until the lease on `key` is granted or `timeout` passes.
     pub(crate) fn acquire_blocking(
         &self,
@@ -808,176 +494,6 @@ impl Inner {
 }
 
 impl LeaseTable {
-    /// Creates a new table at `location`; fails with [`Error::AlreadyExists`] if
-    /// anything is there. The table appears fully initialised or not at all, even if
-    /// this process is killed half-way.
-    pub fn create(location: impl Into<Location>, options: &TableOptions) -> Result<LeaseTable> {
-        let location = location.into();
-        options.validate_for_create()?;
-        let path = location.file_path()?;
-        let capacity = options.get_capacity();
-        let size = layout::table_size(capacity) as u64;
-        let created =
-            sys::create_linked(&path, options.get_mode(), size, |file| initialise(file, capacity));
-        let file = match created {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::AlreadyExists { location: location.to_string() })
-            }
-            Err(e) => return Err(open_error(&location, e, "creating")),
-        };
-        Self::from_file(location, file, options)
-    }
-
-    /// Opens an existing table with default options (same owner, not world-writable).
-    pub fn open(location: impl Into<Location>) -> Result<LeaseTable> {
-        Self::open_with(location, &TableOptions::new())
-    }
-
-    /// Opens an existing table; `options` says what ownership to accept.
-    pub fn open_with(location: impl Into<Location>, options: &TableOptions) -> Result<LeaseTable> {
-        let location = location.into();
-        let path = location.file_path()?;
-        let file = sys::open_nofollow(&path).map_err(|e| open_error(&location, e, "opening"))?;
-        Self::from_file(location, file, options)
-    }
-
-    /// Opens the table, creating it with `options` if there is none. Any number of
-    /// processes may race here: all end up with the same, single table.
-    pub fn open_or_create(
-        location: impl Into<Location>,
-        options: &TableOptions,
-    ) -> Result<LeaseTable> {
-        let location = location.into();
-        for _ in 0..16 {
-            match Self::open_with(&location, options) {
-                Err(Error::NotFound { .. }) => {}
-                other => return other,
-            }
-            match Self::create(&location, options) {
-                Err(Error::AlreadyExists { .. }) => {}
-                other => return other,
-            }
-        }
-        Err(Error::Busy {
-            location: location.to_string(),
-            reason: "it kept being removed and re-created while this call opened it".into(),
-        })
-    }
-
-    /// Removes the table's name, refusing with [`Error::InUse`] while any grant in it
-    /// is unexpired. Processes that have the table mapped keep using it, but new `open`s
-    /// will not find it: the next `open_or_create` makes a *new* table there, whose
-    /// grants do not exclude the old one's (two holders of a name, tokens starting
-    /// over). So remove a table only when nothing uses it; the check is a safety net,
-    /// not a lock (a grant made just after the check is not seen).
-    ///
-    /// Refuses ([`Error::NotATable`]) to remove anything that does not start like a
-    /// lease table, so a mistyped location cannot delete another file, even with force.
-    /// A damaged table (right magic, unusable contents) or another version's is removed
-    /// only with force: whether it is in use cannot be told.
-    pub fn remove(location: impl Into<Location>) -> Result<()> {
-        Self::remove_with(location, &RemoveOptions::new())
-    }
-
-    /// [`LeaseTable::remove`] with options: [`RemoveOptions::force`] removes the table
-    /// even while grants in it are live, or when it cannot be read.
-    pub fn remove_with(location: impl Into<Location>, options: &RemoveOptions) -> Result<()> {
-        let location = location.into();
-        let path = location.file_path()?;
-        let file = sys::open_nofollow(&path).map_err(|e| open_error(&location, e, "opening"))?;
-        let meta = file.metadata().map_err(|e| Error::io(format!("inspecting {location}"), e))?;
-        let mut magic = [0u8; 8];
-        let is_table = meta.file_type().is_file()
-            && file.read_exact_at(&mut magic, 0).is_ok()
-            && u64::from_ne_bytes(magic) == layout::MAGIC;
-        if !is_table {
-            return Err(Error::NotATable {
-                location: location.to_string(),
-                reason: "does not start with the lease table magic number; not removed".into(),
-            });
-        }
-        if !options.force {
-            // Whoever may remove it may look into it, whatever its owner or mode.
-            let look = TableOptions::new().allow_foreign_owner(true).allow_world_writable(true);
-            // A damaged table or another version's cannot be read here, so whether it
-            // is in use cannot be told: processes that mapped it before the damage, or
-            // of the other version, may be using it.
-            let unreadable = |reason: String| {
-                format!(
-                    "{reason}; not removed, since whether other processes still use it \
-                     cannot be told (remove it with force once none does)"
-                )
-            };
-            match Self::from_file(location.clone(), file, &look) {
-                Err(Error::NotATable { location, reason }) => {
-                    return Err(Error::NotATable { location, reason: unreadable(reason) })
-                }
-                Err(Error::Incompatible { location, reason }) => {
-                    return Err(Error::Incompatible { location, reason: unreadable(reason) })
-                }
-                Err(Error::Corrupt { location, reason }) => {
-                    return Err(Error::Corrupt { location, reason: unreadable(reason) })
-                }
-                Err(e) => return Err(e),
-                Ok(table) => {
-                    let leases: Vec<LeaseInfo> =
-                        table.list()?.into_iter().filter(|l| l.state == LeaseState::Held).collect();
-                    if !leases.is_empty() {
-                        return Err(Error::InUse { location: location.to_string(), leases });
-                    }
-                }
-            }
-        }
-        std::fs::remove_file(&path).map_err(|e| open_error(&location, e, "removing"))
-    }
-
-    fn from_file(location: Location, file: File, options: &TableOptions) -> Result<LeaseTable> {
-        if !AtomicU128::is_lock_free() {
-            return Err(Error::Unsupported {
-                reason: "this CPU has no lock-free 128-bit compare-and-swap (x86-64 needs \
-                         cmpxchg16b); an emulated one would not be atomic across processes"
-                    .into(),
-            });
-        }
-        if let Err(why) = identity::timens_offset_known() {
-            return Err(Error::Unsupported { reason: why.into() });
-        }
-        let loc = || location.to_string();
-        let meta = file.metadata().map_err(|e| Error::io(format!("inspecting {location}"), e))?;
-        if !meta.file_type().is_file() {
-            return Err(Error::NotATable { location: loc(), reason: "not a regular file".into() });
-        }
-        if meta.uid() != sys::geteuid() && !options.foreign_owner_allowed() {
-            return Err(Error::Permission {
-                location: loc(),
-                reason: format!(
-                    "owned by uid {}, not by you (uid {}); opt in with allow_foreign_owner if you trust that user",
-                    meta.uid(),
-                    sys::geteuid()
-                ),
-            });
-        }
-        if meta.mode() & 0o002 != 0 && !options.world_writable_allowed() {
-            return Err(Error::Permission {
-                location: loc(),
-                reason: format!(
-                    "is world-writable (mode {:o}): any user could forge leases; opt in with allow_world_writable",
-                    meta.mode() & 0o777
-                ),
-            });
-        }
-        let capacity = validate_header(&file, meta.len(), &location)?;
-        let size = layout::table_size(capacity);
-        let map = memmap2::MmapOptions::new()
-            .len(size)
-            .map_raw(&file)
-            .map_err(|e| Error::io(format!("mapping {location}"), e))?;
-        let mut inner = Inner { map, file, location, capacity, time_base: 0 };
-        inner.time_base = inner.settle_clock()?;
-        Ok(LeaseTable { inner: Arc::new(inner) })
-    }
-
     /// Takes the lease on `name` for `ttl` if nobody holds it; never waits.
     ///
     /// The lease is bound to this process: if the process dies, others may take it
@@ -1266,26 +782,6 @@ pub(crate) fn detach_slot(inner: &Inner, index: u32, token: u64) -> Result<Detac
     })
 }
 
-/// Options for [`LeaseTable::remove_with`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RemoveOptions {
-    force: bool,
-}
-
-impl RemoveOptions {
-    /// Refuse while grants are live.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Remove even while grants are live. Their holders keep the old table while new
-    /// users get a new one: neither excludes the other.
-    pub fn force(mut self, force: bool) -> Self {
-        self.force = force;
-        self
-    }
-}
-
 /// Options for [`LeaseTable::acquire_with`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AcquireOptions {
@@ -1314,228 +810,9 @@ impl AcquireOptions {
     }
 }
 
-fn open_error(location: &Location, e: std::io::Error, doing: &str) -> Error {
-    let loc = location.to_string();
-    match e.raw_os_error() {
-        Some(libc::ENOENT) => Error::NotFound { location: loc },
-        Some(libc::ELOOP) => Error::NotATable {
-            location: loc,
-            reason: "is a symbolic link (not followed, for safety)".into(),
-        },
-        Some(libc::EISDIR) => Error::NotATable { location: loc, reason: "is a directory".into() },
-        Some(libc::EACCES | libc::EPERM) => Error::Permission {
-            location: loc,
-            reason: format!("permission denied while {doing} it"),
-        },
-        _ => Error::io(format!("{doing} {loc}"), e),
-    }
-}
-
-/// Writes a fresh header into a new table file with `pwrite`: the file is not linked into
-/// the file system yet, so nobody else can have mapped it.
-fn initialise(file: &File, capacity: u32) -> std::io::Result<()> {
-    let boot = sys::boot_id().unwrap_or([0; 16]);
-    let me = identity::me();
-    let header = layout::HeaderImage {
-        descriptor: layout::Descriptor {
-            magic: layout::MAGIC,
-            version_endian: layout::FORMAT_VERSION as u64 | (layout::ENDIAN_MARK as u64) << 32,
-            geometry: layout::GEOMETRY,
-            capacity: capacity as u64,
-            created_unix_ns: sys::realtime_ns(),
-            creator: me.pid as u64 | (sys::geteuid() as u64) << 32,
-            clock_id: layout::CLOCK_ID_MONOTONIC as u64,
-            reserved0: 0,
-        },
-        boot_id: [
-            u64::from_le_bytes(boot[..8].try_into().expect("8 bytes")),
-            u64::from_le_bytes(boot[8..].try_into().expect("8 bytes")),
-        ],
-        ..Zeroable::zeroed()
-    };
-    let bytes = bytemuck::bytes_of(&header);
-    let line1 = std::mem::size_of::<layout::Descriptor>();
-    // Line 0 after the magic, the other lines, and the magic last: a file with it is a
-    // complete header.
-    file.write_all_at(&bytes[8..line1], 8)?;
-    point(Op::Create);
-    file.write_all_at(&bytes[line1..], line1 as u64)?;
-    point(Op::Create);
-    file.write_all_at(&bytes[..8], 0)?;
-    point(Op::Create);
-    file.sync_data()
-}
-
-/// Checks a table file's header (read with `pread`, so a foreign file is never mapped
-/// or modified); returns its capacity.
-fn validate_header(file: &File, len: u64, location: &Location) -> Result<u32> {
-    let loc = || location.to_string();
-    if len == 0 {
-        return Err(Error::NotATable { location: loc(), reason: "empty file".into() });
-    }
-    if len < HEADER_SIZE as u64 {
-        return Err(Error::NotATable {
-            location: loc(),
-            reason: format!(
-                "{len} bytes is too small for a lease table header ({HEADER_SIZE} bytes)"
-            ),
-        });
-    }
-    let mut header: layout::Descriptor = Zeroable::zeroed();
-    file.read_exact_at(bytemuck::bytes_of_mut(&mut header), 0)
-        .map_err(|e| Error::io(format!("reading {location}"), e))?;
-    if header.magic != layout::MAGIC {
-        return Err(Error::NotATable { location: loc(), reason: "wrong magic number".into() });
-    }
-    let version = header.version();
-    if header.endian_mark() != layout::ENDIAN_MARK {
-        return Err(Error::Incompatible {
-            location: loc(),
-            reason: "written on a machine of the other byte order".into(),
-        });
-    }
-    if version != layout::FORMAT_VERSION {
-        let rel = if version > layout::FORMAT_VERSION { "newer" } else { "older" };
-        return Err(Error::Incompatible {
-            location: loc(),
-            reason: format!(
-                "format version {version} is {rel} than this library's ({})",
-                layout::FORMAT_VERSION
-            ),
-        });
-    }
-    if header.geometry != layout::GEOMETRY {
-        let g = header.geometry;
-        return Err(Error::Incompatible {
-            location: loc(),
-            reason: format!(
-                "layout differs: header {} / slot {} / name {} / align {} bytes, expected {HEADER_SIZE} / {SLOT_SIZE} / {NAME_MAX} / {}",
-                g & 0xffff,
-                (g >> 16) & 0xffff,
-                (g >> 32) & 0xffff,
-                g >> 48,
-                layout::SLOT_ALIGN
-            ),
-        });
-    }
-    if header.clock_id != layout::CLOCK_ID_MONOTONIC as u64 {
-        return Err(Error::Incompatible {
-            location: loc(),
-            reason: format!("unknown clock id {}", header.clock_id),
-        });
-    }
-    let capacity = header.capacity;
-    if capacity == 0 || capacity > layout::MAX_CAPACITY as u64 {
-        return Err(Error::Corrupt {
-            location: loc(),
-            reason: format!("impossible capacity {capacity}"),
-        });
-    }
-    let capacity = capacity as u32;
-    let expected = layout::table_size(capacity) as u64;
-    if len != expected {
-        return Err(Error::Corrupt {
-            location: loc(),
-            reason: format!(
-                "file is {len} bytes but a table of {capacity} slots is {expected} bytes{}",
-                if len < expected { " (truncated?)" } else { "" }
-            ),
-        });
-    }
-    Ok(capacity)
-}
-
-impl Inner {
-    /// Returns the table's time base, first rebasing it if the table's clock belongs to
-    /// an earlier boot: after a reboot CLOCK_MONOTONIC restarts near zero, so every
-    /// recorded deadline would look far away. The new base puts table time past every
-    /// deadline and token in the table, voiding all leases while tokens keep growing.
-    fn settle_clock(&self) -> Result<u64> {
-        let boot = sys::boot_id().map_err(|e| Error::io("reading the boot id", e))?;
-        let boot = [
-            u64::from_le_bytes(boot[..8].try_into().expect("8 bytes")),
-            u64::from_le_bytes(boot[8..].try_into().expect("8 bytes")),
-        ];
-        let h = self.header();
-        let same_boot = |h: &Header| {
-            h.boot_id[1].load(Ordering::Acquire) == boot[1]
-                && h.boot_id[0].load(Ordering::Acquire) == boot[0]
-        };
-        if !same_boot(h) {
-            let _lock = self.lock()?;
-            point(Op::Rebase);
-            if !same_boot(h) {
-                let mut high = h.token_floor.load(Ordering::Acquire);
-                for index in 0..self.capacity {
-                    let g = self.slot(index).grant.load(Ordering::Acquire);
-                    for v in [grant::deadline(g), grant::token(g)] {
-                        if v < TIME_LIMIT {
-                            high = high.max(v);
-                        }
-                    }
-                }
-                let host_now =
-                    sys::monotonic_ns().wrapping_sub(identity::me().timens_offset_ns as u64);
-                let base = high.saturating_add(1).wrapping_sub(host_now);
-                h.time_base.store(base, Ordering::Release);
-                point(Op::Rebase);
-                h.boot_id[0].store(boot[0], Ordering::Release);
-                point(Op::Rebase);
-                h.boot_id[1].store(boot[1], Ordering::Release);
-                point(Op::Rebase);
-            }
-        }
-        let base = h.time_base.load(Ordering::Acquire);
-        let host_now = sys::monotonic_ns().wrapping_sub(identity::me().timens_offset_ns as u64);
-        if host_now.wrapping_add(base) >= TIME_LIMIT {
-            return Err(Error::Corrupt {
-                location: self.location.to_string(),
-                reason: "the table's clock base is out of range".into(),
-            });
-        }
-        Ok(base)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_rejects_bad_names() {
-        assert!(matches!(Key::new(""), Err(Error::InvalidName { .. })));
-        assert!(matches!(Key::new(&"x".repeat(65)), Err(Error::InvalidName { .. })));
-        assert!(matches!(Key::new("a\0b"), Err(Error::InvalidName { .. })));
-        assert!(Key::new(&"x".repeat(64)).is_ok());
-    }
-
-    #[test]
-    fn hash_is_stable_across_builds() {
-        // Part of the file format: a change here breaks every existing table.
-        assert_eq!(
-            Key::new("gpu0").unwrap().hash,
-            name_hash(&[u64::from_le_bytes(*b"gpu0\0\0\0\0")], 4)
-        );
-        assert_eq!(Key::new("leader").unwrap().hash, 0x1e5f_6d96_b46e_bbb6);
-    }
-
-    #[test]
-    fn partial_loads_match_bytewise_assembly() {
-        let bytes = b"abcdefg";
-        for n in 1..8 {
-            let t = &bytes[..n];
-            let expected = t.iter().rev().fold(0u64, |w, b| w << 8 | *b as u64);
-            assert_eq!(load_partial(t), expected, "{n} bytes");
-        }
-        for name in
-            ["a", "ab", "abc", "abcd", "abcde", "abcdef", "abcdefg", "abcdefgh", "abcdefghi"]
-        {
-            assert!(Key::new(name).is_ok());
-        }
-        for name in ["\0", "a\0", "abcdefg\0", "abcdefgh\0", "\0bcdefgh"] {
-            assert!(matches!(Key::new(name), Err(Error::InvalidName { .. })), "{name:?}");
-        }
-    }
 
     #[test]
     fn ttl_bounds() {
