@@ -23,6 +23,19 @@ const BIN: &str = env!("CARGO_BIN_EXE_shmlease");
 /// A command for a test to start, with the default action for the signals the tests
 /// send: under `nohup` (SIGHUP ignored) or in a shell's background job (SIGINT and
 /// SIGQUIT ignored), it would inherit them ignored (see [`procs::default_signals`]).
+/// `cmd` run by `sh -c` at a pseudo-terminal that script(1) makes (stdin piped, to type
+/// into it). `SHELL=/bin/sh` whatever the caller's, so the tests see the same shell
+/// everywhere (CI's may be dash, which does not exec a lone command by itself).
+fn at_a_terminal(cmd: &str, stdout: Stdio) -> Kid {
+    command("script")
+        .args(["-qec", cmd, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env_remove("SHMLEASE_TABLE")
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .kid()
+}
+
 fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut c = Command::new(program);
     procs::default_signals(&mut c);
@@ -657,13 +670,7 @@ fn at_a_terminal_ctrl_c_reaches_the_command_once() {
     );
     // script(1) runs CMD with `$SHELL -c`; `exec` keeps that shell out of the terminal's
     // foreground group, where Ctrl-\ would kill it (dash does not exec by itself).
-    let mut term = command("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .env("SHELL", "/bin/sh")
-        .env_remove("SHMLEASE_TABLE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .kid();
+    let mut term = at_a_terminal(&cmd, Stdio::null());
     let mut keys = term.stdin.take().unwrap();
     read_pid(&ready);
     let lines = || fs::read_to_string(&got).unwrap_or_default().lines().count();
@@ -689,13 +696,7 @@ fn watch_redraws_until_q_and_restores_the_terminal() {
         return;
     }
     let cmd = format!("exec {BIN} -t {} watch --interval 50ms", t.path.display());
-    let mut term = command("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .env("SHELL", "/bin/sh")
-        .env_remove("SHMLEASE_TABLE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kid();
+    let mut term = at_a_terminal(&cmd, Stdio::piped());
     let mut keys = term.stdin.take().unwrap();
     let screen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     {
@@ -998,13 +999,7 @@ fn at_a_terminal_a_lost_lease_stops_the_commands_whole_job() {
         r = ready.display(),
         rc = rc.display()
     );
-    let mut term = command("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .env("SHELL", "/bin/sh")
-        .env_remove("SHMLEASE_TABLE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .kid();
+    let mut term = at_a_terminal(&cmd, Stdio::null());
     let leader = term.also(read_pid(&leader));
     let cmd_pid = term.also(read_pid(&ready));
     let sleeper = term.also(read_pid(&bg));
