@@ -72,6 +72,22 @@ pub fn me() -> Me {
     }
 }
 
+/// This process's pid (re-read after `fork`). Two loads once cached: what a lease's
+/// fast path needs to tell whether this process took it.
+#[inline]
+pub fn pid() -> u32 {
+    if VALID.load(Ordering::Acquire) {
+        PID.load(Ordering::Relaxed)
+    } else {
+        refresh().pid
+    }
+}
+
+/// Whether `record` describes this very process (whatever its tag and detached bit).
+pub fn is_me(record: &Record) -> bool {
+    Record { tag: 0, detached: false, ..*record } == me().record(false)
+}
+
 /// This process's CLOCK_MONOTONIC offset from the host's (time namespaces).
 #[inline]
 pub fn timens_offset_ns() -> i64 {

@@ -69,7 +69,7 @@ impl<'t> Lease<'t> {
             slot,
             token,
             deadline: AtomicU64::new(deadline),
-            pid: identity::me().pid,
+            pid: identity::pid(),
             keep_alive: None,
             finished: false,
         }
@@ -82,7 +82,7 @@ impl<'t> Lease<'t> {
     /// Whether this process took the lease (not a child that inherited it by `fork`).
     #[inline]
     fn taken_here(&self) -> bool {
-        identity::me().pid == self.pid
+        identity::pid() == self.pid
     }
 
     /// The refusal for a process that inherited the lease.

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::time::{Duration, Instant};
 
-use super::{interference, Attempt, Inner, Key, BIND_PASSES};
+use super::{interference, token_exhausted, Attempt, Inner, Key, BIND_PASSES};
 use crate::error::{Error, Result};
 use crate::fault::{point, Op};
 use crate::info::Label;
@@ -163,10 +163,7 @@ impl Inner {
                 self.count(counter::BINDS);
                 Ok(Some((index, bound)))
             }
-            None => Err(Error::Corrupt {
-                location: self.location.to_string(),
-                reason: format!("slot {index} has exhausted its token space"),
-            }),
+            None => Err(token_exhausted(&self.location, index)),
         }
     }
 

@@ -144,6 +144,14 @@ pub(crate) fn lost(token: u64, l: protocol::Lost, location: &Location, slot: u32
     }
 }
 
+/// A slot whose token cannot grow any more: only a scribbled token gets near 2⁶⁴.
+fn token_exhausted(location: &Location, slot: u32) -> Error {
+    Error::Corrupt {
+        location: location.to_string(),
+        reason: format!("slot {slot} has exhausted its token space"),
+    }
+}
+
 /// A slot that changed more often during one call than honest actors can make it (they
 /// change a slot a bounded number of times per attempt): another process is writing
 /// garbage into the table.
@@ -270,13 +278,14 @@ impl Inner {
     /// The recorded holder of the grant with `token` in slot `index`, if it is current.
     #[cold]
     pub(crate) fn current_holder(&self, index: u32, token: u64) -> Option<Holder> {
-        let slot = self.slot(index);
-        let r = layout::holder::Record::unpack(slot.holder.load(Ordering::Acquire));
-        let current = grant::token(slot.grant.load(Ordering::Acquire)) == token;
-        self.holder_of(
-            index,
-            (current && r.tag == layout::holder::Record::tag_for(token)).then_some(r),
-        )
+        let current = grant::token(self.slot(index).grant.load(Ordering::Acquire)) == token;
+        self.holder_of(index, self.record_of(index, token).filter(|_| current))
+    }
+
+    /// The holder record in slot `index`, if it is the record of the grant with `token`.
+    fn record_of(&self, index: u32, token: u64) -> Option<layout::holder::Record> {
+        let r = layout::holder::Record::unpack(self.slot(index).holder.load(Ordering::Acquire));
+        (r.tag == layout::holder::Record::tag_for(token)).then_some(r)
     }
 
     #[cold]
@@ -298,14 +307,8 @@ impl Inner {
         if grant::token(word) == token
             && protocol::classify(grant::deadline_bits(word), self.now()) == Observed::Held
         {
-            let r = layout::holder::Record::unpack(slot.holder.load(Ordering::Acquire));
-            let record = (r.tag == layout::holder::Record::tag_for(token)).then_some(r);
-            let me = identity::me().record(false);
-            let ours = |r: &layout::holder::Record| {
-                r.pid == me.pid && r.pidns == me.pidns && r.kind == me.kind && r.ident == me.ident
-            };
-            match record {
-                Some(r) if r.detached || ours(&r) || identity::is_provably_dead(&r) => {}
+            match self.record_of(index, token) {
+                Some(r) if r.detached || identity::is_me(&r) || identity::is_provably_dead(&r) => {}
                 record => {
                     return Err(Error::BoundToProcess {
                         token,
@@ -398,10 +401,7 @@ impl Inner {
                 Ok(Some(Attempt::Held { slot: index, bound_as, token, deadline, holder }))
             }
             Err(Refusal::Rebound) => Ok(None),
-            Err(Refusal::TokenExhausted) => Err(Error::Corrupt {
-                location: self.location.to_string(),
-                reason: format!("slot {index} has exhausted its token space"),
-            }),
+            Err(Refusal::TokenExhausted) => Err(token_exhausted(&self.location, index)),
             Err(Refusal::Interference) => Err(interference(&self.location, index)),
         }
     }
