@@ -226,6 +226,8 @@ pub fn role_timens_unshared() -> i32 {
     // the offsets file is the main thread's: the forked child's only thread is both.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
+        // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         // SAFETY: unshare takes a flag; it changes only the namespace of future children.
         if unsafe { libc::unshare(libc::CLONE_NEWTIME) } != 0 {
             say("NO_TIMENS", std::io::Error::last_os_error());
@@ -328,6 +330,9 @@ pub fn role_fork_during_bind() -> i32 {
         // process does not exist in it.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
+            // A child that blocks (the bug this role looks for) must not outlive the test.
+            // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
             let code = match table.try_acquire(&format!("c-{i}"), Duration::from_secs(30)) {
                 Ok(lease) => {
                     drop(lease);
