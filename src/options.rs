@@ -28,6 +28,35 @@ pub enum Location {
 }
 
 impl Location {
+    /// The per-user default table every front end uses when none is named: the
+    /// shared-memory segment `shmlease-<euid>` (`/dev/shm/shmlease-<euid>`), so Rust,
+    /// C, Python and `shmlease ls` see the same leases.
+    ///
+    /// ```
+    /// let uid = nix::unistd::geteuid().as_raw();
+    /// assert_eq!(shmlease::Location::user_default(), shmlease::Location::Shm(format!("shmlease-{uid}")));
+    /// ```
+    pub fn user_default() -> Location {
+        Location::Shm(format!("shmlease-{}", nix::unistd::geteuid().as_raw()))
+    }
+
+    /// The table `$SHMLEASE_TABLE` names (read as [`Location::from`] reads a string),
+    /// or `None` when it is unset or empty. A value that is not UTF-8 is an error, not
+    /// a fallback: mutual exclusion on a table nobody meant would be worse than none.
+    pub fn from_env() -> Result<Option<Location>> {
+        match std::env::var_os("SHMLEASE_TABLE") {
+            Some(raw) if !raw.is_empty() => match raw.to_str() {
+                Some(s) => Ok(Some(Location::from(s))),
+                None => Err(Error::InvalidOptions {
+                    reason: format!(
+                        "$SHMLEASE_TABLE is not valid UTF-8 ({raw:?}); lease table locations must be UTF-8"
+                    ),
+                }),
+            },
+            _ => Ok(None),
+        }
+    }
+
     /// The file the location names.
     pub fn file_path(&self) -> Result<PathBuf> {
         match self {

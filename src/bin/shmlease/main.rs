@@ -561,7 +561,7 @@ impl TableArg {
                 Some(name) => (Location::Shm(name.to_owned()), false),
                 None => (Location::from(s.as_str()), false),
             },
-            None => (Location::Shm(format!("shmlease-{}", os::euid())), true),
+            None => (Location::user_default(), true),
         };
         let export = match &location {
             Location::Shm(name) => name.clone(),

@@ -245,11 +245,6 @@ pub fn descendants(root: u32) -> Vec<u32> {
     found
 }
 
-/// The effective user id.
-pub fn euid() -> u32 {
-    nix::unistd::geteuid().as_raw()
-}
-
 /// The terminal's raw-ish mode for `watch`: keys arrive one at a time, unechoed;
 /// Ctrl-C still sends SIGINT. Restored on drop.
 pub struct RawTerminal {
