@@ -575,6 +575,15 @@ impl<'e, 't> Runner<'e, 't> {
         self.stopper.clone()
     }
 
+    /// Makes `stopper` the one that stops this runner (replacing its own), for a
+    /// stopper that must exist before the runner does (the C library hands one to the
+    /// call that runs). A stopper serves one run at a time; once stopped it stays
+    /// stopped, and a run it was stopped before returns `None` at once.
+    pub fn stopped_by(mut self, stopper: &Stopper) -> Self {
+        self.stopper = stopper.clone();
+        self
+    }
+
     /// Campaigns, then runs `lead` while leading (see [`Runner`]). Returns the
     /// closure's value, or `None` if [`Stopper::stop`] was called before this runner
     /// was elected. A panic in the closure resigns (the lease is dropped) and
