@@ -298,8 +298,15 @@ impl Observer<'_> {
             let leading = protocol::classify(bits, now) == Observed::Held;
             let term = grant::token(word);
             let seen = Seen { term, leading, bound_as };
-            if let Some(change) = self.change_to(seen, index, word) {
+            if let Some(mut change) = self.change_to(seen, index, word) {
                 self.last = Some(Seen { term: change.term, ..seen });
+                // A name never granted has a token floor in its word, but no term yet.
+                if change.leader.is_none()
+                    && change.term == term
+                    && inner.never_granted(index, word)
+                {
+                    change.term = 0;
+                }
                 return Ok(Some(change));
             }
             let left = match timeout {
