@@ -27,7 +27,9 @@ does (so `if shmlease leader NAME >/dev/null; then ...` works), as with --json:
   {\"name\": \"sched\", \"leading\": true, \"term\": 17, \"pid\": 4242, \"label\": \"node-a\",
    \"detached\": false, \"acquired_at\": \"2026-12-01T11:30:00.123Z\",
    \"expires_at\": \"...\", \"remaining_ms\": 6800}
-Nobody leading: \"leading\": false, the last term (0: never), and null pid, label and times.";
+Nobody leading: \"leading\": false, the last term (0: never), and null pid, label and times.
+A leader whose process died is shown until a candidate takes over (at once, if one is
+waiting) or its lease expires.";
 
 /// Extra `observe --help` text.
 pub const OBSERVE_HELP: &str = "\
