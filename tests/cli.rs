@@ -1398,6 +1398,21 @@ fn observe_runs_until_interrupted_and_then_exits_0() {
     }
 }
 
+/// `observe NAME | head -1`: observe ends when its reader does, without waiting for a
+/// change to write.
+#[test]
+fn observe_ends_when_the_pipe_it_writes_to_is_closed() {
+    let t = Table::new("observepipe");
+    t.run(&["create"]);
+    let mut observer = t.cmd(&["observe", "job"]).stdout(Stdio::piped()).kid();
+    let mut reader = std::io::BufReader::new(observer.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    assert!(line.contains("nobody leads"), "{line}");
+    drop(reader);
+    assert_eq!(wait(&mut observer).code(), Some(0));
+}
+
 #[test]
 fn request_release_reaches_cmd_as_the_chosen_signal_and_run_releases_when_it_exits() {
     let t = Table::new("request");

@@ -37,7 +37,7 @@ Prints the state at start, then one line per change of leader (a new term, or no
 leading any more), as it happens: woken by the change itself, not by polling. Each line
 is flushed at once, so `shmlease observe NAME | while read ...` sees it at once. Runs
 until interrupted (Ctrl-C, SIGTERM, SIGHUP: exit status 0), until --count lines are
-printed, or until its output is closed.
+printed, or until the pipe it writes to is closed (`| head -3`).
 
 Terms only grow. An observer that falls behind (several terms began and ended while it
 was busy or stopped) reports the latest state and how many terms it skipped, never a
@@ -190,10 +190,15 @@ pub fn observe(
             })
             .map_err(|e| os_failure("starting a thread", e))?;
     }
+    let mut fds = vec![signals.as_raw_fd(), done.as_raw_fd()];
+    let stdout = std::io::stdout().as_raw_fd();
+    if os::is_pipe(stdout) {
+        fds.push(stdout); // its reader gone (`observe NAME | head -1`): POLLERR
+    }
     loop {
-        let ready = os::poll_readable(&[signals.as_raw_fd(), done.as_raw_fd()], None)
-            .map_err(|e| os_failure("waiting for changes", e))?;
-        if ready[0] {
+        let ready =
+            os::poll_readable(&fds, None).map_err(|e| os_failure("waiting for changes", e))?;
+        if ready[0] || ready.get(2) == Some(&true) {
             return Ok(0); // every line printed so far is flushed
         }
         if ready[1] {
