@@ -609,7 +609,9 @@ impl<'e, 't> Runner<'e, 't> {
             stopper.place(Some((election.table.clone(), election.name.clone(), slot, None)));
             if last_term != Some(token) {
                 last_term = Some(token);
-                if let (Some(report), Some(leader)) = (self.on_new_leader.as_mut(), inner.leader_now(slot, token)) {
+                if let (Some(report), Some(leader)) =
+                    (self.on_new_leader.as_mut(), inner.leader_now(slot, token))
+                {
                     report(&leader);
                 }
             }
@@ -636,7 +638,12 @@ impl<'e, 't> Runner<'e, 't> {
             return Ok(None);
         };
         let leadership = election.lead(Lease::new(election.table, slot, token, deadline))?;
-        self.stopper.place(Some((election.table.clone(), election.name.clone(), slot, Some(token))));
+        self.stopper.place(Some((
+            election.table.clone(),
+            election.name.clone(),
+            slot,
+            Some(token),
+        )));
         if let Some(report) = self.on_new_leader.as_mut() {
             if let Some(leader) = inner.leader_now(slot, token) {
                 report(&leader);

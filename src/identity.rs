@@ -11,8 +11,8 @@
 
 use crate::layout::holder::{self, Record};
 use crate::sys;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Once;
 
 static VALID: AtomicBool = AtomicBool::new(false);

@@ -375,7 +375,11 @@ impl World {
                 // are the last token's plus one.
                 let least = (m.word_token + 1).max(now);
                 let token = least + ((m.word_token + 1).wrapping_sub(least) & 0xffff);
-                assert_eq!(r, Ok(Granted { token, deadline: now + ttl, took, wake: false }), "{op:?}");
+                assert_eq!(
+                    r,
+                    Ok(Granted { token, deadline: now + ttl, took, wake: false }),
+                    "{op:?}"
+                );
                 if let Some(&last) = m.issued.last() {
                     assert!(token > last, "token {token} not above {last} for name {name}");
                 }

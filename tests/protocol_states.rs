@@ -307,7 +307,12 @@ fn revoked_slot_is_grantable() {
         protocol::try_grant(&slot, b, T0 + 2, TTL, rec(2, false), 0, &mut never_asked).unwrap();
     assert_eq!(
         g2,
-        Granted { token: next(g.token, T0 + 2), deadline: T0 + 2 + TTL, took: Took::Revoked, wake: false }
+        Granted {
+            token: next(g.token, T0 + 2),
+            deadline: T0 + 2 + TTL,
+            took: Took::Revoked,
+            wake: false
+        }
     );
 }
 
@@ -606,10 +611,7 @@ fn revoke_with_and_without_token() {
     assert_eq!(protocol::revoke(&slot, b, T0, None), Ok(Targeted::NotHeld { token: g.token }));
     // A corrupt deadline is revocable.
     set_word(&slot, grant::DEADLINE, 99);
-    assert_eq!(
-        protocol::revoke(&slot, b, T0, None),
-        Ok(Targeted::Done { token: 99, wake: false })
-    );
+    assert_eq!(protocol::revoke(&slot, b, T0, None), Ok(Targeted::Done { token: 99, wake: false }));
     // A wrong binding is refused.
     assert_eq!(protocol::revoke(&slot, b ^ (1 << 9), T0, None), Err(Refusal::Rebound));
 }

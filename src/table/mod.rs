@@ -54,8 +54,8 @@ mod open;
 mod wait;
 
 pub(crate) use key::Key;
-pub(crate) use wait::nap;
 pub use open::RemoveOptions;
+pub(crate) use wait::nap;
 
 /// Lock-free lookups that keep finding the name re-bound before they can grant it give
 /// up after this many tries and go through the table lock, where nobody re-binds.

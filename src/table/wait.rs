@@ -97,7 +97,12 @@ impl DeathAlarm {
 /// How long a waiter may sleep before looking again: until the grant's `deadline`
 /// (table time) at most, within the caller's `left`, and no longer than a
 /// liveness re-check when the holder is a live process that no alarm watches.
-pub(crate) fn nap(now: u64, deadline: u64, left: Duration, unwatched_live_holder: bool) -> Duration {
+pub(crate) fn nap(
+    now: u64,
+    deadline: u64,
+    left: Duration,
+    unwatched_live_holder: bool,
+) -> Duration {
     let nap = Duration::from_nanos(deadline.saturating_sub(now)).min(left).min(LONGEST_NAP);
     if unwatched_live_holder {
         nap.min(LIVENESS_RECHECK)
