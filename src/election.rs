@@ -298,8 +298,15 @@ impl Observer<'_> {
             let leading = protocol::classify(bits, now) == Observed::Held;
             let term = grant::token(word);
             let seen = Seen { term, leading, bound_as };
-            if let Some(change) = self.change_to(seen, index, word) {
+            if let Some(mut change) = self.change_to(seen, index, word) {
                 self.last = Some(Seen { term: change.term, ..seen });
+                // A name never granted has a token floor in its word, but no term yet.
+                if change.leader.is_none()
+                    && change.term == term
+                    && inner.never_granted(index, word)
+                {
+                    change.term = 0;
+                }
                 return Ok(Some(change));
             }
             let left = match timeout {
@@ -573,6 +580,15 @@ impl<'e, 't> Runner<'e, 't> {
     /// A handle that stops this runner from any thread.
     pub fn stopper(&self) -> Stopper {
         self.stopper.clone()
+    }
+
+    /// Makes `stopper` the one that stops this runner (replacing its own), for a
+    /// stopper that must exist before the runner does (the C library hands one to the
+    /// call that runs). A stopper serves one run at a time; once stopped it stays
+    /// stopped, and a run it was stopped before returns `None` at once.
+    pub fn stopped_by(mut self, stopper: &Stopper) -> Self {
+        self.stopper = stopper.clone();
+        self
     }
 
     /// Campaigns, then runs `lead` while leading (see [`Runner`]). Returns the
