@@ -45,7 +45,8 @@ use crate::info::{Holder, LeaseInfo, LeaseState};
 use crate::layout::{grant, holder::Record};
 use crate::lease::{Lease, Notice};
 use crate::protocol::{self, Observed};
-use crate::table::{self, AcquireOptions, Key, LeaseTable};
+use crate::identity;
+use crate::table::{self, AcquireOptions, DeathAlarm, Key, LeaseTable};
 
 /// The default TTL of a leadership: renewed every third of it by a keep-alive thread.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
@@ -133,14 +134,21 @@ impl<'t> Election<'t> {
         Ok(Leadership { lease, since: SystemTime::now() })
     }
 
-    /// Who leads now, or `None`.
+    /// Who leads now, or `None` (also when the leader is provably dead: its grant
+    /// stands until a candidate takes it over, at once if one is waiting).
     pub fn leader(&self) -> Result<Option<Leader>> {
-        Ok(self.table.get(&self.name)?.and_then(|info| Leader::from_info(&info)))
+        let inner = &self.table.inner;
+        Ok(self.table.get(&self.name)?.and_then(|info| {
+            let dead = inner
+                .record_of(info.slot, info.token)
+                .is_some_and(|r| !r.detached && identity::is_provably_dead(&r));
+            Leader::from_info(&info).filter(|_| !dead)
+        }))
     }
 
     /// A stream of leadership changes, starting with the current state.
     pub fn observe(&self) -> Observer<'t> {
-        Observer { table: self.table, name: self.name.clone(), last: None }
+        Observer { table: self.table, name: self.name.clone(), last: None, alarm: None }
     }
 
     /// A runner: campaigns, runs a closure while leading, hands over (see [`Runner`]).
@@ -277,6 +285,7 @@ pub struct Observer<'t> {
     table: &'t LeaseTable,
     name: String,
     last: Option<Seen>,
+    alarm: Option<DeathAlarm>,
 }
 
 impl Observer<'_> {
@@ -295,8 +304,12 @@ impl Observer<'_> {
             let word = observation.word;
             let now = inner.now();
             let bits = grant::deadline_bits(word);
-            let leading = protocol::classify(bits, now) == Observed::Held;
             let term = grant::token(word);
+            // A leader that is provably dead leads no more, though its grant stands
+            // until a candidate takes it over (at once, if one is waiting).
+            let record = inner.record_of(index, term);
+            let leading = protocol::classify(bits, now) == Observed::Held
+                && !record.is_some_and(|r| !r.detached && identity::is_provably_dead(&r));
             let seen = Seen { term, leading, bound_as };
             if let Some(mut change) = self.change_to(seen, index, word) {
                 self.last = Some(Seen { term: change.term, ..seen });
@@ -317,7 +330,11 @@ impl Observer<'_> {
                 None => Duration::MAX,
             };
             let deadline = if leading { bits & grant::DEADLINE } else { u64::MAX };
-            inner.sleep(index, observation.futex_expect, table::nap(now, deadline, left, false));
+            // The leader's death is a change too: let the kernel tell.
+            let record = record.filter(|_| leading);
+            let watched = DeathAlarm::keep(&mut self.alarm, inner, index, record.as_ref());
+            let unwatched = record.is_some_and(|r| !r.detached) && !watched;
+            inner.sleep(index, observation.futex_expect, table::nap(now, deadline, left, unwatched));
         }
     }
 

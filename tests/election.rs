@@ -579,3 +579,29 @@ fn election_chaos() {
     );
     assert!(terms.len() > 10, "too few terms to mean anything: {}", terms.len());
 }
+
+/// With no candidate to take over, a killed leader's grant stands until its TTL, but
+/// `leader` says nobody leads and a blocked observer is woken by the death itself.
+#[test]
+fn a_dead_leader_leads_no_more() {
+    let wd = Watchdog::new("a_dead_leader_leads_no_more", LONG * 2);
+    let dir = Scratch::new("el-dead");
+    let (t, path) = table(&dir);
+    let env = [("TABLE", s(path.display())), ("NAME", s("ctl")), ("TTL_MS", s(600_000))];
+    let mut leader = Kid::spawn(&wd, "leader", "leader", &env);
+    let term: u64 = leader.expect("TERM", LONG).parse().unwrap();
+    let e = t.election("ctl").unwrap();
+    assert_eq!(e.leader().unwrap().map(|l| l.term), Some(term));
+    let mut obs = e.observe();
+    assert!(obs.next_change(None).unwrap().unwrap().leader.is_some());
+    std::thread::scope(|scope| {
+        let h = scope.spawn(move || obs.next_change(Some(LONG)));
+        std::thread::sleep(Duration::from_millis(50));
+        leader.signal(libc::SIGKILL);
+        leader.wait(LONG);
+        let c = h.join().unwrap().unwrap().expect("woken by the death, long before the TTL");
+        assert_eq!((c.term, c.leader, c.skipped), (term, None, Some(0)));
+    });
+    assert_eq!(e.leader().unwrap(), None);
+    assert_eq!(t.get("ctl").unwrap().unwrap().token, term, "the grant itself stands");
+}

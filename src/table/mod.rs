@@ -55,7 +55,7 @@ mod wait;
 
 pub(crate) use key::Key;
 pub use open::RemoveOptions;
-pub(crate) use wait::nap;
+pub(crate) use wait::{nap, DeathAlarm};
 
 /// Lock-free lookups that keep finding the name re-bound before they can grant it give
 /// up after this many tries and go through the table lock, where nobody re-binds.
@@ -279,7 +279,7 @@ impl Inner {
     }
 
     /// The holder record in slot `index`, if it is the record of the grant with `token`.
-    fn record_of(&self, index: u32, token: u64) -> Option<layout::holder::Record> {
+    pub(crate) fn record_of(&self, index: u32, token: u64) -> Option<layout::holder::Record> {
         let r = layout::holder::Record::unpack(self.slot(index).holder.load(Ordering::Acquire));
         (r.tag == layout::holder::Record::tag_for(token)).then_some(r)
     }

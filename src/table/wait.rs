@@ -39,6 +39,7 @@ pub(crate) const LONGEST_NAP: Duration = Duration::from_secs(1);
 /// process's pidfd and on a pipe whose write end this value holds. Dropping it closes
 /// the pipe, which ends the thread (not joined: a late wake-up is harmless, as every
 /// sleeper re-examines the slot).
+#[derive(Debug)]
 pub(crate) struct DeathAlarm {
     /// The holder record the alarm watches.
     record: Record,
