@@ -41,11 +41,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, LostReason, Result};
+use crate::identity;
 use crate::info::{Holder, LeaseInfo, LeaseState};
 use crate::layout::{grant, holder::Record};
 use crate::lease::{Lease, Notice};
 use crate::protocol::{self, Observed};
-use crate::identity;
 use crate::table::{self, AcquireOptions, DeathAlarm, Key, LeaseTable};
 
 /// The default TTL of a leadership: renewed every third of it by a keep-alive thread.
@@ -334,7 +334,11 @@ impl Observer<'_> {
             let record = record.filter(|_| leading);
             let watched = DeathAlarm::keep(&mut self.alarm, inner, index, record.as_ref());
             let unwatched = record.is_some_and(|r| !r.detached) && !watched;
-            inner.sleep(index, observation.futex_expect, table::nap(now, deadline, left, unwatched));
+            inner.sleep(
+                index,
+                observation.futex_expect,
+                table::nap(now, deadline, left, unwatched),
+            );
         }
     }
 

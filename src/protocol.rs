@@ -460,9 +460,9 @@ pub fn request_release(
             return Ok(Targeted::Done { token, wake: false });
         }
         let new = grant::pack(bits | grant::REQUESTED, token);
-        point(Op::Revoke);
+        point(Op::Request);
         if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
-            point(Op::Revoke);
+            point(Op::Request);
             return Ok(Targeted::Done { token, wake });
         }
     }
