@@ -383,14 +383,6 @@ fn renew_loop(inner: &Inner, slot: u32, token: u64, ttl: u64, shared: &Shared) {
             return;
         }
         let now = inner.now();
-        if !shared.requested.load(Ordering::SeqCst)
-            && protocol::release_requested(inner.slot(slot), token, now) == Ok(true)
-        {
-            // Under the lock, so that a waiter between its check and its wait hears it.
-            let _guard = shared.lost.lock().unwrap_or_else(|p| p.into_inner());
-            shared.requested.store(true, Ordering::SeqCst);
-            shared.changed.notify_all();
-        }
         if now >= next {
             match protocol::renew(inner.slot(slot), token, now, ttl) {
                 Ok(_) => {
@@ -402,6 +394,18 @@ fn renew_loop(inner: &Inner, slot: u32, token: u64, ttl: u64, shared: &Shared) {
         }
         match protocol::watch(inner.slot(slot), token, now) {
             Ok(expect) => {
+                // After the watch, so that a request made before it is seen here and
+                // one made after it finds the waiters bit set and wakes us.
+                if !shared.requested.load(Ordering::SeqCst)
+                    && protocol::release_requested(inner.slot(slot), token, now) == Ok(true)
+                {
+                    // Under the lock, so that a waiter between its check and its wait
+                    // hears it.
+                    let _guard = shared.lost.lock().unwrap_or_else(|p| p.into_inner());
+                    shared.requested.store(true, Ordering::SeqCst);
+                    shared.changed.notify_all();
+                    continue;
+                }
                 // Woken by release, revoke, or a waiter's takeover; else at renewal time.
                 // Capped so that a stop request is noticed even without a wake-up.
                 let nap =

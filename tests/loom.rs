@@ -935,3 +935,104 @@ fn dead_holder_reclaim_with_colliding_tag_is_exclusive() {
         }
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// Observers and release requests (election)
+
+/// An observer announces itself while the holder releases and another actor takes the
+/// lease: each change of holder either wakes the observer or is seen by it before it
+/// sleeps (no lost wake-up), and a grant never leaves the `OBSERVERS` flag set for
+/// observers it has already woken.
+#[test]
+fn observer_is_woken_by_the_next_change_of_holder() {
+    model(3, || {
+        let (slot, b) = bound(0);
+        let futex = Futex::new();
+        let g = protocol::try_grant(&slot, b, 100, TTL, rec(1), 0, &mut |_| false).unwrap();
+        let observer = {
+            let (slot, futex) = (slot.clone(), futex.clone());
+            thread::spawn(move || {
+                let o = protocol::announce_observer(&slot, b).expect("bound");
+                futex.wait(&slot, 7, o.futex_expect).then_some(o.word)
+            })
+        };
+        let holder = {
+            let (slot, futex) = (slot.clone(), futex.clone());
+            thread::spawn(move || {
+                if protocol::release(&slot, g.token, g.deadline).unwrap() {
+                    futex.wake();
+                }
+            })
+        };
+        let taker = {
+            let (slot, futex) = (slot.clone(), futex.clone());
+            thread::spawn(move || {
+                if let Ok(g2) = protocol::try_grant(&slot, b, 140, TTL, rec(2), 0, &mut |_| false) {
+                    assert!(g2.token > g.token);
+                    if g2.wake {
+                        futex.wake();
+                    }
+                }
+            })
+        };
+        let slept_on = observer.join().unwrap();
+        holder.join().unwrap();
+        taker.join().unwrap();
+        // Still asleep only on the state it saw, which then is the final one.
+        if !futex.sleepers().is_empty() {
+            let flagless = |w: u128| w & !(grant::FLAGS as u128);
+            let seen = slept_on.expect("asleep, so it slept");
+            assert_eq!(flagless(seen), flagless(slot.grant.load(SeqCst)), "slept through a change");
+        }
+    });
+}
+
+/// A release request races the holder's renewal and its keep-alive's watch: the request
+/// never changes the token or the deadline, survives the renewal, wakes (or is seen by)
+/// the watcher, and the holder can still release; a later grant does not inherit it.
+#[test]
+fn release_request_racing_renewal_and_watch() {
+    model(3, || {
+        let (slot, b) = bound(0);
+        let futex = Futex::new();
+        let g = protocol::try_grant(&slot, b, 100, TTL, rec(1), 0, &mut |_| false).unwrap();
+        let watcher = {
+            let (slot, futex) = (slot.clone(), futex.clone());
+            thread::spawn(move || {
+                // The keep-alive's order: watch (announce), look, then sleep.
+                let expect = protocol::watch(&slot, g.token, 110).unwrap();
+                if protocol::release_requested(&slot, g.token, 110) == Ok(true) {
+                    return false;
+                }
+                futex.wait(&slot, 9, expect)
+            })
+        };
+        let holder = {
+            let slot = slot.clone();
+            thread::spawn(move || protocol::renew(&slot, g.token, 120, TTL).unwrap())
+        };
+        let requester = {
+            let (slot, futex) = (slot.clone(), futex.clone());
+            thread::spawn(move || match protocol::request_release(&slot, b, 130, None).unwrap() {
+                Targeted::Done { token, wake } => {
+                    assert_eq!(token, g.token);
+                    if wake {
+                        futex.wake();
+                    }
+                }
+                other => panic!("held, must be asked: {other:?}"),
+            })
+        };
+        watcher.join().unwrap();
+        let renewed = holder.join().unwrap();
+        requester.join().unwrap();
+        assert_eq!(futex.sleepers(), Vec::<u32>::new(), "the keep-alive never hears the request");
+        let word = slot.grant.load(SeqCst);
+        assert_eq!(grant::token(word), g.token);
+        assert_eq!(grant::deadline(word), renewed);
+        assert_eq!(protocol::release_requested(&slot, g.token, 140), Ok(true));
+        protocol::release(&slot, g.token, renewed).unwrap();
+        let g2 = protocol::try_grant(&slot, b, 150, TTL, rec(2), 0, &mut |_| false).unwrap();
+        assert_eq!(protocol::release_requested(&slot, g2.token, 150), Ok(false));
+    });
+}
