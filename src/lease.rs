@@ -285,7 +285,9 @@ impl<'t> Lease<'t> {
     /// Blocks until the keep-alive notices that the lease is lost or that its release
     /// was requested (a loss wins when both are true), or until `timeout` passes
     /// (`None`). Without a keep-alive, or in a process that inherited the lease, returns
-    /// `None` at once.
+    /// `None` at once. Level-triggered: once a release has been requested, every call
+    /// returns [`Notice::ReleaseRequested`] at once until the lease is lost; to wait for
+    /// the loss after that, use [`Lease::wait_lost`].
     pub fn wait_notice(&self, timeout: Option<Duration>) -> Option<Notice> {
         self.wait_until(timeout, true)
     }

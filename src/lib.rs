@@ -49,6 +49,20 @@
 //! 8. **Fork**: a child forked after `open` may use the inherited [`LeaseTable`] for
 //!    everything, and never breaks 1–7 with it; a [`Lease`] it inherited stays its
 //!    parent's (see [`Lease`]).
+//! 9. **Election**: at most one leader at any instant; [`Leadership::is_leader`] is
+//!    false before any other candidate can be elected; terms strictly increase.
+//!
+//! ## Leader election and hand-over
+//!
+//! [`LeaseTable::election`] gives an [`Election`] on a name: candidates
+//! [`campaign`](Election::campaign), the winner's [`Leadership`] has a *term* (its
+//! fencing token) and [`resign`](Leadership::resign)s to wake the next candidate at
+//! once; a killed leader is replaced as soon as the kernel reports its death. Anyone
+//! may ask who leads ([`Election::leader`]), follow every change
+//! ([`Election::observe`]), or ask a holder to hand over
+//! ([`LeaseTable::request_release`]). [`election::Runner`] runs a closure while leading,
+//! in the shape of client-go's `leaderelection`. See [`election`] for the state machine
+//! and what holds when a leading closure overruns.
 //!
 //! ## Environment
 //!
@@ -64,6 +78,7 @@
 //! Internally: `layout` (the format), `protocol`
 //! (the slot state machine, the one file to read to understand the guarantees),
 //! `table` (mapping, lookup, binding, waiting), `lease` (a held grant, keep-alive),
+//! `election` (campaign, observe, the runner, over leases),
 //! `identity` (who a process is, whether it is dead), `sys` (every OS call).
 //!
 //! Linux only (x86-64 with `cmpxchg16b`, or aarch64).

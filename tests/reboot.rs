@@ -88,7 +88,8 @@ fn reboot_voids_deadlines_and_tokens_keep_growing() {
         // Held across the next reboot.
         let token = l.detach().unwrap().token;
         highest = after.into_iter().max().unwrap().max(max_token(&table));
-        assert_eq!(highest, token);
+        // Tokens of different names are not ordered (each keeps its own sequence).
+        assert!(highest >= token);
         // A second opener in the same boot does not rebase again: the lease stays held.
         let again = LeaseTable::open(&path).unwrap();
         assert!(matches!(again.try_acquire(&fresh, LONG), Err(Error::Held { .. })));
