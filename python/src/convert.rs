@@ -8,7 +8,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
 
-use shmlease_core::{Holder, LeaseInfo, LeaseState, Location, LostReason, ProcessIdentity, TableInfo};
+use shmlease_core::{
+    Holder, LeaseInfo, LeaseState, Location, LostReason, ProcessIdentity, TableInfo,
+};
 
 /// Reads a duration: seconds as an int or float, or a `datetime.timedelta`. `what`
 /// names the argument in errors. Negative, NaN and infinite values are refused.
@@ -36,7 +38,9 @@ pub fn duration(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Duration> {
         }
     };
     Duration::try_from_secs_f64(secs).map_err(|_| {
-        PyValueError::new_err(format!("{what} must be a finite, non-negative number of seconds, not {secs}"))
+        PyValueError::new_err(format!(
+            "{what} must be a finite, non-negative number of seconds, not {secs}"
+        ))
     })
 }
 
@@ -92,9 +96,9 @@ pub fn location(value: Option<&Bound<'_, PyAny>>) -> PyResult<(Location, bool)> 
             "a table location is None, a str or an os.PathLike, not {kind}"
         ))
     })?;
-    let path: String = path.extract().map_err(|_| {
-        PyValueError::new_err("a table location must be text (UTF-8), not bytes")
-    })?;
+    let path: String = path
+        .extract()
+        .map_err(|_| PyValueError::new_err("a table location must be text (UTF-8), not bytes"))?;
     Ok((Location::Path(path.into()), false))
 }
 

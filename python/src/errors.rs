@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::IntoPyObjectExt;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyModule;
+use pyo3::IntoPyObjectExt;
 
 use shmlease_core::Error;
 
@@ -41,9 +41,7 @@ pub fn to_py(e: Error) -> PyErr {
 /// The exception for a timed-out wait of `waited` in total.
 pub fn timed_out(e: Error, waited: Duration) -> PyErr {
     match e {
-        Error::TimedOut { token, holder, .. } => {
-            to_py(Error::TimedOut { waited, token, holder })
-        }
+        Error::TimedOut { token, holder, .. } => to_py(Error::TimedOut { waited, token, holder }),
         other => to_py(other),
     }
 }
@@ -133,7 +131,9 @@ fn convert_error(py: Python<'_>, e: Error) -> PyResult<PyErr> {
         Error::InvalidOptions { reason } => {
             build(py, "InvalidOptions", args(&message)?, &[("reason", obj(py, reason)?)])
         }
-        Error::NotATable { location, reason } => located(py, "NotATable", &message, location, reason),
+        Error::NotATable { location, reason } => {
+            located(py, "NotATable", &message, location, reason)
+        }
         Error::Incompatible { location, reason } => {
             located(py, "Incompatible", &message, location, reason)
         }

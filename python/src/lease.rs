@@ -461,10 +461,7 @@ impl PyLease {
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let timeout = convert::timeout(timeout)?;
         let cancel = cancel.filter(|c| !c.is_none());
-        self.cell
-            .wait_lost(py, timeout, cancel)?
-            .map(|r| convert::lost_reason(py, r))
-            .transpose()
+        self.cell.wait_lost(py, timeout, cancel)?.map(|r| convert::lost_reason(py, r)).transpose()
     }
 
     /// ``await lease.wait_lost_async(timeout)``: ``wait_lost`` without blocking the

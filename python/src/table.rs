@@ -146,6 +146,26 @@ impl PyTable {
         PyTable::open(py, location, options, create, (allow_foreign_owner, allow_world_writable))
     }
 
+    /// Creates a new table at ``location`` and opens it; raises ``AlreadyExists`` if
+    /// anything is there. The table appears fully initialised or not at all.
+    #[staticmethod]
+    #[pyo3(signature = (location, *, capacity = 4096, mode = 0o600, allow_world_writable = false))]
+    fn create(
+        py: Python<'_>,
+        location: &Bound<'_, PyAny>,
+        capacity: u32,
+        mode: u32,
+        allow_world_writable: bool,
+    ) -> PyResult<PyTable> {
+        let (location, _) = convert::location(Some(location))?;
+        let options = TableOptions::new()
+            .capacity(capacity)
+            .mode(mode)
+            .allow_world_writable(allow_world_writable);
+        let created = py.detach(|| LeaseTable::create(&location, &options)).map_err(to_py)?;
+        Ok(PyTable { table: Arc::new(created), allow_foreign_owner: false, allow_world_writable })
+    }
+
     /// Removes the table at ``location`` (``None``: the default table). Refuses with
     /// ``InUse`` while any grant in it is live, unless ``force``: processes that have
     /// it open keep using the old table while new ones create another, so the two
@@ -257,7 +277,13 @@ impl PyTable {
     /// process — for detached leases. Returns the new deadline on the clock of
     /// ``time.monotonic()``. Raises ``BoundToProcess`` if the grant belongs to another
     /// live process, ``Lost`` (saying why) if ``token`` is not the live grant.
-    fn renew(&self, py: Python<'_>, name: &str, token: u64, ttl: &Bound<'_, PyAny>) -> PyResult<f64> {
+    fn renew(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        token: u64,
+        ttl: &Bound<'_, PyAny>,
+    ) -> PyResult<f64> {
         let ttl = convert::duration(ttl, "ttl")?;
         let deadline = py.detach(|| self.table.renew(name, token, ttl)).map_err(to_py)?;
         Ok(monotonic_deadline(deadline))
