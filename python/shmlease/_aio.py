@@ -91,23 +91,26 @@ class LeaseAcquisition:
         keep_alive: bool = True,
     ) -> None:
         self._table = table
-        self._args = (name, ttl)
-        self._kwargs = {"label": label, "keep_alive": keep_alive}
+        self._name = name
+        self._ttl = ttl
         self._wait = wait
+        self._label = label
+        self._keep_alive = keep_alive
         self._lease: Optional[Lease] = None
 
     async def acquire(self) -> Lease:
         """Takes the lease, waiting as ``wait`` says without blocking the loop."""
+        t, name, ttl, label, keep = self._table, self._name, self._ttl, self._label, self._keep_alive
         try:
-            return self._table.acquire(*self._args, wait=0, **self._kwargs)
+            return t.acquire(name, ttl, wait=0, label=label, keep_alive=keep)
         except _errors.Held:
             if self._wait == 0:
                 raise
 
         def call(cancel: threading.Event) -> Optional[Lease]:
-            return self._table.acquire(*self._args, wait=self._wait, cancel=cancel, **self._kwargs)
+            return t.acquire(name, ttl, wait=self._wait, label=label, keep_alive=keep, cancel=cancel)
 
-        lease = await _in_thread(call, _release_quietly)
+        lease: Optional[Lease] = await _in_thread(call, _release_quietly)
         if lease is None:  # cancelled at interpreter exit
             raise asyncio.CancelledError()
         return lease
@@ -126,7 +129,7 @@ class LeaseAcquisition:
         return False
 
     def __repr__(self) -> str:
-        return f"<shmlease.LeaseAcquisition {self._args[0]!r} in {self._table!r}>"
+        return f"<shmlease.LeaseAcquisition {self._name!r} in {self._table!r}>"
 
 
 async def wait_lost_async(lease: Lease, timeout: Any = None) -> Any:

@@ -81,7 +81,7 @@ class InUse(Error):
     """
 
     location: str = ""
-    leases: list = []
+    leases: list[object] = []
 
 
 class Timeout(Error, TimeoutError):
