@@ -45,8 +45,9 @@ def shm_name():
 
 
 class Children:
-    """Child Python processes started by a test: each one is killed when the test
-    ends, whatever happened."""
+    """Child processes started by a test: each in a process group of its own, killed
+    with all its descendants (a stopped agent, a CLI's command) when the test ends,
+    whatever happened."""
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
@@ -63,8 +64,15 @@ class Children:
             env=full_env,
             # Not the source tree: its shmlease/ lacks the built native module.
             cwd=kw.pop("cwd", "/"),
+            start_new_session=True,
             **kw,
         )
+        self.procs.append(p)
+        return p
+
+    def popen(self, argv: list, **kw) -> subprocess.Popen:
+        """Any command, in its own process group, killed at the end like the others."""
+        p = subprocess.Popen(argv, start_new_session=True, text=True, **kw)
         self.procs.append(p)
         return p
 
@@ -75,8 +83,10 @@ class Children:
 
     def kill_all(self) -> None:
         for p in self.procs:
-            if p.poll() is None:
-                p.kill()
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
             p.wait()
             for f in (p.stdout, p.stderr):
                 if f:

@@ -186,12 +186,11 @@ def test_python_and_the_cli_contend_for_one_name(table, cli, children):
     ls = json.loads(_cli(cli, table, "ls", "--json").stdout)
     entry = ls[0] if isinstance(ls, list) else ls["leases"][0]
     assert entry["name"] == "job" and entry["token"] == lease.token
-    run = subprocess.Popen(
+    run = children.popen(
         [cli, "-t", table.location, "run", "job", "--ttl", "10s", "--wait", "30s", "--",
          "sh", "-c", 'echo "$SHMLEASE_TOKEN"'],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    children.procs.append(run)
     time.sleep(0.5)
     assert run.poll() is None, run.stderr.read()  # waiting for Python's lease
     lease.release()
