@@ -16,8 +16,6 @@ Python, the ``shmlease`` CLI, C and Rust programs see the same leases in the sam
 
 from __future__ import annotations
 
-import os as _os
-
 from ._errors import (
     AlreadyExists,
     BoundToProcess,
@@ -42,7 +40,6 @@ from ._errors import (
 )
 from ._types import Counters, DetachedLease, Holder, LeaseInfo, LeaseState, LostReason, TableInfo
 from ._shmlease import Lease, Table
-from . import _shmlease
 from ._aio import LeaseAcquisition
 
 __version__ = "0.1.0"
@@ -79,7 +76,3 @@ __all__ = [
     "Busy",
     "IoError",
 ]
-
-# The keeper thread that starts keep-alives does not survive fork(): a child starts
-# its own when it first needs one.
-_os.register_at_fork(after_in_child=_shmlease._after_fork_in_child)

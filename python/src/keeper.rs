@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use crate::lease::LeaseCell;
+use crate::process;
 
 /// A registration: when it is due (monotonic ns) and a unique id.
 pub type Key = (u64, u64);
@@ -27,6 +28,8 @@ struct Plan {
 
 /// One process's keeper.
 pub struct Keeper {
+    /// The `process::generation` it belongs to.
+    generation: u64,
     plan: Mutex<Plan>,
     changed: Condvar,
     ids: AtomicU64,
@@ -38,27 +41,36 @@ static CURRENT: Mutex<Option<Arc<Keeper>>> = Mutex::new(None);
 
 fn current() -> Arc<Keeper> {
     let mut slot = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
-    Arc::clone(slot.get_or_insert_with(|| {
-        Arc::new(Keeper {
-            plan: Mutex::new(Plan { due: BTreeMap::new(), wake_at: u64::MAX, running: false }),
-            changed: Condvar::new(),
-            ids: AtomicU64::new(0),
-        })
-    }))
-}
-
-/// In a child after `fork()`: the parent's keeper thread does not exist here and its
-/// mutex may have been held by it at the fork, so start afresh. The parent's keeper
-/// is leaked (a few bytes), never touched again.
-pub fn forget_after_fork() {
-    let mut slot = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(old) = slot.take() {
-        std::mem::forget(old);
+    let generation = process::generation();
+    match slot.as_ref() {
+        Some(k) if k.generation == generation => return Arc::clone(k),
+        // A parent's keeper, inherited by fork(): its thread does not exist here and
+        // its mutex may have been held at the fork. Left alone (leaked), never touched.
+        Some(_) => std::mem::forget(slot.take()),
+        None => {}
     }
+    let keeper = Arc::new(Keeper {
+        generation,
+        plan: Mutex::new(Plan { due: BTreeMap::new(), wake_at: u64::MAX, running: false }),
+        changed: Condvar::new(),
+        ids: AtomicU64::new(0),
+    });
+    *slot = Some(Arc::clone(&keeper));
+    keeper
 }
 
+/// Leases whose first renewal is due sooner than this get their keep-alive at once:
+/// the keeper's clock is coarse (a few ms), and such holds are not that short anyway.
+pub const SOONEST: Duration = Duration::from_millis(30);
+
+/// `CLOCK_MONOTONIC_COARSE` in ns: a few ms of resolution are plenty to schedule
+/// renewals at least 30 ms away, and it costs a fraction of the precise clock.
 fn now_ns() -> u64 {
-    (crate::convert::monotonic() * 1e9) as u64
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock exists on Linux ≥ 2.6.32.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE) failed");
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }
 
 /// Registers `cell`, due `after` from now. Returns the keeper and the key to cancel
@@ -86,9 +98,12 @@ pub fn register(cell: &Arc<LeaseCell>, after: Duration) -> (Arc<Keeper>, Key) {
 }
 
 impl Keeper {
-    /// Cancels a registration (nothing if it already ran). Only in the process that
-    /// registered it: in a forked child the mutex may have been held at the fork.
+    /// Cancels a registration (nothing if it already ran). Nothing in a forked child
+    /// either: the keeper is the parent's, its mutex may have been held at the fork.
     pub fn cancel(&self, key: Key) {
+        if self.generation != process::generation() {
+            return;
+        }
         let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
         plan.due.remove(&key);
     }
@@ -118,7 +133,8 @@ fn run(keeper: &Keeper) {
         match plan.due.first_key_value().map(|(k, _)| k.0) {
             Some(due) => {
                 plan.wake_at = due;
-                let nap = Duration::from_nanos(due - now);
+                // Rounded up to the clock's resolution, so as not to wake before `due`.
+                let nap = Duration::from_nanos(due - now) + Duration::from_millis(4);
                 plan = keeper.changed.wait_timeout(plan, nap).unwrap_or_else(|p| p.into_inner()).0;
             }
             None => {

@@ -17,6 +17,7 @@ use shmlease_core::{DetachedLease, Error, Lease, LeaseTable, LostReason};
 use crate::convert;
 use crate::errors::to_py;
 use crate::keeper::{self, Keeper};
+use crate::process;
 use crate::table::{cancelled, PyTable, SLICE};
 
 /// A lease together with the table it borrows.
@@ -100,7 +101,7 @@ impl LeaseCell {
     }
 
     fn taken_here(&self) -> bool {
-        std::process::id() == self.pid
+        process::pid() == self.pid
     }
 
     /// Runs `f` on the lease, if still held through this object.
@@ -281,12 +282,9 @@ impl LeaseCell {
 impl Drop for LeaseCell {
     fn drop(&mut self) {
         // The lease itself is released by dropping `state` (unless waiters still
-        // share it; the last of them releases it). The registration is the keeper's
-        // of this process only.
-        if self.taken_here() {
-            if let Some((keeper, key)) = self.registration.get() {
-                keeper.cancel(*key);
-            }
+        // share it; the last of them releases it).
+        if let Some((keeper, key)) = self.registration.get() {
+            keeper.cancel(*key);
         }
     }
 }
@@ -322,14 +320,18 @@ impl PyLease {
             token,
             ttl,
             keep_alive,
-            pid: std::process::id(),
+            pid: process::pid(),
             state: Mutex::new(State { held: Some(Arc::new(owned)), keeping: false, sleepers: 0 }),
             finished: Condvar::new(),
             lost: OnceLock::new(),
             registration: OnceLock::new(),
         });
         if keep_alive {
-            let _ = cell.registration.set(keeper::register(&cell, ttl / 3));
+            if ttl / 3 < keeper::SOONEST {
+                cell.start_keep_alive();
+            } else {
+                let _ = cell.registration.set(keeper::register(&cell, ttl / 3));
+            }
         }
         PyLease { cell, table }
     }

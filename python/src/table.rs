@@ -117,6 +117,13 @@ impl PyTable {
     }
 }
 
+impl PyTable {
+    /// The library's table.
+    pub fn table(&self) -> &LeaseTable {
+        &self.table
+    }
+}
+
 fn monotonic_deadline(deadline: Instant) -> f64 {
     convert::monotonic() + deadline.saturating_duration_since(Instant::now()).as_secs_f64()
 }
