@@ -19,15 +19,19 @@ from ._shmlease import Lease, Table
 
 __all__ = ["LeaseAcquisition", "wait_lost_async"]
 
-# The cancel events of waits still running, set at interpreter exit so that their
-# threads end before the interpreter does.
-_running: "weakref.WeakSet[threading.Event]" = weakref.WeakSet()
+# The waits still running (cancel event -> thread), ended at interpreter exit so that
+# their threads are gone before the interpreter is: a daemon thread that comes back to
+# Python during finalization is stopped in the middle of native code.
+_running: "weakref.WeakKeyDictionary[threading.Event, threading.Thread]" = weakref.WeakKeyDictionary()
 
 
 @atexit.register
 def _stop_waits() -> None:
-    for event in list(_running):
+    waits = list(_running.items())
+    for event, _ in waits:
         event.set()
+    for _, thread in waits:
+        thread.join(1.0)  # each wait checks its event every 50 ms
 
 
 async def _in_thread(call: Callable[[threading.Event], Any], abandon: Callable[[Any], None]) -> Any:
@@ -37,7 +41,6 @@ async def _in_thread(call: Callable[[threading.Event], Any], abandon: Callable[[
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
     cancel = threading.Event()
-    _running.add(cancel)
 
     def deliver(ok: bool, value: Any) -> None:
         if future.cancelled():
@@ -59,14 +62,16 @@ async def _in_thread(call: Callable[[threading.Event], Any], abandon: Callable[[
             if ok:
                 abandon(value)
 
-    threading.Thread(target=run, name="shmlease-async-wait", daemon=True).start()
+    thread = threading.Thread(target=run, name="shmlease-async-wait", daemon=True)
+    _running[cancel] = thread
+    thread.start()
     try:
         return await future
     except asyncio.CancelledError:
         cancel.set()
         raise
     finally:
-        _running.discard(cancel)
+        _running.pop(cancel, None)
 
 
 def _release_quietly(lease: Optional[Lease]) -> None:

@@ -48,9 +48,17 @@ def test_default_table_is_shmlease_table_else_per_user(children, location):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == location and os.path.exists(location)
     shmlease.Table.remove(location)
+    # Unset: the per-user segment, created on first use. It may be in use by others
+    # on this machine: removed afterwards only if this test created it.
+    default = f"/dev/shm/shmlease-{os.geteuid()}"
+    existed = os.path.exists(default)
     r = children.run(code, env={"SHMLEASE_TABLE": ""})
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == f"shm:shmlease-{os.geteuid()}"
+    try:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == f"shm:shmlease-{os.geteuid()}" and os.path.exists(default)
+    finally:
+        if not existed and os.path.exists(default):
+            shmlease.Table.remove(f"shm:shmlease-{os.geteuid()}")
 
 
 def test_create_and_open_only(location):
