@@ -348,3 +348,25 @@ def test_gil_is_released_while_waiting(table):
     # The ticker ran during both waits (it would not run at all with the GIL held).
     assert with_wait >= 10 and len(ticks) - with_wait >= 10
     holder.release()
+
+
+def test_keeper_keeps_many_leases_and_forgets_released_ones(table):
+    # ttl/3 above 30 ms: the keeper starts each keep-alive when its first renewal is
+    # due; below, the keep-alive starts at once.
+    leases = [table.acquire(f"k{i}", 0.2 + 0.05 * i) for i in range(5)]
+    short = table.acquire("short", 0.05)
+    early = leases.pop(2)
+    early.release()
+    time.sleep(0.8)
+    assert all(l.valid for l in leases) and short.valid
+    assert table.get("k2").state == LeaseState.FREE
+    for l in leases:
+        l.release()
+    short.release()
+    assert "released" in repr(short)
+
+
+def test_repr_of_a_lost_lease(table):
+    lease = table.acquire("lost-repr", 30)
+    table.revoke("lost-repr")
+    assert repr(lease) == f'<shmlease.Lease "lost-repr" token={lease.token} lost>'
