@@ -110,12 +110,12 @@ impl LeaseCell {
         state.held.as_ref().map(|o| f(o.lease()))
     }
 
-    /// The error a forked child gets for changing its parent's lease: the library's.
+    /// The error a forked child gets for changing its parent's lease (as the library
+    /// words it), found by reading the table only.
     fn refusal(&self) -> Error {
-        // `renew` checks the process first and changes nothing in a child.
-        self.with(|l| l.renew(Duration::from_secs(1)).err())
-            .flatten()
-            .unwrap_or(Error::BoundToProcess { token: self.token, holder: None })
+        let info = self.table.get(&self.name).ok().flatten();
+        let holder = info.filter(|i| i.token == self.token).and_then(|i| i.holder);
+        Error::BoundToProcess { token: self.token, holder }
     }
 
     fn already_finished(&self) -> Error {
@@ -477,6 +477,7 @@ impl PyLease {
         py.import("shmlease._aio")?.getattr("wait_lost_async")?.call1((slf, timeout))
     }
 
+    /// Returns the lease itself (it was taken by ``table.lease(...)``).
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
