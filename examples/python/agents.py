@@ -4,8 +4,8 @@ fences: it rejects a write whose token is older than one it has seen.
 
 One agent freezes mid-turn (SIGSTOP, as a debugger, a swap storm or a stopped
 container would do) for longer than its TTL. Its lease expires, another agent takes
-the tool over, and when the frozen agent wakes up its stale write is rejected by the
-fence and it learns that its lease was lost.
+the tool over, and when the frozen agent wakes up (once the other has written) its
+stale write is rejected by the fence and it learns that its lease was lost.
 
     pip install ./python && python3 examples/python/agents.py
 
@@ -64,28 +64,41 @@ def agent(name: str, location: str, journal: str, turns: int, freeze_on: int) ->
             print(f"{name}: my lease was lost while I was frozen ({e.reason}); I stop acting on it", flush=True)
 
 
+def state_of(pid: int) -> str:
+    """The process state letter from /proc ("T": stopped)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def wait_for(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up waiting for {what}")
+        time.sleep(0.01)
+
+
 def main() -> int:
     ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         location = os.path.join(tmp, "leases")
         journal = os.path.join(tmp, "journal")
         shmlease.Table(location, capacity=16)
-        agents = [
-            ctx.Process(target=agent, args=(n, location, journal, 4, 1 if n == "ada" else -1))
-            for n in ("ada", "bob", "cy")
-        ]
-        for a in agents:
-            a.start()
-        frozen = agents[0]
-        # Wait until ada has frozen, keep her frozen for 4 TTLs, then wake her up.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with open(f"/proc/{frozen.pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "T":
-                    break
-            time.sleep(0.01)
-        time.sleep(4 * TTL)
-        os.kill(frozen.pid, signal.SIGCONT)
+
+        def start(name: str, freeze_on: int = -1) -> multiprocessing.process.BaseProcess:
+            p = ctx.Process(target=agent, args=(name, location, journal, 4, freeze_on))
+            p.start()
+            return p
+
+        # Ada goes first and freezes in her first turn, holding the lease.
+        ada = start("ada", freeze_on=0)
+        wait_for(lambda: state_of(ada.pid) == "T", "ada to freeze")
+        # Bob and Cy want the tool too: one of them takes it over once Ada's lease
+        # expires, and writes with a newer token.
+        others = [start("bob"), start("cy")]
+        wait_for(lambda: os.path.exists(journal) and os.path.getsize(journal) > 0, "a write")
+        os.kill(ada.pid, signal.SIGCONT)  # Ada wakes up and carries on with her stale token
+        agents = [ada, *others]
         for a in agents:
             a.join(60)
             if a.is_alive():
@@ -94,7 +107,7 @@ def main() -> int:
         tokens = [int(line.split()[0]) for line in lines]
         print(f"journal: {len(lines)} writes accepted")
         good = tokens == sorted(tokens) and len(lines) == 3 * 4 - 1
-        good = good and not any("ada turn 1" in line for line in lines)
+        good = good and not any("ada turn 0" in line for line in lines)
         shmlease.Table.remove(location)
     print("ok: turns fenced, tokens only grew, the frozen agent's stale write was rejected" if good else "FAILED")
     return 0 if good else 1

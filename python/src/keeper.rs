@@ -63,6 +63,9 @@ fn current() -> Arc<Keeper> {
 /// the keeper's clock is coarse (a few ms), and such holds are not that short anyway.
 pub const SOONEST: Duration = Duration::from_millis(30);
 
+/// How long the keeper thread stays without anything to do before it ends.
+const IDLE: Duration = Duration::from_secs(1);
+
 /// `CLOCK_MONOTONIC_COARSE` in ns: a few ms of resolution are plenty to schedule
 /// renewals at least 30 ms away, and it costs a fraction of the precise clock.
 fn now_ns() -> u64 {
@@ -83,6 +86,7 @@ pub fn register(cell: &Arc<LeaseCell>, after: Duration) -> (Arc<Keeper>, Key) {
     plan.due.insert(key, Arc::downgrade(cell));
     if !plan.running {
         plan.running = true;
+        plan.wake_at = u64::MAX;
         let k = Arc::clone(&keeper);
         let spawned =
             std::thread::Builder::new().name("shmlease-keeper".into()).spawn(move || run(&k));
@@ -138,8 +142,16 @@ fn run(keeper: &Keeper) {
                 plan = keeper.changed.wait_timeout(plan, nap).unwrap_or_else(|p| p.into_inner()).0;
             }
             None => {
+                // Idle: the thread ends after a while, so that a process that no
+                // longer holds leases has no thread of ours (fork() warns about threads).
                 plan.wake_at = u64::MAX;
-                plan = keeper.changed.wait(plan).unwrap_or_else(|p| p.into_inner());
+                let (p, idle) =
+                    keeper.changed.wait_timeout(plan, IDLE).unwrap_or_else(|p| p.into_inner());
+                plan = p;
+                if idle.timed_out() && plan.due.is_empty() {
+                    plan.running = false;
+                    return;
+                }
             }
         }
     }
