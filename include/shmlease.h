@@ -61,6 +61,12 @@
 #define SHMLEASE_REMOVE_FORCE 1
 
 /**
+ * `shmlease_change.skipped` when the number of terms missed is unknown (the name was
+ * idle, forgotten and bound again meanwhile).
+ */
+#define SHMLEASE_SKIPPED_UNKNOWN -1
+
+/**
  * What a call did. Every function that can fail returns one; `SHMLEASE_OK` is 0 and
  * every other value is a failure, described in one line by `shmlease_last_error()`.
  * The numbers are part of the ABI and never change meaning.
@@ -202,6 +208,102 @@ typedef enum shmlease_state {
 } shmlease_state;
 
 /**
+ * What `shmlease_leadership_wait_notice` reports.
+ */
+typedef enum shmlease_notice {
+  /**
+   * Nothing yet: the timeout passed.
+   */
+  SHMLEASE_NOTICE_NONE = 0,
+  /**
+   * Someone asked the leader to hand over; it still leads.
+   */
+  SHMLEASE_NOTICE_RELEASE_REQUESTED = 1,
+  /**
+   * Lost: the term ended without a renewal in time (was the process stopped?).
+   */
+  SHMLEASE_NOTICE_LOST_EXPIRED = 2,
+  /**
+   * Lost: revoked.
+   */
+  SHMLEASE_NOTICE_LOST_REVOKED = 3,
+  /**
+   * Lost: released (`shmlease_resign`, or by token).
+   */
+  SHMLEASE_NOTICE_LOST_RELEASED = 4,
+  /**
+   * Lost: another candidate leads now.
+   */
+  SHMLEASE_NOTICE_LOST_TAKEN_OVER = 5,
+} shmlease_notice;
+
+/**
+ * Why a leading callback is told to stop (`shmlease_leading_should_stop`), and why a
+ * term ended (`shmlease_stopped`). The `SHMLEASE_STOP_LOST_*` values are all at least
+ * `SHMLEASE_STOP_LOST_EXPIRED`.
+ */
+typedef enum shmlease_stop_reason {
+  /**
+   * Not told to stop (go on leading; or `on_started` returned on its own).
+   */
+  SHMLEASE_STOP_NONE = 0,
+  /**
+   * Someone asked the leader to hand over (`shmlease_request_release`).
+   */
+  SHMLEASE_STOP_REQUESTED = 1,
+  /**
+   * `shmlease_stopper_stop` was called.
+   */
+  SHMLEASE_STOP_STOPPED = 2,
+  /**
+   * Less than the stop margin is left before the term's deadline: renewals are late
+   * (the process was stopped or starved) and another candidate may be elected at the
+   * deadline.
+   */
+  SHMLEASE_STOP_LATE = 3,
+  /**
+   * Leadership is lost, it expired: another candidate may lead now. Only the term
+   * (fencing) protects what the callback still does.
+   */
+  SHMLEASE_STOP_LOST_EXPIRED = 4,
+  /**
+   * Leadership is lost: revoked.
+   */
+  SHMLEASE_STOP_LOST_REVOKED = 5,
+  /**
+   * Leadership is lost: released by token from elsewhere.
+   */
+  SHMLEASE_STOP_LOST_RELEASED = 6,
+  /**
+   * Leadership is lost: another candidate leads.
+   */
+  SHMLEASE_STOP_LOST_TAKEN_OVER = 7,
+} shmlease_stop_reason;
+
+/**
+ * Leadership of an election, held by this process: the lease on the election's name,
+ * renewed by a background thread (every third of its TTL) until resigned, freed or
+ * lost. Opaque: get one from `shmlease_campaign` or `shmlease_try_campaign`; free it
+ * with `shmlease_leadership_free`, which resigns if still leading.
+ *
+ * A separate handle from `shmlease_lease` because of that thread: it renews the lease
+ * and watches it, so that a loss or a request to release wakes
+ * `shmlease_leadership_wait_notice` at once.
+ *
+ * Thread safety: any number of threads may use it at once, except that
+ * `shmlease_leadership_free` must not race with another call on it. After `fork()`, the
+ * leadership stays the parent's (its renewing thread is not in the child); a child may
+ * only read it, and `shmlease_resign` there returns `SHMLEASE_BOUND_TO_PROCESS`.
+ */
+typedef struct shmlease_leadership shmlease_leadership;
+
+/**
+ * What a leading callback sees: its term, and whether to stop. Opaque, and valid only
+ * during the `on_started` call it is given to (from any thread meanwhile).
+ */
+typedef struct shmlease_leading shmlease_leading;
+
+/**
  * A lease held by this process. Opaque: get one from `shmlease_try_acquire` or
  * `shmlease_acquire`; free it with `shmlease_lease_free`, which also releases the lease
  * if it is still held.
@@ -217,6 +319,24 @@ typedef enum shmlease_state {
  * child's copy of the handle without releasing the lease.
  */
 typedef struct shmlease_lease shmlease_lease;
+
+/**
+ * Follows the leadership changes of one election. Opaque: get one from
+ * `shmlease_observer_open`, give it back with `shmlease_observer_close`.
+ *
+ * Thread safety: any thread may use it; calls to `shmlease_observer_next` on one
+ * observer take turns (each change is reported to one of them). `_close` must not race
+ * with another call on it.
+ */
+typedef struct shmlease_observer shmlease_observer;
+
+/**
+ * Stops a runner (`shmlease_runner_run`) from any thread. Opaque: make one with
+ * `shmlease_stopper_new`, free it with `shmlease_stopper_free` once no runner uses it.
+ * It serves one run at a time, and once stopped stays stopped: a run started with a
+ * stopped stopper returns at once.
+ */
+typedef struct shmlease_stopper shmlease_stopper;
 
 /**
  * An open lease table. Opaque: get one from `shmlease_table_open`,
@@ -348,6 +468,154 @@ typedef struct shmlease_info {
    */
   struct shmlease_holder holder;
 } shmlease_info;
+
+/**
+ * Who leads an election, filled by `shmlease_leader_get`, and inside a
+ * `shmlease_change`.
+ */
+typedef struct shmlease_leader {
+  /**
+   * Whether someone leads. When false, nobody does: `holder`, the times and
+   * `remaining_ns` are zero.
+   */
+  bool elected;
+  /**
+   * The leader's term (its grant's fencing token); with nobody leading, the name's
+   * last term (0: it never had a leader).
+   */
+  uint64_t term;
+  /**
+   * The leading process.
+   */
+  struct shmlease_holder holder;
+  /**
+   * When its term began (Unix ns, wall clock; 0 if unknown).
+   */
+  int64_t since_unix_ns;
+  /**
+   * When its term ends unless renewed (Unix ns, wall clock).
+   */
+  int64_t expires_at_unix_ns;
+  /**
+   * Nanoseconds left before that.
+   */
+  uint64_t remaining_ns;
+} shmlease_leader;
+
+/**
+ * One change of leadership, filled by `shmlease_observer_next`.
+ */
+typedef struct shmlease_change {
+  /**
+   * The new leader (`leader.elected`), or nobody; `leader.term` is the new term, or
+   * with nobody leading the term that ended (0: never any).
+   */
+  struct shmlease_leader leader;
+  /**
+   * Terms that began and ended since the previous change this observer reported,
+   * unreported: 0 when none (always for the first change), or
+   * `SHMLEASE_SKIPPED_UNKNOWN`. Counted modulo 65536.
+   */
+  int64_t skipped;
+} shmlease_change;
+
+/**
+ * Called while leading, on the runner's thread: lead until told to stop (poll
+ * `shmlease_leading_should_stop`, or block in `shmlease_leading_wait_stop`), then
+ * return; the value returned ends up in `shmlease_run_result.lead_result`. `leading`
+ * is valid until it returns.
+ */
+typedef int (*shmlease_on_started)(const struct shmlease_leading *leading, void *user_data);
+
+/**
+ * How a term ended, as `on_stopped` hears it and `shmlease_run_result` keeps it.
+ */
+typedef struct shmlease_stopped {
+  /**
+   * The term that ended.
+   */
+  uint64_t term;
+  /**
+   * Why `on_started` was told to stop, if it was (`SHMLEASE_STOP_NONE`: it returned
+   * on its own).
+   */
+  enum shmlease_stop_reason reason;
+  /**
+   * Whether leadership was still this runner's when `on_started` returned, and was
+   * then released (the next candidate was woken at once); false: already lost.
+   */
+  bool resigned;
+} shmlease_stopped;
+
+/**
+ * Called once after `on_started` returned and the runner resigned: only for a runner
+ * that led. `stopped` is valid during the call.
+ */
+typedef void (*shmlease_on_stopped)(const struct shmlease_stopped *stopped, void *user_data);
+
+/**
+ * Called once for every leader the runner sees: others while it campaigns, then itself
+ * when elected (before `on_started`). `leader` is valid during the call.
+ */
+typedef void (*shmlease_on_new_leader)(const struct shmlease_leader *leader, void *user_data);
+
+/**
+ * How `shmlease_runner_run` campaigns and leads. Zeroed fields mean the defaults;
+ * only `on_started` is required.
+ */
+typedef struct shmlease_runner_options {
+  /**
+   * TTL of a term, renewed every third of it in the background (0: 10 s).
+   */
+  uint64_t ttl_ns;
+  /**
+   * Label shown with the leader (NULL: none; at most 8 bytes).
+   */
+  const char *label;
+  /**
+   * How long before an unrenewed deadline `on_started` is told to stop
+   * (`SHMLEASE_STOP_LATE`); at most half the TTL (0: TTL/5).
+   */
+  uint64_t stop_margin_ns;
+  /**
+   * Give up campaigning after this long (`SHMLEASE_TIMED_OUT`; 0: no limit).
+   */
+  uint64_t campaign_timeout_ns;
+  /**
+   * The leading callback. Required.
+   */
+  shmlease_on_started on_started;
+  /**
+   * Optional (NULL).
+   */
+  shmlease_on_stopped on_stopped;
+  /**
+   * Optional (NULL).
+   */
+  shmlease_on_new_leader on_new_leader;
+  /**
+   * Passed to every callback as is.
+   */
+  void *user_data;
+} shmlease_runner_options;
+
+/**
+ * What `shmlease_runner_run` did.
+ */
+typedef struct shmlease_run_result {
+  /**
+   * Whether the runner was elected and called `on_started`; false: stopped before.
+   */
+  bool led;
+  /**
+   * What `on_started` returned (0 unless `led`).
+   */
+  int lead_result;
+  /**
+   * How the term ended, as `on_stopped` heard it (zero unless `led`).
+   */
+  struct shmlease_stopped stopped;
+} shmlease_run_result;
 
 #ifdef __cplusplus
 extern "C" {
@@ -589,6 +857,314 @@ enum shmlease_status shmlease_list(const struct shmlease_table *table,
                                    size_t *count_out);
 
 /**
+ * Fills `*leader_out` with who leads the election `name` (the holder of lease
+ * `name`), or, with `leader_out->elected` false, says that nobody does.
+ *
+ * # Safety
+ * `table` is NULL or an open handle; `name` is NULL or NUL-terminated; `leader_out` is
+ * NULL or writable.
+ */
+enum shmlease_status shmlease_leader_get(const struct shmlease_table *table,
+                                         const char *name,
+                                         struct shmlease_leader *leader_out);
+
+/**
+ * Opens an observer of the election `name`: its first `shmlease_observer_next`
+ * reports the current state at once, the next ones each change after the last one
+ * reported.
+ *
+ * # Safety
+ * `table` is NULL or an open handle; `name` is NULL or NUL-terminated; `observer_out`
+ * is NULL or writable.
+ */
+enum shmlease_status shmlease_observer_open(const struct shmlease_table *table,
+                                            const char *name,
+                                            struct shmlease_observer **observer_out);
+
+/**
+ * Waits for the next change of leader after the one this observer last reported (the
+ * first call reports the current state at once), woken by the change itself: up to
+ * `timeout_ns` nanoseconds, forever if negative, not at all if 0. Terms arrive in
+ * increasing order; `change_out->skipped` says how many this observer missed. Returns
+ * `SHMLEASE_TIMED_OUT` (leaving `*change_out` alone) if nothing changed in time.
+ *
+ * # Safety
+ * `observer` is NULL or an open observer; `change_out` is NULL or writable.
+ */
+enum shmlease_status shmlease_observer_next(struct shmlease_observer *observer,
+                                            int64_t timeout_ns,
+                                            struct shmlease_change *change_out);
+
+/**
+ * Closes an observer. NULL does nothing.
+ *
+ * # Safety
+ * `observer` is NULL or an open observer, used by no other thread during the call and
+ * never again after it.
+ */
+void shmlease_observer_close(struct shmlease_observer *observer);
+
+/**
+ * Asks the holder of lease `name` to release it: a cooperative hand-over. Nothing
+ * changes about who holds it or until when; the holder sees
+ * `shmlease_lease_release_requested` (or `shmlease_leadership_release_requested`, and
+ * its `_wait_notice` wakes up), finishes and releases. `asked_token_out` (NULL: not
+ * wanted) receives the token of the grant asked, or 0 if nothing was held. Asking
+ * twice is asking once.
+ *
+ * # Safety
+ * `table` is NULL or an open handle; `name` is NULL or NUL-terminated;
+ * `asked_token_out` is NULL or writable.
+ */
+enum shmlease_status shmlease_request_release(const struct shmlease_table *table,
+                                              const char *name,
+                                              uint64_t *asked_token_out);
+
+/**
+ * `shmlease_request_release` for the grant of `name` with `token` only; returns
+ * `SHMLEASE_LOST`, asking nothing, if that is not the live grant (as
+ * `shmlease_revoke_token`).
+ *
+ * # Safety
+ * `table` is NULL or an open handle; `name` is NULL or NUL-terminated.
+ */
+enum shmlease_status shmlease_request_release_token(const struct shmlease_table *table,
+                                                    const char *name,
+                                                    uint64_t token);
+
+/**
+ * Campaigns in the election `name` until elected, waiting up to `timeout_ns`
+ * nanoseconds (forever if negative) while another candidate leads; woken at once when
+ * the leader resigns, is revoked, expires or dies. `ttl_ns` (0: 10 s) is how long a
+ * leadership lasts unless renewed: how long a stopped (frozen) leader can block the
+ * others; it is renewed in the background. `label` (NULL: none) is shown to others.
+ *
+ * On success `*leadership_out` receives a handle to free with
+ * `shmlease_leadership_free`. Returns `SHMLEASE_TIMED_OUT` if another candidate kept
+ * leading, and then fills `held_by` if it is not NULL.
+ *
+ * # Safety
+ * `table` is NULL or an open handle; `name` and `label` are NULL or NUL-terminated;
+ * `leadership_out` and `held_by` are NULL or writable.
+ */
+enum shmlease_status shmlease_campaign(const struct shmlease_table *table,
+                                       const char *name,
+                                       uint64_t ttl_ns,
+                                       const char *label,
+                                       int64_t timeout_ns,
+                                       struct shmlease_leadership **leadership_out,
+                                       struct shmlease_held_by *held_by);
+
+/**
+ * Becomes leader of the election `name` if nobody leads now; else returns
+ * `SHMLEASE_HELD` at once (filling `held_by` if it is not NULL). Otherwise as
+ * `shmlease_campaign`.
+ *
+ * # Safety
+ * As for `shmlease_campaign`.
+ */
+enum shmlease_status shmlease_try_campaign(const struct shmlease_table *table,
+                                           const char *name,
+                                           uint64_t ttl_ns,
+                                           const char *label,
+                                           struct shmlease_leadership **leadership_out,
+                                           struct shmlease_held_by *held_by);
+
+/**
+ * The term of this leadership: its grant's fencing token. Pass it to whatever the
+ * leader writes to, so that a deposed leader's late writes can be refused.
+ *
+ * # Safety
+ * `leadership` is NULL or a handle not yet freed; `term_out` is NULL or writable.
+ */
+enum shmlease_status shmlease_leadership_term(const struct shmlease_leadership *leadership,
+                                              uint64_t *term_out);
+
+/**
+ * Sets `*leader_out` to whether this candidate still leads: false from the instant
+ * another candidate could be elected (expired, revoked, resigned). A snapshot: act on
+ * shared resources through the term.
+ *
+ * # Safety
+ * `leadership` is NULL or a handle not yet freed; `leader_out` is NULL or writable.
+ */
+enum shmlease_status shmlease_leadership_is_leader(const struct shmlease_leadership *leadership,
+                                                   bool *leader_out);
+
+/**
+ * Nanoseconds left before the term ends unless renewed (renewed in the background); 0
+ * once lost.
+ *
+ * # Safety
+ * `leadership` is NULL or a handle not yet freed; `remaining_ns_out` is NULL or
+ * writable.
+ */
+enum shmlease_status shmlease_leadership_remaining_ns(const struct shmlease_leadership *leadership,
+                                                      uint64_t *remaining_ns_out);
+
+/**
+ * Sets `*requested_out` to whether someone asked this leader to hand over
+ * (`shmlease_request_release`) while it still leads.
+ *
+ * # Safety
+ * `leadership` is NULL or a handle not yet freed; `requested_out` is NULL or writable.
+ */
+enum shmlease_status shmlease_leadership_release_requested(const struct shmlease_leadership *leadership,
+                                                           bool *requested_out);
+
+/**
+ * Blocks until leadership is lost or a hand-over is requested (a loss wins when both
+ * are true, and a request, once made, is reported at once until then), or `timeout_ns`
+ * passes (forever if negative; 0: just look), woken by the
+ * renewing thread at once. Always writes `*notice_out`: `SHMLEASE_NOTICE_NONE` on
+ * timeout. Returns `SHMLEASE_OK` either way.
+ *
+ * # Safety
+ * `leadership` is NULL or a handle not yet freed; `notice_out` is NULL or writable.
+ */
+enum shmlease_status shmlease_leadership_wait_notice(const struct shmlease_leadership *leadership,
+                                                     int64_t timeout_ns,
+                                                     enum shmlease_notice *notice_out);
+
+/**
+ * Resigns: releases the leadership, waking the next candidate at once. The handle must
+ * still be freed; `_is_leader` is false from then on, and once the renewing thread has
+ * noticed (at once, unless the process is starved) `_wait_notice` reports
+ * `SHMLEASE_NOTICE_LOST_RELEASED`. Returns `SHMLEASE_LOST` if leadership was already
+ * lost or resigned (nothing changes then), `SHMLEASE_BOUND_TO_PROCESS` in a `fork()`ed
+ * child.
+ *
+ * # Safety
+ * `leadership` is NULL or a handle not yet freed.
+ */
+enum shmlease_status shmlease_resign(struct shmlease_leadership *leadership);
+
+/**
+ * Frees a leadership handle, resigning first if it still leads (unless called in a
+ * `fork()`ed child). NULL does nothing.
+ *
+ * # Safety
+ * `leadership` is NULL or a handle not yet freed, used by no other thread during the
+ * call and never again after it.
+ */
+void shmlease_leadership_free(struct shmlease_leadership *leadership);
+
+/**
+ * Makes a stopper.
+ *
+ * # Safety
+ * `stopper_out` is NULL or writable.
+ */
+enum shmlease_status shmlease_stopper_new(struct shmlease_stopper **stopper_out);
+
+/**
+ * Stops the runner using this stopper: a campaigning runner gives up
+ * (`shmlease_runner_run` returns with `led` false), a leading one is told to stop
+ * (`SHMLEASE_STOP_STOPPED`) and resigns when `on_started` returns. Any thread may call
+ * it, at any time (not from a signal handler: it takes a lock).
+ *
+ * # Safety
+ * `stopper` is NULL or a stopper not yet freed.
+ */
+enum shmlease_status shmlease_stopper_stop(const struct shmlease_stopper *stopper);
+
+/**
+ * Frees a stopper. NULL does nothing.
+ *
+ * # Safety
+ * `stopper` is NULL or a stopper not yet freed, used by no runner or other thread
+ * during the call and never again after it.
+ */
+void shmlease_stopper_free(struct shmlease_stopper *stopper);
+
+/**
+ * The term being led: its grant's fencing token.
+ *
+ * # Safety
+ * `leading` is NULL or the pointer given to the running `on_started`; `term_out` is
+ * NULL or writable.
+ */
+enum shmlease_status shmlease_leading_term(const struct shmlease_leading *leading,
+                                           uint64_t *term_out);
+
+/**
+ * Sets `*leader_out` to whether this runner still leads (see
+ * `shmlease_leadership_is_leader`).
+ *
+ * # Safety
+ * `leading` is NULL or the pointer given to the running `on_started`; `leader_out` is
+ * NULL or writable.
+ */
+enum shmlease_status shmlease_leading_is_leader(const struct shmlease_leading *leading,
+                                                bool *leader_out);
+
+/**
+ * Nanoseconds left before the term's deadline (renewed in the background).
+ *
+ * # Safety
+ * `leading` is NULL or the pointer given to the running `on_started`;
+ * `remaining_ns_out` is NULL or writable.
+ */
+enum shmlease_status shmlease_leading_remaining_ns(const struct shmlease_leading *leading,
+                                                   uint64_t *remaining_ns_out);
+
+/**
+ * Sets `*reason_out` to whether `on_started` should stop, and why
+ * (`SHMLEASE_STOP_NONE`: go on). Once a reason is given it stays, except that a loss
+ * replaces any other. A few atomic loads: cheap enough for every loop iteration.
+ *
+ * # Safety
+ * `leading` is NULL or the pointer given to the running `on_started`; `reason_out` is
+ * NULL or writable.
+ */
+enum shmlease_status shmlease_leading_should_stop(const struct shmlease_leading *leading,
+                                                  enum shmlease_stop_reason *reason_out);
+
+/**
+ * Blocks until `on_started` should stop (see `shmlease_leading_should_stop`), or
+ * `timeout_ns` passes (forever if negative): woken at once by a loss, a hand-over
+ * request or `shmlease_stopper_stop`, and by the clock when the deadline comes within
+ * the stop margin. Always writes `*reason_out`; on timeout it is `SHMLEASE_STOP_NONE`
+ * and the call returns `SHMLEASE_TIMED_OUT`, so that a worker can loop:
+ * `while (shmlease_leading_wait_stop(l, 100 * MSEC, &why) == SHMLEASE_TIMED_OUT) work();`
+ *
+ * # Safety
+ * `leading` is NULL or the pointer given to the running `on_started`; `reason_out` is
+ * NULL or writable.
+ */
+enum shmlease_status shmlease_leading_wait_stop(const struct shmlease_leading *leading,
+                                                int64_t timeout_ns,
+                                                enum shmlease_stop_reason *reason_out);
+
+/**
+ * Runs a candidate in the election `name`, in the shape of client-go's
+ * `leaderelection`: campaigns (calling `on_new_leader` for every leader seen), calls
+ * `on_started` once elected, keeps the term renewed until it returns, resigns (the next
+ * candidate is woken at once), then calls `on_stopped` — only if it led. Blocks the
+ * calling thread throughout; `stopper` (NULL: none) stops it from another thread.
+ *
+ * When `on_started` overruns: after a hand-over request, a stop or a late renewal,
+ * the term stays this runner's until it returns (renewals go on) unless the process is
+ * frozen past the TTL or someone revokes it; after a loss another candidate may
+ * already lead, with a higher term: whatever the callback still writes must carry its
+ * term so that the resource refuses it. Fencing makes an overrun harmless, not timing.
+ *
+ * Returns `SHMLEASE_OK` with `*result_out` (NULL: not wanted) saying whether it led,
+ * or `SHMLEASE_TIMED_OUT` when `campaign_timeout_ns` passed first.
+ *
+ * # Safety
+ * `table` is NULL or an open handle; `name` is NULL or NUL-terminated; `options` is
+ * NULL or valid for reads, its `label` NULL or NUL-terminated and its callbacks safe to
+ * call with its `user_data`; `stopper` is NULL or a stopper not yet freed; `result_out`
+ * is NULL or writable.
+ */
+enum shmlease_status shmlease_runner_run(const struct shmlease_table *table,
+                                         const char *name,
+                                         const struct shmlease_runner_options *options,
+                                         const struct shmlease_stopper *stopper,
+                                         struct shmlease_run_result *result_out);
+
+/**
  * Extends the lease to `ttl_ns` nanoseconds from now. Returns `SHMLEASE_LOST` if the
  * grant is gone (it expired before this call, was revoked or taken over, or was
  * released or detached through this handle), and `SHMLEASE_BOUND_TO_PROCESS` in a
@@ -672,6 +1248,17 @@ enum shmlease_status shmlease_lease_remaining_ns(const struct shmlease_lease *le
  * `lease` is NULL or a handle not yet freed; `valid_out` is NULL or writable.
  */
 enum shmlease_status shmlease_lease_is_valid(const struct shmlease_lease *lease, bool *valid_out);
+
+/**
+ * Sets `*requested_out` to whether someone has asked the holder to release this lease
+ * (`shmlease_request_release`) while it is still held: one atomic load, to check as
+ * often as the work allows. False once the lease is lost.
+ *
+ * # Safety
+ * `lease` is NULL or a handle not yet freed; `requested_out` is NULL or writable.
+ */
+enum shmlease_status shmlease_lease_release_requested(const struct shmlease_lease *lease,
+                                                      bool *requested_out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -30,6 +30,8 @@ pub enum Op {
     Release = 6,
     /// Revoking a lease.
     Revoke = 7,
+    /// Requesting the release of a lease.
+    Request = 8,
 }
 
 #[cfg(all(debug_assertions, not(loom)))]

@@ -11,6 +11,7 @@
 
 use crate::layout::holder::{self, Record};
 use crate::sys;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Once;
 
@@ -195,6 +196,35 @@ pub fn is_provably_dead(record: &Record) -> bool {
         ALIVE.store((key as u128) << 64 | now as u128, Ordering::Release);
     }
     dead
+}
+
+/// A pidfd of the live process that `record` describes, verified to be that process
+/// (not a later owner of its pid): it polls readable when the process exits, so a
+/// waiter can be woken by the holder's death itself. `None` when that cannot be had
+/// (another PID namespace, no identity, this process, no pidfd support, or already
+/// dead: the caller then re-checks by probing).
+pub fn death_watch(record: &Record) -> Option<OwnedFd> {
+    let me = me();
+    if record.pid == 0 || record.pidns == 0 || record.pidns != me.pidns || record.pid == me.pid {
+        return None;
+    }
+    let fd = sys::pidfd_open(record.pid).ok()?;
+    let same = match record.kind {
+        holder::KIND_PIDFD_INODE => {
+            sys::pidfs_inode(&fd).ok()?.is_some_and(|ino| ino & holder::IDENT_MASK == record.ident)
+        }
+        // The pidfd names whoever had the pid when it was opened; if that is still the
+        // recorded process now, it was then (a pid is not reused while its process lives).
+        holder::KIND_START_TIME => sys::proc_state_and_start(record.pid)
+            .is_ok_and(|(_, start)| start & holder::IDENT_MASK == record.ident),
+        _ => false,
+    };
+    (same && !sys::pidfd_exited(&fd)).then_some(fd)
+}
+
+/// Forgets which process was last found alive: the next [`is_provably_dead`] probes.
+pub fn forget_alive() {
+    ALIVE.store(0, Ordering::Release);
 }
 
 fn probe_dead(record: &Record) -> bool {

@@ -20,7 +20,7 @@ use crate::sync::{AtomicU128, AtomicU64};
 /// `b"SHMLEASE"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMLEASE");
 /// Bumped on any change to the layout or to the meaning of a field.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Written by the creator in its native byte order; a reader of the other order sees
 /// `0x0403_0201` and refuses the table.
 pub const ENDIAN_MARK: u32 = 0x0102_0304;
@@ -224,22 +224,35 @@ const _: () = {
 ///
 /// | deadline bits | meaning |
 /// |---|---|
-/// | 63 (`WAITERS`) | some process sleeps on this slot's futex and wants a wake-up when the lease is freed |
-/// | 0..63 = `FREE` (0) | released (or never granted since the name was bound) |
-/// | 0..63 = `REVOKED` (1) | revoked by an administrator |
-/// | 0..63 = `UNBOUND` (2) | the name is being unbound from this slot; never grantable |
-/// | 0..63 = t ≥ 3 | granted until table time t; expired (and grantable) once now ≥ t |
+/// | 63 (`WAITERS`) | some process sleeps on this slot's futex and wants a wake-up when the lease is freed (acquirers, and the holder's keep-alive) |
+/// | 62 (`OBSERVERS`) | some process observes every change of holder (election observers): the next grant, release, revocation or unbinding wakes the futex and clears the bit |
+/// | 61 (`REQUESTED`) | somebody asked the holder of this grant to release it (cooperative hand-over); cleared by the next grant |
+/// | 0..61 = `FREE` (0) | released (or never granted since the name was bound) |
+/// | 0..61 = `REVOKED` (1) | revoked by an administrator |
+/// | 0..61 = `UNBOUND` (2) | the name is being unbound from this slot; never grantable |
+/// | 0..61 = t ≥ 3 | granted until table time t; expired (and grantable) once now ≥ t |
 ///
 /// `token` is the fencing token of the current or most recent grant. It never decreases
-/// in a slot, over the slot's whole life, across names: every grant sets it to
-/// `max(now, token + 1)` and every binding to `max(token, floor) + 1`. So a given grant
-/// word value occurs at most once, and a CAS from a remembered value can never succeed
-/// against a later grant (no ABA).
+/// in a slot, over the slot's whole life, across names: every grant sets it to the
+/// least value ≥ `max(now, token + 1)` whose low 16 bits (the grant's *sequence*,
+/// [`grant::seq`]) are the previous token's plus one, and every binding to
+/// `max(token, floor) + 1`. So a given grant word value occurs at most once, and a CAS
+/// from a remembered value can never succeed against a later grant (no ABA); and an
+/// observer that saw one term and then another knows, from their sequences alone,
+/// how many grants it missed in between (modulo 65,536).
 pub mod grant {
     /// Bit set by waiters; see the table above.
     pub const WAITERS: u64 = 1 << 63;
+    /// Bit set by observers; see the table above.
+    pub const OBSERVERS: u64 = 1 << 62;
+    /// Bit set by a request to release; see the table above.
+    pub const REQUESTED: u64 = 1 << 61;
+    /// The flag bits.
+    pub const FLAGS: u64 = WAITERS | OBSERVERS | REQUESTED;
     /// Mask of the deadline proper.
-    pub const DEADLINE: u64 = !WAITERS;
+    pub const DEADLINE: u64 = !FLAGS;
+    /// Mask of a token's sequence bits.
+    pub const SEQ_MASK: u64 = 0xffff;
     /// Released / never granted.
     pub const FREE: u64 = 0;
     /// Revoked.
@@ -252,12 +265,18 @@ pub mod grant {
     pub const fn pack(deadline: u64, token: u64) -> u128 {
         (token as u128) << 64 | deadline as u128
     }
-    /// The deadline field including the `WAITERS` bit.
+    /// The sequence of a grant with `token`: its low 16 bits, one more (modulo 2¹⁶)
+    /// than its predecessor's in the same slot.
+    #[inline]
+    pub const fn seq(token: u64) -> u16 {
+        token as u16
+    }
+    /// The deadline field including the flag bits.
     #[inline]
     pub const fn deadline_bits(word: u128) -> u64 {
         word as u64
     }
-    /// The deadline without the `WAITERS` bit.
+    /// The deadline without the flag bits.
     #[inline]
     pub const fn deadline(word: u128) -> u64 {
         word as u64 & DEADLINE
@@ -430,9 +449,10 @@ mod tests {
 
     #[test]
     fn grant_word_splits() {
-        let w = grant::pack(grant::WAITERS | 12345, 777);
+        let w = grant::pack(grant::FLAGS | 12345, 777);
         assert_eq!(grant::deadline(w), 12345);
-        assert_eq!(grant::deadline_bits(w) & grant::WAITERS, grant::WAITERS);
+        assert_eq!(grant::deadline_bits(w) & grant::FLAGS, grant::FLAGS);
+        assert_eq!(grant::seq(0x1_0002_0003), 3);
         assert_eq!(grant::token(w), 777);
     }
 }

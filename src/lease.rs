@@ -44,6 +44,15 @@ pub struct RawLease {
     pub pid: u32,
 }
 
+/// What [`Lease::wait_notice`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Someone asked the holder to release the lease (it is still held).
+    ReleaseRequested,
+    /// The lease is lost, for this reason.
+    Lost(LostReason),
+}
+
 /// A lease turned loose from its process by [`Lease::detach`]: it lives until its
 /// deadline unless renewed or released, by anyone, with [`LeaseTable::renew`] and
 /// [`LeaseTable::release`] and this token.
@@ -259,6 +268,29 @@ impl<'t> Lease<'t> {
     /// Blocks until the keep-alive notices the lease is lost (returning why), or until
     /// `timeout` passes (returning `None`). Without a keep-alive, returns `None` at once.
     pub fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
+        match self.wait_until(timeout, false)? {
+            Notice::Lost(reason) => Some(reason),
+            Notice::ReleaseRequested => None,
+        }
+    }
+
+    /// Whether someone has asked the holder to release this lease
+    /// ([`LeaseTable::request_release`]) while it is still held. One atomic load; no
+    /// keep-alive needed. `false` once the lease is lost (see [`Lease::lost`]).
+    pub fn release_requested(&self) -> bool {
+        let inner = self.inner();
+        protocol::release_requested(inner.slot(self.slot), self.token, inner.now()) == Ok(true)
+    }
+
+    /// Blocks until the keep-alive notices that the lease is lost or that its release
+    /// was requested (a loss wins when both are true), or until `timeout` passes
+    /// (`None`). Without a keep-alive, or in a process that inherited the lease, returns
+    /// `None` at once.
+    pub fn wait_notice(&self, timeout: Option<Duration>) -> Option<Notice> {
+        self.wait_until(timeout, true)
+    }
+
+    fn wait_until(&self, timeout: Option<Duration>, requests: bool) -> Option<Notice> {
         if !self.taken_here() {
             return None;
         }
@@ -267,8 +299,11 @@ impl<'t> Lease<'t> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut guard = guard;
         loop {
-            if guard.is_some() {
-                return *guard;
+            if let Some(reason) = *guard {
+                return Some(Notice::Lost(reason));
+            }
+            if requests && k.shared.requested.load(Ordering::SeqCst) {
+                return Some(Notice::ReleaseRequested);
             }
             match deadline {
                 None => guard = k.shared.changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
@@ -307,6 +342,8 @@ impl Drop for Lease<'_> {
 struct Shared {
     stop: AtomicBool,
     lost: Mutex<Option<LostReason>>,
+    /// Set once the keep-alive has seen a request to release.
+    requested: AtomicBool,
     changed: Condvar,
 }
 
@@ -346,6 +383,14 @@ fn renew_loop(inner: &Inner, slot: u32, token: u64, ttl: u64, shared: &Shared) {
             return;
         }
         let now = inner.now();
+        if !shared.requested.load(Ordering::SeqCst)
+            && protocol::release_requested(inner.slot(slot), token, now) == Ok(true)
+        {
+            // Under the lock, so that a waiter between its check and its wait hears it.
+            let _guard = shared.lost.lock().unwrap_or_else(|p| p.into_inner());
+            shared.requested.store(true, Ordering::SeqCst);
+            shared.changed.notify_all();
+        }
         if now >= next {
             match protocol::renew(inner.slot(slot), token, now, ttl) {
                 Ok(_) => {

@@ -81,6 +81,8 @@ pub mod sync;
 
 // Under `cfg(loom)` only the protocol is built, on loom's atomics.
 #[cfg(not(loom))]
+pub mod election;
+#[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
 mod identity;
@@ -96,11 +98,13 @@ mod sys;
 mod table;
 
 #[cfg(not(loom))]
+pub use election::{Election, Leader, Leadership};
+#[cfg(not(loom))]
 pub use error::{Error, LostReason, Result};
 #[cfg(not(loom))]
 pub use info::{Counters, Holder, Label, LeaseInfo, LeaseState, ProcessIdentity, TableInfo};
 #[cfg(not(loom))]
-pub use lease::{DetachedLease, Lease, RawLease};
+pub use lease::{DetachedLease, Lease, Notice, RawLease};
 #[cfg(not(loom))]
 pub use options::{Location, TableOptions};
 #[cfg(not(loom))]

@@ -15,8 +15,21 @@
 //!
 //! Every transition is one CAS on the 128-bit grant word, from the exact value the actor
 //! judged, so "decide from state X" and "move out of X" are one indivisible step. Each
-//! grant sets the token to `max(now, token + 1)`: the word's value never repeats, and a
-//! stale holder's CAS (expecting its own token) can only fail.
+//! grant sets the token to the least value ≥ `max(now, token + 1)` whose sequence (low
+//! 16 bits) is the previous token's plus one ([`next_token`]): the word's value never
+//! repeats, a stale holder's CAS (expecting its own token) can only fail, and the
+//! number of grants between two tokens of a slot is known from the tokens alone.
+//!
+//! # Flags on the deadline (see [`grant`])
+//!
+//! | flag | set by | kept by | cleared by | effect |
+//! |---|---|---|---|---|
+//! | `WAITERS` | [`announce_waiter`], [`watch`] (on a held grant) | grant, renew, request | release, revoke, retire (which wake) | whoever frees the grant wakes the futex |
+//! | `OBSERVERS` | [`announce_observer`] (any bound state) | renew, request | grant, release, revoke, retire (which wake) | every change of holder wakes the futex |
+//! | `REQUESTED` | [`request_release`] (on a held grant) | renew | grant, release, revoke, retire | the holder is asked to release; wakes the holder's keep-alive |
+//!
+//! A flag never changes who may do what: [`classify`] ignores them, and every CAS
+//! expects the exact word it judged, flags included.
 //!
 //! Side records (holder, label, renewal time, transition count) are written after the
 //! CAS by the winner, and by nobody else: a granter whose CAS fails has written
@@ -91,6 +104,23 @@ pub struct Granted {
     pub token: u64,
     pub deadline: u64,
     pub took: Took,
+    /// Observers were announced on the word this grant replaced: wake them.
+    pub wake: bool,
+}
+
+/// The token of the grant that follows one with `token`, at `now`: the least value
+/// ≥ `max(now, token + 1)` whose sequence is `seq(token) + 1`, and whose low 32 bits
+/// (the holder record's tag) therefore differ from `token`'s. `None` past 2⁶⁴.
+#[inline(always)]
+pub fn next_token(token: u64, now: u64) -> Option<u64> {
+    let least = token.checked_add(1)?.max(now);
+    let seq = (token.wrapping_add(1)) & grant::SEQ_MASK;
+    let candidate = (least & !grant::SEQ_MASK) | seq;
+    if candidate >= least {
+        Some(candidate)
+    } else {
+        candidate.checked_add(grant::SEQ_MASK + 1)
+    }
 }
 
 /// Why a slot operation did not happen.
@@ -122,9 +152,15 @@ pub enum Lost {
     Interference,
 }
 
+/// Whether freeing `word` (release, revoke, retire) must wake the futex.
+#[inline]
+fn wakes(word: u128) -> bool {
+    grant::deadline_bits(word) & (grant::WAITERS | grant::OBSERVERS) != 0
+}
+
 /// Is `word` the live grant with `token` at `now`?
 #[inline]
-fn check_ours(word: u128, token: u64, now: u64) -> Result<(), Lost> {
+pub fn check_ours(word: u128, token: u64, now: u64) -> Result<(), Lost> {
     if grant::token(word) != token {
         return Err(Lost::TakenOver);
     }
@@ -192,20 +228,14 @@ pub fn try_grant(
                 }
             }
         };
-        let Some(next_token) = token.checked_add(1) else {
+        // The previous grant's record stays in place until ours replaces it: its tag
+        // must not match our token (see the module docs); sequences guarantee it.
+        let Some(new_token) = next_token(token, now) else {
             return Err(Refusal::TokenExhausted);
         };
-        let mut new_token = next_token.max(now);
-        // The previous grant's record stays in place until ours replaces it: its tag
-        // must not match our token (see the module docs).
-        if holder::Record::tag_for(new_token) == holder::Record::tag_for(token) {
-            let Some(t) = new_token.checked_add(1) else {
-                return Err(Refusal::TokenExhausted);
-            };
-            new_token = t;
-        }
         let deadline = now + ttl;
         // Waiters stay announced across grants: whoever frees this grant wakes them.
+        // Observers are woken now; a request was for the grant we replace.
         let new = grant::pack(deadline | (deadline_bits & grant::WAITERS), new_token);
         point(Op::Grant);
         if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
@@ -225,7 +255,8 @@ pub fn try_grant(
             // races it; it is a statistic, not part of any guarantee.
             slot.transitions.store(slot.transitions.load(Relaxed).wrapping_add(1), Relaxed);
             point(Op::Grant);
-            return Ok(Granted { token: new_token, deadline, took });
+            let wake = deadline_bits & grant::OBSERVERS != 0;
+            return Ok(Granted { token: new_token, deadline, took, wake });
         }
     }
     Err(Refusal::Interference)
@@ -238,11 +269,11 @@ pub fn renew(slot: &Slot, token: u64, now: u64, ttl: u64) -> Result<u64, Lost> {
     for _ in 0..RETRY_LIMIT {
         check_ours(current, token, now)?;
         let deadline = now + ttl;
-        let waiters = grant::deadline_bits(current) & grant::WAITERS;
+        let flags = grant::deadline_bits(current) & grant::FLAGS;
         point(Op::Renew);
         match slot.grant.compare_exchange(
             current,
-            grant::pack(deadline | waiters, token),
+            grant::pack(deadline | flags, token),
             AcqRel,
             Acquire,
         ) {
@@ -262,7 +293,7 @@ pub fn renew(slot: &Slot, token: u64, now: u64, ttl: u64) -> Result<u64, Lost> {
 /// it is still exact, the release is a single CAS with no prior load and no clock read.
 /// A grant that expired but that nobody has taken since is still the caller's to
 /// release (no other grant was made in between, so nothing is unsafe about it). Returns
-/// whether waiters announced themselves (the caller must then wake them).
+/// whether waiters or observers announced themselves (the caller must then wake them).
 #[inline]
 pub fn release(slot: &Slot, token: u64, deadline_hint: u64) -> Result<bool, Lost> {
     // A hint that is not a real deadline (e.g. 0 from a caller that does not know it)
@@ -288,7 +319,7 @@ pub fn release(slot: &Slot, token: u64, deadline_hint: u64) -> Result<bool, Lost
         match slot.grant.compare_exchange(current, freed, AcqRel, Acquire) {
             Ok(_) => {
                 point(Op::Release);
-                return Ok(grant::deadline_bits(current) & grant::WAITERS != 0);
+                return Ok(wakes(current));
             }
             Err(actual) => current = actual,
         }
@@ -296,11 +327,12 @@ pub fn release(slot: &Slot, token: u64, deadline_hint: u64) -> Result<bool, Lost
     Err(Lost::Interference)
 }
 
-/// Outcome of [`revoke`].
+/// Outcome of an operation on whatever grant is live in a slot ([`revoke`],
+/// [`request_release`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Revoked {
-    /// The grant with this token was revoked; `wake` says whether waiters must be woken.
-    Revoked { token: u64, wake: bool },
+pub enum Targeted {
+    /// Done to the grant with this token; `wake` says whether the futex must be woken.
+    Done { token: u64, wake: bool },
     /// Nothing was held. `token` is the last grant's token.
     NotHeld { token: u64 },
     /// Held, but under another token than the one the caller named.
@@ -314,7 +346,7 @@ pub fn revoke(
     bound_as: u64,
     now: u64,
     only_token: Option<u64>,
-) -> Result<Revoked, Refusal> {
+) -> Result<Targeted, Refusal> {
     for _ in 0..RETRY_LIMIT {
         let current = slot.grant.load(Acquire);
         if slot.bind.load(Acquire) != bound_as {
@@ -324,17 +356,16 @@ pub fn revoke(
         match classify(grant::deadline_bits(current), now) {
             Observed::Held | Observed::Corrupt => {}
             Observed::Unbound => return Err(Refusal::Rebound),
-            _ => return Ok(Revoked::NotHeld { token }),
+            _ => return Ok(Targeted::NotHeld { token }),
         }
         if only_token.is_some_and(|t| t != token) {
-            return Ok(Revoked::OtherToken { token });
+            return Ok(Targeted::OtherToken { token });
         }
         let new = grant::pack(grant::REVOKED, token);
         point(Op::Revoke);
         if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
             point(Op::Revoke);
-            let wake = grant::deadline_bits(current) & grant::WAITERS != 0;
-            return Ok(Revoked::Revoked { token, wake });
+            return Ok(Targeted::Done { token, wake: wakes(current) });
         }
     }
     Err(Refusal::Interference)
@@ -400,6 +431,88 @@ pub fn watch(slot: &Slot, token: u64, now: u64) -> Result<u32, Lost> {
     Err(Lost::Interference)
 }
 
+/// Asks the holder of the live grant in `slot` (bound as `bound_as`), or only of the
+/// grant with `only_token`, to release it: sets `REQUESTED` on the grant word. Changes
+/// nothing about who holds it or until when.
+pub fn request_release(
+    slot: &Slot,
+    bound_as: u64,
+    now: u64,
+    only_token: Option<u64>,
+) -> Result<Targeted, Refusal> {
+    for _ in 0..RETRY_LIMIT {
+        let current = slot.grant.load(Acquire);
+        if slot.bind.load(Acquire) != bound_as {
+            return Err(Refusal::Rebound);
+        }
+        let token = grant::token(current);
+        let bits = grant::deadline_bits(current);
+        match classify(bits, now) {
+            Observed::Held | Observed::Corrupt => {}
+            Observed::Unbound => return Err(Refusal::Rebound),
+            _ => return Ok(Targeted::NotHeld { token }),
+        }
+        if only_token.is_some_and(|t| t != token) {
+            return Ok(Targeted::OtherToken { token });
+        }
+        let wake = bits & grant::WAITERS != 0;
+        if bits & grant::REQUESTED != 0 {
+            return Ok(Targeted::Done { token, wake: false });
+        }
+        let new = grant::pack(bits | grant::REQUESTED, token);
+        point(Op::Request);
+        if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
+            point(Op::Request);
+            return Ok(Targeted::Done { token, wake });
+        }
+    }
+    Err(Refusal::Interference)
+}
+
+/// Whether the live grant with `token` has been asked to release (`Ok(false)` if not),
+/// or why it is no longer the caller's.
+#[inline]
+pub fn release_requested(slot: &Slot, token: u64, now: u64) -> Result<bool, Lost> {
+    let current = slot.grant.load(Acquire);
+    check_ours(current, token, now)?;
+    Ok(grant::deadline_bits(current) & grant::REQUESTED != 0)
+}
+
+/// What an observer saw and may sleep on, from [`announce_observer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// The grant word, with the `OBSERVERS` bit as it is now set.
+    pub word: u128,
+    /// Sleep on the slot's futex while it still equals this value: the next change of
+    /// holder (grant, release, revocation, unbinding) wakes it. Expiry wakes nobody:
+    /// sleep at most until the deadline.
+    pub futex_expect: u32,
+}
+
+/// Sets the `OBSERVERS` bit on the slot's grant word (in any bound state), so that the
+/// next change of holder wakes the futex. `None` when the slot no longer stands for the
+/// name looked up as `bound_as` (look it up again).
+pub fn announce_observer(slot: &Slot, bound_as: u64) -> Option<Observation> {
+    for _ in 0..RETRY_LIMIT {
+        let current = slot.grant.load(Acquire);
+        if slot.bind.load(Acquire) != bound_as {
+            return None;
+        }
+        let bits = grant::deadline_bits(current);
+        if bits & grant::DEADLINE == grant::UNBOUND {
+            return None;
+        }
+        if bits & grant::OBSERVERS != 0 {
+            return Some(Observation { word: current, futex_expect: futex_value(current) });
+        }
+        let announced = grant::pack(bits | grant::OBSERVERS, grant::token(current));
+        if slot.grant.compare_exchange(current, announced, AcqRel, Acquire).is_ok() {
+            return Some(Observation { word: announced, futex_expect: futex_value(announced) });
+        }
+    }
+    None
+}
+
 /// Rewrites the holder record of the live grant with `token`, e.g. to mark it detached.
 pub fn rewrite_holder(
     slot: &Slot,
@@ -432,7 +545,7 @@ pub fn retire(slot: &Slot, now: u64) -> Option<(u64, bool)> {
         point(Op::Bind);
         if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
             point(Op::Bind);
-            return Some((token, bits & grant::WAITERS != 0));
+            return Some((token, wakes(current)));
         }
     }
     None

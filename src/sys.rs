@@ -116,6 +116,36 @@ pub fn pidfd_exited(fd: &OwnedFd) -> bool {
     n == Ok(1) && pfd[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN))
 }
 
+/// A pipe whose read end becomes readable (hung up) when the write end is dropped: a
+/// way to cancel a thread blocked in [`wait_exit_or_hangup`].
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// Blocks until the process behind `pidfd` exits (`true`) or `cancel` polls readable or
+/// hung up (`false`). Retries on signals.
+pub fn wait_exit_or_hangup(pidfd: &OwnedFd, cancel: &OwnedFd) -> bool {
+    loop {
+        let mut fds = [
+            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(cancel.as_fd(), PollFlags::POLLIN),
+        ];
+        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            Err(_) => return false,
+            Ok(_) => {
+                let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+                if ready(&fds[1]) {
+                    return false;
+                }
+                if ready(&fds[0]) {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
 /// State letter and start time (clock ticks after boot) of `pid`, from `/proc/PID/stat`.
 pub fn proc_state_and_start(pid: u32) -> io::Result<(u8, u64)> {
     let mut s = String::new();

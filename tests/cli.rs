@@ -1266,3 +1266,269 @@ fn run_refuses_a_ttl_too_short_to_renew_reliably() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(ran.exists());
 }
+
+// Leader election from the command line (issue 11): `leader`, `observe`,
+// `request-release`, `revoke --grace`, `run --on-request`, and `run` as a hot standby.
+
+/// The lines a child prints on stdout, as they come (read by a thread of their own).
+fn lines_of(kid: &mut Kid) -> mpsc::Receiver<String> {
+    let out = std::io::BufReader::new(kid.stdout.take().expect("stdout piped"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(out) {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line from `lines`, within the watchdog.
+fn next_line(lines: &mpsc::Receiver<String>, what: &str) -> String {
+    lines.recv_timeout(WATCHDOG).unwrap_or_else(|_| panic!("watchdog: no line for {what}"))
+}
+
+/// The process's state letter in /proc (R, S, T, Z...).
+fn proc_state(pid: u32) -> char {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).unwrap_or('?')
+}
+
+#[test]
+fn leader_says_who_leads_or_exits_1_when_nobody_does() {
+    let t = Table::new("leader");
+    t.run(&["create"]);
+    let out = t.run(&["leader", "job"]);
+    assert_eq!(code(&out), 1, "nobody leads: exit 1; {}", stderr(&out));
+    assert!(stdout(&out).contains("nobody leads \"job\""), "{}", stdout(&out));
+    let out = t.run(&["leader", "job", "--json"]);
+    assert_eq!(code(&out), 1);
+    let nobody: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((nobody["leading"].as_bool(), nobody["term"].as_u64()), (Some(false), Some(0)));
+    assert!(nobody["pid"].is_null() && nobody["acquired_at"].is_null(), "{nobody}");
+
+    let (run, _cmd) = holding_run(&t, "job", "cand-a");
+    let term = live_token(&t, "job");
+    let out = t.run(&["leader", "job", "--json"]);
+    let leader = json(&out);
+    assert_eq!(leader["name"], "job");
+    assert_eq!(leader["leading"], true);
+    assert_eq!(leader["term"].as_u64(), Some(term));
+    assert_eq!(leader["pid"].as_u64(), Some(u64::from(run.id())));
+    assert_eq!(leader["label"], "cand-a");
+    assert_eq!(leader["detached"], false);
+    assert!(leader["acquired_at"].as_str().unwrap().ends_with('Z'), "{leader}");
+    assert!(leader["expires_at"].as_str().unwrap().ends_with('Z'), "{leader}");
+    assert!(leader["remaining_ms"].as_u64().unwrap() > 0, "{leader}");
+    let out = t.run(&["leader", "job"]);
+    assert_eq!(code(&out), 0);
+    let text = stdout(&out);
+    for fact in [format!("term {term}"), format!("pid {} (cand-a)", run.id()), "left".into()] {
+        assert!(text.contains(&fact), "no {fact:?} in: {text}");
+    }
+    // Once its leader is gone, the name's last term is still told.
+    let mut run = run;
+    kill(run.id(), libc::SIGTERM);
+    wait(&mut run);
+    let out = t.run(&["leader", "job", "--json"]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let nobody: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(nobody["term"].as_u64(), Some(term));
+}
+
+#[test]
+fn observe_prints_a_json_line_per_change_with_skipped_terms_and_stops_after_count() {
+    let t = Table::new("observe");
+    t.run(&["create"]);
+    let mut observer =
+        t.cmd(&["observe", "job", "--json", "--count", "3"]).stdout(Stdio::piped()).kid();
+    let lines = lines_of(&mut observer);
+    let first: Value = serde_json::from_str(&next_line(&lines, "the state at start")).unwrap();
+    assert_eq!(first["name"], "job");
+    assert_eq!((first["leading"].as_bool(), first["term"].as_u64()), (Some(false), Some(0)));
+    assert!(first.get("skipped").is_none(), "nothing skipped at start: {first}");
+    assert!(first["at"].as_str().unwrap().ends_with('Z'), "{first}");
+
+    // Stopped, the observer sleeps through two terms and wakes up to a third.
+    kill(observer.id(), libc::SIGSTOP);
+    until("the observer to stop", || proc_state(observer.id()) == 'T');
+    for _ in 0..2 {
+        let token = stdout(&t.run(&["acquire", "job", "--ttl", "30s"])).trim().to_owned();
+        assert!(t.run(&["release", "job", "--token", &token]).status.success());
+    }
+    let out = t.run(&["acquire", "job", "--ttl", "30s", "--label", "third"]);
+    let third: u64 = stdout(&out).trim().parse().unwrap();
+    kill(observer.id(), libc::SIGCONT);
+    let line = next_line(&lines, "the third term");
+    let change: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(change["leading"], true, "{line}");
+    assert_eq!(change["term"].as_u64(), Some(third), "{line}");
+    assert_eq!(change["label"], "third", "{line}");
+    assert_eq!(change["detached"], true, "{line}");
+    assert!(change["pid"].as_u64().is_some() && change["remaining_ms"].as_u64() > Some(0));
+    assert!(change["acquired_at"].as_str().is_some_and(|a| a.ends_with('Z')), "{line}");
+    assert_eq!(change["skipped"].as_u64(), Some(2), "two terms missed, and said so: {line}");
+
+    assert!(t.run(&["release", "job", "--token", &third.to_string()]).status.success());
+    let line = next_line(&lines, "the end of the third term");
+    let ended: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!((ended["leading"].as_bool(), ended["term"].as_u64()), (Some(false), Some(third)));
+    assert!(ended["pid"].is_null() && ended.get("skipped").is_none(), "{line}");
+    assert_eq!(wait(&mut observer).code(), Some(0), "--count 3 ends it after 3 lines");
+    assert!(lines.recv_timeout(WATCHDOG).is_err(), "a line after --count was reached");
+}
+
+#[test]
+fn observe_runs_until_interrupted_and_then_exits_0() {
+    let t = Table::new("observeint");
+    t.run(&["create"]);
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let name = format!("job-{signal}");
+        let mut observer = t.cmd(&["observe", &name]).stdout(Stdio::piped()).kid();
+        let lines = lines_of(&mut observer);
+        let line = next_line(&lines, "the state at start");
+        assert!(line.contains("nobody leads"), "{line}");
+        let (run, _cmd) = holding_run(&t, &name, "obs");
+        // Flushed at once, through a pipe: read while observe still runs.
+        let line = next_line(&lines, "the new leader");
+        assert!(line.contains(&format!("pid {} (obs) leads", run.id())), "{line}");
+        kill(observer.id(), signal);
+        assert_eq!(wait(&mut observer).code(), Some(0), "signal {signal}: a clean exit");
+    }
+}
+
+/// `observe NAME | head -1`: observe ends when its reader does, without waiting for a
+/// change to write.
+#[test]
+fn observe_ends_when_the_pipe_it_writes_to_is_closed() {
+    let t = Table::new("observepipe");
+    t.run(&["create"]);
+    let mut observer = t.cmd(&["observe", "job"]).stdout(Stdio::piped()).kid();
+    let mut reader = std::io::BufReader::new(observer.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    assert!(line.contains("nobody leads"), "{line}");
+    drop(reader);
+    assert_eq!(wait(&mut observer).code(), Some(0));
+}
+
+#[test]
+fn request_release_reaches_cmd_as_the_chosen_signal_and_run_releases_when_it_exits() {
+    let t = Table::new("request");
+    t.run(&["create"]);
+    let out = t.run(&["request-release", "job"]);
+    assert_eq!(code(&out), 0);
+    assert!(stderr(&out).contains("not held; nothing to ask"), "{}", stderr(&out));
+
+    let (ready, got) = (t.file("ready"), t.file("got"));
+    let script = format!(
+        "trap 'echo USR1 > {}; exit 3' USR1; echo $$ > {}; while :; do sleep 0.05; done",
+        got.display(),
+        ready.display()
+    );
+    let mut run = t
+        .cmd(&["run", "--on-request", "usr1", "job", "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .kid();
+    read_pid(&ready);
+    let token = live_token(&t, "job");
+    let out = t.run(&["request-release", "job", "--token", &(token + 1).to_string()]);
+    assert_one_line_error(&out, 79, "nothing asked");
+    let out = t.run(&["request-release", "job", "--json"]);
+    let asked = json(&out);
+    assert_eq!((asked["requested"].as_bool(), asked["token"].as_u64()), (Some(true), Some(token)));
+    assert_eq!(wait(&mut run).code(), Some(3), "run exits with CMD's status");
+    assert_eq!(fs::read_to_string(&got).unwrap().trim(), "USR1");
+    assert!(held(&t).is_empty(), "released when CMD exited");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("requested: sending SIGUSR1 to CMD"), "{err}");
+}
+
+#[test]
+fn revoke_grace_asks_first_and_revokes_only_a_holder_that_does_not_release_in_time() {
+    let t = Table::new("grace");
+    // A holder that hands over: run passes the request to CMD as SIGTERM, CMD exits,
+    // run releases.
+    let (ready, got) = (t.file("ready"), t.file("got"));
+    let script = format!(
+        "trap 'echo TERM > {}; exit 0' TERM; echo $$ > {}; while :; do sleep 0.05; done",
+        got.display(),
+        ready.display()
+    );
+    let mut run = t.cmd(&["run", "job", "--", "sh", "-c", &script]).stderr(Stdio::piped()).kid();
+    read_pid(&ready);
+    let token = live_token(&t, "job");
+    let graced = json(&t.run(&["revoke", "job", "--grace", "50s", "--json"]));
+    assert_eq!(graced["token"].as_u64(), Some(token));
+    assert_eq!(graced["outcome"], "released", "{graced}");
+    assert_eq!(graced["revoked"], false, "{graced}");
+    assert_eq!(wait(&mut run).code(), Some(0));
+    assert_eq!(fs::read_to_string(&got).unwrap().trim(), "TERM");
+    let free = t.run(&["ls", "--all", "--json"]);
+    assert_eq!(json(&free)[0]["state"], "free", "released, not revoked");
+
+    // A holder that ignores requests keeps the lease until the grace is over.
+    let ready = t.file("ready2");
+    let mut run = t
+        .cmd(&["run", "--on-request", "none", "job", "--", "sh", "-c", &ready_then_sleep(&ready)])
+        .stderr(Stdio::piped())
+        .kid();
+    read_pid(&ready);
+    let token = live_token(&t, "job");
+    let out = t.run(&["revoke", "job", "--grace", "300ms"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("(token {token})")) && text.contains("revoked it"), "{text}");
+    assert_eq!(wait(&mut run).code(), Some(79), "run lost its lease");
+    let revoked = t.run(&["ls", "--all", "--json"]);
+    assert_eq!(json(&revoked)[0]["state"], "revoked");
+    // Nothing held: nothing asked, nothing revoked.
+    let graced = json(&t.run(&["revoke", "job", "--grace", "1s", "--json"]));
+    assert_eq!(graced["outcome"], "not_held", "{graced}");
+}
+
+/// Three `run NAME -- CMD` candidates: one runs CMD, and when it is killed with SIGKILL
+/// a standby's CMD starts (its TTL is far beyond the watchdog: only the leader's death
+/// can hand the lease over in time).
+#[test]
+fn hot_standby_a_killed_leader_is_replaced_by_a_standby() {
+    let t = Table::new("standby");
+    t.run(&["create"]);
+    let started = t.file("started");
+    let script = format!("echo $$ >> {}; exec sleep 300", started.display());
+    let mut runs: Vec<Kid> = (0..3)
+        .map(|i| {
+            let label = format!("cand-{i}");
+            t.cmd(&["run", "--ttl", "300s", "--label", &label, "job", "--", "sh", "-c", &script])
+                .stderr(Stdio::null())
+                .kid()
+        })
+        .collect();
+    let cmds = || -> Vec<u32> {
+        let text = fs::read_to_string(&started).unwrap_or_default();
+        text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+    };
+    until("one CMD to start", || !cmds().is_empty());
+    let first_cmd = cmds()[0];
+    runs[0].also(first_cmd);
+    let leader = json(&t.run(&["leader", "job", "--json"]));
+    let leading_pid = leader["pid"].as_u64().unwrap() as u32;
+    let at = runs.iter().position(|r| r.id() == leading_pid).expect("a candidate leads");
+    // The others wait: one CMD only.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(cmds().len(), 1, "a standby ran CMD while the leader held the lease");
+
+    kill(leading_pid, libc::SIGKILL);
+    wait(&mut runs[at]);
+    until("a standby's CMD to start", || cmds().len() == 2);
+    runs[0].also(cmds()[1]);
+    until("the killed leader's CMD to die with it", || !alive(first_cmd));
+    let leader = json(&t.run(&["leader", "job", "--json"]));
+    let new_pid = leader["pid"].as_u64().unwrap() as u32;
+    assert!(new_pid != leading_pid && runs.iter().any(|r| r.id() == new_pid), "{leader}");
+    assert!(leader["term"].as_u64() > Some(0));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(cmds().len(), 2, "two standbys took over");
+}

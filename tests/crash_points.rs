@@ -1,7 +1,8 @@
 //! Crash at every step: a child process kills itself (SIGKILL, via the library's debug-only
 //! crash points, `shmlease::fault`) at step k of create, clock rebase, name binding
 //! (into an empty slot, and by evicting an idle name), grant (of a free lease, and after
-//! waiting), renew, release and revoke — for every k, until the operation completes.
+//! waiting), renew, release, revoke and a release request — for every k, until the
+//! operation completes.
 //! After each crash another process must be able to open the table, take the lease the
 //! dead one held or touched (at once when the dead holder is provable, else within its
 //! TTL), get a token above every token handed out before, and still use every slot.
@@ -60,6 +61,8 @@ enum Scenario {
     Release,
     /// Revoking the parent's detached lease while a third process waits for it.
     Revoke,
+    /// Asking the holder of the parent's detached lease to release it.
+    Request,
 }
 
 impl Scenario {
@@ -72,6 +75,7 @@ impl Scenario {
             Scenario::Renew => Op::Renew,
             Scenario::Release => Op::Release,
             Scenario::Revoke => Op::Revoke,
+            Scenario::Request => Op::Request,
         }
     }
 
@@ -79,7 +83,7 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|c| format!("{c:?}") == s).expect("known scenario")
     }
 
-    const ALL: [Scenario; 9] = [
+    const ALL: [Scenario; 10] = [
         Scenario::Create,
         Scenario::Rebase,
         Scenario::BindEmpty,
@@ -89,6 +93,7 @@ impl Scenario {
         Scenario::Renew,
         Scenario::Release,
         Scenario::Revoke,
+        Scenario::Request,
     ];
 }
 
@@ -155,6 +160,11 @@ fn crash_child() {
             arm();
             table.revoke(NAME).unwrap().expect("the parent's lease was held")
         }
+        Scenario::Request => {
+            let table = LeaseTable::open(&path).unwrap();
+            arm();
+            table.request_release(NAME, None).unwrap().expect("the parent's lease was held")
+        }
     };
     report("DONE", token);
 }
@@ -212,6 +222,11 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
             let lease = t.try_acquire(NAME, LONG).unwrap();
             seen = lease.token();
             parent_lease = Some(lease);
+        }
+        (Scenario::Request, Some(t)) => {
+            let lease = t.try_acquire(NAME, Duration::from_secs(3600)).unwrap();
+            seen = lease.token();
+            lease.detach().unwrap();
         }
         (Scenario::Revoke, Some(t)) => {
             // Detached: a waiter cannot watch a detached holder's liveness, so only a
@@ -292,6 +307,16 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
             assert!(got > seen, "{what}: token {got} after {seen}");
             waiter.wait_ok(LONG);
             recover(&what, &table, got, kid.pid());
+        }
+        Scenario::Request => {
+            let table = LeaseTable::open(&path).unwrap();
+            // A request changes nothing about who holds the lease, even half made; the
+            // next request (or revocation) of the same grant works.
+            let info = table.get(NAME).unwrap().unwrap();
+            assert_eq!((info.state, info.token), (LeaseState::Held, seen), "{what}");
+            assert_eq!(table.request_release(NAME, Some(seen)).unwrap(), Some(seen), "{what}");
+            assert_eq!(table.revoke(NAME).unwrap(), Some(seen), "{what}");
+            recover(&what, &table, seen, kid.pid());
         }
         _ => {
             let table = LeaseTable::open(&path)
@@ -408,6 +433,11 @@ fn crash_at_every_step_of_renew() {
 #[test]
 fn crash_at_every_step_of_release() {
     assert!(walk(Scenario::Release) >= 2);
+}
+
+#[test]
+fn crash_at_every_step_of_a_release_request() {
+    assert!(walk(Scenario::Request) >= 2);
 }
 
 #[test]

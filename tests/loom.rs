@@ -23,7 +23,7 @@ use loom::sync::atomic::{AtomicU64, AtomicUsize};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 use shmlease::layout::{bind, grant, holder, Slot};
-use shmlease::protocol::{self, Granted, Lost, Refusal, Revoked, Took, Wait};
+use shmlease::protocol::{self, Granted, Lost, Refusal, Targeted, Took, Wait};
 use std::sync::atomic::Ordering::SeqCst;
 
 const NAME: [u64; 8] = [u64::from_le_bytes(*b"leader\0\0"), 0, 0, 0, 0, 0, 0, 0];
@@ -234,12 +234,12 @@ fn revocation_racing_two_grants() {
         let revoker = {
             let slot = slot.clone();
             thread::spawn(move || match protocol::revoke(&slot, b, 2_000, None).unwrap() {
-                Revoked::Revoked { token, wake } => {
+                Targeted::Done { token, wake } => {
                     assert!(!wake);
                     vec![token]
                 }
-                Revoked::NotHeld { .. } => vec![],
-                Revoked::OtherToken { .. } => unreachable!("no token named"),
+                Targeted::NotHeld { .. } => vec![],
+                Targeted::OtherToken { .. } => unreachable!("no token named"),
             })
         };
         let mut grants = Vec::new();
@@ -326,7 +326,7 @@ fn dead_holder_reclaim_by_three_actors() {
                     let mut revoked = None;
                     if i == 2 {
                         let r = protocol::revoke(&slot, b, now, None);
-                        if let Ok(Revoked::Revoked { token, .. }) = r {
+                        if let Ok(Targeted::Done { token, .. }) = r {
                             revoked = Some(token);
                         }
                     }
@@ -389,7 +389,7 @@ fn unbind_and_rebind_racing_grants_on_the_old_binding() {
                                 protocol::release(&slot, g.token, g.deadline)
                             } else {
                                 match protocol::revoke(&slot, b_a, now, Some(g.token)) {
-                                    Ok(Revoked::Revoked { .. }) => Ok(false),
+                                    Ok(Targeted::Done { .. }) => Ok(false),
                                     Ok(other) => panic!("own live grant not revocable: {other:?}"),
                                     Err(e) => panic!("own binding refused: {e:?}"),
                                 }
@@ -584,7 +584,7 @@ fn late_record_of_a_revoked_winner_is_not_trusted() {
             let slot = slot.clone();
             thread::spawn(move || {
                 let revoked = match protocol::revoke(&slot, b, 110, None) {
-                    Ok(Revoked::Revoked { token, .. }) => Some(token),
+                    Ok(Targeted::Done { token, .. }) => Some(token),
                     _ => None,
                 };
                 let g = protocol::try_grant(&slot, b, 110, TTL, rec(2), 0, &mut |_| false);
@@ -699,7 +699,7 @@ fn no_lost_wakeup_on_revoke_racing_renewal() {
         let admin = {
             let (slot, futex) = (slot.clone(), futex.clone());
             thread::spawn(move || match protocol::revoke(&slot, b, 130, None).unwrap() {
-                Revoked::Revoked { token, wake } => {
+                Targeted::Done { token, wake } => {
                     assert_eq!(token, g.token);
                     if wake {
                         futex.wake();
@@ -881,7 +881,7 @@ fn watcher_is_woken_by_revoke() {
         let admin = {
             let (slot, futex) = (slot.clone(), futex.clone());
             thread::spawn(move || {
-                let Revoked::Revoked { wake, .. } = protocol::revoke(&slot, b, 130, None).unwrap()
+                let Targeted::Done { wake, .. } = protocol::revoke(&slot, b, 130, None).unwrap()
                 else {
                     panic!("held, must be revoked")
                 };

@@ -14,7 +14,7 @@
 
 use proptest::prelude::*;
 use shmlease::layout::{bind, grant, holder, Slot};
-use shmlease::protocol::{self, Granted, Lost, Observed, Refusal, Revoked, Took, Wait};
+use shmlease::protocol::{self, Granted, Lost, Observed, Refusal, Targeted, Took, Wait};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering::SeqCst;
 
@@ -371,8 +371,15 @@ impl World {
                     "{op:?}: liveness asked"
                 );
                 let Some(took) = want_took else { return };
-                let token = (m.word_token + 1).max(now);
-                assert_eq!(r, Ok(Granted { token, deadline: now + ttl, took }), "{op:?}");
+                // The least value ≥ max(now, last + 1) whose low 16 bits (the sequence)
+                // are the last token's plus one.
+                let least = (m.word_token + 1).max(now);
+                let token = least + ((m.word_token + 1).wrapping_sub(least) & 0xffff);
+                assert_eq!(
+                    r,
+                    Ok(Granted { token, deadline: now + ttl, took, wake: false }),
+                    "{op:?}"
+                );
                 if let Some(&last) = m.issued.last() {
                     assert!(token > last, "token {token} not above {last} for name {name}");
                 }
@@ -454,11 +461,11 @@ impl World {
                 if m.retired {
                     assert_eq!(r, Err(Refusal::Rebound), "{op:?}: half-unbound name");
                 } else if !self.live(m.st) && !self.corrupt(m.st) {
-                    assert_eq!(r, Ok(Revoked::NotHeld { token: m.word_token }), "{op:?}");
+                    assert_eq!(r, Ok(Targeted::NotHeld { token: m.word_token }), "{op:?}");
                 } else if only.is_some_and(|t| t != m.word_token) {
-                    assert_eq!(r, Ok(Revoked::OtherToken { token: m.word_token }), "{op:?}");
+                    assert_eq!(r, Ok(Targeted::OtherToken { token: m.word_token }), "{op:?}");
                 } else {
-                    let want = Revoked::Revoked { token: m.word_token, wake: m.waiters };
+                    let want = Targeted::Done { token: m.word_token, wake: m.waiters };
                     assert_eq!(r, Ok(want), "{op:?}");
                     let m = &mut self.names[name];
                     m.st = St::Revoked;

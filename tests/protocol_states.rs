@@ -6,7 +6,7 @@
 
 use shmlease::layout::{bind, grant, holder, Slot};
 use shmlease::protocol::{
-    self, Granted, Lost, Observed, Refusal, Revoked, Took, Wait, IMPOSSIBLE_AHEAD_NS, MAX_TTL_NS,
+    self, Granted, Lost, Observed, Refusal, Targeted, Took, Wait, IMPOSSIBLE_AHEAD_NS, MAX_TTL_NS,
     MIN_TTL_NS,
 };
 use std::cell::Cell;
@@ -16,8 +16,17 @@ const NAME: [u64; 8] = [u64::from_le_bytes(*b"db-migra"), 0x6e6f_6974, 0, 0, 0, 
 const NAME_LEN: usize = 12;
 const HASH: u32 = 0xdead_beef;
 const TTL: u64 = 10_000;
-/// A table time far above every token the tests bind, so that grants take `now` as token.
-const T0: u64 = 1_000_000;
+/// A table time far above every token the tests bind, whose sequence (low 16 bits) is
+/// that of a slot's first grant (the binding's token 1, plus one), so that a first
+/// grant at T0 takes T0 as token.
+const T0: u64 = 16 << 16 | 2;
+
+/// The token a grant at `now` must take after one with token `last`: the least value
+/// ≥ `max(now, last + 1)` whose sequence (low 16 bits) is `last`'s plus one.
+fn next(last: u64, now: u64) -> u64 {
+    let least = (last + 1).max(now);
+    least + ((last + 1).wrapping_sub(least) & 0xffff)
+}
 
 /// A holder record for process `pid` (the tag is filled in by the protocol).
 fn rec(pid: u32, detached: bool) -> holder::Record {
@@ -158,7 +167,7 @@ fn bind_refuses_an_exhausted_token_space() {
 fn grant_from_free_records_everything() {
     let (slot, b) = bound(0);
     let g = grant_alive(&slot, b, T0, 42).unwrap();
-    assert_eq!(g, Granted { token: T0, deadline: T0 + TTL, took: Took::Free });
+    assert_eq!(g, Granted { token: T0, deadline: T0 + TTL, took: Took::Free, wake: false });
     assert_eq!(word(&slot), grant::pack(T0 + TTL, T0));
     let snap = protocol::snapshot(&slot).unwrap();
     assert_eq!(snap.grant, word(&slot));
@@ -183,7 +192,11 @@ fn grant_token_is_previous_plus_one_when_the_clock_is_behind() {
     assert_eq!(g2.token, 3);
     protocol::release(&slot, g2.token, g2.deadline).unwrap();
     let g3 = grant_alive(&slot, b, 100, 1).unwrap();
-    assert_eq!(g3.token, 100, "and jumps to the clock when the clock is ahead");
+    assert_eq!(g3.token, 4 + 65536, "and jumps past the clock, keeping the sequence");
+    assert_eq!(grant::seq(g3.token), grant::seq(g2.token) + 1);
+    protocol::release(&slot, g3.token, g3.deadline).unwrap();
+    let g4 = grant_alive(&slot, b, 3 << 16 | 6, 1).unwrap();
+    assert_eq!(g4.token, 4 << 16 | 5, "the sequence wins over the clock's low bits");
 }
 
 #[test]
@@ -226,9 +239,9 @@ fn dead_holder_is_reclaimed_early() {
     assert_eq!(asked.len(), 1);
     assert_eq!(asked[0], holder::Record { tag: holder::Record::tag_for(g.token), ..rec(1, false) });
     assert_eq!(g2.took, Took::DeadHolder);
-    assert_eq!(g2.token, T0 + 5);
+    assert_eq!(g2.token, next(g.token, T0 + 5));
     assert!(g2.token > g.token);
-    assert_eq!(word(&slot), grant::pack(T0 + 5 + TTL, T0 + 5));
+    assert_eq!(word(&slot), grant::pack(T0 + 5 + TTL, g2.token));
     assert_eq!(protocol::snapshot(&slot).unwrap().holder.unwrap().pid, 2);
     // The dead holder is now stale.
     assert_eq!(protocol::renew(&slot, g.token, T0 + 6, TTL), Err(Lost::TakenOver));
@@ -275,9 +288,9 @@ fn expired_grant_is_taken_over() {
     let g2 =
         protocol::try_grant(&slot, b, g.deadline, TTL, rec(2, false), 0, &mut never_asked).unwrap();
     assert_eq!(g2.took, Took::Expired);
-    assert_eq!(g2.token, g.deadline);
+    assert_eq!(g2.token, next(g.token, g.deadline));
     assert!(g2.token > g.token);
-    assert_eq!(word(&slot), grant::pack(g.deadline + TTL, g.deadline));
+    assert_eq!(word(&slot), grant::pack(g.deadline + TTL, g2.token));
     assert_eq!(slot.transitions.load(SeqCst), 2);
 }
 
@@ -287,12 +300,20 @@ fn revoked_slot_is_grantable() {
     let g = grant_alive(&slot, b, T0, 1).unwrap();
     assert_eq!(
         protocol::revoke(&slot, b, T0 + 1, None),
-        Ok(Revoked::Revoked { token: g.token, wake: false })
+        Ok(Targeted::Done { token: g.token, wake: false })
     );
     assert_eq!(word(&slot), grant::pack(grant::REVOKED, g.token));
     let g2 =
         protocol::try_grant(&slot, b, T0 + 2, TTL, rec(2, false), 0, &mut never_asked).unwrap();
-    assert_eq!(g2, Granted { token: T0 + 2, deadline: T0 + 2 + TTL, took: Took::Revoked });
+    assert_eq!(
+        g2,
+        Granted {
+            token: next(g.token, T0 + 2),
+            deadline: T0 + 2 + TTL,
+            took: Took::Revoked,
+            wake: false
+        }
+    );
 }
 
 #[test]
@@ -308,9 +329,10 @@ fn corrupt_deadline_is_reclaimed() {
         let junk = holder::Record { tag: holder::Record::tag_for(77), ..rec(5, false) };
         slot.holder.store(junk.pack(), SeqCst);
         let g = protocol::try_grant(&slot, b, T0, TTL, rec(2, false), 0, &mut never_asked).unwrap();
-        assert_eq!(g, Granted { token: T0, deadline: T0 + TTL, took: Took::Corrupt });
+        let token = next(77, T0);
+        assert_eq!(g, Granted { token, deadline: T0 + TTL, took: Took::Corrupt, wake: false });
         let waiters = bad & grant::WAITERS;
-        assert_eq!(word(&slot), grant::pack(waiters | (T0 + TTL), T0));
+        assert_eq!(word(&slot), grant::pack(waiters | (T0 + TTL), token));
     }
 }
 
@@ -532,7 +554,7 @@ fn stale_holder_after_expiry_and_takeover_is_lost() {
     // A revoke naming the stale token does nothing either.
     assert_eq!(
         protocol::revoke(&slot, b, g.deadline + 2, Some(g.token)),
-        Ok(Revoked::OtherToken { token: g2.token })
+        Ok(Targeted::OtherToken { token: g2.token })
     );
     assert_eq!(protocol::release(&slot, g2.token, g2.deadline), Ok(false));
 }
@@ -560,39 +582,36 @@ fn revoked_holder_is_lost_with_revoked() {
 #[test]
 fn revoke_with_and_without_token() {
     let (slot, b) = bound(0);
-    assert_eq!(protocol::revoke(&slot, b, T0, None), Ok(Revoked::NotHeld { token: 1 }));
+    assert_eq!(protocol::revoke(&slot, b, T0, None), Ok(Targeted::NotHeld { token: 1 }));
     let g = grant_alive(&slot, b, T0, 1).unwrap();
     let live = word(&slot);
     assert_eq!(
         protocol::revoke(&slot, b, T0 + 1, Some(g.token + 1)),
-        Ok(Revoked::OtherToken { token: g.token })
+        Ok(Targeted::OtherToken { token: g.token })
     );
     assert_eq!(word(&slot), live);
     assert_eq!(
         protocol::revoke(&slot, b, T0 + 1, Some(g.token)),
-        Ok(Revoked::Revoked { token: g.token, wake: false })
+        Ok(Targeted::Done { token: g.token, wake: false })
     );
     assert_eq!(word(&slot), grant::pack(grant::REVOKED, g.token));
-    assert_eq!(protocol::revoke(&slot, b, T0 + 1, None), Ok(Revoked::NotHeld { token: g.token }));
+    assert_eq!(protocol::revoke(&slot, b, T0 + 1, None), Ok(Targeted::NotHeld { token: g.token }));
     assert_eq!(
         protocol::revoke(&slot, b, T0 + 1, Some(g.token)),
-        Ok(Revoked::NotHeld { token: g.token })
+        Ok(Targeted::NotHeld { token: g.token })
     );
     // Expired and released grants are not held.
     let g = grant_alive(&slot, b, T0 + 2, 1).unwrap();
     assert_eq!(
         protocol::revoke(&slot, b, g.deadline, None),
-        Ok(Revoked::NotHeld { token: g.token })
+        Ok(Targeted::NotHeld { token: g.token })
     );
     assert_eq!(word(&slot), grant::pack(g.deadline, g.token));
     protocol::release(&slot, g.token, g.deadline).unwrap();
-    assert_eq!(protocol::revoke(&slot, b, T0, None), Ok(Revoked::NotHeld { token: g.token }));
+    assert_eq!(protocol::revoke(&slot, b, T0, None), Ok(Targeted::NotHeld { token: g.token }));
     // A corrupt deadline is revocable.
     set_word(&slot, grant::DEADLINE, 99);
-    assert_eq!(
-        protocol::revoke(&slot, b, T0, None),
-        Ok(Revoked::Revoked { token: 99, wake: false })
-    );
+    assert_eq!(protocol::revoke(&slot, b, T0, None), Ok(Targeted::Done { token: 99, wake: false }));
     // A wrong binding is refused.
     assert_eq!(protocol::revoke(&slot, b ^ (1 << 9), T0, None), Err(Refusal::Rebound));
 }
@@ -642,7 +661,7 @@ fn revoke_reports_wake_when_waiters_announced() {
     };
     assert_eq!(
         protocol::revoke(&slot, b, T0 + 2, None),
-        Ok(Revoked::Revoked { token: g.token, wake: true })
+        Ok(Targeted::Done { token: g.token, wake: true })
     );
     assert_eq!(word(&slot), grant::pack(grant::REVOKED, g.token), "revoke clears WAITERS");
     assert_ne!(protocol::futex_value(word(&slot)), futex_expect);

@@ -102,7 +102,7 @@ fn c_text<const N: usize>(text: &str) -> [c_char; N] {
     out
 }
 
-fn unix_ns(t: Option<SystemTime>) -> i64 {
+pub(crate) fn unix_ns(t: Option<SystemTime>) -> i64 {
     t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }

@@ -284,3 +284,23 @@ pub unsafe extern "C" fn shmlease_lease_is_valid(
         Ok(())
     })
 }
+
+/// Sets `*requested_out` to whether someone has asked the holder to release this lease
+/// (`shmlease_request_release`) while it is still held: one atomic load, to check as
+/// often as the work allows. False once the lease is lost.
+///
+/// # Safety
+/// `lease` is NULL or a handle not yet freed; `requested_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_lease_release_requested(
+    lease: *const shmlease_lease,
+    requested_out: *mut bool,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let (handle, out) =
+            unsafe { (lease_arg(lease)?, Out::new(requested_out, "requested_out")?) };
+        out.write(handle.with(|l| l.release_requested())?);
+        Ok(())
+    })
+}

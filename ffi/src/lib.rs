@@ -15,16 +15,19 @@
 //!
 //! Modules: `boundary` (status, failures, the panic boundary, argument checks),
 //! `table` (table handles and operations by name), `lease` (lease handles), `info`
-//! (the plain structs that describe leases).
+//! (the plain structs that describe leases), `election` (leader, observer, request
+//! release, leadership handles, the runner).
 
 mod boundary;
 mod info;
 mod table;
 
 // After `table`: the header lists declarations in source order.
+mod election;
 mod lease;
 
 pub use boundary::*;
+pub use election::*;
 pub use info::*;
 pub use lease::*;
 pub use table::*;

@@ -75,7 +75,7 @@ fn table_options(options: Option<&shmlease_table_options>) -> Result<TableOption
 ///
 /// # Safety
 /// `p` is NULL or a handle from `shmlease_table_*` not yet closed, for `'a`.
-unsafe fn table_arg<'a>(p: *const shmlease_table) -> Result<&'a LeaseTable, Failure> {
+pub(crate) unsafe fn table_arg<'a>(p: *const shmlease_table) -> Result<&'a LeaseTable, Failure> {
     // SAFETY: a non-NULL handle is a `Box<LeaseTable>` turned into a pointer by
     // `open_table`, still alive per the caller.
     unsafe { arg(p.cast::<LeaseTable>(), "table") }
@@ -259,32 +259,41 @@ fn take(
             out.write(LeaseHandle::into_c(lease, table));
             Ok(())
         }
-        Err(e) => {
-            if let Some(held_by) = held_by {
-                match &e {
-                    Error::Held { token, remaining, holder } => held_by.write(shmlease_held_by {
-                        token: *token,
-                        remaining_ns: nanos(*remaining),
-                        holder: shmlease_holder::from_rust(holder.as_ref()),
-                    }),
-                    Error::TimedOut { token, holder, .. } => {
-                        // The error has no time left; the table may still know it.
-                        let remaining = match table.get(name) {
-                            Ok(Some(i)) if i.token == *token => i.remaining,
-                            _ => Duration::ZERO,
-                        };
-                        held_by.write(shmlease_held_by {
-                            token: *token,
-                            remaining_ns: nanos(remaining),
-                            holder: shmlease_holder::from_rust(holder.as_ref()),
-                        })
-                    }
-                    _ => {}
-                }
+        Err(e) => Err(refused(table, name, e, held_by)),
+    }
+}
+
+/// The failure for a refused acquisition (or campaign) of `name`, after filling
+/// `held_by` (if wanted) with who is in the way when `e` says so.
+pub(crate) fn refused(
+    table: &LeaseTable,
+    name: &str,
+    e: Error,
+    held_by: Option<Out<shmlease_held_by>>,
+) -> Failure {
+    if let Some(held_by) = held_by {
+        match &e {
+            Error::Held { token, remaining, holder } => held_by.write(shmlease_held_by {
+                token: *token,
+                remaining_ns: nanos(*remaining),
+                holder: shmlease_holder::from_rust(holder.as_ref()),
+            }),
+            Error::TimedOut { token, holder, .. } => {
+                // The error has no time left; the table may still know it.
+                let remaining = match table.get(name) {
+                    Ok(Some(i)) if i.token == *token => i.remaining,
+                    _ => Duration::ZERO,
+                };
+                held_by.write(shmlease_held_by {
+                    token: *token,
+                    remaining_ns: nanos(remaining),
+                    holder: shmlease_holder::from_rust(holder.as_ref()),
+                })
             }
-            Err(e.into())
+            _ => {}
         }
     }
+    e.into()
 }
 
 /// Takes the lease on `name` for `ttl_ns` nanoseconds if nobody holds it; never waits.

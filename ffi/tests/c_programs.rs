@@ -21,8 +21,17 @@ use shmlease_core::{Error, LeaseTable, TableOptions};
 const WATCHDOG: Duration = Duration::from_secs(300);
 
 /// The C test programs in `ffi/tests/c/`; `every_c_program_has_a_test` keeps this honest.
-const PROGRAMS: [&str; 8] =
-    ["lifecycle", "statuses", "nulls", "threads", "fork", "contend", "holder", "reclaim"];
+const PROGRAMS: [&str; 9] = [
+    "lifecycle",
+    "statuses",
+    "nulls",
+    "threads",
+    "fork",
+    "contend",
+    "holder",
+    "reclaim",
+    "election",
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Build {
@@ -301,6 +310,26 @@ fn forked_children_share_the_table_handle_and_leave_the_parents_lease_alone_stat
 #[test]
 fn forked_children_share_the_table_handle_and_leave_the_parents_lease_alone_valgrind() {
     check_program("fork", Build::Plain, true);
+}
+
+#[test]
+fn leader_observer_request_release_and_runner_callbacks() {
+    check_program("election", Build::Plain, false);
+}
+
+#[test]
+fn leader_observer_request_release_and_runner_callbacks_sanitized() {
+    check_program("election", Build::Sanitized, false);
+}
+
+#[test]
+fn leader_observer_request_release_and_runner_callbacks_static() {
+    check_program("election", Build::Static, false);
+}
+
+#[test]
+fn leader_observer_request_release_and_runner_callbacks_valgrind() {
+    check_program("election", Build::Plain, true);
 }
 
 /// The state file `contend.c` and the Rust side share: occupant, last token, grants.

@@ -36,6 +36,7 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::election::Leader;
 use crate::error::{Error, LostReason, Result};
 use crate::identity;
 use crate::info::{Counters, Holder, Label, LeaseInfo, LeaseState, TableInfo};
@@ -43,24 +44,19 @@ pub(crate) use crate::layout::counter;
 use crate::layout::{self, bind, grant, Header, Slot, HEADER_SIZE, NAME_MAX, SLOT_SIZE};
 use crate::lease::{DetachedLease, Lease};
 use crate::options::Location;
-use crate::protocol::{self, Observed, Refusal, Revoked, Took, Wait};
+use crate::protocol::{self, Observed, Refusal, Targeted, Took};
 use crate::sync::Ordering;
 use crate::sys;
 
 mod binding;
 mod key;
 mod open;
+mod wait;
 
 pub(crate) use key::Key;
 pub use open::RemoveOptions;
+pub(crate) use wait::{nap, DeathAlarm};
 
-/// A blocked `acquire` re-checks whether a live-process holder has died at least this
-/// often (a dead process cannot wake us; its lease is reclaimable at once).
-const LIVENESS_RECHECK: Duration = Duration::from_millis(50);
-/// A blocked `acquire` looks at the lease at least this often whoever holds it: a
-/// process killed between freeing a lease and waking its waiters (a few instructions
-/// apart) delays them by at most this much, instead of until the old deadline.
-const LONGEST_NAP: Duration = Duration::from_secs(1);
 /// Lock-free lookups that keep finding the name re-bound before they can grant it give
 /// up after this many tries and go through the table lock, where nobody re-binds.
 const FREE_TRIES: u32 = 4;
@@ -283,7 +279,7 @@ impl Inner {
     }
 
     /// The holder record in slot `index`, if it is the record of the grant with `token`.
-    fn record_of(&self, index: u32, token: u64) -> Option<layout::holder::Record> {
+    pub(crate) fn record_of(&self, index: u32, token: u64) -> Option<layout::holder::Record> {
         let r = layout::holder::Record::unpack(self.slot(index).holder.load(Ordering::Acquire));
         (r.tag == layout::holder::Record::tag_for(token)).then_some(r)
     }
@@ -388,6 +384,9 @@ impl Inner {
         );
         match result {
             Ok(g) => {
+                if g.wake {
+                    self.wake(index);
+                }
                 match g.took {
                     Took::Free | Took::Revoked => {}
                     Took::Expired => self.count(counter::EXPIRED_RECLAIMS),
@@ -406,41 +405,29 @@ impl Inner {
         }
     }
 
-    /// Blocks until the lease on `key` is granted or `timeout` passes.
-    pub(crate) fn acquire_blocking(
-        &self,
-        key: &Key,
-        ttl: u64,
-        label: Label,
-        timeout: Option<Duration>,
-    ) -> Result<(u32, u64, u64)> {
-        let start = Instant::now();
-        loop {
-            let (index, bound_as, token, holder) = match self.attempt(key, ttl, label)? {
-                Attempt::Won { slot, token, deadline } => return Ok((slot, token, deadline)),
-                Attempt::Held { slot, bound_as, token, holder, .. } => {
-                    (slot, bound_as, token, self.holder_of(slot, holder))
-                }
-            };
-            let waited = start.elapsed();
-            let left = match timeout {
-                Some(t) if waited >= t => return Err(Error::TimedOut { waited, token, holder }),
-                Some(t) => t - waited,
-                None => Duration::MAX,
-            };
-            let now = self.now();
-            if let Wait::Sleep { futex_expect, deadline, .. } =
-                protocol::announce_waiter(self.slot(index), bound_as, now)
-            {
-                let mut nap =
-                    Duration::from_nanos(deadline.saturating_sub(now)).min(left).min(LONGEST_NAP);
-                let me = identity::me();
-                if holder.is_some_and(|h| !h.detached && h.pid_namespace == me.pidns) {
-                    nap = nap.min(LIVENESS_RECHECK);
-                }
-                self.sleep(index, futex_expect, nap);
-            }
+    /// The leader that slot `index` shows while its grant word is still `word` (flags
+    /// aside), or `None` when it changed or is not held.
+    pub(crate) fn leader_at(&self, index: u32, word: u128) -> Option<Leader> {
+        let snap = protocol::snapshot(self.slot(index))?;
+        let flagless = |w: u128| w & !(grant::FLAGS as u128);
+        if flagless(snap.grant) != flagless(word) {
+            return None;
         }
+        Leader::from_info(&self.info_of(index, &snap, self.now(), SystemTime::now()))
+    }
+
+    /// The leader slot `index` shows if its live grant has `token`.
+    pub(crate) fn leader_now(&self, index: u32, token: u64) -> Option<Leader> {
+        let snap = protocol::snapshot(self.slot(index))?;
+        let info = self.info_of(index, &snap, self.now(), SystemTime::now());
+        Leader::from_info(&info).filter(|l| l.term == token)
+    }
+
+    /// Whether slot `index`, whose grant word is `word`, was never granted since its
+    /// name was bound.
+    pub(crate) fn never_granted(&self, index: u32, word: u128) -> bool {
+        grant::deadline(word) == grant::FREE
+            && self.slot(index).transitions.load(Ordering::Relaxed) == 0
     }
 
     fn info_of(
@@ -554,7 +541,7 @@ impl LeaseTable {
                     return Err(Error::Held { token, remaining, holder });
                 }
             },
-            Some(timeout) => inner.acquire_blocking(&key, ttl, options.label, timeout)?,
+            Some(timeout) => inner.acquire_blocking(&key, ttl, options.label, timeout, None)?,
         };
         Ok((slot, token, deadline))
     }
@@ -598,17 +585,54 @@ impl LeaseTable {
     /// revoked token, or `None` if nothing was held. The holder learns on its next
     /// renewal (or at once, with a keep-alive) that its lease is lost.
     pub fn revoke(&self, name: &str) -> Result<Option<u64>> {
-        self.revoke_inner(name, None)
+        self.on_live_grant(name, None, protocol::revoke).inspect(|done| {
+            if done.is_some() {
+                self.inner.count(counter::REVOCATIONS);
+            }
+        })
     }
 
     /// Revokes the grant of `name` only if its token is `token`; otherwise fails with
     /// [`Error::Lost`] saying what is true instead (that grant ended, was never issued,
     /// or a newer one is current; or the table has no such name).
     pub fn revoke_token(&self, name: &str, token: u64) -> Result<()> {
-        self.revoke_inner(name, Some(token)).map(|_| ())
+        self.on_live_grant(name, Some(token), protocol::revoke)?;
+        self.inner.count(counter::REVOCATIONS);
+        Ok(())
     }
 
-    fn revoke_inner(&self, name: &str, only: Option<u64>) -> Result<Option<u64>> {
+    /// Asks the holder of `name`'s live grant (or, with `token`, of that grant only) to
+    /// release it: cooperative hand-over. Nothing changes about who holds it or until
+    /// when; the holder sees [`Lease::release_requested`], and its keep-alive wakes
+    /// whoever waits in [`Lease::wait_notice`]. Returns the token asked, or `None` if
+    /// nothing was held (without `token`); with `token`, a grant that is not the live
+    /// one fails like [`LeaseTable::revoke_token`]. Asking twice is asking once.
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("shmlease-doc-request-{}", std::process::id()));
+    /// # let table = shmlease::LeaseTable::open_or_create(&path, &Default::default())?;
+    /// use std::time::Duration;
+    /// let lease = table.try_acquire("planner", Duration::from_secs(30))?;
+    /// assert!(!lease.release_requested());
+    /// assert_eq!(table.request_release("planner", None)?, Some(lease.token()));
+    /// assert!(lease.release_requested());
+    /// lease.release()?;
+    /// assert_eq!(table.request_release("planner", None)?, None);
+    /// # shmlease::LeaseTable::remove(&path)?;
+    /// # Ok::<(), shmlease::Error>(())
+    /// ```
+    pub fn request_release(&self, name: &str, token: Option<u64>) -> Result<Option<u64>> {
+        self.on_live_grant(name, token, protocol::request_release)
+    }
+
+    /// Finds `name` and applies `op` to its live grant (only the one with token `only`,
+    /// when given), waking the futex if `op` says so.
+    fn on_live_grant(
+        &self,
+        name: &str,
+        only: Option<u64>,
+        op: fn(&Slot, u64, u64, Option<u64>) -> std::result::Result<Targeted, Refusal>,
+    ) -> Result<Option<u64>> {
         let key = Key::new(name)?;
         let inner = &self.inner;
         let not_there = || match only {
@@ -617,15 +641,14 @@ impl LeaseTable {
         };
         for _ in 0..BIND_PASSES {
             let Some((index, bound_as)) = inner.find(&key) else { return not_there() };
-            match protocol::revoke(inner.slot(index), bound_as, inner.now(), only) {
-                Ok(Revoked::Revoked { token, wake }) => {
-                    inner.count(counter::REVOCATIONS);
+            match op(inner.slot(index), bound_as, inner.now(), only) {
+                Ok(Targeted::Done { token, wake }) => {
                     if wake {
                         inner.wake(index);
                     }
                     return Ok(Some(token));
                 }
-                Ok(Revoked::NotHeld { .. } | Revoked::OtherToken { .. }) => {
+                Ok(Targeted::NotHeld { .. } | Targeted::OtherToken { .. }) => {
                     return match only {
                         None => Ok(None),
                         Some(token) => {
@@ -790,6 +813,10 @@ pub struct AcquireOptions {
 }
 
 impl AcquireOptions {
+    pub(crate) fn label_word(&self) -> Label {
+        self.label
+    }
+
     /// Don't wait, no label.
     pub fn new() -> Self {
         Self::default()

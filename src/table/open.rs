@@ -189,8 +189,9 @@ impl LeaseTable {
     }
 }
 
-/// Table time values at or above this are garbage (table time reaches it after 146 years).
-const TIME_LIMIT: u64 = 1 << 62;
+/// Table time values at or above this are garbage (table time reaches it after 36 years;
+/// deadlines up to two years beyond it still fit below the flag bits of the grant word).
+const TIME_LIMIT: u64 = 1 << 60;
 
 /// Options for [`LeaseTable::remove_with`].
 #[derive(Clone, Copy, Debug, Default)]

@@ -21,6 +21,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+mod election;
 mod patterns;
 pub mod procs;
 use std::time::{Duration, Instant, SystemTime};
@@ -548,6 +549,9 @@ pub fn run_child() {
         "timens_unshared" => patterns::role_timens_unshared(),
         "rotate" => patterns::role_rotate(),
         "fork_during_bind" => patterns::role_fork_during_bind(),
+        "candidate" => election::role_candidate(),
+        "observer" => election::role_observer(),
+        "leader" => election::role_leader(),
         other => {
             eprintln!("unknown role {other}");
             90

@@ -64,6 +64,7 @@ int main(int argc, char **argv) {
     NUL_ARG(shmlease_lease_remaining_ns(l, NULL));
     NUL_ARG(shmlease_lease_is_valid(NULL, &flag));
     NUL_ARG(shmlease_lease_is_valid(l, NULL));
+    NUL_ARG(shmlease_lease_release_requested(l, NULL));
     shmlease_lease_free(NULL);
 
     /* By name. */
@@ -92,6 +93,72 @@ int main(int argc, char **argv) {
     OK(shmlease_lease_detach(l, NULL)); /* deadline optional */
     OK(shmlease_release_token(t, "x", u64));
     shmlease_lease_free(l);
+
+    /* Election. */
+    shmlease_leader who;
+    shmlease_change change;
+    shmlease_observer *obs = NULL;
+    shmlease_leadership *lead = NULL;
+    shmlease_stopper *stopper = NULL;
+    shmlease_notice notice;
+    shmlease_stop_reason why;
+    shmlease_runner_options ropts;
+    memset(&ropts, 0, sizeof ropts);
+    NUL_ARG(shmlease_leader_get(NULL, "e", &who));
+    NUL_ARG(shmlease_leader_get(t, NULL, &who));
+    NUL_ARG(shmlease_leader_get(t, "e", NULL));
+    NUL_ARG(shmlease_observer_open(NULL, "e", &obs));
+    NUL_ARG(shmlease_observer_open(t, NULL, &obs));
+    NUL_ARG(shmlease_observer_open(t, "e", NULL));
+    OK(shmlease_observer_open(t, "e", &obs));
+    NUL_ARG(shmlease_observer_next(NULL, 0, &change));
+    NUL_ARG(shmlease_observer_next(obs, 0, NULL));
+    shmlease_observer_close(obs);
+    shmlease_observer_close(NULL);
+    NUL_ARG(shmlease_request_release(NULL, "e", NULL));
+    NUL_ARG(shmlease_request_release(t, NULL, NULL));
+    OK(shmlease_request_release(t, "e", NULL)); /* asked token optional */
+    NUL_ARG(shmlease_request_release_token(NULL, "e", 1));
+    NUL_ARG(shmlease_request_release_token(t, NULL, 1));
+    NUL_ARG(shmlease_lease_release_requested(NULL, &flag));
+    NUL_ARG(shmlease_try_campaign(NULL, "e", SEC, NULL, &lead, NULL));
+    NUL_ARG(shmlease_try_campaign(t, NULL, SEC, NULL, &lead, NULL));
+    NUL_ARG(shmlease_try_campaign(t, "e", SEC, NULL, NULL, NULL));
+    NUL_ARG(shmlease_campaign(NULL, "e", SEC, NULL, 0, &lead, NULL));
+    NUL_ARG(shmlease_campaign(t, NULL, SEC, NULL, 0, &lead, NULL));
+    NUL_ARG(shmlease_campaign(t, "e", SEC, NULL, 0, NULL, NULL));
+    OK(shmlease_campaign(t, "e", 0, NULL, 0, &lead, NULL)); /* TTL 0: the default; label, held_by optional */
+    NUL_ARG(shmlease_leadership_term(NULL, &u64));
+    NUL_ARG(shmlease_leadership_term(lead, NULL));
+    NUL_ARG(shmlease_leadership_is_leader(NULL, &flag));
+    NUL_ARG(shmlease_leadership_is_leader(lead, NULL));
+    NUL_ARG(shmlease_leadership_remaining_ns(NULL, &u64));
+    NUL_ARG(shmlease_leadership_remaining_ns(lead, NULL));
+    NUL_ARG(shmlease_leadership_release_requested(NULL, &flag));
+    NUL_ARG(shmlease_leadership_release_requested(lead, NULL));
+    NUL_ARG(shmlease_leadership_wait_notice(NULL, 0, &notice));
+    NUL_ARG(shmlease_leadership_wait_notice(lead, 0, NULL));
+    NUL_ARG(shmlease_resign(NULL));
+    OK(shmlease_leadership_is_leader(lead, &flag));
+    CHECK(flag);
+    shmlease_leadership_free(lead); /* resigns */
+    shmlease_leadership_free(NULL);
+    OK(shmlease_leader_get(t, "e", &who));
+    CHECK(!who.elected);
+    NUL_ARG(shmlease_stopper_new(NULL));
+    NUL_ARG(shmlease_stopper_stop(NULL));
+    shmlease_stopper_free(NULL);
+    OK(shmlease_stopper_new(&stopper));
+    NUL_ARG(shmlease_runner_run(NULL, "e", &ropts, stopper, NULL));
+    NUL_ARG(shmlease_runner_run(t, NULL, &ropts, stopper, NULL));
+    NUL_ARG(shmlease_runner_run(t, "e", NULL, stopper, NULL));
+    NUL_ARG(shmlease_runner_run(t, "e", &ropts, stopper, NULL)); /* on_started NULL */
+    shmlease_stopper_free(stopper);
+    NUL_ARG(shmlease_leading_term(NULL, &u64));
+    NUL_ARG(shmlease_leading_is_leader(NULL, &flag));
+    NUL_ARG(shmlease_leading_remaining_ns(NULL, &u64));
+    NUL_ARG(shmlease_leading_should_stop(NULL, &why));
+    NUL_ARG(shmlease_leading_wait_stop(NULL, 0, &why));
 
     /* Functions that return strings never return NULL. */
     CHECK(shmlease_version() != NULL);

@@ -5,6 +5,7 @@
 //! examples).
 
 mod duration;
+mod election;
 mod man;
 mod os;
 mod output;
@@ -25,6 +26,8 @@ use shmlease::{
 
 /// Exit codes. Documented in `--help` (below) and in docs/cli.md; keep all three in step.
 pub mod exit {
+    /// `leader`: nobody leads (like grep's "no match": an answer, not an error).
+    pub const NOBODY_LEADS: u8 = 1;
     /// Bad arguments: unknown option, bad duration, invalid name, label, TTL or location.
     pub const USAGE: u8 = 64;
     /// No lease table at the location.
@@ -62,6 +65,7 @@ pub mod exit {
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0        success (run: CMD's own status, 128+N if CMD was killed by signal N)
+  1        leader: nobody leads
   64       usage error: bad option, duration, name, label, TTL or location (not UTF-8)
   66       no lease table at the location
   69       table full, or platform unsupported
@@ -207,15 +211,53 @@ enum Command {
         token: u64,
     },
     /// Revoke a lease, whoever holds it (its holder learns it lost the lease)
+    #[command(after_help = REVOKE_HELP)]
     Revoke {
         /// Lease name (1 to 64 bytes of UTF-8)
         name: String,
         /// Revoke only the grant with this token
         #[arg(long)]
         token: Option<u64>,
+        /// Ask the holder to release first, and revoke only if the same grant is still
+        /// held after this long
+        #[arg(long, value_parser = duration::parse, value_name = "DUR", allow_hyphen_values = true)]
+        grace: Option<Duration>,
         /// Print JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Ask the holder of a lease to release it (a cooperative hand-over)
+    #[command(after_help = election::REQUEST_RELEASE_HELP)]
+    RequestRelease {
+        /// Lease name (1 to 64 bytes of UTF-8)
+        name: String,
+        /// Ask only the grant with this token
+        #[arg(long)]
+        token: Option<u64>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show who leads the election NAME (holds lease NAME); exit 1 if nobody does
+    #[command(after_help = election::LEADER_HELP)]
+    Leader {
+        /// Election (lease) name (1 to 64 bytes of UTF-8)
+        name: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a line for each change of leader of NAME, as it happens
+    #[command(after_help = election::OBSERVE_HELP)]
+    Observe {
+        /// Election (lease) name (1 to 64 bytes of UTF-8)
+        name: String,
+        /// Print JSON lines
+        #[arg(long)]
+        json: bool,
+        /// Stop after N lines (the first is the state at start)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
     },
     /// Run CMD while holding the lease; stop it if the lease is lost
     #[command(after_help = run::AFTER_HELP)]
@@ -240,6 +282,18 @@ end (see `shmlease ls`), then rm.
 rm --force removes the table anyway, and says on stderr which leases were live. Use it
 only when no process uses the table (`fuser -v FILE` lists none), or when you accept
 the above. Neither form removes a file that is not a lease table.";
+
+/// Extra `revoke --help` text.
+const REVOKE_HELP: &str = "\
+Without --grace the lease is revoked at once: its holder learns it lost the lease (`run`
+stops CMD and exits 79) and waiters get it at once. Prints the revoked token.
+
+With --grace DUR, revoke first asks the holder to release (as `request-release` does;
+`run` passes the request to CMD as SIGTERM) and waits up to DUR for that grant to end;
+it revokes only if the same grant is still held then, never a successor's. It prints
+which happened: 'released 120ms after the request', or 'still held after the 10s grace;
+revoked it' (--json: outcome \"released\", \"expired\" or \"revoked\", and revoked:
+true when it revoked). Exit status 0 either way.";
 
 /// How long to wait for a held lease: `None` is forever.
 #[derive(Clone, Copy, Debug)]
@@ -454,6 +508,7 @@ enum TokenOp {
     Renew,
     Release,
     Revoke,
+    Request,
 }
 
 /// Why a by-token command failed, saying what is true: the caller of `renew`/`release`
@@ -472,6 +527,7 @@ fn by_token_failure(
         TokenOp::Renew => ("not renewed", "renew"),
         TokenOp::Release => ("not released", "release"),
         TokenOp::Revoke => ("nothing revoked", "revoke"),
+        TokenOp::Request => ("nothing asked", "ask"),
     };
     let Error::Lost { reason, .. } = e else {
         if let Error::BoundToProcess { holder, .. } = e {
@@ -493,7 +549,7 @@ fn by_token_failure(
         LostReason::NotIssued { latest } => format!(
             "{failed}: token {token} was never issued for lease {name:?} (its latest is {latest}); check the token"
         ),
-        reason if op == TokenOp::Revoke => {
+        reason if matches!(op, TokenOp::Revoke | TokenOp::Request) => {
             // Say what is current instead, so that the administrator can act on it.
             let current = match t.get(name) {
                 Ok(Some(i)) if i.token != token && i.state == shmlease::LeaseState::Held => {
@@ -714,7 +770,7 @@ fn main() -> ExitCode {
         }
         (_, Err(f)) => Err(f),
         (Command::Run(args), Ok(table)) => run::run(&table, args),
-        (command, Ok(table)) => dispatch(&table, command).map(|()| 0),
+        (command, Ok(table)) => dispatch(&table, command),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -783,7 +839,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
     ExitCode::from(exit::USAGE)
 }
 
-fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
+fn dispatch(table: &TableArg, command: Command) -> Result<u8, Failure> {
     match command {
         Command::Create { capacity, mode } => {
             let options = table.options.clone().capacity(capacity).mode(mode);
@@ -859,7 +915,21 @@ fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
             t.release(&name, token)
                 .map_err(|e| by_token_failure(&e, TokenOp::Release, &name, token, &t, table))?;
         }
-        Command::Revoke { name, token, json } => {
+        Command::Revoke { name, token, grace: Some(grace), json } => {
+            let t = table.open(false)?;
+            election::revoke_with_grace(&t, table, &name, token, grace, json)?;
+        }
+        Command::RequestRelease { name, token, json } => {
+            let t = table.open(false)?;
+            election::request_release(&t, table, &name, token, json)?;
+        }
+        Command::Leader { name, json } => {
+            return election::leader(&table.open(false)?, table, &name, json);
+        }
+        Command::Observe { name, json, count } => {
+            return election::observe(&table.open(false)?, table, &name, json, count);
+        }
+        Command::Revoke { name, token, grace: None, json } => {
             let t = table.open(false)?;
             let revoked = match token {
                 Some(token) => {
@@ -882,7 +952,7 @@ fn dispatch(table: &TableArg, command: Command) -> Result<(), Failure> {
             unreachable!("dispatched by main")
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 /// The commands that need no table.

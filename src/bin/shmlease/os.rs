@@ -277,6 +277,16 @@ impl Drop for RawTerminal {
     }
 }
 
+/// Whether `fd` is a pipe or FIFO: then poll(2) reports `POLLERR` on it once its
+/// reading end is closed.
+pub fn is_pipe(fd: RawFd) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills the stat it is given, or fails (then it is not read).
+    let ok = unsafe { libc::fstat(fd, st.as_mut_ptr()) } == 0;
+    // SAFETY: fstat succeeded, so the record is initialised.
+    ok && (unsafe { st.assume_init() }.st_mode & libc::S_IFMT) == libc::S_IFIFO
+}
+
 /// Whether `fd` is a terminal.
 pub fn is_terminal(fd: RawFd) -> bool {
     // SAFETY: isatty only inspects the descriptor.

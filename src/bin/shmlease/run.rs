@@ -39,12 +39,28 @@ terminal CMD shares run's process group (Ctrl-C and Ctrl-Z reach both directly, 
 run does not pass them on again); elsewhere CMD gets its own process group and
 signals go to that group.
 
+A request to release the lease (`shmlease request-release NAME`, or `shmlease revoke NAME
+--grace DUR`) reaches CMD as SIGTERM (--on-request SIGNAL to send another, --on-request
+none to ignore requests): CMD finishes its work and exits, and run releases the lease.
+
 If run itself is killed with SIGKILL, the kernel kills CMD (PR_SET_PDEATHSIG), but not
 the processes CMD started: they keep running, without the lease, which another run can
 take at once. Stop run with SIGTERM or Ctrl-C instead: it stops the whole job first.
 
+Hot standby: start the same `shmlease run NAME -- CMD` several times (in several service
+units, say). One runs CMD; the others wait, without polling. The moment it ends, one
+of them takes the lease and starts its CMD: when CMD exits, when run is stopped, and
+when run is killed, even with SIGKILL (its death wakes the waiters at once, through a
+pidfd: no TTL to wait out; only a stopped, frozen run holds them off until its TTL
+runs out). `shmlease leader NAME` shows which one leads, `shmlease observe NAME` each
+change, and `shmlease revoke NAME --grace 30s` hands over cleanly (the leader's CMD gets
+SIGTERM, then the lease is revoked if it is still held after 30 s). CMD should pass
+$SHMLEASE_TOKEN (its term, which only grows) to whatever it writes to, so that a
+deposed leader's late writes can be refused.
+
 Examples:
   shmlease run nightly-backup -- /usr/local/bin/backup --full
+  shmlease run scheduler --label \"$(hostname -s)\" -- ./scheduler   # hot standby: run it 3 times
   shmlease run -n deploy -- make deploy        # exit 75 at once if someone is deploying
   shmlease run gpu0 --wait 5m --ttl 30s -- python train.py";
 
@@ -78,6 +94,10 @@ pub struct RunArgs {
     /// Exit code when the lease is held by someone else (timed out, or -n)
     #[arg(long, default_value_t = exit::HELD, value_name = "N")]
     conflict_exit_code: u8,
+    /// Signal sent to CMD when someone requests the lease's release (request-release,
+    /// revoke --grace): a name (TERM, SIGUSR1) or number, or "none" to ignore requests
+    #[arg(long, default_value = "TERM", value_parser = parse_signal, value_name = "SIGNAL")]
+    on_request: OnRequest,
     /// The command and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -108,6 +128,30 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
         Err(format!("run's TTL is {range}"))
     } else {
         Ok(ttl)
+    }
+}
+
+/// What `run` does when the release of its lease is requested: send CMD this signal,
+/// or nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct OnRequest(Option<libc::c_int>);
+
+/// `--on-request`: `none`, a signal name with or without `SIG` (any case), or a number.
+fn parse_signal(text: &str) -> Result<OnRequest, String> {
+    use nix::sys::signal::Signal;
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(OnRequest(None));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let signal = match text.parse::<libc::c_int>() {
+        Ok(n) => Signal::try_from(n).ok(),
+        Err(_) => name.parse::<Signal>().ok(),
+    };
+    match signal {
+        Some(s) if s != Signal::SIGKILL && s != Signal::SIGSTOP => Ok(OnRequest(Some(s as libc::c_int))),
+        Some(_) => Err(format!("{text:?} cannot be handled by CMD: use a signal CMD can catch (TERM, INT, HUP, USR1, USR2), or none")),
+        None => Err(format!("{text:?} is not a signal: use a name like TERM or USR1, a number, or none")),
     }
 }
 
@@ -143,15 +187,19 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     set.block().map_err(|e| os_failure("blocking signals", e))?;
     let signals = SignalFd::new(&set).map_err(|e| os_failure("creating a signalfd", e))?;
     let bell = Arc::new(Bell::new().map_err(|e| os_failure("creating an eventfd", e))?);
+    let asked = Arc::new(Bell::new().map_err(|e| os_failure("creating an eventfd", e))?);
 
     lease.keep_alive(args.ttl).map_err(|e| explain(&e, Some(name), table))?;
     let lease = Arc::new(lease);
     {
-        let (lease, bell) = (Arc::clone(&lease), Arc::clone(&bell));
+        let (lease, bell, asked) = (Arc::clone(&lease), Arc::clone(&bell), Arc::clone(&asked));
         std::thread::Builder::new()
             .name("lease-watcher".into())
             .spawn(move || {
-                lease.wait_lost(None);
+                if lease.wait_notice(None) == Some(shmlease::Notice::ReleaseRequested) {
+                    asked.ring();
+                    lease.wait_lost(None);
+                }
                 bell.ring();
             })
             .map_err(|e| os_failure("starting a thread", e))?;
@@ -204,6 +252,8 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     // run reaps CMD itself (with every orphan it inherits), not through `child`.
     drop(child);
     let mut lost = false;
+    // Set once a release request was passed on (or is to be ignored).
+    let mut requested = args.on_request.0.is_none();
     // Set once the job is being stopped: on a lost lease, or when CMD exits leaving
     // processes behind.
     let mut stopping = false;
@@ -211,9 +261,13 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     // SIGKILL sent (and repeated until the job is gone: for what forked meanwhile).
     let mut killing = false;
     loop {
-        let mut fds = vec![signals.as_raw_fd()];
-        if !lost {
-            fds.push(bell.as_raw_fd()); // stays readable once rung
+        // The bells stay readable once rung: each is polled until acted on.
+        let mut fds = vec![signals.as_raw_fd(), bell.as_raw_fd()];
+        if lost {
+            fds[1] = -1; // poll(2) ignores a negative descriptor
+        }
+        if !requested {
+            fds.push(asked.as_raw_fd());
         }
         // Leftovers that are not our children exit without telling us: look again soon.
         let recheck = job.status.is_some().then_some(LEFTOVER_RECHECK);
@@ -231,7 +285,17 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
             }
         }
         job.reap().map_err(|e| os_failure("waiting for CMD", e))?;
-        if !lost && ready.get(1) == Some(&true) {
+        if !requested && ready.get(2) == Some(&true) {
+            requested = true;
+            if let (Some(signal), None) = (args.on_request.0, job.status) {
+                say(format_args!(
+                    "release of lease {name:?} (token {token}) requested: sending {} to CMD; the lease is released when CMD exits",
+                    signal_name(signal)
+                ));
+                job.forward(signal);
+            }
+        }
+        if !lost && ready[1] {
             lost = true;
             let why = lease.lost().map(|r| r.to_string()).unwrap_or_else(|| "it is gone".into());
             say(format_args!(
@@ -296,6 +360,12 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
         }
         Err(e) => Err(explain(&e, Some(name), table)),
     }
+}
+
+/// "SIGTERM" for a signal number.
+fn signal_name(signal: libc::c_int) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned())
 }
 
 /// How often to look for CMD's leftovers once CMD has exited, and to repeat SIGKILL.

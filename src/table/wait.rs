@@ -1,0 +1,168 @@
+//! Waiting for a lease to change: blocked acquisitions, and observers of a name.
+//!
+//! A waiter sleeps on the slot's futex word (the high half of the deadline field, see
+//! [`crate::protocol::futex_value`]) after announcing itself with a flag on the grant
+//! word, so that the change it waits for wakes it:
+//!
+//! | waiting for | woken by |
+//! |---|---|
+//! | the lease to be freed (`acquire`) | release, revocation, unbinding (they wake `WAITERS`); its expiry (the sleep ends at the deadline) |
+//! | any change of holder (observers) | grant, release, revocation, unbinding (they wake `OBSERVERS`); expiry (likewise) |
+//! | the holder's death (both) | the kernel: a [`DeathAlarm`] thread polls the holder's pidfd and wakes the futex when it exits |
+//!
+//! A dead process cannot wake anyone, so without the alarm its waiters would learn of
+//! its death only by probing it again: they still do, every [`LIVENESS_RECHECK`], when
+//! no alarm can be set (pidfds unsupported, or a holder identified by start time whose
+//! pidfd cannot be verified). And whatever the holder, a waiter looks again at least
+//! every [`LONGEST_NAP`]: a process killed between freeing a lease and waking its
+//! waiters (a few instructions apart) delays them by at most that much.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Attempt, Inner, Key};
+use crate::error::{Error, Result};
+use crate::identity;
+use crate::info::Label;
+use crate::layout::holder::Record;
+use crate::protocol::{self, Wait};
+use crate::sys;
+
+/// How often a waiter re-checks a live-process holder when no death alarm is set.
+pub(crate) const LIVENESS_RECHECK: Duration = Duration::from_millis(50);
+/// A waiter looks at the lease at least this often, whoever holds it.
+pub(crate) const LONGEST_NAP: Duration = Duration::from_secs(1);
+
+/// Wakes a slot's futex when a given process exits: a thread blocked in `poll` on the
+/// process's pidfd and on a pipe whose write end this value holds. Dropping it closes
+/// the pipe, which ends the thread (not joined: a late wake-up is harmless, as every
+/// sleeper re-examines the slot).
+#[derive(Debug)]
+pub(crate) struct DeathAlarm {
+    /// The holder record the alarm watches.
+    record: Record,
+    /// Set (before the wake-up) once the process has exited.
+    fired: Arc<AtomicBool>,
+    _cancel: OwnedFd,
+}
+
+impl DeathAlarm {
+    /// An alarm for the process `record` describes, on slot `index` of `inner`; `None`
+    /// when it cannot be set (see [`identity::death_watch`]), or the thread cannot start.
+    fn arm(inner: &Arc<Inner>, index: u32, record: &Record) -> Option<DeathAlarm> {
+        let pidfd = identity::death_watch(record)?;
+        let (read, write) = sys::pipe().ok()?;
+        let inner = Arc::clone(inner);
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&fired);
+        std::thread::Builder::new()
+            .name("shmlease-deathwatch".into())
+            .spawn(move || {
+                if sys::wait_exit_or_hangup(&pidfd, &read) {
+                    flag.store(true, Ordering::Release);
+                    // The liveness cache may have seen the process alive a moment ago.
+                    identity::forget_alive();
+                    inner.wake(index);
+                }
+            })
+            .ok()?;
+        Some(DeathAlarm { record: *record, fired, _cancel: write })
+    }
+
+    /// Keeps `alarm` watching the live-process holder `record` of slot `index` (arming
+    /// a new one when the holder changed), or disarms it for any other holder. Returns
+    /// whether an alarm now watches the holder.
+    pub(crate) fn keep(
+        alarm: &mut Option<DeathAlarm>,
+        inner: &Arc<Inner>,
+        index: u32,
+        record: Option<&Record>,
+    ) -> bool {
+        let wanted = record.filter(|r| !r.detached && r.pidns == identity::me().pidns);
+        match (wanted, alarm.as_ref()) {
+            (None, _) => {
+                *alarm = None;
+                false
+            }
+            (Some(r), Some(a)) if a.record == *r && !a.fired.load(Ordering::Acquire) => true,
+            (Some(r), _) => {
+                *alarm = DeathAlarm::arm(inner, index, r);
+                alarm.is_some()
+            }
+        }
+    }
+}
+
+/// How long a waiter may sleep before looking again: until the grant's `deadline`
+/// (table time) at most, within the caller's `left`, and no longer than a
+/// liveness re-check when the holder is a live process that no alarm watches.
+pub(crate) fn nap(
+    now: u64,
+    deadline: u64,
+    left: Duration,
+    unwatched_live_holder: bool,
+) -> Duration {
+    let nap = Duration::from_nanos(deadline.saturating_sub(now)).min(left).min(LONGEST_NAP);
+    if unwatched_live_holder {
+        nap.min(LIVENESS_RECHECK)
+    } else {
+        nap
+    }
+}
+
+/// Called by a blocked acquisition each time it finds the lease held: the slot, the
+/// token of the grant that holds it and its holder record. Returning `false` ends the
+/// wait (with [`Error::TimedOut`]). With a hook, the waiter also observes the slot, so
+/// that a grant to somebody else wakes it too (to report the new holder).
+pub(crate) type HeldHook<'h> = &'h mut dyn FnMut(u32, u64, Option<&Record>) -> bool;
+
+impl Inner {
+    /// Blocks until the lease on `key` is granted or `timeout` passes (or `hook` ends
+    /// the wait).
+    pub(crate) fn acquire_blocking(
+        self: &Arc<Inner>,
+        key: &Key,
+        ttl: u64,
+        label: Label,
+        timeout: Option<Duration>,
+        mut hook: Option<HeldHook<'_>>,
+    ) -> Result<(u32, u64, u64)> {
+        let start = Instant::now();
+        let mut alarm = None;
+        loop {
+            let (index, bound_as, token, record) = match self.attempt(key, ttl, label)? {
+                Attempt::Won { slot, token, deadline } => return Ok((slot, token, deadline)),
+                Attempt::Held { slot, bound_as, token, holder, .. } => {
+                    (slot, bound_as, token, holder)
+                }
+            };
+            let waited = start.elapsed();
+            let go_on = hook.as_mut().map_or(true, |h| h(index, token, record.as_ref()));
+            let left = match timeout {
+                _ if !go_on => Duration::ZERO,
+                Some(t) => t.saturating_sub(waited),
+                None => Duration::MAX,
+            };
+            if left.is_zero() {
+                let holder = self.holder_of(index, record);
+                return Err(Error::TimedOut { waited, token, holder });
+            }
+            let now = self.now();
+            if let Wait::Sleep { mut futex_expect, deadline, .. } =
+                protocol::announce_waiter(self.slot(index), bound_as, now)
+            {
+                if hook.is_some() {
+                    match protocol::announce_observer(self.slot(index), bound_as) {
+                        Some(o) => futex_expect = protocol::futex_value(o.word),
+                        None => continue,
+                    }
+                }
+                let watched = DeathAlarm::keep(&mut alarm, self, index, record.as_ref());
+                let live = record.is_some_and(|r| !r.detached && r.pidns == identity::me().pidns);
+                self.sleep(index, futex_expect, nap(now, deadline, left, live && !watched));
+            }
+        }
+    }
+}
