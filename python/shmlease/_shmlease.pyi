@@ -90,6 +90,8 @@ class Table:
         """Releases a detached lease by token."""
     def revoke(self, name: str, token: Optional[int] = None) -> Optional[int]:
         """Revokes the grant of ``name`` (only ``token``'s, if given); returns its token."""
+    def request_release(self, name: str, token: Optional[int] = None) -> Optional[int]:
+        """Asks the holder of ``name`` to release it (cooperative); returns its token."""
     def get(self, name: str) -> Optional[LeaseInfo]:
         """The lease on ``name``, if the table knows the name."""
     def list(self) -> list[LeaseInfo]:
@@ -121,6 +123,9 @@ class Lease:
         """When it expires unless renewed, on the clock of ``time.monotonic()``."""
     @property
     def keep_alive(self) -> bool: ...
+    @property
+    def release_requested(self) -> bool:
+        """Whether someone asked the holder to release it while it is held."""
     @property
     def lost(self) -> Optional[LostReason]:
         """``None`` while valid (or released, or in a forked child); else why it was lost."""

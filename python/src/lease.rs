@@ -393,6 +393,14 @@ impl PyLease {
         self.cell.keep_alive
     }
 
+    /// Whether someone asked the holder to release this lease
+    /// (``table.request_release(name)``) while it is still held; ``False`` once it is
+    /// not. Check it between steps of the work to hand over early.
+    #[getter]
+    fn release_requested(&self) -> bool {
+        self.cell.with(|l| l.release_requested()).unwrap_or(false)
+    }
+
     /// ``None`` while the lease is valid (or was released or detached through this
     /// object, or in a forked child); once it is lost, the reason (a ``LostReason``).
     #[getter]

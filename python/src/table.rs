@@ -317,6 +317,21 @@ impl PyTable {
         .map_err(to_py)
     }
 
+    /// Asks the holder of ``name``'s live grant (with ``token``, of that grant only) to
+    /// release it: cooperative hand-over. Nothing changes about who holds it or until
+    /// when; the holder sees ``lease.release_requested``. Returns the token asked, or
+    /// ``None`` if nothing was held; with ``token``, a grant that is not the live one
+    /// raises ``Lost`` like ``revoke``. Asking twice is asking once.
+    #[pyo3(signature = (name, token = None))]
+    fn request_release(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        token: Option<u64>,
+    ) -> PyResult<Option<u64>> {
+        py.detach(|| self.table.request_release(name, token)).map_err(to_py)
+    }
+
     /// The lease on ``name`` (a ``LeaseInfo``), or ``None`` if the table does not
     /// know the name.
     fn get<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Option<Bound<'py, PyAny>>> {

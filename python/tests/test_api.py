@@ -375,3 +375,21 @@ def test_repr_of_a_lost_lease(table):
     lease = table.acquire("lost-repr", 30)
     table.revoke("lost-repr")
     assert repr(lease) == f'<shmlease.Lease "lost-repr" token={lease.token} lost>'
+
+
+def test_request_release(table, children):
+    assert table.request_release("rr") is None
+    lease = table.acquire("rr", 30)
+    assert not lease.release_requested
+    # From another process, as a scheduler asking an agent to hand over would.
+    r = children.run(
+        "import sys, shmlease; print(shmlease.Table(sys.argv[1], create=False).request_release('rr'))",
+        table.location,
+    )
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) == lease.token and lease.release_requested
+    assert lease.valid  # asking changes nothing about who holds it
+    with pytest.raises(shmlease.Lost):
+        table.request_release("rr", lease.token + 1)
+    lease.release()
+    assert not lease.release_requested and table.request_release("rr") is None
