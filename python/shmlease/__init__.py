@@ -6,10 +6,11 @@ by default) and releases it. If the holder dies or hangs, the lease expires and 
 other process takes it over — at once when the holder is provably dead. Every grant
 carries a fencing token that only ever grows for its name.
 
->>> import shmlease
->>> table = shmlease.Table()                         # the per-user default table
->>> with table.lease("db-migration", ttl=30) as lease:  # doctest: +SKIP
-...     migrate(fencing_token=lease.token)
+    import shmlease
+
+    table = shmlease.Table()  # $SHMLEASE_TABLE, else the per-user default table
+    with table.lease("db-migration", ttl=30) as lease:  # renewed in the background
+        migrate(fencing_token=lease.token)
 
 Python, the ``shmlease`` CLI, C and Rust programs see the same leases in the same table.
 """
