@@ -393,3 +393,36 @@ def test_request_release(table, children):
         table.request_release("rr", lease.token + 1)
     lease.release()
     assert not lease.release_requested and table.request_release("rr") is None
+
+
+def test_threads_of_one_process_contend_exclusively(table):
+    # The GIL is released while waiting, so threads really wait on the lease, not on
+    # the interpreter; each grant excludes the others and tokens grow.
+    inside = 0
+    guard = threading.Lock()
+    grants = []
+    errors = []
+
+    def worker():
+        nonlocal inside
+        try:
+            for _ in range(30):
+                with table.lease("threads", ttl=10, wait=30) as lease:
+                    with guard:
+                        inside += 1
+                        grants.append((lease.token, inside))
+                    time.sleep(0.0005)
+                    with guard:
+                        inside -= 1
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads) and not errors, errors
+    assert len(grants) == 180 and all(n == 1 for _, n in grants), "two threads held it at once"
+    tokens = [t for t, _ in grants]
+    assert tokens == sorted(tokens) and len(set(tokens)) == 180
