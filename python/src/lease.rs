@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
-use shmlease_core::{DetachedLease, Error, Lease, LeaseTable, LostReason};
+use shmlease_core::{DetachedLease, Error, Lease, LeaseState, LeaseTable, LostReason};
 
 use crate::convert;
 use crate::errors::to_py;
@@ -108,6 +108,21 @@ impl LeaseCell {
     fn with<R>(&self, f: impl FnOnce(&Lease<'_>) -> R) -> Option<R> {
         let state = self.state();
         state.held.as_ref().map(|o| f(o.lease()))
+    }
+
+    /// Whether the grant is live, and its time left. In a forked child read from the
+    /// table, not through `state`: a thread of the parent (the keeper, starting a
+    /// keep-alive) may have held its mutex at the fork, and would never release it here.
+    fn validity(&self) -> (bool, Duration) {
+        if self.taken_here() {
+            return self.with(|l| (l.is_valid(), l.remaining())).unwrap_or_default();
+        }
+        match self.table.get(&self.name) {
+            Ok(Some(i)) if i.token == self.token && i.state == LeaseState::Held => {
+                (true, i.remaining)
+            }
+            _ => (false, Duration::ZERO),
+        }
     }
 
     /// The error a forked child gets for changing its parent's lease (as the library
@@ -372,19 +387,19 @@ impl PyLease {
     /// released or detached.
     #[getter]
     fn valid(&self) -> bool {
-        self.cell.with(|l| l.is_valid()).unwrap_or(false)
+        self.cell.validity().0
     }
 
     /// Seconds left before the grant expires unless renewed (0.0 once it is not valid).
     #[getter]
     fn remaining(&self) -> f64 {
-        self.cell.with(|l| l.remaining()).unwrap_or_default().as_secs_f64()
+        self.cell.validity().1.as_secs_f64()
     }
 
     /// When the grant expires unless renewed, on the clock of ``time.monotonic()``.
     #[getter]
     fn deadline(&self) -> f64 {
-        monotonic_after(self.cell.with(|l| l.remaining()).unwrap_or_default())
+        monotonic_after(self.cell.validity().1)
     }
 
     /// Whether a keep-alive was asked for (it starts when the first renewal is due).
@@ -398,7 +413,8 @@ impl PyLease {
     /// not. Check it between steps of the work to hand over early.
     #[getter]
     fn release_requested(&self) -> bool {
-        self.cell.with(|l| l.release_requested()).unwrap_or(false)
+        // Not known in a forked child (see `validity`): the request is for the parent.
+        self.cell.taken_here() && self.cell.with(|l| l.release_requested()).unwrap_or(false)
     }
 
     /// ``None`` while the lease is valid (or was released or detached through this
@@ -426,6 +442,9 @@ impl PyLease {
             Some(t) if !t.is_none() => convert::duration(t, "ttl")?,
             _ => self.cell.ttl,
         };
+        if !self.cell.taken_here() {
+            return Err(to_py(self.cell.refusal()));
+        }
         match self.cell.with(|l| l.renew(ttl)) {
             Some(Ok(())) => Ok(()),
             Some(Err(e)) => {
@@ -510,11 +529,11 @@ impl PyLease {
     }
 
     fn __repr__(&self) -> String {
-        let state = self.cell.with(|l| (l.is_valid(), l.remaining()));
-        let what = match state {
-            Some((true, left)) => format!("valid, {:.3}s left", left.as_secs_f64()),
-            Some((false, _)) => "lost".to_string(),
-            None => "released".to_string(),
+        let released = self.cell.taken_here() && self.cell.state().held.is_none();
+        let what = match self.cell.validity() {
+            _ if released => "released".to_string(),
+            (true, left) => format!("valid, {:.3}s left", left.as_secs_f64()),
+            (false, _) => "lost".to_string(),
         };
         format!("<shmlease.Lease {:?} token={} {what}>", self.cell.name, self.cell.token)
     }
