@@ -1,0 +1,79 @@
+"""shmlease — named, time-bound, exclusive leases for the processes of one host.
+
+A lease table lives in shared memory (a POSIX shared-memory segment or a file). A
+process takes a lease on a name for a TTL, renews it while it works (in the background,
+by default) and releases it. If the holder dies or hangs, the lease expires and any
+other process takes it over — at once when the holder is provably dead. Every grant
+carries a fencing token that only ever grows for its name.
+
+    import shmlease
+
+    table = shmlease.Table()  # $SHMLEASE_TABLE, else the per-user default table
+    with table.lease("db-migration", ttl=30) as lease:  # renewed in the background
+        migrate(fencing_token=lease.token)
+
+Python, the ``shmlease`` CLI, C and Rust programs see the same leases in the same table.
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    AlreadyExists,
+    BoundToProcess,
+    Busy,
+    Corrupt,
+    Error,
+    Held,
+    Incompatible,
+    InUse,
+    InvalidLabel,
+    InvalidName,
+    InvalidOptions,
+    InvalidTtl,
+    IoError,
+    Lost,
+    NotATable,
+    NotFound,
+    PermissionDenied,
+    TableFull,
+    Timeout,
+    Unsupported,
+)
+from ._types import Counters, DetachedLease, Holder, LeaseInfo, LeaseState, LostReason, TableInfo
+from ._shmlease import Lease, Table
+from ._aio import LeaseAcquisition
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Table",
+    "Lease",
+    "LeaseAcquisition",
+    "DetachedLease",
+    "LeaseInfo",
+    "LeaseState",
+    "LostReason",
+    "Holder",
+    "TableInfo",
+    "Counters",
+    "Error",
+    "Held",
+    "Lost",
+    "BoundToProcess",
+    "InUse",
+    "Timeout",
+    "TableFull",
+    "InvalidName",
+    "InvalidTtl",
+    "InvalidLabel",
+    "InvalidOptions",
+    "NotATable",
+    "Incompatible",
+    "Corrupt",
+    "PermissionDenied",
+    "AlreadyExists",
+    "NotFound",
+    "Unsupported",
+    "Busy",
+    "IoError",
+]

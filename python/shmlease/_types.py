@@ -1,0 +1,161 @@
+"""The small values shmlease returns: what the table says about leases, holders and
+itself. Plain frozen dataclasses, copied out of the shared table when read."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+from dataclasses import dataclass
+from typing import Optional
+
+__all__ = [
+    "LostReason",
+    "LeaseState",
+    "Holder",
+    "LeaseInfo",
+    "Counters",
+    "TableInfo",
+    "DetachedLease",
+]
+
+
+class LostReason(str, enum.Enum):
+    """Why a grant is not (or no longer) the live one."""
+
+    #: Its deadline passed without a renewal.
+    EXPIRED = "expired"
+    #: Somebody revoked it.
+    REVOKED = "revoked"
+    #: It was released (with its token, possibly by another process).
+    RELEASED = "released"
+    #: A later grant of the same name is current.
+    TAKEN_OVER = "taken_over"
+    #: The token was never issued for this name (``Lost.latest`` is the latest).
+    NOT_ISSUED = "not_issued"
+    #: The table has no lease of that name.
+    NO_SUCH_NAME = "no_such_name"
+    #: A reason this version of the package does not know.
+    UNKNOWN = "unknown"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class LeaseState(str, enum.Enum):
+    """The state of a name's lease when it was read."""
+
+    #: Granted and unexpired.
+    HELD = "held"
+    #: Granted, never released, and past its deadline: anyone may take it.
+    EXPIRED = "expired"
+    #: Revoked: anyone may take it.
+    REVOKED = "revoked"
+    #: Released, or never granted: anyone may take it.
+    FREE = "free"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds (or last held) a lease."""
+
+    #: Process id, in the holder's PID namespace.
+    pid: int
+    #: Inode number of the holder's PID namespace (0 if unknown).
+    pid_namespace: int
+    #: How the process is told apart from a later one reusing its pid:
+    #: ``"pidfd-inode"``, ``"start-time"`` or ``"unknown"``.
+    identity: str
+    #: The pidfd inode or start time, when known.
+    identity_value: Optional[int]
+    #: A detached lease is bound to its TTL only: it outlives its process.
+    detached: bool
+    #: The label the holder attached (may be empty).
+    label: str
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """A copy of one name's lease."""
+
+    #: The lease name.
+    name: str
+    #: Fencing token of the current (or last) grant; 0 if never granted.
+    token: int
+    #: State when read.
+    state: LeaseState
+    #: Holder of the current (or last) grant, when recorded.
+    holder: Optional[Holder]
+    #: When the current (or last) grant was made (UTC).
+    acquired_at: Optional[_dt.datetime]
+    #: When it was last granted or renewed (UTC).
+    renewed_at: Optional[_dt.datetime]
+    #: When it expires (or expired), for granted leases (UTC).
+    expires_at: Optional[_dt.datetime]
+    #: Seconds left (0.0 unless held).
+    remaining: float
+    #: Grants of this name since it was bound to its slot.
+    transitions: int
+    #: Slot index in the table.
+    slot: int
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Counters kept by a table (``renewals`` and ``releases`` are sampled estimates)."""
+
+    grants: int
+    expired_reclaims: int
+    dead_holder_reclaims: int
+    corrupt_reclaims: int
+    renewals: int
+    releases: int
+    revocations: int
+    contended: int
+    binds: int
+    unbinds: int
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """Facts about a table."""
+
+    #: Where it lives (``Table(location)`` opens it).
+    location: str
+    format_version: int
+    #: Number of slots.
+    capacity: int
+    #: Slots bound to a name.
+    names: int
+    #: Slots whose lease is held right now.
+    held: int
+    size_bytes: int
+    slot_size: int
+    #: Boot id the table's clock belongs to.
+    boot_id: str
+    #: The clock deadlines are measured on.
+    clock: str
+    creator_pid: int
+    creator_uid: int
+    #: Creation time (UTC).
+    created_at: _dt.datetime
+    counters: Counters
+
+
+@dataclass(frozen=True)
+class DetachedLease:
+    """A lease turned loose from its process (``Lease.detach()``): anyone with its
+    name and token may renew or release it (``table.renew``, ``table.release``)."""
+
+    #: The lease name.
+    name: str
+    #: The fencing token of the grant.
+    token: int
+    #: When it expires unless renewed, on the clock of ``time.monotonic()``.
+    deadline: float
+
+
+def _utc(seconds: float) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc)

@@ -1,0 +1,396 @@
+//! `shmlease.Table`: a lease table mapped into this process, and acquisition with
+//! waits that release the GIL and stay interruptible.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+
+use shmlease_core::{AcquireOptions, Error, LeaseTable, Location, RemoveOptions, TableOptions};
+
+use crate::convert::{self, Wait};
+use crate::errors::{timed_out, to_py};
+use crate::lease::{Owned, PyLease};
+
+/// The longest a blocking call waits without looking at Python: signals are handled
+/// (Ctrl-C raises ``KeyboardInterrupt``) and ``cancel`` is checked between slices.
+pub const SLICE: Duration = Duration::from_millis(50);
+
+/// Whether `cancel` (a ``threading.Event``, or anything with ``is_set()``) is set.
+pub fn cancelled(cancel: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    match cancel {
+        Some(c) => c.call_method0("is_set")?.is_truthy(),
+        None => Ok(false),
+    }
+}
+
+/// A lease table: a file, or a POSIX shared-memory segment, shared by every process
+/// that opens it.
+///
+/// ``Table()`` opens the default table: the one ``$SHMLEASE_TABLE`` names, else the
+/// per-user segment ``shmlease-<uid>`` that the ``shmlease`` CLI, C and Rust programs
+/// use too, created on first use. A string location is read as the CLI reads
+/// ``-t``: anything containing ``/`` is a file path, ``shm:NAME`` or a bare name a
+/// shared-memory segment; an ``os.PathLike`` is always a path.
+///
+/// ``capacity`` and ``mode`` are used only when the table is created. Tables owned
+/// by another user, or writable by everyone, are refused unless allowed.
+#[pyclass(module = "shmlease", name = "Table", frozen)]
+pub struct PyTable {
+    table: Arc<LeaseTable>,
+    allow_foreign_owner: bool,
+    allow_world_writable: bool,
+}
+
+impl PyTable {
+    fn open(
+        py: Python<'_>,
+        location: Location,
+        options: TableOptions,
+        create: bool,
+        allow: (bool, bool),
+    ) -> PyResult<PyTable> {
+        let opened = py.detach(|| {
+            if create {
+                LeaseTable::open_or_create(&location, &options)
+            } else {
+                LeaseTable::open_with(&location, &options)
+            }
+        });
+        Ok(PyTable {
+            table: Arc::new(opened.map_err(to_py)?),
+            allow_foreign_owner: allow.0,
+            allow_world_writable: allow.1,
+        })
+    }
+
+    /// The acquisition behind `acquire`, `try_acquire` and `lease`: `None` if
+    /// `cancel` was set before the lease was granted.
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        slf: &Bound<'_, Self>,
+        name: &str,
+        ttl: &Bound<'_, PyAny>,
+        wait: Wait,
+        label: Option<&str>,
+        keep_alive: bool,
+        cancel: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<PyLease>> {
+        let py = slf.py();
+        let ttl = convert::duration(ttl, "ttl")?;
+        let mut options = AcquireOptions::new();
+        if let Some(label) = label {
+            options = options.label(label).map_err(to_py)?;
+        }
+        let table = &slf.get().table;
+        let owned = match wait {
+            // Released even here: binding a new name may wait for the table lock.
+            Wait::Never => py
+                .detach(|| Owned::take(table, |t| t.acquire_with(name, ttl, &options)))
+                .map_err(to_py)?,
+            Wait::Forever | Wait::For(_) => {
+                let start = Instant::now();
+                loop {
+                    let left = match wait {
+                        Wait::For(limit) => limit.saturating_sub(start.elapsed()),
+                        _ => Duration::MAX,
+                    };
+                    let slice = options.wait(Some(left.min(SLICE)));
+                    match py.detach(|| Owned::take(table, |t| t.acquire_with(name, ttl, &slice))) {
+                        Ok(owned) => break owned,
+                        Err(e @ Error::TimedOut { .. }) => {
+                            if left <= SLICE && matches!(wait, Wait::For(_)) {
+                                return Err(timed_out(e, start.elapsed()));
+                            }
+                        }
+                        Err(e) => return Err(to_py(e)),
+                    }
+                    py.check_signals()?;
+                    if cancelled(cancel)? {
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        Ok(Some(PyLease::new(slf.clone().unbind(), owned, name, ttl, keep_alive)))
+    }
+}
+
+impl PyTable {
+    /// The library's table.
+    pub fn table(&self) -> &LeaseTable {
+        &self.table
+    }
+}
+
+fn monotonic_deadline(deadline: Instant) -> f64 {
+    convert::monotonic() + deadline.saturating_duration_since(Instant::now()).as_secs_f64()
+}
+
+#[pymethods]
+impl PyTable {
+    #[new]
+    #[pyo3(signature = (
+        location = None, *, capacity = 4096, mode = 0o600, create = true,
+        allow_foreign_owner = false, allow_world_writable = false,
+    ))]
+    fn py_new(
+        py: Python<'_>,
+        location: Option<&Bound<'_, PyAny>>,
+        capacity: u32,
+        mode: u32,
+        create: bool,
+        allow_foreign_owner: bool,
+        allow_world_writable: bool,
+    ) -> PyResult<PyTable> {
+        let (location, _default) = convert::location(location)?;
+        let options = TableOptions::new()
+            .capacity(capacity)
+            .mode(mode)
+            .allow_foreign_owner(allow_foreign_owner)
+            .allow_world_writable(allow_world_writable);
+        PyTable::open(py, location, options, create, (allow_foreign_owner, allow_world_writable))
+    }
+
+    /// Creates a new table at ``location`` and opens it; raises ``AlreadyExists`` if
+    /// anything is there. The table appears fully initialised or not at all.
+    #[staticmethod]
+    #[pyo3(signature = (location, *, capacity = 4096, mode = 0o600, allow_world_writable = false))]
+    fn create(
+        py: Python<'_>,
+        location: &Bound<'_, PyAny>,
+        capacity: u32,
+        mode: u32,
+        allow_world_writable: bool,
+    ) -> PyResult<PyTable> {
+        let (location, _) = convert::location(Some(location))?;
+        let options = TableOptions::new()
+            .capacity(capacity)
+            .mode(mode)
+            .allow_world_writable(allow_world_writable);
+        let created = py.detach(|| LeaseTable::create(&location, &options)).map_err(to_py)?;
+        Ok(PyTable { table: Arc::new(created), allow_foreign_owner: false, allow_world_writable })
+    }
+
+    /// Removes the table at ``location`` (``None``: the default table). Refuses with
+    /// ``InUse`` while any grant in it is live, unless ``force``: processes that have
+    /// it open keep using the old table while new ones create another, so the two
+    /// would not exclude each other. Refuses (``NotATable``) anything that is not a
+    /// lease table.
+    #[staticmethod]
+    #[pyo3(signature = (location = None, *, force = false))]
+    fn remove(py: Python<'_>, location: Option<&Bound<'_, PyAny>>, force: bool) -> PyResult<()> {
+        let (location, _) = convert::location(location)?;
+        let options = RemoveOptions::new().force(force);
+        py.detach(|| LeaseTable::remove_with(&location, &options)).map_err(to_py)
+    }
+
+    /// Where the table lives: a path, or ``shm:NAME`` for a shared-memory segment
+    /// (``Table(table.location)`` opens the same table).
+    #[getter]
+    fn location(&self) -> String {
+        convert::location_text(self.table.location())
+    }
+
+    /// Number of slots: names that can hold a lease at once.
+    #[getter]
+    fn capacity(&self) -> u32 {
+        self.table.capacity()
+    }
+
+    /// Takes the lease on ``name`` for ``ttl`` seconds (or a ``timedelta``), waiting
+    /// while someone else holds it: up to ``wait`` seconds, forever if ``None``, not at
+    /// all if ``0`` (then ``Held`` is raised). Raises ``Timeout`` when the wait runs out.
+    ///
+    /// ``label`` (up to 8 bytes) is shown to others inspecting the lease. With
+    /// ``keep_alive`` (the default) the lease is renewed to ``ttl`` every ``ttl/3`` in
+    /// the background while held; it starts only when the first renewal is due, so
+    /// short holds cost no thread. ``cancel``, a ``threading.Event``, ends the wait
+    /// when set (returning ``None``). The wait releases the GIL, and wakes every 50 ms
+    /// to run signal handlers (so Ctrl-C interrupts it) and check ``cancel``: a few
+    /// microseconds of CPU per wake-up; a release still wakes the waiter at once.
+    ///
+    /// Use it as a context manager to release at the end of the block.
+    #[pyo3(signature = (name, ttl = None, *, wait = None, label = None, keep_alive = true, cancel = None))]
+    fn acquire(
+        slf: &Bound<'_, Self>,
+        name: &str,
+        ttl: Option<&Bound<'_, PyAny>>,
+        wait: Option<&Bound<'_, PyAny>>,
+        label: Option<&str>,
+        keep_alive: bool,
+        cancel: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<PyLease>> {
+        let py = slf.py();
+        let default_ttl;
+        let ttl = match ttl {
+            Some(t) if !t.is_none() => t,
+            _ => {
+                default_ttl = 10.0f64.into_pyobject(py)?.into_any();
+                &default_ttl
+            }
+        };
+        let cancel = cancel.filter(|c| !c.is_none());
+        PyTable::take(slf, name, ttl, convert::wait(wait)?, label, keep_alive, cancel)
+    }
+
+    /// ``with table.lease(name, ttl) as lease:`` — ``acquire()`` under the name that
+    /// reads best in a ``with`` statement; the same arguments.
+    #[pyo3(signature = (name, ttl = None, *, wait = None, label = None, keep_alive = true, cancel = None))]
+    fn lease(
+        slf: &Bound<'_, Self>,
+        name: &str,
+        ttl: Option<&Bound<'_, PyAny>>,
+        wait: Option<&Bound<'_, PyAny>>,
+        label: Option<&str>,
+        keep_alive: bool,
+        cancel: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<PyLease>> {
+        PyTable::acquire(slf, name, ttl, wait, label, keep_alive, cancel)
+    }
+
+    /// Takes the lease on ``name`` if nobody holds it; never waits. Raises ``Held``
+    /// (with ``.holder`` and ``.remaining``) if someone does.
+    #[pyo3(signature = (name, ttl = None, *, label = None, keep_alive = true))]
+    fn try_acquire(
+        slf: &Bound<'_, Self>,
+        name: &str,
+        ttl: Option<&Bound<'_, PyAny>>,
+        label: Option<&str>,
+        keep_alive: bool,
+    ) -> PyResult<PyLease> {
+        let zero = 0i32.into_pyobject(slf.py())?.into_any();
+        let lease = PyTable::acquire(slf, name, ttl, Some(&zero), label, keep_alive, None)?;
+        Ok(lease.expect("a lease that never waits is never cancelled"))
+    }
+
+    /// ``async with table.lease_async(name, ttl) as lease:`` (or ``await``): the lease
+    /// without blocking the event loop; cancelling the awaiting task abandons the wait
+    /// (a lease granted meanwhile is released). The same arguments as ``acquire``.
+    #[pyo3(signature = (name, ttl = None, *, wait = None, label = None, keep_alive = true))]
+    fn lease_async<'py>(
+        slf: &Bound<'py, Self>,
+        name: &str,
+        ttl: Option<&Bound<'py, PyAny>>,
+        wait: Option<&Bound<'py, PyAny>>,
+        label: Option<&str>,
+        keep_alive: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let acquisition = py.import("shmlease._aio")?.getattr("LeaseAcquisition")?;
+        acquisition.call1((slf, name, ttl, wait, label, keep_alive))
+    }
+
+    /// Extends the grant of ``name`` with ``token`` to ``ttl`` from now, from any
+    /// process — for detached leases. Returns the new deadline on the clock of
+    /// ``time.monotonic()``. Raises ``BoundToProcess`` if the grant belongs to another
+    /// live process, ``Lost`` (saying why) if ``token`` is not the live grant.
+    fn renew(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        token: u64,
+        ttl: &Bound<'_, PyAny>,
+    ) -> PyResult<f64> {
+        let ttl = convert::duration(ttl, "ttl")?;
+        let deadline = py.detach(|| self.table.renew(name, token, ttl)).map_err(to_py)?;
+        Ok(monotonic_deadline(deadline))
+    }
+
+    /// Ends the grant of ``name`` with ``token``, from any process — for detached
+    /// leases. Fails like ``renew``.
+    fn release(&self, py: Python<'_>, name: &str, token: u64) -> PyResult<()> {
+        py.detach(|| self.table.release(name, token)).map_err(to_py)
+    }
+
+    /// Revokes the grant of ``name``, waking anyone waiting for it; its holder learns
+    /// at once (keep-alive) or at its next renewal that it is lost. Returns the
+    /// revoked token, or ``None`` if nothing was held. With ``token``, revokes only
+    /// that grant, else raises ``Lost`` saying what is true instead.
+    #[pyo3(signature = (name, token = None))]
+    fn revoke(&self, py: Python<'_>, name: &str, token: Option<u64>) -> PyResult<Option<u64>> {
+        py.detach(|| match token {
+            None => self.table.revoke(name),
+            Some(t) => self.table.revoke_token(name, t).map(|()| Some(t)),
+        })
+        .map_err(to_py)
+    }
+
+    /// Asks the holder of ``name``'s live grant (with ``token``, of that grant only) to
+    /// release it: cooperative hand-over. Nothing changes about who holds it or until
+    /// when; the holder sees ``lease.release_requested``. Returns the token asked, or
+    /// ``None`` if nothing was held; with ``token``, a grant that is not the live one
+    /// raises ``Lost`` like ``revoke``. Asking twice is asking once.
+    #[pyo3(signature = (name, token = None))]
+    fn request_release(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        token: Option<u64>,
+    ) -> PyResult<Option<u64>> {
+        py.detach(|| self.table.request_release(name, token)).map_err(to_py)
+    }
+
+    /// The lease on ``name`` (a ``LeaseInfo``), or ``None`` if the table does not
+    /// know the name.
+    fn get<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let info = self.table.get(name).map_err(to_py)?;
+        info.map(|i| convert::lease_info(py, i)).transpose()
+    }
+
+    /// Every name the table knows (``LeaseInfo``s, in slot order), whatever its state.
+    fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let all = py.detach(|| self.table.list()).map_err(to_py)?;
+        let out = PyList::empty(py);
+        for i in all {
+            out.append(convert::lease_info(py, i)?)?;
+        }
+        Ok(out)
+    }
+
+    /// Facts and counters about the table (a ``TableInfo``; scans every slot).
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let info = py.detach(|| self.table.info());
+        convert::table_info(py, info)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "shmlease.Table({:?}, capacity={})",
+            convert::location_text(self.table.location()),
+            self.table.capacity()
+        )
+    }
+
+    /// Pickled as its location: a process that unpickles it (``multiprocessing`` with
+    /// ``spawn``) opens the same table.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let (kind, value) = match self.table.location() {
+            Location::Path(p) => ("path", p.display().to_string()),
+            Location::Shm(name) => ("shm", name.clone()),
+        };
+        let restore = py.import("shmlease._shmlease")?.getattr("_restore_table")?;
+        let args = (kind, value, self.allow_foreign_owner, self.allow_world_writable);
+        PyTuple::new(py, [restore, args.into_pyobject(py)?.into_any()])
+    }
+}
+
+/// Reopens a pickled `Table`.
+#[pyfunction]
+pub fn _restore_table(
+    py: Python<'_>,
+    kind: &str,
+    value: String,
+    allow_foreign_owner: bool,
+    allow_world_writable: bool,
+) -> PyResult<PyTable> {
+    let location = match kind {
+        "path" => Location::Path(value.into()),
+        _ => Location::Shm(value),
+    };
+    let options = TableOptions::new()
+        .allow_foreign_owner(allow_foreign_owner)
+        .allow_world_writable(allow_world_writable);
+    PyTable::open(py, location, options, false, (allow_foreign_owner, allow_world_writable))
+}
