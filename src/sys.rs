@@ -116,10 +116,17 @@ pub fn pidfd_exited(fd: &OwnedFd) -> bool {
     n == Ok(1) && pfd[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN))
 }
 
-/// A pipe whose read end becomes readable (hung up) when the write end is dropped: a
-/// way to cancel a thread blocked in [`wait_exit_or_hangup`].
+/// A pipe (read end, write end), to cancel a thread blocked in
+/// [`wait_exit_or_hangup`]: see [`poke`].
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// Makes the read end of a [`pipe`] readable by writing a byte into `write_end`. Not
+/// merely closing it: a child forked meanwhile holds a copy of the write end, so the
+/// read end would not hang up.
+pub fn poke(write_end: &OwnedFd) {
+    let _ = nix::unistd::write(write_end, &[1]);
 }
 
 /// Blocks until the process behind `pidfd` exits (`true`) or `cancel` polls readable or

@@ -605,3 +605,62 @@ fn a_dead_leader_leads_no_more() {
     assert_eq!(e.leader().unwrap(), None);
     assert_eq!(t.get("ctl").unwrap().unwrap().token, term, "the grant itself stands");
 }
+
+/// The thread that turns a holder's death into a wake-up ends with the wait it served,
+/// even when a child forked during the wait holds a copy of its cancel pipe, and the
+/// holder lives on.
+#[test]
+fn death_watch_threads_end_with_the_wait() {
+    let wd = Watchdog::new("death_watch_threads_end_with_the_wait", LONG * 2);
+    let dir = Scratch::new("el-alarm");
+    let (t, path) = table(&dir);
+    let env = [
+        ("TABLE", s(path.display())),
+        ("NAME", s("ctl")),
+        ("TTL_MS", s(600_000)),
+        ("UNTIL_REQUEST", s(1)),
+        ("LINGER", s(1)),
+    ];
+    let mut holder = Kid::spawn(&wd, "holder", "leader", &env);
+    let term: u64 = holder.expect("TERM", LONG).parse().unwrap();
+    let watchers = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+            .filter(|c| c.trim() == "shmlease-deathw")
+            .count()
+    };
+    let e = t.election("ctl").unwrap();
+    let child = std::thread::scope(|scope| {
+        let standby = scope.spawn(|| e.campaign(Some(LONG)));
+        common::wait_for_waiter(&t, &path, "ctl", LONG);
+        assert_eq!(watchers(), 1, "a blocked campaign watches the live holder");
+        // A child forked during the wait, which lives on.
+        // SAFETY: fork(2) has no preconditions; the child only sleeps and leaves with _exit.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: prctl/sleep/_exit take plain integers.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                libc::sleep(60);
+                libc::_exit(0);
+            }
+        }
+        t.request_release("ctl", Some(term)).unwrap();
+        holder.expect("RESIGNED", LONG);
+        assert!(standby.join().unwrap().unwrap().term() > term);
+        child
+    });
+    let end = Instant::now() + LONG;
+    while watchers() != 0 {
+        assert!(Instant::now() < end, "the death-watch thread outlived its wait");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: killing and reaping our own child.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    holder.signal(libc::SIGKILL);
+    holder.wait(LONG);
+}

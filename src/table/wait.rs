@@ -36,16 +36,22 @@ pub(crate) const LIVENESS_RECHECK: Duration = Duration::from_millis(50);
 pub(crate) const LONGEST_NAP: Duration = Duration::from_secs(1);
 
 /// Wakes a slot's futex when a given process exits: a thread blocked in `poll` on the
-/// process's pidfd and on a pipe whose write end this value holds. Dropping it closes
-/// the pipe, which ends the thread (not joined: a late wake-up is harmless, as every
-/// sleeper re-examines the slot).
+/// process's pidfd and on a pipe whose write end this value holds. Dropping it writes
+/// into the pipe, which ends the thread (not joined: a late wake-up is harmless, as
+/// every sleeper re-examines the slot).
 #[derive(Debug)]
 pub(crate) struct DeathAlarm {
     /// The holder record the alarm watches.
     record: Record,
     /// Set (before the wake-up) once the process has exited.
     fired: Arc<AtomicBool>,
-    _cancel: OwnedFd,
+    cancel: OwnedFd,
+}
+
+impl Drop for DeathAlarm {
+    fn drop(&mut self) {
+        sys::poke(&self.cancel);
+    }
 }
 
 impl DeathAlarm {
@@ -68,7 +74,7 @@ impl DeathAlarm {
                 }
             })
             .ok()?;
-        Some(DeathAlarm { record: *record, fired, _cancel: write })
+        Some(DeathAlarm { record: *record, fired, cancel: write })
     }
 
     /// Keeps `alarm` watching the live-process holder `record` of slot `index` (arming

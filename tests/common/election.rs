@@ -125,7 +125,7 @@ pub fn role_observer() -> i32 {
 
 /// Campaigns on `NAME` (TTL `TTL_MS`), reports `TERM t`, then holds leadership until
 /// killed, or, with `UNTIL_REQUEST=1`, until a hand-over is requested (then reports
-/// `REQUESTED t` and resigns).
+/// `REQUESTED t` and resigns, then with `LINGER=1` lives on until killed).
 pub fn role_leader() -> i32 {
     let table = open_table();
     let election = table.election(&env("NAME")).unwrap().ttl(env_ms("TTL_MS")).unwrap();
@@ -136,6 +136,10 @@ pub fn role_leader() -> i32 {
             Some(shmlease::Notice::ReleaseRequested) => {
                 say("REQUESTED", leadership.term());
                 leadership.resign().unwrap();
+                say("RESIGNED", 0);
+                if env_or("LINGER", "0") == "1" {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
             }
             other => {
                 eprintln!("unexpected notice {other:?}");
