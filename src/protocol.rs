@@ -347,6 +347,22 @@ pub fn revoke(
     now: u64,
     only_token: Option<u64>,
 ) -> Result<Targeted, Refusal> {
+    on_live_grant(slot, bound_as, now, only_token, Op::Revoke, |current| {
+        Some((grant::pack(grant::REVOKED, grant::token(current)), wakes(current)))
+    })
+}
+
+/// The one loop of [`revoke`] and [`request_release`]: finds the live grant (the one
+/// with `only_token`, if given) and CASes it to what `next` makes of it (the new word,
+/// and whether to wake the futex), or leaves it if `next` says `None` (nothing to do).
+fn on_live_grant(
+    slot: &Slot,
+    bound_as: u64,
+    now: u64,
+    only_token: Option<u64>,
+    op: Op,
+    next: impl Fn(u128) -> Option<(u128, bool)>,
+) -> Result<Targeted, Refusal> {
     for _ in 0..RETRY_LIMIT {
         let current = slot.grant.load(Acquire);
         if slot.bind.load(Acquire) != bound_as {
@@ -361,11 +377,13 @@ pub fn revoke(
         if only_token.is_some_and(|t| t != token) {
             return Ok(Targeted::OtherToken { token });
         }
-        let new = grant::pack(grant::REVOKED, token);
-        point(Op::Revoke);
+        let Some((new, wake)) = next(current) else {
+            return Ok(Targeted::Done { token, wake: false });
+        };
+        point(op);
         if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
-            point(Op::Revoke);
-            return Ok(Targeted::Done { token, wake: wakes(current) });
+            point(op);
+            return Ok(Targeted::Done { token, wake });
         }
     }
     Err(Refusal::Interference)
@@ -432,41 +450,24 @@ pub fn watch(slot: &Slot, token: u64, now: u64) -> Result<u32, Lost> {
 }
 
 /// Asks the holder of the live grant in `slot` (bound as `bound_as`), or only of the
-/// grant with `only_token`, to release it: sets `REQUESTED` on the grant word. Changes
-/// nothing about who holds it or until when.
+/// grant with `only_token`, to release it: sets `REQUESTED` on the grant word (asking
+/// twice is asking once). Changes nothing about who holds it or until when. Wakes
+/// whoever watches the grant (its keep-alive sets `WAITERS`).
 pub fn request_release(
     slot: &Slot,
     bound_as: u64,
     now: u64,
     only_token: Option<u64>,
 ) -> Result<Targeted, Refusal> {
-    for _ in 0..RETRY_LIMIT {
-        let current = slot.grant.load(Acquire);
-        if slot.bind.load(Acquire) != bound_as {
-            return Err(Refusal::Rebound);
-        }
-        let token = grant::token(current);
+    on_live_grant(slot, bound_as, now, only_token, Op::Request, |current| {
         let bits = grant::deadline_bits(current);
-        match classify(bits, now) {
-            Observed::Held | Observed::Corrupt => {}
-            Observed::Unbound => return Err(Refusal::Rebound),
-            _ => return Ok(Targeted::NotHeld { token }),
-        }
-        if only_token.is_some_and(|t| t != token) {
-            return Ok(Targeted::OtherToken { token });
-        }
-        let wake = bits & grant::WAITERS != 0;
-        if bits & grant::REQUESTED != 0 {
-            return Ok(Targeted::Done { token, wake: false });
-        }
-        let new = grant::pack(bits | grant::REQUESTED, token);
-        point(Op::Request);
-        if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
-            point(Op::Request);
-            return Ok(Targeted::Done { token, wake });
-        }
-    }
-    Err(Refusal::Interference)
+        (bits & grant::REQUESTED == 0).then(|| {
+            (
+                grant::pack(bits | grant::REQUESTED, grant::token(current)),
+                bits & grant::WAITERS != 0,
+            )
+        })
+    })
 }
 
 /// Whether the live grant with `token` has been asked to release (`Ok(false)` if not),

@@ -25,6 +25,15 @@ fn child_main() {
 
 const LONG: Duration = Duration::from_secs(60);
 
+/// Held by the tests whose waits watch a live holder's death (a `shmlease-deathwatch`
+/// thread in this process), so that `death_watch_threads_end_with_the_wait` counts only
+/// its own.
+static DEATH_WATCHERS: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    DEATH_WATCHERS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn s(v: impl ToString) -> String {
     v.to_string()
 }
@@ -361,6 +370,7 @@ fn stop_margin_must_leave_room_for_renewals() {
 /// in `campaign`, is woken by the death (and takes over a provably dead holder's grant).
 #[test]
 fn killed_leader_is_replaced_before_its_ttl() {
+    let _serial = serial();
     let wd = Watchdog::new("killed_leader_is_replaced_before_its_ttl", LONG * 2);
     let dir = Scratch::new("el-kill");
     let (t, path) = table(&dir);
@@ -383,6 +393,7 @@ fn killed_leader_is_replaced_before_its_ttl() {
 /// leader and its keep-alive reports the loss.
 #[test]
 fn stopped_leader_is_replaced_and_learns_it_lost() {
+    let _serial = serial();
     let wd = Watchdog::new("stopped_leader_is_replaced_and_learns_it_lost", LONG * 2);
     let dir = Scratch::new("el-stop");
     let (t, path) = table(&dir);
@@ -406,6 +417,7 @@ fn stopped_leader_is_replaced_and_learns_it_lost() {
 /// standby is elected at once.
 #[test]
 fn requested_hand_over_between_processes() {
+    let _serial = serial();
     let wd = Watchdog::new("requested_hand_over_between_processes", LONG * 2);
     let dir = Scratch::new("el-req-proc");
     let (t, path) = table(&dir);
@@ -584,6 +596,7 @@ fn election_chaos() {
 /// `leader` says nobody leads and a blocked observer is woken by the death itself.
 #[test]
 fn a_dead_leader_leads_no_more() {
+    let _serial = serial();
     let wd = Watchdog::new("a_dead_leader_leads_no_more", LONG * 2);
     let dir = Scratch::new("el-dead");
     let (t, path) = table(&dir);
@@ -611,6 +624,7 @@ fn a_dead_leader_leads_no_more() {
 /// holder lives on.
 #[test]
 fn death_watch_threads_end_with_the_wait() {
+    let _serial = serial();
     let wd = Watchdog::new("death_watch_threads_end_with_the_wait", LONG * 2);
     let dir = Scratch::new("el-alarm");
     let (t, path) = table(&dir);
@@ -634,7 +648,12 @@ fn death_watch_threads_end_with_the_wait() {
     let child = std::thread::scope(|scope| {
         let standby = scope.spawn(|| e.campaign(Some(LONG)));
         common::wait_for_waiter(&t, &path, "ctl", LONG);
-        assert_eq!(watchers(), 1, "a blocked campaign watches the live holder");
+        // It announces itself, then arms the watch, then sleeps.
+        let end = Instant::now() + LONG;
+        while watchers() != 1 {
+            assert!(Instant::now() < end, "a blocked campaign does not watch the live holder");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         // A child forked during the wait, which lives on.
         // SAFETY: fork(2) has no preconditions; the child only sleeps and leaves with _exit.
         let child = unsafe { libc::fork() };
