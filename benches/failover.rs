@@ -28,7 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use shmlease::{LeaseTable, Notice, TableOptions};
+use shmlease::{LeaseTable, Notice, RemoveOptions, TableOptions};
 
 mod common;
 use common::*;
@@ -159,7 +159,8 @@ impl Setup {
 impl Drop for Setup {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.block_path);
-        let _ = LeaseTable::remove(&self.table_path);
+        // Forced: a candidate killed last may have left a grant that lasts its TTL.
+        let _ = LeaseTable::remove_with(&self.table_path, &RemoveOptions::new().force(true));
     }
 }
 
