@@ -967,10 +967,18 @@ impl PyLeading {
     }
 
     /// Why leadership was lost (a ``LostReason``) once ``should_stop()`` said
-    /// ``StopReason.LOST``; else ``None``.
+    /// ``StopReason.LOST``; else ``None``. A loss seen an instant before the keep-alive
+    /// noticed it (microseconds) reads as ``EXPIRED`` until then.
     #[getter]
     fn lost<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let last = *self.at.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = *self.at.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(StopReason::Lost(_)) = last {
+            // A loss seen before the keep-alive could say why reads as an expiry; the
+            // keep-alive's reason, once known, replaces it.
+            if let Some(now) = self.at.with(|l| l.should_stop()) {
+                last = self.at.remember(now);
+            }
+        }
         match last {
             Some(StopReason::Lost(r)) => Some(convert::lost_reason(py, r)).transpose(),
             _ => Ok(None),
