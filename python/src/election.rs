@@ -20,7 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 
 use shmlease_core::election::{Leading, Observer, StopReason, Stopped, Stopper};
@@ -327,6 +327,7 @@ impl PyElection {
             observer: Mutex::new(observer),
             _table: table,
             unread: Mutex::new(None),
+            pid: process::pid(),
         })
     }
 
@@ -747,7 +748,9 @@ impl PyLeadership {
 /// next ``Change`` (the first call: the current state at once); iterating waits
 /// without limit. Woken by the change itself (and by a leader's death); terms arrive
 /// in increasing order, and a change says how many terms came and went unseen in
-/// between (``skipped``; ``None`` when unknown) — never a silent gap.
+/// between (``skipped``; ``None`` when unknown) — never a silent gap. An observer
+/// belongs to the process that made it: in a ``fork()``ed child ``next_change``
+/// raises ``RuntimeError`` (make the child's own with ``election.observe()``).
 #[pyclass(module = "shmlease", name = "Observer", frozen)]
 pub struct PyObserver {
     election: Py<PyElection>,
@@ -756,6 +759,8 @@ pub struct PyObserver {
     _table: Arc<LeaseTable>,
     /// A change an abandoned asynchronous wait received, for the next call.
     unread: Mutex<Option<Py<PyAny>>>,
+    /// The process that made it.
+    pid: u32,
 }
 
 impl PyObserver {
@@ -765,6 +770,14 @@ impl PyObserver {
         timeout: Option<Duration>,
         cancel: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<Py<PyAny>>> {
+        if process::pid() != self.pid {
+            // A parent thread may have held its mutex at the fork, and the thread that
+            // watches a leader's death for it does not exist here.
+            return Err(PyRuntimeError::new_err(
+                "this Observer belongs to the process that made it (this is a fork()ed \
+                 child): make one of this process's own with election.observe()",
+            ));
+        }
         if let Some(change) = self.unread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Ok(Some(change));
         }
@@ -902,7 +915,7 @@ struct LeadingHandle {
 
 impl LeadingHandle {
     fn new(leading: &Leading<'_, '_>) -> LeadingHandle {
-        let ptr = leading as *const Leading<'_, '_> as *const Leading<'static, 'static>;
+        let ptr = std::ptr::from_ref(leading).cast::<Leading<'static, 'static>>();
         LeadingHandle {
             at: Arc::new(Mutex::new(Some(LeadingPtr(ptr)))),
             last: Arc::new(Mutex::new(None)),

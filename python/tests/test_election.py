@@ -587,7 +587,7 @@ def test_python_and_the_cli_on_one_election(table, cli, children, tmp_path):
     assert r.returncode == 1, r.stdout  # nobody leads: the runner resigned
 
 
-def _forked_child(leadership, conn):
+def _forked_child(leadership, observer, conn):
     report = {"is_leader": leadership.is_leader, "term": leadership.term, "lost": leadership.lost}
     try:
         leadership.resign()
@@ -597,6 +597,14 @@ def _forked_child(leadership, conn):
     report["wait_lost"] = leadership.wait_lost(0.1)
     report["wait_notice"] = leadership.wait_notice(0.1)
     report["release_requested"] = leadership.release_requested
+    try:
+        observer.next_change(0)
+        report["inherited observer"] = "used"
+    except RuntimeError:
+        report["inherited observer"] = "refused"
+    # The child's own observer, and its own campaign, work: it sees the parent lead.
+    mine = leadership.election.observe().next_change(0)
+    report["child sees"] = mine.leader.pid if mine.leader else None
     with leadership:  # leaving the block in the child resigns nothing
         pass
     del leadership
@@ -607,9 +615,11 @@ def _forked_child(leadership, conn):
 def test_a_forked_child_never_resigns_its_parents_leadership(table):
     election = table.election("forked", ttl=30)
     leadership = election.campaign()
+    observer = election.observe()
+    assert observer.next_change(0).leader.term == leadership.term
     ctx = multiprocessing.get_context("fork")
     here, there = ctx.Pipe()
-    child = ctx.Process(target=_forked_child, args=(leadership, there))
+    child = ctx.Process(target=_forked_child, args=(leadership, observer, there))
     child.start()
     try:
         assert here.poll(60), "the child sent no report"
@@ -623,10 +633,12 @@ def test_a_forked_child_never_resigns_its_parents_leadership(table):
     assert report["resign"] == ("bound", os.getpid())
     assert report["wait_lost"] is None and report["wait_notice"] is None
     assert not report["release_requested"]
+    assert report["inherited observer"] == "refused" and report["child sees"] == os.getpid()
     # The parent still leads, renewed as before, and resigns.
     assert leadership.is_leader and election.leader().pid == os.getpid()
     leadership.resign()
     assert election.leader() is None
+    assert observer.next_change(10).leader is None  # the parent's observer goes on
 
 
 SIGINT_CAMPAIGN = """
