@@ -17,7 +17,7 @@
 //! never left behind, and no panic crosses into Python.
 
 use std::cell::{Cell, RefCell};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
@@ -897,18 +897,22 @@ impl PyStopper {
 struct LeadingPtr(*const Leading<'static, 'static>);
 
 // SAFETY: the pointer is dereferenced only while `LeadingHandle::at` holds `Some` and
-// its lock is held (see `LeadingHandle`); `Leading` is `Sync` (asserted below), so
-// sharing the reference with whichever thread holds the lock is sound.
+// its lock is held for reading (see `LeadingHandle`); `Leading` is `Sync` (asserted
+// below), so sharing the reference with the threads that hold the lock is sound.
 unsafe impl Send for LeadingPtr {}
+// SAFETY: as above: several readers share the `&Leading`, which is `Sync`.
+unsafe impl Sync for LeadingPtr {}
 
 const _: () = {
     const fn sync<T: Sync>() {}
     sync::<Leading<'static, 'static>>();
 };
 
+/// A reader-writer lock, so that threads reading the `Leading` (one may sleep in
+/// `wait_stop` for a slice) never wait for each other; only `end` waits for them.
 #[derive(Clone)]
 struct LeadingHandle {
-    at: Arc<Mutex<Option<LeadingPtr>>>,
+    at: Arc<RwLock<Option<LeadingPtr>>>,
     /// The last reason given to Python, for after the `Leading` is gone.
     last: Arc<Mutex<Option<StopReason>>>,
 }
@@ -917,22 +921,23 @@ impl LeadingHandle {
     fn new(leading: &Leading<'_, '_>) -> LeadingHandle {
         let ptr = std::ptr::from_ref(leading).cast::<Leading<'static, 'static>>();
         LeadingHandle {
-            at: Arc::new(Mutex::new(Some(LeadingPtr(ptr)))),
+            at: Arc::new(RwLock::new(Some(LeadingPtr(ptr)))),
             last: Arc::new(Mutex::new(None)),
         }
     }
 
     /// Runs `f` on the `Leading`, if `lead` still runs.
     fn with<R>(&self, f: impl FnOnce(&Leading<'_, '_>) -> R) -> Option<R> {
-        let at = self.at.lock().unwrap_or_else(|p| p.into_inner());
+        let at = self.at.read().unwrap_or_else(|p| p.into_inner());
         // SAFETY: `Some` only until `end`, which the runner's closure calls (taking
-        // this lock, so not while `f` runs) before the `Leading` it points to is gone.
+        // this lock for writing, so not while `f` runs) before the `Leading` it points
+        // to is gone.
         at.as_ref().map(|p| f(unsafe { &*p.0 }))
     }
 
     /// The `Leading` is going away.
     fn end(&self) {
-        *self.at.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.at.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     fn remember(&self, reason: Option<StopReason>) -> Option<StopReason> {

@@ -360,6 +360,23 @@ def test_stop_reasons_reach_lead(table):
     assert election.leader() is None
 
 
+def test_other_threads_read_the_leading_while_lead_waits(table):
+    election = table.election("threads", ttl=5)
+
+    def lead(leading):
+        def helper():
+            reads = [leading.is_leader and leading.remaining > 0 for _ in range(100)]
+            table.request_release("threads")
+            return all(reads)
+
+        thread, out = _in_thread(helper)
+        reason = leading.wait_stop(30)  # sleeping in slices while the helper reads
+        thread.join(30)
+        return reason, out.get("value")
+
+    assert election.run(lead) == (StopReason.REQUESTED, True)
+
+
 def test_an_exception_in_lead_propagates_after_resigning(table):
     election = table.election("boom", ttl=30)
     stops = []
