@@ -224,6 +224,25 @@ def test_observe_reports_changes_and_skipped_terms(table):
     current.resign()
 
 
+def test_observe_says_unknown_when_the_name_was_rebound(location):
+    # A table of two slots: an idle election gives its slot back to other names, and
+    # what happened to it meanwhile is unknown — reported as such, never as zero.
+    table = shmlease.Table(location + "-small", capacity=2)
+    try:
+        election = table.election("idle")
+        observer = election.observe()
+        election.campaign().resign()
+        assert observer.next_change(0).leader is None  # its slot is idle now
+        with table.lease("x", 30), table.lease("y", 30):  # "y" evicts "idle"
+            assert table.get("idle") is None
+        leadership = election.campaign()  # bound again, elsewhere
+        change = observer.next_change(10)
+        assert change.leader.term == leadership.term and change.skipped is None
+        leadership.resign()
+    finally:
+        shmlease.Table.remove(location + "-small", force=True)
+
+
 def test_observer_wakes_for_a_change_made_by_another_thread(table):
     election = table.election("wake")
     observer = election.observe()
