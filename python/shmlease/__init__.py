@@ -12,6 +12,9 @@ carries a fencing token that only ever grows for its name.
     with table.lease("db-migration", ttl=30) as lease:  # renewed in the background
         migrate(fencing_token=lease.token)
 
+Leader election: ``table.election(name)`` — ``campaign()`` for a ``Leadership``
+whose ``term`` is its fencing token, ``leader()``, ``observe()``, and ``run(lead)``.
+
 Python, the ``shmlease`` CLI, C and Rust programs see the same leases in the same table.
 """
 
@@ -39,9 +42,22 @@ from ._errors import (
     Timeout,
     Unsupported,
 )
-from ._types import Counters, DetachedLease, Holder, LeaseInfo, LeaseState, LostReason, TableInfo
-from ._shmlease import Lease, Table
-from ._aio import LeaseAcquisition
+from ._types import (
+    Change,
+    Counters,
+    DetachedLease,
+    Holder,
+    Leader,
+    LeaseInfo,
+    LeaseState,
+    LostReason,
+    Notice,
+    StopReason,
+    Stopped,
+    TableInfo,
+)
+from ._shmlease import Election, Lease, Leadership, Leading, Observer, Stopper, Table
+from ._aio import Campaign, LeaseAcquisition
 
 __version__ = "0.1.0"
 
@@ -56,6 +72,17 @@ __all__ = [
     "Holder",
     "TableInfo",
     "Counters",
+    "Election",
+    "Leadership",
+    "Leader",
+    "Observer",
+    "Change",
+    "Notice",
+    "Leading",
+    "Stopper",
+    "StopReason",
+    "Stopped",
+    "Campaign",
     "Error",
     "Held",
     "Lost",

@@ -1,4 +1,5 @@
-"""asyncio for shmlease: acquisition and loss notice that never block the event loop.
+"""asyncio for shmlease: acquisition, campaigns, loss notices and observed changes
+that never block the event loop.
 
 A wait runs in a thread of its own (the first attempt does not: an uncontended lease
 is granted on the loop's thread in about a microsecond). Cancelling the awaiting task
@@ -15,9 +16,9 @@ import weakref
 from typing import Any, Callable, Optional
 
 from . import _errors
-from ._shmlease import Lease, Table
+from ._shmlease import Election, Lease, Leadership, Observer, Table
 
-__all__ = ["LeaseAcquisition", "wait_lost_async"]
+__all__ = ["LeaseAcquisition", "Campaign", "wait_lost_async", "wait_notice_async", "next_change_async"]
 
 # The waits still running (cancel event -> thread), ended at interpreter exit so that
 # their threads are gone before the interpreter is: a daemon thread that comes back to
@@ -137,6 +138,75 @@ class LeaseAcquisition:
         return f"<shmlease.LeaseAcquisition {self._name!r} in {self._table!r}>"
 
 
-async def wait_lost_async(lease: Lease, timeout: Any = None) -> Any:
-    """``await lease.wait_lost_async(timeout)``: see ``Lease.wait_lost``."""
+async def wait_lost_async(lease: Any, timeout: Any = None) -> Any:
+    """``await lease.wait_lost_async(timeout)``: see ``Lease.wait_lost`` (and
+    ``Leadership.wait_lost``)."""
     return await _in_thread(lambda cancel: lease.wait_lost(timeout, cancel=cancel), lambda _: None)
+
+
+async def wait_notice_async(leadership: Leadership, timeout: Any = None) -> Any:
+    """``await leadership.wait_notice_async(timeout)``: see ``Leadership.wait_notice``."""
+    return await _in_thread(lambda cancel: leadership.wait_notice(timeout, cancel=cancel), lambda _: None)
+
+
+async def next_change_async(observer: Observer, timeout: Any = None) -> Any:
+    """``await observer.next_change_async(timeout)``: see ``Observer.next_change``. A
+    change that arrives as the awaiting task is cancelled is kept for the next call,
+    so cancelling loses none."""
+
+    def keep(change: Any) -> None:
+        if change is not None:
+            observer._unread(change)
+
+    return await _in_thread(lambda cancel: observer.next_change(timeout, cancel=cancel), keep)
+
+
+def _resign_quietly(leadership: Optional[Leadership]) -> None:
+    if leadership is not None:
+        try:
+            leadership.resign()
+        except _errors.Error:
+            pass
+
+
+class Campaign:
+    """What ``election.campaign_async(...)`` returns: ``async with`` it (leadership is
+    resigned at the end of the block) or ``await`` it (for the :class:`Leadership`)."""
+
+    def __init__(self, election: Election, wait: Any = None) -> None:
+        self._election = election
+        self._wait = wait
+        self._leadership: Optional[Leadership] = None
+
+    async def campaign(self) -> Leadership:
+        """Campaigns, waiting as ``wait`` says without blocking the loop."""
+        election = self._election
+        try:
+            return election.campaign(0)  # nobody leads: elected on the loop's thread
+        except _errors.Held:
+            if self._wait == 0:
+                raise
+
+        def call(cancel: threading.Event) -> Optional[Leadership]:
+            return election.campaign(self._wait, cancel=cancel)
+
+        leadership: Optional[Leadership] = await _in_thread(call, _resign_quietly)
+        if leadership is None:  # cancelled at interpreter exit
+            raise asyncio.CancelledError()
+        return leadership
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self.campaign().__await__()
+
+    async def __aenter__(self) -> Leadership:
+        self._leadership = await self.campaign()
+        return self._leadership
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        leadership, self._leadership = self._leadership, None
+        if leadership is not None:
+            return bool(leadership.__exit__(exc_type, exc, tb))
+        return False
+
+    def __repr__(self) -> str:
+        return f"<shmlease.Campaign for {self._election!r}>"

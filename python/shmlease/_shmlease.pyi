@@ -3,10 +3,12 @@
 import datetime
 import os
 import threading
-from typing import Optional, Union
+from typing import Callable, Iterator, Optional, TypeVar, Union
 
-from ._aio import LeaseAcquisition
-from ._types import DetachedLease, LeaseInfo, LostReason, TableInfo
+from ._aio import Campaign, LeaseAcquisition
+from ._types import Change, DetachedLease, Leader, LeaseInfo, LostReason, Notice, StopReason, Stopped, TableInfo
+
+_R = TypeVar("_R")
 
 #: Seconds (int or float) or a timedelta.
 Duration = Union[int, float, datetime.timedelta]
@@ -92,6 +94,9 @@ class Table:
         """Revokes the grant of ``name`` (only ``token``'s, if given); returns its token."""
     def request_release(self, name: str, token: Optional[int] = None) -> Optional[int]:
         """Asks the holder of ``name`` to release it (cooperative); returns its token."""
+    def election(self, name: str, *, ttl: Optional[Duration] = None, label: Optional[str] = None) -> "Election":
+        """The election on ``name`` (``ttl`` default 10 s: how long a frozen leader
+        blocks the others; a dead one is replaced at once)."""
     def get(self, name: str) -> Optional[LeaseInfo]:
         """The lease on ``name``, if the table knows the name."""
     def list(self) -> list[LeaseInfo]:
@@ -143,6 +148,124 @@ class Lease:
         """``wait_lost`` without blocking the event loop."""
     def __enter__(self) -> "Lease": ...
     def __exit__(self, exc_type: object, exc: object, tb: object) -> bool: ...
+
+class Election:
+    """An election on one lease name: candidates campaign, the winner leads a term."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def table(self) -> Table: ...
+    @property
+    def ttl(self) -> float:
+        """How long a leadership lasts unless renewed, in seconds."""
+    @property
+    def label(self) -> Optional[str]: ...
+    def campaign(
+        self, wait: Optional[Duration] = None, *, cancel: Optional[threading.Event] = None
+    ) -> "Leadership":
+        """Campaigns until elected, up to ``wait`` (``None``: forever, ``0``: ``Held`` if
+        someone leads); ``Timeout`` when it runs out. ``None`` only if ``cancel`` was set."""
+    def campaign_async(self, wait: Optional[Duration] = None) -> Campaign:
+        """``async with election.campaign_async() as leadership:`` or ``await``."""
+    def leader(self) -> Optional[Leader]:
+        """Who leads now, or ``None``."""
+    def observe(self) -> "Observer":
+        """A stream of leadership changes, starting with the current state."""
+    def run(
+        self,
+        lead: Callable[["Leading"], _R],
+        *,
+        stop_margin: Optional[Duration] = None,
+        campaign_wait: Optional[Duration] = None,
+        on_new_leader: Optional[Callable[[Leader], object]] = None,
+        on_stopped: Optional[Callable[[Stopped], object]] = None,
+        stopper: Optional["Stopper"] = None,
+    ) -> Optional[_R]:
+        """Campaigns, runs ``lead`` while leading, resigns; ``None`` if stopped before elected."""
+
+class Leadership:
+    """Leadership of an election held by this process; a context manager that resigns."""
+
+    @property
+    def term(self) -> int:
+        """The term: the grant's fencing token."""
+    @property
+    def election(self) -> Election: ...
+    @property
+    def since(self) -> datetime.datetime:
+        """When the term began (UTC)."""
+    @property
+    def ttl(self) -> float: ...
+    @property
+    def is_leader(self) -> bool:
+        """Whether it still leads (``False`` from the instant another could be elected)."""
+    @property
+    def remaining(self) -> float:
+        """Seconds left unless renewed (0.0 once over)."""
+    @property
+    def lost(self) -> Optional[LostReason]:
+        """``None`` while leading (or resigned, or in a forked child); else why it was lost."""
+    @property
+    def release_requested(self) -> bool:
+        """Whether someone asked this leader to hand over."""
+    def wait_lost(
+        self, timeout: Optional[Duration] = None, *, cancel: Optional[threading.Event] = None
+    ) -> Optional[LostReason]:
+        """Blocks until lost (why), or ``None`` on timeout, resignation or cancel."""
+    def wait_notice(
+        self, timeout: Optional[Duration] = None, *, cancel: Optional[threading.Event] = None
+    ) -> Optional[Notice]:
+        """Blocks until lost or asked to hand over, or ``None`` as ``wait_lost``."""
+    async def wait_lost_async(self, timeout: Optional[Duration] = None) -> Optional[LostReason]:
+        """``wait_lost`` without blocking the event loop."""
+    async def wait_notice_async(self, timeout: Optional[Duration] = None) -> Optional[Notice]:
+        """``wait_notice`` without blocking the event loop."""
+    def resign(self) -> None:
+        """Resigns, waking the next candidate at once; ``Lost`` if already lost or resigned."""
+    def __enter__(self) -> "Leadership": ...
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool: ...
+
+class Observer:
+    """A stream of an election's leadership changes; iterating waits without limit."""
+
+    @property
+    def election(self) -> Election: ...
+    def next_change(
+        self, timeout: Optional[Duration] = None, *, cancel: Optional[threading.Event] = None
+    ) -> Optional[Change]:
+        """The next change, or ``None`` once ``timeout`` passes or ``cancel`` is set."""
+    async def next_change_async(self, timeout: Optional[Duration] = None) -> Optional[Change]:
+        """``next_change`` without blocking the event loop."""
+    def _unread(self, change: Change) -> None: ...
+    def __iter__(self) -> Iterator[Change]: ...
+    def __next__(self) -> Change: ...
+
+class Leading:
+    """What ``lead`` sees in ``election.run(lead)``: its term, and whether to stop."""
+
+    @property
+    def term(self) -> int: ...
+    @property
+    def is_leader(self) -> bool: ...
+    @property
+    def remaining(self) -> float: ...
+    @property
+    def lost(self) -> Optional[LostReason]:
+        """Why leadership was lost, once ``should_stop()`` said ``LOST``."""
+    def should_stop(self) -> Optional[StopReason]:
+        """Whether to stop, and why; ``None``: keep leading."""
+    def wait_stop(self, timeout: Optional[Duration] = None) -> Optional[StopReason]:
+        """Blocks until ``lead`` should stop (why), or ``None`` after ``timeout``."""
+
+class Stopper:
+    """Stops an ``election.run`` from any thread or a signal handler."""
+
+    def __new__(cls) -> "Stopper": ...
+    def stop(self) -> None:
+        """Asks the run to stop."""
+    @property
+    def stopped(self) -> bool: ...
 
 def _restore_table(kind: str, value: str, allow_foreign_owner: bool, allow_world_writable: bool) -> Table: ...
 def _bench_rust_fast_path(table: Table, name: str, iterations: int) -> float: ...

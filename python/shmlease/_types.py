@@ -16,6 +16,11 @@ __all__ = [
     "Counters",
     "TableInfo",
     "DetachedLease",
+    "Leader",
+    "Change",
+    "Notice",
+    "StopReason",
+    "Stopped",
 ]
 
 
@@ -155,6 +160,92 @@ class DetachedLease:
     token: int
     #: When it expires unless renewed, on the clock of ``time.monotonic()``.
     deadline: float
+
+
+@dataclass(frozen=True)
+class Leader:
+    """Who leads an election (``election.leader()``, ``Change.leader``)."""
+
+    #: The leader's term: its grant's fencing token.
+    term: int
+    #: The leading process, when recorded.
+    holder: Optional[Holder]
+    #: When its term began (UTC).
+    since: Optional[_dt.datetime]
+    #: When its term ends unless renewed (UTC).
+    expires_at: Optional[_dt.datetime]
+    #: Seconds left before that, when read.
+    remaining: float
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The leader's process id (``None`` if not recorded)."""
+        return self.holder.pid if self.holder else None
+
+    @property
+    def label(self) -> Optional[str]:
+        """The leader's label (``None`` if not recorded; may be empty)."""
+        return self.holder.label if self.holder else None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change of leadership, as an ``Observer`` reports it."""
+
+    #: The leader's term, or with no leader the last term granted (0: never).
+    term: int
+    #: The new leader, or ``None``: nobody leads (resigned, revoked, expired, died).
+    leader: Optional[Leader]
+    #: Terms that began and ended since the previous change reported, unseen: ``0``
+    #: when none (always for the first change), ``None`` when unknown (the name was
+    #: idle, gave its slot back and was bound again meanwhile). Counted modulo 65,536.
+    skipped: Optional[int]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What ``Leadership.wait_notice`` woke for: a loss, or a hand-over request."""
+
+    #: Why leadership was lost; ``None``: a hand-over was requested (still leading).
+    lost: Optional[LostReason]
+
+    @property
+    def release_requested(self) -> bool:
+        """Whether someone asked the leader to hand over (it still leads)."""
+        return self.lost is None
+
+
+class StopReason(str, enum.Enum):
+    """Why ``lead`` is told to stop (``Leading.should_stop()``, ``Stopped.reason``)."""
+
+    #: Someone asked the leader to hand over (``table.request_release(name)``).
+    REQUESTED = "requested"
+    #: ``Stopper.stop()`` was called.
+    STOPPED = "stopped"
+    #: Less than the stop margin is left before the term's deadline: renewals are late
+    #: (the process was frozen or starved), another candidate may be elected then.
+    LATE = "late"
+    #: Leadership is lost (``Leading.lost``, ``Stopped.lost`` say why): another
+    #: candidate may lead now; only the term (fencing) protects what ``lead`` still does.
+    LOST = "lost"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How a term of ``election.run`` ended, as ``on_stopped`` hears it."""
+
+    #: The term that ended.
+    term: int
+    #: Why ``lead`` was told to stop (``None``: it returned on its own).
+    reason: Optional[StopReason]
+    #: With ``reason`` ``LOST``: why leadership was lost.
+    lost: Optional[LostReason]
+    #: Whether leadership was still held when ``lead`` returned, and was then resigned
+    #: (the next candidate woken at once); ``False``: it was already lost.
+    resigned: bool
 
 
 def _utc(seconds: float) -> _dt.datetime:

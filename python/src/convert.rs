@@ -8,8 +8,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
 
+use shmlease_core::election::{Change, StopReason, Stopped};
 use shmlease_core::{
-    Holder, LeaseInfo, LeaseState, Location, LostReason, ProcessIdentity, TableInfo,
+    Holder, Leader, LeaseInfo, LeaseState, Location, LostReason, Notice, ProcessIdentity, TableInfo,
 };
 
 /// Reads a duration: seconds as an int or float, or a `datetime.timedelta`. `what`
@@ -141,7 +142,7 @@ pub fn lost_reason(py: Python<'_>, reason: LostReason) -> PyResult<Bound<'_, PyA
     py_type!(py, "LostReason")?.call1((value,))
 }
 
-fn datetime(py: Python<'_>, t: Option<SystemTime>) -> PyResult<Option<Bound<'_, PyAny>>> {
+pub fn datetime(py: Python<'_>, t: Option<SystemTime>) -> PyResult<Option<Bound<'_, PyAny>>> {
     let Some(t) = t else { return Ok(None) };
     let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => d.as_secs_f64(),
@@ -234,4 +235,51 @@ pub fn detached<'py>(
     deadline: f64,
 ) -> PyResult<Bound<'py, PyAny>> {
     py_type!(py, "DetachedLease")?.call1((name, token, deadline))
+}
+
+/// A `Leader` dataclass.
+pub fn leader<'py>(py: Python<'py>, l: &Leader) -> PyResult<Bound<'py, PyAny>> {
+    let kw = PyDict::new(py);
+    kw.set_item("term", l.term)?;
+    kw.set_item("holder", holder(py, l.holder)?)?;
+    kw.set_item("since", datetime(py, l.since)?)?;
+    kw.set_item("expires_at", datetime(py, l.expires_at)?)?;
+    kw.set_item("remaining", l.remaining.as_secs_f64())?;
+    py_type!(py, "Leader")?.call((), Some(&kw))
+}
+
+/// A `Change` dataclass.
+pub fn change<'py>(py: Python<'py>, c: &Change) -> PyResult<Bound<'py, PyAny>> {
+    let leader = c.leader.as_ref().map(|l| leader(py, l)).transpose()?;
+    py_type!(py, "Change")?.call1((c.term, leader, c.skipped))
+}
+
+/// A `Notice` dataclass: `lost` is `None` for a hand-over request.
+pub fn notice(py: Python<'_>, n: Notice) -> PyResult<Bound<'_, PyAny>> {
+    let lost = match n {
+        Notice::Lost(reason) => Some(lost_reason(py, reason)?),
+        _ => None,
+    };
+    py_type!(py, "Notice")?.call1((lost,))
+}
+
+/// `StopReason` as the Python enum (the loss's reason is told apart).
+pub fn stop_reason(py: Python<'_>, r: StopReason) -> PyResult<Bound<'_, PyAny>> {
+    let value = match r {
+        StopReason::Requested => "requested",
+        StopReason::Stopped => "stopped",
+        StopReason::Late => "late",
+        StopReason::Lost(_) => "lost",
+    };
+    py_type!(py, "StopReason")?.call1((value,))
+}
+
+/// A `Stopped` dataclass.
+pub fn stopped<'py>(py: Python<'py>, s: &Stopped) -> PyResult<Bound<'py, PyAny>> {
+    let reason = s.reason.map(|r| stop_reason(py, r)).transpose()?;
+    let lost = match s.reason {
+        Some(StopReason::Lost(l)) => Some(lost_reason(py, l)?),
+        _ => None,
+    };
+    py_type!(py, "Stopped")?.call1((s.term, reason, lost, s.resigned))
 }

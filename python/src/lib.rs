@@ -1,4 +1,5 @@
-//! The native module `shmlease._shmlease`: `Table` and `Lease` over the Rust crate.
+//! The native module `shmlease._shmlease`: `Table`, `Lease` and the election's classes
+//! over the Rust crate.
 //! The pure-Python package around it (`python/shmlease/`) defines the exceptions,
 //! the result types and the asyncio helpers, and re-exports everything.
 
@@ -7,6 +8,7 @@
 use pyo3::prelude::*;
 
 mod convert;
+mod election;
 mod errors;
 mod keeper;
 mod lease;
@@ -40,6 +42,11 @@ fn _shmlease(m: &Bound<'_, PyModule>) -> PyResult<()> {
     process::watch_forks();
     m.add_class::<table::PyTable>()?;
     m.add_class::<lease::PyLease>()?;
+    m.add_class::<election::PyElection>()?;
+    m.add_class::<election::PyLeadership>()?;
+    m.add_class::<election::PyObserver>()?;
+    m.add_class::<election::PyLeading>()?;
+    m.add_class::<election::PyStopper>()?;
     m.add_function(wrap_pyfunction!(table::_restore_table, m)?)?;
     m.add_function(wrap_pyfunction!(_bench_rust_fast_path, m)?)?;
     m.add("SLICE_SECONDS", table::SLICE.as_secs_f64())?;

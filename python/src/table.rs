@@ -10,6 +10,7 @@ use pyo3::types::{PyList, PyTuple};
 use shmlease_core::{AcquireOptions, Error, LeaseTable, Location, RemoveOptions, TableOptions};
 
 use crate::convert::{self, Wait};
+use crate::election::PyElection;
 use crate::errors::{timed_out, to_py};
 use crate::lease::{Owned, PyLease};
 
@@ -120,6 +121,11 @@ impl PyTable {
 impl PyTable {
     /// The library's table.
     pub fn table(&self) -> &LeaseTable {
+        &self.table
+    }
+
+    /// The library's table, shared with the objects that borrow from it.
+    pub fn shared(&self) -> &Arc<LeaseTable> {
         &self.table
     }
 }
@@ -280,6 +286,25 @@ impl PyTable {
         let py = slf.py();
         let acquisition = py.import("shmlease._aio")?.getattr("LeaseAcquisition")?;
         acquisition.call1((slf, name, ttl, wait, label, keep_alive))
+    }
+
+    /// The election on ``name`` (an ``Election``): a lease name like any other, whose
+    /// holder is the leader. ``ttl`` (seconds or ``timedelta``, default 10) is how
+    /// long a leadership lasts unless renewed (it is renewed every ``ttl/3`` in the
+    /// background), so how long a frozen leader blocks the others; a leader that dies
+    /// is replaced at once. ``label`` (up to 8 bytes) is shown with the leader.
+    #[pyo3(signature = (name, *, ttl = None, label = None))]
+    fn election(
+        slf: &Bound<'_, Self>,
+        name: &str,
+        ttl: Option<&Bound<'_, PyAny>>,
+        label: Option<String>,
+    ) -> PyResult<PyElection> {
+        let ttl = match ttl {
+            Some(t) if !t.is_none() => convert::duration(t, "ttl")?,
+            _ => crate::election::DEFAULT_TTL,
+        };
+        PyElection::new(slf, name, ttl, label)
     }
 
     /// Extends the grant of ``name`` with ``token`` to ``ttl`` from now, from any

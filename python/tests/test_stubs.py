@@ -34,11 +34,20 @@ def test_stubs_match_the_native_classes():
     assert stubs["Table"] - _public(shmlease.Table) == {"__new__"}  # Table(...) is typed
     assert _public(shmlease.Table) <= stubs["Table"]
     assert stubs["Lease"] == _public(shmlease.Lease)
+    for name in ("Election", "Leadership", "Leading"):
+        assert stubs[name] == _public(getattr(shmlease, name)), name
+    # An iterator's protocol, and the observer's private hand-back, are typed too.
+    assert stubs["Observer"] - _public(shmlease.Observer) == {"__iter__", "__next__", "_unread"}
+    assert _public(shmlease.Observer) <= stubs["Observer"]
+    assert stubs["Stopper"] - _public(shmlease.Stopper) == {"__new__"}
+    assert _public(shmlease.Stopper) <= stubs["Stopper"]
 
 
 def test_everything_public_has_a_docstring():
     for cls in (shmlease.Table, shmlease.Lease, *[getattr(shmlease, n) for n in shmlease.__all__]):
         assert inspect.getdoc(cls), cls
-    for cls in (shmlease.Table, shmlease.Lease):
+    native = (shmlease.Table, shmlease.Lease, shmlease.Election, shmlease.Leadership,
+              shmlease.Observer, shmlease.Leading, shmlease.Stopper)
+    for cls in native:
         for name in _public(cls) - {"__exit__"}:
             assert inspect.getdoc(getattr(cls, name)), f"{cls.__name__}.{name}"
