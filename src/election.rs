@@ -482,8 +482,8 @@ impl Leading<'_, '_> {
         if let Some(lost) = self.leadership.lost() {
             *reason = Some(StopReason::Lost(lost));
         } else if reason.is_none() {
-            *reason = if !self.leadership.is_leader() {
-                Some(StopReason::Lost(LostReason::Expired))
+            *reason = if let Some(lost) = self.leadership.lease.loss_now() {
+                Some(StopReason::Lost(lost))
             } else if self.stopper.is_stopped() {
                 Some(StopReason::Stopped)
             } else if self.leadership.release_requested() {

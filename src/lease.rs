@@ -124,6 +124,15 @@ impl<'t> Lease<'t> {
         Duration::from_nanos(grant::deadline(word) - now)
     }
 
+    /// Why this grant is no longer the live one, read from the table now (`None` while
+    /// it is): what the keep-alive will report, before it has.
+    pub(crate) fn loss_now(&self) -> Option<LostReason> {
+        let inner = self.inner();
+        let word = inner.slot(self.slot).grant.load(crate::sync::Ordering::Acquire);
+        let lost = protocol::check_ours(word, self.token, inner.now()).err()?;
+        Some(table::lost_reason(lost).unwrap_or(LostReason::Expired))
+    }
+
     /// Whether this grant is still the live one: not expired, revoked or taken over.
     pub fn is_valid(&self) -> bool {
         let inner = self.inner();

@@ -46,11 +46,17 @@ pub(crate) struct DeathAlarm {
     /// Set (before the wake-up) once the process has exited.
     fired: Arc<AtomicBool>,
     cancel: OwnedFd,
+    /// The process whose thread watches: in a child forked since, the thread does not
+    /// exist, and the pipe is shared with the parent's.
+    pid: u32,
 }
 
 impl Drop for DeathAlarm {
     fn drop(&mut self) {
-        sys::poke(&self.cancel);
+        // A forked child's copy must not stop the parent's thread.
+        if self.pid == identity::pid() {
+            sys::poke(&self.cancel);
+        }
     }
 }
 
@@ -74,7 +80,7 @@ impl DeathAlarm {
                 }
             })
             .ok()?;
-        Some(DeathAlarm { record: *record, fired, cancel: write })
+        Some(DeathAlarm { record: *record, fired, cancel: write, pid: identity::pid() })
     }
 
     /// Keeps `alarm` watching the live-process holder `record` of slot `index` (arming
@@ -92,7 +98,13 @@ impl DeathAlarm {
                 *alarm = None;
                 false
             }
-            (Some(r), Some(a)) if a.record == *r && !a.fired.load(Ordering::Acquire) => true,
+            (Some(r), Some(a))
+                if a.record == *r
+                    && !a.fired.load(Ordering::Acquire)
+                    && a.pid == identity::pid() =>
+            {
+                true
+            }
             (Some(r), _) => {
                 *alarm = DeathAlarm::arm(inner, index, r);
                 alarm.is_some()
