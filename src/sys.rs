@@ -116,22 +116,27 @@ pub fn pidfd_exited(fd: &OwnedFd) -> bool {
     n == Ok(1) && pfd[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN))
 }
 
-/// A pipe (read end, write end), to cancel a thread blocked in
-/// [`wait_exit_or_hangup`]: see [`poke`].
-pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+/// An eventfd, to cancel a thread blocked in [`wait_exit_or_poke`]: see [`poke`]. Not a
+/// pipe: writing into a pipe whose reader has gone raises SIGPIPE, which kills a
+/// process that has not ignored it (C programs, by default).
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes plain integers.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Makes the read end of a [`pipe`] readable by writing a byte into `write_end`. Not
-/// merely closing it: a child forked meanwhile holds a copy of the write end, so the
-/// read end would not hang up.
-pub fn poke(write_end: &OwnedFd) {
-    let _ = nix::unistd::write(write_end, &[1]);
+/// Makes an [`eventfd`] readable.
+pub fn poke(fd: &OwnedFd) {
+    let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
 }
 
-/// Blocks until the process behind `pidfd` exits (`true`) or `cancel` polls readable or
-/// hung up (`false`). Retries on signals.
-pub fn wait_exit_or_hangup(pidfd: &OwnedFd, cancel: &OwnedFd) -> bool {
+/// Blocks until the process behind `pidfd` exits (`true`) or `cancel` polls readable
+/// (`false`). Retries on signals.
+pub fn wait_exit_or_poke(pidfd: &OwnedFd, cancel: &OwnedFd) -> bool {
     loop {
         let mut fds = [
             PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),

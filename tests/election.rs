@@ -683,3 +683,26 @@ fn death_watch_threads_end_with_the_wait() {
     holder.signal(libc::SIGKILL);
     holder.wait(LONG);
 }
+
+/// A standby with SIGPIPE at its default disposition (as in any C program) survives the
+/// end of its death watch, whether the watched holder died (the watch's thread gone)
+/// or not. (The watch was once cancelled through a pipe, whose reader had gone by then:
+/// SIGPIPE killed the elected standby.)
+#[test]
+fn standby_with_default_sigpipe_survives_its_death_watch() {
+    let _serial = serial();
+    let wd = Watchdog::new("standby_with_default_sigpipe_survives_its_death_watch", LONG * 2);
+    let dir = Scratch::new("el-sigpipe");
+    let (t, path) = table(&dir);
+    let env = [("TABLE", s(path.display())), ("NAME", s("ctl")), ("TTL_MS", s(600_000))];
+    let mut leader = Kid::spawn(&wd, "leader", "leader", &env);
+    let term: u64 = leader.expect("TERM", LONG).parse().unwrap();
+    let mut standby = Kid::spawn(&wd, "standby", "standby_default_sigpipe", &env);
+    common::wait_for_waiter(&t, &path, "ctl", LONG);
+    std::thread::sleep(Duration::from_millis(20)); // let it arm its watch and sleep
+    leader.signal(libc::SIGKILL);
+    leader.wait(LONG);
+    let next: u64 = standby.expect("TERM", LONG).parse().unwrap();
+    assert!(next > term);
+    standby.wait_ok(LONG);
+}

@@ -36,8 +36,8 @@ pub(crate) const LIVENESS_RECHECK: Duration = Duration::from_millis(50);
 pub(crate) const LONGEST_NAP: Duration = Duration::from_secs(1);
 
 /// Wakes a slot's futex when a given process exits: a thread blocked in `poll` on the
-/// process's pidfd and on a pipe whose write end this value holds. Dropping it writes
-/// into the pipe, which ends the thread (not joined: a late wake-up is harmless, as
+/// process's pidfd and on an eventfd that this value pokes when dropped, which ends the
+/// thread (not joined: a late wake-up is harmless, as
 /// every sleeper re-examines the slot).
 #[derive(Debug)]
 pub(crate) struct DeathAlarm {
@@ -45,9 +45,10 @@ pub(crate) struct DeathAlarm {
     record: Record,
     /// Set (before the wake-up) once the process has exited.
     fired: Arc<AtomicBool>,
-    cancel: OwnedFd,
+    /// An eventfd the thread polls besides the pidfd (shared with it).
+    cancel: Arc<OwnedFd>,
     /// The process whose thread watches: in a child forked since, the thread does not
-    /// exist, and the pipe is shared with the parent's.
+    /// exist, and the eventfd is the parent's.
     pid: u32,
 }
 
@@ -65,14 +66,15 @@ impl DeathAlarm {
     /// when it cannot be set (see [`identity::death_watch`]), or the thread cannot start.
     fn arm(inner: &Arc<Inner>, index: u32, record: &Record) -> Option<DeathAlarm> {
         let pidfd = identity::death_watch(record)?;
-        let (read, write) = sys::pipe().ok()?;
+        let cancel = Arc::new(sys::eventfd().ok()?);
+        let polled = Arc::clone(&cancel);
         let inner = Arc::clone(inner);
         let fired = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&fired);
         std::thread::Builder::new()
             .name("shmlease-deathwatch".into())
             .spawn(move || {
-                if sys::wait_exit_or_hangup(&pidfd, &read) {
+                if sys::wait_exit_or_poke(&pidfd, &polled) {
                     flag.store(true, Ordering::Release);
                     // The liveness cache may have seen the process alive a moment ago.
                     identity::forget_alive();
@@ -80,7 +82,7 @@ impl DeathAlarm {
                 }
             })
             .ok()?;
-        Some(DeathAlarm { record: *record, fired, cancel: write, pid: identity::pid() })
+        Some(DeathAlarm { record: *record, fired, cancel, pid: identity::pid() })
     }
 
     /// Keeps `alarm` watching the live-process holder `record` of slot `index` (arming

@@ -152,3 +152,16 @@ pub fn role_leader() -> i32 {
         std::thread::sleep(Duration::from_secs(3600));
     }
 }
+
+/// Like a C program: SIGPIPE at its default disposition (a Rust binary ignores it).
+/// Campaigns on `NAME` once, reports `TERM t`, resigns and exits.
+pub fn role_standby_default_sigpipe() -> i32 {
+    // SAFETY: signal(2) with a valid signal number and SIG_DFL.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let table = open_table();
+    let election = table.election(&env("NAME")).unwrap();
+    let leadership = election.campaign(Some(Duration::from_secs(60))).unwrap();
+    say("TERM", leadership.term());
+    leadership.resign().unwrap();
+    0
+}

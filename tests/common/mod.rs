@@ -552,6 +552,7 @@ pub fn run_child() {
         "candidate" => election::role_candidate(),
         "observer" => election::role_observer(),
         "leader" => election::role_leader(),
+        "standby_default_sigpipe" => election::role_standby_default_sigpipe(),
         other => {
             eprintln!("unknown role {other}");
             90
