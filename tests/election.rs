@@ -447,13 +447,13 @@ fn requested_hand_over_between_processes() {
 /// and checks that no later term acted while it still leads (zero violations); terms
 /// are unique and increasing; each observer's terms increase, and the terms granted
 /// between two of its reports are never more than it said it skipped.
-/// `SHMLEASE_ELECTION_CHAOS_MS` sets the length (default 15 s).
+/// `SHMLEASE_ELECTION_CHAOS_MS` sets the length (default 30 s).
 #[test]
 fn election_chaos() {
     let run_ms: u64 = std::env::var("SHMLEASE_ELECTION_CHAOS_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(15_000);
+        .unwrap_or(30_000);
     let wd = Watchdog::new("election_chaos", Duration::from_millis(run_ms) + LONG * 2);
     let dir = Scratch::new("el-chaos");
     let (t, path) = table(&dir);
