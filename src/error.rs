@@ -178,6 +178,16 @@ pub enum Error {
         /// Which of the two, in words.
         reason: String,
     },
+    /// A remote backend (etcd) could not answer in time: the cluster is unreachable, has
+    /// no quorum, or refused the connection. Retryable. A lease already held stays valid
+    /// until its own deadline ([`Lease::is_valid`](crate::Lease::is_valid)) and is lost
+    /// then if renewals keep failing.
+    Unavailable {
+        /// The location.
+        location: String,
+        /// What failed, in words.
+        reason: String,
+    },
     /// Any other operating-system error.
     Io {
         /// What was being done.
@@ -260,6 +270,9 @@ impl fmt::Display for Error {
             Error::Unsupported { reason } => write!(f, "unsupported platform: {reason}"),
             Error::Busy { location, reason } => {
                 write!(f, "lease table {location} is busy: {reason}")
+            }
+            Error::Unavailable { location, reason } => {
+                write!(f, "lease table {location} is unavailable: {reason}")
             }
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }

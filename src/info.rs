@@ -56,6 +56,59 @@ impl fmt::Display for Label {
     }
 }
 
+/// A holder's host name: up to 47 bytes of UTF-8 stored inline, empty where the table
+/// spans one host only (shared memory).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Host {
+    len: u8,
+    bytes: [u8; Host::MAX],
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Host { len: 0, bytes: [0; Host::MAX] }
+    }
+}
+
+impl Host {
+    /// The longest host name recorded; longer ones are cut (at a character boundary).
+    pub const MAX: usize = 47;
+
+    /// Makes a host name, cut to 47 bytes; `None` when `text` contains NUL.
+    pub fn new(text: &str) -> Option<Host> {
+        if text.bytes().any(|b| b == 0) {
+            return None;
+        }
+        let len = (0..=text.len().min(Host::MAX)).rev().find(|&i| text.is_char_boundary(i))?;
+        let mut bytes = [0u8; Host::MAX];
+        bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
+        Some(Host { len: len as u8, bytes })
+    }
+
+    /// The host name (empty when not recorded).
+    pub fn as_str(&self) -> &str {
+        // Built only from a `&str` cut at its length: always valid UTF-8.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
+    }
+
+    /// Whether no host is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl fmt::Debug for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a holder process is told apart from a later process that reuses its pid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProcessIdentity {
@@ -80,6 +133,8 @@ pub struct Holder {
     pub detached: bool,
     /// The label the holder attached (may be empty).
     pub label: Label,
+    /// The holder's host, for tables that span hosts (etcd); empty for shared memory.
+    pub host: Host,
 }
 
 impl Holder {
@@ -94,6 +149,7 @@ impl Holder {
             },
             detached: r.detached,
             label: Label::from_word(label),
+            host: Host::default(),
         }
     }
 }
@@ -101,6 +157,9 @@ impl Holder {
 impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "pid {}", self.pid)?;
+        if !self.host.is_empty() {
+            write!(f, " on {}", self.host)?;
+        }
         if !self.label.is_empty() {
             write!(f, " ({})", self.label)?;
         }
@@ -108,6 +167,30 @@ impl fmt::Display for Holder {
             write!(f, " [detached]")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_name_is_cut_at_a_character_boundary() {
+        assert_eq!(Host::new("box-1").unwrap().as_str(), "box-1");
+        assert_eq!(Host::new(&"a".repeat(64)).unwrap().as_str(), "a".repeat(47));
+        assert_eq!(Host::new(&"é".repeat(30)).unwrap().as_str(), "é".repeat(23));
+        assert!(Host::new("a\0b").is_none());
+        assert!(Host::default().is_empty());
+    }
+
+    #[test]
+    fn errors_stay_small() {
+        // `Result<_, Error>` is returned on the fast path: keep it under clippy's limit.
+        assert!(
+            std::mem::size_of::<crate::Error>() <= 128,
+            "{}",
+            std::mem::size_of::<crate::Error>()
+        );
     }
 }
 

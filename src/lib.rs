@@ -99,6 +99,8 @@ pub mod sync;
 pub mod election;
 #[cfg(not(loom))]
 mod error;
+#[cfg(all(feature = "etcd", not(loom)))]
+pub mod etcd;
 #[cfg(not(loom))]
 mod identity;
 #[cfg(not(loom))]
@@ -117,7 +119,7 @@ pub use election::{Election, Leader, Leadership};
 #[cfg(not(loom))]
 pub use error::{Error, LostReason, Result};
 #[cfg(not(loom))]
-pub use info::{Counters, Holder, Label, LeaseInfo, LeaseState, ProcessIdentity, TableInfo};
+pub use info::{Counters, Holder, Host, Label, LeaseInfo, LeaseState, ProcessIdentity, TableInfo};
 #[cfg(not(loom))]
 pub use lease::{DetachedLease, Lease, Notice, RawLease};
 #[cfg(not(loom))]

@@ -808,8 +808,8 @@ pub(crate) fn detach_slot(inner: &Inner, index: u32, token: u64) -> Result<Detac
 /// Options for [`LeaseTable::acquire_with`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AcquireOptions {
-    wait: Option<Option<Duration>>,
-    label: Label,
+    pub(crate) wait: Option<Option<Duration>>,
+    pub(crate) label: Label,
 }
 
 impl AcquireOptions {

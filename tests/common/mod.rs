@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 mod election;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod patterns;
 pub mod procs;
 use std::time::{Duration, Instant, SystemTime};

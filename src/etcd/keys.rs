@@ -1,0 +1,358 @@
+//! The keys an etcd table keeps under its prefix, and what their values say. Every value
+//! read back is untrusted: decoding never panics, and a field that does not parse is
+//! absent.
+//!
+//! Under `PREFIX/.shmlease/`:
+//!
+//! | key | value | lease | what it is |
+//! |---|---|---|---|
+//! | `table` | descriptor: format version, options, creator | none | written once by `create`; `open` checks it |
+//! | `lease/NAME` | holder record | the grant's etcd lease | exists while the name is held; **create revision = fencing token** |
+//! | `grants/NAME` | holder record of the latest grant | none | put by every grant in the same transaction: version = transitions, mod revision = latest token |
+//! | `ends/NAME` | `released TOKEN` or `revoked TOKEN` | none | how the latest grant ended, when it did not expire |
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::identity;
+use crate::info::{Holder, Host, Label, ProcessIdentity};
+use crate::layout::holder;
+
+/// The format of the keys and values; `open` refuses a descriptor with another.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Key names of one table.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    base: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys { base: format!("{prefix}/.shmlease/") }
+    }
+    /// Everything the table owns (for `remove`).
+    pub fn all(&self) -> Vec<u8> {
+        self.base.clone().into_bytes()
+    }
+    pub fn descriptor(&self) -> Vec<u8> {
+        format!("{}table", self.base).into_bytes()
+    }
+    pub fn lease_dir(&self) -> Vec<u8> {
+        format!("{}lease/", self.base).into_bytes()
+    }
+    pub fn grants_dir(&self) -> Vec<u8> {
+        format!("{}grants/", self.base).into_bytes()
+    }
+    pub fn ends_dir(&self) -> Vec<u8> {
+        format!("{}ends/", self.base).into_bytes()
+    }
+    pub fn lease(&self, name: &str) -> Vec<u8> {
+        [self.lease_dir(), name.as_bytes().to_vec()].concat()
+    }
+    pub fn grants(&self, name: &str) -> Vec<u8> {
+        [self.grants_dir(), name.as_bytes().to_vec()].concat()
+    }
+    pub fn ends(&self, name: &str) -> Vec<u8> {
+        [self.ends_dir(), name.as_bytes().to_vec()].concat()
+    }
+    /// The name a key under `dir` stands for; `None` for a key that is not one.
+    pub fn name_in<'k>(dir: &[u8], key: &'k [u8]) -> Option<&'k str> {
+        key.strip_prefix(dir).and_then(|n| std::str::from_utf8(n).ok()).filter(|n| !n.is_empty())
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+/// `key=value` fields separated by spaces, after a leading word.
+fn fields<'v>(value: &'v str, first: &str) -> Option<impl Iterator<Item = (&'v str, &'v str)>> {
+    let mut words = value.split(' ');
+    (words.next()? == first).then(|| words.filter_map(|w| w.split_once('=')))
+}
+
+/// Who holds a grant and since when: the value of `lease/NAME` and `grants/NAME`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HolderRecord {
+    pub host: Host,
+    pub pid: u32,
+    pub pidns: u32,
+    pub kind: u8,
+    pub ident: u64,
+    pub detached: bool,
+    pub label: Label,
+    /// The TTL etcd granted, in seconds.
+    pub ttl_s: i64,
+    /// The TTL asked for, in seconds (etcd may grant more: its minimum).
+    pub asked_s: i64,
+    pub acquired_ms: u64,
+    pub renewed_ms: u64,
+}
+
+impl HolderRecord {
+    /// This process, now.
+    pub fn me(host: Host, label: Label, detached: bool, asked_s: i64, ttl_s: i64) -> HolderRecord {
+        let me = identity::me();
+        let now = unix_ms(SystemTime::now());
+        HolderRecord {
+            host,
+            pid: me.pid,
+            pidns: me.pidns,
+            kind: me.kind,
+            ident: me.ident & holder::IDENT_MASK,
+            detached,
+            label,
+            ttl_s,
+            asked_s,
+            acquired_ms: now,
+            renewed_ms: now,
+        }
+    }
+
+    /// Whether the record names this very process on this host.
+    pub fn is_me(&self, host: &Host) -> bool {
+        let me = identity::me();
+        self.host == *host
+            && self.pid == me.pid
+            && self.pidns == me.pidns
+            && self.kind == me.kind
+            && self.ident == me.ident & holder::IDENT_MASK
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        format!(
+            "holder host={} pid={} pidns={} kind={} ident={} detached={} label={} ttl={} asked={} acquired={} renewed={}",
+            hex(self.host.as_str().as_bytes()),
+            self.pid,
+            self.pidns,
+            self.kind,
+            self.ident,
+            self.detached as u8,
+            hex(self.label.as_str().as_bytes()),
+            self.ttl_s,
+            self.asked_s,
+            self.acquired_ms,
+            self.renewed_ms,
+        )
+        .into_bytes()
+    }
+
+    /// Reads a value back; `None` unless it is a holder record. Fields that do not
+    /// parse keep their defaults.
+    pub fn decode(value: &[u8]) -> Option<HolderRecord> {
+        let text = std::str::from_utf8(value).ok()?;
+        let mut r = HolderRecord::default();
+        for (k, v) in fields(text, "holder")? {
+            let text_of = |v: &str| unhex(v).and_then(|b| String::from_utf8(b).ok());
+            match k {
+                "host" => r.host = text_of(v).and_then(|h| Host::new(&h)).unwrap_or_default(),
+                "pid" => r.pid = v.parse().unwrap_or(0),
+                "pidns" => r.pidns = v.parse().unwrap_or(0),
+                "kind" => r.kind = v.parse().unwrap_or(0),
+                "ident" => r.ident = v.parse::<u64>().unwrap_or(0) & holder::IDENT_MASK,
+                "detached" => r.detached = v == "1",
+                "label" => r.label = text_of(v).and_then(|l| Label::new(&l)).unwrap_or_default(),
+                "ttl" => r.ttl_s = v.parse().unwrap_or(0),
+                "asked" => r.asked_s = v.parse().unwrap_or(0),
+                "acquired" => r.acquired_ms = v.parse().unwrap_or(0),
+                "renewed" => r.renewed_ms = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        Some(r)
+    }
+
+    pub fn holder(&self) -> Holder {
+        Holder {
+            pid: self.pid,
+            pid_namespace: self.pidns,
+            identity: match self.kind {
+                holder::KIND_PIDFD_INODE => ProcessIdentity::PidfdInode(self.ident),
+                holder::KIND_START_TIME => ProcessIdentity::StartTime(self.ident),
+                _ => ProcessIdentity::Unknown,
+            },
+            detached: self.detached,
+            label: self.label,
+            host: self.host,
+        }
+    }
+
+    pub fn acquired_at(&self) -> Option<SystemTime> {
+        (self.acquired_ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(self.acquired_ms))
+    }
+
+    pub fn renewed_at(&self) -> Option<SystemTime> {
+        (self.renewed_ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(self.renewed_ms))
+    }
+
+    /// Whether renewing for `ttl_s` keeps the current etcd lease (etcd renews a lease
+    /// only for the TTL it granted): `ttl_s` is what was asked or what was granted.
+    pub fn same_ttl(&self, ttl_s: i64) -> bool {
+        ttl_s == self.ttl_s || ttl_s == self.asked_s
+    }
+
+    /// The same record, renewed now.
+    pub fn renewed_now(&self) -> HolderRecord {
+        HolderRecord { renewed_ms: unix_ms(SystemTime::now()), ..self.clone() }
+    }
+}
+
+/// How a grant ended, when it did not simply expire: the value of `ends/NAME`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Released(u64),
+    Revoked(u64),
+}
+
+impl End {
+    pub fn encode(self) -> Vec<u8> {
+        match self {
+            End::Released(t) => format!("released {t}"),
+            End::Revoked(t) => format!("revoked {t}"),
+        }
+        .into_bytes()
+    }
+
+    pub fn decode(value: &[u8]) -> Option<End> {
+        let (word, token) = std::str::from_utf8(value).ok()?.split_once(' ')?;
+        let token = token.parse().ok()?;
+        match word {
+            "released" => Some(End::Released(token)),
+            "revoked" => Some(End::Revoked(token)),
+            _ => None,
+        }
+    }
+
+    pub fn token(self) -> u64 {
+        match self {
+            End::Released(t) | End::Revoked(t) => t,
+        }
+    }
+}
+
+/// What `create` records and `open` checks: the value of `table`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Descriptor {
+    pub format: u32,
+    pub capacity: u32,
+    pub created_ms: u64,
+    pub creator_pid: u32,
+    pub creator_uid: u32,
+    pub creator_host: Host,
+}
+
+impl Descriptor {
+    pub fn new(capacity: u32, host: Host) -> Descriptor {
+        Descriptor {
+            format: FORMAT_VERSION,
+            capacity,
+            created_ms: unix_ms(SystemTime::now()),
+            creator_pid: identity::pid(),
+            creator_uid: nix::unistd::geteuid().as_raw(),
+            creator_host: host,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        format!(
+            "shmlease-etcd-table format={} capacity={} created={} creator_pid={} creator_uid={} creator_host={}",
+            self.format,
+            self.capacity,
+            self.created_ms,
+            self.creator_pid,
+            self.creator_uid,
+            hex(self.creator_host.as_str().as_bytes()),
+        )
+        .into_bytes()
+    }
+
+    /// `None` unless the value is a descriptor with a format version.
+    pub fn decode(value: &[u8]) -> Option<Descriptor> {
+        let text = std::str::from_utf8(value).ok()?;
+        let mut format = None;
+        let mut d = Descriptor {
+            format: 0,
+            capacity: 0,
+            created_ms: 0,
+            creator_pid: 0,
+            creator_uid: 0,
+            creator_host: Host::default(),
+        };
+        for (k, v) in fields(text, "shmlease-etcd-table")? {
+            match k {
+                "format" => format = v.parse().ok(),
+                "capacity" => d.capacity = v.parse().unwrap_or(0),
+                "created" => d.created_ms = v.parse().unwrap_or(0),
+                "creator_pid" => d.creator_pid = v.parse().unwrap_or(0),
+                "creator_uid" => d.creator_uid = v.parse().unwrap_or(0),
+                "creator_host" => {
+                    d.creator_host = unhex(v)
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .and_then(|h| Host::new(&h))
+                        .unwrap_or_default()
+                }
+                _ => {}
+            }
+        }
+        d.format = format?;
+        Some(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_garbage_decodes_to_nothing_or_defaults() {
+        let r =
+            HolderRecord::me(Host::new("box-1").unwrap(), Label::new("w1").unwrap(), true, 1, 7);
+        assert_eq!(HolderRecord::decode(&r.encode()), Some(r.clone()));
+        assert!(r.is_me(&Host::new("box-1").unwrap()));
+        assert!(!r.is_me(&Host::new("box-2").unwrap()));
+        assert_eq!(HolderRecord::decode(b"\xff\xfe"), None);
+        assert_eq!(HolderRecord::decode(b"other pid=3"), None);
+        let odd =
+            HolderRecord::decode(b"holder pid=x host=zz label=414243444546474849 ttl=-1 junk")
+                .unwrap();
+        assert_eq!(
+            (odd.pid, odd.host, odd.label, odd.ttl_s),
+            (0, Host::default(), Label::default(), -1)
+        );
+
+        for e in [End::Released(5), End::Revoked(u64::MAX)] {
+            assert_eq!(End::decode(&e.encode()), Some(e));
+        }
+        assert_eq!(End::decode(b"released"), None);
+        assert_eq!(End::decode(b"gone 5"), None);
+        assert_eq!(End::decode(b"released -1"), None);
+
+        let d = Descriptor::new(64, Host::new("h").unwrap());
+        assert_eq!(Descriptor::decode(&d.encode()), Some(d));
+        assert_eq!(Descriptor::decode(b"shmlease-etcd-table capacity=3"), None);
+        assert_eq!(Descriptor::decode(b""), None);
+    }
+
+    #[test]
+    fn names_come_back_only_from_their_directory() {
+        let k = Keys::new("/t");
+        assert_eq!(k.lease("a/b"), b"/t/.shmlease/lease/a/b");
+        assert_eq!(Keys::name_in(&k.lease_dir(), &k.lease("a/b")), Some("a/b"));
+        assert_eq!(Keys::name_in(&k.lease_dir(), &k.grants("a")), None);
+        assert_eq!(Keys::name_in(&k.lease_dir(), &k.lease_dir()), None);
+    }
+}

@@ -1,0 +1,447 @@
+//! A grant held by this process on an etcd table: renewal against its conservative
+//! deadline, release (also on drop), detaching, and the keep-alive task that renews at
+//! a third of the TTL and watches the key, so that a revocation is noticed at once.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::keys::{End, HolderRecord};
+use super::recipe::{self, EtcdLeaseGrant};
+use super::{bounded, holder_deadline, ttl_secs, EtcdTable, Fail};
+use crate::error::{Error, LostReason, Result};
+use crate::identity;
+use crate::lease::DetachedLease;
+
+/// An exclusive, time-bound grant of a name on an etcd table, held by this process.
+///
+/// Dropping it releases it (one request, bounded by the location's timeout). Its
+/// validity is judged on this process's clock from when the grant or last renewal was
+/// *sent*, less the drift allowance ([`super::DRIFT_PER_MILLE`]), so it ends before
+/// the server can expire it. As in shared memory, a `fork()`ed child that inherits it
+/// may read it but not renew, release or detach it ([`Error::BoundToProcess`]), and
+/// dropping it there does nothing.
+pub struct EtcdLease {
+    table: EtcdTable,
+    name: String,
+    token: u64,
+    state: Arc<State>,
+    pid: u32,
+    keep_alive: bool,
+    finished: bool,
+}
+
+/// What the lease and its keep-alive task share.
+struct State {
+    base: Instant,
+    /// The holder's deadline, in nanoseconds after `base`; only ever grows.
+    deadline_ns: AtomicU64,
+    lease_id: AtomicI64,
+    granted_s: AtomicI64,
+    asked_s: AtomicI64,
+    record: HolderRecord,
+    /// Set once the keep-alive finds the lease lost (read without a lock: a forked
+    /// child may read it while a parent's thread held `lost` at the fork).
+    is_lost: AtomicBool,
+    lost: Mutex<Option<LostReason>>,
+    changed: Condvar,
+    stop: AtomicBool,
+    wake: Notify,
+}
+
+impl State {
+    fn deadline(&self) -> Instant {
+        self.base + Duration::from_nanos(self.deadline_ns.load(Ordering::Acquire))
+    }
+
+    fn extend(&self, sent: Instant, granted_s: i64) {
+        let d = holder_deadline(sent, granted_s).saturating_duration_since(self.base);
+        self.deadline_ns.fetch_max(d.as_nanos() as u64, Ordering::AcqRel);
+    }
+
+    fn record(&self) -> HolderRecord {
+        HolderRecord {
+            ttl_s: self.granted_s.load(Ordering::Relaxed),
+            asked_s: self.asked_s.load(Ordering::Relaxed),
+            ..self.record.clone()
+        }
+    }
+
+    fn report(&self, reason: LostReason) {
+        if self.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        self.is_lost.store(true, Ordering::SeqCst);
+        *self.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.changed.notify_all();
+    }
+}
+
+impl std::fmt::Debug for EtcdLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdLease").field("name", &self.name).field("token", &self.token).finish()
+    }
+}
+
+impl EtcdLease {
+    pub(crate) fn new(
+        table: EtcdTable,
+        name: &str,
+        token: u64,
+        asked_s: i64,
+        lease: EtcdLeaseGrant,
+        record: HolderRecord,
+    ) -> EtcdLease {
+        let base = lease.sent;
+        let state = State {
+            base,
+            deadline_ns: AtomicU64::new(0),
+            lease_id: AtomicI64::new(lease.id),
+            granted_s: AtomicI64::new(lease.ttl_s),
+            asked_s: AtomicI64::new(asked_s),
+            record,
+            is_lost: AtomicBool::new(false),
+            lost: Mutex::new(None),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+            wake: Notify::new(),
+        };
+        state.extend(lease.sent, lease.ttl_s);
+        EtcdLease {
+            table,
+            name: name.to_owned(),
+            token,
+            state: Arc::new(state),
+            pid: identity::pid(),
+            keep_alive: false,
+            finished: false,
+        }
+    }
+
+    fn taken_here(&self) -> bool {
+        identity::pid() == self.pid
+    }
+
+    fn not_taken_here(&self) -> Error {
+        Error::BoundToProcess { token: self.token, holder: Some(self.state.record.holder()) }
+    }
+
+    /// The fencing token: the create revision of the lease's key, larger than every
+    /// token handed out for this name (and every revision of the cluster) before.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The lease's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The TTL etcd granted (whole seconds, at least what was asked and at least the
+    /// server's minimum): how long others may have to wait after this holder dies.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.state.granted_s.load(Ordering::Relaxed).max(0) as u64)
+    }
+
+    /// When this holder's validity ends unless renewed (conservative, see the type).
+    pub fn deadline(&self) -> Instant {
+        self.state.deadline()
+    }
+
+    /// Time left before the validity ends (zero once lost).
+    pub fn remaining(&self) -> Duration {
+        if self.state.is_lost.load(Ordering::SeqCst) {
+            return Duration::ZERO;
+        }
+        self.state.deadline().saturating_duration_since(Instant::now())
+    }
+
+    /// Whether this holder may still act on its token: before its deadline, and not
+    /// found lost by the keep-alive. (Without a keep-alive, a revocation is only learnt
+    /// at the next renewal: see the semantics table.)
+    pub fn is_valid(&self) -> bool {
+        !self.remaining().is_zero()
+    }
+
+    /// Extends the grant to `ttl` from now (etcd rounds it like a grant's). Fails with
+    /// [`Error::Lost`] if the grant is gone or this holder's deadline has passed, and
+    /// with [`Error::Unavailable`] if the cluster did not answer in time (the lease
+    /// then stays valid until its deadline).
+    pub fn renew(&self, ttl: Duration) -> Result<()> {
+        let ttl_s = ttl_secs(ttl)?;
+        if !self.taken_here() {
+            return Err(self.not_taken_here());
+        }
+        let s = &self.table.shared;
+        let fut = renew_future(
+            self.table.clone(),
+            self.name.clone(),
+            self.token,
+            ttl_s,
+            Arc::clone(&self.state),
+        );
+        s.conn.get().and_then(|conn| conn.run(fut)).map_err(|f| f.into_error(&s.text, self.token))
+    }
+
+    /// Releases the grant, waking anyone waiting for it. Fails with [`Error::Lost`] if
+    /// it was already gone, or if this holder's deadline had passed (the key is still
+    /// deleted if it was ours, so that the name is free sooner).
+    pub fn release(mut self) -> Result<()> {
+        if !self.taken_here() {
+            self.finished = true;
+            return Err(self.not_taken_here());
+        }
+        self.finish()
+    }
+
+    fn stop_keep_alive(&mut self) {
+        if self.keep_alive {
+            self.keep_alive = false;
+            self.state.stop.store(true, Ordering::SeqCst);
+            self.state.wake.notify_one();
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.finished = true;
+        self.stop_keep_alive();
+        let expired = Instant::now() >= self.state.deadline();
+        let s = &self.table.shared;
+        let (keys, name, token) = (s.keys.clone(), self.name.clone(), self.token);
+        let mut c = s.conn()?.client();
+        let ended = s.run(token, async move {
+            recipe::end(&mut c, &keys, &name, End::Released(token), None).await
+        });
+        match ended {
+            Ok(()) if expired => Err(Error::Lost { token, reason: LostReason::Expired }),
+            other => other,
+        }
+    }
+
+    /// Turns this lease into a detached one: not released on drop, renewable and
+    /// releasable by anyone with its name and token ([`EtcdTable::renew`],
+    /// [`EtcdTable::release`]) until its deadline.
+    pub fn detach(mut self) -> Result<DetachedLease> {
+        if !self.taken_here() {
+            self.finished = true;
+            return Err(self.not_taken_here());
+        }
+        self.finished = true;
+        self.stop_keep_alive();
+        let s = &self.table.shared;
+        let record = HolderRecord { detached: true, ..self.state.record() };
+        let (keys, name, token) = (s.keys.clone(), self.name.clone(), self.token);
+        let id = self.state.lease_id.load(Ordering::Relaxed);
+        let mut c = s.conn()?.client();
+        s.run(
+            token,
+            async move { recipe::rewrite(&mut c, &keys, &name, token, id, &record).await },
+        )?;
+        Ok(DetachedLease { token, deadline: self.state.deadline() })
+    }
+
+    /// Starts renewing in the background, to `ttl` every `ttl / 3`, and watching the
+    /// key, so that a revocation or takeover is noticed at once; learn of a loss with
+    /// [`EtcdLease::lost`] or [`EtcdLease::wait_lost`]. If the cluster stops answering,
+    /// the loss is reported at this holder's deadline at the latest.
+    pub fn keep_alive(&mut self, ttl: Duration) -> Result<()> {
+        let ttl_s = ttl_secs(ttl)?;
+        if !self.taken_here() {
+            return Err(self.not_taken_here());
+        }
+        self.stop_keep_alive();
+        let fresh = Arc::new(State {
+            base: self.state.base,
+            deadline_ns: AtomicU64::new(self.state.deadline_ns.load(Ordering::Acquire)),
+            lease_id: AtomicI64::new(self.state.lease_id.load(Ordering::Relaxed)),
+            granted_s: AtomicI64::new(self.state.granted_s.load(Ordering::Relaxed)),
+            asked_s: AtomicI64::new(self.state.asked_s.load(Ordering::Relaxed)),
+            record: self.state.record.clone(),
+            is_lost: AtomicBool::new(self.state.is_lost.load(Ordering::SeqCst)),
+            lost: Mutex::new(*self.state.lost.lock().unwrap_or_else(|p| p.into_inner())),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        self.state = fresh;
+        let (table, name, token, state) =
+            (self.table.clone(), self.name.clone(), self.token, Arc::clone(&self.state));
+        self.table.shared.conn()?.spawn(keep_alive_task(table, name, token, ttl_s, state));
+        self.keep_alive = true;
+        Ok(())
+    }
+
+    /// Why the lease was lost, if the keep-alive has noticed (always `None` without a
+    /// keep-alive, and in a forked child).
+    pub fn lost(&self) -> Option<LostReason> {
+        if !self.taken_here() || !self.state.is_lost.load(Ordering::SeqCst) {
+            return None;
+        }
+        *self.state.lost.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Blocks until the keep-alive notices the lease is lost (returning why), or until
+    /// `timeout` passes (`None`). Without a keep-alive, returns `None` at once.
+    pub fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
+        if !self.taken_here() || !self.keep_alive {
+            return self.lost();
+        }
+        let until = timeout.map(|t| Instant::now() + t);
+        let mut guard = self.state.lost.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if guard.is_some() {
+                return *guard;
+            }
+            guard = match until {
+                None => self.state.changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
+                Some(u) => {
+                    let left = u.checked_duration_since(Instant::now())?;
+                    self.state
+                        .changed
+                        .wait_timeout(guard, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+impl Drop for EtcdLease {
+    fn drop(&mut self) {
+        if self.finished || !self.taken_here() {
+            return; // a forked child's copy: the parent's lease, left alone
+        }
+        let _ = self.finish();
+    }
+}
+
+/// One renewal of `token` for `ttl_s`, bounded by the location's timeout and by this
+/// holder's deadline, past which the grant is reported lost.
+async fn renew_future(
+    table: EtcdTable,
+    name: String,
+    token: u64,
+    ttl_s: i64,
+    state: Arc<State>,
+) -> std::result::Result<(), Fail> {
+    let expired = || Fail::Lost(LostReason::Expired);
+    let left = state.deadline().saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(expired());
+    }
+    let s = &table.shared;
+    let limit = s.location.timeout.min(left);
+    let mut c = s.conn.get()?.client();
+    let record = state.record();
+    let id = state.lease_id.load(Ordering::Relaxed);
+    let result = if record.same_ttl(ttl_s) {
+        bounded(limit, recipe::renew_same(&mut c, &s.keys, &name, token, id, &record))
+            .await
+            .map(|sent| state.extend(sent, record.ttl_s))
+    } else {
+        bounded(limit, recipe::renew_relet(&mut c, &s.keys, &name, token, id, ttl_s, &record))
+            .await
+            .map(|lease| {
+                state.lease_id.store(lease.id, Ordering::Relaxed);
+                state.granted_s.store(lease.ttl_s, Ordering::Relaxed);
+                state.asked_s.store(ttl_s, Ordering::Relaxed);
+                state.extend(lease.sent, lease.ttl_s)
+            })
+    };
+    match result {
+        Err(Fail::Net(_)) if Instant::now() >= state.deadline() => Err(expired()),
+        other => other,
+    }
+}
+
+/// Renews at a third of the TTL and watches the key until stopped or lost.
+async fn keep_alive_task(
+    table: EtcdTable,
+    name: String,
+    token: u64,
+    ttl_s: i64,
+    state: Arc<State>,
+) {
+    use etcd_client::{EventType, WatchOptions};
+    let interval = Duration::from_millis((ttl_s.max(1) as u64) * 1000 / 3);
+    let retry = Duration::from_millis(200).min(interval);
+    let key = table.shared.keys.lease(&name);
+    let mut next = tokio::time::Instant::now();
+    let mut watch: Option<etcd_client::WatchStream> = None;
+    let mut watch_again = tokio::time::Instant::now();
+    let mut from = token as i64 + 1;
+    loop {
+        if state.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let deadline = tokio::time::Instant::from_std(state.deadline());
+        if now >= deadline {
+            return state.report(LostReason::Expired);
+        }
+        if watch.is_none() && now >= watch_again {
+            let options = WatchOptions::new().with_start_revision(from);
+            let mut c = match table.shared.conn.get() {
+                Ok(conn) => conn.client(),
+                Err(_) => return,
+            };
+            let limit = table.shared.location.timeout.min(deadline - now);
+            watch =
+                bounded(limit, async { Ok(c.watch(key.clone(), Some(options)).await?) }).await.ok();
+            watch_again = tokio::time::Instant::now() + retry;
+        }
+        let message = async {
+            match watch.as_mut() {
+                Some(w) => w.message().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = state.wake.notified() => {}
+            _ = tokio::time::sleep_until(next.min(deadline)) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return state.report(LostReason::Expired);
+                }
+                let sent = tokio::time::Instant::now();
+                match renew_future(table.clone(), name.clone(), token, ttl_s, Arc::clone(&state)).await {
+                    Ok(()) => next = sent + interval,
+                    Err(Fail::Lost(reason)) => return state.report(reason),
+                    // Unreachable, or refused for now: try again soon, until the deadline.
+                    Err(_) => next = tokio::time::Instant::now() + retry,
+                }
+            }
+            msg = message => match msg {
+                Ok(Some(resp)) if resp.canceled() => {
+                    // Compacted past our revision: watch from what is left; the
+                    // renewals' check covers the gap.
+                    from = from.max(resp.compact_revision());
+                    watch = None;
+                }
+                Ok(Some(resp)) => {
+                    let gone = resp.events().iter().any(|e| match e.event_type() {
+                        EventType::Delete => true,
+                        EventType::Put => e.kv().is_some_and(|kv| kv.create_revision() as u64 != token),
+                    });
+                    if gone {
+                        let mut c = match table.shared.conn.get() {
+                            Ok(conn) => conn.client(),
+                            Err(_) => return,
+                        };
+                        let keys = &table.shared.keys;
+                        let limit = table.shared.location.timeout;
+                        let reason = match bounded(limit, recipe::read_grant(&mut c, keys, &name, token)).await {
+                            Err(Fail::Lost(reason)) => reason,
+                            // The key was deleted: whatever the reads say, the grant is over.
+                            _ => LostReason::Revoked,
+                        };
+                        return state.report(reason);
+                    }
+                }
+                _ => watch = None,
+            },
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! The etcd backend (feature `etcd`): the same leases on an etcd cluster, for processes
+//! spread over several hosts. A table is a key prefix on the cluster, named by a
+//! location `etcd://HOST:PORT[,HOST:PORT…]/PREFIX` (`etcds://` for TLS; see
+//! [`EtcdLocation`]).
+//!
+//! ```no_run
+//! use shmlease::etcd::{EtcdLocation, EtcdTable};
+//! use shmlease::TableOptions;
+//! use std::time::Duration;
+//!
+//! let location = EtcdLocation::parse("etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/jobs")?;
+//! let table = EtcdTable::open_or_create(&location, &TableOptions::new())?;
+//! let mut lease = table.acquire("nightly-report", Duration::from_secs(10), Some(Duration::from_secs(30)))?;
+//! lease.keep_alive(Duration::from_secs(10))?;
+//! let token = lease.token(); // the key's create revision: grows across the whole cluster
+//! // ... work, checking lease.is_valid() / lease.lost() ...
+//! lease.release()?;
+//! # let _ = token;
+//! # Ok::<(), shmlease::Error>(())
+//! ```
+//!
+//! # Semantics, against the shared-memory backend
+//!
+//! | | shared memory | etcd |
+//! |---|---|---|
+//! | grant | one CAS on the slot | `LeaseGrant` + one transaction creating `lease/NAME` only if absent (2 round trips) |
+//! | fencing token | grows per name (a clock reading) | the key's create revision: grows per name *and* across the cluster |
+//! | TTL | any, 1 µs ..= 365 days, exact | whole seconds, rounded up, at least the server's minimum (about 2 s with default settings); [`EtcdLease::ttl`] reports the TTL granted |
+//! | holder's deadline | the slot's deadline, one clock | counted from when the grant or keep-alive was *sent*, less [`DRIFT_PER_MILLE`] ‰ of the TTL: [`EtcdLease::is_valid`] turns false before the server can expire the lease on any clock whose rate is within 1% of the server's |
+//! | renew | CAS on the deadline | `LeaseKeepAlive` ∥ a transaction checking the key still carries the token (1 round trip); another TTL moves the key to a new etcd lease (2) |
+//! | release | CAS | a transaction deleting the key if it carries the token (1), the etcd lease revoked in the background |
+//! | revoke | anyone, holder sees it at once in `is_valid` | anyone; the holder learns at its next renewal, at once with a keep-alive (it watches the key) |
+//! | blocking acquire | futex, woken on release | watch on the key (deletes only), no polling |
+//! | dead holder | reclaimed at once when provably dead (pidfd) | **TTL only**: no host can tell whether a process on another host is dead |
+//! | cluster unreachable, no quorum | — | requests fail with [`Error::Unavailable`](crate::Error::Unavailable) after the location's `timeout`; a held lease stays valid until its own deadline and is lost then |
+//! | by-token `renew`/`release` | detached leases, any process on the host | detached leases, any process on any host |
+//! | holder | pid, identity, label | the same, and its host |
+//! | transitions | per slot binding | every grant of the name since the table was created |
+//! | capacity | slots | recorded in the descriptor, not enforced: etcd has no slots (it keeps three small keys per name ever used) |
+//! | mode, owner checks | file mode, owner | not applicable: use etcd's users and roles (`user=`), TLS client certificates |
+//! | counters (`info`) | kept in the header | `grants` only (the sum of transitions); the others read 0 |
+//!
+//! # Fork
+//!
+//! A child forked after `open` may use the inherited [`EtcdTable`] for everything: its
+//! first request connects afresh (the parent's connection is left untouched; see
+//! `conn`). An [`EtcdLease`] it inherited stays the parent's, as in shared memory: the
+//! child may read it, but `renew`, `release`, `detach` and `keep_alive` fail with
+//! [`Error::BoundToProcess`], and dropping it does nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, LostReason, Result};
+use crate::info::{Host, LeaseInfo, LeaseState, TableInfo};
+use crate::options::TableOptions;
+use crate::table::AcquireOptions;
+
+mod conn;
+mod keys;
+mod lease;
+mod location;
+mod recipe;
+
+pub use lease::EtcdLease;
+pub use location::EtcdLocation;
+
+use conn::{Conn, ConnSlot};
+use keys::{Descriptor, End, HolderRecord, Keys};
+use recipe::Grant;
+
+/// The clock-rate allowance: a holder's deadline is the TTL less this many thousandths
+/// of it, counted from when the request was sent.
+pub const DRIFT_PER_MILLE: u32 = 10;
+
+/// Why a request failed, before it is told to the caller as an [`Error`].
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// No answer, no quorum, a broken connection: retryable.
+    Net(String),
+    /// Authentication or authorization refused.
+    Denied(String),
+    /// The location's settings cannot work (files unreadable, bad arguments).
+    Config(String),
+    /// A reply that makes no sense (untrusted input).
+    Odd(String),
+    /// The grant is not live.
+    Lost(LostReason),
+}
+
+impl From<etcd_client::Error> for Fail {
+    fn from(e: etcd_client::Error) -> Fail {
+        use etcd_client::Error as E;
+        match e {
+            E::GRpcStatus(s) => {
+                let msg = s.message().to_owned();
+                match i32::from(s.code()) {
+                    // PermissionDenied, Unauthenticated, and etcd's authentication
+                    // refusals sent as InvalidArgument ("authentication failed", "user
+                    // name is empty", "invalid auth token").
+                    7 | 16 => Fail::Denied(msg),
+                    3 if ["authentication failed", "user name", "auth token", "permission"]
+                        .iter()
+                        .any(|m| msg.contains(m)) =>
+                    {
+                        Fail::Denied(msg)
+                    }
+                    // NotFound: the etcd lease is gone, so is every key attached to it.
+                    5 if msg.contains("lease not found") => Fail::Lost(LostReason::Expired),
+                    _ => Fail::Net(msg),
+                }
+            }
+            E::LeaseKeepAliveError(m) if m.contains("not found") => Fail::Lost(LostReason::Expired),
+            E::InvalidArgs(m) => Fail::Config(m),
+            E::InvalidUri(u) => Fail::Config(u.to_string()),
+            other => Fail::Net(other.to_string()),
+        }
+    }
+}
+
+impl Fail {
+    pub(crate) fn into_error(self, location: &str, token: u64) -> Error {
+        let location = location.to_owned();
+        match self {
+            Fail::Net(reason) => Error::Unavailable { location, reason },
+            Fail::Denied(reason) => Error::Permission { location, reason },
+            Fail::Config(reason) => {
+                Error::InvalidOptions { reason: format!("{location}: {reason}") }
+            }
+            Fail::Odd(reason) => Error::Corrupt {
+                location,
+                reason: format!("the cluster sent an impossible reply ({reason})"),
+            },
+            Fail::Lost(reason) => Error::Lost { token, reason },
+        }
+    }
+}
+
+/// Bounds `fut` by `limit`, as a [`Fail::Net`].
+pub(crate) async fn bounded<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = std::result::Result<T, Fail>>,
+) -> std::result::Result<T, Fail> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| Err(Fail::Net(format!("no answer within {limit:?}"))))
+}
+
+/// The TTL to ask etcd for: whole seconds, rounded up.
+pub(crate) fn ttl_secs(ttl: Duration) -> Result<i64> {
+    crate::table::ttl_ns(ttl)?;
+    Ok(ttl.as_secs() as i64 + i64::from(ttl.subsec_nanos() > 0))
+}
+
+/// Where a holder's validity ends: `ttl_s` seconds after `sent`, less the drift
+/// allowance.
+pub(crate) fn holder_deadline(sent: Instant, ttl_s: i64) -> Instant {
+    let ms = (ttl_s.max(0) as u64).saturating_mul(1000 - DRIFT_PER_MILLE as u64);
+    sent + Duration::from_millis(ms)
+}
+
+/// A lease table on an etcd cluster: a key prefix. Cheap to clone (clones share the
+/// connection) and safe to use from many threads.
+#[derive(Clone)]
+pub struct EtcdTable {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) location: EtcdLocation,
+    pub(crate) text: String,
+    pub(crate) keys: Keys,
+    conn: ConnSlot,
+    descriptor: Descriptor,
+    pub(crate) host: Host,
+}
+
+impl std::fmt::Debug for EtcdTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTable").field("location", &self.shared.text).finish()
+    }
+}
+
+impl Shared {
+    pub(crate) fn conn(&self) -> Result<&Conn> {
+        self.conn.get().map_err(|f| f.into_error(&self.text, 0))
+    }
+
+    /// Runs `fut` (bounded by the location's timeout) on the backend's runtime.
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        token: u64,
+        fut: impl std::future::Future<Output = std::result::Result<T, Fail>> + Send + 'static,
+    ) -> Result<T> {
+        let limit = self.location.timeout;
+        self.conn()?.run(bounded(limit, fut)).map_err(|f| f.into_error(&self.text, token))
+    }
+}
+
+fn connect(location: &EtcdLocation) -> Result<Conn> {
+    Conn::connect(location).map_err(|f| f.into_error(&location.to_string(), 0))
+}
+
+fn read_descriptor(conn: &Conn, location: &EtcdLocation) -> Result<Option<Descriptor>> {
+    let text = location.to_string();
+    let key = Keys::new(&location.prefix).descriptor();
+    let mut c = conn.client();
+    let got = conn
+        .run(bounded(location.timeout, async move { Ok(c.get(key, None).await?) }))
+        .map_err(|f| f.into_error(&text, 0))?;
+    let Some(kv) = got.kvs().first() else { return Ok(None) };
+    let d = Descriptor::decode(kv.value()).ok_or_else(|| Error::NotATable {
+        location: text.clone(),
+        reason: "its descriptor key does not describe a shmlease table".into(),
+    })?;
+    if d.format != keys::FORMAT_VERSION {
+        return Err(Error::Incompatible {
+            location: text,
+            reason: format!(
+                "format version {} (this library reads {})",
+                d.format,
+                keys::FORMAT_VERSION
+            ),
+        });
+    }
+    Ok(Some(d))
+}
+
+impl EtcdTable {
+    fn from_parts(location: &EtcdLocation, conn: Conn, descriptor: Descriptor) -> EtcdTable {
+        EtcdTable {
+            shared: Arc::new(Shared {
+                text: location.to_string(),
+                keys: Keys::new(&location.prefix),
+                conn: ConnSlot::new(conn, location.clone()),
+                descriptor,
+                host: conn::host_name(),
+                location: location.clone(),
+            }),
+        }
+    }
+
+    /// Creates the table: records its descriptor (format version, options, creator)
+    /// under the prefix. Fails with [`Error::AlreadyExists`] if it is there.
+    pub fn create(location: &EtcdLocation, options: &TableOptions) -> Result<EtcdTable> {
+        options.validate_for_create()?;
+        let conn = connect(location)?;
+        let text = location.to_string();
+        let d = Descriptor::new(options.get_capacity(), conn::host_name());
+        let key = Keys::new(&location.prefix).descriptor();
+        let value = d.encode();
+        let mut c = conn.client();
+        let created = conn
+            .run(bounded(location.timeout, async move {
+                let txn = etcd_client::Txn::new()
+                    .when([etcd_client::Compare::create_revision(
+                        key.clone(),
+                        etcd_client::CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then([etcd_client::TxnOp::put(key, value, None)]);
+                Ok(c.txn(txn).await?.succeeded())
+            }))
+            .map_err(|f| f.into_error(&text, 0))?;
+        if !created {
+            return Err(Error::AlreadyExists { location: text });
+        }
+        Ok(EtcdTable::from_parts(location, conn, d))
+    }
+
+    /// Opens the table; [`Error::NotFound`] if the prefix holds no descriptor,
+    /// [`Error::Incompatible`] or [`Error::NotATable`] if it holds another one.
+    pub fn open(location: &EtcdLocation) -> Result<EtcdTable> {
+        let conn = connect(location)?;
+        match read_descriptor(&conn, location)? {
+            Some(d) => Ok(EtcdTable::from_parts(location, conn, d)),
+            None => Err(Error::NotFound { location: location.to_string() }),
+        }
+    }
+
+    /// Opens the table, creating it first if needed. Any number of clients may race.
+    pub fn open_or_create(location: &EtcdLocation, options: &TableOptions) -> Result<EtcdTable> {
+        loop {
+            match EtcdTable::open(location) {
+                Err(Error::NotFound { .. }) => {}
+                other => return other,
+            }
+            match EtcdTable::create(location, options) {
+                Err(Error::AlreadyExists { .. }) => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Deletes the table (every key under `PREFIX/.shmlease/`), in one transaction that
+    /// refuses with [`Error::InUse`] while any lease is held.
+    pub fn remove(location: &EtcdLocation) -> Result<()> {
+        let table = EtcdTable::open(location)?;
+        let keys = table.shared.keys.clone();
+        let mut c = table.shared.conn()?.client();
+        let removed = table.shared.run(0, async move {
+            let txn = etcd_client::Txn::new()
+                .when([etcd_client::Compare::version(
+                    keys.lease_dir(),
+                    etcd_client::CompareOp::Equal,
+                    0,
+                )
+                .with_prefix()])
+                .and_then([etcd_client::TxnOp::delete(
+                    keys.all(),
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                )]);
+            Ok(c.txn(txn).await?.succeeded())
+        })?;
+        if removed {
+            return Ok(());
+        }
+        let leases = table.list()?.into_iter().filter(|l| l.state == LeaseState::Held).collect();
+        Err(Error::InUse { location: table.shared.text.clone(), leases })
+    }
+
+    /// The location, as written.
+    pub fn location(&self) -> &EtcdLocation {
+        &self.shared.location
+    }
+
+    /// Takes the lease on `name` for `ttl` (see the semantics table for how etcd rounds
+    /// it) if nobody holds it; never waits. Fails with [`Error::Held`] if someone does.
+    pub fn try_acquire(&self, name: &str, ttl: Duration) -> Result<EtcdLease> {
+        self.acquire_with(name, ttl, &AcquireOptions::new())
+    }
+
+    /// Takes the lease on `name`, waiting up to `timeout` (forever with `None`) through
+    /// a watch on its key: woken by the holder's release, a revocation or its expiry.
+    pub fn acquire(
+        &self,
+        name: &str,
+        ttl: Duration,
+        timeout: Option<Duration>,
+    ) -> Result<EtcdLease> {
+        self.acquire_with(name, ttl, &AcquireOptions::new().wait(timeout))
+    }
+
+    /// Takes a lease with every option: waiting, label.
+    pub fn acquire_with(
+        &self,
+        name: &str,
+        ttl: Duration,
+        options: &AcquireOptions,
+    ) -> Result<EtcdLease> {
+        crate::table::Key::new(name)?;
+        let ttl_s = ttl_secs(ttl)?;
+        let s = &self.shared;
+        let (host, label) = (s.host, options.label);
+        let make = move |granted| HolderRecord::me(host, label, false, ttl_s, granted);
+        let start = Instant::now();
+        loop {
+            let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
+            let attempt =
+                s.run(0, async move { recipe::grant(&mut c, &keys, &n, ttl_s, make).await })?;
+            let (token, lease, holder, revision) = match attempt {
+                Grant::Won { token, lease, record } => {
+                    return Ok(EtcdLease::new(self.clone(), name, token, ttl_s, lease, record));
+                }
+                Grant::Held { token, lease, holder, revision } => (token, lease, holder, revision),
+            };
+            let holder = holder.map(|h| h.holder());
+            let Some(wait) = options.wait else {
+                let mut c = s.conn()?.client();
+                let left = s.run(0, async move { recipe::time_left(&mut c, lease).await })?;
+                let remaining = Duration::from_secs(left.unwrap_or(0).max(0) as u64);
+                return Err(Error::Held { token, remaining, holder });
+            };
+            let waited = start.elapsed();
+            let until = match wait {
+                Some(t) if waited >= t => return Err(Error::TimedOut { waited, token, holder }),
+                Some(t) => Some(tokio::time::Instant::from_std(start + t)),
+                None => None,
+            };
+            let (key, mut c) = (s.keys.lease(name), s.conn()?.client());
+            // Not bounded by the request timeout: the watch waits as long as asked.
+            let woke = s
+                .conn()?
+                .run(async move { recipe::wait_deleted(&mut c, key, revision, until).await });
+            match woke {
+                Ok(_) => {}
+                // A broken watch (a member went away): look again after a pause, so that
+                // an unreachable cluster is not hammered.
+                Err(Fail::Net(_)) => std::thread::sleep(Duration::from_millis(100)),
+                Err(f) => return Err(f.into_error(&s.text, 0)),
+            }
+        }
+    }
+
+    /// Finds the live grant `token` of `name` and checks that the caller may act on it
+    /// by token: it must be detached, or held by this very process.
+    fn by_token(&self, name: &str, token: u64) -> Result<recipe::Kv> {
+        crate::table::Key::new(name)?;
+        let s = &self.shared;
+        let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
+        let kv = s.run(token, async move { recipe::read_grant(&mut c, &keys, &n, token).await })?;
+        let record = HolderRecord::decode(&kv.value);
+        if let Some(r) = record.filter(|r| !r.detached && !r.is_me(&s.host)) {
+            return Err(Error::BoundToProcess { token, holder: Some(r.holder()) });
+        }
+        Ok(kv)
+    }
+
+    /// Extends the grant of `name` with `token` — for detached leases, from any process
+    /// on any host. Returns this caller's conservative deadline for it.
+    pub fn renew(&self, name: &str, token: u64, ttl: Duration) -> Result<Instant> {
+        let ttl_s = ttl_secs(ttl)?;
+        let kv = self.by_token(name, token)?;
+        let s = &self.shared;
+        let record = HolderRecord::decode(&kv.value).unwrap_or_default();
+        let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
+        if record.same_ttl(ttl_s) {
+            let id = kv.lease;
+            let sent = s.run(token, async move {
+                recipe::renew_same(&mut c, &keys, &n, token, id, &record).await
+            })?;
+            Ok(holder_deadline(sent, ttl_s))
+        } else {
+            let lease = s.run(token, async move {
+                recipe::renew_relet(&mut c, &keys, &n, token, kv.lease, ttl_s, &record).await
+            })?;
+            Ok(holder_deadline(lease.sent, lease.ttl_s))
+        }
+    }
+
+    /// Ends the grant of `name` with `token` — for detached leases, from any process on
+    /// any host. Fails like [`EtcdTable::renew`].
+    pub fn release(&self, name: &str, token: u64) -> Result<()> {
+        let kv = self.by_token(name, token)?;
+        let s = &self.shared;
+        let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
+        let m = kv.modified;
+        s.run(
+            token,
+            async move { recipe::end(&mut c, &keys, &n, End::Released(token), Some(m)).await },
+        )
+    }
+
+    /// Revokes whatever grant `name` has. Returns the revoked token, or `None` if
+    /// nothing was held. The holder learns on its next renewal (at once with a
+    /// keep-alive, which watches the key).
+    pub fn revoke(&self, name: &str) -> Result<Option<u64>> {
+        crate::table::Key::new(name)?;
+        let s = &self.shared;
+        // A new grant between the read and the revocation: revoke that one instead.
+        loop {
+            let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
+            let story = s.run(0, async move { recipe::story_of(&mut c, &keys, &n).await })?;
+            let Some(live) = story.live else { return Ok(None) };
+            match self.revoke_token(name, live.create) {
+                Ok(()) => return Ok(Some(live.create)),
+                Err(Error::Lost { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Revokes the grant of `name` only if its token is `token`; otherwise fails with
+    /// [`Error::Lost`] saying what is true instead.
+    pub fn revoke_token(&self, name: &str, token: u64) -> Result<()> {
+        crate::table::Key::new(name)?;
+        let s = &self.shared;
+        let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
+        s.run(token, async move { recipe::end(&mut c, &keys, &n, End::Revoked(token), None).await })
+    }
+
+    /// The lease on `name`, if the table has ever granted it.
+    pub fn get(&self, name: &str) -> Result<Option<LeaseInfo>> {
+        crate::table::Key::new(name)?;
+        let s = &self.shared;
+        let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
+        let story = s.run(0, async move { recipe::story_of(&mut c, &keys, &n).await })?;
+        if story.grants.is_none() && story.live.is_none() {
+            return Ok(None);
+        }
+        let left = self.time_left(story.live.as_ref().map(|kv| kv.lease).into_iter().collect())?;
+        Ok(Some(info_of(name, &story, left.first().copied().flatten())))
+    }
+
+    /// Time left (whole seconds) of each etcd lease, all asked at once.
+    fn time_left(&self, ids: Vec<i64>) -> Result<Vec<Option<i64>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = &self.shared;
+        let c = s.conn()?.client();
+        s.run(0, async move {
+            let asks: Vec<_> = ids
+                .into_iter()
+                .map(|id| {
+                    let mut c = c.clone();
+                    tokio::spawn(async move { recipe::time_left(&mut c, id).await })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for a in asks {
+                out.push(a.await.map_err(|e| Fail::Net(e.to_string()))??);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every name the table has granted, by name, whatever its state.
+    pub fn list(&self) -> Result<Vec<LeaseInfo>> {
+        let s = &self.shared;
+        let (keys, mut c) = (s.keys.clone(), s.conn()?.client());
+        let all = s.run(0, async move { recipe::stories(&mut c, &keys).await })?;
+        let ids: Vec<i64> =
+            all.iter().filter_map(|(_, st)| st.live.as_ref().map(|kv| kv.lease)).collect();
+        let mut left = self.time_left(ids)?.into_iter();
+        Ok(all
+            .iter()
+            .map(|(name, st)| {
+                let l = if st.live.is_some() { left.next().flatten() } else { None };
+                info_of(name, st, l)
+            })
+            .collect())
+    }
+
+    /// Facts about the table (one read of every key).
+    pub fn info(&self) -> Result<TableInfo> {
+        let all = self.list()?;
+        let d = &self.shared.descriptor;
+        Ok(TableInfo {
+            location: crate::options::Location::Path(self.shared.text.clone().into()),
+            format_version: d.format,
+            capacity: d.capacity,
+            names: all.len() as u32,
+            held: all.iter().filter(|l| l.state == LeaseState::Held).count() as u32,
+            size_bytes: 0,
+            slot_size: 0,
+            boot_id: String::new(),
+            clock: "etcd lease TTL",
+            creator_pid: d.creator_pid,
+            creator_uid: d.creator_uid,
+            created_at: std::time::UNIX_EPOCH + Duration::from_millis(d.created_ms),
+            counters: crate::info::Counters {
+                grants: all.iter().map(|l| l.transitions).sum(),
+                ..Default::default()
+            },
+        })
+    }
+}
+
+/// A name's story as a [`LeaseInfo`]; `left` is the live grant's etcd lease time left.
+fn info_of(name: &str, story: &recipe::Story, left: Option<i64>) -> LeaseInfo {
+    let now = std::time::SystemTime::now();
+    let latest = story.grants.as_ref();
+    let (token, state, record, remaining) = match (&story.live, left) {
+        (Some(kv), Some(secs)) => (
+            kv.create,
+            LeaseState::Held,
+            HolderRecord::decode(&kv.value),
+            Duration::from_secs(secs.max(0) as u64),
+        ),
+        // The key outlived its etcd lease by a moment: expired.
+        (Some(kv), None) => {
+            (kv.create, LeaseState::Expired, HolderRecord::decode(&kv.value), Duration::ZERO)
+        }
+        (None, _) => {
+            let token = latest.map(|kv| kv.modified).unwrap_or(0);
+            let state = match story.end {
+                Some(End::Released(t)) if t == token => LeaseState::Free,
+                Some(End::Revoked(t)) if t == token => LeaseState::Revoked,
+                _ => LeaseState::Expired,
+            };
+            (token, state, latest.and_then(|kv| HolderRecord::decode(&kv.value)), Duration::ZERO)
+        }
+    };
+    LeaseInfo {
+        name: name.to_owned(),
+        token,
+        state,
+        holder: record.as_ref().map(|r| r.holder()),
+        acquired_at: record.as_ref().and_then(|r| r.acquired_at()),
+        renewed_at: record.as_ref().and_then(|r| r.renewed_at()),
+        expires_at: (state == LeaseState::Held).then(|| now + remaining),
+        remaining,
+        transitions: latest.map(|kv| kv.version).unwrap_or(0),
+        slot: 0,
+    }
+}

@@ -1,0 +1,422 @@
+//! The lease protocol on etcd: every request the backend makes, each recipe a few lines
+//! over one primitive — a key created only if absent, attached to an etcd lease, whose
+//! create revision is the fencing token. The keys are laid out in [`super::keys`].
+//!
+//! | operation | requests (round trips) |
+//! |---|---|
+//! | grant | `LeaseGrant`, then `Txn{ if create_rev(lease/N) = 0 then put lease/N (lease L), put grants/N else get lease/N }` (2) |
+//! | renew, same TTL | `LeaseKeepAlive(L)` ∥ `Txn{ if create_rev = token then put lease/N (renewed-at, lease L) }` (1, two requests in flight) |
+//! | renew, other TTL | `LeaseGrant(L')`, then `Txn{ if create_rev = token ∧ lease = L then put lease/N (lease L') }`, `LeaseRevoke(L)` in the background (2) |
+//! | release | `Txn{ if create_rev = token then delete lease/N, put ends/N }`, `LeaseRevoke(L)` in the background (1) |
+//! | revoke NAME | `Range lease/N`, then the release transaction with the token found (2) |
+//! | wait | `Watch lease/N` from the revision after the refusal, deletes only (no polling) |
+//!
+//! Every refusal's `else` branch reads `lease/N`, `grants/N` and `ends/N`, so the caller
+//! learns why (expired, revoked, released, taken over, never issued) without another
+//! request. Replies are untrusted: a missing header, a negative revision or an odd
+//! value is an error ([`Fail::Odd`]), never a panic.
+
+use std::time::Instant;
+
+use etcd_client::proto::PbTxnOpResponse;
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    TxnResponse, WatchFilterType, WatchOptions,
+};
+
+use super::keys::{End, HolderRecord, Keys};
+use super::Fail;
+use crate::error::LostReason;
+
+/// One key as read back.
+#[derive(Clone, Debug)]
+pub struct Kv {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub create: u64,
+    pub modified: u64,
+    pub version: u64,
+    pub lease: i64,
+}
+
+/// The keys of every range in a transaction's responses, in order (an empty list for
+/// a response that is not a range, or a key with impossible revisions).
+fn ranges(resp: &TxnResponse) -> Vec<Vec<Kv>> {
+    resp.0
+        .responses
+        .iter()
+        .map(|op| match &op.response {
+            Some(PbTxnOpResponse::ResponseRange(r)) => r
+                .kvs
+                .iter()
+                .filter(|kv| kv.create_revision > 0 && kv.mod_revision >= kv.create_revision)
+                .map(|kv| Kv {
+                    key: kv.key.clone(),
+                    value: kv.value.clone(),
+                    create: kv.create_revision as u64,
+                    modified: kv.mod_revision as u64,
+                    version: kv.version.max(0) as u64,
+                    lease: kv.lease,
+                })
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// The revision a transaction was applied at.
+fn revision(resp: &TxnResponse) -> Result<u64, Fail> {
+    match resp.header().map(|h| h.revision()) {
+        Some(r) if r > 0 => Ok(r as u64),
+        other => Err(Fail::Odd(format!("a transaction reply with revision {other:?}"))),
+    }
+}
+
+fn first(ranges: &[Vec<Kv>], i: usize) -> Option<&Kv> {
+    ranges.get(i).and_then(|r| r.first())
+}
+
+/// The three reads that say what became of a grant: `lease/N`, `grants/N`, `ends/N`.
+fn story(keys: &Keys, name: &str) -> [TxnOp; 3] {
+    [
+        TxnOp::get(keys.lease(name), None),
+        TxnOp::get(keys.grants(name), None),
+        TxnOp::get(keys.ends(name), None),
+    ]
+}
+
+/// What the three reads of [`story`] (at `at` in `ranges`) say about the grant `token`:
+/// `None` if it is still live.
+fn why_not_live(ranges: &[Vec<Kv>], at: usize, token: u64) -> Option<LostReason> {
+    if first(ranges, at).is_some_and(|kv| kv.create == token) {
+        return None;
+    }
+    let Some(grants) = first(ranges, at + 1) else { return Some(LostReason::NoSuchName) };
+    let latest = grants.modified;
+    Some(if token > latest {
+        LostReason::NotIssued { latest }
+    } else if token < latest {
+        LostReason::TakenOver
+    } else {
+        match first(ranges, at + 2).and_then(|kv| End::decode(&kv.value)) {
+            Some(End::Released(t)) if t == token => LostReason::Released,
+            Some(End::Revoked(t)) if t == token => LostReason::Revoked,
+            // The latest grant, gone without a release or revocation: its lease expired.
+            _ => LostReason::Expired,
+        }
+    })
+}
+
+/// An etcd lease: its id and the TTL the server granted, and when we asked for it.
+#[derive(Clone, Copy, Debug)]
+pub struct EtcdLeaseGrant {
+    pub id: i64,
+    pub ttl_s: i64,
+    pub sent: Instant,
+}
+
+async fn lease_grant(c: &mut Client, ttl_s: i64) -> Result<EtcdLeaseGrant, Fail> {
+    let sent = Instant::now();
+    let resp = c.lease_grant(ttl_s, None).await?;
+    if !resp.error().is_empty() {
+        return Err(Fail::Net(format!("the cluster refused a lease: {}", resp.error())));
+    }
+    // Never trust a TTL shorter than asked for: etcd only ever rounds up.
+    if resp.id() == 0 || resp.ttl() < ttl_s {
+        return Err(Fail::Odd(format!(
+            "a lease grant of {ttl_s}s answered with id {} and TTL {}s",
+            resp.id(),
+            resp.ttl()
+        )));
+    }
+    Ok(EtcdLeaseGrant { id: resp.id(), ttl_s: resp.ttl(), sent })
+}
+
+/// Revokes an etcd lease in the background: it holds no key we still need, and if the
+/// request is lost the lease simply expires.
+pub fn revoke_later(c: &Client, id: i64) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut c = c.clone();
+    async move {
+        let _ = c.lease_revoke(id).await;
+    }
+}
+
+/// A grant, or who holds the name instead.
+pub enum Grant {
+    Won { token: u64, lease: EtcdLeaseGrant, record: HolderRecord },
+    Held { token: u64, lease: i64, holder: Option<HolderRecord>, revision: u64 },
+}
+
+/// Grants `name` for `ttl_s` seconds (rounded up by the server to its minimum).
+pub async fn grant(
+    c: &mut Client,
+    keys: &Keys,
+    name: &str,
+    ttl_s: i64,
+    make_record: impl FnOnce(i64) -> HolderRecord,
+) -> Result<Grant, Fail> {
+    let lease = lease_grant(c, ttl_s).await?;
+    let record = make_record(lease.ttl_s);
+    let key = keys.lease(name);
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+        .and_then([
+            TxnOp::put(key.clone(), record.encode(), Some(PutOptions::new().with_lease(lease.id))),
+            TxnOp::put(keys.grants(name), record.encode(), None),
+        ])
+        .or_else([TxnOp::get(key, None)]);
+    let resp = match c.txn(txn).await {
+        Ok(r) => r,
+        Err(e) => {
+            tokio::spawn(revoke_later(c, lease.id));
+            return Err(e.into());
+        }
+    };
+    let at = revision(&resp)?;
+    if resp.succeeded() {
+        return Ok(Grant::Won { token: at, lease, record });
+    }
+    tokio::spawn(revoke_later(c, lease.id));
+    match first(&ranges(&resp), 0) {
+        Some(kv) => Ok(Grant::Held {
+            token: kv.create,
+            lease: kv.lease,
+            holder: HolderRecord::decode(&kv.value),
+            revision: at,
+        }),
+        // Deleted between the compare and the read is impossible in one transaction.
+        None => Err(Fail::Odd("a refused grant whose holder's key is missing".into())),
+    }
+}
+
+/// How long the lease `id` has left, in whole seconds (`None` once it is gone).
+pub async fn time_left(c: &mut Client, id: i64) -> Result<Option<i64>, Fail> {
+    if id == 0 {
+        return Ok(None);
+    }
+    let resp = c.lease_time_to_live(id, None).await?;
+    Ok((resp.ttl() >= 0).then_some(resp.ttl()))
+}
+
+/// Waits until `key` is deleted after revision `after` (`Ok(true)`), or until
+/// `deadline` (`Ok(false)`). A cancelled watch (compaction) also returns `true`: the
+/// caller looks again.
+pub async fn wait_deleted(
+    c: &mut Client,
+    key: Vec<u8>,
+    after: u64,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<bool, Fail> {
+    let options = WatchOptions::new()
+        .with_start_revision(after as i64 + 1)
+        .with_filters([WatchFilterType::NoPut]);
+    let wait = async {
+        let mut stream = c.watch(key, Some(options)).await?;
+        loop {
+            match stream.message().await? {
+                None => return Err(Fail::Net("the watch stream ended".into())),
+                Some(resp) if resp.canceled() => return Ok(true),
+                Some(resp) => {
+                    if resp.events().iter().any(|e| e.event_type() == EventType::Delete) {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    };
+    match deadline {
+        None => wait.await,
+        Some(d) => match tokio::time::timeout_at(d, wait).await {
+            Ok(r) => r,
+            Err(_) => Ok(false),
+        },
+    }
+}
+
+/// Keeps the etcd lease `id` alive once and checks that `name` still carries `token`
+/// (attached to `id`), recording the renewal. Both requests are in flight at once;
+/// returns when the keep-alive was sent.
+pub async fn renew_same(
+    c: &mut Client,
+    keys: &Keys,
+    name: &str,
+    token: u64,
+    id: i64,
+    record: &HolderRecord,
+) -> Result<Instant, Fail> {
+    let sent = Instant::now();
+    let key = keys.lease(name);
+    let check = Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, token as i64)])
+        .and_then([TxnOp::put(
+            key,
+            record.renewed_now().encode(),
+            Some(PutOptions::new().with_lease(id)),
+        )])
+        .or_else(story(keys, name));
+    let mut c2 = c.clone();
+    let (alive, checked) = tokio::join!(c.lease_keep_alive(id), c2.txn(check));
+    let checked = checked?;
+    if !checked.succeeded() {
+        return Err(lost(&checked, token));
+    }
+    alive?;
+    Ok(sent)
+}
+
+fn lost(resp: &TxnResponse, token: u64) -> Fail {
+    Fail::Lost(why_not_live(&ranges(resp), 0, token).unwrap_or(LostReason::TakenOver))
+}
+
+/// Moves `name`'s grant `token` from etcd lease `old` to a new one of `ttl_s`: a renewal
+/// with another TTL. The old lease is revoked once the key has moved.
+pub async fn renew_relet(
+    c: &mut Client,
+    keys: &Keys,
+    name: &str,
+    token: u64,
+    old: i64,
+    ttl_s: i64,
+    record: &HolderRecord,
+) -> Result<EtcdLeaseGrant, Fail> {
+    let lease = lease_grant(c, ttl_s).await?;
+    let key = keys.lease(name);
+    let record = HolderRecord { ttl_s: lease.ttl_s, asked_s: ttl_s, ..record.renewed_now() };
+    let txn = Txn::new()
+        .when([
+            Compare::create_revision(key.clone(), CompareOp::Equal, token as i64),
+            Compare::lease(key.clone(), CompareOp::Equal, old),
+        ])
+        .and_then([TxnOp::put(key, record.encode(), Some(PutOptions::new().with_lease(lease.id)))])
+        .or_else(story(keys, name));
+    let resp = c.txn(txn).await;
+    match resp {
+        Ok(r) if r.succeeded() => {
+            tokio::spawn(revoke_later(c, old));
+            Ok(lease)
+        }
+        Ok(r) => {
+            tokio::spawn(revoke_later(c, lease.id));
+            Err(lost(&r, token))
+        }
+        Err(e) => {
+            tokio::spawn(revoke_later(c, lease.id));
+            Err(e.into())
+        }
+    }
+}
+
+/// Reads `name`'s live grant: its key, or why `token` is not live.
+pub async fn read_grant(c: &mut Client, keys: &Keys, name: &str, token: u64) -> Result<Kv, Fail> {
+    let resp = c.txn(Txn::new().and_then(story(keys, name))).await?;
+    let r = ranges(&resp);
+    match why_not_live(&r, 0, token) {
+        None => first(&r, 0).cloned().ok_or_else(|| Fail::Odd("a grant read back empty".into())),
+        Some(reason) => Err(Fail::Lost(reason)),
+    }
+}
+
+/// Rewrites the holder record of the live grant `token` (detaching it).
+pub async fn rewrite(
+    c: &mut Client,
+    keys: &Keys,
+    name: &str,
+    token: u64,
+    id: i64,
+    record: &HolderRecord,
+) -> Result<(), Fail> {
+    let key = keys.lease(name);
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, token as i64)])
+        .and_then([TxnOp::put(key, record.encode(), Some(PutOptions::new().with_lease(id)))])
+        .or_else(story(keys, name));
+    let resp = c.txn(txn).await?;
+    if resp.succeeded() {
+        Ok(())
+    } else {
+        Err(lost(&resp, token))
+    }
+}
+
+/// Ends the grant `token` of `name`, as `end` says (released or revoked); `unchanged`
+/// also requires the key not to have been modified since that revision. The grant's
+/// etcd lease is revoked in the background.
+pub async fn end(
+    c: &mut Client,
+    keys: &Keys,
+    name: &str,
+    end: End,
+    unchanged: Option<u64>,
+) -> Result<(), Fail> {
+    let token = end.token();
+    let key = keys.lease(name);
+    let mut when = vec![Compare::create_revision(key.clone(), CompareOp::Equal, token as i64)];
+    if let Some(m) = unchanged {
+        when.push(Compare::mod_revision(key.clone(), CompareOp::Equal, m as i64));
+    }
+    let txn = Txn::new()
+        .when(when)
+        .and_then([
+            TxnOp::delete(key, Some(DeleteOptions::new().with_prev_key())),
+            TxnOp::put(keys.ends(name), end.encode(), None),
+        ])
+        .or_else(story(keys, name));
+    let resp = c.txn(txn).await?;
+    if !resp.succeeded() {
+        return Err(lost(&resp, token));
+    }
+    let lease = resp.0.responses.first().and_then(|op| match &op.response {
+        Some(PbTxnOpResponse::ResponseDeleteRange(d)) => d.prev_kvs.first().map(|kv| kv.lease),
+        _ => None,
+    });
+    if let Some(id) = lease.filter(|id| *id != 0) {
+        tokio::spawn(revoke_later(c, id));
+    }
+    Ok(())
+}
+
+/// Everything a table knows of one name: `lease/N`, `grants/N`, `ends/N`.
+pub struct Story {
+    pub live: Option<Kv>,
+    pub grants: Option<Kv>,
+    pub end: Option<End>,
+}
+
+/// The story of one name.
+pub async fn story_of(c: &mut Client, keys: &Keys, name: &str) -> Result<Story, Fail> {
+    let resp = c.txn(Txn::new().and_then(story(keys, name))).await?;
+    let r = ranges(&resp);
+    Ok(Story {
+        live: first(&r, 0).cloned(),
+        grants: first(&r, 1).cloned(),
+        end: first(&r, 2).and_then(|kv| End::decode(&kv.value)),
+    })
+}
+
+/// The stories of every name, in one read (one consistent revision), sorted by name.
+pub async fn stories(c: &mut Client, keys: &Keys) -> Result<Vec<(String, Story)>, Fail> {
+    let dirs = [keys.lease_dir(), keys.grants_dir(), keys.ends_dir()];
+    let ops: Vec<TxnOp> =
+        dirs.iter().map(|d| TxnOp::get(d.clone(), Some(GetOptions::new().with_prefix()))).collect();
+    let resp = c.txn(Txn::new().and_then(ops)).await?;
+    let r = ranges(&resp);
+    let mut by_name: std::collections::BTreeMap<String, Story> = Default::default();
+    let empty = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        for kv in r.get(i).unwrap_or(&empty) {
+            let Some(name) = Keys::name_in(dir, &kv.key) else { continue };
+            let s = by_name.entry(name.to_owned()).or_insert(Story {
+                live: None,
+                grants: None,
+                end: None,
+            });
+            match i {
+                0 => s.live = Some(kv.clone()),
+                1 => s.grants = Some(kv.clone()),
+                _ => s.end = End::decode(&kv.value),
+            }
+        }
+    }
+    // A name is known once granted: ends/N without grants/N is debris.
+    Ok(by_name.into_iter().filter(|(_, s)| s.grants.is_some() || s.live.is_some()).collect())
+}

@@ -1,0 +1,743 @@
+//! The etcd backend against a real three-member cluster (tests/common/etcd.rs): the API
+//! as it makes sense remotely, exclusivity and fencing among client processes judged by
+//! their own conservative validity intervals (one host, one clock), dead and stopped
+//! holders, faults of the members themselves (kill -9 and SIGSTOP, the leader
+//! included), an unreachable cluster, TLS, user/password auth, and fork.
+
+#![cfg(feature = "etcd")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::etcd::{Cluster, Setup};
+use common::{say, Kid, Watchdog};
+use shmlease::etcd::{EtcdLease, EtcdLocation, EtcdTable, DRIFT_PER_MILLE};
+use shmlease::{AcquireOptions, Error, LeaseState, LostReason, TableOptions};
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn loc(text: &str) -> EtcdLocation {
+    EtcdLocation::parse(text).unwrap()
+}
+
+fn table(cluster: &Cluster, prefix: &str) -> EtcdTable {
+    EtcdTable::open_or_create(&loc(&cluster.location(prefix)), &TableOptions::new()).unwrap()
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of the host.
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// An `Instant` on CLOCK_MONOTONIC, in nanoseconds (Instant is that clock on Linux).
+fn mono_of(t: Instant) -> u64 {
+    let (now, mono) = (Instant::now(), mono_ns());
+    if t >= now {
+        mono + (t - now).as_nanos() as u64
+    } else {
+        mono - (now - t).as_nanos() as u64
+    }
+}
+
+#[test]
+#[ignore = "a child process's entry point, run by the other tests"]
+fn child_main() {
+    match std::env::var(common::ROLE).as_deref() {
+        Ok("etcd_contend") => std::process::exit(role_contend()),
+        Ok("etcd_hold") => std::process::exit(role_hold()),
+        _ => common::run_child(),
+    }
+}
+
+fn env(key: &str) -> String {
+    std::env::var(format!("SHMLEASE_IT_{key}")).unwrap_or_else(|_| panic!("missing {key}"))
+}
+
+/// Takes `NAME` `COUNT` times, each for a short while, and reports each grant as
+/// `@@grant TOKEN START END`: the monotonic times between which this process believed
+/// it held the lease (from `acquire`'s return to the earlier of its deadline and the
+/// moment before it released). Retries through an unavailable cluster.
+fn role_contend() -> i32 {
+    let location = loc(&env("LOC"));
+    let name = env("NAME");
+    let count: u32 = env("COUNT").parse().unwrap();
+    let work = Duration::from_millis(env("WORK_MS").parse().unwrap());
+    let table = loop {
+        match EtcdTable::open(&location) {
+            Ok(t) => break t,
+            Err(Error::Unavailable { .. }) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("open: {e}"),
+        }
+    };
+    let mut done = 0;
+    while done < count {
+        let lease =
+            match table.acquire(&name, Duration::from_secs(2), Some(Duration::from_secs(30))) {
+                Ok(l) => l,
+                Err(Error::Unavailable { reason, .. }) => {
+                    say("unavailable", reason.replace('\n', " "));
+                    continue;
+                }
+                Err(e) => panic!("acquire: {e}"),
+            };
+        let start = mono_ns();
+        std::thread::sleep(work);
+        let end = mono_ns().min(mono_of(lease.deadline()));
+        let token = lease.token();
+        let released = lease.release();
+        say("grant", format!("{token} {start} {end}"));
+        if let Err(e) = released {
+            say("release_failed", e.to_string().replace('\n', " "));
+        }
+        done += 1;
+    }
+    0
+}
+
+/// Takes `NAME` and reports `@@held TOKEN DEADLINE`; then, once the file `GO` exists,
+/// renews and releases, reporting each outcome (`@@renew ...`, `@@release ...`).
+fn role_hold() -> i32 {
+    let table = EtcdTable::open(&loc(&env("LOC"))).unwrap();
+    let ttl = Duration::from_millis(env("TTL_MS").parse().unwrap());
+    let lease = table.try_acquire(&env("NAME"), ttl).unwrap();
+    say("held", format!("{} {}", lease.token(), mono_of(lease.deadline())));
+    let go = std::path::PathBuf::from(env("GO"));
+    assert!(common::wait_for_file(&go, LONG * 5), "no GO");
+    say("renew", outcome(lease.renew(ttl)));
+    say("release", outcome(lease.release()));
+    0
+}
+
+fn outcome(r: Result<(), Error>) -> String {
+    match r {
+        Ok(()) => "ok".into(),
+        Err(Error::Lost { reason, .. }) => format!("lost {reason:?}"),
+        Err(e) => format!("error {e}"),
+    }
+}
+
+/// `(token, start, end)` from a child's `@@grant` lines.
+fn grants_of(kid: &Kid) -> Vec<(u64, u64, u64)> {
+    kid.lines_so_far()
+        .iter()
+        .filter_map(|l| l.strip_prefix("@@grant "))
+        .map(|rest| {
+            let v: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap()).collect();
+            (v[0], v[1], v[2])
+        })
+        .collect()
+}
+
+/// No two validity intervals overlap, and tokens grow in the order of the grants.
+fn check_exclusive(mut grants: Vec<(u64, u64, u64)>) {
+    grants.sort_by_key(|g| g.1);
+    for w in grants.windows(2) {
+        let ((t0, _, e0), (t1, s1, _)) = (w[0], w[1]);
+        assert!(
+            e0 <= s1,
+            "overlap: token {t0} held until {e0}, token {t1} from {s1} ({} µs)",
+            (e0 - s1) / 1000
+        );
+        assert!(t0 < t1, "token regression: {t0} then {t1}");
+    }
+}
+
+fn contenders(wd: &Watchdog, cluster: &Cluster, prefix: &str, n: usize, count: u32) -> Vec<Kid> {
+    (0..n)
+        .map(|i| {
+            Kid::spawn(
+                wd,
+                &format!("contender {i}"),
+                "etcd_contend",
+                &[
+                    ("LOC", cluster.location(prefix)),
+                    ("NAME", "shared".into()),
+                    ("COUNT", count.to_string()),
+                    ("WORK_MS", "5".into()),
+                ],
+            )
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------
+// The API
+// ------------------------------------------------------------------------------------
+
+#[test]
+fn create_open_and_the_descriptor() {
+    let _wd = Watchdog::new("create_open", LONG * 2);
+    let cluster = Cluster::start("create-open", Setup::default());
+    let l = loc(&cluster.location("t1"));
+    assert!(matches!(EtcdTable::open(&l), Err(Error::NotFound { .. })));
+    let t = EtcdTable::create(&l, &TableOptions::new().capacity(10)).unwrap();
+    assert!(matches!(
+        EtcdTable::create(&l, &TableOptions::new()),
+        Err(Error::AlreadyExists { .. })
+    ));
+    let info = EtcdTable::open(&l).unwrap().info().unwrap();
+    assert_eq!((info.capacity, info.format_version, info.names), (10, 1, 0));
+    assert_eq!(info.creator_pid, std::process::id());
+    drop(t);
+
+    cluster.ctl(&["put", "/t2/.shmlease/table", "shmlease-etcd-table format=99"]);
+    let e = EtcdTable::open(&loc(&cluster.location("t2"))).unwrap_err();
+    assert!(matches!(e, Error::Incompatible { .. }), "{e}");
+    cluster.ctl(&["put", "/t3/.shmlease/table", "something else"]);
+    let e = EtcdTable::open(&loc(&cluster.location("t3"))).unwrap_err();
+    assert!(matches!(e, Error::NotATable { .. }), "{e}");
+
+    // Racing open_or_create from threads: one table.
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let l = loc(&cluster.location("t4"));
+            std::thread::spawn(move || {
+                EtcdTable::open_or_create(&l, &TableOptions::new()).map(|_| ())
+            })
+        })
+        .collect();
+    for r in racers {
+        r.join().unwrap().unwrap();
+    }
+
+    // remove refuses while a lease is held, then removes everything.
+    let t = table(&cluster, "t5");
+    let lease = t.try_acquire("job", Duration::from_secs(5)).unwrap();
+    let l5 = loc(&cluster.location("t5"));
+    match EtcdTable::remove(&l5) {
+        Err(Error::InUse { leases, .. }) => assert_eq!(leases[0].token, lease.token()),
+        other => panic!("{other:?}"),
+    }
+    lease.release().unwrap();
+    EtcdTable::remove(&l5).unwrap();
+    assert!(matches!(EtcdTable::open(&l5), Err(Error::NotFound { .. })));
+    assert_eq!(cluster.ctl(&["get", "--prefix", "/t5/"]), "");
+}
+
+#[test]
+fn grant_hold_release_and_what_others_see() {
+    let _wd = Watchdog::new("grant_hold", LONG * 2);
+    let cluster = Cluster::start("grant-hold", Setup::default());
+    let t = table(&cluster, "api");
+    let other = table(&cluster, "api"); // another connection
+    let before = Instant::now();
+    let lease = t
+        .acquire_with(
+            "job",
+            Duration::from_millis(1500),
+            &AcquireOptions::new().label("w1").unwrap(),
+        )
+        .unwrap();
+    // Whole seconds, rounded up; the holder's deadline is counted from before the
+    // request and less the drift allowance.
+    assert_eq!(lease.ttl(), Duration::from_secs(2));
+    let max = lease.ttl() * (1000 - DRIFT_PER_MILLE) / 1000;
+    assert!(lease.deadline() <= Instant::now() + max);
+    assert!(lease.deadline() <= before + max + (Instant::now() - before));
+    assert!(lease.is_valid());
+
+    // The token is the key's create revision.
+    let rev = cluster.ctl(&["get", "/api/.shmlease/lease/job", "-w", "fields"]);
+    assert!(rev.contains(&format!("\"CreateRevision\" : {}", lease.token())), "{rev}");
+
+    match other.try_acquire("job", Duration::from_secs(5)) {
+        Err(Error::Held { token, holder: Some(h), remaining }) => {
+            assert_eq!(token, lease.token());
+            assert_eq!(h.pid, std::process::id());
+            assert_eq!(h.label.as_str(), "w1");
+            assert!(!h.host.is_empty());
+            assert!(!h.detached);
+            assert!(remaining <= Duration::from_secs(2));
+        }
+        other => panic!("{other:?}"),
+    }
+    let info = other.get("job").unwrap().unwrap();
+    assert_eq!((info.state, info.token, info.transitions), (LeaseState::Held, lease.token(), 1));
+    assert!(info.acquired_at.is_some() && info.renewed_at.is_some() && info.expires_at.is_some());
+
+    let first = lease.token();
+    lease.renew(Duration::from_secs(2)).unwrap();
+    lease.renew(Duration::from_secs(4)).unwrap(); // another TTL: a new etcd lease
+    assert_eq!(lease.ttl(), Duration::from_secs(4));
+    assert!(lease.remaining() > Duration::from_secs(3));
+    assert_eq!(other.get("job").unwrap().unwrap().token, first, "renewal keeps the token");
+    lease.release().unwrap();
+    let info = other.get("job").unwrap().unwrap();
+    assert_eq!((info.state, info.token), (LeaseState::Free, first));
+
+    // Tokens grow across grants, and across names (one revision counter).
+    let a = other.try_acquire("job", Duration::from_secs(1)).unwrap();
+    let b = other.try_acquire("other", Duration::from_secs(1)).unwrap();
+    assert!(first < a.token() && a.token() < b.token());
+    assert_eq!(other.get("job").unwrap().unwrap().transitions, 2);
+    // A TTL under the server's minimum is granted the minimum, and said so.
+    assert!(b.ttl() >= Duration::from_secs(1));
+    drop(a); // released on drop
+    assert_eq!(t.get("job").unwrap().unwrap().state, LeaseState::Free);
+    let list = t.list().unwrap();
+    let names: Vec<_> = list.iter().map(|l| (l.name.as_str(), l.state)).collect();
+    assert_eq!(names, [("job", LeaseState::Free), ("other", LeaseState::Held)]);
+    assert_eq!(t.info().unwrap().counters.grants, 3);
+    assert_eq!(t.get("never").unwrap(), None);
+    assert!(matches!(t.try_acquire("", Duration::from_secs(1)), Err(Error::InvalidName { .. })));
+    assert!(matches!(t.try_acquire("x", Duration::ZERO), Err(Error::InvalidTtl { .. })));
+}
+
+#[test]
+fn expiry_revocation_and_stale_holders() {
+    let _wd = Watchdog::new("expiry_revocation", LONG * 2);
+    let cluster = Cluster::start("expiry", Setup::default());
+    let t = table(&cluster, "exp");
+    let other = table(&cluster, "exp");
+
+    // Expiry: the TTL alone frees the name; the stale holder learns it is lost.
+    let lease = t.try_acquire("job", Duration::from_secs(1)).unwrap();
+    let deadline = lease.deadline();
+    let next = other.acquire("job", Duration::from_secs(1), Some(LONG)).unwrap();
+    assert!(Instant::now() >= deadline, "granted before the holder's own deadline");
+    assert!(!lease.is_valid());
+    assert!(next.token() > lease.token());
+    assert!(matches!(
+        lease.renew(Duration::from_secs(1)),
+        Err(Error::Lost { reason: LostReason::Expired, .. })
+    ));
+    assert!(matches!(lease.release(), Err(Error::Lost { .. })));
+    assert!(matches!(
+        other.renew("job", next.token() - 1, Duration::from_secs(1)),
+        Err(Error::Lost { reason: LostReason::TakenOver, .. })
+    ));
+    assert!(matches!(
+        other.release("job", next.token() + 1000),
+        Err(Error::Lost { reason: LostReason::NotIssued { .. }, .. })
+    ));
+    drop(next);
+
+    // Revocation by anyone: the holder's renewal and release are refused, saying why.
+    let lease = t.try_acquire("rev", Duration::from_secs(30)).unwrap();
+    assert_eq!(other.revoke("rev").unwrap(), Some(lease.token()));
+    assert_eq!(other.revoke("rev").unwrap(), None);
+    assert_eq!(other.get("rev").unwrap().unwrap().state, LeaseState::Revoked);
+    match lease.renew(Duration::from_secs(30)) {
+        Err(Error::Lost { reason: LostReason::Revoked, token }) => assert_eq!(token, lease.token()),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(lease.release(), Err(Error::Lost { reason: LostReason::Revoked, .. })));
+    let again = other.try_acquire("rev", Duration::from_secs(30)).unwrap();
+    assert!(matches!(
+        t.revoke_token("rev", again.token() - 1),
+        Err(Error::Lost { reason: LostReason::TakenOver, .. })
+    ));
+    t.revoke_token("rev", again.token()).unwrap();
+    assert!(matches!(again.release(), Err(Error::Lost { reason: LostReason::Revoked, .. })));
+    assert!(matches!(
+        t.revoke_token("nothing", 5),
+        Err(Error::Lost { reason: LostReason::NoSuchName, .. })
+    ));
+}
+
+#[test]
+fn detached_leases_by_name_and_token_from_another_client() {
+    let _wd = Watchdog::new("detached", LONG * 2);
+    let cluster = Cluster::start("detached", Setup::default());
+    let t = table(&cluster, "det");
+    let other = table(&cluster, "det");
+    let bound = t.try_acquire("bound", Duration::from_secs(10)).unwrap();
+    // A lease bound to a process may be renewed by token from that same process.
+    other.renew("bound", bound.token(), Duration::from_secs(10)).unwrap();
+    let d = t.try_acquire("job", Duration::from_secs(2)).unwrap().detach().unwrap();
+    let info = other.get("job").unwrap().unwrap();
+    assert!(info.holder.unwrap().detached);
+    // The detached lease outlives the value that took it, and anyone may renew it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let until = other.renew("job", d.token, Duration::from_secs(2)).unwrap();
+    assert!(until > Instant::now());
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(other.get("job").unwrap().unwrap().state, LeaseState::Held);
+    other.renew("job", d.token, Duration::from_secs(5)).unwrap(); // another TTL
+    other.release("job", d.token).unwrap();
+    assert!(matches!(
+        t.release("job", d.token),
+        Err(Error::Lost { reason: LostReason::Released, .. })
+    ));
+    bound.release().unwrap();
+}
+
+#[test]
+fn blocking_acquire_wakes_on_release_and_times_out() {
+    let _wd = Watchdog::new("blocking", LONG * 2);
+    let cluster = Cluster::start("blocking", Setup::default());
+    let t = table(&cluster, "blk");
+    let lease = t.try_acquire("job", Duration::from_secs(30)).unwrap();
+    let token = lease.token();
+
+    let start = Instant::now();
+    match t.acquire("job", Duration::from_secs(5), Some(Duration::from_millis(700))) {
+        Err(Error::TimedOut { waited, token: held, holder }) => {
+            assert!(waited >= Duration::from_millis(700));
+            assert_eq!(held, token);
+            assert_eq!(holder.unwrap().pid, std::process::id());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(start.elapsed() >= Duration::from_millis(700));
+
+    let waiter = {
+        let t = t.clone();
+        std::thread::spawn(move || {
+            let l = t.acquire("job", Duration::from_secs(5), Some(LONG)).unwrap();
+            (Instant::now(), l.token())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let released = Instant::now();
+    lease.release().unwrap();
+    let (got, next) = waiter.join().unwrap();
+    assert!(got >= released && next > token);
+
+    // A revocation wakes a waiter too.
+    let holder = t.try_acquire("job2", Duration::from_secs(30)).unwrap();
+    let waiter = {
+        let t = t.clone();
+        std::thread::spawn(move || t.acquire("job2", Duration::from_secs(5), None).unwrap().token())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    t.revoke("job2").unwrap();
+    assert!(waiter.join().unwrap() > holder.token());
+}
+
+#[test]
+fn keep_alive_holds_past_the_ttl_and_reports_revocation_at_once() {
+    let _wd = Watchdog::new("keep_alive", LONG * 2);
+    let cluster = Cluster::start("keepalive", Setup::default());
+    let t = table(&cluster, "ka");
+    let other = table(&cluster, "ka");
+    let mut lease = t.try_acquire("job", Duration::from_secs(1)).unwrap();
+    lease.keep_alive(Duration::from_secs(1)).unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        assert!(lease.is_valid(), "lost after {:?}: {:?}", start.elapsed(), lease.lost());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(matches!(other.try_acquire("job", Duration::from_secs(1)), Err(Error::Held { .. })));
+    assert!(
+        other.get("job").unwrap().unwrap().renewed_at
+            > other.get("job").unwrap().unwrap().acquired_at
+    );
+    other.revoke("job").unwrap();
+    assert_eq!(lease.wait_lost(Some(LONG)), Some(LostReason::Revoked));
+    assert!(!lease.is_valid());
+
+    // Released: the keep-alive stops, and nothing renews the name afterwards.
+    let mut lease = t.try_acquire("job", Duration::from_secs(1)).unwrap();
+    lease.keep_alive(Duration::from_secs(1)).unwrap();
+    lease.release().unwrap();
+    let next = other.try_acquire("job", Duration::from_secs(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(other.get("job").unwrap().unwrap().token, next.token());
+}
+
+#[test]
+fn an_unreachable_cluster_fails_renewals_and_loses_the_lease_at_its_deadline() {
+    let _wd = Watchdog::new("unreachable", LONG * 2);
+    let mut cluster = Cluster::start("unreachable", Setup::default());
+    let t = EtcdTable::open_or_create(
+        &loc(&(cluster.location("un") + "?timeout=500ms")),
+        &TableOptions::new(),
+    )
+    .unwrap();
+    let mut lease = t.try_acquire("job", Duration::from_secs(2)).unwrap();
+    let plain = t.try_acquire("plain", Duration::from_secs(2)).unwrap();
+    lease.keep_alive(Duration::from_secs(2)).unwrap();
+    for i in 0..3 {
+        cluster.pause(i);
+    }
+    match plain.renew(Duration::from_secs(2)) {
+        Err(Error::Unavailable { .. }) | Err(Error::Lost { reason: LostReason::Expired, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(lease.wait_lost(Some(LONG)), Some(LostReason::Expired));
+    let lost_at = Instant::now();
+    assert!(lost_at >= lease.deadline());
+    assert!(!lease.is_valid());
+    std::thread::sleep(plain.deadline().saturating_duration_since(Instant::now()));
+    assert!(!plain.is_valid());
+    assert!(matches!(
+        plain.renew(Duration::from_secs(2)),
+        Err(Error::Lost { reason: LostReason::Expired, .. })
+    ));
+    assert!(matches!(t.get("job"), Err(Error::Unavailable { .. })));
+    for i in 0..3 {
+        cluster.resume(i);
+    }
+    cluster.wait_healthy(LONG);
+    // Back: the name is free once the server has expired it.
+    let again = t.acquire("job", Duration::from_secs(2), Some(LONG)).unwrap();
+    assert!(again.token() > 0);
+}
+
+// ------------------------------------------------------------------------------------
+// Processes
+// ------------------------------------------------------------------------------------
+
+#[test]
+fn contention_from_processes_is_exclusive_with_growing_tokens() {
+    let wd = Watchdog::new("contention", LONG * 3);
+    let cluster = Cluster::start("contention", Setup::default());
+    drop(table(&cluster, "con"));
+    let mut kids = contenders(&wd, &cluster, "con", 4, 15);
+    let mut all = Vec::new();
+    for k in &mut kids {
+        k.wait_ok(LONG * 2);
+        let g = grants_of(k);
+        assert_eq!(g.len(), 15, "{}", k.transcript());
+        all.extend(g);
+    }
+    check_exclusive(all);
+}
+
+#[test]
+fn exclusivity_check_catches_an_overlap() {
+    // The checker of the contention tests fails on what it must catch.
+    let overlap = std::panic::catch_unwind(|| check_exclusive(vec![(1, 0, 10), (2, 5, 20)]));
+    assert!(overlap.is_err());
+    let regression = std::panic::catch_unwind(|| check_exclusive(vec![(2, 0, 10), (1, 10, 20)]));
+    assert!(regression.is_err());
+    check_exclusive(vec![(1, 0, 10), (2, 10, 20)]);
+}
+
+#[test]
+fn a_holder_killed_with_sigkill_is_reclaimed_after_its_ttl() {
+    let wd = Watchdog::new("sigkill", LONG * 2);
+    let cluster = Cluster::start("sigkill", Setup::default());
+    let t = table(&cluster, "kill");
+    let go = cluster.dir().join("never");
+    let mut kid = Kid::spawn(
+        &wd,
+        "holder",
+        "etcd_hold",
+        &[
+            ("LOC", cluster.location("kill")),
+            ("NAME", "job".into()),
+            ("TTL_MS", "2000".into()),
+            ("GO", go.display().to_string()),
+        ],
+    );
+    let held = kid.expect("held", LONG);
+    let (token, deadline): (u64, u64) = {
+        let v: Vec<u64> = held.split(' ').map(|x| x.parse().unwrap()).collect();
+        (v[0], v[1])
+    };
+    kid.signal(libc::SIGKILL);
+    kid.wait(LONG);
+    // No early reclaim across hosts: held until the TTL runs out.
+    assert!(matches!(t.try_acquire("job", Duration::from_secs(2)), Err(Error::Held { .. })));
+    let next = t.acquire("job", Duration::from_secs(2), Some(LONG)).unwrap();
+    assert!(mono_ns() >= deadline, "reclaimed before the dead holder's own deadline");
+    assert!(next.token() > token);
+    assert_eq!(t.get("job").unwrap().unwrap().holder.unwrap().pid, std::process::id());
+}
+
+#[test]
+fn a_holder_stopped_past_its_ttl_finds_its_renewal_and_release_lost() {
+    let wd = Watchdog::new("sigstop", LONG * 2);
+    let cluster = Cluster::start("sigstop", Setup::default());
+    let t = table(&cluster, "stop");
+    let go = cluster.dir().join("go");
+    let mut kid = Kid::spawn(
+        &wd,
+        "holder",
+        "etcd_hold",
+        &[
+            ("LOC", cluster.location("stop")),
+            ("NAME", "job".into()),
+            ("TTL_MS", "1000".into()),
+            ("GO", go.display().to_string()),
+        ],
+    );
+    let held = kid.expect("held", LONG);
+    let token: u64 = held.split(' ').next().unwrap().parse().unwrap();
+    kid.signal(libc::SIGSTOP);
+    kid.wait_state(b'T', LONG);
+    let next = t.acquire("job", Duration::from_secs(5), Some(LONG)).unwrap();
+    assert!(next.token() > token);
+    common::touch(&go);
+    kid.signal(libc::SIGCONT);
+    assert!(kid.expect("renew", LONG).starts_with("lost"), "{}", kid.transcript());
+    assert!(kid.expect("release", LONG).starts_with("lost"), "{}", kid.transcript());
+    kid.wait_ok(LONG);
+    // The new holder was never disturbed.
+    next.renew(Duration::from_secs(5)).unwrap();
+    assert_eq!(t.get("job").unwrap().unwrap().token, next.token());
+}
+
+#[test]
+fn member_faults_during_contention_keep_exclusivity_and_tokens() {
+    let wd = Watchdog::new("member_faults", LONG * 5);
+    let mut cluster = Cluster::start("faults", Setup::default());
+    drop(table(&cluster, "flt"));
+    let mut kids = contenders(&wd, &cluster, "flt", 4, 40);
+    let progress = |kids: &[Kid]| kids.iter().map(|k| grants_of(k).len()).sum::<usize>();
+    let wait_progress = |kids: &[Kid], more: usize| {
+        let from = progress(kids);
+        let end = Instant::now() + LONG;
+        while progress(kids) < from + more && kids.iter().any(|k| grants_of(k).len() < 40) {
+            assert!(Instant::now() < end, "no progress with a quorum");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_progress(&kids, 5);
+    // kill -9 of the leader; progress with the other two; back.
+    let leader = cluster.wait_leader(LONG);
+    cluster.kill(leader);
+    wait_progress(&kids, 5);
+    cluster.restart(leader);
+    cluster.wait_healthy(LONG);
+    // SIGSTOP of the (new) leader: the others elect another one.
+    let leader = cluster.wait_leader(LONG);
+    cluster.pause(leader);
+    wait_progress(&kids, 5);
+    cluster.resume(leader);
+    // kill -9 of a follower, then of a second member: no quorum, no progress…
+    let follower = (0..3).find(|i| Some(*i) != cluster.leader()).unwrap();
+    cluster.kill(follower);
+    wait_progress(&kids, 3);
+    let second = (0..3).find(|i| *i != follower).unwrap();
+    cluster.kill(second);
+    std::thread::sleep(Duration::from_secs(2));
+    // …until a quorum is back.
+    cluster.restart(follower);
+    cluster.restart(second);
+    cluster.wait_healthy(LONG);
+    let mut all = Vec::new();
+    for k in &mut kids {
+        k.wait_ok(LONG * 3);
+        all.extend(grants_of(k));
+    }
+    assert_eq!(all.len(), 160);
+    check_exclusive(all);
+}
+
+// ------------------------------------------------------------------------------------
+// Security and fork
+// ------------------------------------------------------------------------------------
+
+#[test]
+fn tls_with_client_certificates() {
+    if std::process::Command::new("openssl").arg("version").output().is_err() {
+        panic!("openssl is needed to make the test certificates (apt-get install openssl)");
+    }
+    let _wd = Watchdog::new("tls", LONG * 2);
+    let cluster = Cluster::start("tls", Setup { tls: true, ..Setup::default() });
+    let t = table(&cluster, "sec");
+    let lease = t.try_acquire("job", Duration::from_secs(2)).unwrap();
+    assert_eq!(t.get("job").unwrap().unwrap().token, lease.token());
+    lease.release().unwrap();
+
+    let certs = cluster.certs.as_ref().unwrap();
+    // The wrong CA: the servers are not trusted.
+    let wrong = cluster
+        .location("sec")
+        .replace(&certs.ca.display().to_string(), &certs.other_ca.display().to_string());
+    let e = EtcdTable::open(&loc(&(wrong + "&timeout=2s"))).unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. } | Error::Permission { .. }), "{e}");
+    // No client certificate: the servers refuse us.
+    let anonymous = format!("etcds://{}/sec?ca={}&timeout=2s", cluster.hosts(), certs.ca.display());
+    assert!(EtcdTable::open(&loc(&anonymous)).is_err());
+    // Plain text against TLS servers.
+    let plain = format!("etcd://{}/sec?timeout=2s", cluster.hosts());
+    assert!(EtcdTable::open(&loc(&plain)).is_err());
+}
+
+#[test]
+fn user_and_password_auth() {
+    let _wd = Watchdog::new("auth", LONG * 2);
+    let mut cluster = Cluster::start("auth", Setup::default());
+    cluster.enable_auth("app", "s3cret", "authed");
+    let pw = cluster.dir().join("password");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let good = format!("{}?user=app&password_file={}", cluster.location("authed"), pw.display());
+    let t = EtcdTable::open_or_create(&loc(&good), &TableOptions::new()).unwrap();
+    t.try_acquire("job", Duration::from_secs(2)).unwrap().release().unwrap();
+
+    std::fs::write(&pw, "wrong\n").unwrap();
+    let e = EtcdTable::open(&loc(&good)).unwrap_err();
+    assert!(matches!(e, Error::Permission { .. }), "{e}");
+    // Anonymous, or outside the user's prefix: refused.
+    let e = EtcdTable::open(&loc(&cluster.location("authed"))).unwrap_err();
+    assert!(matches!(e, Error::Permission { .. }), "{e}");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let outside =
+        format!("{}?user=app&password_file={}", cluster.location("elsewhere"), pw.display());
+    let e = EtcdTable::open_or_create(&loc(&outside), &TableOptions::new()).unwrap_err();
+    assert!(matches!(e, Error::Permission { .. }), "{e}");
+}
+
+#[test]
+fn a_forked_child_uses_the_table_and_leaves_the_parents_lease_alone() {
+    let _wd = Watchdog::new("fork", LONG * 2);
+    let cluster = Cluster::start("fork", Setup::default());
+    let t = table(&cluster, "fork");
+    let lease = t.try_acquire("parent", Duration::from_secs(10)).unwrap();
+    // SAFETY: the child only runs this test's code and then _exits; it never returns
+    // into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let code =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fork_child(&t, &lease)))
+                .unwrap_or(99);
+        std::mem::forget(lease);
+        // SAFETY: _exit ends the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    let end = Instant::now() + LONG;
+    loop {
+        // SAFETY: waitpid on our own child, into a local.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if Instant::now() > end {
+            common::signal(pid, libc::SIGKILL);
+            panic!("the forked child hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+    // The parent's connection and lease are intact.
+    lease.renew(Duration::from_secs(10)).unwrap();
+    let info = t.get("parent").unwrap().unwrap();
+    assert_eq!((info.state, info.token), (LeaseState::Held, lease.token()));
+    assert!(matches!(t.try_acquire("child", Duration::from_secs(1)), Err(Error::Held { .. })));
+    lease.release().unwrap();
+}
+
+/// In the forked child: the table works (over a connection of its own); the parent's
+/// lease can be read but not renewed, released or detached. Exit code 0 when all holds.
+fn fork_child(t: &EtcdTable, parent: &EtcdLease) -> i32 {
+    let mine = match t.try_acquire("child", Duration::from_secs(10)) {
+        Ok(l) => l,
+        Err(_) => return 1,
+    };
+    if !matches!(parent.renew(Duration::from_secs(10)), Err(Error::BoundToProcess { .. })) {
+        return 2;
+    }
+    if !parent.is_valid() || parent.token() == 0 {
+        return 3;
+    }
+    if t.get("parent").ok().flatten().map(|i| i.state) != Some(LeaseState::Held) {
+        return 4;
+    }
+    // Kept: the parent checks that it is held by this child's pid... then it is gone.
+    let token = mine.token();
+    mine.detach().map(|_| ()).unwrap_or(());
+    if t.get("child").ok().flatten().map(|i| i.token) != Some(token) {
+        return 5;
+    }
+    0
+}
