@@ -283,6 +283,22 @@ fn grant_hold_release_and_what_others_see() {
     assert_eq!(names, [("job", LeaseState::Free), ("other", LeaseState::Held)]);
     assert_eq!(t.info().unwrap().counters.grants, 3);
     assert_eq!(t.get("never").unwrap(), None);
+
+    // A released grant's etcd lease is kept for the next grant; if it vanishes (revoked
+    // behind the table's back), the next grant falls back to a fresh one.
+    t.try_acquire("spare", Duration::from_secs(2)).unwrap().release().unwrap();
+    let listed = cluster.ctl(&["lease", "list"]);
+    for id in listed.lines().filter(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_hexdigit())) {
+        let _ = std::process::Command::new("etcdctl")
+            .args(["--endpoints", &cluster.hosts(), "lease", "revoke", id])
+            .output();
+    }
+    let l = t.try_acquire("spare", Duration::from_secs(2)).unwrap();
+    assert_eq!(other.get("spare").unwrap().unwrap().state, LeaseState::Held);
+    l.renew(Duration::from_secs(2)).unwrap();
+    assert_eq!(other.get("spare").unwrap().unwrap().token, l.token());
+    l.release().unwrap();
+
     assert!(matches!(t.try_acquire("", Duration::from_secs(1)), Err(Error::InvalidName { .. })));
     assert!(matches!(t.try_acquire("x", Duration::ZERO), Err(Error::InvalidTtl { .. })));
 }

@@ -16,13 +16,14 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use tokio::runtime::Handle;
 
 use super::location::EtcdLocation;
+use super::recipe::Spares;
 use super::Fail;
 use crate::identity;
 use crate::info::Host;
@@ -32,6 +33,7 @@ pub struct Conn {
     pid: u32,
     handle: Handle,
     client: Client,
+    spares: Arc<Spares>,
     /// Dropping it ends the runtime thread (its `block_on` waits on the receiver).
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -75,12 +77,17 @@ impl Conn {
         let (handle, client) = ready_rx
             .recv()
             .map_err(|_| Fail::Net("the etcd client thread stopped while connecting".into()))??;
-        Ok(Conn { pid: identity::pid(), handle, client, _stop: stop_tx })
+        Ok(Conn { pid: identity::pid(), handle, client, spares: Arc::default(), _stop: stop_tx })
     }
 
     /// A client to move into a future (clones share the connection).
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// The spare etcd leases of this connection (see [`Spares`]).
+    pub fn spares(&self) -> Arc<Spares> {
+        Arc::clone(&self.spares)
     }
 
     /// Runs `fut` on the runtime thread and waits for its result.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::keys::{End, HolderRecord};
-use super::recipe::{self, EtcdLeaseGrant};
+use super::recipe::{self, EtcdLeaseGrant, Spare};
 use super::{bounded, holder_deadline, ttl_secs, EtcdTable, Fail};
 use crate::error::{Error, LostReason, Result};
 use crate::identity;
@@ -38,6 +38,8 @@ struct State {
     base: Instant,
     /// The holder's deadline, in nanoseconds after `base`; only ever grows.
     deadline_ns: AtomicU64,
+    /// When the etcd lease was last granted or kept alive (sent), after `base`.
+    refreshed_ns: AtomicU64,
     lease_id: AtomicI64,
     granted_s: AtomicI64,
     asked_s: AtomicI64,
@@ -59,6 +61,21 @@ impl State {
     fn extend(&self, sent: Instant, granted_s: i64) {
         let d = holder_deadline(sent, granted_s).saturating_duration_since(self.base);
         self.deadline_ns.fetch_max(d.as_nanos() as u64, Ordering::AcqRel);
+        let r = sent.saturating_duration_since(self.base).as_nanos() as u64;
+        self.refreshed_ns.fetch_max(r, Ordering::AcqRel);
+    }
+
+    /// The etcd lease, as a spare once its key is gone.
+    fn spare(&self) -> Spare {
+        let sent = self.base + Duration::from_nanos(self.refreshed_ns.load(Ordering::Acquire));
+        Spare {
+            lease: EtcdLeaseGrant {
+                id: self.lease_id.load(Ordering::Relaxed),
+                ttl_s: self.granted_s.load(Ordering::Relaxed),
+                sent,
+            },
+            asked_s: self.asked_s.load(Ordering::Relaxed),
+        }
     }
 
     fn record(&self) -> HolderRecord {
@@ -98,6 +115,7 @@ impl EtcdLease {
         let state = State {
             base,
             deadline_ns: AtomicU64::new(0),
+            refreshed_ns: AtomicU64::new(0),
             lease_id: AtomicI64::new(lease.id),
             granted_s: AtomicI64::new(lease.ttl_s),
             asked_s: AtomicI64::new(asked_s),
@@ -210,9 +228,11 @@ impl EtcdLease {
         let expired = Instant::now() >= self.state.deadline();
         let s = &self.table.shared;
         let (keys, name, token) = (s.keys.clone(), self.name.clone(), self.token);
-        let mut c = s.conn()?.client();
+        let conn = s.conn()?;
+        let (mut c, spares, spare) = (conn.client(), conn.spares(), self.state.spare());
         let ended = s.run(token, async move {
-            recipe::end(&mut c, &keys, &name, End::Released(token), None).await
+            let keep = Some((&*spares, spare));
+            recipe::end(&mut c, &keys, &name, End::Released(token), None, keep).await
         });
         match ended {
             Ok(()) if expired => Err(Error::Lost { token, reason: LostReason::Expired }),
@@ -255,6 +275,7 @@ impl EtcdLease {
         let fresh = Arc::new(State {
             base: self.state.base,
             deadline_ns: AtomicU64::new(self.state.deadline_ns.load(Ordering::Acquire)),
+            refreshed_ns: AtomicU64::new(self.state.refreshed_ns.load(Ordering::Acquire)),
             lease_id: AtomicI64::new(self.state.lease_id.load(Ordering::Relaxed)),
             granted_s: AtomicI64::new(self.state.granted_s.load(Ordering::Relaxed)),
             asked_s: AtomicI64::new(self.state.asked_s.load(Ordering::Relaxed)),

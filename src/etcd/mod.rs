@@ -32,7 +32,7 @@
 //! | revoke | anyone, holder sees it at once in `is_valid` | anyone; the holder learns at its next renewal, at once with a keep-alive (it watches the key) |
 //! | blocking acquire | futex, woken on release | watch on the key (deletes only), no polling |
 //! | dead holder | reclaimed at once when provably dead (pidfd) | **TTL only**: no host can tell whether a process on another host is dead |
-//! | cluster unreachable, no quorum | — | requests fail with [`Error::Unavailable`](crate::Error::Unavailable) after the location's `timeout`; a held lease stays valid until its own deadline and is lost then |
+//! | cluster unreachable, no quorum | — | requests fail with [`Error::Unavailable`] after the location's `timeout`; a held lease stays valid until its own deadline and is lost then |
 //! | by-token `renew`/`release` | detached leases, any process on the host | detached leases, any process on any host |
 //! | holder | pid, identity, label | the same, and its host |
 //! | transitions | per slot binding | every grant of the name since the table was created |
@@ -356,8 +356,12 @@ impl EtcdTable {
         let start = Instant::now();
         loop {
             let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
+            let spares = s.conn()?.spares();
             let attempt =
-                s.run(0, async move { recipe::grant(&mut c, &keys, &n, ttl_s, make).await })?;
+                s.run(
+                    0,
+                    async move { recipe::grant(&mut c, &spares, &keys, &n, ttl_s, make).await },
+                )?;
             let (token, lease, holder, revision) = match attempt {
                 Grant::Won { token, lease, record } => {
                     return Ok(EtcdLease::new(self.clone(), name, token, ttl_s, lease, record));
@@ -435,10 +439,9 @@ impl EtcdTable {
         let s = &self.shared;
         let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
         let m = kv.modified;
-        s.run(
-            token,
-            async move { recipe::end(&mut c, &keys, &n, End::Released(token), Some(m)).await },
-        )
+        s.run(token, async move {
+            recipe::end(&mut c, &keys, &n, End::Released(token), Some(m), None).await
+        })
     }
 
     /// Revokes whatever grant `name` has. Returns the revoked token, or `None` if
@@ -466,7 +469,9 @@ impl EtcdTable {
         crate::table::Key::new(name)?;
         let s = &self.shared;
         let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
-        s.run(token, async move { recipe::end(&mut c, &keys, &n, End::Revoked(token), None).await })
+        s.run(token, async move {
+            recipe::end(&mut c, &keys, &n, End::Revoked(token), None, None).await
+        })
     }
 
     /// The lease on `name`, if the table has ever granted it.

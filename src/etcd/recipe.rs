@@ -4,19 +4,28 @@
 //!
 //! | operation | requests (round trips) |
 //! |---|---|
-//! | grant | `LeaseGrant`, then `Txn{ if create_rev(lease/N) = 0 then put lease/N (lease L), put grants/N else get lease/N }` (2) |
+//! | grant | `LeaseKeepAlive(L)` ∥ `Txn{ if create_rev(lease/N) = 0 then put lease/N (lease L), put grants/N else get lease/N }` on a spare etcd lease L (1); without a spare, `LeaseGrant` first (2) |
 //! | renew, same TTL | `LeaseKeepAlive(L)` ∥ `Txn{ if create_rev = token then put lease/N (renewed-at, lease L) }` (1, two requests in flight) |
 //! | renew, other TTL | `LeaseGrant(L')`, then `Txn{ if create_rev = token ∧ lease = L then put lease/N (lease L') }`, `LeaseRevoke(L)` in the background (2) |
-//! | release | `Txn{ if create_rev = token then delete lease/N, put ends/N }`, `LeaseRevoke(L)` in the background (1) |
+//! | release | `Txn{ if create_rev = token then delete lease/N, put ends/N }` (1); the holder keeps L as a spare, others revoke it in the background |
 //! | revoke NAME | `Range lease/N`, then the release transaction with the token found (2) |
 //! | wait | `Watch lease/N` from the revision after the refusal, deletes only (no polling) |
+//!
+//! **Spare etcd leases.** An etcd lease holds no key once its grant is released, so the
+//! releasing holder keeps it ([`Spares`]) for its connection's next grant of the same
+//! TTL, instead of revoking it and granting another: the next grant refreshes it with a
+//! keep-alive sent together with the transaction, and counts its deadline from that
+//! keep-alive's sending. So a grant and a release cost two raft writes, as etcd's own
+//! mutex on a session does, while each grant keeps a TTL of its own. A spare is used only
+//! while younger than half its TTL (so it cannot expire between the two requests), and a
+//! refused grant keeps its lease as a spare too.
 //!
 //! Every refusal's `else` branch reads `lease/N`, `grants/N` and `ends/N`, so the caller
 //! learns why (expired, revoked, released, taken over, never issued) without another
 //! request. Replies are untrusted: a missing header, a negative revision or an odd
 //! value is an error ([`Fail::Odd`]), never a panic.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use etcd_client::proto::PbTxnOpResponse;
 use etcd_client::{
@@ -141,43 +150,148 @@ pub fn revoke_later(c: &Client, id: i64) -> impl std::future::Future<Output = ()
     }
 }
 
+/// An etcd lease that holds no key, kept for the next grant of the same TTL.
+#[derive(Clone, Copy, Debug)]
+pub struct Spare {
+    pub lease: EtcdLeaseGrant,
+    pub asked_s: i64,
+}
+
+/// The spare leases of one connection (used only on its runtime thread, so a forked
+/// child, which has a connection of its own, never touches a parent's).
+#[derive(Default)]
+pub struct Spares(std::sync::Mutex<Vec<Spare>>);
+
+/// At most this many spares are kept; more are revoked.
+const MAX_SPARES: usize = 8;
+
+impl Spares {
+    /// A spare for `asked_s`, young enough to be refreshed before it can expire.
+    fn take(&self, asked_s: i64) -> Option<Spare> {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let young = |s: &Spare| {
+            s.lease.sent.elapsed() < Duration::from_millis(s.lease.ttl_s.max(0) as u64 * 500)
+        };
+        v.retain(young);
+        let i = v.iter().position(|s| s.asked_s == asked_s)?;
+        Some(v.swap_remove(i))
+    }
+
+    /// Keeps `spare`; `false` (the caller revokes it) when there are enough.
+    pub fn keep(&self, spare: Spare) -> bool {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() >= MAX_SPARES {
+            return false;
+        }
+        v.push(spare);
+        true
+    }
+}
+
 /// A grant, or who holds the name instead.
 pub enum Grant {
     Won { token: u64, lease: EtcdLeaseGrant, record: HolderRecord },
     Held { token: u64, lease: i64, holder: Option<HolderRecord>, revision: u64 },
 }
 
-/// Grants `name` for `ttl_s` seconds (rounded up by the server to its minimum).
+/// Grants `name` for `ttl_s` seconds (rounded up by the server to its minimum), on a
+/// spare etcd lease if there is one.
 pub async fn grant(
     c: &mut Client,
+    spares: &Spares,
     keys: &Keys,
     name: &str,
     ttl_s: i64,
-    make_record: impl FnOnce(i64) -> HolderRecord,
+    make_record: impl Fn(i64) -> HolderRecord,
 ) -> Result<Grant, Fail> {
+    if let Some(spare) = spares.take(ttl_s) {
+        match grant_on_spare(c, spares, keys, name, spare, &make_record).await {
+            // The spare had vanished (revoked by a by-token renewal elsewhere): afresh.
+            Err(Fail::Lost(_)) => {}
+            other => return other,
+        }
+    }
     let lease = lease_grant(c, ttl_s).await?;
     let record = make_record(lease.ttl_s);
-    let key = keys.lease(name);
-    let txn = Txn::new()
-        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-        .and_then([
-            TxnOp::put(key.clone(), record.encode(), Some(PutOptions::new().with_lease(lease.id))),
-            TxnOp::put(keys.grants(name), record.encode(), None),
-        ])
-        .or_else([TxnOp::get(key, None)]);
-    let resp = match c.txn(txn).await {
+    let resp = match c.txn(grant_txn(keys, name, lease.id, &record)).await {
         Ok(r) => r,
         Err(e) => {
             tokio::spawn(revoke_later(c, lease.id));
             return Err(e.into());
         }
     };
-    let at = revision(&resp)?;
-    if resp.succeeded() {
-        return Ok(Grant::Won { token: at, lease, record });
+    let spare = Spare { lease, asked_s: ttl_s };
+    granted(c, spares, &resp, spare, record)
+}
+
+fn grant_txn(keys: &Keys, name: &str, id: i64, record: &HolderRecord) -> Txn {
+    let key = keys.lease(name);
+    Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+        .and_then([
+            TxnOp::put(key.clone(), record.encode(), Some(PutOptions::new().with_lease(id))),
+            TxnOp::put(keys.grants(name), record.encode(), None),
+        ])
+        .or_else([TxnOp::get(key, None)])
+}
+
+/// The grant transaction on a spare, with the keep-alive that refreshes the spare in
+/// flight beside it; the deadline counts from that keep-alive's sending.
+async fn grant_on_spare(
+    c: &mut Client,
+    spares: &Spares,
+    keys: &Keys,
+    name: &str,
+    spare: Spare,
+    make_record: &impl Fn(i64) -> HolderRecord,
+) -> Result<Grant, Fail> {
+    let record = make_record(spare.lease.ttl_s);
+    let sent = Instant::now();
+    let mut c2 = c.clone();
+    let (alive, resp) = tokio::join!(
+        c.lease_keep_alive(spare.lease.id),
+        c2.txn(grant_txn(keys, name, spare.lease.id, &record))
+    );
+    let refreshed = Spare { lease: EtcdLeaseGrant { sent, ..spare.lease }, ..spare };
+    match (alive, resp) {
+        (Ok(_), Ok(resp)) => granted(c, spares, &resp, refreshed, record),
+        (Err(_), Ok(resp)) => {
+            // The lease is gone: so is anything attached to it. Undo a grant that may
+            // have landed on it (guarded by its revision), and report `Lost` so that the
+            // caller grants afresh.
+            if resp.succeeded() {
+                let token = revision(&resp)?;
+                let key = keys.lease(name);
+                let undo = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, token as i64)])
+                    .and_then([TxnOp::delete(key, None)]);
+                c.txn(undo).await?;
+            }
+            Err(Fail::Lost(LostReason::Expired))
+        }
+        (_, Err(e)) => {
+            tokio::spawn(revoke_later(c, spare.lease.id));
+            Err(e.into())
+        }
     }
-    tokio::spawn(revoke_later(c, lease.id));
-    match first(&ranges(&resp), 0) {
+}
+
+/// What a grant transaction's reply says; a refused grant keeps its lease as a spare.
+fn granted(
+    c: &Client,
+    spares: &Spares,
+    resp: &TxnResponse,
+    spare: Spare,
+    record: HolderRecord,
+) -> Result<Grant, Fail> {
+    let at = revision(resp)?;
+    if resp.succeeded() {
+        return Ok(Grant::Won { token: at, lease: spare.lease, record });
+    }
+    if !spares.keep(spare) {
+        tokio::spawn(revoke_later(c, spare.lease.id));
+    }
+    match first(&ranges(resp), 0) {
         Some(kv) => Ok(Grant::Held {
             token: kv.create,
             lease: kv.lease,
@@ -340,13 +454,15 @@ pub async fn rewrite(
 
 /// Ends the grant `token` of `name`, as `end` says (released or revoked); `unchanged`
 /// also requires the key not to have been modified since that revision. The grant's
-/// etcd lease is revoked in the background.
+/// etcd lease, now without a key, goes to `keep` if given (a holder's own release:
+/// see [`Spares`]), else is revoked in the background.
 pub async fn end(
     c: &mut Client,
     keys: &Keys,
     name: &str,
     end: End,
     unchanged: Option<u64>,
+    keep: Option<(&Spares, Spare)>,
 ) -> Result<(), Fail> {
     let token = end.token();
     let key = keys.lease(name);
@@ -370,7 +486,12 @@ pub async fn end(
         _ => None,
     });
     if let Some(id) = lease.filter(|id| *id != 0) {
-        tokio::spawn(revoke_later(c, id));
+        match keep {
+            Some((spares, spare)) if spare.lease.id == id && spares.keep(spare) => {}
+            _ => {
+                tokio::spawn(revoke_later(c, id));
+            }
+        }
     }
     Ok(())
 }
