@@ -4,8 +4,10 @@
 //! Measured, per client, over `ROUNDS` rounds of acquire + release on a name of its own
 //! (1 client, then 8 clients at once, each with its own connection):
 //!
-//! - `shmlease`: `EtcdTable::try_acquire` + `EtcdLease::release` — `LeaseGrant`, `Txn`;
-//!   `Txn` (+ `LeaseRevoke` not awaited): 3 round trips per round, a TTL per grant.
+//! - `shmlease`: `EtcdTable::try_acquire` + `EtcdLease::release` — `Txn` on the spare
+//!   etcd lease the previous release left; `Txn`: 2 round trips per round (plus a
+//!   `LeaseGrant` about once per tenth of the TTL, when the spare is too old), a TTL per
+//!   grant.
 //! - `etcd lock, lease per lock`: what a per-lock TTL costs with etcd's lock service —
 //!   `LeaseGrant`, `Lock`, `Unlock`, `LeaseRevoke`: 4 round trips (the server runs the
 //!   mutex recipe inside, over its own client).
@@ -134,7 +136,7 @@ fn main() {
         let loc = location.clone();
         reports.push(measure(
             "shmlease (try_acquire + release)",
-            "3",
+            "2",
             clients,
             ROUNDS,
             move |i| (EtcdTable::open(&loc).unwrap(), format!("ours-{i}")),

@@ -23,12 +23,12 @@
 //!
 //! | | shared memory | etcd |
 //! |---|---|---|
-//! | grant | one CAS on the slot | `LeaseGrant` + one transaction creating `lease/NAME` only if absent (2 round trips) |
+//! | grant | one CAS on the slot | one transaction creating `lease/NAME` only if absent, attached to a spare etcd lease that an earlier release left (1 round trip); without a spare, `LeaseGrant` first (2) |
 //! | fencing token | grows per name (a clock reading) | the key's create revision: grows per name *and* across the cluster |
 //! | TTL | any, 1 µs ..= 365 days, exact | whole seconds, rounded up, at least the server's minimum (about 2 s with default settings); [`EtcdLease::ttl`] reports the TTL granted |
-//! | holder's deadline | the slot's deadline, one clock | counted from when the grant or keep-alive was *sent*, less [`DRIFT_PER_MILLE`] ‰ of the TTL: [`EtcdLease::is_valid`] turns false before the server can expire the lease on any clock whose rate is within 1% of the server's |
+//! | holder's deadline | the slot's deadline, one clock | counted from when the etcd lease was granted or last kept alive (the request's *sending*), less [`DRIFT_PER_MILLE`] ‰ of the TTL: [`EtcdLease::is_valid`] turns false before the server can expire the lease on any clock whose rate is within 1% of the server's. On a spare lease, that refresh is at most a tenth of the TTL old, so a fresh grant's `remaining()` is between 0.89 and 0.99 of the TTL |
 //! | renew | CAS on the deadline | `LeaseKeepAlive` ∥ a transaction checking the key still carries the token (1 round trip); another TTL moves the key to a new etcd lease (2) |
-//! | release | CAS | a transaction deleting the key if it carries the token (1), the etcd lease revoked in the background |
+//! | release | CAS | a transaction deleting the key if it carries the token (1); the holder keeps the etcd lease as a spare (others' releases revoke it in the background) |
 //! | revoke | anyone, holder sees it at once in `is_valid` | anyone; the holder learns at its next renewal, at once with a keep-alive (it watches the key) |
 //! | blocking acquire | futex, woken on release | watch on the key (deletes only), no polling |
 //! | dead holder | reclaimed at once when provably dead (pidfd) | **TTL only**: no host can tell whether a process on another host is dead |

@@ -4,7 +4,7 @@
 //!
 //! | operation | requests (round trips) |
 //! |---|---|
-//! | grant | `LeaseKeepAlive(L)` ∥ `Txn{ if create_rev(lease/N) = 0 then put lease/N (lease L), put grants/N else get lease/N }` on a spare etcd lease L (1); without a spare, `LeaseGrant` first (2) |
+//! | grant | `Txn{ if create_rev(lease/N) = 0 then put lease/N (lease L), put grants/N else get lease/N }` on a young spare etcd lease L (1); without one, `LeaseGrant` first (2) |
 //! | renew, same TTL | `LeaseKeepAlive(L)` ∥ `Txn{ if create_rev = token then put lease/N (renewed-at, lease L) }` (1, two requests in flight) |
 //! | renew, other TTL | `LeaseGrant(L')`, then `Txn{ if create_rev = token ∧ lease = L then put lease/N (lease L') }`, `LeaseRevoke(L)` in the background (2) |
 //! | release | `Txn{ if create_rev = token then delete lease/N, put ends/N }` (1); the holder keeps L as a spare, others revoke it in the background |
@@ -13,12 +13,12 @@
 //!
 //! **Spare etcd leases.** An etcd lease holds no key once its grant is released, so the
 //! releasing holder keeps it ([`Spares`]) for its connection's next grant of the same
-//! TTL, instead of revoking it and granting another: the next grant refreshes it with a
-//! keep-alive sent together with the transaction, and counts its deadline from that
-//! keep-alive's sending. So a grant and a release cost two raft writes, as etcd's own
-//! mutex on a session does, while each grant keeps a TTL of its own. A spare is used only
-//! while younger than half its TTL (so it cannot expire between the two requests), and a
-//! refused grant keeps its lease as a spare too.
+//! TTL, instead of revoking it and granting another. The next grant is then one
+//! transaction, and counts its deadline from the spare's last refresh (its grant, or the
+//! last renewal of the grant that released it), which is at most a tenth of the TTL ago:
+//! older spares are dropped. So a grant and a release cost two round trips and two raft
+//! writes, as etcd's own mutex on a session does, while each grant keeps a TTL of its
+//! own. A refused grant keeps its lease as a spare too.
 //!
 //! Every refusal's `else` branch reads `lease/N`, `grants/N` and `ends/N`, so the caller
 //! learns why (expired, revoked, released, taken over, never issued) without another
@@ -166,11 +166,11 @@ pub struct Spares(std::sync::Mutex<Vec<Spare>>);
 const MAX_SPARES: usize = 8;
 
 impl Spares {
-    /// A spare for `asked_s`, young enough to be refreshed before it can expire.
+    /// A spare for `asked_s` refreshed less than a tenth of its TTL ago.
     fn take(&self, asked_s: i64) -> Option<Spare> {
         let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let young = |s: &Spare| {
-            s.lease.sent.elapsed() < Duration::from_millis(s.lease.ttl_s.max(0) as u64 * 500)
+            s.lease.sent.elapsed() < Duration::from_millis(s.lease.ttl_s.max(0) as u64 * 100)
         };
         v.retain(young);
         let i = v.iter().position(|s| s.asked_s == asked_s)?;
@@ -235,8 +235,10 @@ fn grant_txn(keys: &Keys, name: &str, id: i64, record: &HolderRecord) -> Txn {
         .or_else([TxnOp::get(key, None)])
 }
 
-/// The grant transaction on a spare, with the keep-alive that refreshes the spare in
-/// flight beside it; the deadline counts from that keep-alive's sending.
+/// The grant transaction on a spare, alone: the spare is young (see [`Spares::take`]),
+/// and the grant's deadline counts from the spare's last refresh. A spare revoked behind
+/// our back makes the transaction fail ("lease not found"): `Lost`, and the caller
+/// grants afresh.
 async fn grant_on_spare(
     c: &mut Client,
     spares: &Spares,
@@ -246,34 +248,8 @@ async fn grant_on_spare(
     make_record: &impl Fn(i64) -> HolderRecord,
 ) -> Result<Grant, Fail> {
     let record = make_record(spare.lease.ttl_s);
-    let sent = Instant::now();
-    let mut c2 = c.clone();
-    let (alive, resp) = tokio::join!(
-        c.lease_keep_alive(spare.lease.id),
-        c2.txn(grant_txn(keys, name, spare.lease.id, &record))
-    );
-    let refreshed = Spare { lease: EtcdLeaseGrant { sent, ..spare.lease }, ..spare };
-    match (alive, resp) {
-        (Ok(_), Ok(resp)) => granted(c, spares, &resp, refreshed, record),
-        (Err(_), Ok(resp)) => {
-            // The lease is gone: so is anything attached to it. Undo a grant that may
-            // have landed on it (guarded by its revision), and report `Lost` so that the
-            // caller grants afresh.
-            if resp.succeeded() {
-                let token = revision(&resp)?;
-                let key = keys.lease(name);
-                let undo = Txn::new()
-                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, token as i64)])
-                    .and_then([TxnOp::delete(key, None)]);
-                c.txn(undo).await?;
-            }
-            Err(Fail::Lost(LostReason::Expired))
-        }
-        (_, Err(e)) => {
-            tokio::spawn(revoke_later(c, spare.lease.id));
-            Err(e.into())
-        }
-    }
+    let resp = c.txn(grant_txn(keys, name, spare.lease.id, &record)).await?;
+    granted(c, spares, &resp, spare, record)
 }
 
 /// What a grant transaction's reply says; a refused grant keeps its lease as a spare.
