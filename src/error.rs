@@ -163,7 +163,8 @@ pub enum Error {
         /// The location.
         location: String,
     },
-    /// This machine lacks something shmlease needs (a lock-free 128-bit CAS).
+    /// This machine or build lacks something shmlease needs (a lock-free 128-bit CAS; the
+    /// `etcd` feature, for an etcd location).
     Unsupported {
         /// What is missing.
         reason: String,
@@ -267,7 +268,7 @@ impl fmt::Display for Error {
             Error::Permission { location, reason } => write!(f, "{location}: {reason}"),
             Error::AlreadyExists { location } => write!(f, "{location} already exists"),
             Error::NotFound { location } => write!(f, "no lease table at {location}"),
-            Error::Unsupported { reason } => write!(f, "unsupported platform: {reason}"),
+            Error::Unsupported { reason } => write!(f, "not supported here: {reason}"),
             Error::Busy { location, reason } => {
                 write!(f, "lease table {location} is busy: {reason}")
             }

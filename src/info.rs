@@ -170,30 +170,6 @@ impl fmt::Display for Holder {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_host_name_is_cut_at_a_character_boundary() {
-        assert_eq!(Host::new("box-1").unwrap().as_str(), "box-1");
-        assert_eq!(Host::new(&"a".repeat(64)).unwrap().as_str(), "a".repeat(47));
-        assert_eq!(Host::new(&"é".repeat(30)).unwrap().as_str(), "é".repeat(23));
-        assert!(Host::new("a\0b").is_none());
-        assert!(Host::default().is_empty());
-    }
-
-    #[test]
-    fn errors_stay_small() {
-        // `Result<_, Error>` is returned on the fast path: keep it under clippy's limit.
-        assert!(
-            std::mem::size_of::<crate::Error>() <= 128,
-            "{}",
-            std::mem::size_of::<crate::Error>()
-        );
-    }
-}
-
 /// The state of a name's lease at the moment it was read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LeaseState {
@@ -301,4 +277,28 @@ pub struct TableInfo {
     pub created_at: SystemTime,
     /// Counters.
     pub counters: Counters,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_name_is_cut_at_a_character_boundary() {
+        assert_eq!(Host::new("box-1").unwrap().as_str(), "box-1");
+        assert_eq!(Host::new(&"a".repeat(64)).unwrap().as_str(), "a".repeat(47));
+        assert_eq!(Host::new(&"é".repeat(30)).unwrap().as_str(), "é".repeat(23));
+        assert!(Host::new("a\0b").is_none());
+        assert!(Host::default().is_empty());
+    }
+
+    #[test]
+    fn errors_stay_small() {
+        // `Result<_, Error>` is returned on the fast path: keep it under clippy's limit.
+        assert!(
+            std::mem::size_of::<crate::Error>() <= 128,
+            "{}",
+            std::mem::size_of::<crate::Error>()
+        );
+    }
 }

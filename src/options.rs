@@ -6,18 +6,20 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::layout::MAX_CAPACITY;
 
-/// Where a lease table lives: a file path, or a POSIX shared-memory name.
+/// Where a lease table lives: a file path, a POSIX shared-memory name, or a key prefix
+/// on an etcd cluster.
 ///
-/// Converting from a string follows the CLI's rule: anything containing `/` is a path;
-/// a bare name is a shared-memory segment, the object `shm_open("/NAME")` opens
-/// (`/dev/shm/NAME` on Linux). `shm:NAME`, as `Display` prints it, is read back as the
-/// segment `NAME`.
+/// Converting from a string follows the CLI's rule: `etcd://…` and `etcds://…` name an
+/// etcd table; anything else containing `/` is a path; a bare name is a shared-memory
+/// segment, the object `shm_open("/NAME")` opens (`/dev/shm/NAME` on Linux). `shm:NAME`,
+/// as `Display` prints it, is read back as the segment `NAME`.
 ///
 /// ```
 /// use shmlease::Location;
 /// assert_eq!(Location::from("/var/lib/app/leases"), Location::Path("/var/lib/app/leases".into()));
 /// assert_eq!(Location::from("app-leases"), Location::Shm("app-leases".into()));
 /// assert_eq!(Location::from(Location::from("app-leases").to_string()), Location::Shm("app-leases".into()));
+/// assert_eq!(Location::from("etcd://10.0.0.1:2379/jobs"), Location::Etcd("etcd://10.0.0.1:2379/jobs".into()));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Location {
@@ -25,6 +27,10 @@ pub enum Location {
     Path(PathBuf),
     /// A POSIX shared-memory object (in RAM; gone at reboot).
     Shm(String),
+    /// A table on an etcd cluster, as written: `etcd://HOST:PORT[,HOST:PORT…]/PREFIX`
+    /// or `etcds://…` (see `shmlease::etcd::EtcdLocation` for its options). Checked when
+    /// the table is opened; only a build with the cargo feature `etcd` opens it.
+    Etcd(String),
 }
 
 impl Location {
@@ -57,10 +63,13 @@ impl Location {
         }
     }
 
-    /// The file the location names.
+    /// The file the location names (none for an etcd table).
     pub fn file_path(&self) -> Result<PathBuf> {
         match self {
             Location::Path(p) => Ok(p.clone()),
+            Location::Etcd(text) => Err(Error::InvalidOptions {
+                reason: format!("{text} is a table on an etcd cluster, not a file"),
+            }),
             Location::Shm(name) => {
                 // The segment is the file /dev/shm/NAME: a file name of at most 255 bytes.
                 const SHM_NAME_MAX: usize = 250;
@@ -91,11 +100,24 @@ impl Location {
     }
 }
 
+/// What a build without the `etcd` feature says to an etcd location.
+#[cfg(not(feature = "etcd"))]
+pub(crate) fn etcd_not_built(text: &str) -> Error {
+    Error::Unsupported {
+        reason: format!(
+            "{text} is a table on an etcd cluster, and this build of shmlease has no etcd \
+             backend: rebuild with the cargo feature `etcd` (`cargo build --features etcd`; \
+             it needs protoc, e.g. apt-get install protobuf-compiler)"
+        ),
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Path(p) => write!(f, "{}", p.display()),
             Location::Shm(n) => write!(f, "shm:{n}"),
+            Location::Etcd(text) => f.write_str(text),
         }
     }
 }
@@ -104,6 +126,8 @@ impl From<&str> for Location {
     fn from(s: &str) -> Location {
         if let Some(name) = s.strip_prefix("shm:") {
             Location::Shm(name.to_owned())
+        } else if s.starts_with("etcd://") || s.starts_with("etcds://") {
+            Location::Etcd(s.to_owned())
         } else if s.contains('/') {
             Location::Path(PathBuf::from(s))
         } else {
@@ -262,6 +286,33 @@ mod tests {
         match Location::Shm(name.into()).file_path() {
             Err(Error::InvalidOptions { reason }) => reason,
             other => panic!("{name:?} accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_etcd_location_is_neither_a_file_nor_a_segment() {
+        let text = "etcds://h:1,h:2/jobs?ca=/ca.pem";
+        let loc = Location::from(text);
+        assert_eq!(loc, Location::Etcd(text.into()));
+        assert_eq!(loc.to_string(), text);
+        assert!(matches!(loc.file_path(), Err(Error::InvalidOptions { .. })));
+    }
+
+    #[test]
+    #[cfg(not(feature = "etcd"))]
+    fn without_the_feature_an_etcd_location_says_how_to_build() {
+        for r in [
+            crate::LeaseTable::open("etcd://127.0.0.1:2379/jobs").map(|_| ()),
+            crate::LeaseTable::create("etcd://127.0.0.1:2379/jobs", &TableOptions::new())
+                .map(|_| ()),
+            crate::LeaseTable::remove("etcd://127.0.0.1:2379/jobs"),
+        ] {
+            match r {
+                Err(Error::Unsupported { reason }) => {
+                    assert!(reason.contains("--features etcd"), "{reason}")
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 

@@ -23,6 +23,10 @@ impl LeaseTable {
     /// this process is killed half-way.
     pub fn create(location: impl Into<Location>, options: &TableOptions) -> Result<LeaseTable> {
         let location = location.into();
+        #[cfg(not(feature = "etcd"))]
+        if let Location::Etcd(text) = &location {
+            return Err(crate::options::etcd_not_built(text));
+        }
         options.validate_for_create()?;
         let path = location.file_path()?;
         let capacity = options.get_capacity();
@@ -47,6 +51,10 @@ impl LeaseTable {
     /// Opens an existing table; `options` says what ownership to accept.
     pub fn open_with(location: impl Into<Location>, options: &TableOptions) -> Result<LeaseTable> {
         let location = location.into();
+        #[cfg(not(feature = "etcd"))]
+        if let Location::Etcd(text) = &location {
+            return Err(crate::options::etcd_not_built(text));
+        }
         let path = location.file_path()?;
         let file = sys::open_nofollow(&path).map_err(|e| open_error(&location, e, "opening"))?;
         Self::from_file(location, file, options)
@@ -94,6 +102,10 @@ impl LeaseTable {
     /// even while grants in it are live, or when it cannot be read.
     pub fn remove_with(location: impl Into<Location>, options: &RemoveOptions) -> Result<()> {
         let location = location.into();
+        #[cfg(not(feature = "etcd"))]
+        if let Location::Etcd(text) = &location {
+            return Err(crate::options::etcd_not_built(text));
+        }
         let path = location.file_path()?;
         let file = sys::open_nofollow(&path).map_err(|e| open_error(&location, e, "opening"))?;
         let meta = file.metadata().map_err(|e| Error::io(format!("inspecting {location}"), e))?;
