@@ -303,6 +303,59 @@ fn grant_hold_release_and_what_others_see() {
     assert!(matches!(t.try_acquire("x", Duration::ZERO), Err(Error::InvalidTtl { .. })));
 }
 
+/// Requests per method between two `rpc_counts`.
+fn delta(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    method: &str,
+) -> u64 {
+    after.get(method).copied().unwrap_or(0) - before.get(method).copied().unwrap_or(0)
+}
+
+#[test]
+fn round_trips_per_operation_as_documented() {
+    let _wd = Watchdog::new("round_trips", LONG * 2);
+    let cluster = Cluster::start("round-trips", Setup::default());
+    let t = table(&cluster, "rt");
+    let ttl = Duration::from_secs(10);
+    // Without a spare etcd lease: LeaseGrant + Txn; the release: one Txn.
+    let c0 = cluster.rpc_counts();
+    t.try_acquire("job", ttl).unwrap().release().unwrap();
+    let c1 = cluster.rpc_counts();
+    assert_eq!((delta(&c0, &c1, "LeaseGrant"), delta(&c0, &c1, "Txn")), (1, 2), "{c0:?}\n{c1:?}");
+    // With the spare the release left: one Txn each way, nothing else.
+    for _ in 0..5 {
+        t.try_acquire("job", ttl).unwrap().release().unwrap();
+    }
+    let c2 = cluster.rpc_counts();
+    assert_eq!(delta(&c1, &c2, "Txn"), 10, "{c1:?}\n{c2:?}");
+    for m in ["LeaseGrant", "LeaseRevoke", "LeaseKeepAlive", "Range"] {
+        assert_eq!(delta(&c1, &c2, m), 0, "{m}: {c1:?}\n{c2:?}");
+    }
+    // A renewal at the same TTL: a keep-alive and a checking Txn, in flight together.
+    let lease = t.try_acquire("job", ttl).unwrap();
+    let c3 = cluster.rpc_counts();
+    lease.renew(ttl).unwrap();
+    // A keep-alive is a stream: the server counts it once it sees the stream closed.
+    let end = Instant::now() + LONG;
+    let mut c4 = cluster.rpc_counts();
+    while delta(&c3, &c4, "LeaseKeepAlive") == 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+        c4 = cluster.rpc_counts();
+    }
+    assert_eq!(
+        (delta(&c3, &c4, "LeaseKeepAlive"), delta(&c3, &c4, "Txn")),
+        (1, 1),
+        "{c3:?}\n{c4:?}"
+    );
+    // A refused grant: one Txn (its spare lease is kept), no LeaseGrant.
+    let c5 = cluster.rpc_counts();
+    assert!(matches!(t.acquire("job", ttl, Some(Duration::ZERO)), Err(Error::TimedOut { .. })));
+    let c6 = cluster.rpc_counts();
+    assert_eq!((delta(&c5, &c6, "LeaseGrant"), delta(&c5, &c6, "Txn")), (1, 1), "{c5:?}\n{c6:?}");
+    drop(lease);
+}
+
 #[test]
 fn expiry_revocation_and_stale_holders() {
     let _wd = Watchdog::new("expiry_revocation", LONG * 2);

@@ -532,7 +532,7 @@ impl EtcdTable {
         let all = self.list()?;
         let d = &self.shared.descriptor;
         Ok(TableInfo {
-            location: crate::options::Location::Path(self.shared.text.clone().into()),
+            location: crate::options::Location::Etcd(self.shared.text.clone()),
             format_version: d.format,
             capacity: d.capacity,
             names: all.len() as u32,

@@ -392,6 +392,29 @@ impl Cluster {
         self.root_password = Some(root_pw.to_owned());
     }
 
+    /// Requests each gRPC method has answered so far, summed over the running members
+    /// (from their Prometheus `/metrics`): the tests count round trips with it.
+    pub fn rpc_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        use std::io::{Read, Write};
+        assert!(self.certs.is_none(), "rpc_counts reads /metrics over plain HTTP");
+        let mut counts = std::collections::BTreeMap::new();
+        for m in self.members.iter().filter(|m| m.child.is_some()) {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", m.client)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            for line in text.lines().filter(|l| l.starts_with("grpc_server_handled_total{")) {
+                let method = line.split("grpc_method=\"").nth(1).and_then(|r| r.split('"').next());
+                let n = line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok());
+                if let (Some(method), Some(n)) = (method, n) {
+                    *counts.entry(method.to_owned()).or_default() += n as u64;
+                }
+            }
+        }
+        counts
+    }
+
     /// The directory of the cluster's files.
     pub fn dir(&self) -> &Path {
         &self.scratch.dir
