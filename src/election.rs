@@ -81,6 +81,9 @@ impl LeaseTable {
     /// its leader). TTL [`DEFAULT_TTL`], no label.
     pub fn election(&self, name: &str) -> Result<Election<'_>> {
         Key::new(name)?;
+        crate::table::to_etcd!(self, _t => Err(Error::Unsupported {
+            reason: "elections are not implemented on the etcd backend yet".into(),
+        }));
         Ok(Election {
             table: self,
             name: name.to_owned(),
@@ -137,7 +140,7 @@ impl<'t> Election<'t> {
     /// Who leads now, or `None` (also when the leader is provably dead: its grant
     /// stands until a candidate takes it over, at once if one is waiting).
     pub fn leader(&self) -> Result<Option<Leader>> {
-        let inner = &self.table.inner;
+        let inner = self.table.shm();
         Ok(self.table.get(&self.name)?.and_then(|info| {
             let dead = inner
                 .record_of(info.slot, info.token)
@@ -292,7 +295,7 @@ impl Observer<'_> {
     /// Waits for the next change (the first call reports the current state at once),
     /// at most `timeout` (`Ok(None)` then; `None`: no limit).
     pub fn next_change(&mut self, timeout: Option<Duration>) -> Result<Option<Change>> {
-        let inner = &self.table.inner;
+        let inner = self.table.shm();
         let key = Key::new(&self.name)?;
         let start = Instant::now();
         loop {
@@ -345,7 +348,7 @@ impl Observer<'_> {
     /// The change from what was last reported to `now` (seen in the grant word `word`
     /// of slot `index`), if it is one.
     fn change_to(&self, now: Seen, index: u32, word: u128) -> Option<Change> {
-        let inner = &self.table.inner;
+        let inner = self.table.shm();
         let (term, skipped) = match self.last {
             None => (now.term, Some(0)),
             Some(last) if last.bound_as == now.bound_as => {
@@ -418,7 +421,7 @@ impl Stopper {
                 Some(term) => {
                     let _ = table.request_release(name, Some(*term));
                 }
-                None => table.inner.wake(*slot),
+                None => table.shm().wake(*slot),
             }
         }
     }
@@ -618,7 +621,7 @@ impl<'e, 't> Runner<'e, 't> {
     /// propagates, without `on_stopped`.
     pub fn run<R>(mut self, lead: impl FnOnce(&Leading<'_, 't>) -> R) -> Result<Option<R>> {
         let election = self.election;
-        let inner = &election.table.inner;
+        let inner = election.table.shm();
         let key = Key::new(&election.name)?;
         let ttl = table::ttl_ns(election.ttl)?;
         let stopper = self.stopper.clone();

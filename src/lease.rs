@@ -32,6 +32,21 @@ pub struct Lease<'t> {
     pid: u32,
     keep_alive: Option<Box<KeepAlive>>,
     finished: bool,
+    /// The grant itself, when the table is on etcd (then the fields above hold only the
+    /// token and pid).
+    #[cfg(feature = "etcd")]
+    etcd: Option<Box<crate::etcd::EtcdLease>>,
+}
+
+/// Sends a lease operation to the etcd backend when the lease is on etcd: `etcd!(self,
+/// e => expr)` returns `expr` with `e` the `EtcdLease`; nothing without the feature.
+macro_rules! on_etcd {
+    ($lease:expr, $e:ident => $x:expr) => {
+        #[cfg(feature = "etcd")]
+        if let Some($e) = $lease.etcd.as_deref() {
+            return $x;
+        }
+    };
 }
 
 /// The parts of a [`Lease`], for the C library. Not a stable API.
@@ -81,11 +96,28 @@ impl<'t> Lease<'t> {
             pid: identity::pid(),
             keep_alive: None,
             finished: false,
+            #[cfg(feature = "etcd")]
+            etcd: None,
+        }
+    }
+
+    /// A lease on an etcd table.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn on_etcd(table: &'t LeaseTable, lease: crate::etcd::EtcdLease) -> Self {
+        Lease {
+            table,
+            slot: 0,
+            token: lease.token(),
+            deadline: AtomicU64::new(0),
+            pid: identity::pid(),
+            keep_alive: None,
+            finished: false,
+            etcd: Some(Box::new(lease)),
         }
     }
 
     fn inner(&self) -> &'t Inner {
-        &self.table.inner
+        self.table.shm()
     }
 
     /// Whether this process took the lease (not a child that inherited it by `fork`).
@@ -108,11 +140,13 @@ impl<'t> Lease<'t> {
 
     /// When the grant expires unless renewed.
     pub fn deadline(&self) -> Instant {
+        on_etcd!(self, e => e.deadline());
         Instant::now() + self.remaining()
     }
 
     /// Time left before the grant expires (zero once lost).
     pub fn remaining(&self) -> Duration {
+        on_etcd!(self, e => e.remaining());
         let inner = self.inner();
         let now = inner.now();
         let word = inner.slot(self.slot).grant.load(crate::sync::Ordering::Acquire);
@@ -135,6 +169,7 @@ impl<'t> Lease<'t> {
 
     /// Whether this grant is still the live one: not expired, revoked or taken over.
     pub fn is_valid(&self) -> bool {
+        on_etcd!(self, e => e.is_valid());
         let inner = self.inner();
         let word = inner.slot(self.slot).grant.load(crate::sync::Ordering::Acquire);
         grant::token(word) == self.token
@@ -145,6 +180,7 @@ impl<'t> Lease<'t> {
     /// Extends the grant to `ttl` from now. Fails with [`Error::Lost`] if the grant is
     /// gone (it expired before this call, was revoked, or was taken over).
     pub fn renew(&self, ttl: Duration) -> Result<()> {
+        on_etcd!(self, e => e.renew(ttl));
         let ttl = table::ttl_ns(ttl)?;
         if !self.taken_here() {
             return Err(self.not_taken_here());
@@ -164,7 +200,12 @@ impl<'t> Lease<'t> {
     /// Releases the grant, waking anyone waiting for it. Fails with [`Error::Lost`] if
     /// it was already gone (then nothing is changed).
     #[inline]
-    pub fn release(self) -> Result<()> {
+    pub fn release(#[allow(unused_mut)] mut self) -> Result<()> {
+        #[cfg(feature = "etcd")]
+        if let Some(e) = self.etcd.take() {
+            self.finished = true;
+            return e.release();
+        }
         if !self.taken_here() {
             let refusal = self.not_taken_here();
             drop(self); // does nothing in this process
@@ -192,6 +233,11 @@ impl<'t> Lease<'t> {
     /// is not released on drop nor reclaimed when this process dies) and lasts until
     /// its deadline unless someone renews or releases it by name and token.
     pub fn detach(mut self) -> Result<DetachedLease> {
+        #[cfg(feature = "etcd")]
+        if let Some(e) = self.etcd.take() {
+            self.finished = true;
+            return e.detach();
+        }
         if !self.taken_here() {
             return Err(self.not_taken_here());
         }
@@ -211,6 +257,10 @@ impl<'t> Lease<'t> {
     /// [`Lease::wait_lost`]. Renewal stops the moment the lease is released, detached
     /// or dropped. Calling it again replaces the previous keep-alive.
     pub fn keep_alive(&mut self, ttl: Duration) -> Result<()> {
+        #[cfg(feature = "etcd")]
+        if let Some(e) = self.etcd.as_deref_mut() {
+            return e.keep_alive(ttl);
+        }
         let ttl = table::ttl_ns(ttl)?;
         if !self.taken_here() {
             return Err(self.not_taken_here());
@@ -220,7 +270,7 @@ impl<'t> Lease<'t> {
         }
         let shared = Arc::new(Shared::default());
         let thread = {
-            let inner = Arc::clone(&self.table.inner);
+            let inner = Arc::clone(self.table.shm());
             let shared = Arc::clone(&shared);
             let (slot, token) = (self.slot, self.token);
             std::thread::Builder::new()
@@ -237,6 +287,13 @@ impl<'t> Lease<'t> {
     #[doc(hidden)]
     pub fn into_raw(mut self) -> RawLease {
         self.finished = true;
+        #[cfg(feature = "etcd")]
+        if let (Some(e), Some(t)) = (self.etcd.take(), self.table.etcd()) {
+            // The etcd grant waits in its table until `from_raw` takes it back.
+            let raw = RawLease { slot: 0, token: e.token(), deadline: 0, pid: self.pid };
+            t.park(*e);
+            return raw;
+        }
         if let Some(k) = self.keep_alive.take() {
             k.stop();
         }
@@ -252,6 +309,10 @@ impl<'t> Lease<'t> {
     /// `None` if the parts cannot belong to it. Not a stable API.
     #[doc(hidden)]
     pub fn from_raw(table: &'t LeaseTable, raw: RawLease) -> Option<Lease<'t>> {
+        #[cfg(feature = "etcd")]
+        if let Some(t) = table.etcd() {
+            return t.unpark(raw.token).map(|e| Lease::on_etcd(table, e));
+        }
         (raw.slot < table.capacity()).then(|| Lease {
             table,
             slot: raw.slot,
@@ -260,12 +321,15 @@ impl<'t> Lease<'t> {
             pid: raw.pid,
             keep_alive: None,
             finished: false,
+            #[cfg(feature = "etcd")]
+            etcd: None,
         })
     }
 
     /// Why the lease was lost, if the keep-alive has noticed (always `None` without a
     /// keep-alive: use [`Lease::is_valid`]).
     pub fn lost(&self) -> Option<LostReason> {
+        on_etcd!(self, e => e.lost());
         if !self.taken_here() {
             return None; // the keep-alive thread and its state are the parent's
         }
@@ -277,6 +341,7 @@ impl<'t> Lease<'t> {
     /// Blocks until the keep-alive notices the lease is lost (returning why), or until
     /// `timeout` passes (returning `None`). Without a keep-alive, returns `None` at once.
     pub fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
+        on_etcd!(self, e => e.wait_lost(timeout));
         match self.wait_until(timeout, false)? {
             Notice::Lost(reason) => Some(reason),
             Notice::ReleaseRequested => None,
@@ -287,6 +352,8 @@ impl<'t> Lease<'t> {
     /// ([`LeaseTable::request_release`]) while it is still held. One atomic load; no
     /// keep-alive needed. `false` once the lease is lost (see [`Lease::lost`]).
     pub fn release_requested(&self) -> bool {
+        // Requests to release are not carried by the etcd backend (yet).
+        on_etcd!(self, _e => false);
         let inner = self.inner();
         protocol::release_requested(inner.slot(self.slot), self.token, inner.now()) == Ok(true)
     }
@@ -298,6 +365,7 @@ impl<'t> Lease<'t> {
     /// returns [`Notice::ReleaseRequested`] at once until the lease is lost; to wait for
     /// the loss after that, use [`Lease::wait_lost`].
     pub fn wait_notice(&self, timeout: Option<Duration>) -> Option<Notice> {
+        on_etcd!(self, e => e.wait_lost(timeout).map(Notice::Lost));
         self.wait_until(timeout, true)
     }
 
@@ -336,6 +404,10 @@ impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if self.finished {
             return;
+        }
+        #[cfg(feature = "etcd")]
+        if self.etcd.is_some() {
+            return; // the `EtcdLease` field releases itself when it is dropped
         }
         if !self.taken_here() {
             // Inherited through fork(): the parent's lease, and its keep-alive thread

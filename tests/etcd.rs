@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::etcd::{Cluster, Setup};
 use common::{say, Kid, Watchdog};
 use shmlease::etcd::{EtcdLease, EtcdLocation, EtcdTable, DRIFT_PER_MILLE};
-use shmlease::{AcquireOptions, Error, LeaseState, LostReason, TableOptions};
+use shmlease::{AcquireOptions, Error, LeaseState, LeaseTable, LostReason, TableOptions};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -809,4 +809,133 @@ fn fork_child(t: &EtcdTable, parent: &EtcdLease) -> i32 {
         return 5;
     }
     0
+}
+
+// ------------------------------------------------------------------------------------
+// One API above both backends
+// ------------------------------------------------------------------------------------
+
+/// The behaviour every backend shares, through `LeaseTable` alone: run on a
+/// shared-memory table and on an etcd table, so that a difference is a failure here or
+/// a row of the semantics table (docs/etcd.md), never a surprise.
+fn conformance(t: &LeaseTable, other: &LeaseTable) {
+    let ttl = Duration::from_secs(2);
+    let lease = t.acquire_with("job", ttl, &AcquireOptions::new().label("c1").unwrap()).unwrap();
+    assert!(lease.is_valid() && lease.remaining() > Duration::ZERO);
+    match other.try_acquire("job", ttl) {
+        Err(Error::Held { token, holder: Some(h), .. }) => {
+            assert_eq!(
+                (token, h.pid, h.label.as_str()),
+                (lease.token(), std::process::id(), "c1".into())
+            );
+        }
+        r => panic!("{r:?}"),
+    }
+    let info = other.get("job").unwrap().unwrap();
+    assert_eq!((info.state, info.token), (LeaseState::Held, lease.token()));
+    lease.renew(ttl).unwrap();
+    let first = lease.token();
+    lease.release().unwrap();
+    assert_eq!(other.get("job").unwrap().unwrap().state, LeaseState::Free);
+
+    let mut second = other.acquire("job", ttl, Some(LONG)).unwrap();
+    assert!(second.token() > first);
+    second.keep_alive(ttl).unwrap();
+    assert_eq!(t.revoke("job").unwrap(), Some(second.token()));
+    assert_eq!(second.wait_lost(Some(LONG)), Some(LostReason::Revoked));
+    assert!(matches!(second.renew(ttl), Err(Error::Lost { reason: LostReason::Revoked, .. })));
+    drop(second);
+    assert_eq!(other.get("job").unwrap().unwrap().state, LeaseState::Revoked);
+
+    let d = t.try_acquire("detached", ttl).unwrap().detach().unwrap();
+    assert!(other.get("detached").unwrap().unwrap().holder.unwrap().detached);
+    other.renew("detached", d.token, ttl).unwrap();
+    other.release("detached", d.token).unwrap();
+    assert!(matches!(
+        other.release("detached", d.token),
+        Err(Error::Lost { reason: LostReason::Released, .. })
+    ));
+    assert!(matches!(
+        other.renew("never", 7, ttl),
+        Err(Error::Lost { reason: LostReason::NoSuchName, .. })
+    ));
+
+    let raw = t.try_acquire("raw", ttl).unwrap().into_raw();
+    let back = shmlease::Lease::from_raw(t, raw).unwrap();
+    assert!(back.is_valid());
+    back.release().unwrap();
+
+    let names: Vec<_> = t.list().unwrap().into_iter().map(|l| l.name).collect();
+    for n in ["job", "detached", "raw"] {
+        assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+    }
+    assert!(t.info().counters.grants >= 4);
+    assert!(matches!(t.try_acquire("", ttl), Err(Error::InvalidName { .. })));
+}
+
+#[test]
+fn one_api_over_both_backends() {
+    let _wd = Watchdog::new("conformance", LONG * 2);
+    let scratch = common::Scratch::new("conformance");
+    let path = scratch.path("table");
+    let shm = LeaseTable::create(&path, &TableOptions::new().capacity(16)).unwrap();
+    conformance(&shm, &LeaseTable::open(&path).unwrap());
+
+    let cluster = Cluster::start("conformance", Setup::default());
+    let location = cluster.location("conf");
+    let t = LeaseTable::open_or_create(location.as_str(), &TableOptions::new()).unwrap();
+    assert_eq!(t.location(), &shmlease::Location::Etcd(location.clone()));
+    assert!(matches!(
+        LeaseTable::create(location.as_str(), &TableOptions::new()),
+        Err(Error::AlreadyExists { .. })
+    ));
+    conformance(&t, &LeaseTable::open(location.as_str()).unwrap());
+    // What the etcd backend does not carry yet says so.
+    assert!(matches!(t.election("e"), Err(Error::Unsupported { .. })));
+    assert!(matches!(t.request_release("job", None), Err(Error::Unsupported { .. })));
+    drop(t);
+    let e = LeaseTable::open("etcd://127.0.0.1:1/x?timeout=300ms").unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+    assert!(matches!(LeaseTable::open("etcd://nowhere"), Err(Error::InvalidOptions { .. })));
+}
+
+#[test]
+fn the_cli_on_an_etcd_table() {
+    let _wd = Watchdog::new("cli", LONG * 2);
+    let cluster = Cluster::start("cli", Setup::default());
+    let location = cluster.location("cli");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shmlease"))
+            .arg("-t")
+            .arg(&location)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert_eq!(cli(&["create"]).0, Some(0), "{:?}", cli(&["create"]));
+    let (code, token, err) = cli(&["acquire", "job", "--ttl", "5s", "--label", "cli"]);
+    assert_eq!(code, Some(0), "{err}");
+    let token = token.trim().to_owned();
+    let (_, ls, _) = cli(&["ls"]);
+    assert!(ls.contains("job") && ls.contains(&token), "{ls}");
+    let (code, _, _) = cli(&["acquire", "job", "--ttl", "5s"]);
+    assert_ne!(code, Some(0));
+    assert_eq!(cli(&["renew", "job", "--token", &token, "--ttl", "5s"]).0, Some(0));
+    assert_eq!(cli(&["release", "job", "--token", &token]).0, Some(0));
+    // `run` holds the lease while CMD runs, with SHMLEASE_TOKEN exported.
+    let (code, out, err) =
+        cli(&["run", "job", "--ttl", "2s", "--", "sh", "-c", "echo got $SHMLEASE_TOKEN"]);
+    assert_eq!(
+        code,
+        Some(0),
+        "{err}\n{}",
+        cluster.ctl(&["get", "--prefix", "/cli", "-w", "fields"])
+    );
+    let got: u64 = out.trim().strip_prefix("got ").unwrap().parse().unwrap();
+    assert!(got > token.parse::<u64>().unwrap());
+    let (code, info, err) = cli(&["info"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(info.contains("etcd"), "{info}");
 }

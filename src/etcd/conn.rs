@@ -1,7 +1,8 @@
 //! The connection to a cluster and the runtime it runs on: a current-thread tokio
 //! runtime on a thread of its own ("shmlease-etcd"), so that the public API stays
 //! synchronous and a caller never needs a runtime. A blocking call spawns its future on
-//! that runtime and waits for the answer on a channel.
+//! that runtime and waits for the answer on a channel. The thread blocks every signal:
+//! a library thread must not take the signals its application waits for.
 //!
 //! # Fork
 //!
@@ -20,6 +21,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
 use tokio::runtime::Handle;
 
 use super::location::EtcdLocation;
@@ -46,7 +48,13 @@ impl Conn {
         let timeout = loc.timeout;
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
+        // The thread (and any the runtime starts) blocks every signal, so that it never
+        // takes a process-directed signal that the application waits for on a
+        // signalfd or with sigwait (`shmlease run` reads SIGCHLD so): it is started
+        // with the mask blocked here and inherits it; this thread's mask is restored.
+        let mut mask = SigSet::empty();
+        let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut mask));
+        let spawned = std::thread::Builder::new()
             .name("shmlease-etcd".into())
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -73,7 +81,11 @@ impl Conn {
                     }
                 });
             })
-            .map_err(|e| Fail::Net(format!("starting the etcd client thread: {e}")))?;
+            .map_err(|e| Fail::Net(format!("starting the etcd client thread: {e}")));
+        if blocked.is_ok() {
+            let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
+        }
+        spawned?;
         let (handle, client) = ready_rx
             .recv()
             .map_err(|_| Fail::Net("the etcd client thread stopped while connecting".into()))??;

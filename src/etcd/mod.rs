@@ -169,6 +169,11 @@ pub struct EtcdTable {
 pub(crate) struct Shared {
     pub(crate) location: EtcdLocation,
     pub(crate) text: String,
+    /// The location, as the backend-neutral API gives it back.
+    pub(crate) as_location: crate::options::Location,
+    /// Leases taken apart by `Lease::into_raw` (the C library), by token, until
+    /// `Lease::from_raw` takes them back.
+    parked: std::sync::Mutex<std::collections::HashMap<u64, EtcdLease>>,
     pub(crate) keys: Keys,
     conn: ConnSlot,
     descriptor: Descriptor,
@@ -235,6 +240,8 @@ impl EtcdTable {
                 conn: ConnSlot::new(conn, location.clone()),
                 descriptor,
                 host: conn::host_name(),
+                as_location: crate::options::Location::Etcd(location.to_string()),
+                parked: Default::default(),
                 location: location.clone(),
             }),
         }
@@ -322,6 +329,26 @@ impl EtcdTable {
     /// The location, as written.
     pub fn location(&self) -> &EtcdLocation {
         &self.shared.location
+    }
+
+    pub(crate) fn as_location(&self) -> &crate::options::Location {
+        &self.shared.as_location
+    }
+
+    /// The capacity recorded at creation (not enforced on etcd).
+    pub fn capacity(&self) -> u32 {
+        self.shared.descriptor.capacity
+    }
+
+    /// Keeps `lease` for [`EtcdTable::unpark`] (the C library's handles).
+    pub(crate) fn park(&self, lease: EtcdLease) {
+        let mut parked = self.shared.parked.lock().unwrap_or_else(|p| p.into_inner());
+        parked.insert(lease.token(), lease);
+    }
+
+    /// Takes back the lease [`EtcdTable::park`] kept.
+    pub(crate) fn unpark(&self, token: u64) -> Option<EtcdLease> {
+        self.shared.parked.lock().unwrap_or_else(|p| p.into_inner()).remove(&token)
     }
 
     /// Takes the lease on `name` for `ttl` (see the semantics table for how etcd rounds
@@ -530,13 +557,22 @@ impl EtcdTable {
     /// Facts about the table (one read of every key).
     pub fn info(&self) -> Result<TableInfo> {
         let all = self.list()?;
+        let mut info = self.descriptor_info();
+        info.names = all.len() as u32;
+        info.held = all.iter().filter(|l| l.state == LeaseState::Held).count() as u32;
+        info.counters.grants = all.iter().map(|l| l.transitions).sum();
+        Ok(info)
+    }
+
+    /// What the descriptor read at open says, without counts.
+    pub(crate) fn descriptor_info(&self) -> TableInfo {
         let d = &self.shared.descriptor;
-        Ok(TableInfo {
-            location: crate::options::Location::Etcd(self.shared.text.clone()),
+        TableInfo {
+            location: self.shared.as_location.clone(),
             format_version: d.format,
             capacity: d.capacity,
-            names: all.len() as u32,
-            held: all.iter().filter(|l| l.state == LeaseState::Held).count() as u32,
+            names: 0,
+            held: 0,
             size_bytes: 0,
             slot_size: 0,
             boot_id: String::new(),
@@ -544,11 +580,8 @@ impl EtcdTable {
             creator_pid: d.creator_pid,
             creator_uid: d.creator_uid,
             created_at: std::time::UNIX_EPOCH + Duration::from_millis(d.created_ms),
-            counters: crate::info::Counters {
-                grants: all.iter().map(|l| l.transitions).sum(),
-                ..Default::default()
-            },
-        })
+            counters: Default::default(),
+        }
     }
 }
 

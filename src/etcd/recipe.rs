@@ -354,8 +354,13 @@ pub async fn renew_same(
     Ok(sent)
 }
 
+/// Why a guarded transaction on the grant `token` was refused, from its `else` reads.
 fn lost(resp: &TxnResponse, token: u64) -> Fail {
-    Fail::Lost(why_not_live(&ranges(resp), 0, token).unwrap_or(LostReason::TakenOver))
+    match why_not_live(&ranges(resp), 0, token) {
+        Some(reason) => Fail::Lost(reason),
+        // The compare failed, yet the same transaction read the grant live.
+        None => Fail::Odd(format!("a refused transaction on grant {token} read it live")),
+    }
 }
 
 /// Moves `name`'s grant `token` from etcd lease `old` to a new one of `ttl_s`: a renewal

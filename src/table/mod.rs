@@ -92,7 +92,18 @@ const FUTEX_OFFSET: usize = if cfg!(target_endian = "little") { 4 } else { 8 };
 /// ```
 #[derive(Clone)]
 pub struct LeaseTable {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) backend: Backend,
+}
+
+/// Where a table's leases live: one module tree per backend; everything above this
+/// enum (the CLI, the C library, Python) sees only [`LeaseTable`].
+#[derive(Clone)]
+pub(crate) enum Backend {
+    /// A mapping of a file or shared-memory segment (this module tree).
+    Shm(Arc<Inner>),
+    /// A key prefix on an etcd cluster (`crate::etcd`).
+    #[cfg(feature = "etcd")]
+    Etcd(crate::etcd::EtcdTable),
 }
 
 pub(crate) struct Inner {
@@ -105,12 +116,62 @@ pub(crate) struct Inner {
 
 impl std::fmt::Debug for LeaseTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LeaseTable")
-            .field("location", &self.inner.location)
-            .field("capacity", &self.inner.capacity)
-            .finish()
+        match &self.backend {
+            Backend::Shm(inner) => f
+                .debug_struct("LeaseTable")
+                .field("location", &inner.location)
+                .field("capacity", &inner.capacity)
+                .finish(),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(t) => {
+                f.debug_struct("LeaseTable").field("location", t.location()).finish()
+            }
+        }
     }
 }
+
+impl LeaseTable {
+    /// The shared-memory table. Only called on paths that an etcd table has already
+    /// been sent away from (each public operation dispatches first; an etcd table's
+    /// leases carry their etcd part), so the other arm is a bug, not an input.
+    #[inline(always)]
+    pub(crate) fn shm(&self) -> &Arc<Inner> {
+        match &self.backend {
+            Backend::Shm(inner) => inner,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(_) => unreachable!("a shared-memory operation on an etcd table"),
+        }
+    }
+
+    /// An etcd table, behind the backend-neutral API.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn from_etcd(table: crate::etcd::EtcdTable) -> LeaseTable {
+        LeaseTable { backend: Backend::Etcd(table) }
+    }
+
+    /// The etcd table, if this is one.
+    #[cfg(feature = "etcd")]
+    #[inline(always)]
+    pub(crate) fn etcd(&self) -> Option<&crate::etcd::EtcdTable> {
+        match &self.backend {
+            Backend::Etcd(t) => Some(t),
+            Backend::Shm(_) => None,
+        }
+    }
+}
+
+/// Sends an operation on an etcd table to the etcd backend: `to_etcd!(self, t => expr)`
+/// returns `expr` (with `t` the `EtcdTable`) when the table is on etcd, and does
+/// nothing (and costs nothing) in a build without the `etcd` feature.
+macro_rules! to_etcd {
+    ($table:expr, $t:ident => $e:expr) => {
+        #[cfg(feature = "etcd")]
+        if let Some($t) = $table.etcd() {
+            return $e;
+        }
+    };
+}
+pub(crate) use to_etcd;
 
 pub(crate) fn ttl_ns(ttl: Duration) -> Result<u64> {
     let ns = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
@@ -514,6 +575,7 @@ impl LeaseTable {
         ttl: Duration,
         options: &AcquireOptions,
     ) -> Result<Lease<'_>> {
+        to_etcd!(self, t => t.acquire_with(name, ttl, options).map(|l| Lease::on_etcd(self, l)));
         // The lease is built here, in the caller's frame, from plain words: returning a
         // `Result<Lease>` from a non-inlined function costs the caller a
         // store-forwarding stall when it moves the value out.
@@ -531,7 +593,7 @@ impl LeaseTable {
     ) -> Result<(u32, u64, u64)> {
         let key = Key::new(name)?;
         let ttl = ttl_ns(ttl)?;
-        let inner = &self.inner;
+        let inner = self.shm();
         let (slot, token, deadline) = match options.wait {
             None => match inner.attempt(&key, ttl, options.label)? {
                 Attempt::Won { slot, token, deadline } => (slot, token, deadline),
@@ -553,9 +615,10 @@ impl LeaseTable {
     /// process (tokens are public: only the holder may renew its lease), and with
     /// [`Error::Lost`] saying why if `token` is not the live grant.
     pub fn renew(&self, name: &str, token: u64, ttl: Duration) -> Result<Instant> {
+        to_etcd!(self, t => t.renew(name, token, ttl));
         let key = Key::new(name)?;
         let ttl = ttl_ns(ttl)?;
-        let inner = &self.inner;
+        let inner = self.shm();
         let index = inner.by_token(&key, token)?;
         let now = inner.now();
         let deadline = protocol::renew(inner.slot(index), token, now, ttl)
@@ -567,8 +630,9 @@ impl LeaseTable {
     /// Ends the grant of `name` with `token` — for detached leases, from any process.
     /// Fails like [`LeaseTable::renew`].
     pub fn release(&self, name: &str, token: u64) -> Result<()> {
+        to_etcd!(self, t => t.release(name, token));
         let key = Key::new(name)?;
-        let inner = &self.inner;
+        let inner = self.shm();
         let index = inner.by_token(&key, token)?;
         match protocol::release(inner.slot(index), token, 0) {
             Ok(wake) => {
@@ -585,9 +649,10 @@ impl LeaseTable {
     /// revoked token, or `None` if nothing was held. The holder learns on its next
     /// renewal (or at once, with a keep-alive) that its lease is lost.
     pub fn revoke(&self, name: &str) -> Result<Option<u64>> {
+        to_etcd!(self, t => t.revoke(name));
         self.on_live_grant(name, None, protocol::revoke).inspect(|done| {
             if done.is_some() {
-                self.inner.count(counter::REVOCATIONS);
+                self.shm().count(counter::REVOCATIONS);
             }
         })
     }
@@ -596,8 +661,9 @@ impl LeaseTable {
     /// [`Error::Lost`] saying what is true instead (that grant ended, was never issued,
     /// or a newer one is current; or the table has no such name).
     pub fn revoke_token(&self, name: &str, token: u64) -> Result<()> {
+        to_etcd!(self, t => t.revoke_token(name, token));
         self.on_live_grant(name, Some(token), protocol::revoke)?;
-        self.inner.count(counter::REVOCATIONS);
+        self.shm().count(counter::REVOCATIONS);
         Ok(())
     }
 
@@ -622,6 +688,9 @@ impl LeaseTable {
     /// # Ok::<(), shmlease::Error>(())
     /// ```
     pub fn request_release(&self, name: &str, token: Option<u64>) -> Result<Option<u64>> {
+        to_etcd!(self, _t => Err(Error::Unsupported {
+            reason: "requests to release are not carried by the etcd backend yet".into(),
+        }));
         self.on_live_grant(name, token, protocol::request_release)
     }
 
@@ -634,7 +703,7 @@ impl LeaseTable {
         op: fn(&Slot, u64, u64, Option<u64>) -> std::result::Result<Targeted, Refusal>,
     ) -> Result<Option<u64>> {
         let key = Key::new(name)?;
-        let inner = &self.inner;
+        let inner = self.shm();
         let not_there = || match only {
             Some(token) => Err(Error::Lost { token, reason: LostReason::NoSuchName }),
             None => Ok(None),
@@ -669,8 +738,9 @@ impl LeaseTable {
 
     /// The lease on `name`, if the name is known to the table.
     pub fn get(&self, name: &str) -> Result<Option<LeaseInfo>> {
+        to_etcd!(self, t => t.get(name));
         let key = Key::new(name)?;
-        let inner = &self.inner;
+        let inner = self.shm();
         let Some((index, _)) = inner.find(&key) else { return Ok(None) };
         let now = inner.now();
         let wall = SystemTime::now();
@@ -679,7 +749,8 @@ impl LeaseTable {
 
     /// Every name the table knows, in slot order, whatever its state.
     pub fn list(&self) -> Result<Vec<LeaseInfo>> {
-        let inner = &self.inner;
+        to_etcd!(self, t => t.list());
+        let inner = self.shm();
         let now = inner.now();
         let wall = SystemTime::now();
         let mut out = Vec::new();
@@ -695,7 +766,10 @@ impl LeaseTable {
 
     /// Facts and counters about the table (scans every slot).
     pub fn info(&self) -> TableInfo {
-        let inner = &self.inner;
+        // Infallible by contract: an etcd table that cannot be read tells what its
+        // descriptor says, with no counts (`try_info` tells why).
+        to_etcd!(self, t => t.info().unwrap_or_else(|_| t.descriptor_info()));
+        let inner = self.shm();
         let h = inner.header();
         let c = |i: usize| h.counters[i].load(Ordering::Relaxed);
         let now = inner.now();
@@ -758,14 +832,23 @@ impl LeaseTable {
         }
     }
 
+    /// [`LeaseTable::info`], or why it cannot be read (an etcd cluster that does not
+    /// answer). Never fails on a shared-memory table.
+    pub fn try_info(&self) -> Result<TableInfo> {
+        to_etcd!(self, t => t.info());
+        Ok(self.info())
+    }
+
     /// Where the table lives.
     pub fn location(&self) -> &Location {
-        &self.inner.location
+        to_etcd!(self, t => t.as_location());
+        &self.shm().location
     }
 
     /// Number of slots.
     pub fn capacity(&self) -> u32 {
-        self.inner.capacity
+        to_etcd!(self, t => t.capacity());
+        self.shm().capacity
     }
 }
 

@@ -17,15 +17,30 @@ use crate::options::{Location, TableOptions};
 use crate::sync::{AtomicU128, Ordering};
 use crate::sys;
 
+/// What an etcd location becomes: `$etcd` (with `$l` its parsed `EtcdLocation`) in a
+/// build with the `etcd` feature; in one without, an error that says how to build one.
+macro_rules! on_etcd_location {
+    ($text:expr, $l:ident => $etcd:expr) => {{
+        #[cfg(feature = "etcd")]
+        {
+            let $l = crate::etcd::EtcdLocation::parse($text)?;
+            $etcd
+        }
+        #[cfg(not(feature = "etcd"))]
+        {
+            Err(crate::options::etcd_not_built($text))
+        }
+    }};
+}
+
 impl LeaseTable {
     /// Creates a new table at `location`; fails with [`Error::AlreadyExists`] if
     /// anything is there. The table appears fully initialised or not at all, even if
     /// this process is killed half-way.
     pub fn create(location: impl Into<Location>, options: &TableOptions) -> Result<LeaseTable> {
         let location = location.into();
-        #[cfg(not(feature = "etcd"))]
         if let Location::Etcd(text) = &location {
-            return Err(crate::options::etcd_not_built(text));
+            return on_etcd_location!(text, l => crate::etcd::EtcdTable::create(&l, options).map(LeaseTable::from_etcd));
         }
         options.validate_for_create()?;
         let path = location.file_path()?;
@@ -51,9 +66,9 @@ impl LeaseTable {
     /// Opens an existing table; `options` says what ownership to accept.
     pub fn open_with(location: impl Into<Location>, options: &TableOptions) -> Result<LeaseTable> {
         let location = location.into();
-        #[cfg(not(feature = "etcd"))]
         if let Location::Etcd(text) = &location {
-            return Err(crate::options::etcd_not_built(text));
+            // Ownership options have no meaning on etcd (its users and roles decide).
+            return on_etcd_location!(text, l => crate::etcd::EtcdTable::open(&l).map(LeaseTable::from_etcd));
         }
         let path = location.file_path()?;
         let file = sys::open_nofollow(&path).map_err(|e| open_error(&location, e, "opening"))?;
@@ -102,9 +117,10 @@ impl LeaseTable {
     /// even while grants in it are live, or when it cannot be read.
     pub fn remove_with(location: impl Into<Location>, options: &RemoveOptions) -> Result<()> {
         let location = location.into();
-        #[cfg(not(feature = "etcd"))]
         if let Location::Etcd(text) = &location {
-            return Err(crate::options::etcd_not_built(text));
+            // `force` cannot apply: etcd refuses in one transaction while a lease is held.
+            let _ = options;
+            return on_etcd_location!(text, l => crate::etcd::EtcdTable::remove(&l));
         }
         let path = location.file_path()?;
         let file = sys::open_nofollow(&path).map_err(|e| open_error(&location, e, "opening"))?;
@@ -197,7 +213,7 @@ impl LeaseTable {
             .map_err(|e| Error::io(format!("mapping {location}"), e))?;
         let mut inner = Inner { map, file, location, capacity, time_base: 0 };
         inner.time_base = inner.settle_clock()?;
-        Ok(LeaseTable { inner: Arc::new(inner) })
+        Ok(LeaseTable { backend: super::Backend::Shm(Arc::new(inner)) })
     }
 }
 
