@@ -101,6 +101,18 @@ impl<'t> Lease<'t> {
         }
     }
 
+    /// [`Lease::release`] of an etcd grant, out of the shared-memory fast path.
+    #[cfg(feature = "etcd")]
+    #[cold]
+    #[inline(never)]
+    fn release_on_etcd(mut self) -> Result<()> {
+        self.finished = true;
+        match self.etcd.take() {
+            Some(e) => e.release(),
+            None => Ok(()),
+        }
+    }
+
     /// A lease on an etcd table.
     #[cfg(feature = "etcd")]
     pub(crate) fn on_etcd(table: &'t LeaseTable, lease: crate::etcd::EtcdLease) -> Self {
@@ -202,9 +214,8 @@ impl<'t> Lease<'t> {
     #[inline]
     pub fn release(#[allow(unused_mut)] mut self) -> Result<()> {
         #[cfg(feature = "etcd")]
-        if let Some(e) = self.etcd.take() {
-            self.finished = true;
-            return e.release();
+        if self.etcd.is_some() {
+            return self.release_on_etcd();
         }
         if !self.taken_here() {
             let refusal = self.not_taken_here();

@@ -575,12 +575,26 @@ impl LeaseTable {
         ttl: Duration,
         options: &AcquireOptions,
     ) -> Result<Lease<'_>> {
-        to_etcd!(self, t => t.acquire_with(name, ttl, options).map(|l| Lease::on_etcd(self, l)));
+        to_etcd!(self, t => self.acquire_on_etcd(t, name, ttl, options));
         // The lease is built here, in the caller's frame, from plain words: returning a
         // `Result<Lease>` from a non-inlined function costs the caller a
         // store-forwarding stall when it moves the value out.
         let (slot, token, deadline) = self.grant(name, ttl, options)?;
         Ok(Lease::new(self, slot, token, deadline))
+    }
+
+    /// [`LeaseTable::acquire_with`] on etcd, out of the shared-memory fast path.
+    #[cfg(feature = "etcd")]
+    #[cold]
+    #[inline(never)]
+    fn acquire_on_etcd(
+        &self,
+        t: &crate::etcd::EtcdTable,
+        name: &str,
+        ttl: Duration,
+        options: &AcquireOptions,
+    ) -> Result<Lease<'_>> {
+        t.acquire_with(name, ttl, options).map(|l| Lease::on_etcd(self, l))
     }
 
     /// Does the work of [`LeaseTable::acquire_with`]: slot, token and deadline.
