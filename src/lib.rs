@@ -64,6 +64,23 @@
 //! in the shape of client-go's `leaderelection`. See [`election`] for the state machine
 //! and what holds when a leading closure overruns.
 //!
+//! ## Beyond one host
+//!
+//! With the cargo feature `etcd`, a location `etcd://HOST:PORT[,HOST:PORT…]/PREFIX`
+//! (`etcds://` for TLS) puts the same table on an etcd cluster: the same `LeaseTable`,
+//! `Lease` and errors, with tokens that are etcd revisions and whole-second TTLs. See
+//! the `etcd` module (and `docs/etcd.md`) for what differs.
+//!
+//! ```no_run
+//! # fn main() -> shmlease::Result<()> {
+//! let table = shmlease::LeaseTable::open_or_create(
+//!     "etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/jobs",
+//!     &shmlease::TableOptions::new(),
+//! )?;
+//! let lease = table.try_acquire("nightly-report", std::time::Duration::from_secs(10))?;
+//! # drop(lease); Ok(()) }
+//! ```
+//!
 //! ## Environment
 //!
 //! `SHMLEASE_IDENTITY=start-time` makes the process record its start time (from
