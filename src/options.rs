@@ -19,7 +19,6 @@ use crate::layout::MAX_CAPACITY;
 /// assert_eq!(Location::from("/var/lib/app/leases"), Location::Path("/var/lib/app/leases".into()));
 /// assert_eq!(Location::from("app-leases"), Location::Shm("app-leases".into()));
 /// assert_eq!(Location::from(Location::from("app-leases").to_string()), Location::Shm("app-leases".into()));
-/// assert_eq!(Location::from("etcd://10.0.0.1:2379/jobs"), Location::Etcd("etcd://10.0.0.1:2379/jobs".into()));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Location {
@@ -28,8 +27,11 @@ pub enum Location {
     /// A POSIX shared-memory object (in RAM; gone at reboot).
     Shm(String),
     /// A table on an etcd cluster, as written: `etcd://HOST:PORT[,HOST:PORT…]/PREFIX`
-    /// or `etcds://…` (see `shmlease::etcd::EtcdLocation` for its options). Checked when
-    /// the table is opened; only a build with the cargo feature `etcd` opens it.
+    /// or `etcds://…` (see [`crate::etcd::EtcdLocation`] for its options), checked when
+    /// the table is opened. Only with the cargo feature `etcd`: a build without it reads
+    /// such a string as a path, and `open`/`create`/`remove` refuse it saying how to
+    /// build with the feature.
+    #[cfg(feature = "etcd")]
     Etcd(String),
 }
 
@@ -67,6 +69,7 @@ impl Location {
     pub fn file_path(&self) -> Result<PathBuf> {
         match self {
             Location::Path(p) => Ok(p.clone()),
+            #[cfg(feature = "etcd")]
             Location::Etcd(text) => Err(Error::InvalidOptions {
                 reason: format!("{text} is a table on an etcd cluster, not a file"),
             }),
@@ -100,9 +103,22 @@ impl Location {
     }
 }
 
-/// What a build without the `etcd` feature says to an etcd location.
+/// Whether `text` is written as an etcd location.
+pub(crate) fn is_etcd_text(text: &str) -> bool {
+    text.starts_with("etcd://") || text.starts_with("etcds://")
+}
+
+/// In a build without the `etcd` feature, the refusal of a location written as an etcd
+/// one (read as a path there): `None` for any other location.
 #[cfg(not(feature = "etcd"))]
-pub(crate) fn etcd_not_built(text: &str) -> Error {
+pub(crate) fn etcd_not_built(location: &Location) -> Option<Error> {
+    let Location::Path(p) = location else { return None };
+    let text = p.to_str().filter(|t| is_etcd_text(t))?;
+    Some(etcd_unsupported(text))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn etcd_unsupported(text: &str) -> Error {
     Error::Unsupported {
         reason: format!(
             "{text} is a table on an etcd cluster, and this build of shmlease has no etcd \
@@ -117,6 +133,7 @@ impl fmt::Display for Location {
         match self {
             Location::Path(p) => write!(f, "{}", p.display()),
             Location::Shm(n) => write!(f, "shm:{n}"),
+            #[cfg(feature = "etcd")]
             Location::Etcd(text) => f.write_str(text),
         }
     }
@@ -124,10 +141,12 @@ impl fmt::Display for Location {
 
 impl From<&str> for Location {
     fn from(s: &str) -> Location {
+        #[cfg(feature = "etcd")]
+        if is_etcd_text(s) {
+            return Location::Etcd(s.to_owned());
+        }
         if let Some(name) = s.strip_prefix("shm:") {
             Location::Shm(name.to_owned())
-        } else if s.starts_with("etcd://") || s.starts_with("etcds://") {
-            Location::Etcd(s.to_owned())
         } else if s.contains('/') {
             Location::Path(PathBuf::from(s))
         } else {
@@ -290,6 +309,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "etcd")]
     fn an_etcd_location_is_neither_a_file_nor_a_segment() {
         let text = "etcds://h:1,h:2/jobs?ca=/ca.pem";
         let loc = Location::from(text);

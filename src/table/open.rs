@@ -17,19 +17,12 @@ use crate::options::{Location, TableOptions};
 use crate::sync::{AtomicU128, Ordering};
 use crate::sys;
 
-/// What an etcd location becomes: `$etcd` (with `$l` its parsed `EtcdLocation`) in a
-/// build with the `etcd` feature; in one without, an error that says how to build one.
+/// An etcd location's table: `$etcd`, with `$l` the parsed `EtcdLocation`.
+#[cfg(feature = "etcd")]
 macro_rules! on_etcd_location {
     ($text:expr, $l:ident => $etcd:expr) => {{
-        #[cfg(feature = "etcd")]
-        {
-            let $l = crate::etcd::EtcdLocation::parse($text)?;
-            $etcd
-        }
-        #[cfg(not(feature = "etcd"))]
-        {
-            Err(crate::options::etcd_not_built($text))
-        }
+        let $l = crate::etcd::EtcdLocation::parse($text)?;
+        $etcd
     }};
 }
 
@@ -39,8 +32,13 @@ impl LeaseTable {
     /// this process is killed half-way.
     pub fn create(location: impl Into<Location>, options: &TableOptions) -> Result<LeaseTable> {
         let location = location.into();
+        #[cfg(feature = "etcd")]
         if let Location::Etcd(text) = &location {
             return on_etcd_location!(text, l => crate::etcd::EtcdTable::create(&l, options).map(LeaseTable::from_etcd));
+        }
+        #[cfg(not(feature = "etcd"))]
+        if let Some(refusal) = crate::options::etcd_not_built(&location) {
+            return Err(refusal);
         }
         options.validate_for_create()?;
         let path = location.file_path()?;
@@ -66,9 +64,14 @@ impl LeaseTable {
     /// Opens an existing table; `options` says what ownership to accept.
     pub fn open_with(location: impl Into<Location>, options: &TableOptions) -> Result<LeaseTable> {
         let location = location.into();
+        #[cfg(feature = "etcd")]
         if let Location::Etcd(text) = &location {
             // Ownership options have no meaning on etcd (its users and roles decide).
             return on_etcd_location!(text, l => crate::etcd::EtcdTable::open(&l).map(LeaseTable::from_etcd));
+        }
+        #[cfg(not(feature = "etcd"))]
+        if let Some(refusal) = crate::options::etcd_not_built(&location) {
+            return Err(refusal);
         }
         let path = location.file_path()?;
         let file = sys::open_nofollow(&path).map_err(|e| open_error(&location, e, "opening"))?;
@@ -117,10 +120,15 @@ impl LeaseTable {
     /// even while grants in it are live, or when it cannot be read.
     pub fn remove_with(location: impl Into<Location>, options: &RemoveOptions) -> Result<()> {
         let location = location.into();
+        #[cfg(feature = "etcd")]
         if let Location::Etcd(text) = &location {
             // `force` cannot apply: etcd refuses in one transaction while a lease is held.
             let _ = options;
             return on_etcd_location!(text, l => crate::etcd::EtcdTable::remove(&l));
+        }
+        #[cfg(not(feature = "etcd"))]
+        if let Some(refusal) = crate::options::etcd_not_built(&location) {
+            return Err(refusal);
         }
         let path = location.file_path()?;
         let file = sys::open_nofollow(&path).map_err(|e| open_error(&location, e, "opening"))?;

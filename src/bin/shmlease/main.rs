@@ -621,6 +621,7 @@ impl TableArg {
         };
         let export = match &location {
             Location::Shm(name) => name.clone(),
+            #[cfg(feature = "etcd")]
             Location::Etcd(text) => text.clone(),
             Location::Path(p) => {
                 std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string()
