@@ -436,6 +436,38 @@ fn detached_leases_by_name_and_token_from_another_client() {
 }
 
 #[test]
+fn a_release_by_token_is_not_refused_by_renewals_racing_it() {
+    // Renewals rewrite the key (its renewed-at time): a release by token must not take
+    // that for a lost grant (`shmlease run` releases by token while its keep-alive runs).
+    let _wd = Watchdog::new("release_race", LONG * 2);
+    let cluster = Cluster::start("release-race", Setup::default());
+    let t = table(&cluster, "race");
+    for round in 0..5 {
+        let d = t.try_acquire("job", Duration::from_secs(5)).unwrap().detach().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let renewer = {
+            let (t, stop) = (t.clone(), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match t.renew("job", d.token, Duration::from_secs(5)) {
+                        Ok(_) => n += 1,
+                        Err(Error::Lost { .. }) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                n
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let released = t.release("job", d.token);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let renewals = renewer.join().unwrap();
+        assert!(released.is_ok(), "round {round}, after {renewals} renewals: {released:?}");
+    }
+}
+
+#[test]
 fn blocking_acquire_wakes_on_release_and_times_out() {
     let _wd = Watchdog::new("blocking", LONG * 2);
     let cluster = Cluster::start("blocking", Setup::default());

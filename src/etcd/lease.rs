@@ -232,7 +232,7 @@ impl EtcdLease {
         let (mut c, spares, spare) = (conn.client(), conn.spares(), self.state.spare());
         let ended = s.run(token, async move {
             let keep = Some((&*spares, spare));
-            recipe::end(&mut c, &keys, &name, End::Released(token), None, keep).await
+            recipe::end(&mut c, &keys, &name, End::Released(token), keep).await
         });
         match ended {
             Ok(()) if expired => Err(Error::Lost { token, reason: LostReason::Expired }),

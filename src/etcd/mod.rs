@@ -462,13 +462,15 @@ impl EtcdTable {
     /// Ends the grant of `name` with `token` — for detached leases, from any process on
     /// any host. Fails like [`EtcdTable::renew`].
     pub fn release(&self, name: &str, token: u64) -> Result<()> {
-        let kv = self.by_token(name, token)?;
+        // Once checked, the check holds: a grant never goes from detached back to bound,
+        // nor changes holder without changing token; renewals rewrite its key meanwhile.
+        self.by_token(name, token)?;
         let s = &self.shared;
         let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
-        let m = kv.modified;
-        s.run(token, async move {
-            recipe::end(&mut c, &keys, &n, End::Released(token), Some(m), None).await
-        })
+        s.run(
+            token,
+            async move { recipe::end(&mut c, &keys, &n, End::Released(token), None).await },
+        )
     }
 
     /// Revokes whatever grant `name` has. Returns the revoked token, or `None` if
@@ -496,9 +498,7 @@ impl EtcdTable {
         crate::table::Key::new(name)?;
         let s = &self.shared;
         let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
-        s.run(token, async move {
-            recipe::end(&mut c, &keys, &n, End::Revoked(token), None, None).await
-        })
+        s.run(token, async move { recipe::end(&mut c, &keys, &n, End::Revoked(token), None).await })
     }
 
     /// The lease on `name`, if the table has ever granted it.

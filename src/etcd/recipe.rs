@@ -433,8 +433,7 @@ pub async fn rewrite(
     }
 }
 
-/// Ends the grant `token` of `name`, as `end` says (released or revoked); `unchanged`
-/// also requires the key not to have been modified since that revision. The grant's
+/// Ends the grant `token` of `name`, as `end` says (released or revoked). The grant's
 /// etcd lease, now without a key, goes to `keep` if given (a holder's own release:
 /// see [`Spares`]), else is revoked in the background.
 pub async fn end(
@@ -442,17 +441,12 @@ pub async fn end(
     keys: &Keys,
     name: &str,
     end: End,
-    unchanged: Option<u64>,
     keep: Option<(&Spares, Spare)>,
 ) -> Result<(), Fail> {
     let token = end.token();
     let key = keys.lease(name);
-    let mut when = vec![Compare::create_revision(key.clone(), CompareOp::Equal, token as i64)];
-    if let Some(m) = unchanged {
-        when.push(Compare::mod_revision(key.clone(), CompareOp::Equal, m as i64));
-    }
     let txn = Txn::new()
-        .when(when)
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, token as i64)])
         .and_then([
             TxnOp::delete(key, Some(DeleteOptions::new().with_prev_key())),
             TxnOp::put(keys.ends(name), end.encode(), None),
