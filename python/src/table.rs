@@ -394,6 +394,9 @@ impl PyTable {
         let (kind, value) = match self.table.location() {
             Location::Path(p) => ("path", p.display().to_string()),
             Location::Shm(name) => ("shm", name.clone()),
+            // An etcd location (in a build with the etcd backend): its text reads back.
+            #[allow(unreachable_patterns)]
+            other => ("text", other.to_string()),
         };
         let restore = py.import("shmlease._shmlease")?.getattr("_restore_table")?;
         let args = (kind, value, self.allow_foreign_owner, self.allow_world_writable);
@@ -412,6 +415,7 @@ pub fn _restore_table(
 ) -> PyResult<PyTable> {
     let location = match kind {
         "path" => Location::Path(value.into()),
+        "text" => Location::from(value.as_str()),
         _ => Location::Shm(value),
     };
     let options = TableOptions::new()
