@@ -146,7 +146,9 @@ typedef enum shmlease_status {
    */
   SHMLEASE_NOT_FOUND = 16,
   /**
-   * This machine lacks something shmlease needs (a lock-free 128-bit CAS).
+   * Not supported here: this machine lacks something shmlease needs (a lock-free
+   * 128-bit CAS), or the table's backend lacks the operation (election and release
+   * requests on an etcd table).
    */
   SHMLEASE_UNSUPPORTED = 17,
   /**
@@ -183,6 +185,12 @@ typedef enum shmlease_status {
    * lease to take it away. Nothing was changed.
    */
   SHMLEASE_BOUND_TO_PROCESS = 23,
+  /**
+   * A remote table (`etcd://…`) could not be reached, or lost its quorum, within the
+   * location's timeout. Retryable; a lease whose renewals fail this way is lost at
+   * its own deadline at the latest.
+   */
+  SHMLEASE_UNAVAILABLE = 24,
 } shmlease_status;
 
 /**

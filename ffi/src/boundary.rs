@@ -56,7 +56,9 @@ pub enum shmlease_status {
     SHMLEASE_ALREADY_EXISTS = 15,
     /// There is no table at the location.
     SHMLEASE_NOT_FOUND = 16,
-    /// This machine lacks something shmlease needs (a lock-free 128-bit CAS).
+    /// Not supported here: this machine lacks something shmlease needs (a lock-free
+    /// 128-bit CAS), or the table's backend lacks the operation (election and release
+    /// requests on an etcd table).
     SHMLEASE_UNSUPPORTED = 17,
     /// Retryable: another process has held the table lock for too long (is it
     /// stopped?), or names kept being granted in a full table while this call looked
@@ -80,12 +82,16 @@ pub enum shmlease_status {
     /// inherited through `fork()`. `shmlease_last_error()` names the holder; revoke the
     /// lease to take it away. Nothing was changed.
     SHMLEASE_BOUND_TO_PROCESS = 23,
+    /// A remote table (`etcd://…`) could not be reached, or lost its quorum, within the
+    /// location's timeout. Retryable; a lease whose renewals fail this way is lost at
+    /// its own deadline at the latest.
+    SHMLEASE_UNAVAILABLE = 24,
 }
 
 use shmlease_status::*;
 
 /// Every status, in numeric order.
-pub(crate) const ALL_STATUSES: [shmlease_status; 24] = [
+pub(crate) const ALL_STATUSES: [shmlease_status; 25] = [
     SHMLEASE_OK,
     SHMLEASE_HELD,
     SHMLEASE_LOST,
@@ -110,6 +116,7 @@ pub(crate) const ALL_STATUSES: [shmlease_status; 24] = [
     SHMLEASE_INTERNAL,
     SHMLEASE_IN_USE,
     SHMLEASE_BOUND_TO_PROCESS,
+    SHMLEASE_UNAVAILABLE,
 ];
 
 impl shmlease_status {
@@ -136,7 +143,7 @@ impl shmlease_status {
             SHMLEASE_PERMISSION => (c"SHMLEASE_PERMISSION", c"permission refused"),
             SHMLEASE_ALREADY_EXISTS => (c"SHMLEASE_ALREADY_EXISTS", c"lease table already exists"),
             SHMLEASE_NOT_FOUND => (c"SHMLEASE_NOT_FOUND", c"no lease table at that location"),
-            SHMLEASE_UNSUPPORTED => (c"SHMLEASE_UNSUPPORTED", c"unsupported platform"),
+            SHMLEASE_UNSUPPORTED => (c"SHMLEASE_UNSUPPORTED", c"not supported here"),
             SHMLEASE_BUSY => (c"SHMLEASE_BUSY", c"lease table is busy for a moment; try again"),
             SHMLEASE_IO => (c"SHMLEASE_IO", c"I/O error"),
             SHMLEASE_BUFFER_TOO_SMALL => (c"SHMLEASE_BUFFER_TOO_SMALL", c"buffer too small"),
@@ -144,6 +151,9 @@ impl shmlease_status {
             SHMLEASE_IN_USE => (c"SHMLEASE_IN_USE", c"lease table has live leases"),
             SHMLEASE_BOUND_TO_PROCESS => {
                 (c"SHMLEASE_BOUND_TO_PROCESS", c"lease is bound to its holder process")
+            }
+            SHMLEASE_UNAVAILABLE => {
+                (c"SHMLEASE_UNAVAILABLE", c"lease table cannot be reached; try again")
             }
         }
     }
@@ -217,6 +227,7 @@ impl Failure {
                 Error::Io { .. } => SHMLEASE_IO,
                 Error::InUse { .. } => SHMLEASE_IN_USE,
                 Error::BoundToProcess { .. } => SHMLEASE_BOUND_TO_PROCESS,
+                Error::Unavailable { .. } => SHMLEASE_UNAVAILABLE,
                 // A variant newer than this library: still a failure, never OK.
                 _ => SHMLEASE_INTERNAL,
             },

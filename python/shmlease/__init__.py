@@ -40,6 +40,7 @@ from ._errors import (
     PermissionDenied,
     TableFull,
     Timeout,
+    Unavailable,
     Unsupported,
 )
 from ._types import (
@@ -102,5 +103,6 @@ __all__ = [
     "NotFound",
     "Unsupported",
     "Busy",
+    "Unavailable",
     "IoError",
 ]

@@ -28,6 +28,7 @@ __all__ = [
     "NotFound",
     "Unsupported",
     "Busy",
+    "Unavailable",
     "IoError",
 ]
 
@@ -181,6 +182,14 @@ class Busy(Error):
     """A retryable refusal: the table lock was held too long by another process, or
     names kept moving; nothing is wrong with the table. Attributes: ``location``,
     ``reason``."""
+
+    location: str = ""
+    reason: str = ""
+
+
+class Unavailable(Error, ConnectionError):
+    """A remote table (``etcd://…``) could not be reached, or lost its quorum, within
+    the location's timeout; retryable. Attributes: ``location``, ``reason``."""
 
     location: str = ""
     reason: str = ""

@@ -142,6 +142,9 @@ fn convert_error(py: Python<'_>, e: Error) -> PyResult<PyErr> {
             located(py, "PermissionDenied", &message, location, reason)
         }
         Error::Busy { location, reason } => located(py, "Busy", &message, location, reason),
+        Error::Unavailable { location, reason } => {
+            located(py, "Unavailable", &message, location, reason)
+        }
         Error::AlreadyExists { location } => {
             build(py, "AlreadyExists", args(&message)?, &[("location", obj(py, location)?)])
         }

@@ -227,3 +227,7 @@ def test_unsupported_and_base_error_exist():
     # produced on a machine that runs these tests; its class is in place.
     assert issubclass(shmlease.Unsupported, shmlease.Error)
     assert shmlease.Unsupported("x").reason == ""
+    # Unavailable comes only from an etcd table (a build with the etcd feature).
+    assert issubclass(shmlease.Unavailable, shmlease.Error)
+    assert issubclass(shmlease.Unavailable, ConnectionError)
+    assert shmlease.Unavailable("x").location == ""
