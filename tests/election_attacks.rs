@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{Kid, Scratch, Watchdog};
+use common::{Kid, Rng, Scratch, SharedWords, Watchdog};
 use shmlease::{Error, LeaseTable, TableOptions};
 
 /// Entry point of every child process (see `common::run_child`).
@@ -425,4 +425,99 @@ fn observer_skipped_count_does_not_wrap_into_a_silent_gap() {
         c.skipped
     );
     now.release().unwrap();
+}
+
+/// A herd of 30 candidates (half identified by start time) and two observers (one by
+/// start time): leaders and random standbys killed with SIGKILL, leaders stopped around
+/// their TTL; no two leaders overlap (fenced record), no term is granted twice, and the
+/// observers' terms only grow with counts covering every known missed term.
+#[test]
+fn herd_of_thirty_with_kills_and_stops() {
+    let _serial = serial();
+    let run_ms = 10_000u64;
+    let wd = Watchdog::new("herd_of_thirty_with_kills_and_stops", LONG * 3);
+    let dir = Scratch::new("adv-herd");
+    let (t, path) = table(&dir);
+    let record = dir.path("record");
+    SharedWords::create(&record, 8);
+    let ttl_ms = 300u64;
+    let env = |left: u64, i: usize| {
+        let mut v = vec![
+            ("TABLE", s(path.display())),
+            ("NAME", s("ctl")),
+            ("TTL_MS", s(ttl_ms)),
+            ("RECORD", s(record.display())),
+            ("RUN_MS", s(left)),
+        ];
+        if i % 2 == 1 {
+            v.push(("IDENTITY", s("start-time")));
+        }
+        v
+    };
+    let start = Instant::now();
+    let left = || run_ms.saturating_sub(start.elapsed().as_millis() as u64);
+    let mut candidates: Vec<Kid> =
+        (0..30).map(|i| Kid::spawn(&wd, &format!("c{i}"), "candidate", &env(run_ms, i))).collect();
+    let mut observers: Vec<Kid> = (0..2)
+        .map(|i| Kid::spawn(&wd, &format!("o{i}"), "observer", &env(run_ms + 1500, i)))
+        .collect();
+    let mut finished = Vec::new();
+    let e = t.election("ctl").unwrap();
+    let mut rng = Rng::new(0xadd);
+    let mut spawned = 30;
+    let mut kills = 0;
+    while left() > 1_500 {
+        std::thread::sleep(Duration::from_millis(20 + rng.below(60)));
+        let leader_pid = e.leader().unwrap().and_then(|l| l.holder).map(|h| h.pid as i32);
+        let i = match leader_pid.and_then(|p| candidates.iter().position(|k| k.pid() == p)) {
+            Some(i) if rng.chance(80) => i,
+            _ => rng.below(candidates.len() as u64) as usize,
+        };
+        if rng.chance(75) {
+            candidates[i].signal(libc::SIGKILL);
+            let mut dead = candidates.swap_remove(i);
+            dead.wait(LONG);
+            finished.push(dead);
+            spawned += 1;
+            candidates.push(Kid::spawn(&wd, &format!("c{spawned}"), "candidate", &env(left(), spawned)));
+            kills += 1;
+        } else {
+            candidates[i].signal(libc::SIGSTOP);
+            std::thread::sleep(Duration::from_millis(ttl_ms - 50 + rng.below(150)));
+            candidates[i].signal(libc::SIGCONT);
+        }
+    }
+    let mut terms = std::collections::BTreeSet::new();
+    for k in candidates.iter_mut() {
+        assert_eq!(k.expect("DONE", LONG), "0", "violations\n{}", k.transcript());
+        k.wait_ok(LONG);
+    }
+    for k in candidates.iter().chain(&finished) {
+        for line in k.lines_so_far() {
+            if let Some(v) = line.strip_prefix("@@TERM ") {
+                assert!(terms.insert(v.parse::<u64>().unwrap()), "term {v} granted twice");
+            }
+        }
+    }
+    for k in observers.iter_mut() {
+        k.expect("DONE", LONG);
+        k.wait_ok(LONG);
+        let mut last: Option<u64> = None;
+        for line in k.lines_so_far() {
+            let Some(v) = line.strip_prefix("@@CHANGE ") else { continue };
+            let f: Vec<&str> = v.split(' ').collect();
+            let (term, leading): (u64, bool) = (f[0].parse().unwrap(), f[1] == "1");
+            if let Some(prev) = last {
+                assert!(term >= prev, "{}: term went back: {term} after {prev}", k.label);
+                let known = terms.range(prev + 1..term.max(prev + 1)).count() as u64
+                    + (!leading && term > prev && terms.contains(&term)) as u64;
+                if let Ok(n) = f[2].parse::<u64>() {
+                    assert!(n >= known, "{}: {known} terms between {prev} and {term}, said {n}", k.label);
+                }
+            }
+            last = Some(term);
+        }
+    }
+    eprintln!("herd: {} terms, {kills} kills", terms.len());
+    assert!(terms.len() > 10, "too few terms: {}", terms.len());
 }
