@@ -584,3 +584,61 @@ fn observer_of_an_evicted_name_waits_for_a_slot() {
     y.release().unwrap();
     busy.release().unwrap();
 }
+
+/// A killed leader that nobody reaps (a zombie: its parent is busy or careless) is dead:
+/// a standby takes over long before the 600 s TTL, whether the leader was identified
+/// by pidfd or by start time, and `leader()` says nobody leads meanwhile.
+#[test]
+fn unreaped_zombie_leader_is_replaced_before_its_ttl() {
+    let _serial = serial();
+    let wd = Watchdog::new("unreaped_zombie_leader_is_replaced_before_its_ttl", LONG * 2);
+    for identity in ["pidfd", "start-time"] {
+        let dir = Scratch::new(&format!("adv-zombie-{identity}"));
+        let (t, path) = table(&dir);
+        let mut env = vec![("TABLE", s(path.display())), ("NAME", s("ctl")), ("TTL_MS", s(600_000))];
+        if identity == "start-time" {
+            env.push(("IDENTITY", s(identity)));
+        }
+        let mut leader = Kid::spawn(&wd, "leader", "leader", &env);
+        let term: u64 = leader.expect("TERM", LONG).parse().unwrap();
+        leader.signal(libc::SIGKILL);
+        leader.wait_state(b'Z', LONG); // not reaped
+        let e = t.election("ctl").unwrap();
+        assert_eq!(e.leader().unwrap(), None, "{identity}: a zombie leads");
+        let l = e.campaign(Some(LONG)).expect("elected before the TTL");
+        assert!(l.term() > term);
+        leader.wait(LONG);
+    }
+}
+
+/// Eight threads of one process share one `Election` and campaign/resign in a loop:
+/// at most one leads at any instant (a fenced in-process record), terms only grow, and
+/// every blocked campaign is woken by the resignation (no hang).
+#[test]
+fn threads_sharing_one_election_take_turns() {
+    let _serial = serial();
+    let wd = Watchdog::new("threads_sharing_one_election_take_turns", LONG * 2);
+    let dir = Scratch::new("adv-threads");
+    let (t, _) = table(&dir);
+    let e = t.election("ctl").unwrap().ttl(Duration::from_secs(30)).unwrap();
+    let inside = std::sync::atomic::AtomicU32::new(0);
+    let highest = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            let (e, inside, highest) = (&e, &inside, &highest);
+            scope.spawn(move || {
+                for _ in 0..150 {
+                    let l = e.campaign(Some(LONG)).expect("a blocked campaign was not woken");
+                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two leaders at once");
+                    let before = highest.fetch_max(l.term(), Ordering::SeqCst);
+                    assert!(before < l.term(), "term {} after {before}", l.term());
+                    assert!(l.is_leader());
+                    std::thread::yield_now();
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    l.resign().unwrap();
+                }
+            });
+        }
+    });
+    drop(wd);
+}
