@@ -19,7 +19,73 @@ use shmlease::{Error, LeaseTable, TableOptions};
 #[test]
 #[ignore = "child process entry point; run by the other tests"]
 fn child_main() {
+    if std::env::var(common::ROLE).as_deref() == Ok("adv_eintr") {
+        std::process::exit(role_eintr());
+    }
     common::run_child();
+}
+
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+/// Like a C program with a SIGALRM handler installed without SA_RESTART and an interval
+/// timer firing every millisecond: every blocking call is interrupted (EINTR) again and
+/// again. Each must still wait its full time and report what it should.
+fn role_eintr() -> i32 {
+    // SAFETY: sigaction/setitimer with valid, zeroed-then-filled structures.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_alarm as usize;
+        sa.sa_flags = 0; // no SA_RESTART
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+        let tick = libc::timeval { tv_sec: 0, tv_usec: 1000 };
+        let it = libc::itimerval { it_interval: tick, it_value: tick };
+        libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut());
+    }
+    let table = LeaseTable::open(std::env::var("SHMLEASE_IT_TABLE").unwrap()).unwrap();
+    let e = table.election("ctl").unwrap();
+    let wait = Duration::from_millis(300);
+    let start = Instant::now();
+    match e.campaign(Some(wait)) {
+        Err(Error::TimedOut { .. }) if start.elapsed() >= wait => {}
+        other => {
+            eprintln!("campaign under EINTR: {other:?} after {:?}", start.elapsed());
+            return 31;
+        }
+    }
+    let start = Instant::now();
+    match e.runner().campaign_timeout(Some(wait)).run(|_| ()) {
+        Err(Error::TimedOut { .. }) if start.elapsed() >= wait => {}
+        other => {
+            eprintln!("runner under EINTR: {other:?} after {:?}", start.elapsed());
+            return 32;
+        }
+    }
+    let mut obs = e.observe();
+    if !matches!(obs.next_change(None), Ok(Some(_))) {
+        return 33;
+    }
+    let start = Instant::now();
+    match obs.next_change(Some(wait)) {
+        Ok(None) if start.elapsed() >= wait => {}
+        other => {
+            eprintln!("observer under EINTR: {other:?} after {:?}", start.elapsed());
+            return 34;
+        }
+    }
+    let own = table.election("own").unwrap().ttl(Duration::from_millis(300)).unwrap();
+    let l = own.try_campaign().unwrap();
+    let start = Instant::now();
+    if l.wait_notice(Some(Duration::from_millis(1000))).is_some() || start.elapsed() < Duration::from_millis(1000) {
+        eprintln!("wait_notice under EINTR ended early");
+        return 35;
+    }
+    if !l.is_leader() {
+        eprintln!("the keep-alive under EINTR let the lease lapse");
+        return 36;
+    }
+    l.resign().unwrap();
+    println!("{}OK 0", common::MARK);
+    0
 }
 
 const LONG: Duration = Duration::from_secs(60);
@@ -641,4 +707,21 @@ fn threads_sharing_one_election_take_turns() {
         }
     });
     drop(wd);
+}
+
+/// Blocking calls interrupted every millisecond by a signal handler installed without
+/// SA_RESTART (as C programs do): campaigns and observers wait their full time, the
+/// keep-alive keeps renewing (see `role_eintr`).
+#[test]
+fn blocking_calls_survive_eintr_storms() {
+    let _serial = serial();
+    let wd = Watchdog::new("blocking_calls_survive_eintr_storms", LONG * 2);
+    let dir = Scratch::new("adv-eintr");
+    let (t, path) = table(&dir);
+    let l = t.election("ctl").unwrap().ttl(Duration::from_secs(30)).unwrap().try_campaign().unwrap();
+    let mut kid = Kid::spawn(&wd, "eintr", "adv_eintr", &[("TABLE", s(path.display()))]);
+    kid.expect("OK", LONG);
+    let status = kid.wait(LONG);
+    assert!(status.success(), "{status:?}\n{}", kid.transcript());
+    l.resign().unwrap();
 }
