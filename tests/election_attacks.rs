@@ -34,7 +34,7 @@ fn role_eintr() -> i32 {
     // SAFETY: sigaction/setitimer with valid, zeroed-then-filled structures.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_alarm as usize;
+        sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
         sa.sa_flags = 0; // no SA_RESTART
         libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
         let tick = libc::timeval { tv_sec: 0, tv_usec: 1000 };
@@ -75,7 +75,9 @@ fn role_eintr() -> i32 {
     let own = table.election("own").unwrap().ttl(Duration::from_millis(300)).unwrap();
     let l = own.try_campaign().unwrap();
     let start = Instant::now();
-    if l.wait_notice(Some(Duration::from_millis(1000))).is_some() || start.elapsed() < Duration::from_millis(1000) {
+    if l.wait_notice(Some(Duration::from_millis(1000))).is_some()
+        || start.elapsed() < Duration::from_millis(1000)
+    {
         eprintln!("wait_notice under EINTR ended early");
         return 35;
     }
@@ -183,6 +185,7 @@ fn start_time_observer_sees_the_leaders_death() {
 #[test]
 fn leader_in_another_pid_namespace_is_not_taken_as_dead() {
     let _serial = serial();
+    // SAFETY: plain libc calls on our own process/children; the fork child reads a bitwise copy it never drops.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root for unshare -p");
         return;
@@ -211,6 +214,7 @@ fn leader_in_another_pid_namespace_is_not_taken_as_dead() {
     struct Reap(i32);
     impl Drop for Reap {
         fn drop(&mut self) {
+            // SAFETY: plain libc calls on our own process/children; the fork child reads a bitwise copy it never drops.
             unsafe { libc::kill(-self.0, libc::SIGKILL) };
         }
     }
@@ -327,6 +331,7 @@ fn forked_child_with_inherited_leadership_and_observer() {
             if l.lost().is_some() || l.wait_notice(Some(Duration::from_millis(10))).is_some() {
                 return 11;
             }
+            // SAFETY: plain libc calls on our own process/children; the fork child reads a bitwise copy it never drops.
             let l2 = unsafe { std::ptr::read(&l) };
             match l2.resign() {
                 Err(Error::BoundToProcess { .. }) => {}
@@ -342,9 +347,11 @@ fn forked_child_with_inherited_leadership_and_observer() {
             }
             0
         })();
+        // SAFETY: plain libc calls on our own process/children; the fork child reads a bitwise copy it never drops.
         unsafe { libc::_exit(code) };
     }
     let mut status = 0;
+    // SAFETY: plain libc calls on our own process/children; the fork child reads a bitwise copy it never drops.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     assert!(libc::WIFEXITED(status), "the child crashed: status {status}");
     assert_eq!(libc::WEXITSTATUS(status), 0, "the forked child saw something wrong");
@@ -448,6 +455,7 @@ fn cli_observe_piped_into_head_ends() {
         let out = match rx.recv_timeout(LONG) {
             Ok(out) => out.unwrap(),
             Err(_) => {
+                // SAFETY: plain libc calls on our own process/children; the fork child reads a bitwise copy it never drops.
                 unsafe { libc::kill(-pid, libc::SIGKILL) };
                 panic!("`shmlease {} | head -1` did not end", args.join(" "));
             }
@@ -545,7 +553,12 @@ fn herd_of_thirty_with_kills_and_stops() {
             dead.wait(LONG);
             finished.push(dead);
             spawned += 1;
-            candidates.push(Kid::spawn(&wd, &format!("c{spawned}"), "candidate", &env(left(), spawned)));
+            candidates.push(Kid::spawn(
+                &wd,
+                &format!("c{spawned}"),
+                "candidate",
+                &env(left(), spawned),
+            ));
             kills += 1;
         } else {
             candidates[i].signal(libc::SIGSTOP);
@@ -578,7 +591,11 @@ fn herd_of_thirty_with_kills_and_stops() {
                 let known = terms.range(prev + 1..term.max(prev + 1)).count() as u64
                     + (!leading && term > prev && terms.contains(&term)) as u64;
                 if let Ok(n) = f[2].parse::<u64>() {
-                    assert!(n >= known, "{}: {known} terms between {prev} and {term}, said {n}", k.label);
+                    assert!(
+                        n >= known,
+                        "{}: {known} terms between {prev} and {term}, said {n}",
+                        k.label
+                    );
                 }
             }
             last = Some(term);
@@ -661,7 +678,8 @@ fn unreaped_zombie_leader_is_replaced_before_its_ttl() {
     for identity in ["pidfd", "start-time"] {
         let dir = Scratch::new(&format!("adv-zombie-{identity}"));
         let (t, path) = table(&dir);
-        let mut env = vec![("TABLE", s(path.display())), ("NAME", s("ctl")), ("TTL_MS", s(600_000))];
+        let mut env =
+            vec![("TABLE", s(path.display())), ("NAME", s("ctl")), ("TTL_MS", s(600_000))];
         if identity == "start-time" {
             env.push(("IDENTITY", s(identity)));
         }
@@ -718,7 +736,8 @@ fn blocking_calls_survive_eintr_storms() {
     let wd = Watchdog::new("blocking_calls_survive_eintr_storms", LONG * 2);
     let dir = Scratch::new("adv-eintr");
     let (t, path) = table(&dir);
-    let l = t.election("ctl").unwrap().ttl(Duration::from_secs(30)).unwrap().try_campaign().unwrap();
+    let l =
+        t.election("ctl").unwrap().ttl(Duration::from_secs(30)).unwrap().try_campaign().unwrap();
     let mut kid = Kid::spawn(&wd, "eintr", "adv_eintr", &[("TABLE", s(path.display()))]);
     kid.expect("OK", LONG);
     let status = kid.wait(LONG);
