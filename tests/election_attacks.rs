@@ -185,7 +185,7 @@ fn start_time_observer_sees_the_leaders_death() {
 #[test]
 fn leader_in_another_pid_namespace_is_not_taken_as_dead() {
     let _serial = serial();
-    // SAFETY: plain libc calls on our own process/children; the fork child reads a bitwise copy it never drops.
+    // SAFETY: a libc call taking plain integers (or null), on our own process or children.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root for unshare -p");
         return;
@@ -214,7 +214,7 @@ fn leader_in_another_pid_namespace_is_not_taken_as_dead() {
     struct Reap(i32);
     impl Drop for Reap {
         fn drop(&mut self) {
-            // SAFETY: plain libc calls on our own process/children; the fork child reads a bitwise copy it never drops.
+            // SAFETY: a libc call taking plain integers (or null), on our own process or children.
             unsafe { libc::kill(-self.0, libc::SIGKILL) };
         }
     }
@@ -331,7 +331,8 @@ fn forked_child_with_inherited_leadership_and_observer() {
             if l.lost().is_some() || l.wait_notice(Some(Duration::from_millis(10))).is_some() {
                 return 11;
             }
-            // SAFETY: plain libc calls on our own process/children; the fork child reads a bitwise copy it never drops.
+            // SAFETY: a bitwise copy that is consumed once (refused) and never dropped twice:
+            // the child leaves with _exit.
             let l2 = unsafe { std::ptr::read(&l) };
             match l2.resign() {
                 Err(Error::BoundToProcess { .. }) => {}
@@ -347,11 +348,11 @@ fn forked_child_with_inherited_leadership_and_observer() {
             }
             0
         })();
-        // SAFETY: plain libc calls on our own process/children; the fork child reads a bitwise copy it never drops.
+        // SAFETY: a libc call taking plain integers (or null), on our own process or children.
         unsafe { libc::_exit(code) };
     }
     let mut status = 0;
-    // SAFETY: plain libc calls on our own process/children; the fork child reads a bitwise copy it never drops.
+    // SAFETY: a libc call taking plain integers (or null), on our own process or children.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     assert!(libc::WIFEXITED(status), "the child crashed: status {status}");
     assert_eq!(libc::WEXITSTATUS(status), 0, "the forked child saw something wrong");
@@ -455,7 +456,7 @@ fn cli_observe_piped_into_head_ends() {
         let out = match rx.recv_timeout(LONG) {
             Ok(out) => out.unwrap(),
             Err(_) => {
-                // SAFETY: plain libc calls on our own process/children; the fork child reads a bitwise copy it never drops.
+                // SAFETY: a libc call taking plain integers (or null), on our own process or children.
                 unsafe { libc::kill(-pid, libc::SIGKILL) };
                 panic!("`shmlease {} | head -1` did not end", args.join(" "));
             }
