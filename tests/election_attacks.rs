@@ -22,7 +22,30 @@ fn child_main() {
     if std::env::var(common::ROLE).as_deref() == Ok("adv_eintr") {
         std::process::exit(role_eintr());
     }
+    if std::env::var(common::ROLE).as_deref() == Ok("adv_runner") {
+        std::process::exit(role_runner());
+    }
     common::run_child();
+}
+
+/// A runner (TTL 600 ms, stop margin 150 ms) whose closure waits to be told to stop:
+/// reports `LEADING term`, then `REASON reason still_leader` when told, and
+/// `STOPPED reason resigned` from on_stopped; exits.
+fn role_runner() -> i32 {
+    let table = LeaseTable::open(std::env::var("SHMLEASE_IT_TABLE").unwrap()).unwrap();
+    let e = table.election("ctl").unwrap().ttl(Duration::from_millis(600)).unwrap();
+    let runner = e
+        .runner()
+        .stop_margin(Duration::from_millis(150))
+        .unwrap()
+        .on_stopped(|st| println!("{}STOPPED {:?} {}", common::MARK, st.reason, st.resigned));
+    let r = runner.run(|leading| {
+        println!("{}LEADING {}", common::MARK, leading.term());
+        let reason = leading.wait_stop(None);
+        println!("{}REASON {:?} {}", common::MARK, reason, leading.is_leader());
+    });
+    println!("{}DONE {}", common::MARK, r.is_ok());
+    0
 }
 
 extern "C" fn on_alarm(_: libc::c_int) {}
@@ -744,4 +767,58 @@ fn blocking_calls_survive_eintr_storms() {
     let status = kid.wait(LONG);
     assert!(status.success(), "{status:?}\n{}", kid.transcript());
     l.resign().unwrap();
+}
+
+/// A runner stopped (SIGSTOP) past its TTL while a standby campaigns: the standby is
+/// elected; when the runner resumes, its closure hears `Lost(TakenOver)` and already
+/// sees `is_leader() == false`, on_stopped reports it did not resign, and the standby
+/// still leads. Stopped for less than the TTL but past the margin with nobody waiting:
+/// the closure hears `Late` (or `Lost(Expired)` if the deadline passed; or nothing, if
+/// the keep-alive renewed first: then a hand-over request stops it), and on_stopped
+/// reports a resignation exactly when the lease was still ours.
+#[test]
+fn runner_stopped_around_its_ttl_and_margin() {
+    let _serial = serial();
+    let wd = Watchdog::new("runner_stopped_around_its_ttl_and_margin", LONG * 2);
+    let dir = Scratch::new("adv-runstop");
+    let (t, path) = table(&dir);
+    let env = [("TABLE", s(path.display()))];
+    // Past the TTL, with a standby.
+    let mut kid = Kid::spawn(&wd, "runner", "adv_runner", &env);
+    let term: u64 = kid.expect("LEADING", LONG).parse().unwrap();
+    kid.signal(libc::SIGSTOP);
+    kid.wait_state(b'T', LONG);
+    let e = t.election("ctl").unwrap().ttl(Duration::from_secs(30)).unwrap();
+    let l = e.campaign(Some(LONG)).unwrap();
+    assert!(l.term() > term);
+    kid.signal(libc::SIGCONT);
+    assert_eq!(kid.expect("REASON", LONG), "Some(Lost(TakenOver)) false");
+    assert_eq!(kid.expect("STOPPED", LONG), "Some(Lost(TakenOver)) false");
+    kid.wait_ok(LONG);
+    assert!(l.is_leader());
+    l.resign().unwrap();
+    // Past the margin, nobody waiting.
+    for _ in 0..6 {
+        let mut kid = Kid::spawn(&wd, "runner", "adv_runner", &env);
+        kid.expect("LEADING", LONG);
+        kid.signal(libc::SIGSTOP);
+        kid.wait_state(b'T', LONG);
+        std::thread::sleep(Duration::from_millis(480));
+        kid.signal(libc::SIGCONT);
+        // If the keep-alive renewed before the closure looked, the term simply goes on
+        // (nothing to stop for): then ask for a hand-over.
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = t.request_release("ctl", None);
+        let reason = kid.expect("REASON", LONG);
+        let stopped = kid.expect("STOPPED", LONG);
+        eprintln!("REASON {reason}; STOPPED {stopped}");
+        match reason.as_str() {
+            "Some(Late) true" => assert_eq!(stopped, "Some(Late) true"),
+            "Some(Requested) true" => assert_eq!(stopped, "Some(Requested) true"),
+            "Some(Lost(Expired)) false" => assert_eq!(stopped, "Some(Lost(Expired)) false"),
+            other => panic!("told to stop for {other}"),
+        }
+        kid.wait_ok(LONG);
+        assert!(t.election("ctl").unwrap().leader().unwrap().is_none());
+    }
 }
