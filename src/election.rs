@@ -33,8 +33,12 @@
 //! each change once, in increasing term order. Every grant's token carries a sequence
 //! one above its predecessor's (see [`crate::layout::grant`]), so an observer that
 //! slept through terms learns how many it missed ([`Change::skipped`]); when the name
-//! was unbound and bound again meanwhile (it was idle and its slot was reused), the
-//! count is unknown and reported as such, never as zero.
+//! was unbound and bound again meanwhile (it was idle and its slot was reused), or
+//! more than 32,768 grants went by, the count is unknown and reported as such, never
+//! as zero. A name that is not in the table at all (never used, or idle and evicted)
+//! has no slot to sleep on: its observer sleeps on a word of the table header that
+//! every binding and unbinding bumps (looking again at least every second), and never
+//! binds the name itself (that would evict other idle names).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -267,8 +271,8 @@ pub struct Change {
     pub leader: Option<Leader>,
     /// Terms that began and ended since the previous change this observer reported,
     /// without being reported: `Some(0)` when none (always for the first change), `None`
-    /// when unknown (the name was unbound and bound again meanwhile). Counted modulo
-    /// 65,536 (a 16-bit sequence in each token).
+    /// when unknown (the name was unbound, and maybe bound again, meanwhile; or more
+    /// than 32,768 grants went by: each token carries a 16-bit sequence).
     pub skipped: Option<u32>,
 }
 
@@ -277,7 +281,13 @@ pub struct Change {
 struct Seen {
     term: u64,
     leading: bool,
+    /// The binding word of the name's slot (0: the name was not in the table).
     bound_as: u64,
+    /// The slot's count of grants (a statistic), to tell a wrapped sequence.
+    transitions: u64,
+    /// The table's token floor when the name was seen absent (it grows at every
+    /// unbinding, so an unchanged floor means the name was not bound and unbound since).
+    floor: u64,
 }
 
 /// A blocking stream of the leadership changes of one election, for processes that
@@ -299,7 +309,26 @@ impl Observer<'_> {
         let key = Key::new(&self.name)?;
         let start = Instant::now();
         loop {
-            let (index, bound_as) = inner.find_or_bind(&key)?;
+            let left = match timeout {
+                Some(t) => t.checked_sub(start.elapsed()).unwrap_or_default(),
+                None => Duration::MAX,
+            };
+            let events = inner.name_events();
+            let Some((index, bound_as)) = inner.find(&key) else {
+                // Not in the table: nobody leads, and there is no slot to sleep on
+                // (binding one just to watch would evict other idle names, and in a
+                // full table observers would evict each other's forever). Sleep until
+                // a name is bound or unbound.
+                let floor = inner.header().token_floor.load(std::sync::atomic::Ordering::Acquire);
+                if let Some(change) = self.absent(floor) {
+                    return Ok(Some(change));
+                }
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                inner.sleep_for_names(events, left.min(table::LONGEST_NAP));
+                continue;
+            };
             let slot = inner.slot(index);
             let Some(observation) = protocol::announce_observer(slot, bound_as) else {
                 continue; // unbound or re-bound meanwhile: look again
@@ -313,7 +342,8 @@ impl Observer<'_> {
             let record = inner.record_of(index, term);
             let leading = protocol::classify(bits, now) == Observed::Held
                 && !record.is_some_and(|r| !r.detached && identity::is_provably_dead(&r));
-            let seen = Seen { term, leading, bound_as };
+            let transitions = slot.transitions.load(std::sync::atomic::Ordering::Relaxed);
+            let seen = Seen { term, leading, bound_as, transitions, floor: 0 };
             if let Some(mut change) = self.change_to(seen, index, word) {
                 self.last = Some(Seen { term: change.term, ..seen });
                 // A name never granted has a token floor in its word, but no term yet.
@@ -325,13 +355,9 @@ impl Observer<'_> {
                 }
                 return Ok(Some(change));
             }
-            let left = match timeout {
-                Some(t) => match t.checked_sub(start.elapsed()) {
-                    Some(left) if !left.is_zero() => left,
-                    _ => return Ok(None),
-                },
-                None => Duration::MAX,
-            };
+            if left.is_zero() {
+                return Ok(None);
+            }
             let deadline = if leading { bits & grant::DEADLINE } else { u64::MAX };
             // The leader's death is a change too: let the kernel tell.
             let record = record.filter(|_| leading);
@@ -343,6 +369,20 @@ impl Observer<'_> {
                 table::nap(now, deadline, left, unwatched),
             );
         }
+    }
+
+    /// The change to report on finding the name absent from the table, if any: the
+    /// state at the first call; the end of the leader last reported; or, for a name
+    /// seen idle, that what happened before it was unbound is unknown.
+    fn absent(&mut self, floor: u64) -> Option<Change> {
+        let change = match self.last {
+            None => Change { term: 0, leader: None, skipped: Some(0) },
+            Some(last) if last.bound_as == 0 => return None,
+            Some(last) => Change { term: last.term, leader: None, skipped: None },
+        };
+        let term = self.last.map_or(0, |l| l.term);
+        self.last = Some(Seen { term, leading: false, bound_as: 0, transitions: 0, floor });
+        Some(change)
     }
 
     /// The change from what was last reported to `now` (seen in the grant word `word`
@@ -359,9 +399,27 @@ impl Observer<'_> {
                     (now.term, Some(0)) // the leader we reported stepped down
                 } else {
                     // Grants after the last reported term, up to this word's: all but
-                    // the current one were missed, and that one too if it is over.
+                    // the current one were missed, and that one too if it is over. The
+                    // sequence counts modulo 2¹⁶: past half of that (by the slot's
+                    // grant count), the count is unknown.
                     let grants = grant::seq(now.term).wrapping_sub(grant::seq(last.term)) as u32;
-                    (now.term, Some(if now.leading { grants.saturating_sub(1) } else { grants }))
+                    let wrapped = now.transitions.wrapping_sub(last.transitions) >= 1 << 15;
+                    let missed = if now.leading { grants.saturating_sub(1) } else { grants };
+                    (now.term, (!wrapped).then_some(missed))
+                }
+            }
+            // Seen absent, and bound since without an unbinding in between (the floor
+            // would have grown): this binding's grants are all there were.
+            Some(last)
+                if last.bound_as == 0
+                    && now.transitions <= 1
+                    && inner.header().token_floor.load(std::sync::atomic::Ordering::Acquire)
+                        == last.floor =>
+            {
+                match (now.leading, now.transitions) {
+                    (_, 0) => return None,
+                    (true, _) => (now.term, Some(0)),
+                    (false, _) => (now.term, Some(1)),
                 }
             }
             // Another binding of the name (it was idle, unbound, and bound again): what

@@ -83,7 +83,10 @@ pub struct Header {
     pub token_floor: AtomicU64,
     /// Slots currently bound to a name (maintained under the table lock; advisory).
     pub bound: AtomicU64,
-    pub reserved1: [AtomicU64; 3],
+    /// Bumped (wrapping) whenever a name is bound to a slot or unbound from one: the
+    /// futex word (its low half) of observers of names not in the table.
+    pub name_events: AtomicU64,
+    pub reserved1: [AtomicU64; 2],
     // --- lines 2 and 3: counters (slow paths, or sampled) ---
     pub counters: [AtomicU64; 16],
 }
@@ -126,7 +129,8 @@ pub struct HeaderImage {
     pub time_base: u64,
     pub token_floor: u64,
     pub bound: u64,
-    pub reserved1: [u64; 3],
+    pub name_events: u64,
+    pub reserved1: [u64; 2],
     pub counters: [u64; 16],
 }
 
@@ -215,7 +219,7 @@ const _: () = {
     }
     same_offsets!(Descriptor: magic, version_endian, geometry, capacity);
     same_offsets!(Descriptor: created_unix_ns, creator, clock_id, reserved0);
-    same_offsets!(HeaderImage: boot_id, time_base, token_floor, bound, reserved1, counters);
+    same_offsets!(HeaderImage: boot_id, time_base, token_floor, bound, name_events, reserved1, counters);
     assert!(core::mem::size_of::<Descriptor>() == core::mem::offset_of!(Header, boot_id));
     assert!(core::mem::size_of::<HeaderImage>() == HEADER_SIZE);
 };

@@ -493,12 +493,11 @@ fn cli_observe_piped_into_head_ends() {
     l.resign().unwrap();
 }
 
-/// BUG (silent gap): an observer that sleeps through exactly 65,536 terms (plus the one
-/// that now leads) reports `skipped: Some(0)`: the 16-bit sequence in each token wraps
-/// and nothing else tells the observer. The brief's invariant is "never a silent gap";
-/// the count should be exact or `None` (unknown) once it may have wrapped.
+/// Regression (was a silent gap): an observer that sleeps through exactly 65,536 terms
+/// (plus the one that now leads) must not report `skipped: Some(0)`: the 16-bit sequence
+/// in each token wraps, so past 32,768 grants (by the slot's grant count) the count is
+/// unknown (`None`).
 #[test]
-#[ignore = "BUG: observer skipped count wraps at 65,536 into a silent gap (see report)"]
 fn observer_skipped_count_does_not_wrap_into_a_silent_gap() {
     let _serial = serial();
     let dir = Scratch::new("adv-wrap");
@@ -629,13 +628,10 @@ fn herd_of_thirty_with_kills_and_stops() {
     assert!(terms.len() > 10, "too few terms: {}", terms.len());
 }
 
-/// BUG (livelock): observers of more idle names than the table has free slots: each
-/// binding evicts another observer's idle name, whose observer wakes and binds it
-/// again. They must not evict each other in a loop (a livelock burning CPU while
-/// nothing happens); an observer that finds no slot may fail, but not spin. Measured on
-/// main: ~25,000 binds per second, all CPU, no error reported.
+/// Regression (was a livelock): observers of more idle names than the table has free
+/// slots must not evict each other in a loop (observers once bound the names they
+/// watched: ~25,000 binds per second, all CPU, nothing happening). Observers never bind.
 #[test]
-#[ignore = "BUG: observers of idle names evict each other in a loop on a full table (see report)"]
 fn observers_of_idle_names_on_a_full_table_do_not_spin() {
     let _serial = serial();
     let dir = Scratch::new("adv-evict");
@@ -666,12 +662,10 @@ fn observers_of_idle_names_on_a_full_table_do_not_spin() {
     held.release().unwrap();
 }
 
-/// BUG (minor, same root as the livelock above): an observer whose idle name is
-/// evicted (another name needs the last slot and is then held) fails with
-/// `Error::TableFull` (so `shmlease observe x` exits with a table error) instead of
-/// waiting until its election gets a leader.
+/// Regression (same root as the livelock above): an observer of a name that is not in a
+/// full table waits (it once failed with `Error::TableFull`, so `shmlease observe x`
+/// exited with a table error).
 #[test]
-#[ignore = "BUG: an observer of an evicted idle name fails with TableFull (see report)"]
 fn observer_of_an_evicted_name_waits_for_a_slot() {
     let _serial = serial();
     let dir = Scratch::new("adv-evict1");

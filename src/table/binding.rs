@@ -85,26 +85,6 @@ impl Inner {
         })
     }
 
-    /// The slot bound to `key` and its binding word, binding the name now (without
-    /// granting it) if it is not bound: for observers, which need a slot to sleep on.
-    /// An idle name bound this way may be evicted again by binders needing room; its
-    /// observers are woken and bind it anew.
-    pub(crate) fn find_or_bind(&self, key: &Key) -> Result<(u32, u64)> {
-        if let Some(found) = self.find(key) {
-            return Ok(found);
-        }
-        let _lock = self.lock()?;
-        for _ in 0..BIND_PASSES {
-            if let Some(bound) = self.bind_locked(key)? {
-                return Ok(bound);
-            }
-        }
-        Err(Error::Busy {
-            location: self.location.to_string(),
-            reason: format!("no slot for the name could be freed in {BIND_PASSES} passes"),
-        })
-    }
-
     /// One binding pass, table lock held: the slot bound to `key` (found, or bound now)
     /// and its binding word, or `None` when the picture changed and the pass must start
     /// over.
@@ -181,6 +161,7 @@ impl Inner {
                 header.bound.store(names + 1, Ordering::Relaxed);
                 point(Op::Bind);
                 self.count(counter::BINDS);
+                self.name_event();
                 Ok(Some((index, bound)))
             }
             None => Err(token_exhausted(&self.location, index)),
@@ -215,6 +196,7 @@ impl Inner {
         header.bound.store(names.saturating_sub(1).min(self.capacity as u64), Ordering::Relaxed);
         point(Op::Bind);
         self.count(counter::UNBINDS);
+        self.name_event();
         self.sweep_tombstones(index);
     }
 

@@ -55,7 +55,7 @@ mod wait;
 
 pub(crate) use key::Key;
 pub use open::RemoveOptions;
-pub(crate) use wait::{nap, DeathAlarm};
+pub(crate) use wait::{nap, DeathAlarm, LONGEST_NAP};
 
 /// Lock-free lookups that keep finding the name re-bound before they can grant it give
 /// up after this many tries and go through the table lock, where nobody re-binds.
@@ -240,7 +240,7 @@ pub(crate) enum Attempt {
 
 impl Inner {
     #[inline]
-    fn header(&self) -> &Header {
+    pub(crate) fn header(&self) -> &Header {
         // SAFETY: the mapping is at least HEADER_SIZE bytes (checked at open), page
         // aligned, and lives as long as `self`. `Header` consists only of atomics, for
         // which any bytes are a valid value and concurrent writes by other processes
@@ -264,6 +264,30 @@ impl Inner {
     fn futex_word(&self, index: u32) -> *const u32 {
         // Stays inside the slot's grant word (bytes 0..16 of the slot).
         (self.slot(index) as *const Slot as *const u8).wrapping_add(FUTEX_OFFSET) as *const u32
+    }
+
+    /// The header's name-event count (see [`Header::name_events`]), low half.
+    pub(crate) fn name_events(&self) -> u32 {
+        self.header().name_events.load(Ordering::Acquire) as u32
+    }
+
+    fn name_events_word(&self) -> *const u32 {
+        let offset = if cfg!(target_endian = "little") { 0 } else { 4 };
+        (&self.header().name_events as *const _ as *const u8).wrapping_add(offset) as *const u32
+    }
+
+    /// A name was bound or unbound (table lock held): wakes observers of absent names.
+    pub(crate) fn name_event(&self) {
+        self.header().name_events.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: the word lies inside our live mapping's header, 4-byte aligned.
+        unsafe { sys::futex_wake_all(self.name_events_word()) };
+    }
+
+    /// Sleeps until a name is bound or unbound (the count moves from `seen`), at most
+    /// `timeout`.
+    pub(crate) fn sleep_for_names(&self, seen: u32, timeout: Duration) {
+        // SAFETY: the word lies inside our live mapping (kept alive by `self`), aligned.
+        unsafe { sys::futex_wait(self.name_events_word(), seen, timeout) };
     }
 
     pub(crate) fn wake(&self, index: u32) {
@@ -310,7 +334,7 @@ impl Inner {
 
     /// Lock-free lookup: the slot bound to `key` and its binding word.
     #[inline]
-    fn find(&self, key: &Key) -> Option<(u32, u64)> {
+    pub(crate) fn find(&self, key: &Key) -> Option<(u32, u64)> {
         let mut index = key.home(self.capacity);
         for _ in 0..self.capacity {
             let slot = self.slot(index);
