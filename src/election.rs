@@ -409,17 +409,19 @@ impl Observer<'_> {
                 }
             }
             // Seen absent, and bound since without an unbinding in between (the floor
-            // would have grown): this binding's grants are all there were.
+            // would have grown): this binding's grants (its grant count) are all there
+            // were.
             Some(last)
                 if last.bound_as == 0
-                    && now.transitions <= 1
+                    && now.transitions < 1 << 15
                     && inner.header().token_floor.load(std::sync::atomic::Ordering::Acquire)
                         == last.floor =>
             {
-                match (now.leading, now.transitions) {
+                let grants = now.transitions as u32;
+                match (now.leading, grants) {
                     (_, 0) => return None,
-                    (true, _) => (now.term, Some(0)),
-                    (false, _) => (now.term, Some(1)),
+                    (true, n) => (now.term, Some(n - 1)),
+                    (false, n) => (now.term, Some(n)),
                 }
             }
             // Another binding of the name (it was idle, unbound, and bound again): what
