@@ -679,6 +679,10 @@ def test_a_forked_child_never_resigns_its_parents_leadership(table):
 
 SIGINT_CAMPAIGN = """
 import sys, time, shmlease
+import signal
+# Started from a background job, SIGINT may come ignored, and Python then installs no
+# KeyboardInterrupt handler: install it, as an interactive start would.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 election = shmlease.Table(sys.argv[1], create=False).election("held")
 print("waiting", flush=True)
 try:

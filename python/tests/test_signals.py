@@ -12,6 +12,10 @@ from conftest import read_line
 
 WAITER = """
 import sys, time, shmlease
+import signal
+# Started from a background job, SIGINT may come ignored, and Python then installs no
+# KeyboardInterrupt handler: install it, as an interactive start would.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 t = shmlease.Table(sys.argv[1], create=False)
 what = sys.argv[2]
 if what == "wait_lost":
