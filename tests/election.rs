@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -535,50 +534,8 @@ fn election_chaos() {
     if let Some((o, _)) = stopped_observer {
         observers[o].signal(libc::SIGCONT);
     }
-    let mut terms = BTreeSet::new();
-    let mut skips = 0u32;
-    let mut gaps = 0u32;
-    for k in candidates.iter_mut() {
-        assert_eq!(k.expect("DONE", LONG), "0", "violations\n{}", k.transcript());
-        k.wait_ok(LONG);
-    }
-    for k in candidates.iter().chain(&finished) {
-        for line in k.lines_so_far() {
-            if let Some(v) = line.strip_prefix("@@TERM ") {
-                assert!(terms.insert(v.parse::<u64>().unwrap()), "term {v} granted twice");
-            }
-        }
-    }
-    for k in observers.iter_mut() {
-        k.expect("DONE", LONG);
-        k.wait_ok(LONG);
-        let mut last: Option<u64> = None;
-        for line in k.lines_so_far() {
-            let Some(v) = line.strip_prefix("@@CHANGE ") else { continue };
-            let f: Vec<&str> = v.split(' ').collect();
-            let (term, leading): (u64, bool) = (f[0].parse().unwrap(), f[1] == "1");
-            if let Some(prev) = last {
-                assert!(term >= prev, "{}: term went back: {term} after {prev}", k.label);
-                // Terms granted after `prev` up to `term` (that one too if it is over):
-                // the observer's count must cover every one we know of. (A candidate
-                // killed between its grant and its report leaves a term we do not
-                // know: the observer may count more, never fewer.)
-                let known = terms.range(prev + 1..term.max(prev + 1)).count() as u64
-                    + (!leading && term > prev && terms.contains(&term)) as u64;
-                gaps += (known > 0) as u32;
-                if let Ok(n) = f[2].parse::<u64>() {
-                    skips += (n > 0) as u32;
-                    assert!(
-                        n >= known,
-                        "{}: {known} terms between {prev} and {term}, observer said {n}",
-                        k.label
-                    );
-                }
-            }
-            last = Some(term);
-        }
-        assert!(last.is_some(), "{} saw nothing", k.label);
-    }
+    let common::RunChecked { terms, skips, gaps } =
+        common::check_run(&mut candidates, &finished, &mut observers, true);
     eprintln!(
         "election_chaos: {} terms in {run_ms} ms; faults: {} kills, {} stops, {} revocations, {} requests, {} observer stops; {} observer reports with skipped terms ({gaps} with known gaps)",
         terms.len(),

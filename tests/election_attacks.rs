@@ -589,41 +589,7 @@ fn herd_of_thirty_with_kills_and_stops() {
             candidates[i].signal(libc::SIGCONT);
         }
     }
-    let mut terms = std::collections::BTreeSet::new();
-    for k in candidates.iter_mut() {
-        assert_eq!(k.expect("DONE", LONG), "0", "violations\n{}", k.transcript());
-        k.wait_ok(LONG);
-    }
-    for k in candidates.iter().chain(&finished) {
-        for line in k.lines_so_far() {
-            if let Some(v) = line.strip_prefix("@@TERM ") {
-                assert!(terms.insert(v.parse::<u64>().unwrap()), "term {v} granted twice");
-            }
-        }
-    }
-    for k in observers.iter_mut() {
-        k.expect("DONE", LONG);
-        k.wait_ok(LONG);
-        let mut last: Option<u64> = None;
-        for line in k.lines_so_far() {
-            let Some(v) = line.strip_prefix("@@CHANGE ") else { continue };
-            let f: Vec<&str> = v.split(' ').collect();
-            let (term, leading): (u64, bool) = (f[0].parse().unwrap(), f[1] == "1");
-            if let Some(prev) = last {
-                assert!(term >= prev, "{}: term went back: {term} after {prev}", k.label);
-                let known = terms.range(prev + 1..term.max(prev + 1)).count() as u64
-                    + (!leading && term > prev && terms.contains(&term)) as u64;
-                if let Ok(n) = f[2].parse::<u64>() {
-                    assert!(
-                        n >= known,
-                        "{}: {known} terms between {prev} and {term}, said {n}",
-                        k.label
-                    );
-                }
-            }
-            last = Some(term);
-        }
-    }
+    let terms = common::check_run(&mut candidates, &finished, &mut observers, false).terms;
     eprintln!("herd: {} terms, {kills} kills", terms.len());
     assert!(terms.len() > 10, "too few terms: {}", terms.len());
 }

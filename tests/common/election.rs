@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{env, env_ms, env_or, open_table, say, SharedWords};
+use super::{env, env_ms, env_or, open_table, say, Kid, SharedWords};
+
+const LONG: Duration = Duration::from_secs(60);
 
 /// Campaigns on `NAME` with TTL `TTL_MS` until `RUN_MS` have passed, again and again.
 /// While leading, it acts on the shared record `RECORD` (word 0: the highest term that
@@ -164,4 +166,73 @@ pub fn role_standby_default_sigpipe() -> i32 {
     say("TERM", leadership.term());
     leadership.resign().unwrap();
     0
+}
+
+/// What [`check_run`] found.
+pub struct RunChecked {
+    /// Every term a candidate reported winning.
+    pub terms: std::collections::BTreeSet<u64>,
+    /// Observer reports that said they skipped terms.
+    pub skips: u32,
+    /// Observer reports with terms known to lie between them and the one before.
+    pub gaps: u32,
+}
+
+/// The parent's side of a run of [`role_candidate`]s (`running`, still alive, and
+/// `finished`, killed) and [`role_observer`]s: waits for each to end, asserts that no
+/// candidate saw a violation, that no term was granted twice, that every observer's
+/// terms only grow, and that every count of skipped terms covers the terms known to
+/// lie between two reports (`each_observer_saw_something`: that each reported).
+pub fn check_run(
+    running: &mut [Kid],
+    finished: &[Kid],
+    observers: &mut [Kid],
+    each_observer_saw_something: bool,
+) -> RunChecked {
+    let mut out = RunChecked { terms: Default::default(), skips: 0, gaps: 0 };
+    for k in running.iter_mut() {
+        assert_eq!(k.expect("DONE", LONG), "0", "violations\n{}", k.transcript());
+        k.wait_ok(LONG);
+    }
+    for k in running.iter().chain(finished) {
+        for line in k.lines_so_far() {
+            if let Some(v) = line.strip_prefix("@@TERM ") {
+                assert!(out.terms.insert(v.parse::<u64>().unwrap()), "term {v} granted twice");
+            }
+        }
+    }
+    let terms = &out.terms;
+    for k in observers.iter_mut() {
+        k.expect("DONE", LONG);
+        k.wait_ok(LONG);
+        let mut last: Option<u64> = None;
+        for line in k.lines_so_far() {
+            let Some(v) = line.strip_prefix("@@CHANGE ") else { continue };
+            let f: Vec<&str> = v.split(' ').collect();
+            let (term, leading): (u64, bool) = (f[0].parse().unwrap(), f[1] == "1");
+            if let Some(prev) = last {
+                assert!(term >= prev, "{}: term went back: {term} after {prev}", k.label);
+                // Terms granted after `prev` up to `term` (that one too if it is over):
+                // the observer's count must cover every one we know of. (A candidate
+                // killed between its grant and its report leaves a term we do not
+                // know: the observer may count more, never fewer.)
+                let known = terms.range(prev + 1..term.max(prev + 1)).count() as u64
+                    + (!leading && term > prev && terms.contains(&term)) as u64;
+                out.gaps += (known > 0) as u32;
+                if let Ok(n) = f[2].parse::<u64>() {
+                    out.skips += (n > 0) as u32;
+                    assert!(
+                        n >= known,
+                        "{}: {known} terms between {prev} and {term}, observer said {n}",
+                        k.label
+                    );
+                }
+            }
+            last = Some(term);
+        }
+        if each_observer_saw_something {
+            assert!(last.is_some(), "{} saw nothing", k.label);
+        }
+    }
+    out
 }

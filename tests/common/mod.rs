@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 mod election;
+#[allow(unused_imports)] // only the election tests check runs
+pub use election::{check_run, RunChecked};
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod patterns;
