@@ -97,6 +97,18 @@ pub enum Error {
         /// Who held it, when the table knows.
         holder: Option<Holder>,
     },
+    /// The name is in use as another kind than the call asked for: exclusive, or with
+    /// another number of permits. The kind is recorded with the name when it is first
+    /// used, so that users who disagree about N are told instead of silently admitting
+    /// more holders than either intended.
+    WrongKind {
+        /// The name.
+        name: String,
+        /// How the name is in use.
+        recorded: crate::LeaseKind,
+        /// What the call asked for.
+        requested: crate::LeaseKind,
+    },
     /// Every slot holds a live lease; no new name fits.
     TableFull {
         /// The table's capacity.
@@ -117,7 +129,7 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// Table options or location that cannot work (capacity, mode, shm name).
+    /// Options or a location that cannot work (capacity, mode, shm name, permits).
     InvalidOptions {
         /// What is wrong.
         reason: String,
@@ -246,6 +258,11 @@ impl fmt::Display for Error {
                 fmt_holder(f, holder)?;
                 write!(f, " (token {token})")
             }
+            Error::WrongKind { name, recorded, requested } => write!(
+                f,
+                "{name:?} is in use as {recorded}, recorded when it was first used; this call \
+                 asked for {requested} (every user of a name must agree on its kind)"
+            ),
             Error::TableFull { capacity } => write!(
                 f,
                 "lease table is full: all {capacity} slots hold live leases (create a larger table)"
@@ -255,7 +272,7 @@ impl fmt::Display for Error {
                 write!(f, "invalid TTL {ttl:?}: must be between 1µs and 365 days")
             }
             Error::InvalidLabel { reason } => write!(f, "invalid label: {reason}"),
-            Error::InvalidOptions { reason } => write!(f, "invalid table options: {reason}"),
+            Error::InvalidOptions { reason } => write!(f, "invalid options: {reason}"),
             Error::NotATable { location, reason } => {
                 write!(f, "{location} is not a lease table: {reason}")
             }

@@ -195,7 +195,70 @@ impl LeaseState {
     }
 }
 
+/// How many may hold a name at once: recorded with the name when it is first used
+/// (bound to the table), kept while the name stays in the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LeaseKind {
+    /// One holder at a time (`permits = 1`, the default).
+    Exclusive,
+    /// Up to N holders at once (2 ≤ N ≤ 255), each with its own grant.
+    Permits(u32),
+}
+
+impl LeaseKind {
+    /// How many grants may be live at once.
+    pub fn permits(&self) -> u32 {
+        match self {
+            LeaseKind::Exclusive => 1,
+            LeaseKind::Permits(n) => *n,
+        }
+    }
+
+    /// Lower-case name, as the CLI prints it (`exclusive`, `permits`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LeaseKind::Exclusive => "exclusive",
+            LeaseKind::Permits(_) => "permits",
+        }
+    }
+}
+
+impl fmt::Display for LeaseKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeaseKind::Exclusive => f.write_str("an exclusive lease (permits = 1)"),
+            LeaseKind::Permits(n) => write!(f, "permits = {n}"),
+        }
+    }
+}
+
+/// One live grant of a name (of several, for a name with permits).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantInfo {
+    /// Its fencing token.
+    pub token: u64,
+    /// Who holds it, when recorded.
+    pub holder: Option<Holder>,
+    /// When it was made.
+    pub acquired_at: Option<SystemTime>,
+    /// When it was last made or renewed.
+    pub renewed_at: Option<SystemTime>,
+    /// When it expires unless renewed.
+    pub expires_at: Option<SystemTime>,
+    /// Time left.
+    pub remaining: Duration,
+    /// Slot index of the grant in the table.
+    pub slot: u32,
+}
+
 /// A copy of one name's lease.
+///
+/// For a name with permits, the top-level fields describe the name as a whole: `token`
+/// is the latest token taken for any of its grants, `state` is `Held` while any grant
+/// is, `holder` is `None`, `remaining` is the longest time left of any grant, and
+/// `transitions` counts grants since the name's seats were bound. Each live grant is in
+/// `grants`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseInfo {
     /// The lease name.
@@ -218,6 +281,11 @@ pub struct LeaseInfo {
     pub transitions: u64,
     /// Slot index in the table.
     pub slot: u32,
+    /// Exclusive, or how many permits.
+    pub kind: LeaseKind,
+    /// The live grants, oldest first: the one holder of a held exclusive lease, each
+    /// holder of a name with permits.
+    pub grants: Vec<GrantInfo>,
 }
 
 /// Counters kept by the table (slow paths only, so they cost the fast path nothing).

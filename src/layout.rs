@@ -20,7 +20,7 @@ use crate::sync::{AtomicU128, AtomicU64};
 /// `b"SHMLEASE"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMLEASE");
 /// Bumped on any change to the layout or to the meaning of a field.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Written by the creator in its native byte order; a reader of the other order sees
 /// `0x0403_0201` and refuses the table.
 pub const ENDIAN_MARK: u32 = 0x0102_0304;
@@ -37,6 +37,13 @@ pub const NAME_MAX: usize = 64;
 pub const LABEL_MAX: usize = 8;
 /// Largest capacity a table may be created with (2 GiB of slots).
 pub const MAX_CAPACITY: u32 = 1 << 24;
+/// Most grants a multi-holder name can have at once (`permits = N`, and shared holders):
+/// one slot ("seat") each, numbered 1..=N in the binding word's 8-bit seat field.
+pub const MAX_SEATS: u32 = 255;
+/// Table time values at or above this are garbage (table time reaches it after 18
+/// years; deadlines up to two years beyond it still fit below the grant word's flag
+/// and kind bits).
+pub const TIME_LIMIT: u64 = 1 << 59;
 /// `CLOCK_MONOTONIC`, recorded so that a future format can use another clock.
 pub const CLOCK_ID_MONOTONIC: u32 = 1;
 
@@ -231,6 +238,7 @@ const _: () = {
 /// | 63 (`WAITERS`) | some process sleeps on this slot's futex and wants a wake-up when the lease is freed (acquirers, and the holder's keep-alive) |
 /// | 62 (`OBSERVERS`) | some process observes every change of holder (election observers): the next grant, release, revocation or unbinding wakes the futex and clears the bit |
 /// | 61 (`REQUESTED`) | somebody asked the holder of this grant to release it (cooperative hand-over); cleared by the next grant |
+/// | 60 (`GROUP`) | this is the *head* of a multi-holder name, not a grant: bits 0..8 are its number of permits N (2..=255); the grants are in its seats (see below) |
 /// | 0..61 = `FREE` (0) | released (or never granted since the name was bound) |
 /// | 0..61 = `REVOKED` (1) | revoked by an administrator |
 /// | 0..61 = `UNBOUND` (2) | the name is being unbound from this slot; never grantable |
@@ -244,6 +252,16 @@ const _: () = {
 /// from a remembered value can never succeed against a later grant (no ABA); and an
 /// observer that saw one term and then another knows, from their sequences alone,
 /// how many grants it missed in between (modulo 65,536).
+///
+/// # Multi-holder names
+///
+/// A name used with `permits = N > 1` is a *head* slot (seat 0 in the binding word)
+/// whose grant word is `(GROUP | N, counter)`, plus up to N *seat* slots (seats 1..=N,
+/// same name bytes), each an ordinary grant word with its own deadline, holder and
+/// token. The head's token field is the name's token counter: every seat grant takes
+/// its token from it with one CAS (see `protocol::take_token`), so the tokens of all the
+/// name's grants are distinct and grow in the order they are taken. The head never
+/// expires; it is unbound only when none of its seats is bound.
 pub mod grant {
     /// Bit set by waiters; see the table above.
     pub const WAITERS: u64 = 1 << 63;
@@ -251,6 +269,10 @@ pub mod grant {
     pub const OBSERVERS: u64 = 1 << 62;
     /// Bit set by a request to release; see the table above.
     pub const REQUESTED: u64 = 1 << 61;
+    /// Marks the head of a multi-holder name; see the table above.
+    pub const GROUP: u64 = 1 << 60;
+    /// Mask of N in a head's deadline field.
+    pub const PERMITS: u64 = 0xff;
     /// The flag bits.
     pub const FLAGS: u64 = WAITERS | OBSERVERS | REQUESTED;
     /// Mask of the deadline proper.
@@ -289,6 +311,19 @@ pub mod grant {
     #[inline]
     pub const fn token(word: u128) -> u64 {
         (word >> 64) as u64
+    }
+    /// N, if `deadline_bits` are those of a multi-holder name's head (a head with a
+    /// number of permits outside 2..=255 is garbage, and reads as `Some(0)`).
+    #[inline]
+    pub const fn permits(deadline_bits: u64) -> Option<u32> {
+        if deadline_bits & GROUP == 0 {
+            return None;
+        }
+        let n = (deadline_bits & PERMITS) as u32;
+        if deadline_bits & DEADLINE & !(GROUP | PERMITS) != 0 || n < 2 {
+            return Some(0);
+        }
+        Some(n)
     }
 }
 
@@ -367,7 +402,8 @@ pub mod holder {
 /// | 0..2 | state: `EMPTY` 0 (never bound: ends every probe chain), `BINDING` 1 (a binder holds the table lock and is writing the name), `BOUND` 2, `TOMBSTONE` 3 (was bound; probe chains continue past it) |
 /// | 2..9 | name length, 1..=64 |
 /// | 9..32 | generation: incremented by every binding, so a lookup can tell that the slot was re-bound while it looked |
-/// | 32..64 | high 32 bits of the name's hash, to skip most mismatches without reading the name |
+/// | 32..40 | seat: 0 for a name's own slot (its lease, or the head of a multi-holder name), 1..=255 for the seats of a multi-holder name |
+/// | 40..64 | 24 bits of the name's hash, to skip most mismatches without reading the name |
 ///
 /// Changed only under the table lock; read by everyone.
 pub mod bind {
@@ -396,23 +432,31 @@ pub mod bind {
     pub const fn generation(word: u64) -> u64 {
         (word >> 9) & GEN_MASK
     }
+    /// Mask of the stored hash bits.
+    pub const HASH_MASK: u32 = (1 << 24) - 1;
     /// Stored hash bits.
     #[inline]
     pub const fn hash(word: u64) -> u32 {
-        (word >> 32) as u32
+        (word >> 40) as u32
     }
-    /// Packs a binding word.
+    /// Seat number.
     #[inline]
-    pub const fn pack(state: u64, name_len: usize, generation: u64, hash: u32) -> u64 {
+    pub const fn seat(word: u64) -> u8 {
+        (word >> 32) as u8
+    }
+    /// Packs a binding word (`hash` is cut to its low 24 bits).
+    #[inline]
+    pub const fn pack(state: u64, name_len: usize, generation: u64, seat: u8, hash: u32) -> u64 {
         (state & 3)
             | ((name_len as u64) & 0x7f) << 2
             | (generation & GEN_MASK) << 9
-            | (hash as u64) << 32
+            | (seat as u64) << 32
+            | ((hash & HASH_MASK) as u64) << 40
     }
     /// The same word with another state and the generation advanced by `step`.
     #[inline]
     pub const fn with_state(word: u64, state: u64, step: u64) -> u64 {
-        pack(state, name_len(word), generation(word) + step, hash(word))
+        pack(state, name_len(word), generation(word) + step, seat(word), hash(word))
     }
 }
 
@@ -440,15 +484,19 @@ mod tests {
 
     #[test]
     fn bind_word_fields_are_independent() {
-        let w = bind::pack(bind::BOUND, 64, (1 << 23) - 1, 0xffff_ffff);
+        let w = bind::pack(bind::BOUND, 64, (1 << 23) - 1, 255, 0xffff_ffff);
         assert_eq!(bind::state(w), bind::BOUND);
         assert_eq!(bind::name_len(w), 64);
         assert_eq!(bind::generation(w), (1 << 23) - 1);
-        assert_eq!(bind::hash(w), 0xffff_ffff);
+        assert_eq!(bind::seat(w), 255);
+        assert_eq!(bind::hash(w), bind::HASH_MASK);
         let next = bind::with_state(w, bind::BINDING, 1);
         assert_eq!(bind::generation(next), 0, "generation wraps within its field");
         assert_eq!(bind::state(next), bind::BINDING);
-        assert_eq!(bind::hash(next), 0xffff_ffff);
+        assert_eq!(bind::seat(next), 255);
+        assert_eq!(bind::hash(next), bind::HASH_MASK);
+        let low = bind::pack(bind::BOUND, 1, 0, 7, 0x0012_3456);
+        assert_eq!((bind::seat(low), bind::hash(low), bind::name_len(low)), (7, 0x12_3456, 1));
     }
 
     #[test]
@@ -458,5 +506,9 @@ mod tests {
         assert_eq!(grant::deadline_bits(w) & grant::FLAGS, grant::FLAGS);
         assert_eq!(grant::seq(0x1_0002_0003), 3);
         assert_eq!(grant::token(w), 777);
+        assert_eq!(grant::permits(12345), None);
+        assert_eq!(grant::permits(grant::GROUP | grant::WAITERS | 4), Some(4));
+        assert_eq!(grant::permits(grant::GROUP | 1), Some(0), "N = 1 is no group");
+        assert_eq!(grant::permits(grant::GROUP | 1 << 20 | 4), Some(0), "garbage");
     }
 }

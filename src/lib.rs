@@ -136,7 +136,10 @@ pub use election::{Election, Leader, Leadership};
 #[cfg(not(loom))]
 pub use error::{Error, LostReason, Result};
 #[cfg(not(loom))]
-pub use info::{Counters, Holder, Host, Label, LeaseInfo, LeaseState, ProcessIdentity, TableInfo};
+pub use info::{
+    Counters, GrantInfo, Holder, Host, Label, LeaseInfo, LeaseKind, LeaseState, ProcessIdentity,
+    TableInfo,
+};
 #[cfg(not(loom))]
 pub use lease::{DetachedLease, Lease, Notice, RawLease};
 #[cfg(not(loom))]

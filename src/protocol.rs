@@ -12,6 +12,7 @@
 //! | Expired | `3 ≤ d ≤ now` | yes | anyone: [`try_grant`]; the table lock holder: [`retire`] |
 //! | Corrupt | `d > now + 2·MAX_TTL` | yes | anyone: [`try_grant`] (no legitimate grant reaches that far; see [`IMPOSSIBLE_AHEAD_NS`]) |
 //! | Unbound | `UNBOUND` | never | the table lock holder: [`bind`](fn@bind) |
+//! | Group | `GROUP \| N` | never (it is no grant) | anyone, once: [`make_group`] (from Free, Revoked, Expired or Corrupt); the table lock holder: [`retire`], when no seat of the name is bound |
 //!
 //! Every transition is one CAS on the 128-bit grant word, from the exact value the actor
 //! judged, so "decide from state X" and "move out of X" are one indivisible step. Each
@@ -30,6 +31,18 @@
 //!
 //! A flag never changes who may do what: [`classify`] ignores them, and every CAS
 //! expects the exact word it judged, flags included.
+//!
+//! # Multi-holder names (`permits = N`)
+//!
+//! The name's own slot is its *head*, in state Group; its grants live in seat slots,
+//! each running the protocol above unchanged except for where tokens come from: a seat
+//! grant takes its token from the head's counter with [`take_token`] (one CAS on the
+//! head) and then CASes the seat from the exact word it judged grantable
+//! ([`try_grant_with`]). So at most one grant per seat is unexpired (invariant 1 per
+//! seat, hence at most N per name); tokens of the name are unique and taken in
+//! increasing order (a grant that starts after another was returned has a larger one);
+//! and each seat's token still only grows, because the counter is first raised past the
+//! seat's own. A token taken by an attempt whose seat CAS then fails is never used.
 //!
 //! Side records (holder, label, renewal time, transition count) are written after the
 //! CAS by the winner, and by nobody else: a granter whose CAS fails has written
@@ -73,11 +86,16 @@ pub enum Observed {
     Expired,
     Corrupt,
     Unbound,
+    /// The head of a multi-holder name (no grant itself).
+    Group,
 }
 
-/// Classifies a deadline (with or without the waiters bit) at `now`.
+/// Classifies a deadline (with or without the flag bits) at `now`.
 #[inline]
 pub fn classify(deadline_bits: u64, now: u64) -> Observed {
+    if deadline_bits & grant::GROUP != 0 {
+        return Observed::Group;
+    }
     match deadline_bits & grant::DEADLINE {
         grant::FREE => Observed::Free,
         grant::REVOKED => Observed::Revoked,
@@ -133,6 +151,8 @@ pub enum Refusal {
     Rebound,
     /// The slot's token cannot grow any more (only a corrupt slot gets here).
     TokenExhausted,
+    /// The slot is the head of a name used with `permits` = this (0: a garbage head).
+    Group { permits: u32 },
     /// The slot kept changing under us past any honest rate.
     Interference,
 }
@@ -169,6 +189,8 @@ pub fn check_ours(word: u128, token: u64, now: u64) -> Result<(), Lost> {
         Observed::Free => Err(Lost::Released),
         Observed::Revoked => Err(Lost::Revoked),
         Observed::Expired | Observed::Unbound => Err(Lost::Expired),
+        // Made a head from a grant that was no longer live.
+        Observed::Group => Err(Lost::TakenOver),
     }
 }
 
@@ -185,6 +207,25 @@ pub fn try_grant(
     me: holder::Record,
     label: u64,
     holder_is_dead: &mut dyn FnMut(&holder::Record) -> bool,
+) -> Result<Granted, Refusal> {
+    let next = |token| next_token(token, now).ok_or(Refusal::TokenExhausted);
+    try_grant_with(slot, bound_as, now, ttl, me, label, holder_is_dead, next)
+}
+
+/// [`try_grant`], with the new grant's token made by `token_after` from the token of the
+/// word being replaced (it must return a larger one whose low 32 bits differ, and may
+/// refuse): [`next_token`] for a name's own slot, [`take_token`] for a seat.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn try_grant_with(
+    slot: &Slot,
+    bound_as: u64,
+    now: u64,
+    ttl: u64,
+    me: holder::Record,
+    label: u64,
+    holder_is_dead: &mut dyn FnMut(&holder::Record) -> bool,
+    mut token_after: impl FnMut(u64) -> Result<u64, Refusal>,
 ) -> Result<Granted, Refusal> {
     debug_assert!((MIN_TTL_NS..=MAX_TTL_NS).contains(&ttl));
     for _ in 0..RETRY_LIMIT {
@@ -203,6 +244,9 @@ pub fn try_grant(
             Observed::Expired => Took::Expired,
             Observed::Corrupt => Took::Corrupt,
             Observed::Unbound => return Err(Refusal::Rebound),
+            Observed::Group => {
+                return Err(Refusal::Group { permits: grant::permits(deadline_bits).unwrap_or(0) })
+            }
             Observed::Held => {
                 let raw = slot.holder.load(Acquire);
                 let record = holder::Record::unpack(raw);
@@ -230,9 +274,7 @@ pub fn try_grant(
         };
         // The previous grant's record stays in place until ours replaces it: its tag
         // must not match our token (see the module docs); sequences guarantee it.
-        let Some(new_token) = next_token(token, now) else {
-            return Err(Refusal::TokenExhausted);
-        };
+        let new_token = token_after(token)?;
         let deadline = now + ttl;
         // Waiters stay announced across grants: whoever frees this grant wakes them.
         // Observers are woken now; a request was for the grant we replace.
@@ -312,6 +354,7 @@ pub fn release(slot: &Slot, token: u64, deadline_hint: u64) -> Result<bool, Lost
             grant::FREE => return Err(Lost::Released),
             grant::REVOKED => return Err(Lost::Revoked),
             grant::UNBOUND => return Err(Lost::Expired),
+            d if d & grant::GROUP != 0 => return Err(Lost::TakenOver),
             _ => {}
         }
         let freed = grant::pack(grant::FREE, token);
@@ -372,6 +415,10 @@ fn on_live_grant(
         match classify(grant::deadline_bits(current), now) {
             Observed::Held | Observed::Corrupt => {}
             Observed::Unbound => return Err(Refusal::Rebound),
+            Observed::Group => {
+                let permits = grant::permits(grant::deadline_bits(current)).unwrap_or(0);
+                return Err(Refusal::Group { permits });
+            }
             _ => return Ok(Targeted::NotHeld { token }),
         }
         if only_token.is_some_and(|t| t != token) {
@@ -529,8 +576,124 @@ pub fn rewrite_holder(
     check_ours(slot.grant.load(Acquire), token, now)
 }
 
-/// Unbinding, step 1 (table lock held): makes the slot ungrantable if nobody holds it.
-/// Returns the slot's last token (to raise the table's token floor with) and whether
+/// The next token of the multi-holder name whose head is `head` (found bound as
+/// `head_bound`, with `permits`), for a seat whose current token is `seat_token`: the
+/// head's counter is CASed to the least value ≥ `max(now, counter + 1, seat_token + 1)`
+/// whose low 32 bits differ from `seat_token`'s (see [`try_grant`] on records). Refused
+/// with `Rebound` when the head no longer stands for the name (look everything up again).
+#[inline]
+pub fn take_token(
+    head: &Slot,
+    head_bound: u64,
+    permits: u32,
+    now: u64,
+    seat_token: u64,
+) -> Result<u64, Refusal> {
+    for _ in 0..RETRY_LIMIT {
+        let current = head.grant.load(Acquire);
+        if head.bind.load(Acquire) != head_bound {
+            return Err(Refusal::Rebound);
+        }
+        let bits = grant::deadline_bits(current);
+        if grant::permits(bits) != Some(permits) {
+            return Err(Refusal::Rebound);
+        }
+        let counter = grant::token(current);
+        let mut token = next_token(counter.max(seat_token), now).ok_or(Refusal::TokenExhausted)?;
+        if token as u32 == seat_token as u32 {
+            token = next_token(token, now).ok_or(Refusal::TokenExhausted)?;
+        }
+        point(Op::Grant);
+        if head.grant.compare_exchange(current, grant::pack(bits, token), AcqRel, Acquire).is_ok() {
+            return Ok(token);
+        }
+    }
+    Err(Refusal::Interference)
+}
+
+/// Makes the name's own slot (bound as `bound_as`) the head of a name with `permits`
+/// (2..=255), if it holds no live grant: the counter starts from the slot's token, so
+/// the name's tokens keep growing. Refused with `Held` while an
+/// exclusive grant is live, with `Group` when it is a head already (with its N).
+pub fn make_group(slot: &Slot, bound_as: u64, permits: u32, now: u64) -> Result<(), Refusal> {
+    debug_assert!((2..=grant::PERMITS as u32).contains(&permits));
+    for _ in 0..RETRY_LIMIT {
+        let current = slot.grant.load(Acquire);
+        if slot.bind.load(Acquire) != bound_as {
+            return Err(Refusal::Rebound);
+        }
+        let bits = grant::deadline_bits(current);
+        let token = grant::token(current);
+        match classify(bits, now) {
+            Observed::Group => {
+                return Err(Refusal::Group { permits: grant::permits(bits).unwrap_or(0) })
+            }
+            Observed::Unbound => return Err(Refusal::Rebound),
+            Observed::Held => {
+                let record = holder::Record::unpack(slot.holder.load(Acquire));
+                let holder = (record.tag == holder::Record::tag_for(token)).then_some(record);
+                return Err(Refusal::Held { token, deadline: bits & grant::DEADLINE, holder });
+            }
+            Observed::Free | Observed::Revoked | Observed::Expired | Observed::Corrupt => {}
+        }
+        // Waiters and observers of the exclusive lease are woken by the caller (they
+        // will find the name's kind changed); a request was for a grant that is gone.
+        let head = grant::pack(grant::GROUP | permits as u64 | (bits & grant::WAITERS), token);
+        point(Op::Grant);
+        if slot.grant.compare_exchange(current, head, AcqRel, Acquire).is_ok() {
+            point(Op::Grant);
+            return Ok(());
+        }
+    }
+    Err(Refusal::Interference)
+}
+
+/// Sets `WAITERS` on a multi-holder name's head (bound as `head_bound`, with
+/// `permits`), so that whoever frees one of its seats (finding `WAITERS` on the seat,
+/// set by [`announce_waiter`]) clears it and wakes the head's futex. Returns the futex
+/// value to sleep on, or `None` when the head no longer stands for the name.
+pub fn announce_group_waiter(head: &Slot, head_bound: u64, permits: u32) -> Option<u32> {
+    for _ in 0..RETRY_LIMIT {
+        let current = head.grant.load(Acquire);
+        if head.bind.load(Acquire) != head_bound {
+            return None;
+        }
+        let bits = grant::deadline_bits(current);
+        if grant::permits(bits) != Some(permits) {
+            return None;
+        }
+        if bits & grant::WAITERS != 0 {
+            return Some(futex_value(current));
+        }
+        let announced = grant::pack(bits | grant::WAITERS, grant::token(current));
+        if head.grant.compare_exchange(current, announced, AcqRel, Acquire).is_ok() {
+            return Some(futex_value(announced));
+        }
+    }
+    None
+}
+
+/// A seat of a multi-holder name was freed while waiters were announced on it: clears
+/// `WAITERS` on the head (changing its futex word, so that a waiter about to sleep on
+/// the old value does not). Returns whether the head's futex must be woken.
+pub fn group_freed(head: &Slot) -> bool {
+    for _ in 0..RETRY_LIMIT {
+        let current = head.grant.load(Acquire);
+        let bits = grant::deadline_bits(current);
+        if bits & grant::GROUP == 0 || bits & grant::WAITERS == 0 {
+            return false;
+        }
+        let cleared = grant::pack(bits & !grant::WAITERS, grant::token(current));
+        if head.grant.compare_exchange(current, cleared, AcqRel, Acquire).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Unbinding, step 1 (table lock held): makes the slot ungrantable if nobody holds it
+/// (a multi-holder name's head: the caller has checked that none of its seats is
+/// bound). Returns the slot's last token (to raise the table's token floor with) and whether
 /// waiters must be woken (they will look the name up again).
 pub fn retire(slot: &Slot, now: u64) -> Option<(u64, bool)> {
     for _ in 0..RETRY_LIMIT {
@@ -557,16 +720,18 @@ pub fn retire(slot: &Slot, now: u64) -> Option<(u64, bool)> {
 /// by a dead binder, or retired). The first grant will carry a token above both the
 /// slot's own history and `floor`. Returns the new binding word, or `None` when the
 /// slot's token space is exhausted (a corrupt slot).
+#[allow(clippy::too_many_arguments)]
 pub fn bind(
     slot: &Slot,
     previous: u64,
     name: &[u64; 8],
     len: usize,
+    seat: u8,
     hash: u32,
     floor: u64,
 ) -> Option<u64> {
     let generation = bind::generation(previous) + 1;
-    slot.bind.store(bind::pack(bind::BINDING, len, generation, hash), Relaxed);
+    slot.bind.store(bind::pack(bind::BINDING, len, generation, seat, hash), Relaxed);
     point(Op::Bind);
     let last = grant::token(slot.grant.load(Acquire));
     let token = last.max(floor).checked_add(1)?;
@@ -583,7 +748,7 @@ pub fn bind(
     // so its binding re-check fails (see `try_grant`).
     slot.grant.store(grant::pack(grant::FREE, token), Release);
     point(Op::Bind);
-    let bound = bind::pack(bind::BOUND, len, generation, hash);
+    let bound = bind::pack(bind::BOUND, len, generation, seat, hash);
     slot.bind.store(bound, Release);
     point(Op::Bind);
     Some(bound)

@@ -113,8 +113,9 @@ fn wrong_magic_is_not_a_table() {
 #[test]
 fn other_format_versions_are_incompatible() {
     let dir = Scratch::new("version");
-    // 1: a table of release 1, whose grant word had no observer or request flags.
-    for version in [1u32, 3, 0, u32::MAX] {
+    // 1: a table of release 1, whose grant word had no observer or request flags; 2:
+    // one whose binding word had no seat field (its hash bits are where seats are now).
+    for version in [1u32, 2, 4, 0, u32::MAX] {
         let p = copy_of_table(&dir, &format!("v{version}"));
         let word = read_u64(&p, 8);
         write_u64(&p, 8, (word & !0xffff_ffff) | version as u64);

@@ -53,7 +53,7 @@ fn rec(pid: u32) -> holder::Record {
 /// A slot bound to `NAME` (with token floor `floor`), shared between loom threads.
 fn bound(floor: u64) -> (Arc<Slot>, u64) {
     let slot = Arc::new(Slot::new());
-    let b = protocol::bind(&slot, bind::EMPTY, &NAME, 6, 0xabcd, floor).unwrap();
+    let b = protocol::bind(&slot, bind::EMPTY, &NAME, 6, 0, 0xabcd, floor).unwrap();
     (slot, b)
 }
 
@@ -411,7 +411,7 @@ fn unbind_and_rebind_racing_grants_on_the_old_binding() {
                 let floor = last; // header.token_floor = max(floor, last)
                 protocol::tombstone(&slot);
                 let other = [7, 0, 0, 0, 0, 0, 0, 0];
-                let b_b = protocol::bind(&slot, slot.bind.load(SeqCst), &other, 1, 7, floor)?;
+                let b_b = protocol::bind(&slot, slot.bind.load(SeqCst), &other, 1, 0, 7, floor)?;
                 assert_ne!(b_b, b_a);
                 let g = protocol::try_grant(&slot, b_b, 310, TTL, rec(9), 0, &mut |_| false);
                 let g = g.expect("B's first grant on a fresh binding");
@@ -455,8 +455,9 @@ fn a_name_bound_under_the_lock_keeps_its_slot_until_its_first_grant() {
                     };
                     protocol::tombstone(&slot);
                     let name = [10 + i, 0, 0, 0, 0, 0, 0, 0];
-                    let b = protocol::bind(&slot, slot.bind.load(SeqCst), &name, 1, i as u32, last)
-                        .unwrap();
+                    let b =
+                        protocol::bind(&slot, slot.bind.load(SeqCst), &name, 1, 0, i as u32, last)
+                            .unwrap();
                     assert_ne!(b, current);
                     match protocol::try_grant(
                         &slot,

@@ -230,7 +230,7 @@ impl World {
         let mut names = Vec::new();
         for (n, m) in slot_m.iter_mut().enumerate().take(NAMES) {
             let (w, len, hash) = name_words(n);
-            let b = protocol::bind(&slots[n], bind::EMPTY, &w, len, hash, 0).unwrap();
+            let b = protocol::bind(&slots[n], bind::EMPTY, &w, len, 0, hash, 0).unwrap();
             *m = SlotM::Bound(n);
             names.push(NameM {
                 slot: n,
@@ -592,7 +592,7 @@ impl World {
                 let previous = self.slots[t].bind.load(SeqCst);
                 let (w, len, hash) = name_words(name);
                 let b =
-                    protocol::bind(&self.slots[t], previous, &w, len, hash, self.floor).unwrap();
+                    protocol::bind(&self.slots[t], previous, &w, len, 0, hash, self.floor).unwrap();
                 assert_eq!(bind::generation(b), bind::generation(previous) + 1);
                 let first = history.max(self.floor) + 1;
                 if let Some(&last) = self.names[name].issued.last() {

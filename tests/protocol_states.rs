@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::SeqCst;
 
 const NAME: [u64; 8] = [u64::from_le_bytes(*b"db-migra"), 0x6e6f_6974, 0, 0, 0, 0, 0, 0];
 const NAME_LEN: usize = 12;
-const HASH: u32 = 0xdead_beef;
+const HASH: u32 = 0x00ad_beef;
 const TTL: u64 = 10_000;
 /// A table time far above every token the tests bind, whose sequence (low 16 bits) is
 /// that of a slot's first grant (the binding's token 1, plus one), so that a first
@@ -43,7 +43,7 @@ fn rec(pid: u32, detached: bool) -> holder::Record {
 /// A fresh slot bound to `NAME` with `floor`; returns the slot and its binding word.
 fn bound(floor: u64) -> (Slot, u64) {
     let slot = Slot::new();
-    let b = protocol::bind(&slot, bind::EMPTY, &NAME, NAME_LEN, HASH, floor).expect("bind");
+    let b = protocol::bind(&slot, bind::EMPTY, &NAME, NAME_LEN, 0, HASH, floor).expect("bind");
     (slot, b)
 }
 
@@ -121,7 +121,7 @@ fn bind_gives_a_token_above_the_slots_own_history_and_clears_side_records() {
 
     // Floor below the slot's history: the history wins.
     let other = [u64::from_le_bytes(*b"gpu0\0\0\0\0"), 0, 0, 0, 0, 0, 0, 0];
-    let b2 = protocol::bind(&slot, tomb, &other, 4, 7, 10).unwrap();
+    let b2 = protocol::bind(&slot, tomb, &other, 4, 0, 7, 10).unwrap();
     assert_eq!(bind::generation(b2), 2);
     assert_ne!(b2, b);
     assert_eq!(word(&slot), grant::pack(grant::FREE, g.token + 1));
@@ -135,7 +135,7 @@ fn bind_gives_a_token_above_the_slots_own_history_and_clears_side_records() {
     // Floor above the slot's history: the floor wins.
     protocol::retire(&slot, T0 + 2).unwrap();
     protocol::tombstone(&slot);
-    let b3 = protocol::bind(&slot, slot.bind.load(SeqCst), &NAME, NAME_LEN, HASH, 5 * T0);
+    let b3 = protocol::bind(&slot, slot.bind.load(SeqCst), &NAME, NAME_LEN, 0, HASH, 5 * T0);
     assert_eq!(bind::generation(b3.unwrap()), 3);
     assert_eq!(word(&slot), grant::pack(grant::FREE, 5 * T0 + 1));
     // And the next grant is above that even though `now` is smaller.
@@ -146,13 +146,13 @@ fn bind_gives_a_token_above_the_slots_own_history_and_clears_side_records() {
 #[test]
 fn bind_refuses_an_exhausted_token_space() {
     let slot = Slot::new();
-    assert_eq!(protocol::bind(&slot, bind::EMPTY, &NAME, NAME_LEN, HASH, u64::MAX), None);
+    assert_eq!(protocol::bind(&slot, bind::EMPTY, &NAME, NAME_LEN, 0, HASH, u64::MAX), None);
     let slot = Slot::new();
     set_word(&slot, grant::UNBOUND, u64::MAX);
-    assert_eq!(protocol::bind(&slot, bind::EMPTY, &NAME, NAME_LEN, HASH, 0), None);
+    assert_eq!(protocol::bind(&slot, bind::EMPTY, &NAME, NAME_LEN, 0, HASH, 0), None);
     let slot = Slot::new();
     set_word(&slot, grant::UNBOUND, u64::MAX - 1);
-    let b = protocol::bind(&slot, bind::EMPTY, &NAME, NAME_LEN, HASH, 0).unwrap();
+    let b = protocol::bind(&slot, bind::EMPTY, &NAME, NAME_LEN, 0, HASH, 0).unwrap();
     assert_eq!(word(&slot), grant::pack(grant::FREE, u64::MAX));
     assert_eq!(
         protocol::try_grant(&slot, b, T0, TTL, rec(1, false), 0, &mut never_asked),
@@ -359,7 +359,7 @@ fn stale_binding_is_refused_even_when_the_slot_is_grantable() {
     let (slot, b) = bound(0);
     protocol::retire(&slot, T0).unwrap();
     protocol::tombstone(&slot);
-    let b2 = protocol::bind(&slot, slot.bind.load(SeqCst), &NAME, NAME_LEN, HASH, 0).unwrap();
+    let b2 = protocol::bind(&slot, slot.bind.load(SeqCst), &NAME, NAME_LEN, 0, HASH, 0).unwrap();
     assert_ne!(b, b2, "same name re-bound to the same slot: another generation");
     let r = protocol::try_grant(&slot, b, T0, TTL, rec(2, false), 0, &mut never_asked);
     assert_eq!(r, Err(Refusal::Rebound));
@@ -390,7 +390,7 @@ fn token_near_the_end_of_its_space() {
     // yields makes any re-binding refuse rather than reuse tokens.
     assert_eq!(protocol::retire(&slot, T0), Some((u64::MAX, false)));
     let fresh = Slot::new();
-    assert_eq!(protocol::bind(&fresh, bind::EMPTY, &NAME, NAME_LEN, HASH, u64::MAX), None);
+    assert_eq!(protocol::bind(&fresh, bind::EMPTY, &NAME, NAME_LEN, 0, HASH, u64::MAX), None);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -518,7 +518,7 @@ fn release_after_retire_is_lost() {
     assert_eq!(word(&slot), grant::pack(grant::UNBOUND, g.token));
     // Then bound to another name: the stale holder sees a takeover.
     protocol::tombstone(&slot);
-    protocol::bind(&slot, slot.bind.load(SeqCst), &[1, 0, 0, 0, 0, 0, 0, 0], 1, 1, 0).unwrap();
+    protocol::bind(&slot, slot.bind.load(SeqCst), &[1, 0, 0, 0, 0, 0, 0, 0], 1, 0, 1, 0).unwrap();
     assert_eq!(protocol::release(&slot, g.token, g.deadline), Err(Lost::TakenOver));
     assert_eq!(protocol::renew(&slot, g.token, g.deadline, TTL), Err(Lost::TakenOver));
     assert_eq!(word(&slot), grant::pack(grant::FREE, g.token + 1));
@@ -762,7 +762,7 @@ fn snapshot_reads_only_bound_slots() {
     assert_eq!(grant::deadline(s.grant), grant::UNBOUND);
     protocol::tombstone(&slot);
     assert!(protocol::snapshot(&slot).is_none(), "TOMBSTONE");
-    slot.bind.store(bind::pack(bind::BINDING, NAME_LEN, 5, HASH), SeqCst);
+    slot.bind.store(bind::pack(bind::BINDING, NAME_LEN, 5, 0, HASH), SeqCst);
     assert!(protocol::snapshot(&slot).is_none(), "BINDING");
 }
 

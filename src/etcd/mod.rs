@@ -52,7 +52,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, LostReason, Result};
-use crate::info::{Host, LeaseInfo, LeaseState, TableInfo};
+use crate::info::{GrantInfo, Host, LeaseInfo, LeaseKind, LeaseState, TableInfo};
 use crate::options::TableOptions;
 use crate::table::AcquireOptions;
 
@@ -376,6 +376,11 @@ impl EtcdTable {
         options: &AcquireOptions,
     ) -> Result<EtcdLease> {
         crate::table::Key::new(name)?;
+        if options.permits > 1 {
+            return Err(Error::Unsupported {
+                reason: "names with permits are not carried by the etcd backend yet".into(),
+            });
+        }
         let ttl_s = ttl_secs(ttl)?;
         let s = &self.shared;
         let (host, label) = (s.host, options.label);
@@ -610,7 +615,7 @@ fn info_of(name: &str, story: &recipe::Story, left: Option<i64>) -> LeaseInfo {
             (token, state, latest.and_then(|kv| HolderRecord::decode(&kv.value)), Duration::ZERO)
         }
     };
-    LeaseInfo {
+    let mut info = LeaseInfo {
         name: name.to_owned(),
         token,
         state,
@@ -621,5 +626,19 @@ fn info_of(name: &str, story: &recipe::Story, left: Option<i64>) -> LeaseInfo {
         remaining,
         transitions: latest.map(|kv| kv.version).unwrap_or(0),
         slot: 0,
+        kind: LeaseKind::Exclusive,
+        grants: Vec::new(),
+    };
+    if state == LeaseState::Held {
+        info.grants.push(GrantInfo {
+            token,
+            holder: info.holder,
+            acquired_at: info.acquired_at,
+            renewed_at: info.renewed_at,
+            expires_at: info.expires_at,
+            remaining,
+            slot: 0,
+        });
     }
+    info
 }

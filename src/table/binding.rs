@@ -88,7 +88,7 @@ impl Inner {
     /// One binding pass, table lock held: the slot bound to `key` (found, or bound now)
     /// and its binding word, or `None` when the picture changed and the pass must start
     /// over.
-    fn bind_locked(&self, key: &Key) -> Result<Option<(u32, u64)>> {
+    pub(super) fn bind_locked(&self, key: &Key) -> Result<Option<(u32, u64)>> {
         /// Idle names (bound, not held) a pass may try to evict, nearest first.
         const IDLE_CANDIDATES: usize = 8;
         let header = self.header();
@@ -119,6 +119,9 @@ impl Inner {
                         return Ok(Some((index, word))); // bound already (by anyone)
                     } else if idles < IDLE_CANDIDATES
                         && !matches!(protocol::classify(deadline, now), Observed::Held)
+                        // Never the head or a seat of the name being bound: binding a
+                        // seat would evict its own idle head, and the head its seats.
+                        && !self.same_name(slot, word, key)
                     {
                         idle[idles] = Some(index);
                         idles += 1;
@@ -152,6 +155,7 @@ impl Inner {
             previous,
             &key.words,
             key.len,
+            key.seat,
             key.hash_bits(),
             floor,
         ) {
@@ -172,9 +176,17 @@ impl Inner {
     /// when it turned out to be held.
     fn unbind_idle(&self, index: u32) -> Option<u64> {
         let slot = self.slot(index);
+        // A multi-holder name's head goes last, once none of its seats is bound (only
+        // the lock's holder binds seats, so none can appear meanwhile).
+        let bits = grant::deadline_bits(slot.grant.load(Ordering::Acquire));
+        if let Some(permits) = grant::permits(bits) {
+            if self.any_seat_bound(index, permits) {
+                return None;
+            }
+        }
         let (_, wake) = protocol::retire(slot, self.now())?;
         if wake {
-            self.wake(index);
+            self.freed(index);
         }
         self.finish_unbind(index);
         Some(slot.bind.load(Ordering::Acquire))

@@ -5,10 +5,13 @@ use crate::error::{Error, Result};
 use crate::layout::NAME_MAX;
 
 /// A lease name, checked and laid out as the table stores it.
+#[derive(Clone)]
 pub(crate) struct Key {
     pub(super) words: [u64; 8],
     pub(super) len: usize,
     pub(super) hash: u64,
+    /// 0 for the name's own slot; 1..=255 for a seat of a multi-holder name.
+    pub(super) seat: u8,
 }
 
 impl Key {
@@ -49,10 +52,24 @@ impl Key {
             }
         }
         if zero_byte {
-            return Key { words, len: 0, hash: 0 };
+            return Key { words, len: 0, hash: 0, seat: 0 };
         }
         let hash = name_hash(&words[..bytes.len().div_ceil(8)], bytes.len());
-        Key { words, len: bytes.len(), hash }
+        Key { words, len: bytes.len(), hash, seat: 0 }
+    }
+
+    /// The key of seat `seat` of this name: the same name, placed apart from it (so
+    /// that the seats of one name do not make one long probe chain).
+    #[inline]
+    pub(crate) fn seat(&self, seat: u8) -> Key {
+        Key { seat, ..self.clone() }
+    }
+
+    /// The key of the name stored in a slot's `words` (`len` bytes), at `seat`.
+    pub(super) fn from_stored(words: [u64; 8], len: usize, seat: u8) -> Key {
+        let len = len.min(NAME_MAX);
+        let hash = name_hash(&words[..len.div_ceil(8)], len);
+        Key { words, len, hash, seat }
     }
 
     #[cold]
@@ -73,11 +90,13 @@ impl Key {
     }
 
     pub(super) fn home(&self, capacity: u32) -> u32 {
-        ((self.hash as u128 * capacity as u128) >> 64) as u32
+        let h = if self.seat == 0 { self.hash } else { fmix(self.hash ^ self.seat as u64) };
+        ((h as u128 * capacity as u128) >> 64) as u32
     }
 
+    /// The hash bits the binding word stores (see `layout::bind`).
     pub(super) fn hash_bits(&self) -> u32 {
-        self.hash as u32
+        self.hash as u32 & crate::layout::bind::HASH_MASK
     }
 }
 
@@ -108,7 +127,11 @@ fn name_hash(words: &[u64], len: usize) -> u64 {
         h = (h ^ w).wrapping_mul(K);
         h ^= h >> 29;
     }
-    // murmur3 fmix64
+    fmix(h)
+}
+
+/// murmur3's fmix64. Part of the format, like [`name_hash`].
+fn fmix(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;

@@ -51,6 +51,7 @@ use crate::sys;
 mod binding;
 mod key;
 mod open;
+mod permits;
 mod wait;
 
 pub(crate) use key::Key;
@@ -329,6 +330,14 @@ impl Inner {
         bind::state(word) == bind::BOUND
             && bind::hash(word) == key.hash_bits()
             && bind::name_len(word) == key.len
+            && bind::seat(word) == key.seat
+            && slot.name.iter().zip(key.used_words()).all(|(a, b)| a.load(Ordering::Relaxed) == *b)
+    }
+
+    /// Whether the slot, bound as `word`, is bound to `key`'s name at any seat.
+    fn same_name(&self, slot: &Slot, word: u64, key: &Key) -> bool {
+        bind::hash(word) == key.hash_bits()
+            && bind::name_len(word) == key.len
             && slot.name.iter().zip(key.used_words()).all(|(a, b)| a.load(Ordering::Relaxed) == *b)
     }
 
@@ -380,9 +389,19 @@ impl Inner {
     /// A detached record never becomes bound again, and a dead process never lives
     /// again, so the verdict holds until the call's CAS.
     fn by_token(&self, key: &Key, token: u64) -> Result<u32> {
-        let Some((index, _)) = self.find(key) else {
+        let Some((mut index, _)) = self.find(key) else {
             return Err(Error::Lost { token, reason: LostReason::NoSuchName });
         };
+        let head = grant::deadline_bits(self.slot(index).grant.load(Ordering::Acquire));
+        if let Some(permits) = grant::permits(head) {
+            match self.seat_with_token(index, permits, token) {
+                Some(seat) => index = seat,
+                None => {
+                    let reason = self.why_not_in_group(index, permits, token);
+                    return Err(Error::Lost { token, reason });
+                }
+            }
+        }
         let slot = self.slot(index);
         let word = slot.grant.load(Ordering::Acquire);
         if grant::token(word) == token
@@ -486,6 +505,7 @@ impl Inner {
             }
             Err(Refusal::Rebound) => Ok(None),
             Err(Refusal::TokenExhausted) => Err(token_exhausted(&self.location, index)),
+            Err(Refusal::Group { permits }) => Err(self.wrong_kind(index, permits, 1)),
             Err(Refusal::Interference) => Err(interference(&self.location, index)),
         }
     }
@@ -536,7 +556,7 @@ impl Inner {
             Observed::Held | Observed::Corrupt => LeaseState::Held,
             Observed::Expired => LeaseState::Expired,
             Observed::Revoked => LeaseState::Revoked,
-            Observed::Free | Observed::Unbound => LeaseState::Free,
+            Observed::Free | Observed::Unbound | Observed::Group => LeaseState::Free,
         };
         let at = |t: u64| {
             if now >= t {
@@ -545,8 +565,8 @@ impl Inner {
                 wall.checked_add(Duration::from_nanos(t - now))
             }
         };
-        let real_deadline = deadline > grant::UNBOUND;
-        LeaseInfo {
+        let real_deadline = deadline > grant::UNBOUND && deadline & grant::GROUP == 0;
+        let mut info = LeaseInfo {
             name,
             token: if granted { token } else { 0 },
             state,
@@ -561,6 +581,26 @@ impl Inner {
             },
             transitions: snap.transitions,
             slot: index,
+            kind: crate::info::LeaseKind::Exclusive,
+            grants: Vec::new(),
+        };
+        if state == LeaseState::Held {
+            info.grants.push(permits::grant_info(&info));
+        }
+        info
+    }
+
+    /// The info of the name whose own slot (or head) is `index`, from `snap`.
+    fn name_info(
+        &self,
+        index: u32,
+        snap: &protocol::Snapshot,
+        now: u64,
+        wall: SystemTime,
+    ) -> LeaseInfo {
+        match grant::permits(grant::deadline_bits(snap.grant)) {
+            Some(permits) => self.group_info(index, snap, permits, now, wall),
+            None => self.info_of(index, snap, now, wall),
         }
     }
 }
@@ -632,6 +672,9 @@ impl LeaseTable {
         let key = Key::new(name)?;
         let ttl = ttl_ns(ttl)?;
         let inner = self.shm();
+        if options.permits > 1 {
+            return inner.grant_permit(&key, ttl, options);
+        }
         let (slot, token, deadline) = match options.wait {
             None => match inner.attempt(&key, ttl, options.label)? {
                 Attempt::Won { slot, token, deadline } => (slot, token, deadline),
@@ -675,7 +718,7 @@ impl LeaseTable {
         match protocol::release(inner.slot(index), token, 0) {
             Ok(wake) => {
                 if wake {
-                    inner.wake(index);
+                    inner.freed(index);
                 }
                 Ok(())
             }
@@ -751,7 +794,7 @@ impl LeaseTable {
             match op(inner.slot(index), bound_as, inner.now(), only) {
                 Ok(Targeted::Done { token, wake }) => {
                     if wake {
-                        inner.wake(index);
+                        inner.freed(index);
                     }
                     return Ok(Some(token));
                 }
@@ -762,6 +805,9 @@ impl LeaseTable {
                             Err(Error::Lost { token, reason: inner.why_not_live(index, token) })
                         }
                     };
+                }
+                Err(Refusal::Group { permits }) if permits > 0 => {
+                    return inner.on_seats(index, permits, only, op)
                 }
                 Err(Refusal::Rebound) if inner.is_retired(index) => return not_there(),
                 Err(Refusal::Rebound) => continue,
@@ -782,10 +828,10 @@ impl LeaseTable {
         let Some((index, _)) = inner.find(&key) else { return Ok(None) };
         let now = inner.now();
         let wall = SystemTime::now();
-        Ok(protocol::snapshot(inner.slot(index)).map(|s| inner.info_of(index, &s, now, wall)))
+        Ok(protocol::snapshot(inner.slot(index)).map(|s| inner.name_info(index, &s, now, wall)))
     }
 
-    /// Every name the table knows, in slot order, whatever its state.
+    /// Every name the table knows, in slot order (of its own slot), whatever its state.
     pub fn list(&self) -> Result<Vec<LeaseInfo>> {
         to_etcd!(self, t => t.list());
         let inner = self.shm();
@@ -794,8 +840,8 @@ impl LeaseTable {
         let mut out = Vec::new();
         for index in 0..inner.capacity {
             if let Some(s) = protocol::snapshot(inner.slot(index)) {
-                if grant::deadline(s.grant) != grant::UNBOUND {
-                    out.push(inner.info_of(index, &s, now, wall));
+                if grant::deadline(s.grant) != grant::UNBOUND && bind::seat(s.bind) == 0 {
+                    out.push(inner.name_info(index, &s, now, wall));
                 }
             }
         }
@@ -814,10 +860,11 @@ impl LeaseTable {
         let (mut names, mut held, mut grants) = (0u32, 0u32, c(counter::RETIRED_GRANTS));
         for index in 0..inner.capacity {
             let slot = inner.slot(index);
-            if bind::state(slot.bind.load(Ordering::Relaxed)) == bind::BOUND {
+            let b = slot.bind.load(Ordering::Relaxed);
+            if bind::state(b) == bind::BOUND {
                 let g = slot.grant.load(Ordering::Relaxed);
                 if grant::deadline(g) != grant::UNBOUND {
-                    names += 1;
+                    names += (bind::seat(b) == 0) as u32;
                     grants = grants.wrapping_add(slot.transitions.load(Ordering::Relaxed));
                     held += matches!(
                         protocol::classify(grant::deadline_bits(g), now),
@@ -904,7 +951,7 @@ pub(crate) fn release_slot(
             // fresh clock read, and cost nothing; the hint may be a constant 0.
             inner.count_sampled(counter::RELEASES, token);
             if wake {
-                inner.wake(index);
+                inner.freed(index);
             }
             Ok(())
         }
@@ -931,6 +978,8 @@ pub(crate) fn detach_slot(inner: &Inner, index: u32, token: u64) -> Result<Detac
 pub struct AcquireOptions {
     pub(crate) wait: Option<Option<Duration>>,
     pub(crate) label: Label,
+    /// 0 or 1: exclusive.
+    pub(crate) permits: u32,
 }
 
 impl AcquireOptions {
@@ -947,6 +996,43 @@ impl AcquireOptions {
     pub fn wait(mut self, timeout: Option<Duration>) -> Self {
         self.wait = Some(timeout);
         self
+    }
+
+    /// Admit up to `permits` holders of the name at once (1 ..= 255; 1, the default,
+    /// is an exclusive lease). Each holder gets a grant of its own, with its own TTL
+    /// and token. Every user of a name must ask for the same number: the first use
+    /// records it, and a call asking for another fails with [`Error::WrongKind`].
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("shmlease-doc-permits-{}", std::process::id()));
+    /// # let table = shmlease::LeaseTable::open_or_create(&path, &Default::default())?;
+    /// use shmlease::AcquireOptions;
+    /// use std::time::Duration;
+    ///
+    /// let two = AcquireOptions::new().permits(2)?;
+    /// let ttl = Duration::from_secs(30);
+    /// let a = table.acquire_with("gpu-pool", ttl, &two)?;
+    /// let b = table.acquire_with("gpu-pool", ttl, &two)?;
+    /// assert!(b.token() > a.token());
+    /// // Both permits are taken: a third holder is refused.
+    /// assert!(matches!(table.acquire_with("gpu-pool", ttl, &two), Err(shmlease::Error::Held { .. })));
+    /// // And nobody may use the name with another number.
+    /// assert!(matches!(table.try_acquire("gpu-pool", ttl), Err(shmlease::Error::WrongKind { .. })));
+    /// # drop((a, b));
+    /// # shmlease::LeaseTable::remove(&path)?;
+    /// # Ok::<(), shmlease::Error>(())
+    /// ```
+    pub fn permits(mut self, permits: u32) -> Result<Self> {
+        if !(1..=layout::MAX_SEATS).contains(&permits) {
+            return Err(Error::InvalidOptions {
+                reason: format!(
+                    "permits must be between 1 and {}, not {permits}",
+                    layout::MAX_SEATS
+                ),
+            });
+        }
+        self.permits = permits;
+        Ok(self)
     }
 
     /// Attach a label (up to 8 bytes, shown to others inspecting the lease).

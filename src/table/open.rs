@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::fault::{point, Op};
 use crate::identity;
 use crate::info::{LeaseInfo, LeaseState};
-use crate::layout::{self, grant, Header, HEADER_SIZE, NAME_MAX, SLOT_SIZE};
+use crate::layout::{self, grant, Header, HEADER_SIZE, NAME_MAX, SLOT_SIZE, TIME_LIMIT};
 use crate::options::{Location, TableOptions};
 use crate::sync::{AtomicU128, Ordering};
 use crate::sys;
@@ -224,10 +224,6 @@ impl LeaseTable {
         Ok(LeaseTable { backend: super::Backend::Shm(Arc::new(inner)) })
     }
 }
-
-/// Table time values at or above this are garbage (table time reaches it after 36 years;
-/// deadlines up to two years beyond it still fit below the flag bits of the grant word).
-const TIME_LIMIT: u64 = 1 << 60;
 
 /// Options for [`LeaseTable::remove_with`].
 #[derive(Clone, Copy, Debug, Default)]

@@ -27,6 +27,7 @@ pub use election::{check_run, RunChecked};
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod patterns;
+mod permits;
 pub mod procs;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -553,6 +554,8 @@ pub fn run_child() {
         "timens_unshared" => patterns::role_timens_unshared(),
         "rotate" => patterns::role_rotate(),
         "fork_during_bind" => patterns::role_fork_during_bind(),
+        "permit_herd" => permits::role_permit_herd(),
+        "permit_hold" => permits::role_permit_hold(),
         "candidate" => election::role_candidate(),
         "observer" => election::role_observer(),
         "leader" => election::role_leader(),

@@ -1,0 +1,488 @@
+//! Names with `permits = N` (N ≥ 2): the name's own slot is its *head*, and each of up to
+//! N holders has a grant in a *seat* slot of its own (seats 1..=N, bound like names, with
+//! the same name bytes). The slot protocol and the head's part in it are in
+//! [`crate::protocol`] (`take_token`, `make_group`); the layout is in
+//! [`crate::layout::grant`]. Here: finding and binding seats, waiting for any seat to
+//! free, and the operations that address a name's grants by token or all at once.
+//!
+//! # States of a name with permits
+//!
+//! | state | what the table holds | left by |
+//! |---|---|---|
+//! | absent | no slot bound to the name | the first acquirer with `permits = N`: binds the head (table lock) and makes it a group |
+//! | exclusive, not held | the name's slot as an ordinary lease, free, revoked or expired | an acquirer with `permits = N`: [`protocol::make_group`] (one CAS); an exclusive acquirer: a grant |
+//! | group(N) | the head; seats bound as needed (table lock), each free, held or expired | seat grants, renewals, releases (lock-free, per seat); eviction of idle seats, then of the head once no seat is bound (table lock) |
+//!
+//! A group's N never changes while its head is bound: a caller asking for another N
+//! (or for an exclusive lease) gets [`Error::WrongKind`]. An exclusive lease that is
+//! live is never turned into a group.
+//!
+//! # Waiting
+//!
+//! A blocked acquirer announces itself on the head (`WAITERS`) and then on every held
+//! seat, and sleeps on the head's futex word. Whoever frees a seat that has `WAITERS`
+//! (release, revocation, unbinding) clears the head's flag, which changes the futex
+//! word, and wakes it: no wake-up is lost between the acquirer's last look and its
+//! sleep. An expiry wakes nobody, so the sleep ends at the soonest seat deadline; the
+//! death of a holder is noticed within [`super::wait::LIVENESS_RECHECK`] (no
+//! per-holder death alarm is kept for seats).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::wait::LIVENESS_RECHECK;
+use super::{interference, token_exhausted, AcquireOptions, Attempt, Inner, Key, FREE_TRIES};
+use crate::error::{Error, LostReason, Result};
+use crate::identity;
+use crate::info::{GrantInfo, Label, LeaseInfo, LeaseKind, LeaseState};
+use crate::layout::{bind, grant, NAME_MAX};
+use crate::protocol::{self, Refusal, Targeted, Took, Wait};
+use crate::sync::Ordering;
+
+/// What trying every seat of a name found.
+enum Seats {
+    /// A grant, or every seat held (the one that frees soonest).
+    Done(Attempt),
+    /// No bound seat was free, and seat `0` (1..=N) is not bound: bind it.
+    Unbound(u8),
+    /// The head or a seat moved while we looked: start over.
+    Moved,
+}
+
+impl Inner {
+    /// The key of the name bound to slot `index` (its seat included).
+    pub(super) fn key_of(&self, index: u32) -> Key {
+        let slot = self.slot(index);
+        let b = slot.bind.load(Ordering::Acquire);
+        let mut words = [0u64; 8];
+        for (out, word) in words.iter_mut().zip(&slot.name) {
+            *out = word.load(Ordering::Relaxed);
+        }
+        Key::from_stored(words, bind::name_len(b), bind::seat(b))
+    }
+
+    /// The name bound to slot `index`, for messages.
+    fn name_at(&self, index: u32) -> String {
+        let key = self.key_of(index);
+        let mut bytes = [0u8; NAME_MAX];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(&key.words) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        String::from_utf8_lossy(&bytes[..key.len]).into_owned()
+    }
+
+    /// [`Error::WrongKind`] for the name of slot `index`, recorded with `permits`.
+    pub(super) fn wrong_kind(&self, index: u32, permits: u32, requested: u32) -> Error {
+        if permits == 0 {
+            return Error::Corrupt {
+                location: self.location.to_string(),
+                reason: format!(
+                    "slot {index} is the head of a name with an impossible permit count"
+                ),
+            };
+        }
+        Error::WrongKind {
+            name: self.name_at(index),
+            recorded: kind(permits),
+            requested: kind(requested),
+        }
+    }
+
+    /// Slot `index` was freed with waiters or observers announced: wakes them, and when
+    /// it is a seat, the waiters of any seat of its name (on the head).
+    pub(crate) fn freed(&self, index: u32) {
+        self.wake(index);
+        let seat = bind::seat(self.slot(index).bind.load(Ordering::Acquire));
+        if seat != 0 {
+            if let Some((head, _)) = self.find(&self.key_of(index).seat(0)) {
+                if protocol::group_freed(self.slot(head)) {
+                    self.wake(head);
+                }
+            }
+        }
+    }
+
+    /// Whether any seat of the group whose head is slot `head` is bound.
+    pub(super) fn any_seat_bound(&self, head: u32, permits: u32) -> bool {
+        let key = self.key_of(head);
+        (1..=permits).any(|s| self.find(&key.seat(s as u8)).is_some())
+    }
+
+    /// The head of `key`'s name as a group of `permits`, making the name's own slot one
+    /// if it holds no live exclusive grant; `None` when the name is not bound.
+    fn head(&self, key: &Key, permits: u32) -> Result<Option<(u32, u64)>> {
+        for _ in 0..FREE_TRIES {
+            let Some((index, bound_as)) = self.find(key) else { return Ok(None) };
+            let slot = self.slot(index);
+            let bits = grant::deadline_bits(slot.grant.load(Ordering::Acquire));
+            match grant::permits(bits) {
+                Some(n) if n == permits => return Ok(Some((index, bound_as))),
+                Some(n) => return Err(self.wrong_kind(index, n, permits)),
+                None => {}
+            }
+            match protocol::make_group(slot, bound_as, permits, self.now()) {
+                Ok(()) => {
+                    // Exclusive waiters and observers must learn the kind changed.
+                    self.wake(index);
+                    return Ok(Some((index, bound_as)));
+                }
+                Err(Refusal::Group { permits: n }) if n == permits => {
+                    return Ok(Some((index, bound_as)))
+                }
+                Err(Refusal::Group { permits: n }) => {
+                    return Err(self.wrong_kind(index, n, permits))
+                }
+                Err(Refusal::Held { .. }) => return Err(self.wrong_kind(index, 1, permits)),
+                Err(Refusal::Rebound) => {}
+                Err(_) => return Err(interference(&self.location, index)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Tries to grant seat slot `index` (bound as `bound_as`), taking the token from the
+    /// head; `None` when the seat or the head moved.
+    fn grant_seat(
+        &self,
+        index: u32,
+        bound_as: u64,
+        (head, head_bound): (u32, u64),
+        permits: u32,
+        ttl: u64,
+        label: Label,
+    ) -> Result<Option<Attempt>> {
+        let me = identity::me().record(false);
+        let now = self.now();
+        let head_slot = self.slot(head);
+        let result = protocol::try_grant_with(
+            self.slot(index),
+            bound_as,
+            now,
+            ttl,
+            me,
+            label.to_word(),
+            &mut identity::is_provably_dead,
+            |seat_token| protocol::take_token(head_slot, head_bound, permits, now, seat_token),
+        );
+        match result {
+            Ok(g) => {
+                if g.wake {
+                    self.wake(index);
+                }
+                match g.took {
+                    Took::Free | Took::Revoked => {}
+                    Took::Expired => self.count(super::counter::EXPIRED_RECLAIMS),
+                    Took::DeadHolder => self.count(super::counter::DEAD_HOLDER_RECLAIMS),
+                    Took::Corrupt => self.count(super::counter::CORRUPT_RECLAIMS),
+                }
+                Ok(Some(Attempt::Won { slot: index, token: g.token, deadline: g.deadline }))
+            }
+            Err(Refusal::Held { token, deadline, holder }) => {
+                Ok(Some(Attempt::Held { slot: index, bound_as, token, deadline, holder }))
+            }
+            Err(Refusal::Rebound) => Ok(None),
+            Err(Refusal::TokenExhausted) => Err(token_exhausted(&self.location, index)),
+            Err(Refusal::Group { .. } | Refusal::Interference) => {
+                Err(interference(&self.location, index))
+            }
+        }
+    }
+
+    /// One pass over the seats of a group: the first free (or reclaimable) bound seat,
+    /// starting from one picked by this process's pid so that processes spread out.
+    fn try_seats(
+        &self,
+        key: &Key,
+        head: (u32, u64),
+        permits: u32,
+        ttl: u64,
+        label: Label,
+    ) -> Result<Seats> {
+        let start = identity::pid() % permits;
+        let mut unbound = None;
+        let mut soonest: Option<Attempt> = None;
+        for k in 0..permits {
+            let seat = 1 + ((start + k) % permits) as u8;
+            let Some((index, bound_as)) = self.find(&key.seat(seat)) else {
+                unbound.get_or_insert(seat);
+                continue;
+            };
+            match self.grant_seat(index, bound_as, head, permits, ttl, label)? {
+                Some(won @ Attempt::Won { .. }) => return Ok(Seats::Done(won)),
+                Some(held @ Attempt::Held { deadline, .. }) => {
+                    let sooner = match &soonest {
+                        Some(Attempt::Held { deadline: d, .. }) => deadline < *d,
+                        _ => true,
+                    };
+                    if sooner {
+                        soonest = Some(held);
+                    }
+                }
+                None => return Ok(Seats::Moved),
+            }
+        }
+        Ok(match (unbound, soonest) {
+            (Some(seat), _) => Seats::Unbound(seat),
+            (None, Some(held)) => Seats::Done(held),
+            (None, None) => Seats::Moved,
+        })
+    }
+
+    /// One attempt to take a permit of `key`'s name (binding the head or a seat if
+    /// needed).
+    fn attempt_permit(&self, key: &Key, permits: u32, ttl: u64, label: Label) -> Result<Attempt> {
+        for _ in 0..FREE_TRIES {
+            let Some(head) = self.head(key, permits)? else { break };
+            match self.try_seats(key, head, permits, ttl, label)? {
+                Seats::Done(attempt) => return Ok(attempt),
+                Seats::Unbound(_) => break,
+                Seats::Moved => {}
+            }
+        }
+        self.attempt_permit_locked(key, permits, ttl, label)
+    }
+
+    /// [`Inner::attempt_permit`] under the table lock, where nobody else binds or
+    /// unbinds: binds the head if the name is absent, then seats as needed.
+    #[cold]
+    fn attempt_permit_locked(
+        &self,
+        key: &Key,
+        permits: u32,
+        ttl: u64,
+        label: Label,
+    ) -> Result<Attempt> {
+        let _lock = self.lock()?;
+        for _ in 0..super::BIND_PASSES {
+            if self.bind_locked(key)?.is_none() {
+                continue;
+            }
+            let Some(head) = self.head(key, permits)? else { continue };
+            let seat = match self.try_seats(key, head, permits, ttl, label)? {
+                Seats::Done(attempt) => return Ok(attempt),
+                Seats::Unbound(seat) => seat,
+                Seats::Moved => continue,
+            };
+            let Some((index, bound_as)) = self.bind_locked(&key.seat(seat))? else { continue };
+            if let Some(attempt) = self.grant_seat(index, bound_as, head, permits, ttl, label)? {
+                if matches!(attempt, Attempt::Won { .. }) {
+                    return Ok(attempt);
+                }
+            }
+        }
+        Err(Error::Busy {
+            location: self.location.to_string(),
+            reason: format!(
+                "the seats of a name with {permits} permits kept being taken or evicted while \
+                 this call bound them (the table is too small for the names in use)"
+            ),
+        })
+    }
+
+    /// Takes a permit: `(slot, token, deadline)` of the seat granted.
+    pub(super) fn grant_permit(
+        self: &Arc<Inner>,
+        key: &Key,
+        ttl: u64,
+        options: &AcquireOptions,
+    ) -> Result<(u32, u64, u64)> {
+        let permits = options.permits;
+        let start = Instant::now();
+        loop {
+            let (index, token, record) =
+                match self.attempt_permit(key, permits, ttl, options.label)? {
+                    Attempt::Won { slot, token, deadline } => return Ok((slot, token, deadline)),
+                    Attempt::Held { slot, token, holder, .. } => (slot, token, holder),
+                };
+            let left = match options.wait {
+                None => {
+                    let remaining = self.remaining_of(index, token);
+                    return Err(Error::Held {
+                        token,
+                        remaining,
+                        holder: self.holder_of(index, record),
+                    });
+                }
+                Some(Some(t)) => t.saturating_sub(start.elapsed()),
+                Some(None) => Duration::MAX,
+            };
+            if left.is_zero() {
+                let holder = self.holder_of(index, record);
+                return Err(Error::TimedOut { waited: start.elapsed(), token, holder });
+            }
+            self.sleep_for_seat(key, permits, left);
+        }
+    }
+
+    /// Time left of the grant with `token` in slot `index` (zero if it is gone).
+    fn remaining_of(&self, index: u32, token: u64) -> Duration {
+        let word = self.slot(index).grant.load(Ordering::Acquire);
+        let left = if grant::token(word) == token {
+            grant::deadline(word).saturating_sub(self.now())
+        } else {
+            0
+        };
+        Duration::from_nanos(left)
+    }
+
+    /// Sleeps until a seat of `key`'s name may have freed (see the module docs), at most
+    /// `left`; returns at once when one already has.
+    fn sleep_for_seat(&self, key: &Key, permits: u32, left: Duration) {
+        let Some((head, head_bound)) = self.find(key) else { return };
+        let Some(expect) = protocol::announce_group_waiter(self.slot(head), head_bound, permits)
+        else {
+            return;
+        };
+        let now = self.now();
+        let mut soonest = u64::MAX;
+        let mut live_holder = false;
+        for seat in 1..=permits as u8 {
+            let Some((index, bound_as)) = self.find(&key.seat(seat)) else { return };
+            match protocol::announce_waiter(self.slot(index), bound_as, now) {
+                Wait::Retry => return,
+                Wait::Sleep { deadline, token, .. } => {
+                    soonest = soonest.min(deadline);
+                    live_holder |= self
+                        .record_of(index, token)
+                        .is_some_and(|r| !r.detached && r.pidns == identity::me().pidns);
+                }
+            }
+        }
+        let mut nap = super::nap(now, soonest, left, false);
+        if live_holder {
+            nap = nap.min(LIVENESS_RECHECK);
+        }
+        self.sleep(head, expect, nap);
+    }
+
+    /// The seat of the group whose head is slot `head` that holds the grant with
+    /// `token` (live or not), if any.
+    pub(super) fn seat_with_token(&self, head: u32, permits: u32, token: u64) -> Option<u32> {
+        let key = self.key_of(head);
+        (1..=permits as u8).find_map(|s| {
+            let (index, _) = self.find(&key.seat(s))?;
+            (grant::token(self.slot(index).grant.load(Ordering::Acquire)) == token).then_some(index)
+        })
+    }
+
+    /// Applies `op` to every live grant of the group whose head is slot `head` (to the
+    /// one with `only`, when given); returns the largest token it was done to.
+    pub(super) fn on_seats(
+        &self,
+        head: u32,
+        permits: u32,
+        only: Option<u64>,
+        op: fn(
+            &crate::layout::Slot,
+            u64,
+            u64,
+            Option<u64>,
+        ) -> std::result::Result<Targeted, Refusal>,
+    ) -> Result<Option<u64>> {
+        let key = self.key_of(head);
+        let mut done = None;
+        for seat in 1..=permits as u8 {
+            let Some((index, bound_as)) = self.find(&key.seat(seat)) else { continue };
+            if only
+                .is_some_and(|t| grant::token(self.slot(index).grant.load(Ordering::Acquire)) != t)
+            {
+                continue;
+            }
+            match op(self.slot(index), bound_as, self.now(), only) {
+                Ok(Targeted::Done { token, wake }) => {
+                    if wake {
+                        self.freed(index);
+                    }
+                    done = done.max(Some(token));
+                }
+                Ok(Targeted::NotHeld { .. } | Targeted::OtherToken { .. }) => {}
+                Err(Refusal::Rebound) => {} // evicted: it held nothing
+                Err(_) => return Err(interference(&self.location, index)),
+            }
+        }
+        match (only, done) {
+            (Some(token), None) => {
+                Err(Error::Lost { token, reason: self.why_not_in_group(head, permits, token) })
+            }
+            _ => Ok(done),
+        }
+    }
+
+    /// Why `token` is not a live grant of the group whose head is slot `head`.
+    pub(super) fn why_not_in_group(&self, head: u32, permits: u32, token: u64) -> LostReason {
+        let latest = grant::token(self.slot(head).grant.load(Ordering::Acquire));
+        if token > latest {
+            return LostReason::NotIssued { latest };
+        }
+        match self.seat_with_token(head, permits, token) {
+            Some(index) => self.why_not_live(index, token),
+            // Its seat has been granted again since, or evicted once idle.
+            None => LostReason::TakenOver,
+        }
+    }
+
+    /// The info of a group whose head is slot `index` (with `permits`), read at `now`.
+    pub(super) fn group_info(
+        &self,
+        index: u32,
+        head: &protocol::Snapshot,
+        permits: u32,
+        now: u64,
+        wall: SystemTime,
+    ) -> LeaseInfo {
+        let key = self.key_of(index);
+        let mut info = self.info_of(index, head, now, wall);
+        info.kind = kind(permits);
+        info.token = grant::token(head.grant);
+        info.state = LeaseState::Free;
+        info.holder = None;
+        info.acquired_at = None;
+        info.renewed_at = None;
+        info.expires_at = None;
+        info.remaining = Duration::ZERO;
+        info.transitions = 0;
+        let mut grants = Vec::new();
+        for seat in 1..=permits as u8 {
+            let Some((si, _)) = self.find(&key.seat(seat)) else { continue };
+            let Some(snap) = protocol::snapshot(self.slot(si)) else { continue };
+            if bind::seat(snap.bind) != seat {
+                continue;
+            }
+            info.transitions = info.transitions.wrapping_add(snap.transitions);
+            let seat_info = self.info_of(si, &snap, now, wall);
+            if seat_info.state == LeaseState::Held {
+                grants.extend(seat_info.grants);
+            }
+        }
+        grants.sort_by_key(|g| g.token);
+        if let Some(longest) = grants.iter().map(|g| g.remaining).max() {
+            info.state = LeaseState::Held;
+            info.remaining = longest;
+            info.expires_at = grants.iter().filter_map(|g| g.expires_at).max();
+        }
+        info.grants = grants;
+        info
+    }
+}
+
+/// The kind of a name recorded with `permits` (1: exclusive).
+pub(super) fn kind(permits: u32) -> LeaseKind {
+    if permits <= 1 {
+        LeaseKind::Exclusive
+    } else {
+        LeaseKind::Permits(permits)
+    }
+}
+
+/// The grant a held slot shows, for [`LeaseInfo::grants`].
+pub(super) fn grant_info(info: &LeaseInfo) -> GrantInfo {
+    GrantInfo {
+        token: info.token,
+        holder: info.holder,
+        acquired_at: info.acquired_at,
+        renewed_at: info.renewed_at,
+        expires_at: info.expires_at,
+        remaining: info.remaining,
+        slot: info.slot,
+    }
+}
