@@ -238,7 +238,7 @@ const _: () = {
 /// | 63 (`WAITERS`) | some process sleeps on this slot's futex and wants a wake-up when the lease is freed (acquirers, and the holder's keep-alive) |
 /// | 62 (`OBSERVERS`) | some process observes every change of holder (election observers): the next grant, release, revocation or unbinding wakes the futex and clears the bit |
 /// | 61 (`REQUESTED`) | somebody asked the holder of this grant to release it (cooperative hand-over); cleared by the next grant |
-/// | 60 (`GROUP`) | this is the *head* of a multi-holder name, not a grant: bits 0..8 are its number of permits N (2..=255); the grants are in its seats (see below) |
+/// | 60 (`GROUP`) | with 2..=255 in bits 0..8 and nothing else in bits 8..61: the *head* of a multi-holder name with that many permits N, not a grant; the grants are in its seats (see below). Any other value with bit 60 is a corrupt deadline |
 /// | 0..61 = `FREE` (0) | released (or never granted since the name was bound) |
 /// | 0..61 = `REVOKED` (1) | revoked by an administrator |
 /// | 0..61 = `UNBOUND` (2) | the name is being unbound from this slot; never grantable |
@@ -312,16 +312,14 @@ pub mod grant {
     pub const fn token(word: u128) -> u64 {
         (word >> 64) as u64
     }
-    /// N, if `deadline_bits` are those of a multi-holder name's head (a head with a
-    /// number of permits outside 2..=255 is garbage, and reads as `Some(0)`).
+    /// N, if `deadline_bits` are those of a multi-holder name's head: `GROUP`, flags,
+    /// and 2..=255 in the low byte, nothing else. Any other word with `GROUP` set is
+    /// garbage (a deadline beyond any legitimate one: corrupt, hence reclaimable).
     #[inline]
     pub const fn permits(deadline_bits: u64) -> Option<u32> {
-        if deadline_bits & GROUP == 0 {
-            return None;
-        }
         let n = (deadline_bits & PERMITS) as u32;
-        if deadline_bits & DEADLINE & !(GROUP | PERMITS) != 0 || n < 2 {
-            return Some(0);
+        if deadline_bits & DEADLINE != GROUP | n as u64 || n < 2 {
+            return None;
         }
         Some(n)
     }
@@ -508,7 +506,8 @@ mod tests {
         assert_eq!(grant::token(w), 777);
         assert_eq!(grant::permits(12345), None);
         assert_eq!(grant::permits(grant::GROUP | grant::WAITERS | 4), Some(4));
-        assert_eq!(grant::permits(grant::GROUP | 1), Some(0), "N = 1 is no group");
-        assert_eq!(grant::permits(grant::GROUP | 1 << 20 | 4), Some(0), "garbage");
+        assert_eq!(grant::permits(grant::GROUP | 1), None, "N = 1 is no group");
+        assert_eq!(grant::permits(grant::GROUP | 1 << 20 | 4), None, "garbage");
+        assert_eq!(grant::permits(grant::DEADLINE), None, "garbage");
     }
 }

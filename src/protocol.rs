@@ -93,7 +93,7 @@ pub enum Observed {
 /// Classifies a deadline (with or without the flag bits) at `now`.
 #[inline]
 pub fn classify(deadline_bits: u64, now: u64) -> Observed {
-    if deadline_bits & grant::GROUP != 0 {
+    if deadline_bits & grant::GROUP != 0 && grant::permits(deadline_bits).is_some() {
         return Observed::Group;
     }
     match deadline_bits & grant::DEADLINE {
@@ -245,7 +245,9 @@ pub fn try_grant_with(
             Observed::Corrupt => Took::Corrupt,
             Observed::Unbound => return Err(Refusal::Rebound),
             Observed::Group => {
-                return Err(Refusal::Group { permits: grant::permits(deadline_bits).unwrap_or(0) })
+                return Err(Refusal::Group {
+                    permits: grant::permits(deadline_bits).unwrap_or_default(),
+                })
             }
             Observed::Held => {
                 let raw = slot.holder.load(Acquire);
@@ -354,7 +356,9 @@ pub fn release(slot: &Slot, token: u64, deadline_hint: u64) -> Result<bool, Lost
             grant::FREE => return Err(Lost::Released),
             grant::REVOKED => return Err(Lost::Revoked),
             grant::UNBOUND => return Err(Lost::Expired),
-            d if d & grant::GROUP != 0 => return Err(Lost::TakenOver),
+            _ if grant::permits(grant::deadline_bits(current)).is_some() => {
+                return Err(Lost::TakenOver)
+            }
             _ => {}
         }
         let freed = grant::pack(grant::FREE, token);
@@ -416,7 +420,7 @@ fn on_live_grant(
             Observed::Held | Observed::Corrupt => {}
             Observed::Unbound => return Err(Refusal::Rebound),
             Observed::Group => {
-                let permits = grant::permits(grant::deadline_bits(current)).unwrap_or(0);
+                let permits = grant::permits(grant::deadline_bits(current)).unwrap_or_default();
                 return Err(Refusal::Group { permits });
             }
             _ => return Ok(Targeted::NotHeld { token }),
@@ -626,7 +630,7 @@ pub fn make_group(slot: &Slot, bound_as: u64, permits: u32, now: u64) -> Result<
         let token = grant::token(current);
         match classify(bits, now) {
             Observed::Group => {
-                return Err(Refusal::Group { permits: grant::permits(bits).unwrap_or(0) })
+                return Err(Refusal::Group { permits: grant::permits(bits).unwrap_or_default() })
             }
             Observed::Unbound => return Err(Refusal::Rebound),
             Observed::Held => {
@@ -680,7 +684,7 @@ pub fn group_freed(head: &Slot) -> bool {
     for _ in 0..RETRY_LIMIT {
         let current = head.grant.load(Acquire);
         let bits = grant::deadline_bits(current);
-        if bits & grant::GROUP == 0 || bits & grant::WAITERS == 0 {
+        if grant::permits(bits).is_none() || bits & grant::WAITERS == 0 {
             return false;
         }
         let cleared = grant::pack(bits & !grant::WAITERS, grant::token(current));

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::{fake_reboot, wait_for_waiter, Kid, Scratch, Watchdog};
 use shmlease::fault::{self, Op};
-use shmlease::{Error, LeaseState, LeaseTable, TableOptions};
+use shmlease::{AcquireOptions, Error, LeaseKind, LeaseState, LeaseTable, TableOptions};
 
 /// Entry point of every child process: performs `OP` with its `STEP`-th crash point
 /// armed (see `crash_child`).
@@ -63,6 +63,11 @@ enum Scenario {
     Revoke,
     /// Asking the holder of the parent's detached lease to release it.
     Request,
+    /// The first permit of a fresh name with permits: binding its head and a seat.
+    PermitBind,
+    /// A permit of a name made a group just before (its head bound): turning the head
+    /// into a group, taking a token from it, granting a seat.
+    PermitGrant,
 }
 
 impl Scenario {
@@ -70,7 +75,8 @@ impl Scenario {
         match self {
             Scenario::Create => Op::Create,
             Scenario::Rebase => Op::Rebase,
-            Scenario::BindEmpty | Scenario::BindEvict => Op::Bind,
+            Scenario::BindEmpty | Scenario::BindEvict | Scenario::PermitBind => Op::Bind,
+            Scenario::PermitGrant => Op::Grant,
             Scenario::GrantFree | Scenario::GrantAfterWait => Op::Grant,
             Scenario::Renew => Op::Renew,
             Scenario::Release => Op::Release,
@@ -83,7 +89,9 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|c| format!("{c:?}") == s).expect("known scenario")
     }
 
-    const ALL: [Scenario; 10] = [
+    const ALL: [Scenario; 12] = [
+        Scenario::PermitBind,
+        Scenario::PermitGrant,
         Scenario::Create,
         Scenario::Rebase,
         Scenario::BindEmpty,
@@ -165,6 +173,14 @@ fn crash_child() {
             arm();
             table.request_release(NAME, None).unwrap().expect("the parent's lease was held")
         }
+        Scenario::PermitBind | Scenario::PermitGrant => {
+            let table = LeaseTable::open(&path).unwrap();
+            arm();
+            let lease = table.acquire_with(NAME, TTL, &two_permits()).unwrap();
+            let token = lease.token();
+            std::mem::forget(lease);
+            token
+        }
     };
     report("DONE", token);
 }
@@ -175,6 +191,10 @@ fn waiter_child() {
     let lease = table.acquire(NAME, LONG, Some(LONG)).unwrap();
     report("GOT", lease.token());
     lease.release().unwrap();
+}
+
+fn two_permits() -> AcquireOptions {
+    AcquireOptions::new().permits(2).unwrap()
 }
 
 fn new_table(path: &Path) -> LeaseTable {
@@ -218,6 +238,7 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
             }
         }
         (Scenario::GrantFree, Some(t)) => seen = churn(t, NAME),
+        (Scenario::PermitGrant, Some(t)) => seen = churn(t, NAME),
         (Scenario::GrantAfterWait, Some(t)) => {
             let lease = t.try_acquire(NAME, LONG).unwrap();
             seen = lease.token();
@@ -318,6 +339,11 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
             assert_eq!(table.revoke(NAME).unwrap(), Some(seen), "{what}");
             recover(&what, &table, seen, kid.pid());
         }
+        Scenario::PermitBind | Scenario::PermitGrant => {
+            let table = LeaseTable::open(&path)
+                .unwrap_or_else(|e| panic!("{what}: table unusable after the crash: {e}"));
+            recover_permits(&what, &table, seen);
+        }
         _ => {
             let table = LeaseTable::open(&path)
                 .unwrap_or_else(|e| panic!("{what}: table unusable after the crash: {e}"));
@@ -325,6 +351,37 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
         }
     }
     !completed
+}
+
+/// After a crash during a permit's acquisition: both permits of `NAME` can be taken (at
+/// once, or once the dead process's grant without a holder record expires), with
+/// distinct tokens above `seen`; the name is a group of two (or, if the crash came
+/// before its head became one, still free to become one); every slot still binds, and
+/// the name's tokens keep growing across its eviction.
+fn recover_permits(what: &str, table: &LeaseTable, seen: u64) {
+    table.list().unwrap_or_else(|e| panic!("{what}: list: {e}"));
+    let wait = two_permits().wait(Some(TTL + Duration::from_secs(5)));
+    let a = table.acquire_with(NAME, LONG, &wait).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let b = table.acquire_with(NAME, LONG, &wait).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        a.token() > seen && b.token() > a.token(),
+        "{what}: {} {} after {seen}",
+        a.token(),
+        b.token()
+    );
+    let info = table.get(NAME).unwrap().unwrap();
+    assert_eq!((info.kind, info.grants.len()), (LeaseKind::Permits(2), 2), "{what}: {info:?}");
+    assert!(
+        matches!(table.acquire_with(NAME, LONG, &two_permits()), Err(Error::Held { .. })),
+        "{what}"
+    );
+    let last = b.token();
+    drop((a, b));
+    for i in 0..=CAPACITY {
+        churn(table, &format!("after-{i}"));
+    }
+    let again = table.acquire_with(NAME, LONG, &two_permits()).unwrap();
+    assert!(again.token() > last, "{what}: token {} after {last}", again.token());
 }
 
 /// After a crash: `NAME` can be taken (at once unless a live-looking grant without a
@@ -394,6 +451,16 @@ fn walk(scenario: Scenario) -> u32 {
 
 // Each operation must have at least the crash points its code has today (fewer means
 // they were removed, and the test would silently cover less).
+
+#[test]
+fn crash_at_every_step_of_binding_a_permits_head_and_seat() {
+    assert!(walk(Scenario::PermitBind) >= 12);
+}
+
+#[test]
+fn crash_at_every_step_of_a_permit_grant() {
+    assert!(walk(Scenario::PermitGrant) >= 8);
+}
 
 #[test]
 fn crash_at_every_step_of_create() {

@@ -1037,3 +1037,196 @@ fn release_request_racing_renewal_and_watch() {
         assert_eq!(protocol::release_requested(&slot, g2.token, 150), Ok(false));
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// Names with permits: a head and its seats
+
+const PERMITS: u32 = 2;
+
+/// A group of `PERMITS` permits: the head (made a group from its first binding) and its
+/// seats 1..=PERMITS, each bound, as the table lays them out.
+fn group() -> (Arc<Slot>, u64, Vec<(Arc<Slot>, u64)>) {
+    let (head, hb) = bound(0);
+    protocol::make_group(&head, hb, PERMITS, 100).unwrap();
+    let seats = (1..=PERMITS as u8)
+        .map(|seat| {
+            let slot = Arc::new(Slot::new());
+            let b = protocol::bind(&slot, bind::EMPTY, &NAME, 6, seat, 0xabcd, 0).unwrap();
+            (slot, b)
+        })
+        .collect();
+    (head, hb, seats)
+}
+
+/// Takes a permit of the group at `now`: tries each seat once, from `start`.
+fn take_permit(
+    head: &Slot,
+    hb: u64,
+    seats: &[(Arc<Slot>, u64)],
+    start: usize,
+    now: u64,
+    who: u32,
+) -> Option<(usize, Granted)> {
+    for k in 0..seats.len() {
+        let i = (start + k) % seats.len();
+        let (seat, b) = &seats[i];
+        let r = protocol::try_grant_with(seat, *b, now, TTL, rec(who), 0, &mut |_| false, |t| {
+            protocol::take_token(head, hb, PERMITS, now, t)
+        });
+        match r {
+            Ok(g) => return Some((i, g)),
+            Err(Refusal::Held { .. }) => {}
+            Err(e) => panic!("unexpected refusal {e:?}"),
+        }
+    }
+    None
+}
+
+/// Three actors take and release permits of a two-permit name: tokens are distinct
+/// across the name, grow per seat in grant order, grow for each actor (a grant that
+/// starts after another was returned has a larger token), and the head's counter is
+/// never behind a token handed out.
+#[test]
+fn three_actors_on_two_permits_take_distinct_growing_tokens() {
+    model(2, || {
+        let (head, hb, seats) = group();
+        let seats = Arc::new(seats);
+        let inside: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..PERMITS).map(|_| AtomicUsize::new(0)).collect());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let handles: Vec<_> = (0..3u32)
+            .map(|i| {
+                let (head, seats, inside, log) =
+                    (head.clone(), seats.clone(), inside.clone(), log.clone());
+                thread::spawn(move || {
+                    let now = 1_000 + i as u64;
+                    let mut mine = Vec::new();
+                    for _ in 0..2 {
+                        if let Some((s, g)) = take_permit(&head, hb, &seats, i as usize, now, i + 1)
+                        {
+                            assert_eq!(
+                                inside[s].fetch_add(1, SeqCst),
+                                0,
+                                "two holders of one seat"
+                            );
+                            log.lock().unwrap().push((s, g.token));
+                            mine.push(g.token);
+                            inside[s].fetch_sub(1, SeqCst);
+                            protocol::release(&seats[s].0, g.token, g.deadline).unwrap();
+                        }
+                    }
+                    assert!(mine.windows(2).all(|w| w[0] < w[1]), "one actor's tokens: {mine:?}");
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let log = log.lock().unwrap().clone();
+        let mut all: Vec<u64> = log.iter().map(|(_, t)| *t).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), log.len(), "a token was granted twice: {log:?}");
+        for s in 0..PERMITS as usize {
+            let per: Vec<u64> = log.iter().filter(|(x, _)| *x == s).map(|(_, t)| *t).collect();
+            assert!(per.windows(2).all(|w| w[0] < w[1]), "seat {s} out of order: {per:?}");
+        }
+        assert!(grant::token(head.grant.load(SeqCst)) >= *all.last().unwrap(), "counter behind");
+    });
+}
+
+/// An exclusive acquirer races a permits acquirer that turns the free name into a group
+/// and takes a permit, and a third actor that tries either: an exclusive holder and a
+/// permit holder never coexist.
+#[test]
+fn making_a_group_races_exclusive_grants() {
+    model(3, || {
+        let (head, hb) = bound(0);
+        let seat = Arc::new(Slot::new());
+        let sb = protocol::bind(&seat, bind::EMPTY, &NAME, 6, 1, 0xabcd, 0).unwrap();
+        let exclusive = Arc::new(AtomicUsize::new(0));
+        let permit = Arc::new(AtomicUsize::new(0));
+        let excl = |head: Arc<Slot>, exclusive: Arc<AtomicUsize>, permit: Arc<AtomicUsize>, who| {
+            thread::spawn(move || {
+                match protocol::try_grant(&head, hb, 100, TTL, rec(who), 0, &mut |_| false) {
+                    Ok(g) => {
+                        exclusive.fetch_add(1, SeqCst);
+                        assert_eq!(permit.load(SeqCst), 0, "exclusive holder beside a permit");
+                        exclusive.fetch_sub(1, SeqCst);
+                        protocol::release(&head, g.token, g.deadline).unwrap();
+                    }
+                    Err(Refusal::Held { .. } | Refusal::Group { permits: PERMITS }) => {}
+                    Err(e) => panic!("{e:?}"),
+                }
+            })
+        };
+        let a = excl(head.clone(), exclusive.clone(), permit.clone(), 1);
+        let c = excl(head.clone(), exclusive.clone(), permit.clone(), 3);
+        let b = {
+            let (head, seat, exclusive, permit) =
+                (head.clone(), seat.clone(), exclusive.clone(), permit.clone());
+            thread::spawn(move || match protocol::make_group(&head, hb, PERMITS, 100) {
+                Ok(()) => {
+                    let seats = [(seat, sb)];
+                    if let Some((_, g)) = take_permit(&head, hb, &seats, 0, 100, 2) {
+                        permit.fetch_add(1, SeqCst);
+                        assert_eq!(
+                            exclusive.load(SeqCst),
+                            0,
+                            "a permit beside an exclusive holder"
+                        );
+                        permit.fetch_sub(1, SeqCst);
+                        protocol::release(&seats[0].0, g.token, g.deadline).unwrap();
+                    }
+                }
+                Err(Refusal::Held { .. }) => {}
+                Err(e) => panic!("{e:?}"),
+            })
+        };
+        for h in [a, b, c] {
+            h.join().unwrap();
+        }
+    });
+}
+
+/// A waiter for a permit (both held) announces itself on the head and on each seat,
+/// then sleeps on the head, while a holder releases its seat: nobody is left asleep
+/// with a permit free.
+#[test]
+fn no_lost_wakeup_for_a_permit_waiter() {
+    model(3, || {
+        let (head, hb, seats) = group();
+        let futex = Futex::new();
+        let g1 = take_permit(&head, hb, &seats, 0, 100, 1).unwrap().1;
+        let g2 = take_permit(&head, hb, &seats, 1, 100, 2).unwrap().1;
+        let seats = Arc::new(seats);
+        let w = {
+            let (head, seats, futex) = (head.clone(), seats.clone(), futex.clone());
+            thread::spawn(move || {
+                let Some(expect) = protocol::announce_group_waiter(&head, hb, PERMITS) else {
+                    panic!("the head moved");
+                };
+                for (seat, b) in seats.iter() {
+                    if let Wait::Retry = protocol::announce_waiter(seat, *b, 150) {
+                        return false; // a seat is free: try again instead of sleeping
+                    }
+                }
+                futex.wait(&head, 9, expect)
+            })
+        };
+        let r = {
+            let (head, seats, futex) = (head.clone(), seats.clone(), futex.clone());
+            thread::spawn(move || {
+                if protocol::release(&seats[0].0, g1.token, g1.deadline).unwrap()
+                    && protocol::group_freed(&head)
+                {
+                    futex.wake();
+                }
+            })
+        };
+        w.join().unwrap();
+        r.join().unwrap();
+        assert_eq!(futex.sleepers(), Vec::<u32>::new(), "lost wake-up");
+        let _ = g2;
+    });
+}

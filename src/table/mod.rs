@@ -565,7 +565,7 @@ impl Inner {
                 wall.checked_add(Duration::from_nanos(t - now))
             }
         };
-        let real_deadline = deadline > grant::UNBOUND && deadline & grant::GROUP == 0;
+        let real_deadline = deadline > grant::UNBOUND && grant::permits(bits).is_none();
         let mut info = LeaseInfo {
             name,
             token: if granted { token } else { 0 },
