@@ -712,7 +712,8 @@ impl<'e, 't> Runner<'e, 't> {
                 self.campaign_timeout,
                 Some(&mut hook),
             ) {
-                Ok(won) => Some(won),
+                // With a hook, never `Ok(None)`: a shared name is refused (WrongKind).
+                Ok(won) => won,
                 Err(Error::TimedOut { .. }) if self.stopper.is_stopped() => None,
                 Err(e) => return Err(e),
             }

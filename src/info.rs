@@ -204,22 +204,28 @@ pub enum LeaseKind {
     Exclusive,
     /// Up to N holders at once (2 ≤ N ≤ 255), each with its own grant.
     Permits(u32),
+    /// Up to 64 shared holders at once, or one exclusive holder, never both; each
+    /// holder with its own grant. A name becomes shared when first acquired shared;
+    /// exclusive acquisitions of it then wait for its shared holders to leave.
+    Shared,
 }
 
 impl LeaseKind {
-    /// How many grants may be live at once.
+    /// How many grants may be live at once (for a shared name: shared ones).
     pub fn permits(&self) -> u32 {
         match self {
             LeaseKind::Exclusive => 1,
             LeaseKind::Permits(n) => *n,
+            LeaseKind::Shared => crate::layout::MAX_SHARED,
         }
     }
 
-    /// Lower-case name, as the CLI prints it (`exclusive`, `permits`).
+    /// Lower-case name, as the CLI prints it (`exclusive`, `permits`, `shared`).
     pub fn as_str(&self) -> &'static str {
         match self {
             LeaseKind::Exclusive => "exclusive",
             LeaseKind::Permits(_) => "permits",
+            LeaseKind::Shared => "shared",
         }
     }
 }
@@ -229,6 +235,7 @@ impl fmt::Display for LeaseKind {
         match self {
             LeaseKind::Exclusive => f.write_str("an exclusive lease (permits = 1)"),
             LeaseKind::Permits(n) => write!(f, "permits = {n}"),
+            LeaseKind::Shared => f.write_str("a shared name (shared holders or one exclusive)"),
         }
     }
 }
@@ -250,6 +257,8 @@ pub struct GrantInfo {
     pub remaining: Duration,
     /// Slot index of the grant in the table.
     pub slot: u32,
+    /// A shared grant (of a shared name); `false` for an exclusive grant or a permit.
+    pub shared: bool,
 }
 
 /// A copy of one name's lease.

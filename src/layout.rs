@@ -40,10 +40,12 @@ pub const MAX_CAPACITY: u32 = 1 << 24;
 /// Most grants a multi-holder name can have at once (`permits = N`, and shared holders):
 /// one slot ("seat") each, numbered 1..=N in the binding word's 8-bit seat field.
 pub const MAX_SEATS: u32 = 255;
-/// Table time values at or above this are garbage (table time reaches it after 18
-/// years; deadlines up to two years beyond it still fit below the grant word's flag
+/// Table time values at or above this are garbage (table time reaches it after 9 years
+/// of uptime; deadlines up to two years beyond it still fit below the grant word's flag
 /// and kind bits).
-pub const TIME_LIMIT: u64 = 1 << 59;
+pub const TIME_LIMIT: u64 = 1 << 58;
+/// Most shared holders a name can have at once: seats 1..=64 of a shared name's head.
+pub const MAX_SHARED: u32 = 64;
 /// `CLOCK_MONOTONIC`, recorded so that a future format can use another clock.
 pub const CLOCK_ID_MONOTONIC: u32 = 1;
 
@@ -238,7 +240,8 @@ const _: () = {
 /// | 63 (`WAITERS`) | some process sleeps on this slot's futex and wants a wake-up when the lease is freed (acquirers, and the holder's keep-alive) |
 /// | 62 (`OBSERVERS`) | some process observes every change of holder (election observers): the next grant, release, revocation or unbinding wakes the futex and clears the bit |
 /// | 61 (`REQUESTED`) | somebody asked the holder of this grant to release it (cooperative hand-over); cleared by the next grant |
-/// | 60 (`GROUP`) | with 2..=255 in bits 0..8 and nothing else in bits 8..61: the *head* of a multi-holder name with that many permits N, not a grant; the grants are in its seats (see below). Any other value with bit 60 is a corrupt deadline |
+/// | 60 (`GROUP`) | without `SHARED`, with 2..=255 in bits 0..8 and nothing else in bits 8..61: the *head* of a name with that many permits N, not a grant; the grants are in its seats (see below). Any other value with bit 60 alone is a corrupt deadline |
+/// | 59 (`SHARED`) | with `GROUP`: the head of a *shared* name; bits 0..59 are the grant of its exclusive holder, if any, as in an ordinary slot (`FREE`, `REVOKED`, a deadline), and the shared holders' grants are in its seats 1..=64. `GROUP \| SHARED` is kept by every transition except unbinding |
 /// | 0..61 = `FREE` (0) | released (or never granted since the name was bound) |
 /// | 0..61 = `REVOKED` (1) | revoked by an administrator |
 /// | 0..61 = `UNBOUND` (2) | the name is being unbound from this slot; never grantable |
@@ -271,6 +274,10 @@ pub mod grant {
     pub const REQUESTED: u64 = 1 << 61;
     /// Marks the head of a multi-holder name; see the table above.
     pub const GROUP: u64 = 1 << 60;
+    /// With `GROUP`, marks the head of a shared name; see the table above.
+    pub const SHARED: u64 = 1 << 59;
+    /// The kind bits of a shared name's head, kept by its transitions.
+    pub const KIND: u64 = GROUP | SHARED;
     /// Mask of N in a head's deadline field.
     pub const PERMITS: u64 = 0xff;
     /// The flag bits.
@@ -312,13 +319,28 @@ pub mod grant {
     pub const fn token(word: u128) -> u64 {
         (word >> 64) as u64
     }
+    /// Whether `deadline_bits` are those of a shared name's head.
+    #[inline]
+    pub const fn is_shared(deadline_bits: u64) -> bool {
+        deadline_bits & KIND == KIND
+    }
+    /// The kind bits every transition of this word keeps: `KIND` on a shared name's
+    /// head, none anywhere else.
+    #[inline]
+    pub const fn sticky(deadline_bits: u64) -> u64 {
+        if is_shared(deadline_bits) {
+            KIND
+        } else {
+            0
+        }
+    }
     /// N, if `deadline_bits` are those of a multi-holder name's head: `GROUP`, flags,
     /// and 2..=255 in the low byte, nothing else. Any other word with `GROUP` set is
     /// garbage (a deadline beyond any legitimate one: corrupt, hence reclaimable).
     #[inline]
     pub const fn permits(deadline_bits: u64) -> Option<u32> {
         let n = (deadline_bits & PERMITS) as u32;
-        if deadline_bits & DEADLINE != GROUP | n as u64 || n < 2 {
+        if deadline_bits & DEADLINE != GROUP | n as u64 || n < 2 || is_shared(deadline_bits) {
             return None;
         }
         Some(n)
@@ -509,5 +531,8 @@ mod tests {
         assert_eq!(grant::permits(grant::GROUP | 1), None, "N = 1 is no group");
         assert_eq!(grant::permits(grant::GROUP | 1 << 20 | 4), None, "garbage");
         assert_eq!(grant::permits(grant::DEADLINE), None, "garbage");
+        assert!(grant::is_shared(grant::KIND | 5) && !grant::is_shared(grant::GROUP | 5));
+        assert_eq!(grant::sticky(grant::WAITERS | grant::KIND | 77), grant::KIND);
+        assert_eq!(grant::sticky(grant::GROUP | 4), 0);
     }
 }

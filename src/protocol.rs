@@ -61,7 +61,7 @@
 
 use crate::fault::{point, Op};
 use crate::layout::{bind, grant, holder, Slot};
-use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
 /// Longest TTL a grant may have (one year).
 pub const MAX_TTL_NS: u64 = 365 * 24 * 3600 * 1_000_000_000;
@@ -93,10 +93,16 @@ pub enum Observed {
 /// Classifies a deadline (with or without the flag bits) at `now`.
 #[inline]
 pub fn classify(deadline_bits: u64, now: u64) -> Observed {
-    if deadline_bits & grant::GROUP != 0 && grant::permits(deadline_bits).is_some() {
-        return Observed::Group;
+    let mut bits = deadline_bits;
+    if bits & grant::GROUP != 0 {
+        if grant::is_shared(bits) {
+            // A shared name's head: the grant of its exclusive holder, if any.
+            bits &= !grant::KIND;
+        } else if grant::permits(bits).is_some() {
+            return Observed::Group;
+        }
     }
-    match deadline_bits & grant::DEADLINE {
+    match bits & grant::DEADLINE {
         grant::FREE => Observed::Free,
         grant::REVOKED => Observed::Revoked,
         grant::UNBOUND => Observed::Unbound,
@@ -153,6 +159,9 @@ pub enum Refusal {
     TokenExhausted,
     /// The slot is the head of a name used with `permits` = this (0: a garbage head).
     Group { permits: u32 },
+    /// The slot is the head of a shared name: exclusive grants of it go through
+    /// `table::shared` (they wait for its shared holders to leave).
+    Shared,
     /// The slot kept changing under us past any honest rate.
     Interference,
 }
@@ -209,12 +218,14 @@ pub fn try_grant(
     holder_is_dead: &mut dyn FnMut(&holder::Record) -> bool,
 ) -> Result<Granted, Refusal> {
     let next = |token| next_token(token, now).ok_or(Refusal::TokenExhausted);
-    try_grant_with(slot, bound_as, now, ttl, me, label, holder_is_dead, next)
+    try_grant_with(slot, bound_as, now, ttl, me, label, holder_is_dead, false, next)
 }
 
 /// [`try_grant`], with the new grant's token made by `token_after` from the token of the
 /// word being replaced (it must return a larger one whose low 32 bits differ, and may
-/// refuse): [`next_token`] for a name's own slot, [`take_token`] for a seat.
+/// refuse): [`next_token`] for a name's own slot, [`take_token`] for a seat. With
+/// `shared_head`, the slot must be a shared name's head (its exclusive grant is taken,
+/// and the kind bits kept); without, it must not be (refused with `Shared`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn try_grant_with(
@@ -225,6 +236,7 @@ pub fn try_grant_with(
     me: holder::Record,
     label: u64,
     holder_is_dead: &mut dyn FnMut(&holder::Record) -> bool,
+    shared_head: bool,
     mut token_after: impl FnMut(u64) -> Result<u64, Refusal>,
 ) -> Result<Granted, Refusal> {
     debug_assert!((MIN_TTL_NS..=MAX_TTL_NS).contains(&ttl));
@@ -238,6 +250,9 @@ pub fn try_grant_with(
         }
         let deadline_bits = grant::deadline_bits(current);
         let token = grant::token(current);
+        if grant::is_shared(deadline_bits) != shared_head {
+            return Err(if shared_head { Refusal::Rebound } else { Refusal::Shared });
+        }
         let took = match classify(deadline_bits, now) {
             Observed::Free => Took::Free,
             Observed::Revoked => Took::Revoked,
@@ -267,7 +282,7 @@ pub fn try_grant_with(
                     _ => {
                         return Err(Refusal::Held {
                             token,
-                            deadline: deadline_bits & grant::DEADLINE,
+                            deadline: deadline_bits & grant::DEADLINE & !grant::KIND,
                             holder: record,
                         })
                     }
@@ -280,7 +295,8 @@ pub fn try_grant_with(
         let deadline = now + ttl;
         // Waiters stay announced across grants: whoever frees this grant wakes them.
         // Observers are woken now; a request was for the grant we replace.
-        let new = grant::pack(deadline | (deadline_bits & grant::WAITERS), new_token);
+        let kept = deadline_bits & grant::WAITERS | grant::sticky(deadline_bits);
+        let new = grant::pack(deadline | kept, new_token);
         point(Op::Grant);
         if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
             point(Op::Grant);
@@ -313,7 +329,8 @@ pub fn renew(slot: &Slot, token: u64, now: u64, ttl: u64) -> Result<u64, Lost> {
     for _ in 0..RETRY_LIMIT {
         check_ours(current, token, now)?;
         let deadline = now + ttl;
-        let flags = grant::deadline_bits(current) & grant::FLAGS;
+        let bits = grant::deadline_bits(current);
+        let flags = bits & grant::FLAGS | grant::sticky(bits);
         point(Op::Renew);
         match slot.grant.compare_exchange(
             current,
@@ -352,7 +369,8 @@ pub fn release(slot: &Slot, token: u64, deadline_hint: u64) -> Result<bool, Lost
         if grant::token(current) != token {
             return Err(Lost::TakenOver);
         }
-        match grant::deadline(current) {
+        let sticky = grant::sticky(grant::deadline_bits(current));
+        match grant::deadline(current) & !sticky {
             grant::FREE => return Err(Lost::Released),
             grant::REVOKED => return Err(Lost::Revoked),
             grant::UNBOUND => return Err(Lost::Expired),
@@ -361,7 +379,7 @@ pub fn release(slot: &Slot, token: u64, deadline_hint: u64) -> Result<bool, Lost
             }
             _ => {}
         }
-        let freed = grant::pack(grant::FREE, token);
+        let freed = grant::pack(grant::FREE | sticky, token);
         point(Op::Release);
         match slot.grant.compare_exchange(current, freed, AcqRel, Acquire) {
             Ok(_) => {
@@ -395,7 +413,8 @@ pub fn revoke(
     only_token: Option<u64>,
 ) -> Result<Targeted, Refusal> {
     on_live_grant(slot, bound_as, now, only_token, Op::Revoke, |current| {
-        Some((grant::pack(grant::REVOKED, grant::token(current)), wakes(current)))
+        let sticky = grant::sticky(grant::deadline_bits(current));
+        Some((grant::pack(grant::REVOKED | sticky, grant::token(current)), wakes(current)))
     })
 }
 
@@ -628,6 +647,9 @@ pub fn make_group(slot: &Slot, bound_as: u64, permits: u32, now: u64) -> Result<
         }
         let bits = grant::deadline_bits(current);
         let token = grant::token(current);
+        if grant::is_shared(bits) {
+            return Err(Refusal::Shared);
+        }
         match classify(bits, now) {
             Observed::Group => {
                 return Err(Refusal::Group { permits: grant::permits(bits).unwrap_or_default() })
@@ -652,18 +674,108 @@ pub fn make_group(slot: &Slot, bound_as: u64, permits: u32, now: u64) -> Result<
     Err(Refusal::Interference)
 }
 
+/// Makes the name's own slot (bound as `bound_as`) the head of a shared name: adds the
+/// kind bits to its word, whatever its exclusive grant (a live one stays exactly as it
+/// is, and becomes the shared name's exclusive holder). `Ok` if it is one already;
+/// refused with `Group` for a name with permits.
+pub fn make_shared(slot: &Slot, bound_as: u64) -> Result<(), Refusal> {
+    for _ in 0..RETRY_LIMIT {
+        let current = slot.grant.load(Acquire);
+        if slot.bind.load(Acquire) != bound_as {
+            return Err(Refusal::Rebound);
+        }
+        let bits = grant::deadline_bits(current);
+        if grant::is_shared(bits) {
+            return Ok(());
+        }
+        if let Some(permits) = grant::permits(bits) {
+            return Err(Refusal::Group { permits });
+        }
+        if bits & grant::DEADLINE == grant::UNBOUND {
+            return Err(Refusal::Rebound);
+        }
+        point(Op::Grant);
+        let shared = grant::pack(bits | grant::KIND, grant::token(current));
+        if slot.grant.compare_exchange(current, shared, AcqRel, Acquire).is_ok() {
+            point(Op::Grant);
+            return Ok(());
+        }
+    }
+    Err(Refusal::Interference)
+}
+
+/// The next token of the shared name whose head is `head` (bound as `head_bound`), for
+/// a shared grant in a seat whose current token is `seat_token`, as [`take_token`] —
+/// but only while the name has no live exclusive holder: refused with `Held` (naming
+/// it) while it has one, unless `holder_is_dead` proves it dead, in which case its
+/// grant is ended (`FREE`) in the same CAS. The CAS is `SeqCst`: see `table::shared`
+/// on why a shared grant must also look at the head again after its seat's CAS.
+pub fn take_shared_token(
+    head: &Slot,
+    head_bound: u64,
+    now: u64,
+    seat_token: u64,
+    holder_is_dead: &mut dyn FnMut(&holder::Record) -> bool,
+) -> Result<u64, Refusal> {
+    for _ in 0..RETRY_LIMIT {
+        let current = head.grant.load(SeqCst);
+        if head.bind.load(Acquire) != head_bound {
+            return Err(Refusal::Rebound);
+        }
+        let mut bits = grant::deadline_bits(current);
+        if !grant::is_shared(bits) {
+            return Err(Refusal::Rebound);
+        }
+        let counter = grant::token(current);
+        match classify(bits, now) {
+            Observed::Unbound => return Err(Refusal::Rebound),
+            Observed::Held => {
+                let raw = head.holder.load(Acquire);
+                let record = holder::Record::unpack(raw);
+                let record = (record.tag == holder::Record::tag_for(counter)).then_some(record);
+                match record {
+                    Some(r) if !r.detached && holder_is_dead(&r) => {
+                        if head.holder.load(Acquire) != raw {
+                            continue;
+                        }
+                        bits = bits & grant::FLAGS & !grant::REQUESTED | grant::KIND | grant::FREE;
+                    }
+                    _ => {
+                        let deadline = bits & grant::DEADLINE & !grant::KIND;
+                        return Err(Refusal::Held { token: counter, deadline, holder: record });
+                    }
+                }
+            }
+            _ => {}
+        }
+        let mut token = next_token(counter.max(seat_token), now).ok_or(Refusal::TokenExhausted)?;
+        if token as u32 == seat_token as u32 {
+            token = next_token(token, now).ok_or(Refusal::TokenExhausted)?;
+        }
+        point(Op::Grant);
+        if head.grant.compare_exchange(current, grant::pack(bits, token), SeqCst, SeqCst).is_ok() {
+            return Ok(token);
+        }
+    }
+    Err(Refusal::Interference)
+}
+
 /// Sets `WAITERS` on a multi-holder name's head (bound as `head_bound`, with
-/// `permits`), so that whoever frees one of its seats (finding `WAITERS` on the seat,
+/// `permits`, or a shared name's head with `None`), so that whoever frees one of its seats (finding `WAITERS` on the seat,
 /// set by [`announce_waiter`]) clears it and wakes the head's futex. Returns the futex
 /// value to sleep on, or `None` when the head no longer stands for the name.
-pub fn announce_group_waiter(head: &Slot, head_bound: u64, permits: u32) -> Option<u32> {
+pub fn announce_group_waiter(head: &Slot, head_bound: u64, permits: Option<u32>) -> Option<u32> {
     for _ in 0..RETRY_LIMIT {
         let current = head.grant.load(Acquire);
         if head.bind.load(Acquire) != head_bound {
             return None;
         }
         let bits = grant::deadline_bits(current);
-        if grant::permits(bits) != Some(permits) {
+        let ours = match permits {
+            Some(n) => grant::permits(bits) == Some(n),
+            None => grant::is_shared(bits),
+        };
+        if !ours {
             return None;
         }
         if bits & grant::WAITERS != 0 {
@@ -677,14 +789,15 @@ pub fn announce_group_waiter(head: &Slot, head_bound: u64, permits: u32) -> Opti
     None
 }
 
-/// A seat of a multi-holder name was freed while waiters were announced on it: clears
+/// A seat of a multi-holder or shared name was freed while waiters were announced on it: clears
 /// `WAITERS` on the head (changing its futex word, so that a waiter about to sleep on
 /// the old value does not). Returns whether the head's futex must be woken.
 pub fn group_freed(head: &Slot) -> bool {
     for _ in 0..RETRY_LIMIT {
         let current = head.grant.load(Acquire);
         let bits = grant::deadline_bits(current);
-        if grant::permits(bits).is_none() || bits & grant::WAITERS == 0 {
+        let is_head = grant::permits(bits).is_some() || grant::is_shared(bits);
+        if !is_head || bits & grant::WAITERS == 0 {
             return false;
         }
         let cleared = grant::pack(bits & !grant::WAITERS, grant::token(current));

@@ -321,7 +321,10 @@ fn corrupt_deadline_is_reclaimed() {
     let (slot, b) = bound(0);
     for bad in [
         T0 + IMPOSSIBLE_AHEAD_NS + 1,
-        grant::DEADLINE,
+        // Garbage with the group bit but no well-formed head (a shared head, with both
+        // kind bits, is a head whose exclusive grant may be corrupt: not this path).
+        grant::DEADLINE & !grant::SHARED,
+        grant::SHARED | 12345,
         grant::WAITERS | (T0 + IMPOSSIBLE_AHEAD_NS + 1),
     ] {
         set_word(&slot, bad, 77);

@@ -638,6 +638,7 @@ fn info_of(name: &str, story: &recipe::Story, left: Option<i64>) -> LeaseInfo {
             expires_at: info.expires_at,
             remaining,
             slot: 0,
+            shared: false,
         });
     }
     info

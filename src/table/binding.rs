@@ -176,13 +176,16 @@ impl Inner {
     /// when it turned out to be held.
     fn unbind_idle(&self, index: u32) -> Option<u64> {
         let slot = self.slot(index);
-        // A multi-holder name's head goes last, once none of its seats is bound (only
-        // the lock's holder binds seats, so none can appear meanwhile).
+        // A multi-holder or shared name's head goes last, once none of its seats is
+        // bound (only the lock's holder binds seats, so none can appear meanwhile).
         let bits = grant::deadline_bits(slot.grant.load(Ordering::Acquire));
-        if let Some(permits) = grant::permits(bits) {
-            if self.any_seat_bound(index, permits) {
-                return None;
-            }
+        let seats = match grant::permits(bits) {
+            Some(permits) => permits,
+            None if grant::is_shared(bits) => crate::layout::MAX_SHARED,
+            None => 0,
+        };
+        if seats > 0 && self.any_seat_bound(index, seats) {
+            return None;
         }
         let (_, wake) = protocol::retire(slot, self.now())?;
         if wake {

@@ -52,11 +52,16 @@ mod binding;
 mod key;
 mod open;
 mod permits;
+mod shared;
 mod wait;
 
 pub(crate) use key::Key;
 pub use open::RemoveOptions;
 pub(crate) use wait::{nap, DeathAlarm, LONGEST_NAP};
+
+/// An operation on whatever grant is live in a slot ([`protocol::revoke`],
+/// [`protocol::request_release`]).
+pub(crate) type SlotOp = fn(&Slot, u64, u64, Option<u64>) -> std::result::Result<Targeted, Refusal>;
 
 /// Lock-free lookups that keep finding the name re-bound before they can grant it give
 /// up after this many tries and go through the table lock, where nobody re-binds.
@@ -237,6 +242,10 @@ pub(crate) enum Attempt {
         deadline: u64,
         holder: Option<layout::holder::Record>,
     },
+    /// The name is shared: an exclusive grant of it is taken by `table::shared`.
+    Shared {
+        slot: u32,
+    },
 }
 
 impl Inner {
@@ -392,7 +401,15 @@ impl Inner {
         let Some((mut index, _)) = self.find(key) else {
             return Err(Error::Lost { token, reason: LostReason::NoSuchName });
         };
-        let head = grant::deadline_bits(self.slot(index).grant.load(Ordering::Acquire));
+        let head_word = self.slot(index).grant.load(Ordering::Acquire);
+        let head = grant::deadline_bits(head_word);
+        // A shared name's head carries the token of its latest grant of either kind: a
+        // shared grant is found in its seat, else the token is the exclusive holder's.
+        if grant::is_shared(head) {
+            if let Some(seat) = self.seat_with_token(index, layout::MAX_SHARED, token) {
+                index = seat;
+            }
+        }
         if let Some(permits) = grant::permits(head) {
             match self.seat_with_token(index, permits, token) {
                 Some(seat) => index = seat,
@@ -505,7 +522,10 @@ impl Inner {
             }
             Err(Refusal::Rebound) => Ok(None),
             Err(Refusal::TokenExhausted) => Err(token_exhausted(&self.location, index)),
-            Err(Refusal::Group { permits }) => Err(self.wrong_kind(index, permits, 1)),
+            Err(Refusal::Group { permits }) => {
+                Err(self.wrong_kind(index, permits::kind(permits), crate::LeaseKind::Exclusive))
+            }
+            Err(Refusal::Shared) => Ok(Some(Attempt::Shared { slot: index })),
             Err(Refusal::Interference) => Err(interference(&self.location, index)),
         }
     }
@@ -598,8 +618,10 @@ impl Inner {
         now: u64,
         wall: SystemTime,
     ) -> LeaseInfo {
-        match grant::permits(grant::deadline_bits(snap.grant)) {
+        let bits = grant::deadline_bits(snap.grant);
+        match grant::permits(bits) {
             Some(permits) => self.group_info(index, snap, permits, now, wall),
+            None if grant::is_shared(bits) => self.shared_info(index, snap, now, wall),
             None => self.info_of(index, snap, now, wall),
         }
     }
@@ -672,21 +694,42 @@ impl LeaseTable {
         let key = Key::new(name)?;
         let ttl = ttl_ns(ttl)?;
         let inner = self.shm();
+        if options.shared {
+            if options.permits > 1 {
+                return Err(Error::InvalidOptions {
+                    reason: "a lease cannot be both shared and one of several permits".into(),
+                });
+            }
+            return inner.grant_shared(&key, ttl, options);
+        }
         if options.permits > 1 {
             return inner.grant_permit(&key, ttl, options);
         }
-        let (slot, token, deadline) = match options.wait {
-            None => match inner.attempt(&key, ttl, options.label)? {
-                Attempt::Won { slot, token, deadline } => (slot, token, deadline),
-                Attempt::Held { slot, token, deadline, holder, .. } => {
-                    let remaining = Duration::from_nanos(deadline.saturating_sub(inner.now()));
-                    let holder = inner.holder_of(slot, holder);
-                    return Err(Error::Held { token, remaining, holder });
-                }
-            },
-            Some(timeout) => inner.acquire_blocking(&key, ttl, options.label, timeout, None)?,
-        };
-        Ok((slot, token, deadline))
+        for _ in 0..FREE_TRIES {
+            let granted = match options.wait {
+                None => match inner.attempt(&key, ttl, options.label)? {
+                    Attempt::Won { slot, token, deadline } => Some((slot, token, deadline)),
+                    Attempt::Held { slot, token, deadline, holder, .. } => {
+                        let remaining = Duration::from_nanos(deadline.saturating_sub(inner.now()));
+                        let holder = inner.holder_of(slot, holder);
+                        return Err(Error::Held { token, remaining, holder });
+                    }
+                    Attempt::Shared { .. } => {
+                        inner.grant_exclusive_of_shared(&key, ttl, options.label, None)?
+                    }
+                },
+                Some(timeout) => inner.acquire_blocking(&key, ttl, options.label, timeout, None)?,
+            };
+            if let Some(granted) = granted {
+                return Ok(granted);
+            }
+        }
+        Err(Error::Busy {
+            location: inner.location.to_string(),
+            reason: format!(
+                "{name:?} kept changing between shared and unbound while this call took it"
+            ),
+        })
     }
 
     /// Extends the grant of `name` with `token` to `ttl` from now — for detached leases
@@ -777,12 +820,7 @@ impl LeaseTable {
 
     /// Finds `name` and applies `op` to its live grant (only the one with token `only`,
     /// when given), waking the futex if `op` says so.
-    fn on_live_grant(
-        &self,
-        name: &str,
-        only: Option<u64>,
-        op: fn(&Slot, u64, u64, Option<u64>) -> std::result::Result<Targeted, Refusal>,
-    ) -> Result<Option<u64>> {
+    fn on_live_grant(&self, name: &str, only: Option<u64>, op: SlotOp) -> Result<Option<u64>> {
         let key = Key::new(name)?;
         let inner = self.shm();
         let not_there = || match only {
@@ -791,6 +829,10 @@ impl LeaseTable {
         };
         for _ in 0..BIND_PASSES {
             let Some((index, bound_as)) = inner.find(&key) else { return not_there() };
+            let head = grant::deadline_bits(inner.slot(index).grant.load(Ordering::Acquire));
+            if grant::is_shared(head) {
+                return inner.on_shared(index, bound_as, only, op);
+            }
             match op(inner.slot(index), bound_as, inner.now(), only) {
                 Ok(Targeted::Done { token, wake }) => {
                     if wake {
@@ -980,6 +1022,8 @@ pub struct AcquireOptions {
     pub(crate) label: Label,
     /// 0 or 1: exclusive.
     pub(crate) permits: u32,
+    /// A shared grant of a shared name.
+    pub(crate) shared: bool,
 }
 
 impl AcquireOptions {
@@ -1033,6 +1077,40 @@ impl AcquireOptions {
         }
         self.permits = permits;
         Ok(self)
+    }
+
+    /// Take a *shared* grant: the name admits up to 64 shared holders at once, or one
+    /// exclusive holder, never both. The first shared acquisition makes the name shared
+    /// (an exclusive holder it has then stays, as the name's exclusive holder); from
+    /// then on, an exclusive acquisition of it ([`LeaseTable::try_acquire`], or
+    /// [`acquire_with`](LeaseTable::acquire_with) without `shared`) waits until its
+    /// shared holders have left, and blocks new shared grants while it waits, so that
+    /// exclusive acquirers never starve. Each holder has its own TTL and token; tokens of
+    /// the name grow across both kinds. Not combinable with [`permits`](Self::permits)
+    /// (a shared name cannot have permits): [`Error::WrongKind`] names the conflict.
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("shmlease-doc-shared-{}", std::process::id()));
+    /// # let table = shmlease::LeaseTable::open_or_create(&path, &Default::default())?;
+    /// use shmlease::{AcquireOptions, Error};
+    /// use std::time::Duration;
+    ///
+    /// let ttl = Duration::from_secs(30);
+    /// let shared = AcquireOptions::new().shared(true);
+    /// let r1 = table.acquire_with("catalog", ttl, &shared)?;
+    /// let r2 = table.acquire_with("catalog", ttl, &shared)?;
+    /// // An exclusive holder must wait for both readers.
+    /// assert!(matches!(table.try_acquire("catalog", ttl), Err(Error::Held { .. })));
+    /// drop((r1, r2));
+    /// let writer = table.try_acquire("catalog", ttl)?;
+    /// assert!(matches!(table.acquire_with("catalog", ttl, &shared), Err(Error::Held { .. })));
+    /// # drop(writer);
+    /// # shmlease::LeaseTable::remove(&path)?;
+    /// # Ok::<(), shmlease::Error>(())
+    /// ```
+    pub fn shared(mut self, shared: bool) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// Attach a label (up to 8 bytes, shown to others inspecting the lease).

@@ -30,14 +30,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::wait::LIVENESS_RECHECK;
 use super::{interference, token_exhausted, AcquireOptions, Attempt, Inner, Key, FREE_TRIES};
 use crate::error::{Error, LostReason, Result};
 use crate::identity;
 use crate::info::{GrantInfo, Label, LeaseInfo, LeaseKind, LeaseState};
 use crate::layout::{bind, grant, NAME_MAX};
-use crate::protocol::{self, Refusal, Targeted, Took, Wait};
+use crate::protocol::{self, Refusal, Targeted, Took};
 use crate::sync::Ordering;
+
+std::thread_local! {
+    /// The seat (0-based) this thread last won, whatever the name: where it looks first.
+    static LAST_SEAT: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+}
 
 /// What trying every seat of a name found.
 enum Seats {
@@ -71,9 +75,14 @@ impl Inner {
         String::from_utf8_lossy(&bytes[..key.len]).into_owned()
     }
 
-    /// [`Error::WrongKind`] for the name of slot `index`, recorded with `permits`.
-    pub(super) fn wrong_kind(&self, index: u32, permits: u32, requested: u32) -> Error {
-        if permits == 0 {
+    /// [`Error::WrongKind`] for the name of slot `index`, in use as `recorded`.
+    pub(super) fn wrong_kind(
+        &self,
+        index: u32,
+        recorded: LeaseKind,
+        requested: LeaseKind,
+    ) -> Error {
+        if recorded == LeaseKind::Permits(0) {
             return Error::Corrupt {
                 location: self.location.to_string(),
                 reason: format!(
@@ -81,11 +90,7 @@ impl Inner {
                 ),
             };
         }
-        Error::WrongKind {
-            name: self.name_at(index),
-            recorded: kind(permits),
-            requested: kind(requested),
-        }
+        Error::WrongKind { name: self.name_at(index), recorded, requested }
     }
 
     /// Slot `index` was freed with waiters or observers announced: wakes them, and when
@@ -117,7 +122,7 @@ impl Inner {
             let bits = grant::deadline_bits(slot.grant.load(Ordering::Acquire));
             match grant::permits(bits) {
                 Some(n) if n == permits => return Ok(Some((index, bound_as))),
-                Some(n) => return Err(self.wrong_kind(index, n, permits)),
+                Some(n) => return Err(self.wrong_kind(index, kind(n), kind(permits))),
                 None => {}
             }
             match protocol::make_group(slot, bound_as, permits, self.now()) {
@@ -130,9 +135,14 @@ impl Inner {
                     return Ok(Some((index, bound_as)))
                 }
                 Err(Refusal::Group { permits: n }) => {
-                    return Err(self.wrong_kind(index, n, permits))
+                    return Err(self.wrong_kind(index, kind(n), kind(permits)))
                 }
-                Err(Refusal::Held { .. }) => return Err(self.wrong_kind(index, 1, permits)),
+                Err(Refusal::Shared) => {
+                    return Err(self.wrong_kind(index, LeaseKind::Shared, kind(permits)))
+                }
+                Err(Refusal::Held { .. }) => {
+                    return Err(self.wrong_kind(index, LeaseKind::Exclusive, kind(permits)))
+                }
                 Err(Refusal::Rebound) => {}
                 Err(_) => return Err(interference(&self.location, index)),
             }
@@ -162,6 +172,7 @@ impl Inner {
             me,
             label.to_word(),
             &mut identity::is_provably_dead,
+            false,
             |seat_token| protocol::take_token(head_slot, head_bound, permits, now, seat_token),
         );
         match result {
@@ -182,14 +193,16 @@ impl Inner {
             }
             Err(Refusal::Rebound) => Ok(None),
             Err(Refusal::TokenExhausted) => Err(token_exhausted(&self.location, index)),
-            Err(Refusal::Group { .. } | Refusal::Interference) => {
+            Err(Refusal::Group { .. } | Refusal::Shared | Refusal::Interference) => {
                 Err(interference(&self.location, index))
             }
         }
     }
 
     /// One pass over the seats of a group: the first free (or reclaimable) bound seat,
-    /// starting from one picked by this process's pid so that processes spread out.
+    /// starting from the seat this thread last won (at first, one picked by the pid),
+    /// so that processes and threads holding permits of one name at once settle on
+    /// seats of their own instead of all trying the same one first.
     fn try_seats(
         &self,
         key: &Key,
@@ -198,7 +211,7 @@ impl Inner {
         ttl: u64,
         label: Label,
     ) -> Result<Seats> {
-        let start = identity::pid() % permits;
+        let start = LAST_SEAT.with(|s| s.get()).unwrap_or(identity::pid()) % permits;
         let mut unbound = None;
         let mut soonest: Option<Attempt> = None;
         for k in 0..permits {
@@ -208,7 +221,11 @@ impl Inner {
                 continue;
             };
             match self.grant_seat(index, bound_as, head, permits, ttl, label)? {
-                Some(won @ Attempt::Won { .. }) => return Ok(Seats::Done(won)),
+                Some(Attempt::Shared { .. }) => return Err(interference(&self.location, index)),
+                Some(won @ Attempt::Won { .. }) => {
+                    LAST_SEAT.with(|s| s.set(Some(seat as u32 - 1)));
+                    return Ok(Seats::Done(won));
+                }
                 Some(held @ Attempt::Held { deadline, .. }) => {
                     let sooner = match &soonest {
                         Some(Attempt::Held { deadline: d, .. }) => deadline < *d,
@@ -293,6 +310,7 @@ impl Inner {
                 match self.attempt_permit(key, permits, ttl, options.label)? {
                     Attempt::Won { slot, token, deadline } => return Ok((slot, token, deadline)),
                     Attempt::Held { slot, token, holder, .. } => (slot, token, holder),
+                    Attempt::Shared { slot, .. } => return Err(interference(&self.location, slot)),
                 };
             let left = match options.wait {
                 None => {
@@ -310,7 +328,9 @@ impl Inner {
                 let holder = self.holder_of(index, record);
                 return Err(Error::TimedOut { waited: start.elapsed(), token, holder });
             }
-            self.sleep_for_seat(key, permits, left);
+            if let Some(head) = self.find(key) {
+                self.sleep_for_seats(key, head, Some(permits), left);
+            }
         }
     }
 
@@ -323,36 +343,6 @@ impl Inner {
             0
         };
         Duration::from_nanos(left)
-    }
-
-    /// Sleeps until a seat of `key`'s name may have freed (see the module docs), at most
-    /// `left`; returns at once when one already has.
-    fn sleep_for_seat(&self, key: &Key, permits: u32, left: Duration) {
-        let Some((head, head_bound)) = self.find(key) else { return };
-        let Some(expect) = protocol::announce_group_waiter(self.slot(head), head_bound, permits)
-        else {
-            return;
-        };
-        let now = self.now();
-        let mut soonest = u64::MAX;
-        let mut live_holder = false;
-        for seat in 1..=permits as u8 {
-            let Some((index, bound_as)) = self.find(&key.seat(seat)) else { return };
-            match protocol::announce_waiter(self.slot(index), bound_as, now) {
-                Wait::Retry => return,
-                Wait::Sleep { deadline, token, .. } => {
-                    soonest = soonest.min(deadline);
-                    live_holder |= self
-                        .record_of(index, token)
-                        .is_some_and(|r| !r.detached && r.pidns == identity::me().pidns);
-                }
-            }
-        }
-        let mut nap = super::nap(now, soonest, left, false);
-        if live_holder {
-            nap = nap.min(LIVENESS_RECHECK);
-        }
-        self.sleep(head, expect, nap);
     }
 
     /// The seat of the group whose head is slot `head` that holds the grant with
@@ -484,5 +474,6 @@ pub(super) fn grant_info(info: &LeaseInfo) -> GrantInfo {
         expires_at: info.expires_at,
         remaining: info.remaining,
         slot: info.slot,
+        shared: false,
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use super::{Attempt, Inner, Key};
 use crate::error::{Error, Result};
 use crate::identity;
-use crate::info::Label;
+use crate::info::{Label, LeaseKind};
 use crate::layout::holder::Record;
 use crate::protocol::{self, Wait};
 use crate::sys;
@@ -140,7 +140,8 @@ pub(crate) type HeldHook<'h> = &'h mut dyn FnMut(u32, u64, Option<&Record>) -> b
 
 impl Inner {
     /// Blocks until the lease on `key` is granted or `timeout` passes (or `hook` ends
-    /// the wait).
+    /// the wait). `None` when the name stopped being shared while an exclusive grant of
+    /// it was being taken (see `table::shared`): start over.
     pub(crate) fn acquire_blocking(
         self: &Arc<Inner>,
         key: &Key,
@@ -148,14 +149,23 @@ impl Inner {
         label: Label,
         timeout: Option<Duration>,
         mut hook: Option<HeldHook<'_>>,
-    ) -> Result<(u32, u64, u64)> {
+    ) -> Result<Option<(u32, u64, u64)>> {
         let start = Instant::now();
         let mut alarm = None;
         loop {
             let (index, bound_as, token, record) = match self.attempt(key, ttl, label)? {
-                Attempt::Won { slot, token, deadline } => return Ok((slot, token, deadline)),
+                Attempt::Won { slot, token, deadline } => return Ok(Some((slot, token, deadline))),
                 Attempt::Held { slot, bound_as, token, holder, .. } => {
                     (slot, bound_as, token, holder)
+                }
+                // An exclusive grant of a shared name (waiting for its shared holders),
+                // unless the waiter needs an exclusive lease's observation (elections).
+                Attempt::Shared { slot, .. } => {
+                    if hook.is_some() {
+                        return Err(self.wrong_kind(slot, LeaseKind::Shared, LeaseKind::Exclusive));
+                    }
+                    let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
+                    return self.grant_exclusive_of_shared(key, ttl, label, Some(left));
                 }
             };
             let waited = start.elapsed();

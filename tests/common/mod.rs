@@ -29,6 +29,7 @@ pub mod etcd;
 mod patterns;
 mod permits;
 pub mod procs;
+mod shared;
 use std::time::{Duration, Instant, SystemTime};
 
 use shmlease::{Error, LeaseTable, TableOptions};
@@ -556,6 +557,8 @@ pub fn run_child() {
         "fork_during_bind" => patterns::role_fork_during_bind(),
         "permit_herd" => permits::role_permit_herd(),
         "permit_hold" => permits::role_permit_hold(),
+        "shared_herd" => shared::role_shared_herd(),
+        "shared_hold" => shared::role_shared_hold(),
         "candidate" => election::role_candidate(),
         "observer" => election::role_observer(),
         "leader" => election::role_leader(),

@@ -1,0 +1,585 @@
+//! Shared names: up to [`MAX_SHARED`] shared holders at once, or one exclusive holder,
+//! never both; each holder with its own TTL, holder record and token.
+//!
+//! The name's own slot is its *head*; its word is `(GROUP | SHARED | w, counter)`, where
+//! `w` is the exclusive holder's grant exactly as in an ordinary slot (so an exclusive
+//! holder renews, releases, is revoked and reclaimed through the ordinary protocol,
+//! which keeps the kind bits), and the counter is the token of the name's latest
+//! grant of either kind. Shared grants live in seats 1..=64 like permits, and take their
+//! tokens from the counter with [`protocol::take_shared_token`], which refuses while
+//! `w` is a live grant (unless its holder is provably dead, whose grant it then ends).
+//!
+//! # Who may do what
+//!
+//! | state of `w` | shared acquirer | exclusive acquirer |
+//! |---|---|---|
+//! | free, revoked, expired, dead holder | takes a seat | takes `w` (CAS on the head), then waits until no seat holds a live shared grant ("drains"), renewing `w` meanwhile; returns the grant only then |
+//! | held (draining or granted) | waits on the head | waits on the head |
+//!
+//! A waiting exclusive acquirer holds `w` while it drains, so no new shared grant starts
+//! meanwhile: writers never starve. A shared acquirer waits while any exclusive holder
+//! holds or drains; when one releases, waiting shared and exclusive acquirers race for
+//! the name, so a continuous stream of exclusive acquirers can keep shared ones out
+//! (there is no phase-fair bound; arrival order needs fair acquisition).
+//!
+//! # Why a shared grant looks at the head twice
+//!
+//! A shared acquirer takes its token (head CAS, refused while `w` is live) and then its
+//! seat (seat CAS); an exclusive acquirer may take `w` in between and, scanning the
+//! seats, miss the seat not yet taken. So after its seat CAS the shared acquirer looks
+//! at the head again, and withdraws (releases the seat, never having returned it) if a
+//! live `w` appeared; the exclusive acquirer scans the seats only after its own CAS on
+//! the head. With a `SeqCst` fence between each side's CAS and its look at the other
+//! word, at least one of them sees the other (Dekker): either the exclusive acquirer
+//! waits for the seat, or the shared acquirer withdraws. So no shared grant and no
+//! exclusive grant are ever *returned* for overlapping times; a table snapshot may show
+//! a withdrawing seat next to a draining `w` for a moment.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::wait::LIVENESS_RECHECK;
+use super::{interference, token_exhausted, AcquireOptions, Inner, Key, FREE_TRIES};
+use crate::error::{Error, Result};
+use crate::identity;
+use crate::info::{Label, LeaseInfo, LeaseKind, LeaseState};
+use crate::layout::{grant, holder::Record, MAX_SHARED};
+use crate::protocol::{self, Observed, Refusal, Took, Wait};
+use crate::sync::Ordering;
+
+/// What one attempt at a shared grant found.
+enum SharedAttempt {
+    Won {
+        slot: u32,
+        token: u64,
+        deadline: u64,
+    },
+    /// An exclusive holder (or draining acquirer) has the head.
+    Exclusive {
+        head: u32,
+        token: u64,
+        deadline: u64,
+        holder: Option<Record>,
+    },
+    /// Every seat is held; the one that frees soonest.
+    Full {
+        slot: u32,
+        token: u64,
+        deadline: u64,
+        holder: Option<Record>,
+    },
+}
+
+/// What one pass over the seats found.
+enum Pass {
+    Done(SharedAttempt),
+    Unbound(u8),
+    Moved,
+}
+
+std::thread_local! {
+    /// The shared seat (0-based) this thread last won: where it looks first.
+    static LAST_SHARED_SEAT: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether slot `index`, read as `word`, holds a live grant of a live (or unknown)
+/// holder: what an exclusive acquirer must wait for.
+fn live_grant(inner: &Inner, index: u32, word: u128, now: u64) -> Option<(u64, Option<Record>)> {
+    let bits = grant::deadline_bits(word);
+    if protocol::classify(bits, now) != Observed::Held {
+        return None;
+    }
+    let token = grant::token(word);
+    let record = inner.record_of(index, token);
+    match record {
+        Some(r) if !r.detached && identity::is_provably_dead(&r) => None,
+        _ => Some((grant::deadline(word) & !grant::KIND, record)),
+    }
+}
+
+impl Inner {
+    /// The head of `key`'s name as a shared name, making the name's own slot one (with
+    /// [`protocol::make_shared`]) when `make` says so; `None` when the name is not bound.
+    fn shared_head(&self, key: &Key, make: bool) -> Result<Option<(u32, u64)>> {
+        for _ in 0..FREE_TRIES {
+            let Some((index, bound_as)) = self.find(key) else { return Ok(None) };
+            let bits = grant::deadline_bits(self.slot(index).grant.load(Ordering::Acquire));
+            if grant::is_shared(bits) {
+                return Ok(Some((index, bound_as)));
+            }
+            if let Some(n) = grant::permits(bits) {
+                let recorded = super::permits::kind(n);
+                return Err(self.wrong_kind(index, recorded, LeaseKind::Shared));
+            }
+            if !make {
+                return Ok(None);
+            }
+            match protocol::make_shared(self.slot(index), bound_as) {
+                Ok(()) => {
+                    // Waiters and observers of the exclusive lease must see the change.
+                    self.wake(index);
+                    return Ok(Some((index, bound_as)));
+                }
+                Err(Refusal::Group { permits }) => {
+                    let recorded = super::permits::kind(permits);
+                    return Err(self.wrong_kind(index, recorded, LeaseKind::Shared));
+                }
+                Err(Refusal::Rebound) => {}
+                Err(_) => return Err(interference(&self.location, index)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Tries to take shared seat slot `index` (bound as `bound_as`) of the shared name
+    /// whose head is `head`; `None` when the seat or the head moved.
+    fn grant_shared_seat(
+        &self,
+        index: u32,
+        bound_as: u64,
+        (head, head_bound): (u32, u64),
+        ttl: u64,
+        label: Label,
+    ) -> Result<Option<SharedAttempt>> {
+        let me = identity::me().record(false);
+        let now = self.now();
+        let head_slot = self.slot(head);
+        let mut exclusive = None;
+        let result = protocol::try_grant_with(
+            self.slot(index),
+            bound_as,
+            now,
+            ttl,
+            me,
+            label.to_word(),
+            &mut identity::is_provably_dead,
+            false,
+            |seat_token| {
+                let t = protocol::take_shared_token(
+                    head_slot,
+                    head_bound,
+                    now,
+                    seat_token,
+                    &mut identity::is_provably_dead,
+                );
+                if let Err(Refusal::Held { token, deadline, holder }) = t {
+                    exclusive = Some((token, deadline, holder));
+                    return Err(Refusal::Shared);
+                }
+                t
+            },
+        );
+        let g = match result {
+            Ok(g) => g,
+            Err(Refusal::Shared) => {
+                let (token, deadline, holder) = exclusive.expect("refused by the head");
+                return Ok(Some(SharedAttempt::Exclusive { head, token, deadline, holder }));
+            }
+            Err(Refusal::Held { token, deadline, holder }) => {
+                return Ok(Some(SharedAttempt::Full { slot: index, token, deadline, holder }))
+            }
+            Err(Refusal::Rebound) => return Ok(None),
+            Err(Refusal::TokenExhausted) => return Err(token_exhausted(&self.location, index)),
+            Err(Refusal::Group { .. } | Refusal::Interference) => {
+                return Err(interference(&self.location, index))
+            }
+        };
+        if g.wake {
+            self.wake(index);
+        }
+        if g.took == Took::DeadHolder {
+            self.count(super::counter::DEAD_HOLDER_RECLAIMS);
+        }
+        // Look at the head again (see the module docs): an exclusive acquirer that took
+        // it after our token may have scanned the seats before our CAS.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let word = head_slot.grant.load(Ordering::SeqCst);
+        if let Some((deadline, holder)) = live_grant(self, head, word, self.now()) {
+            if let Ok(wake) = protocol::release(self.slot(index), g.token, g.deadline) {
+                if wake {
+                    self.freed(index);
+                }
+            }
+            let token = grant::token(word);
+            return Ok(Some(SharedAttempt::Exclusive { head, token, deadline, holder }));
+        }
+        Ok(Some(SharedAttempt::Won { slot: index, token: g.token, deadline: g.deadline }))
+    }
+
+    /// One pass over the seats of a shared name, from the one this thread last won.
+    fn shared_pass(&self, key: &Key, head: (u32, u64), ttl: u64, label: Label) -> Result<Pass> {
+        let start = LAST_SHARED_SEAT.with(|s| s.get()).unwrap_or(identity::pid()) % MAX_SHARED;
+        let mut unbound = None;
+        let mut soonest: Option<SharedAttempt> = None;
+        for k in 0..MAX_SHARED {
+            let seat = 1 + ((start + k) % MAX_SHARED) as u8;
+            let Some((index, bound_as)) = self.find(&key.seat(seat)) else {
+                unbound.get_or_insert(seat);
+                continue;
+            };
+            match self.grant_shared_seat(index, bound_as, head, ttl, label)? {
+                Some(won @ SharedAttempt::Won { .. }) => {
+                    LAST_SHARED_SEAT.with(|s| s.set(Some(seat as u32 - 1)));
+                    return Ok(Pass::Done(won));
+                }
+                Some(ex @ SharedAttempt::Exclusive { .. }) => return Ok(Pass::Done(ex)),
+                Some(full @ SharedAttempt::Full { deadline, .. }) => {
+                    let sooner = match &soonest {
+                        Some(SharedAttempt::Full { deadline: d, .. }) => deadline < *d,
+                        _ => true,
+                    };
+                    if sooner {
+                        soonest = Some(full);
+                    }
+                }
+                None => return Ok(Pass::Moved),
+            }
+        }
+        Ok(match (unbound, soonest) {
+            (Some(seat), _) => Pass::Unbound(seat),
+            (None, Some(full)) => Pass::Done(full),
+            (None, None) => Pass::Moved,
+        })
+    }
+
+    /// One attempt at a shared grant of `key`'s name (binding the head or a seat if
+    /// needed).
+    fn attempt_shared(&self, key: &Key, ttl: u64, label: Label) -> Result<SharedAttempt> {
+        for _ in 0..FREE_TRIES {
+            let Some(head) = self.shared_head(key, true)? else { break };
+            match self.shared_pass(key, head, ttl, label)? {
+                Pass::Done(a) => return Ok(a),
+                Pass::Unbound(_) => break,
+                Pass::Moved => {}
+            }
+        }
+        let _lock = self.lock()?;
+        for _ in 0..super::BIND_PASSES {
+            if self.bind_locked(key)?.is_none() {
+                continue;
+            }
+            let Some(head) = self.shared_head(key, true)? else { continue };
+            let seat = match self.shared_pass(key, head, ttl, label)? {
+                Pass::Done(a) => return Ok(a),
+                Pass::Unbound(seat) => seat,
+                Pass::Moved => continue,
+            };
+            let Some((index, bound_as)) = self.bind_locked(&key.seat(seat))? else { continue };
+            if let Some(a @ (SharedAttempt::Won { .. } | SharedAttempt::Exclusive { .. })) =
+                self.grant_shared_seat(index, bound_as, head, ttl, label)?
+            {
+                return Ok(a);
+            }
+        }
+        Err(Error::Busy {
+            location: self.location.to_string(),
+            reason: "the seats of a shared name kept being taken or evicted while this call \
+                     bound them (the table is too small for the names in use)"
+                .into(),
+        })
+    }
+
+    /// Takes a shared grant: `(slot, token, deadline)` of the seat granted.
+    pub(super) fn grant_shared(
+        self: &Arc<Inner>,
+        key: &Key,
+        ttl: u64,
+        options: &AcquireOptions,
+    ) -> Result<(u32, u64, u64)> {
+        let start = Instant::now();
+        loop {
+            let (index, token, deadline, record) =
+                match self.attempt_shared(key, ttl, options.label)? {
+                    SharedAttempt::Won { slot, token, deadline } => {
+                        return Ok((slot, token, deadline))
+                    }
+                    SharedAttempt::Exclusive { head, token, deadline, holder, .. } => {
+                        (head, token, deadline, holder)
+                    }
+                    SharedAttempt::Full { slot, token, deadline, holder } => {
+                        (slot, token, deadline, holder)
+                    }
+                };
+            let left = match options.wait {
+                None => {
+                    let remaining = Duration::from_nanos(deadline.saturating_sub(self.now()));
+                    return Err(Error::Held {
+                        token,
+                        remaining,
+                        holder: self.holder_of(index, record),
+                    });
+                }
+                Some(Some(t)) => t.saturating_sub(start.elapsed()),
+                Some(None) => Duration::MAX,
+            };
+            if left.is_zero() {
+                let holder = self.holder_of(index, record);
+                return Err(Error::TimedOut { waited: start.elapsed(), token, holder });
+            }
+            self.sleep_for_shared(key, left);
+        }
+    }
+
+    /// Sleeps until a shared acquirer of `key`'s name may succeed: the head's exclusive
+    /// holder leaves, or (every seat held) a seat frees; at most `left`.
+    fn sleep_for_shared(&self, key: &Key, left: Duration) {
+        let Some((head, head_bound)) = self.find(key) else { return };
+        let now = self.now();
+        let head_slot = self.slot(head);
+        if live_grant(self, head, head_slot.grant.load(Ordering::Acquire), now).is_some() {
+            // Wait for the exclusive holder, as for an exclusive lease.
+            if let Wait::Sleep { futex_expect, deadline, token } =
+                protocol::announce_waiter(head_slot, head_bound, now)
+            {
+                let live = self.record_of(head, token).is_some_and(|r| !r.detached);
+                self.sleep(head, futex_expect, super::nap(now, deadline, left, live));
+            }
+            return;
+        }
+        self.sleep_for_seats(key, (head, head_bound), None, left);
+    }
+
+    /// Sleeps on the head until a seat of its name frees (waiters announced on the head
+    /// and on every held seat; see `table::permits`), at most `left`; returns at once
+    /// if a seat is (or becomes) free. `permits`: `None` for a shared name.
+    pub(super) fn sleep_for_seats(
+        &self,
+        key: &Key,
+        (head, head_bound): (u32, u64),
+        permits: Option<u32>,
+        left: Duration,
+    ) {
+        let Some(expect) = protocol::announce_group_waiter(self.slot(head), head_bound, permits)
+        else {
+            return;
+        };
+        let seats = permits.unwrap_or(MAX_SHARED);
+        let now = self.now();
+        let mut soonest = u64::MAX;
+        let mut live_holder = false;
+        for seat in 1..=seats as u8 {
+            let Some((index, bound_as)) = self.find(&key.seat(seat)) else {
+                if permits.is_some() {
+                    return; // a free permit: bind it
+                }
+                continue;
+            };
+            match protocol::announce_waiter(self.slot(index), bound_as, now) {
+                Wait::Retry => return,
+                Wait::Sleep { deadline, token, .. } => {
+                    soonest = soonest.min(deadline);
+                    live_holder |= self
+                        .record_of(index, token)
+                        .is_some_and(|r| !r.detached && r.pidns == identity::me().pidns);
+                }
+            }
+        }
+        let mut nap = super::nap(now, soonest, left, false);
+        if live_holder {
+            nap = nap.min(LIVENESS_RECHECK);
+        }
+        self.sleep(head, expect, nap);
+    }
+
+    /// An exclusive grant of the shared name `key` (its head at `head`): takes the head's
+    /// exclusive grant, then waits (per `wait`, as in [`AcquireOptions::wait`]) until no
+    /// seat holds a live shared grant. `Ok(None)` when the name is no longer shared (it
+    /// was unbound meanwhile): the caller starts over.
+    pub(super) fn grant_exclusive_of_shared(
+        self: &Arc<Inner>,
+        key: &Key,
+        ttl: u64,
+        label: Label,
+        wait: Option<Option<Duration>>,
+    ) -> Result<Option<(u32, u64, u64)>> {
+        let start = Instant::now();
+        let left = || match wait {
+            None => Duration::ZERO,
+            Some(Some(t)) => t.saturating_sub(start.elapsed()),
+            Some(None) => Duration::MAX,
+        };
+        loop {
+            let Some((head, head_bound)) = self.shared_head(key, false)? else { return Ok(None) };
+            let me = identity::me().record(false);
+            let now = self.now();
+            let next = |t| protocol::next_token(t, now).ok_or(Refusal::TokenExhausted);
+            let slot = self.slot(head);
+            let result = protocol::try_grant_with(
+                slot,
+                head_bound,
+                now,
+                ttl,
+                me,
+                label.to_word(),
+                &mut identity::is_provably_dead,
+                true,
+                next,
+            );
+            match result {
+                Ok(g) => {
+                    if g.wake {
+                        self.wake(head);
+                    }
+                    if let Some(granted) = self.drain(key, head, g.token, g.deadline, ttl, &left)? {
+                        return Ok(Some(granted));
+                    }
+                }
+                Err(Refusal::Held { token, deadline, holder }) => {
+                    let remaining = left();
+                    if remaining.is_zero() {
+                        let holder = self.holder_of(head, holder);
+                        return Err(match wait {
+                            None => {
+                                let remaining = Duration::from_nanos(deadline.saturating_sub(now));
+                                Error::Held { token, remaining, holder }
+                            }
+                            Some(_) => Error::TimedOut { waited: start.elapsed(), token, holder },
+                        });
+                    }
+                    if let Wait::Sleep { futex_expect, deadline, .. } =
+                        protocol::announce_waiter(slot, head_bound, now)
+                    {
+                        let live = holder.is_some_and(|r| !r.detached);
+                        self.sleep(head, futex_expect, super::nap(now, deadline, remaining, live));
+                    }
+                }
+                Err(Refusal::Rebound) => {}
+                Err(Refusal::TokenExhausted) => return Err(token_exhausted(&self.location, head)),
+                Err(_) => return Err(interference(&self.location, head)),
+            }
+        }
+    }
+
+    /// The exclusive acquirer of a shared name, holding the head's grant `token` (until
+    /// `deadline`), waits until no seat holds a live shared grant, renewing its own. The
+    /// grant, once drained; `None` if it was lost meanwhile (try again); an error (the
+    /// grant released) when `left` runs out first.
+    fn drain(
+        &self,
+        key: &Key,
+        head: u32,
+        token: u64,
+        mut deadline: u64,
+        ttl: u64,
+        left: &dyn Fn() -> Duration,
+    ) -> Result<Option<(u32, u64, u64)>> {
+        let slot = self.slot(head);
+        loop {
+            // See the module docs: our CAS on the head, then this fence, then the seats.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            let now = self.now();
+            let mut reader = None;
+            let mut soonest = u64::MAX;
+            for seat in 1..=MAX_SHARED as u8 {
+                let Some((index, _)) = self.find(&key.seat(seat)) else { continue };
+                let word = self.slot(index).grant.load(Ordering::SeqCst);
+                if let Some((d, record)) = live_grant(self, index, word, now) {
+                    soonest = soonest.min(d);
+                    reader.get_or_insert((index, grant::token(word), d, record));
+                }
+            }
+            let Some((r_index, r_token, r_deadline, r_record)) = reader else {
+                return Ok(Some((head, token, deadline)));
+            };
+            let remaining = left();
+            if remaining.is_zero() {
+                if let Ok(wake) = protocol::release(slot, token, deadline) {
+                    if wake {
+                        self.freed(head);
+                    }
+                }
+                let holder = self.holder_of(r_index, r_record);
+                let remaining = Duration::from_nanos(r_deadline.saturating_sub(now));
+                return Err(Error::Held { token: r_token, remaining, holder });
+            }
+            // Keep our grant alive while we wait: renew once half its TTL has passed.
+            if deadline.saturating_sub(now) < ttl / 2 {
+                match protocol::renew(slot, token, now, ttl) {
+                    Ok(d) => deadline = d,
+                    Err(_) => return Ok(None),
+                }
+            }
+            // Announced on our own grant (so that a freed seat's `group_freed` changes
+            // the futex word) and on every held seat (so that freeing it wakes us).
+            let Ok(expect) = protocol::watch(slot, token, now) else { return Ok(None) };
+            for seat in 1..=MAX_SHARED as u8 {
+                let Some((index, bound_as)) = self.find(&key.seat(seat)) else { continue };
+                // A seat no longer held needs no announcement: the re-scan decides.
+                let _ = protocol::announce_waiter(self.slot(index), bound_as, now);
+            }
+            let until = soonest.min(deadline.saturating_sub(ttl / 2).max(now + 1));
+            let nap = super::nap(now, until, remaining, true);
+            self.sleep(head, expect, nap);
+        }
+    }
+
+    /// Applies `op` ([`protocol::revoke`], [`protocol::request_release`]) to the live
+    /// grants of the shared name whose head is slot `head` (bound as `head_bound`): its
+    /// exclusive holder's and every shared one's, or only the one with token `only`.
+    /// Returns the largest token it was done to.
+    pub(super) fn on_shared(
+        &self,
+        head: u32,
+        head_bound: u64,
+        only: Option<u64>,
+        op: super::SlotOp,
+    ) -> Result<Option<u64>> {
+        let word = self.slot(head).grant.load(Ordering::Acquire);
+        let mut done = None;
+        if only.map_or(true, |t| t == grant::token(word)) {
+            match op(self.slot(head), head_bound, self.now(), only) {
+                Ok(protocol::Targeted::Done { token, wake }) => {
+                    if wake {
+                        self.freed(head);
+                    }
+                    done = Some(token);
+                }
+                Ok(_) | Err(Refusal::Rebound) => {}
+                Err(_) => return Err(interference(&self.location, head)),
+            }
+        }
+        if only.is_some() && done.is_some() {
+            return Ok(done);
+        }
+        match self.on_seats(head, MAX_SHARED, only, op) {
+            Ok(seats) => Ok(done.max(seats)),
+            Err(Error::Lost { .. }) if done.is_some() => Ok(done),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The info of a shared name whose head is slot `index`, read at `now`.
+    pub(super) fn shared_info(
+        &self,
+        index: u32,
+        head: &protocol::Snapshot,
+        now: u64,
+        wall: SystemTime,
+    ) -> LeaseInfo {
+        let key = self.key_of(index);
+        let mut plain = *head;
+        plain.grant &= !(grant::KIND as u128);
+        let mut info = self.info_of(index, &plain, now, wall);
+        info.kind = LeaseKind::Shared;
+        let mut grants = std::mem::take(&mut info.grants);
+        for seat in 1..=MAX_SHARED as u8 {
+            let Some((si, _)) = self.find(&key.seat(seat)) else { continue };
+            let Some(snap) = protocol::snapshot(self.slot(si)) else { continue };
+            let seat_info = self.info_of(si, &snap, now, wall);
+            if seat_info.state == LeaseState::Held {
+                grants.extend(seat_info.grants.into_iter().map(|mut g| {
+                    g.shared = true;
+                    g
+                }));
+            }
+        }
+        grants.sort_by_key(|g| g.token);
+        if let Some(longest) = grants.iter().map(|g| g.remaining).max() {
+            info.state = LeaseState::Held;
+            info.remaining = info.remaining.max(longest);
+        }
+        info.token = grant::token(head.grant);
+        info.grants = grants;
+        info
+    }
+}

@@ -1,0 +1,289 @@
+//! Shared names: up to 64 shared holders or one exclusive holder, never both; each with
+//! its own TTL and token, tokens growing across both kinds; a waiting exclusive
+//! acquirer blocks new shared grants; dead holders of either kind reclaimed at once,
+//! stopped ones at their TTL. Multi-process behaviour with real processes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+use common::{touch, Kid, Scratch, SharedWords, Watchdog};
+use shmlease::{AcquireOptions, Error, LeaseKind, LeaseState, LeaseTable, TableOptions};
+
+/// Entry point of every child process (see `common::run_child`).
+#[test]
+#[ignore = "child process entry point; run by the other tests"]
+fn child_main() {
+    common::run_child();
+}
+
+const LONG: Duration = Duration::from_secs(60);
+const TTL: Duration = Duration::from_secs(30);
+
+fn s(v: impl ToString) -> String {
+    v.to_string()
+}
+
+fn shared() -> AcquireOptions {
+    AcquireOptions::new().shared(true)
+}
+
+fn table(dir: &Scratch, capacity: u32) -> LeaseTable {
+    LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(capacity)).unwrap()
+}
+
+#[test]
+fn sixty_four_shared_holders_or_one_exclusive_never_both() {
+    let dir = Scratch::new("basic");
+    let table = table(&dir, 256);
+    let readers: Vec<_> =
+        (0..64).map(|_| table.acquire_with("cat", TTL, &shared()).unwrap()).collect();
+    let tokens: Vec<u64> = readers.iter().map(|l| l.token()).collect();
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]));
+    assert!(matches!(table.acquire_with("cat", TTL, &shared()), Err(Error::Held { .. })), "a 65th");
+    match table.try_acquire("cat", TTL) {
+        Err(Error::Held { token, holder, .. }) => {
+            assert!(tokens.contains(&token), "names a shared holder");
+            assert_eq!(holder.map(|h| h.pid), Some(std::process::id()));
+        }
+        other => panic!("exclusive beside shared holders: {other:?}"),
+    }
+    let info = table.get("cat").unwrap().unwrap();
+    assert_eq!(
+        (info.kind, info.state, info.grants.len()),
+        (LeaseKind::Shared, LeaseState::Held, 64)
+    );
+    assert!(info.grants.iter().all(|g| g.shared));
+    drop(readers);
+    let writer = table.try_acquire("cat", TTL).unwrap();
+    assert!(writer.token() > *tokens.last().unwrap());
+    assert!(matches!(table.acquire_with("cat", TTL, &shared()), Err(Error::Held { .. })));
+    let info = table.get("cat").unwrap().unwrap();
+    assert_eq!(info.grants.len(), 1);
+    assert!(!info.grants[0].shared && info.grants[0].token == writer.token());
+    writer.renew(TTL).unwrap();
+    let wt = writer.token();
+    writer.release().unwrap();
+    let r = table.acquire_with("cat", TTL, &shared()).unwrap();
+    assert!(r.token() > wt);
+    assert_eq!(table.get("cat").unwrap().unwrap().kind, LeaseKind::Shared);
+}
+
+#[test]
+fn kinds_do_not_mix_and_a_live_exclusive_holder_becomes_the_shared_names() {
+    let dir = Scratch::new("kinds");
+    let table = table(&dir, 64);
+    // An exclusive holder when the first shared acquirer comes stays the holder.
+    let x = table.try_acquire("doc", TTL).unwrap();
+    assert!(matches!(table.acquire_with("doc", TTL, &shared()), Err(Error::Held { .. })));
+    assert_eq!(table.get("doc").unwrap().unwrap().kind, LeaseKind::Shared);
+    assert!(x.is_valid());
+    x.renew(TTL).unwrap();
+    let xt = x.token();
+    x.release().unwrap();
+    let r = table.acquire_with("doc", TTL, &shared()).unwrap();
+    assert!(r.token() > xt);
+    // Permits and shared do not mix, either way.
+    match table.acquire_with("doc", TTL, &AcquireOptions::new().permits(2).unwrap()) {
+        Err(Error::WrongKind {
+            recorded: LeaseKind::Shared,
+            requested: LeaseKind::Permits(2),
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    let _p = table.acquire_with("pool", TTL, &AcquireOptions::new().permits(2).unwrap()).unwrap();
+    match table.acquire_with("pool", TTL, &shared()) {
+        Err(Error::WrongKind {
+            recorded: LeaseKind::Permits(2),
+            requested: LeaseKind::Shared,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        AcquireOptions::new().permits(2).unwrap().shared(true),
+        o if matches!(table.acquire_with("x", TTL, &o), Err(Error::InvalidOptions { .. }))
+    ));
+}
+
+#[test]
+fn revocation_requests_and_by_token_calls_reach_each_kind_of_holder() {
+    let dir = Scratch::new("revoke");
+    let table = table(&dir, 64);
+    let a = table.acquire_with("r", TTL, &shared()).unwrap();
+    let b = table.acquire_with("r", TTL, &shared()).unwrap().detach().unwrap();
+    table.renew("r", b.token, TTL).unwrap();
+    assert_eq!(table.request_release("r", Some(a.token())).unwrap(), Some(a.token()));
+    assert!(a.release_requested());
+    table.revoke_token("r", a.token()).unwrap();
+    assert!(!a.is_valid());
+    table.release("r", b.token).unwrap();
+    let w = table.try_acquire("r", TTL).unwrap();
+    assert_eq!(table.revoke("r").unwrap(), Some(w.token()));
+    assert!(!w.is_valid());
+    let c = table.acquire_with("r", TTL, &shared()).unwrap();
+    let d = table.acquire_with("r", TTL, &shared()).unwrap();
+    assert_eq!(table.revoke("r").unwrap(), Some(d.token()));
+    assert!(!c.is_valid() && !d.is_valid());
+    assert_eq!(table.revoke("r").unwrap(), None);
+}
+
+/// A waiting exclusive acquirer blocks new shared grants while the shared holders it
+/// waits for leave, and gets the name once they have.
+#[test]
+fn a_waiting_exclusive_acquirer_blocks_new_shared_grants() {
+    let dir = Scratch::new("prefer");
+    let table = table(&dir, 64);
+    let r1 = table.acquire_with("w", TTL, &shared()).unwrap();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            table.acquire_with("w", TTL, &AcquireOptions::new().wait(Some(LONG))).map(|l| l.token())
+        });
+        // Once it drains, the head shows its grant: new shared acquirers are refused.
+        let end = Instant::now() + LONG;
+        loop {
+            match table.acquire_with("w", TTL, &shared()) {
+                Err(Error::Held { token, .. }) if token > r1.token() => break,
+                Ok(r) => drop(r),
+                Err(Error::Held { .. }) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+            assert!(Instant::now() < end, "the exclusive acquirer never started waiting");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!writer.is_finished());
+        drop(r1);
+        let token = writer.join().unwrap().unwrap();
+        assert!(token > 0);
+    });
+}
+
+/// Six processes (three forked after opening the table, sharing its handle) on one
+/// shared name, mostly shared with an exclusive acquisition one time in five: never an
+/// exclusive holder beside anyone, shared holders at once, every token distinct.
+#[test]
+fn a_mixed_herd_never_puts_an_exclusive_holder_beside_another() {
+    let wd = Watchdog::new("shared_herd", LONG * 2);
+    let dir = Scratch::new("herd");
+    let path = dir.path("t");
+    LeaseTable::create(&path, &TableOptions::new().capacity(128)).unwrap();
+    let counters = dir.path("counters");
+    SharedWords::create(&counters, 3);
+    let env = |fork: bool| {
+        vec![
+            ("TABLE", s(path.display())),
+            ("NAME", s("db")),
+            ("COUNTERS", s(counters.display())),
+            ("HOLD_US", s(300)),
+            ("RUN_MS", s(3000)),
+            ("WRITE_EVERY", s(5)),
+            ("FORK", s(fork as u8)),
+        ]
+    };
+    let mut herd: Vec<Kid> =
+        (0..3).map(|i| Kid::spawn(&wd, &format!("herd-{i}"), "shared_herd", &env(i > 0))).collect();
+    let (mut reads, mut writes) = (0u64, 0u64);
+    let mut tokens = Vec::new();
+    for (i, k) in herd.iter_mut().enumerate() {
+        for _ in 0..(1 + (i > 0) as usize) {
+            let (key, value) = k.expect_any(&["DONE", "child-DONE"], LONG);
+            let v: Vec<u64> = value.split(' ').map(|x| x.parse().unwrap()).collect();
+            assert_eq!(v[2], 0, "{key}: violations\n{}", k.transcript());
+            reads += v[0];
+            writes += v[1];
+        }
+        k.wait_ok(LONG);
+        for line in k.transcript().lines() {
+            if let Some(rest) = line.split("TOKENS ").nth(1) {
+                tokens.extend(
+                    rest.split(',').filter(|t| !t.is_empty()).map(|t| t.parse::<u64>().unwrap()),
+                );
+            }
+        }
+    }
+    let words = SharedWords::open(&counters);
+    assert_eq!(words.word(2).load(SeqCst), 0, "violations");
+    assert!(reads > 20 && writes > 5, "{reads} shared, {writes} exclusive grants");
+    let distinct: BTreeSet<u64> = tokens.iter().copied().collect();
+    assert_eq!(distinct.len(), tokens.len(), "a token was granted twice");
+}
+
+fn hold(
+    wd: &Watchdog,
+    path: &std::path::Path,
+    label: &str,
+    shared: bool,
+    ttl_ms: u64,
+    action: &str,
+    go: &std::path::Path,
+) -> Kid {
+    Kid::spawn(
+        wd,
+        label,
+        "shared_hold",
+        &[
+            ("TABLE", s(path.display())),
+            ("NAME", s("db")),
+            ("SHARED", s(shared as u8)),
+            ("TTL_MS", s(ttl_ms)),
+            ("ACTION", s(action)),
+            ("GO", s(go.display())),
+        ],
+    )
+}
+
+/// Shared holders killed with SIGKILL do not hold an exclusive acquirer up, and an
+/// exclusive holder killed does not hold shared acquirers up: both are provably dead.
+#[test]
+fn dead_holders_of_either_kind_are_passed_over_at_once() {
+    let wd = Watchdog::new("shared_dead", LONG);
+    let dir = Scratch::new("dead");
+    let path = dir.path("t");
+    let table = LeaseTable::create(&path, &TableOptions::new().capacity(64)).unwrap();
+    let go = dir.path("go");
+    let mut readers: Vec<Kid> =
+        (0..2).map(|i| hold(&wd, &path, &format!("r{i}"), true, 600_000, "forever", &go)).collect();
+    for r in &mut readers {
+        r.expect("GOT", LONG);
+    }
+    assert!(matches!(table.try_acquire("db", TTL), Err(Error::Held { .. })));
+    for r in &mut readers {
+        r.signal(libc::SIGKILL);
+        r.wait(LONG);
+    }
+    let w = table.try_acquire("db", TTL).expect("the dead shared holders do not count");
+    drop(w);
+    let mut writer = hold(&wd, &path, "w", false, 600_000, "forever", &go);
+    writer.expect("GOT", LONG);
+    assert!(matches!(table.acquire_with("db", TTL, &shared()), Err(Error::Held { .. })));
+    writer.signal(libc::SIGKILL);
+    writer.wait(LONG);
+    table.acquire_with("db", TTL, &shared()).expect("the dead exclusive holder does not count");
+}
+
+/// A stopped shared holder holds an exclusive acquirer up until its TTL runs out, not
+/// longer; resumed, it learns on renewal that its grant is gone.
+#[test]
+fn a_stopped_shared_holder_is_waited_out_and_learns_so() {
+    let wd = Watchdog::new("shared_stopped", LONG);
+    let dir = Scratch::new("stopped");
+    let path = dir.path("t");
+    let table = LeaseTable::create(&path, &TableOptions::new().capacity(64)).unwrap();
+    let go = dir.path("go");
+    let mut r = hold(&wd, &path, "r", true, 400, "renew_after_go", &go);
+    r.expect("GOT", LONG);
+    r.signal(libc::SIGSTOP);
+    r.wait_state(b'T', LONG);
+    let w = table
+        .acquire_with("db", TTL, &AcquireOptions::new().wait(Some(Duration::from_secs(30))))
+        .expect("the stopped shared holder's TTL ran out");
+    touch(&go);
+    r.signal(libc::SIGCONT);
+    let lost = r.expect_any(&["LOST", "RENEWED"], LONG);
+    assert_eq!(lost.0, "LOST", "{}", r.transcript());
+    r.wait_ok(LONG);
+    assert!(w.is_valid());
+}
