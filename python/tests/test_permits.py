@@ -160,10 +160,11 @@ WORKERS = 6
 ROUNDS = 25
 
 
-def _herd_worker(table, inside, peak, rounds, results):
-    """Takes a permit `rounds` times; inside, counts itself in `inside` and records the
-    most holders ever seen at once in `peak`."""
+def _herd_worker(table, start, inside, peak, rounds, results):
+    """Once every worker is ready, takes a permit `rounds` times; inside, counts itself
+    in `inside` and records the most holders ever seen at once in `peak`."""
     tokens = []
+    start.wait(60)  # spawned workers start slowly: all of them contend, not one by one
     for _ in range(rounds):
         with table.lease("herd", ttl=30, wait=60, permits=PERMITS) as lease:
             with inside.get_lock():
@@ -182,9 +183,10 @@ def test_a_herd_of_processes_never_exceeds_n_holders(table, method):
     ctx = multiprocessing.get_context(method)
     inside = ctx.Value("i", 0)
     peak = ctx.Value("i", 0)
+    start = ctx.Barrier(WORKERS)
     results = ctx.Queue()
     workers = [
-        ctx.Process(target=_herd_worker, args=(table, inside, peak, ROUNDS, results))
+        ctx.Process(target=_herd_worker, args=(table, start, inside, peak, ROUNDS, results))
         for _ in range(WORKERS)
     ]
     for w in workers:
@@ -199,7 +201,8 @@ def test_a_herd_of_processes_never_exceeds_n_holders(table, method):
             if w.is_alive():
                 w.kill()
     assert peak.value <= PERMITS, f"{peak.value} holders at once"
-    # Six workers holding 2 ms each: several hold at once (permits are not a mutex).
+    # Six workers started together, holding 2 ms each: several hold at once (permits
+    # are not a mutex).
     assert peak.value >= 2
     tokens = [t for ts in per_worker for t in ts]
     assert len(tokens) == WORKERS * ROUNDS
