@@ -12,6 +12,9 @@ carries a fencing token that only ever grows for its name.
     with table.lease("db-migration", ttl=30) as lease:  # renewed in the background
         migrate(fencing_token=lease.token)
 
+Permits: ``table.lease(name, ttl, permits=N)`` lets up to N holders have the name at
+once, each with a grant (and fencing token) of its own.
+
 Leader election: ``table.election(name)`` — ``campaign()`` for a ``Leadership``
 whose ``term`` is its fencing token, ``leader()``, ``observe()``, and ``run(lead)``.
 
@@ -42,14 +45,17 @@ from ._errors import (
     Timeout,
     Unavailable,
     Unsupported,
+    WrongKind,
 )
 from ._types import (
     Change,
     Counters,
     DetachedLease,
+    GrantInfo,
     Holder,
     Leader,
     LeaseInfo,
+    LeaseKind,
     LeaseState,
     LostReason,
     Notice,
@@ -68,6 +74,8 @@ __all__ = [
     "LeaseAcquisition",
     "DetachedLease",
     "LeaseInfo",
+    "LeaseKind",
+    "GrantInfo",
     "LeaseState",
     "LostReason",
     "Holder",
@@ -90,6 +98,7 @@ __all__ = [
     "BoundToProcess",
     "InUse",
     "Timeout",
+    "WrongKind",
     "TableFull",
     "InvalidName",
     "InvalidTtl",

@@ -95,6 +95,7 @@ class LeaseAcquisition:
         wait: Any = None,
         label: Optional[str] = None,
         keep_alive: bool = True,
+        permits: int = 1,
     ) -> None:
         self._table = table
         self._name = name
@@ -102,19 +103,21 @@ class LeaseAcquisition:
         self._wait = wait
         self._label = label
         self._keep_alive = keep_alive
+        self._permits = permits
         self._lease: Optional[Lease] = None
 
     async def acquire(self) -> Lease:
         """Takes the lease, waiting as ``wait`` says without blocking the loop."""
-        t, name, ttl, label, keep = self._table, self._name, self._ttl, self._label, self._keep_alive
+        t, name, ttl = self._table, self._name, self._ttl
+        kw = {"label": self._label, "keep_alive": self._keep_alive, "permits": self._permits}
         try:
-            return t.acquire(name, ttl, wait=0, label=label, keep_alive=keep)
+            return t.acquire(name, ttl, wait=0, **kw)
         except _errors.Held:
             if self._wait == 0:
                 raise
 
         def call(cancel: threading.Event) -> Optional[Lease]:
-            return t.acquire(name, ttl, wait=self._wait, label=label, keep_alive=keep, cancel=cancel)
+            return t.acquire(name, ttl, wait=self._wait, cancel=cancel, **kw)
 
         lease: Optional[Lease] = await _in_thread(call, _release_quietly)
         if lease is None:  # cancelled at interpreter exit

@@ -15,6 +15,7 @@ __all__ = [
     "BoundToProcess",
     "InUse",
     "Timeout",
+    "WrongKind",
     "TableFull",
     "InvalidName",
     "InvalidTtl",
@@ -95,6 +96,25 @@ class Timeout(Error, TimeoutError):
     waited: float = 0.0
     token: int = 0
     holder: object = None
+
+
+class WrongKind(Error, ValueError):
+    """The name is in use as another kind than the call asked for: exclusive, or with
+    another number of permits. The kind is recorded with the name at its first use, so
+    that users who disagree about ``permits`` are told, rather than admitting more
+    holders than either intended: pass the recorded ``permits``, or use another name.
+
+    Attributes: ``name``; ``recorded`` and ``requested`` (each a
+    :class:`~shmlease.LeaseKind`: how the name is in use, and what the call asked for),
+    with their numbers of permits in ``recorded_permits`` and ``requested_permits``
+    (1 for an exclusive lease).
+    """
+
+    name: str = ""
+    recorded: object = None
+    recorded_permits: int = 0
+    requested: object = None
+    requested_permits: int = 0
 
 
 class TableFull(Error):

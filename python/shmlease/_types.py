@@ -11,7 +11,9 @@ from typing import Optional
 __all__ = [
     "LostReason",
     "LeaseState",
+    "LeaseKind",
     "Holder",
+    "GrantInfo",
     "LeaseInfo",
     "Counters",
     "TableInfo",
@@ -62,6 +64,21 @@ class LeaseState(str, enum.Enum):
         return self.value
 
 
+class LeaseKind(str, enum.Enum):
+    """How many may hold a name at once, as recorded with the name at its first use
+    (``LeaseInfo.permits`` and ``WrongKind.recorded_permits`` give the number)."""
+
+    #: One holder at a time (``permits=1``, the default).
+    EXCLUSIVE = "exclusive"
+    #: Up to N holders at once (``permits=N``, 2 ≤ N ≤ 255), each with a grant of its own.
+    PERMITS = "permits"
+    #: A kind this version of the package does not know.
+    UNKNOWN = "unknown"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Holder:
     """Who holds (or last held) a lease."""
@@ -82,8 +99,35 @@ class Holder:
 
 
 @dataclass(frozen=True)
+class GrantInfo:
+    """One live grant of a name: the one holder of an exclusive lease, or one of the
+    holders of a name with permits."""
+
+    #: Its fencing token.
+    token: int
+    #: Who holds it, when recorded.
+    holder: Optional[Holder]
+    #: When it was made (UTC).
+    acquired_at: Optional[_dt.datetime]
+    #: When it was last made or renewed (UTC).
+    renewed_at: Optional[_dt.datetime]
+    #: When it expires unless renewed (UTC).
+    expires_at: Optional[_dt.datetime]
+    #: Seconds left.
+    remaining: float
+    #: Slot index of the grant in the table (for a name with permits, a seat's slot).
+    slot: int
+
+
+@dataclass(frozen=True)
 class LeaseInfo:
-    """A copy of one name's lease."""
+    """A copy of one name's lease.
+
+    For a name with permits, the top-level fields describe the name as a whole:
+    ``token`` is the latest token taken by any of its grants, ``state`` is ``HELD``
+    while any grant is, ``holder`` is ``None``, ``remaining`` is the longest time left
+    of any grant; each live grant, with its holder, is in ``grants``.
+    """
 
     #: The lease name.
     name: str
@@ -105,6 +149,12 @@ class LeaseInfo:
     transitions: int
     #: Slot index in the table.
     slot: int
+    #: Exclusive, or with permits.
+    kind: LeaseKind
+    #: How many grants may be live at once (1 for an exclusive lease).
+    permits: int
+    #: The live grants, oldest first (empty unless held).
+    grants: list[GrantInfo]
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,12 @@ use std::time::{Duration, SystemTime};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyType};
+use pyo3::types::{PyDict, PyList, PyType};
 
 use shmlease_core::election::{Change, StopReason, Stopped};
 use shmlease_core::{
-    Holder, Leader, LeaseInfo, LeaseState, Location, LostReason, Notice, ProcessIdentity, TableInfo,
+    GrantInfo, Holder, Leader, LeaseInfo, LeaseKind, LeaseState, Location, LostReason, Notice,
+    ProcessIdentity, TableInfo,
 };
 
 /// Reads a duration: seconds as an int or float, or a `datetime.timedelta`. `what`
@@ -169,6 +170,29 @@ pub fn holder(py: Python<'_>, h: Option<Holder>) -> PyResult<Option<Bound<'_, Py
     Some(py_type!(py, "Holder")?.call((), Some(&kw))).transpose()
 }
 
+/// `LeaseKind` as the Python enum (its permit count is told apart, as `permits`).
+pub fn lease_kind(py: Python<'_>, kind: LeaseKind) -> PyResult<Bound<'_, PyAny>> {
+    let value = match kind {
+        LeaseKind::Exclusive => "exclusive",
+        LeaseKind::Permits(_) => "permits",
+        _ => "unknown",
+    };
+    py_type!(py, "LeaseKind")?.call1((value,))
+}
+
+/// A `GrantInfo` dataclass.
+pub fn grant_info(py: Python<'_>, g: GrantInfo) -> PyResult<Bound<'_, PyAny>> {
+    let kw = PyDict::new(py);
+    kw.set_item("token", g.token)?;
+    kw.set_item("holder", holder(py, g.holder)?)?;
+    kw.set_item("acquired_at", datetime(py, g.acquired_at)?)?;
+    kw.set_item("renewed_at", datetime(py, g.renewed_at)?)?;
+    kw.set_item("expires_at", datetime(py, g.expires_at)?)?;
+    kw.set_item("remaining", g.remaining.as_secs_f64())?;
+    kw.set_item("slot", g.slot)?;
+    py_type!(py, "GrantInfo")?.call((), Some(&kw))
+}
+
 /// A `LeaseInfo` dataclass.
 pub fn lease_info(py: Python<'_>, i: LeaseInfo) -> PyResult<Bound<'_, PyAny>> {
     let state = match i.state {
@@ -188,6 +212,13 @@ pub fn lease_info(py: Python<'_>, i: LeaseInfo) -> PyResult<Bound<'_, PyAny>> {
     kw.set_item("remaining", i.remaining.as_secs_f64())?;
     kw.set_item("transitions", i.transitions)?;
     kw.set_item("slot", i.slot)?;
+    kw.set_item("kind", lease_kind(py, i.kind)?)?;
+    kw.set_item("permits", i.kind.permits())?;
+    let grants = PyList::empty(py);
+    for g in i.grants {
+        grants.append(grant_info(py, g)?)?;
+    }
+    kw.set_item("grants", grants)?;
     py_type!(py, "LeaseInfo")?.call((), Some(&kw))
 }
 

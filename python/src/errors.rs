@@ -116,6 +116,18 @@ fn convert_error(py: Python<'_>, e: Error) -> PyResult<PyErr> {
                 ("holder", convert::holder(py, holder)?.unwrap_or_else(none)),
             ],
         ),
+        Error::WrongKind { name, recorded, requested } => build(
+            py,
+            "WrongKind",
+            args(&message)?,
+            &[
+                ("name", obj(py, name)?),
+                ("recorded", convert::lease_kind(py, recorded)?),
+                ("recorded_permits", obj(py, recorded.permits())?),
+                ("requested", convert::lease_kind(py, requested)?),
+                ("requested_permits", obj(py, requested.permits())?),
+            ],
+        ),
         Error::TableFull { capacity } => {
             build(py, "TableFull", args(&message)?, &[("capacity", obj(py, capacity)?)])
         }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
-use shmlease_core::{DetachedLease, Error, Lease, LeaseState, LeaseTable, LostReason};
+use shmlease_core::{DetachedLease, Error, GrantInfo, Lease, LeaseTable, LostReason};
 
 use crate::convert;
 use crate::errors::to_py;
@@ -117,19 +117,23 @@ impl LeaseCell {
         if self.taken_here() {
             return self.with(|l| (l.is_valid(), l.remaining())).unwrap_or_default();
         }
-        match self.table.get(&self.name) {
-            Ok(Some(i)) if i.token == self.token && i.state == LeaseState::Held => {
-                (true, i.remaining)
-            }
-            _ => (false, Duration::ZERO),
+        match self.grant() {
+            Some(g) => (true, g.remaining),
+            None => (false, Duration::ZERO),
         }
+    }
+
+    /// This lease's grant as the table shows it, if it is live (found by its token:
+    /// a name with permits has several).
+    fn grant(&self) -> Option<GrantInfo> {
+        let info = self.table.get(&self.name).ok().flatten()?;
+        info.grants.into_iter().find(|g| g.token == self.token)
     }
 
     /// The error a forked child gets for changing its parent's lease (as the library
     /// words it), found by reading the table only.
     fn refusal(&self) -> Error {
-        let info = self.table.get(&self.name).ok().flatten();
-        let holder = info.filter(|i| i.token == self.token).and_then(|i| i.holder);
+        let holder = self.grant().and_then(|g| g.holder);
         Error::BoundToProcess { token: self.token, holder }
     }
 
@@ -305,7 +309,9 @@ impl Drop for LeaseCell {
 }
 
 /// A lease on a name, held by this process: exclusive until its deadline, which the
-/// keep-alive (on by default) pushes back while the lease is held.
+/// keep-alive (on by default) pushes back while the lease is held. Taken with
+/// ``permits=N``, it is one of up to ``N`` grants of the name, each its own lease:
+/// everything here is about this grant alone.
 ///
 /// Use it as a context manager (``with table.lease("name") as lease:``): leaving the
 /// block releases it. Pass ``lease.token`` to any resource that can reject stale

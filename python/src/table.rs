@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
+use shmlease_core::layout::MAX_SEATS;
 use shmlease_core::{AcquireOptions, Error, LeaseTable, Location, RemoveOptions, TableOptions};
 
 use crate::convert::{self, Wait};
@@ -77,10 +78,18 @@ impl PyTable {
         label: Option<&str>,
         keep_alive: bool,
         cancel: Option<&Bound<'_, PyAny>>,
+        permits: i64,
     ) -> PyResult<Option<PyLease>> {
         let py = slf.py();
         let ttl = convert::duration(ttl, "ttl")?;
-        let mut options = AcquireOptions::new();
+        // Any int is read, so that a negative or huge count is told as the library
+        // tells one out of range (``InvalidOptions``), not as an ``OverflowError``.
+        let permits = u32::try_from(permits).map_err(|_| {
+            to_py(Error::InvalidOptions {
+                reason: format!("permits must be between 1 and {MAX_SEATS}, not {permits}"),
+            })
+        })?;
+        let mut options = AcquireOptions::new().permits(permits).map_err(to_py)?;
         if let Some(label) = label {
             options = options.label(label).map_err(to_py)?;
         }
@@ -217,8 +226,21 @@ impl PyTable {
     /// to run signal handlers (so Ctrl-C interrupts it) and check ``cancel``: a few
     /// microseconds of CPU per wake-up; a release still wakes the waiter at once.
     ///
+    /// ``permits=N`` (2 to 255; default 1, an exclusive lease) lets up to ``N``
+    /// holders have the name at once, each with a grant of its own: its own TTL, holder
+    /// and fencing token (unique to the name, growing in the order granted). The wait
+    /// is then for any of the ``N`` to free, and ``Held``/``Timeout`` mean all ``N``
+    /// are taken. ``N`` is recorded with the name at its first use and kept while the
+    /// name is in the table: every user must pass the same ``N`` (else ``WrongKind``,
+    /// saying which); an exclusive name that nobody holds takes the ``N`` of its next
+    /// user.
+    ///
     /// Use it as a context manager to release at the end of the block.
-    #[pyo3(signature = (name, ttl = None, *, wait = None, label = None, keep_alive = true, cancel = None))]
+    #[pyo3(signature = (
+        name, ttl = None, *, wait = None, label = None, keep_alive = true, cancel = None,
+        permits = 1,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn acquire(
         slf: &Bound<'_, Self>,
         name: &str,
@@ -227,6 +249,7 @@ impl PyTable {
         label: Option<&str>,
         keep_alive: bool,
         cancel: Option<&Bound<'_, PyAny>>,
+        permits: i64,
     ) -> PyResult<Option<PyLease>> {
         let py = slf.py();
         let default_ttl;
@@ -238,12 +261,16 @@ impl PyTable {
             }
         };
         let cancel = cancel.filter(|c| !c.is_none());
-        PyTable::take(slf, name, ttl, convert::wait(wait)?, label, keep_alive, cancel)
+        PyTable::take(slf, name, ttl, convert::wait(wait)?, label, keep_alive, cancel, permits)
     }
 
     /// ``with table.lease(name, ttl) as lease:`` — ``acquire()`` under the name that
     /// reads best in a ``with`` statement; the same arguments.
-    #[pyo3(signature = (name, ttl = None, *, wait = None, label = None, keep_alive = true, cancel = None))]
+    #[pyo3(signature = (
+        name, ttl = None, *, wait = None, label = None, keep_alive = true, cancel = None,
+        permits = 1,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn lease(
         slf: &Bound<'_, Self>,
         name: &str,
@@ -252,29 +279,37 @@ impl PyTable {
         label: Option<&str>,
         keep_alive: bool,
         cancel: Option<&Bound<'_, PyAny>>,
+        permits: i64,
     ) -> PyResult<Option<PyLease>> {
-        PyTable::acquire(slf, name, ttl, wait, label, keep_alive, cancel)
+        PyTable::acquire(slf, name, ttl, wait, label, keep_alive, cancel, permits)
     }
 
-    /// Takes the lease on ``name`` if nobody holds it; never waits. Raises ``Held``
-    /// (with ``.holder`` and ``.remaining``) if someone does.
-    #[pyo3(signature = (name, ttl = None, *, label = None, keep_alive = true))]
+    /// Takes the lease on ``name`` if nobody holds it (with ``permits=N``: if fewer
+    /// than ``N`` do); never waits. Raises ``Held`` (with ``.holder`` and
+    /// ``.remaining``, of the grant that frees soonest) if it is taken.
+    #[pyo3(signature = (name, ttl = None, *, label = None, keep_alive = true, permits = 1))]
     fn try_acquire(
         slf: &Bound<'_, Self>,
         name: &str,
         ttl: Option<&Bound<'_, PyAny>>,
         label: Option<&str>,
         keep_alive: bool,
+        permits: i64,
     ) -> PyResult<PyLease> {
         let zero = 0i32.into_pyobject(slf.py())?.into_any();
-        let lease = PyTable::acquire(slf, name, ttl, Some(&zero), label, keep_alive, None)?;
+        let lease =
+            PyTable::acquire(slf, name, ttl, Some(&zero), label, keep_alive, None, permits)?;
         Ok(lease.expect("a lease that never waits is never cancelled"))
     }
 
     /// ``async with table.lease_async(name, ttl) as lease:`` (or ``await``): the lease
     /// without blocking the event loop; cancelling the awaiting task abandons the wait
-    /// (a lease granted meanwhile is released). The same arguments as ``acquire``.
-    #[pyo3(signature = (name, ttl = None, *, wait = None, label = None, keep_alive = true))]
+    /// (a lease granted meanwhile is released). The same arguments as ``acquire``
+    /// (``permits`` included).
+    #[pyo3(signature = (
+        name, ttl = None, *, wait = None, label = None, keep_alive = true, permits = 1,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn lease_async<'py>(
         slf: &Bound<'py, Self>,
         name: &str,
@@ -282,10 +317,11 @@ impl PyTable {
         wait: Option<&Bound<'py, PyAny>>,
         label: Option<&str>,
         keep_alive: bool,
+        permits: i64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let acquisition = py.import("shmlease._aio")?.getattr("LeaseAcquisition")?;
-        acquisition.call1((slf, name, ttl, wait, label, keep_alive))
+        acquisition.call1((slf, name, ttl, wait, label, keep_alive, permits))
     }
 
     /// The election on ``name`` (an ``Election``): a lease name like any other, whose
@@ -331,8 +367,9 @@ impl PyTable {
 
     /// Revokes the grant of ``name``, waking anyone waiting for it; its holder learns
     /// at once (keep-alive) or at its next renewal that it is lost. Returns the
-    /// revoked token, or ``None`` if nothing was held. With ``token``, revokes only
-    /// that grant, else raises ``Lost`` saying what is true instead.
+    /// revoked token, or ``None`` if nothing was held. For a name with permits,
+    /// revokes every live grant and returns the newest token. With ``token``, revokes
+    /// only that grant, else raises ``Lost`` saying what is true instead.
     #[pyo3(signature = (name, token = None))]
     fn revoke(&self, py: Python<'_>, name: &str, token: Option<u64>) -> PyResult<Option<u64>> {
         py.detach(|| match token {
@@ -346,7 +383,8 @@ impl PyTable {
     /// release it: cooperative hand-over. Nothing changes about who holds it or until
     /// when; the holder sees ``lease.release_requested``. Returns the token asked, or
     /// ``None`` if nothing was held; with ``token``, a grant that is not the live one
-    /// raises ``Lost`` like ``revoke``. Asking twice is asking once.
+    /// raises ``Lost`` like ``revoke``. Asking twice is asking once. For a name with
+    /// permits, without ``token`` every holder is asked (the newest token returned).
     #[pyo3(signature = (name, token = None))]
     fn request_release(
         &self,
@@ -357,14 +395,15 @@ impl PyTable {
         py.detach(|| self.table.request_release(name, token)).map_err(to_py)
     }
 
-    /// The lease on ``name`` (a ``LeaseInfo``), or ``None`` if the table does not
-    /// know the name.
+    /// The lease on ``name`` (a ``LeaseInfo``: its kind, and each live grant in
+    /// ``grants``), or ``None`` if the table does not know the name.
     fn get<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
         let info = self.table.get(name).map_err(to_py)?;
         info.map(|i| convert::lease_info(py, i)).transpose()
     }
 
-    /// Every name the table knows (``LeaseInfo``s, in slot order), whatever its state.
+    /// Every name the table knows (``LeaseInfo``s, in slot order), whatever its state;
+    /// a name with permits once, its grants in ``grants``.
     fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let all = py.detach(|| self.table.list()).map_err(to_py)?;
         let out = PyList::empty(py);

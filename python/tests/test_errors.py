@@ -21,7 +21,8 @@ def test_hierarchy():
     assert issubclass(shmlease.AlreadyExists, FileExistsError)
     assert issubclass(shmlease.NotFound, FileNotFoundError)
     assert issubclass(shmlease.IoError, OSError)
-    for k in (shmlease.InvalidName, shmlease.InvalidTtl, shmlease.InvalidLabel, shmlease.InvalidOptions):
+    for k in (shmlease.InvalidName, shmlease.InvalidTtl, shmlease.InvalidLabel, shmlease.InvalidOptions,
+              shmlease.WrongKind):
         assert issubclass(k, ValueError)
     # Kinds that are not about the OS are not OSErrors (`except OSError` must not eat them).
     for k in (shmlease.Held, shmlease.Lost, shmlease.BoundToProcess, shmlease.Busy, shmlease.Corrupt):
@@ -35,6 +36,32 @@ def test_held(table):
     assert e.value.token == lease.token and 29 < e.value.remaining <= 30
     assert e.value.holder.pid == os.getpid() and e.value.holder.label == "me"
     assert "held by pid" in str(e.value)
+
+
+def test_wrong_kind(table):
+    from shmlease import LeaseKind
+
+    pool = table.acquire("pool", 30, permits=3)
+    for permits, kind in ((2, LeaseKind.PERMITS), (1, LeaseKind.EXCLUSIVE)):
+        with pytest.raises(shmlease.WrongKind) as e:
+            table.try_acquire("pool", 1, permits=permits)
+        assert e.value.name == "pool"
+        assert (e.value.recorded, e.value.recorded_permits) == (LeaseKind.PERMITS, 3)
+        assert (e.value.requested, e.value.requested_permits) == (kind, permits)
+    assert "permits = 3" in str(e.value) and '"pool"' in str(e.value)
+    # A caller that would wait is told at once: waiting cannot make the kinds agree.
+    with pytest.raises(shmlease.WrongKind):
+        table.acquire("pool", 1, wait=None)
+    pool.release()
+    # A live exclusive lease is not turned into permits; once free, it may be.
+    solo = table.acquire("solo", 30)
+    with pytest.raises(shmlease.WrongKind) as e:
+        table.try_acquire("solo", 1, permits=2)
+    assert (e.value.recorded, e.value.recorded_permits) == (LeaseKind.EXCLUSIVE, 1)
+    assert (e.value.requested, e.value.requested_permits) == (LeaseKind.PERMITS, 2)
+    solo.release()
+    with table.lease("solo", 1, permits=2, wait=0) as permit:
+        assert permit.token > solo.token
 
 
 @pytest.mark.parametrize(
