@@ -1237,13 +1237,14 @@ fn help_points_to_a_manual_page_that_covers_every_command() {
     assert!(!help.contains("docs/cli.md"), "{help}");
     assert!(help.contains("shmlease man"), "{help}");
     let page = stdout(&t.run(&["man"]));
-    for command in
-        ["create", "rm", "info", "ls", "watch", "acquire", "renew", "release", "revoke", "run"]
-    {
+    for command in [
+        "create", "rm", "info", "ls", "get", "watch", "acquire", "renew", "release", "revoke",
+        "run",
+    ] {
         let section = format!(".SH \"SHMLEASE {}\"", command.to_uppercase());
         assert!(page.contains(&section), "no section for {command}");
     }
-    for option in ["kill\\-after", "conflict\\-exit\\-code", "capacity", "Exit codes"] {
+    for option in ["kill\\-after", "conflict\\-exit\\-code", "capacity", "permits", "Exit codes"] {
         assert!(page.contains(option), "the page lacks {option}");
     }
     assert!(!page.contains("shmlease\\-run(1)"), "points to pages nobody installs");

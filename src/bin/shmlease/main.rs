@@ -589,14 +589,18 @@ fn describe_leases(leases: &[shmlease::LeaseInfo]) -> String {
             out.push_str(", ");
         }
         if l.kind != LeaseKind::Exclusive {
-            let grants: Vec<String> = l
+            let mut grants: Vec<String> = l
                 .grants
                 .iter()
+                .take(SHOWN)
                 .map(|g| {
                     let holder = g.holder.map(|h| format!(", {h}")).unwrap_or_default();
                     format!("token {}{holder}, {} left", g.token, duration::human(g.remaining))
                 })
                 .collect();
+            if l.grants.len() > SHOWN {
+                grants.push(format!("and {} more", l.grants.len() - SHOWN));
+            }
             out.push_str(&format!(
                 "{:?} ({} of {} permits: {})",
                 l.name,
