@@ -191,6 +191,15 @@ typedef enum shmlease_status {
    * its own deadline at the latest.
    */
   SHMLEASE_UNAVAILABLE = 24,
+  /**
+   * The name is in use with another number of permits than the call asked for
+   * (`shmlease_acquire_options.permits`; 0 or 1 is an exclusive lease): every user of
+   * a name must give the same number, recorded when the name is first used and kept
+   * while the table remembers it (also while no permit is held); or permits were
+   * asked of a name held as an exclusive lease. `shmlease_last_error()` says which
+   * kind is recorded. Nothing was changed.
+   */
+  SHMLEASE_WRONG_KIND = 25,
 } shmlease_status;
 
 /**
@@ -214,6 +223,22 @@ typedef enum shmlease_state {
    */
   SHMLEASE_STATE_REVOKED = 3,
 } shmlease_state;
+
+/**
+ * How many may hold a name at once: recorded with the name when it is first used, and
+ * kept while the table remembers it.
+ */
+typedef enum shmlease_kind {
+  /**
+   * One holder at a time (permits = 1, the default).
+   */
+  SHMLEASE_KIND_EXCLUSIVE = 0,
+  /**
+   * Up to `permits` holders at once (2 ..= 255), each with a grant of its own: see
+   * `shmlease_acquire_options.permits` and `shmlease_get_grants`.
+   */
+  SHMLEASE_KIND_PERMITS = 1,
+} shmlease_kind;
 
 /**
  * What `shmlease_leadership_wait_notice` reports.
@@ -431,7 +456,44 @@ typedef struct shmlease_held_by {
 } shmlease_held_by;
 
 /**
+ * How to take a lease, for `shmlease_acquire_with`. A zeroed struct (or a NULL pointer)
+ * means the defaults: don't wait, no label, an exclusive lease.
+ */
+typedef struct shmlease_acquire_options {
+  /**
+   * How long to wait while the lease is held (for a name with permits: while all its
+   * permits are), in nanoseconds: 0 not at all, negative forever.
+   */
+  int64_t timeout_ns;
+  /**
+   * A label shown to others inspecting the lease: NUL-terminated UTF-8, 8 bytes at
+   * most; NULL for none. Read during the call only.
+   */
+  const char *label;
+  /**
+   * How many may hold the name at once, 1 ..= 255; 0 or 1 is an exclusive lease.
+   * With N >= 2, up to N callers hold the name at once, each with a lease handle of
+   * its own (its own TTL, holder and token: tokens unique to the name, growing in the
+   * order taken), renewed, released and freed like any other; the next caller gets
+   * `SHMLEASE_HELD` (or waits for any permit to end). Every user of a name must give
+   * the same N: it is recorded when the name is first used, and kept while the table
+   * remembers the name (also while no permit is held). Another N, an exclusive
+   * acquisition of a name with permits, or permits asked of a name held as an
+   * exclusive lease returns `SHMLEASE_WRONG_KIND`. An exclusive name nobody holds
+   * takes permits from its next user.
+   */
+  uint32_t permits;
+} shmlease_acquire_options;
+
+/**
  * A copy of one name's lease, filled by `shmlease_get` and `shmlease_list`.
+ *
+ * For a name with permits (`kind` is `SHMLEASE_KIND_PERMITS`) the fields describe the
+ * name as a whole: `state` is held while any grant is, `token` is the latest token
+ * taken for any of its grants, `remaining_ns` and `expires_at_unix_ns` those of the
+ * grant that lasts longest (0 while none is held), `acquired_at_unix_ns` and
+ * `renewed_at_unix_ns` 0, and `holder.known` false; `shmlease_get_grants` gives each
+ * holder.
  */
 typedef struct shmlease_info {
   /**
@@ -472,10 +534,59 @@ typedef struct shmlease_info {
    */
   uint32_t slot;
   /**
-   * Holder of the current (or last) grant.
+   * Holder of the current (or last) grant (not known for a name with permits).
    */
   struct shmlease_holder holder;
+  /**
+   * Exclusive, or a name with permits.
+   */
+  enum shmlease_kind kind;
+  /**
+   * How many may hold the name at once: 1 for an exclusive lease.
+   */
+  uint32_t permits;
+  /**
+   * How many grants are live (at most `permits`): what `shmlease_get_grants` lists,
+   * as of this read.
+   */
+  uint32_t grants;
 } shmlease_info;
+
+/**
+ * One live grant of a name (one permit of a name with permits, or the one holder of
+ * an exclusive lease), filled by `shmlease_get_grants`.
+ */
+typedef struct shmlease_grant {
+  /**
+   * Its fencing token (unique for the name; the grants of a name with permits are
+   * listed in the order taken, so their tokens grow).
+   */
+  uint64_t token;
+  /**
+   * Nanoseconds left before it expires unless renewed.
+   */
+  uint64_t remaining_ns;
+  /**
+   * When it was made, in nanoseconds since the Unix epoch (wall clock; 0 if unknown).
+   */
+  int64_t acquired_at_unix_ns;
+  /**
+   * When it was last made or renewed (Unix ns, wall clock; 0 if unknown).
+   */
+  int64_t renewed_at_unix_ns;
+  /**
+   * When it expires unless renewed (Unix ns, wall clock).
+   */
+  int64_t expires_at_unix_ns;
+  /**
+   * Slot index of the grant in the table.
+   */
+  uint32_t slot;
+  /**
+   * Its holder.
+   */
+  struct shmlease_holder holder;
+} shmlease_grant;
 
 /**
  * Who leads an election, filled by `shmlease_leader_get`, and inside a
@@ -767,6 +878,7 @@ enum shmlease_status shmlease_try_acquire(const struct shmlease_table *table,
  *
  * Returns `SHMLEASE_TIMED_OUT` (or `SHMLEASE_HELD` for a 0 timeout) if the lease stayed
  * held, and then fills `held_by` if it is not NULL. Otherwise as `shmlease_try_acquire`.
+ * `shmlease_acquire_with` takes the same options in a struct, and permits.
  *
  * # Safety
  * As for `shmlease_try_acquire`; `label` is NULL or NUL-terminated.
@@ -778,6 +890,27 @@ enum shmlease_status shmlease_acquire(const struct shmlease_table *table,
                                       const char *label,
                                       struct shmlease_lease **lease_out,
                                       struct shmlease_held_by *held_by);
+
+/**
+ * Takes a lease with every option (`options` may be NULL: the defaults), so that it
+ * is `shmlease_acquire` with `options->permits`: up to that many holders of `name` at
+ * once, each with a lease handle of its own (see `shmlease_acquire_options`).
+ *
+ * For a name with permits, `SHMLEASE_HELD` (`SHMLEASE_TIMED_OUT` after waiting) means
+ * that every permit is held; `held_by` then describes the grant that ends first.
+ * `SHMLEASE_WRONG_KIND` if the name is in use with another number of permits (or as
+ * an exclusive lease). Otherwise as `shmlease_acquire`.
+ *
+ * # Safety
+ * As for `shmlease_try_acquire`; `options` is NULL or points to a
+ * `shmlease_acquire_options` whose `label` is NULL or NUL-terminated.
+ */
+enum shmlease_status shmlease_acquire_with(const struct shmlease_table *table,
+                                           const char *name,
+                                           uint64_t ttl_ns,
+                                           const struct shmlease_acquire_options *options,
+                                           struct shmlease_lease **lease_out,
+                                           struct shmlease_held_by *held_by);
 
 /**
  * Extends the grant of `name` that has `token` to `ttl_ns` from now: for detached leases
@@ -812,9 +945,10 @@ enum shmlease_status shmlease_release_token(const struct shmlease_table *table,
                                             uint64_t token);
 
 /**
- * Revokes whatever grant `name` has, waking anyone waiting for it. `revoked_token_out`
- * (NULL: not wanted) receives the revoked token, or 0 if nothing was held. The holder
- * learns at its next renewal that its lease is lost.
+ * Revokes whatever grant `name` has (every live grant of a name with permits), waking
+ * anyone waiting for it. `revoked_token_out` (NULL: not wanted) receives the revoked
+ * token (the latest one, for a name with permits), or 0 if nothing was held. The
+ * holder learns at its next renewal that its lease is lost.
  *
  * # Safety
  * `table` is NULL or an open handle; `name` is NULL or NUL-terminated;
@@ -825,9 +959,10 @@ enum shmlease_status shmlease_revoke(const struct shmlease_table *table,
                                      uint64_t *revoked_token_out);
 
 /**
- * Revokes the grant of `name` only if its token is `token`; returns `SHMLEASE_LOST`, and
- * revokes nothing, if that is not the live grant (`shmlease_last_error()` says why: it
- * ended, a newer grant is current, the token or the name was never issued).
+ * Revokes the grant of `name` only if its token is `token` (one permit of a name with
+ * permits); returns `SHMLEASE_LOST`, and revokes nothing, if that is not a live grant
+ * (`shmlease_last_error()` says why: it ended, a newer grant is current, the token or
+ * the name was never issued).
  *
  * # Safety
  * `table` is NULL or an open handle; `name` is NULL or NUL-terminated.
@@ -838,7 +973,9 @@ enum shmlease_status shmlease_revoke_token(const struct shmlease_table *table,
 
 /**
  * Fills `*info_out` with the lease on `name`. A name the table does not know is
- * reported as free, never granted (token 0, slot `UINT32_MAX`).
+ * reported as free, never granted (token 0, slot `UINT32_MAX`, exclusive, no grants).
+ * For a name with permits see `shmlease_info`; `shmlease_get_grants` lists its
+ * holders.
  *
  * # Safety
  * `table` is NULL or an open handle; `name` is NULL or NUL-terminated; `info_out` is
@@ -863,6 +1000,25 @@ enum shmlease_status shmlease_list(const struct shmlease_table *table,
                                    struct shmlease_info *infos,
                                    size_t capacity,
                                    size_t *count_out);
+
+/**
+ * Lists the live grants of `name`, oldest first: each holder of a name with permits,
+ * or the one holder of a held exclusive lease. Fills `grants[0 .. capacity)` and sets
+ * `*count_out` to the number of live grants (0 for a name not held, or not known to
+ * the table). If there are more than `capacity`, the first `capacity` are filled and
+ * `SHMLEASE_BUFFER_TOO_SMALL` is returned (an array of `shmlease_info.permits`
+ * entries always suffices). `grants` may be NULL when `capacity` is 0, to learn the
+ * count. The list is read at one moment: grants taken or ended since are not in it.
+ *
+ * # Safety
+ * `table` is NULL or an open handle; `name` is NULL or NUL-terminated; `grants` is
+ * NULL or valid for writes of `capacity` elements; `count_out` is NULL or writable.
+ */
+enum shmlease_status shmlease_get_grants(const struct shmlease_table *table,
+                                         const char *name,
+                                         struct shmlease_grant *grants,
+                                         size_t capacity,
+                                         size_t *count_out);
 
 /**
  * Fills `*leader_out` with who leads the election `name` (the holder of lease
@@ -913,11 +1069,12 @@ enum shmlease_status shmlease_observer_next(struct shmlease_observer *observer,
 void shmlease_observer_close(struct shmlease_observer *observer);
 
 /**
- * Asks the holder of lease `name` to release it: a cooperative hand-over. Nothing
- * changes about who holds it or until when; the holder sees
- * `shmlease_lease_release_requested` (or `shmlease_leadership_release_requested`, and
- * its `_wait_notice` wakes up), finishes and releases. `asked_token_out` (NULL: not
- * wanted) receives the token of the grant asked, or 0 if nothing was held. Asking
+ * Asks the holder of lease `name` (each holder of a name with permits) to release it:
+ * a cooperative hand-over. Nothing changes about who holds it or until when; the
+ * holder sees `shmlease_lease_release_requested` (or
+ * `shmlease_leadership_release_requested`, and its `_wait_notice` wakes up), finishes
+ * and releases. `asked_token_out` (NULL: not wanted) receives the token of the grant
+ * asked (the latest one, for a name with permits), or 0 if nothing was held. Asking
  * twice is asking once.
  *
  * # Safety

@@ -1237,13 +1237,14 @@ fn help_points_to_a_manual_page_that_covers_every_command() {
     assert!(!help.contains("docs/cli.md"), "{help}");
     assert!(help.contains("shmlease man"), "{help}");
     let page = stdout(&t.run(&["man"]));
-    for command in
-        ["create", "rm", "info", "ls", "watch", "acquire", "renew", "release", "revoke", "run"]
-    {
+    for command in [
+        "create", "rm", "info", "ls", "get", "watch", "acquire", "renew", "release", "revoke",
+        "run",
+    ] {
         let section = format!(".SH \"SHMLEASE {}\"", command.to_uppercase());
         assert!(page.contains(&section), "no section for {command}");
     }
-    for option in ["kill\\-after", "conflict\\-exit\\-code", "capacity", "Exit codes"] {
+    for option in ["kill\\-after", "conflict\\-exit\\-code", "capacity", "permits", "Exit codes"] {
         assert!(page.contains(option), "the page lacks {option}");
     }
     assert!(!page.contains("shmlease\\-run(1)"), "points to pages nobody installs");
@@ -1531,4 +1532,237 @@ fn hot_standby_a_killed_leader_is_replaced_by_a_standby() {
     assert!(leader["term"].as_u64() > Some(0));
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(cmds().len(), 2, "two standbys took over");
+}
+
+// Names with permits (`--permits N`): up to N holders at once, each with a token of its
+// own; every user must give the same N.
+
+/// Starts `run --permits N NAME` whose CMD writes `$$ $SHMLEASE_TOKEN` to a file and then
+/// runs `then` (a shell command); returns the run and (CMD's pid, its token).
+fn permit_run(t: &Table, name: &str, n: &str, tag: &str, then: &str) -> (Kid, u32, u64) {
+    let ready = t.file(&format!("{name}-{tag}-ready"));
+    let script = format!("echo \"$$ $SHMLEASE_TOKEN\" > {}; {then}", ready.display());
+    let mut run = t
+        .cmd(&["run", "--permits", n, "--label", tag, name, "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .kid();
+    until("CMD to start", || fs::read_to_string(&ready).is_ok_and(|s| s.ends_with('\n')));
+    let line = fs::read_to_string(&ready).unwrap();
+    let (pid, token) = line.trim().split_once(' ').unwrap();
+    let pid = run.also(pid.parse().unwrap());
+    (run, pid, token.parse().unwrap())
+}
+
+const IDLE: &str = "exec sleep 60";
+
+#[test]
+fn run_with_permits_admits_n_holders_at_once_and_the_next_waits_for_one() {
+    let t = Table::new("permitrun");
+    let (mut a, a_cmd, a_token) = permit_run(&t, "gpus", "2", "a", IDLE);
+    let (mut b, _b_cmd, b_token) = permit_run(&t, "gpus", "2", "b", IDLE);
+    assert!(b_token > a_token, "tokens grow in the order taken: {a_token}, {b_token}");
+
+    // Both permits taken: a third is refused at once with -n, and its CMD never runs.
+    let ran = t.file("third-ran");
+    let third = ["run", "-n", "--permits", "2", "gpus", "--", "touch", ran.to_str().unwrap()];
+    let out = t.run(&third);
+    assert_one_line_error(&out, 75, "all 2 permits of lease \"gpus\" are held");
+    assert!(!ran.exists(), "a third holder ran");
+
+    // ls shows the name once, with both holders under it.
+    let leases = held(&t);
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    let l = &leases[0];
+    assert_eq!((l["kind"].as_str(), l["permits"].as_u64()), (Some("permits"), Some(2)));
+    assert!(l["holder"].is_null(), "{l}");
+    let holders = l["holders"].as_array().unwrap();
+    let shown: Vec<(u64, u64, &str)> = holders
+        .iter()
+        .map(|h| {
+            (h["token"].as_u64().unwrap(), h["pid"].as_u64().unwrap(), h["label"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(shown, [(a_token, a.id().into(), "a"), (b_token, b.id().into(), "b")]);
+    assert!(holders.iter().all(|h| h["remaining_ms"].as_u64().unwrap() > 0));
+    let text = stdout(&t.run(&["ls"]));
+    assert!(text.contains("2 of 2 permits"), "{text}");
+    for token in [a_token, b_token] {
+        let under = text.lines().any(|l| l.contains('─') && l.contains(&token.to_string()));
+        assert!(under, "each holder on a line under the name: {text}");
+    }
+
+    // A waiting third gets in as soon as one holder ends.
+    let mut waiting =
+        t.cmd(&["run", "--permits", "2", "gpus", "--", "touch", ran.to_str().unwrap()]).kid();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!ran.exists() && waiting.try_wait().unwrap().is_none(), "did not wait");
+    kill(a.id(), libc::SIGTERM);
+    wait(&mut a);
+    assert!(!alive(a_cmd));
+    assert_eq!(wait(&mut waiting).code(), Some(0));
+    assert!(ran.exists());
+    kill(b.id(), libc::SIGTERM);
+    wait(&mut b);
+    assert!(held(&t).is_empty());
+}
+
+#[test]
+fn acquire_with_permits_prints_a_token_per_holder_and_get_lists_them() {
+    let t = Table::new("permitacq");
+    let take = |label: &str| {
+        t.run(&["acquire", "pool", "--ttl", "30s", "--permits", "2", "--label", label])
+    };
+    let tokens: Vec<u64> =
+        ["x", "y"].iter().map(|l| stdout(&take(l)).trim().parse().unwrap()).collect();
+    assert!(tokens[0] < tokens[1], "{tokens:?}");
+    assert_one_line_error(&take("z"), 75, "all 2 permits");
+
+    let got = json(&t.run(&["get", "pool", "--json"]));
+    assert_eq!(got["kind"], "permits");
+    assert_eq!(got["permits"], 2);
+    assert_eq!(got["state"], "held");
+    assert_eq!(got["token"].as_u64(), Some(tokens[1]), "the latest token taken");
+    let listed: Vec<u64> =
+        got["holders"].as_array().unwrap().iter().map(|h| h["token"].as_u64().unwrap()).collect();
+    assert_eq!(listed, tokens);
+    assert!(got["holders"].as_array().unwrap().iter().all(|h| h["detached"] == true));
+    let text = stdout(&t.run(&["get", "pool"]));
+    assert!(
+        text.contains("2 of 2 permits") && text.contains("(x)") && text.contains("(y)"),
+        "{text}"
+    );
+
+    // Each permit is renewed and released by its own token; the other stays.
+    let (x, y) = (tokens[0].to_string(), tokens[1].to_string());
+    let out = t.run(&["renew", "pool", "--token", &x, "--ttl", "60s", "--json"]);
+    assert_eq!(json(&out)["token"].as_u64(), Some(tokens[0]));
+    assert!(t.run(&["release", "pool", "--token", &y]).status.success());
+    let got = json(&t.run(&["get", "pool", "--json"]));
+    let left = got["holders"].as_array().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["token"].as_u64(), Some(tokens[0]));
+    assert!(left[0]["remaining_ms"].as_u64().unwrap() > 30_000, "renewed to 60s: {got}");
+    assert_one_line_error(&t.run(&["release", "pool", "--token", &y]), 79, "already released");
+    // Its permit is free again: taken with a newer token.
+    let third: u64 = stdout(&take("z")).trim().parse().unwrap();
+    assert!(third > tokens[1]);
+
+    // An exclusive lease has its one holder in "holders" too, and JSON for a name the
+    // table does not know is null.
+    let excl: u64 = stdout(&t.run(&["acquire", "solo", "--ttl", "30s"])).trim().parse().unwrap();
+    let got = json(&t.run(&["get", "solo", "--json"]));
+    assert_eq!((got["kind"].as_str(), got["permits"].as_u64()), (Some("exclusive"), Some(1)));
+    assert_eq!(got["holders"][0]["token"].as_u64(), Some(excl));
+    assert_eq!(got["holder"]["pid"], got["holders"][0]["pid"]);
+    let out = t.run(&["get", "never-was", "--json"]);
+    assert!(json(&out).is_null());
+    let out = t.run(&["get", "never-was"]);
+    assert_one_line_error(&out, 0, "no lease named \"never-was\"");
+}
+
+#[test]
+fn every_user_of_a_name_must_give_the_same_permits_or_exits_65_told_which() {
+    let t = Table::new("wrongkind");
+    assert!(t.run(&["acquire", "pool", "--ttl", "30s", "--permits", "2"]).status.success());
+    let ran = t.file("ran");
+    let touch = ran.to_str().unwrap();
+    for args in [
+        &["acquire", "pool", "--ttl", "30s"][..],
+        &["acquire", "pool", "--ttl", "30s", "--permits", "3"][..],
+        &["run", "pool", "--", "touch", touch][..],
+        &["run", "--permits", "3", "pool", "--", "touch", touch][..],
+    ] {
+        let out = t.run(args);
+        assert_one_line_error(&out, 65, "in use with --permits 2");
+        assert!(stderr(&out).contains("same --permits"), "{args:?}: {}", stderr(&out));
+        assert!(!ran.exists(), "{args:?}: CMD ran");
+    }
+    // Still recorded once nobody holds a permit.
+    assert!(t.run(&["revoke", "pool"]).status.success());
+    assert_one_line_error(&t.run(&["acquire", "pool", "--ttl", "1s"]), 65, "--permits 2");
+
+    // A held exclusive lease does not become a name with permits.
+    assert!(t.run(&["acquire", "solo", "--ttl", "30s"]).status.success());
+    let out = t.run(&["acquire", "solo", "--ttl", "30s", "--permits", "2"]);
+    assert_one_line_error(&out, 65, "held as an exclusive lease");
+    // An election has one leader: a name with permits is not one.
+    assert_one_line_error(&t.run(&["leader", "pool"]), 65, "none of them leads");
+    // Out of range is a usage error.
+    for n in ["0", "256"] {
+        let out = t.run(&["acquire", "x", "--ttl", "1s", "--permits", n]);
+        assert_one_line_error(&out, 64, "--permits");
+    }
+    let help = stdout(&t.run(&["acquire", "--help"]));
+    assert!(help.contains("--permits") && help.contains("exit 65"), "{help}");
+    assert!(stdout(&t.run(&["--help"])).contains("65 "));
+}
+
+#[test]
+fn revoke_takes_every_permit_or_one_by_token_and_request_release_asks_each_holder() {
+    let t = Table::new("permitrevoke");
+    let holders: Vec<(Kid, u32, u64)> =
+        ["a", "b", "c"].iter().map(|tag| permit_run(&t, "pool", "3", tag, IDLE)).collect();
+    let [(mut a, _, a_tok), (mut b, _, b_tok), (mut c, _, c_tok)]: [_; 3] =
+        holders.try_into().ok().unwrap();
+
+    // One by token: only its run loses the lease.
+    let out = t.run(&["revoke", "pool", "--token", &b_tok.to_string()]);
+    assert_eq!(stdout(&out).trim(), b_tok.to_string(), "{}", stderr(&out));
+    assert_eq!(wait(&mut b).code(), Some(79));
+    assert!(a.try_wait().unwrap().is_none() && c.try_wait().unwrap().is_none());
+    let out = t.run(&["revoke", "pool", "--token", &b_tok.to_string()]);
+    assert_one_line_error(&out, 79, "nothing revoked");
+    let err = stderr(&out);
+    assert!(err.contains(&a_tok.to_string()) && err.contains(&c_tok.to_string()), "{err}");
+
+    // All of them: each revoked token printed.
+    let out = json(&t.run(&["revoke", "pool", "--json"]));
+    assert_eq!(out["revoked"], true);
+    let tokens: Vec<u64> =
+        out["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(tokens, [a_tok, c_tok]);
+    assert_eq!(out["token"].as_u64(), Some(c_tok));
+    assert_eq!(wait(&mut a).code(), Some(79));
+    assert_eq!(wait(&mut c).code(), Some(79));
+    assert!(held(&t).is_empty());
+
+    // request-release asks every holder: each CMD gets SIGTERM and exits, each run
+    // releases its permit.
+    let trap = "trap 'exit 0' TERM; while :; do sleep 0.05; done";
+    let (mut d, _, d_tok) = permit_run(&t, "pool", "3", "d", trap);
+    let (mut e, _, e_tok) = permit_run(&t, "pool", "3", "e", trap);
+    let out = t.run(&["request-release", "pool"]);
+    assert_eq!(stdout(&out), format!("{d_tok}\n{e_tok}\n"), "{}", stderr(&out));
+    assert_eq!(wait(&mut d).code(), Some(0));
+    assert_eq!(wait(&mut e).code(), Some(0));
+    assert!(held(&t).is_empty());
+
+    // revoke --grace: the holder that hands over releases, the one that ignores the
+    // request is revoked once the grace is over.
+    let (mut f, _, f_tok) = permit_run(&t, "pool", "3", "f", trap);
+    let (mut g, _, g_tok) = permit_run(&t, "pool", "3", "g", "trap '' TERM; exec sleep 60");
+    let out = json(&t.run(&["revoke", "pool", "--grace", "500ms", "--json"]));
+    let outcomes: Vec<(u64, &str, bool)> = out["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (h["token"].as_u64().unwrap(), h["outcome"].as_str().unwrap(), h["revoked"] == true)
+        })
+        .collect();
+    assert_eq!(outcomes, [(f_tok, "released", false), (g_tok, "revoked", true)], "{out}");
+    assert_eq!(wait(&mut f).code(), Some(0));
+    assert_eq!(wait(&mut g).code(), Some(79));
+}
+
+#[test]
+fn rm_names_each_holder_of_a_name_with_permits() {
+    let t = Table::new("permitrm");
+    let tokens: Vec<String> = (0..2)
+        .map(|_| stdout(&t.run(&["acquire", "pool", "--ttl", "30s", "--permits", "2"])))
+        .map(|s| s.trim().to_owned())
+        .collect();
+    let out = t.run(&["rm"]);
+    assert_one_line_error(&out, 76, "\"pool\" (2 of 2 permits");
+    assert!(tokens.iter().all(|tok| stderr(&out).contains(tok.as_str())), "{}", stderr(&out));
 }

@@ -86,12 +86,19 @@ pub enum shmlease_status {
     /// location's timeout. Retryable; a lease whose renewals fail this way is lost at
     /// its own deadline at the latest.
     SHMLEASE_UNAVAILABLE = 24,
+    /// The name is in use with another number of permits than the call asked for
+    /// (`shmlease_acquire_options.permits`; 0 or 1 is an exclusive lease): every user of
+    /// a name must give the same number, recorded when the name is first used and kept
+    /// while the table remembers it (also while no permit is held); or permits were
+    /// asked of a name held as an exclusive lease. `shmlease_last_error()` says which
+    /// kind is recorded. Nothing was changed.
+    SHMLEASE_WRONG_KIND = 25,
 }
 
 use shmlease_status::*;
 
 /// Every status, in numeric order.
-pub(crate) const ALL_STATUSES: [shmlease_status; 25] = [
+pub(crate) const ALL_STATUSES: [shmlease_status; 26] = [
     SHMLEASE_OK,
     SHMLEASE_HELD,
     SHMLEASE_LOST,
@@ -117,6 +124,7 @@ pub(crate) const ALL_STATUSES: [shmlease_status; 25] = [
     SHMLEASE_IN_USE,
     SHMLEASE_BOUND_TO_PROCESS,
     SHMLEASE_UNAVAILABLE,
+    SHMLEASE_WRONG_KIND,
 ];
 
 impl shmlease_status {
@@ -155,6 +163,9 @@ impl shmlease_status {
             SHMLEASE_UNAVAILABLE => {
                 (c"SHMLEASE_UNAVAILABLE", c"lease table cannot be reached; try again")
             }
+            SHMLEASE_WRONG_KIND => {
+                (c"SHMLEASE_WRONG_KIND", c"lease name is in use with another number of permits")
+            }
         }
     }
 }
@@ -190,7 +201,8 @@ pub(crate) enum Failure {
     NotUtf8(&'static str),
     /// An argument is out of range: its status and why.
     Invalid(shmlease_status, String),
-    /// `shmlease_list` was given room for `given` leases; there are `needed`.
+    /// `shmlease_list` (or `shmlease_get_grants`) was given room for `given` entries;
+    /// there are `needed`.
     BufferTooSmall { given: usize, needed: usize },
     /// A lease handle was used after `shmlease_release` or `shmlease_lease_detach`.
     Finished,
@@ -228,6 +240,7 @@ impl Failure {
                 Error::InUse { .. } => SHMLEASE_IN_USE,
                 Error::BoundToProcess { .. } => SHMLEASE_BOUND_TO_PROCESS,
                 Error::Unavailable { .. } => SHMLEASE_UNAVAILABLE,
+                Error::WrongKind { .. } => SHMLEASE_WRONG_KIND,
                 // A variant newer than this library: still a failure, never OK.
                 _ => SHMLEASE_INTERNAL,
             },
@@ -251,7 +264,7 @@ impl fmt::Display for Failure {
             Failure::NotUtf8(what) => write!(f, "argument `{what}` is not valid UTF-8"),
             Failure::Invalid(_, why) => f.write_str(why),
             Failure::BufferTooSmall { given, needed } => {
-                write!(f, "room for {given} leases given, {needed} needed")
+                write!(f, "room for {given} entries given, {needed} needed")
             }
             Failure::Finished => f.write_str("this lease handle was already released or detached"),
             Failure::Internal(msg) => write!(f, "internal error in shmlease: {msg}"),

@@ -4,7 +4,7 @@
 use std::ffi::c_char;
 use std::time::{Duration, SystemTime};
 
-use shmlease_core::{Holder, LeaseInfo, LeaseState};
+use shmlease_core::{GrantInfo, Holder, LeaseInfo, LeaseKind, LeaseState};
 
 /// Longest lease name, in bytes (without the terminating NUL).
 pub const SHMLEASE_NAME_MAX: usize = 64;
@@ -30,6 +30,19 @@ pub enum shmlease_state {
     SHMLEASE_STATE_EXPIRED = 2,
     /// Revoked: anyone may take it.
     SHMLEASE_STATE_REVOKED = 3,
+}
+
+/// How many may hold a name at once: recorded with the name when it is first used, and
+/// kept while the table remembers it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+pub enum shmlease_kind {
+    /// One holder at a time (permits = 1, the default).
+    SHMLEASE_KIND_EXCLUSIVE = 0,
+    /// Up to `permits` holders at once (2 ..= 255), each with a grant of its own: see
+    /// `shmlease_acquire_options.permits` and `shmlease_get_grants`.
+    SHMLEASE_KIND_PERMITS = 1,
 }
 
 /// Who holds (or last held) a lease.
@@ -66,6 +79,13 @@ pub struct shmlease_held_by {
 }
 
 /// A copy of one name's lease, filled by `shmlease_get` and `shmlease_list`.
+///
+/// For a name with permits (`kind` is `SHMLEASE_KIND_PERMITS`) the fields describe the
+/// name as a whole: `state` is held while any grant is, `token` is the latest token
+/// taken for any of its grants, `remaining_ns` and `expires_at_unix_ns` those of the
+/// grant that lasts longest (0 while none is held), `acquired_at_unix_ns` and
+/// `renewed_at_unix_ns` 0, and `holder.known` false; `shmlease_get_grants` gives each
+/// holder.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 #[allow(non_camel_case_types)]
@@ -89,8 +109,52 @@ pub struct shmlease_info {
     pub expires_at_unix_ns: i64,
     /// Slot index in the table (`UINT32_MAX` for a name the table does not know).
     pub slot: u32,
-    /// Holder of the current (or last) grant.
+    /// Holder of the current (or last) grant (not known for a name with permits).
     pub holder: shmlease_holder,
+    /// Exclusive, or a name with permits.
+    pub kind: shmlease_kind,
+    /// How many may hold the name at once: 1 for an exclusive lease.
+    pub permits: u32,
+    /// How many grants are live (at most `permits`): what `shmlease_get_grants` lists,
+    /// as of this read.
+    pub grants: u32,
+}
+
+/// One live grant of a name (one permit of a name with permits, or the one holder of
+/// an exclusive lease), filled by `shmlease_get_grants`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[allow(non_camel_case_types)]
+pub struct shmlease_grant {
+    /// Its fencing token (unique for the name; the grants of a name with permits are
+    /// listed in the order taken, so their tokens grow).
+    pub token: u64,
+    /// Nanoseconds left before it expires unless renewed.
+    pub remaining_ns: u64,
+    /// When it was made, in nanoseconds since the Unix epoch (wall clock; 0 if unknown).
+    pub acquired_at_unix_ns: i64,
+    /// When it was last made or renewed (Unix ns, wall clock; 0 if unknown).
+    pub renewed_at_unix_ns: i64,
+    /// When it expires unless renewed (Unix ns, wall clock).
+    pub expires_at_unix_ns: i64,
+    /// Slot index of the grant in the table.
+    pub slot: u32,
+    /// Its holder.
+    pub holder: shmlease_holder,
+}
+
+impl shmlease_grant {
+    pub(crate) fn from_rust(g: &GrantInfo) -> shmlease_grant {
+        shmlease_grant {
+            token: g.token,
+            remaining_ns: nanos(g.remaining),
+            acquired_at_unix_ns: unix_ns(g.acquired_at),
+            renewed_at_unix_ns: unix_ns(g.renewed_at),
+            expires_at_unix_ns: unix_ns(g.expires_at),
+            slot: g.slot,
+            holder: shmlease_holder::from_rust(g.holder.as_ref()),
+        }
+    }
 }
 
 /// Copies `text` into a NUL-terminated C array, truncating at a byte boundary if needed.
@@ -150,6 +214,12 @@ impl shmlease_info {
             expires_at_unix_ns: unix_ns(info.expires_at),
             slot: info.slot,
             holder: shmlease_holder::from_rust(info.holder.as_ref()),
+            kind: match info.kind {
+                LeaseKind::Exclusive => shmlease_kind::SHMLEASE_KIND_EXCLUSIVE,
+                _ => shmlease_kind::SHMLEASE_KIND_PERMITS,
+            },
+            permits: info.kind.permits(),
+            grants: u32::try_from(info.grants.len()).unwrap_or(u32::MAX),
         }
     }
 
@@ -166,6 +236,9 @@ impl shmlease_info {
             expires_at_unix_ns: 0,
             slot: u32::MAX,
             holder: shmlease_holder::from_rust(None),
+            kind: shmlease_kind::SHMLEASE_KIND_EXCLUSIVE,
+            permits: 1,
+            grants: 0,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use shmlease_core::{AcquireOptions, Error, LeaseTable, RemoveOptions, TableOptions};
 
 use crate::boundary::{arg, boundary, opt_str_arg, shmlease_status, str_arg, Failure, Out};
-use crate::info::{nanos, shmlease_held_by, shmlease_holder, shmlease_info};
+use crate::info::{nanos, shmlease_grant, shmlease_held_by, shmlease_holder, shmlease_info};
 use crate::lease::{shmlease_lease, LeaseHandle};
 
 /// An open lease table. Opaque: get one from `shmlease_table_open`,
@@ -296,6 +296,49 @@ pub(crate) fn refused(
     e.into()
 }
 
+/// How to take a lease, for `shmlease_acquire_with`. A zeroed struct (or a NULL pointer)
+/// means the defaults: don't wait, no label, an exclusive lease.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[allow(non_camel_case_types)]
+pub struct shmlease_acquire_options {
+    /// How long to wait while the lease is held (for a name with permits: while all its
+    /// permits are), in nanoseconds: 0 not at all, negative forever.
+    pub timeout_ns: i64,
+    /// A label shown to others inspecting the lease: NUL-terminated UTF-8, 8 bytes at
+    /// most; NULL for none. Read during the call only.
+    pub label: *const c_char,
+    /// How many may hold the name at once, 1 ..= 255; 0 or 1 is an exclusive lease.
+    /// With N >= 2, up to N callers hold the name at once, each with a lease handle of
+    /// its own (its own TTL, holder and token: tokens unique to the name, growing in the
+    /// order taken), renewed, released and freed like any other; the next caller gets
+    /// `SHMLEASE_HELD` (or waits for any permit to end). Every user of a name must give
+    /// the same N: it is recorded when the name is first used, and kept while the table
+    /// remembers the name (also while no permit is held). Another N, an exclusive
+    /// acquisition of a name with permits, or permits asked of a name held as an
+    /// exclusive lease returns `SHMLEASE_WRONG_KIND`. An exclusive name nobody holds
+    /// takes permits from its next user.
+    pub permits: u32,
+}
+
+/// The Rust options for a C acquisition: `timeout_ns` as in `shmlease_acquire`.
+fn acquire_options(
+    timeout_ns: i64,
+    label: Option<&str>,
+    permits: u32,
+) -> Result<AcquireOptions, Failure> {
+    let mut options = AcquireOptions::new().permits(permits.max(1))?;
+    if let Some(label) = label {
+        options = options.label(label)?;
+    }
+    match timeout_ns {
+        0 => {}
+        t if t < 0 => options = options.wait(None),
+        t => options = options.wait(Some(Duration::from_nanos(t.unsigned_abs()))),
+    }
+    Ok(options)
+}
+
 /// Takes the lease on `name` for `ttl_ns` nanoseconds if nobody holds it; never waits.
 ///
 /// The lease is bound to this process: if it dies, others may take the lease as soon as
@@ -337,6 +380,7 @@ pub unsafe extern "C" fn shmlease_try_acquire(
 ///
 /// Returns `SHMLEASE_TIMED_OUT` (or `SHMLEASE_HELD` for a 0 timeout) if the lease stayed
 /// held, and then fills `held_by` if it is not NULL. Otherwise as `shmlease_try_acquire`.
+/// `shmlease_acquire_with` takes the same options in a struct, and permits.
 ///
 /// # Safety
 /// As for `shmlease_try_acquire`; `label` is NULL or NUL-terminated.
@@ -361,15 +405,50 @@ pub unsafe extern "C" fn shmlease_acquire(
                 Out::optional(held_by),
             )
         };
-        let mut options = AcquireOptions::new();
-        if let Some(label) = label {
-            options = options.label(label)?;
-        }
-        match timeout_ns {
-            0 => {}
-            t if t < 0 => options = options.wait(None),
-            t => options = options.wait(Some(Duration::from_nanos(t.unsigned_abs()))),
-        }
+        take(table, name, ttl_ns, &acquire_options(timeout_ns, label, 1)?, out, held_by)
+    })
+}
+
+/// Takes a lease with every option (`options` may be NULL: the defaults), so that it
+/// is `shmlease_acquire` with `options->permits`: up to that many holders of `name` at
+/// once, each with a lease handle of its own (see `shmlease_acquire_options`).
+///
+/// For a name with permits, `SHMLEASE_HELD` (`SHMLEASE_TIMED_OUT` after waiting) means
+/// that every permit is held; `held_by` then describes the grant that ends first.
+/// `SHMLEASE_WRONG_KIND` if the name is in use with another number of permits (or as
+/// an exclusive lease). Otherwise as `shmlease_acquire`.
+///
+/// # Safety
+/// As for `shmlease_try_acquire`; `options` is NULL or points to a
+/// `shmlease_acquire_options` whose `label` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_acquire_with(
+    table: *const shmlease_table,
+    name: *const c_char,
+    ttl_ns: u64,
+    options: *const shmlease_acquire_options,
+    lease_out: *mut *mut shmlease_lease,
+    held_by: *mut shmlease_held_by,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let (table, name, options, out, held_by) = unsafe {
+            (
+                table_arg(table)?,
+                str_arg(name, "name")?,
+                arg(options, "options").ok(),
+                Out::new(lease_out, "lease_out")?,
+                Out::optional(held_by),
+            )
+        };
+        let options = match options {
+            None => AcquireOptions::new(),
+            Some(o) => {
+                // SAFETY: forwarded contract (the options' label).
+                let label = unsafe { opt_str_arg(o.label, "label")? };
+                acquire_options(o.timeout_ns, label, o.permits)?
+            }
+        };
         take(table, name, ttl_ns, &options, out, held_by)
     })
 }
@@ -426,9 +505,10 @@ pub unsafe extern "C" fn shmlease_release_token(
     })
 }
 
-/// Revokes whatever grant `name` has, waking anyone waiting for it. `revoked_token_out`
-/// (NULL: not wanted) receives the revoked token, or 0 if nothing was held. The holder
-/// learns at its next renewal that its lease is lost.
+/// Revokes whatever grant `name` has (every live grant of a name with permits), waking
+/// anyone waiting for it. `revoked_token_out` (NULL: not wanted) receives the revoked
+/// token (the latest one, for a name with permits), or 0 if nothing was held. The
+/// holder learns at its next renewal that its lease is lost.
 ///
 /// # Safety
 /// `table` is NULL or an open handle; `name` is NULL or NUL-terminated;
@@ -452,9 +532,10 @@ pub unsafe extern "C" fn shmlease_revoke(
     })
 }
 
-/// Revokes the grant of `name` only if its token is `token`; returns `SHMLEASE_LOST`, and
-/// revokes nothing, if that is not the live grant (`shmlease_last_error()` says why: it
-/// ended, a newer grant is current, the token or the name was never issued).
+/// Revokes the grant of `name` only if its token is `token` (one permit of a name with
+/// permits); returns `SHMLEASE_LOST`, and revokes nothing, if that is not a live grant
+/// (`shmlease_last_error()` says why: it ended, a newer grant is current, the token or
+/// the name was never issued).
 ///
 /// # Safety
 /// `table` is NULL or an open handle; `name` is NULL or NUL-terminated.
@@ -472,7 +553,9 @@ pub unsafe extern "C" fn shmlease_revoke_token(
 }
 
 /// Fills `*info_out` with the lease on `name`. A name the table does not know is
-/// reported as free, never granted (token 0, slot `UINT32_MAX`).
+/// reported as free, never granted (token 0, slot `UINT32_MAX`, exclusive, no grants).
+/// For a name with permits see `shmlease_info`; `shmlease_get_grants` lists its
+/// holders.
 ///
 /// # Safety
 /// `table` is NULL or an open handle; `name` is NULL or NUL-terminated; `info_out` is
@@ -526,6 +609,47 @@ pub unsafe extern "C" fn shmlease_list(
         count.write(all.len());
         if all.len() > capacity {
             return Err(Failure::BufferTooSmall { given: capacity, needed: all.len() });
+        }
+        Ok(())
+    })
+}
+
+/// Lists the live grants of `name`, oldest first: each holder of a name with permits,
+/// or the one holder of a held exclusive lease. Fills `grants[0 .. capacity)` and sets
+/// `*count_out` to the number of live grants (0 for a name not held, or not known to
+/// the table). If there are more than `capacity`, the first `capacity` are filled and
+/// `SHMLEASE_BUFFER_TOO_SMALL` is returned (an array of `shmlease_info.permits`
+/// entries always suffices). `grants` may be NULL when `capacity` is 0, to learn the
+/// count. The list is read at one moment: grants taken or ended since are not in it.
+///
+/// # Safety
+/// `table` is NULL or an open handle; `name` is NULL or NUL-terminated; `grants` is
+/// NULL or valid for writes of `capacity` elements; `count_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_get_grants(
+    table: *const shmlease_table,
+    name: *const c_char,
+    grants: *mut shmlease_grant,
+    capacity: usize,
+    count_out: *mut usize,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let (table, name, count) = unsafe {
+            (table_arg(table)?, str_arg(name, "name")?, Out::new(count_out, "count_out")?)
+        };
+        if grants.is_null() && capacity > 0 {
+            return Err(Failure::Null("grants"));
+        }
+        let live = table.get(name)?.map(|info| info.grants).unwrap_or_default();
+        for (i, g) in live.iter().take(capacity).enumerate() {
+            // SAFETY: i < capacity, and the caller guarantees `grants` has room for
+            // `capacity` elements; `write` does not read the old, maybe uninitialised, value.
+            unsafe { grants.add(i).write(shmlease_grant::from_rust(g)) };
+        }
+        count.write(live.len());
+        if live.len() > capacity {
+            return Err(Failure::BufferTooSmall { given: capacity, needed: live.len() });
         }
         Ok(())
     })

@@ -21,7 +21,7 @@ use shmlease_core::{Error, LeaseTable, TableOptions};
 const WATCHDOG: Duration = Duration::from_secs(300);
 
 /// The C test programs in `ffi/tests/c/`; `every_c_program_has_a_test` keeps this honest.
-const PROGRAMS: [&str; 9] = [
+const PROGRAMS: [&str; 10] = [
     "lifecycle",
     "statuses",
     "nulls",
@@ -31,6 +31,7 @@ const PROGRAMS: [&str; 9] = [
     "holder",
     "reclaim",
     "election",
+    "permits",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,6 +331,26 @@ fn leader_observer_request_release_and_runner_callbacks_static() {
 #[test]
 fn leader_observer_request_release_and_runner_callbacks_valgrind() {
     check_program("election", Build::Plain, true);
+}
+
+#[test]
+fn permits_admit_n_holders_each_with_its_own_grant_also_across_fork() {
+    check_program("permits", Build::Plain, false);
+}
+
+#[test]
+fn permits_admit_n_holders_each_with_its_own_grant_also_across_fork_sanitized() {
+    check_program("permits", Build::Sanitized, false);
+}
+
+#[test]
+fn permits_admit_n_holders_each_with_its_own_grant_also_across_fork_static() {
+    check_program("permits", Build::Static, false);
+}
+
+#[test]
+fn permits_admit_n_holders_each_with_its_own_grant_also_across_fork_valgrind() {
+    check_program("permits", Build::Plain, true);
 }
 
 /// The state file `contend.c` and the Rust side share: occupant, last token, grants.

@@ -46,6 +46,10 @@ int main(int argc, char **argv) {
     NUL_ARG(shmlease_acquire(NULL, "x", SEC, 0, NULL, &l, &held));
     NUL_ARG(shmlease_acquire(t, NULL, SEC, 0, NULL, &l, &held));
     NUL_ARG(shmlease_acquire(t, "x", SEC, 0, NULL, NULL, &held));
+    shmlease_acquire_options aopts = {0, NULL, 2};
+    NUL_ARG(shmlease_acquire_with(NULL, "p", SEC, &aopts, &l, &held));
+    NUL_ARG(shmlease_acquire_with(t, NULL, SEC, &aopts, &l, &held));
+    NUL_ARG(shmlease_acquire_with(t, "p", SEC, &aopts, NULL, &held));
     CHECK(l == NULL);
     OK(shmlease_acquire(t, "x", 10 * SEC, 0, NULL, &l, NULL)); /* label, held_by optional */
     shmlease_lease *l2 = NULL;
@@ -84,6 +88,13 @@ int main(int argc, char **argv) {
     NUL_ARG(shmlease_list(NULL, infos, 4, &count));
     NUL_ARG(shmlease_list(t, NULL, 4, &count));
     NUL_ARG(shmlease_list(t, infos, 4, NULL));
+    shmlease_grant grants[2];
+    NUL_ARG(shmlease_get_grants(NULL, "x", grants, 2, &count));
+    NUL_ARG(shmlease_get_grants(t, NULL, grants, 2, &count));
+    NUL_ARG(shmlease_get_grants(t, "x", NULL, 2, &count));
+    NUL_ARG(shmlease_get_grants(t, "x", grants, 2, NULL));
+    OK(shmlease_get_grants(t, "x", grants, 2, &count));
+    CHECK(count == 1);
     OK(shmlease_list(t, infos, 4, &count));
     CHECK(count == 1);
 
@@ -92,6 +103,12 @@ int main(int argc, char **argv) {
     CHECK(flag);
     OK(shmlease_lease_detach(l, NULL)); /* deadline optional */
     OK(shmlease_release_token(t, "x", u64));
+    shmlease_lease_free(l);
+
+    /* Options and held_by optional; NULL options: the defaults. */
+    OK(shmlease_acquire_with(t, "p", SEC, &aopts, &l, NULL));
+    shmlease_lease_free(l);
+    OK(shmlease_acquire_with(t, "q", SEC, NULL, &l, NULL));
     shmlease_lease_free(l);
 
     /* Election. */

@@ -17,7 +17,7 @@
 #include "check.h"
 
 /* The highest status number this program knows. */
-#define LAST_STATUS SHMLEASE_UNAVAILABLE
+#define LAST_STATUS SHMLEASE_WRONG_KIND
 
 static char dir[3000];
 static int seen[64];
@@ -88,6 +88,8 @@ int main(int argc, char **argv) {
     REACH(shmlease_try_acquire(t, "a", 366 * 86400 * SEC, &m, NULL), SHMLEASE_INVALID_TTL);
     REACH(shmlease_acquire(t, "a", SEC, 0, "123456789", &m, NULL), SHMLEASE_INVALID_LABEL);
     REACH(shmlease_acquire(t, "a", SEC, 0, "\xff", &m, NULL), SHMLEASE_INVALID_LABEL);
+    shmlease_acquire_options ao = {0, NULL, 256};
+    REACH(shmlease_acquire_with(t, "a", SEC, &ao, &m, NULL), SHMLEASE_INVALID_OPTIONS);
 
     o.capacity = (1u << 24) + 1;
     REACH(shmlease_table_create(at("big"), &o, &u), SHMLEASE_INVALID_OPTIONS);
@@ -202,6 +204,11 @@ int main(int argc, char **argv) {
     OK(shmlease_try_acquire(t, "a", SEC, &l, NULL));
     REACH(shmlease_list(t, NULL, 0, &count), SHMLEASE_BUFFER_TOO_SMALL);
     CHECK(count == 1);
+    REACH(shmlease_get_grants(t, "a", NULL, 0, &count), SHMLEASE_BUFFER_TOO_SMALL);
+    CHECK(count == 1);
+    /* WRONG_KIND: permits asked of a name held as an exclusive lease. */
+    ao.permits = 2;
+    REACH(shmlease_acquire_with(t, "a", SEC, &ao, &m, NULL), SHMLEASE_WRONG_KIND);
     shmlease_lease_free(l);
     shmlease_table_close(t);
 

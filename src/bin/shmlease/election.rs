@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use shmlease::election::Change;
-use shmlease::{Error, Leader, LeaseState, LeaseTable};
+use shmlease::{Error, Leader, LeaseInfo, LeaseKind, LeaseState, LeaseTable, LostReason};
 
 use crate::duration::human;
 use crate::os::{self, Bell, SignalFd, SignalSet};
@@ -55,7 +55,9 @@ while, use `shmlease revoke NAME --grace DUR`. Asking twice is asking once.
 
 Prints the token of the grant asked; a lease nobody holds is reported on stderr (exit
 status 0, nothing asked). With --token, only that grant is asked: exit status 79 if it
-is not the live one.";
+is not the live one. On a name with permits, each holder is asked (its token printed on
+a line of its own; --json: \"tokens\", every one, and \"token\", the latest), or with
+--token the one holder of that permit.";
 
 /// `revoke --grace` waits for the lease to be released at most this long, in steps of
 /// the observer's own wake-ups: no polling.
@@ -141,9 +143,37 @@ fn leader_text(leader: &Leader) -> String {
     ))
 }
 
+/// The lease on `name` if the name has permits (several holders, none of them a leader).
+fn with_permits(
+    t: &LeaseTable,
+    table: &TableArg,
+    name: &str,
+) -> Result<Option<LeaseInfo>, Failure> {
+    let info = t.get(name).map_err(|e| explain(&e, Some(name), table))?;
+    Ok(info.filter(|i| i.kind != LeaseKind::Exclusive))
+}
+
+/// `leader` and `observe` on a name with permits: an election has one leader.
+fn not_an_election(info: &LeaseInfo, table: &TableArg) -> Failure {
+    Failure::new(
+        exit::WRONG_KIND,
+        format!(
+            "lease {:?} is in use with --permits {}: up to {} hold it at once, so none of them leads; an election is an exclusive lease (see its holders with `shmlease{} get {}`)",
+            info.name,
+            info.kind.permits(),
+            info.kind.permits(),
+            table.flag(),
+            crate::shell_word(&info.name)
+        ),
+    )
+}
+
 /// `leader NAME`: exit 0 and the leader, or exit 1 and "nobody leads".
 pub fn leader(t: &LeaseTable, table: &TableArg, name: &str, json: bool) -> Result<u8, Failure> {
     let fail = |e: Error| explain(&e, Some(name), table);
+    if let Some(info) = with_permits(t, table, name)? {
+        return Err(not_an_election(&info, table));
+    }
     let election = t.election(name).map_err(fail)?;
     let leader = election.leader().map_err(fail)?;
     let term = match &leader {
@@ -171,6 +201,9 @@ pub fn observe(
     json: bool,
     count: Option<u64>,
 ) -> Result<u8, Failure> {
+    if let Some(info) = with_permits(t, table, name)? {
+        return Err(not_an_election(&info, table));
+    }
     let os_failure =
         |doing: &str, e: std::io::Error| Failure::new(exit::OS, format!("{doing}: {e}"));
     // Ctrl-C, kill and hangup end the stream cleanly (the observer blocks on a futex
@@ -261,7 +294,10 @@ fn change_text(change: &Change) -> String {
 struct Requested<'a> {
     name: &'a str,
     requested: bool,
+    /// The latest token asked.
     token: Option<u64>,
+    /// Every token asked (several for a name with permits), oldest first.
+    tokens: Vec<u64>,
 }
 
 /// `request-release NAME [--token T]`.
@@ -272,18 +308,32 @@ pub fn request_release(
     token: Option<u64>,
     json: bool,
 ) -> Result<(), Failure> {
-    let asked = t.request_release(name, token).map_err(|e| match token {
+    let fail = |e: Error| match token {
         Some(token) => crate::by_token_failure(&e, crate::TokenOp::Request, name, token, t, table),
         None => explain(&e, Some(name), table),
-    })?;
+    };
+    let asked: Vec<u64> = match (token, with_permits(t, table, name)?) {
+        (None, Some(info)) => ask_each(t, name, &info).map_err(fail)?,
+        _ => t.request_release(name, token).map_err(fail)?.into_iter().collect(),
+    };
     if json {
-        crate::print_json(&Requested { name, requested: asked.is_some(), token: asked })?;
-    } else if let Some(token) = asked {
-        crate::print(&format!("{token}\n"))?;
-    } else {
+        crate::print_json(&Requested {
+            name,
+            requested: !asked.is_empty(),
+            token: asked.iter().max().copied(),
+            tokens: asked,
+        })?;
+    } else if asked.is_empty() {
         crate::say(format_args!("lease {name:?} is not held; nothing to ask"));
+    } else {
+        crate::print(&asked.iter().map(|t| format!("{t}\n")).collect::<String>())?;
     }
     Ok(())
+}
+
+/// Asks each holder of a name with permits, by token; returns the tokens asked.
+fn ask_each(t: &LeaseTable, name: &str, info: &LeaseInfo) -> Result<Vec<u64>, Error> {
+    crate::each_grant(info, |token| t.request_release(name, Some(token)).map(drop))
 }
 
 /// `revoke --grace --json` output.
@@ -309,6 +359,9 @@ pub fn revoke_with_grace(
     json: bool,
 ) -> Result<(), Failure> {
     let fail = |e: Error| explain(&e, Some(name), table);
+    if let Some(info) = with_permits(t, table, name)? {
+        return revoke_permits_with_grace(t, table, &info, token, grace, json);
+    }
     let asked = t.request_release(name, token).map_err(|e| match token {
         Some(token) => crate::by_token_failure(&e, crate::TokenOp::Revoke, name, token, t, table),
         None => fail(e),
@@ -367,4 +420,118 @@ pub fn revoke_with_grace(
         _ => format!("released {} after the request", human(waited)),
     };
     crate::print(&format!("{}\n", printable(&format!("lease {name:?} (token {asked}): {what}"))))
+}
+
+/// How often `revoke --grace` looks at the grants of a name with permits (there is no
+/// observer of a single permit to wake it).
+const PERMIT_LOOK: Duration = Duration::from_millis(10);
+
+/// `revoke --grace --json` of a name with permits.
+#[derive(Serialize)]
+struct GracedPermits<'a> {
+    name: &'a str,
+    holders: Vec<GracedGrant>,
+}
+
+/// What became of one grant asked to release.
+#[derive(Serialize)]
+struct GracedGrant {
+    token: u64,
+    /// "released", "expired", "revoked" (by someone else, or by us after the grace:
+    /// then `revoked` is true), or "ended" (how is not known: its permit was taken
+    /// again since).
+    outcome: &'static str,
+    revoked: bool,
+    waited_ms: u64,
+}
+
+/// `revoke --grace` of a name with permits: asks each holder (or the one with `token`),
+/// waits until each has let go or `grace` has passed, and revokes the grants still live.
+fn revoke_permits_with_grace(
+    t: &LeaseTable,
+    table: &TableArg,
+    info: &LeaseInfo,
+    token: Option<u64>,
+    grace: Duration,
+    json: bool,
+) -> Result<(), Failure> {
+    let name = info.name.as_str();
+    let fail = |e: Error| explain(&e, Some(name), table);
+    let by_token = |e: Error, token| {
+        crate::by_token_failure(&e, crate::TokenOp::Revoke, name, token, t, table)
+    };
+    let asked = match token {
+        Some(token) => {
+            t.request_release(name, Some(token)).map_err(|e| by_token(e, token))?;
+            vec![token]
+        }
+        None => ask_each(t, name, info).map_err(fail)?,
+    };
+    let start = Instant::now();
+    // When each asked grant was seen gone.
+    let mut gone: Vec<Option<Duration>> = vec![None; asked.len()];
+    loop {
+        let live: Vec<u64> = t
+            .get(name)
+            .map_err(fail)?
+            .map(|i| i.grants.iter().map(|g| g.token).collect())
+            .unwrap_or_default();
+        for (when, token) in gone.iter_mut().zip(&asked) {
+            if when.is_none() && !live.contains(token) {
+                *when = Some(start.elapsed());
+            }
+        }
+        let elapsed = start.elapsed();
+        if gone.iter().all(Option::is_some) || elapsed >= grace {
+            break;
+        }
+        std::thread::sleep(PERMIT_LOOK.min(grace - elapsed));
+    }
+    let mut holders = Vec::new();
+    for (&token, when) in asked.iter().zip(gone) {
+        let (outcome, revoked, waited) = match when {
+            Some(waited) => (ended_how(t, name, token), false, waited),
+            None => match t.revoke_token(name, token) {
+                Ok(()) => ("revoked", true, start.elapsed()),
+                // It ended just as the grace ran out.
+                Err(Error::Lost { .. }) => (ended_how(t, name, token), false, start.elapsed()),
+                Err(e) => return Err(fail(e)),
+            },
+        };
+        holders.push(GracedGrant { token, outcome, revoked, waited_ms: waited.as_millis() as u64 });
+    }
+    if json {
+        return crate::print_json(&GracedPermits { name, holders });
+    }
+    if holders.is_empty() {
+        crate::say(format_args!("lease {name:?} was not held; nothing to revoke"));
+        return Ok(());
+    }
+    let mut out = String::new();
+    for h in &holders {
+        let waited = human(Duration::from_millis(h.waited_ms));
+        let what = match h.outcome {
+            "revoked" if h.revoked => {
+                format!("still held after the {} grace; revoked it", human(grace))
+            }
+            "revoked" => format!("revoked by someone else {waited} after the request"),
+            "expired" => format!("expired {waited} after the request"),
+            "ended" => format!("ended {waited} after the request"),
+            _ => format!("released {waited} after the request"),
+        };
+        out.push_str(&printable(&format!("lease {name:?} (token {}): {what}", h.token)));
+        out.push('\n');
+    }
+    crate::print(&out)
+}
+
+/// How a grant of a name with permits that is no longer live ended, as far as the
+/// table still tells (asking a grant that ended changes nothing; the refusal says why).
+fn ended_how(t: &LeaseTable, name: &str, token: u64) -> &'static str {
+    match t.request_release(name, Some(token)) {
+        Err(Error::Lost { reason: LostReason::Released, .. }) => "released",
+        Err(Error::Lost { reason: LostReason::Expired, .. }) => "expired",
+        Err(Error::Lost { reason: LostReason::Revoked, .. }) => "revoked",
+        _ => "ended",
+    }
 }

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::{CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use shmlease::{
-    AcquireOptions, Error, Lease, LeaseTable, Location, LostReason, RemoveOptions, TableOptions,
+    AcquireOptions, Error, Lease, LeaseInfo, LeaseKind, LeaseTable, Location, LostReason,
+    RemoveOptions, TableOptions,
 };
 
 /// Exit codes. Documented in `--help` (below) and in docs/cli.md; keep all three in step.
@@ -30,6 +31,10 @@ pub mod exit {
     pub const NOBODY_LEADS: u8 = 1;
     /// Bad arguments: unknown option, bad duration, invalid name, label, TTL or location.
     pub const USAGE: u8 = 64;
+    /// The name is in use with another number of permits than this command asked for
+    /// (`--permits`; no `--permits` is an exclusive lease): every user of a name must
+    /// give the same N.
+    pub const WRONG_KIND: u8 = 65;
     /// No lease table at the location.
     pub const NO_TABLE: u8 = 66;
     /// The table is full, or this machine cannot run shmlease.
@@ -67,6 +72,8 @@ Exit codes:
   0        success (run: CMD's own status, 128+N if CMD was killed by signal N)
   1        leader: nobody leads
   64       usage error: bad option, duration, name, label, TTL or location (not UTF-8)
+  65       the name is in use with another --permits N than this command gave (every
+           user of a name must give the same N; no --permits is an exclusive lease)
   66       no lease table at the location
   69       table full, or platform unsupported
   71       an operating-system call failed
@@ -90,7 +97,8 @@ Each command's options: shmlease COMMAND --help. The whole manual, every command
 page: shmlease man | man -l -  (to install it for `man shmlease`:
 shmlease man > /usr/local/share/man/man1/shmlease.1)";
 
-/// Named, time-bound, exclusive leases for the processes of this host.
+/// Named, time-bound leases for the processes of this host: exclusive, or up to N
+/// holders at once (--permits N).
 ///
 /// Leases live in a lease table: a file, or a POSIX shared-memory segment. Every grant
 /// gets a fencing token that only ever grows for its name.
@@ -147,12 +155,21 @@ enum Command {
         json: bool,
     },
     /// List held leases
-    #[command(visible_alias = "list")]
+    #[command(visible_alias = "list", after_help = LS_HELP)]
     Ls {
         /// Also list names whose lease is free, expired or revoked
         #[arg(short, long)]
         all: bool,
         /// Print a JSON array
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one name's lease and every holder it has
+    #[command(after_help = LS_HELP)]
+    Get {
+        /// Lease name (1 to 64 bytes of UTF-8)
+        name: String,
+        /// Print JSON (null for a name the table does not know)
         #[arg(long)]
         json: bool,
     },
@@ -166,6 +183,7 @@ enum Command {
         all: bool,
     },
     /// Take a detached lease (it outlives this command) and print its token
+    #[command(after_help = ACQUIRE_HELP)]
     Acquire {
         /// Lease name (1 to 64 bytes of UTF-8)
         name: String,
@@ -178,6 +196,8 @@ enum Command {
         /// Label shown to others (at most 8 bytes)
         #[arg(long)]
         label: Option<String>,
+        #[command(flatten)]
+        permits: Permits,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -210,12 +230,13 @@ enum Command {
         #[arg(long)]
         token: u64,
     },
-    /// Revoke a lease, whoever holds it (its holder learns it lost the lease)
+    /// Revoke a lease, whoever holds it (its holder learns it lost the lease); every
+    /// holder of a name with permits
     #[command(after_help = REVOKE_HELP)]
     Revoke {
         /// Lease name (1 to 64 bytes of UTF-8)
         name: String,
-        /// Revoke only the grant with this token
+        /// Revoke only the grant with this token (one permit of a name with permits)
         #[arg(long)]
         token: Option<u64>,
         /// Ask the holder to release first, and revoke only if the same grant is still
@@ -226,12 +247,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Ask the holder of a lease to release it (a cooperative hand-over)
+    /// Ask the holder of a lease (each holder of a name with permits) to release it (a
+    /// cooperative hand-over)
     #[command(after_help = election::REQUEST_RELEASE_HELP)]
     RequestRelease {
         /// Lease name (1 to 64 bytes of UTF-8)
         name: String,
-        /// Ask only the grant with this token
+        /// Ask only the grant with this token (one permit of a name with permits)
         #[arg(long)]
         token: Option<u64>,
         /// Print JSON
@@ -260,7 +282,7 @@ enum Command {
         count: Option<u64>,
     },
     /// Run CMD while holding the lease; stop it if the lease is lost
-    #[command(after_help = run::AFTER_HELP)]
+    #[command(after_help = format!("{}\n\n{PERMITS_HELP}", run::AFTER_HELP))]
     Run(run::RunArgs),
     /// Print shell completions
     Completions {
@@ -270,6 +292,47 @@ enum Command {
     /// Print the manual: every command in one page (roff; view with `shmlease man | man -l -`)
     Man,
 }
+
+/// `--permits N`, for `acquire` and `run`.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct Permits {
+    /// How many may hold NAME at once, each with a grant, TTL and token of its own (1 to
+    /// 255; 1: an exclusive lease). Every user of NAME must give the same N: another N,
+    /// or none on a name with permits, is refused with exit 65
+    #[arg(
+        long = "permits",
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(shmlease::layout::MAX_SEATS))
+    )]
+    pub n: u32,
+}
+
+/// What `--permits N` means, for `acquire --help` and `run --help`.
+pub const PERMITS_HELP: &str = "\
+Permits: with --permits N, up to N holders have NAME at once (a pool: N GPUs, N
+concurrent jobs), each with a grant of its own: its own TTL, holder and token (unique
+to NAME, growing in the order taken). The next one waits for any of them to end, or
+exits 75. N is recorded with NAME when it is first used, and kept while the table
+remembers the name (also while no permit is held): every user of NAME must give the
+same --permits N. Another N, --permits on a name held as an exclusive lease, or no
+--permits on a name with permits is refused with exit 65, saying which N is recorded.
+An exclusive name nobody holds takes permits from its next user. `shmlease get NAME`
+shows every holder; `revoke NAME` revokes them all, `revoke NAME --token T` one.";
+
+/// Extra `acquire --help` text.
+const ACQUIRE_HELP: &str = PERMITS_HELP;
+
+/// Extra `ls --help` and `get --help` text.
+const LS_HELP: &str = "\
+A name with permits (see `shmlease acquire --help`) is one line with its kind (\"2 of 3
+permits\" held), its latest token and the longest time left, followed by one line per
+holder (├─, └─): its token, pid, label, time left, when taken and renewed. --json adds
+\"kind\" (\"exclusive\" or \"permits\"), \"permits\" (N; 1 for an exclusive lease) and
+\"holders\", an array of every live grant (for an exclusive lease, its one holder):
+token, pid, pid_namespace, identity, detached, label, acquired_at, renewed_at,
+expires_at, remaining_ms, slot. For a name with permits the top-level \"holder\" is
+null, \"token\" is the latest taken and \"remaining_ms\" the longest.";
 
 /// Extra `rm --help` text.
 const RM_HELP: &str = "\
@@ -286,14 +349,20 @@ the above. Neither form removes a file that is not a lease table.";
 /// Extra `revoke --help` text.
 const REVOKE_HELP: &str = "\
 Without --grace the lease is revoked at once: its holder learns it lost the lease (`run`
-stops CMD and exits 79) and waiters get it at once. Prints the revoked token.
+stops CMD and exits 79) and waiters get it at once. Prints the revoked token. On a name
+with permits, revoke revokes every grant live when it looks (one with --token T) and
+prints each revoked token on a line of its own (--json: \"tokens\", every one, and
+\"token\", the latest).
 
 With --grace DUR, revoke first asks the holder to release (as `request-release` does;
 `run` passes the request to CMD as SIGTERM) and waits up to DUR for that grant to end;
 it revokes only if the same grant is still held then, never a successor's. It prints
 which happened: 'released 120ms after the request', or 'still held after the 10s grace;
 revoked it' (--json: outcome \"released\", \"expired\" or \"revoked\", and revoked:
-true when it revoked). Exit status 0 either way.";
+true when it revoked). Exit status 0 either way. On a name with permits it asks every
+holder (or the one of --token), waits for each (looking every 10ms), and revokes those
+still held after DUR; it prints a line per grant (--json: {\"name\", \"holders\":
+[{\"token\", \"outcome\", \"revoked\", \"waited_ms\"}, ...]}).";
 
 /// How long to wait for a held lease: `None` is forever.
 #[derive(Clone, Copy, Debug)]
@@ -410,6 +479,9 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
                 ),
             )
         }
+        Error::WrongKind { recorded, requested, .. } => {
+            wrong_kind(&lease, *recorded, *requested, name, table)
+        }
         Error::InUse { leases, .. } => in_use(leases, table),
         Error::TableFull { capacity } => Failure::new(
             exit::UNAVAILABLE,
@@ -455,6 +527,34 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
     }
 }
 
+/// A name used with another number of permits than asked for: what is recorded, and
+/// what every user must therefore give.
+fn wrong_kind(
+    lease: &str,
+    recorded: LeaseKind,
+    requested: LeaseKind,
+    name: Option<&str>,
+    table: &TableArg,
+) -> Failure {
+    let asked = match requested {
+        LeaseKind::Exclusive => "an exclusive lease (no --permits)".to_string(),
+        k => format!("--permits {}", k.permits()),
+    };
+    let see = name.map(|n| format!("; see `shmlease{} get {}`", table.flag(), shell_word(n)));
+    let message = match recorded {
+        LeaseKind::Exclusive => format!(
+            "{lease} is held as an exclusive lease; this command asked for {asked}: every user of a name must give the same --permits, and while it is held this one is an exclusive lease (no --permits; once nobody holds it, its next user may give it permits){}",
+            see.unwrap_or_default()
+        ),
+        k => format!(
+            "{lease} is in use with --permits {n}, recorded when it was first used and kept while the table remembers the name; this command asked for {asked}: every user of a name must give the same --permits (here --permits {n}){}",
+            see.unwrap_or_default(),
+            n = k.permits()
+        ),
+    };
+    Failure::new(exit::WRONG_KIND, message)
+}
+
 /// " by pid 7 (web)" for a lease bound to a process, also when the table does not
 /// record which.
 fn bound_by(holder: &Option<shmlease::Holder>) -> String {
@@ -487,6 +587,28 @@ fn describe_leases(leases: &[shmlease::LeaseInfo]) -> String {
     for (i, l) in leases.iter().take(SHOWN).enumerate() {
         if i > 0 {
             out.push_str(", ");
+        }
+        if l.kind != LeaseKind::Exclusive {
+            let mut grants: Vec<String> = l
+                .grants
+                .iter()
+                .take(SHOWN)
+                .map(|g| {
+                    let holder = g.holder.map(|h| format!(", {h}")).unwrap_or_default();
+                    format!("token {}{holder}, {} left", g.token, duration::human(g.remaining))
+                })
+                .collect();
+            if l.grants.len() > SHOWN {
+                grants.push(format!("and {} more", l.grants.len() - SHOWN));
+            }
+            out.push_str(&format!(
+                "{:?} ({} of {} permits: {})",
+                l.name,
+                l.grants.len(),
+                l.kind.permits(),
+                grants.join("; ")
+            ));
+            continue;
         }
         let holder = l.holder.map(|h| format!(", {h}")).unwrap_or_default();
         out.push_str(&format!(
@@ -552,6 +674,10 @@ fn by_token_failure(
         reason if matches!(op, TokenOp::Revoke | TokenOp::Request) => {
             // Say what is current instead, so that the administrator can act on it.
             let current = match t.get(name) {
+                Ok(Some(i)) if i.kind != LeaseKind::Exclusive && !i.grants.is_empty() => {
+                    let live: Vec<String> = i.grants.iter().map(|g| g.token.to_string()).collect();
+                    format!(" (the live grants of its permits have tokens {})", live.join(", "))
+                }
                 Ok(Some(i)) if i.token != token && i.state == shmlease::LeaseState::Held => {
                     format!(" (the live grant has token {})", i.token)
                 }
@@ -870,11 +996,25 @@ fn dispatch(table: &TableArg, command: Command) -> Result<u8, Failure> {
                 print(&output::leases_text(&leases, all))?;
             }
         }
+        Command::Get { name, json } => {
+            let t = table.open(false)?;
+            let info = t.get(&name).map_err(|e| explain(&e, Some(&name), table))?;
+            if json {
+                print_json(&info.as_ref().map(output::LeaseJson::new))?;
+            } else if let Some(info) = info {
+                print(&output::leases_text(std::slice::from_ref(&info), true))?;
+            } else {
+                say(format_args!(
+                    "the table has no lease named {name:?} (never taken, or forgotten once free to reuse its slot); see `shmlease{} ls --all`",
+                    table.flag()
+                ));
+            }
+        }
         Command::Watch { interval, all } => {
             let t = table.open(false)?;
             watch::watch(&t, table, interval, all)?;
         }
-        Command::Acquire { name, ttl, wait, label, json } => {
+        Command::Acquire { name, ttl, wait, label, permits, json } => {
             let t = table.open(true)?;
             let lease = take(
                 &t,
@@ -883,6 +1023,7 @@ fn dispatch(table: &TableArg, command: Command) -> Result<u8, Failure> {
                 ttl,
                 wait.unwrap_or(Wait(Some(Duration::ZERO))),
                 label.as_deref(),
+                permits,
             )?;
             let detached = lease.detach().map_err(|e| explain(&e, Some(&name), table))?;
             if json {
@@ -938,16 +1079,23 @@ fn dispatch(table: &TableArg, command: Command) -> Result<u8, Failure> {
                     t.revoke_token(&name, token).map_err(|e| {
                         by_token_failure(&e, TokenOp::Revoke, &name, token, &t, table)
                     })?;
-                    Some(token)
+                    vec![token]
                 }
-                None => t.revoke(&name).map_err(|e| explain(&e, Some(&name), table))?,
+                None => {
+                    revoke_every_grant(&t, &name).map_err(|e| explain(&e, Some(&name), table))?
+                }
             };
             if json {
-                print_json(&Revoked { name: &name, revoked: revoked.is_some(), token: revoked })?;
-            } else if let Some(token) = revoked {
-                print(&format!("{token}\n"))?;
-            } else {
+                print_json(&Revoked {
+                    name: &name,
+                    revoked: !revoked.is_empty(),
+                    token: revoked.iter().max().copied(),
+                    tokens: revoked,
+                })?;
+            } else if revoked.is_empty() {
                 say(format_args!("lease {name:?} was not held; nothing to revoke"));
+            } else {
+                print(&revoked.iter().map(|t| format!("{t}\n")).collect::<String>())?;
             }
         }
         Command::Run(_) | Command::Completions { .. } | Command::Man => {
@@ -1036,7 +1184,38 @@ struct Granted<'a> {
 struct Revoked<'a> {
     name: &'a str,
     revoked: bool,
+    /// The latest token revoked.
     token: Option<u64>,
+    /// Every token revoked (several for a name with permits), oldest first.
+    tokens: Vec<u64>,
+}
+
+/// `revoke NAME`: the library's revoke for an exclusive lease; for a name with permits,
+/// each grant live when it looks, by its token, so that every token revoked is known.
+fn revoke_every_grant(t: &LeaseTable, name: &str) -> Result<Vec<u64>, Error> {
+    match t.get(name)? {
+        Some(info) if info.kind != LeaseKind::Exclusive => {
+            each_grant(&info, |token| t.revoke_token(name, token))
+        }
+        _ => Ok(t.revoke(name)?.into_iter().collect()),
+    }
+}
+
+/// Applies `op` to each live grant of `info` by its token, oldest first; returns the
+/// tokens it did it to (a grant that ended meanwhile is passed over).
+pub fn each_grant(
+    info: &LeaseInfo,
+    op: impl Fn(u64) -> Result<(), Error>,
+) -> Result<Vec<u64>, Error> {
+    let mut done = Vec::new();
+    for g in &info.grants {
+        match op(g.token) {
+            Ok(()) => done.push(g.token),
+            Err(Error::Lost { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// The leases `ls` shows, by name: held ones, or every known name with `all`.
@@ -1066,12 +1245,13 @@ pub fn take<'t>(
     ttl: Duration,
     wait: Wait,
     label: Option<&str>,
+    permits: Permits,
 ) -> Result<Lease<'t>, Failure> {
-    let mut options = AcquireOptions::new();
+    let fail = |e: Error| refused(&e, name, permits, table);
+    let mut options = AcquireOptions::new().permits(permits.n).map_err(fail)?;
     if let Some(label) = label {
-        options = options.label(label).map_err(|e| explain(&e, Some(name), table))?;
+        options = options.label(label).map_err(fail)?;
     }
-    let fail = |e: Error| explain(&e, Some(name), table);
     const NOTE_AFTER: Duration = Duration::from_secs(1);
     match wait.0 {
         Some(w) if w.is_zero() => t.acquire_with(name, ttl, &options).map_err(fail),
@@ -1083,9 +1263,19 @@ pub fn take<'t>(
                 let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
                 let how_long = match wait.0 {
                     Some(w) => format!("up to {} more", duration::human(w - NOTE_AFTER)),
+                    None if permits.n > 1 => "until one is free (Ctrl-C to give up)".into(),
                     None => "until it is free (Ctrl-C to give up)".into(),
                 };
-                say(format_args!("lease {name:?} is held{by} (token {token}); waiting {how_long}"));
+                if permits.n > 1 {
+                    say(format_args!(
+                        "all {} permits of lease {name:?} are held (the first to end: token {token}{by}); waiting {how_long}",
+                        permits.n
+                    ));
+                } else {
+                    say(format_args!(
+                        "lease {name:?} is held{by} (token {token}); waiting {how_long}"
+                    ));
+                }
                 match t.acquire_with(name, ttl, &options.wait(wait.0.map(|w| w - NOTE_AFTER))) {
                     Err(Error::TimedOut { token, holder, .. }) => Err(fail(Error::TimedOut {
                         waited: wait.0.unwrap_or_default(),
@@ -1097,6 +1287,38 @@ pub fn take<'t>(
             }
             other => other.map_err(fail),
         },
+    }
+}
+
+/// Why [`take`] failed: [`explain`], but a name with permits is held when all of them
+/// are, and the holder named is the one whose grant ends first.
+fn refused(e: &Error, name: &str, permits: Permits, table: &TableArg) -> Failure {
+    let n = permits.n;
+    let see = format!("see `shmlease{} get {}`", table.flag(), shell_word(name));
+    match e {
+        Error::Held { token, remaining, holder } if n > 1 => {
+            let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
+            Failure::new(
+                exit::HELD,
+                format!(
+                    "all {n} permits of lease {name:?} are held (the first to end: token {token}{by}, {} left); wait for one with --wait DUR, or {see}",
+                    duration::human(*remaining)
+                ),
+            )
+            .conflict()
+        }
+        Error::TimedOut { waited, token, holder } if n > 1 => {
+            let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
+            Failure::new(
+                exit::HELD,
+                format!(
+                    "gave up after waiting {} for a permit of lease {name:?}: all {n} still held (the first to end: token {token}{by}); wait longer with --wait, or {see}",
+                    duration::human(*waited)
+                ),
+            )
+            .conflict()
+        }
+        e => explain(e, Some(name), table),
     }
 }
 

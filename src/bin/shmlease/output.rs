@@ -4,12 +4,14 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use shmlease::{Holder, LeaseInfo, LeaseState, ProcessIdentity, TableInfo};
+use shmlease::{GrantInfo, Holder, LeaseInfo, LeaseKind, LeaseState, ProcessIdentity, TableInfo};
 
 use crate::duration::human;
 use crate::{printable, TableArg};
 
-/// One lease, as `ls --json` prints it.
+/// One lease, as `ls --json` and `get --json` print it. For a name with permits,
+/// `holder` is null, `token` the latest taken and `remaining_ms` the longest left; its
+/// holders are in `holders`.
 #[derive(Serialize)]
 pub struct LeaseJson {
     name: String,
@@ -22,6 +24,48 @@ pub struct LeaseJson {
     remaining_ms: u64,
     transitions: u64,
     slot: u32,
+    /// "exclusive" or "permits".
+    kind: &'static str,
+    /// How many may hold the name at once (1 for an exclusive lease).
+    permits: u32,
+    /// Every live grant, oldest first (an exclusive lease's one holder, while held).
+    holders: Vec<GrantJson>,
+}
+
+/// One live grant of a name: its token and its holder's fields side by side (the
+/// holder's are null when the table does not record one).
+#[derive(Serialize)]
+struct GrantJson {
+    token: u64,
+    pid: Option<u32>,
+    pid_namespace: Option<u32>,
+    identity: Option<IdentityJson>,
+    detached: Option<bool>,
+    label: Option<String>,
+    acquired_at: Option<String>,
+    renewed_at: Option<String>,
+    expires_at: Option<String>,
+    remaining_ms: u64,
+    slot: u32,
+}
+
+impl GrantJson {
+    fn new(g: &GrantInfo) -> GrantJson {
+        let h = g.holder.as_ref().map(holder_json);
+        GrantJson {
+            token: g.token,
+            pid: h.as_ref().map(|h| h.pid),
+            pid_namespace: h.as_ref().map(|h| h.pid_namespace),
+            detached: h.as_ref().map(|h| h.detached),
+            label: h.as_ref().map(|h| h.label.clone()),
+            identity: h.map(|h| h.identity),
+            acquired_at: g.acquired_at.map(rfc3339),
+            renewed_at: g.renewed_at.map(rfc3339),
+            expires_at: g.expires_at.map(rfc3339),
+            remaining_ms: g.remaining.as_millis() as u64,
+            slot: g.slot,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -53,6 +97,9 @@ impl LeaseJson {
             remaining_ms: info.remaining.as_millis() as u64,
             transitions: info.transitions,
             slot: info.slot,
+            kind: info.kind.as_str(),
+            permits: info.kind.permits(),
+            holders: info.grants.iter().map(GrantJson::new).collect(),
         }
     }
 }
@@ -212,8 +259,26 @@ fn bytes(n: u64) -> String {
     }
 }
 
-/// `ls` for people: aligned columns, ages relative to now. Empty input gives a
-/// one-line note instead of a bare header.
+/// A holder as the HOLDER column shows it: "4242 (web) detached".
+fn holder_cell(holder: Option<&Holder>) -> String {
+    match holder {
+        Some(h) => {
+            let mut s = h.pid.to_string();
+            if !h.label.is_empty() {
+                s.push_str(&format!(" ({})", printable(&h.label.as_str())));
+            }
+            if h.detached {
+                s.push_str(" detached");
+            }
+            s
+        }
+        None => "-".into(),
+    }
+}
+
+/// `ls` for people: aligned columns, ages relative to now. A name with permits is a
+/// line for the name ("2 of 3 permits") and one below it for each holder. Empty input
+/// gives a one-line note instead of a bare header.
 pub fn leases_text(leases: &[LeaseInfo], all: bool) -> String {
     if leases.is_empty() {
         return if all {
@@ -227,18 +292,11 @@ pub fn leases_text(leases: &[LeaseInfo], all: bool) -> String {
         ["NAME", "TOKEN", "HOLDER", "STATE", "REMAINING", "ACQUIRED", "RENEWED", "TRANSITIONS"];
     let mut rows: Vec<[String; 8]> = vec![header.map(String::from)];
     for l in leases {
-        let holder = match &l.holder {
-            Some(h) => {
-                let mut s = h.pid.to_string();
-                if !h.label.is_empty() {
-                    s.push_str(&format!(" ({})", printable(&h.label.as_str())));
-                }
-                if h.detached {
-                    s.push_str(" detached");
-                }
-                s
-            }
-            None => "-".into(),
+        let permits = l.kind != LeaseKind::Exclusive;
+        let holder = if permits {
+            format!("{} of {} permits", l.grants.len(), l.kind.permits())
+        } else {
+            holder_cell(l.holder.as_ref())
         };
         let remaining = if l.state == LeaseState::Held { human(l.remaining) } else { "-".into() };
         rows.push([
@@ -251,6 +309,22 @@ pub fn leases_text(leases: &[LeaseInfo], all: bool) -> String {
             ago(now, l.renewed_at),
             l.transitions.to_string(),
         ]);
+        if !permits {
+            continue;
+        }
+        for (i, g) in l.grants.iter().enumerate() {
+            let branch = if i + 1 == l.grants.len() { " └─" } else { " ├─" };
+            rows.push([
+                branch.into(),
+                g.token.to_string(),
+                holder_cell(g.holder.as_ref()),
+                LeaseState::Held.as_str().into(),
+                human(g.remaining),
+                ago(now, g.acquired_at),
+                ago(now, g.renewed_at),
+                String::new(),
+            ]);
+        }
     }
     // Columns as a terminal shows them: CJK and emoji take two, combining marks none.
     let width = |cell: &str| unicode_width::UnicodeWidthStr::width(cell);

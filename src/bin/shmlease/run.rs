@@ -34,6 +34,10 @@ exits with 79. Processes CMD leaves running when it exits are stopped the same w
 before the lease is released (run is their child subreaper: even daemons are found).
 Then run releases the lease and exits with CMD's status (128+N for signal N).
 
+With --permits N, up to N runs of NAME run their CMD at once, each holding a permit of
+its own with its own token in SHMLEASE_TOKEN; the next run waits for any of them to end
+(see Permits, below).
+
 SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to run are passed on to CMD once: at a
 terminal CMD shares run's process group (Ctrl-C and Ctrl-Z reach both directly, and
 run does not pass them on again); elsewhere CMD gets its own process group and
@@ -62,7 +66,8 @@ Examples:
   shmlease run nightly-backup -- /usr/local/bin/backup --full
   shmlease run scheduler --label \"$(hostname -s)\" -- ./scheduler   # hot standby: run it 3 times
   shmlease run -n deploy -- make deploy        # exit 75 at once if someone is deploying
-  shmlease run gpu0 --wait 5m --ttl 30s -- python train.py";
+  shmlease run gpu0 --wait 5m --ttl 30s -- python train.py
+  shmlease run gpus --permits 4 -- ./train.sh    # at most 4 at once; the 5th waits";
 
 /// `run`'s options.
 #[derive(clap::Args)]
@@ -87,6 +92,8 @@ pub struct RunArgs {
     /// Label shown to others in `ls` (at most 8 bytes)
     #[arg(long)]
     label: Option<String>,
+    #[command(flatten)]
+    permits: crate::Permits,
     /// After SIGTERM (to CMD's job on a lost lease, or to processes CMD left running),
     /// SIGKILL what is still running this much later
     #[arg(long, default_value = "10s", value_parser = duration::parse, value_name = "DUR", allow_hyphen_values = true)]
@@ -166,7 +173,8 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     let wait =
         if args.no_wait { Wait(Some(Duration::ZERO)) } else { args.wait.unwrap_or(Wait(None)) };
     let name = args.name.as_str();
-    let mut lease = match take(t, table, name, args.ttl, wait, args.label.as_deref()) {
+    let mut lease = match take(t, table, name, args.ttl, wait, args.label.as_deref(), args.permits)
+    {
         Ok(lease) => lease,
         Err(mut f) => {
             if f.conflict {
