@@ -28,6 +28,7 @@ pub use election::{check_run, RunChecked};
 pub mod etcd;
 mod patterns;
 mod permits;
+mod permits_attacks;
 pub mod procs;
 mod shared;
 use std::time::{Duration, Instant, SystemTime};
@@ -559,6 +560,12 @@ pub fn run_child() {
         "permit_hold" => permits::role_permit_hold(),
         "shared_herd" => shared::role_shared_herd(),
         "shared_hold" => shared::role_shared_hold(),
+        "pa_herd" => permits_attacks::role_pa_herd(),
+        "pa_revoker" => permits_attacks::role_pa_revoker(),
+        "pa_fork_inherit" => permits_attacks::role_pa_fork_inherit(),
+        "pa_racer" => permits_attacks::role_pa_racer(),
+        "pa_crash" => permits_attacks::role_pa_crash(),
+        "pa_round_waiter" => permits_attacks::role_pa_round_waiter(),
         "candidate" => election::role_candidate(),
         "observer" => election::role_observer(),
         "leader" => election::role_leader(),
