@@ -127,25 +127,43 @@ impl<'t> Election<'t> {
     /// no limit). The leadership is kept alive by a background thread until resigned,
     /// dropped or lost.
     pub fn campaign(&self, timeout: Option<Duration>) -> Result<Leadership<'t>> {
+        self.check_kind()?;
         let options = self.options.wait(timeout);
         self.lead(self.table.acquire_with(&self.name, self.ttl, &options)?)
     }
 
     /// Becomes leader if nobody leads now; else fails with [`Error::Held`] at once.
     pub fn try_campaign(&self) -> Result<Leadership<'t>> {
+        self.check_kind()?;
         self.lead(self.table.acquire_with(&self.name, self.ttl, &self.options)?)
     }
 
     fn lead(&self, mut lease: Lease<'t>) -> Result<Leadership<'t>> {
+        // The name may have become shared while we campaigned (an exclusive grant of a
+        // shared name is no leadership: the name has shared holders between terms).
+        self.check_kind()?;
         lease.keep_alive(self.ttl)?;
         Ok(Leadership { lease, since: SystemTime::now() })
+    }
+
+    /// An election needs an exclusive name: one in use with permits or shared is
+    /// refused with [`Error::WrongKind`].
+    fn check_kind(&self) -> Result<()> {
+        match self.table.get(&self.name)? {
+            Some(i) if i.kind != crate::LeaseKind::Exclusive => Err(not_an_election(&i)),
+            _ => Ok(()),
+        }
     }
 
     /// Who leads now, or `None` (also when the leader is provably dead: its grant
     /// stands until a candidate takes it over, at once if one is waiting).
     pub fn leader(&self) -> Result<Option<Leader>> {
         let inner = self.table.shm();
-        Ok(self.table.get(&self.name)?.and_then(|info| {
+        let info = self.table.get(&self.name)?;
+        if let Some(i) = info.as_ref().filter(|i| i.kind != crate::LeaseKind::Exclusive) {
+            return Err(not_an_election(i));
+        }
+        Ok(info.and_then(|info| {
             let dead = inner
                 .record_of(info.slot, info.token)
                 .is_some_and(|r| !r.detached && identity::is_provably_dead(&r));
@@ -196,6 +214,16 @@ impl Leader {
             expires_at: info.expires_at,
             remaining: info.remaining,
         })
+    }
+}
+
+/// The error for an election on a name in use with permits or shared: an election has
+/// one leader, so it needs an exclusive name.
+fn not_an_election(info: &LeaseInfo) -> Error {
+    Error::WrongKind {
+        name: info.name.clone(),
+        recorded: info.kind,
+        requested: crate::LeaseKind::Exclusive,
     }
 }
 
@@ -336,6 +364,12 @@ impl Observer<'_> {
             let word = observation.word;
             let now = inner.now();
             let bits = grant::deadline_bits(word);
+            if grant::permits(bits).is_some() || grant::is_shared(bits) {
+                if let Some(info) = self.table.get(&self.name)? {
+                    return Err(not_an_election(&info));
+                }
+                continue;
+            }
             let term = grant::token(word);
             // A leader that is provably dead leads no more, though its grant stands
             // until a candidate takes it over (at once, if one is waiting).

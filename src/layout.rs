@@ -95,7 +95,11 @@ pub struct Header {
     /// Bumped (wrapping) whenever a name is bound to a slot or unbound from one: the
     /// futex word (its low half) of observers of names not in the table.
     pub name_events: AtomicU64,
-    pub reserved1: [AtomicU64; 2],
+    /// Bumped (wrapping) whenever a seat of a multi-holder or shared name on which a
+    /// waiter announced itself is freed: the futex word (its low half) of acquirers
+    /// waiting for any seat of a name (see `table::permits`).
+    pub seat_events: AtomicU64,
+    pub reserved1: AtomicU64,
     // --- lines 2 and 3: counters (slow paths, or sampled) ---
     pub counters: [AtomicU64; 16],
 }
@@ -139,7 +143,8 @@ pub struct HeaderImage {
     pub token_floor: u64,
     pub bound: u64,
     pub name_events: u64,
-    pub reserved1: [u64; 2],
+    pub seat_events: u64,
+    pub reserved1: u64,
     pub counters: [u64; 16],
 }
 
@@ -228,7 +233,8 @@ const _: () = {
     }
     same_offsets!(Descriptor: magic, version_endian, geometry, capacity);
     same_offsets!(Descriptor: created_unix_ns, creator, clock_id, reserved0);
-    same_offsets!(HeaderImage: boot_id, time_base, token_floor, bound, name_events, reserved1, counters);
+    same_offsets!(HeaderImage: boot_id, time_base, token_floor, bound, name_events, seat_events);
+    same_offsets!(HeaderImage: reserved1, counters);
     assert!(core::mem::size_of::<Descriptor>() == core::mem::offset_of!(Header, boot_id));
     assert!(core::mem::size_of::<HeaderImage>() == HEADER_SIZE);
 };

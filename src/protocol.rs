@@ -636,9 +636,16 @@ pub fn take_token(
 
 /// Makes the name's own slot (bound as `bound_as`) the head of a name with `permits`
 /// (2..=255), if it holds no live grant: the counter starts from the slot's token, so
-/// the name's tokens keep growing. Refused with `Held` while an
+/// the name's tokens keep growing (a grant of a provably dead holder, as `holder_is_dead`
+/// says, is ended). Refused with `Held` while an
 /// exclusive grant is live, with `Group` when it is a head already (with its N).
-pub fn make_group(slot: &Slot, bound_as: u64, permits: u32, now: u64) -> Result<(), Refusal> {
+pub fn make_group(
+    slot: &Slot,
+    bound_as: u64,
+    permits: u32,
+    now: u64,
+    holder_is_dead: &mut dyn FnMut(&holder::Record) -> bool,
+) -> Result<(), Refusal> {
     debug_assert!((2..=grant::PERMITS as u32).contains(&permits));
     for _ in 0..RETRY_LIMIT {
         let current = slot.grant.load(Acquire);
@@ -656,9 +663,24 @@ pub fn make_group(slot: &Slot, bound_as: u64, permits: u32, now: u64) -> Result<
             }
             Observed::Unbound => return Err(Refusal::Rebound),
             Observed::Held => {
-                let record = holder::Record::unpack(slot.holder.load(Acquire));
-                let holder = (record.tag == holder::Record::tag_for(token)).then_some(record);
-                return Err(Refusal::Held { token, deadline: bits & grant::DEADLINE, holder });
+                // A provably dead holder's grant is ended, as by `try_grant`.
+                let raw = slot.holder.load(Acquire);
+                let record = holder::Record::unpack(raw);
+                let record = (record.tag == holder::Record::tag_for(token)).then_some(record);
+                match record {
+                    Some(r) if !r.detached && holder_is_dead(&r) => {
+                        if slot.holder.load(Acquire) != raw {
+                            continue;
+                        }
+                    }
+                    _ => {
+                        return Err(Refusal::Held {
+                            token,
+                            deadline: bits & grant::DEADLINE,
+                            holder: record,
+                        })
+                    }
+                }
             }
             Observed::Free | Observed::Revoked | Observed::Expired | Observed::Corrupt => {}
         }
@@ -758,54 +780,6 @@ pub fn take_shared_token(
         }
     }
     Err(Refusal::Interference)
-}
-
-/// Sets `WAITERS` on a multi-holder name's head (bound as `head_bound`, with
-/// `permits`, or a shared name's head with `None`), so that whoever frees one of its seats (finding `WAITERS` on the seat,
-/// set by [`announce_waiter`]) clears it and wakes the head's futex. Returns the futex
-/// value to sleep on, or `None` when the head no longer stands for the name.
-pub fn announce_group_waiter(head: &Slot, head_bound: u64, permits: Option<u32>) -> Option<u32> {
-    for _ in 0..RETRY_LIMIT {
-        let current = head.grant.load(Acquire);
-        if head.bind.load(Acquire) != head_bound {
-            return None;
-        }
-        let bits = grant::deadline_bits(current);
-        let ours = match permits {
-            Some(n) => grant::permits(bits) == Some(n),
-            None => grant::is_shared(bits),
-        };
-        if !ours {
-            return None;
-        }
-        if bits & grant::WAITERS != 0 {
-            return Some(futex_value(current));
-        }
-        let announced = grant::pack(bits | grant::WAITERS, grant::token(current));
-        if head.grant.compare_exchange(current, announced, AcqRel, Acquire).is_ok() {
-            return Some(futex_value(announced));
-        }
-    }
-    None
-}
-
-/// A seat of a multi-holder or shared name was freed while waiters were announced on it: clears
-/// `WAITERS` on the head (changing its futex word, so that a waiter about to sleep on
-/// the old value does not). Returns whether the head's futex must be woken.
-pub fn group_freed(head: &Slot) -> bool {
-    for _ in 0..RETRY_LIMIT {
-        let current = head.grant.load(Acquire);
-        let bits = grant::deadline_bits(current);
-        let is_head = grant::permits(bits).is_some() || grant::is_shared(bits);
-        if !is_head || bits & grant::WAITERS == 0 {
-            return false;
-        }
-        let cleared = grant::pack(bits & !grant::WAITERS, grant::token(current));
-        if head.grant.compare_exchange(current, cleared, AcqRel, Acquire).is_ok() {
-            return true;
-        }
-    }
-    false
 }
 
 /// Unbinding, step 1 (table lock held): makes the slot ungrantable if nobody holds it

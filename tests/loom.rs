@@ -1047,7 +1047,7 @@ const PERMITS: u32 = 2;
 /// seats 1..=PERMITS, each bound, as the table lays them out.
 fn group() -> (Arc<Slot>, u64, Vec<(Arc<Slot>, u64)>) {
     let (head, hb) = bound(0);
-    protocol::make_group(&head, hb, PERMITS, 100).unwrap();
+    protocol::make_group(&head, hb, PERMITS, 100, &mut |_| false).unwrap();
     let seats = (1..=PERMITS as u8)
         .map(|seat| {
             let slot = Arc::new(Slot::new());
@@ -1070,9 +1070,10 @@ fn take_permit(
     for k in 0..seats.len() {
         let i = (start + k) % seats.len();
         let (seat, b) = &seats[i];
-        let r = protocol::try_grant_with(seat, *b, now, TTL, rec(who), 0, &mut |_| false, |t| {
-            protocol::take_token(head, hb, PERMITS, now, t)
-        });
+        let r =
+            protocol::try_grant_with(seat, *b, now, TTL, rec(who), 0, &mut |_| false, false, |t| {
+                protocol::take_token(head, hb, PERMITS, now, t)
+            });
         match r {
             Ok(g) => return Some((i, g)),
             Err(Refusal::Held { .. }) => {}
@@ -1165,22 +1166,24 @@ fn making_a_group_races_exclusive_grants() {
         let b = {
             let (head, seat, exclusive, permit) =
                 (head.clone(), seat.clone(), exclusive.clone(), permit.clone());
-            thread::spawn(move || match protocol::make_group(&head, hb, PERMITS, 100) {
-                Ok(()) => {
-                    let seats = [(seat, sb)];
-                    if let Some((_, g)) = take_permit(&head, hb, &seats, 0, 100, 2) {
-                        permit.fetch_add(1, SeqCst);
-                        assert_eq!(
-                            exclusive.load(SeqCst),
-                            0,
-                            "a permit beside an exclusive holder"
-                        );
-                        permit.fetch_sub(1, SeqCst);
-                        protocol::release(&seats[0].0, g.token, g.deadline).unwrap();
+            thread::spawn(move || {
+                match protocol::make_group(&head, hb, PERMITS, 100, &mut |_| false) {
+                    Ok(()) => {
+                        let seats = [(seat, sb)];
+                        if let Some((_, g)) = take_permit(&head, hb, &seats, 0, 100, 2) {
+                            permit.fetch_add(1, SeqCst);
+                            assert_eq!(
+                                exclusive.load(SeqCst),
+                                0,
+                                "a permit beside an exclusive holder"
+                            );
+                            permit.fetch_sub(1, SeqCst);
+                            protocol::release(&seats[0].0, g.token, g.deadline).unwrap();
+                        }
                     }
+                    Err(Refusal::Held { .. }) => {}
+                    Err(e) => panic!("{e:?}"),
                 }
-                Err(Refusal::Held { .. }) => {}
-                Err(e) => panic!("{e:?}"),
             })
         };
         for h in [a, b, c] {
@@ -1189,44 +1192,68 @@ fn making_a_group_races_exclusive_grants() {
     });
 }
 
-/// A waiter for a permit (both held) announces itself on the head and on each seat,
-/// then sleeps on the head, while a holder releases its seat: nobody is left asleep
-/// with a permit free.
+/// A stand-in for the futex on the table's seat-event count: `wait` checks the count and
+/// queues the waiter atomically, `wake` dequeues everyone.
+struct CountFutex {
+    count: AtomicU64,
+    queue: Mutex<Vec<u32>>,
+}
+
+impl CountFutex {
+    fn wait(&self, who: u32, expect: u64) -> bool {
+        let mut q = self.queue.lock().unwrap();
+        if self.count.load(SeqCst) == expect {
+            q.push(who);
+            true
+        } else {
+            false
+        }
+    }
+    /// What a seat's freer does when the seat had waiters: bump, then wake.
+    fn event(&self) {
+        self.count.fetch_add(1, SeqCst);
+        self.queue.lock().unwrap().clear();
+    }
+}
+
+/// Two waiters for a permit (both held) each read the seat-event count, announce
+/// themselves on each seat and sleep on the count, while both holders release: nobody
+/// is left asleep with a permit free. (With a flag on the head instead of a count, one
+/// waiter re-setting the flag restored the value the other was about to sleep on.)
 #[test]
-fn no_lost_wakeup_for_a_permit_waiter() {
+fn no_lost_wakeup_for_permit_waiters() {
     model(3, || {
         let (head, hb, seats) = group();
-        let futex = Futex::new();
+        let futex =
+            Arc::new(CountFutex { count: AtomicU64::new(0), queue: Mutex::new(Vec::new()) });
         let g1 = take_permit(&head, hb, &seats, 0, 100, 1).unwrap().1;
         let g2 = take_permit(&head, hb, &seats, 1, 100, 2).unwrap().1;
         let seats = Arc::new(seats);
-        let w = {
-            let (head, seats, futex) = (head.clone(), seats.clone(), futex.clone());
+        let waiter = |who: u32| {
+            let (seats, futex) = (seats.clone(), futex.clone());
             thread::spawn(move || {
-                let Some(expect) = protocol::announce_group_waiter(&head, hb, PERMITS) else {
-                    panic!("the head moved");
-                };
+                let seen = futex.count.load(SeqCst);
                 for (seat, b) in seats.iter() {
                     if let Wait::Retry = protocol::announce_waiter(seat, *b, 150) {
                         return false; // a seat is free: try again instead of sleeping
                     }
                 }
-                futex.wait(&head, 9, expect)
+                futex.wait(who, seen)
             })
         };
-        let r = {
-            let (head, seats, futex) = (head.clone(), seats.clone(), futex.clone());
-            thread::spawn(move || {
-                if protocol::release(&seats[0].0, g1.token, g1.deadline).unwrap()
-                    && protocol::group_freed(&head)
-                {
-                    futex.wake();
+        let w1 = waiter(8);
+        let w2 = waiter(9);
+        let (s1, f1) = (seats.clone(), futex.clone());
+        let r = thread::spawn(move || {
+            for (i, g) in [(0, g1), (1, g2)] {
+                if protocol::release(&s1[i].0, g.token, g.deadline).unwrap() {
+                    f1.event();
                 }
-            })
-        };
-        w.join().unwrap();
+            }
+        });
+        w1.join().unwrap();
+        w2.join().unwrap();
         r.join().unwrap();
-        assert_eq!(futex.sleepers(), Vec::<u32>::new(), "lost wake-up");
-        let _ = g2;
+        assert_eq!(futex.queue.lock().unwrap().clone(), Vec::<u32>::new(), "lost wake-up");
     });
 }

@@ -4,7 +4,10 @@
 //! and permits callers racing for a free name, revocations and by-token calls racing
 //! with grants, crashes inside the new transitions, start-time identities, stopped
 //! waiters, lost wake-ups, and garbage in heads and seats. Each test says what it
-//! attacks; the ones marked `#[ignore = "BUG: …"]` reproduce a defect.
+//! attacks. Four of them found defects, since fixed (each test says which): a lost
+//! wake-up of permit waiters, `TableFull` for a caller asking to wait, a name's latest
+//! token shown below one of its grants', and a dead exclusive holder blocking a name's
+//! redefinition with permits.
 
 mod common;
 
@@ -542,7 +545,6 @@ fn wait_asleep(path: &Path, head: u32, kids: &[&Kid]) {
 /// Seen about once in 1,000 rounds on a 2-core machine (`PA_ROUNDS`, `PA_SPREAD_US`
 /// tune the run); the lost round is served by the waiter's 1 s nap.
 #[test]
-#[ignore = "BUG: lost wake-up — the head's futex word is one flag bit, so a waiter re-announcing puts back the value another is about to sleep on (ABA) while a permit is free"]
 fn no_waiter_sleeps_through_a_free_permit() {
     let wd = Watchdog::new("pa_lost_wakeup", Duration::from_secs(600));
     let dir = Scratch::new("pa-lost");
@@ -744,7 +746,6 @@ fn tables_too_small_for_the_seats_answer_table_full() {
 /// permit is released 300 ms later. The defence expected: it waits and gets that
 /// permit (the name has bound seats that will free), as it would in a larger table.
 #[test]
-#[ignore = "BUG: a caller asking to wait for a permit gets TableFull at once when the table cannot bind another seat, though bound seats will free"]
 fn a_waiting_caller_in_a_table_smaller_than_n_waits_for_a_bound_seat() {
     let dir = Scratch::new("pa-tiny-wait");
     let table = LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(3)).unwrap();
@@ -827,7 +828,6 @@ fn a_table_of_exactly_n_plus_one_slots_under_churn() {
 /// is documented as the latest token taken, yet the head is read before the seats, so
 /// a grant taken in between is shown with a token above it.
 #[test]
-#[ignore = "BUG: get() shows a grant whose token is above LeaseInfo::token (\"the latest token taken\")"]
 fn the_names_latest_token_is_never_below_a_grant_it_shows() {
     let wd = Watchdog::new("pa_latest", LONG);
     let dir = Scratch::new("pa-latest");
@@ -872,7 +872,6 @@ fn the_names_latest_token_is_never_below_a_grant_it_shows() {
 /// until the dead holder's TTL runs out, because `make_group` refuses any `Held` word
 /// without asking whether its holder is dead.
 #[test]
-#[ignore = "BUG: a dead exclusive holder's name cannot be redefined with permits until its TTL ends (WrongKind), though an exclusive caller reclaims it at once"]
 fn a_dead_exclusive_holders_name_can_be_redefined_with_permits_at_once() {
     let wd = Watchdog::new("pa_dead_exclusive", LONG);
     let dir = Scratch::new("pa-dead-x");

@@ -287,3 +287,29 @@ fn a_stopped_shared_holder_is_waited_out_and_learns_so() {
     r.wait_ok(LONG);
     assert!(w.is_valid());
 }
+
+/// An election has one leader: on a name in use with permits or shared, asking who
+/// leads, observing, and campaigning are refused (before, `leader()` reported the
+/// latest permit as a leader with no holder).
+#[test]
+fn elections_refuse_names_with_permits_or_shared_holders() {
+    let dir = Scratch::new("election");
+    let table = table(&dir, 64);
+    let _p = table.acquire_with("pool", TTL, &AcquireOptions::new().permits(2).unwrap()).unwrap();
+    let _r = table.acquire_with("cat", TTL, &shared()).unwrap();
+    for (name, kind) in [("pool", LeaseKind::Permits(2)), ("cat", LeaseKind::Shared)] {
+        let election = table.election(name).unwrap();
+        let wrong = |r: Result<(), Error>| match r {
+            Err(Error::WrongKind { recorded, requested: LeaseKind::Exclusive, .. }) => {
+                assert_eq!(recorded, kind)
+            }
+            other => panic!("{name}: {other:?}"),
+        };
+        wrong(election.leader().map(drop));
+        wrong(election.observe().next_change(Some(Duration::from_millis(10))).map(drop));
+        wrong(election.try_campaign().map(drop));
+        wrong(election.campaign(Some(Duration::from_millis(10))).map(drop));
+    }
+    // The shared name's holder was not disturbed.
+    assert!(_r.is_valid());
+}

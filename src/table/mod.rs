@@ -281,23 +281,43 @@ impl Inner {
         self.header().name_events.load(Ordering::Acquire) as u32
     }
 
-    fn name_events_word(&self) -> *const u32 {
+    /// The low half of a header counter, as a futex word.
+    fn low_half(word: &crate::sync::AtomicU64) -> *const u32 {
         let offset = if cfg!(target_endian = "little") { 0 } else { 4 };
-        (&self.header().name_events as *const _ as *const u8).wrapping_add(offset) as *const u32
+        (word as *const _ as *const u8).wrapping_add(offset) as *const u32
     }
 
     /// A name was bound or unbound (table lock held): wakes observers of absent names.
     pub(crate) fn name_event(&self) {
         self.header().name_events.fetch_add(1, Ordering::AcqRel);
         // SAFETY: the word lies inside our live mapping's header, 4-byte aligned.
-        unsafe { sys::futex_wake_all(self.name_events_word()) };
+        unsafe { sys::futex_wake_all(Self::low_half(&self.header().name_events)) };
     }
 
     /// Sleeps until a name is bound or unbound (the count moves from `seen`), at most
     /// `timeout`.
     pub(crate) fn sleep_for_names(&self, seen: u32, timeout: Duration) {
         // SAFETY: the word lies inside our live mapping (kept alive by `self`), aligned.
-        unsafe { sys::futex_wait(self.name_events_word(), seen, timeout) };
+        unsafe { sys::futex_wait(Self::low_half(&self.header().name_events), seen, timeout) };
+    }
+
+    /// The header's seat-event count (see [`Header::seat_events`]), low half: read it
+    /// before looking at the seats, then sleep on it with [`Inner::sleep_for_seat_event`].
+    pub(crate) fn seat_events(&self) -> u32 {
+        self.header().seat_events.load(Ordering::SeqCst) as u32
+    }
+
+    /// A seat with waiters announced on it was freed: wakes whoever waits for a seat.
+    fn seat_event(&self) {
+        self.header().seat_events.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: the word lies inside our live mapping's header, 4-byte aligned.
+        unsafe { sys::futex_wake_all(Self::low_half(&self.header().seat_events)) };
+    }
+
+    /// Sleeps until a seat is freed (the count moves from `seen`), at most `timeout`.
+    pub(crate) fn sleep_for_seat_event(&self, seen: u32, timeout: Duration) {
+        // SAFETY: the word lies inside our live mapping (kept alive by `self`), aligned.
+        unsafe { sys::futex_wait(Self::low_half(&self.header().seat_events), seen, timeout) };
     }
 
     pub(crate) fn wake(&self, index: u32) {

@@ -19,13 +19,18 @@
 //!
 //! # Waiting
 //!
-//! A blocked acquirer announces itself on the head (`WAITERS`) and then on every held
-//! seat, and sleeps on the head's futex word. Whoever frees a seat that has `WAITERS`
-//! (release, revocation, unbinding) clears the head's flag, which changes the futex
-//! word, and wakes it: no wake-up is lost between the acquirer's last look and its
-//! sleep. An expiry wakes nobody, so the sleep ends at the soonest seat deadline; the
-//! death of a holder is noticed within [`super::wait::LIVENESS_RECHECK`] (no
-//! per-holder death alarm is kept for seats).
+//! A blocked acquirer reads the table's seat-event count (`Header::seat_events`),
+//! announces itself (`WAITERS`) on every held seat, and sleeps on the count's futex
+//! word. Whoever frees a seat that has `WAITERS` (release, revocation, unbinding) bumps
+//! the count and wakes it. The count only grows, so no wake-up is lost between the
+//! acquirer's last look and its sleep: a seat freed before the acquirer's announcement
+//! on it is seen free (the acquirer tries again instead of sleeping), one freed after
+//! it moves the count past the value read first. (A flag on the head would not do:
+//! a waiter re-setting it restores the value another waiter is about to sleep on.) An
+//! expiry wakes nobody, so the sleep ends at the soonest seat deadline; the death of a
+//! holder is noticed within [`super::wait::LIVENESS_RECHECK`] (no per-holder death
+//! alarm is kept for seats). The count is shared by all names: a freed seat wakes the
+//! waiters of other names too, who look and sleep again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -47,8 +52,9 @@ std::thread_local! {
 enum Seats {
     /// A grant, or every seat held (the one that frees soonest).
     Done(Attempt),
-    /// No bound seat was free, and seat `0` (1..=N) is not bound: bind it.
-    Unbound(u8),
+    /// No bound seat was free, and seat `.0` (1..=N) is not bound: bind it. `.1`: the
+    /// held seat that frees soonest, if any (the answer when no seat can be bound).
+    Unbound(u8, Option<Attempt>),
     /// The head or a seat moved while we looked: start over.
     Moved,
 }
@@ -93,17 +99,12 @@ impl Inner {
         Error::WrongKind { name: self.name_at(index), recorded, requested }
     }
 
-    /// Slot `index` was freed with waiters or observers announced: wakes them, and when
-    /// it is a seat, the waiters of any seat of its name (on the head).
+    /// Slot `index` was freed with waiters or observers announced on it: wakes them,
+    /// and when it is a seat, whoever waits for any seat (see the module docs).
     pub(crate) fn freed(&self, index: u32) {
         self.wake(index);
-        let seat = bind::seat(self.slot(index).bind.load(Ordering::Acquire));
-        if seat != 0 {
-            if let Some((head, _)) = self.find(&self.key_of(index).seat(0)) {
-                if protocol::group_freed(self.slot(head)) {
-                    self.wake(head);
-                }
-            }
+        if bind::seat(self.slot(index).bind.load(Ordering::Acquire)) != 0 {
+            self.seat_event();
         }
     }
 
@@ -125,7 +126,13 @@ impl Inner {
                 Some(n) => return Err(self.wrong_kind(index, kind(n), kind(permits))),
                 None => {}
             }
-            match protocol::make_group(slot, bound_as, permits, self.now()) {
+            match protocol::make_group(
+                slot,
+                bound_as,
+                permits,
+                self.now(),
+                &mut identity::is_provably_dead,
+            ) {
                 Ok(()) => {
                     // Exclusive waiters and observers must learn the kind changed.
                     self.wake(index);
@@ -239,7 +246,7 @@ impl Inner {
             }
         }
         Ok(match (unbound, soonest) {
-            (Some(seat), _) => Seats::Unbound(seat),
+            (Some(seat), held) => Seats::Unbound(seat, held),
             (None, Some(held)) => Seats::Done(held),
             (None, None) => Seats::Moved,
         })
@@ -252,7 +259,7 @@ impl Inner {
             let Some(head) = self.head(key, permits)? else { break };
             match self.try_seats(key, head, permits, ttl, label)? {
                 Seats::Done(attempt) => return Ok(attempt),
-                Seats::Unbound(_) => break,
+                Seats::Unbound(..) => break,
                 Seats::Moved => {}
             }
         }
@@ -275,12 +282,17 @@ impl Inner {
                 continue;
             }
             let Some(head) = self.head(key, permits)? else { continue };
-            let seat = match self.try_seats(key, head, permits, ttl, label)? {
+            let (seat, held) = match self.try_seats(key, head, permits, ttl, label)? {
                 Seats::Done(attempt) => return Ok(attempt),
-                Seats::Unbound(seat) => seat,
+                Seats::Unbound(seat, held) => (seat, held),
                 Seats::Moved => continue,
             };
-            let Some((index, bound_as)) = self.bind_locked(&key.seat(seat))? else { continue };
+            let bound = match self.bind_locked(&key.seat(seat)) {
+                // No room for another seat: the permits held are all there are for now.
+                Err(Error::TableFull { .. }) if held.is_some() => return Ok(held.unwrap()),
+                other => other?,
+            };
+            let Some((index, bound_as)) = bound else { continue };
             if let Some(attempt) = self.grant_seat(index, bound_as, head, permits, ttl, label)? {
                 if matches!(attempt, Attempt::Won { .. }) {
                     return Ok(attempt);
@@ -328,9 +340,7 @@ impl Inner {
                 let holder = self.holder_of(index, record);
                 return Err(Error::TimedOut { waited: start.elapsed(), token, holder });
             }
-            if let Some(head) = self.find(key) {
-                self.sleep_for_seats(key, head, Some(permits), left);
-            }
+            self.sleep_for_seats(key, Some(permits), left);
         }
     }
 
@@ -450,6 +460,8 @@ impl Inner {
             info.remaining = longest;
             info.expires_at = grants.iter().filter_map(|g| g.expires_at).max();
         }
+        // The head was read before the seats: a grant made in between shows a newer token.
+        info.token = grants.iter().map(|g| g.token).fold(info.token, u64::max);
         info.grants = grants;
         info
     }

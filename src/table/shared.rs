@@ -73,7 +73,8 @@ enum SharedAttempt {
 /// What one pass over the seats found.
 enum Pass {
     Done(SharedAttempt),
-    Unbound(u8),
+    /// Seat `.0` is not bound; `.1`: the held seat that frees soonest, if any.
+    Unbound(u8, Option<SharedAttempt>),
     Moved,
 }
 
@@ -236,7 +237,7 @@ impl Inner {
             }
         }
         Ok(match (unbound, soonest) {
-            (Some(seat), _) => Pass::Unbound(seat),
+            (Some(seat), full) => Pass::Unbound(seat, full),
             (None, Some(full)) => Pass::Done(full),
             (None, None) => Pass::Moved,
         })
@@ -249,7 +250,7 @@ impl Inner {
             let Some(head) = self.shared_head(key, true)? else { break };
             match self.shared_pass(key, head, ttl, label)? {
                 Pass::Done(a) => return Ok(a),
-                Pass::Unbound(_) => break,
+                Pass::Unbound(..) => break,
                 Pass::Moved => {}
             }
         }
@@ -259,12 +260,17 @@ impl Inner {
                 continue;
             }
             let Some(head) = self.shared_head(key, true)? else { continue };
-            let seat = match self.shared_pass(key, head, ttl, label)? {
+            let (seat, full) = match self.shared_pass(key, head, ttl, label)? {
                 Pass::Done(a) => return Ok(a),
-                Pass::Unbound(seat) => seat,
+                Pass::Unbound(seat, full) => (seat, full),
                 Pass::Moved => continue,
             };
-            let Some((index, bound_as)) = self.bind_locked(&key.seat(seat))? else { continue };
+            let bound = match self.bind_locked(&key.seat(seat)) {
+                // No room for another seat: the shared holders there are all for now.
+                Err(Error::TableFull { .. }) if full.is_some() => return Ok(full.unwrap()),
+                other => other?,
+            };
+            let Some((index, bound_as)) = bound else { continue };
             if let Some(a @ (SharedAttempt::Won { .. } | SharedAttempt::Exclusive { .. })) =
                 self.grant_shared_seat(index, bound_as, head, ttl, label)?
             {
@@ -336,23 +342,14 @@ impl Inner {
             }
             return;
         }
-        self.sleep_for_seats(key, (head, head_bound), None, left);
+        self.sleep_for_seats(key, None, left);
     }
 
-    /// Sleeps on the head until a seat of its name frees (waiters announced on the head
-    /// and on every held seat; see `table::permits`), at most `left`; returns at once
-    /// if a seat is (or becomes) free. `permits`: `None` for a shared name.
-    pub(super) fn sleep_for_seats(
-        &self,
-        key: &Key,
-        (head, head_bound): (u32, u64),
-        permits: Option<u32>,
-        left: Duration,
-    ) {
-        let Some(expect) = protocol::announce_group_waiter(self.slot(head), head_bound, permits)
-        else {
-            return;
-        };
+    /// Sleeps until a seat of `key`'s name frees (see `table::permits` on waiting), at
+    /// most `left`; returns at once if a seat is (or becomes) free. `permits`: `None`
+    /// for a shared name.
+    pub(super) fn sleep_for_seats(&self, key: &Key, permits: Option<u32>, left: Duration) {
+        let seen = self.seat_events();
         let seats = permits.unwrap_or(MAX_SHARED);
         let now = self.now();
         let mut soonest = u64::MAX;
@@ -378,7 +375,7 @@ impl Inner {
         if live_holder {
             nap = nap.min(LIVENESS_RECHECK);
         }
-        self.sleep(head, expect, nap);
+        self.sleep_for_seat_event(seen, nap);
     }
 
     /// An exclusive grant of the shared name `key` (its head at `head`): takes the head's
@@ -465,15 +462,21 @@ impl Inner {
     ) -> Result<Option<(u32, u64, u64)>> {
         let slot = self.slot(head);
         loop {
+            // Read before the scan: a seat freed after our look at it moves the count.
+            let seen = self.seat_events();
             // See the module docs: our CAS on the head, then this fence, then the seats.
             std::sync::atomic::fence(Ordering::SeqCst);
             let now = self.now();
             let mut reader = None;
             let mut soonest = u64::MAX;
             for seat in 1..=MAX_SHARED as u8 {
-                let Some((index, _)) = self.find(&key.seat(seat)) else { continue };
-                let word = self.slot(index).grant.load(Ordering::SeqCst);
+                let Some((index, bound_as)) = self.find(&key.seat(seat)) else { continue };
+                let seat_slot = self.slot(index);
+                let word = seat_slot.grant.load(Ordering::SeqCst);
                 if let Some((d, record)) = live_grant(self, index, word, now) {
+                    // Announced, so that freeing it wakes us (a seat freed meanwhile is
+                    // found free by the next scan).
+                    let _ = protocol::announce_waiter(seat_slot, bound_as, now);
                     soonest = soonest.min(d);
                     reader.get_or_insert((index, grant::token(word), d, record));
                 }
@@ -498,18 +501,14 @@ impl Inner {
                     Ok(d) => deadline = d,
                     Err(_) => return Ok(None),
                 }
+            } else if protocol::check_ours(slot.grant.load(Ordering::Acquire), token, now).is_err()
+            {
+                return Ok(None); // revoked or taken while we drained
             }
-            // Announced on our own grant (so that a freed seat's `group_freed` changes
-            // the futex word) and on every held seat (so that freeing it wakes us).
-            let Ok(expect) = protocol::watch(slot, token, now) else { return Ok(None) };
-            for seat in 1..=MAX_SHARED as u8 {
-                let Some((index, bound_as)) = self.find(&key.seat(seat)) else { continue };
-                // A seat no longer held needs no announcement: the re-scan decides.
-                let _ = protocol::announce_waiter(self.slot(index), bound_as, now);
-            }
+            // Wake for the soonest shared deadline, our next renewal, a freed seat, and
+            // (holders may die) a liveness look.
             let until = soonest.min(deadline.saturating_sub(ttl / 2).max(now + 1));
-            let nap = super::nap(now, until, remaining, true);
-            self.sleep(head, expect, nap);
+            self.sleep_for_seat_event(seen, super::nap(now, until, remaining, true));
         }
     }
 
