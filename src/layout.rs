@@ -222,6 +222,7 @@ const _: () = {
     assert!(core::mem::offset_of!(Slot, label) == 56);
     assert!(core::mem::offset_of!(Slot, name) == 64);
     assert!(core::mem::offset_of!(Header, boot_id) == 64);
+    assert!(core::mem::offset_of!(Header, seat_events) == 112);
     assert!(core::mem::offset_of!(Header, counters) == 128);
     // The plain copies have the header's layout exactly.
     macro_rules! same_offsets {

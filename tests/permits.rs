@@ -303,10 +303,10 @@ fn a_blocked_acquirer_wakes_when_any_permit_frees() {
             ("ACTION", s("forever")),
         ],
     );
-    // Until it announces itself on the head, it has not looked yet.
-    let head = table.get("pool").unwrap().unwrap().slot;
+    // Until it announces itself on a seat, it has not looked yet.
+    let seat = table.get("pool").unwrap().unwrap().grants[1].slot;
     let end = std::time::Instant::now() + LONG;
-    while !common::waiters_announced(&path, head) {
+    while !common::waiters_announced(&path, seat) {
         assert!(std::time::Instant::now() < end, "the waiter never announced itself");
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -453,7 +453,7 @@ fn start_time_holders_permits_are_reclaimed_at_once() {
                 .map(|l| l.detach().unwrap().token)
         })
     };
-    common::wait_for_waiter(&table, &path, "pool", LONG);
+    wait_for_seat_waiter(&table, &path, "pool");
     kids[0].signal(libc::SIGKILL);
     kids[0].wait(LONG);
     let got = waiter.join().unwrap().expect("the blocked caller gets the dead holder's permit");
@@ -483,7 +483,7 @@ fn a_stopped_waiter_neither_blocks_others_nor_loses_its_turn() {
     ];
     touch(&dir.path("go-0"));
     let mut x = Kid::spawn(&wd, "stopped", "pa_round_waiter", &env);
-    common::wait_for_waiter(&table, &path, "pool", LONG);
+    wait_for_seat_waiter(&table, &path, "pool");
     let mut y = Kid::spawn(&wd, "other", "pa_round_waiter", &env);
     wait_asleep(&path, table.get("pool").unwrap().unwrap().slot, &[&x, &y]);
     x.signal(libc::SIGSTOP);
@@ -499,6 +499,20 @@ fn a_stopped_waiter_neither_blocks_others_nor_loses_its_turn() {
     y.wait_ok(LONG);
 }
 
+/// Waits until a waiter has announced itself on a seat of `name` (permit waiters
+/// announce themselves on every held seat).
+fn wait_for_seat_waiter(table: &LeaseTable, path: &Path, name: &str) {
+    let end = Instant::now() + LONG;
+    loop {
+        let info = table.get(name).unwrap().unwrap();
+        if info.grants.iter().any(|g| common::waiters_announced(path, g.slot)) {
+            return;
+        }
+        assert!(Instant::now() < end, "no waiter announced itself on a seat of {name}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// The address range of the mapping of `path` in process `pid`.
 fn mapping_of(pid: i32, path: &Path) -> Option<(u64, u64)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
@@ -509,11 +523,16 @@ fn mapping_of(pid: i32, path: &Path) -> Option<(u64, u64)> {
     })
 }
 
-/// Whether some thread of `pid` is asleep in `futex` on the futex word of slot `slot`
-/// of the table at `path`.
-fn asleep_on(pid: i32, path: &Path, slot: u32) -> bool {
+/// Byte offset, in a table file, of the futex word that waiters for a seat sleep on
+/// (the low half of the header's seat-event count).
+const SEAT_EVENTS_OFFSET: u64 = 112;
+
+/// Whether some thread of `pid` is asleep in `futex` on the word that waiters for a
+/// permit sleep on (the table's seat-event count; `_head`: the name's head, which is
+/// where they slept before that count existed).
+fn asleep_on(pid: i32, path: &Path, _head: u32) -> bool {
     let Some((base, _)) = mapping_of(pid, path) else { return false };
-    let word = base + grant_offset(slot) + 4;
+    let word = base + SEAT_EVENTS_OFFSET;
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
     tasks.flatten().any(|t| {
         let sys = std::fs::read_to_string(t.path().join("syscall")).unwrap_or_default();
@@ -524,11 +543,11 @@ fn asleep_on(pid: i32, path: &Path, slot: u32) -> bool {
     })
 }
 
-/// Waits until every one of `kids` sleeps on the head's futex.
+/// Waits until every one of `kids` sleeps waiting for a permit.
 fn wait_asleep(path: &Path, head: u32, kids: &[&Kid]) {
     let end = Instant::now() + LONG;
     while !kids.iter().all(|k| asleep_on(k.pid(), path, head)) {
-        assert!(Instant::now() < end, "the waiters never went to sleep on the head");
+        assert!(Instant::now() < end, "the waiters never went to sleep");
         std::thread::sleep(Duration::from_millis(1));
     }
 }
@@ -646,7 +665,8 @@ fn no_waiter_sleeps_through_a_free_permit() {
 /// Attacks: scribbled heads — N = 0, 1 and 300 (which does not fit the 8-bit field),
 /// garbage above N, a head flag on a seat, a seat numbered beyond N, a corrupt
 /// deadline on a seat. The defence: errors (`Corrupt`, `WrongKind`) or reclaims, never
-/// a panic or a hang, and `get`/`list`/`info`/`revoke`/by-token calls all answer.
+/// a panic or a hang, and `get`/`list`/`info`/`revoke`/by-token calls all answer. (A
+/// group bit without a well-formed head is a corrupt deadline: reclaimed.)
 #[test]
 fn garbage_in_heads_and_seats_gives_errors_or_reclaims() {
     let wd = Watchdog::new("pa_garbage", LONG);
@@ -674,11 +694,12 @@ fn garbage_in_heads_and_seats_gives_errors_or_reclaims() {
         let head = table.get(&name).unwrap().unwrap().slot;
         write_u64(&path, grant_offset(head), bits);
         match table.acquire_with(&name, TTL, &permits(2)) {
-            Err(Error::Corrupt { .. }) => {}
+            Ok(_) | Err(Error::Corrupt { .. }) => {}
             other => panic!("{name}: {other:?}"),
         }
+        write_u64(&path, grant_offset(head), bits);
         match table.try_acquire(&name, TTL) {
-            Err(Error::Corrupt { .. }) => {}
+            Ok(_) | Err(Error::Corrupt { .. } | Error::WrongKind { .. }) => {}
             other => panic!("{name}: {other:?}"),
         }
         every_call(&name);
