@@ -202,7 +202,7 @@ impl LeaseState {
 pub enum LeaseKind {
     /// One holder at a time (`permits = 1`, the default).
     Exclusive,
-    /// Up to N holders at once (2 ≤ N ≤ 255), each with its own grant.
+    /// Up to N holders at once (2 ≤ N ≤ 128), each with its own grant.
     Permits(u32),
     /// Up to 64 shared holders at once, or one exclusive holder, never both; each
     /// holder with its own grant. A name becomes shared when first acquired shared;
@@ -261,6 +261,19 @@ pub struct GrantInfo {
     pub shared: bool,
 }
 
+/// A fair acquirer waiting for a name: its place in the name's queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedInfo {
+    /// Its ticket: places are served in ticket order.
+    pub ticket: u64,
+    /// Who waits, when recorded.
+    pub holder: Option<Holder>,
+    /// When the place expires unless the waiter renews it (it does while it waits).
+    pub expires_at: Option<SystemTime>,
+    /// Slot index of the place in the table.
+    pub slot: u32,
+}
+
 /// A copy of one name's lease.
 ///
 /// For a name with permits, the top-level fields describe the name as a whole: `token`
@@ -295,6 +308,9 @@ pub struct LeaseInfo {
     /// The live grants, oldest first: the one holder of a held exclusive lease, each
     /// holder of a name with permits.
     pub grants: Vec<GrantInfo>,
+    /// Fair acquirers waiting for the name, first in line first (see
+    /// [`AcquireOptions::fair`](crate::AcquireOptions::fair)).
+    pub queue: Vec<QueuedInfo>,
 }
 
 /// Counters kept by the table (slow paths only, so they cost the fast path nothing).

@@ -37,9 +37,13 @@ pub const NAME_MAX: usize = 64;
 pub const LABEL_MAX: usize = 8;
 /// Largest capacity a table may be created with (2 GiB of slots).
 pub const MAX_CAPACITY: u32 = 1 << 24;
-/// Most grants a multi-holder name can have at once (`permits = N`, and shared holders):
-/// one slot ("seat") each, numbered 1..=N in the binding word's 8-bit seat field.
-pub const MAX_SEATS: u32 = 255;
+/// Most grants a multi-holder name can have at once (`permits = N`): one slot ("seat")
+/// each, numbered 1..=N in the binding word's 8-bit seat field.
+pub const MAX_SEATS: u32 = 128;
+/// The first seat number of a name's fair queue: places 129..=255, one slot each.
+pub const QUEUE_FIRST: u8 = 129;
+/// Most fair acquirers that can wait for one name at once.
+pub const MAX_QUEUE: u32 = 255 - QUEUE_FIRST as u32 + 1;
 /// Table time values at or above this are garbage (table time reaches it after 9 years
 /// of uptime; deadlines up to two years beyond it still fit below the grant word's flag
 /// and kind bits).
@@ -99,7 +103,9 @@ pub struct Header {
     /// waiter announced itself is freed: the futex word (its low half) of acquirers
     /// waiting for any seat of a name (see `table::permits`).
     pub seat_events: AtomicU64,
-    pub reserved1: AtomicU64,
+    /// The last ticket handed to a fair acquirer (see `protocol::take_ticket`): every
+    /// place in a fair queue, of any name, takes a larger one.
+    pub tickets: AtomicU64,
     // --- lines 2 and 3: counters (slow paths, or sampled) ---
     pub counters: [AtomicU64; 16],
 }
@@ -144,7 +150,7 @@ pub struct HeaderImage {
     pub bound: u64,
     pub name_events: u64,
     pub seat_events: u64,
-    pub reserved1: u64,
+    pub tickets: u64,
     pub counters: [u64; 16],
 }
 
@@ -235,7 +241,7 @@ const _: () = {
     same_offsets!(Descriptor: magic, version_endian, geometry, capacity);
     same_offsets!(Descriptor: created_unix_ns, creator, clock_id, reserved0);
     same_offsets!(HeaderImage: boot_id, time_base, token_floor, bound, name_events, seat_events);
-    same_offsets!(HeaderImage: reserved1, counters);
+    same_offsets!(HeaderImage: tickets, counters);
     assert!(core::mem::size_of::<Descriptor>() == core::mem::offset_of!(Header, boot_id));
     assert!(core::mem::size_of::<HeaderImage>() == HEADER_SIZE);
 };
@@ -247,7 +253,7 @@ const _: () = {
 /// | 63 (`WAITERS`) | some process sleeps on this slot's futex and wants a wake-up when the lease is freed (acquirers, and the holder's keep-alive) |
 /// | 62 (`OBSERVERS`) | some process observes every change of holder (election observers): the next grant, release, revocation or unbinding wakes the futex and clears the bit |
 /// | 61 (`REQUESTED`) | somebody asked the holder of this grant to release it (cooperative hand-over); cleared by the next grant |
-/// | 60 (`GROUP`) | without `SHARED`, with 2..=255 in bits 0..8 and nothing else in bits 8..61: the *head* of a name with that many permits N, not a grant; the grants are in its seats (see below). Any other value with bit 60 alone is a corrupt deadline |
+/// | 60 (`GROUP`) | without `SHARED`, with 2..=128 in bits 0..8 and nothing else in bits 8..61: the *head* of a name with that many permits N, not a grant; the grants are in its seats (see below). Any other value with bit 60 alone is a corrupt deadline |
 /// | 59 (`SHARED`) | with `GROUP`: the head of a *shared* name; bits 0..59 are the grant of its exclusive holder, if any, as in an ordinary slot (`FREE`, `REVOKED`, a deadline), and the shared holders' grants are in its seats 1..=64. `GROUP \| SHARED` is kept by every transition except unbinding |
 /// | 0..61 = `FREE` (0) | released (or never granted since the name was bound) |
 /// | 0..61 = `REVOKED` (1) | revoked by an administrator |
@@ -342,12 +348,12 @@ pub mod grant {
         }
     }
     /// N, if `deadline_bits` are those of a multi-holder name's head: `GROUP`, flags,
-    /// and 2..=255 in the low byte, nothing else. Any other word with `GROUP` set is
+    /// and 2..=128 (`MAX_SEATS`) in the low byte, nothing else. Any other word with `GROUP` set is
     /// garbage (a deadline beyond any legitimate one: corrupt, hence reclaimable).
     #[inline]
     pub const fn permits(deadline_bits: u64) -> Option<u32> {
         let n = (deadline_bits & PERMITS) as u32;
-        if deadline_bits & DEADLINE != GROUP | n as u64 || n < 2 || is_shared(deadline_bits) {
+        if deadline_bits & DEADLINE != GROUP | n as u64 || n < 2 || n > super::MAX_SEATS {
             return None;
         }
         Some(n)
@@ -429,7 +435,7 @@ pub mod holder {
 /// | 0..2 | state: `EMPTY` 0 (never bound: ends every probe chain), `BINDING` 1 (a binder holds the table lock and is writing the name), `BOUND` 2, `TOMBSTONE` 3 (was bound; probe chains continue past it) |
 /// | 2..9 | name length, 1..=64 |
 /// | 9..32 | generation: incremented by every binding, so a lookup can tell that the slot was re-bound while it looked |
-/// | 32..40 | seat: 0 for a name's own slot (its lease, or the head of a multi-holder name), 1..=255 for the seats of a multi-holder name |
+/// | 32..40 | seat: 0 for a name's own slot (its lease, or the head of a multi-holder name), 1..=128 for the seats of a multi-holder or shared name, 129..=255 for the places of its fair queue |
 /// | 40..64 | 24 bits of the name's hash, to skip most mismatches without reading the name |
 ///
 /// Changed only under the table lock; read by everyone.

@@ -138,11 +138,11 @@ pub use error::{Error, LostReason, Result};
 #[cfg(not(loom))]
 pub use info::{
     Counters, GrantInfo, Holder, Host, Label, LeaseInfo, LeaseKind, LeaseState, ProcessIdentity,
-    TableInfo,
+    QueuedInfo, TableInfo,
 };
 #[cfg(not(loom))]
 pub use lease::{DetachedLease, Lease, Notice, RawLease};
 #[cfg(not(loom))]
 pub use options::{Location, TableOptions};
 #[cfg(not(loom))]
-pub use table::{AcquireOptions, LeaseTable, RemoveOptions};
+pub use table::{AcquireOptions, LeaseTable, RemoveOptions, PLACE_TTL};

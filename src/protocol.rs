@@ -61,6 +61,7 @@
 
 use crate::fault::{point, Op};
 use crate::layout::{bind, grant, holder, Slot};
+use crate::sync::AtomicU64;
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
 /// Longest TTL a grant may have (one year).
@@ -635,7 +636,7 @@ pub fn take_token(
 }
 
 /// Makes the name's own slot (bound as `bound_as`) the head of a name with `permits`
-/// (2..=255), if it holds no live grant: the counter starts from the slot's token, so
+/// (2..=128), if it holds no live grant: the counter starts from the slot's token, so
 /// the name's tokens keep growing (a grant of a provably dead holder, as `holder_is_dead`
 /// says, is ended). Refused with `Held` while an
 /// exclusive grant is live, with `Group` when it is a head already (with its N).
@@ -777,6 +778,26 @@ pub fn take_shared_token(
         point(Op::Grant);
         if head.grant.compare_exchange(current, grant::pack(bits, token), SeqCst, SeqCst).is_ok() {
             return Ok(token);
+        }
+    }
+    Err(Refusal::Interference)
+}
+
+/// The ticket of a new place in a fair queue, for a place (slot) whose current token is
+/// `seat_token`: the table's ticket counter (`Header::tickets`) is CASed to the least
+/// value ≥ `max(now, counter + 1, seat_token + 1)` whose low 32 bits differ from
+/// `seat_token`'s. So tickets are distinct across the table and taken in increasing
+/// order (a place taken after another was returned has a larger ticket), and each
+/// place's token still only grows.
+pub fn take_ticket(tickets: &AtomicU64, now: u64, seat_token: u64) -> Result<u64, Refusal> {
+    for _ in 0..RETRY_LIMIT {
+        let counter = tickets.load(SeqCst);
+        let mut ticket = next_token(counter.max(seat_token), now).ok_or(Refusal::TokenExhausted)?;
+        if ticket as u32 == seat_token as u32 {
+            ticket = next_token(ticket, now).ok_or(Refusal::TokenExhausted)?;
+        }
+        if tickets.compare_exchange(counter, ticket, SeqCst, SeqCst).is_ok() {
+            return Ok(ticket);
         }
     }
     Err(Refusal::Interference)

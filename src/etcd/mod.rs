@@ -376,9 +376,11 @@ impl EtcdTable {
         options: &AcquireOptions,
     ) -> Result<EtcdLease> {
         crate::table::Key::new(name)?;
-        if options.permits > 1 {
+        if options.permits > 1 || options.shared || options.fair {
             return Err(Error::Unsupported {
-                reason: "names with permits are not carried by the etcd backend yet".into(),
+                reason: "names with permits, shared leases and fair acquisition are not \
+                         carried by the etcd backend yet"
+                    .into(),
             });
         }
         let ttl_s = ttl_secs(ttl)?;
@@ -628,6 +630,7 @@ fn info_of(name: &str, story: &recipe::Story, left: Option<i64>) -> LeaseInfo {
         slot: 0,
         kind: LeaseKind::Exclusive,
         grants: Vec::new(),
+        queue: Vec::new(),
     };
     if state == LeaseState::Held {
         info.grants.push(GrantInfo {

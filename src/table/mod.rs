@@ -49,12 +49,14 @@ use crate::sync::Ordering;
 use crate::sys;
 
 mod binding;
+mod fair;
 mod key;
 mod open;
 mod permits;
 mod shared;
 mod wait;
 
+pub use fair::PLACE_TTL;
 pub(crate) use key::Key;
 pub use open::RemoveOptions;
 pub(crate) use wait::{nap, DeathAlarm, LONGEST_NAP};
@@ -550,6 +552,55 @@ impl Inner {
         }
     }
 
+    /// A grant of `key`'s name of the kind and manner `options` ask for: slot, token and
+    /// deadline.
+    #[inline]
+    pub(crate) fn grant_any(
+        self: &Arc<Inner>,
+        key: &Key,
+        ttl: u64,
+        options: &AcquireOptions,
+    ) -> Result<(u32, u64, u64)> {
+        if options.fair {
+            return self.grant_fair(key, ttl, options);
+        }
+        if options.shared {
+            if options.permits > 1 {
+                return Err(Error::InvalidOptions {
+                    reason: "a lease cannot be both shared and one of several permits".into(),
+                });
+            }
+            return self.grant_shared(key, ttl, options);
+        }
+        if options.permits > 1 {
+            return self.grant_permit(key, ttl, options);
+        }
+        for _ in 0..FREE_TRIES {
+            let granted = match options.wait {
+                None => match self.attempt(key, ttl, options.label)? {
+                    Attempt::Won { slot, token, deadline } => Some((slot, token, deadline)),
+                    Attempt::Held { slot, token, deadline, holder, .. } => {
+                        let remaining = Duration::from_nanos(deadline.saturating_sub(self.now()));
+                        let holder = self.holder_of(slot, holder);
+                        return Err(Error::Held { token, remaining, holder });
+                    }
+                    Attempt::Shared { .. } => {
+                        self.grant_exclusive_of_shared(key, ttl, options.label, None)?
+                    }
+                },
+                Some(timeout) => self.acquire_blocking(key, ttl, options.label, timeout, None)?,
+            };
+            if let Some(granted) = granted {
+                return Ok(granted);
+            }
+        }
+        Err(Error::Busy {
+            location: self.location.to_string(),
+            reason: "the name kept changing between shared and unbound while this call took it"
+                .into(),
+        })
+    }
+
     /// The leader that slot `index` shows while its grant word is still `word` (flags
     /// aside), or `None` when it changed or is not held.
     pub(crate) fn leader_at(&self, index: u32, word: u128) -> Option<Leader> {
@@ -623,6 +674,7 @@ impl Inner {
             slot: index,
             kind: crate::info::LeaseKind::Exclusive,
             grants: Vec::new(),
+            queue: Vec::new(),
         };
         if state == LeaseState::Held {
             info.grants.push(permits::grant_info(&info));
@@ -639,11 +691,13 @@ impl Inner {
         wall: SystemTime,
     ) -> LeaseInfo {
         let bits = grant::deadline_bits(snap.grant);
-        match grant::permits(bits) {
+        let mut info = match grant::permits(bits) {
             Some(permits) => self.group_info(index, snap, permits, now, wall),
             None if grant::is_shared(bits) => self.shared_info(index, snap, now, wall),
             None => self.info_of(index, snap, now, wall),
-        }
+        };
+        info.queue = self.queue_of(index, now, wall);
+        info
     }
 }
 
@@ -713,43 +767,7 @@ impl LeaseTable {
     ) -> Result<(u32, u64, u64)> {
         let key = Key::new(name)?;
         let ttl = ttl_ns(ttl)?;
-        let inner = self.shm();
-        if options.shared {
-            if options.permits > 1 {
-                return Err(Error::InvalidOptions {
-                    reason: "a lease cannot be both shared and one of several permits".into(),
-                });
-            }
-            return inner.grant_shared(&key, ttl, options);
-        }
-        if options.permits > 1 {
-            return inner.grant_permit(&key, ttl, options);
-        }
-        for _ in 0..FREE_TRIES {
-            let granted = match options.wait {
-                None => match inner.attempt(&key, ttl, options.label)? {
-                    Attempt::Won { slot, token, deadline } => Some((slot, token, deadline)),
-                    Attempt::Held { slot, token, deadline, holder, .. } => {
-                        let remaining = Duration::from_nanos(deadline.saturating_sub(inner.now()));
-                        let holder = inner.holder_of(slot, holder);
-                        return Err(Error::Held { token, remaining, holder });
-                    }
-                    Attempt::Shared { .. } => {
-                        inner.grant_exclusive_of_shared(&key, ttl, options.label, None)?
-                    }
-                },
-                Some(timeout) => inner.acquire_blocking(&key, ttl, options.label, timeout, None)?,
-            };
-            if let Some(granted) = granted {
-                return Ok(granted);
-            }
-        }
-        Err(Error::Busy {
-            location: inner.location.to_string(),
-            reason: format!(
-                "{name:?} kept changing between shared and unbound while this call took it"
-            ),
-        })
+        self.shm().grant_any(&key, ttl, options)
     }
 
     /// Extends the grant of `name` with `token` to `ttl` from now — for detached leases
@@ -1044,6 +1062,8 @@ pub struct AcquireOptions {
     pub(crate) permits: u32,
     /// A shared grant of a shared name.
     pub(crate) shared: bool,
+    /// Granted in arrival order among fair acquirers.
+    pub(crate) fair: bool,
 }
 
 impl AcquireOptions {
@@ -1062,7 +1082,7 @@ impl AcquireOptions {
         self
     }
 
-    /// Admit up to `permits` holders of the name at once (1 ..= 255; 1, the default,
+    /// Admit up to `permits` holders of the name at once (1 ..= 128; 1, the default,
     /// is an exclusive lease). Each holder gets a grant of its own, with its own TTL
     /// and token. Every user of a name must ask for the same number: the first use
     /// records it, and a call asking for another fails with [`Error::WrongKind`].
@@ -1130,6 +1150,35 @@ impl AcquireOptions {
     /// ```
     pub fn shared(mut self, shared: bool) -> Self {
         self.shared = shared;
+        self
+    }
+
+    /// Wait in arrival order: among acquirers of the name that ask for fairness, the one
+    /// that started waiting first is granted first, whatever the name's kind. A fair
+    /// acquirer that has to wait takes a place in the name's queue (shown in
+    /// [`LeaseInfo::queue`](crate::LeaseInfo::queue)); a waiter ahead that dies is
+    /// passed over once its death is provable (within 50 ms), one that is stopped or
+    /// hung once its place expires (2 s, [`PLACE_TTL`](crate::PLACE_TTL)), one that
+    /// times out or gives up at once. Without waiting, a fair acquisition does not pass
+    /// waiters in line: it fails with [`Error::Held`] while any wait. Acquirers that do
+    /// not ask for fairness (the default, and the fast path) ignore the queue and may
+    /// take the name between two fair ones. At most 127 fair acquirers can wait for a
+    /// name at once ([`Error::Busy`] past that).
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("shmlease-doc-fair-{}", std::process::id()));
+    /// # let table = shmlease::LeaseTable::open_or_create(&path, &Default::default())?;
+    /// use shmlease::AcquireOptions;
+    /// use std::time::Duration;
+    ///
+    /// let fair = AcquireOptions::new().fair(true).wait(Some(Duration::from_secs(5)));
+    /// let lease = table.acquire_with("printer", Duration::from_secs(30), &fair)?;
+    /// # drop(lease);
+    /// # shmlease::LeaseTable::remove(&path)?;
+    /// # Ok::<(), shmlease::Error>(())
+    /// ```
+    pub fn fair(mut self, fair: bool) -> Self {
+        self.fair = fair;
         self
     }
 

@@ -85,7 +85,12 @@ std::thread_local! {
 
 /// Whether slot `index`, read as `word`, holds a live grant of a live (or unknown)
 /// holder: what an exclusive acquirer must wait for.
-fn live_grant(inner: &Inner, index: u32, word: u128, now: u64) -> Option<(u64, Option<Record>)> {
+pub(super) fn live_grant(
+    inner: &Inner,
+    index: u32,
+    word: u128,
+    now: u64,
+) -> Option<(u64, Option<Record>)> {
     let bits = grant::deadline_bits(word);
     if protocol::classify(bits, now) != Observed::Held {
         return None;

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 mod election;
+mod fair;
 #[allow(unused_imports)] // only the election tests check runs
 pub use election::{check_run, RunChecked};
 #[cfg(feature = "etcd")]
@@ -558,6 +559,7 @@ pub fn run_child() {
         "fork_during_bind" => patterns::role_fork_during_bind(),
         "permit_herd" => permits::role_permit_herd(),
         "permit_hold" => permits::role_permit_hold(),
+        "fair_wait" => fair::role_fair_wait(),
         "shared_herd" => shared::role_shared_herd(),
         "shared_hold" => shared::role_shared_hold(),
         "pa_herd" => permits_attacks::role_pa_herd(),
