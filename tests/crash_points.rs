@@ -68,6 +68,11 @@ enum Scenario {
     /// A permit of a name made a group just before (its head bound): turning the head
     /// into a group, taking a token from it, granting a seat.
     PermitGrant,
+    /// A shared grant of a name bound just before: making it shared, taking a token
+    /// from its head, granting a seat.
+    SharedGrant,
+    /// A fair acquirer taking its place in the queue of a name the parent holds.
+    FairPlace,
 }
 
 impl Scenario {
@@ -76,7 +81,7 @@ impl Scenario {
             Scenario::Create => Op::Create,
             Scenario::Rebase => Op::Rebase,
             Scenario::BindEmpty | Scenario::BindEvict | Scenario::PermitBind => Op::Bind,
-            Scenario::PermitGrant => Op::Grant,
+            Scenario::PermitGrant | Scenario::SharedGrant | Scenario::FairPlace => Op::Grant,
             Scenario::GrantFree | Scenario::GrantAfterWait => Op::Grant,
             Scenario::Renew => Op::Renew,
             Scenario::Release => Op::Release,
@@ -89,7 +94,9 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|c| format!("{c:?}") == s).expect("known scenario")
     }
 
-    const ALL: [Scenario; 12] = [
+    const ALL: [Scenario; 14] = [
+        Scenario::SharedGrant,
+        Scenario::FairPlace,
         Scenario::PermitBind,
         Scenario::PermitGrant,
         Scenario::Create,
@@ -173,6 +180,23 @@ fn crash_child() {
             arm();
             table.request_release(NAME, None).unwrap().expect("the parent's lease was held")
         }
+        Scenario::SharedGrant => {
+            let table = LeaseTable::open(&path).unwrap();
+            arm();
+            let lease = table.acquire_with(NAME, TTL, &AcquireOptions::new().shared(true)).unwrap();
+            let token = lease.token();
+            std::mem::forget(lease);
+            token
+        }
+        Scenario::FairPlace => {
+            let table = LeaseTable::open(&path).unwrap();
+            arm();
+            let fair = AcquireOptions::new().fair(true).wait(Some(LONG));
+            let lease = table.acquire_with(NAME, TTL, &fair).unwrap();
+            let token = lease.token();
+            std::mem::forget(lease);
+            token
+        }
         Scenario::PermitBind | Scenario::PermitGrant => {
             let table = LeaseTable::open(&path).unwrap();
             arm();
@@ -238,7 +262,12 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
             }
         }
         (Scenario::GrantFree, Some(t)) => seen = churn(t, NAME),
-        (Scenario::PermitGrant, Some(t)) => seen = churn(t, NAME),
+        (Scenario::PermitGrant | Scenario::SharedGrant, Some(t)) => seen = churn(t, NAME),
+        (Scenario::FairPlace, Some(t)) => {
+            let lease = t.try_acquire(NAME, LONG).unwrap();
+            seen = lease.token();
+            parent_lease = Some(lease);
+        }
         (Scenario::GrantAfterWait, Some(t)) => {
             let lease = t.try_acquire(NAME, LONG).unwrap();
             seen = lease.token();
@@ -272,6 +301,16 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
             ("STEP", step.to_string()),
         ],
     );
+    if let (Scenario::FairPlace, Some(t), Some(lease)) = (scenario, &table, parent_lease.as_ref()) {
+        // Release once the child has its place (or has died trying).
+        let end = Instant::now() + LONG;
+        while t.get(NAME).unwrap().unwrap().queue.is_empty() && kid.try_status().is_none() {
+            assert!(Instant::now() < end, "{what}: the child never queued");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = lease;
+        parent_lease.take().unwrap().release().unwrap();
+    }
     if let (Scenario::GrantAfterWait, Some(t), Some(lease)) =
         (scenario, &table, parent_lease.take())
     {
@@ -344,6 +383,28 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
                 .unwrap_or_else(|e| panic!("{what}: table unusable after the crash: {e}"));
             recover_permits(&what, &table, seen);
         }
+        Scenario::SharedGrant => {
+            let table = LeaseTable::open(&path)
+                .unwrap_or_else(|e| panic!("{what}: table unusable after the crash: {e}"));
+            recover_shared(&what, &table, seen);
+        }
+        Scenario::FairPlace => {
+            let table = LeaseTable::open(&path)
+                .unwrap_or_else(|e| panic!("{what}: table unusable after the crash: {e}"));
+            // The dead waiter's place (if it got one) holds nobody up: a fair acquirer
+            // that waits gets the name (freed by the parent, or taken by the child
+            // before it died and reclaimable as a dead holder's or at its TTL).
+            let fair = AcquireOptions::new().fair(true).wait(Some(TTL + Duration::from_secs(5)));
+            let lease =
+                table.acquire_with(NAME, LONG, &fair).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(lease.token() > seen, "{what}");
+            assert!(
+                table.get(NAME).unwrap().unwrap().queue.is_empty(),
+                "{what}: a dead place is shown"
+            );
+            drop(lease);
+            recover(&what, &table, seen, kid.pid());
+        }
         _ => {
             let table = LeaseTable::open(&path)
                 .unwrap_or_else(|e| panic!("{what}: table unusable after the crash: {e}"));
@@ -351,6 +412,24 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
         }
     }
     !completed
+}
+
+/// After a crash during a shared grant: two shared grants and then an exclusive one
+/// can be had (at once, or once a grant the crash left without a holder record
+/// expires), tokens above `seen`, the name shared.
+fn recover_shared(what: &str, table: &LeaseTable, seen: u64) {
+    table.list().unwrap_or_else(|e| panic!("{what}: list: {e}"));
+    let wait = Some(TTL + Duration::from_secs(5));
+    let shared = AcquireOptions::new().shared(true).wait(wait);
+    let a = table.acquire_with(NAME, LONG, &shared).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let b = table.acquire_with(NAME, LONG, &shared).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(a.token() > seen && b.token() > a.token(), "{what}");
+    assert_eq!(table.get(NAME).unwrap().unwrap().kind, LeaseKind::Shared, "{what}");
+    drop((a, b));
+    let x = table
+        .acquire_with(NAME, LONG, &AcquireOptions::new().wait(wait))
+        .unwrap_or_else(|e| panic!("{what}: exclusive: {e}"));
+    assert!(x.token() > seen, "{what}");
 }
 
 /// After a crash during a permit's acquisition: both permits of `NAME` can be taken (at
@@ -451,6 +530,16 @@ fn walk(scenario: Scenario) -> u32 {
 
 // Each operation must have at least the crash points its code has today (fewer means
 // they were removed, and the test would silently cover less).
+
+#[test]
+fn crash_at_every_step_of_a_shared_grant() {
+    assert!(walk(Scenario::SharedGrant) >= 8);
+}
+
+#[test]
+fn crash_at_every_step_of_taking_a_place_in_a_fair_queue() {
+    assert!(walk(Scenario::FairPlace) >= 5);
+}
 
 #[test]
 fn crash_at_every_step_of_binding_a_permits_head_and_seat() {

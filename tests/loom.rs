@@ -1257,3 +1257,117 @@ fn no_lost_wakeup_for_permit_waiters() {
         assert_eq!(futex.queue.lock().unwrap().clone(), Vec::<u32>::new(), "lost wake-up");
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// Shared names: an exclusive holder in the head, shared holders in seats
+
+/// A shared name: the head made shared, and two seats bound.
+fn shared_name() -> (Arc<Slot>, u64, Vec<(Arc<Slot>, u64)>) {
+    let (head, hb) = bound(0);
+    protocol::make_shared(&head, hb).unwrap();
+    let seats = (1..=2u8)
+        .map(|seat| {
+            let slot = Arc::new(Slot::new());
+            let b = protocol::bind(&slot, bind::EMPTY, &NAME, 6, seat, 0xabcd, 0).unwrap();
+            (slot, b)
+        })
+        .collect();
+    (head, hb, seats)
+}
+
+/// A shared acquirer, as `table::shared` does it: a seat with a token from the head
+/// (refused while an exclusive grant is live), then a second look at the head, and a
+/// withdrawal if an exclusive grant appeared. Returns the grant it keeps.
+fn take_shared(head: &Slot, hb: u64, seat: &Slot, sb: u64, now: u64, who: u32) -> Option<Granted> {
+    let r = protocol::try_grant_with(seat, sb, now, TTL, rec(who), 0, &mut |_| false, false, |t| {
+        protocol::take_shared_token(head, hb, now, t, &mut |_| false)
+    });
+    let g = match r {
+        Ok(g) => g,
+        Err(Refusal::Held { .. }) => return None,
+        Err(e) => panic!("{e:?}"),
+    };
+    loom::sync::atomic::fence(SeqCst);
+    let word = head.grant.load(SeqCst);
+    if protocol::classify(grant::deadline_bits(word), now) == protocol::Observed::Held {
+        protocol::release(seat, g.token, g.deadline).unwrap();
+        return None;
+    }
+    Some(g)
+}
+
+/// Two shared acquirers and an exclusive acquirer (head grant, then a scan of the
+/// seats, giving up if a shared grant is live) race: an exclusive grant and a shared
+/// grant are never both kept at once, and tokens are distinct across both kinds.
+#[test]
+fn shared_and_exclusive_acquirers_never_both_keep_their_grants() {
+    model(3, || {
+        let (head, hb, seats) = shared_name();
+        let seats = Arc::new(seats);
+        let exclusive = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(AtomicUsize::new(0));
+        let tokens = Arc::new(Mutex::new(Vec::new()));
+        let reader = |i: usize| {
+            let (head, seats, exclusive, shared, tokens) =
+                (head.clone(), seats.clone(), exclusive.clone(), shared.clone(), tokens.clone());
+            thread::spawn(move || {
+                let (seat, sb) = &seats[i];
+                if let Some(g) = take_shared(&head, hb, seat, *sb, 100, i as u32 + 1) {
+                    shared.fetch_add(1, SeqCst);
+                    assert_eq!(exclusive.load(SeqCst), 0, "a shared grant beside an exclusive one");
+                    tokens.lock().unwrap().push(g.token);
+                    shared.fetch_sub(1, SeqCst);
+                    protocol::release(seat, g.token, g.deadline).unwrap();
+                }
+            })
+        };
+        let r1 = reader(0);
+        let r2 = reader(1);
+        let w = {
+            let (head, seats, exclusive, shared, tokens) =
+                (head.clone(), seats.clone(), exclusive.clone(), shared.clone(), tokens.clone());
+            thread::spawn(move || {
+                let next = |t| protocol::next_token(t, 100).ok_or(Refusal::TokenExhausted);
+                let g = match protocol::try_grant_with(
+                    &head,
+                    hb,
+                    100,
+                    TTL,
+                    rec(9),
+                    0,
+                    &mut |_| false,
+                    true,
+                    next,
+                ) {
+                    Ok(g) => g,
+                    Err(Refusal::Held { .. }) => return,
+                    Err(e) => panic!("{e:?}"),
+                };
+                loom::sync::atomic::fence(SeqCst);
+                let busy = seats.iter().any(|(s, _)| {
+                    protocol::classify(grant::deadline_bits(s.grant.load(SeqCst)), 100)
+                        == protocol::Observed::Held
+                });
+                if !busy {
+                    exclusive.fetch_add(1, SeqCst);
+                    assert_eq!(shared.load(SeqCst), 0, "an exclusive grant beside a shared one");
+                    tokens.lock().unwrap().push(g.token);
+                    exclusive.fetch_sub(1, SeqCst);
+                }
+                protocol::release(&head, g.token, g.deadline).unwrap();
+                assert!(
+                    grant::is_shared(grant::deadline_bits(head.grant.load(SeqCst))),
+                    "kind kept"
+                );
+            })
+        };
+        for h in [r1, r2, w] {
+            h.join().unwrap();
+        }
+        let mut all = tokens.lock().unwrap().clone();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n, "a token taken twice");
+    });
+}
