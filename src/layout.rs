@@ -176,6 +176,11 @@ pub mod counter {
     pub const RENEWALS: usize = 8;
     /// Releases, sampled like `RENEWALS`.
     pub const RELEASES: usize = 9;
+    /// Places held in fair queues, across the table (not a statistic: fair acquirers
+    /// look at a name's queue only while it is not 0). Counted before a place is taken
+    /// and after it is given up, so it is never too low; a waiter killed while queued
+    /// leaves it too high for good (fair acquisitions then always look at the queue).
+    pub const PLACES: usize = 10;
     /// Sampling period of the sampled counters (a power of two).
     pub const SAMPLE: u64 = 64;
 }

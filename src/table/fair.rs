@@ -91,8 +91,28 @@ impl Inner {
         ahead
     }
 
-    /// Takes a place at the back of `key`'s queue.
+    /// Takes a place at the back of `key`'s queue, counted in `counter::PLACES` (before
+    /// it exists, so that the count is never too low).
     fn take_place(&self, key: &Key) -> Result<Place> {
+        self.places().fetch_add(1, Ordering::SeqCst);
+        let place = self.take_place_uncounted(key);
+        if place.is_err() {
+            self.uncount_place();
+        }
+        place
+    }
+
+    /// The count of places held in fair queues.
+    fn places(&self) -> &crate::sync::AtomicU64 {
+        &self.header().counters[crate::layout::counter::PLACES]
+    }
+
+    fn uncount_place(&self) {
+        let _ =
+            self.places().fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    fn take_place_uncounted(&self, key: &Key) -> Result<Place> {
         let ttl = PLACE_TTL.as_nanos() as u64;
         let me = identity::me().record(false);
         let tickets = &self.header().tickets;
@@ -152,6 +172,7 @@ impl Inner {
                 self.freed(place.slot);
             }
         }
+        self.uncount_place();
     }
 
     /// A fair acquisition (see the module docs): `options` without `fair` says what kind
@@ -164,8 +185,13 @@ impl Inner {
     ) -> Result<(u32, u64, u64)> {
         let start = Instant::now();
         let plain = AcquireOptions { fair: false, wait: None, ..*options };
-        // Nobody queued: one ordinary attempt first.
-        let queued = self.places_ahead(key, u64::MAX, false);
+        // Nobody queued: one ordinary attempt first. (No place bound anywhere in the
+        // table: no queue to look at.)
+        let queued = if self.places().load(Ordering::SeqCst) == 0 {
+            Ahead { count: 0, first: None, nap: Duration::ZERO }
+        } else {
+            self.places_ahead(key, u64::MAX, false)
+        };
         match queued.first {
             None => match self.grant_any(key, ttl, &plain) {
                 Ok(granted) => return Ok(granted),
@@ -212,7 +238,10 @@ impl Inner {
                 ) {
                     Ok(d) => place.deadline = d,
                     // Lost (we were stopped past its TTL): a new place, at the back.
-                    Err(_) => place = self.take_place(key)?,
+                    Err(_) => {
+                        self.uncount_place();
+                        place = self.take_place(key)?;
+                    }
                 }
                 renewed = Instant::now();
             }

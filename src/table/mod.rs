@@ -689,6 +689,7 @@ impl Inner {
         snap: &protocol::Snapshot,
         now: u64,
         wall: SystemTime,
+        with_queue: bool,
     ) -> LeaseInfo {
         let bits = grant::deadline_bits(snap.grant);
         let mut info = match grant::permits(bits) {
@@ -696,7 +697,9 @@ impl Inner {
             None if grant::is_shared(bits) => self.shared_info(index, snap, now, wall),
             None => self.info_of(index, snap, now, wall),
         };
-        info.queue = self.queue_of(index, now, wall);
+        if with_queue {
+            info.queue = self.queue_of(index, now, wall);
+        }
         info
     }
 }
@@ -908,7 +911,8 @@ impl LeaseTable {
         let Some((index, _)) = inner.find(&key) else { return Ok(None) };
         let now = inner.now();
         let wall = SystemTime::now();
-        Ok(protocol::snapshot(inner.slot(index)).map(|s| inner.name_info(index, &s, now, wall)))
+        Ok(protocol::snapshot(inner.slot(index))
+            .map(|s| inner.name_info(index, &s, now, wall, true)))
     }
 
     /// Every name the table knows, in slot order (of its own slot), whatever its state.
@@ -918,14 +922,26 @@ impl LeaseTable {
         let now = inner.now();
         let wall = SystemTime::now();
         let mut out = Vec::new();
+        // Queues are looked up only for the names that have places bound (each lookup
+        // probes every place a queue can have).
+        let mut queued = std::collections::HashSet::new();
         for index in 0..inner.capacity {
             if let Some(s) = protocol::snapshot(inner.slot(index)) {
+                if bind::seat(s.bind) >= layout::QUEUE_FIRST {
+                    queued.insert((s.name, bind::name_len(s.bind)));
+                }
                 if grant::deadline(s.grant) != grant::UNBOUND && bind::seat(s.bind) == 0 {
-                    out.push(inner.name_info(index, &s, now, wall));
+                    out.push((index, s));
                 }
             }
         }
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .map(|(index, s)| {
+                let with_queue = queued.contains(&(s.name, bind::name_len(s.bind)));
+                inner.name_info(index, &s, now, wall, with_queue)
+            })
+            .collect())
     }
 
     /// Facts and counters about the table (scans every slot).

@@ -1,20 +1,23 @@
-//! Names with permits (issue 12): the cost of a permit against an exclusive lease, and
-//! how processes holding permits of one name at once scale, against process-shared
-//! `pthread_rwlock` read locks and `flock(LOCK_SH)` on the same machine.
+//! Kinds of names (issue 12): the cost of a permit, a shared grant and a fair
+//! acquisition against an exclusive lease, and how processes holding one name at once
+//! (permits, shared) scale, against process-shared `pthread_rwlock` read locks and
+//! `flock(LOCK_SH)` on the same machine.
 //!
 //! - `uncontended`: one process, `acquire_with` + `release` of one name, exclusive
-//!   (`try_acquire`), with 2 permits and with 8 permits; 15 rounds of 200,000 operations,
+//!   (`try_acquire`), with 2 permits, with 8 permits, shared, and fair (exclusive);
+//!   15 rounds of 200,000 operations,
 //!   the kinds interleaved round by round so that machine noise hits them alike;
 //!   medians, and each permit kind as a ratio of the exclusive lease in the same run.
 //! - `scaling`: one process, then two processes (pinned to different CPUs), each in a
 //!   loop of acquire + release for 1 s; total operations per second, median of 7
 //!   rounds, and the two-process figure as a ratio of the one-process one. Subjects: a
-//!   name with 2 permits (each process can hold one), an exclusive name (contended by
+//!   name with 2 permits (each process can hold one), a shared name (shared grants), an
+//!   exclusive name (contended by
 //!   design: the reference for "does not scale"), a process-shared `pthread_rwlock`
 //!   read lock, and `flock(LOCK_SH)` on one file (each process its own descriptor).
 //!
 //! Not a criterion benchmark: it prints a table and writes
-//! `target/shmlease-bench/<baseline>/permits.json`. Run: `cargo bench --bench permits`.
+//! `target/shmlease-bench/<baseline>/kinds.json`. Run: `cargo bench --bench kinds`.
 //! Under `cargo test` it does nothing.
 
 #![cfg_attr(test, allow(dead_code))]
@@ -53,6 +56,8 @@ fn uncontended(table: &LeaseTable, json: &mut Vec<String>) {
         ("exclusive", "x", AcquireOptions::new()),
         ("permits_2", "p2", AcquireOptions::new().permits(2).unwrap()),
         ("permits_8", "p8", AcquireOptions::new().permits(8).unwrap()),
+        ("shared", "sh", AcquireOptions::new().shared(true)),
+        ("fair", "fa", AcquireOptions::new().fair(true)),
     ];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
     for (_, name, opts) in &kinds {
@@ -76,6 +81,7 @@ fn uncontended(table: &LeaseTable, json: &mut Vec<String>) {
 #[derive(Clone, Copy)]
 enum Subject {
     Permits2,
+    Shared,
     Exclusive,
     RwlockRead,
     FlockShared,
@@ -85,6 +91,7 @@ impl Subject {
     fn label(self) -> &'static str {
         match self {
             Subject::Permits2 => "permits_2",
+            Subject::Shared => "shared",
             Subject::Exclusive => "exclusive",
             Subject::RwlockRead => "pthread_rwlock_rd",
             Subject::FlockShared => "flock_LOCK_SH",
@@ -124,6 +131,7 @@ impl Arena {
 /// One process's loop: operations done in `SCALE_RUN`.
 fn work(subject: Subject, table: &LeaseTable, arena: &Arena, file: &std::path::Path) -> u64 {
     let opts = AcquireOptions::new().permits(2).unwrap();
+    let shared = AcquireOptions::new().shared(true);
     let flock_file = lock_file(file);
     let rw: *mut libc::pthread_rwlock_t = arena.shm.at(RWLOCK_AT);
     let end = Instant::now() + SCALE_RUN;
@@ -134,6 +142,11 @@ fn work(subject: Subject, table: &LeaseTable, arena: &Arena, file: &std::path::P
                 Subject::Permits2 => {
                     // Both processes may hold a permit at once: never refused here.
                     let lease = table.acquire_with("scale-p2", TTL, &opts).unwrap();
+                    lease.release().unwrap();
+                    n += 1;
+                }
+                Subject::Shared => {
+                    let lease = table.acquire_with("scale-sh", TTL, &shared).unwrap();
                     lease.release().unwrap();
                     n += 1;
                 }
@@ -205,9 +218,13 @@ fn scaling(table: &LeaseTable, json: &mut Vec<String>) {
     println!(
         "two processes at once vs one (ops/s, median of {SCALE_ROUNDS} rounds of {SCALE_RUN:?}):"
     );
-    for subject in
-        [Subject::Permits2, Subject::Exclusive, Subject::RwlockRead, Subject::FlockShared]
-    {
+    for subject in [
+        Subject::Permits2,
+        Subject::Shared,
+        Subject::Exclusive,
+        Subject::RwlockRead,
+        Subject::FlockShared,
+    ] {
         let mut one = Vec::new();
         let mut two = Vec::new();
         for _ in 0..SCALE_ROUNDS {
@@ -232,12 +249,12 @@ fn main() {
     if !bench_mode() {
         return;
     }
-    let path = shm_path(&scratch_name("permits"));
+    let path = shm_path(&scratch_name("kinds"));
     let table = LeaseTable::create(&path, &TableOptions::new().capacity(1024)).unwrap();
     let mut json = Vec::new();
     uncontended(&table, &mut json);
     scaling(&table, &mut json);
-    let out = out_dir().join("permits.json");
+    let out = out_dir().join("kinds.json");
     std::fs::write(&out, format!("{{\n  {}\n}}\n", json.join(",\n  "))).unwrap();
     println!("wrote {}", out.display());
     LeaseTable::remove_with(&path, &RemoveOptions::new().force(true)).unwrap();
