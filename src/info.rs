@@ -352,7 +352,8 @@ pub struct TableInfo {
     pub capacity: u32,
     /// Slots bound to a name.
     pub names: u32,
-    /// Slots whose lease is held right now.
+    /// Grants live right now (a name with several holders counts each; waiting places
+    /// in fair queues are not grants).
     pub held: u32,
     /// Size of the table in bytes.
     pub size_bytes: u64,

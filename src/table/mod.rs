@@ -961,11 +961,14 @@ impl LeaseTable {
                 let g = slot.grant.load(Ordering::Relaxed);
                 if grant::deadline(g) != grant::UNBOUND {
                     names += (bind::seat(b) == 0) as u32;
-                    grants = grants.wrapping_add(slot.transitions.load(Ordering::Relaxed));
-                    held += matches!(
-                        protocol::classify(grant::deadline_bits(g), now),
-                        Observed::Held | Observed::Corrupt
-                    ) as u32;
+                    // Places in fair queues are waiters, not grants of their names.
+                    if bind::seat(b) < layout::QUEUE_FIRST {
+                        grants = grants.wrapping_add(slot.transitions.load(Ordering::Relaxed));
+                        held += matches!(
+                            protocol::classify(grant::deadline_bits(g), now),
+                            Observed::Held | Observed::Corrupt
+                        ) as u32;
+                    }
                 }
             }
         }
