@@ -350,7 +350,7 @@ pub struct TableInfo {
     pub format_version: u32,
     /// Number of slots.
     pub capacity: u32,
-    /// Slots bound to a name.
+    /// Names in the table (a name with several holders, or a fair queue, counts once).
     pub names: u32,
     /// Grants live right now (a name with several holders counts each; waiting places
     /// in fair queues are not grants).
