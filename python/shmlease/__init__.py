@@ -15,6 +15,10 @@ carries a fencing token that only ever grows for its name.
 Permits: ``table.lease(name, ttl, permits=N)`` lets up to N holders have the name at
 once, each with a grant (and fencing token) of its own.
 
+Readers and writers: ``table.lease(name, ttl, shared=True)`` is one of up to 64 shared
+holders; ``table.lease(name, ttl)`` of the same name is its one exclusive holder, which
+waits for the shared holders to leave and keeps new ones out meanwhile.
+
 Leader election: ``table.election(name)`` — ``campaign()`` for a ``Leadership``
 whose ``term`` is its fencing token, ``leader()``, ``observe()``, and ``run(lead)``.
 

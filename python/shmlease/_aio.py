@@ -96,6 +96,7 @@ class LeaseAcquisition:
         label: Optional[str] = None,
         keep_alive: bool = True,
         permits: int = 1,
+        shared: bool = False,
     ) -> None:
         self._table = table
         self._name = name
@@ -104,12 +105,18 @@ class LeaseAcquisition:
         self._label = label
         self._keep_alive = keep_alive
         self._permits = permits
+        self._shared = shared
         self._lease: Optional[Lease] = None
 
     async def acquire(self) -> Lease:
         """Takes the lease, waiting as ``wait`` says without blocking the loop."""
         t, name, ttl = self._table, self._name, self._ttl
-        kw = {"label": self._label, "keep_alive": self._keep_alive, "permits": self._permits}
+        kw = {
+            "label": self._label,
+            "keep_alive": self._keep_alive,
+            "permits": self._permits,
+            "shared": self._shared,
+        }
         try:
             return t.acquire(name, ttl, wait=0, **kw)
         except _errors.Held:

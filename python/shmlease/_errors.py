@@ -99,15 +99,18 @@ class Timeout(Error, TimeoutError):
 
 
 class WrongKind(Error, ValueError):
-    """The name is in use as another kind than the call asked for: exclusive, or with
-    another number of permits. The kind is recorded with the name at its first use, so
-    that users who disagree about ``permits`` are told, rather than admitting more
-    holders than either intended: pass the recorded ``permits``, or use another name.
+    """The name is in use as another kind than the call asked for: exclusive, with
+    another number of permits, or shared (a shared name has no permits, and a name
+    with permits takes no shared holders; an exclusive acquisition of a shared name is
+    no error: it waits for the shared holders). The kind is recorded with the name at
+    its first use, so that users who disagree about ``permits`` are told, rather than
+    admitting more holders than either intended: pass the recorded ``permits``, or use
+    another name. An election on a name in use with permits or shared is refused too.
 
     Attributes: ``name``; ``recorded`` and ``requested`` (each a
     :class:`~shmlease.LeaseKind`: how the name is in use, and what the call asked for),
     with their numbers of permits in ``recorded_permits`` and ``requested_permits``
-    (1 for an exclusive lease).
+    (1 for an exclusive lease, 64 for a shared name).
     """
 
     name: str = ""
@@ -143,7 +146,8 @@ class InvalidLabel(Error, ValueError):
 
 
 class InvalidOptions(Error, ValueError):
-    """Table options or a location that cannot work. Attribute: ``reason``."""
+    """Options or a location that cannot work: table options, a permit count out of
+    range, ``shared=True`` with ``permits`` above 1. Attribute: ``reason``."""
 
     reason: str = ""
 

@@ -58,12 +58,15 @@ class Table:
         keep_alive: bool = True,
         cancel: Optional[threading.Event] = None,
         permits: int = 1,
+        shared: bool = False,
     ) -> "Lease":
         """Takes the lease (``ttl`` default 10 s), waiting up to ``wait`` (``None``:
         forever, ``0``: never). ``Held``/``Timeout`` when it stays held. Returns
         ``None`` only if ``cancel`` was set. ``permits=N``: one of up to ``N`` holders
         at once, each with its own grant; ``WrongKind`` if the name is in use with
-        another ``N``."""
+        another ``N``. ``shared=True``: one of up to 64 shared holders; without it, a
+        shared name's exclusive holder, which waits for the shared holders to leave
+        and keeps new ones out meanwhile."""
     def lease(
         self,
         name: str,
@@ -74,6 +77,7 @@ class Table:
         keep_alive: bool = True,
         cancel: Optional[threading.Event] = None,
         permits: int = 1,
+        shared: bool = False,
     ) -> "Lease":
         """``acquire()``, named for ``with table.lease(name) as lease:``."""
     def try_acquire(
@@ -84,8 +88,10 @@ class Table:
         label: Optional[str] = None,
         keep_alive: bool = True,
         permits: int = 1,
+        shared: bool = False,
     ) -> "Lease":
-        """Takes the lease if nobody holds it (fewer than ``permits`` do); raises ``Held`` otherwise."""
+        """Takes the lease if nobody holds it (fewer than ``permits`` do; with
+        ``shared``, no exclusive holder); raises ``Held`` otherwise."""
     def lease_async(
         self,
         name: str,
@@ -95,6 +101,7 @@ class Table:
         label: Optional[str] = None,
         keep_alive: bool = True,
         permits: int = 1,
+        shared: bool = False,
     ) -> LeaseAcquisition:
         """``async with table.lease_async(name) as lease:`` or ``await``."""
     def renew(self, name: str, token: int, ttl: Duration) -> float:
@@ -102,24 +109,25 @@ class Table:
     def release(self, name: str, token: int) -> None:
         """Releases a detached lease by token."""
     def revoke(self, name: str, token: Optional[int] = None) -> Optional[int]:
-        """Revokes the grant of ``name`` (every grant of a name with permits; only
-        ``token``'s, if given); returns its token (the newest)."""
+        """Revokes the grant of ``name`` (every grant of a name with permits or a
+        shared name; only ``token``'s, if given); returns its token (the newest)."""
     def request_release(self, name: str, token: Optional[int] = None) -> Optional[int]:
-        """Asks the holder of ``name`` (each holder, with permits; only ``token``'s, if
-        given) to release it (cooperative); returns its token (the newest)."""
+        """Asks the holder of ``name`` (each holder, with permits or shared; only
+        ``token``'s, if given) to release it (cooperative); returns its token (the
+        newest)."""
     def election(self, name: str, *, ttl: Optional[Duration] = None, label: Optional[str] = None) -> "Election":
         """The election on ``name`` (``ttl`` default 10 s: how long a frozen leader
         blocks the others; a dead one is replaced at once)."""
     def get(self, name: str) -> Optional[LeaseInfo]:
         """The lease on ``name``, if the table knows the name (live grants in ``grants``)."""
     def list(self) -> list[LeaseInfo]:
-        """Every name the table knows (a name with permits once)."""
+        """Every name the table knows (a name with permits, or shared, once)."""
     def info(self) -> TableInfo:
         """Facts and counters about the table."""
 
 class Lease:
-    """A lease held by this process (with permits: one grant of the name); a context
-    manager that releases it."""
+    """A lease held by this process (with permits, or shared: one grant of the name);
+    a context manager that releases it."""
 
     @property
     def token(self) -> int:

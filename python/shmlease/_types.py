@@ -66,12 +66,16 @@ class LeaseState(str, enum.Enum):
 
 class LeaseKind(str, enum.Enum):
     """How many may hold a name at once, as recorded with the name at its first use
-    (``LeaseInfo.permits`` and ``WrongKind.recorded_permits`` give the number)."""
+    (``LeaseInfo.permits`` and ``WrongKind.recorded_permits`` give the number): one,
+    up to N (permits), or readers and writers (shared)."""
 
     #: One holder at a time (``permits=1``, the default).
     EXCLUSIVE = "exclusive"
     #: Up to N holders at once (``permits=N``, 2 ≤ N ≤ 255), each with a grant of its own.
     PERMITS = "permits"
+    #: Up to 64 shared holders at once (``shared=True``), or one exclusive holder, never
+    #: both; each holder with a grant of its own (``LeaseInfo.permits`` is 64).
+    SHARED = "shared"
     #: A kind this version of the package does not know.
     UNKNOWN = "unknown"
 
@@ -100,8 +104,9 @@ class Holder:
 
 @dataclass(frozen=True)
 class GrantInfo:
-    """One live grant of a name: the one holder of an exclusive lease, or one of the
-    holders of a name with permits."""
+    """One live grant of a name: the one holder of an exclusive lease, one of the
+    holders of a name with permits, or a shared name's exclusive holder or one of its
+    shared holders (``shared`` tells which)."""
 
     #: Its fencing token.
     token: int
@@ -115,8 +120,11 @@ class GrantInfo:
     expires_at: Optional[_dt.datetime]
     #: Seconds left.
     remaining: float
-    #: Slot index of the grant in the table (for a name with permits, a seat's slot).
+    #: Slot index of the grant in the table (for a name with permits, or a shared
+    #: holder, a seat's slot).
     slot: int
+    #: A shared grant (``shared=True``); ``False`` for an exclusive grant or a permit.
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,10 @@ class LeaseInfo:
     For a name with permits, the top-level fields describe the name as a whole:
     ``token`` is the latest token taken by any of its grants, ``state`` is ``HELD``
     while any grant is, ``holder`` is ``None``, ``remaining`` is the longest time left
-    of any grant; each live grant, with its holder, is in ``grants``.
+    of any grant; each live grant, with its holder, is in ``grants``. For a shared
+    name likewise (``token`` is the latest of either kind), except that ``holder`` is
+    the exclusive holder's while there is one (else ``None``); ``grants`` shows each
+    holder of either kind, ``GrantInfo.shared`` telling which.
     """
 
     #: The lease name.
@@ -149,9 +160,10 @@ class LeaseInfo:
     transitions: int
     #: Slot index in the table.
     slot: int
-    #: Exclusive, or with permits.
+    #: Exclusive, with permits, or shared.
     kind: LeaseKind
-    #: How many grants may be live at once (1 for an exclusive lease).
+    #: How many grants may be live at once (1 for an exclusive lease; for a shared
+    #: name, 64 shared ones).
     permits: int
     #: The live grants, oldest first (empty unless held).
     grants: list[GrantInfo]

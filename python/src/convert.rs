@@ -175,6 +175,7 @@ pub fn lease_kind(py: Python<'_>, kind: LeaseKind) -> PyResult<Bound<'_, PyAny>>
     let value = match kind {
         LeaseKind::Exclusive => "exclusive",
         LeaseKind::Permits(_) => "permits",
+        LeaseKind::Shared => "shared",
         _ => "unknown",
     };
     py_type!(py, "LeaseKind")?.call1((value,))
@@ -190,6 +191,7 @@ pub fn grant_info(py: Python<'_>, g: GrantInfo) -> PyResult<Bound<'_, PyAny>> {
     kw.set_item("expires_at", datetime(py, g.expires_at)?)?;
     kw.set_item("remaining", g.remaining.as_secs_f64())?;
     kw.set_item("slot", g.slot)?;
+    kw.set_item("shared", g.shared)?;
     py_type!(py, "GrantInfo")?.call((), Some(&kw))
 }
 

@@ -310,8 +310,9 @@ impl Drop for LeaseCell {
 
 /// A lease on a name, held by this process: exclusive until its deadline, which the
 /// keep-alive (on by default) pushes back while the lease is held. Taken with
-/// ``permits=N``, it is one of up to ``N`` grants of the name, each its own lease:
-/// everything here is about this grant alone.
+/// ``permits=N``, it is one of up to ``N`` grants of the name, and with
+/// ``shared=True`` one of its shared holders; each is its own lease: everything here
+/// is about this grant alone.
 ///
 /// Use it as a context manager (``with table.lease("name") as lease:``): leaving the
 /// block releases it. Pass ``lease.token`` to any resource that can reject stale

@@ -45,6 +45,14 @@ pub struct PyTable {
     allow_world_writable: bool,
 }
 
+/// What kind of grant an acquisition asks for: ``permits`` (read as any int, so that
+/// one out of range is told as the library tells it) and ``shared``.
+#[derive(Clone, Copy)]
+struct Kind {
+    permits: i64,
+    shared: bool,
+}
+
 impl PyTable {
     fn open(
         py: Python<'_>,
@@ -78,10 +86,11 @@ impl PyTable {
         label: Option<&str>,
         keep_alive: bool,
         cancel: Option<&Bound<'_, PyAny>>,
-        permits: i64,
+        kind: Kind,
     ) -> PyResult<Option<PyLease>> {
         let py = slf.py();
         let ttl = convert::duration(ttl, "ttl")?;
+        let Kind { permits, shared } = kind;
         // Any int is read, so that a negative or huge count is told as the library
         // tells one out of range (``InvalidOptions``), not as an ``OverflowError``.
         let permits = u32::try_from(permits).map_err(|_| {
@@ -89,7 +98,7 @@ impl PyTable {
                 reason: format!("permits must be between 1 and {MAX_SEATS}, not {permits}"),
             })
         })?;
-        let mut options = AcquireOptions::new().permits(permits).map_err(to_py)?;
+        let mut options = AcquireOptions::new().permits(permits).map_err(to_py)?.shared(shared);
         if let Some(label) = label {
             options = options.label(label).map_err(to_py)?;
         }
@@ -112,6 +121,15 @@ impl PyTable {
                         Err(e @ Error::TimedOut { .. }) => {
                             if left <= SLICE && matches!(wait, Wait::For(_)) {
                                 return Err(timed_out(e, start.elapsed()));
+                            }
+                        }
+                        // An exclusive acquisition of a shared name whose slice ran out
+                        // while it drained the shared holders: the library tells that
+                        // as `Held` (the drain's refusal) even to a waiting call.
+                        Err(Error::Held { token, holder, .. }) => {
+                            if left <= SLICE && matches!(wait, Wait::For(_)) {
+                                let waited = start.elapsed();
+                                return Err(to_py(Error::TimedOut { waited, token, holder }));
                             }
                         }
                         Err(e) => return Err(to_py(e)),
@@ -235,10 +253,29 @@ impl PyTable {
     /// saying which); an exclusive name that nobody holds takes the ``N`` of its next
     /// user.
     ///
+    /// ``shared=True`` takes a *shared* grant (readers and writers): the name admits up
+    /// to 64 shared holders at once, or one exclusive holder, never both; each holder
+    /// has a grant of its own (TTL, holder, fencing token; tokens of the name grow
+    /// across both kinds). A name becomes shared when first acquired shared (a live
+    /// exclusive holder it has then stays its exclusive holder). An acquisition without
+    /// ``shared`` of a shared name is its exclusive one: it takes the name, then waits
+    /// until the shared holders have left, while new shared acquisitions wait for it
+    /// (or get ``Held``); with ``wait=0`` it gets ``Held`` while any shared holder is
+    /// live. A shared acquisition waits while an exclusive holder holds the name or
+    /// waits for it; a continuous stream of exclusive acquirers can keep shared ones
+    /// waiting (there is no bound). A limitation of this package: a waiting exclusive
+    /// acquirer gives the name up for a moment at each of its 50 ms wake-ups and takes
+    /// it again (with a new token), so shared acquirers waiting at that moment (woken by
+    /// it) get in first, and are waited for in turn: in Python, shared acquirers that
+    /// wait can keep a writer waiting.
+    ///
+    /// ``shared=True`` with ``permits`` above 1 raises ``InvalidOptions``; shared on a
+    /// name with permits, or permits on a shared name, ``WrongKind``.
+    ///
     /// Use it as a context manager to release at the end of the block.
     #[pyo3(signature = (
         name, ttl = None, *, wait = None, label = None, keep_alive = true, cancel = None,
-        permits = 1,
+        permits = 1, shared = false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn acquire(
@@ -250,6 +287,7 @@ impl PyTable {
         keep_alive: bool,
         cancel: Option<&Bound<'_, PyAny>>,
         permits: i64,
+        shared: bool,
     ) -> PyResult<Option<PyLease>> {
         let py = slf.py();
         let default_ttl;
@@ -261,14 +299,15 @@ impl PyTable {
             }
         };
         let cancel = cancel.filter(|c| !c.is_none());
-        PyTable::take(slf, name, ttl, convert::wait(wait)?, label, keep_alive, cancel, permits)
+        let kind = Kind { permits, shared };
+        PyTable::take(slf, name, ttl, convert::wait(wait)?, label, keep_alive, cancel, kind)
     }
 
     /// ``with table.lease(name, ttl) as lease:`` — ``acquire()`` under the name that
     /// reads best in a ``with`` statement; the same arguments.
     #[pyo3(signature = (
         name, ttl = None, *, wait = None, label = None, keep_alive = true, cancel = None,
-        permits = 1,
+        permits = 1, shared = false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn lease(
@@ -280,14 +319,20 @@ impl PyTable {
         keep_alive: bool,
         cancel: Option<&Bound<'_, PyAny>>,
         permits: i64,
+        shared: bool,
     ) -> PyResult<Option<PyLease>> {
-        PyTable::acquire(slf, name, ttl, wait, label, keep_alive, cancel, permits)
+        PyTable::acquire(slf, name, ttl, wait, label, keep_alive, cancel, permits, shared)
     }
 
     /// Takes the lease on ``name`` if nobody holds it (with ``permits=N``: if fewer
-    /// than ``N`` do); never waits. Raises ``Held`` (with ``.holder`` and
-    /// ``.remaining``, of the grant that frees soonest) if it is taken.
-    #[pyo3(signature = (name, ttl = None, *, label = None, keep_alive = true, permits = 1))]
+    /// than ``N`` do; with ``shared=True``: if no exclusive holder holds or waits for
+    /// it, and fewer than 64 shared holders do); never waits. Raises ``Held`` (with
+    /// ``.holder`` and ``.remaining``, of the grant that frees soonest) if it is taken;
+    /// an exclusive ``try_acquire`` of a shared name is refused while any shared holder
+    /// is live. The same ``permits`` and ``shared`` as ``acquire``.
+    #[pyo3(signature = (
+        name, ttl = None, *, label = None, keep_alive = true, permits = 1, shared = false,
+    ))]
     fn try_acquire(
         slf: &Bound<'_, Self>,
         name: &str,
@@ -295,19 +340,22 @@ impl PyTable {
         label: Option<&str>,
         keep_alive: bool,
         permits: i64,
+        shared: bool,
     ) -> PyResult<PyLease> {
         let zero = 0i32.into_pyobject(slf.py())?.into_any();
+        let never = Some(&zero);
         let lease =
-            PyTable::acquire(slf, name, ttl, Some(&zero), label, keep_alive, None, permits)?;
+            PyTable::acquire(slf, name, ttl, never, label, keep_alive, None, permits, shared)?;
         Ok(lease.expect("a lease that never waits is never cancelled"))
     }
 
     /// ``async with table.lease_async(name, ttl) as lease:`` (or ``await``): the lease
     /// without blocking the event loop; cancelling the awaiting task abandons the wait
     /// (a lease granted meanwhile is released). The same arguments as ``acquire``
-    /// (``permits`` included).
+    /// (``permits`` and ``shared`` included).
     #[pyo3(signature = (
         name, ttl = None, *, wait = None, label = None, keep_alive = true, permits = 1,
+        shared = false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn lease_async<'py>(
@@ -318,10 +366,11 @@ impl PyTable {
         label: Option<&str>,
         keep_alive: bool,
         permits: i64,
+        shared: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let acquisition = py.import("shmlease._aio")?.getattr("LeaseAcquisition")?;
-        acquisition.call1((slf, name, ttl, wait, label, keep_alive, permits))
+        acquisition.call1((slf, name, ttl, wait, label, keep_alive, permits, shared))
     }
 
     /// The election on ``name`` (an ``Election``): a lease name like any other, whose
@@ -367,9 +416,10 @@ impl PyTable {
 
     /// Revokes the grant of ``name``, waking anyone waiting for it; its holder learns
     /// at once (keep-alive) or at its next renewal that it is lost. Returns the
-    /// revoked token, or ``None`` if nothing was held. For a name with permits,
-    /// revokes every live grant and returns the newest token. With ``token``, revokes
-    /// only that grant, else raises ``Lost`` saying what is true instead.
+    /// revoked token, or ``None`` if nothing was held. For a name with permits, or a
+    /// shared name, revokes every live grant (of either kind) and returns the newest
+    /// token. With ``token``, revokes only that grant, else raises ``Lost`` saying what
+    /// is true instead.
     #[pyo3(signature = (name, token = None))]
     fn revoke(&self, py: Python<'_>, name: &str, token: Option<u64>) -> PyResult<Option<u64>> {
         py.detach(|| match token {
@@ -384,7 +434,8 @@ impl PyTable {
     /// when; the holder sees ``lease.release_requested``. Returns the token asked, or
     /// ``None`` if nothing was held; with ``token``, a grant that is not the live one
     /// raises ``Lost`` like ``revoke``. Asking twice is asking once. For a name with
-    /// permits, without ``token`` every holder is asked (the newest token returned).
+    /// permits, or a shared name, without ``token`` every holder is asked (the newest
+    /// token returned).
     #[pyo3(signature = (name, token = None))]
     fn request_release(
         &self,
@@ -403,7 +454,7 @@ impl PyTable {
     }
 
     /// Every name the table knows (``LeaseInfo``s, in slot order), whatever its state;
-    /// a name with permits once, its grants in ``grants``.
+    /// a name with permits, or a shared name, once, its grants in ``grants``.
     fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let all = py.detach(|| self.table.list()).map_err(to_py)?;
         let out = PyList::empty(py);
