@@ -131,6 +131,21 @@ fn revocation_requests_and_by_token_calls_reach_each_kind_of_holder() {
     assert_eq!(table.revoke("r").unwrap(), None);
 }
 
+/// An exclusive acquirer that waits for shared holders in vain times out (and gives the
+/// name back: shared acquirers get in at once).
+#[test]
+fn an_exclusive_wait_for_shared_holders_times_out() {
+    let dir = Scratch::new("timeout");
+    let table = table(&dir, 64);
+    let r = table.acquire_with("t", TTL, &shared()).unwrap();
+    let wait = AcquireOptions::new().wait(Some(Duration::from_millis(200)));
+    match table.acquire_with("t", TTL, &wait) {
+        Err(Error::TimedOut { token, .. }) => assert_eq!(token, r.token()),
+        other => panic!("{other:?}"),
+    }
+    table.acquire_with("t", TTL, &shared()).unwrap();
+}
+
 /// A waiting exclusive acquirer blocks new shared grants while the shared holders it
 /// waits for leave, and gets the name once they have.
 #[test]
@@ -255,6 +270,10 @@ fn dead_holders_of_either_kind_are_passed_over_at_once() {
         r.wait(LONG);
     }
     let w = table.try_acquire("db", TTL).expect("the dead shared holders do not count");
+    // Nor are they shown beside it: their grants were ended.
+    let info = table.get("db").unwrap().unwrap();
+    assert_eq!(info.grants.len(), 1, "{info:#?}");
+    assert!(!info.grants[0].shared);
     drop(w);
     let mut writer = hold(&wd, &path, "w", false, 600_000, "forever", &go);
     writer.expect("GOT", LONG);

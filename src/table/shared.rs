@@ -425,7 +425,10 @@ impl Inner {
                     if g.wake {
                         self.wake(head);
                     }
-                    if let Some(granted) = self.drain(key, head, g.token, g.deadline, ttl, &left)? {
+                    let waited = wait.map(|_| start);
+                    let drained =
+                        self.drain(key, head, (g.token, g.deadline), ttl, &left, waited)?;
+                    if let Some(granted) = drained {
                         return Ok(Some(granted));
                     }
                 }
@@ -463,10 +466,10 @@ impl Inner {
         &self,
         key: &Key,
         head: u32,
-        token: u64,
-        mut deadline: u64,
+        (token, mut deadline): (u64, u64),
         ttl: u64,
         left: &dyn Fn() -> Duration,
+        waited_since: Option<Instant>,
     ) -> Result<Option<(u32, u64, u64)>> {
         let slot = self.slot(head);
         loop {
@@ -481,6 +484,14 @@ impl Inner {
                 let Some((index, bound_as)) = self.find(&key.seat(seat)) else { continue };
                 let seat_slot = self.slot(index);
                 let word = seat_slot.grant.load(Ordering::SeqCst);
+                if protocol::classify(grant::deadline_bits(word), now) == Observed::Held
+                    && live_grant(self, index, word, now).is_none()
+                {
+                    // A provably dead shared holder: end its grant, so that the table
+                    // does not show it beside ours.
+                    let _ = protocol::revoke(seat_slot, bound_as, now, Some(grant::token(word)));
+                    continue;
+                }
                 if let Some((d, record)) = live_grant(self, index, word, now) {
                     // Announced, so that freeing it wakes us (a seat freed meanwhile is
                     // found free by the next scan).
@@ -500,8 +511,15 @@ impl Inner {
                     }
                 }
                 let holder = self.holder_of(r_index, r_record);
-                let remaining = Duration::from_nanos(r_deadline.saturating_sub(now));
-                return Err(Error::Held { token: r_token, remaining, holder });
+                return Err(match waited_since {
+                    Some(start) => {
+                        Error::TimedOut { waited: start.elapsed(), token: r_token, holder }
+                    }
+                    None => {
+                        let remaining = Duration::from_nanos(r_deadline.saturating_sub(now));
+                        Error::Held { token: r_token, remaining, holder }
+                    }
+                });
             }
             // Keep our grant alive while we wait: renew once half its TTL has passed.
             if deadline.saturating_sub(now) < ttl / 2 {
