@@ -327,10 +327,12 @@ pub mod grant {
     pub const fn deadline_bits(word: u128) -> u64 {
         word as u64
     }
-    /// The deadline without the flag bits.
+    /// The deadline without the flag bits (and, on a shared name's head, without the
+    /// kind bits: its exclusive holder's deadline).
     #[inline]
     pub const fn deadline(word: u128) -> u64 {
-        word as u64 & DEADLINE
+        let bits = word as u64;
+        bits & DEADLINE & !sticky(bits)
     }
     /// The token.
     #[inline]

@@ -99,7 +99,7 @@ pub(super) fn live_grant(
     let record = inner.record_of(index, token);
     match record {
         Some(r) if !r.detached && identity::is_provably_dead(&r) => None,
-        _ => Some((grant::deadline(word) & !grant::KIND, record)),
+        _ => Some((grant::deadline(word), record)),
     }
 }
 
@@ -178,7 +178,11 @@ impl Inner {
         let g = match result {
             Ok(g) => g,
             Err(Refusal::Shared) => {
-                let (token, deadline, holder) = exclusive.expect("refused by the head");
+                // Refused by the head (its exclusive holder), or a seat scribbled with the
+                // kind bits (no shmlease writes those on a seat).
+                let Some((token, deadline, holder)) = exclusive else {
+                    return Err(interference(&self.location, index));
+                };
                 return Ok(Some(SharedAttempt::Exclusive { head, token, deadline, holder }));
             }
             Err(Refusal::Held { token, deadline, holder }) => {
@@ -480,6 +484,7 @@ impl Inner {
             let now = self.now();
             let mut reader = None;
             let mut soonest = u64::MAX;
+            let mut rescan = false;
             for seat in 1..=MAX_SHARED as u8 {
                 let Some((index, bound_as)) = self.find(&key.seat(seat)) else { continue };
                 let seat_slot = self.slot(index);
@@ -493,15 +498,23 @@ impl Inner {
                     continue;
                 }
                 if let Some((d, record)) = live_grant(self, index, word, now) {
-                    // Announced, so that freeing it wakes us (a seat freed meanwhile is
-                    // found free by the next scan).
-                    let _ = protocol::announce_waiter(seat_slot, bound_as, now);
+                    // Announced, so that freeing it wakes us; one freed meanwhile makes
+                    // us look again at once instead of sleeping.
+                    if let Wait::Retry = protocol::announce_waiter(seat_slot, bound_as, now) {
+                        rescan = true;
+                    }
                     soonest = soonest.min(d);
                     reader.get_or_insert((index, grant::token(word), d, record));
                 }
             }
             let Some((r_index, r_token, r_deadline, r_record)) = reader else {
-                return Ok(Some((head, token, deadline)));
+                // Drained; but the grant must still be ours (revoked, or expired and
+                // taken while we were stopped: try again).
+                let word = slot.grant.load(Ordering::SeqCst);
+                if protocol::check_ours(word, token, self.now()).is_err() {
+                    return Ok(None);
+                }
+                return Ok(Some((head, token, grant::deadline(word))));
             };
             let remaining = left();
             if remaining.is_zero() {
@@ -533,6 +546,9 @@ impl Inner {
             }
             // Wake for the soonest shared deadline, our next renewal, a freed seat, and
             // (holders may die) a liveness look.
+            if rescan {
+                continue;
+            }
             let until = soonest.min(deadline.saturating_sub(ttl / 2).max(now + 1));
             self.sleep_for_seat_event(seen, super::nap(now, until, remaining, true));
         }
@@ -569,6 +585,10 @@ impl Inner {
         match self.on_seats(head, MAX_SHARED, only, op) {
             Ok(seats) => Ok(done.max(seats)),
             Err(Error::Lost { .. }) if done.is_some() => Ok(done),
+            // The exclusive holder's token, no longer live: say why, as for a lease.
+            Err(Error::Lost { token, .. }) if token == grant::token(word) => {
+                Err(Error::Lost { token, reason: self.why_not_live(head, token) })
+            }
             Err(e) => Err(e),
         }
     }
@@ -603,7 +623,8 @@ impl Inner {
             info.state = LeaseState::Held;
             info.remaining = info.remaining.max(longest);
         }
-        info.token = grant::token(head.grant);
+        // The head was read before the seats: a grant made in between shows a newer token.
+        info.token = grants.iter().map(|g| g.token).fold(grant::token(head.grant), u64::max);
         info.grants = grants;
         info
     }
