@@ -6,14 +6,17 @@
 //! by the first shared acquirer; kill -9 and SIGSTOP of drainers; drainers timing out;
 //! the 64-holder bound; tiny tables; start-time identities; wake-up latency; tokens
 //! across kinds; garbage in heads and seats. Each test says what it attacks; those that
-//! found a defect are `#[ignore]`d with `BUG:` and the defect.
+//! found a defect are `#[ignore]`d with `BUG:` and the defect (six, as of 5fb9aea: the
+//! exclusive holder's `remaining`/`deadline` include the kind bits; a drain returns a
+//! grant revoked, or expired while the drainer was stopped, meanwhile; a by-token call
+//! names the wrong reason for a gone exclusive token; a seat with the kind bits panics
+//! a shared acquirer; `get` shows a grant above the name's latest token).
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -220,7 +223,11 @@ fn a_drainer_whose_grant_is_revoked_does_not_return_it() {
         std::thread::scope(|scope| {
             let writer = scope.spawn(|| {
                 let l = table
-                    .acquire_with("d", TTL, &AcquireOptions::new().wait(Some(Duration::from_secs(5))))
+                    .acquire_with(
+                        "d",
+                        TTL,
+                        &AcquireOptions::new().wait(Some(Duration::from_secs(5))),
+                    )
                     .unwrap();
                 (l.token(), l.is_valid(), table.get("d").unwrap().unwrap())
             });
@@ -261,7 +268,7 @@ fn a_seat_with_the_kind_bits_is_an_error_not_a_panic() {
     let seat = table.get("g").unwrap().unwrap().grants[0].slot;
     drop(r);
     let free = deadline_bits(&path, seat);
-    for junk in [KIND, KIND | 12345, KIND | (1 << 40), KIND | FLAGS | (1 << 58) - 1] {
+    for junk in [KIND, KIND | 12345, KIND | (1 << 40), KIND | FLAGS | ((1 << 58) - 1)] {
         write_u64(&path, grant_offset(seat), junk);
         let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             table.acquire_with("g", TTL, &shared()).map(|l| l.token())
@@ -463,4 +470,466 @@ fn a_shared_names_latest_token_is_never_below_a_grant_it_shows() {
         stop.store(1, SeqCst);
     });
     assert!(bad.is_none(), "{}", bad.unwrap());
+}
+
+// ------------------------------------------------------------------------------------
+// Drainers killed, stopped, timing out
+// ------------------------------------------------------------------------------------
+
+fn hold_env(
+    dir: &Scratch,
+    name: &str,
+    shared: bool,
+    ttl_ms: u64,
+    action: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("TABLE", s(dir.path("t").display())),
+        ("NAME", s(name)),
+        ("SHARED", s(if shared { 1 } else { 0 })),
+        ("TTL_MS", s(ttl_ms)),
+        ("ACTION", s(action)),
+        ("GO", s(dir.path("go").display())),
+    ]
+}
+
+/// Waits until `get` shows an exclusive grant of `name` (a drainer holds the head).
+fn wait_for_drainer(table: &LeaseTable, name: &str) -> u64 {
+    let end = Instant::now() + LONG;
+    loop {
+        if let Some(t) = table.get(name).unwrap().as_ref().and_then(exclusive_grant) {
+            return t;
+        }
+        assert!(Instant::now() < end, "no drainer showed up");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Attacks a drainer's death: a process draining the name (waiting for a shared holder
+/// in another process) is killed with SIGKILL. Shared acquirers must get in at once
+/// (its death is provable), without waiting for its TTL; an exclusive try must name
+/// the shared holder, not the dead drainer.
+#[test]
+fn a_killed_drainer_lets_shared_acquirers_in_at_once() {
+    for identity in ["", "start-time"] {
+        let dir = Scratch::new("killdrain");
+        let table = table(&dir, 64);
+        let wd = Watchdog::new("killdrain", LONG);
+        let mut e = hold_env(&dir, "k", true, 30_000, "forever");
+        e.push(("IDENTITY", s(identity)));
+        let mut reader = Kid::spawn(&wd, "reader", "sa_hold", &e);
+        let rt: u64 = reader.expect("GOT", LONG).split(' ').next().unwrap().parse().unwrap();
+        let mut e = hold_env(&dir, "k", false, 30_000, "forever");
+        e.push(("WAIT_MS", s(60_000)));
+        e.push(("IDENTITY", s(identity)));
+        let mut drainer = Kid::spawn(&wd, "drainer", "sa_hold", &e);
+        drainer.expect("START", LONG);
+        let dt = wait_for_drainer(&table, "k");
+        assert!(
+            matches!(table.acquire_with("k", TTL, &shared()), Err(Error::Held { token, .. }) if token == dt)
+        );
+        drainer.signal(libc::SIGKILL);
+        drainer.wait(LONG);
+        let r = table.acquire_with("k", TTL, &shared()).expect("shared after the drainer died");
+        assert!(r.token() > dt);
+        match table.try_acquire("k", TTL).map(|l| l.token()) {
+            Err(Error::Held { token, .. }) => assert!(token == rt || token == r.token()),
+            other => panic!("{identity}: exclusive beside shared holders: {other:?}"),
+        }
+        drop(r);
+    }
+}
+
+/// Attacks a stopped drainer: SIGSTOP while it drains. Its grant is not renewed, so it
+/// expires at its TTL and frees the name for shared acquirers; once continued, the
+/// drainer takes the name again (when the shared holders leave) and its lease is valid.
+#[test]
+#[ignore = "BUG: a continued drainer whose grant expired (and was passed by shared grants) \
+            while it was stopped returns that lost grant when it finds no shared holder \
+            (drain() never re-checks the head before returning); about one run in two"]
+fn a_stopped_drainer_frees_the_name_at_its_ttl_and_recovers() {
+    let dir = Scratch::new("stopdrain");
+    let table = table(&dir, 64);
+    let wd = Watchdog::new("stopdrain", LONG);
+    let reader = table.acquire_with("p", TTL, &shared()).unwrap();
+    let mut e = hold_env(&dir, "p", false, 400, "release_on_go");
+    e.push(("WAIT_MS", s(30_000)));
+    let mut drainer = Kid::spawn(&wd, "drainer", "sa_hold", &e);
+    drainer.expect("START", LONG);
+    let dt = wait_for_drainer(&table, "p");
+    drainer.signal(libc::SIGSTOP);
+    drainer.wait_state(b'T', LONG);
+    let end = Instant::now() + LONG;
+    let r2 = loop {
+        match table.acquire_with("p", TTL, &shared()) {
+            Ok(l) => break l,
+            Err(Error::Held { token, .. }) => assert_eq!(token, dt),
+            Err(e) => panic!("{e:?}"),
+        }
+        assert!(Instant::now() < end, "a stopped drainer's grant never expired");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(r2.token() > dt);
+    drainer.signal(libc::SIGCONT);
+    drop(reader);
+    drop(r2);
+    let got = drainer.expect("GOT", LONG);
+    let mut it = got.split(' ');
+    let t: u64 = it.next().unwrap().parse().unwrap();
+    assert!(t > dt, "the continued drainer returned its lost grant: {got}");
+    assert_eq!(it.next(), Some("true"), "the continued drainer's lease is valid");
+    touch(&dir.path("go"));
+    drainer.expect("RELEASED", LONG);
+    drainer.wait_ok(LONG);
+}
+
+/// Attacks a drain that times out: the exclusive acquirer must release the head at
+/// once, and shared acquirers waiting meanwhile (blocked in other processes) must be
+/// woken then, not at some later look. Latency is printed, not asserted; each waiter
+/// must get in while the drainer's own timeout is the only thing that changed.
+#[test]
+fn a_drainer_timing_out_lets_waiting_shared_acquirers_in() {
+    let dir = Scratch::new("timeoutdrain");
+    let table = table(&dir, 64);
+    let wd = Watchdog::new("timeoutdrain", LONG);
+    // Seats bound beforehand, so the waiters need no table lock to get in.
+    let bound: Vec<_> = (0..4).map(|_| table.acquire_with("t", TTL, &shared()).unwrap()).collect();
+    let reader = bound.into_iter().next().unwrap();
+    let drainer = std::thread::scope(|scope| {
+        let d = scope.spawn(|| {
+            let r = table.acquire_with(
+                "t",
+                TTL,
+                &AcquireOptions::new().wait(Some(Duration::from_millis(1500))),
+            );
+            (r.map(|l| l.token()), Instant::now())
+        });
+        wait_for_drainer(&table, "t");
+        let mut waiters: Vec<Kid> = (0..3)
+            .map(|i| {
+                let mut e = hold_env(&dir, "t", true, 30_000, "exit");
+                e.push(("WAIT_MS", s(30_000)));
+                Kid::spawn(&wd, &format!("waiter{i}"), "sa_hold", &e)
+            })
+            .collect();
+        for w in &mut waiters {
+            w.expect("START", LONG);
+        }
+        let (r, timed_out_at) = d.join().unwrap();
+        assert!(matches!(r, Err(Error::TimedOut { .. }) | Err(Error::Held { .. })), "{r:?}");
+        for w in &mut waiters {
+            w.expect("GOT", LONG);
+            eprintln!(
+                "{} got in {:?} after the drainer timed out",
+                w.label,
+                timed_out_at.elapsed()
+            );
+        }
+        for w in &mut waiters {
+            w.wait_ok(LONG);
+        }
+        timed_out_at
+    });
+    let _ = drainer;
+    drop(reader);
+}
+
+/// Attacks the 64-holder bound with processes: 64 shared holders in this process, a
+/// 65th acquirer in another waits, and gets in when one of the 64 leaves; an exclusive
+/// try meanwhile is refused.
+#[test]
+fn a_sixty_fifth_shared_acquirer_waits_and_gets_in_when_one_leaves() {
+    let dir = Scratch::new("sixtyfive");
+    let table = table(&dir, 128);
+    let wd = Watchdog::new("sixtyfive", LONG);
+    let mut holders: Vec<_> =
+        (0..64).map(|_| table.acquire_with("b", TTL, &shared()).unwrap()).collect();
+    let mut e = hold_env(&dir, "b", true, 30_000, "forever");
+    e.push(("WAIT_MS", s(30_000)));
+    let mut late = Kid::spawn(&wd, "65th", "sa_hold", &e);
+    late.expect("START", LONG);
+    // It announces itself on the seats before sleeping.
+    let slots: Vec<u32> = table.get("b").unwrap().unwrap().grants.iter().map(|g| g.slot).collect();
+    let end = Instant::now() + LONG;
+    while !slots.iter().all(|&sl| common::waiters_announced(&dir.path("t"), sl)) {
+        assert!(Instant::now() < end, "the 65th never announced itself");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(late.lines_so_far().iter().all(|l| !l.contains("@@GOT")), "a 65th holder");
+    assert!(matches!(table.try_acquire("b", TTL), Err(Error::Held { .. })));
+    let left = holders.remove(17);
+    let t0 = Instant::now();
+    left.release().unwrap();
+    late.expect("GOT", LONG);
+    eprintln!("the 65th got in {:?} after a seat freed", t0.elapsed());
+    assert!(matches!(table.acquire_with("b", TTL, &shared()), Err(Error::Held { .. })));
+}
+
+// ------------------------------------------------------------------------------------
+// Crash points
+// ------------------------------------------------------------------------------------
+
+/// Attacks every crash point of the shared transitions: a child dies (SIGKILL) at step
+/// k of a shared grant, an exclusive grant of a shared name, the conversion of a live
+/// exclusive lease, a shared acquisition refused by a drainer, shared and exclusive
+/// releases, and a revocation; k = 1, 2, … until the operation finishes first. After
+/// each death, `get` must pass `check_shared_info`, and (the dead child's grants being
+/// reclaimable at once, or at their 300 ms TTL when its record was not yet written) a
+/// shared and then an exclusive acquisition must succeed, each within a bounded wait.
+#[test]
+fn every_crash_point_of_the_shared_transitions_leaves_a_usable_name() {
+    let _wd0 = Watchdog::new("crash", Duration::from_secs(300));
+    for op in [
+        "shared",
+        "exclusive",
+        "convert",
+        "withdraw",
+        "release_shared",
+        "release_exclusive",
+        "revoke",
+    ] {
+        let mut finished = false;
+        for step in 1..=40u32 {
+            let dir = Scratch::new("crash");
+            let table = table(&dir, 64);
+            let wd = Watchdog::new("crash-step", LONG);
+            let mut pre = Vec::new();
+            match op {
+                "convert" => pre.push(table.try_acquire("c", Duration::from_millis(300)).unwrap()),
+                "revoke" | "shared" | "release_shared" | "release_exclusive" => {
+                    drop(table.acquire_with("c", TTL, &shared()).unwrap());
+                }
+                "exclusive" => drop(table.acquire_with("c", TTL, &shared()).unwrap()),
+                _ => {}
+            }
+            let _held = match op {
+                "revoke" => vec![
+                    table.acquire_with("c", TTL, &shared()).unwrap(),
+                    table.acquire_with("c", TTL, &shared()).unwrap(),
+                ],
+                _ => Vec::new(),
+            };
+            let drainer = (op == "withdraw").then(|| {
+                // A shared holder in another process, and a drainer here.
+                let mut e = hold_env(&dir, "c", true, 30_000, "forever");
+                e.push(("IDENTITY", s("")));
+                let mut r = Kid::spawn(&wd, "reader", "sa_hold", &e);
+                r.expect("GOT", LONG);
+                r
+            });
+            std::thread::scope(|scope| {
+                let draining = drainer.as_ref().map(|_| {
+                    scope.spawn(|| {
+                        let _ = table.acquire_with(
+                            "c",
+                            Duration::from_millis(300),
+                            &AcquireOptions::new().wait(Some(Duration::from_millis(400))),
+                        );
+                    })
+                });
+                if draining.is_some() {
+                    wait_for_drainer(&table, "c");
+                }
+                let mut kid = Kid::spawn(
+                    &wd,
+                    &format!("{op}@{step}"),
+                    "sa_crash",
+                    &[
+                        ("TABLE", s(dir.path("t").display())),
+                        ("NAME", s("c")),
+                        ("OP", s(op)),
+                        ("STEP", s(step)),
+                        ("TTL_MS", s(300)),
+                    ],
+                );
+                let status = kid.wait(LONG);
+                if status.code() == Some(0) {
+                    assert!(
+                        kid.lines_so_far().iter().any(|l| l.contains("@@DONE")),
+                        "{op}@{step}: {}",
+                        kid.transcript()
+                    );
+                    finished = true;
+                }
+                if let Some(d) = draining {
+                    d.join().unwrap();
+                }
+            });
+            drop(drainer);
+            drop(_held);
+            drop(pre);
+            if let Some(info) = table.get("c").unwrap() {
+                if info.kind == LeaseKind::Shared {
+                    check_shared_info(&info, true).unwrap_or_else(|e| panic!("{op}@{step}: {e}"));
+                }
+            }
+            let wait = AcquireOptions::new().wait(Some(Duration::from_secs(10)));
+            let r = table
+                .acquire_with("c", TTL, &wait.shared(true))
+                .unwrap_or_else(|e| panic!("{op}@{step}: shared after the crash: {e:?}"));
+            drop(r);
+            let x = table
+                .acquire_with("c", TTL, &wait)
+                .unwrap_or_else(|e| panic!("{op}@{step}: exclusive after the crash: {e:?}"));
+            assert!(x.is_valid());
+            drop(x);
+            if finished {
+                eprintln!("{op}: {step} steps");
+                break;
+            }
+        }
+        assert!(finished, "{op} has more than 40 crash points?");
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// Garbage in the head, elections, wake-ups
+// ------------------------------------------------------------------------------------
+
+/// Attacks the head with garbage: both kind bits with junk deadlines (corrupt, expired,
+/// flags, a would-be permit count, all ones) and junk tokens, with and without seats.
+/// Every operation must return (watchdog), never panic; a corrupt or expired head's
+/// exclusive grant is reclaimed by the next exclusive acquirer, and afterwards both
+/// kinds work.
+#[test]
+fn garbage_in_a_shared_head_is_an_error_or_reclaimed_never_a_panic() {
+    let _wd = Watchdog::new("garbagehead", LONG);
+    let junks = [
+        KIND | ((1 << 59) - 1),
+        KIND | 3,
+        KIND | FLAGS | 4,
+        KIND | 0xff,
+        u64::MAX,
+        KIND | (1 << 58),
+    ];
+    for junk in junks {
+        for token in [0u64, 1, u64::MAX - 1] {
+            let dir = Scratch::new("garbagehead");
+            let table = table(&dir, 64);
+            let path = dir.path("t");
+            let r = table.acquire_with("g", TTL, &shared()).unwrap();
+            let head = table.get("g").unwrap().unwrap().slot;
+            write_u64(&path, grant_offset(head), junk);
+            write_u64(&path, grant_offset(head) + 8, token);
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _ = table.get("g");
+                let _ = table.list();
+                let a = table.acquire_with("g", TTL, &shared()).map(|l| l.token());
+                let b = table.try_acquire("g", TTL).map(|l| l.token());
+                let _ = table.revoke("g");
+                let _ = table.request_release("g", None);
+                let _ = table.revoke_token("g", token);
+                let _ = table.renew("g", token, TTL);
+                let _ = table.release("g", token);
+                (a, b)
+            }));
+            let (a, b) = outcome.unwrap_or_else(|_| panic!("panic on head {junk:#x}/{token:#x}"));
+            eprintln!("head {junk:#x} token {token:#x}: shared {a:?}, exclusive {b:?}");
+            drop(r);
+            let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                table.acquire_with("g", TTL, &shared()).map(|l| l.token())
+            }));
+            assert!(again.is_ok(), "panic after garbage {junk:#x}");
+        }
+    }
+}
+
+/// Attacks elections on shared names: campaigning, asking for the leader and observing
+/// are refused with `WrongKind`; a leader whose name becomes shared while it leads
+/// keeps its lease, and observers are told the name is no election.
+#[test]
+fn elections_on_shared_names_are_refused() {
+    let dir = Scratch::new("elect");
+    let table = table(&dir, 64);
+    let r = table.acquire_with("e", TTL, &shared()).unwrap();
+    let e = table.election("e").unwrap();
+    assert!(matches!(e.try_campaign(), Err(Error::WrongKind { .. })));
+    assert!(matches!(e.campaign(Some(Duration::from_millis(100))), Err(Error::WrongKind { .. })));
+    assert!(matches!(e.leader(), Err(Error::WrongKind { .. })));
+    assert!(matches!(
+        e.observe().next_change(Some(Duration::from_millis(100))),
+        Err(Error::WrongKind { .. })
+    ));
+    drop(r);
+    assert!(matches!(e.try_campaign(), Err(Error::WrongKind { .. })), "a shared name stays shared");
+    // A leader converted by a shared acquirer.
+    let f = table.election("f").unwrap();
+    let lead = f.try_campaign().unwrap();
+    assert!(matches!(table.acquire_with("f", TTL, &shared()), Err(Error::Held { .. })));
+    assert!(lead.lease().is_valid());
+    assert!(matches!(f.leader(), Err(Error::WrongKind { .. })));
+    assert!(matches!(
+        f.observe().next_change(Some(Duration::from_millis(100))),
+        Err(Error::WrongKind { .. })
+    ));
+    drop(lead);
+}
+
+/// Attacks wake-ups across kinds, with processes: (a) shared waiters blocked behind an
+/// exclusive holder, when it releases; (b) a draining exclusive acquirer, when the last
+/// shared holder (in another process) releases. Each round's latency is printed; a
+/// wake-up the waiter only found at its next look would show as one near the waiter's
+/// nap (50 ms with a live holder, up to 1 s else). Asserted: every waiter gets in.
+#[test]
+fn wake_ups_across_kinds_reach_waiters_in_other_processes() {
+    let dir = Scratch::new("wakeups");
+    let table = table(&dir, 64);
+    let wd = Watchdog::new("wakeups", Duration::from_secs(120));
+    let mut worst = (Duration::ZERO, Duration::ZERO);
+    for round in 0..8 {
+        // (a) an exclusive holder here, 2 shared waiters in other processes.
+        let x = table.try_acquire("w", TTL).unwrap();
+        let mut kids: Vec<Kid> = (0..2)
+            .map(|i| {
+                let mut e = hold_env(&dir, "w", true, 30_000, "release_on_go");
+                e.push(("WAIT_MS", s(30_000)));
+                Kid::spawn(&wd, &format!("r{round}.{i}"), "sa_hold", &e)
+            })
+            .collect();
+        for k in &mut kids {
+            k.expect("START", LONG);
+        }
+        let head = table.get("w").unwrap().unwrap().slot;
+        let end = Instant::now() + LONG;
+        while !common::waiters_announced(&dir.path("t"), head) {
+            assert!(Instant::now() < end);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20)); // both asleep, most likely
+        let t0 = Instant::now();
+        x.release().unwrap();
+        for k in &mut kids {
+            k.expect("GOT", LONG);
+        }
+        worst.0 = worst.0.max(t0.elapsed());
+        // (b) a drainer here, waiting for the two shared holders in the kids.
+        std::thread::scope(|scope| {
+            let d = scope.spawn(|| {
+                let l =
+                    table.acquire_with("w", TTL, &AcquireOptions::new().wait(Some(LONG))).unwrap();
+                let at = Instant::now();
+                drop(l);
+                at
+            });
+            wait_for_drainer(&table, "w");
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = std::fs::remove_file(dir.path("go"));
+            touch(&dir.path("go"));
+            let mut released = Instant::now();
+            for k in &mut kids {
+                k.expect("RELEASED", LONG);
+                released = Instant::now();
+            }
+            let got = d.join().unwrap();
+            worst.1 = worst.1.max(got.saturating_duration_since(released));
+        });
+        for k in &mut kids {
+            k.wait_ok(LONG);
+        }
+        let _ = std::fs::remove_file(dir.path("go"));
+    }
+    eprintln!(
+        "worst wake-up: shared waiters after an exclusive release {:?}; drainer after the last shared release ≤ {:?}",
+        worst.0, worst.1
+    );
 }

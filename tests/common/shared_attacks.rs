@@ -20,6 +20,9 @@ pub const INSIDE: usize = 8;
 pub const CELLS: usize = 256;
 const EXCLUSIVE_BIT: u64 = 1 << 63;
 
+/// What a herd member did: acquisitions, violations, tokens; or what went wrong.
+type MemberResult = Result<(u64, u64, Vec<u64>), String>;
+
 /// A member of an adversarial mixed herd on `NAME` (and, with `NAMES`, a comma list of
 /// names it picks from). For `RUN_MS`, `THREADS` threads (sharing this process's
 /// handle; with `FORK=1` the process forks after opening the table and the child runs
@@ -67,7 +70,7 @@ pub fn role_sa_herd() -> i32 {
 
 fn herd_threads(table: &LeaseTable, base: usize, threads: usize, prefix: &str) -> i32 {
     let words = SharedWords::open(&PathBuf::from(env("WORDS")));
-    let results: Vec<Result<(u64, u64, Vec<u64>), String>> = std::thread::scope(|scope| {
+    let results: Vec<MemberResult> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let words = &words;
@@ -128,7 +131,9 @@ fn look(
             continue;
         }
         let other_token = other & !EXCLUSIVE_BIT;
-        if lease.is_valid() && both_live(table, name, lease.token(), other_token) && lease.is_valid()
+        if lease.is_valid()
+            && both_live(table, name, lease.token(), other_token)
+            && lease.is_valid()
         {
             words.word(VIOLATIONS).fetch_add(1, SeqCst);
             eprintln!(
@@ -143,11 +148,7 @@ fn look(
     found
 }
 
-fn herd_member(
-    table: &LeaseTable,
-    words: &SharedWords,
-    me: usize,
-) -> Result<(u64, u64, Vec<u64>), String> {
+fn herd_member(table: &LeaseTable, words: &SharedWords, me: usize) -> MemberResult {
     let names: Vec<String> = env_or("NAMES", &env("NAME")).split(',').map(str::to_owned).collect();
     let every = env_u64("WRITE_EVERY");
     let try_pct = env_u64("TRY_PCT");
@@ -164,7 +165,8 @@ fn herd_member(
     let (mut acquired, mut violations, mut tokens) = (0u64, 0u64, Vec::new());
     while Instant::now() < end {
         let write = rng.below(every) == 0;
-        let mut opts = if write { AcquireOptions::new() } else { AcquireOptions::new().shared(true) };
+        let mut opts =
+            if write { AcquireOptions::new() } else { AcquireOptions::new().shared(true) };
         if !rng.chance(try_pct) {
             opts = opts.wait(wait);
         }
