@@ -32,6 +32,7 @@ mod permits;
 mod permits_attacks;
 pub mod procs;
 mod shared;
+mod shared_attacks;
 use std::time::{Duration, Instant, SystemTime};
 
 use shmlease::{Error, LeaseTable, TableOptions};
@@ -562,6 +563,9 @@ pub fn run_child() {
         "fair_wait" => fair::role_fair_wait(),
         "shared_herd" => shared::role_shared_herd(),
         "shared_hold" => shared::role_shared_hold(),
+        "sa_herd" => shared_attacks::role_sa_herd(),
+        "sa_hold" => shared_attacks::role_sa_hold(),
+        "sa_crash" => shared_attacks::role_sa_crash(),
         "pa_herd" => permits_attacks::role_pa_herd(),
         "pa_revoker" => permits_attacks::role_pa_revoker(),
         "pa_fork_inherit" => permits_attacks::role_pa_fork_inherit(),
