@@ -1853,7 +1853,8 @@ fn acquire_shared_tokens_show_in_get_and_revoke_takes_every_holder_or_one() {
     let got = json(&t.run(&["get", "cat", "--json"]));
     assert_eq!((got["kind"].as_str(), got["permits"].as_u64()), (Some("shared"), Some(64)));
     assert_eq!(got["token"].as_u64(), Some(y), "the latest token taken");
-    assert!(got["holder"].is_null(), "{got}");
+    assert!(got["holder"].is_null() && got["acquired_at"].is_null(), "{got}");
+    assert_eq!(got["expires_at"], got["holders"][1]["expires_at"], "the longest-lasting");
     assert_eq!(holders_of(&t, "cat"), [(x, true), (y, true)]);
     let text = stdout(&t.run(&["get", "cat"]));
     assert!(text.contains("2 shared holders") && text.contains("(x)"), "{text}");
@@ -1886,6 +1887,7 @@ fn acquire_shared_tokens_show_in_get_and_revoke_takes_every_holder_or_one() {
     let got = json(&t.run(&["get", "cat", "--json"]));
     assert_eq!(got["kind"], "shared");
     assert_eq!(got["holder"]["label"], "w", "the exclusive holder: {got}");
+    assert_eq!(got["acquired_at"], got["holders"][0]["acquired_at"]);
     assert_eq!(holders_of(&t, "cat"), [(w, false)]);
     let text = stdout(&t.run(&["get", "cat"]));
     assert!(text.contains("exclusive holder") && text.contains("└─ exclusive"), "{text}");

@@ -362,7 +362,9 @@ shared holder; false for an exclusive holder or a permit), pid, pid_namespace,
 identity, detached, label, acquired_at, renewed_at, expires_at, remaining_ms, slot. For
 a name with permits or a shared name, \"token\" is the latest taken (of either kind)
 and \"remaining_ms\" the longest; the top-level \"holder\" is null, except on a shared
-name with an exclusive holder: that holder.";
+name with an exclusive holder (also one waiting for shared holders to leave): that
+holder, with its \"acquired_at\" and \"renewed_at\"; a shared name's \"expires_at\" is
+its longest-lasting holder's.";
 
 /// Extra `rm --help` text.
 const RM_HELP: &str = "\

@@ -91,25 +91,47 @@ struct IdentityJson {
 impl LeaseJson {
     /// The JSON form of `info`.
     pub fn new(info: &LeaseInfo) -> LeaseJson {
-        let holder = match info.kind {
-            // Its exclusive holder, if it has one (else its holders are in `holders`).
-            LeaseKind::Shared => info.grants.iter().find(|g| !g.shared).and_then(|g| g.holder),
-            _ => info.holder,
-        };
+        let Own { holder, acquired_at, renewed_at, expires_at } = Own::of(info);
         LeaseJson {
             name: info.name.clone(),
             token: info.token,
             state: info.state.as_str(),
             holder: holder.as_ref().map(holder_json),
-            acquired_at: info.acquired_at.map(rfc3339),
-            renewed_at: info.renewed_at.map(rfc3339),
-            expires_at: info.expires_at.map(rfc3339),
+            acquired_at: acquired_at.map(rfc3339),
+            renewed_at: renewed_at.map(rfc3339),
+            expires_at: expires_at.map(rfc3339),
             remaining_ms: info.remaining.as_millis() as u64,
             transitions: info.transitions,
             slot: info.slot,
             kind: info.kind.as_str(),
             permits: info.kind.permits(),
             holders: info.grants.iter().map(GrantJson::new).collect(),
+        }
+    }
+}
+
+/// What the top-level fields of a lease show: the library's, but for a shared name
+/// those of its exclusive holder's grant while it has one (also while it waits for
+/// shared holders to leave), and the expiry of its longest-lasting grant.
+struct Own {
+    holder: Option<Holder>,
+    acquired_at: Option<SystemTime>,
+    renewed_at: Option<SystemTime>,
+    expires_at: Option<SystemTime>,
+}
+
+impl Own {
+    fn of(info: &LeaseInfo) -> Own {
+        if info.kind != LeaseKind::Shared {
+            let LeaseInfo { holder, acquired_at, renewed_at, expires_at, .. } = *info;
+            return Own { holder, acquired_at, renewed_at, expires_at };
+        }
+        let exclusive = info.grants.iter().find(|g| !g.shared);
+        Own {
+            holder: exclusive.and_then(|g| g.holder),
+            acquired_at: exclusive.and_then(|g| g.acquired_at),
+            renewed_at: exclusive.and_then(|g| g.renewed_at),
+            expires_at: info.grants.iter().filter_map(|g| g.expires_at).max(),
         }
     }
 }
@@ -330,14 +352,15 @@ pub fn leases_text(leases: &[LeaseInfo], all: bool) -> String {
         let several = l.kind != LeaseKind::Exclusive;
         let holder = if several { holders_summary(l) } else { holder_cell(l.holder.as_ref()) };
         let remaining = if l.state == LeaseState::Held { human(l.remaining) } else { "-".into() };
+        let own = Own::of(l);
         rows.push([
             printable(&l.name),
             l.token.to_string(),
             holder,
             l.state.as_str().into(),
             remaining,
-            ago(now, l.acquired_at),
-            ago(now, l.renewed_at),
+            ago(now, own.acquired_at),
+            ago(now, own.renewed_at),
             l.transitions.to_string(),
         ]);
         if !several {
