@@ -504,9 +504,9 @@ typedef struct shmlease_acquire_options {
    * waits no new shared grant is made, so shared holders cannot starve it; a shared
    * acquirer waits while an exclusive holder holds the name or waits for it. There is
    * no fairness the other way: a steady stream of exclusive acquirers can keep shared
-   * ones waiting. Tokens of the name grow across both kinds. `shared` with `permits`
-   * >= 2 returns `SHMLEASE_INVALID_OPTIONS`; `shared` on a name with permits, or
-   * `permits` >= 2 on a shared name, `SHMLEASE_WRONG_KIND`.
+   * ones waiting. Tokens of the name grow across both kinds. `shared` with 2 or more
+   * `permits` returns `SHMLEASE_INVALID_OPTIONS`; `shared` on a name with permits, or
+   * 2 or more `permits` asked of a shared name, `SHMLEASE_WRONG_KIND`.
    */
   bool shared;
 } shmlease_acquire_options;
