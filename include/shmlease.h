@@ -192,12 +192,14 @@ typedef enum shmlease_status {
    */
   SHMLEASE_UNAVAILABLE = 24,
   /**
-   * The name is in use with another number of permits than the call asked for
-   * (`shmlease_acquire_options.permits`; 0 or 1 is an exclusive lease): every user of
-   * a name must give the same number, recorded when the name is first used and kept
-   * while the table remembers it (also while no permit is held); or permits were
-   * asked of a name held as an exclusive lease. `shmlease_last_error()` says which
-   * kind is recorded. Nothing was changed.
+   * The name is in use as another kind than the call asked for: with another number
+   * of permits (`shmlease_acquire_options.permits`; 0 or 1 is an exclusive lease;
+   * every user of a name must give the same number, recorded when the name is first
+   * used and kept while the table remembers it, also while no permit is held); or
+   * permits were asked of a name held as an exclusive lease; or a shared grant
+   * (`shmlease_acquire_options.shared`) of a name with permits, or permits of a
+   * shared name. `shmlease_last_error()` says which kind is recorded. Nothing was
+   * changed.
    */
   SHMLEASE_WRONG_KIND = 25,
 } shmlease_status;
@@ -225,8 +227,8 @@ typedef enum shmlease_state {
 } shmlease_state;
 
 /**
- * How many may hold a name at once: recorded with the name when it is first used, and
- * kept while the table remembers it.
+ * How many may hold a name at once, and how: recorded with the name when it is first
+ * used, and kept while the table remembers it.
  */
 typedef enum shmlease_kind {
   /**
@@ -238,6 +240,12 @@ typedef enum shmlease_kind {
    * `shmlease_acquire_options.permits` and `shmlease_get_grants`.
    */
   SHMLEASE_KIND_PERMITS = 1,
+  /**
+   * A shared name: up to 64 shared holders at once (`permits` is 64), or one
+   * exclusive holder, never both; each holder with a grant of its own (see
+   * `shmlease_acquire_options.shared` and `shmlease_grant.shared`).
+   */
+  SHMLEASE_KIND_SHARED = 2,
 } shmlease_kind;
 
 /**
@@ -457,7 +465,10 @@ typedef struct shmlease_held_by {
 
 /**
  * How to take a lease, for `shmlease_acquire_with`. A zeroed struct (or a NULL pointer)
- * means the defaults: don't wait, no label, an exclusive lease.
+ * means the defaults: don't wait, no label, an exclusive lease. Fields are only ever
+ * appended, each with zero meaning its default, so a struct zeroed with `memset` (or
+ * `= {0}`) before its fields are set keeps meaning the defaults for the fields the
+ * caller does not name.
  */
 typedef struct shmlease_acquire_options {
   /**
@@ -483,6 +494,21 @@ typedef struct shmlease_acquire_options {
    * takes permits from its next user.
    */
   uint32_t permits;
+  /**
+   * Take a shared grant (false: not shared). A name becomes shared when it is first
+   * acquired shared (an exclusive holder it has then stays its holder), and stays
+   * shared while the table remembers it: up to 64 shared holders at once, each with a
+   * lease handle of its own (own TTL, holder and token), or one exclusive holder,
+   * never both. An acquisition without `shared` is the name's exclusive holder: it
+   * waits (as `timeout_ns` allows) until every shared holder has left, and while it
+   * waits no new shared grant is made, so shared holders cannot starve it; a shared
+   * acquirer waits while an exclusive holder holds the name or waits for it. There is
+   * no fairness the other way: a steady stream of exclusive acquirers can keep shared
+   * ones waiting. Tokens of the name grow across both kinds. `shared` with 2 or more
+   * `permits` returns `SHMLEASE_INVALID_OPTIONS`; `shared` on a name with permits, or
+   * 2 or more `permits` asked of a shared name, `SHMLEASE_WRONG_KIND`.
+   */
+  bool shared;
 } shmlease_acquire_options;
 
 /**
@@ -493,7 +519,11 @@ typedef struct shmlease_acquire_options {
  * taken for any of its grants, `remaining_ns` and `expires_at_unix_ns` those of the
  * grant that lasts longest (0 while none is held), `acquired_at_unix_ns` and
  * `renewed_at_unix_ns` 0, and `holder.known` false; `shmlease_get_grants` gives each
- * holder.
+ * holder. A shared name (`SHMLEASE_KIND_SHARED`) is described the same way, with
+ * `token` the latest of either kind, except that while it has an exclusive holder,
+ * `holder`, `acquired_at_unix_ns` and `renewed_at_unix_ns` are that holder's (also
+ * while it waits for shared holders to leave: then its grant is listed next to
+ * theirs).
  */
 typedef struct shmlease_info {
   /**
@@ -534,15 +564,17 @@ typedef struct shmlease_info {
    */
   uint32_t slot;
   /**
-   * Holder of the current (or last) grant (not known for a name with permits).
+   * Holder of the current (or last) grant (not known for a name with permits; for a
+   * shared name, its exclusive holder while it has one).
    */
   struct shmlease_holder holder;
   /**
-   * Exclusive, or a name with permits.
+   * Exclusive, a name with permits, or a shared name.
    */
   enum shmlease_kind kind;
   /**
-   * How many may hold the name at once: 1 for an exclusive lease.
+   * How many may hold the name at once: 1 for an exclusive lease, 64 (shared holders)
+   * for a shared name.
    */
   uint32_t permits;
   /**
@@ -553,8 +585,8 @@ typedef struct shmlease_info {
 } shmlease_info;
 
 /**
- * One live grant of a name (one permit of a name with permits, or the one holder of
- * an exclusive lease), filled by `shmlease_get_grants`.
+ * One live grant of a name (one permit of a name with permits, one holder of a shared
+ * name, or the one holder of an exclusive lease), filled by `shmlease_get_grants`.
  */
 typedef struct shmlease_grant {
   /**
@@ -586,6 +618,11 @@ typedef struct shmlease_grant {
    * Its holder.
    */
   struct shmlease_holder holder;
+  /**
+   * A shared grant of a shared name; false for its exclusive holder, a permit, or an
+   * exclusive lease.
+   */
+  bool shared;
 } shmlease_grant;
 
 /**
@@ -893,13 +930,18 @@ enum shmlease_status shmlease_acquire(const struct shmlease_table *table,
 
 /**
  * Takes a lease with every option (`options` may be NULL: the defaults), so that it
- * is `shmlease_acquire` with `options->permits`: up to that many holders of `name` at
- * once, each with a lease handle of its own (see `shmlease_acquire_options`).
+ * is `shmlease_acquire` with `options->permits` (up to that many holders of `name` at
+ * once, each with a lease handle of its own) and `options->shared` (a shared grant):
+ * see `shmlease_acquire_options`.
  *
  * For a name with permits, `SHMLEASE_HELD` (`SHMLEASE_TIMED_OUT` after waiting) means
- * that every permit is held; `held_by` then describes the grant that ends first.
- * `SHMLEASE_WRONG_KIND` if the name is in use with another number of permits (or as
- * an exclusive lease). Otherwise as `shmlease_acquire`.
+ * that every permit is held; `held_by` then describes the grant that ends first. For a
+ * shared acquirer it means that an exclusive holder has the name (or waits for it), or
+ * that 64 shared holders have it; for an exclusive acquirer of a shared name, that
+ * shared holders stayed (`held_by` describes one of them). `SHMLEASE_WRONG_KIND` if the name is
+ * in use as another kind: with another number of permits (or as an exclusive lease),
+ * or shared where it has permits, or the other way round. Otherwise as
+ * `shmlease_acquire`.
  *
  * # Safety
  * As for `shmlease_try_acquire`; `options` is NULL or points to a
@@ -945,9 +987,10 @@ enum shmlease_status shmlease_release_token(const struct shmlease_table *table,
                                             uint64_t token);
 
 /**
- * Revokes whatever grant `name` has (every live grant of a name with permits), waking
+ * Revokes whatever grant `name` has (every live grant of a name with permits or of a
+ * shared name: its shared holders' and its exclusive holder's), waking
  * anyone waiting for it. `revoked_token_out` (NULL: not wanted) receives the revoked
- * token (the latest one, for a name with permits), or 0 if nothing was held. The
+ * token (the latest one, for a name with several), or 0 if nothing was held. The
  * holder learns at its next renewal that its lease is lost.
  *
  * # Safety
@@ -960,7 +1003,7 @@ enum shmlease_status shmlease_revoke(const struct shmlease_table *table,
 
 /**
  * Revokes the grant of `name` only if its token is `token` (one permit of a name with
- * permits); returns `SHMLEASE_LOST`, and revokes nothing, if that is not a live grant
+ * permits, one holder of a shared name); returns `SHMLEASE_LOST`, and revokes nothing, if that is not a live grant
  * (`shmlease_last_error()` says why: it ended, a newer grant is current, the token or
  * the name was never issued).
  *
@@ -1003,11 +1046,12 @@ enum shmlease_status shmlease_list(const struct shmlease_table *table,
 
 /**
  * Lists the live grants of `name`, oldest first: each holder of a name with permits,
- * or the one holder of a held exclusive lease. Fills `grants[0 .. capacity)` and sets
+ * each holder of a shared name (`shared` tells which kind), or the one holder of a
+ * held exclusive lease. Fills `grants[0 .. capacity)` and sets
  * `*count_out` to the number of live grants (0 for a name not held, or not known to
  * the table). If there are more than `capacity`, the first `capacity` are filled and
  * `SHMLEASE_BUFFER_TOO_SMALL` is returned (an array of `shmlease_info.permits`
- * entries always suffices). `grants` may be NULL when `capacity` is 0, to learn the
+ * entries, one more for a shared name, always suffices). `grants` may be NULL when `capacity` is 0, to learn the
  * count. The list is read at one moment: grants taken or ended since are not in it.
  *
  * # Safety
@@ -1069,12 +1113,13 @@ enum shmlease_status shmlease_observer_next(struct shmlease_observer *observer,
 void shmlease_observer_close(struct shmlease_observer *observer);
 
 /**
- * Asks the holder of lease `name` (each holder of a name with permits) to release it:
+ * Asks the holder of lease `name` (each holder of a name with permits or of a shared
+ * name) to release it:
  * a cooperative hand-over. Nothing changes about who holds it or until when; the
  * holder sees `shmlease_lease_release_requested` (or
  * `shmlease_leadership_release_requested`, and its `_wait_notice` wakes up), finishes
  * and releases. `asked_token_out` (NULL: not wanted) receives the token of the grant
- * asked (the latest one, for a name with permits), or 0 if nothing was held. Asking
+ * asked (the latest one, for a name with several), or 0 if nothing was held. Asking
  * twice is asking once.
  *
  * # Safety

@@ -1244,7 +1244,9 @@ fn help_points_to_a_manual_page_that_covers_every_command() {
         let section = format!(".SH \"SHMLEASE {}\"", command.to_uppercase());
         assert!(page.contains(&section), "no section for {command}");
     }
-    for option in ["kill\\-after", "conflict\\-exit\\-code", "capacity", "permits", "Exit codes"] {
+    for option in
+        ["kill\\-after", "conflict\\-exit\\-code", "capacity", "permits", "shared", "Exit codes"]
+    {
         assert!(page.contains(option), "the page lacks {option}");
     }
     assert!(!page.contains("shmlease\\-run(1)"), "points to pages nobody installs");
@@ -1540,12 +1542,17 @@ fn hot_standby_a_killed_leader_is_replaced_by_a_standby() {
 /// Starts `run --permits N NAME` whose CMD writes `$$ $SHMLEASE_TOKEN` to a file and then
 /// runs `then` (a shell command); returns the run and (CMD's pid, its token).
 fn permit_run(t: &Table, name: &str, n: &str, tag: &str, then: &str) -> (Kid, u32, u64) {
+    holder_run(t, name, &["--permits", n], tag, then)
+}
+
+/// [`permit_run`] with any options for `run` (`--shared`, none for an exclusive holder).
+fn holder_run(t: &Table, name: &str, kind: &[&str], tag: &str, then: &str) -> (Kid, u32, u64) {
     let ready = t.file(&format!("{name}-{tag}-ready"));
     let script = format!("echo \"$$ $SHMLEASE_TOKEN\" > {}; {then}", ready.display());
-    let mut run = t
-        .cmd(&["run", "--permits", n, "--label", tag, name, "--", "sh", "-c", &script])
-        .stderr(Stdio::piped())
-        .kid();
+    let mut args = vec!["run", "--label", tag, name];
+    args.extend_from_slice(kind);
+    args.extend_from_slice(&["--", "sh", "-c", &script]);
+    let mut run = t.cmd(&args).stderr(Stdio::piped()).kid();
     until("CMD to start", || fs::read_to_string(&ready).is_ok_and(|s| s.ends_with('\n')));
     let line = fs::read_to_string(&ready).unwrap();
     let (pid, token) = line.trim().split_once(' ').unwrap();
@@ -1765,4 +1772,203 @@ fn rm_names_each_holder_of_a_name_with_permits() {
     let out = t.run(&["rm"]);
     assert_one_line_error(&out, 76, "\"pool\" (2 of 2 permits");
     assert!(tokens.iter().all(|tok| stderr(&out).contains(tok.as_str())), "{}", stderr(&out));
+}
+
+// Shared names (`--shared`): up to 64 shared holders at once, or one exclusive holder
+// (the same command without --shared), never both.
+
+/// `ls --json`'s holders of `name`: (token, shared) of each, oldest first.
+fn holders_of(t: &Table, name: &str) -> Vec<(u64, bool)> {
+    let got = json(&t.run(&["get", name, "--json"]));
+    let holders = got["holders"].as_array().cloned().unwrap_or_default();
+    holders.iter().map(|h| (h["token"].as_u64().unwrap(), h["shared"] == true)).collect()
+}
+
+#[test]
+fn shared_runs_hold_a_name_at_once_and_a_plain_run_waits_for_all_of_them() {
+    let t = Table::new("sharedrun");
+    let (mut a, a_cmd, a_token) = holder_run(&t, "cat", &["--shared"], "a", IDLE);
+    let (mut b, _b_cmd, b_token) = holder_run(&t, "cat", &["--shared"], "b", IDLE);
+    assert!(b_token > a_token, "tokens grow in the order taken: {a_token}, {b_token}");
+
+    // One name, two shared holders, each on a line of its own.
+    let leases = held(&t);
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    let l = &leases[0];
+    assert_eq!((l["kind"].as_str(), l["permits"].as_u64()), (Some("shared"), Some(64)));
+    assert!(l["holder"].is_null(), "no exclusive holder: {l}");
+    let shown: Vec<(u64, u64, bool)> = l["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["token"].as_u64().unwrap(), h["pid"].as_u64().unwrap(), h["shared"] == true))
+        .collect();
+    assert_eq!(shown, [(a_token, a.id().into(), true), (b_token, b.id().into(), true)]);
+    let text = stdout(&t.run(&["ls"]));
+    assert!(text.contains("2 shared holders"), "{text}");
+    for token in [a_token, b_token] {
+        let line = text.lines().find(|l| l.contains(&token.to_string()) && l.contains('─'));
+        assert!(line.is_some_and(|l| l.contains("shared")), "a shared line per holder: {text}");
+    }
+
+    // A plain run is the exclusive holder: it waits for both, and keeps new shared
+    // holders out meanwhile.
+    let wrote = t.file("writer-token");
+    let script = format!("echo $SHMLEASE_TOKEN > {}", wrote.display());
+    let mut writer = t.cmd(&["run", "--label", "w", "cat", "--", "sh", "-c", &script]).kid();
+    until("the writer to wait for the shared holders", || {
+        holders_of(&t, "cat").iter().any(|&(_, shared)| !shared)
+    });
+    let text = stdout(&t.run(&["ls"]));
+    assert!(text.contains("2 shared, exclusive waiting"), "{text}");
+    assert!(text.lines().any(|l| l.contains("└─ exclusive")), "{text}");
+    let ran = t.file("late-reader-ran");
+    let late = ["run", "-n", "--shared", "cat", "--", "touch", ran.to_str().unwrap()];
+    assert_one_line_error(&t.run(&late), 75, "held exclusively");
+    assert!(!ran.exists(), "a shared holder got in while the writer waited");
+
+    // One shared holder leaving is not enough.
+    kill(a.id(), libc::SIGTERM);
+    wait(&mut a);
+    assert!(!alive(a_cmd));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!wrote.exists() && writer.try_wait().unwrap().is_none(), "ran beside a reader");
+    kill(b.id(), libc::SIGTERM);
+    wait(&mut b);
+    assert_eq!(wait(&mut writer).code(), Some(0));
+    let w_token: u64 = fs::read_to_string(&wrote).unwrap().trim().parse().unwrap();
+    assert!(w_token > b_token, "tokens grow across both kinds: {b_token}, {w_token}");
+    assert!(held(&t).is_empty());
+}
+
+#[test]
+fn acquire_shared_tokens_show_in_get_and_revoke_takes_every_holder_or_one() {
+    let t = Table::new("sharedacq");
+    let take = |label: &str| {
+        let out = t.run(&["acquire", "cat", "--ttl", "30s", "--shared", "--label", label]);
+        stdout(&out).trim().parse::<u64>().unwrap_or_else(|_| panic!("{}", stderr(&out)))
+    };
+    let (x, y) = (take("x"), take("y"));
+    assert!(x < y);
+    let got = json(&t.run(&["get", "cat", "--json"]));
+    assert_eq!((got["kind"].as_str(), got["permits"].as_u64()), (Some("shared"), Some(64)));
+    assert_eq!(got["token"].as_u64(), Some(y), "the latest token taken");
+    assert!(got["holder"].is_null() && got["acquired_at"].is_null(), "{got}");
+    assert_eq!(got["expires_at"], got["holders"][1]["expires_at"], "the longest-lasting");
+    assert_eq!(holders_of(&t, "cat"), [(x, true), (y, true)]);
+    let text = stdout(&t.run(&["get", "cat"]));
+    assert!(text.contains("2 shared holders") && text.contains("(x)"), "{text}");
+
+    // An exclusive acquisition is refused while they hold it, saying so.
+    let out = t.run(&["acquire", "cat", "--ttl", "30s"]);
+    assert_one_line_error(&out, 75, "has 2 shared holders");
+    let out = t.run(&["acquire", "cat", "--ttl", "30s", "--wait", "200ms"]);
+    assert_one_line_error(&out, 75, "gave up after waiting 200ms");
+
+    // One by token, then the rest; each by-token renew and release finds its grant.
+    let out = t.run(&["revoke", "cat", "--token", &x.to_string()]);
+    assert_eq!(stdout(&out).trim(), x.to_string(), "{}", stderr(&out));
+    assert_eq!(holders_of(&t, "cat"), [(y, true)]);
+    let out = t.run(&["renew", "cat", "--token", &x.to_string(), "--ttl", "30s"]);
+    assert_one_line_error(&out, 79, "revoked");
+    assert!(t.run(&["renew", "cat", "--token", &y.to_string(), "--ttl", "60s"]).status.success());
+    let z = take("z");
+    let out = json(&t.run(&["revoke", "cat", "--json"]));
+    let tokens: Vec<u64> =
+        out["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(tokens, [y, z]);
+    assert!(held(&t).is_empty());
+
+    // The exclusive holder: the one holder, not shared; the name stays shared, and a
+    // shared acquisition is refused while it holds it.
+    let w: u64 =
+        stdout(&t.run(&["acquire", "cat", "--ttl", "30s", "--label", "w"])).trim().parse().unwrap();
+    assert!(w > z);
+    let got = json(&t.run(&["get", "cat", "--json"]));
+    assert_eq!(got["kind"], "shared");
+    assert_eq!(got["holder"]["label"], "w", "the exclusive holder: {got}");
+    assert_eq!(got["acquired_at"], got["holders"][0]["acquired_at"]);
+    assert_eq!(holders_of(&t, "cat"), [(w, false)]);
+    let text = stdout(&t.run(&["get", "cat"]));
+    assert!(text.contains("exclusive holder") && text.contains("└─ exclusive"), "{text}");
+    let out = t.run(&["acquire", "cat", "--ttl", "30s", "--shared"]);
+    assert_one_line_error(&out, 75, "held exclusively");
+    assert!(t.run(&["release", "cat", "--token", &w.to_string()]).status.success());
+    assert!(take("v") > w);
+
+    // rm names each holder.
+    let out = t.run(&["rm"]);
+    assert_one_line_error(&out, 76, "\"cat\" (1 shared holder: token");
+}
+
+#[test]
+fn request_release_and_revoke_grace_reach_every_holder_of_a_shared_name() {
+    let t = Table::new("sharedgrace");
+    let trap = "trap 'exit 0' TERM; while :; do sleep 0.05; done";
+    let (mut a, _, a_tok) = holder_run(&t, "cat", &["--shared"], "a", trap);
+    let (mut b, _, b_tok) = holder_run(&t, "cat", &["--shared"], "b", trap);
+    let out = t.run(&["request-release", "cat"]);
+    assert_eq!(stdout(&out), format!("{a_tok}\n{b_tok}\n"), "{}", stderr(&out));
+    assert_eq!(wait(&mut a).code(), Some(0));
+    assert_eq!(wait(&mut b).code(), Some(0));
+    assert!(held(&t).is_empty());
+
+    // The one that hands over releases; the one that ignores the request is revoked.
+    let (mut c, _, c_tok) = holder_run(&t, "cat", &["--shared"], "c", trap);
+    let (mut d, _, d_tok) =
+        holder_run(&t, "cat", &["--shared"], "d", "trap '' TERM; exec sleep 60");
+    let out = json(&t.run(&["revoke", "cat", "--grace", "500ms", "--json"]));
+    let outcomes: Vec<(u64, &str, bool)> = out["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (h["token"].as_u64().unwrap(), h["outcome"].as_str().unwrap(), h["revoked"] == true)
+        })
+        .collect();
+    assert_eq!(outcomes, [(c_tok, "released", false), (d_tok, "revoked", true)], "{out}");
+    assert_eq!(wait(&mut c).code(), Some(0));
+    assert_eq!(wait(&mut d).code(), Some(79));
+
+    // The exclusive holder of a shared name is asked like any other holder.
+    let (mut e, _, e_tok) = holder_run(&t, "cat", &[], "e", trap);
+    assert_eq!(holders_of(&t, "cat"), [(e_tok, false)]);
+    let out = t.run(&["request-release", "cat", "--token", &e_tok.to_string()]);
+    assert_eq!(stdout(&out).trim(), e_tok.to_string(), "{}", stderr(&out));
+    assert_eq!(wait(&mut e).code(), Some(0));
+    assert!(held(&t).is_empty());
+}
+
+#[test]
+fn shared_is_refused_on_a_name_with_permits_and_with_permits_of_its_own() {
+    let t = Table::new("sharedkind");
+    assert!(t.run(&["acquire", "pool", "--ttl", "30s", "--permits", "2"]).status.success());
+    let ran = t.file("ran");
+    let touch = ran.to_str().unwrap();
+    for args in [
+        &["acquire", "pool", "--ttl", "30s", "--shared"][..],
+        &["run", "--shared", "pool", "--", "touch", touch][..],
+    ] {
+        let out = t.run(args);
+        assert_one_line_error(&out, 65, "in use with --permits 2");
+        assert!(stderr(&out).contains("asked for a shared grant"), "{}", stderr(&out));
+        assert!(!ran.exists(), "{args:?}: CMD ran");
+    }
+    // A shared name has no permits, and is no election.
+    assert!(t.run(&["acquire", "cat", "--ttl", "30s", "--shared"]).status.success());
+    let out = t.run(&["acquire", "cat", "--ttl", "30s", "--permits", "3"]);
+    assert_one_line_error(&out, 65, "is a shared name");
+    assert_one_line_error(&t.run(&["leader", "cat"]), 65, "is a shared name");
+    // Both at once is a usage error, before anything is taken.
+    for args in [
+        &["acquire", "new", "--ttl", "30s", "--shared", "--permits", "2"][..],
+        &["run", "--shared", "--permits", "2", "new", "--", "touch", touch][..],
+    ] {
+        assert_one_line_error(&t.run(args), 64, "--shared and --permits 2 exclude each other");
+        assert!(!ran.exists(), "{args:?}: CMD ran");
+    }
+    assert!(json(&t.run(&["get", "new", "--json"])).is_null(), "a usage error took nothing");
+    let help = stdout(&t.run(&["acquire", "--help"]));
+    assert!(help.contains("--shared") && help.contains("64 shared holders"), "{help}");
+    assert!(stdout(&t.run(&["run", "--help"])).contains("Shared leases"));
 }

@@ -86,12 +86,14 @@ pub enum shmlease_status {
     /// location's timeout. Retryable; a lease whose renewals fail this way is lost at
     /// its own deadline at the latest.
     SHMLEASE_UNAVAILABLE = 24,
-    /// The name is in use with another number of permits than the call asked for
-    /// (`shmlease_acquire_options.permits`; 0 or 1 is an exclusive lease): every user of
-    /// a name must give the same number, recorded when the name is first used and kept
-    /// while the table remembers it (also while no permit is held); or permits were
-    /// asked of a name held as an exclusive lease. `shmlease_last_error()` says which
-    /// kind is recorded. Nothing was changed.
+    /// The name is in use as another kind than the call asked for: with another number
+    /// of permits (`shmlease_acquire_options.permits`; 0 or 1 is an exclusive lease;
+    /// every user of a name must give the same number, recorded when the name is first
+    /// used and kept while the table remembers it, also while no permit is held); or
+    /// permits were asked of a name held as an exclusive lease; or a shared grant
+    /// (`shmlease_acquire_options.shared`) of a name with permits, or permits of a
+    /// shared name. `shmlease_last_error()` says which kind is recorded. Nothing was
+    /// changed.
     SHMLEASE_WRONG_KIND = 25,
 }
 
@@ -164,7 +166,7 @@ impl shmlease_status {
                 (c"SHMLEASE_UNAVAILABLE", c"lease table cannot be reached; try again")
             }
             SHMLEASE_WRONG_KIND => {
-                (c"SHMLEASE_WRONG_KIND", c"lease name is in use with another number of permits")
+                (c"SHMLEASE_WRONG_KIND", c"lease name is in use as another kind (permits, shared)")
             }
         }
     }

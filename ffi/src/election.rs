@@ -250,12 +250,13 @@ fn wait(timeout_ns: i64) -> Option<Duration> {
     (timeout_ns >= 0).then(|| Duration::from_nanos(timeout_ns.unsigned_abs()))
 }
 
-/// Asks the holder of lease `name` (each holder of a name with permits) to release it:
+/// Asks the holder of lease `name` (each holder of a name with permits or of a shared
+/// name) to release it:
 /// a cooperative hand-over. Nothing changes about who holds it or until when; the
 /// holder sees `shmlease_lease_release_requested` (or
 /// `shmlease_leadership_release_requested`, and its `_wait_notice` wakes up), finishes
 /// and releases. `asked_token_out` (NULL: not wanted) receives the token of the grant
-/// asked (the latest one, for a name with permits), or 0 if nothing was held. Asking
+/// asked (the latest one, for a name with several), or 0 if nothing was held. Asking
 /// twice is asking once.
 ///
 /// # Safety

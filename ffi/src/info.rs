@@ -32,8 +32,8 @@ pub enum shmlease_state {
     SHMLEASE_STATE_REVOKED = 3,
 }
 
-/// How many may hold a name at once: recorded with the name when it is first used, and
-/// kept while the table remembers it.
+/// How many may hold a name at once, and how: recorded with the name when it is first
+/// used, and kept while the table remembers it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
@@ -43,6 +43,10 @@ pub enum shmlease_kind {
     /// Up to `permits` holders at once (2 ..= 255), each with a grant of its own: see
     /// `shmlease_acquire_options.permits` and `shmlease_get_grants`.
     SHMLEASE_KIND_PERMITS = 1,
+    /// A shared name: up to 64 shared holders at once (`permits` is 64), or one
+    /// exclusive holder, never both; each holder with a grant of its own (see
+    /// `shmlease_acquire_options.shared` and `shmlease_grant.shared`).
+    SHMLEASE_KIND_SHARED = 2,
 }
 
 /// Who holds (or last held) a lease.
@@ -85,7 +89,11 @@ pub struct shmlease_held_by {
 /// taken for any of its grants, `remaining_ns` and `expires_at_unix_ns` those of the
 /// grant that lasts longest (0 while none is held), `acquired_at_unix_ns` and
 /// `renewed_at_unix_ns` 0, and `holder.known` false; `shmlease_get_grants` gives each
-/// holder.
+/// holder. A shared name (`SHMLEASE_KIND_SHARED`) is described the same way, with
+/// `token` the latest of either kind, except that while it has an exclusive holder,
+/// `holder`, `acquired_at_unix_ns` and `renewed_at_unix_ns` are that holder's (also
+/// while it waits for shared holders to leave: then its grant is listed next to
+/// theirs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 #[allow(non_camel_case_types)]
@@ -109,19 +117,21 @@ pub struct shmlease_info {
     pub expires_at_unix_ns: i64,
     /// Slot index in the table (`UINT32_MAX` for a name the table does not know).
     pub slot: u32,
-    /// Holder of the current (or last) grant (not known for a name with permits).
+    /// Holder of the current (or last) grant (not known for a name with permits; for a
+    /// shared name, its exclusive holder while it has one).
     pub holder: shmlease_holder,
-    /// Exclusive, or a name with permits.
+    /// Exclusive, a name with permits, or a shared name.
     pub kind: shmlease_kind,
-    /// How many may hold the name at once: 1 for an exclusive lease.
+    /// How many may hold the name at once: 1 for an exclusive lease, 64 (shared holders)
+    /// for a shared name.
     pub permits: u32,
     /// How many grants are live (at most `permits`): what `shmlease_get_grants` lists,
     /// as of this read.
     pub grants: u32,
 }
 
-/// One live grant of a name (one permit of a name with permits, or the one holder of
-/// an exclusive lease), filled by `shmlease_get_grants`.
+/// One live grant of a name (one permit of a name with permits, one holder of a shared
+/// name, or the one holder of an exclusive lease), filled by `shmlease_get_grants`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 #[allow(non_camel_case_types)]
@@ -141,6 +151,9 @@ pub struct shmlease_grant {
     pub slot: u32,
     /// Its holder.
     pub holder: shmlease_holder,
+    /// A shared grant of a shared name; false for its exclusive holder, a permit, or an
+    /// exclusive lease.
+    pub shared: bool,
 }
 
 impl shmlease_grant {
@@ -153,6 +166,7 @@ impl shmlease_grant {
             expires_at_unix_ns: unix_ns(g.expires_at),
             slot: g.slot,
             holder: shmlease_holder::from_rust(g.holder.as_ref()),
+            shared: g.shared,
         }
     }
 }
@@ -198,6 +212,17 @@ impl shmlease_holder {
 
 impl shmlease_info {
     pub(crate) fn from_rust(info: &LeaseInfo) -> shmlease_info {
+        // A shared name's own holder is its exclusive holder's grant, if it has one.
+        let exclusive = info.grants.iter().find(|g| !g.shared);
+        let (holder, acquired_at, renewed_at, expires_at) = match info.kind {
+            LeaseKind::Shared => (
+                exclusive.and_then(|g| g.holder),
+                exclusive.and_then(|g| g.acquired_at),
+                exclusive.and_then(|g| g.renewed_at),
+                info.grants.iter().filter_map(|g| g.expires_at).max(),
+            ),
+            _ => (info.holder, info.acquired_at, info.renewed_at, info.expires_at),
+        };
         shmlease_info {
             name: c_text(&info.name),
             state: match info.state {
@@ -209,13 +234,14 @@ impl shmlease_info {
             token: info.token,
             remaining_ns: nanos(info.remaining),
             transitions: info.transitions,
-            acquired_at_unix_ns: unix_ns(info.acquired_at),
-            renewed_at_unix_ns: unix_ns(info.renewed_at),
-            expires_at_unix_ns: unix_ns(info.expires_at),
+            acquired_at_unix_ns: unix_ns(acquired_at),
+            renewed_at_unix_ns: unix_ns(renewed_at),
+            expires_at_unix_ns: unix_ns(expires_at),
             slot: info.slot,
-            holder: shmlease_holder::from_rust(info.holder.as_ref()),
+            holder: shmlease_holder::from_rust(holder.as_ref()),
             kind: match info.kind {
                 LeaseKind::Exclusive => shmlease_kind::SHMLEASE_KIND_EXCLUSIVE,
+                LeaseKind::Shared => shmlease_kind::SHMLEASE_KIND_SHARED,
                 _ => shmlease_kind::SHMLEASE_KIND_PERMITS,
             },
             permits: info.kind.permits(),

@@ -245,19 +245,27 @@ fn ttl(ttl_ns: u64) -> Duration {
     Duration::from_nanos(ttl_ns)
 }
 
-/// Takes a lease, filling `held_by` on refusal.
+/// Takes a lease, filling `held_by` on refusal; `waits`: `options` wait while it is held.
 fn take(
     table: &LeaseTable,
     name: &str,
     ttl_ns: u64,
     options: &AcquireOptions,
+    waits: bool,
     out: Out<*mut shmlease_lease>,
     held_by: Option<Out<shmlease_held_by>>,
 ) -> Result<(), Failure> {
+    let start = Instant::now();
     match table.acquire_with(name, ttl(ttl_ns), options) {
         Ok(lease) => {
             out.write(LeaseHandle::into_c(lease, table));
             Ok(())
+        }
+        // The library refuses an exclusive acquirer of a shared name whose wait ran out
+        // while shared holders stayed with `Held`, not `TimedOut`: it is the timeout.
+        Err(e @ Error::Held { token, holder, .. }) if waits => {
+            let _ = refused(table, name, e, held_by);
+            Err(Error::TimedOut { waited: start.elapsed(), token, holder }.into())
         }
         Err(e) => Err(refused(table, name, e, held_by)),
     }
@@ -281,9 +289,10 @@ pub(crate) fn refused(
             Error::TimedOut { token, holder, .. } => {
                 // The error has no time left; the table may still know it.
                 let remaining = match table.get(name) {
-                    Ok(Some(i)) if i.token == *token => i.remaining,
-                    _ => Duration::ZERO,
+                    Ok(Some(i)) => i.grants.iter().find(|g| g.token == *token).map(|g| g.remaining),
+                    _ => None,
                 };
+                let remaining = remaining.unwrap_or(Duration::ZERO);
                 held_by.write(shmlease_held_by {
                     token: *token,
                     remaining_ns: nanos(remaining),
@@ -297,7 +306,10 @@ pub(crate) fn refused(
 }
 
 /// How to take a lease, for `shmlease_acquire_with`. A zeroed struct (or a NULL pointer)
-/// means the defaults: don't wait, no label, an exclusive lease.
+/// means the defaults: don't wait, no label, an exclusive lease. Fields are only ever
+/// appended, each with zero meaning its default, so a struct zeroed with `memset` (or
+/// `= {0}`) before its fields are set keeps meaning the defaults for the fields the
+/// caller does not name.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 #[allow(non_camel_case_types)]
@@ -319,6 +331,19 @@ pub struct shmlease_acquire_options {
     /// exclusive lease returns `SHMLEASE_WRONG_KIND`. An exclusive name nobody holds
     /// takes permits from its next user.
     pub permits: u32,
+    /// Take a shared grant (false: not shared). A name becomes shared when it is first
+    /// acquired shared (an exclusive holder it has then stays its holder), and stays
+    /// shared while the table remembers it: up to 64 shared holders at once, each with a
+    /// lease handle of its own (own TTL, holder and token), or one exclusive holder,
+    /// never both. An acquisition without `shared` is the name's exclusive holder: it
+    /// waits (as `timeout_ns` allows) until every shared holder has left, and while it
+    /// waits no new shared grant is made, so shared holders cannot starve it; a shared
+    /// acquirer waits while an exclusive holder holds the name or waits for it. There is
+    /// no fairness the other way: a steady stream of exclusive acquirers can keep shared
+    /// ones waiting. Tokens of the name grow across both kinds. `shared` with 2 or more
+    /// `permits` returns `SHMLEASE_INVALID_OPTIONS`; `shared` on a name with permits, or
+    /// 2 or more `permits` asked of a shared name, `SHMLEASE_WRONG_KIND`.
+    pub shared: bool,
 }
 
 /// The Rust options for a C acquisition: `timeout_ns` as in `shmlease_acquire`.
@@ -326,8 +351,9 @@ fn acquire_options(
     timeout_ns: i64,
     label: Option<&str>,
     permits: u32,
+    shared: bool,
 ) -> Result<AcquireOptions, Failure> {
-    let mut options = AcquireOptions::new().permits(permits.max(1))?;
+    let mut options = AcquireOptions::new().permits(permits.max(1))?.shared(shared);
     if let Some(label) = label {
         options = options.label(label)?;
     }
@@ -368,7 +394,7 @@ pub unsafe extern "C" fn shmlease_try_acquire(
                 Out::optional(held_by),
             )
         };
-        take(table, name, ttl_ns, &AcquireOptions::new(), out, held_by)
+        take(table, name, ttl_ns, &AcquireOptions::new(), false, out, held_by)
     })
 }
 
@@ -405,18 +431,24 @@ pub unsafe extern "C" fn shmlease_acquire(
                 Out::optional(held_by),
             )
         };
-        take(table, name, ttl_ns, &acquire_options(timeout_ns, label, 1)?, out, held_by)
+        let options = acquire_options(timeout_ns, label, 1, false)?;
+        take(table, name, ttl_ns, &options, timeout_ns != 0, out, held_by)
     })
 }
 
 /// Takes a lease with every option (`options` may be NULL: the defaults), so that it
-/// is `shmlease_acquire` with `options->permits`: up to that many holders of `name` at
-/// once, each with a lease handle of its own (see `shmlease_acquire_options`).
+/// is `shmlease_acquire` with `options->permits` (up to that many holders of `name` at
+/// once, each with a lease handle of its own) and `options->shared` (a shared grant):
+/// see `shmlease_acquire_options`.
 ///
 /// For a name with permits, `SHMLEASE_HELD` (`SHMLEASE_TIMED_OUT` after waiting) means
-/// that every permit is held; `held_by` then describes the grant that ends first.
-/// `SHMLEASE_WRONG_KIND` if the name is in use with another number of permits (or as
-/// an exclusive lease). Otherwise as `shmlease_acquire`.
+/// that every permit is held; `held_by` then describes the grant that ends first. For a
+/// shared acquirer it means that an exclusive holder has the name (or waits for it), or
+/// that 64 shared holders have it; for an exclusive acquirer of a shared name, that
+/// shared holders stayed (`held_by` describes one of them). `SHMLEASE_WRONG_KIND` if the name is
+/// in use as another kind: with another number of permits (or as an exclusive lease),
+/// or shared where it has permits, or the other way round. Otherwise as
+/// `shmlease_acquire`.
 ///
 /// # Safety
 /// As for `shmlease_try_acquire`; `options` is NULL or points to a
@@ -441,15 +473,15 @@ pub unsafe extern "C" fn shmlease_acquire_with(
                 Out::optional(held_by),
             )
         };
-        let options = match options {
-            None => AcquireOptions::new(),
+        let (options, waits) = match options {
+            None => (AcquireOptions::new(), false),
             Some(o) => {
                 // SAFETY: forwarded contract (the options' label).
                 let label = unsafe { opt_str_arg(o.label, "label")? };
-                acquire_options(o.timeout_ns, label, o.permits)?
+                (acquire_options(o.timeout_ns, label, o.permits, o.shared)?, o.timeout_ns != 0)
             }
         };
-        take(table, name, ttl_ns, &options, out, held_by)
+        take(table, name, ttl_ns, &options, waits, out, held_by)
     })
 }
 
@@ -505,9 +537,10 @@ pub unsafe extern "C" fn shmlease_release_token(
     })
 }
 
-/// Revokes whatever grant `name` has (every live grant of a name with permits), waking
+/// Revokes whatever grant `name` has (every live grant of a name with permits or of a
+/// shared name: its shared holders' and its exclusive holder's), waking
 /// anyone waiting for it. `revoked_token_out` (NULL: not wanted) receives the revoked
-/// token (the latest one, for a name with permits), or 0 if nothing was held. The
+/// token (the latest one, for a name with several), or 0 if nothing was held. The
 /// holder learns at its next renewal that its lease is lost.
 ///
 /// # Safety
@@ -533,7 +566,7 @@ pub unsafe extern "C" fn shmlease_revoke(
 }
 
 /// Revokes the grant of `name` only if its token is `token` (one permit of a name with
-/// permits); returns `SHMLEASE_LOST`, and revokes nothing, if that is not a live grant
+/// permits, one holder of a shared name); returns `SHMLEASE_LOST`, and revokes nothing, if that is not a live grant
 /// (`shmlease_last_error()` says why: it ended, a newer grant is current, the token or
 /// the name was never issued).
 ///
@@ -615,11 +648,12 @@ pub unsafe extern "C" fn shmlease_list(
 }
 
 /// Lists the live grants of `name`, oldest first: each holder of a name with permits,
-/// or the one holder of a held exclusive lease. Fills `grants[0 .. capacity)` and sets
+/// each holder of a shared name (`shared` tells which kind), or the one holder of a
+/// held exclusive lease. Fills `grants[0 .. capacity)` and sets
 /// `*count_out` to the number of live grants (0 for a name not held, or not known to
 /// the table). If there are more than `capacity`, the first `capacity` are filled and
 /// `SHMLEASE_BUFFER_TOO_SMALL` is returned (an array of `shmlease_info.permits`
-/// entries always suffices). `grants` may be NULL when `capacity` is 0, to learn the
+/// entries, one more for a shared name, always suffices). `grants` may be NULL when `capacity` is 0, to learn the
 /// count. The list is read at one moment: grants taken or ended since are not in it.
 ///
 /// # Safety

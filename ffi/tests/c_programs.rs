@@ -21,7 +21,7 @@ use shmlease_core::{Error, LeaseTable, TableOptions};
 const WATCHDOG: Duration = Duration::from_secs(300);
 
 /// The C test programs in `ffi/tests/c/`; `every_c_program_has_a_test` keeps this honest.
-const PROGRAMS: [&str; 10] = [
+const PROGRAMS: [&str; 11] = [
     "lifecycle",
     "statuses",
     "nulls",
@@ -32,6 +32,7 @@ const PROGRAMS: [&str; 10] = [
     "reclaim",
     "election",
     "permits",
+    "shared",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -351,6 +352,26 @@ fn permits_admit_n_holders_each_with_its_own_grant_also_across_fork_static() {
 #[test]
 fn permits_admit_n_holders_each_with_its_own_grant_also_across_fork_valgrind() {
     check_program("permits", Build::Plain, true);
+}
+
+#[test]
+fn shared_holders_at_once_and_an_exclusive_one_in_a_child_waits_for_them() {
+    check_program("shared", Build::Plain, false);
+}
+
+#[test]
+fn shared_holders_at_once_and_an_exclusive_one_in_a_child_waits_for_them_sanitized() {
+    check_program("shared", Build::Sanitized, false);
+}
+
+#[test]
+fn shared_holders_at_once_and_an_exclusive_one_in_a_child_waits_for_them_static() {
+    check_program("shared", Build::Static, false);
+}
+
+#[test]
+fn shared_holders_at_once_and_an_exclusive_one_in_a_child_waits_for_them_valgrind() {
+    check_program("shared", Build::Plain, true);
 }
 
 /// The state file `contend.c` and the Rust side share: occupant, last token, grants.

@@ -55,9 +55,10 @@ while, use `shmlease revoke NAME --grace DUR`. Asking twice is asking once.
 
 Prints the token of the grant asked; a lease nobody holds is reported on stderr (exit
 status 0, nothing asked). With --token, only that grant is asked: exit status 79 if it
-is not the live one. On a name with permits, each holder is asked (its token printed on
-a line of its own; --json: \"tokens\", every one, and \"token\", the latest), or with
---token the one holder of that permit.";
+is not the live one. On a name with permits or a shared name, each holder is asked (of
+a shared name: its shared holders and its exclusive holder; each token printed on a
+line of its own; --json: \"tokens\", every one, and \"token\", the latest), or with
+--token the one holder of that grant.";
 
 /// `revoke --grace` waits for the lease to be released at most this long, in steps of
 /// the observer's own wake-ups: no polling.
@@ -143,8 +144,9 @@ fn leader_text(leader: &Leader) -> String {
     ))
 }
 
-/// The lease on `name` if the name has permits (several holders, none of them a leader).
-fn with_permits(
+/// The lease on `name` if the name has permits or is shared (several holders, none of
+/// them a leader).
+fn several_holders(
     t: &LeaseTable,
     table: &TableArg,
     name: &str,
@@ -153,15 +155,18 @@ fn with_permits(
     Ok(info.filter(|i| i.kind != LeaseKind::Exclusive))
 }
 
-/// `leader` and `observe` on a name with permits: an election has one leader.
+/// `leader` and `observe` on a name with permits or a shared name: an election has one
+/// leader.
 fn not_an_election(info: &LeaseInfo, table: &TableArg) -> Failure {
+    let kind = match info.kind {
+        LeaseKind::Shared => "is a shared name: up to 64 shared holders have it at once".into(),
+        k => format!("is in use with --permits {n}: up to {n} hold it at once", n = k.permits()),
+    };
     Failure::new(
         exit::WRONG_KIND,
         format!(
-            "lease {:?} is in use with --permits {}: up to {} hold it at once, so none of them leads; an election is an exclusive lease (see its holders with `shmlease{} get {}`)",
+            "lease {:?} {kind}, so none of them leads; an election is an exclusive lease (see its holders with `shmlease{} get {}`)",
             info.name,
-            info.kind.permits(),
-            info.kind.permits(),
             table.flag(),
             crate::shell_word(&info.name)
         ),
@@ -171,7 +176,7 @@ fn not_an_election(info: &LeaseInfo, table: &TableArg) -> Failure {
 /// `leader NAME`: exit 0 and the leader, or exit 1 and "nobody leads".
 pub fn leader(t: &LeaseTable, table: &TableArg, name: &str, json: bool) -> Result<u8, Failure> {
     let fail = |e: Error| explain(&e, Some(name), table);
-    if let Some(info) = with_permits(t, table, name)? {
+    if let Some(info) = several_holders(t, table, name)? {
         return Err(not_an_election(&info, table));
     }
     let election = t.election(name).map_err(fail)?;
@@ -201,7 +206,7 @@ pub fn observe(
     json: bool,
     count: Option<u64>,
 ) -> Result<u8, Failure> {
-    if let Some(info) = with_permits(t, table, name)? {
+    if let Some(info) = several_holders(t, table, name)? {
         return Err(not_an_election(&info, table));
     }
     let os_failure =
@@ -312,7 +317,7 @@ pub fn request_release(
         Some(token) => crate::by_token_failure(&e, crate::TokenOp::Request, name, token, t, table),
         None => explain(&e, Some(name), table),
     };
-    let asked: Vec<u64> = match (token, with_permits(t, table, name)?) {
+    let asked: Vec<u64> = match (token, several_holders(t, table, name)?) {
         (None, Some(info)) => ask_each(t, name, &info).map_err(fail)?,
         _ => t.request_release(name, token).map_err(fail)?.into_iter().collect(),
     };
@@ -331,7 +336,8 @@ pub fn request_release(
     Ok(())
 }
 
-/// Asks each holder of a name with permits, by token; returns the tokens asked.
+/// Asks each holder of a name with permits or a shared name, by token; returns the
+/// tokens asked.
 fn ask_each(t: &LeaseTable, name: &str, info: &LeaseInfo) -> Result<Vec<u64>, Error> {
     crate::each_grant(info, |token| t.request_release(name, Some(token)).map(drop))
 }
@@ -359,8 +365,8 @@ pub fn revoke_with_grace(
     json: bool,
 ) -> Result<(), Failure> {
     let fail = |e: Error| explain(&e, Some(name), table);
-    if let Some(info) = with_permits(t, table, name)? {
-        return revoke_permits_with_grace(t, table, &info, token, grace, json);
+    if let Some(info) = several_holders(t, table, name)? {
+        return revoke_grants_with_grace(t, table, &info, token, grace, json);
     }
     let asked = t.request_release(name, token).map_err(|e| match token {
         Some(token) => crate::by_token_failure(&e, crate::TokenOp::Revoke, name, token, t, table),
@@ -422,13 +428,13 @@ pub fn revoke_with_grace(
     crate::print(&format!("{}\n", printable(&format!("lease {name:?} (token {asked}): {what}"))))
 }
 
-/// How often `revoke --grace` looks at the grants of a name with permits (there is no
-/// observer of a single permit to wake it).
+/// How often `revoke --grace` looks at the grants of a name with permits or a shared
+/// name (there is no observer of a single grant to wake it).
 const PERMIT_LOOK: Duration = Duration::from_millis(10);
 
-/// `revoke --grace --json` of a name with permits.
+/// `revoke --grace --json` of a name with permits or a shared name.
 #[derive(Serialize)]
-struct GracedPermits<'a> {
+struct GracedGrants<'a> {
     name: &'a str,
     holders: Vec<GracedGrant>,
 }
@@ -445,9 +451,10 @@ struct GracedGrant {
     waited_ms: u64,
 }
 
-/// `revoke --grace` of a name with permits: asks each holder (or the one with `token`),
-/// waits until each has let go or `grace` has passed, and revokes the grants still live.
-fn revoke_permits_with_grace(
+/// `revoke --grace` of a name with permits or a shared name: asks each holder (or the
+/// one with `token`), waits until each has let go or `grace` has passed, and revokes
+/// the grants still live.
+fn revoke_grants_with_grace(
     t: &LeaseTable,
     table: &TableArg,
     info: &LeaseInfo,
@@ -501,7 +508,7 @@ fn revoke_permits_with_grace(
         holders.push(GracedGrant { token, outcome, revoked, waited_ms: waited.as_millis() as u64 });
     }
     if json {
-        return crate::print_json(&GracedPermits { name, holders });
+        return crate::print_json(&GracedGrants { name, holders });
     }
     if holders.is_empty() {
         crate::say(format_args!("lease {name:?} was not held; nothing to revoke"));
@@ -525,7 +532,7 @@ fn revoke_permits_with_grace(
     crate::print(&out)
 }
 
-/// How a grant of a name with permits that is no longer live ended, as far as the
+/// How a grant of a name with permits or a shared name that is no longer live ended, as far as the
 /// table still tells (asking a grant that ended changes nothing; the refusal says why).
 fn ended_how(t: &LeaseTable, name: &str, token: u64) -> &'static str {
     match t.request_release(name, Some(token)) {

@@ -31,9 +31,10 @@ pub mod exit {
     pub const NOBODY_LEADS: u8 = 1;
     /// Bad arguments: unknown option, bad duration, invalid name, label, TTL or location.
     pub const USAGE: u8 = 64;
-    /// The name is in use with another number of permits than this command asked for
-    /// (`--permits`; no `--permits` is an exclusive lease): every user of a name must
-    /// give the same N.
+    /// The name is in use as another kind than this command asked for: with another
+    /// number of permits (`--permits`; none is an exclusive lease; every user of a name
+    /// must give the same N), or shared (`--shared`) where it has permits, or the other
+    /// way round.
     pub const WRONG_KIND: u8 = 65;
     /// No lease table at the location.
     pub const NO_TABLE: u8 = 66;
@@ -72,8 +73,9 @@ Exit codes:
   0        success (run: CMD's own status, 128+N if CMD was killed by signal N)
   1        leader: nobody leads
   64       usage error: bad option, duration, name, label, TTL or location (not UTF-8)
-  65       the name is in use with another --permits N than this command gave (every
-           user of a name must give the same N; no --permits is an exclusive lease)
+  65       the name is in use as another kind than this command asked for: with
+           another --permits N (every user of a name must give the same N; none is an
+           exclusive lease), or --permits on a shared name, --shared on one with permits
   66       no lease table at the location
   69       table full, or platform unsupported
   71       an operating-system call failed
@@ -97,8 +99,8 @@ Each command's options: shmlease COMMAND --help. The whole manual, every command
 page: shmlease man | man -l -  (to install it for `man shmlease`:
 shmlease man > /usr/local/share/man/man1/shmlease.1)";
 
-/// Named, time-bound leases for the processes of this host: exclusive, or up to N
-/// holders at once (--permits N).
+/// Named, time-bound leases for the processes of this host: exclusive, up to N holders
+/// at once (--permits N), or shared holders and one exclusive holder (--shared).
 ///
 /// Leases live in a lease table: a file, or a POSIX shared-memory segment. Every grant
 /// gets a fencing token that only ever grows for its name.
@@ -197,7 +199,7 @@ enum Command {
         #[arg(long)]
         label: Option<String>,
         #[command(flatten)]
-        permits: Permits,
+        kind: Kind,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -231,12 +233,13 @@ enum Command {
         token: u64,
     },
     /// Revoke a lease, whoever holds it (its holder learns it lost the lease); every
-    /// holder of a name with permits
+    /// holder of a name with permits or of a shared name
     #[command(after_help = REVOKE_HELP)]
     Revoke {
         /// Lease name (1 to 64 bytes of UTF-8)
         name: String,
-        /// Revoke only the grant with this token (one permit of a name with permits)
+        /// Revoke only the grant with this token (one holder of a name with permits or of a
+        /// shared name)
         #[arg(long)]
         token: Option<u64>,
         /// Ask the holder to release first, and revoke only if the same grant is still
@@ -247,13 +250,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Ask the holder of a lease (each holder of a name with permits) to release it (a
-    /// cooperative hand-over)
+    /// Ask the holder of a lease (each holder of a name with permits or of a shared name)
+    /// to release it (a cooperative hand-over)
     #[command(after_help = election::REQUEST_RELEASE_HELP)]
     RequestRelease {
         /// Lease name (1 to 64 bytes of UTF-8)
         name: String,
-        /// Ask only the grant with this token (one permit of a name with permits)
+        /// Ask only the grant with this token (one holder of a name with permits or of a
+        /// shared name)
         #[arg(long)]
         token: Option<u64>,
         /// Print JSON
@@ -282,7 +286,7 @@ enum Command {
         count: Option<u64>,
     },
     /// Run CMD while holding the lease; stop it if the lease is lost
-    #[command(after_help = format!("{}\n\n{PERMITS_HELP}", run::AFTER_HELP))]
+    #[command(after_help = format!("{}\n\n{KINDS_HELP}", run::AFTER_HELP))]
     Run(run::RunArgs),
     /// Print shell completions
     Completions {
@@ -293,9 +297,9 @@ enum Command {
     Man,
 }
 
-/// `--permits N`, for `acquire` and `run`.
+/// `--permits N` and `--shared`, for `acquire` and `run`: which kind of grant to take.
 #[derive(clap::Args, Clone, Copy, Debug)]
-pub struct Permits {
+pub struct Kind {
     /// How many may hold NAME at once, each with a grant, TTL and token of its own (1 to
     /// 255; 1: an exclusive lease). Every user of NAME must give the same N: another N,
     /// or none on a name with permits, is refused with exit 65
@@ -305,11 +309,16 @@ pub struct Permits {
         default_value_t = 1,
         value_parser = clap::value_parser!(u32).range(1..=i64::from(shmlease::layout::MAX_SEATS))
     )]
-    pub n: u32,
+    pub permits: u32,
+    /// Take a shared grant: up to 64 shared holders of NAME at once, or one exclusive
+    /// holder (the same command without --shared), never both. Not with --permits N;
+    /// exit 65 on a name with permits
+    #[arg(long)]
+    pub shared: bool,
 }
 
-/// What `--permits N` means, for `acquire --help` and `run --help`.
-pub const PERMITS_HELP: &str = "\
+/// What `--permits N` and `--shared` mean, for `acquire --help` and `run --help`.
+pub const KINDS_HELP: &str = "\
 Permits: with --permits N, up to N holders have NAME at once (a pool: N GPUs, N
 concurrent jobs), each with a grant of its own: its own TTL, holder and token (unique
 to NAME, growing in the order taken). The next one waits for any of them to end, or
@@ -318,21 +327,44 @@ remembers the name (also while no permit is held): every user of NAME must give 
 same --permits N. Another N, --permits on a name held as an exclusive lease, or no
 --permits on a name with permits is refused with exit 65, saying which N is recorded.
 An exclusive name nobody holds takes permits from its next user. `shmlease get NAME`
-shows every holder; `revoke NAME` revokes them all, `revoke NAME --token T` one.";
+shows every holder; `revoke NAME` revokes them all, `revoke NAME --token T` one.
+
+Shared leases: with --shared, up to 64 holders have NAME at once (readers of a file,
+users of a cache that one writer rebuilds), each with a grant of its own: its own TTL,
+holder and token. The same command without --shared is NAME's exclusive holder (the
+writer): it waits until every shared holder has left, and while it waits no new shared
+holder gets in, so a stream of shared holders cannot keep it out. Shared holders wait
+while an exclusive one holds NAME (or waits for them). The converse is not bounded:
+there is no fairness between the two kinds, so a steady stream of exclusive holders can
+keep shared ones waiting. A 65th shared holder waits for one of the 64 to end. NAME
+becomes shared when it is first taken with --shared (an exclusive holder it has then
+stays its holder) and stays shared while the table remembers it. Tokens of NAME grow
+across both kinds. --permits on a shared name, and --shared on a name with permits,
+are refused with exit 65; --shared with --permits N (N > 1) is a usage error (64).
+`shmlease get NAME` shows every holder, each marked shared or exclusive; `revoke NAME`
+revokes them all (both kinds), `revoke NAME --token T` one.";
 
 /// Extra `acquire --help` text.
-const ACQUIRE_HELP: &str = PERMITS_HELP;
+const ACQUIRE_HELP: &str = KINDS_HELP;
 
 /// Extra `ls --help` and `get --help` text.
 const LS_HELP: &str = "\
-A name with permits (see `shmlease acquire --help`) is one line with its kind (\"2 of 3
-permits\" held), its latest token and the longest time left, followed by one line per
-holder (├─, └─): its token, pid, label, time left, when taken and renewed. --json adds
-\"kind\" (\"exclusive\" or \"permits\"), \"permits\" (N; 1 for an exclusive lease) and
-\"holders\", an array of every live grant (for an exclusive lease, its one holder):
-token, pid, pid_namespace, identity, detached, label, acquired_at, renewed_at,
-expires_at, remaining_ms, slot. For a name with permits the top-level \"holder\" is
-null, \"token\" is the latest taken and \"remaining_ms\" the longest.";
+A name with permits or a shared name (see `shmlease acquire --help`) is one line with
+its holders (\"2 of 3 permits\"; \"3 shared holders\", \"exclusive holder\", or \"2
+shared, exclusive waiting\" while an exclusive holder waits for shared ones to leave),
+its latest token and the longest time left, followed by one line per holder (├─, └─;
+on a shared name marked \"shared\" or \"exclusive\"): its token, pid, label, time
+left, when taken and renewed. --json adds \"kind\" (\"exclusive\", \"permits\" or
+\"shared\"), \"permits\" (how many may hold the name at once: N; 1 for an exclusive
+lease; 64, the most shared holders, for a shared name) and \"holders\", an array of
+every live grant (for an exclusive lease, its one holder): token, shared (true for a
+shared holder; false for an exclusive holder or a permit), pid, pid_namespace,
+identity, detached, label, acquired_at, renewed_at, expires_at, remaining_ms, slot. For
+a name with permits or a shared name, \"token\" is the latest taken (of either kind)
+and \"remaining_ms\" the longest; the top-level \"holder\" is null, except on a shared
+name with an exclusive holder (also one waiting for shared holders to leave): that
+holder, with its \"acquired_at\" and \"renewed_at\"; a shared name's \"expires_at\" is
+its longest-lasting holder's.";
 
 /// Extra `rm --help` text.
 const RM_HELP: &str = "\
@@ -350,7 +382,8 @@ the above. Neither form removes a file that is not a lease table.";
 const REVOKE_HELP: &str = "\
 Without --grace the lease is revoked at once: its holder learns it lost the lease (`run`
 stops CMD and exits 79) and waiters get it at once. Prints the revoked token. On a name
-with permits, revoke revokes every grant live when it looks (one with --token T) and
+with permits or a shared name, revoke revokes every grant live when it looks (of a
+shared name: its shared holders and its exclusive holder; one with --token T) and
 prints each revoked token on a line of its own (--json: \"tokens\", every one, and
 \"token\", the latest).
 
@@ -359,10 +392,10 @@ With --grace DUR, revoke first asks the holder to release (as `request-release` 
 it revokes only if the same grant is still held then, never a successor's. It prints
 which happened: 'released 120ms after the request', or 'still held after the 10s grace;
 revoked it' (--json: outcome \"released\", \"expired\" or \"revoked\", and revoked:
-true when it revoked). Exit status 0 either way. On a name with permits it asks every
-holder (or the one of --token), waits for each (looking every 10ms), and revokes those
-still held after DUR; it prints a line per grant (--json: {\"name\", \"holders\":
-[{\"token\", \"outcome\", \"revoked\", \"waited_ms\"}, ...]}).";
+true when it revoked). Exit status 0 either way. On a name with permits or a shared
+name it asks every holder (or the one of --token), waits for each (looking every
+10ms), and revokes those still held after DUR; it prints a line per grant (--json:
+{\"name\", \"holders\": [{\"token\", \"outcome\", \"revoked\", \"waited_ms\"}, ...]}).";
 
 /// How long to wait for a held lease: `None` is forever.
 #[derive(Clone, Copy, Debug)]
@@ -527,8 +560,8 @@ pub fn explain(e: &Error, name: Option<&str>, table: &TableArg) -> Failure {
     }
 }
 
-/// A name used with another number of permits than asked for: what is recorded, and
-/// what every user must therefore give.
+/// A name used as another kind than asked for (another number of permits, shared or
+/// not): what is recorded, and what every user must therefore give.
 fn wrong_kind(
     lease: &str,
     recorded: LeaseKind,
@@ -537,18 +570,22 @@ fn wrong_kind(
     table: &TableArg,
 ) -> Failure {
     let asked = match requested {
-        LeaseKind::Exclusive => "an exclusive lease (no --permits)".to_string(),
+        LeaseKind::Exclusive => "an exclusive lease (neither --permits nor --shared)".to_string(),
+        LeaseKind::Shared => "a shared grant (--shared)".to_string(),
         k => format!("--permits {}", k.permits()),
     };
-    let see = name.map(|n| format!("; see `shmlease{} get {}`", table.flag(), shell_word(n)));
+    let see = name
+        .map(|n| format!("; see `shmlease{} get {}`", table.flag(), shell_word(n)))
+        .unwrap_or_default();
     let message = match recorded {
         LeaseKind::Exclusive => format!(
-            "{lease} is held as an exclusive lease; this command asked for {asked}: every user of a name must give the same --permits, and while it is held this one is an exclusive lease (no --permits; once nobody holds it, its next user may give it permits){}",
-            see.unwrap_or_default()
+            "{lease} is held as an exclusive lease; this command asked for {asked}: every user of a name must give the same --permits, and while it is held this one is an exclusive lease (no --permits; once nobody holds it, its next user may give it permits){see}"
+        ),
+        LeaseKind::Shared => format!(
+            "{lease} is a shared name (shared holders with --shared, or one exclusive holder without it), recorded when it was first taken with --shared and kept while the table remembers the name; this command asked for {asked}: a shared name has no permits{see}"
         ),
         k => format!(
-            "{lease} is in use with --permits {n}, recorded when it was first used and kept while the table remembers the name; this command asked for {asked}: every user of a name must give the same --permits (here --permits {n}){}",
-            see.unwrap_or_default(),
+            "{lease} is in use with --permits {n}, recorded when it was first used and kept while the table remembers the name; this command asked for {asked}: every user of a name must give the same --permits (here --permits {n}, without --shared){see}",
             n = k.permits()
         ),
     };
@@ -595,17 +632,18 @@ fn describe_leases(leases: &[shmlease::LeaseInfo]) -> String {
                 .take(SHOWN)
                 .map(|g| {
                     let holder = g.holder.map(|h| format!(", {h}")).unwrap_or_default();
-                    format!("token {}{holder}, {} left", g.token, duration::human(g.remaining))
+                    let shared = if g.shared { ", shared" } else { "" };
+                    let left = duration::human(g.remaining);
+                    format!("token {}{holder}{shared}, {left} left", g.token)
                 })
                 .collect();
             if l.grants.len() > SHOWN {
                 grants.push(format!("and {} more", l.grants.len() - SHOWN));
             }
             out.push_str(&format!(
-                "{:?} ({} of {} permits: {})",
+                "{:?} ({}: {})",
                 l.name,
-                l.grants.len(),
-                l.kind.permits(),
+                output::holders_summary(l),
                 grants.join("; ")
             ));
             continue;
@@ -676,7 +714,8 @@ fn by_token_failure(
             let current = match t.get(name) {
                 Ok(Some(i)) if i.kind != LeaseKind::Exclusive && !i.grants.is_empty() => {
                     let live: Vec<String> = i.grants.iter().map(|g| g.token.to_string()).collect();
-                    format!(" (the live grants of its permits have tokens {})", live.join(", "))
+                    let of = if i.kind == LeaseKind::Shared { "holders" } else { "permits" };
+                    format!(" (the live grants of its {of} have tokens {})", live.join(", "))
                 }
                 Ok(Some(i)) if i.token != token && i.state == shmlease::LeaseState::Held => {
                     format!(" (the live grant has token {})", i.token)
@@ -1014,7 +1053,7 @@ fn dispatch(table: &TableArg, command: Command) -> Result<u8, Failure> {
             let t = table.open(false)?;
             watch::watch(&t, table, interval, all)?;
         }
-        Command::Acquire { name, ttl, wait, label, permits, json } => {
+        Command::Acquire { name, ttl, wait, label, kind, json } => {
             let t = table.open(true)?;
             let lease = take(
                 &t,
@@ -1023,7 +1062,7 @@ fn dispatch(table: &TableArg, command: Command) -> Result<u8, Failure> {
                 ttl,
                 wait.unwrap_or(Wait(Some(Duration::ZERO))),
                 label.as_deref(),
-                permits,
+                kind,
             )?;
             let detached = lease.detach().map_err(|e| explain(&e, Some(&name), table))?;
             if json {
@@ -1245,38 +1284,49 @@ pub fn take<'t>(
     ttl: Duration,
     wait: Wait,
     label: Option<&str>,
-    permits: Permits,
+    kind: Kind,
 ) -> Result<Lease<'t>, Failure> {
-    let fail = |e: Error| refused(&e, name, permits, table);
-    let mut options = AcquireOptions::new().permits(permits.n).map_err(fail)?;
+    if kind.shared && kind.permits > 1 {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "--shared and --permits {} exclude each other: a name either has permits (up to N holders, all alike) or is shared (up to 64 shared holders, or one exclusive holder); see `shmlease acquire --help`",
+                kind.permits
+            ),
+        ));
+    }
+    let fail = |e: Error| refused(t, &e, name, kind, table);
+    let mut options =
+        AcquireOptions::new().permits(kind.permits).map_err(fail)?.shared(kind.shared);
     if let Some(label) = label {
         options = options.label(label).map_err(fail)?;
     }
+    // The library refuses an exclusive acquirer of a shared name whose wait ran out
+    // while shared holders stayed with `Held`, not `TimedOut`: it is the timeout.
+    let timed = |taken: Result<Lease<'t>, Error>, waited: Duration| match taken {
+        Err(Error::Held { token, holder, .. }) => Err(Error::TimedOut { waited, token, holder }),
+        taken => taken,
+    };
     const NOTE_AFTER: Duration = Duration::from_secs(1);
     match wait.0 {
         Some(w) if w.is_zero() => t.acquire_with(name, ttl, &options).map_err(fail),
         Some(w) if w <= NOTE_AFTER => {
-            t.acquire_with(name, ttl, &options.wait(Some(w))).map_err(fail)
+            timed(t.acquire_with(name, ttl, &options.wait(Some(w))), w).map_err(fail)
         }
-        _ => match t.acquire_with(name, ttl, &options.wait(Some(NOTE_AFTER))) {
+        _ => match timed(t.acquire_with(name, ttl, &options.wait(Some(NOTE_AFTER))), NOTE_AFTER) {
             Err(Error::TimedOut { token, holder, .. }) => {
-                let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
                 let how_long = match wait.0 {
                     Some(w) => format!("up to {} more", duration::human(w - NOTE_AFTER)),
-                    None if permits.n > 1 => "until one is free (Ctrl-C to give up)".into(),
+                    None if kind.permits > 1 => "until one is free (Ctrl-C to give up)".into(),
                     None => "until it is free (Ctrl-C to give up)".into(),
                 };
-                if permits.n > 1 {
-                    say(format_args!(
-                        "all {} permits of lease {name:?} are held (the first to end: token {token}{by}); waiting {how_long}",
-                        permits.n
-                    ));
-                } else {
-                    say(format_args!(
-                        "lease {name:?} is held{by} (token {token}); waiting {how_long}"
-                    ));
-                }
-                match t.acquire_with(name, ttl, &options.wait(wait.0.map(|w| w - NOTE_AFTER))) {
+                let what = blocker(t, name, kind, token, holder, None).unwrap_or_else(|| {
+                    format!("lease {name:?} is held{} (token {token})", by(holder))
+                });
+                say(format_args!("{what}; waiting {how_long}"));
+                let rest = wait.0.map(|w| w - NOTE_AFTER);
+                let taken = t.acquire_with(name, ttl, &options.wait(rest));
+                match timed(taken, rest.unwrap_or_default()) {
                     Err(Error::TimedOut { token, holder, .. }) => Err(fail(Error::TimedOut {
                         waited: wait.0.unwrap_or_default(),
                         token,
@@ -1290,36 +1340,75 @@ pub fn take<'t>(
     }
 }
 
-/// Why [`take`] failed: [`explain`], but a name with permits is held when all of them
-/// are, and the holder named is the one whose grant ends first.
-fn refused(e: &Error, name: &str, permits: Permits, table: &TableArg) -> Failure {
-    let n = permits.n;
+/// " by pid 7 (web)", or nothing when the table does not record the holder.
+fn by(holder: Option<shmlease::Holder>) -> String {
+    holder.map(|h| format!(" by {h}")).unwrap_or_default()
+}
+
+/// Why [`take`] failed: [`explain`], but saying what keeps the caller out of a name with
+/// permits or a shared name (see [`blocker`]).
+fn refused(t: &LeaseTable, e: &Error, name: &str, kind: Kind, table: &TableArg) -> Failure {
     let see = format!("see `shmlease{} get {}`", table.flag(), shell_word(name));
-    match e {
-        Error::Held { token, remaining, holder } if n > 1 => {
-            let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
-            Failure::new(
-                exit::HELD,
-                format!(
-                    "all {n} permits of lease {name:?} are held (the first to end: token {token}{by}, {} left); wait for one with --wait DUR, or {see}",
-                    duration::human(*remaining)
-                ),
-            )
-            .conflict()
+    let (what, waited) = match e {
+        Error::Held { token, remaining, holder } => {
+            (blocker(t, name, kind, *token, *holder, Some(*remaining)), None)
         }
-        Error::TimedOut { waited, token, holder } if n > 1 => {
-            let by = holder.map(|h| format!(" by {h}")).unwrap_or_default();
-            Failure::new(
-                exit::HELD,
-                format!(
-                    "gave up after waiting {} for a permit of lease {name:?}: all {n} still held (the first to end: token {token}{by}); wait longer with --wait, or {see}",
-                    duration::human(*waited)
-                ),
-            )
-            .conflict()
+        Error::TimedOut { waited, token, holder } => {
+            (blocker(t, name, kind, *token, *holder, None), Some(*waited))
         }
-        e => explain(e, Some(name), table),
+        _ => (None, None),
+    };
+    let Some(what) = what else { return explain(e, Some(name), table) };
+    let message = match waited {
+        None => format!("{what}; wait with --wait DUR, or {see}"),
+        Some(waited) => format!(
+            "gave up after waiting {}: {what}; wait longer with --wait, or {see}",
+            duration::human(waited)
+        ),
+    };
+    Failure::new(exit::HELD, message).conflict()
+}
+
+/// What keeps [`take`] out of `name`, when that is more than one exclusive holder: every
+/// permit held (`token` is the one that ends first), or, on a shared name, its
+/// exclusive holder or its shared holders (`token` is one of them). `None` for an
+/// exclusive lease, which [`explain`] describes.
+fn blocker(
+    t: &LeaseTable,
+    name: &str,
+    kind: Kind,
+    token: u64,
+    holder: Option<shmlease::Holder>,
+    remaining: Option<Duration>,
+) -> Option<String> {
+    let left = remaining.map(|r| format!(", {} left", duration::human(r))).unwrap_or_default();
+    let who = format!("token {token}{}{left}", by(holder));
+    if kind.permits > 1 {
+        let n = kind.permits;
+        return Some(format!(
+            "all {n} permits of lease {name:?} are held (the first to end: {who})"
+        ));
     }
+    // The name's kind is the table's; it is looked at only to explain a refusal.
+    let info = t.get(name).ok().flatten().filter(|i| i.kind == LeaseKind::Shared);
+    let Some(info) = info else {
+        return kind.shared.then(|| format!("lease {name:?} is held exclusively ({who})"));
+    };
+    let shared = info.grants.iter().filter(|g| g.shared).count();
+    Some(match info.grants.iter().find(|g| g.token == token) {
+        Some(g) if g.shared && shared >= shmlease::layout::MAX_SHARED as usize => {
+            format!(
+                "all {shared} shared grants of lease {name:?} are held (the first to end: {who})"
+            )
+        }
+        Some(g) if g.shared => format!(
+            "lease {name:?} has {} (one: {who}); an exclusive holder waits until all have left",
+            output::count(shared, "shared holder")
+        ),
+        Some(_) => format!("lease {name:?} is held exclusively ({who})"),
+        // The grant ended since: say only what the refusal said.
+        None => format!("lease {name:?} (a shared name) is held ({who})"),
+    })
 }
 
 /// One line on stderr, after `shmlease: `. A closed or broken stderr is ignored: it

@@ -9,9 +9,10 @@ use shmlease::{GrantInfo, Holder, LeaseInfo, LeaseKind, LeaseState, ProcessIdent
 use crate::duration::human;
 use crate::{printable, TableArg};
 
-/// One lease, as `ls --json` and `get --json` print it. For a name with permits,
-/// `holder` is null, `token` the latest taken and `remaining_ms` the longest left; its
-/// holders are in `holders`.
+/// One lease, as `ls --json` and `get --json` print it. For a name with permits or a
+/// shared name, `token` is the latest taken and `remaining_ms` the longest left, and
+/// `holder` is null (except a shared name's exclusive holder); its holders are in
+/// `holders`.
 #[derive(Serialize)]
 pub struct LeaseJson {
     name: String,
@@ -24,9 +25,10 @@ pub struct LeaseJson {
     remaining_ms: u64,
     transitions: u64,
     slot: u32,
-    /// "exclusive" or "permits".
+    /// "exclusive", "permits" or "shared".
     kind: &'static str,
-    /// How many may hold the name at once (1 for an exclusive lease).
+    /// How many may hold the name at once (1 for an exclusive lease, 64 shared holders
+    /// for a shared name).
     permits: u32,
     /// Every live grant, oldest first (an exclusive lease's one holder, while held).
     holders: Vec<GrantJson>,
@@ -37,6 +39,8 @@ pub struct LeaseJson {
 #[derive(Serialize)]
 struct GrantJson {
     token: u64,
+    /// A shared holder of a shared name (false for an exclusive holder, or a permit).
+    shared: bool,
     pid: Option<u32>,
     pid_namespace: Option<u32>,
     identity: Option<IdentityJson>,
@@ -54,6 +58,7 @@ impl GrantJson {
         let h = g.holder.as_ref().map(holder_json);
         GrantJson {
             token: g.token,
+            shared: g.shared,
             pid: h.as_ref().map(|h| h.pid),
             pid_namespace: h.as_ref().map(|h| h.pid_namespace),
             detached: h.as_ref().map(|h| h.detached),
@@ -86,20 +91,47 @@ struct IdentityJson {
 impl LeaseJson {
     /// The JSON form of `info`.
     pub fn new(info: &LeaseInfo) -> LeaseJson {
+        let Own { holder, acquired_at, renewed_at, expires_at } = Own::of(info);
         LeaseJson {
             name: info.name.clone(),
             token: info.token,
             state: info.state.as_str(),
-            holder: info.holder.as_ref().map(holder_json),
-            acquired_at: info.acquired_at.map(rfc3339),
-            renewed_at: info.renewed_at.map(rfc3339),
-            expires_at: info.expires_at.map(rfc3339),
+            holder: holder.as_ref().map(holder_json),
+            acquired_at: acquired_at.map(rfc3339),
+            renewed_at: renewed_at.map(rfc3339),
+            expires_at: expires_at.map(rfc3339),
             remaining_ms: info.remaining.as_millis() as u64,
             transitions: info.transitions,
             slot: info.slot,
             kind: info.kind.as_str(),
             permits: info.kind.permits(),
             holders: info.grants.iter().map(GrantJson::new).collect(),
+        }
+    }
+}
+
+/// What the top-level fields of a lease show: the library's, but for a shared name
+/// those of its exclusive holder's grant while it has one (also while it waits for
+/// shared holders to leave), and the expiry of its longest-lasting grant.
+struct Own {
+    holder: Option<Holder>,
+    acquired_at: Option<SystemTime>,
+    renewed_at: Option<SystemTime>,
+    expires_at: Option<SystemTime>,
+}
+
+impl Own {
+    fn of(info: &LeaseInfo) -> Own {
+        if info.kind != LeaseKind::Shared {
+            let LeaseInfo { holder, acquired_at, renewed_at, expires_at, .. } = *info;
+            return Own { holder, acquired_at, renewed_at, expires_at };
+        }
+        let exclusive = info.grants.iter().find(|g| !g.shared);
+        Own {
+            holder: exclusive.and_then(|g| g.holder),
+            acquired_at: exclusive.and_then(|g| g.acquired_at),
+            renewed_at: exclusive.and_then(|g| g.renewed_at),
+            expires_at: info.grants.iter().filter_map(|g| g.expires_at).max(),
         }
     }
 }
@@ -276,9 +308,34 @@ fn holder_cell(holder: Option<&Holder>) -> String {
     }
 }
 
-/// `ls` for people: aligned columns, ages relative to now. A name with permits is a
-/// line for the name ("2 of 3 permits") and one below it for each holder. Empty input
-/// gives a one-line note instead of a bare header.
+/// "1 shared holder", "3 shared holders".
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Who holds a name with permits ("2 of 3 permits") or a shared name ("3 shared
+/// holders", "exclusive holder", "2 shared, exclusive waiting": an exclusive holder next
+/// to shared ones waits for them to leave, and keeps new ones out meanwhile).
+pub fn holders_summary(l: &LeaseInfo) -> String {
+    if l.kind != LeaseKind::Shared {
+        return format!("{} of {} permits", l.grants.len(), l.kind.permits());
+    }
+    let shared = l.grants.iter().filter(|g| g.shared).count();
+    match (shared, l.grants.len() > shared) {
+        (0, true) => "exclusive holder".into(),
+        (n, true) => format!("{n} shared, exclusive waiting"),
+        (n, false) => count(n, "shared holder"),
+    }
+}
+
+/// `ls` for people: aligned columns, ages relative to now. A name with permits or a
+/// shared name is a line for the name ([`holders_summary`]) and one below it for each
+/// holder (on a shared name marked shared or exclusive). Empty input gives a one-line
+/// note instead of a bare header.
 pub fn leases_text(leases: &[LeaseInfo], all: bool) -> String {
     if leases.is_empty() {
         return if all {
@@ -292,30 +349,30 @@ pub fn leases_text(leases: &[LeaseInfo], all: bool) -> String {
         ["NAME", "TOKEN", "HOLDER", "STATE", "REMAINING", "ACQUIRED", "RENEWED", "TRANSITIONS"];
     let mut rows: Vec<[String; 8]> = vec![header.map(String::from)];
     for l in leases {
-        let permits = l.kind != LeaseKind::Exclusive;
-        let holder = if permits {
-            format!("{} of {} permits", l.grants.len(), l.kind.permits())
-        } else {
-            holder_cell(l.holder.as_ref())
-        };
+        let several = l.kind != LeaseKind::Exclusive;
+        let holder = if several { holders_summary(l) } else { holder_cell(l.holder.as_ref()) };
         let remaining = if l.state == LeaseState::Held { human(l.remaining) } else { "-".into() };
+        let own = Own::of(l);
         rows.push([
             printable(&l.name),
             l.token.to_string(),
             holder,
             l.state.as_str().into(),
             remaining,
-            ago(now, l.acquired_at),
-            ago(now, l.renewed_at),
+            ago(now, own.acquired_at),
+            ago(now, own.renewed_at),
             l.transitions.to_string(),
         ]);
-        if !permits {
+        if !several {
             continue;
         }
         for (i, g) in l.grants.iter().enumerate() {
-            let branch = if i + 1 == l.grants.len() { " └─" } else { " ├─" };
+            let mut branch = if i + 1 == l.grants.len() { " └─" } else { " ├─" }.to_string();
+            if l.kind == LeaseKind::Shared {
+                branch.push_str(if g.shared { " shared" } else { " exclusive" });
+            }
             rows.push([
-                branch.into(),
+                branch,
                 g.token.to_string(),
                 holder_cell(g.holder.as_ref()),
                 LeaseState::Held.as_str().into(),

@@ -36,7 +36,10 @@ Then run releases the lease and exits with CMD's status (128+N for signal N).
 
 With --permits N, up to N runs of NAME run their CMD at once, each holding a permit of
 its own with its own token in SHMLEASE_TOKEN; the next run waits for any of them to end
-(see Permits, below).
+(see Permits, below). With --shared, up to 64 runs of NAME run their CMD at once (its
+readers, say), each with a token of its own; a run of NAME without --shared (the
+writer) waits until they have all ended, and keeps new shared runs waiting meanwhile
+(see Shared leases, below).
 
 SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to run are passed on to CMD once: at a
 terminal CMD shares run's process group (Ctrl-C and Ctrl-Z reach both directly, and
@@ -67,7 +70,9 @@ Examples:
   shmlease run scheduler --label \"$(hostname -s)\" -- ./scheduler   # hot standby: run it 3 times
   shmlease run -n deploy -- make deploy        # exit 75 at once if someone is deploying
   shmlease run gpu0 --wait 5m --ttl 30s -- python train.py
-  shmlease run gpus --permits 4 -- ./train.sh    # at most 4 at once; the 5th waits";
+  shmlease run gpus --permits 4 -- ./train.sh    # at most 4 at once; the 5th waits
+  shmlease run catalog --shared -- ./query.sh    # many at once, but never during ...
+  shmlease run catalog -- ./rebuild.sh           # ... this one, which waits for them";
 
 /// `run`'s options.
 #[derive(clap::Args)]
@@ -93,7 +98,7 @@ pub struct RunArgs {
     #[arg(long)]
     label: Option<String>,
     #[command(flatten)]
-    permits: crate::Permits,
+    kind: crate::Kind,
     /// After SIGTERM (to CMD's job on a lost lease, or to processes CMD left running),
     /// SIGKILL what is still running this much later
     #[arg(long, default_value = "10s", value_parser = duration::parse, value_name = "DUR", allow_hyphen_values = true)]
@@ -173,8 +178,7 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     let wait =
         if args.no_wait { Wait(Some(Duration::ZERO)) } else { args.wait.unwrap_or(Wait(None)) };
     let name = args.name.as_str();
-    let mut lease = match take(t, table, name, args.ttl, wait, args.label.as_deref(), args.permits)
-    {
+    let mut lease = match take(t, table, name, args.ttl, wait, args.label.as_deref(), args.kind) {
         Ok(lease) => lease,
         Err(mut f) => {
             if f.conflict {
