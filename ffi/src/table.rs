@@ -245,27 +245,19 @@ fn ttl(ttl_ns: u64) -> Duration {
     Duration::from_nanos(ttl_ns)
 }
 
-/// Takes a lease, filling `held_by` on refusal; `waits`: `options` wait while it is held.
+/// Takes a lease, filling `held_by` on refusal.
 fn take(
     table: &LeaseTable,
     name: &str,
     ttl_ns: u64,
     options: &AcquireOptions,
-    waits: bool,
     out: Out<*mut shmlease_lease>,
     held_by: Option<Out<shmlease_held_by>>,
 ) -> Result<(), Failure> {
-    let start = Instant::now();
     match table.acquire_with(name, ttl(ttl_ns), options) {
         Ok(lease) => {
             out.write(LeaseHandle::into_c(lease, table));
             Ok(())
-        }
-        // The library refuses an exclusive acquirer of a shared name whose wait ran out
-        // while shared holders stayed with `Held`, not `TimedOut`: it is the timeout.
-        Err(e @ Error::Held { token, holder, .. }) if waits => {
-            let _ = refused(table, name, e, held_by);
-            Err(Error::TimedOut { waited: start.elapsed(), token, holder }.into())
         }
         Err(e) => Err(refused(table, name, e, held_by)),
     }
@@ -394,7 +386,7 @@ pub unsafe extern "C" fn shmlease_try_acquire(
                 Out::optional(held_by),
             )
         };
-        take(table, name, ttl_ns, &AcquireOptions::new(), false, out, held_by)
+        take(table, name, ttl_ns, &AcquireOptions::new(), out, held_by)
     })
 }
 
@@ -432,7 +424,7 @@ pub unsafe extern "C" fn shmlease_acquire(
             )
         };
         let options = acquire_options(timeout_ns, label, 1, false)?;
-        take(table, name, ttl_ns, &options, timeout_ns != 0, out, held_by)
+        take(table, name, ttl_ns, &options, out, held_by)
     })
 }
 
@@ -473,15 +465,15 @@ pub unsafe extern "C" fn shmlease_acquire_with(
                 Out::optional(held_by),
             )
         };
-        let (options, waits) = match options {
-            None => (AcquireOptions::new(), false),
+        let options = match options {
+            None => AcquireOptions::new(),
             Some(o) => {
                 // SAFETY: forwarded contract (the options' label).
                 let label = unsafe { opt_str_arg(o.label, "label")? };
-                (acquire_options(o.timeout_ns, label, o.permits, o.shared)?, o.timeout_ns != 0)
+                acquire_options(o.timeout_ns, label, o.permits, o.shared)?
             }
         };
-        take(table, name, ttl_ns, &options, waits, out, held_by)
+        take(table, name, ttl_ns, &options, out, held_by)
     })
 }
 

@@ -1301,19 +1301,13 @@ pub fn take<'t>(
     if let Some(label) = label {
         options = options.label(label).map_err(fail)?;
     }
-    // The library refuses an exclusive acquirer of a shared name whose wait ran out
-    // while shared holders stayed with `Held`, not `TimedOut`: it is the timeout.
-    let timed = |taken: Result<Lease<'t>, Error>, waited: Duration| match taken {
-        Err(Error::Held { token, holder, .. }) => Err(Error::TimedOut { waited, token, holder }),
-        taken => taken,
-    };
     const NOTE_AFTER: Duration = Duration::from_secs(1);
     match wait.0 {
         Some(w) if w.is_zero() => t.acquire_with(name, ttl, &options).map_err(fail),
         Some(w) if w <= NOTE_AFTER => {
-            timed(t.acquire_with(name, ttl, &options.wait(Some(w))), w).map_err(fail)
+            t.acquire_with(name, ttl, &options.wait(Some(w))).map_err(fail)
         }
-        _ => match timed(t.acquire_with(name, ttl, &options.wait(Some(NOTE_AFTER))), NOTE_AFTER) {
+        _ => match t.acquire_with(name, ttl, &options.wait(Some(NOTE_AFTER))) {
             Err(Error::TimedOut { token, holder, .. }) => {
                 let how_long = match wait.0 {
                     Some(w) => format!("up to {} more", duration::human(w - NOTE_AFTER)),
@@ -1326,7 +1320,7 @@ pub fn take<'t>(
                 say(format_args!("{what}; waiting {how_long}"));
                 let rest = wait.0.map(|w| w - NOTE_AFTER);
                 let taken = t.acquire_with(name, ttl, &options.wait(rest));
-                match timed(taken, rest.unwrap_or_default()) {
+                match taken {
                     Err(Error::TimedOut { token, holder, .. }) => Err(fail(Error::TimedOut {
                         waited: wait.0.unwrap_or_default(),
                         token,
