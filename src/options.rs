@@ -1,10 +1,16 @@
-//! Where a table lives and how it is created and opened.
+//! Where a table lives and how it is created and opened ([`Location`], [`TableOptions`]),
+//! and how a lease is acquired ([`AcquireOptions`]: waiting, label, permits, shared, fair).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use crate::error::{Error, Result};
-use crate::layout::MAX_CAPACITY;
+use crate::info::Label;
+use crate::layout::{self, MAX_CAPACITY};
+#[allow(unused_imports)] // rustdoc links
+use crate::{LeaseInfo, LeaseTable};
 
 /// Where a lease table lives: a file path, a POSIX shared-memory name, or a key prefix
 /// on an etcd cluster.
@@ -347,5 +353,143 @@ mod tests {
         assert!(reason("a/b").contains("'/'"));
         let ok = "a".repeat(250);
         assert_eq!(Location::Shm(ok.clone()).file_path().unwrap(), Path::new("/dev/shm").join(ok));
+    }
+}
+
+/// Options for [`LeaseTable::acquire_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AcquireOptions {
+    pub(crate) wait: Option<Option<Duration>>,
+    pub(crate) label: Label,
+    /// 0 or 1: exclusive.
+    pub(crate) permits: u32,
+    /// A shared grant of a shared name.
+    pub(crate) shared: bool,
+    /// Granted in arrival order among fair acquirers.
+    pub(crate) fair: bool,
+}
+
+impl AcquireOptions {
+    pub(crate) fn label_word(&self) -> Label {
+        self.label
+    }
+
+    /// Don't wait, no label.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wait while the lease is held: up to `timeout`, or forever with `None`.
+    pub fn wait(mut self, timeout: Option<Duration>) -> Self {
+        self.wait = Some(timeout);
+        self
+    }
+
+    /// Admit up to `permits` holders of the name at once (1 ..= 128; 1, the default,
+    /// is an exclusive lease). Each holder gets a grant of its own, with its own TTL
+    /// and token. Every user of a name must ask for the same number: the first use
+    /// records it, and a call asking for another fails with [`Error::WrongKind`].
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("shmlease-doc-permits-{}", std::process::id()));
+    /// # let table = shmlease::LeaseTable::open_or_create(&path, &Default::default())?;
+    /// use shmlease::AcquireOptions;
+    /// use std::time::Duration;
+    ///
+    /// let two = AcquireOptions::new().permits(2)?;
+    /// let ttl = Duration::from_secs(30);
+    /// let a = table.acquire_with("gpu-pool", ttl, &two)?;
+    /// let b = table.acquire_with("gpu-pool", ttl, &two)?;
+    /// assert!(b.token() > a.token());
+    /// // Both permits are taken: a third holder is refused.
+    /// assert!(matches!(table.acquire_with("gpu-pool", ttl, &two), Err(shmlease::Error::Held { .. })));
+    /// // And nobody may use the name with another number.
+    /// assert!(matches!(table.try_acquire("gpu-pool", ttl), Err(shmlease::Error::WrongKind { .. })));
+    /// # drop((a, b));
+    /// # shmlease::LeaseTable::remove(&path)?;
+    /// # Ok::<(), shmlease::Error>(())
+    /// ```
+    pub fn permits(mut self, permits: u32) -> Result<Self> {
+        if !(1..=layout::MAX_SEATS).contains(&permits) {
+            return Err(Error::InvalidOptions {
+                reason: format!(
+                    "permits must be between 1 and {}, not {permits}",
+                    layout::MAX_SEATS
+                ),
+            });
+        }
+        self.permits = permits;
+        Ok(self)
+    }
+
+    /// Take a *shared* grant: the name admits up to 64 shared holders at once, or one
+    /// exclusive holder, never both. The first shared acquisition makes the name shared
+    /// (an exclusive holder it has then stays, as the name's exclusive holder); from
+    /// then on, an exclusive acquisition of it ([`LeaseTable::try_acquire`], or
+    /// [`acquire_with`](LeaseTable::acquire_with) without `shared`) waits until its
+    /// shared holders have left, and blocks new shared grants while it waits, so that
+    /// exclusive acquirers never starve. Each holder has its own TTL and token; tokens of
+    /// the name grow across both kinds. Not combinable with [`permits`](Self::permits)
+    /// (a shared name cannot have permits): [`Error::WrongKind`] names the conflict.
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("shmlease-doc-shared-{}", std::process::id()));
+    /// # let table = shmlease::LeaseTable::open_or_create(&path, &Default::default())?;
+    /// use shmlease::{AcquireOptions, Error};
+    /// use std::time::Duration;
+    ///
+    /// let ttl = Duration::from_secs(30);
+    /// let shared = AcquireOptions::new().shared(true);
+    /// let r1 = table.acquire_with("catalog", ttl, &shared)?;
+    /// let r2 = table.acquire_with("catalog", ttl, &shared)?;
+    /// // An exclusive holder must wait for both readers.
+    /// assert!(matches!(table.try_acquire("catalog", ttl), Err(Error::Held { .. })));
+    /// drop((r1, r2));
+    /// let writer = table.try_acquire("catalog", ttl)?;
+    /// assert!(matches!(table.acquire_with("catalog", ttl, &shared), Err(Error::Held { .. })));
+    /// # drop(writer);
+    /// # shmlease::LeaseTable::remove(&path)?;
+    /// # Ok::<(), shmlease::Error>(())
+    /// ```
+    pub fn shared(mut self, shared: bool) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// Wait in arrival order: among acquirers of the name that ask for fairness, the one
+    /// that started waiting first is granted first, whatever the name's kind. A fair
+    /// acquirer that has to wait takes a place in the name's queue (shown in
+    /// [`LeaseInfo::queue`](crate::LeaseInfo::queue)); a waiter ahead that dies is
+    /// passed over once its death is provable (within 50 ms), one that is stopped or
+    /// hung once its place expires (2 s, [`PLACE_TTL`](crate::PLACE_TTL)), one that
+    /// times out or gives up at once. Without waiting, a fair acquisition does not pass
+    /// waiters in line: it fails with [`Error::Held`] while any wait. Acquirers that do
+    /// not ask for fairness (the default, and the fast path) ignore the queue and may
+    /// take the name between two fair ones. At most 127 fair acquirers can wait for a
+    /// name at once ([`Error::Busy`] past that).
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("shmlease-doc-fair-{}", std::process::id()));
+    /// # let table = shmlease::LeaseTable::open_or_create(&path, &Default::default())?;
+    /// use shmlease::AcquireOptions;
+    /// use std::time::Duration;
+    ///
+    /// let fair = AcquireOptions::new().fair(true).wait(Some(Duration::from_secs(5)));
+    /// let lease = table.acquire_with("printer", Duration::from_secs(30), &fair)?;
+    /// # drop(lease);
+    /// # shmlease::LeaseTable::remove(&path)?;
+    /// # Ok::<(), shmlease::Error>(())
+    /// ```
+    pub fn fair(mut self, fair: bool) -> Self {
+        self.fair = fair;
+        self
+    }
+
+    /// Attach a label (up to 8 bytes, shown to others inspecting the lease).
+    pub fn label(mut self, label: &str) -> Result<Self> {
+        self.label = Label::new(label).ok_or_else(|| Error::InvalidLabel {
+            reason: format!("{label:?} is longer than 8 bytes or contains NUL"),
+        })?;
+        Ok(self)
     }
 }
