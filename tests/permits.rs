@@ -363,3 +363,17 @@ fn permits_in_a_full_table_under_churn() {
     let words = SharedWords::open(&counters);
     assert_eq!(words.word(1).load(std::sync::atomic::Ordering::SeqCst), 0, "violations");
 }
+
+/// A full table whose only idle slot is the head of a name with permits (its seat bound
+/// and held) answers `TableFull` to a new name, not `Busy` (the head cannot be evicted
+/// before its seats; counting it as idle used up the binder's retries).
+#[test]
+fn a_full_table_with_a_pinned_head_answers_table_full() {
+    let dir = Scratch::new("pinned");
+    let table = LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(4)).unwrap();
+    let (_a, _b) = (table.try_acquire("a", TTL).unwrap(), table.try_acquire("b", TTL).unwrap());
+    let _p = table.acquire_with("p", TTL, &permits(2)).unwrap();
+    assert!(matches!(table.try_acquire("c", TTL), Err(Error::TableFull { .. })));
+    let q = table.acquire_with("q", TTL, &permits(2)).map(|l| l.token());
+    assert!(matches!(q, Err(Error::TableFull { .. })), "{q:?}");
+}

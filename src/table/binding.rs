@@ -122,6 +122,9 @@ impl Inner {
                         // Never the head or a seat of the name being bound: binding a
                         // seat would evict its own idle head, and the head its seats.
                         && !self.same_name(slot, word, key)
+                        // Nor a head whose seats are bound: it cannot go before them
+                        // (counting it as idle, a full table answered Busy, not TableFull).
+                        && !self.pinned_by_seats(index)
                     {
                         idle[idles] = Some(index);
                         idles += 1;
@@ -172,19 +175,24 @@ impl Inner {
         }
     }
 
-    /// Unbinds the idle name in slot `index`; returns its binding word after, or `None`
-    /// when it turned out to be held.
-    fn unbind_idle(&self, index: u32) -> Option<u64> {
-        let slot = self.slot(index);
-        // A multi-holder or shared name's head goes last, once none of its seats is
-        // bound (only the lock's holder binds seats, so none can appear meanwhile).
-        let bits = grant::deadline_bits(slot.grant.load(Ordering::Acquire));
+    /// Whether slot `index` is the head of a name with permits or shared holders whose
+    /// seats are (some of them) bound: such a head goes last, once none of its seats is
+    /// bound (only the lock's holder binds seats, so none can appear meanwhile).
+    fn pinned_by_seats(&self, index: u32) -> bool {
+        let bits = grant::deadline_bits(self.slot(index).grant.load(Ordering::Acquire));
         let seats = match grant::permits(bits) {
             Some(permits) => permits,
             None if grant::is_shared(bits) => crate::layout::MAX_SHARED,
             None => 0,
         };
-        if seats > 0 && self.any_seat_bound(index, seats) {
+        seats > 0 && self.any_seat_bound(index, seats)
+    }
+
+    /// Unbinds the idle name in slot `index`; returns its binding word after, or `None`
+    /// when it turned out to be held.
+    fn unbind_idle(&self, index: u32) -> Option<u64> {
+        let slot = self.slot(index);
+        if self.pinned_by_seats(index) {
             return None;
         }
         let (_, wake) = protocol::retire(slot, self.now())?;
