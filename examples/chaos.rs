@@ -1,7 +1,8 @@
 //! Chaos harness: worker processes fight over a few lease names while this controller
 //! kill -9s, SIGSTOPs and SIGCONTs them at random; afterwards a checker reads every
-//! worker's log and verifies exclusivity, fencing, reclaim after death, a free table at
-//! the end, and that nobody panicked. Exits non-zero on any violation.
+//! worker's log and verifies exclusivity (at most N grants of a name with N permits),
+//! fencing, that stale holders are told their grant is lost, reclaim after death, a
+//! free table at the end, and that nobody panicked. Exits non-zero on any violation.
 //!
 //! ```text
 //! cargo run --release --example chaos -- --workers 8 --names 4 --duration 15m --seed 1
@@ -9,7 +10,8 @@
 //! ```
 //!
 //! Modes (`--mode`): `classic` (the default), `fork`, `threads`, `herd`, `full`,
-//! `fallback`, and `mix` (all of them at once on one table).
+//! `fallback`, `permits` (names with 2 and 3 permits), and `mix` (all of them at once
+//! on one table).
 //!
 //! See `docs/chaos.md` for the knobs and exactly what is checked.
 

@@ -2,15 +2,20 @@
 //!
 //! - `chaos_short`: every worker pattern at once (`--mode mix`: fork trees on one
 //!   inherited table, threads, a herd on one name, a table kept full, the fallback
-//!   identity with exited main threads, and the classic loop) on one table for 60 s, with
-//!   kill -9s and SIGSTOPs; asserts that every mode ran and that there is no violation.
-//! - `chaos_checker_catches_a_lying_holder`: a short run that injects a fault (workers
-//!   believe their leases last 20 ms longer than granted) and asserts that the checker
-//!   catches it, so a clean result is not a blind checker's.
+//!   identity with exited main threads, names with 2 and 3 permits, and the classic
+//!   loop) on one table for 60 s, with kill -9s and SIGSTOPs; asserts that every mode
+//!   ran and that there is no violation.
+//! - `chaos_checker_catches_a_lying_holder`: short runs (`classic`, then `permits`) that
+//!   inject a fault (workers believe their leases last 20 ms longer than granted) and
+//!   assert that the checker catches it, so a clean result is not a blind checker's.
+//! - `chaos_checker_catches_an_extra_permit`: a short `permits` run whose workers ask
+//!   the library for one permit more than the checker allows (as a library admitting
+//!   one holder too many would); asserts that the checker finds more valid grants than
+//!   permits.
 //! - `chaos_modes_smoke`: each mode alone for 0.6 s, asserting that its machinery
 //!   works (forks announced, threads' logs, the herd's holder checks, a full table,
-//!   exited main threads). It does not assert zero violations: that is too short to
-//!   mean anything either way; `chaos_short` does that.
+//!   exited main threads, permits held at once). It does not assert zero violations:
+//!   that is too short to mean anything either way; `chaos_short` does that.
 //!
 //! Workers are this test binary re-executed with `SHMLEASE_CHAOS_WORKER` set. They start
 //! from an ELF constructor, before `main` and before the test harness starts any thread,
@@ -87,11 +92,23 @@ fn chaos_short() {
         assert!(report.mode_count(m.as_str(), "grants") > 0, "mode {} made no grant", m.as_str());
     }
     assert!(
+        report.mode_count("permits", "most grants valid at once on perm-0 (2 permits)") >= 2,
+        "permits: never two grants of perm-0 valid at once\n{}",
+        report.summary()
+    );
+    assert!(
         report.violations.is_empty(),
         "{} violations; logs kept in {}",
         report.violations.len(),
         report.dir.display()
     );
+}
+
+/// Runs `cfg` and returns the kinds of its violations (and the report).
+fn violation_kinds(cfg: &chaos_core::Config) -> (Vec<String>, chaos_core::Report) {
+    let report = chaos_core::run(cfg, &launcher());
+    let kinds = report.violations.iter().filter_map(|v| v.split(':').next()).map(String::from);
+    (kinds.collect(), report)
 }
 
 #[test]
@@ -103,13 +120,46 @@ fn chaos_checker_catches_a_lying_holder() {
         names: Some(3),
         ..config(RunMode::One(Mode::Classic), 5.0)
     };
-    let report = chaos_core::run(&cfg, &launcher());
-    let kinds: Vec<&str> = report.violations.iter().filter_map(|v| v.split(':').next()).collect();
+    let (kinds, report) = violation_kinds(&cfg);
     assert!(
-        kinds.contains(&"overlap") && kinds.contains(&"in-lease-overwrite"),
+        kinds.iter().any(|k| k == "overlap") && kinds.iter().any(|k| k == "in-lease-overwrite"),
         "the checker missed injected overlaps:\n{}",
         report.summary()
     );
+    let _ = std::fs::remove_dir_all(&report.dir);
+
+    // Names with permits: a holder that believes in a later deadline counts itself
+    // while its seat is someone else's: too many grants, two in one seat.
+    let cfg =
+        chaos_core::Config { fault: "lie".into(), ..config(RunMode::One(Mode::Permits), 5.0) };
+    let (kinds, report) = violation_kinds(&cfg);
+    assert!(
+        kinds.iter().any(|k| k == "over-permits") && kinds.iter().any(|k| k == "seat-overlap"),
+        "the checker missed injected grants beyond the permits:\n{}",
+        report.summary()
+    );
+    let _ = std::fs::remove_dir_all(&report.dir);
+}
+
+#[test]
+fn chaos_checker_catches_an_extra_permit() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    // The workers ask for N + 1 permits where the checker allows N: N + 1 grants are
+    // then valid at once (truly: the library admits them), which the checker must see
+    // from the workers' intervals alone ("over-permits"), besides the table's own
+    // word ("wrong-kind", "listed-over-permits").
+    let cfg = chaos_core::Config {
+        fault: "extra-permit".into(),
+        ..config(RunMode::One(Mode::Permits), 4.0)
+    };
+    let (kinds, report) = violation_kinds(&cfg);
+    for kind in ["over-permits", "wrong-kind"] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "the checker missed an extra permit ({kind}):\n{}",
+            report.summary()
+        );
+    }
     let _ = std::fs::remove_dir_all(&report.dir);
 }
 
@@ -146,6 +196,11 @@ fn chaos_modes_smoke() {
             Mode::Fallback => assert!(
                 count("main thread seen exited (state Z)") > 0,
                 "fallback: no worker ran with an exited main thread\n{summary}"
+            ),
+            Mode::Permits => assert!(
+                count("permit checks (lease valid across get())") > 0
+                    && count("most grants valid at once on perm-0 (2 permits)") >= 2,
+                "permits: no permit check, or never two permits of perm-0 held at once\n{summary}"
             ),
             Mode::Classic | Mode::Filler => {}
         }

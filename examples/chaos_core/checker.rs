@@ -43,6 +43,13 @@ struct Grant {
     keep_alive: bool,
     /// Ending action and the time read before it.
     ending: Option<(String, u64)>,
+    /// A detach was attempted: the holder record may say "detached" (so the holder's
+    /// death does not end the grant), and renewals from then on are by token.
+    detached: bool,
+    /// The slot the table listed the grant in, right after it was made (`permits`).
+    slot: Option<u32>,
+    /// The start of the latest renewal or release that succeeded, and which it was.
+    last_ok: Option<(u64, &'static str)>,
     /// Time after the release / drop returned (the grant is over by then).
     freed_at: Option<u64>,
     released_ok: bool,
@@ -57,7 +64,7 @@ impl Grant {
             e = e.min(t_i + ttl);
         }
         if let Some((how, t)) = &self.ending {
-            if how == "release" || how == "drop" || how == "expire" {
+            if matches!(how.as_str(), "release" | "release-token" | "drop" | "expire") {
                 e = e.min(*t);
             }
         }
@@ -77,6 +84,8 @@ struct Refusal {
     holder_kind: u8,
     kind: String,
     t_a: u64,
+    /// When the refusal returned.
+    t_e: u64,
 }
 
 fn num(f: Option<&&str>) -> Option<u64> {
@@ -222,6 +231,9 @@ pub(crate) fn check(
                         d_hi: num(f.get(8)).unwrap_or(u64::MAX),
                         keep_alive: false,
                         ending: None,
+                        detached: false,
+                        slot: None,
+                        last_ok: None,
                         freed_at: None,
                         released_ok: false,
                         run_delay: num(f.get(9)).unwrap_or(0),
@@ -240,6 +252,7 @@ pub(crate) fn check(
                         holder_kind: num(f.get(4)).unwrap_or(2) as u8,
                         kind: f[5].into(),
                         t_a: num(f.get(6)).unwrap_or(0),
+                        t_e: num(f.get(7)).unwrap_or(u64::MAX),
                     });
                     let k = if f[5] == "held" { "refusals: held" } else { "refusals: timed out" };
                     bump(&mut c, k);
@@ -250,6 +263,20 @@ pub(crate) fn check(
                     let k = if full { "refusals: table full" } else { "refusals: busy" };
                     bump(&mut c, k);
                     v.bump(mode, k);
+                    if !full {
+                        // Why (the message follows the times).
+                        let why = f[5..].join(" ");
+                        let reason = if why.contains("held its lock") {
+                            "the table lock held past patience"
+                        } else if why.contains("tried to evict") {
+                            "no idle name could be evicted"
+                        } else if why.contains("seats of a name") {
+                            "seats kept moving"
+                        } else {
+                            "other"
+                        };
+                        v.bump(mode, &format!("refusals: busy: {reason}"));
+                    }
                     // A full table is legitimate only when the run has more names than
                     // slots; the table lock held past patience only next to a filler.
                     if (full && !overfull) || (!full && !cfg.has_filler()) {
@@ -296,6 +323,56 @@ pub(crate) fn check(
                         v.bump(mode, "holder checks skipped (lease ended during get())");
                     }
                 }
+                "P" if f.len() >= 12 => {
+                    if f[3] == "1" && f[4] == "1" {
+                        v.bump(mode, "permit checks (lease valid across get())");
+                        let name = f[1];
+                        let n = u64::from(layout.permits(name));
+                        let (kind, live) = (num(f.get(5)).unwrap_or(0), num(f.get(6)).unwrap_or(0));
+                        let slot = f[7].parse::<u32>().ok();
+                        let hp = num(f.get(8)).unwrap_or(0) as u32;
+                        let hd = f[9];
+                        if kind != n {
+                            v.flag(
+                                "wrong-kind",
+                                &[mode],
+                                format!("worker {label}: get({name}) says {kind} permits; the run uses {n}"),
+                            );
+                        }
+                        if live > n {
+                            v.flag(
+                                "listed-over-permits",
+                                &[mode],
+                                format!("worker {label}: get({name}) lists {live} live grants of {n} permits"),
+                            );
+                        }
+                        match (slot, open.get(&key())) {
+                            (Some(slot), Some(&i)) if hp == fate.pid && hd == "0" => {
+                                grants[i].slot = Some(slot)
+                            }
+                            _ => {
+                                let who = match (slot, hd) {
+                                    (None, _) => "does not list it".to_string(),
+                                    (_, "2") => "lists it without a holder record".to_string(),
+                                    (_, "1") => {
+                                        format!("lists it with a detached holder (pid {hp})")
+                                    }
+                                    _ => format!("lists it with holder pid {hp}"),
+                                };
+                                v.flag(
+                                    "missing-holder",
+                                    &[mode],
+                                    format!(
+                                        "worker {label} (pid {}) holds a permit of {name} with token {}, valid before and after get(), which {who}",
+                                        fate.pid, f[2]
+                                    ),
+                                );
+                            }
+                        }
+                    } else {
+                        v.bump(mode, "permit checks skipped (lease ended during get())");
+                    }
+                }
                 "M" => v.bump(mode, "main thread seen exited (state Z)"),
                 "K" => {
                     if let Some(&i) = open.get(&key()) {
@@ -313,8 +390,32 @@ pub(crate) fn check(
                 "D" if f.len() >= 5 => {
                     if let Some(&i) = open.get(&key()) {
                         let gr = &mut grants[i];
-                        gr.pending = None;
+                        let intent = gr.pending.take();
+                        if gr.detached {
+                            let k = if f[3] == "ok" {
+                                "renewals by token"
+                            } else {
+                                "renewals by token refused (lost)"
+                            };
+                            v.bump(mode, k);
+                        }
                         if f[3] == "ok" && f.len() >= 7 {
+                            // 9. A renewal that began after every deadline the grant ever
+                            //    had must fail: an expired grant is never revived.
+                            if let Some((t_i, _)) = intent {
+                                if gr.d_hi != u64::MAX && t_i > gr.d_hi {
+                                    let (name, token, d_hi) = (gr.name.clone(), gr.token, gr.d_hi);
+                                    v.flag(
+                                        "stale-success",
+                                        &[mode],
+                                        format!(
+                                            "worker {label}: renewing {name} token {token} succeeded, but the call began at {t_i}, {} us after an upper bound {d_hi} of every deadline it had",
+                                            (t_i - d_hi) / 1000
+                                        ),
+                                    );
+                                }
+                                gr.last_ok = Some((t_i, "renewal"));
+                            }
                             gr.d_lo = num(f.get(5)).unwrap_or(0);
                             if gr.d_hi != u64::MAX {
                                 gr.d_hi = gr.d_hi.max(num(f.get(6)).unwrap_or(u64::MAX));
@@ -377,22 +478,40 @@ pub(crate) fn check(
                 "X" if f.len() >= 5 => {
                     if let Some(&i) = open.get(&key()) {
                         grants[i].ending = Some((f[3].into(), num(f.get(4)).unwrap_or(0)));
+                        grants[i].detached |= f[3] == "detach";
                     }
                 }
                 "Y" if f.len() >= 6 => {
-                    if let Some(i) = open.remove(&key()) {
+                    // A detached permit lives on by its token: its renewals and release
+                    // by token follow.
+                    let lives_on = f[3] == "detach" && f[4] == "ok" && layout.permits(f[1]) > 1;
+                    let found =
+                        if lives_on { open.get(&key()).copied() } else { open.remove(&key()) };
+                    if let Some(i) = found {
                         let gr = &mut grants[i];
                         let t = num(f.get(5)).unwrap_or(0);
                         match f[3] {
-                            "release" | "drop" | "expire" => gr.freed_at = Some(t),
+                            "release" | "release-token" | "drop" | "expire" => {
+                                gr.freed_at = Some(t)
+                            }
                             _ => {}
                         }
-                        gr.released_ok = f[3] == "release" && f[4] == "ok";
+                        let released = matches!(f[3], "release" | "release-token") && f[4] == "ok";
+                        gr.released_ok = released;
+                        if let (true, Some((_, t_x))) = (released, &gr.ending) {
+                            gr.last_ok = Some((*t_x, "release"));
+                        }
                         bump(
                             &mut c,
                             match (f[3], f[4]) {
                                 ("release", "ok") => "endings: released",
                                 ("release", _) => "endings: release found it lost",
+                                ("release-token", "ok") => {
+                                    "endings: detached, then released by token"
+                                }
+                                ("release-token", _) => {
+                                    "endings: detached, release by token found it lost"
+                                }
                                 ("drop", _) => "endings: dropped",
                                 ("forget", _) => "endings: forgotten (mem::forget)",
                                 ("detach", _) => "endings: detached",
@@ -433,36 +552,77 @@ pub(crate) fn check(
         }
     };
 
-    // 1. Exclusivity: validity intervals of one name never overlap.
+    // 1. Exclusivity: at no instant more validity intervals of a name than it has
+    //    permits (one: no two overlap); and for a name with permits, none of two grants
+    //    the table listed in the same seat slot.
     let mut by_name: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, g) in grants.iter().enumerate() {
         by_name.entry(g.name.as_str()).or_default().push(i);
     }
+    let interval = |i: usize| (grants[i].g, grants[i].end_lo(death_lo(&grants[i])), i);
     for (name, idx) in &by_name {
-        let mut iv: Vec<(u64, u64, usize)> = idx
-            .iter()
-            .map(|&i| (grants[i].g, grants[i].end_lo(death_lo(&grants[i])), i))
-            .filter(|(s, e, _)| s < e)
-            .collect();
-        iv.sort();
-        let mut best: Option<(u64, usize)> = None;
-        for &(s, e, i) in &iv {
-            if let Some((pe, pi)) = best {
-                if s < pe {
-                    let (a, b) = (&grants[pi], &grants[i]);
-                    v.flag(
-                        "overlap",
-                        &[mode_of(a), mode_of(b)],
-                        format!(
-                            "on {name}: token {} (worker {}, valid [{}, {}]) and token {} (worker {}, valid from {} to {}) overlap by {} ns",
-                            a.token, label(a), a.g, pe, b.token, label(b), s, e, pe.min(e) - s
-                        ),
-                    );
+        let n = layout.permits(name) as usize;
+        let iv: Vec<_> = idx.iter().map(|&i| interval(i)).collect();
+        let most = crowded(iv, n, |live, (s, e, i)| {
+            let b = &grants[i];
+            if n == 1 {
+                let (pe, pi) = live[live.len() - 1];
+                let a = &grants[pi];
+                v.flag(
+                    "overlap",
+                    &[mode_of(a), mode_of(b)],
+                    format!(
+                        "on {name}: token {} (worker {}, valid [{}, {}]) and token {} (worker {}, valid from {} to {}) overlap by {} ns",
+                        a.token, label(a), a.g, pe, b.token, label(b), s, e, pe.min(e) - s
+                    ),
+                );
+                return;
+            }
+            let mut modes = vec![mode_of(b)];
+            let mut others = Vec::new();
+            for &(pe, pi) in live {
+                let a = &grants[pi];
+                modes.push(mode_of(a));
+                others.push(format!(
+                    "token {} (worker {}, valid [{}, {pe}])",
+                    a.token,
+                    label(a),
+                    a.g
+                ));
+            }
+            v.flag(
+                "over-permits",
+                &modes,
+                format!(
+                    "on {name} ({n} permits): token {} (worker {}, valid from {s} to {e}) began while {} grants were valid: {}",
+                    b.token, label(b), live.len(), others.join(", ")
+                ),
+            );
+        });
+        if n > 1 {
+            let m = mode_of(&grants[idx[0]]);
+            let k = format!("most grants valid at once on {name} ({n} permits)");
+            let e = v.per_mode.entry(m.as_str()).or_default().entry(k).or_default();
+            *e = (*e).max(most as u64);
+            let mut by_seat: BTreeMap<u32, Vec<(u64, u64, usize)>> = BTreeMap::new();
+            for &i in idx {
+                if let Some(slot) = grants[i].slot {
+                    by_seat.entry(slot).or_default().push(interval(i));
                 }
             }
-            match best {
-                Some((pe, _)) if pe >= e => {}
-                _ => best = Some((e, i)),
+            for (slot, iv) in by_seat {
+                crowded(iv, 1, |live, (s, e, i)| {
+                    let (pe, pi) = live[live.len() - 1];
+                    let (a, b) = (&grants[pi], &grants[i]);
+                    v.flag(
+                        "seat-overlap",
+                        &[mode_of(a), mode_of(b)],
+                        format!(
+                            "on {name}, seat in slot {slot}: token {} (worker {}, valid [{}, {pe}]) and token {} (worker {}, valid from {s} to {e}) overlap by {} ns",
+                            a.token, label(a), a.g, b.token, label(b), pe.min(e) - s
+                        ),
+                    );
+                });
             }
         }
     }
@@ -518,6 +678,44 @@ pub(crate) fn check(
                     ),
                 );
             }
+        }
+    }
+
+    // 9. Only the holder of a live grant renews or releases it: a renewal or release
+    //    that succeeded must have begun before any grant that replaced it was returned
+    //    — for an exclusive name, any grant of the name with a larger token; for a name
+    //    with permits, a grant with a larger token that the table listed in the same
+    //    seat slot. (A renewal that began after the grant's every deadline is checked
+    //    as the log is read.)
+    let mut lines: BTreeMap<(&str, Option<u32>), Vec<usize>> = BTreeMap::new();
+    for (i, g) in grants.iter().enumerate() {
+        match (layout.permits(&g.name), g.slot) {
+            (1, _) => lines.entry((g.name.as_str(), None)).or_default().push(i),
+            (_, Some(slot)) => lines.entry((g.name.as_str(), Some(slot))).or_default().push(i),
+            _ => {}
+        }
+    }
+    for ((name, slot), mut idx) in lines {
+        idx.sort_by_key(|&i| grants[i].token);
+        let mut later: (u64, usize) = (u64::MAX, usize::MAX); // earliest return after
+        for &x in idx.iter().rev() {
+            let gx = &grants[x];
+            if let (Some((t, op)), (g_y, y)) = (gx.last_ok, later) {
+                if g_y < t {
+                    let gy = &grants[y];
+                    let seat =
+                        slot.map_or(String::new(), |s| format!(" in the same seat (slot {s})"));
+                    v.flag(
+                        "stale-success",
+                        &[mode_of(gx), mode_of(gy)],
+                        format!(
+                            "on {name}: a {op} of token {} (worker {}) that began at {t} succeeded, though token {} (worker {}) had been granted{seat} by {g_y}",
+                            gx.token, label(gx), gy.token, label(gy)
+                        ),
+                    );
+                }
+            }
+            later = later.min((gx.g, x));
         }
     }
 
@@ -593,6 +791,62 @@ pub(crate) fn check(
         }
     }
 
+    // 3b. A name with N permits refuses only when N grants are live: each of the N seats
+    //     an attempt looks at holds a grant at that look. So at least N grants must
+    //     possibly be live during the attempt: begun before the refusal returned, and
+    //     not certainly over when the attempt began (before an upper bound of every
+    //     deadline, before the release returned, and, unless detached, before 1 ms
+    //     after the holder was seen dead). A grant whose log line a kill lost is
+    //     counted too: one for every killed `permits` process alive during the attempt.
+    let unlogged: Vec<(u64, u64)> = fates
+        .values()
+        .filter(|f| f.mode == Mode::Permits && f.killed.is_some())
+        .map(|f| (f.spawned, f.reaped.map_or(u64::MAX, |t| t + ALIVE_REUSE_NS)))
+        .collect();
+    let mut refused: BTreeMap<&str, Vec<&Refusal>> = BTreeMap::new();
+    for r in refusals.iter().filter(|r| layout.permits(&r.name) > 1) {
+        refused.entry(r.name.as_str()).or_default().push(r);
+    }
+    for (name, mut rs) in refused {
+        let n = layout.permits(name) as usize;
+        let mut live: Vec<(u64, u64)> = unlogged.clone();
+        for &i in by_name.get(name).map_or(&[][..], |v| v.as_slice()) {
+            let g = &grants[i];
+            let mut end = g.d_hi;
+            if let Some(t) = g.freed_at {
+                end = end.min(t);
+            }
+            if !g.detached {
+                if let Some(t) = fates[&g.wid].reaped {
+                    end = end.min(t + ALIVE_REUSE_NS);
+                }
+            }
+            live.push((g.t_a, end));
+        }
+        live.sort_unstable();
+        rs.sort_by_key(|r| r.t_e);
+        let mut begun: BTreeSet<(u64, usize)> = BTreeSet::new();
+        let mut next = 0;
+        for r in rs {
+            while next < live.len() && live[next].0 < r.t_e {
+                begun.insert((live[next].1, next));
+                next += 1;
+            }
+            let possible = begun.range((r.t_a + 1, 0)..).take(n).count();
+            v.bump(streams[r.sid].mode, "refusals checked against the permits held");
+            if possible < n {
+                v.flag(
+                    "refused-with-free-permit",
+                    &[streams[r.sid].mode],
+                    format!(
+                        "worker {} was refused {name} ({}, {n} permits, token {}) between {} and {}, but at most {possible} grants of it can have been live then",
+                        streams[r.sid].label, r.kind, r.token, r.t_a, r.t_e
+                    ),
+                );
+            }
+        }
+    }
+
     // 4. Reclaims: a grant taken over without having been released. When the holder was
     //    killed, measure how long its lease lay unused after it became available (the
     //    holder reaped, or its deadline's upper bound). A waiter blocked since before
@@ -601,7 +855,8 @@ pub(crate) fn check(
     //    spent waiting for a CPU; a waiter that was itself stopped is excused.
     let (mut lat_max, mut lat_sum, mut lat_n) = (0i64, 0i64, 0u64);
     let (mut wlat_max, mut wlat_n) = (0i64, 0u64);
-    for (name, idx) in &by_name {
+    // Consecutive grants of a name with permits are no hand-over: exclusive names only.
+    for (name, idx) in by_name.iter().filter(|(name, _)| layout.permits(name) == 1) {
         let mut sorted: Vec<usize> = idx.clone();
         sorted.sort_by_key(|&i| grants[i].token);
         for w in sorted.windows(2) {
@@ -612,7 +867,7 @@ pub(crate) fn check(
             }
             bump(&mut c, "reclaims (taken without a release)");
             let fate = &fates[&p.wid];
-            let detached = p.ending.as_ref().is_some_and(|e| e.0 == "detach");
+            let detached = p.detached;
             let mut avail = p.d_hi;
             if let Some((t_kill, t_reaped)) = fate.killed {
                 if !p.freed_at.is_some_and(|t| t <= t_kill) && p.d_hi > t_kill {
@@ -673,4 +928,31 @@ pub(crate) fn check(
         }
     }
     report.violations.extend(v.list);
+}
+
+/// Sweeps validity intervals `(start, end, grant)` in start order (an interval is
+/// `[start, end)`; empty ones are skipped). Whenever one starts while `n` or more are
+/// valid, calls `over` with those (`(end, grant)`, by end) and the newcomer. Returns the
+/// most intervals valid at once.
+fn crowded(
+    mut iv: Vec<(u64, u64, usize)>,
+    n: usize,
+    mut over: impl FnMut(&[(u64, usize)], (u64, u64, usize)),
+) -> usize {
+    iv.retain(|(s, e, _)| s < e);
+    iv.sort_unstable();
+    let mut live: BTreeSet<(u64, usize)> = BTreeSet::new();
+    let mut most = 0;
+    for (s, e, i) in iv {
+        while live.first().is_some_and(|&(end, _)| end <= s) {
+            live.pop_first();
+        }
+        if live.len() >= n {
+            let valid: Vec<(u64, usize)> = live.iter().copied().collect();
+            over(&valid, (s, e, i));
+        }
+        live.insert((e, i));
+        most = most.max(live.len());
+    }
+    most
 }

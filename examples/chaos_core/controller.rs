@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shmlease::{LeaseState, LeaseTable, Location, ProcessIdentity, TableOptions};
+use shmlease::{AcquireOptions, LeaseState, LeaseTable, Location, ProcessIdentity, TableOptions};
 
 use super::checker::check;
 use super::{loadavg, mono, proc_stat, Config, Launcher, Mode, Records, Rng, RunMode};
@@ -310,8 +310,9 @@ fn ancestor_kill(fates: &BTreeMap<u64, WorkerFate>, wid: u64) -> Option<(u64, u6
 }
 
 /// The modes of the worker units: all the same; or for `mix`, every mode once (in a
-/// random order), then `fork` once more and the herd three more times (as in their own
-/// modes: two trees, and a herd of one is no herd), then modes other than `fork` (a
+/// random order), then `fork` once more, the herd three more times and `permits` three
+/// more times (as in their own modes: two trees, a herd of one is no herd, and one
+/// holder at a time never fills a name with 2 permits), then modes other than `fork` (a
 /// fork unit is already a tree of about seven processes) at random.
 fn unit_modes(cfg: &Config, rng: &mut Rng) -> Vec<Mode> {
     match cfg.mode {
@@ -322,6 +323,7 @@ fn unit_modes(cfg: &Config, rng: &mut Rng) -> Vec<Mode> {
                 all.swap(i, rng.below(i as u64 + 1) as usize);
             }
             all.extend([Mode::Fork, Mode::Herd, Mode::Herd, Mode::Herd]);
+            all.extend([Mode::Permits, Mode::Permits, Mode::Permits]);
             let others: Vec<Mode> =
                 Mode::SELECTABLE.into_iter().filter(|&m| m != Mode::Fork).collect();
             (0..cfg.units())
@@ -585,8 +587,10 @@ impl Ctl<'_> {
     /// that a run shows which identity the library really used, e.g. `fallback`'s).
     fn sample_identities(&mut self, table: &LeaseTable) {
         let Ok(list) = table.list() else { return };
-        for info in list.into_iter().filter(|i| i.state == LeaseState::Held) {
-            let Some(h) = info.holder.filter(|h| !h.detached) else { continue };
+        let grants =
+            list.into_iter().filter(|i| i.state == LeaseState::Held).flat_map(|i| i.grants);
+        for grant in grants {
+            let Some(h) = grant.holder.filter(|h| !h.detached) else { continue };
             let Some(p) = self.procs.iter().find(|p| p.pid == h.pid) else { continue };
             let mode = self.fates[&p.wid].mode;
             let kind = match h.identity {
@@ -811,7 +815,9 @@ pub fn run(cfg: &Config, launcher: &Launcher) -> Report {
     report.modes = std::mem::take(&mut ctl.per_mode);
 
     // Final state: once every worker is gone and the longest TTL has passed, no name
-    // may still be held, and a fresh grant must carry a token above all seen before.
+    // may still be held, every permit of a name is free (N grants at once for a name
+    // with N permits), and a fresh grant must carry a token above all seen before (the
+    // smallest of the N is recorded).
     std::thread::sleep(Duration::from_nanos(cfg.longest_ttl_ns()) + Duration::from_millis(20));
     let mut final_tokens = HashMap::new();
     let final_state = |report: &mut Report, name: &str, text: String| {
@@ -835,12 +841,25 @@ pub fn run(cfg: &Config, launcher: &Launcher) -> Report {
             Ok(_) => {}
             Err(e) => final_state(&mut report, name, format!("get({name}) failed: {e}")),
         }
-        match table.try_acquire(name, Duration::from_millis(10)) {
-            Ok(l) => {
-                final_tokens.insert(name.clone(), l.token());
-                let _ = l.release();
+        let permits = layout.permits(name);
+        let opts = AcquireOptions::new().permits(permits).expect("permits of the layout");
+        let mut held = Vec::new();
+        for k in 0..permits {
+            match table.acquire_with(name, Duration::from_millis(10), &opts) {
+                Ok(l) => held.push(l),
+                Err(e) => {
+                    let what =
+                        format!("acquiring permit {} of {permits} of {name} failed: {e}", k + 1);
+                    final_state(&mut report, name, what);
+                    break;
+                }
             }
-            Err(e) => final_state(&mut report, name, format!("try_acquire({name}) failed: {e}")),
+        }
+        if let Some(min) = held.iter().map(|l| l.token()).min() {
+            final_tokens.insert(name.clone(), min);
+        }
+        for l in held {
+            let _ = l.release();
         }
     }
     let info = table.info();

@@ -213,16 +213,27 @@ pub enum Mode {
     /// Holder identity forced to the start-time fallback (`SHMLEASE_IDENTITY`); some
     /// workers end their main thread and go on working on a helper thread.
     Fallback,
+    /// Names with `permits = N` (2 and 3, alternately): up to N holders at once, each
+    /// with its own grant; blocking and non-blocking acquisition, keep-alives, and
+    /// detached permits renewed and released by token.
+    Permits,
     /// Not selectable: the process that keeps a `full` table full.
     Filler,
 }
 
 impl Mode {
     /// The modes `--mode` accepts (and `mix` runs together).
-    pub const SELECTABLE: [Mode; 6] =
-        [Mode::Classic, Mode::Fork, Mode::Threads, Mode::Herd, Mode::Full, Mode::Fallback];
+    pub const SELECTABLE: [Mode; 7] = [
+        Mode::Classic,
+        Mode::Fork,
+        Mode::Threads,
+        Mode::Herd,
+        Mode::Full,
+        Mode::Fallback,
+        Mode::Permits,
+    ];
     /// Every role, in the order of the name layout.
-    pub const ALL: [Mode; 7] = [
+    pub const ALL: [Mode; 8] = [
         Mode::Classic,
         Mode::Fork,
         Mode::Threads,
@@ -230,6 +241,7 @@ impl Mode {
         Mode::Full,
         Mode::Filler,
         Mode::Fallback,
+        Mode::Permits,
     ];
 
     /// Its name on the command line and in the summary.
@@ -241,6 +253,7 @@ impl Mode {
             Mode::Herd => "herd",
             Mode::Full => "full",
             Mode::Fallback => "fallback",
+            Mode::Permits => "permits",
             Mode::Filler => "filler",
         }
     }
@@ -259,6 +272,7 @@ impl Mode {
             Mode::Herd => "herd",
             Mode::Full => "full",
             Mode::Fallback => "fb",
+            Mode::Permits => "perm",
             Mode::Filler => "fill",
         }
     }
@@ -273,6 +287,8 @@ impl Mode {
             Mode::Herd => 1,
             // Rotating over more names than the free slots next to the filler's.
             Mode::Full => 12,
+            // One name with 2 permits, one with 3.
+            Mode::Permits => 2,
             Mode::Filler => 0,
         }
     }
@@ -286,6 +302,9 @@ impl Mode {
             Mode::Threads => 3,
             Mode::Herd | Mode::Fallback => 6,
             Mode::Full => 5,
+            // More holders than the permits of both names together: every name is
+            // often full, so that waiting, refusals and hand-overs happen.
+            Mode::Permits => 7,
             Mode::Filler => 1,
         }
     }
@@ -365,6 +384,25 @@ impl Layout {
     pub fn total(&self) -> usize {
         self.counts.iter().map(|c| c.1).sum()
     }
+
+    /// The number of permits the run uses `name` with (1: exclusive; names of no role,
+    /// like `full`'s fresh names, are exclusive).
+    pub(crate) fn permits(&self, name: &str) -> u32 {
+        let Some(rest) =
+            name.strip_prefix(Mode::Permits.prefix()).and_then(|r| r.strip_prefix('-'))
+        else {
+            return 1;
+        };
+        match (self.mode_of(name), rest.parse::<usize>()) {
+            (Some(Mode::Permits), Ok(i)) => permits_of(i),
+            _ => 1,
+        }
+    }
+}
+
+/// Permits of the `i`-th name of `permits` mode: 2, 3, 2, 3, ...
+pub(crate) fn permits_of(i: usize) -> u32 {
+    2 + (i % 2) as u32
 }
 
 fn name_of(m: Mode, i: usize, n: usize) -> String {
@@ -412,7 +450,9 @@ pub struct Config {
     /// Print a progress line every this often (zero: never).
     pub progress: Duration,
     /// Fault injection, to prove the checker can fail: `lie` makes workers believe and
-    /// log deadlines 20 ms later than the library granted. Empty: none.
+    /// log deadlines 20 ms later than the library granted; `extra-permit` makes
+    /// `permits` workers ask the library for one permit more than the checker allows
+    /// (a library that admits one holder too many). Empty: none.
     pub fault: String,
     /// Threads per process in `threads` mode.
     pub threads: usize,
@@ -464,7 +504,7 @@ impl Config {
     pub fn units(&self) -> usize {
         self.workers.unwrap_or(match self.mode {
             RunMode::One(m) => m.default_workers(),
-            RunMode::Mix => 10,
+            RunMode::Mix => 14,
         })
     }
 
@@ -538,19 +578,20 @@ pub struct Launcher {
 
 /// Usage text of the example.
 pub const USAGE: &str = "\
-usage: chaos [--mode classic|fork|threads|herd|full|fallback|mix]
+usage: chaos [--mode classic|fork|threads|herd|full|fallback|permits|mix]
              [--workers P] [--names N] [--duration DUR] [--seed S]
              [--kill-rate PER_SEC] [--stop-rate PER_SEC] [--table LOCATION]
              [--dir DIR] [--capacity C] [--max-ttl-ms MS] [--reclaim-slack DUR]
              [--threads T] [--fork-children K] [--fill F] [--zombie-pct PCT]
-             [--no-pidfd] [--keep] [--progress DUR] [--fault lie]
+             [--no-pidfd] [--keep] [--progress DUR] [--fault lie|extra-permit]
 defaults: mode classic, 60s, seed from the clock, 2 kills/s, 2 stops/s, a table file
           in DIR, TTLs 1..=50 ms, slack 200ms; per mode (see docs/chaos.md):
           workers/names/capacity classic 8/4/64, fork 2/24/8, threads 3/4/64 with 4
           threads, herd 6/1/64, full 5/12/64 plus a filler holding capacity-4 names,
-          fallback 6/4/64 (50% end their main thread); mix: 10 units (each mode
-          once, 1 more fork, 3 more herd, the rest random but fork), every mode's names in one
-          table of 64 with a filler holding 3/4 of it";
+          fallback 6/4/64 (50% end their main thread), permits 7/2/64 (names with
+          2 and 3 permits); mix: 14 units (each mode once, 1 more fork, 3 more herd,
+          3 more permits, the rest random but fork), every mode's names in one table
+          of 64 with a filler holding 3/4 of it";
 
 impl Config {
     /// Parses command-line flags.
@@ -623,8 +664,8 @@ impl Config {
                 self.capacity()
             ));
         }
-        if !self.fault.is_empty() && self.fault != "lie" {
-            return Err(format!("unknown fault {:?} (only `lie`)", self.fault));
+        if !["", "lie", "extra-permit"].contains(&self.fault.as_str()) {
+            return Err(format!("unknown fault {:?} (`lie` or `extra-permit`)", self.fault));
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! How each mode's processes use the table: one stream of rounds (`classic`, `herd`,
-//! `full`, `fallback`), several threads on clones of one `LeaseTable` (`threads`), a
+//! `full`, `fallback`, `permits`), several threads on clones of one `LeaseTable` (`threads`), a
 //! helper thread that outlives the main thread (`fallback`), a fork tree on one
 //! inherited `LeaseTable` (`fork`), and the filler that keeps a `full` table full.
 
@@ -51,6 +51,8 @@ fn round<'a>(
         table,
         records,
         names,
+        permits: names.iter().map(|(_, name)| w.layout.permits(name)).collect(),
+        extra_permit: w.extra_permit,
         pid,
         max_ttl_ms: w.max_ttl_ms,
         lie_ns: w.lie_ns,
@@ -63,8 +65,8 @@ fn round<'a>(
     }
 }
 
-/// `classic`, `herd`, `full`, and `fallback` without the main-thread exit: one process,
-/// one table handle, one stream of rounds.
+/// `classic`, `herd`, `full`, `permits`, and `fallback` without the main-thread exit:
+/// one process, one table handle, one stream of rounds.
 fn run_single(w: &WorkerEnv) {
     let (table, records) = (open_table(w), open_records(w));
     let names = w.layout.of(w.mode);

@@ -26,6 +26,8 @@ pub(crate) struct WorkerEnv {
     pub max_ttl_ms: u64,
     /// Added to every deadline the worker believes in (fault injection).
     pub lie_ns: u64,
+    /// Added to the permits a `permits` worker asks for (fault injection).
+    pub extra_permit: u32,
     pub threads: usize,
     pub fork_children: usize,
     /// `fallback`: end the main thread and work on a helper thread.
@@ -62,6 +64,7 @@ pub fn maybe_run_worker() -> bool {
         parent,
         max_ttl_ms: env("MAX_TTL_MS").parse().expect("max ttl"),
         lie_ns: if env("FAULT") == "lie" { 20_000_000 } else { 0 },
+        extra_permit: (env("FAULT") == "extra-permit") as u32,
         threads: env("THREADS").parse().unwrap_or(1),
         fork_children: env("FORK_CHILDREN").parse().unwrap_or(1),
         zombie: env("ZOMBIE") == "1",
@@ -149,6 +152,7 @@ pub(crate) fn error_kind(e: &Error) -> &'static str {
         Error::Busy { .. } => "busy",
         Error::Corrupt { .. } => "corrupt",
         Error::Io { .. } => "io",
+        Error::WrongKind { .. } => "wrong-kind",
         _ => "other",
     }
 }
@@ -168,7 +172,8 @@ pub(crate) fn log_refusal(log: &mut Log, name: &str, e: &Error, t_a: u64) {
             logln!(log, "R {name} {token} {hp} {hd} timeout {t_a} {t_e}");
         }
         Error::TableFull { .. } | Error::Busy { .. } => {
-            logln!(log, "Q {name} {} {t_a} {t_e}", error_kind(e));
+            let msg = e.to_string().replace('\n', " ");
+            logln!(log, "Q {name} {} {t_a} {t_e} {msg}", error_kind(e));
         }
         other => {
             let msg = other.to_string().replace('\n', " ");
@@ -235,6 +240,10 @@ pub(crate) struct Round<'a> {
     pub records: &'a Records,
     /// The names it picks from, with their record index.
     pub names: &'a [(usize, String)],
+    /// The permits of each of `names` (1: exclusive).
+    pub permits: Vec<u32>,
+    /// Added to the permits asked for (fault injection: `extra-permit`).
+    pub extra_permit: u32,
     pub pid: u32,
     pub max_ttl_ms: u64,
     pub lie_ns: u64,
@@ -339,20 +348,72 @@ fn herd_check(r: &Round<'_>, log: &mut Log, name: &str, lease: &shmlease::Lease<
     logln!(log, "H {name} {token} {} {} {seen} {hp} {hd} {state} {t0} {t1}", v0 as u8, v1 as u8);
 }
 
+/// `permits`: right after a grant, what the table says of the name: its number of
+/// permits, how many live grants it lists, and ours among them (its slot, its holder).
+/// Only meaningful if the lease was valid both before and after the read (`v0`, `v1`).
+/// The slot tells the checker which seat the grant is in.
+fn permit_check(r: &Round<'_>, log: &mut Log, name: &str, lease: &shmlease::Lease<'_>) {
+    let token = lease.token();
+    let t0 = mono();
+    let v0 = lease.is_valid();
+    let info = r.table.get(name);
+    let v1 = lease.is_valid();
+    let t1 = mono();
+    let (kind, live, ours) = match &info {
+        Ok(Some(i)) => {
+            (i.kind.permits(), i.grants.len(), i.grants.iter().find(|g| g.token == token))
+        }
+        Ok(None) => (0, 0, None),
+        Err(e) => {
+            let msg = e.to_string().replace('\n', " ");
+            logln!(log, "E {name} {t0} {t1} {} get: {msg}", error_kind(e));
+            return;
+        }
+    };
+    let (slot, (hp, hd)) = match ours {
+        Some(g) => (i64::from(g.slot), holder_fields(&g.holder)),
+        None => (-1, (0, 2)),
+    };
+    logln!(
+        log,
+        "P {name} {token} {} {} {kind} {live} {slot} {hp} {hd} {t0} {t1}",
+        v0 as u8,
+        v1 as u8
+    );
+}
+
+/// How long a chunk of work lasts (ns) for a grant of `ttl_ns`: mostly well inside the
+/// TTL, sometimes past it (then the grant may be lost meanwhile).
+fn work_ns(quick: bool, rng: &mut Rng, ttl_ns: u64) -> u64 {
+    match (quick, rng.below(100)) {
+        (true, 0..=69) => rng.below(ttl_ns / 4 + 1),
+        (true, 70..=94) => rng.range(ttl_ns / 4, ttl_ns),
+        (false, 0..=59) => rng.below(ttl_ns / 2 + 1),
+        (false, 60..=84) => rng.range(ttl_ns / 2, ttl_ns),
+        _ => rng.range(ttl_ns, ttl_ns * 2),
+    }
+}
+
 /// One grant's life: acquire, write the fenced record, work in chunks (reading the
 /// record back, renewing or polling the keep-alive), read back, end it one of five ways.
+/// On a name with permits, the grant is one of N: there is no record to write (N
+/// holders share the name; the checker checks each seat from the log instead), the
+/// table's view is checked after the grant, and a detached permit lives on by its token
+/// ([`by_token`]).
 pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
     let (table, records, pid) = (r.table, r.records, r.pid);
     let max_ttl_ms = r.max_ttl_ms;
     let fresh_name;
-    let (ni, name) = if r.fresh_pct > 0 && rng.pct(r.fresh_pct) {
+    let (ni, name, permits) = if r.fresh_pct > 0 && rng.pct(r.fresh_pct) {
         let n = r.fresh_next.get();
         r.fresh_next.set(n + 1);
         fresh_name = format!("{}{n}", r.fresh_prefix);
-        (None, fresh_name.as_str())
+        (None, fresh_name.as_str(), 1)
     } else {
-        let (ni, name) = &r.names[rng.below(r.names.len() as u64) as usize];
-        (Some(*ni), name.as_str())
+        let k = rng.below(r.names.len() as u64) as usize;
+        let (ni, name) = &r.names[k];
+        let permits = r.permits[k];
+        (Some(*ni).filter(|_| permits == 1), name.as_str(), permits)
     };
     let ttl_ns = rng.range(1_000, max_ttl_ms * 1_000) * 1_000;
     let ttl = Duration::from_nanos(ttl_ns);
@@ -370,13 +431,21 @@ pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
     };
     let rd0 = if waits { run_delay() } else { None };
     let t_a = mono();
-    let result = match mode_tag {
-        "try" => table.try_acquire(name, ttl),
-        "wait" => table.acquire(name, ttl, Some(wait)),
-        _ => AcquireOptions::new()
-            .wait(Some(wait))
-            .label(&format!("p{pid}"))
-            .and_then(|o| table.acquire_with(name, ttl, &o)),
+    let result = if permits > 1 {
+        AcquireOptions::new().permits(permits + r.extra_permit).and_then(|o| {
+            let o = if waits { o.wait(Some(wait)) } else { o };
+            let o = if mode_tag == "label" { o.label(&format!("p{pid}"))? } else { o };
+            table.acquire_with(name, ttl, &o)
+        })
+    } else {
+        match mode_tag {
+            "try" => table.try_acquire(name, ttl),
+            "wait" => table.acquire(name, ttl, Some(wait)),
+            _ => AcquireOptions::new()
+                .wait(Some(wait))
+                .label(&format!("p{pid}"))
+                .and_then(|o| table.acquire_with(name, ttl, &o)),
+        }
     };
     let lease = match result {
         Ok(l) => l,
@@ -391,6 +460,9 @@ pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
     let mut d_lo = log_grant(log, name, &lease, mode_tag, ttl_ns, (t_a, g, rd), r.lie_ns);
     if r.herd {
         herd_check(r, log, name, &lease);
+    }
+    if permits > 1 {
+        permit_check(r, log, name, &lease);
     }
 
     let mut lease = lease;
@@ -416,14 +488,7 @@ pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
         if lost {
             break;
         }
-        let work = match (r.quick, rng.below(100)) {
-            (true, 0..=69) => rng.below(ttl_ns / 4 + 1),
-            (true, 70..=94) => rng.range(ttl_ns / 4, ttl_ns),
-            (false, 0..=59) => rng.below(ttl_ns / 2 + 1),
-            (false, 60..=84) => rng.range(ttl_ns / 2, ttl_ns),
-            _ => rng.range(ttl_ns, ttl_ns * 2),
-        };
-        std::thread::sleep(Duration::from_nanos(work));
+        std::thread::sleep(Duration::from_nanos(work_ns(r.quick, rng, ttl_ns)));
         let (seen, writer) = ni.map_or((token, 0), |i| records.read(i));
         if seen != token {
             saw(seen, writer, &lease, d_lo, log);
@@ -482,12 +547,69 @@ pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
             std::thread::sleep(lease.remaining() + Duration::from_micros(100));
         }
     }
-    end_lease(log, name, lease, ending);
+    if end_lease(log, name, lease, ending) && ending == "detach" && permits > 1 {
+        by_token(r, rng, log, name, token, ttl_ns);
+    }
+}
+
+/// `permits`: a detached permit lives on by its name and token alone, as it would in a
+/// process that was handed them: 1–3 chunks of work, each followed (70 %) by
+/// `table.renew(name, token, ttl)` — the lookup of the seat holding that token — then,
+/// 60 % of the time, `table.release(name, token)`; else it is left to expire. Renewals
+/// log `N` / `D` and the release `X` / `Y` (`release-token`), like a lease's own.
+fn by_token(r: &Round<'_>, rng: &mut Rng, log: &mut Log, name: &str, token: u64, ttl_ns: u64) {
+    let mut ttl_ns = ttl_ns;
+    for _ in 0..rng.range(1, 3) {
+        std::thread::sleep(Duration::from_nanos(work_ns(false, rng, ttl_ns)));
+        if !rng.pct(70) {
+            continue;
+        }
+        let ttl2_ns = rng.range(1_000, r.max_ttl_ms * 1_000) * 1_000;
+        let t_i = mono();
+        logln!(log, "N {name} {token} {ttl2_ns} {t_i}");
+        let result = r.table.renew(name, token, Duration::from_nanos(ttl2_ns));
+        let t_r = mono();
+        match result {
+            // The deadline the call returns is an `Instant` computed after the library's
+            // clock read, so it bounds nothing from below: intent time + TTL does.
+            Ok(_) => {
+                let (lo, hi) = (t_i + ttl2_ns + r.lie_ns, t_r + ttl2_ns + r.lie_ns);
+                logln!(log, "D {name} {token} ok {t_r} {lo} {hi}");
+                ttl_ns = ttl2_ns;
+            }
+            Err(Error::Lost { reason, .. }) => {
+                logln!(log, "D {name} {token} lost {t_r} {reason:?}");
+                return;
+            }
+            Err(e) => {
+                // Our own detached grant is never another process's to refuse.
+                let msg = e.to_string().replace('\n', " ");
+                logln!(log, "D {name} {token} lost {t_r} error:{}", msg.replace(' ', "_"));
+                logln!(log, "E {name} {t_i} {t_r} {} renew by token: {msg}", error_kind(&e));
+                return;
+            }
+        }
+    }
+    if rng.pct(60) {
+        logln!(log, "X {name} {token} release-token {}", mono());
+        let result = match r.table.release(name, token) {
+            Ok(()) => "ok".to_string(),
+            Err(Error::Lost { reason, .. }) => format!("lost:{reason:?}"),
+            Err(e) => format!("error:{}", e.to_string().replace(' ', "_")),
+        };
+        logln!(log, "Y {name} {token} release-token {result} {}", mono());
+    }
 }
 
 /// Ends a grant with `ending` (`release`, `detach`, `forget`, `drop`, `expire`): the
-/// `X` line before, the `Y` line with the outcome after.
-pub(crate) fn end_lease(log: &mut Log, name: &str, lease: shmlease::Lease<'_>, ending: &str) {
+/// `X` line before, the `Y` line with the outcome after. Returns whether the ending
+/// succeeded (a release or a detach can find the lease lost).
+pub(crate) fn end_lease(
+    log: &mut Log,
+    name: &str,
+    lease: shmlease::Lease<'_>,
+    ending: &str,
+) -> bool {
     let token = lease.token();
     logln!(log, "X {name} {token} {ending} {}", mono());
     let result = match ending {
@@ -511,4 +633,5 @@ pub(crate) fn end_lease(log: &mut Log, name: &str, lease: shmlease::Lease<'_>, e
         }
     };
     logln!(log, "Y {name} {token} {ending} {result} {}", mono());
+    result == "ok"
 }
