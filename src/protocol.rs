@@ -148,6 +148,19 @@ pub fn next_token(token: u64, now: u64) -> Option<u64> {
     }
 }
 
+/// The token a counter (a head's, or the table's tickets) hands to a grant in a slot
+/// whose current token is `seat_token`: the least value ≥ `max(now, counter + 1,
+/// seat_token + 1)` (as [`next_token`] makes them) whose low 32 bits differ from
+/// `seat_token`'s, so that the slot's old holder record never passes for the new grant's.
+#[inline]
+fn counted_token(counter: u64, seat_token: u64, now: u64) -> Result<u64, Refusal> {
+    let token = next_token(counter.max(seat_token), now).ok_or(Refusal::TokenExhausted)?;
+    if token as u32 != seat_token as u32 {
+        return Ok(token);
+    }
+    next_token(token, now).ok_or(Refusal::TokenExhausted)
+}
+
 /// Why a slot operation did not happen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -623,10 +636,7 @@ pub fn take_token(
             return Err(Refusal::Rebound);
         }
         let counter = grant::token(current);
-        let mut token = next_token(counter.max(seat_token), now).ok_or(Refusal::TokenExhausted)?;
-        if token as u32 == seat_token as u32 {
-            token = next_token(token, now).ok_or(Refusal::TokenExhausted)?;
-        }
+        let token = counted_token(counter, seat_token, now)?;
         point(Op::Grant);
         if head.grant.compare_exchange(current, grant::pack(bits, token), AcqRel, Acquire).is_ok() {
             return Ok(token);
@@ -771,10 +781,7 @@ pub fn take_shared_token(
             }
             _ => {}
         }
-        let mut token = next_token(counter.max(seat_token), now).ok_or(Refusal::TokenExhausted)?;
-        if token as u32 == seat_token as u32 {
-            token = next_token(token, now).ok_or(Refusal::TokenExhausted)?;
-        }
+        let token = counted_token(counter, seat_token, now)?;
         point(Op::Grant);
         if head.grant.compare_exchange(current, grant::pack(bits, token), SeqCst, SeqCst).is_ok() {
             return Ok(token);
@@ -792,10 +799,7 @@ pub fn take_shared_token(
 pub fn take_ticket(tickets: &AtomicU64, now: u64, seat_token: u64) -> Result<u64, Refusal> {
     for _ in 0..RETRY_LIMIT {
         let counter = tickets.load(SeqCst);
-        let mut ticket = next_token(counter.max(seat_token), now).ok_or(Refusal::TokenExhausted)?;
-        if ticket as u32 == seat_token as u32 {
-            ticket = next_token(ticket, now).ok_or(Refusal::TokenExhausted)?;
-        }
+        let ticket = counted_token(counter, seat_token, now)?;
         if tickets.compare_exchange(counter, ticket, SeqCst, SeqCst).is_ok() {
             return Ok(ticket);
         }

@@ -505,6 +505,21 @@ impl Inner {
         self.attempt_locked(key, ttl, label)
     }
 
+    /// What every grant is followed by: waking the observers it replaced, counting how
+    /// it came about.
+    #[inline]
+    pub(crate) fn note_grant(&self, index: u32, g: &protocol::Granted) {
+        if g.wake {
+            self.wake(index);
+        }
+        match g.took {
+            Took::Free | Took::Revoked => {}
+            Took::Expired => self.count(counter::EXPIRED_RECLAIMS),
+            Took::DeadHolder => self.count(counter::DEAD_HOLDER_RECLAIMS),
+            Took::Corrupt => self.count(counter::CORRUPT_RECLAIMS),
+        }
+    }
+
     /// Tries to grant the lease in slot `index`, found bound to the caller's name as
     /// `bound_as`; `None` when the slot no longer stands for that name.
     #[inline(always)]
@@ -528,15 +543,7 @@ impl Inner {
         );
         match result {
             Ok(g) => {
-                if g.wake {
-                    self.wake(index);
-                }
-                match g.took {
-                    Took::Free | Took::Revoked => {}
-                    Took::Expired => self.count(counter::EXPIRED_RECLAIMS),
-                    Took::DeadHolder => self.count(counter::DEAD_HOLDER_RECLAIMS),
-                    Took::Corrupt => self.count(counter::CORRUPT_RECLAIMS),
-                }
+                self.note_grant(index, &g);
                 Ok(Some(Attempt::Won { slot: index, token: g.token, deadline: g.deadline }))
             }
             Err(Refusal::Held { token, deadline, holder }) => {

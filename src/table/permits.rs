@@ -40,7 +40,7 @@ use crate::error::{Error, LostReason, Result};
 use crate::identity;
 use crate::info::{GrantInfo, Label, LeaseInfo, LeaseKind, LeaseState};
 use crate::layout::{bind, grant, NAME_MAX};
-use crate::protocol::{self, Refusal, Targeted, Took};
+use crate::protocol::{self, Refusal, Targeted};
 use crate::sync::Ordering;
 
 std::thread_local! {
@@ -184,15 +184,7 @@ impl Inner {
         );
         match result {
             Ok(g) => {
-                if g.wake {
-                    self.wake(index);
-                }
-                match g.took {
-                    Took::Free | Took::Revoked => {}
-                    Took::Expired => self.count(super::counter::EXPIRED_RECLAIMS),
-                    Took::DeadHolder => self.count(super::counter::DEAD_HOLDER_RECLAIMS),
-                    Took::Corrupt => self.count(super::counter::CORRUPT_RECLAIMS),
-                }
+                self.note_grant(index, &g);
                 Ok(Some(Attempt::Won { slot: index, token: g.token, deadline: g.deadline }))
             }
             Err(Refusal::Held { token, deadline, holder }) => {

@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::identity;
 use crate::info::{Label, LeaseInfo, LeaseKind, LeaseState};
 use crate::layout::{grant, holder::Record, MAX_SHARED};
-use crate::protocol::{self, Observed, Refusal, Took, Wait};
+use crate::protocol::{self, Observed, Refusal, Wait};
 use crate::sync::Ordering;
 
 /// What one attempt at a shared grant found.
@@ -194,12 +194,7 @@ impl Inner {
                 return Err(interference(&self.location, index))
             }
         };
-        if g.wake {
-            self.wake(index);
-        }
-        if g.took == Took::DeadHolder {
-            self.count(super::counter::DEAD_HOLDER_RECLAIMS);
-        }
+        self.note_grant(index, &g);
         // Look at the head again (see the module docs): an exclusive acquirer that took
         // it after our token may have scanned the seats before our CAS.
         std::sync::atomic::fence(Ordering::SeqCst);
@@ -426,9 +421,7 @@ impl Inner {
             );
             match result {
                 Ok(g) => {
-                    if g.wake {
-                        self.wake(head);
-                    }
+                    self.note_grant(head, &g);
                     let waited = wait.map(|_| start);
                     let drained =
                         self.drain(key, head, (g.token, g.deadline), ttl, &left, waited)?;
