@@ -19,6 +19,10 @@ Readers and writers: ``table.lease(name, ttl, shared=True)`` is one of up to 64 
 holders; ``table.lease(name, ttl)`` of the same name is its one exclusive holder, which
 waits for the shared holders to leave and keeps new ones out meanwhile.
 
+Fair acquisition: ``table.lease(name, ttl, fair=True)`` (of any kind of name) waits in
+line: among acquirers that ask for fairness, the one that started waiting first is
+served first; ``table.get(name).queue`` shows who waits.
+
 Leader election: ``table.election(name)`` — ``campaign()`` for a ``Leadership``
 whose ``term`` is its fencing token, ``leader()``, ``observe()``, and ``run(lead)``.
 
@@ -63,6 +67,7 @@ from ._types import (
     LeaseState,
     LostReason,
     Notice,
+    QueuedInfo,
     StopReason,
     Stopped,
     TableInfo,
@@ -80,6 +85,7 @@ __all__ = [
     "LeaseInfo",
     "LeaseKind",
     "GrantInfo",
+    "QueuedInfo",
     "LeaseState",
     "LostReason",
     "Holder",

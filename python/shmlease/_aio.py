@@ -4,7 +4,9 @@ that never block the event loop.
 A wait runs in a thread of its own (the first attempt does not: an uncontended lease
 is granted on the loop's thread in about a microsecond). Cancelling the awaiting task
 sets the thread's cancel event, which the native wait checks every 50 ms, so the
-thread ends within that; a lease granted in the meantime is released, not leaked.
+thread ends within that; a lease granted in the meantime is released, not leaked. A
+fair wait (``fair=True``) keeps its place in line until it is served (then releases the
+lease at once) or its ``wait`` runs out, as ``Table.acquire`` says.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class LeaseAcquisition:
         keep_alive: bool = True,
         permits: int = 1,
         shared: bool = False,
+        fair: bool = False,
     ) -> None:
         self._table = table
         self._name = name
@@ -106,6 +109,7 @@ class LeaseAcquisition:
         self._keep_alive = keep_alive
         self._permits = permits
         self._shared = shared
+        self._fair = fair
         self._lease: Optional[Lease] = None
 
     async def acquire(self) -> Lease:
@@ -116,6 +120,7 @@ class LeaseAcquisition:
             "keep_alive": self._keep_alive,
             "permits": self._permits,
             "shared": self._shared,
+            "fair": self._fair,
         }
         try:
             return t.acquire(name, ttl, wait=0, **kw)

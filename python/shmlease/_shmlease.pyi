@@ -59,6 +59,7 @@ class Table:
         cancel: Optional[threading.Event] = None,
         permits: int = 1,
         shared: bool = False,
+        fair: bool = False,
     ) -> "Lease":
         """Takes the lease (``ttl`` default 10 s), waiting up to ``wait`` (``None``:
         forever, ``0``: never). ``Held``/``Timeout`` when it stays held. Returns
@@ -66,7 +67,10 @@ class Table:
         at once, each with its own grant; ``WrongKind`` if the name is in use with
         another ``N``. ``shared=True``: one of up to 64 shared holders; without it, a
         shared name's exclusive holder, which waits for the shared holders to leave
-        and keeps new ones out meanwhile."""
+        and keeps new ones out meanwhile. ``permits`` is 1 to 128. ``fair=True``:
+        served in arrival order among fair acquirers, waiting in the name's queue
+        (``get(name).queue``); a cancelled fair wait keeps its place until served
+        (then releases at once), its ``wait`` runs out, or the process exits."""
     def lease(
         self,
         name: str,
@@ -78,6 +82,7 @@ class Table:
         cancel: Optional[threading.Event] = None,
         permits: int = 1,
         shared: bool = False,
+        fair: bool = False,
     ) -> "Lease":
         """``acquire()``, named for ``with table.lease(name) as lease:``."""
     def try_acquire(
@@ -89,9 +94,11 @@ class Table:
         keep_alive: bool = True,
         permits: int = 1,
         shared: bool = False,
+        fair: bool = False,
     ) -> "Lease":
         """Takes the lease if nobody holds it (fewer than ``permits`` do; with
-        ``shared``, no exclusive holder); raises ``Held`` otherwise."""
+        ``shared``, no exclusive holder; with ``fair``, nobody waits in line); raises
+        ``Held`` otherwise."""
     def lease_async(
         self,
         name: str,
@@ -102,6 +109,7 @@ class Table:
         keep_alive: bool = True,
         permits: int = 1,
         shared: bool = False,
+        fair: bool = False,
     ) -> LeaseAcquisition:
         """``async with table.lease_async(name) as lease:`` or ``await``."""
     def renew(self, name: str, token: int, ttl: Duration) -> float:
@@ -119,7 +127,8 @@ class Table:
         """The election on ``name`` (``ttl`` default 10 s: how long a frozen leader
         blocks the others; a dead one is replaced at once)."""
     def get(self, name: str) -> Optional[LeaseInfo]:
-        """The lease on ``name``, if the table knows the name (live grants in ``grants``)."""
+        """The lease on ``name``, if the table knows the name (live grants in
+        ``grants``, fair waiters in ``queue``)."""
     def list(self) -> list[LeaseInfo]:
         """Every name the table knows (a name with permits, or shared, once)."""
     def info(self) -> TableInfo:

@@ -14,6 +14,7 @@ __all__ = [
     "LeaseKind",
     "Holder",
     "GrantInfo",
+    "QueuedInfo",
     "LeaseInfo",
     "Counters",
     "TableInfo",
@@ -71,7 +72,7 @@ class LeaseKind(str, enum.Enum):
 
     #: One holder at a time (``permits=1``, the default).
     EXCLUSIVE = "exclusive"
-    #: Up to N holders at once (``permits=N``, 2 ≤ N ≤ 255), each with a grant of its own.
+    #: Up to N holders at once (``permits=N``, 2 ≤ N ≤ 128), each with a grant of its own.
     PERMITS = "permits"
     #: Up to 64 shared holders at once (``shared=True``), or one exclusive holder, never
     #: both; each holder with a grant of its own (``LeaseInfo.permits`` is 64).
@@ -128,6 +129,22 @@ class GrantInfo:
 
 
 @dataclass(frozen=True)
+class QueuedInfo:
+    """A fair acquirer (``fair=True``) waiting for a name: its place in the name's
+    queue. Places are served in ticket order, whatever kind of grant each asks for."""
+
+    #: Its ticket (from a counter of the whole table): the smaller, the sooner served.
+    ticket: int
+    #: Who waits, when recorded (``label`` is empty: a place carries no label).
+    holder: Optional[Holder]
+    #: When the place expires unless its waiter renews it (UTC). A waiter renews its
+    #: place while it waits; one stopped for 2 s loses it, and is passed over.
+    expires_at: Optional[_dt.datetime]
+    #: Slot index of the place in the table.
+    slot: int
+
+
+@dataclass(frozen=True)
 class LeaseInfo:
     """A copy of one name's lease.
 
@@ -167,6 +184,9 @@ class LeaseInfo:
     permits: int
     #: The live grants, oldest first (empty unless held).
     grants: list[GrantInfo]
+    #: Fair acquirers waiting for the name (``fair=True``), first in line first.
+    #: Acquirers that do not ask for fairness wait without a place, so are not shown.
+    queue: list[QueuedInfo]
 
 
 @dataclass(frozen=True)

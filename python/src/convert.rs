@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyList, PyType};
 use shmlease_core::election::{Change, StopReason, Stopped};
 use shmlease_core::{
     GrantInfo, Holder, Leader, LeaseInfo, LeaseKind, LeaseState, Location, LostReason, Notice,
-    ProcessIdentity, TableInfo,
+    ProcessIdentity, QueuedInfo, TableInfo,
 };
 
 /// Reads a duration: seconds as an int or float, or a `datetime.timedelta`. `what`
@@ -195,6 +195,16 @@ pub fn grant_info(py: Python<'_>, g: GrantInfo) -> PyResult<Bound<'_, PyAny>> {
     py_type!(py, "GrantInfo")?.call((), Some(&kw))
 }
 
+/// A `QueuedInfo` dataclass.
+pub fn queued_info(py: Python<'_>, q: QueuedInfo) -> PyResult<Bound<'_, PyAny>> {
+    let kw = PyDict::new(py);
+    kw.set_item("ticket", q.ticket)?;
+    kw.set_item("holder", holder(py, q.holder)?)?;
+    kw.set_item("expires_at", datetime(py, q.expires_at)?)?;
+    kw.set_item("slot", q.slot)?;
+    py_type!(py, "QueuedInfo")?.call((), Some(&kw))
+}
+
 /// A `LeaseInfo` dataclass.
 pub fn lease_info(py: Python<'_>, i: LeaseInfo) -> PyResult<Bound<'_, PyAny>> {
     let state = match i.state {
@@ -221,6 +231,11 @@ pub fn lease_info(py: Python<'_>, i: LeaseInfo) -> PyResult<Bound<'_, PyAny>> {
         grants.append(grant_info(py, g)?)?;
     }
     kw.set_item("grants", grants)?;
+    let queue = PyList::empty(py);
+    for q in i.queue {
+        queue.append(queued_info(py, q)?)?;
+    }
+    kw.set_item("queue", queue)?;
     py_type!(py, "LeaseInfo")?.call((), Some(&kw))
 }
 

@@ -13,6 +13,7 @@ use shmlease_core::{AcquireOptions, Error, LeaseTable, Location, RemoveOptions, 
 use crate::convert::{self, Wait};
 use crate::election::PyElection;
 use crate::errors::{timed_out, to_py};
+use crate::fair::Worker;
 use crate::lease::{Owned, PyLease};
 
 /// The longest a blocking call waits without looking at Python: signals are handled
@@ -46,11 +47,13 @@ pub struct PyTable {
 }
 
 /// What kind of grant an acquisition asks for: ``permits`` (read as any int, so that
-/// one out of range is told as the library tells it) and ``shared``.
+/// one out of range is told as the library tells it) and ``shared``; and whether in
+/// arrival order (``fair``).
 #[derive(Clone, Copy)]
 struct Kind {
     permits: i64,
     shared: bool,
+    fair: bool,
 }
 
 impl PyTable {
@@ -90,7 +93,7 @@ impl PyTable {
     ) -> PyResult<Option<PyLease>> {
         let py = slf.py();
         let ttl = convert::duration(ttl, "ttl")?;
-        let Kind { permits, shared } = kind;
+        let Kind { permits, shared, fair } = kind;
         // Any int is read, so that a negative or huge count is told as the library
         // tells one out of range (``InvalidOptions``), not as an ``OverflowError``.
         let permits = u32::try_from(permits).map_err(|_| {
@@ -98,7 +101,8 @@ impl PyTable {
                 reason: format!("permits must be between 1 and {MAX_SEATS}, not {permits}"),
             })
         })?;
-        let mut options = AcquireOptions::new().permits(permits).map_err(to_py)?.shared(shared);
+        let mut options =
+            AcquireOptions::new().permits(permits).map_err(to_py)?.shared(shared).fair(fair);
         if let Some(label) = label {
             options = options.label(label).map_err(to_py)?;
         }
@@ -108,6 +112,12 @@ impl PyTable {
             Wait::Never => py
                 .detach(|| Owned::take(table, |t| t.acquire_with(name, ttl, &options)))
                 .map_err(to_py)?,
+            Wait::Forever | Wait::For(_) if fair => {
+                match PyTable::take_fair(py, table, name, ttl, wait, options, cancel)? {
+                    Some(owned) => owned,
+                    None => return Ok(None),
+                }
+            }
             Wait::Forever | Wait::For(_) => {
                 let start = Instant::now();
                 loop {
@@ -142,6 +152,46 @@ impl PyTable {
             }
         };
         Ok(Some(PyLease::new(slf.clone().unbind(), owned, name, ttl, keep_alive)))
+    }
+
+    /// A fair acquisition that may wait (see `crate::fair` on why its wait is one call
+    /// of the library, in a thread of its own): `None` if `cancel` was set first.
+    fn take_fair(
+        py: Python<'_>,
+        table: &Arc<LeaseTable>,
+        name: &str,
+        ttl: Duration,
+        wait: Wait,
+        options: AcquireOptions,
+        cancel: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Owned>> {
+        let start = Instant::now();
+        // First on this thread, without waiting: a name that is free, with nobody in
+        // its queue, costs no thread. (`Held` also when others wait in line.)
+        match py.detach(|| Owned::take(table, |t| t.acquire_with(name, ttl, &options))) {
+            Ok(owned) => return Ok(Some(owned)),
+            Err(Error::Held { .. }) => {}
+            Err(e) => return Err(to_py(e)),
+        }
+        let left = match wait {
+            Wait::For(limit) => Some(limit.saturating_sub(start.elapsed())),
+            _ => None,
+        };
+        let worker = Worker::start(table, name, ttl, options.wait(left))?;
+        loop {
+            match py.detach(|| worker.wait_slice()) {
+                Some(Ok(owned)) => return Ok(Some(owned)),
+                Some(Err(e @ Error::TimedOut { .. })) => return Err(timed_out(e, start.elapsed())),
+                Some(Err(e)) => return Err(to_py(e)),
+                None => {}
+            }
+            // Returning (or raising) drops the worker: it gives up waiting for us, and
+            // a lease it gets is released at once.
+            py.check_signals()?;
+            if cancelled(cancel)? {
+                return Ok(None);
+            }
+        }
     }
 }
 
@@ -244,7 +294,7 @@ impl PyTable {
     /// to run signal handlers (so Ctrl-C interrupts it) and check ``cancel``: a few
     /// microseconds of CPU per wake-up; a release still wakes the waiter at once.
     ///
-    /// ``permits=N`` (2 to 255; default 1, an exclusive lease) lets up to ``N``
+    /// ``permits=N`` (2 to 128; default 1, an exclusive lease) lets up to ``N``
     /// holders have the name at once, each with a grant of its own: its own TTL, holder
     /// and fencing token (unique to the name, growing in the order granted). The wait
     /// is then for any of the ``N`` to free, and ``Held``/``Timeout`` mean all ``N``
@@ -272,10 +322,29 @@ impl PyTable {
     /// ``shared=True`` with ``permits`` above 1 raises ``InvalidOptions``; shared on a
     /// name with permits, or permits on a shared name, ``WrongKind``.
     ///
+    /// ``fair=True`` waits in line, with any kind of name (with ``permits`` and
+    /// ``shared`` too): among the acquirers of the name that ask for fairness, the one
+    /// that started waiting first is served first. A fair acquirer that has to wait takes
+    /// a place in the name's queue (``get(name).queue``, first in line first) and keeps
+    /// it for the whole wait; a waiter ahead that gives up is passed over at once, one
+    /// whose process died within 50 ms, one that is stopped (or hung) once its place
+    /// expires, 2 s after its last renewal. A fair acquisition that does not wait
+    /// (``wait=0``) does not pass those in line: it raises ``Held`` while anyone waits.
+    /// Acquirers without ``fair`` (the default, and the fast path) ignore the queue and
+    /// may get the name between two fair ones. At most 127 fair acquirers wait for a
+    /// name at once (``Busy`` past that). A fair wait is one call of the library, made
+    /// from a thread of its own: the library cannot keep a place across the 50 ms calls
+    /// other waits are made of. Ctrl-C and ``cancel`` end the caller's wait within 50 ms
+    /// as always, but that thread cannot be stopped: it keeps the place until it is
+    /// served (it then releases the lease at once, so the next in line gets it), until
+    /// ``wait`` runs out, or until this process exits. So a cancelled fair wait with
+    /// ``wait=None`` keeps a place (and a thread) for as long as the name stays taken;
+    /// those behind it keep their order.
+    ///
     /// Use it as a context manager to release at the end of the block.
     #[pyo3(signature = (
         name, ttl = None, *, wait = None, label = None, keep_alive = true, cancel = None,
-        permits = 1, shared = false,
+        permits = 1, shared = false, fair = false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn acquire(
@@ -288,6 +357,7 @@ impl PyTable {
         cancel: Option<&Bound<'_, PyAny>>,
         permits: i64,
         shared: bool,
+        fair: bool,
     ) -> PyResult<Option<PyLease>> {
         let py = slf.py();
         let default_ttl;
@@ -299,7 +369,7 @@ impl PyTable {
             }
         };
         let cancel = cancel.filter(|c| !c.is_none());
-        let kind = Kind { permits, shared };
+        let kind = Kind { permits, shared, fair };
         PyTable::take(slf, name, ttl, convert::wait(wait)?, label, keep_alive, cancel, kind)
     }
 
@@ -307,7 +377,7 @@ impl PyTable {
     /// reads best in a ``with`` statement; the same arguments.
     #[pyo3(signature = (
         name, ttl = None, *, wait = None, label = None, keep_alive = true, cancel = None,
-        permits = 1, shared = false,
+        permits = 1, shared = false, fair = false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn lease(
@@ -320,8 +390,9 @@ impl PyTable {
         cancel: Option<&Bound<'_, PyAny>>,
         permits: i64,
         shared: bool,
+        fair: bool,
     ) -> PyResult<Option<PyLease>> {
-        PyTable::acquire(slf, name, ttl, wait, label, keep_alive, cancel, permits, shared)
+        PyTable::acquire(slf, name, ttl, wait, label, keep_alive, cancel, permits, shared, fair)
     }
 
     /// Takes the lease on ``name`` if nobody holds it (with ``permits=N``: if fewer
@@ -329,10 +400,14 @@ impl PyTable {
     /// it, and fewer than 64 shared holders do); never waits. Raises ``Held`` (with
     /// ``.holder`` and ``.remaining``, of the grant that frees soonest) if it is taken;
     /// an exclusive ``try_acquire`` of a shared name is refused while any shared holder
-    /// is live. The same ``permits`` and ``shared`` as ``acquire``.
+    /// is live; with ``fair=True`` also while any fair acquirer waits for the name (it
+    /// does not pass those in line). The same ``permits``, ``shared`` and ``fair`` as
+    /// ``acquire``.
     #[pyo3(signature = (
         name, ttl = None, *, label = None, keep_alive = true, permits = 1, shared = false,
+        fair = false,
     ))]
+    #[allow(clippy::too_many_arguments)]
     fn try_acquire(
         slf: &Bound<'_, Self>,
         name: &str,
@@ -341,21 +416,24 @@ impl PyTable {
         keep_alive: bool,
         permits: i64,
         shared: bool,
+        fair: bool,
     ) -> PyResult<PyLease> {
         let zero = 0i32.into_pyobject(slf.py())?.into_any();
         let never = Some(&zero);
-        let lease =
-            PyTable::acquire(slf, name, ttl, never, label, keep_alive, None, permits, shared)?;
+        let lease = PyTable::acquire(
+            slf, name, ttl, never, label, keep_alive, None, permits, shared, fair,
+        )?;
         Ok(lease.expect("a lease that never waits is never cancelled"))
     }
 
     /// ``async with table.lease_async(name, ttl) as lease:`` (or ``await``): the lease
     /// without blocking the event loop; cancelling the awaiting task abandons the wait
-    /// (a lease granted meanwhile is released). The same arguments as ``acquire``
-    /// (``permits`` and ``shared`` included).
+    /// (a lease granted meanwhile is released; a fair wait's place is kept until it is
+    /// served, then released, as ``acquire`` says). The same arguments as ``acquire``
+    /// (``permits``, ``shared`` and ``fair`` included).
     #[pyo3(signature = (
         name, ttl = None, *, wait = None, label = None, keep_alive = true, permits = 1,
-        shared = false,
+        shared = false, fair = false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn lease_async<'py>(
@@ -367,10 +445,11 @@ impl PyTable {
         keep_alive: bool,
         permits: i64,
         shared: bool,
+        fair: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let acquisition = py.import("shmlease._aio")?.getattr("LeaseAcquisition")?;
-        acquisition.call1((slf, name, ttl, wait, label, keep_alive, permits, shared))
+        acquisition.call1((slf, name, ttl, wait, label, keep_alive, permits, shared, fair))
     }
 
     /// The election on ``name`` (an ``Election``): a lease name like any other, whose
@@ -446,8 +525,9 @@ impl PyTable {
         py.detach(|| self.table.request_release(name, token)).map_err(to_py)
     }
 
-    /// The lease on ``name`` (a ``LeaseInfo``: its kind, and each live grant in
-    /// ``grants``), or ``None`` if the table does not know the name.
+    /// The lease on ``name`` (a ``LeaseInfo``: its kind, each live grant in ``grants``,
+    /// each fair acquirer waiting for it in ``queue``), or ``None`` if the table does not
+    /// know the name.
     fn get<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
         let info = self.table.get(name).map_err(to_py)?;
         info.map(|i| convert::lease_info(py, i)).transpose()
