@@ -178,3 +178,34 @@ fn arrival_order_holds_for_permits_and_across_shared_and_exclusive() {
     drop(r);
     assert_eq!(grant_order(&mut kids), vec![0, 1]);
 }
+
+/// A fair exclusive acquirer first in line for a shared name keeps the name's head while
+/// it waits for the shared holders (it used to wait in 0.5 s slices, giving the head up
+/// between them, which let a waiting shared acquirer in ahead of it).
+#[test]
+fn a_fair_exclusive_acquirer_keeps_shared_acquirers_out_while_it_waits() {
+    let dir = Scratch::new("fair-writer");
+    let table = LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(128)).unwrap();
+    let shared = AcquireOptions::new().shared(true);
+    let r1 = table.acquire_with("doc", TTL, &shared).unwrap();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let fair = AcquireOptions::new().fair(true).wait(Some(LONG));
+            table.acquire_with("doc", TTL, &fair).map(|l| l.token())
+        });
+        // Until the writer holds the head (draining), a shared try still gets in.
+        let end = Instant::now() + LONG;
+        while !table.get("doc").unwrap().unwrap().grants.iter().any(|g| !g.shared) {
+            assert!(Instant::now() < end, "the fair writer never started draining");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let waited =
+            table.acquire_with("doc", TTL, &shared.wait(Some(Duration::from_millis(1500))));
+        assert!(
+            matches!(waited, Err(Error::TimedOut { .. })),
+            "a shared acquirer passed: {waited:?}"
+        );
+        drop(r1);
+        assert!(writer.join().unwrap().is_ok());
+    });
+}

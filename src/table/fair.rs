@@ -253,19 +253,60 @@ impl Inner {
                 self.sleep_for_seat_event(seen, slice.min(ahead.nap));
                 continue;
             }
-            // First in line: take the name the ordinary way, a slice at a time.
-            match self.grant_any(key, ttl, &plain.wait(Some(slice))) {
-                Ok(granted) => {
-                    self.leave(place);
-                    return Ok(granted);
-                }
-                Err(Error::TimedOut { .. }) => {}
-                Err(e) => {
-                    self.leave(place);
-                    return Err(e);
-                }
-            }
+            // First in line: take the name the ordinary way, in one wait for all the time
+            // left (a wait cut into slices would give up what it holds between them: an
+            // exclusive acquirer of a shared name its hold on the head, letting waiting
+            // shared acquirers in), while a helper thread keeps our place renewed.
+            let wait = match options.wait {
+                Some(Some(_)) => Some(remaining),
+                _ => None,
+            };
+            let got =
+                self.while_renewing(&mut place, || self.grant_any(key, ttl, &plain.wait(wait)));
+            self.leave(place);
+            return got;
         }
+    }
+
+    /// Runs `wait` while a helper thread renews `place` every quarter of [`PLACE_TTL`]
+    /// (if the thread cannot start, the place is renewed once, and may lapse: a stopped
+    /// process is treated alike).
+    fn while_renewing<T>(&self, place: &mut Place, wait: impl FnOnce() -> T) -> T {
+        let stop = (std::sync::Mutex::new(false), std::sync::Condvar::new());
+        let slot = self.slot(place.slot);
+        let ticket = place.ticket;
+        let ttl = PLACE_TTL.as_nanos() as u64;
+        std::thread::scope(|scope| {
+            let renewer = std::thread::Builder::new().name("shmlease-place".into()).spawn_scoped(
+                scope,
+                || {
+                    let (lock, cvar) = &stop;
+                    let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut deadline = None;
+                    while !*stopped {
+                        let (s, _) = cvar
+                            .wait_timeout(stopped, PLACE_TTL / 4)
+                            .unwrap_or_else(|e| e.into_inner());
+                        stopped = s;
+                        if *stopped {
+                            break;
+                        }
+                        match protocol::renew(slot, ticket, self.now(), ttl) {
+                            Ok(d) => deadline = Some(d),
+                            Err(_) => break, // lapsed: nothing more to renew
+                        }
+                    }
+                    deadline
+                },
+            );
+            let result = wait();
+            *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            stop.1.notify_all();
+            if let Ok(Some(d)) = renewer.map(|r| r.join().unwrap_or(None)) {
+                place.deadline = d;
+            }
+            result
+        })
     }
 
     /// Time left of the place with `ticket` in slot `index`.
