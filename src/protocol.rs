@@ -383,14 +383,19 @@ pub fn release(slot: &Slot, token: u64, deadline_hint: u64) -> Result<bool, Lost
         if grant::token(current) != token {
             return Err(Lost::TakenOver);
         }
-        let sticky = grant::sticky(grant::deadline_bits(current));
-        match grant::deadline(current) & !sticky {
+        let bits = grant::deadline_bits(current);
+        // Kind bits are rare (heads only): one test keeps them off the common path.
+        let sticky = if bits & grant::GROUP == 0 {
+            0
+        } else if grant::permits(bits).is_some() {
+            return Err(Lost::TakenOver); // a head with permits is no grant
+        } else {
+            grant::sticky(bits)
+        };
+        match bits & grant::DEADLINE & !sticky {
             grant::FREE => return Err(Lost::Released),
             grant::REVOKED => return Err(Lost::Revoked),
             grant::UNBOUND => return Err(Lost::Expired),
-            _ if grant::permits(grant::deadline_bits(current)).is_some() => {
-                return Err(Lost::TakenOver)
-            }
             _ => {}
         }
         let freed = grant::pack(grant::FREE | sticky, token);

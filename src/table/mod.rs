@@ -505,6 +505,30 @@ impl Inner {
         self.attempt_locked(key, ttl, label)
     }
 
+    /// [`Inner::grant_any`] for anything but an unfair exclusive acquisition: out of the
+    /// fast path.
+    #[cold]
+    #[inline(never)]
+    fn grant_other_kind(
+        self: &Arc<Inner>,
+        key: &Key,
+        ttl: u64,
+        options: &AcquireOptions,
+    ) -> Result<(u32, u64, u64)> {
+        if options.fair {
+            return self.grant_fair(key, ttl, options);
+        }
+        if options.shared {
+            if options.permits > 1 {
+                return Err(Error::InvalidOptions {
+                    reason: "a lease cannot be both shared and one of several permits".into(),
+                });
+            }
+            return self.grant_shared(key, ttl, options);
+        }
+        self.grant_permit(key, ttl, options)
+    }
+
     /// What every grant is followed by: waking the observers it replaced, counting how
     /// it came about.
     #[inline]
@@ -569,19 +593,8 @@ impl Inner {
         ttl: u64,
         options: &AcquireOptions,
     ) -> Result<(u32, u64, u64)> {
-        if options.fair {
-            return self.grant_fair(key, ttl, options);
-        }
-        if options.shared {
-            if options.permits > 1 {
-                return Err(Error::InvalidOptions {
-                    reason: "a lease cannot be both shared and one of several permits".into(),
-                });
-            }
-            return self.grant_shared(key, ttl, options);
-        }
-        if options.permits > 1 {
-            return self.grant_permit(key, ttl, options);
+        if options.fair | options.shared | (options.permits > 1) {
+            return self.grant_other_kind(key, ttl, options);
         }
         for _ in 0..FREE_TRIES {
             let granted = match options.wait {
