@@ -89,6 +89,7 @@ impl Key {
         &self.words[..self.len.div_ceil(8)]
     }
 
+    #[inline(always)]
     pub(super) fn home(&self, capacity: u32) -> u32 {
         let h = if self.seat == 0 { self.hash } else { fmix(self.hash ^ self.seat as u64) };
         ((h as u128 * capacity as u128) >> 64) as u32

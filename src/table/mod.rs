@@ -374,7 +374,7 @@ impl Inner {
     }
 
     /// Lock-free lookup: the slot bound to `key` and its binding word.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find(&self, key: &Key) -> Option<(u32, u64)> {
         let mut index = key.home(self.capacity);
         for _ in 0..self.capacity {
@@ -586,7 +586,6 @@ impl Inner {
 
     /// A grant of `key`'s name of the kind and manner `options` ask for: slot, token and
     /// deadline.
-    #[inline]
     pub(crate) fn grant_any(
         self: &Arc<Inner>,
         key: &Key,
@@ -596,6 +595,18 @@ impl Inner {
         if options.fair | options.shared | (options.permits > 1) {
             return self.grant_other_kind(key, ttl, options);
         }
+        self.grant_exclusive(key, ttl, options)
+    }
+
+    /// [`Inner::grant_any`] for an unfair exclusive acquisition: the fast path, inlined
+    /// into [`LeaseTable::acquire_with`]'s worker.
+    #[inline(always)]
+    fn grant_exclusive(
+        self: &Arc<Inner>,
+        key: &Key,
+        ttl: u64,
+        options: &AcquireOptions,
+    ) -> Result<(u32, u64, u64)> {
         for _ in 0..FREE_TRIES {
             let granted = match options.wait {
                 None => match self.attempt(key, ttl, options.label)? {
@@ -791,7 +802,11 @@ impl LeaseTable {
     ) -> Result<(u32, u64, u64)> {
         let key = Key::new(name)?;
         let ttl = ttl_ns(ttl)?;
-        self.shm().grant_any(&key, ttl, options)
+        let inner = self.shm();
+        if options.fair | options.shared | (options.permits > 1) {
+            return inner.grant_other_kind(&key, ttl, options);
+        }
+        inner.grant_exclusive(&key, ttl, options)
     }
 
     /// Extends the grant of `name` with `token` to `ttl` from now — for detached leases
