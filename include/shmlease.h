@@ -154,8 +154,9 @@ typedef enum shmlease_status {
   /**
    * Retryable: another process has held the table lock for too long (is it
    * stopped?), or names kept being granted in a full table while this call looked
-   * for a slot to reuse. Nothing is wrong with the table and nothing was changed: try
-   * again.
+   * for a slot to reuse, or 127 fair acquirers already wait in line for the name
+   * (`shmlease_acquire_options.fair`). Nothing is wrong with the table and nothing
+   * was changed: try again.
    */
   SHMLEASE_BUSY = 18,
   /**
@@ -163,7 +164,8 @@ typedef enum shmlease_status {
    */
   SHMLEASE_IO = 19,
   /**
-   * The array given to `shmlease_list` is too small; the count says how many there are.
+   * The array given to `shmlease_list` (`shmlease_get_grants`, `shmlease_get_queue`)
+   * is too small; the count says how many there are.
    */
   SHMLEASE_BUFFER_TOO_SMALL = 20,
   /**
@@ -236,7 +238,7 @@ typedef enum shmlease_kind {
    */
   SHMLEASE_KIND_EXCLUSIVE = 0,
   /**
-   * Up to `permits` holders at once (2 ..= 255), each with a grant of its own: see
+   * Up to `permits` holders at once (2 ..= 128), each with a grant of its own: see
    * `shmlease_acquire_options.permits` and `shmlease_get_grants`.
    */
   SHMLEASE_KIND_PERMITS = 1,
@@ -482,7 +484,7 @@ typedef struct shmlease_acquire_options {
    */
   const char *label;
   /**
-   * How many may hold the name at once, 1 ..= 255; 0 or 1 is an exclusive lease.
+   * How many may hold the name at once, 1 ..= 128; 0 or 1 is an exclusive lease.
    * With N >= 2, up to N callers hold the name at once, each with a lease handle of
    * its own (its own TTL, holder and token: tokens unique to the name, growing in the
    * order taken), renewed, released and freed like any other; the next caller gets
@@ -509,6 +511,23 @@ typedef struct shmlease_acquire_options {
    * 2 or more `permits` asked of a shared name, `SHMLEASE_WRONG_KIND`.
    */
   bool shared;
+  /**
+   * Wait in line (false: not fair). Among acquirers of the name that ask for
+   * fairness, the one that started waiting first is granted first, whatever the
+   * name's kind (combine it with `permits` or `shared`). One that has to wait takes
+   * a place in the name's queue (`shmlease_get_queue` lists it): a place bound to
+   * this process, with a 2 s TTL renewed while the call waits. A waiter ahead that
+   * gives up (its timeout runs out) is passed over at once, one that dies once its
+   * death is provable (within 50 ms), one that is stopped or hung once its place
+   * expires (2 s; a waiter stopped that long loses its place and queues again at the
+   * back). Fairness is among fair acquirers only: acquisitions without `fair` do not
+   * look at the queue, and may take the name between two fair ones. With a 0
+   * `timeout_ns` a fair acquisition does not pass those in line: while anyone waits,
+   * it returns `SHMLEASE_HELD` with `held_by` describing the first in line (its
+   * ticket in `token`, its place's time left). At most 127 fair acquirers can wait
+   * for one name at once: the next gets `SHMLEASE_BUSY`.
+   */
+  bool fair;
 } shmlease_acquire_options;
 
 /**
@@ -582,6 +601,11 @@ typedef struct shmlease_info {
    * as of this read.
    */
   uint32_t grants;
+  /**
+   * How many fair acquirers wait in line for the name (at most 127): what
+   * `shmlease_get_queue` lists, as of this read.
+   */
+  uint32_t queued;
 } shmlease_info;
 
 /**
@@ -624,6 +648,36 @@ typedef struct shmlease_grant {
    */
   bool shared;
 } shmlease_grant;
+
+/**
+ * One fair acquirer waiting for a name: its place in the name's queue, filled by
+ * `shmlease_get_queue` (see `shmlease_acquire_options.fair`).
+ */
+typedef struct shmlease_queued {
+  /**
+   * Its ticket: places are served in ticket order (tickets come from one counter of
+   * the table, so they are not tokens of the name).
+   */
+  uint64_t ticket;
+  /**
+   * Nanoseconds before the place expires unless its waiter renews it (a waiter
+   * renews its place every half second while it waits; a place expires, passing its
+   * waiter over, only if the waiter is stopped or hung for 2 s).
+   */
+  uint64_t remaining_ns;
+  /**
+   * When the place expires unless renewed (Unix ns, wall clock; 0 if unknown).
+   */
+  int64_t expires_at_unix_ns;
+  /**
+   * Slot index of the place in the table.
+   */
+  uint32_t slot;
+  /**
+   * The waiting process (places record no label: `label` is "").
+   */
+  struct shmlease_holder holder;
+} shmlease_queued;
 
 /**
  * Who leads an election, filled by `shmlease_leader_get`, and inside a
@@ -931,8 +985,9 @@ enum shmlease_status shmlease_acquire(const struct shmlease_table *table,
 /**
  * Takes a lease with every option (`options` may be NULL: the defaults), so that it
  * is `shmlease_acquire` with `options->permits` (up to that many holders of `name` at
- * once, each with a lease handle of its own) and `options->shared` (a shared grant):
- * see `shmlease_acquire_options`.
+ * once, each with a lease handle of its own), `options->shared` (a shared grant) and
+ * `options->fair` (granted in arrival order among fair acquirers): see
+ * `shmlease_acquire_options`.
  *
  * For a name with permits, `SHMLEASE_HELD` (`SHMLEASE_TIMED_OUT` after waiting) means
  * that every permit is held; `held_by` then describes the grant that ends first. For a
@@ -940,8 +995,11 @@ enum shmlease_status shmlease_acquire(const struct shmlease_table *table,
  * that 64 shared holders have it; for an exclusive acquirer of a shared name, that
  * shared holders stayed (`held_by` describes one of them). `SHMLEASE_WRONG_KIND` if the name is
  * in use as another kind: with another number of permits (or as an exclusive lease),
- * or shared where it has permits, or the other way round. Otherwise as
- * `shmlease_acquire`.
+ * or shared where it has permits, or the other way round. For a fair acquirer,
+ * `SHMLEASE_HELD` may also mean that others wait in line (`held_by` then describes the
+ * first of them: its ticket, its waiter), and after `SHMLEASE_TIMED_OUT` `held_by` may
+ * describe a waiter that was ahead; `SHMLEASE_BUSY` that 127 already wait. Otherwise
+ * as `shmlease_acquire`.
  *
  * # Safety
  * As for `shmlease_try_acquire`; `options` is NULL or points to a
@@ -1063,6 +1121,26 @@ enum shmlease_status shmlease_get_grants(const struct shmlease_table *table,
                                          struct shmlease_grant *grants,
                                          size_t capacity,
                                          size_t *count_out);
+
+/**
+ * Lists the fair acquirers waiting for `name` (see `shmlease_acquire_options.fair`),
+ * first in line first: their places in the name's queue, in ticket order. Fills
+ * `queue[0 .. capacity)` and sets `*count_out` to the number of places (0 for a name
+ * nobody waits for, or not known to the table). If there are more than `capacity`,
+ * the first `capacity` are filled and `SHMLEASE_BUFFER_TOO_SMALL` is returned (an
+ * array of 127 entries always suffices). `queue` may be NULL when `capacity` is 0, to
+ * learn the count. The list is read at one moment: places taken or given up since are
+ * not in it.
+ *
+ * # Safety
+ * `table` is NULL or an open handle; `name` is NULL or NUL-terminated; `queue` is NULL
+ * or valid for writes of `capacity` elements; `count_out` is NULL or writable.
+ */
+enum shmlease_status shmlease_get_queue(const struct shmlease_table *table,
+                                        const char *name,
+                                        struct shmlease_queued *queue,
+                                        size_t capacity,
+                                        size_t *count_out);
 
 /**
  * Fills `*leader_out` with who leads the election `name` (the holder of lease

@@ -1972,3 +1972,141 @@ fn shared_is_refused_on_a_name_with_permits_and_with_permits_of_its_own() {
     assert!(help.contains("--shared") && help.contains("64 shared holders"), "{help}");
     assert!(stdout(&t.run(&["run", "--help"])).contains("Shared leases"));
 }
+
+// Fair acquisition (--fair): waiters served in the order they took their place in line.
+
+/// The queue of `name` as `get --json` shows it: (ticket, pid) of each place, in order.
+fn queue_of(t: &Table, name: &str) -> Vec<(u64, u64)> {
+    let got = json(&t.run(&["get", name, "--json"]));
+    let queue = got["queue"].as_array().cloned().unwrap_or_default();
+    queue.iter().map(|q| (q["ticket"].as_u64().unwrap(), q["pid"].as_u64().unwrap())).collect()
+}
+
+/// Starts `run NAME --fair ARGS... -- sh -c 'echo TAG >> ORDER'`, its stderr in a file;
+/// returns once `get --json` shows it in NAME's queue, behind the `before` waiters.
+fn fair_waiter(t: &Table, name: &str, args: &[&str], tag: &str, before: usize) -> (Kid, PathBuf) {
+    let order = t.file("order");
+    let err = t.file(&format!("{tag}.err"));
+    let script = format!("echo {tag} >> {}", order.display());
+    let mut all = vec!["run", name, "--fair", "--label", tag];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--", "sh", "-c", &script]);
+    let kid = t.cmd(&all).stderr(fs::File::create(&err).unwrap()).kid();
+    let pid = u64::from(kid.id());
+    until("the waiter to take its place in line", || {
+        let q = queue_of(t, name);
+        q.len() == before + 1 && q.last().is_some_and(|&(_, p)| p == pid)
+    });
+    (kid, err)
+}
+
+#[test]
+fn fair_runs_are_served_in_the_order_they_queued_and_keep_their_place_past_the_note() {
+    let t = Table::new("fairorder");
+    let token = stdout(&t.run(&["acquire", "q", "--ttl", "60s"])).trim().to_string();
+    let (mut a, a_err) = fair_waiter(&t, "q", &[], "a", 0);
+    let (mut b, b_err) = fair_waiter(&t, "q", &[], "b", 1);
+    let (mut c, c_err) = fair_waiter(&t, "q", &["--wait", "50s"], "c", 2);
+    let queued = queue_of(&t, "q");
+    let pids: Vec<u64> = [&a, &b, &c].iter().map(|k| u64::from(k.id())).collect();
+    assert_eq!(queued.iter().map(|&(_, p)| p).collect::<Vec<_>>(), pids);
+    assert!(queued.windows(2).all(|w| w[0].0 < w[1].0), "tickets in line order: {queued:?}");
+
+    // After a second each says where it waits, and still has its place (the same
+    // ticket): printing the note does not send it to the back of the line.
+    for err in [&a_err, &b_err, &c_err] {
+        until("the waiting note", || fs::read_to_string(err).unwrap().contains("waiting"));
+    }
+    assert_eq!(queue_of(&t, "q"), queued, "a waiter lost its place");
+    for (err, place) in [(&a_err, "1st of 3"), (&b_err, "2nd of 3"), (&c_err, "3rd of 3")] {
+        let note = fs::read_to_string(err).unwrap();
+        assert!(note.contains(&format!("{place} in line")), "{note}");
+        assert!(note.contains("held by pid") && note.contains(&token), "{note}");
+    }
+    assert!(fs::read_to_string(&c_err).unwrap().contains("waiting up to"));
+    let text = stdout(&t.run(&["get", "q"]));
+    let line = text.lines().find(|l| l.trim_start().starts_with("queue:"));
+    let expected = format!(
+        "queue: pid {} (ticket {}), pid {} (ticket {}), pid {} (ticket {})",
+        pids[0], queued[0].0, pids[1], queued[1].0, pids[2], queued[2].0
+    );
+    assert_eq!(line.map(str::trim), Some(expected.as_str()), "{text}");
+
+    // The holder lets go: they run one after another, in line order.
+    assert!(t.run(&["release", "q", "--token", &token]).status.success());
+    for kid in [&mut a, &mut b, &mut c] {
+        assert_eq!(wait(kid).code(), Some(0));
+    }
+    assert_eq!(fs::read_to_string(t.file("order")).unwrap(), "a\nb\nc\n");
+    assert!(queue_of(&t, "q").is_empty());
+}
+
+#[test]
+fn a_fair_acquisition_that_does_not_wait_is_refused_while_anyone_waits_in_line() {
+    let t = Table::new("fairnowait");
+    // Fair with permits: both taken, a fair run waits in line for one.
+    let pool = ["--permits", "2"];
+    let tokens: Vec<String> = (0..2)
+        .map(|_| {
+            let out = t.run(&["acquire", "pool", "--ttl", "60s", "--permits", "2", "--fair"]);
+            stdout(&out).trim().to_string()
+        })
+        .collect();
+    let (mut w, _) = fair_waiter(&t, "pool", &pool, "w", 0);
+
+    // The queue in JSON: one place, its waiter's fields, no label (places record none).
+    let got = json(&t.run(&["get", "pool", "--json"]));
+    let queue = got["queue"].as_array().unwrap();
+    assert_eq!(queue.len(), 1, "{got}");
+    let place = queue[0].as_object().unwrap();
+    let mut keys: Vec<&str> = place.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["expires_at", "identity", "pid", "pid_namespace", "slot", "ticket"]);
+    assert_eq!(place["pid"].as_u64(), Some(u64::from(w.id())));
+    assert!(place["ticket"].as_u64().unwrap() > 0);
+    assert!(place["identity"]["kind"].is_string());
+    assert!(place["expires_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(got["holders"].as_array().unwrap().len(), 2, "a place is not a holder: {got}");
+    let ls = held(&t);
+    assert_eq!(ls.len(), 1);
+    assert_eq!(ls[0]["queue"].as_array().map(Vec::len), Some(1), "ls --json has the queue");
+
+    // A fair acquisition that does not wait may not pass it.
+    let ran = t.file("ran");
+    let touch = ran.to_str().unwrap();
+    for args in [
+        &["acquire", "pool", "--ttl", "1s", "--permits", "2", "--fair"][..],
+        &["run", "-n", "--fair", "--permits", "2", "pool", "--", "touch", touch][..],
+    ] {
+        let out = t.run(args);
+        assert_one_line_error(&out, 75, "1 fair acquirer in line");
+        let err = stderr(&out);
+        assert!(err.contains(&format!("first pid {}", w.id())), "{err}");
+        assert!(err.contains("does not pass those in line"), "{err}");
+    }
+    assert!(!ran.exists());
+    // Waiting in line, and giving up, leaves the line as it was.
+    let wait_in_line = ["acquire", "pool", "--ttl", "1s", "--permits", "2", "--fair", "--wait"];
+    let out = t.run(&[&wait_in_line[..], &["100ms"]].concat());
+    assert_one_line_error(&out, 75, "gave up after waiting");
+    assert!(stderr(&out).contains("in line (and left it)"), "{}", stderr(&out));
+    let pids: Vec<u64> = queue_of(&t, "pool").iter().map(|&(_, p)| p).collect();
+    assert_eq!(pids, [u64::from(w.id())]);
+
+    // A permit ends: the waiter gets it, and leaves the line.
+    assert!(t.run(&["release", "pool", "--token", &tokens[0]]).status.success());
+    assert_eq!(wait(&mut w).code(), Some(0));
+    assert!(queue_of(&t, "pool").is_empty());
+    assert!(t.run(&["release", "pool", "--token", &tokens[1]]).status.success());
+
+    // Permits are 1 to 128 (seats above are the queue's places).
+    assert!(t.run(&["acquire", "big", "--ttl", "1s", "--permits", "128"]).status.success());
+    let out = t.run(&["acquire", "big2", "--ttl", "1s", "--permits", "129"]);
+    assert_one_line_error(&out, 64, "1..=128");
+    let help = stdout(&t.run(&["run", "--help"]));
+    for says in ["Fair acquisition", "2s", "50ms", "127", "--fair", "1 to 128"] {
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        let says_flat = says.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(flat.contains(&says_flat), "run --help lacks {says:?}: {help}");
+    }
+}

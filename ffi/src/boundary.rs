@@ -62,12 +62,14 @@ pub enum shmlease_status {
     SHMLEASE_UNSUPPORTED = 17,
     /// Retryable: another process has held the table lock for too long (is it
     /// stopped?), or names kept being granted in a full table while this call looked
-    /// for a slot to reuse. Nothing is wrong with the table and nothing was changed: try
-    /// again.
+    /// for a slot to reuse, or 127 fair acquirers already wait in line for the name
+    /// (`shmlease_acquire_options.fair`). Nothing is wrong with the table and nothing
+    /// was changed: try again.
     SHMLEASE_BUSY = 18,
     /// Any other operating-system error.
     SHMLEASE_IO = 19,
-    /// The array given to `shmlease_list` is too small; the count says how many there are.
+    /// The array given to `shmlease_list` (`shmlease_get_grants`, `shmlease_get_queue`)
+    /// is too small; the count says how many there are.
     SHMLEASE_BUFFER_TOO_SMALL = 20,
     /// A bug in shmlease (a caught panic): please report it with `shmlease_last_error()`.
     SHMLEASE_INTERNAL = 21,
@@ -203,7 +205,7 @@ pub(crate) enum Failure {
     NotUtf8(&'static str),
     /// An argument is out of range: its status and why.
     Invalid(shmlease_status, String),
-    /// `shmlease_list` (or `shmlease_get_grants`) was given room for `given` entries;
+    /// `shmlease_list` (or `shmlease_get_grants`, `shmlease_get_queue`) was given room for `given` entries;
     /// there are `needed`.
     BufferTooSmall { given: usize, needed: usize },
     /// A lease handle was used after `shmlease_release` or `shmlease_lease_detach`.

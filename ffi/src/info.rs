@@ -4,7 +4,7 @@
 use std::ffi::c_char;
 use std::time::{Duration, SystemTime};
 
-use shmlease_core::{GrantInfo, Holder, LeaseInfo, LeaseKind, LeaseState};
+use shmlease_core::{GrantInfo, Holder, LeaseInfo, LeaseKind, LeaseState, QueuedInfo};
 
 /// Longest lease name, in bytes (without the terminating NUL).
 pub const SHMLEASE_NAME_MAX: usize = 64;
@@ -40,7 +40,7 @@ pub enum shmlease_state {
 pub enum shmlease_kind {
     /// One holder at a time (permits = 1, the default).
     SHMLEASE_KIND_EXCLUSIVE = 0,
-    /// Up to `permits` holders at once (2 ..= 255), each with a grant of its own: see
+    /// Up to `permits` holders at once (2 ..= 128), each with a grant of its own: see
     /// `shmlease_acquire_options.permits` and `shmlease_get_grants`.
     SHMLEASE_KIND_PERMITS = 1,
     /// A shared name: up to 64 shared holders at once (`permits` is 64), or one
@@ -128,6 +128,9 @@ pub struct shmlease_info {
     /// How many grants are live (at most `permits`): what `shmlease_get_grants` lists,
     /// as of this read.
     pub grants: u32,
+    /// How many fair acquirers wait in line for the name (at most 127): what
+    /// `shmlease_get_queue` lists, as of this read.
+    pub queued: u32,
 }
 
 /// One live grant of a name (one permit of a name with permits, one holder of a shared
@@ -167,6 +170,40 @@ impl shmlease_grant {
             slot: g.slot,
             holder: shmlease_holder::from_rust(g.holder.as_ref()),
             shared: g.shared,
+        }
+    }
+}
+
+/// One fair acquirer waiting for a name: its place in the name's queue, filled by
+/// `shmlease_get_queue` (see `shmlease_acquire_options.fair`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[allow(non_camel_case_types)]
+pub struct shmlease_queued {
+    /// Its ticket: places are served in ticket order (tickets come from one counter of
+    /// the table, so they are not tokens of the name).
+    pub ticket: u64,
+    /// Nanoseconds before the place expires unless its waiter renews it (a waiter
+    /// renews its place every half second while it waits; a place expires, passing its
+    /// waiter over, only if the waiter is stopped or hung for 2 s).
+    pub remaining_ns: u64,
+    /// When the place expires unless renewed (Unix ns, wall clock; 0 if unknown).
+    pub expires_at_unix_ns: i64,
+    /// Slot index of the place in the table.
+    pub slot: u32,
+    /// The waiting process (places record no label: `label` is "").
+    pub holder: shmlease_holder,
+}
+
+impl shmlease_queued {
+    pub(crate) fn from_rust(q: &QueuedInfo, now: SystemTime) -> shmlease_queued {
+        let remaining = q.expires_at.and_then(|t| t.duration_since(now).ok()).unwrap_or_default();
+        shmlease_queued {
+            ticket: q.ticket,
+            remaining_ns: nanos(remaining),
+            expires_at_unix_ns: unix_ns(q.expires_at),
+            slot: q.slot,
+            holder: shmlease_holder::from_rust(q.holder.as_ref()),
         }
     }
 }
@@ -246,6 +283,7 @@ impl shmlease_info {
             },
             permits: info.kind.permits(),
             grants: u32::try_from(info.grants.len()).unwrap_or(u32::MAX),
+            queued: u32::try_from(info.queue.len()).unwrap_or(u32::MAX),
         }
     }
 
@@ -265,6 +303,7 @@ impl shmlease_info {
             kind: shmlease_kind::SHMLEASE_KIND_EXCLUSIVE,
             permits: 1,
             grants: 0,
+            queued: 0,
         }
     }
 }

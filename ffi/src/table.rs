@@ -2,12 +2,14 @@
 //! operations that work on a name (by token, revoke, inspect).
 
 use std::ffi::c_char;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use shmlease_core::{AcquireOptions, Error, LeaseTable, RemoveOptions, TableOptions};
 
 use crate::boundary::{arg, boundary, opt_str_arg, shmlease_status, str_arg, Failure, Out};
-use crate::info::{nanos, shmlease_grant, shmlease_held_by, shmlease_holder, shmlease_info};
+use crate::info::{
+    nanos, shmlease_grant, shmlease_held_by, shmlease_holder, shmlease_info, shmlease_queued,
+};
 use crate::lease::{shmlease_lease, LeaseHandle};
 
 /// An open lease table. Opaque: get one from `shmlease_table_open`,
@@ -279,9 +281,17 @@ pub(crate) fn refused(
                 holder: shmlease_holder::from_rust(holder.as_ref()),
             }),
             Error::TimedOut { token, holder, .. } => {
-                // The error has no time left; the table may still know it.
+                // The error has no time left; the table may still know it (a grant, or
+                // for a fair acquirer a place in line ahead of where it waited).
                 let remaining = match table.get(name) {
-                    Ok(Some(i)) => i.grants.iter().find(|g| g.token == *token).map(|g| g.remaining),
+                    Ok(Some(i)) => {
+                        i.grants.iter().find(|g| g.token == *token).map(|g| g.remaining).or_else(
+                            || {
+                                let place = i.queue.iter().find(|q| q.ticket == *token)?;
+                                place.expires_at?.duration_since(SystemTime::now()).ok()
+                            },
+                        )
+                    }
                     _ => None,
                 };
                 let remaining = remaining.unwrap_or(Duration::ZERO);
@@ -312,7 +322,7 @@ pub struct shmlease_acquire_options {
     /// A label shown to others inspecting the lease: NUL-terminated UTF-8, 8 bytes at
     /// most; NULL for none. Read during the call only.
     pub label: *const c_char,
-    /// How many may hold the name at once, 1 ..= 255; 0 or 1 is an exclusive lease.
+    /// How many may hold the name at once, 1 ..= 128; 0 or 1 is an exclusive lease.
     /// With N >= 2, up to N callers hold the name at once, each with a lease handle of
     /// its own (its own TTL, holder and token: tokens unique to the name, growing in the
     /// order taken), renewed, released and freed like any other; the next caller gets
@@ -336,6 +346,21 @@ pub struct shmlease_acquire_options {
     /// `permits` returns `SHMLEASE_INVALID_OPTIONS`; `shared` on a name with permits, or
     /// 2 or more `permits` asked of a shared name, `SHMLEASE_WRONG_KIND`.
     pub shared: bool,
+    /// Wait in line (false: not fair). Among acquirers of the name that ask for
+    /// fairness, the one that started waiting first is granted first, whatever the
+    /// name's kind (combine it with `permits` or `shared`). One that has to wait takes
+    /// a place in the name's queue (`shmlease_get_queue` lists it): a place bound to
+    /// this process, with a 2 s TTL renewed while the call waits. A waiter ahead that
+    /// gives up (its timeout runs out) is passed over at once, one that dies once its
+    /// death is provable (within 50 ms), one that is stopped or hung once its place
+    /// expires (2 s; a waiter stopped that long loses its place and queues again at the
+    /// back). Fairness is among fair acquirers only: acquisitions without `fair` do not
+    /// look at the queue, and may take the name between two fair ones. With a 0
+    /// `timeout_ns` a fair acquisition does not pass those in line: while anyone waits,
+    /// it returns `SHMLEASE_HELD` with `held_by` describing the first in line (its
+    /// ticket in `token`, its place's time left). At most 127 fair acquirers can wait
+    /// for one name at once: the next gets `SHMLEASE_BUSY`.
+    pub fair: bool,
 }
 
 /// The Rust options for a C acquisition: `timeout_ns` as in `shmlease_acquire`.
@@ -344,8 +369,9 @@ fn acquire_options(
     label: Option<&str>,
     permits: u32,
     shared: bool,
+    fair: bool,
 ) -> Result<AcquireOptions, Failure> {
-    let mut options = AcquireOptions::new().permits(permits.max(1))?.shared(shared);
+    let mut options = AcquireOptions::new().permits(permits.max(1))?.shared(shared).fair(fair);
     if let Some(label) = label {
         options = options.label(label)?;
     }
@@ -423,15 +449,16 @@ pub unsafe extern "C" fn shmlease_acquire(
                 Out::optional(held_by),
             )
         };
-        let options = acquire_options(timeout_ns, label, 1, false)?;
+        let options = acquire_options(timeout_ns, label, 1, false, false)?;
         take(table, name, ttl_ns, &options, out, held_by)
     })
 }
 
 /// Takes a lease with every option (`options` may be NULL: the defaults), so that it
 /// is `shmlease_acquire` with `options->permits` (up to that many holders of `name` at
-/// once, each with a lease handle of its own) and `options->shared` (a shared grant):
-/// see `shmlease_acquire_options`.
+/// once, each with a lease handle of its own), `options->shared` (a shared grant) and
+/// `options->fair` (granted in arrival order among fair acquirers): see
+/// `shmlease_acquire_options`.
 ///
 /// For a name with permits, `SHMLEASE_HELD` (`SHMLEASE_TIMED_OUT` after waiting) means
 /// that every permit is held; `held_by` then describes the grant that ends first. For a
@@ -439,8 +466,11 @@ pub unsafe extern "C" fn shmlease_acquire(
 /// that 64 shared holders have it; for an exclusive acquirer of a shared name, that
 /// shared holders stayed (`held_by` describes one of them). `SHMLEASE_WRONG_KIND` if the name is
 /// in use as another kind: with another number of permits (or as an exclusive lease),
-/// or shared where it has permits, or the other way round. Otherwise as
-/// `shmlease_acquire`.
+/// or shared where it has permits, or the other way round. For a fair acquirer,
+/// `SHMLEASE_HELD` may also mean that others wait in line (`held_by` then describes the
+/// first of them: its ticket, its waiter), and after `SHMLEASE_TIMED_OUT` `held_by` may
+/// describe a waiter that was ahead; `SHMLEASE_BUSY` that 127 already wait. Otherwise
+/// as `shmlease_acquire`.
 ///
 /// # Safety
 /// As for `shmlease_try_acquire`; `options` is NULL or points to a
@@ -470,7 +500,7 @@ pub unsafe extern "C" fn shmlease_acquire_with(
             Some(o) => {
                 // SAFETY: forwarded contract (the options' label).
                 let label = unsafe { opt_str_arg(o.label, "label")? };
-                acquire_options(o.timeout_ns, label, o.permits, o.shared)?
+                acquire_options(o.timeout_ns, label, o.permits, o.shared, o.fair)?
             }
         };
         take(table, name, ttl_ns, &options, out, held_by)
@@ -676,6 +706,49 @@ pub unsafe extern "C" fn shmlease_get_grants(
         count.write(live.len());
         if live.len() > capacity {
             return Err(Failure::BufferTooSmall { given: capacity, needed: live.len() });
+        }
+        Ok(())
+    })
+}
+
+/// Lists the fair acquirers waiting for `name` (see `shmlease_acquire_options.fair`),
+/// first in line first: their places in the name's queue, in ticket order. Fills
+/// `queue[0 .. capacity)` and sets `*count_out` to the number of places (0 for a name
+/// nobody waits for, or not known to the table). If there are more than `capacity`,
+/// the first `capacity` are filled and `SHMLEASE_BUFFER_TOO_SMALL` is returned (an
+/// array of 127 entries always suffices). `queue` may be NULL when `capacity` is 0, to
+/// learn the count. The list is read at one moment: places taken or given up since are
+/// not in it.
+///
+/// # Safety
+/// `table` is NULL or an open handle; `name` is NULL or NUL-terminated; `queue` is NULL
+/// or valid for writes of `capacity` elements; `count_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_get_queue(
+    table: *const shmlease_table,
+    name: *const c_char,
+    queue: *mut shmlease_queued,
+    capacity: usize,
+    count_out: *mut usize,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let (table, name, count) = unsafe {
+            (table_arg(table)?, str_arg(name, "name")?, Out::new(count_out, "count_out")?)
+        };
+        if queue.is_null() && capacity > 0 {
+            return Err(Failure::Null("queue"));
+        }
+        let places = table.get(name)?.map(|info| info.queue).unwrap_or_default();
+        let now = SystemTime::now();
+        for (i, q) in places.iter().take(capacity).enumerate() {
+            // SAFETY: i < capacity, and the caller guarantees `queue` has room for
+            // `capacity` elements; `write` does not read the old, maybe uninitialised, value.
+            unsafe { queue.add(i).write(shmlease_queued::from_rust(q, now)) };
+        }
+        count.write(places.len());
+        if places.len() > capacity {
+            return Err(Failure::BufferTooSmall { given: capacity, needed: places.len() });
         }
         Ok(())
     })

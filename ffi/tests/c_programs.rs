@@ -21,7 +21,7 @@ use shmlease_core::{Error, LeaseTable, TableOptions};
 const WATCHDOG: Duration = Duration::from_secs(300);
 
 /// The C test programs in `ffi/tests/c/`; `every_c_program_has_a_test` keeps this honest.
-const PROGRAMS: [&str; 11] = [
+const PROGRAMS: [&str; 12] = [
     "lifecycle",
     "statuses",
     "nulls",
@@ -33,6 +33,7 @@ const PROGRAMS: [&str; 11] = [
     "election",
     "permits",
     "shared",
+    "fair",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -372,6 +373,26 @@ fn shared_holders_at_once_and_an_exclusive_one_in_a_child_waits_for_them_static(
 #[test]
 fn shared_holders_at_once_and_an_exclusive_one_in_a_child_waits_for_them_valgrind() {
     check_program("shared", Build::Plain, true);
+}
+
+#[test]
+fn fair_waiters_in_forked_children_are_granted_in_line_order() {
+    check_program("fair", Build::Plain, false);
+}
+
+#[test]
+fn fair_waiters_in_forked_children_are_granted_in_line_order_sanitized() {
+    check_program("fair", Build::Sanitized, false);
+}
+
+#[test]
+fn fair_waiters_in_forked_children_are_granted_in_line_order_static() {
+    check_program("fair", Build::Static, false);
+}
+
+#[test]
+fn fair_waiters_in_forked_children_are_granted_in_line_order_valgrind() {
+    check_program("fair", Build::Plain, true);
 }
 
 /// The state file `contend.c` and the Rust side share: occupant, last token, grants.

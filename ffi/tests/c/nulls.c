@@ -46,7 +46,7 @@ int main(int argc, char **argv) {
     NUL_ARG(shmlease_acquire(NULL, "x", SEC, 0, NULL, &l, &held));
     NUL_ARG(shmlease_acquire(t, NULL, SEC, 0, NULL, &l, &held));
     NUL_ARG(shmlease_acquire(t, "x", SEC, 0, NULL, NULL, &held));
-    shmlease_acquire_options aopts = {0, NULL, 2, false};
+    shmlease_acquire_options aopts = {0, NULL, 2, false, false};
     NUL_ARG(shmlease_acquire_with(NULL, "p", SEC, &aopts, &l, &held));
     NUL_ARG(shmlease_acquire_with(t, NULL, SEC, &aopts, &l, &held));
     NUL_ARG(shmlease_acquire_with(t, "p", SEC, &aopts, NULL, &held));
@@ -95,6 +95,13 @@ int main(int argc, char **argv) {
     NUL_ARG(shmlease_get_grants(t, "x", grants, 2, NULL));
     OK(shmlease_get_grants(t, "x", grants, 2, &count));
     CHECK(count == 1);
+    shmlease_queued queue[2];
+    NUL_ARG(shmlease_get_queue(NULL, "x", queue, 2, &count));
+    NUL_ARG(shmlease_get_queue(t, NULL, queue, 2, &count));
+    NUL_ARG(shmlease_get_queue(t, "x", NULL, 2, &count));
+    NUL_ARG(shmlease_get_queue(t, "x", queue, 2, NULL));
+    OK(shmlease_get_queue(t, "x", queue, 2, &count));
+    CHECK(count == 0);
     OK(shmlease_list(t, infos, 4, &count));
     CHECK(count == 1);
 

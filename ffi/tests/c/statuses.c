@@ -88,7 +88,7 @@ int main(int argc, char **argv) {
     REACH(shmlease_try_acquire(t, "a", 366 * 86400 * SEC, &m, NULL), SHMLEASE_INVALID_TTL);
     REACH(shmlease_acquire(t, "a", SEC, 0, "123456789", &m, NULL), SHMLEASE_INVALID_LABEL);
     REACH(shmlease_acquire(t, "a", SEC, 0, "\xff", &m, NULL), SHMLEASE_INVALID_LABEL);
-    shmlease_acquire_options ao = {0, NULL, 256, false};
+    shmlease_acquire_options ao = {0, NULL, 129, false, false}; /* permits are 1 to 128 */
     REACH(shmlease_acquire_with(t, "a", SEC, &ao, &m, NULL), SHMLEASE_INVALID_OPTIONS);
 
     o.capacity = (1u << 24) + 1;

@@ -100,7 +100,8 @@ page: shmlease man | man -l -  (to install it for `man shmlease`:
 shmlease man > /usr/local/share/man/man1/shmlease.1)";
 
 /// Named, time-bound leases for the processes of this host: exclusive, up to N holders
-/// at once (--permits N), or shared holders and one exclusive holder (--shared).
+/// at once (--permits N), or shared holders and one exclusive holder (--shared); taken
+/// in arrival order with --fair.
 ///
 /// Leases live in a lease table: a file, or a POSIX shared-memory segment. Every grant
 /// gets a fencing token that only ever grows for its name.
@@ -297,11 +298,12 @@ enum Command {
     Man,
 }
 
-/// `--permits N` and `--shared`, for `acquire` and `run`: which kind of grant to take.
+/// `--permits N`, `--shared` and `--fair`, for `acquire` and `run`: which kind of grant
+/// to take, and how to wait for it.
 #[derive(clap::Args, Clone, Copy, Debug)]
 pub struct Kind {
     /// How many may hold NAME at once, each with a grant, TTL and token of its own (1 to
-    /// 255; 1: an exclusive lease). Every user of NAME must give the same N: another N,
+    /// 128; 1: an exclusive lease). Every user of NAME must give the same N: another N,
     /// or none on a name with permits, is refused with exit 65
     #[arg(
         long = "permits",
@@ -315,9 +317,14 @@ pub struct Kind {
     /// exit 65 on a name with permits
     #[arg(long)]
     pub shared: bool,
+    /// Wait in line: among acquirers of NAME that give --fair, the one that started
+    /// waiting first gets it first (with any kind of name). Without waiting (-n, or no
+    /// --wait for acquire) it is refused while anyone waits in line
+    #[arg(long)]
+    pub fair: bool,
 }
 
-/// What `--permits N` and `--shared` mean, for `acquire --help` and `run --help`.
+/// What `--permits N`, `--shared` and `--fair` mean, for `acquire --help` and `run --help`.
 pub const KINDS_HELP: &str = "\
 Permits: with --permits N, up to N holders have NAME at once (a pool: N GPUs, N
 concurrent jobs), each with a grant of its own: its own TTL, holder and token (unique
@@ -342,7 +349,21 @@ stays its holder) and stays shared while the table remembers it. Tokens of NAME 
 across both kinds. --permits on a shared name, and --shared on a name with permits,
 are refused with exit 65; --shared with --permits N (N > 1) is a usage error (64).
 `shmlease get NAME` shows every holder, each marked shared or exclusive; `revoke NAME`
-revokes them all (both kinds), `revoke NAME --token T` one.";
+revokes them all (both kinds), `revoke NAME --token T` one.
+
+Fair acquisition: with --fair, acquirers of NAME that wait are served in the order they
+arrived, whatever NAME's kind (combine it with --permits N or --shared). One that must
+wait takes a place in NAME's queue (`shmlease get NAME` shows the queue, first in line
+first): a place bound to its process, with a 2s TTL it renews while it waits. A waiter
+ahead that gives up (--wait runs out, Ctrl-C) is passed over at once; one that dies
+(even by SIGKILL) within about 50ms; one that is stopped (SIGSTOP, a frozen cgroup)
+once its place expires, 2s later (a waiter stopped that long loses its place, and
+queues again at the back when continued). Fairness is among fair acquirers only: one
+without --fair does not look at the queue, and may take NAME between two fair ones.
+A fair acquisition that does not wait (-n, or acquire without --wait) does not pass
+those in line: while anyone waits in line it is refused (exit 75), even if NAME is free.
+At most 127 fair acquirers can wait for one name at once; the next is refused (exit
+75, try again).";
 
 /// Extra `acquire --help` text.
 const ACQUIRE_HELP: &str = KINDS_HELP;
@@ -364,7 +385,14 @@ a name with permits or a shared name, \"token\" is the latest taken (of either k
 and \"remaining_ms\" the longest; the top-level \"holder\" is null, except on a shared
 name with an exclusive holder (also one waiting for shared holders to leave): that
 holder, with its \"acquired_at\" and \"renewed_at\"; a shared name's \"expires_at\" is
-its longest-lasting holder's.";
+its longest-lasting holder's.
+
+A name that fair acquirers (--fair) wait for has a line below it for its queue, first in
+line first: \"queue: pid 12 (ticket 40), pid 15 (ticket 41)\"; ls lists such a name also
+while nobody holds it. --json adds \"queue\", an array of places in line: ticket (the
+order they are served in), pid, pid_namespace, identity, label (when there is one),
+expires_at (when the place expires unless its waiter renews it, as it does every
+half second while it waits), slot.";
 
 /// Extra `rm --help` text.
 const RM_HELP: &str = "\
@@ -1257,7 +1285,8 @@ pub fn each_grant(
     Ok(done)
 }
 
-/// The leases `ls` shows, by name: held ones, or every known name with `all`.
+/// The leases `ls` shows, by name: held ones (and names fair acquirers wait in line
+/// for), or every known name with `all`.
 pub fn list(
     t: &LeaseTable,
     all: bool,
@@ -1265,7 +1294,7 @@ pub fn list(
 ) -> Result<Vec<shmlease::LeaseInfo>, Failure> {
     let mut leases = t.list().map_err(|e| explain(&e, None, table))?;
     if !all {
-        leases.retain(|l| l.state == shmlease::LeaseState::Held);
+        leases.retain(|l| l.state == shmlease::LeaseState::Held || !l.queue.is_empty());
     }
     leases.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(leases)
@@ -1296,12 +1325,17 @@ pub fn take<'t>(
         ));
     }
     let fail = |e: Error| refused(t, &e, name, kind, table);
-    let mut options =
-        AcquireOptions::new().permits(kind.permits).map_err(fail)?.shared(kind.shared);
+    let mut options = AcquireOptions::new()
+        .permits(kind.permits)
+        .map_err(fail)?
+        .shared(kind.shared)
+        .fair(kind.fair);
     if let Some(label) = label {
         options = options.label(label).map_err(fail)?;
     }
-    const NOTE_AFTER: Duration = Duration::from_secs(1);
+    if kind.fair {
+        return take_fair(t, name, ttl, wait, &options).map_err(fail);
+    }
     match wait.0 {
         Some(w) if w.is_zero() => t.acquire_with(name, ttl, &options).map_err(fail),
         Some(w) if w <= NOTE_AFTER => {
@@ -1334,6 +1368,96 @@ pub fn take<'t>(
     }
 }
 
+/// A wait longer than this gets a note on stderr saying who holds the lease.
+const NOTE_AFTER: Duration = Duration::from_secs(1);
+
+/// [`take`] with `--fair`: one call to the library, so that the waiter keeps its place
+/// in the name's queue all along (giving up after a second to print the note, then
+/// asking again, would put it at the back of the line). The note comes from a timer
+/// thread, which says where in line this process waits.
+fn take_fair<'t>(
+    t: &'t LeaseTable,
+    name: &str,
+    ttl: Duration,
+    wait: Wait,
+    options: &AcquireOptions,
+) -> Result<Lease<'t>, Error> {
+    if wait.0.is_some_and(|w| w <= NOTE_AFTER) {
+        let options = if wait.0 == Some(Duration::ZERO) { *options } else { options.wait(wait.0) };
+        return t.acquire_with(name, ttl, &options);
+    }
+    // `done` is set (under the lock the note is printed with) once the call returns:
+    // after that, no note.
+    let done = std::sync::Mutex::new(false);
+    let ended = std::sync::Condvar::new();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let guard = done.lock().unwrap_or_else(|e| e.into_inner());
+            let (guard, _) = ended
+                .wait_timeout_while(guard, NOTE_AFTER, |done| !*done)
+                .unwrap_or_else(|e| e.into_inner());
+            if *guard {
+                return;
+            }
+            let how_long = match wait.0 {
+                Some(w) => format!("up to {} more", duration::human(w - NOTE_AFTER)),
+                None => "until its turn (Ctrl-C to give up)".into(),
+            };
+            let info = t.get(name).ok().flatten();
+            let what = info.as_ref().map_or_else(
+                || format!("lease {name:?} is held"),
+                |i| fair_state(i, Some(std::process::id())),
+            );
+            say(format_args!("{what}; waiting {how_long}"));
+        });
+        let taken = t.acquire_with(name, ttl, &options.wait(wait.0));
+        *done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        ended.notify_all();
+        taken
+    })
+}
+
+/// What a fair acquirer of `info`'s name waits for: who holds it and who waits in line
+/// ("lease "q" is held by pid 7 (token 5); 3 wait in line, first pid 12 (ticket 9)"), or
+/// with `me`, where in line that process is ("…; 2nd of 3 in line").
+fn fair_state(info: &LeaseInfo, me: Option<u32>) -> String {
+    let name = &info.name;
+    let mut out = if info.state != shmlease::LeaseState::Held {
+        format!("lease {name:?} is not held")
+    } else if info.kind == LeaseKind::Exclusive {
+        format!("lease {name:?} is held{} (token {})", by(info.holder), info.token)
+    } else {
+        format!("lease {name:?} is held ({})", output::holders_summary(info))
+    };
+    let n = info.queue.len();
+    let mine = me.and_then(|pid| {
+        info.queue.iter().position(|q| q.holder.is_some_and(|h| h.pid == pid && !h.detached))
+    });
+    match (mine, info.queue.first()) {
+        (Some(i), _) => out.push_str(&format!("; {} of {n} in line", nth(i + 1))),
+        (None, Some(first)) => out.push_str(&format!(
+            "; {} in line, first {} (ticket {})",
+            output::count(n, "fair acquirer"),
+            first.holder.map_or_else(|| "unknown".to_string(), |h| h.to_string()),
+            first.ticket
+        )),
+        (None, None) => {}
+    }
+    out
+}
+
+/// "1st", "2nd", "3rd", "4th", "11th", "21st".
+fn nth(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
 /// " by pid 7 (web)", or nothing when the table does not record the holder.
 fn by(holder: Option<shmlease::Holder>) -> String {
     holder.map(|h| format!(" by {h}")).unwrap_or_default()
@@ -1343,6 +1467,11 @@ fn by(holder: Option<shmlease::Holder>) -> String {
 /// permits or a shared name (see [`blocker`]).
 fn refused(t: &LeaseTable, e: &Error, name: &str, kind: Kind, table: &TableArg) -> Failure {
     let see = format!("see `shmlease{} get {}`", table.flag(), shell_word(name));
+    if kind.fair {
+        if let Some(f) = refused_fair(t, e, name, &see) {
+            return f;
+        }
+    }
     let (what, waited) = match e {
         Error::Held { token, remaining, holder } => {
             (blocker(t, name, kind, *token, *holder, Some(*remaining)), None)
@@ -1361,6 +1490,33 @@ fn refused(t: &LeaseTable, e: &Error, name: &str, kind: Kind, table: &TableArg) 
         ),
     };
     Failure::new(exit::HELD, message).conflict()
+}
+
+/// Why a fair [`take`] failed, when the queue is part of the reason: a fair acquisition
+/// that does not wait refused because others wait in line (the error then names the
+/// first of them, by its ticket), or a wait that ran out (said from the table as it is
+/// now: the error names a place ahead, or this waiter's own). `None` otherwise.
+fn refused_fair(t: &LeaseTable, e: &Error, name: &str, see: &str) -> Option<Failure> {
+    let info = t.get(name).ok().flatten();
+    let message = match e {
+        Error::Held { .. } => {
+            let info = info.filter(|i| !i.queue.is_empty())?;
+            format!(
+                "{}; a fair acquisition that does not wait does not pass those in line: wait in line with --wait DUR, or {see}",
+                fair_state(&info, None)
+            )
+        }
+        Error::TimedOut { waited, .. } => {
+            let now = info
+                .map_or_else(|| format!("lease {name:?} is not held"), |i| fair_state(&i, None));
+            format!(
+                "gave up after waiting {} in line (and left it): {now}; wait longer with --wait, or {see}",
+                duration::human(*waited)
+            )
+        }
+        _ => return None,
+    };
+    Some(Failure::new(exit::HELD, message).conflict())
 }
 
 /// What keeps [`take`] out of `name`, when that is more than one exclusive holder: every

@@ -4,7 +4,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use shmlease::{GrantInfo, Holder, LeaseInfo, LeaseKind, LeaseState, ProcessIdentity, TableInfo};
+use shmlease::{
+    GrantInfo, Holder, LeaseInfo, LeaseKind, LeaseState, ProcessIdentity, QueuedInfo, TableInfo,
+};
 
 use crate::duration::human;
 use crate::{printable, TableArg};
@@ -32,6 +34,39 @@ pub struct LeaseJson {
     permits: u32,
     /// Every live grant, oldest first (an exclusive lease's one holder, while held).
     holders: Vec<GrantJson>,
+    /// Fair acquirers waiting for the name (`--fair`), first in line first.
+    queue: Vec<QueuedJson>,
+}
+
+/// One place in a name's fair queue: its ticket (places are served in ticket order) and
+/// its waiter (null fields when the table does not record one).
+#[derive(Serialize)]
+struct QueuedJson {
+    ticket: u64,
+    pid: Option<u32>,
+    pid_namespace: Option<u32>,
+    identity: Option<IdentityJson>,
+    /// Omitted when empty (a place records no label).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+    /// When the place expires unless its waiter renews it (it does while it waits).
+    expires_at: Option<String>,
+    slot: u32,
+}
+
+impl QueuedJson {
+    fn new(q: &QueuedInfo) -> QueuedJson {
+        let h = q.holder.as_ref().map(holder_json);
+        QueuedJson {
+            ticket: q.ticket,
+            pid: h.as_ref().map(|h| h.pid),
+            pid_namespace: h.as_ref().map(|h| h.pid_namespace),
+            label: h.as_ref().map(|h| h.label.clone()).filter(|l| !l.is_empty()),
+            identity: h.map(|h| h.identity),
+            expires_at: q.expires_at.map(rfc3339),
+            slot: q.slot,
+        }
+    }
 }
 
 /// One live grant of a name: its token and its holder's fields side by side (the
@@ -106,6 +141,7 @@ impl LeaseJson {
             kind: info.kind.as_str(),
             permits: info.kind.permits(),
             holders: info.grants.iter().map(GrantJson::new).collect(),
+            queue: info.queue.iter().map(QueuedJson::new).collect(),
         }
     }
 }
@@ -334,8 +370,9 @@ pub fn holders_summary(l: &LeaseInfo) -> String {
 
 /// `ls` for people: aligned columns, ages relative to now. A name with permits or a
 /// shared name is a line for the name ([`holders_summary`]) and one below it for each
-/// holder (on a shared name marked shared or exclusive). Empty input gives a one-line
-/// note instead of a bare header.
+/// holder (on a shared name marked shared or exclusive). A name with fair acquirers
+/// waiting has a line for its queue below ([`queue_line`]). Empty input gives a
+/// one-line note instead of a bare header.
 pub fn leases_text(leases: &[LeaseInfo], all: bool) -> String {
     if leases.is_empty() {
         return if all {
@@ -347,13 +384,13 @@ pub fn leases_text(leases: &[LeaseInfo], all: bool) -> String {
     let now = SystemTime::now();
     let header =
         ["NAME", "TOKEN", "HOLDER", "STATE", "REMAINING", "ACQUIRED", "RENEWED", "TRANSITIONS"];
-    let mut rows: Vec<[String; 8]> = vec![header.map(String::from)];
+    let mut rows: Vec<Row> = vec![Row::Cells(header.map(String::from))];
     for l in leases {
         let several = l.kind != LeaseKind::Exclusive;
         let holder = if several { holders_summary(l) } else { holder_cell(l.holder.as_ref()) };
         let remaining = if l.state == LeaseState::Held { human(l.remaining) } else { "-".into() };
         let own = Own::of(l);
-        rows.push([
+        rows.push(Row::Cells([
             printable(&l.name),
             l.token.to_string(),
             holder,
@@ -362,8 +399,10 @@ pub fn leases_text(leases: &[LeaseInfo], all: bool) -> String {
             ago(now, own.acquired_at),
             ago(now, own.renewed_at),
             l.transitions.to_string(),
-        ]);
+        ]));
+        let queue = (!l.queue.is_empty()).then(|| Row::Line(queue_line(&l.queue)));
         if !several {
+            rows.extend(queue);
             continue;
         }
         for (i, g) in l.grants.iter().enumerate() {
@@ -371,7 +410,7 @@ pub fn leases_text(leases: &[LeaseInfo], all: bool) -> String {
             if l.kind == LeaseKind::Shared {
                 branch.push_str(if g.shared { " shared" } else { " exclusive" });
             }
-            rows.push([
+            rows.push(Row::Cells([
                 branch,
                 g.token.to_string(),
                 holder_cell(g.holder.as_ref()),
@@ -380,19 +419,29 @@ pub fn leases_text(leases: &[LeaseInfo], all: bool) -> String {
                 ago(now, g.acquired_at),
                 ago(now, g.renewed_at),
                 String::new(),
-            ]);
+            ]));
         }
+        rows.extend(queue);
     }
     // Columns as a terminal shows them: CJK and emoji take two, combining marks none.
     let width = |cell: &str| unicode_width::UnicodeWidthStr::width(cell);
     let mut widths = [0usize; 8];
     for row in &rows {
+        let Row::Cells(row) = row else { continue };
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(width(cell));
         }
     }
     let mut out = String::new();
     for row in &rows {
+        let row = match row {
+            Row::Cells(cells) => cells,
+            Row::Line(text) => {
+                out.push_str(text);
+                out.push('\n');
+                continue;
+            }
+        };
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
             let pad = " ".repeat(widths[i] - width(cell));
@@ -407,6 +456,25 @@ pub fn leases_text(leases: &[LeaseInfo], all: bool) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A line of [`leases_text`]: aligned cells, or free text under a name (its queue).
+enum Row {
+    Cells([String; 8]),
+    Line(String),
+}
+
+/// A name's fair queue, on one line under it, first in line first:
+/// " queue: pid 12 (ticket 40), pid 15 (ticket 41)".
+fn queue_line(queue: &[QueuedInfo]) -> String {
+    let places: Vec<String> = queue
+        .iter()
+        .map(|q| {
+            let who = q.holder.map_or_else(|| "unknown".to_string(), |h| printable(&h.to_string()));
+            format!("{who} (ticket {})", q.ticket)
+        })
+        .collect();
+    format!(" queue: {}", places.join(", "))
 }
 
 fn ago(now: SystemTime, t: Option<SystemTime>) -> String {

@@ -178,6 +178,15 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     let wait =
         if args.no_wait { Wait(Some(Duration::ZERO)) } else { args.wait.unwrap_or(Wait(None)) };
     let name = args.name.as_str();
+    // SIGCHLD is blocked before the wait, not after it: threads the library starts
+    // while waiting (a death alarm's, which ends a moment after the wait, not joined)
+    // inherit the mask of this thread. One that still ran, SIGCHLD unblocked, when CMD
+    // exits would take the signal (and, its action being the default, drop it): the
+    // signalfd would never tell, and run would hold the lease forever beside CMD's
+    // zombie. Nothing waits for a child before CMD exists, so blocking it costs nothing.
+    SignalSet::of(&[libc::SIGCHLD])
+        .block()
+        .map_err(|e| Failure::new(exit::OS, format!("blocking SIGCHLD: {e}")))?;
     let mut lease = match take(t, table, name, args.ttl, wait, args.label.as_deref(), args.kind) {
         Ok(lease) => lease,
         Err(mut f) => {
