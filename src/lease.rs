@@ -284,10 +284,12 @@ impl<'t> Lease<'t> {
             let inner = Arc::clone(self.table.shm());
             let shared = Arc::clone(&shared);
             let (slot, token) = (self.slot, self.token);
-            std::thread::Builder::new()
-                .name("shmlease-keepalive".into())
-                .spawn(move || renew_loop(&inner, slot, token, ttl, &shared))
-                .map_err(|e| Error::io("starting the keep-alive thread", e))?
+            crate::sys::with_signals_blocked(|| {
+                std::thread::Builder::new()
+                    .name("shmlease-keepalive".into())
+                    .spawn(move || renew_loop(&inner, slot, token, ttl, &shared))
+            })
+            .map_err(|e| Error::io("starting the keep-alive thread", e))?
         };
         self.keep_alive = Some(Box::new(KeepAlive { shared, thread: Some(thread), pid: self.pid }));
         Ok(())

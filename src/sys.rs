@@ -119,6 +119,27 @@ pub fn pidfd_exited(fd: &OwnedFd) -> bool {
 /// An eventfd, to cancel a thread blocked in [`wait_exit_or_poke`]: see [`poke`]. Not a
 /// pipe: writing into a pipe whose reader has gone raises SIGPIPE, which kills a
 /// process that has not ignored it (C programs, by default).
+/// Runs `spawn` (which starts a thread) with every signal blocked in the calling
+/// thread, then restores its mask: the new thread starts with every signal blocked.
+/// The library's own threads (death watches, keep-alives, renewers of places in fair
+/// queues) are started so, so that a signal meant for the process (SIGCHLD, SIGTERM…)
+/// is never delivered to one of them and lost there: a program that blocks a signal in
+/// its main thread to read it from a signalfd, as `shmlease run` does, would miss it.
+pub fn with_signals_blocked<T>(spawn: impl FnOnce() -> T) -> T {
+    // SAFETY: sigfillset fills a zeroed sigset_t; pthread_sigmask reads `all` and writes
+    // the previous mask into `old`, both valid for the calls; it changes only this
+    // thread's mask, which the second call restores.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let spawned = spawn();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        spawned
+    }
+}
+
 pub fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: eventfd takes plain integers.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };

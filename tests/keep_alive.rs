@@ -116,3 +116,52 @@ fn table_and_lease_can_be_shared_across_threads() {
     assert_send_sync::<LeaseTable>();
     assert_send_sync::<shmlease::Lease<'static>>();
 }
+
+/// The library's own threads (keep-alive, a fair waiter's place renewer; death watches
+/// are started the same way) block every signal, so that a
+/// signal meant for the process is never delivered to one of them and lost (a program
+/// reading SIGCHLD from a signalfd, as `shmlease run` does, hung when a lingering death
+/// watch thread took it).
+#[test]
+fn library_threads_block_every_signal() {
+    let (table, path) = table("sigmask");
+    let mut lease = table.try_acquire("held", Duration::from_secs(30)).unwrap();
+    lease.keep_alive(Duration::from_secs(30)).unwrap();
+    std::thread::scope(|scope| {
+        // A fair waiter first in line renews its place from a thread of its own.
+        let waiter = scope.spawn(|| {
+            let fair =
+                shmlease::AcquireOptions::new().fair(true).wait(Some(Duration::from_millis(1500)));
+            table.acquire_with("held", Duration::from_secs(1), &fair).map(drop)
+        });
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        let mut seen = std::collections::BTreeMap::new();
+        while seen.len() < 2 {
+            for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+                let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                let comm = comm.trim().to_owned();
+                if !comm.starts_with("shmlease-") {
+                    continue;
+                }
+                let status =
+                    std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+                if let Some(mask) = status.lines().find_map(|l| l.strip_prefix("SigBlk:")) {
+                    let mask = u64::from_str_radix(mask.trim(), 16).unwrap();
+                    // Every standard signal that can be blocked (not SIGKILL, SIGSTOP).
+                    let wanted: u64 = (1u64 << 31) - 1
+                        & !(1 << (libc::SIGKILL - 1))
+                        & !(1 << (libc::SIGSTOP - 1));
+                    assert_eq!(mask & wanted, wanted, "{comm} blocks only {mask:#x}");
+                    seen.insert(comm, mask);
+                }
+            }
+            assert!(std::time::Instant::now() < end, "threads seen: {seen:?}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(seen.keys().any(|k| k.starts_with("shmlease-keep")), "{seen:?}");
+        assert!(seen.keys().any(|k| k.starts_with("shmlease-place")), "{seen:?}");
+        let _ = waiter.join();
+    });
+    drop(lease);
+    let _ = std::fs::remove_file(path);
+}

@@ -277,9 +277,9 @@ impl Inner {
         let ticket = place.ticket;
         let ttl = PLACE_TTL.as_nanos() as u64;
         std::thread::scope(|scope| {
-            let renewer = std::thread::Builder::new().name("shmlease-place".into()).spawn_scoped(
-                scope,
-                || {
+            let builder = std::thread::Builder::new().name("shmlease-place".into());
+            let renewer = crate::sys::with_signals_blocked(|| {
+                builder.spawn_scoped(scope, || {
                     let (lock, cvar) = &stop;
                     let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
                     let mut deadline = None;
@@ -297,8 +297,8 @@ impl Inner {
                         }
                     }
                     deadline
-                },
-            );
+                })
+            });
             let result = wait();
             *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
             stop.1.notify_all();

@@ -71,9 +71,8 @@ impl DeathAlarm {
         let inner = Arc::clone(inner);
         let fired = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&fired);
-        std::thread::Builder::new()
-            .name("shmlease-deathwatch".into())
-            .spawn(move || {
+        sys::with_signals_blocked(|| {
+            std::thread::Builder::new().name("shmlease-deathwatch".into()).spawn(move || {
                 if sys::wait_exit_or_poke(&pidfd, &polled) {
                     flag.store(true, Ordering::Release);
                     // The liveness cache may have seen the process alive a moment ago.
@@ -81,7 +80,8 @@ impl DeathAlarm {
                     inner.wake(index);
                 }
             })
-            .ok()?;
+        })
+        .ok()?;
         Some(DeathAlarm { record: *record, fired, cancel, pid: identity::pid() })
     }
 
