@@ -148,7 +148,7 @@ fn library_threads_block_every_signal() {
                 if let Some(mask) = status.lines().find_map(|l| l.strip_prefix("SigBlk:")) {
                     let mask = u64::from_str_radix(mask.trim(), 16).unwrap();
                     // Every standard signal that can be blocked (not SIGKILL, SIGSTOP).
-                    let wanted: u64 = (1u64 << 31) - 1
+                    let wanted: u64 = ((1u64 << 31) - 1)
                         & !(1 << (libc::SIGKILL - 1))
                         & !(1 << (libc::SIGSTOP - 1));
                     assert_eq!(mask & wanted, wanted, "{comm} blocks only {mask:#x}");
