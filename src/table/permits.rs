@@ -52,9 +52,8 @@ std::thread_local! {
 enum Seats {
     /// A grant, or every seat held (the one that frees soonest).
     Done(Attempt),
-    /// No bound seat was free, and seat `.0` (1..=N) is not bound: bind it. `.1`: the
-    /// held seat that frees soonest, if any (the answer when no seat can be bound).
-    Unbound(u8, Option<Attempt>),
+    /// No bound seat was free, and seat `0` (1..=N) is not bound: bind it.
+    Unbound(u8),
     /// The head or a seat moved while we looked: start over.
     Moved,
 }
@@ -106,6 +105,11 @@ impl Inner {
         if bind::seat(self.slot(index).bind.load(Ordering::Acquire)) != 0 {
             self.seat_event();
         }
+    }
+
+    /// Whether any of the `seats` seats of `key`'s name is bound.
+    pub(super) fn any_seat(&self, key: &Key, seats: u32) -> bool {
+        (1..=seats as u8).any(|s| self.find(&key.seat(s)).is_some())
     }
 
     /// Whether any seat of the group whose head is slot `head` is bound.
@@ -238,7 +242,7 @@ impl Inner {
             }
         }
         Ok(match (unbound, soonest) {
-            (Some(seat), held) => Seats::Unbound(seat, held),
+            (Some(seat), _) => Seats::Unbound(seat),
             (None, Some(held)) => Seats::Done(held),
             (None, None) => Seats::Moved,
         })
@@ -251,7 +255,7 @@ impl Inner {
             let Some(head) = self.head(key, permits)? else { break };
             match self.try_seats(key, head, permits, ttl, label)? {
                 Seats::Done(attempt) => return Ok(attempt),
-                Seats::Unbound(..) => break,
+                Seats::Unbound(_) => break,
                 Seats::Moved => {}
             }
         }
@@ -274,17 +278,12 @@ impl Inner {
                 continue;
             }
             let Some(head) = self.head(key, permits)? else { continue };
-            let (seat, held) = match self.try_seats(key, head, permits, ttl, label)? {
+            let seat = match self.try_seats(key, head, permits, ttl, label)? {
                 Seats::Done(attempt) => return Ok(attempt),
-                Seats::Unbound(seat, held) => (seat, held),
+                Seats::Unbound(seat) => seat,
                 Seats::Moved => continue,
             };
-            let bound = match self.bind_locked(&key.seat(seat)) {
-                // No room for another seat: the permits held are all there are for now.
-                Err(Error::TableFull { .. }) if held.is_some() => return Ok(held.unwrap()),
-                other => other?,
-            };
-            let Some((index, bound_as)) = bound else { continue };
+            let Some((index, bound_as)) = self.bind_locked(&key.seat(seat))? else { continue };
             if let Some(attempt) = self.grant_seat(index, bound_as, head, permits, ttl, label)? {
                 if matches!(attempt, Attempt::Won { .. }) {
                     return Ok(attempt);
@@ -313,12 +312,29 @@ impl Inner {
         let start = std::cell::OnceCell::new();
         let start = || *start.get_or_init(Instant::now);
         loop {
-            let (index, token, record) =
-                match self.attempt_permit(key, permits, ttl, options.label)? {
-                    Attempt::Won { slot, token, deadline } => return Ok((slot, token, deadline)),
-                    Attempt::Held { slot, token, holder, .. } => (slot, token, holder),
-                    Attempt::Shared { slot, .. } => return Err(interference(&self.location, slot)),
-                };
+            let attempt = match self.attempt_permit(key, permits, ttl, options.label) {
+                // No room in the table for another seat: a caller that waits waits for
+                // one of the seats there are (a caller that does not is told so).
+                Err(Error::TableFull { .. })
+                    if options.wait.is_some() && self.any_seat(key, permits) =>
+                {
+                    let left = match options.wait {
+                        Some(Some(t)) => t.saturating_sub(start().elapsed()),
+                        _ => Duration::MAX,
+                    };
+                    if left.is_zero() {
+                        return Err(Error::TableFull { capacity: self.capacity });
+                    }
+                    self.sleep_for_seats(key, permits, false, left);
+                    continue;
+                }
+                other => other?,
+            };
+            let (index, token, record) = match attempt {
+                Attempt::Won { slot, token, deadline } => return Ok((slot, token, deadline)),
+                Attempt::Held { slot, token, holder, .. } => (slot, token, holder),
+                Attempt::Shared { slot, .. } => return Err(interference(&self.location, slot)),
+            };
             let left = match options.wait {
                 None => {
                     let remaining = self.remaining_of(index, token);
@@ -335,7 +351,7 @@ impl Inner {
                 let holder = self.holder_of(index, record);
                 return Err(Error::TimedOut { waited: start().elapsed(), token, holder });
             }
-            self.sleep_for_seats(key, Some(permits), left);
+            self.sleep_for_seats(key, permits, true, left);
         }
     }
 

@@ -73,8 +73,8 @@ enum SharedAttempt {
 /// What one pass over the seats found.
 enum Pass {
     Done(SharedAttempt),
-    /// Seat `.0` is not bound; `.1`: the held seat that frees soonest, if any.
-    Unbound(u8, Option<SharedAttempt>),
+    /// Seat `0` is not bound: bind it.
+    Unbound(u8),
     Moved,
 }
 
@@ -241,7 +241,7 @@ impl Inner {
             }
         }
         Ok(match (unbound, soonest) {
-            (Some(seat), full) => Pass::Unbound(seat, full),
+            (Some(seat), _) => Pass::Unbound(seat),
             (None, Some(full)) => Pass::Done(full),
             (None, None) => Pass::Moved,
         })
@@ -254,7 +254,7 @@ impl Inner {
             let Some(head) = self.shared_head(key, true)? else { break };
             match self.shared_pass(key, head, ttl, label)? {
                 Pass::Done(a) => return Ok(a),
-                Pass::Unbound(..) => break,
+                Pass::Unbound(_) => break,
                 Pass::Moved => {}
             }
         }
@@ -264,17 +264,12 @@ impl Inner {
                 continue;
             }
             let Some(head) = self.shared_head(key, true)? else { continue };
-            let (seat, full) = match self.shared_pass(key, head, ttl, label)? {
+            let seat = match self.shared_pass(key, head, ttl, label)? {
                 Pass::Done(a) => return Ok(a),
-                Pass::Unbound(seat, full) => (seat, full),
+                Pass::Unbound(seat) => seat,
                 Pass::Moved => continue,
             };
-            let bound = match self.bind_locked(&key.seat(seat)) {
-                // No room for another seat: the shared holders there are all for now.
-                Err(Error::TableFull { .. }) if full.is_some() => return Ok(full.unwrap()),
-                other => other?,
-            };
-            let Some((index, bound_as)) = bound else { continue };
+            let Some((index, bound_as)) = self.bind_locked(&key.seat(seat))? else { continue };
             if let Some(a @ (SharedAttempt::Won { .. } | SharedAttempt::Exclusive { .. })) =
                 self.grant_shared_seat(index, bound_as, head, ttl, label)?
             {
@@ -301,18 +296,33 @@ impl Inner {
         let start = std::cell::OnceCell::new();
         let start = || *start.get_or_init(Instant::now);
         loop {
-            let (index, token, deadline, record) =
-                match self.attempt_shared(key, ttl, options.label)? {
-                    SharedAttempt::Won { slot, token, deadline } => {
-                        return Ok((slot, token, deadline))
+            let attempt = match self.attempt_shared(key, ttl, options.label) {
+                // No room in the table for another seat: a caller that waits waits for
+                // one of the seats there are (a caller that does not is told so).
+                Err(Error::TableFull { .. })
+                    if options.wait.is_some() && self.any_seat(key, MAX_SHARED) =>
+                {
+                    let left = match options.wait {
+                        Some(Some(t)) => t.saturating_sub(start().elapsed()),
+                        _ => Duration::MAX,
+                    };
+                    if left.is_zero() {
+                        return Err(Error::TableFull { capacity: self.capacity });
                     }
-                    SharedAttempt::Exclusive { head, token, deadline, holder, .. } => {
-                        (head, token, deadline, holder)
-                    }
-                    SharedAttempt::Full { slot, token, deadline, holder } => {
-                        (slot, token, deadline, holder)
-                    }
-                };
+                    self.sleep_for_seats(key, MAX_SHARED, false, left);
+                    continue;
+                }
+                other => other?,
+            };
+            let (index, token, deadline, record) = match attempt {
+                SharedAttempt::Won { slot, token, deadline } => return Ok((slot, token, deadline)),
+                SharedAttempt::Exclusive { head, token, deadline, holder, .. } => {
+                    (head, token, deadline, holder)
+                }
+                SharedAttempt::Full { slot, token, deadline, holder } => {
+                    (slot, token, deadline, holder)
+                }
+            };
             let left = match options.wait {
                 None => {
                     let remaining = Duration::from_nanos(deadline.saturating_sub(self.now()));
@@ -349,21 +359,26 @@ impl Inner {
             }
             return;
         }
-        self.sleep_for_seats(key, None, left);
+        self.sleep_for_seats(key, MAX_SHARED, false, left);
     }
 
-    /// Sleeps until a seat of `key`'s name frees (see `table::permits` on waiting), at
-    /// most `left`; returns at once if a seat is (or becomes) free. `permits`: `None`
-    /// for a shared name.
-    pub(super) fn sleep_for_seats(&self, key: &Key, permits: Option<u32>, left: Duration) {
+    /// Sleeps until one of the `seats` seats of `key`'s name frees (see `table::permits`
+    /// on waiting), at most `left`; returns at once if a seat is (or becomes) free, and
+    /// with `unbound_is_free`, if a seat is not bound (it can be bound and taken).
+    pub(super) fn sleep_for_seats(
+        &self,
+        key: &Key,
+        seats: u32,
+        unbound_is_free: bool,
+        left: Duration,
+    ) {
         let seen = self.seat_events();
-        let seats = permits.unwrap_or(MAX_SHARED);
         let now = self.now();
         let mut soonest = u64::MAX;
         let mut live_holder = false;
         for seat in 1..=seats as u8 {
             let Some((index, bound_as)) = self.find(&key.seat(seat)) else {
-                if permits.is_some() {
+                if unbound_is_free {
                     return; // a free permit: bind it
                 }
                 continue;
