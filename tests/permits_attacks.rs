@@ -552,7 +552,7 @@ fn wait_asleep(path: &Path, head: u32, kids: &[&Kid]) {
     }
 }
 
-/// Attacks: the wake-up of blocked acquirers. Two waiters sleep on a name with 255
+/// Attacks: the wake-up of blocked acquirers. Two waiters sleep on a name with 128
 /// permits, all held by detached grants (so that nothing but a wake-up or the 1 s nap
 /// ends a sleep); a request to release wakes both (they look again and go back to
 /// sleep), and at a random moment during that, two permits are released. The head's
@@ -570,7 +570,7 @@ fn no_waiter_sleeps_through_a_free_permit() {
     let dir = Scratch::new("pa-lost");
     let path = dir.path("t");
     let table = LeaseTable::create(&path, &TableOptions::new().capacity(1024)).unwrap();
-    let n = 255u32;
+    let n = 128u32;
     let detached = |table: &LeaseTable| {
         table.acquire_with("pool", Duration::from_secs(600), &permits(n)).unwrap().detach().unwrap()
     };
