@@ -269,44 +269,44 @@ impl Inner {
     }
 
     /// Runs `wait` while a helper thread renews `place` every quarter of [`PLACE_TTL`]
-    /// (if the thread cannot start, the place is renewed once, and may lapse: a stopped
-    /// process is treated alike).
-    fn while_renewing<T>(&self, place: &mut Place, wait: impl FnOnce() -> T) -> T {
-        let stop = (std::sync::Mutex::new(false), std::sync::Condvar::new());
-        let slot = self.slot(place.slot);
-        let ticket = place.ticket;
+    /// (if the thread cannot start, the place is not renewed and may lapse: the caller
+    /// is then treated like a stopped one). The thread is joined before this returns.
+    /// (Not a scoped thread: `std::thread::scope` makes the calling thread's handle,
+    /// which a C program's main thread never frees.)
+    fn while_renewing<T>(self: &Arc<Inner>, place: &mut Place, wait: impl FnOnce() -> T) -> T {
+        type Stop = (std::sync::Mutex<bool>, std::sync::Condvar);
+        let stop: Arc<Stop> = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let (inner, signal) = (Arc::clone(self), Arc::clone(&stop));
+        let (slot, ticket) = (place.slot, place.ticket);
         let ttl = PLACE_TTL.as_nanos() as u64;
-        std::thread::scope(|scope| {
-            let builder = std::thread::Builder::new().name("shmlease-place".into());
-            let renewer = crate::sys::with_signals_blocked(|| {
-                builder.spawn_scoped(scope, || {
-                    let (lock, cvar) = &stop;
-                    let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
-                    let mut deadline = None;
-                    while !*stopped {
-                        let (s, _) = cvar
-                            .wait_timeout(stopped, PLACE_TTL / 4)
-                            .unwrap_or_else(|e| e.into_inner());
-                        stopped = s;
-                        if *stopped {
-                            break;
-                        }
-                        match protocol::renew(slot, ticket, self.now(), ttl) {
-                            Ok(d) => deadline = Some(d),
-                            Err(_) => break, // lapsed: nothing more to renew
-                        }
+        let renewer = crate::sys::with_signals_blocked(|| {
+            std::thread::Builder::new().name("shmlease-place".into()).spawn(move || {
+                let (lock, cvar) = &*signal;
+                let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let mut deadline = None;
+                while !*stopped {
+                    let (s, _) = cvar
+                        .wait_timeout(stopped, PLACE_TTL / 4)
+                        .unwrap_or_else(|e| e.into_inner());
+                    stopped = s;
+                    if *stopped {
+                        break;
                     }
-                    deadline
-                })
-            });
-            let result = wait();
-            *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            stop.1.notify_all();
-            if let Ok(Some(d)) = renewer.map(|r| r.join().unwrap_or(None)) {
-                place.deadline = d;
-            }
-            result
-        })
+                    match protocol::renew(inner.slot(slot), ticket, inner.now(), ttl) {
+                        Ok(d) => deadline = Some(d),
+                        Err(_) => break, // lapsed: nothing more to renew
+                    }
+                }
+                deadline
+            })
+        });
+        let result = wait();
+        *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        stop.1.notify_all();
+        if let Ok(Some(d)) = renewer.map(|r| r.join().unwrap_or(None)) {
+            place.deadline = d;
+        }
+        result
     }
 
     /// Time left of the place with `ticket` in slot `index`.
