@@ -121,8 +121,28 @@ def _stopped_in_line(table, children, name: str):
     w = children.start(FAIR_WAITER, table.location, name, "exclusive")
     place = _wait_in_line(table, name, w.pid)
     os.killpg(w.pid, signal.SIGSTOP)
+    # SIGSTOP takes effect asynchronously: release only once every thread of the waiter
+    # is stopped, or a thread still running could take the name it was woken for.
+    _wait_stopped(w.pid)
     held.release()
     return w, place
+
+
+def _wait_stopped(pid: int, timeout: float = 30.0) -> None:
+    """Waits until every thread of process `pid` is stopped (state T)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            states = []
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            states = []
+        if states and all(s in ("T", "t") for s in states):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} never stopped")
 
 
 def test_a_fair_try_acquire_does_not_pass_those_in_line(table, children):
