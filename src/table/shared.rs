@@ -417,7 +417,14 @@ impl Inner {
             Some(Some(t)) => t.saturating_sub(start.elapsed()),
             Some(None) => Duration::MAX,
         };
+        // Turns that found the head moved, or lost the grant while draining: honest
+        // actors cause few; garbage in the table could cause them forever (the caller
+        // starts over, a bounded number of times, then answers Busy).
+        let mut moved = 0;
         loop {
+            if moved > FREE_TRIES {
+                return Ok(None);
+            }
             let Some((head, head_bound)) = self.shared_head(key, false)? else { return Ok(None) };
             let me = identity::me().record(false);
             let now = self.now();
@@ -443,6 +450,7 @@ impl Inner {
                     if let Some(granted) = drained {
                         return Ok(Some(granted));
                     }
+                    moved += 1;
                 }
                 Err(Refusal::Held { token, deadline, holder }) => {
                     let remaining = left();
@@ -463,7 +471,7 @@ impl Inner {
                         self.sleep(head, futex_expect, super::nap(now, deadline, remaining, live));
                     }
                 }
-                Err(Refusal::Rebound) => {}
+                Err(Refusal::Rebound) => moved += 1,
                 Err(Refusal::TokenExhausted) => return Err(token_exhausted(&self.location, head)),
                 Err(_) => return Err(interference(&self.location, head)),
             }
