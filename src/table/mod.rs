@@ -366,6 +366,16 @@ impl Inner {
             && slot.name.iter().zip(key.used_words()).all(|(a, b)| a.load(Ordering::Relaxed) == *b)
     }
 
+    /// The grant word of slot `index`, found bound as `bound_as`, if it is still bound
+    /// so once read: a word read without that check may belong to whatever name took
+    /// the slot over meanwhile (the protocol's transitions check the same way).
+    #[inline]
+    pub(crate) fn word_as_bound(&self, index: u32, bound_as: u64) -> Option<u128> {
+        let slot = self.slot(index);
+        let word = slot.grant.load(Ordering::Acquire);
+        (slot.bind.load(Ordering::Acquire) == bound_as).then_some(word)
+    }
+
     /// Whether the slot, bound as `word`, is bound to `key`'s name at any seat.
     fn same_name(&self, slot: &Slot, word: u64, key: &Key) -> bool {
         bind::hash(word) == key.hash_bits()
@@ -421,10 +431,15 @@ impl Inner {
     /// A detached record never becomes bound again, and a dead process never lives
     /// again, so the verdict holds until the call's CAS.
     fn by_token(&self, key: &Key, token: u64) -> Result<u32> {
-        let Some((mut index, _)) = self.find(key) else {
+        let Some((mut index, bound_as)) = self.find(key) else {
             return Err(Error::Lost { token, reason: LostReason::NoSuchName });
         };
-        let head_word = self.slot(index).grant.load(Ordering::Acquire);
+        let Some(head_word) = self.word_as_bound(index, bound_as) else {
+            return Err(Error::Busy {
+                location: self.location.to_string(),
+                reason: "the name moved to another slot while this call looked it up".into(),
+            });
+        };
         let head = grant::deadline_bits(head_word);
         // A shared name's head carries the token of its latest grant of either kind: a
         // shared grant is found in its seat, else the token is the exclusive holder's.
@@ -906,7 +921,8 @@ impl LeaseTable {
         };
         for _ in 0..BIND_PASSES {
             let Some((index, bound_as)) = inner.find(&key) else { return not_there() };
-            let head = grant::deadline_bits(inner.slot(index).grant.load(Ordering::Acquire));
+            let Some(word) = inner.word_as_bound(index, bound_as) else { continue };
+            let head = grant::deadline_bits(word);
             if grant::is_shared(head) {
                 return inner.on_shared(index, bound_as, only, op);
             }

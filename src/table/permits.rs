@@ -124,7 +124,8 @@ impl Inner {
         for _ in 0..FREE_TRIES {
             let Some((index, bound_as)) = self.find(key) else { return Ok(None) };
             let slot = self.slot(index);
-            let bits = grant::deadline_bits(slot.grant.load(Ordering::Acquire));
+            let Some(word) = self.word_as_bound(index, bound_as) else { continue };
+            let bits = grant::deadline_bits(word);
             match grant::permits(bits) {
                 Some(n) if n == permits => return Ok(Some((index, bound_as))),
                 Some(n) => return Err(self.wrong_kind(index, kind(n), kind(permits))),

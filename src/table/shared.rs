@@ -109,7 +109,8 @@ impl Inner {
     fn shared_head(&self, key: &Key, make: bool) -> Result<Option<(u32, u64)>> {
         for _ in 0..FREE_TRIES {
             let Some((index, bound_as)) = self.find(key) else { return Ok(None) };
-            let bits = grant::deadline_bits(self.slot(index).grant.load(Ordering::Acquire));
+            let Some(word) = self.word_as_bound(index, bound_as) else { continue };
+            let bits = grant::deadline_bits(word);
             if grant::is_shared(bits) {
                 return Ok(Some((index, bound_as)));
             }
