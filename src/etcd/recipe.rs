@@ -216,8 +216,19 @@ pub async fn grant(
     let resp = match c.txn(grant_txn(keys, name, lease.id, &record)).await {
         Ok(r) => r,
         Err(e) => {
-            tokio::spawn(revoke_later(c, lease.id));
-            return Err(e.into());
+            return Err(match Fail::from(e) {
+                // The etcd lease we have just been granted expired before the
+                // transaction ran: the cluster is too slow (lost its quorum, elected a
+                // leader) for this TTL. Nothing of ours is left behind; not a loss of a
+                // grant the caller never had, but an unavailable cluster.
+                Fail::Lost(_) => Fail::Net(format!(
+                    "a new {ttl_s} s etcd lease expired before the grant transaction ran"
+                )),
+                other => {
+                    tokio::spawn(revoke_later(c, lease.id));
+                    other
+                }
+            });
         }
     };
     let spare = Spare { lease, asked_s: ttl_s };
