@@ -69,7 +69,7 @@ impl Inner {
         point(Op::Bind);
         for _ in 0..BIND_PASSES {
             let Some((index, bound_as)) = self.bind_locked(key)? else { continue };
-            return match self.grant_at(index, bound_as, ttl, label)? {
+            return match self.grant_at(key, index, bound_as, ttl, label)? {
                 Some(attempt) => Ok(attempt),
                 // Nobody but us re-binds while we hold the lock.
                 None => Err(interference(&self.location, index)),

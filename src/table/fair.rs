@@ -318,14 +318,13 @@ impl Inner {
         Duration::from_nanos(grant::deadline(word).saturating_sub(self.now()))
     }
 
-    /// The live places of the queue of the name bound to slot `index` (any seat), in
-    /// ticket order: for [`crate::LeaseInfo::queue`].
-    pub(super) fn queue_of(&self, index: u32, now: u64, wall: SystemTime) -> Vec<QueuedInfo> {
-        let key = self.key_of(index).seat(0);
+    /// The live places of the queue of `key`'s name, in ticket order: for
+    /// [`crate::LeaseInfo::queue`].
+    pub(super) fn queue_of(&self, key: &Key, now: u64, wall: SystemTime) -> Vec<QueuedInfo> {
         let mut queue = Vec::new();
         for seat in QUEUE_FIRST..=u8::MAX {
-            let Some((si, _)) = self.find(&key.seat(seat)) else { continue };
-            let word = self.slot(si).grant.load(Ordering::Acquire);
+            let Some((si, bound_as)) = self.find(&key.seat(seat)) else { continue };
+            let Some(word) = self.word_as_bound(si, bound_as) else { continue };
             let Some((deadline, record)) = live_grant(self, si, word, now) else { continue };
             let ticket = grant::token(word);
             queue.push(QueuedInfo {

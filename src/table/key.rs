@@ -65,6 +65,15 @@ impl Key {
         Key { seat, ..self.clone() }
     }
 
+    /// The name, for messages.
+    pub(super) fn name(&self) -> String {
+        let mut bytes = [0u8; NAME_MAX];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(&self.words) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        String::from_utf8_lossy(&bytes[..self.len]).into_owned()
+    }
+
     /// The key of the name stored in a slot's `words` (`len` bytes), at `seat`.
     pub(super) fn from_stored(words: [u64; 8], len: usize, seat: u8) -> Key {
         let len = len.min(NAME_MAX);

@@ -444,15 +444,16 @@ impl Inner {
         // A shared name's head carries the token of its latest grant of either kind: a
         // shared grant is found in its seat, else the token is the exclusive holder's.
         if grant::is_shared(head) {
-            if let Some(seat) = self.seat_with_token(index, layout::MAX_SHARED, token) {
+            if let Some(seat) = self.seat_with_token(key, layout::MAX_SHARED, token) {
                 index = seat;
             }
         }
         if let Some(permits) = grant::permits(head) {
-            match self.seat_with_token(index, permits, token) {
+            match self.seat_with_token(key, permits, token) {
                 Some(seat) => index = seat,
                 None => {
-                    let reason = self.why_not_in_group(index, permits, token);
+                    let latest = grant::token(head_word);
+                    let reason = self.why_not_in_group(key, latest, permits, token);
                     return Err(Error::Lost { token, reason });
                 }
             }
@@ -508,7 +509,7 @@ impl Inner {
     pub(crate) fn attempt(&self, key: &Key, ttl: u64, label: Label) -> Result<Attempt> {
         for _ in 0..FREE_TRIES {
             let Some((index, bound_as)) = self.find(key) else { break };
-            match self.grant_at(index, bound_as, ttl, label)? {
+            match self.grant_at(key, index, bound_as, ttl, label)? {
                 Some(attempt) => return Ok(attempt),
                 // Being unbound (by the table lock's holder, or by a process that died
                 // doing it): the locked path waits for the former or finishes the
@@ -559,11 +560,12 @@ impl Inner {
         }
     }
 
-    /// Tries to grant the lease in slot `index`, found bound to the caller's name as
+    /// Tries to grant the lease in slot `index`, found bound to `key`'s name as
     /// `bound_as`; `None` when the slot no longer stands for that name.
     #[inline(always)]
     fn grant_at(
         &self,
+        key: &Key,
         index: u32,
         bound_as: u64,
         ttl: u64,
@@ -592,7 +594,7 @@ impl Inner {
             Err(Refusal::Rebound) => Ok(None),
             Err(Refusal::TokenExhausted) => Err(token_exhausted(&self.location, index)),
             Err(Refusal::Group { permits }) => {
-                Err(self.wrong_kind(index, permits::kind(permits), crate::LeaseKind::Exclusive))
+                Err(self.wrong_kind(key, index, permits::kind(permits), crate::LeaseKind::Exclusive))
             }
             Err(Refusal::Shared) => Ok(Some(Attempt::Shared { slot: index })),
             Err(Refusal::Interference) => Err(interference(&self.location, index)),
@@ -739,13 +741,15 @@ impl Inner {
         with_queue: bool,
     ) -> LeaseInfo {
         let bits = grant::deadline_bits(snap.grant);
+        // The name as the snapshot saw it: the slot may be another name's by now.
+        let key = Key::from_stored(snap.name, bind::name_len(snap.bind), 0);
         let mut info = match grant::permits(bits) {
-            Some(permits) => self.group_info(index, snap, permits, now, wall),
-            None if grant::is_shared(bits) => self.shared_info(index, snap, now, wall),
+            Some(permits) => self.group_info(&key, index, snap, permits, now, wall),
+            None if grant::is_shared(bits) => self.shared_info(&key, index, snap, now, wall),
             None => self.info_of(index, snap, now, wall),
         };
         if with_queue {
-            info.queue = self.queue_of(index, now, wall);
+            info.queue = self.queue_of(&key, now, wall);
         }
         info
     }
@@ -924,7 +928,7 @@ impl LeaseTable {
             let Some(word) = inner.word_as_bound(index, bound_as) else { continue };
             let head = grant::deadline_bits(word);
             if grant::is_shared(head) {
-                return inner.on_shared(index, bound_as, only, op);
+                return inner.on_shared(&key, (index, bound_as, word), only, op);
             }
             match op(inner.slot(index), bound_as, inner.now(), only) {
                 Ok(Targeted::Done { token, wake }) => {
@@ -942,7 +946,7 @@ impl LeaseTable {
                     };
                 }
                 Err(Refusal::Group { permits }) if permits > 0 => {
-                    return inner.on_seats(index, permits, only, op)
+                    return inner.on_seats(&key, grant::token(word), permits, only, op)
                 }
                 Err(Refusal::Rebound) if inner.is_retired(index) => return not_there(),
                 Err(Refusal::Rebound) => continue,

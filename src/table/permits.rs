@@ -39,7 +39,7 @@ use super::{interference, token_exhausted, AcquireOptions, Attempt, Inner, Key, 
 use crate::error::{Error, LostReason, Result};
 use crate::identity;
 use crate::info::{GrantInfo, Label, LeaseInfo, LeaseKind, LeaseState};
-use crate::layout::{bind, grant, NAME_MAX};
+use crate::layout::{bind, grant};
 use crate::protocol::{self, Refusal, Targeted};
 use crate::sync::Ordering;
 
@@ -70,19 +70,11 @@ impl Inner {
         Key::from_stored(words, bind::name_len(b), bind::seat(b))
     }
 
-    /// The name bound to slot `index`, for messages.
-    fn name_at(&self, index: u32) -> String {
-        let key = self.key_of(index);
-        let mut bytes = [0u8; NAME_MAX];
-        for (chunk, word) in bytes.chunks_exact_mut(8).zip(&key.words) {
-            chunk.copy_from_slice(&word.to_le_bytes());
-        }
-        String::from_utf8_lossy(&bytes[..key.len]).into_owned()
-    }
-
-    /// [`Error::WrongKind`] for the name of slot `index`, in use as `recorded`.
+    /// [`Error::WrongKind`] for `key`'s name (its own slot or head is `index`), in use
+    /// as `recorded`.
     pub(super) fn wrong_kind(
         &self,
+        key: &Key,
         index: u32,
         recorded: LeaseKind,
         requested: LeaseKind,
@@ -95,7 +87,7 @@ impl Inner {
                 ),
             };
         }
-        Error::WrongKind { name: self.name_at(index), recorded, requested }
+        Error::WrongKind { name: key.name(), recorded, requested }
     }
 
     /// Slot `index` was freed with waiters or observers announced on it: wakes them,
@@ -112,10 +104,11 @@ impl Inner {
         (1..=seats as u8).any(|s| self.find(&key.seat(s)).is_some())
     }
 
-    /// Whether any seat of the group whose head is slot `head` is bound.
-    pub(super) fn any_seat_bound(&self, head: u32, permits: u32) -> bool {
-        let key = self.key_of(head);
-        (1..=permits).any(|s| self.find(&key.seat(s as u8)).is_some())
+    /// Whether any of the first `seats` seats of the name whose head is slot `head` is
+    /// bound. Only for the table lock's holder: nobody else (re)binds slots, so the
+    /// name read from the head stays the head's.
+    pub(super) fn any_seat_bound(&self, head: u32, seats: u32) -> bool {
+        self.any_seat(&self.key_of(head), seats)
     }
 
     /// The head of `key`'s name as a group of `permits`, making the name's own slot one
@@ -128,7 +121,7 @@ impl Inner {
             let bits = grant::deadline_bits(word);
             match grant::permits(bits) {
                 Some(n) if n == permits => return Ok(Some((index, bound_as))),
-                Some(n) => return Err(self.wrong_kind(index, kind(n), kind(permits))),
+                Some(n) => return Err(self.wrong_kind(key, index, kind(n), kind(permits))),
                 None => {}
             }
             match protocol::make_group(
@@ -147,13 +140,13 @@ impl Inner {
                     return Ok(Some((index, bound_as)))
                 }
                 Err(Refusal::Group { permits: n }) => {
-                    return Err(self.wrong_kind(index, kind(n), kind(permits)))
+                    return Err(self.wrong_kind(key, index, kind(n), kind(permits)))
                 }
                 Err(Refusal::Shared) => {
-                    return Err(self.wrong_kind(index, LeaseKind::Shared, kind(permits)))
+                    return Err(self.wrong_kind(key, index, LeaseKind::Shared, kind(permits)))
                 }
                 Err(Refusal::Held { .. }) => {
-                    return Err(self.wrong_kind(index, LeaseKind::Exclusive, kind(permits)))
+                    return Err(self.wrong_kind(key, index, LeaseKind::Exclusive, kind(permits)))
                 }
                 Err(Refusal::Rebound) => {}
                 Err(_) => return Err(interference(&self.location, index)),
@@ -367,22 +360,33 @@ impl Inner {
         Duration::from_nanos(left)
     }
 
-    /// The seat of the group whose head is slot `head` that holds the grant with
-    /// `token` (live or not), if any.
-    pub(super) fn seat_with_token(&self, head: u32, permits: u32, token: u64) -> Option<u32> {
-        let key = self.key_of(head);
-        (1..=permits as u8).find_map(|s| {
-            let (index, _) = self.find(&key.seat(s))?;
-            (grant::token(self.slot(index).grant.load(Ordering::Acquire)) == token).then_some(index)
+    /// The seat among the first `seats` of `key`'s name that holds the grant with
+    /// `token` (live or not), if any: read while the seat is still bound to the name.
+    pub(super) fn seat_with_token(&self, key: &Key, seats: u32, token: u64) -> Option<u32> {
+        (1..=seats as u8).find_map(|s| {
+            let (index, bound_as) = self.find(&key.seat(s))?;
+            let word = self.word_as_bound(index, bound_as)?;
+            (grant::token(word) == token).then_some(index)
         })
     }
 
-    /// Applies `op` to every live grant of the group whose head is slot `head` (to the
-    /// one with `only`, when given); returns the largest token it was done to.
+    /// A consistent snapshot of the slot bound to `key` (the name at its seat), taken
+    /// while it is still bound as found.
+    pub(super) fn snapshot_of(&self, key: &Key) -> Option<(u32, protocol::Snapshot)> {
+        let (index, bound_as) = self.find(key)?;
+        let snap = protocol::snapshot(self.slot(index))?;
+        (snap.bind == bound_as).then_some((index, snap))
+    }
+
+    /// Applies `op` to every live grant in the first `seats` seats of `key`'s name (to
+    /// the one with `only`, when given); returns the largest token it was done to.
+    /// `latest` is the name's latest token, read from its head, for the reason of a
+    /// `Lost`.
     pub(super) fn on_seats(
         &self,
-        head: u32,
-        permits: u32,
+        key: &Key,
+        latest: u64,
+        seats: u32,
         only: Option<u64>,
         op: fn(
             &crate::layout::Slot,
@@ -391,9 +395,8 @@ impl Inner {
             Option<u64>,
         ) -> std::result::Result<Targeted, Refusal>,
     ) -> Result<Option<u64>> {
-        let key = self.key_of(head);
         let mut done = None;
-        for seat in 1..=permits as u8 {
+        for seat in 1..=seats as u8 {
             let Some((index, bound_as)) = self.find(&key.seat(seat)) else { continue };
             if only
                 .is_some_and(|t| grant::token(self.slot(index).grant.load(Ordering::Acquire)) != t)
@@ -414,19 +417,25 @@ impl Inner {
         }
         match (only, done) {
             (Some(token), None) => {
-                Err(Error::Lost { token, reason: self.why_not_in_group(head, permits, token) })
+                Err(Error::Lost { token, reason: self.why_not_in_group(key, latest, seats, token) })
             }
             _ => Ok(done),
         }
     }
 
-    /// Why `token` is not a live grant of the group whose head is slot `head`.
-    pub(super) fn why_not_in_group(&self, head: u32, permits: u32, token: u64) -> LostReason {
-        let latest = grant::token(self.slot(head).grant.load(Ordering::Acquire));
+    /// Why `token` is not a live grant in the first `seats` seats of `key`'s name,
+    /// whose latest token is `latest`.
+    pub(super) fn why_not_in_group(
+        &self,
+        key: &Key,
+        latest: u64,
+        seats: u32,
+        token: u64,
+    ) -> LostReason {
         if token > latest {
             return LostReason::NotIssued { latest };
         }
-        match self.seat_with_token(head, permits, token) {
+        match self.seat_with_token(key, seats, token) {
             Some(index) => self.why_not_live(index, token),
             // Its seat has been granted again since, or evicted once idle.
             None => LostReason::TakenOver,
@@ -436,13 +445,13 @@ impl Inner {
     /// The info of a group whose head is slot `index` (with `permits`), read at `now`.
     pub(super) fn group_info(
         &self,
+        key: &Key,
         index: u32,
         head: &protocol::Snapshot,
         permits: u32,
         now: u64,
         wall: SystemTime,
     ) -> LeaseInfo {
-        let key = self.key_of(index);
         let mut info = self.info_of(index, head, now, wall);
         info.kind = kind(permits);
         info.token = grant::token(head.grant);
@@ -455,11 +464,7 @@ impl Inner {
         info.transitions = 0;
         let mut grants = Vec::new();
         for seat in 1..=permits as u8 {
-            let Some((si, _)) = self.find(&key.seat(seat)) else { continue };
-            let Some(snap) = protocol::snapshot(self.slot(si)) else { continue };
-            if bind::seat(snap.bind) != seat {
-                continue;
-            }
+            let Some((si, snap)) = self.snapshot_of(&key.seat(seat)) else { continue };
             info.transitions = info.transitions.wrapping_add(snap.transitions);
             let seat_info = self.info_of(si, &snap, now, wall);
             if seat_info.state == LeaseState::Held {

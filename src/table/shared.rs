@@ -116,7 +116,7 @@ impl Inner {
             }
             if let Some(n) = grant::permits(bits) {
                 let recorded = super::permits::kind(n);
-                return Err(self.wrong_kind(index, recorded, LeaseKind::Shared));
+                return Err(self.wrong_kind(key, index, recorded, LeaseKind::Shared));
             }
             if !make {
                 return Ok(None);
@@ -129,7 +129,7 @@ impl Inner {
                 }
                 Err(Refusal::Group { permits }) => {
                     let recorded = super::permits::kind(permits);
-                    return Err(self.wrong_kind(index, recorded, LeaseKind::Shared));
+                    return Err(self.wrong_kind(key, index, recorded, LeaseKind::Shared));
                 }
                 Err(Refusal::Rebound) => {}
                 Err(_) => return Err(interference(&self.location, index)),
@@ -572,17 +572,16 @@ impl Inner {
     }
 
     /// Applies `op` ([`protocol::revoke`], [`protocol::request_release`]) to the live
-    /// grants of the shared name whose head is slot `head` (bound as `head_bound`): its
-    /// exclusive holder's and every shared one's, or only the one with token `only`.
-    /// Returns the largest token it was done to.
+    /// grants of `key`'s shared name, whose head is slot `head`, bound as `head_bound`
+    /// and read as `word`: its exclusive holder's and every shared one's, or only the
+    /// one with token `only`. Returns the largest token it was done to.
     pub(super) fn on_shared(
         &self,
-        head: u32,
-        head_bound: u64,
+        key: &Key,
+        (head, head_bound, word): (u32, u64, u128),
         only: Option<u64>,
         op: super::SlotOp,
     ) -> Result<Option<u64>> {
-        let word = self.slot(head).grant.load(Ordering::Acquire);
         let mut done = None;
         if only.map_or(true, |t| t == grant::token(word)) {
             match op(self.slot(head), head_bound, self.now(), only) {
@@ -599,7 +598,7 @@ impl Inner {
         if only.is_some() && done.is_some() {
             return Ok(done);
         }
-        match self.on_seats(head, MAX_SHARED, only, op) {
+        match self.on_seats(key, grant::token(word), MAX_SHARED, only, op) {
             Ok(seats) => Ok(done.max(seats)),
             Err(Error::Lost { .. }) if done.is_some() => Ok(done),
             // The exclusive holder's token, no longer live: say why, as for a lease.
@@ -613,20 +612,19 @@ impl Inner {
     /// The info of a shared name whose head is slot `index`, read at `now`.
     pub(super) fn shared_info(
         &self,
+        key: &Key,
         index: u32,
         head: &protocol::Snapshot,
         now: u64,
         wall: SystemTime,
     ) -> LeaseInfo {
-        let key = self.key_of(index);
         let mut plain = *head;
         plain.grant &= !(grant::KIND as u128);
         let mut info = self.info_of(index, &plain, now, wall);
         info.kind = LeaseKind::Shared;
         let mut grants = std::mem::take(&mut info.grants);
         for seat in 1..=MAX_SHARED as u8 {
-            let Some((si, _)) = self.find(&key.seat(seat)) else { continue };
-            let Some(snap) = protocol::snapshot(self.slot(si)) else { continue };
+            let Some((si, snap)) = self.snapshot_of(&key.seat(seat)) else { continue };
             let seat_info = self.info_of(si, &snap, now, wall);
             if seat_info.state == LeaseState::Held {
                 grants.extend(seat_info.grants.into_iter().map(|mut g| {
