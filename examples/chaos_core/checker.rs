@@ -297,6 +297,8 @@ pub(crate) fn check(
                             "no idle name could be evicted"
                         } else if why.contains("seats of a name") {
                             "seats kept moving"
+                        } else if why.contains("fair queue") {
+                            "the fair queue is full (says the library)"
                         } else {
                             "other"
                         };
@@ -934,10 +936,19 @@ pub(crate) fn check(
         .collect();
     let mut refused: BTreeMap<&str, Vec<&Refusal>> = BTreeMap::new();
     // A fair acquisition is refused while others wait in line, even with a permit free:
-    // fair names are not checked.
+    // fair names are not checked. Nor are names in a table that can be full: a seat that
+    // cannot be bound for want of a free slot is no permit, and the library then answers
+    // `Held` with the seats it has (src/table/permits.rs, `attempt_permit_locked`).
     let counted =
         |r: &&Refusal| matches!(layout.kind(&r.name), Kind::Permits(_)) && !layout.is_fair(&r.name);
     for r in refusals.iter().filter(counted) {
+        if overfull {
+            v.bump(
+                streams[r.sid].mode,
+                "refusals not checked against the permits (table may be full)",
+            );
+            continue;
+        }
         refused.entry(r.name.as_str()).or_default().push(r);
     }
     for (name, mut rs) in refused {
@@ -1182,7 +1193,9 @@ fn check_fair(grants: &[Grant], places: &[Seen], streams: &[Stream], v: &mut Fin
         }
     }
     // Each stream's observations of its own places, per name, by start.
-    let mut own_by: HashMap<(usize, &str), Vec<(u64, u64, u64)>> = HashMap::new();
+    // (s, e, ticket) of each observation.
+    type Observations = Vec<(u64, u64, u64)>;
+    let mut own_by: HashMap<(usize, &str), Observations> = HashMap::new();
     for p in places {
         own_by.entry((p.sid, p.name.as_str())).or_default().push((p.s, p.e, p.ticket));
     }
