@@ -866,7 +866,10 @@ pub(crate) fn check(
         let gi = by_token.get(&(r.name.as_str(), r.token)).copied();
         let holder_wid = match gi {
             Some(i) => Some(grants[i].wid),
-            None if r.holder_pid != 0 => pid_worker(r.holder_pid, r.t_a),
+            // The holder was seen during the attempt, so it existed before the refusal
+            // returned: the latest process with that pid started by then (a pid is
+            // reused; a waiter can be refused by a holder started after it began).
+            None if r.holder_pid != 0 => pid_worker(r.holder_pid, r.t_e),
             None => None,
         };
         let mut avail = u64::MAX;
