@@ -44,6 +44,8 @@ struct Grant {
     pending: Option<(u64, u64)>,
     /// Upper bound of every deadline this grant ever had (`u64::MAX`: unbounded yet).
     d_hi: u64,
+    /// The largest TTL any renewal of it asked for (0: none).
+    renew_ttl: u64,
     keep_alive: bool,
     /// Ending action and the time read before it.
     ending: Option<(String, u64)>,
@@ -248,6 +250,7 @@ pub(crate) fn check(
                         d_lo: num(f.get(7)).unwrap_or(0),
                         pending: None,
                         d_hi: num(f.get(8)).unwrap_or(u64::MAX),
+                        renew_ttl: 0,
                         keep_alive: false,
                         ending: None,
                         detached: false,
@@ -472,8 +475,9 @@ pub(crate) fn check(
                 }
                 "N" if f.len() >= 5 => {
                     if let Some(&i) = open.get(&key()) {
-                        grants[i].pending =
-                            Some((num(f.get(4)).unwrap_or(0), num(f.get(3)).unwrap_or(0)));
+                        let ttl = num(f.get(3)).unwrap_or(0);
+                        grants[i].pending = Some((num(f.get(4)).unwrap_or(0), ttl));
+                        grants[i].renew_ttl = grants[i].renew_ttl.max(ttl);
                     }
                 }
                 "D" if f.len() >= 5 => {
@@ -623,7 +627,9 @@ pub(crate) fn check(
         let death_hi = fate.reaped.unwrap_or(u64::MAX);
         for gr in &mut grants[first..] {
             if gr.d_hi == u64::MAX || gr.pending.is_some() {
-                let ttl = gr.pending.map_or(gr.ttl, |p| p.1).max(gr.ttl);
+                // Any renewal (a keep-alive's, or by token after a detach) came before
+                // the death: the longest TTL asked for bounds how far past it.
+                let ttl = gr.pending.map_or(gr.ttl, |p| p.1).max(gr.ttl).max(gr.renew_ttl);
                 let bound = death_hi.saturating_add(ttl);
                 gr.d_hi = if gr.d_hi == u64::MAX { bound } else { gr.d_hi.max(bound) };
             }
