@@ -1,8 +1,9 @@
 //! Chaos harness: worker processes fight over a few lease names while this controller
 //! kill -9s, SIGSTOPs and SIGCONTs them at random; afterwards a checker reads every
-//! worker's log and verifies exclusivity (at most N grants of a name with N permits),
-//! fencing, that stale holders are told their grant is lost, reclaim after death, a
-//! free table at the end, and that nobody panicked. Exits non-zero on any violation.
+//! worker's log and verifies exclusivity (at most N grants of a name with N permits; on
+//! a shared name, an exclusive grant alone), fencing, that stale holders are told their
+//! grant is lost, reclaim after death, fair queue order, a free table at the end, and
+//! that nobody panicked. Exits non-zero on any violation.
 //!
 //! ```text
 //! cargo run --release --example chaos -- --workers 8 --names 4 --duration 15m --seed 1
@@ -10,8 +11,9 @@
 //! ```
 //!
 //! Modes (`--mode`): `classic` (the default), `fork`, `threads`, `herd`, `full`,
-//! `fallback`, `permits` (names with 2 and 3 permits), and `mix` (all of them at once
-//! on one table).
+//! `fallback`, `permits` (names with 2 and 3 permits), `shared` (shared and exclusive
+//! grants of shared names), `fair` (fair acquisition, with each waiter's place in the
+//! queue watched), and `mix` (all of them at once on one table).
 //!
 //! See `docs/chaos.md` for the knobs and exactly what is checked.
 

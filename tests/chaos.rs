@@ -2,9 +2,9 @@
 //!
 //! - `chaos_short`: every worker pattern at once (`--mode mix`: fork trees on one
 //!   inherited table, threads, a herd on one name, a table kept full, the fallback
-//!   identity with exited main threads, names with 2 and 3 permits, and the classic
-//!   loop) on one table for 60 s, with kill -9s and SIGSTOPs; asserts that every mode
-//!   ran and that there is no violation.
+//!   identity with exited main threads, names with 2 and 3 permits, shared names,
+//!   fair queues, and the classic loop) on one table for 60 s, with kill -9s and
+//!   SIGSTOPs; asserts that every mode ran and that there is no violation.
 //! - `chaos_checker_catches_a_lying_holder`: short runs (`classic`, then `permits`) that
 //!   inject a fault (workers believe their leases last 20 ms longer than granted) and
 //!   assert that the checker catches it, so a clean result is not a blind checker's.
@@ -12,9 +12,18 @@
 //!   the library for one permit more than the checker allows (as a library admitting
 //!   one holder too many would); asserts that the checker finds more valid grants than
 //!   permits.
-//! - `chaos_modes_smoke`: each mode alone for 0.6 s, asserting that its machinery
-//!   works (forks announced, threads' logs, the herd's holder checks, a full table,
-//!   exited main threads, permits held at once). It does not assert zero violations:
+//! - `chaos_checker_catches_an_exclusive_grant_among_shared_ones`: a short `shared` run
+//!   whose workers, meaning to take an exclusive grant, take a shared one (as a library
+//!   letting an exclusive holder in beside readers would); asserts that the checker
+//!   finds exclusive grants overlapping others.
+//! - `chaos_checker_catches_a_barging_fair_waiter`: a short `fair` run whose workers
+//!   acquire unfairly half of the time while logging a fair acquisition (as a library
+//!   whose queue can be passed would); asserts that the checker finds fair grants made
+//!   while a place ahead was live.
+//! - `chaos_modes_smoke`: each mode alone for 0.6 s (`fair`: 2 s), asserting that its
+//!   machinery works (forks announced, threads' logs, the herd's holder checks, a full
+//!   table, exited main threads, permits held at once, shared grants overlapping and
+//!   exclusive ones, fair grants checked against places seen ahead of them). It does not assert zero violations:
 //!   that is too short to mean anything either way; `chaos_short` does that.
 //!
 //! Workers are this test binary re-executed with `SHMLEASE_CHAOS_WORKER` set. They start
@@ -97,6 +106,17 @@ fn chaos_short() {
         report.summary()
     );
     assert!(
+        report.mode_count("shared", "shared grants begun while another was valid") > 0
+            && report.mode_count("shared", "exclusive grants") > 0,
+        "shared: no overlapping shared grants, or no exclusive one\n{}",
+        report.summary()
+    );
+    assert!(
+        report.mode_count("fair", "fair grants checked behind a live place (in order)") > 0,
+        "fair: no fair grant was checked against a place ahead of it\n{}",
+        report.summary()
+    );
+    assert!(
         report.violations.is_empty(),
         "{} violations; logs kept in {}",
         report.violations.len(),
@@ -164,10 +184,49 @@ fn chaos_checker_catches_an_extra_permit() {
 }
 
 #[test]
+fn chaos_checker_catches_an_exclusive_grant_among_shared_ones() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    // Workers that mean to take an exclusive grant of a shared name take a shared one
+    // and log it as exclusive: "exclusive" grants then overlap shared ones (truly: the
+    // library admits them), which the checker must see from the intervals alone; the
+    // table's own word ("grant-kind") says the same.
+    let cfg = chaos_core::Config {
+        fault: "shared-as-exclusive".into(),
+        ..config(RunMode::One(Mode::Shared), 4.0)
+    };
+    let (kinds, report) = violation_kinds(&cfg);
+    for kind in ["exclusive-overlap", "grant-kind"] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "the checker missed exclusive grants beside shared ones ({kind}):\n{}",
+            report.summary()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&report.dir);
+}
+
+#[test]
+fn chaos_checker_catches_a_barging_fair_waiter() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    // Half the "fair" acquisitions are unfair ones: they pass places in the queue that
+    // the honest fair waiters hold, which the checker must see from the logs.
+    let cfg = chaos_core::Config { fault: "barge".into(), ..config(RunMode::One(Mode::Fair), 5.0) };
+    let (kinds, report) = violation_kinds(&cfg);
+    assert!(
+        kinds.iter().any(|k| k == "fair-order"),
+        "the checker missed fair waiters passed by barging ones:\n{}",
+        report.summary()
+    );
+    let _ = std::fs::remove_dir_all(&report.dir);
+}
+
+#[test]
 fn chaos_modes_smoke() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     for m in Mode::SELECTABLE {
-        let cfg = config(RunMode::One(m), 0.6);
+        // Fair: long enough for queues to form and be watched.
+        let secs = if m == Mode::Fair { 2.0 } else { 0.6 };
+        let cfg = config(RunMode::One(m), secs);
         let report = chaos_core::run(&cfg, &launcher());
         let name = m.as_str();
         let count = |k: &str| report.mode_count(name, k);
@@ -201,6 +260,17 @@ fn chaos_modes_smoke() {
                 count("permit checks (lease valid across get())") > 0
                     && count("most grants valid at once on perm-0 (2 permits)") >= 2,
                 "permits: no permit check, or never two permits of perm-0 held at once\n{summary}"
+            ),
+            Mode::Shared => assert!(
+                count("shared checks (lease valid across get())") > 0
+                    && count("shared grants begun while another was valid") > 0
+                    && count("exclusive grants") > 0,
+                "shared: no shared check, no overlapping shared grants, or no exclusive grant\n{summary}"
+            ),
+            Mode::Fair => assert!(
+                count("queue observations (own place seen in get().queue)") > 0
+                    && count("fair grants checked behind a live place (in order)") > 0,
+                "fair: no place seen in a queue, or no fair grant checked against one\n{summary}"
             ),
             Mode::Classic | Mode::Filler => {}
         }

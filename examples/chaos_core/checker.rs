@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use super::controller::{Report, WorkerFate};
-use super::{Config, Mode, LIVENESS_RECHECK_NS, WIND_DOWN};
+use super::{Config, Kind, Mode, LIVENESS_RECHECK_NS, MAX_SHARED, WIND_DOWN};
 
 /// How long the library reuses a verdict that a holder is alive (`ALIVE_FOR_NS` in
 /// src/identity.rs): a refusal up to this long after the holder died is honest.
@@ -30,6 +30,10 @@ struct Grant {
     name: String,
     token: u64,
     mode: String,
+    /// Logged as a shared grant (`shared-…` tag).
+    shared: bool,
+    /// Logged as a fair acquisition (`fair-…` tag).
+    fair: bool,
     ttl: u64,
     /// Attempt start, and return of the acquire.
     t_a: u64,
@@ -40,6 +44,8 @@ struct Grant {
     pending: Option<(u64, u64)>,
     /// Upper bound of every deadline this grant ever had (`u64::MAX`: unbounded yet).
     d_hi: u64,
+    /// The largest TTL any renewal of it asked for (0: none).
+    renew_ttl: u64,
     keep_alive: bool,
     /// Ending action and the time read before it.
     ending: Option<(String, u64)>,
@@ -73,6 +79,18 @@ impl Grant {
         }
         e
     }
+}
+
+/// A fair waiter's observation of its own place in a name's queue (a `W` line): the
+/// `get` began at `s` and returned at `e`, and the place's deadline was at least `rem`
+/// ns after `s`.
+struct Seen {
+    sid: usize,
+    name: String,
+    ticket: u64,
+    s: u64,
+    e: u64,
+    rem: u64,
 }
 
 struct Refusal {
@@ -146,6 +164,7 @@ pub(crate) fn check(
     let overfull = layout.total() > cfg.capacity() as usize;
     let mut grants: Vec<Grant> = Vec::new();
     let mut refusals: Vec<Refusal> = Vec::new();
+    let mut places: Vec<Seen> = Vec::new();
     let mut streams: Vec<Stream> = Vec::new();
     let mut c: BTreeMap<&'static str, u64> = BTreeMap::new();
     let bump = |c: &mut BTreeMap<&'static str, u64>, k: &'static str| *c.entry(k).or_default() += 1;
@@ -223,12 +242,15 @@ pub(crate) fn check(
                         name: f[1].into(),
                         token: num(f.get(2)).unwrap_or(0),
                         mode: f[3].into(),
+                        shared: f[3].starts_with("shared-"),
+                        fair: f[3].starts_with("fair-"),
                         ttl: num(f.get(4)).unwrap_or(0),
                         t_a: num(f.get(5)).unwrap_or(0),
                         g: num(f.get(6)).unwrap_or(0),
                         d_lo: num(f.get(7)).unwrap_or(0),
                         pending: None,
                         d_hi: num(f.get(8)).unwrap_or(u64::MAX),
+                        renew_ttl: 0,
                         keep_alive: false,
                         ending: None,
                         detached: false,
@@ -239,6 +261,12 @@ pub(crate) fn check(
                         run_delay: num(f.get(9)).unwrap_or(0),
                     };
                     open.insert(key(), grants.len());
+                    if layout.kind(&g.name) == Kind::Shared {
+                        v.bump(mode, if g.shared { "shared grants" } else { "exclusive grants" });
+                    }
+                    if g.fair {
+                        v.bump(mode, "fair grants");
+                    }
                     grants.push(g);
                     bump(&mut c, "grants");
                     v.bump(mode, "grants");
@@ -272,6 +300,8 @@ pub(crate) fn check(
                             "no idle name could be evicted"
                         } else if why.contains("seats of a name") {
                             "seats kept moving"
+                        } else if why.contains("fair queue") {
+                            "the fair queue is full (says the library)"
                         } else {
                             "other"
                         };
@@ -373,6 +403,68 @@ pub(crate) fn check(
                         v.bump(mode, "permit checks skipped (lease ended during get())");
                     }
                 }
+                "S" if f.len() >= 12 => {
+                    if f[3] == "1" && f[4] == "1" {
+                        v.bump(mode, "shared checks (lease valid across get())");
+                        let name = f[1];
+                        let kind = f[5];
+                        let slot = f[6].parse::<u32>().ok();
+                        let listed_shared = f[7];
+                        let hp = num(f.get(8)).unwrap_or(0) as u32;
+                        let hd = f[9];
+                        let Some(&i) = open.get(&key()) else { continue };
+                        let ours_shared = grants[i].shared;
+                        // A shared grant makes the name shared; an exclusive grant may be
+                        // of a name still exclusive (no shared grant since it was bound).
+                        if ours_shared && kind != "shared"
+                            || !matches!(kind, "shared" | "exclusive")
+                        {
+                            v.flag(
+                                "wrong-kind",
+                                &[mode],
+                                format!("worker {label}: get({name}) says kind {kind} while it holds a {} grant (token {})", if ours_shared { "shared" } else { "exclusive" }, f[2]),
+                            );
+                        }
+                        match slot {
+                            Some(slot) if hp == fate.pid && hd == "0" => {
+                                grants[i].slot = Some(slot);
+                                if (listed_shared == "1") != ours_shared {
+                                    v.flag(
+                                        "grant-kind",
+                                        &[mode],
+                                        format!(
+                                            "worker {label}: holds {name} token {} as {}, but get() lists it as {}",
+                                            f[2],
+                                            if ours_shared { "shared" } else { "exclusive" },
+                                            if listed_shared == "1" { "shared" } else { "exclusive" }
+                                        ),
+                                    );
+                                }
+                            }
+                            _ => v.flag(
+                                "missing-holder",
+                                &[mode],
+                                format!(
+                                    "worker {label} (pid {}) holds {name} with token {}, valid before and after get(), which lists it in slot {:?} with holder pid {hp} (detached: {hd})",
+                                    fate.pid, f[2], slot
+                                ),
+                            ),
+                        }
+                    } else {
+                        v.bump(mode, "shared checks skipped (lease ended during get())");
+                    }
+                }
+                "W" if f.len() >= 6 => {
+                    v.bump(mode, "queue observations (own place seen in get().queue)");
+                    places.push(Seen {
+                        sid,
+                        name: f[1].into(),
+                        ticket: num(f.get(2)).unwrap_or(0),
+                        s: num(f.get(3)).unwrap_or(0),
+                        e: num(f.get(4)).unwrap_or(u64::MAX),
+                        rem: num(f.get(5)).unwrap_or(0),
+                    });
+                }
                 "M" => v.bump(mode, "main thread seen exited (state Z)"),
                 "K" => {
                     if let Some(&i) = open.get(&key()) {
@@ -383,8 +475,9 @@ pub(crate) fn check(
                 }
                 "N" if f.len() >= 5 => {
                     if let Some(&i) = open.get(&key()) {
-                        grants[i].pending =
-                            Some((num(f.get(4)).unwrap_or(0), num(f.get(3)).unwrap_or(0)));
+                        let ttl = num(f.get(3)).unwrap_or(0);
+                        grants[i].pending = Some((num(f.get(4)).unwrap_or(0), ttl));
+                        grants[i].renew_ttl = grants[i].renew_ttl.max(ttl);
                     }
                 }
                 "D" if f.len() >= 5 => {
@@ -484,7 +577,8 @@ pub(crate) fn check(
                 "Y" if f.len() >= 6 => {
                     // A detached permit lives on by its token: its renewals and release
                     // by token follow.
-                    let lives_on = f[3] == "detach" && f[4] == "ok" && layout.permits(f[1]) > 1;
+                    let lives_on =
+                        f[3] == "detach" && f[4] == "ok" && layout.kind(f[1]) != Kind::Exclusive;
                     let found =
                         if lives_on { open.get(&key()).copied() } else { open.remove(&key()) };
                     if let Some(i) = found {
@@ -533,7 +627,9 @@ pub(crate) fn check(
         let death_hi = fate.reaped.unwrap_or(u64::MAX);
         for gr in &mut grants[first..] {
             if gr.d_hi == u64::MAX || gr.pending.is_some() {
-                let ttl = gr.pending.map_or(gr.ttl, |p| p.1).max(gr.ttl);
+                // Any renewal (a keep-alive's, or by token after a detach) came before
+                // the death: the longest TTL asked for bounds how far past it.
+                let ttl = gr.pending.map_or(gr.ttl, |p| p.1).max(gr.ttl).max(gr.renew_ttl);
                 let bound = death_hi.saturating_add(ttl);
                 gr.d_hi = if gr.d_hi == u64::MAX { bound } else { gr.d_hi.max(bound) };
             }
@@ -561,6 +657,45 @@ pub(crate) fn check(
     }
     let interval = |i: usize| (grants[i].g, grants[i].end_lo(death_lo(&grants[i])), i);
     for (name, idx) in &by_name {
+        if layout.kind(name) == Kind::Shared {
+            let iv: Vec<_> = idx.iter().map(|&i| interval(i)).collect();
+            let m = mode_of(&grants[idx[0]]);
+            let (most, overlaps) = shared_sweep(
+                iv,
+                |i| grants[i].shared,
+                |kind, live, (s, e, i)| {
+                    let b = &grants[i];
+                    let mut modes = vec![mode_of(b)];
+                    let mut others = Vec::new();
+                    for &(pe, pi) in live {
+                        let a = &grants[pi];
+                        modes.push(mode_of(a));
+                        others.push(format!(
+                            "{} token {} (worker {}, valid [{}, {pe}])",
+                            if a.shared { "shared" } else { "exclusive" },
+                            a.token,
+                            label(a),
+                            a.g
+                        ));
+                    }
+                    v.flag(
+                    kind,
+                    &modes,
+                    format!(
+                        "on {name}: {} token {} (worker {}, valid from {s} to {e}) began while {} grants were valid: {}",
+                        if b.shared { "shared" } else { "exclusive" },
+                        b.token, label(b), live.len(), others.join(", ")
+                    ),
+                );
+                },
+            );
+            let k = format!("most shared grants valid at once on {name}");
+            let e = v.per_mode.entry(m.as_str()).or_default().entry(k).or_default();
+            *e = (*e).max(most as u64);
+            let k = "shared grants begun while another was valid".to_string();
+            *v.per_mode.entry(m.as_str()).or_default().entry(k).or_default() += overlaps;
+            continue;
+        }
         let n = layout.permits(name) as usize;
         let iv: Vec<_> = idx.iter().map(|&i| interval(i)).collect();
         let most = crowded(iv, n, |live, (s, e, i)| {
@@ -689,8 +824,8 @@ pub(crate) fn check(
     //    as the log is read.)
     let mut lines: BTreeMap<(&str, Option<u32>), Vec<usize>> = BTreeMap::new();
     for (i, g) in grants.iter().enumerate() {
-        match (layout.permits(&g.name), g.slot) {
-            (1, _) => lines.entry((g.name.as_str(), None)).or_default().push(i),
+        match (layout.kind(&g.name), g.slot) {
+            (Kind::Exclusive, _) => lines.entry((g.name.as_str(), None)).or_default().push(i),
             (_, Some(slot)) => lines.entry((g.name.as_str(), Some(slot))).or_default().push(i),
             _ => {}
         }
@@ -731,11 +866,16 @@ pub(crate) fn check(
             .max_by_key(|(_, f)| f.spawned)
             .map(|(&w, _)| w)
     };
-    for r in &refusals {
+    // A fair acquisition's refusal may name a place's ticket instead of a grant's token
+    // (tickets and tokens are different counters): fair names' refusals are not checked.
+    for r in refusals.iter().filter(|r| !layout.is_fair(&r.name)) {
         let gi = by_token.get(&(r.name.as_str(), r.token)).copied();
         let holder_wid = match gi {
             Some(i) => Some(grants[i].wid),
-            None if r.holder_pid != 0 => pid_worker(r.holder_pid, r.t_a),
+            // The holder was seen during the attempt, so it existed before the refusal
+            // returned: the latest process with that pid started by then (a pid is
+            // reused; a waiter can be refused by a holder started after it began).
+            None if r.holder_pid != 0 => pid_worker(r.holder_pid, r.t_e),
             None => None,
         };
         let mut avail = u64::MAX;
@@ -804,7 +944,20 @@ pub(crate) fn check(
         .map(|f| (f.spawned, f.reaped.map_or(u64::MAX, |t| t + ALIVE_REUSE_NS)))
         .collect();
     let mut refused: BTreeMap<&str, Vec<&Refusal>> = BTreeMap::new();
-    for r in refusals.iter().filter(|r| layout.permits(&r.name) > 1) {
+    // A fair acquisition is refused while others wait in line, even with a permit free:
+    // fair names are not checked. Nor are names in a table that can be full: a seat that
+    // cannot be bound for want of a free slot is no permit, and the library then answers
+    // `Held` with the seats it has (src/table/permits.rs, `attempt_permit_locked`).
+    let counted =
+        |r: &&Refusal| matches!(layout.kind(&r.name), Kind::Permits(_)) && !layout.is_fair(&r.name);
+    for r in refusals.iter().filter(counted) {
+        if overfull {
+            v.bump(
+                streams[r.sid].mode,
+                "refusals not checked against the permits (table may be full)",
+            );
+            continue;
+        }
         refused.entry(r.name.as_str()).or_default().push(r);
     }
     for (name, mut rs) in refused {
@@ -856,7 +1009,7 @@ pub(crate) fn check(
     let (mut lat_max, mut lat_sum, mut lat_n) = (0i64, 0i64, 0u64);
     let (mut wlat_max, mut wlat_n) = (0i64, 0u64);
     // Consecutive grants of a name with permits are no hand-over: exclusive names only.
-    for (name, idx) in by_name.iter().filter(|(name, _)| layout.permits(name) == 1) {
+    for (name, idx) in by_name.iter().filter(|(name, _)| layout.kind(name) == Kind::Exclusive) {
         let mut sorted: Vec<usize> = idx.clone();
         sorted.sort_by_key(|&i| grants[i].token);
         for w in sorted.windows(2) {
@@ -885,7 +1038,10 @@ pub(crate) fn check(
                     }
                 }
             }
-            if q.mode != "try" && q.mode != "fill" && q.t_a <= avail {
+            // A fair waiter may be behind places that are passed only once their holder's
+            // death is provable or their TTL (2 s) ran out: no bound is checked there.
+            let queued = layout.is_fair(name);
+            if q.mode != "try" && q.mode != "fill" && q.t_a <= avail && !queued {
                 let stopped = fates[&q.wid].stops.iter().any(|&(a, b)| a < q.g && b > q.t_a);
                 if !stopped {
                     let lat = q.g as i64 - avail as i64 - q.run_delay as i64;
@@ -917,6 +1073,8 @@ pub(crate) fn check(
         (wlat_max.max(0) / 1_000_000) as u64,
     );
     c.insert("log streams", streams.len() as u64);
+
+    check_fair(&grants, &places, &streams, &mut v);
 
     for (k, n) in c {
         report.counts.insert(k, n);
@@ -955,4 +1113,182 @@ fn crowded(
         most = most.max(live.len());
     }
     most
+}
+
+/// Sweeps the validity intervals `(start, end, grant)` of a shared name in start order
+/// (`shared(grant)`: whether it is a shared grant). Calls `over` with the kind of
+/// violation, the intervals valid then (`(end, grant)`) and the newcomer, whenever an
+/// exclusive grant starts while any grant is valid (`exclusive-overlap`), a shared one
+/// while an exclusive one is valid (`exclusive-overlap`), or a shared one while
+/// `MAX_SHARED` shared ones are (`over-shared`). Returns the most shared grants valid at
+/// once, and how many shared grants started while another one was valid.
+fn shared_sweep(
+    mut iv: Vec<(u64, u64, usize)>,
+    shared: impl Fn(usize) -> bool,
+    mut over: impl FnMut(&'static str, &[(u64, usize)], (u64, u64, usize)),
+) -> (usize, u64) {
+    iv.retain(|(s, e, _)| s < e);
+    iv.sort_unstable();
+    let mut live: BTreeSet<(u64, usize)> = BTreeSet::new();
+    let (mut most, mut overlaps) = (0, 0);
+    for (s, e, i) in iv {
+        while live.first().is_some_and(|&(end, _)| end <= s) {
+            live.pop_first();
+        }
+        let readers = live.iter().filter(|&&(_, j)| shared(j)).count();
+        let valid = || live.iter().copied().collect::<Vec<_>>();
+        if !shared(i) && !live.is_empty() || shared(i) && readers < live.len() {
+            over("exclusive-overlap", &valid(), (s, e, i));
+        } else if shared(i) && readers >= MAX_SHARED {
+            over("over-shared", &valid(), (s, e, i));
+        }
+        if shared(i) && readers > 0 {
+            overlaps += 1;
+        }
+        live.insert((e, i));
+        most = most.max(live.iter().filter(|&&(_, j)| shared(j)).count());
+    }
+    (most, overlaps)
+}
+
+/// 10. Fair order. A waiter's place in a name's queue is *certainly live* over
+///     `[e_1, s_k]` when observations 1..=k of it (`W` lines, the same ticket, by the
+///     same stream) chain: each `get` returned before the deadline bound the previous
+///     observation showed (`e_{j+1} <= s_j + rem_j`). (A place's deadline only grows, by
+///     renewals, until its holder gives it up or dies; so from observation `j` it is live
+///     until at least `s_j + rem_j`, and observation `j + 1`, made before that, finds it
+///     live again: no gap. A place that expired, even for a moment, is never chained
+///     across — so a waiter that was stopped past its place's TTL, or a late renewal of
+///     an expired place, is never taken for a live one; killed waiters make no more
+///     observations.) A fair acquisition that *began* after `e_1` found that place in
+///     the queue, live, with a smaller ticket than any it can take: it must not be
+///     granted while the place is live, so its grant must return after `s_k`.
+///     Violations: `fair-order` (granted while a place ahead was certainly live) and
+///     `ticket-order` (a place taken after another was seen has a smaller ticket).
+fn check_fair(grants: &[Grant], places: &[Seen], streams: &[Stream], v: &mut Findings) {
+    // Chains of observations, per (stream, name, ticket), in time order.
+    let mut by_place: BTreeMap<(usize, &str, u64), Vec<&Seen>> = BTreeMap::new();
+    for p in places {
+        by_place.entry((p.sid, p.name.as_str(), p.ticket)).or_default().push(p);
+    }
+    // Certainly-live intervals, per name: (from, to, ticket, stream).
+    let mut live: BTreeMap<&str, Vec<(u64, u64, u64, usize)>> = BTreeMap::new();
+    // When each place was first seen (its `get` returned), per name: (e, ticket).
+    let mut first_seen: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut intervals = 0u64;
+    for ((sid, name, ticket), mut seen) in by_place {
+        seen.sort_by_key(|p| p.s);
+        first_seen
+            .entry(name)
+            .or_default()
+            .push((seen.iter().map(|p| p.e).min().unwrap_or(0), ticket));
+        let out = live.entry(name).or_default();
+        let (mut from, mut to) = (seen[0].e, seen[0].e);
+        for w in seen.windows(2) {
+            let (prev, p) = (w[0], w[1]);
+            if p.e <= prev.s.saturating_add(prev.rem) {
+                to = to.max(p.s);
+            } else {
+                if to > from {
+                    out.push((from, to, ticket, sid));
+                    intervals += 1;
+                }
+                (from, to) = (p.e, p.e);
+            }
+        }
+        if to > from {
+            out.push((from, to, ticket, sid));
+            intervals += 1;
+        }
+    }
+    // Each stream's observations of its own places, per name, by start.
+    // (s, e, ticket) of each observation.
+    type Observations = Vec<(u64, u64, u64)>;
+    let mut own_by: HashMap<(usize, &str), Observations> = HashMap::new();
+    for p in places {
+        own_by.entry((p.sid, p.name.as_str())).or_default().push((p.s, p.e, p.ticket));
+    }
+    for o in own_by.values_mut() {
+        o.sort_unstable();
+    }
+    // Every fair acquisition (waiting or not), by name, in order of its start.
+    let mut fair: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, g) in grants.iter().enumerate().filter(|(_, g)| g.fair) {
+        fair.entry(g.name.as_str()).or_default().push(i);
+    }
+    let (mut pairs, mut checked, mut tickets_checked) = (0u64, 0u64, 0u64);
+    for (name, mut idx) in fair {
+        idx.sort_by_key(|&i| grants[i].t_a);
+        // Sweep: the intervals that began by a grant's start and had not ended then.
+        let mut iv = live.remove(name).unwrap_or_default();
+        iv.sort_unstable();
+        let mut active: BTreeSet<(u64, usize)> = BTreeSet::new();
+        let mut next = 0;
+        for &gi in &idx {
+            let b = &grants[gi];
+            while next < iv.len() && iv[next].0 <= b.t_a {
+                active.insert((iv[next].1, next));
+                next += 1;
+            }
+            while active.first().is_some_and(|&(to, _)| to <= b.t_a) {
+                active.pop_first();
+            }
+            checked += (!active.is_empty()) as u64;
+            for &(to, k) in &active {
+                pairs += 1;
+                let (from, _, ticket, sid) = iv[k];
+                if b.g <= to {
+                    v.flag(
+                        "fair-order",
+                        &[streams[b.sid].mode, streams[sid].mode],
+                        format!(
+                            "on {name}: worker {} began a fair acquisition at {} and was granted token {} by {}, while the place with ticket {ticket} of worker {}, ahead of it, was certainly live from {from} to {to}",
+                            streams[b.sid].label, b.t_a, b.token, b.g, streams[sid].label
+                        ),
+                    );
+                }
+            }
+        }
+        // Tickets: a place first seen at `e` was taken before then; a place taken by an
+        // acquisition that began after `e` has a larger ticket.
+        let mut seen = first_seen.remove(name).unwrap_or_default();
+        seen.sort_unstable();
+        let mut prefix_max: Vec<(u64, u64)> = Vec::with_capacity(seen.len());
+        for &(e, t) in &seen {
+            let m = prefix_max.last().map_or(t, |&(_, m)| m.max(t));
+            prefix_max.push((e, m));
+        }
+        for &gi in &idx {
+            let b = &grants[gi];
+            // The largest ticket of a place seen before b began.
+            let k = prefix_max.partition_point(|&(e, _)| e < b.t_a);
+            let Some(&(_, before)) = k.checked_sub(1).map(|k| &prefix_max[k]) else { continue };
+            // b's own places: seen by its stream during its acquisition.
+            let own = own_by.get(&(b.sid, name)).map_or(&[][..], |o| o.as_slice());
+            let from = own.partition_point(|&(s, _, _)| s < b.t_a);
+            for &(_, _, ticket) in
+                own[from..].iter().take_while(|o| o.0 <= b.g).filter(|o| o.1 <= b.g)
+            {
+                tickets_checked += 1;
+                if ticket <= before {
+                    v.flag(
+                        "ticket-order",
+                        &[streams[b.sid].mode],
+                        format!(
+                            "on {name}: worker {} took a place with ticket {} in an acquisition that began at {}, after a place with ticket {before} had been seen",
+                            streams[b.sid].label, ticket, b.t_a
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if places.is_empty() && !grants.iter().any(|g| g.fair) {
+        return;
+    }
+    let e = v.per_mode.entry(Mode::Fair.as_str()).or_default();
+    e.insert("places seen certainly live over an interval".into(), intervals);
+    e.insert("fair grants checked behind a live place (in order)".into(), checked);
+    e.insert("(live place, later fair acquisition) pairs checked".into(), pairs);
+    e.insert("own places checked for a larger ticket".into(), tickets_checked);
 }

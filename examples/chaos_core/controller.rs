@@ -310,9 +310,10 @@ fn ancestor_kill(fates: &BTreeMap<u64, WorkerFate>, wid: u64) -> Option<(u64, u6
 }
 
 /// The modes of the worker units: all the same; or for `mix`, every mode once (in a
-/// random order), then `fork` once more, the herd three more times and `permits` three
-/// more times (as in their own modes: two trees, a herd of one is no herd, and one
-/// holder at a time never fills a name with 2 permits), then modes other than `fork` (a
+/// random order), then `fork` once more, the herd three more times, `permits` three
+/// more times, `shared` and `fair` twice more (as in their own modes: two trees, a herd
+/// of one is no herd, one holder at a time never fills a name with 2 permits, nor
+/// shares a name, nor queues), then modes other than `fork` (a
 /// fork unit is already a tree of about seven processes) at random.
 fn unit_modes(cfg: &Config, rng: &mut Rng) -> Vec<Mode> {
     match cfg.mode {
@@ -324,6 +325,7 @@ fn unit_modes(cfg: &Config, rng: &mut Rng) -> Vec<Mode> {
             }
             all.extend([Mode::Fork, Mode::Herd, Mode::Herd, Mode::Herd]);
             all.extend([Mode::Permits, Mode::Permits, Mode::Permits]);
+            all.extend([Mode::Shared, Mode::Shared, Mode::Fair, Mode::Fair]);
             let others: Vec<Mode> =
                 Mode::SELECTABLE.into_iter().filter(|&m| m != Mode::Fork).collect();
             (0..cfg.units())
@@ -573,12 +575,18 @@ impl Ctl<'_> {
         }
         let i = candidates[self.rng.below(candidates.len() as u64) as usize];
         let max_ttl_ns = self.cfg.max_ttl_ms * 1_000_000;
-        let pause = self.rng.range(max_ttl_ns + 5_000_000, 4 * max_ttl_ns + 5_000_000);
+        let mut pause = self.rng.range(max_ttl_ns + 5_000_000, 4 * max_ttl_ns + 5_000_000);
+        let mode = self.fates[&self.procs[i].wid].mode;
+        if mode == Mode::Fair && self.rng.pct(20) {
+            // Past the TTL of a place in a fair queue: the waiter loses its place.
+            let place = shmlease::PLACE_TTL.as_nanos() as u64;
+            pause = self.rng.range(place + 100_000_000, place + 1_000_000_000);
+            self.count("long stops (SIGSTOP > place TTL, fair)");
+        }
         let p = &mut self.procs[i];
         let t = mono();
         p.signal(libc::SIGSTOP);
         p.stopped_at = Some((t, t + pause));
-        let mode = self.fates[&p.wid].mode;
         self.count("stops (SIGSTOP > max TTL)");
         self.bump(mode, "stops");
     }

@@ -131,9 +131,11 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
-/// The shared record file: per name, the largest token written so far and its writer.
-/// Writes are fenced the way a real resource would fence them: a write with a token
-/// smaller than the stored one is rejected.
+/// The shared record file: per name, the largest token written so far, whether a
+/// shared holder wrote it, and its writer. Writes are fenced the way a real resource
+/// would fence them: a write with a token smaller than the stored one is rejected.
+/// The token and the shared bit are one word (`token << 1 | shared`), so that a reader
+/// never pairs a token with another write's kind.
 pub(crate) struct Records {
     map: memmap2::MmapRaw,
     names: usize,
@@ -164,16 +166,24 @@ impl Records {
         }
     }
 
-    /// Stores `token` (and `pid`) unless a larger token is there: `Ok` or the larger
-    /// token found.
-    pub(crate) fn write(&self, i: usize, token: u64, pid: u32) -> Result<(), u64> {
+    /// Stores `token` (and `pid`; `shared`: written by a shared holder) unless a larger
+    /// token is there: `Ok` or the larger token found, and whether a shared holder
+    /// wrote it.
+    pub(crate) fn write(
+        &self,
+        i: usize,
+        token: u64,
+        pid: u32,
+        shared: bool,
+    ) -> Result<(), (u64, bool)> {
         let (tok, who) = self.words(i);
         let mut cur = tok.load(Ordering::SeqCst);
         loop {
-            if cur > token {
-                return Err(cur);
+            if cur >> 1 > token {
+                return Err((cur >> 1, cur & 1 == 1));
             }
-            match tok.compare_exchange(cur, token, Ordering::SeqCst, Ordering::SeqCst) {
+            let new = token << 1 | shared as u64;
+            match tok.compare_exchange(cur, new, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => {
                     who.store(pid as u64, Ordering::SeqCst);
                     return Ok(());
@@ -183,9 +193,17 @@ impl Records {
         }
     }
 
+    /// The token and the writer (pid) of record `i`.
     pub(crate) fn read(&self, i: usize) -> (u64, u64) {
+        let (t, _, who) = self.read_kind(i);
+        (t, who)
+    }
+
+    /// The token of record `i`, whether a shared holder wrote it, and the writer.
+    pub(crate) fn read_kind(&self, i: usize) -> (u64, bool, u64) {
         let (tok, who) = self.words(i);
-        (tok.load(Ordering::SeqCst), who.load(Ordering::SeqCst))
+        let t = tok.load(Ordering::SeqCst);
+        (t >> 1, t & 1 == 1, who.load(Ordering::SeqCst))
     }
 }
 
@@ -217,13 +235,21 @@ pub enum Mode {
     /// with its own grant; blocking and non-blocking acquisition, keep-alives, and
     /// detached permits renewed and released by token.
     Permits,
+    /// Shared names: each acquisition shared (most) or exclusive, by every means a
+    /// permit is taken (try, wait, label, keep-alive, detached and renewed / released by
+    /// token): up to 64 shared holders at once, or one exclusive holder, never both.
+    Shared,
+    /// Fair acquisition (`AcquireOptions::fair`) of an exclusive name and of a name with
+    /// 2 permits: each waiter's place in the queue is watched from a helper thread, and
+    /// the checker verifies that nobody passes a place that was live before it asked.
+    Fair,
     /// Not selectable: the process that keeps a `full` table full.
     Filler,
 }
 
 impl Mode {
     /// The modes `--mode` accepts (and `mix` runs together).
-    pub const SELECTABLE: [Mode; 7] = [
+    pub const SELECTABLE: [Mode; 9] = [
         Mode::Classic,
         Mode::Fork,
         Mode::Threads,
@@ -231,9 +257,11 @@ impl Mode {
         Mode::Full,
         Mode::Fallback,
         Mode::Permits,
+        Mode::Shared,
+        Mode::Fair,
     ];
     /// Every role, in the order of the name layout.
-    pub const ALL: [Mode; 8] = [
+    pub const ALL: [Mode; 10] = [
         Mode::Classic,
         Mode::Fork,
         Mode::Threads,
@@ -242,6 +270,8 @@ impl Mode {
         Mode::Filler,
         Mode::Fallback,
         Mode::Permits,
+        Mode::Shared,
+        Mode::Fair,
     ];
 
     /// Its name on the command line and in the summary.
@@ -254,6 +284,8 @@ impl Mode {
             Mode::Full => "full",
             Mode::Fallback => "fallback",
             Mode::Permits => "permits",
+            Mode::Shared => "shared",
+            Mode::Fair => "fair",
             Mode::Filler => "filler",
         }
     }
@@ -273,6 +305,8 @@ impl Mode {
             Mode::Full => "full",
             Mode::Fallback => "fb",
             Mode::Permits => "perm",
+            Mode::Shared => "shr",
+            Mode::Fair => "fair",
             Mode::Filler => "fill",
         }
     }
@@ -289,6 +323,10 @@ impl Mode {
             Mode::Full => 12,
             // One name with 2 permits, one with 3.
             Mode::Permits => 2,
+            // A couple of names: each often shared by several at once.
+            Mode::Shared => 2,
+            // One exclusive name, one with 2 permits.
+            Mode::Fair => 2,
             Mode::Filler => 0,
         }
     }
@@ -305,6 +343,10 @@ impl Mode {
             // More holders than the permits of both names together: every name is
             // often full, so that waiting, refusals and hand-overs happen.
             Mode::Permits => 7,
+            // Enough readers that shared grants overlap on both names.
+            Mode::Shared => 8,
+            // Enough waiters that queues of several form behind each name.
+            Mode::Fair => 7,
             Mode::Filler => 1,
         }
     }
@@ -385,25 +427,59 @@ impl Layout {
         self.counts.iter().map(|c| c.1).sum()
     }
 
-    /// The number of permits the run uses `name` with (1: exclusive; names of no role,
-    /// like `full`'s fresh names, are exclusive).
+    /// The kind the run uses `name` as (names of no role, like `full`'s fresh names,
+    /// are exclusive).
+    pub(crate) fn kind(&self, name: &str) -> Kind {
+        let Some(mode) = self.mode_of(name) else { return Kind::Exclusive };
+        let index = name
+            .strip_prefix(mode.prefix())
+            .and_then(|r| r.strip_prefix('-'))
+            .and_then(|r| r.parse::<usize>().ok());
+        match (mode, index) {
+            (Mode::Permits, Some(i)) => Kind::Permits(permits_of(i)),
+            (Mode::Fair, Some(i)) if fair_permits_of(i) > 1 => Kind::Permits(fair_permits_of(i)),
+            (Mode::Shared, _) => Kind::Shared,
+            _ => Kind::Exclusive,
+        }
+    }
+
+    /// The number of permits the run uses `name` with (1: exclusive or shared).
     pub(crate) fn permits(&self, name: &str) -> u32 {
-        let Some(rest) =
-            name.strip_prefix(Mode::Permits.prefix()).and_then(|r| r.strip_prefix('-'))
-        else {
-            return 1;
-        };
-        match (self.mode_of(name), rest.parse::<usize>()) {
-            (Some(Mode::Permits), Ok(i)) => permits_of(i),
+        match self.kind(name) {
+            Kind::Permits(n) => n,
             _ => 1,
         }
     }
+
+    /// Whether `name` is acquired fairly (a `fair` mode name).
+    pub(crate) fn is_fair(&self, name: &str) -> bool {
+        self.mode_of(name) == Some(Mode::Fair)
+    }
+}
+
+/// How the run uses a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// One holder at a time.
+    Exclusive,
+    /// Up to N holders at once.
+    Permits(u32),
+    /// Up to 64 shared holders at once, or one exclusive holder.
+    Shared,
 }
 
 /// Permits of the `i`-th name of `permits` mode: 2, 3, 2, 3, ...
 pub(crate) fn permits_of(i: usize) -> u32 {
     2 + (i % 2) as u32
 }
+
+/// Permits of the `i`-th name of `fair` mode: 1 (exclusive), 2, 1, 2, ...
+pub(crate) fn fair_permits_of(i: usize) -> u32 {
+    1 + (i % 2) as u32
+}
+
+/// Most shared holders of a name at once (`shmlease::layout::MAX_SHARED`).
+pub const MAX_SHARED: usize = 64;
 
 fn name_of(m: Mode, i: usize, n: usize) -> String {
     if n == 1 && m == Mode::Herd {
@@ -452,7 +528,11 @@ pub struct Config {
     /// Fault injection, to prove the checker can fail: `lie` makes workers believe and
     /// log deadlines 20 ms later than the library granted; `extra-permit` makes
     /// `permits` workers ask the library for one permit more than the checker allows
-    /// (a library that admits one holder too many). Empty: none.
+    /// (a library that admits one holder too many); `shared-as-exclusive` makes `shared`
+    /// workers that mean to take an exclusive grant take a shared one (and log it as
+    /// exclusive: a library that lets an exclusive holder in beside shared ones);
+    /// `barge` makes `fair` workers acquire unfairly half of the time while logging a
+    /// fair acquisition (a library whose fair waiters can be passed). Empty: none.
     pub fault: String,
     /// Threads per process in `threads` mode.
     pub threads: usize,
@@ -496,6 +576,9 @@ impl Default for Config {
     }
 }
 
+/// The values of `--fault` (the empty string: none).
+pub const FAULTS: [&str; 5] = ["", "lie", "extra-permit", "shared-as-exclusive", "barge"];
+
 /// Lease TTL of the filler (renewed by a keep-alive every third of it).
 pub const FILLER_TTL_MS: u64 = 1_000;
 
@@ -504,7 +587,7 @@ impl Config {
     pub fn units(&self) -> usize {
         self.workers.unwrap_or(match self.mode {
             RunMode::One(m) => m.default_workers(),
-            RunMode::Mix => 14,
+            RunMode::Mix => 20,
         })
     }
 
@@ -578,20 +661,23 @@ pub struct Launcher {
 
 /// Usage text of the example.
 pub const USAGE: &str = "\
-usage: chaos [--mode classic|fork|threads|herd|full|fallback|permits|mix]
+usage: chaos [--mode classic|fork|threads|herd|full|fallback|permits|shared|fair|mix]
              [--workers P] [--names N] [--duration DUR] [--seed S]
              [--kill-rate PER_SEC] [--stop-rate PER_SEC] [--table LOCATION]
              [--dir DIR] [--capacity C] [--max-ttl-ms MS] [--reclaim-slack DUR]
              [--threads T] [--fork-children K] [--fill F] [--zombie-pct PCT]
-             [--no-pidfd] [--keep] [--progress DUR] [--fault lie|extra-permit]
+             [--no-pidfd] [--keep] [--progress DUR]
+             [--fault lie|extra-permit|shared-as-exclusive|barge]
 defaults: mode classic, 60s, seed from the clock, 2 kills/s, 2 stops/s, a table file
           in DIR, TTLs 1..=50 ms, slack 200ms; per mode (see docs/chaos.md):
           workers/names/capacity classic 8/4/64, fork 2/24/8, threads 3/4/64 with 4
           threads, herd 6/1/64, full 5/12/64 plus a filler holding capacity-4 names,
           fallback 6/4/64 (50% end their main thread), permits 7/2/64 (names with
-          2 and 3 permits); mix: 14 units (each mode once, 1 more fork, 3 more herd,
-          3 more permits, the rest random but fork), every mode's names in one table
-          of 64 with a filler holding 3/4 of it";
+          2 and 3 permits), shared 8/2/64 (shared and exclusive grants), fair 7/2/64
+          (an exclusive name and one with 2 permits, acquired fairly); mix: 20 units
+          (each mode once, 1 more fork, 3 more herd, 3 more permits, 2 more shared,
+          2 more fair, the rest random but fork), every mode's names in one table of
+          64 with a filler holding 3/4 of it";
 
 impl Config {
     /// Parses command-line flags.
@@ -664,8 +750,8 @@ impl Config {
                 self.capacity()
             ));
         }
-        if !["", "lie", "extra-permit"].contains(&self.fault.as_str()) {
-            return Err(format!("unknown fault {:?} (`lie` or `extra-permit`)", self.fault));
+        if !FAULTS.contains(&self.fault.as_str()) {
+            return Err(format!("unknown fault {:?} (one of {:?})", self.fault, &FAULTS[1..]));
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! How each mode's processes use the table: one stream of rounds (`classic`, `herd`,
-//! `full`, `fallback`, `permits`), several threads on clones of one `LeaseTable` (`threads`), a
+//! `full`, `fallback`, `permits`, `shared`, `fair` with a queue watcher), several threads on clones of one `LeaseTable` (`threads`), a
 //! helper thread that outlives the main thread (`fallback`), a fork tree on one
 //! inherited `LeaseTable` (`fork`), and the filler that keeps a `full` table full.
 
@@ -7,12 +7,14 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use shmlease::{LeaseTable, Location};
 
 use super::worker::{
-    end_lease, log_grant, log_refusal, logln, run_stream, saw_other, Log, Round, WorkerEnv,
+    end_lease, log_grant, log_refusal, logln, run_stream, saw_other, watch_queue, Log, Round,
+    WorkerEnv,
 };
 use super::{mono, proc_stat, Mode, Records, Rng, FILLER_TTL_MS};
 
@@ -52,7 +54,12 @@ fn round<'a>(
         records,
         names,
         permits: names.iter().map(|(_, name)| w.layout.permits(name)).collect(),
+        kinds: names.iter().map(|(_, name)| w.layout.kind(name)).collect(),
         extra_permit: w.extra_permit,
+        shared_as_exclusive: w.shared_as_exclusive,
+        fair: w.mode == Mode::Fair,
+        barge: w.barge,
+        watch: None,
         pid,
         max_ttl_ms: w.max_ttl_ms,
         lie_ns: w.lie_ns,
@@ -65,14 +72,25 @@ fn round<'a>(
     }
 }
 
-/// `classic`, `herd`, `full`, `permits`, and `fallback` without the main-thread exit:
-/// one process, one table handle, one stream of rounds.
+/// `classic`, `herd`, `full`, `permits`, `shared`, `fair`, and `fallback` without the
+/// main-thread exit: one process, one table handle, one stream of rounds; in `fair`
+/// mode, with a thread watching the queue ([`watch_queue`]), which logs to the same log.
 fn run_single(w: &WorkerEnv) {
     let (table, records) = (open_table(w), open_records(w));
     let names = w.layout.of(w.mode);
-    let mut log = Log::open(&w.dir, &format!("w{}", w.wid));
-    let r = round(w, &table, &records, &names, std::process::id());
-    run_stream(&r, &mut Rng::new(w.seed), &mut log, (w.wid, w.mode, w.end), &mut |_| {});
+    let stem = format!("w{}", w.wid);
+    let mut log = Log::open(&w.dir, &stem);
+    let watch = AtomicUsize::new(0);
+    let mut r = round(w, &table, &records, &names, std::process::id());
+    std::thread::scope(|s| {
+        if w.mode == Mode::Fair {
+            r.watch = Some(&watch);
+            let (table, names, watch) = (&table, &names, &watch);
+            let log = Log::open(&w.dir, &stem);
+            s.spawn(move || watch_queue(table, names, watch, log, w.end));
+        }
+        run_stream(&r, &mut Rng::new(w.seed), &mut log, (w.wid, w.mode, w.end), &mut |_| {});
+    });
 }
 
 /// `threads`: one table opened once; each thread an independent worker on its own
@@ -306,7 +324,7 @@ fn run_filler(w: &WorkerEnv) {
                                 let kind = super::worker::error_kind(&e);
                                 logln!(log, "E {name} {t} {t} {kind} keep_alive: {e}");
                             }
-                            match records.write(*ni, token, pid) {
+                            match records.write(*ni, token, pid, false).map_err(|e| e.0) {
                                 Ok(()) => *slot = Some((lease, d_lo)),
                                 Err(seen) => {
                                     let (_, writer) = records.read(*ni);

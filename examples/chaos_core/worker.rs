@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use shmlease::{AcquireOptions, Error, LeaseTable};
 
-use super::{mono, run_delay, Layout, Mode, Records, Rng, FILLER_TTL_MS, WORKER_ENV};
+use super::{mono, run_delay, Kind, Layout, Mode, Records, Rng, FILLER_TTL_MS, WORKER_ENV};
 
 /// Worker parameters, passed in `SHMLEASE_CHAOS_*` environment variables.
 #[derive(Clone)]
@@ -28,6 +28,10 @@ pub(crate) struct WorkerEnv {
     pub lie_ns: u64,
     /// Added to the permits a `permits` worker asks for (fault injection).
     pub extra_permit: u32,
+    /// `shared`: exclusive acquisitions ask for a shared grant (fault injection).
+    pub shared_as_exclusive: bool,
+    /// `fair`: half the fair acquisitions are unfair (fault injection).
+    pub barge: bool,
     pub threads: usize,
     pub fork_children: usize,
     /// `fallback`: end the main thread and work on a helper thread.
@@ -65,6 +69,8 @@ pub fn maybe_run_worker() -> bool {
         max_ttl_ms: env("MAX_TTL_MS").parse().expect("max ttl"),
         lie_ns: if env("FAULT") == "lie" { 20_000_000 } else { 0 },
         extra_permit: (env("FAULT") == "extra-permit") as u32,
+        shared_as_exclusive: env("FAULT") == "shared-as-exclusive",
+        barge: env("FAULT") == "barge",
         threads: env("THREADS").parse().unwrap_or(1),
         fork_children: env("FORK_CHILDREN").parse().unwrap_or(1),
         zombie: env("ZOMBIE") == "1",
@@ -240,10 +246,21 @@ pub(crate) struct Round<'a> {
     pub records: &'a Records,
     /// The names it picks from, with their record index.
     pub names: &'a [(usize, String)],
-    /// The permits of each of `names` (1: exclusive).
+    /// The permits of each of `names` (1: exclusive or shared).
     pub permits: Vec<u32>,
+    /// The kind of each of `names`.
+    pub kinds: Vec<Kind>,
     /// Added to the permits asked for (fault injection: `extra-permit`).
     pub extra_permit: u32,
+    /// `shared`: exclusive acquisitions ask for a shared grant (fault injection).
+    pub shared_as_exclusive: bool,
+    /// `fair`: acquire fairly (mostly), telling `watch` which name is being waited for.
+    pub fair: bool,
+    /// `fair`: half the fair acquisitions are unfair (fault injection).
+    pub barge: bool,
+    /// `fair`: 1 + the index in `names` of the name an acquisition is under way for
+    /// (0: none), read by the process's queue watcher ([`watch_queue`]).
+    pub watch: Option<&'a std::sync::atomic::AtomicUsize>,
     pub pid: u32,
     pub max_ttl_ms: u64,
     pub lie_ns: u64,
@@ -382,6 +399,80 @@ fn permit_check(r: &Round<'_>, log: &mut Log, name: &str, lease: &shmlease::Leas
     );
 }
 
+/// `shared`: right after a grant, what the table says of the name: its kind, and our
+/// grant among the live ones (its slot, whether shared, its holder). Only meaningful if
+/// the lease was valid both before and after the read (`v0`, `v1`). The slot tells the
+/// checker which seat (or the head, for an exclusive grant) the grant is in. (Other
+/// grants listed beside an exclusive one prove nothing: a shared acquirer that lost
+/// the race withdraws its seat, and a snapshot may show it for a moment.)
+fn shared_check(r: &Round<'_>, log: &mut Log, name: &str, lease: &shmlease::Lease<'_>) {
+    let token = lease.token();
+    let t0 = mono();
+    let v0 = lease.is_valid();
+    let info = r.table.get(name);
+    let v1 = lease.is_valid();
+    let t1 = mono();
+    let (kind, ours) = match &info {
+        Ok(Some(i)) => (i.kind.as_str(), i.grants.iter().find(|g| g.token == token)),
+        Ok(None) => ("unbound", None),
+        Err(e) => {
+            let msg = e.to_string().replace('\n', " ");
+            logln!(log, "E {name} {t0} {t1} {} get: {msg}", error_kind(e));
+            return;
+        }
+    };
+    let (slot, shared, (hp, hd)) = match ours {
+        Some(g) => (i64::from(g.slot), g.shared as u8, holder_fields(&g.holder)),
+        None => (-1, 2, (0, 2)),
+    };
+    logln!(
+        log,
+        "S {name} {token} {} {} {kind} {slot} {shared} {hp} {hd} {t0} {t1}",
+        v0 as u8,
+        v1 as u8
+    );
+}
+
+/// `fair`: the queue watcher, a thread of every `fair` process. While the main thread is
+/// in a fair acquisition (`watch` names it), it reads the name's queue again and again
+/// and logs the place this process holds in it, if any:
+/// `W name ticket s e rem`, where the `get` began at `s` and returned at `e`, and the
+/// place's deadline was at least `rem` ns after `s` (its `expires_at` less the wall
+/// clock read after the `get`). The checker chains these observations into intervals
+/// over which the place was certainly live.
+pub(crate) fn watch_queue(
+    table: &LeaseTable,
+    names: &[(usize, String)],
+    watch: &std::sync::atomic::AtomicUsize,
+    mut log: Log,
+    end: u64,
+) {
+    let pid = std::process::id();
+    while mono() < end {
+        let k = watch.load(std::sync::atomic::Ordering::SeqCst);
+        if k == 0 {
+            std::thread::sleep(Duration::from_micros(500));
+            continue;
+        }
+        let name = names[k - 1].1.as_str();
+        let s = mono();
+        let info = table.get(name);
+        let e = mono();
+        let wall = std::time::SystemTime::now();
+        if let Ok(Some(info)) = info {
+            let ours = info.queue.iter().find(|q| q.holder.as_ref().is_some_and(|h| h.pid == pid));
+            if let Some(q) = ours {
+                let rem = q
+                    .expires_at
+                    .and_then(|x| x.duration_since(wall).ok())
+                    .map_or(0, |d| d.as_nanos() as u64);
+                logln!(log, "W {name} {} {s} {e} {rem}", q.ticket);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
+}
+
 /// How long a chunk of work lasts (ns) for a grant of `ttl_ns`: mostly well inside the
 /// TTL, sometimes past it (then the grant may be lost meanwhile).
 fn work_ns(quick: bool, rng: &mut Rng, ttl_ns: u64) -> u64 {
@@ -404,37 +495,72 @@ pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
     let (table, records, pid) = (r.table, r.records, r.pid);
     let max_ttl_ms = r.max_ttl_ms;
     let fresh_name;
-    let (ni, name, permits) = if r.fresh_pct > 0 && rng.pct(r.fresh_pct) {
+    let (k, name, permits, kind) = if r.fresh_pct > 0 && rng.pct(r.fresh_pct) {
         let n = r.fresh_next.get();
         r.fresh_next.set(n + 1);
         fresh_name = format!("{}{n}", r.fresh_prefix);
-        (None, fresh_name.as_str(), 1)
+        (None, fresh_name.as_str(), 1, Kind::Exclusive)
     } else {
         let k = rng.below(r.names.len() as u64) as usize;
-        let (ni, name) = &r.names[k];
-        let permits = r.permits[k];
-        (Some(*ni).filter(|_| permits == 1), name.as_str(), permits)
+        (Some(k), r.names[k].1.as_str(), r.permits[k], r.kinds[k])
     };
+    // The fenced record: exclusive names, and shared names (written by exclusive
+    // holders, read back by everyone).
+    let ni = k.map(|k| r.names[k].0).filter(|_| !matches!(kind, Kind::Permits(_)));
+    // `shared`: most grants shared, the rest exclusive. `fair`: most acquisitions
+    // fair, the rest not (barging past the queue, which is allowed).
+    let shared = kind == Kind::Shared && rng.pct(70);
+    let fair = r.fair && rng.pct(85);
     let ttl_ns = rng.range(1_000, max_ttl_ms * 1_000) * 1_000;
     let ttl = Duration::from_nanos(ttl_ns);
     let mode = rng.below(100);
     let wait = if r.herd {
         Duration::from_millis(rng.range(50, 1000))
+    } else if fair {
+        // Long enough to wait through a queue of several.
+        Duration::from_millis(rng.range(50, 1500))
     } else {
         Duration::from_millis(rng.below(101))
     };
-    let (mode_tag, waits) = match mode {
+    let (base_tag, waits) = match mode {
         _ if r.herd => ("wait", true),
+        0..=9 if fair => ("try", false),
+        _ if fair && mode < 85 => ("wait", true),
         0..=44 => ("try", false),
         45..=89 => ("wait", true),
         _ => ("label", true),
     };
+    // The tag says what was asked for: `shared-…` a shared grant, `fair-…` a fair one.
+    let tag_buf;
+    let mode_tag = match (shared, fair) {
+        (true, _) => {
+            tag_buf = format!("shared-{base_tag}");
+            tag_buf.as_str()
+        }
+        (_, true) => {
+            tag_buf = format!("fair-{base_tag}");
+            tag_buf.as_str()
+        }
+        _ => base_tag,
+    };
+    // Fault injection: what the library is really asked for.
+    let ask_shared = shared || (kind == Kind::Shared && r.shared_as_exclusive);
+    let ask_fair = fair && !(r.barge && rng.pct(50));
+    if let (true, Some(watch), Some(k)) = (fair && waits, r.watch, k) {
+        watch.store(k + 1, std::sync::atomic::Ordering::SeqCst);
+    }
     let rd0 = if waits { run_delay() } else { None };
     let t_a = mono();
-    let result = if permits > 1 {
-        AcquireOptions::new().permits(permits + r.extra_permit).and_then(|o| {
+    let result = if kind != Kind::Exclusive || r.fair {
+        let opts = if permits > 1 {
+            AcquireOptions::new().permits(permits + r.extra_permit)
+        } else {
+            Ok(AcquireOptions::new())
+        };
+        opts.and_then(|o| {
+            let o = o.shared(ask_shared).fair(ask_fair);
             let o = if waits { o.wait(Some(wait)) } else { o };
-            let o = if mode_tag == "label" { o.label(&format!("p{pid}"))? } else { o };
+            let o = if base_tag == "label" { o.label(&format!("p{pid}"))? } else { o };
             table.acquire_with(name, ttl, &o)
         })
     } else {
@@ -447,6 +573,9 @@ pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
                 .and_then(|o| table.acquire_with(name, ttl, &o)),
         }
     };
+    if let Some(watch) = r.watch {
+        watch.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
     let lease = match result {
         Ok(l) => l,
         Err(e) => return log_refusal(log, name, &e, t_a),
@@ -464,6 +593,9 @@ pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
     if permits > 1 {
         permit_check(r, log, name, &lease);
     }
+    if kind == Kind::Shared {
+        shared_check(r, log, name, &lease);
+    }
 
     let mut lease = lease;
     let keep_alive = r.keep_alive && rng.pct(10);
@@ -478,10 +610,27 @@ pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
     let saw = |seen: u64, writer: u64, lease: &shmlease::Lease<'_>, d_lo: u64, log: &mut Log| {
         saw_other(log, name, token, seen, writer, lease, d_lo)
     };
-    if let Some(Err(seen)) = ni.map(|i| records.write(i, token, pid)) {
-        let (_, writer) = records.read(ni.unwrap_or_default());
-        saw(seen, writer, &lease, d_lo, log);
-        lost = true;
+    // Another writer's token in the record: for an exclusive grant, any other; for a
+    // shared one, a larger one written by an exclusive holder (one that came after
+    // ours). Shared holders write too, so that a stale exclusive holder's late write is
+    // fenced off by the shared holders' tokens as by an exclusive holder's.
+    let foreign = |(seen, by_shared): (u64, bool)| {
+        if shared {
+            seen > token && !by_shared
+        } else {
+            seen != token
+        }
+    };
+    let read = |i: usize| {
+        let (t, s, w) = records.read_kind(i);
+        ((t, s), w)
+    };
+    if let Some(Err(seen)) = ni.map(|i| records.write(i, token, pid, shared)) {
+        if foreign(seen) {
+            let (_, writer) = records.read(ni.unwrap_or_default());
+            saw(seen.0, writer, &lease, d_lo, log);
+            lost = true;
+        }
     }
     let chunks = if r.quick { 1 } else { rng.range(1, 3) };
     for _ in 0..chunks {
@@ -489,9 +638,9 @@ pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
             break;
         }
         std::thread::sleep(Duration::from_nanos(work_ns(r.quick, rng, ttl_ns)));
-        let (seen, writer) = ni.map_or((token, 0), |i| records.read(i));
-        if seen != token {
-            saw(seen, writer, &lease, d_lo, log);
+        let (seen, writer) = ni.map_or(((token, shared), 0), read);
+        if foreign(seen) {
+            saw(seen.0, writer, &lease, d_lo, log);
             lost = true;
             break;
         }
@@ -529,9 +678,9 @@ pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
     }
     // Read back just before leaving.
     if !lost {
-        let (seen, writer) = ni.map_or((token, 0), |i| records.read(i));
-        if seen != token {
-            saw(seen, writer, &lease, d_lo, log);
+        let (seen, writer) = ni.map_or(((token, shared), 0), read);
+        if foreign(seen) {
+            saw(seen.0, writer, &lease, d_lo, log);
         }
     }
     let ending = match (r.quick, rng.below(100)) {
@@ -547,7 +696,7 @@ pub(crate) fn one_round(r: &Round<'_>, rng: &mut Rng, log: &mut Log) {
             std::thread::sleep(lease.remaining() + Duration::from_micros(100));
         }
     }
-    if end_lease(log, name, lease, ending) && ending == "detach" && permits > 1 {
+    if end_lease(log, name, lease, ending) && ending == "detach" && kind != Kind::Exclusive {
         by_token(r, rng, log, name, token, ttl_ns);
     }
 }
