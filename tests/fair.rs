@@ -209,3 +209,34 @@ fn a_fair_exclusive_acquirer_keeps_shared_acquirers_out_while_it_waits() {
         assert!(writer.join().unwrap().is_ok());
     });
 }
+
+/// A fair waiter in a table with no slot left for its place is told so (`TableFull`),
+/// not that the queue is full; with a slot free again it queues and is granted.
+#[test]
+fn a_fair_waiter_without_a_slot_for_its_place_is_told_the_table_is_full() {
+    let _wd = Watchdog::new("fair_full_table", LONG);
+    let dir = Scratch::new("full");
+    let path = dir.path("t");
+    let capacity = 8;
+    let table = LeaseTable::create(&path, &TableOptions::new().capacity(capacity)).unwrap();
+    let held = table.try_acquire("printer", TTL).unwrap();
+    let mut fillers: Vec<_> =
+        (1..capacity).map(|i| table.try_acquire(&format!("f{i}"), TTL).unwrap()).collect();
+    let fair = AcquireOptions::new().fair(true).wait(Some(Duration::from_millis(100)));
+    match table.acquire_with("printer", TTL, &fair) {
+        Err(Error::TableFull { capacity: c }) => assert_eq!(c, capacity),
+        other => panic!("expected TableFull, got {other:?}"),
+    }
+    // One slot free: the waiter's place fits, and it is granted once the holder leaves.
+    fillers.pop().unwrap().release().unwrap();
+    let fair = AcquireOptions::new().fair(true).wait(Some(LONG));
+    let lease = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            held.release().unwrap();
+        });
+        table.acquire_with("printer", TTL, &fair).unwrap()
+    });
+    assert!(table.get("printer").unwrap().unwrap().queue.is_empty());
+    lease.release().unwrap();
+}

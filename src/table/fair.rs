@@ -136,32 +136,52 @@ impl Inner {
                 Err(_) => Err(interference(&self.location, index)),
             }
         };
-        let mut unbound = None;
-        for seat in QUEUE_FIRST..=u8::MAX {
-            match self.find(&key.seat(seat)) {
-                Some((index, bound_as)) => {
-                    if let Some(place) = try_at(index, bound_as)? {
-                        return Ok(place);
+        // One pass over the places: one granted, else the first unbound (`None`: every
+        // place is held).
+        let pass = || -> Result<std::result::Result<Place, Option<u8>>> {
+            let mut unbound = None;
+            for seat in QUEUE_FIRST..=u8::MAX {
+                match self.find(&key.seat(seat)) {
+                    Some((index, bound_as)) => {
+                        if let Some(place) = try_at(index, bound_as)? {
+                            return Ok(Ok(place));
+                        }
+                    }
+                    None => {
+                        unbound.get_or_insert(seat);
                     }
                 }
-                None => {
-                    unbound.get_or_insert(seat);
-                }
             }
+            Ok(Err(unbound))
+        };
+        let full = || Error::Busy {
+            location: self.location.to_string(),
+            reason: format!("the fair queue of this name is full ({MAX_QUEUE} waiters)"),
+        };
+        match pass()? {
+            Ok(place) => return Ok(place),
+            Err(None) => return Err(full()),
+            Err(Some(_)) => {}
         }
-        if let Some(seat) = unbound {
-            let _lock = self.lock()?;
-            for _ in 0..super::BIND_PASSES {
-                let Some((index, bound_as)) = self.bind_locked(&key.seat(seat))? else { continue };
-                if let Some(place) = try_at(index, bound_as)? {
-                    return Ok(place);
-                }
-                break;
+        // Bind a place under the table lock (nobody else binds or evicts meanwhile, but
+        // another waiter may take the place just bound: look again).
+        let _lock = self.lock()?;
+        for _ in 0..super::BIND_PASSES {
+            let seat = match pass()? {
+                Ok(place) => return Ok(place),
+                Err(None) => return Err(full()),
+                Err(Some(seat)) => seat,
+            };
+            let Some((index, bound_as)) = self.bind_locked(&key.seat(seat))? else { continue };
+            if let Some(place) = try_at(index, bound_as)? {
+                return Ok(place);
             }
         }
         Err(Error::Busy {
             location: self.location.to_string(),
-            reason: format!("the fair queue of this name is full ({MAX_QUEUE} waiters)"),
+            reason: "the places of this name's fair queue kept being taken or evicted while \
+                     this call bound them (the table is too small for the names in use)"
+                .into(),
         })
     }
 
