@@ -329,7 +329,67 @@ fn baselines(c: &mut Criterion) {
     let _ = std::fs::remove_file(&lock_path);
 }
 
+/// `SHMLEASE_COUNT=OP fastpath --bench`: runs `OP` 100,000 times outside criterion and
+/// exits, for instruction counts per operation under
+/// `valgrind --tool=callgrind --toggle-collect=fastpath::count_loop*` (see BENCHMARKS.md,
+/// "Below the precise-clock limit"). OP: `acquire+release`, `renew`, `is_valid`,
+/// `limit64` (clock + load + CAS64 + CAS64), `limit64_renew` (clock + load + one CAS).
+fn counted(op: &str) {
+    const N: u64 = 100_000;
+    let loc = Location::Shm(scratch_name("count"));
+    let _ = LeaseTable::remove(&loc);
+    let table = LeaseTable::create(&loc, &TableOptions::new().capacity(4096)).unwrap();
+    table.try_acquire(NAME, TTL).unwrap().release().unwrap();
+    let shm = Shm::create(&shm_path(&scratch_name("count-base")), 4096);
+    // SAFETY: offset 0 lies inside the zero-filled mapping, aligned; the mapping
+    // outlives the reference.
+    let w64 = unsafe { &*shm.at::<AtomicU64>(0) };
+    let hold = Duration::from_secs(3600);
+    match op {
+        "acquire+release" => count_loop(N, || {
+            table.try_acquire(black_box(NAME), TTL).unwrap().release().unwrap()
+        }),
+        "renew" | "is_valid" => {
+            let lease = table.try_acquire(NAME, hold).unwrap();
+            if op == "renew" {
+                count_loop(N, || lease.renew(black_box(hold)).unwrap());
+            } else {
+                count_loop(N, || assert!(black_box(&lease).is_valid()));
+            }
+            lease.release().unwrap();
+        }
+        "limit64" => count_loop(N, || {
+            let now = mono_ns();
+            let cur = w64.load(Acquire);
+            assert!(cur <= now);
+            let deadline = now + TTL_NS;
+            let won = w64.compare_exchange(cur, deadline, AcqRel, Acquire).is_ok();
+            let freed = w64.compare_exchange(deadline, 0, AcqRel, Acquire).is_ok();
+            black_box(won & freed);
+        }),
+        "limit64_renew" => count_loop(N, || {
+            let now = mono_ns();
+            let cur = w64.load(Acquire);
+            black_box(w64.compare_exchange(cur, now + TTL_NS, AcqRel, Acquire).is_ok());
+        }),
+        _ => panic!("unknown SHMLEASE_COUNT operation {op:?}"),
+    }
+    drop(table);
+    LeaseTable::remove(&loc).unwrap();
+}
+
+/// The measured loop of [`counted`] (not inlined, so callgrind can collect just it).
+#[inline(never)]
+fn count_loop(n: u64, mut f: impl FnMut()) {
+    for _ in 0..n {
+        f();
+    }
+}
+
 fn main() {
+    if let Ok(op) = std::env::var("SHMLEASE_COUNT") {
+        return counted(&op);
+    }
     let mut c = config();
     baselines(&mut c);
     ours(&mut c);

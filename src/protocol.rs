@@ -314,26 +314,99 @@ pub fn try_grant_with(
         point(Op::Grant);
         if slot.grant.compare_exchange(current, new, AcqRel, Acquire).is_ok() {
             point(Op::Grant);
-            let record = holder::Record { tag: holder::Record::tag_for(new_token), ..me };
-            slot.label.store(label, Relaxed);
-            point(Op::Grant);
-            // Only while the grant is still ours: if it was revoked and re-granted since
-            // our CAS, storing now would overwrite the new holder's record (making it
-            // reclaimable by TTL only; never wrongly reclaimable: the tag would differ).
-            if grant::token(slot.grant.load(Acquire)) == new_token {
-                slot.holder.store(record.pack(), Release);
-            }
-            point(Op::Grant);
-            slot.renewed_at.store(now, Relaxed);
-            // Only the holder writes this, so load+store is exact unless a stale holder
-            // races it; it is a statistic, not part of any guarantee.
-            slot.transitions.store(slot.transitions.load(Relaxed).wrapping_add(1), Relaxed);
-            point(Op::Grant);
+            record_grant(slot, new_token, now, me, label);
             let wake = deadline_bits & grant::OBSERVERS != 0;
             return Ok(Granted { token: new_token, deadline, took, wake });
         }
     }
     Err(Refusal::Interference)
+}
+
+/// What the winner of a grant's CAS writes next, and nobody else (see the module docs):
+/// the label, the holder record, the renewal time and the transition count.
+#[inline(always)]
+fn record_grant(slot: &Slot, token: u64, now: u64, me: holder::Record, label: u64) {
+    let record = holder::Record { tag: holder::Record::tag_for(token), ..me };
+    slot.label.store(label, Relaxed);
+    point(Op::Grant);
+    // Only while the grant is still ours: if it was revoked and re-granted since our
+    // CAS, storing now would overwrite the new holder's record (making it reclaimable
+    // by TTL only; never wrongly reclaimable: the tag would differ).
+    if grant::token(slot.grant.load(Acquire)) == token {
+        slot.holder.store(record.pack(), Release);
+    }
+    point(Op::Grant);
+    slot.renewed_at.store(now, Relaxed);
+    // Only the holder writes this, so load+store is exact unless a stale holder races
+    // it; it is a statistic, not part of any guarantee.
+    slot.transitions.store(slot.transitions.load(Relaxed).wrapping_add(1), Relaxed);
+    point(Op::Grant);
+}
+
+/// [`try_grant`] of a slot that is Free or Revoked, judged with `lagging_now`: a clock
+/// reading that may lag table time but never leads it (`CLOCK_MONOTONIC_COARSE`, which
+/// reads the precise clock's value at the last timer tick). `None` when the slot is in
+/// any other state, no longer bound as `bound_as`, or changed before our CAS: the
+/// caller then judges it with [`try_grant`] and a precise reading. One try, no loop.
+///
+/// # Why a lagging reading is safe here, and only here
+///
+/// A Free or Revoked word is grantable whatever the time, so `lagging_now` decides
+/// nothing about *whether* to grant; it only sets three values, each safe when early:
+///
+/// - **The deadline**, `lagging_now + ttl`, is at most `now + ttl` for the true table
+///   time `now` at the CAS: the grant is at most one tick shorter than asked, never
+///   longer. Exclusivity does not rest on the deadline being accurate but on everyone
+///   judging expiry from *this stored deadline* with a clock that never leads: every
+///   other actor, and the holder itself (`check_ours`, `renew`, `Lease::is_valid`,
+///   `remaining`: all with the precise clock), sees the grant end at the same instant
+///   of true time — no later than a precise grant's would. A holder must never judge
+///   its own grant with a lagging reading: it would believe itself valid up to a tick
+///   after a precise acquirer saw the deadline pass and took the lease.
+/// - **The token** is [`next_token`]`(token, lagging_now)`, the least value above
+///   `max(lagging_now, token + 1)` with the next sequence: strictly above the previous
+///   token whatever the reading, so tokens still only grow. A reading older than the
+///   previous grant's (a precise granter a moment ago) only means the token comes from
+///   `token + 1` instead of the clock.
+/// - **The renewal time** (and `acquired_at`, which `get` derives from the token) may
+///   read up to a tick early: information, not a guarantee.
+///
+/// This is exactly what a precise granter preempted for a tick between its clock read
+/// and its CAS produces, which the protocol has always had to allow. What a lagging
+/// reading must not do is *refuse* (a grant that expired since the last tick looks
+/// held) or *reclaim* with a verdict about time: those go to [`try_grant`].
+#[inline(always)]
+pub fn try_grant_free(
+    slot: &Slot,
+    bound_as: u64,
+    lagging_now: u64,
+    ttl: u64,
+    me: holder::Record,
+    label: u64,
+) -> Option<Granted> {
+    debug_assert!((MIN_TTL_NS..=MAX_TTL_NS).contains(&ttl));
+    let current = slot.grant.load(Acquire);
+    // As in `try_grant_with`: the word belongs to our binding only if it is unchanged.
+    if slot.bind.load(Acquire) != bound_as {
+        return None;
+    }
+    let bits = grant::deadline_bits(current);
+    // Flags aside, exactly FREE or REVOKED: no kind bits (a head is no plain grant), no
+    // deadline (whose verdict would depend on the time).
+    let took = match bits & grant::DEADLINE {
+        grant::FREE => Took::Free,
+        grant::REVOKED => Took::Revoked,
+        _ => return None,
+    };
+    let new_token = next_token(grant::token(current), lagging_now)?;
+    let deadline = lagging_now + ttl;
+    // Waiters stay announced (whoever frees this grant wakes them); observers are woken.
+    let new = grant::pack(deadline | bits & grant::WAITERS, new_token);
+    point(Op::Grant);
+    slot.grant.compare_exchange(current, new, AcqRel, Acquire).ok()?;
+    point(Op::Grant);
+    record_grant(slot, new_token, lagging_now, me, label);
+    Some(Granted { token: new_token, deadline, took, wake: bits & grant::OBSERVERS != 0 })
 }
 
 /// Extends the grant with `token` to `now + ttl`. Returns the new deadline.
