@@ -176,27 +176,28 @@ mod x86 {
     /// `inline_ok`.
     #[inline(always)]
     pub(super) unsafe fn cmpxchg16b(dst: *mut u128, old: u128, new: u128) -> (u128, bool) {
-        let (lo, hi): (u64, u64);
-        let ok: u8;
-        // SAFETY: the caller guarantees alignment, validity and the instruction. LLVM
-        // reserves rbx, so the new value's low half is swapped into it for the
-        // instruction and rbx is restored after.
+        let (lo, hi, ok): (u64, u64, u64);
+        // SAFETY: the caller guarantees alignment, validity and the instruction. rbx
+        // cannot be an operand (LLVM may reserve it), so the new value's low half is
+        // swapped into it for the instruction and rbx restored after; every other
+        // register the sequence touches is named, so that none of them can be rbx (a
+        // `reg` operand may be: the address once was, and the CAS wrote through
+        // the swapped-in value).
         unsafe {
             asm!(
                 "xchg {new_lo}, rbx",
-                "lock cmpxchg16b xmmword ptr [{dst}]",
-                "sete {ok}",
+                "lock cmpxchg16b xmmword ptr [rdi]",
+                "sete cl",
                 "mov rbx, {new_lo}",
-                dst = in(reg) dst,
                 new_lo = inout(reg) new as u64 => _,
-                ok = out(reg_byte) ok,
+                in("rdi") dst,
                 inout("rax") old as u64 => lo,
                 inout("rdx") (old >> 64) as u64 => hi,
-                in("rcx") (new >> 64) as u64,
+                inout("rcx") (new >> 64) as u64 => ok,
                 options(nostack),
             );
         }
-        ((hi as u128) << 64 | lo as u128, ok != 0)
+        ((hi as u128) << 64 | lo as u128, ok as u8 != 0)
     }
 }
 
