@@ -211,7 +211,7 @@ impl<'t> Lease<'t> {
 
     /// Releases the grant, waking anyone waiting for it. Fails with [`Error::Lost`] if
     /// it was already gone (then nothing is changed).
-    #[inline]
+    #[inline(always)]
     pub fn release(#[allow(unused_mut)] mut self) -> Result<()> {
         #[cfg(feature = "etcd")]
         if self.etcd.is_some() {
@@ -222,11 +222,22 @@ impl<'t> Lease<'t> {
             drop(self); // does nothing in this process
             return Err(refusal);
         }
-        // Consumed without running `Drop` again (it would only find the lease finished);
-        // `finish` takes the keep-alive, the only field that owns anything.
-        std::mem::ManuallyDrop::new(self).finish()
+        if self.keep_alive.is_some() {
+            // Consumed without running `Drop` again (it would only find the lease
+            // finished); `finish` takes the keep-alive, the only field that owns anything.
+            return std::mem::ManuallyDrop::new(self).finish();
+        }
+        // The common case, inlined into the caller, from the fields alone: taking the
+        // lease's address (as `finish` does) made the caller store them and read them
+        // back wider, a store-forwarding stall.
+        let (inner, slot, token) = (self.inner(), self.slot, self.token);
+        let hint = self.deadline.load(Ordering::Relaxed);
+        // Owns nothing now (no keep-alive; an etcd lease went elsewhere above).
+        std::mem::forget(self);
+        table::release_slot(inner, slot, token, hint)
     }
 
+    #[cold]
     fn finish(&mut self) -> Result<()> {
         self.finished = true;
         if let Some(k) = self.keep_alive.take() {

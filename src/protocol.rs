@@ -442,16 +442,35 @@ pub fn renew(slot: &Slot, token: u64, now: u64, ttl: u64) -> Result<u64, Lost> {
 /// A grant that expired but that nobody has taken since is still the caller's to
 /// release (no other grant was made in between, so nothing is unsafe about it). Returns
 /// whether waiters or observers announced themselves (the caller must then wake them).
-#[inline]
+#[inline(always)]
 pub fn release(slot: &Slot, token: u64, deadline_hint: u64) -> Result<bool, Lost> {
     // A hint that is not a real deadline (e.g. 0 from a caller that does not know it)
     // must never be the expected value: FREE → FREE would "succeed" twice, and REVOKED
-    // or UNBOUND → FREE would undo a revocation or an unbinding.
-    let mut current = if deadline_hint & grant::DEADLINE > grant::UNBOUND {
-        grant::pack(deadline_hint, token)
+    // or UNBOUND → FREE would undo a revocation or an unbinding. With kind bits, it is
+    // left to `release_from` (which keeps them).
+    let current = if deadline_hint & grant::DEADLINE > grant::UNBOUND
+        && deadline_hint & grant::GROUP == 0
+    {
+        // The common case, inline: one CAS from the word the holder was last granted.
+        let expected = grant::pack(deadline_hint, token);
+        point(Op::Release);
+        match slot.grant.compare_exchange(expected, grant::pack(grant::FREE, token), AcqRel, Acquire)
+        {
+            Ok(_) => {
+                point(Op::Release);
+                return Ok(wakes(expected));
+            }
+            Err(actual) => actual,
+        }
     } else {
         slot.grant.load(Acquire)
     };
+    release_from(slot, token, current)
+}
+
+/// [`release`] when the grant word is `current` (not what the holder last knew).
+#[inline(never)]
+fn release_from(slot: &Slot, token: u64, mut current: u128) -> Result<bool, Lost> {
     for _ in 0..RETRY_LIMIT {
         if grant::token(current) != token {
             return Err(Lost::TakenOver);

@@ -584,18 +584,6 @@ impl Inner {
         label: Label,
     ) -> Result<Option<Attempt>> {
         let me = identity::me().record(false);
-        // A Free or Revoked slot is granted with the coarse clock (see `try_grant_free`
-        // on why that is safe), when the grant keeps at least 255/256 of its TTL that way
-        // (it may lose up to a tick); anything else is judged with the precise clock.
-        if ttl >= sys::coarse_tick_ns().saturating_mul(COARSE_TTL_TICKS) {
-            let now = self.now_lagging();
-            let slot = self.slot(index);
-            if let Some(g) = protocol::try_grant_free(slot, bound_as, now, ttl, me, label.to_word())
-            {
-                self.note_grant(index, &g);
-                return Ok(Some(Attempt::Won { slot: index, token: g.token, deadline: g.deadline }));
-            }
-        }
         let now = self.now();
         let result = protocol::try_grant(
             self.slot(index),
@@ -639,10 +627,45 @@ impl Inner {
         self.grant_exclusive(key, ttl, options)
     }
 
-    /// [`Inner::grant_any`] for an unfair exclusive acquisition: the fast path, inlined
-    /// into [`LeaseTable::acquire_with`]'s worker.
+    /// The fast path of an unfair exclusive acquisition: the name is bound and its slot
+    /// Free or Revoked, granted with the coarse clock (see [`protocol::try_grant_free`]
+    /// on why that is safe) when the grant keeps at least 255/256 of its TTL that way (it
+    /// may lose up to a tick). `None` for anything else (not bound, held, expired, a
+    /// head, a short TTL, a lost race): [`Inner::grant_exclusive`] judges it with the
+    /// precise clock.
+    #[inline(always)]
+    fn grant_free(&self, key: &Key, ttl: u64, label: Label) -> Option<(u32, u64, u64)> {
+        if ttl < sys::coarse_tick_ns().saturating_mul(COARSE_TTL_TICKS) {
+            return None;
+        }
+        let (index, bound_as) = self.find(key)?;
+        let me = identity::me().record(false);
+        let now = self.now_lagging();
+        let g =
+            protocol::try_grant_free(self.slot(index), bound_as, now, ttl, me, label.to_word())?;
+        self.note_grant(index, &g);
+        Some((index, g.token, g.deadline))
+    }
+
+    /// [`Inner::grant_any`] for an unfair exclusive acquisition: [`Inner::grant_free`]
+    /// (inlined into [`LeaseTable::acquire_with`]'s worker), else the precise path.
     #[inline(always)]
     fn grant_exclusive(
+        self: &Arc<Inner>,
+        key: &Key,
+        ttl: u64,
+        options: &AcquireOptions,
+    ) -> Result<(u32, u64, u64)> {
+        match self.grant_free(key, ttl, options.label) {
+            Some(granted) => Ok(granted),
+            None => self.grant_exclusive_precise(key, ttl, options),
+        }
+    }
+
+    /// [`Inner::grant_exclusive`] judged with the precise clock: waiting, expiry, dead
+    /// holders, binding, shared names.
+    #[inline(never)]
+    fn grant_exclusive_precise(
         self: &Arc<Inner>,
         key: &Key,
         ttl: u64,
@@ -787,7 +810,8 @@ impl LeaseTable {
     /// runs out. Fails with [`Error::Held`] if someone else holds it.
     #[inline]
     pub fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Lease<'_>> {
-        self.acquire_with(name, ttl, &AcquireOptions::new())
+        // `default` (derived, hence inlinable into other crates), not `new`: a call.
+        self.acquire_with(name, ttl, &AcquireOptions::default())
     }
 
     /// Takes the lease on `name` for `ttl`, waiting up to `timeout` (forever if `None`)
@@ -1117,7 +1141,7 @@ impl LeaseTable {
 }
 
 /// Releases the grant with `token` in slot `index` (see [`protocol::release`]).
-#[inline]
+#[inline(always)]
 pub(crate) fn release_slot(
     inner: &Inner,
     index: u32,
@@ -1134,8 +1158,15 @@ pub(crate) fn release_slot(
             }
             Ok(())
         }
-        Err(l) => Err(lost(token, l, &inner.location, index)),
+        Err(l) => Err(lost_slot(token, l, inner, index)),
     }
+}
+
+/// [`lost`], out of line (the error is large; the fast path only tests for it).
+#[cold]
+#[inline(never)]
+fn lost_slot(token: u64, l: protocol::Lost, inner: &Inner, index: u32) -> Error {
+    lost(token, l, &inner.location, index)
 }
 
 /// Turns a grant into a detached one.
