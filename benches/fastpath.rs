@@ -335,7 +335,7 @@ fn baselines(c: &mut Criterion) {
 /// "Below the precise-clock limit"). OP: `acquire+release`, `renew`, `is_valid`,
 /// `limit64` (clock + load + CAS64 + CAS64), `limit64_renew` (clock + load + one CAS).
 fn counted(op: &str) {
-    const N: u64 = 100_000;
+    let n = std::env::var("SHMLEASE_COUNT_N").map_or(100_000, |n| n.parse().unwrap());
     let loc = Location::Shm(scratch_name("count"));
     let _ = LeaseTable::remove(&loc);
     let table = LeaseTable::create(&loc, &TableOptions::new().capacity(4096)).unwrap();
@@ -346,19 +346,19 @@ fn counted(op: &str) {
     let w64 = unsafe { &*shm.at::<AtomicU64>(0) };
     let hold = Duration::from_secs(3600);
     match op {
-        "acquire+release" => count_loop(N, || {
+        "acquire+release" => count_loop(n, || {
             table.try_acquire(black_box(NAME), TTL).unwrap().release().unwrap()
         }),
         "renew" | "is_valid" => {
             let lease = table.try_acquire(NAME, hold).unwrap();
             if op == "renew" {
-                count_loop(N, || lease.renew(black_box(hold)).unwrap());
+                count_loop(n, || lease.renew(black_box(hold)).unwrap());
             } else {
-                count_loop(N, || assert!(black_box(&lease).is_valid()));
+                count_loop(n, || assert!(black_box(&lease).is_valid()));
             }
             lease.release().unwrap();
         }
-        "limit64" => count_loop(N, || {
+        "limit64" => count_loop(n, || {
             let now = mono_ns();
             let cur = w64.load(Acquire);
             assert!(cur <= now);
@@ -367,13 +367,119 @@ fn counted(op: &str) {
             let freed = w64.compare_exchange(deadline, 0, AcqRel, Acquire).is_ok();
             black_box(won & freed);
         }),
-        "limit64_renew" => count_loop(N, || {
+        "limit64_renew" => count_loop(n, || {
             let now = mono_ns();
             let cur = w64.load(Acquire);
             black_box(w64.compare_exchange(cur, now + TTL_NS, AcqRel, Acquire).is_ok());
         }),
         _ => panic!("unknown SHMLEASE_COUNT operation {op:?}"),
     }
+    drop(table);
+    LeaseTable::remove(&loc).unwrap();
+}
+
+/// `SHMLEASE_RATIO=1 fastpath --bench`: our fast path and its limits, measured in
+/// alternating rounds (so that a change in the machine's load hits both sides alike),
+/// printed as medians over the rounds and the median of the per-round ratios: the
+/// numbers of "Below the precise-clock limit" in BENCHMARKS.md.
+fn ratios() {
+    const ROUNDS: usize = 301;
+    const PER_ROUND: u32 = 20_000;
+    let loc = Location::Shm(scratch_name("ratio"));
+    let _ = LeaseTable::remove(&loc);
+    let table = LeaseTable::create(&loc, &TableOptions::new().capacity(4096)).unwrap();
+    table.try_acquire(NAME, TTL).unwrap().release().unwrap();
+    let shm = Shm::create(&shm_path(&scratch_name("ratio-base")), 4096);
+    // SAFETY: offsets 0 and 128 lie inside the zero-filled mapping, aligned; the mapping
+    // outlives the references.
+    let (w64, w64r) = unsafe { (&*shm.at::<AtomicU64>(0), &*shm.at::<AtomicU64>(128)) };
+    // The library's own 128-bit word (inline `cmpxchg16b` where the CPU allows it).
+    // SAFETY: as above, at offsets 256 and 384.
+    let (w128, w128r) = unsafe {
+        (&*shm.at::<shmlease::sync::AtomicU128>(256), &*shm.at::<shmlease::sync::AtomicU128>(384))
+    };
+    w128r.store(7 << 64 | 1, Release);
+    let hold = Duration::from_secs(3600);
+    let lease = table.try_acquire("renewed", hold).unwrap();
+    let time = |f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        for _ in 0..PER_ROUND {
+            f();
+        }
+        start.elapsed().as_nanos() as f64 / PER_ROUND as f64
+    };
+    let mut cases: Vec<(&str, Box<dyn FnMut()>)> = vec![
+        (
+            "ours/try_acquire+release",
+            Box::new(|| table.try_acquire(black_box(NAME), TTL).unwrap().release().unwrap()),
+        ),
+        (
+            "limit/clock+CAS64_acquire+release",
+            Box::new(|| {
+                let now = mono_ns();
+                let cur = w64.load(Acquire);
+                assert!(cur <= now);
+                let deadline = now + TTL_NS;
+                let won = w64.compare_exchange(cur, deadline, AcqRel, Acquire).is_ok();
+                let freed = w64.compare_exchange(deadline, 0, AcqRel, Acquire).is_ok();
+                black_box(won & freed);
+            }),
+        ),
+        (
+            "floor/coarse+CAS128_acquire+release",
+            Box::new(|| {
+                let now = clock_ns(libc::CLOCK_MONOTONIC_COARSE);
+                let cur = w128.load(Acquire);
+                assert!((cur as u64) <= now);
+                let token = ((cur >> 64) as u64 + 1).max(now) as u128;
+                let new = token << 64 | (now + TTL_NS) as u128;
+                let won = w128.compare_exchange(cur, new, AcqRel, Acquire).is_ok();
+                let freed = w128.compare_exchange(new, token << 64, AcqRel, Acquire).is_ok();
+                black_box(won & freed);
+            }),
+        ),
+        ("ours/renew", Box::new(|| lease.renew(black_box(hold)).unwrap())),
+        (
+            "limit/clock+CAS64_renew",
+            Box::new(|| {
+                let now = mono_ns();
+                let cur = w64r.load(Acquire);
+                black_box(w64r.compare_exchange(cur, now + TTL_NS, AcqRel, Acquire).is_ok());
+            }),
+        ),
+        (
+            "floor/clock+CAS128_renew",
+            Box::new(|| {
+                let now = mono_ns();
+                let cur = w128r.load(Acquire);
+                let new = cur & !(u64::MAX as u128) | (now + TTL_NS) as u128;
+                black_box(w128r.compare_exchange(cur, new, AcqRel, Acquire).is_ok());
+            }),
+        ),
+    ];
+    let mut times = vec![Vec::with_capacity(ROUNDS); cases.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, f)) in cases.iter_mut().enumerate() {
+            times[i].push(time(f.as_mut()));
+        }
+    }
+    let names: Vec<&str> = cases.iter().map(|(name, _)| *name).collect();
+    drop(cases);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ratio = |a: usize, b: usize, times: &[Vec<f64>]| {
+        let mut r: Vec<f64> = times[a].iter().zip(&times[b]).map(|(x, y)| x / y).collect();
+        median(&mut r)
+    };
+    let (r_acq, r_renew) = (ratio(0, 1, &times), ratio(3, 4, &times));
+    for (name, t) in names.iter().zip(times.iter_mut()) {
+        println!("{name:36} median {:7.2} ns", median(t));
+    }
+    println!("ratio try_acquire+release / limit: {r_acq:.3} (median of {ROUNDS} rounds)");
+    println!("ratio renew / limit:               {r_renew:.3}");
+    lease.release().unwrap();
     drop(table);
     LeaseTable::remove(&loc).unwrap();
 }
@@ -389,6 +495,9 @@ fn count_loop(n: u64, mut f: impl FnMut()) {
 fn main() {
     if let Ok(op) = std::env::var("SHMLEASE_COUNT") {
         return counted(&op);
+    }
+    if std::env::var_os("SHMLEASE_RATIO").is_some() {
+        return ratios();
     }
     let mut c = config();
     baselines(&mut c);

@@ -28,34 +28,42 @@ impl Key {
         Ok(key)
     }
 
-    /// The key of `name`, with `len == 0` when the name is invalid.
+    /// The key of `name`, with `len == 0` when the name is invalid. The words are
+    /// written in place, each loaded from the name once, and hashed in the same pass:
+    /// building them in a local array and moving that into the key (or copying the
+    /// chunks with `memcpy`) made the next reader's wide loads wait on narrow stores.
     #[inline(always)]
-    fn build(name: &str) -> Key {
+    pub(crate) fn build(name: &str) -> Key {
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGHS: u64 = 0x8080_8080_8080_8080;
         let bytes = name.as_bytes();
-        let mut words = [0u64; 8];
-        let mut zero_byte = bytes.is_empty() || bytes.len() > NAME_MAX;
+        let mut key = Key { words: [0u64; 8], len: 0, hash: 0, seat: 0 };
+        if bytes.is_empty() || bytes.len() > NAME_MAX {
+            return key;
+        }
+        let mut zero_byte = false;
+        let mut h = name_hash_start(bytes.len());
+        let full = bytes.len() / 8;
+        for i in 0..full {
+            let w = u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+            zero_byte |= (w.wrapping_sub(ONES) & !w & HIGHS) != 0;
+            h = name_hash_step(h, w);
+            key.words[i] = w;
+        }
+        let tail = &bytes[8 * full..];
+        if !tail.is_empty() {
+            let w = load_partial(tail);
+            // Padding bytes forced non-zero so that only real NULs count.
+            let padded = w | (u64::MAX << (8 * tail.len()));
+            zero_byte |= (padded.wrapping_sub(ONES) & !padded & HIGHS) != 0;
+            h = name_hash_step(h, w);
+            key.words[full] = w;
+        }
         if !zero_byte {
-            let mut chunks = bytes.chunks_exact(8);
-            for (w, chunk) in words.iter_mut().zip(&mut chunks) {
-                *w = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
-                zero_byte |= (w.wrapping_sub(ONES) & !*w & HIGHS) != 0;
-            }
-            let tail = chunks.remainder();
-            if !tail.is_empty() {
-                let w = load_partial(tail);
-                // Padding bytes forced non-zero so that only real NULs count.
-                let padded = w | (u64::MAX << (8 * tail.len()));
-                zero_byte |= (padded.wrapping_sub(ONES) & !padded & HIGHS) != 0;
-                words[bytes.len() / 8] = w;
-            }
+            key.len = bytes.len();
+            key.hash = fmix(h);
         }
-        if zero_byte {
-            return Key { words, len: 0, hash: 0, seat: 0 };
-        }
-        let hash = name_hash(&words[..bytes.len().div_ceil(8)], bytes.len());
-        Key { words, len: bytes.len(), hash, seat: 0 }
+        key
     }
 
     /// The key of seat `seat` of this name: the same name, placed apart from it (so
@@ -81,8 +89,9 @@ impl Key {
         Key { words, len, hash, seat }
     }
 
+    /// Why `name` is not a valid lease name (for a key [`Key::build`] left empty).
     #[cold]
-    fn invalid(name: &str) -> Error {
+    pub(crate) fn invalid(name: &str) -> Error {
         let reason = if name.is_empty() {
             "name is empty".to_string()
         } else if name.len() > NAME_MAX {
@@ -131,13 +140,20 @@ fn load_partial(t: &[u8]) -> u64 {
 
 /// The table's name hash. Part of the format: every process must compute the same one.
 fn name_hash(words: &[u64], len: usize) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = 0x243f_6a88_85a3_08d3 ^ len as u64;
-    for w in words {
-        h = (h ^ w).wrapping_mul(K);
-        h ^= h >> 29;
-    }
-    fmix(h)
+    fmix(words.iter().fold(name_hash_start(len), |h, w| name_hash_step(h, *w)))
+}
+
+/// [`name_hash`]'s state before the first word of a `len`-byte name.
+#[inline(always)]
+fn name_hash_start(len: usize) -> u64 {
+    0x243f_6a88_85a3_08d3 ^ len as u64
+}
+
+/// [`name_hash`]'s state after one more word.
+#[inline(always)]
+fn name_hash_step(h: u64, w: u64) -> u64 {
+    let h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^ h >> 29
 }
 
 /// murmur3's fmix64. Part of the format, like [`name_hash`].
