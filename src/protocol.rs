@@ -332,7 +332,7 @@ fn record_grant(slot: &Slot, token: u64, now: u64, me: holder::Record, label: u6
     // Only while the grant is still ours: if it was revoked and re-granted since our
     // CAS, storing now would overwrite the new holder's record (making it reclaimable
     // by TTL only; never wrongly reclaimable: the tag would differ).
-    if grant::token(slot.grant.load(Acquire)) == token {
+    if slot.grant.load_high(Acquire) == token {
         slot.holder.store(record.pack(), Release);
     }
     point(Op::Grant);

@@ -56,6 +56,19 @@ impl AtomicU128 {
         self.0.load(order)
     }
 
+    /// The high 64 bits alone (a grant word's token), in one 64-bit load where that is
+    /// an atomic read of them (x86-64: an aligned 8-byte load, part of the same
+    /// coherence order as the 16-byte accesses).
+    #[inline(always)]
+    pub fn load_high(&self, order: Ordering) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        if x86::inline_ok() {
+            // SAFETY: as in `load`; the high half is 8-byte aligned.
+            return unsafe { x86::load_high(self.0.as_ptr()) };
+        }
+        (self.0.load(order) >> 64) as u64
+    }
+
     #[inline(always)]
     pub fn store(&self, v: u128, order: Ordering) {
         #[cfg(target_arch = "x86_64")]
@@ -147,6 +160,24 @@ mod x86 {
     }
 
     /// # Safety
+    /// As for [`load`].
+    #[inline(always)]
+    pub(super) unsafe fn load_high(src: *const u128) -> u64 {
+        let hi: u64;
+        // SAFETY: the caller guarantees alignment and validity.
+        unsafe {
+            asm!(
+                "mov {hi}, qword ptr [{src} + 8]",
+                src = in(reg) src,
+                hi = out(reg) hi,
+                // Not `readonly`, as in `load`.
+                options(nostack, preserves_flags),
+            );
+        }
+        hi
+    }
+
+    /// # Safety
     /// `dst` is 16-byte aligned and valid for writes; the CPU passed `inline_ok`.
     #[inline(always)]
     pub(super) unsafe fn store(dst: *mut u128, v: u128, seq_cst: bool) {
@@ -218,6 +249,9 @@ impl AtomicU128 {
     }
     pub fn store(&self, v: u128, _: Ordering) {
         *self.0.lock().unwrap() = v;
+    }
+    pub fn load_high(&self, _: Ordering) -> u64 {
+        (*self.0.lock().unwrap() >> 64) as u64
     }
     pub fn compare_exchange(
         &self,

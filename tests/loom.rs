@@ -70,6 +70,8 @@ struct History {
     took: Took,
     /// Every deadline the protocol confirmed to the holder (grant and renewals).
     confirmed: Vec<u64>,
+    /// True table times at which the holder judged its grant still valid.
+    believed: Vec<u64>,
     released: bool,
     holder_dead: bool,
 }
@@ -82,6 +84,7 @@ impl History {
             at,
             took: g.took,
             confirmed: vec![g.deadline],
+            believed: Vec::new(),
             released: false,
             holder_dead,
         }
@@ -116,6 +119,9 @@ fn check_history(first_token: u64, mut grants: Vec<History>, revoked: &[u64]) {
                             "grant {g:?} at {} while {p:?} was confirmed until {last}",
                             g.at
                         );
+                        if let Some(b) = p.believed.iter().max() {
+                            assert!(g.at > *b, "grant {g:?} at {} while {p:?} believed valid", g.at);
+                        }
                     }
                     Took::DeadHolder => {
                         assert!(!p.released && !was_revoked);
@@ -308,6 +314,112 @@ fn expiry_racing_renewal_and_two_grants() {
         }
         check_history(1, grants, &[]);
     });
+}
+
+/// A coarse clock's tick in the lagging-clock models: the reading is the precise one
+/// rounded down to a tick, so it lags by less than a tick and never leads (as
+/// `CLOCK_MONOTONIC_COARSE` does).
+const TICK: u64 = 300;
+
+fn lagging(t: u64) -> u64 {
+    t / TICK * TICK
+}
+
+/// A holder (granted at 1,000 until 2,000) judges its grant with the precise clock, or
+/// with a lagging one (`holder_lags`), and releases it; a precise actor moves the clock
+/// just past the deadline (2,001, which a lagging reader sees as 1,800) and takes the
+/// lease; a third actor takes it twice with a lagging clock through `try_grant_free`
+/// (Free or Revoked only), falling back to a precise `try_grant`. Checked: exclusivity
+/// in table time (no grant starts while its predecessor's holder believed it valid, or
+/// before its confirmed deadline), tokens distinct and growing in grant order, and
+/// every lagging grant's deadline at most `TTL` past the true time of its CAS.
+fn lagging_clock_model(holder_lags: bool) {
+    model(3, move || {
+        let (slot, b) = bound(0);
+        let clock = Arc::new(AtomicU64::new(1_250));
+        let g0 = protocol::try_grant(&slot, b, 1_000, TTL, rec(1), 0, &mut |_| false).unwrap();
+        let holder = {
+            let (slot, clock) = (slot.clone(), clock.clone());
+            thread::spawn(move || {
+                let mut h = History::of(&g0, 1_000, false);
+                let t = clock.load(SeqCst);
+                let judged = if holder_lags { lagging(t) } else { t };
+                if protocol::check_ours(slot.grant.load(SeqCst), g0.token, judged).is_ok() {
+                    h.believed.push(t);
+                }
+                match protocol::release(&slot, g0.token, g0.deadline) {
+                    Ok(_) => h.released = true,
+                    Err(l) => assert_eq!(l, Lost::TakenOver),
+                }
+                vec![h]
+            })
+        };
+        let precise = {
+            let (slot, clock) = (slot.clone(), clock.clone());
+            thread::spawn(move || {
+                clock.store(g0.deadline + 1, SeqCst);
+                let now = clock.load(SeqCst);
+                match protocol::try_grant(&slot, b, now, TTL, rec(2), 0, &mut |_| false) {
+                    Ok(g) => {
+                        let mut h = History::of(&g, now, false);
+                        h.released = protocol::release(&slot, g.token, g.deadline).is_ok();
+                        vec![h]
+                    }
+                    Err(Refusal::Held { .. }) => vec![],
+                    Err(e) => panic!("unexpected refusal {e:?}"),
+                }
+            })
+        };
+        let lagger = {
+            let (slot, clock) = (slot.clone(), clock.clone());
+            thread::spawn(move || {
+                let mut mine = Vec::new();
+                for _ in 0..2 {
+                    let t = clock.load(SeqCst);
+                    let mut h = match protocol::try_grant_free(&slot, b, lagging(t), TTL, rec(3), 0)
+                    {
+                        Some(g) => {
+                            assert!(matches!(g.took, Took::Free | Took::Revoked), "{g:?}");
+                            let after = clock.load(SeqCst);
+                            assert!(g.deadline <= after + TTL, "{g:?} ends after {after} + TTL");
+                            History::of(&g, lagging(t), false)
+                        }
+                        None => match protocol::try_grant(&slot, b, t, TTL, rec(3), 0, &mut |_| false)
+                        {
+                            Ok(g) => History::of(&g, t, false),
+                            Err(Refusal::Held { .. }) => continue,
+                            Err(e) => panic!("unexpected refusal {e:?}"),
+                        },
+                    };
+                    h.released = protocol::release(&slot, h.token, h.confirmed[0]).is_ok();
+                    mine.push(h);
+                }
+                mine
+            })
+        };
+        let mut grants = Vec::new();
+        for t in [holder, precise, lagger] {
+            grants.extend(t.join().unwrap());
+        }
+        let last = grants.iter().map(|g| g.token).max().unwrap();
+        assert_eq!(grant::token(slot.grant.load(SeqCst)), last, "the slot's token went back");
+        check_history(1, grants, &[]);
+    });
+}
+
+/// Grants made with a lagging clock reading (`try_grant_free`) next to precise ones keep
+/// exclusivity and token order.
+#[test]
+fn lagging_clock_grants_free_slots_only_and_keeps_exclusivity_and_token_order() {
+    lagging_clock_model(false);
+}
+
+/// The model has teeth: a holder that judged its own grant with the lagging clock would
+/// believe it valid after a precise acquirer saw it expire and took it.
+#[test]
+#[should_panic(expected = "believed valid")]
+fn a_holder_judging_itself_with_a_lagging_clock_is_caught() {
+    lagging_clock_model(true);
 }
 
 /// The holder of a lease is dead (its record says so); three actors race to reclaim it,
