@@ -346,9 +346,9 @@ fn counted(op: &str) {
     let w64 = unsafe { &*shm.at::<AtomicU64>(0) };
     let hold = Duration::from_secs(3600);
     match op {
-        "acquire+release" => count_loop(n, || {
-            table.try_acquire(black_box(NAME), TTL).unwrap().release().unwrap()
-        }),
+        "acquire+release" => {
+            count_loop(n, || table.try_acquire(black_box(NAME), TTL).unwrap().release().unwrap())
+        }
         "renew" | "is_valid" => {
             let lease = table.try_acquire(NAME, hold).unwrap();
             if op == "renew" {

@@ -348,6 +348,34 @@ fn main() {
     unsafe { robust_mutex_init(parent.shm.at(2048)) };
     let lock_file_handle = lock_file(&parent.lock_path);
 
+    if std::env::var_os("SHMLEASE_TPUT_ONLY").is_some() {
+        // Blocking `acquire` on one name against the robust mutex, alternating, 5 runs
+        // each: the "Contention" figures of BENCHMARKS.md (issue 15).
+        pin_to_cpu(0);
+        let (mut ours, mut mutex) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            let [(a, _), (b, _)] = parent.throughput("lease_acquire_one_name", &table);
+            ours.push(a + b);
+            let [(a, _), (b, _)] = parent.throughput("mutex_one", &table);
+            mutex.push(a + b);
+            println!(
+                "lease_acquire_one_name {:>12}   mutex_one {:>12}",
+                ours.last().unwrap(),
+                mutex.last().unwrap()
+            );
+        }
+        ours.sort_unstable();
+        mutex.sort_unstable();
+        println!(
+            "medians: lease {} /s, mutex {} /s, ratio {:.2}",
+            ours[2],
+            mutex[2],
+            ours[2] as f64 / mutex[2] as f64
+        );
+        drop(table);
+        LeaseTable::remove(&loc).unwrap();
+        return;
+    }
     let mut json = String::from("{\"handoff\":{");
     println!("handoff latency over {ROUNDS} rounds (ns):");
     println!(

@@ -21,6 +21,16 @@
 //! repeats, a stale holder's CAS (expecting its own token) can only fail, and the
 //! number of grants between two tokens of a slot is known from the tokens alone.
 //!
+//! # Which clock judges what
+//!
+//! `now` is table time, read from `CLOCK_MONOTONIC` — except for one judgement that no
+//! reading can get wrong: granting a Free or Revoked slot ([`try_grant_free`]), which
+//! may use `CLOCK_MONOTONIC_COARSE` (lags by up to a timer tick, never leads; a fifth
+//! of the cost). Everything that compares a deadline with the time — expiry, a
+//! holder's own validity, renewal, revocation — takes a precise reading. Why that
+//! split is safe is argued at [`try_grant_free`]; `tests/loom.rs` checks it with a
+//! lagging-clock actor.
+//!
 //! # Flags on the deadline (see [`grant`])
 //!
 //! | flag | set by | kept by | cleared by | effect |
@@ -409,8 +419,10 @@ pub fn try_grant_free(
     Some(Granted { token: new_token, deadline, took, wake: bits & grant::OBSERVERS != 0 })
 }
 
-/// Extends the grant with `token` to `now + ttl`. Returns the new deadline.
-#[inline]
+/// Extends the grant with `token` to `now + ttl`. Returns the new deadline. `now` must be
+/// a precise reading: with a lagging one, a holder could extend a grant that expired
+/// before the call (see [`try_grant_free`]).
+#[inline(always)]
 pub fn renew(slot: &Slot, token: u64, now: u64, ttl: u64) -> Result<u64, Lost> {
     let mut current = slot.grant.load(Acquire);
     for _ in 0..RETRY_LIMIT {
@@ -448,23 +460,26 @@ pub fn release(slot: &Slot, token: u64, deadline_hint: u64) -> Result<bool, Lost
     // must never be the expected value: FREE → FREE would "succeed" twice, and REVOKED
     // or UNBOUND → FREE would undo a revocation or an unbinding. With kind bits, it is
     // left to `release_from` (which keeps them).
-    let current = if deadline_hint & grant::DEADLINE > grant::UNBOUND
-        && deadline_hint & grant::GROUP == 0
-    {
-        // The common case, inline: one CAS from the word the holder was last granted.
-        let expected = grant::pack(deadline_hint, token);
-        point(Op::Release);
-        match slot.grant.compare_exchange(expected, grant::pack(grant::FREE, token), AcqRel, Acquire)
-        {
-            Ok(_) => {
-                point(Op::Release);
-                return Ok(wakes(expected));
+    let current =
+        if deadline_hint & grant::DEADLINE > grant::UNBOUND && deadline_hint & grant::GROUP == 0 {
+            // The common case, inline: one CAS from the word the holder was last granted.
+            let expected = grant::pack(deadline_hint, token);
+            point(Op::Release);
+            match slot.grant.compare_exchange(
+                expected,
+                grant::pack(grant::FREE, token),
+                AcqRel,
+                Acquire,
+            ) {
+                Ok(_) => {
+                    point(Op::Release);
+                    return Ok(wakes(expected));
+                }
+                Err(actual) => actual,
             }
-            Err(actual) => actual,
-        }
-    } else {
-        slot.grant.load(Acquire)
-    };
+        } else {
+            slot.grant.load(Acquire)
+        };
     release_from(slot, token, current)
 }
 

@@ -120,7 +120,11 @@ fn check_history(first_token: u64, mut grants: Vec<History>, revoked: &[u64]) {
                             g.at
                         );
                         if let Some(b) = p.believed.iter().max() {
-                            assert!(g.at > *b, "grant {g:?} at {} while {p:?} believed valid", g.at);
+                            assert!(
+                                g.at > *b,
+                                "grant {g:?} at {} while {p:?} believed valid",
+                                g.at
+                            );
                         }
                     }
                     Took::DeadHolder => {
@@ -384,12 +388,13 @@ fn lagging_clock_model(holder_lags: bool) {
                             assert!(g.deadline <= after + TTL, "{g:?} ends after {after} + TTL");
                             History::of(&g, lagging(t), false)
                         }
-                        None => match protocol::try_grant(&slot, b, t, TTL, rec(3), 0, &mut |_| false)
-                        {
-                            Ok(g) => History::of(&g, t, false),
-                            Err(Refusal::Held { .. }) => continue,
-                            Err(e) => panic!("unexpected refusal {e:?}"),
-                        },
+                        None => {
+                            match protocol::try_grant(&slot, b, t, TTL, rec(3), 0, &mut |_| false) {
+                                Ok(g) => History::of(&g, t, false),
+                                Err(Refusal::Held { .. }) => continue,
+                                Err(e) => panic!("unexpected refusal {e:?}"),
+                            }
+                        }
                     };
                     h.released = protocol::release(&slot, h.token, h.confirmed[0]).is_ok();
                     mine.push(h);

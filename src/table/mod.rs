@@ -605,9 +605,12 @@ impl Inner {
             }
             Err(Refusal::Rebound) => Ok(None),
             Err(Refusal::TokenExhausted) => Err(token_exhausted(&self.location, index)),
-            Err(Refusal::Group { permits }) => {
-                Err(self.wrong_kind(key, index, permits::kind(permits), crate::LeaseKind::Exclusive))
-            }
+            Err(Refusal::Group { permits }) => Err(self.wrong_kind(
+                key,
+                index,
+                permits::kind(permits),
+                crate::LeaseKind::Exclusive,
+            )),
             Err(Refusal::Shared) => Ok(Some(Attempt::Shared { slot: index })),
             Err(Refusal::Interference) => Err(interference(&self.location, index)),
         }

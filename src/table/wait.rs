@@ -169,7 +169,12 @@ impl Inner {
                 // unless the waiter needs an exclusive lease's observation (elections).
                 Attempt::Shared { slot, .. } => {
                     if hook.is_some() {
-                        return Err(self.wrong_kind(key, slot, LeaseKind::Shared, LeaseKind::Exclusive));
+                        return Err(self.wrong_kind(
+                            key,
+                            slot,
+                            LeaseKind::Shared,
+                            LeaseKind::Exclusive,
+                        ));
                     }
                     let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
                     return self.grant_exclusive_of_shared(key, ttl, label, Some(left));
