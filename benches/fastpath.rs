@@ -408,7 +408,8 @@ fn ratios() {
         }
         start.elapsed().as_nanos() as f64 / PER_ROUND as f64
     };
-    let mut cases: Vec<(&str, Box<dyn FnMut()>)> = vec![
+    type Case<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+    let mut cases: Vec<Case<'_>> = vec![
         (
             "ours/try_acquire+release",
             Box::new(|| table.try_acquire(black_box(NAME), TTL).unwrap().release().unwrap()),

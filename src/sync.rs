@@ -26,9 +26,11 @@ pub use loom::sync::atomic::{AtomicU64, Ordering};
 /// Used only on a CPU that has `cmpxchg16b`, AVX (enabled by the OS) and an Intel or AMD
 /// vendor string; anywhere else (other x86-64 vendors, aarch64, any other target) every
 /// operation is `portable_atomic`'s, whose instructions are equally atomic: the two
-/// paths may run on the same word in different processes. (On aarch64, portable-atomic
-/// already inlines `ldxp`/`stxp` or, with LSE, `casp`: no dispatch to remove.) Where
-/// neither is lock-free, tables refuse to open ([`AtomicU128::is_lock_free`]).
+/// paths may run on the same word in different processes. On aarch64 that is
+/// `ldxp`/`stxp`, or `casp` where LSE is known (at compile time, or through
+/// portable-atomic's own run-time dispatch); an inline `casp` path like the one here is
+/// left for when an aarch64 machine can measure it. Where neither is lock-free, tables
+/// refuse to open ([`AtomicU128::is_lock_free`]).
 #[cfg(not(loom))]
 #[repr(transparent)]
 #[derive(Debug)]
