@@ -128,7 +128,7 @@ impl<'t> Election<'t> {
     /// dropped or lost.
     pub fn campaign(&self, timeout: Option<Duration>) -> Result<Leadership<'t>> {
         self.check_kind()?;
-        let options = self.options.wait(timeout);
+        let options = self.options.clone().wait(timeout);
         self.lead(self.table.acquire_with(&self.name, self.ttl, &options)?)
     }
 
@@ -743,7 +743,7 @@ impl<'e, 't> Runner<'e, 't> {
                 &key,
                 ttl,
                 election.options.label_word(),
-                self.campaign_timeout,
+                &crate::table::Patience::waiting(self.campaign_timeout),
                 Some(&mut hook),
             ) {
                 // With a hook, never `Ok(None)`: a shared name is refused (WrongKind).

@@ -756,7 +756,7 @@ fn every_crash_point_of_the_shared_transitions_leaves_a_usable_name() {
             }
             let wait = AcquireOptions::new().wait(Some(Duration::from_secs(10)));
             let r = table
-                .acquire_with("c", TTL, &wait.shared(true))
+                .acquire_with("c", TTL, &wait.clone().shared(true))
                 .unwrap_or_else(|e| panic!("{op}@{step}: shared after the crash: {e:?}"));
             drop(r);
             let x = table

@@ -143,12 +143,6 @@ def test_a_waiting_exclusive_acquirer_gets_the_name_once_the_shared_holders_rele
     assert e.value.token == token and e.value.holder.pid == writer.pid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the library ends an exclusive acquirer's drain at the end of each 50 ms slice "
-    "of a Python wait, releasing the name for a moment: a shared acquirer already waiting "
-    "(woken by that release) gets in first. Needs an interruptible wait in the library.",
-)
 def test_a_waiting_shared_acquirer_stays_behind_a_waiting_exclusive_one(table, children):
     mine = table.acquire("db", 60, shared=True)
     writer = children.start(WRITER, table.location, "db")

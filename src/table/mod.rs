@@ -60,7 +60,7 @@ pub use crate::options::AcquireOptions;
 pub use fair::PLACE_TTL;
 pub(crate) use key::Key;
 pub use open::RemoveOptions;
-pub(crate) use wait::{nap, DeathAlarm, LONGEST_NAP};
+pub(crate) use wait::{nap, DeathAlarm, Patience, LONGEST_NAP};
 
 /// An operation on whatever grant is live in a slot ([`protocol::revoke`],
 /// [`protocol::request_release`]).
@@ -593,9 +593,12 @@ impl Inner {
             }
             Err(Refusal::Rebound) => Ok(None),
             Err(Refusal::TokenExhausted) => Err(token_exhausted(&self.location, index)),
-            Err(Refusal::Group { permits }) => {
-                Err(self.wrong_kind(key, index, permits::kind(permits), crate::LeaseKind::Exclusive))
-            }
+            Err(Refusal::Group { permits }) => Err(self.wrong_kind(
+                key,
+                index,
+                permits::kind(permits),
+                crate::LeaseKind::Exclusive,
+            )),
             Err(Refusal::Shared) => Ok(Some(Attempt::Shared { slot: index })),
             Err(Refusal::Interference) => Err(interference(&self.location, index)),
         }
@@ -633,11 +636,17 @@ impl Inner {
                         let holder = self.holder_of(slot, holder);
                         return Err(Error::Held { token, remaining, holder });
                     }
-                    Attempt::Shared { .. } => {
-                        self.grant_exclusive_of_shared(key, ttl, options.label, None)?
-                    }
+                    Attempt::Shared { .. } => self.grant_exclusive_of_shared(
+                        key,
+                        ttl,
+                        options.label,
+                        &Patience::of(options),
+                    )?,
                 },
-                Some(timeout) => self.acquire_blocking(key, ttl, options.label, timeout, None)?,
+                Some(_) => {
+                    let patience = Patience::of(options);
+                    self.acquire_blocking(key, ttl, options.label, &patience, None)?
+                }
             };
             if let Some(granted) = granted {
                 return Ok(granted);

@@ -33,9 +33,11 @@
 //! waiters of other names too, who look and sleep again.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use super::{interference, token_exhausted, AcquireOptions, Attempt, Inner, Key, FREE_TRIES};
+use super::{
+    interference, token_exhausted, AcquireOptions, Attempt, Inner, Key, Patience, FREE_TRIES,
+};
 use crate::error::{Error, LostReason, Result};
 use crate::identity;
 use crate::info::{GrantInfo, Label, LeaseInfo, LeaseKind, LeaseState};
@@ -301,21 +303,13 @@ impl Inner {
         options: &AcquireOptions,
     ) -> Result<(u32, u64, u64)> {
         let permits = options.permits;
-        // Read only once there is something to wait for: a clock read is most of the
-        // cost of a grant that needs none.
-        let start = std::cell::OnceCell::new();
-        let start = || *start.get_or_init(Instant::now);
+        let patience = Patience::of(options);
         loop {
             let attempt = match self.attempt_permit(key, permits, ttl, options.label) {
                 // No room in the table for another seat: a caller that waits waits for
                 // one of the seats there are (a caller that does not is told so).
-                Err(Error::TableFull { .. })
-                    if options.wait.is_some() && self.any_seat(key, permits) =>
-                {
-                    let left = match options.wait {
-                        Some(Some(t)) => t.saturating_sub(start().elapsed()),
-                        _ => Duration::MAX,
-                    };
+                Err(Error::TableFull { .. }) if patience.waits() && self.any_seat(key, permits) => {
+                    let left = patience.left()?;
                     if left.is_zero() {
                         return Err(Error::TableFull { capacity: self.capacity });
                     }
@@ -329,21 +323,18 @@ impl Inner {
                 Attempt::Held { slot, token, holder, .. } => (slot, token, holder),
                 Attempt::Shared { slot, .. } => return Err(interference(&self.location, slot)),
             };
-            let left = match options.wait {
-                None => {
-                    let remaining = self.remaining_of(index, token);
-                    return Err(Error::Held {
-                        token,
-                        remaining,
-                        holder: self.holder_of(index, record),
-                    });
-                }
-                Some(Some(t)) => t.saturating_sub(start().elapsed()),
-                Some(None) => Duration::MAX,
-            };
+            if !patience.waits() {
+                let remaining = self.remaining_of(index, token);
+                return Err(Error::Held {
+                    token,
+                    remaining,
+                    holder: self.holder_of(index, record),
+                });
+            }
+            let left = patience.left()?;
             if left.is_zero() {
                 let holder = self.holder_of(index, record);
-                return Err(Error::TimedOut { waited: start().elapsed(), token, holder });
+                return Err(Error::TimedOut { waited: patience.waited(), token, holder });
             }
             self.sleep_for_seats(key, permits, true, left);
         }

@@ -36,10 +36,10 @@
 //! a withdrawing seat next to a draining `w` for a moment.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use super::wait::LIVENESS_RECHECK;
-use super::{interference, token_exhausted, AcquireOptions, Inner, Key, FREE_TRIES};
+use super::{interference, token_exhausted, AcquireOptions, Inner, Key, Patience, FREE_TRIES};
 use crate::error::{Error, Result};
 use crate::identity;
 use crate::info::{Label, LeaseInfo, LeaseKind, LeaseState};
@@ -292,21 +292,15 @@ impl Inner {
         ttl: u64,
         options: &AcquireOptions,
     ) -> Result<(u32, u64, u64)> {
-        // Read only once there is something to wait for: a clock read is most of the
-        // cost of a grant that needs none.
-        let start = std::cell::OnceCell::new();
-        let start = || *start.get_or_init(Instant::now);
+        let patience = Patience::of(options);
         loop {
             let attempt = match self.attempt_shared(key, ttl, options.label) {
                 // No room in the table for another seat: a caller that waits waits for
                 // one of the seats there are (a caller that does not is told so).
                 Err(Error::TableFull { .. })
-                    if options.wait.is_some() && self.any_seat(key, MAX_SHARED) =>
+                    if patience.waits() && self.any_seat(key, MAX_SHARED) =>
                 {
-                    let left = match options.wait {
-                        Some(Some(t)) => t.saturating_sub(start().elapsed()),
-                        _ => Duration::MAX,
-                    };
+                    let left = patience.left()?;
                     if left.is_zero() {
                         return Err(Error::TableFull { capacity: self.capacity });
                     }
@@ -324,21 +318,18 @@ impl Inner {
                     (slot, token, deadline, holder)
                 }
             };
-            let left = match options.wait {
-                None => {
-                    let remaining = Duration::from_nanos(deadline.saturating_sub(self.now()));
-                    return Err(Error::Held {
-                        token,
-                        remaining,
-                        holder: self.holder_of(index, record),
-                    });
-                }
-                Some(Some(t)) => t.saturating_sub(start().elapsed()),
-                Some(None) => Duration::MAX,
-            };
+            if !patience.waits() {
+                let remaining = Duration::from_nanos(deadline.saturating_sub(self.now()));
+                return Err(Error::Held {
+                    token,
+                    remaining,
+                    holder: self.holder_of(index, record),
+                });
+            }
+            let left = patience.left()?;
             if left.is_zero() {
                 let holder = self.holder_of(index, record);
-                return Err(Error::TimedOut { waited: start().elapsed(), token, holder });
+                return Err(Error::TimedOut { waited: patience.waited(), token, holder });
             }
             self.sleep_for_shared(key, left);
         }
@@ -402,22 +393,16 @@ impl Inner {
     }
 
     /// An exclusive grant of the shared name `key` (its head at `head`): takes the head's
-    /// exclusive grant, then waits (per `wait`, as in [`AcquireOptions::wait`]) until no
-    /// seat holds a live shared grant. `Ok(None)` when the name is no longer shared (it
-    /// was unbound meanwhile): the caller starts over.
+    /// exclusive grant, then waits (within `patience`) until no seat holds a live shared
+    /// grant. `Ok(None)` when the name is no longer shared (it was unbound meanwhile):
+    /// the caller starts over.
     pub(super) fn grant_exclusive_of_shared(
         self: &Arc<Inner>,
         key: &Key,
         ttl: u64,
         label: Label,
-        wait: Option<Option<Duration>>,
+        patience: &Patience<'_>,
     ) -> Result<Option<(u32, u64, u64)>> {
-        let start = Instant::now();
-        let left = || match wait {
-            None => Duration::ZERO,
-            Some(Some(t)) => t.saturating_sub(start.elapsed()),
-            Some(None) => Duration::MAX,
-        };
         // Turns that found the head moved, or lost the grant while draining: honest
         // actors cause few; garbage in the table could cause them forever (the caller
         // starts over, a bounded number of times, then answers Busy).
@@ -445,24 +430,21 @@ impl Inner {
             match result {
                 Ok(g) => {
                     self.note_grant(head, &g);
-                    let waited = wait.map(|_| start);
-                    let drained =
-                        self.drain(key, head, (g.token, g.deadline), ttl, &left, waited)?;
+                    let drained = self.drain(key, head, (g.token, g.deadline), ttl, patience)?;
                     if let Some(granted) = drained {
                         return Ok(Some(granted));
                     }
                     moved += 1;
                 }
                 Err(Refusal::Held { token, deadline, holder }) => {
-                    let remaining = left();
+                    let remaining = patience.left()?;
                     if remaining.is_zero() {
                         let holder = self.holder_of(head, holder);
-                        return Err(match wait {
-                            None => {
-                                let remaining = Duration::from_nanos(deadline.saturating_sub(now));
-                                Error::Held { token, remaining, holder }
-                            }
-                            Some(_) => Error::TimedOut { waited: start.elapsed(), token, holder },
+                        return Err(if patience.waits() {
+                            Error::TimedOut { waited: patience.waited(), token, holder }
+                        } else {
+                            let remaining = Duration::from_nanos(deadline.saturating_sub(now));
+                            Error::Held { token, remaining, holder }
                         });
                     }
                     if let Wait::Sleep { futex_expect, deadline, .. } =
@@ -482,15 +464,14 @@ impl Inner {
     /// The exclusive acquirer of a shared name, holding the head's grant `token` (until
     /// `deadline`), waits until no seat holds a live shared grant, renewing its own. The
     /// grant, once drained; `None` if it was lost meanwhile (try again); an error (the
-    /// grant released) when `left` runs out first.
+    /// grant released) when `patience` runs out first.
     fn drain(
         &self,
         key: &Key,
         head: u32,
         (token, mut deadline): (u64, u64),
         ttl: u64,
-        left: &dyn Fn() -> Duration,
-        waited_since: Option<Instant>,
+        patience: &Patience<'_>,
     ) -> Result<Option<(u32, u64, u64)>> {
         let slot = self.slot(head);
         loop {
@@ -533,24 +514,25 @@ impl Inner {
                 }
                 return Ok(Some((head, token, grant::deadline(word))));
             };
-            let remaining = left();
-            if remaining.is_zero() {
-                if let Ok(wake) = protocol::release(slot, token, deadline) {
-                    if wake {
-                        self.freed(head);
+            let remaining = match patience.left() {
+                Ok(left) if !left.is_zero() => left,
+                out => {
+                    // Given up (out of time, or interrupted): our hold on the head with it.
+                    if let Ok(wake) = protocol::release(slot, token, deadline) {
+                        if wake {
+                            self.freed(head);
+                        }
                     }
-                }
-                let holder = self.holder_of(r_index, r_record);
-                return Err(match waited_since {
-                    Some(start) => {
-                        Error::TimedOut { waited: start.elapsed(), token: r_token, holder }
-                    }
-                    None => {
+                    out?;
+                    let holder = self.holder_of(r_index, r_record);
+                    return Err(if patience.waits() {
+                        Error::TimedOut { waited: patience.waited(), token: r_token, holder }
+                    } else {
                         let remaining = Duration::from_nanos(r_deadline.saturating_sub(now));
                         Error::Held { token: r_token, remaining, holder }
-                    }
-                });
-            }
+                    });
+                }
+            };
             // Keep our grant alive while we wait: renew once half its TTL has passed.
             if deadline.saturating_sub(now) < ttl / 2 {
                 match protocol::renew(slot, token, now, ttl) {
