@@ -38,6 +38,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::permits::{Pass, SeatTry};
 use super::wait::LIVENESS_RECHECK;
 use super::{interference, token_exhausted, AcquireOptions, Inner, Key, Patience, FREE_TRIES};
 use crate::error::{Error, Result};
@@ -68,14 +69,6 @@ enum SharedAttempt {
         deadline: u64,
         holder: Option<Record>,
     },
-}
-
-/// What one pass over the seats found.
-enum Pass {
-    Done(SharedAttempt),
-    /// Seat `0` is not bound: bind it.
-    Unbound(u8),
-    Moved,
 }
 
 std::thread_local! {
@@ -212,77 +205,37 @@ impl Inner {
         Ok(Some(SharedAttempt::Won { slot: index, token: g.token, deadline: g.deadline }))
     }
 
-    /// One pass over the seats of a shared name, from the one this thread last won.
-    fn shared_pass(&self, key: &Key, head: (u32, u64), ttl: u64, label: Label) -> Result<Pass> {
-        let start = LAST_SHARED_SEAT.with(|s| s.get()).unwrap_or(identity::pid()) % MAX_SHARED;
-        let mut unbound = None;
-        let mut soonest: Option<SharedAttempt> = None;
-        for k in 0..MAX_SHARED {
-            let seat = 1 + ((start + k) % MAX_SHARED) as u8;
-            let Some((index, bound_as)) = self.find(&key.seat(seat)) else {
-                unbound.get_or_insert(seat);
-                continue;
-            };
-            match self.grant_shared_seat(index, bound_as, head, ttl, label)? {
-                Some(won @ SharedAttempt::Won { .. }) => {
-                    LAST_SHARED_SEAT.with(|s| s.set(Some(seat as u32 - 1)));
-                    return Ok(Pass::Done(won));
-                }
-                Some(ex @ SharedAttempt::Exclusive { .. }) => return Ok(Pass::Done(ex)),
-                Some(full @ SharedAttempt::Full { deadline, .. }) => {
-                    let sooner = match &soonest {
-                        Some(SharedAttempt::Full { deadline: d, .. }) => deadline < *d,
-                        _ => true,
-                    };
-                    if sooner {
-                        soonest = Some(full);
-                    }
-                }
-                None => return Ok(Pass::Moved),
-            }
-        }
-        Ok(match (unbound, soonest) {
-            (Some(seat), _) => Pass::Unbound(seat),
-            (None, Some(full)) => Pass::Done(full),
-            (None, None) => Pass::Moved,
+    /// One pass over the seats of a shared name (see [`Inner::seat_pass`]).
+    fn shared_pass(
+        &self,
+        key: &Key,
+        head: (u32, u64),
+        ttl: u64,
+        label: Label,
+    ) -> Result<Pass<SharedAttempt>> {
+        self.seat_pass(key, MAX_SHARED, &LAST_SHARED_SEAT, |index, bound_as| {
+            Ok(match self.grant_shared_seat(index, bound_as, head, ttl, label)? {
+                Some(won @ SharedAttempt::Won { .. }) => SeatTry::Won(won),
+                Some(ex @ SharedAttempt::Exclusive { .. }) => SeatTry::Final(ex),
+                Some(full @ SharedAttempt::Full { deadline, .. }) => SeatTry::Held(full, deadline),
+                None => SeatTry::Moved,
+            })
         })
     }
 
     /// One attempt at a shared grant of `key`'s name (binding the head or a seat if
     /// needed).
     fn attempt_shared(&self, key: &Key, ttl: u64, label: Label) -> Result<SharedAttempt> {
-        for _ in 0..FREE_TRIES {
-            let Some(head) = self.shared_head(key, true)? else { break };
-            match self.shared_pass(key, head, ttl, label)? {
-                Pass::Done(a) => return Ok(a),
-                Pass::Unbound(_) => break,
-                Pass::Moved => {}
-            }
-        }
-        let _lock = self.lock()?;
-        for _ in 0..super::BIND_PASSES {
-            if self.bind_locked(key)?.is_none() {
-                continue;
-            }
-            let Some(head) = self.shared_head(key, true)? else { continue };
-            let seat = match self.shared_pass(key, head, ttl, label)? {
-                Pass::Done(a) => return Ok(a),
-                Pass::Unbound(seat) => seat,
-                Pass::Moved => continue,
-            };
-            let Some((index, bound_as)) = self.bind_locked(&key.seat(seat))? else { continue };
-            if let Some(a @ (SharedAttempt::Won { .. } | SharedAttempt::Exclusive { .. })) =
-                self.grant_shared_seat(index, bound_as, head, ttl, label)?
-            {
-                return Ok(a);
-            }
-        }
-        Err(Error::Busy {
-            location: self.location.to_string(),
-            reason: "the seats of a shared name kept being taken or evicted while this call \
-                     bound them (the table is too small for the names in use)"
-                .into(),
-        })
+        self.attempt_seated(
+            key,
+            "a shared name",
+            || self.shared_head(key, true),
+            |head| self.shared_pass(key, head, ttl, label),
+            |index, bound_as, head| {
+                let attempt = self.grant_shared_seat(index, bound_as, head, ttl, label)?;
+                Ok(attempt.filter(|a| !matches!(a, SharedAttempt::Full { .. })))
+            },
+        )
     }
 
     /// Takes a shared grant: `(slot, token, deadline)` of the seat granted.
