@@ -259,11 +259,11 @@ impl Inner {
     /// (`pass(head)`) over the seats of the head that `head()` finds (`None`: the name
     /// is not bound); when the name or a seat must be bound, binds them under the table
     /// lock and tries the seat just bound with `grant(index, bound_as, head)` (`None`:
-    /// look again). `what` names the name's kind in a `Busy`.
+    /// look again). `what` names the name's kind in a `Busy` (made only then).
     pub(super) fn attempt_seated<A>(
         &self,
         key: &Key,
-        what: &str,
+        what: impl FnOnce() -> String,
         head: impl Fn() -> Result<Option<(u32, u64)>>,
         pass: impl Fn((u32, u64)) -> Result<Pass<A>>,
         grant: impl Fn(u32, u64, (u32, u64)) -> Result<Option<A>>,
@@ -297,8 +297,9 @@ impl Inner {
         Err(Error::Busy {
             location: self.location.to_string(),
             reason: format!(
-                "the seats of {what} kept being taken or evicted while this call bound them \
-                 (the table is too small for the names in use)"
+                "the seats of {} kept being taken or evicted while this call bound them \
+                 (the table is too small for the names in use)",
+                what()
             ),
         })
     }
@@ -327,7 +328,7 @@ impl Inner {
     fn attempt_permit(&self, key: &Key, permits: u32, ttl: u64, label: Label) -> Result<Attempt> {
         self.attempt_seated(
             key,
-            &format!("a name with {permits} permits"),
+            || format!("a name with {permits} permits"),
             || self.head(key, permits),
             |head| self.try_seats(key, head, permits, ttl, label),
             |index, bound_as, head| {

@@ -228,7 +228,7 @@ impl Inner {
     fn attempt_shared(&self, key: &Key, ttl: u64, label: Label) -> Result<SharedAttempt> {
         self.attempt_seated(
             key,
-            "a shared name",
+            || "a shared name".to_owned(),
             || self.shared_head(key, true),
             |head| self.shared_pass(key, head, ttl, label),
             |index, bound_as, head| {
