@@ -523,7 +523,8 @@ impl AcquireOptions {
     /// returns `true`, the acquisition gives up what its wait held (a fair queue's
     /// place, an exclusive acquirer's hold on a shared name) and fails with
     /// [`Error::Interrupted`]. Without waiting ([`wait`](Self::wait) not set) it is
-    /// never called. One wait with an interrupt, rather than many short waits, keeps
+    /// never called. A check that panics ends the wait the same way, and its panic then
+    /// goes on from `acquire_with`. One wait with an interrupt, rather than many short waits, keeps
     /// what a wait holds between its wake-ups: a fair waiter its place, a waiting
     /// exclusive acquirer of a shared name its precedence over shared ones.
     ///

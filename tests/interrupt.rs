@@ -177,3 +177,41 @@ fn an_interrupted_fair_waiter_leaves_the_queue_and_the_next_is_served() {
         assert!(lease.is_valid());
     });
 }
+
+/// A check that panics: the panic reaches the caller of `acquire_with`, after the wait
+/// gave up what it held (the exclusive acquirer's hold on a shared name, a fair place),
+/// so the name is not held up by a wait that no longer exists.
+#[test]
+fn a_panicking_check_reaches_the_caller_after_the_wait_let_go() {
+    let _wd = Watchdog::new("interrupt_panic", LONG);
+    let dir = Scratch::new("int-panic");
+    let table = table(&dir);
+    let shared = AcquireOptions::new().shared(true);
+    let reader = table.acquire_with("db", TTL, &shared).unwrap();
+    let asked = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&asked);
+    let bomb = Interrupt::new(move || {
+        if counter.fetch_add(1, Ordering::Relaxed) >= 3 {
+            panic!("check exploded");
+        }
+        false
+    });
+    for options in [
+        AcquireOptions::new().wait(None).interrupt(bomb.clone()),
+        AcquireOptions::new().fair(true).wait(None).interrupt(bomb.clone()),
+    ] {
+        asked.store(0, Ordering::Relaxed);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            table.acquire_with("db", TTL, &options).map(|l| l.token())
+        }));
+        let payload = caught.expect_err("the check's panic reaches the caller");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"check exploded"));
+        // Let go: a shared grant comes at once, and nobody is left in line.
+        let second = table.acquire_with("db", TTL, &shared).unwrap();
+        let info = table.get("db").unwrap().unwrap();
+        assert!(info.queue.is_empty(), "{:?}", info.queue);
+        assert_eq!(info.grants.len(), 2);
+        drop(second);
+    }
+    assert!(reader.is_valid());
+}

@@ -316,10 +316,24 @@ impl Inner {
                 deadline
             })
         });
+        /// Stops and joins the renewer, however the wait ends (a panic too: a place
+        /// renewed for ever would hold up the queue for as long as the process lives).
+        struct Renewer(Arc<Stop>, Option<std::thread::JoinHandle<Option<u64>>>);
+        impl Renewer {
+            fn stop(&mut self) -> Option<u64> {
+                *self.0 .0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                self.0 .1.notify_all();
+                self.1.take().and_then(|r| r.join().unwrap_or(None))
+            }
+        }
+        impl Drop for Renewer {
+            fn drop(&mut self) {
+                self.stop();
+            }
+        }
+        let mut renewer = Renewer(stop, renewer.ok());
         let result = wait();
-        *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        stop.1.notify_all();
-        if let Ok(Some(d)) = renewer.map(|r| r.join().unwrap_or(None)) {
+        if let Some(d) = renewer.stop() {
             place.deadline = d;
         }
         result

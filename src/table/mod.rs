@@ -831,10 +831,15 @@ impl LeaseTable {
         let key = Key::new(name)?;
         let ttl = ttl_ns(ttl)?;
         let inner = self.shm();
-        if options.fair | options.shared | (options.permits > 1) {
-            return inner.grant_other_kind(&key, ttl, options);
+        let granted = if options.fair | options.shared | (options.permits > 1) {
+            inner.grant_other_kind(&key, ttl, options)
+        } else {
+            inner.grant_exclusive(&key, ttl, options)
+        };
+        if let Err(Error::Interrupted { .. }) = granted {
+            wait::resume_check_panic();
         }
-        inner.grant_exclusive(&key, ttl, options)
+        granted
     }
 
     /// Extends the grant of `name` with `token` to `ttl` from now — for detached leases

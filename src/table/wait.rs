@@ -187,7 +187,15 @@ impl<'o> Patience<'o> {
         };
         match self.interrupt {
             Some(i) if !left.is_zero() => {
-                if i.asked() {
+                // A check that panics ends the wait as one that says stop, so that the
+                // wait gives up what it holds; the panic then goes on from the caller's
+                // frame (see `resume_check_panic`).
+                let asked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| i.asked()))
+                    .unwrap_or_else(|payload| {
+                        CHECK_PANIC.with(|p| p.set(Some(payload)));
+                        true
+                    });
+                if asked {
                     return Err(Error::Interrupted { waited: self.waited() });
                 }
                 Ok(left.min(INTERRUPT_POLL))
@@ -201,6 +209,22 @@ impl<'o> Patience<'o> {
     pub(crate) fn nested(&self, options: &AcquireOptions) -> AcquireOptions {
         let wait = self.wait.map(|t| t.map(|t| t.saturating_sub(self.waited())));
         AcquireOptions { wait, ..options.clone() }
+    }
+}
+
+std::thread_local! {
+    /// The panic of an interrupt check, caught so that its wait could give up what it
+    /// held; resumed by [`resume_check_panic`].
+    static CHECK_PANIC: std::cell::Cell<Option<Box<dyn std::any::Any + Send>>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Goes on with the panic of an interrupt check that ended this thread's wait, if one
+/// did: called where an acquisition returns `Interrupted` to its caller.
+#[cold]
+pub(crate) fn resume_check_panic() {
+    if let Some(payload) = CHECK_PANIC.with(|p| p.take()) {
+        std::panic::resume_unwind(payload);
     }
 }
 
