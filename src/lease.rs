@@ -59,6 +59,17 @@ pub struct RawLease {
     pub pid: u32,
 }
 
+impl RawLease {
+    /// Whether this process took the lease these parts come from, not a `fork()`ed
+    /// child that inherited them: the check [`Lease`] makes, two loads once cached and
+    /// no system call. Not a stable API.
+    #[doc(hidden)]
+    #[inline]
+    pub fn taken_here(&self) -> bool {
+        identity::pid() == self.pid
+    }
+}
+
 /// What [`Lease::wait_notice`] reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Notice {
