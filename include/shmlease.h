@@ -364,7 +364,10 @@ typedef struct shmlease_leading shmlease_leading;
  * frees the handle, for one on the heap).
  *
  * Thread safety: a lease handle may be used by any number of threads at once, except
- * that `shmlease_lease_free` must not race with another call on the same handle.
+ * that `shmlease_lease_free` must not race with another call on the same handle. Of
+ * threads releasing one handle at once, exactly one succeeds (the others get
+ * `SHMLEASE_LOST`); a `shmlease_lease_detach` racing a `shmlease_release` of the same
+ * handle may detach the lease and see it released right after.
  *
  * After `fork()`, the lease stays the parent's: the parent keeps renewing and
  * releasing it as before. A child that inherited the handle may read it
@@ -1574,8 +1577,9 @@ size_t shmlease_lease_storage_align(void);
 enum shmlease_status shmlease_renew(struct shmlease_lease *lease, uint64_t ttl_ns);
 
 /**
- * Releases the lease, waking anyone waiting for it. The handle must still be freed with
- * `shmlease_lease_free`. Returns `SHMLEASE_LOST` if the grant was already gone (then
+ * Releases the lease, waking anyone waiting for it. A heap handle must still be freed
+ * with `shmlease_lease_free`; a handle in a `shmlease_lease_storage` needs nothing more
+ * (the storage may be filled again). Returns `SHMLEASE_LOST` if the grant was already gone (then
  * nothing changed) or was already released or detached through this handle, and
  * `SHMLEASE_BOUND_TO_PROCESS` in a `fork()`ed child (the lease stays the parent's).
  *
@@ -1589,15 +1593,15 @@ enum shmlease_status shmlease_release(struct shmlease_lease *lease);
  * `shmlease_lease_free` nor reclaimed when this process dies, and lasts until its
  * deadline unless someone renews or releases it by name and token
  * (`shmlease_renew_token`, `shmlease_release_token`). `deadline_ns_out` (NULL: not
- * wanted) receives its deadline on this process's `CLOCK_MONOTONIC`. The handle must
- * still be freed; its token stays readable. Returns `SHMLEASE_BOUND_TO_PROCESS` in a
- * `fork()`ed child (only the process that took the lease detaches it).
+ * wanted) receives its deadline on this process's `CLOCK_MONOTONIC`. A heap handle
+ * must still be freed; the token stays readable. Returns `SHMLEASE_BOUND_TO_PROCESS`
+ * in a `fork()`ed child (only the process that took the lease detaches it).
  *
  * # Safety
- * `lease` is NULL, a heap handle not yet freed, or a storage; `deadline_ns_out` is NULL or writable.
+ * `lease` is NULL, a heap handle not yet freed, or a storage; `deadline_ns_out` is NULL
+ * or writable.
  */
-enum shmlease_status shmlease_lease_detach(struct shmlease_lease *lease,
-                                           uint64_t *deadline_ns_out);
+enum shmlease_status shmlease_lease_detach(struct shmlease_lease *lease, uint64_t *deadline_ns_out);
 
 /**
  * Ends a lease handle, releasing the lease first if it is still held through it
@@ -1628,7 +1632,8 @@ enum shmlease_status shmlease_lease_token(const struct shmlease_lease *lease, ui
  * `SHMLEASE_LOST` (leaving `*deadline_ns_out` alone) if the grant is no longer live.
  *
  * # Safety
- * `lease` is NULL, a heap handle not yet freed, or a storage; `deadline_ns_out` is NULL or writable.
+ * `lease` is NULL, a heap handle not yet freed, or a storage; `deadline_ns_out` is NULL
+ * or writable.
  */
 enum shmlease_status shmlease_lease_deadline_ns(const struct shmlease_lease *lease,
                                                 uint64_t *deadline_ns_out);
@@ -1637,7 +1642,8 @@ enum shmlease_status shmlease_lease_deadline_ns(const struct shmlease_lease *lea
  * Nanoseconds left before the lease expires unless renewed; 0 once it is lost.
  *
  * # Safety
- * `lease` is NULL, a heap handle not yet freed, or a storage; `remaining_ns_out` is NULL or writable.
+ * `lease` is NULL, a heap handle not yet freed, or a storage; `remaining_ns_out` is
+ * NULL or writable.
  */
 enum shmlease_status shmlease_lease_remaining_ns(const struct shmlease_lease *lease,
                                                  uint64_t *remaining_ns_out);

@@ -21,7 +21,10 @@ use crate::info::nanos;
 /// frees the handle, for one on the heap).
 ///
 /// Thread safety: a lease handle may be used by any number of threads at once, except
-/// that `shmlease_lease_free` must not race with another call on the same handle.
+/// that `shmlease_lease_free` must not race with another call on the same handle. Of
+/// threads releasing one handle at once, exactly one succeeds (the others get
+/// `SHMLEASE_LOST`); a `shmlease_lease_detach` racing a `shmlease_release` of the same
+/// handle may detach the lease and see it released right after.
 ///
 /// After `fork()`, the lease stays the parent's: the parent keeps renewing and
 /// releasing it as before. A child that inherited the handle may read it
@@ -345,8 +348,9 @@ pub unsafe extern "C" fn shmlease_renew(
     })
 }
 
-/// Releases the lease, waking anyone waiting for it. The handle must still be freed with
-/// `shmlease_lease_free`. Returns `SHMLEASE_LOST` if the grant was already gone (then
+/// Releases the lease, waking anyone waiting for it. A heap handle must still be freed
+/// with `shmlease_lease_free`; a handle in a `shmlease_lease_storage` needs nothing more
+/// (the storage may be filled again). Returns `SHMLEASE_LOST` if the grant was already gone (then
 /// nothing changed) or was already released or detached through this handle, and
 /// `SHMLEASE_BOUND_TO_PROCESS` in a `fork()`ed child (the lease stays the parent's).
 ///
@@ -365,12 +369,13 @@ pub unsafe extern "C" fn shmlease_release(lease: *mut shmlease_lease) -> shmleas
 /// `shmlease_lease_free` nor reclaimed when this process dies, and lasts until its
 /// deadline unless someone renews or releases it by name and token
 /// (`shmlease_renew_token`, `shmlease_release_token`). `deadline_ns_out` (NULL: not
-/// wanted) receives its deadline on this process's `CLOCK_MONOTONIC`. The handle must
-/// still be freed; its token stays readable. Returns `SHMLEASE_BOUND_TO_PROCESS` in a
-/// `fork()`ed child (only the process that took the lease detaches it).
+/// wanted) receives its deadline on this process's `CLOCK_MONOTONIC`. A heap handle
+/// must still be freed; the token stays readable. Returns `SHMLEASE_BOUND_TO_PROCESS`
+/// in a `fork()`ed child (only the process that took the lease detaches it).
 ///
 /// # Safety
-/// `lease` is NULL, a heap handle not yet freed, or a storage; `deadline_ns_out` is NULL or writable.
+/// `lease` is NULL, a heap handle not yet freed, or a storage; `deadline_ns_out` is NULL
+/// or writable.
 #[no_mangle]
 pub unsafe extern "C" fn shmlease_lease_detach(
     lease: *mut shmlease_lease,
@@ -452,7 +457,8 @@ pub unsafe extern "C" fn shmlease_lease_token(
 /// `SHMLEASE_LOST` (leaving `*deadline_ns_out` alone) if the grant is no longer live.
 ///
 /// # Safety
-/// `lease` is NULL, a heap handle not yet freed, or a storage; `deadline_ns_out` is NULL or writable.
+/// `lease` is NULL, a heap handle not yet freed, or a storage; `deadline_ns_out` is NULL
+/// or writable.
 #[no_mangle]
 pub unsafe extern "C" fn shmlease_lease_deadline_ns(
     lease: *const shmlease_lease,
@@ -478,7 +484,8 @@ pub unsafe extern "C" fn shmlease_lease_deadline_ns(
 /// Nanoseconds left before the lease expires unless renewed; 0 once it is lost.
 ///
 /// # Safety
-/// `lease` is NULL, a heap handle not yet freed, or a storage; `remaining_ns_out` is NULL or writable.
+/// `lease` is NULL, a heap handle not yet freed, or a storage; `remaining_ns_out` is
+/// NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn shmlease_lease_remaining_ns(
     lease: *const shmlease_lease,
