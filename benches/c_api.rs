@@ -9,8 +9,9 @@
 //!   `shmlease_lease_storage` (no allocation), when the library has it.
 //!
 //! The C library is loaded with `dlopen` from `target/release/libshmlease.so` (build it
-//! with `cargo build --release -p shmlease-ffi`), so calls go through function pointers,
-//! as a C program's calls go through the PLT. Each round times one batch of each way
+//! with `cargo build --release -p shmlease-ffi`), or from the path in
+//! `SHMLEASE_BENCH_LIB` (another build, to compare), so calls go through function
+//! pointers, as a C program's calls go through the PLT. Each round times one batch of each way
 //! (rotating the order); reported: the median ns per take + release of each way, and the
 //! median over rounds of the per-round ratio C ÷ Rust. Results also go to
 //! `target/shmlease-bench/<baseline>/c_api.json`.
@@ -34,8 +35,8 @@ use common::*;
 const TTL: Duration = Duration::from_secs(10);
 const TTL_NS: u64 = 10_000_000_000;
 const NAME: &str = "db-migr8"; // 8 bytes, as in the fastpath bench
-const ROUNDS: usize = 201;
-const BATCH: u64 = 10_000;
+const ROUNDS: usize = 1001;
+const BATCH: u64 = 2_000;
 
 type Open = unsafe extern "C" fn(*const c_char, *const c_void, *mut *mut c_void) -> c_int;
 type Close = unsafe extern "C" fn(*mut c_void);
@@ -65,10 +66,14 @@ struct CApi {
 }
 
 fn load() -> Option<CApi> {
-    let lib = std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.parent()?.join("libshmlease.so")))
-        .filter(|p| p.exists())?;
+    let lib = match std::env::var_os("SHMLEASE_BENCH_LIB") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => std::env::current_exe().ok()?.parent()?.parent()?.join("libshmlease.so"),
+    };
+    if !lib.exists() {
+        return None;
+    }
+    eprintln!("c_api: C library {}", lib.display());
     let path = c_string(lib.to_str().expect("utf-8 path"));
     // SAFETY: loading a library we built; its initialisers are Rust's (none that matter).
     let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
@@ -238,9 +243,8 @@ fn run(ways: &mut [(&str, Way<'_>)]) {
         let (lo, mid, hi) = median(&ns[i]);
         let ratios: Vec<f64> = ns[i].iter().zip(&ns[0]).map(|(c, r)| c / r).collect();
         let (rlo, ratio, rhi) = median(&ratios);
-        println!(
-            "  {way:<10} {lo:7.1} / {mid:7.1} / {hi:7.1} ns   ratio {ratio:.3} ({rlo:.3} .. {rhi:.3})"
-        );
+        let ns = format!("{lo:7.1} / {mid:7.1} / {hi:7.1} ns");
+        println!("  {way:<10} {ns}   ratio {ratio:.3} ({rlo:.3} .. {rhi:.3})");
         json.push(format!(
             "{{\"way\":\"{way}\",\"p25_ns\":{lo:.2},\"median_ns\":{mid:.2},\"p75_ns\":{hi:.2},\
              \"ratio_median\":{ratio:.4},\"ratio_p25\":{rlo:.4},\"ratio_p75\":{rhi:.4}}}"
