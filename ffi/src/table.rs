@@ -499,15 +499,16 @@ pub unsafe extern "C" fn shmlease_acquire_with(
 ) -> shmlease_status {
     boundary(|| {
         // SAFETY: forwarded contract.
-        let (table, name, options, out, held_by) = unsafe {
+        let (table, name, out, held_by) = unsafe {
             (
                 table_arg(table)?,
                 str_arg(name, "name")?,
-                options_arg(options)?,
                 Out::new(lease_out, "lease_out")?,
                 Out::optional(held_by),
             )
         };
+        // SAFETY: forwarded contract.
+        let options = unsafe { options_arg(options)? };
         take_boxed(table, name, ttl_ns, &options, out, held_by)
     })
 }
@@ -594,16 +595,17 @@ pub unsafe extern "C" fn shmlease_acquire_with_in(
 ) -> shmlease_status {
     boundary(|| {
         // SAFETY: forwarded contract.
-        let (table, name, options, storage, out, held_by) = unsafe {
+        let (table, name, storage, out, held_by) = unsafe {
             (
                 table_arg(table)?,
                 str_arg(name, "name")?,
-                options_arg(options)?,
                 vacant(storage)?,
                 Out::new(lease_out, "lease_out")?,
                 Out::optional(held_by),
             )
         };
+        // SAFETY: forwarded contract.
+        let options = unsafe { options_arg(options)? };
         take(table, name, ttl_ns, &options, held_by, |raw| {
             // SAFETY: as in `shmlease_try_acquire_in`.
             out.write(unsafe { LeaseHandle::place(storage, raw, table) })
