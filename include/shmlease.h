@@ -214,6 +214,12 @@ typedef enum shmlease_status {
    * changed.
    */
   SHMLEASE_WRONG_KIND = 25,
+  /**
+   * A wait was ended by the caller's `shmlease_acquire_options.interrupt` callback
+   * returning true: nothing was granted, and whatever the wait held (its place in a
+   * fair queue, an exclusive acquirer's hold on a shared name) was given up.
+   */
+  SHMLEASE_INTERRUPTED = 26,
 } shmlease_status;
 
 /**
@@ -544,6 +550,22 @@ typedef struct shmlease_acquire_options {
    * for one name at once: the next gets `SHMLEASE_BUSY`.
    */
   bool fair;
+  /**
+   * A way to end a wait early (NULL: none). While the call waits, it calls
+   * `interrupt(interrupt_ctx)` on the waiting thread each time the wait wakes, and at
+   * least every 50 ms; once it returns true, the wait gives up what it held (its
+   * place in a fair queue, an exclusive acquirer's hold on a shared name: kept
+   * between wake-ups, unlike a loop of short waits) and the call returns
+   * `SHMLEASE_INTERRUPTED`. For a program that must react during a long wait: a flag
+   * its signal handler sets, a shutdown request from another thread. Never called by
+   * a call that does not wait, nor after the call returns. It must not call back into
+   * shmlease for the same lease name.
+   */
+  bool (*interrupt)(void *ctx);
+  /**
+   * Passed to `interrupt` as it is.
+   */
+  void *interrupt_ctx;
 } shmlease_acquire_options;
 
 /**

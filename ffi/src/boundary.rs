@@ -97,12 +97,16 @@ pub enum shmlease_status {
     /// shared name. `shmlease_last_error()` says which kind is recorded. Nothing was
     /// changed.
     SHMLEASE_WRONG_KIND = 25,
+    /// A wait was ended by the caller's `shmlease_acquire_options.interrupt` callback
+    /// returning true: nothing was granted, and whatever the wait held (its place in a
+    /// fair queue, an exclusive acquirer's hold on a shared name) was given up.
+    SHMLEASE_INTERRUPTED = 26,
 }
 
 use shmlease_status::*;
 
 /// Every status, in numeric order.
-pub(crate) const ALL_STATUSES: [shmlease_status; 26] = [
+pub(crate) const ALL_STATUSES: [shmlease_status; 27] = [
     SHMLEASE_OK,
     SHMLEASE_HELD,
     SHMLEASE_LOST,
@@ -129,6 +133,7 @@ pub(crate) const ALL_STATUSES: [shmlease_status; 26] = [
     SHMLEASE_BOUND_TO_PROCESS,
     SHMLEASE_UNAVAILABLE,
     SHMLEASE_WRONG_KIND,
+    SHMLEASE_INTERRUPTED,
 ];
 
 impl shmlease_status {
@@ -170,6 +175,7 @@ impl shmlease_status {
             SHMLEASE_WRONG_KIND => {
                 (c"SHMLEASE_WRONG_KIND", c"lease name is in use as another kind (permits, shared)")
             }
+            SHMLEASE_INTERRUPTED => (c"SHMLEASE_INTERRUPTED", c"wait interrupted by the caller"),
         }
     }
 }
@@ -251,6 +257,7 @@ impl Failure {
                 Error::BoundToProcess { .. } => SHMLEASE_BOUND_TO_PROCESS,
                 Error::Unavailable { .. } => SHMLEASE_UNAVAILABLE,
                 Error::WrongKind { .. } => SHMLEASE_WRONG_KIND,
+                Error::Interrupted { .. } => SHMLEASE_INTERRUPTED,
                 // A variant newer than this library: still a failure, never OK.
                 _ => SHMLEASE_INTERNAL,
             },

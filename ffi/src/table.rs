@@ -1,10 +1,12 @@
 //! Table handles: creating, opening, closing and removing tables, taking leases, and the
 //! operations that work on a name (by token, revoke, inspect).
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 use std::time::{Duration, Instant, SystemTime};
 
-use shmlease_core::{AcquireOptions, Error, LeaseTable, RawLease, RemoveOptions, TableOptions};
+use shmlease_core::{
+    AcquireOptions, Error, Interrupt, LeaseTable, RawLease, RemoveOptions, TableOptions,
+};
 
 use crate::boundary::{arg, boundary, opt_str_arg, shmlease_status, str_arg, Failure, Out};
 use crate::info::{
@@ -374,6 +376,32 @@ pub struct shmlease_acquire_options {
     /// ticket in `token`, its place's time left). At most 127 fair acquirers can wait
     /// for one name at once: the next gets `SHMLEASE_BUSY`.
     pub fair: bool,
+    /// A way to end a wait early (NULL: none). While the call waits, it calls
+    /// `interrupt(interrupt_ctx)` on the waiting thread each time the wait wakes, and at
+    /// least every 50 ms; once it returns true, the wait gives up what it held (its
+    /// place in a fair queue, an exclusive acquirer's hold on a shared name: kept
+    /// between wake-ups, unlike a loop of short waits) and the call returns
+    /// `SHMLEASE_INTERRUPTED`. For a program that must react during a long wait: a flag
+    /// its signal handler sets, a shutdown request from another thread. Never called by
+    /// a call that does not wait, nor after the call returns. It must not call back into
+    /// shmlease for the same lease name.
+    pub interrupt: Option<unsafe extern "C" fn(ctx: *mut c_void) -> bool>,
+    /// Passed to `interrupt` as it is.
+    pub interrupt_ctx: *mut c_void,
+}
+
+/// The caller's interrupt callback as the library's [`Interrupt`].
+fn c_interrupt(check: unsafe extern "C" fn(*mut c_void) -> bool, ctx: *mut c_void) -> Interrupt {
+    // The context travels as an address: the library asks the interrupt on the waiting
+    // thread, during the call only (the options, and the interrupt with them, are
+    // dropped when the call returns), so it is never used where or when the caller did
+    // not hand it over.
+    let ctx = ctx as usize;
+    Interrupt::new(move || {
+        // SAFETY: the caller's contract for `shmlease_acquire_options.interrupt`: a
+        // function that may be called with `interrupt_ctx` during the call.
+        unsafe { check(ctx as *mut c_void) }
+    })
 }
 
 /// The Rust options for a C acquisition: `timeout_ns` as in `shmlease_acquire`.
@@ -525,7 +553,11 @@ unsafe fn options_arg(options: *const shmlease_acquire_options) -> Result<Acquir
         Some(o) => {
             // SAFETY: forwarded contract (the options' label).
             let label = unsafe { opt_str_arg(o.label, "label")? };
-            acquire_options(o.timeout_ns, label, o.permits, o.shared, o.fair)
+            let options = acquire_options(o.timeout_ns, label, o.permits, o.shared, o.fair)?;
+            Ok(match o.interrupt {
+                None => options,
+                Some(check) => options.interrupt(c_interrupt(check, o.interrupt_ctx)),
+            })
         }
     }
 }

@@ -21,7 +21,7 @@ use shmlease_core::{Error, LeaseTable, TableOptions};
 const WATCHDOG: Duration = Duration::from_secs(300);
 
 /// The C test programs in `ffi/tests/c/`; `every_c_program_has_a_test` keeps this honest.
-const PROGRAMS: [&str; 13] = [
+const PROGRAMS: [&str; 14] = [
     "lifecycle",
     "statuses",
     "nulls",
@@ -35,6 +35,7 @@ const PROGRAMS: [&str; 13] = [
     "shared",
     "fair",
     "storage",
+    "interrupt",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -414,6 +415,26 @@ fn leases_in_caller_storage_abi_misuse_races_and_fork_static() {
 #[test]
 fn leases_in_caller_storage_abi_misuse_races_and_fork_valgrind() {
     check_program("storage", Build::Plain, true);
+}
+
+#[test]
+fn a_wait_ends_when_its_interrupt_callback_says_so_and_gives_up_its_place() {
+    check_program("interrupt", Build::Plain, false);
+}
+
+#[test]
+fn a_wait_ends_when_its_interrupt_callback_says_so_and_gives_up_its_place_sanitized() {
+    check_program("interrupt", Build::Sanitized, false);
+}
+
+#[test]
+fn a_wait_ends_when_its_interrupt_callback_says_so_and_gives_up_its_place_static() {
+    check_program("interrupt", Build::Static, false);
+}
+
+#[test]
+fn a_wait_ends_when_its_interrupt_callback_says_so_and_gives_up_its_place_valgrind() {
+    check_program("interrupt", Build::Plain, true);
 }
 
 /// The state file `contend.c` and the Rust side share: occupant, last token, grants.

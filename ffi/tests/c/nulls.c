@@ -46,7 +46,7 @@ int main(int argc, char **argv) {
     NUL_ARG(shmlease_acquire(NULL, "x", SEC, 0, NULL, &l, &held));
     NUL_ARG(shmlease_acquire(t, NULL, SEC, 0, NULL, &l, &held));
     NUL_ARG(shmlease_acquire(t, "x", SEC, 0, NULL, NULL, &held));
-    shmlease_acquire_options aopts = {0, NULL, 2, false, false};
+    shmlease_acquire_options aopts = {0, NULL, 2, false, false, NULL, NULL};
     NUL_ARG(shmlease_acquire_with(NULL, "p", SEC, &aopts, &l, &held));
     NUL_ARG(shmlease_acquire_with(t, NULL, SEC, &aopts, &l, &held));
     NUL_ARG(shmlease_acquire_with(t, "p", SEC, &aopts, NULL, &held));

@@ -17,7 +17,7 @@
 #include "check.h"
 
 /* The highest status number this program knows. */
-#define LAST_STATUS SHMLEASE_WRONG_KIND
+#define LAST_STATUS SHMLEASE_INTERRUPTED
 
 static char dir[3000];
 static int seen[64];
@@ -62,6 +62,12 @@ static shmlease_table *fresh(const char *name, uint32_t capacity) {
     return t;
 }
 
+/* An interrupt callback that always says stop. */
+static bool always(void *ctx) {
+    (void)ctx;
+    return true;
+}
+
 int main(int argc, char **argv) {
     CHECK(argc == 2);
     snprintf(dir, sizeof dir, "%s", argv[1]);
@@ -88,7 +94,7 @@ int main(int argc, char **argv) {
     REACH(shmlease_try_acquire(t, "a", 366 * 86400 * SEC, &m, NULL), SHMLEASE_INVALID_TTL);
     REACH(shmlease_acquire(t, "a", SEC, 0, "123456789", &m, NULL), SHMLEASE_INVALID_LABEL);
     REACH(shmlease_acquire(t, "a", SEC, 0, "\xff", &m, NULL), SHMLEASE_INVALID_LABEL);
-    shmlease_acquire_options ao = {0, NULL, 129, false, false}; /* permits are 1 to 128 */
+    shmlease_acquire_options ao = {0, NULL, 129, false, false, NULL, NULL}; /* permits: 1 to 128 */
     REACH(shmlease_acquire_with(t, "a", SEC, &ao, &m, NULL), SHMLEASE_INVALID_OPTIONS);
 
     o.capacity = (1u << 24) + 1;
@@ -209,6 +215,11 @@ int main(int argc, char **argv) {
     /* WRONG_KIND: permits asked of a name held as an exclusive lease. */
     ao.permits = 2;
     REACH(shmlease_acquire_with(t, "a", SEC, &ao, &m, NULL), SHMLEASE_WRONG_KIND);
+    /* INTERRUPTED: a wait for the held "a" whose callback says stop. */
+    ao.permits = 0;
+    ao.timeout_ns = -1;
+    ao.interrupt = always;
+    REACH(shmlease_acquire_with(t, "a", SEC, &ao, &m, NULL), SHMLEASE_INTERRUPTED);
     shmlease_lease_free(l);
     shmlease_table_close(t);
 
