@@ -5,33 +5,20 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{touch, Kid, Scratch, SharedWords, Watchdog};
-use shmlease::{AcquireOptions, Error, LeaseKind, LeaseState, LeaseTable, TableOptions};
+use common::{
+    assert_distinct, permits, s, shared, table, tokens_of, touch, wait_until, Kid, Scratch,
+    SharedWords, Watchdog, LONG, TTL,
+};
+use shmlease::{AcquireOptions, Error, LeaseKind, LeaseState};
 
 /// Entry point of every child process (see `common::run_child`).
 #[test]
 #[ignore = "child process entry point; run by the other tests"]
 fn child_main() {
     common::run_child();
-}
-
-const LONG: Duration = Duration::from_secs(60);
-const TTL: Duration = Duration::from_secs(30);
-
-fn s(v: impl ToString) -> String {
-    v.to_string()
-}
-
-fn shared() -> AcquireOptions {
-    AcquireOptions::new().shared(true)
-}
-
-fn table(dir: &Scratch, capacity: u32) -> LeaseTable {
-    LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(capacity)).unwrap()
 }
 
 #[test]
@@ -86,7 +73,7 @@ fn kinds_do_not_mix_and_a_live_exclusive_holder_becomes_the_shared_names() {
     let r = table.acquire_with("doc", TTL, &shared()).unwrap();
     assert!(r.token() > xt);
     // Permits and shared do not mix, either way.
-    match table.acquire_with("doc", TTL, &AcquireOptions::new().permits(2).unwrap()) {
+    match table.acquire_with("doc", TTL, &permits(2)) {
         Err(Error::WrongKind {
             recorded: LeaseKind::Shared,
             requested: LeaseKind::Permits(2),
@@ -94,7 +81,7 @@ fn kinds_do_not_mix_and_a_live_exclusive_holder_becomes_the_shared_names() {
         }) => {}
         other => panic!("{other:?}"),
     }
-    let _p = table.acquire_with("pool", TTL, &AcquireOptions::new().permits(2).unwrap()).unwrap();
+    let _p = table.acquire_with("pool", TTL, &permits(2)).unwrap();
     match table.acquire_with("pool", TTL, &shared()) {
         Err(Error::WrongKind {
             recorded: LeaseKind::Permits(2),
@@ -104,7 +91,7 @@ fn kinds_do_not_mix_and_a_live_exclusive_holder_becomes_the_shared_names() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        AcquireOptions::new().permits(2).unwrap().shared(true),
+        permits(2).shared(true),
         o if matches!(table.acquire_with("x", TTL, &o), Err(Error::InvalidOptions { .. }))
     ));
 }
@@ -158,17 +145,13 @@ fn a_waiting_exclusive_acquirer_blocks_new_shared_grants() {
             table.acquire_with("w", TTL, &AcquireOptions::new().wait(Some(LONG))).map(|l| l.token())
         });
         // Once it drains, the head shows its grant: new shared acquirers are refused.
-        let end = Instant::now() + LONG;
-        loop {
+        wait_until("the exclusive acquirer started waiting", || {
             match table.acquire_with("w", TTL, &shared()) {
-                Err(Error::Held { token, .. }) if token > r1.token() => break,
-                Ok(r) => drop(r),
-                Err(Error::Held { .. }) => {}
+                Err(Error::Held { token, .. }) if token > r1.token() => true,
+                Ok(_) | Err(Error::Held { .. }) => false,
                 Err(e) => panic!("{e:?}"),
             }
-            assert!(Instant::now() < end, "the exclusive acquirer never started waiting");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        });
         assert!(!writer.is_finished());
         drop(r1);
         let token = writer.join().unwrap().unwrap();
@@ -184,7 +167,7 @@ fn a_mixed_herd_never_puts_an_exclusive_holder_beside_another() {
     let wd = Watchdog::new("shared_herd", LONG * 2);
     let dir = Scratch::new("herd");
     let path = dir.path("t");
-    LeaseTable::create(&path, &TableOptions::new().capacity(128)).unwrap();
+    table(&dir, 128);
     let counters = dir.path("counters");
     SharedWords::create(&counters, 3);
     let env = |fork: bool| {
@@ -211,19 +194,12 @@ fn a_mixed_herd_never_puts_an_exclusive_holder_beside_another() {
             writes += v[1];
         }
         k.wait_ok(LONG);
-        for line in k.transcript().lines() {
-            if let Some(rest) = line.split("TOKENS ").nth(1) {
-                tokens.extend(
-                    rest.split(',').filter(|t| !t.is_empty()).map(|t| t.parse::<u64>().unwrap()),
-                );
-            }
-        }
+        tokens.extend(tokens_of(k));
     }
     let words = SharedWords::open(&counters);
     assert_eq!(words.word(2).load(SeqCst), 0, "violations");
     assert!(reads > 20 && writes > 5, "{reads} shared, {writes} exclusive grants");
-    let distinct: BTreeSet<u64> = tokens.iter().copied().collect();
-    assert_eq!(distinct.len(), tokens.len(), "a token was granted twice");
+    assert_distinct(&tokens);
 }
 
 fn hold(
@@ -257,7 +233,7 @@ fn dead_holders_of_either_kind_are_passed_over_at_once() {
     let wd = Watchdog::new("shared_dead", LONG);
     let dir = Scratch::new("dead");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(64)).unwrap();
+    let table = table(&dir, 64);
     let go = dir.path("go");
     let mut readers: Vec<Kid> =
         (0..2).map(|i| hold(&wd, &path, &format!("r{i}"), true, 600_000, "forever", &go)).collect();
@@ -290,7 +266,7 @@ fn a_stopped_shared_holder_is_waited_out_and_learns_so() {
     let wd = Watchdog::new("shared_stopped", LONG);
     let dir = Scratch::new("stopped");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(64)).unwrap();
+    let table = table(&dir, 64);
     let go = dir.path("go");
     let mut r = hold(&wd, &path, "r", true, 400, "renew_after_go", &go);
     r.expect("GOT", LONG);
@@ -314,7 +290,7 @@ fn a_stopped_shared_holder_is_waited_out_and_learns_so() {
 fn elections_refuse_names_with_permits_or_shared_holders() {
     let dir = Scratch::new("election");
     let table = table(&dir, 64);
-    let _p = table.acquire_with("pool", TTL, &AcquireOptions::new().permits(2).unwrap()).unwrap();
+    let _p = table.acquire_with("pool", TTL, &permits(2)).unwrap();
     let _r = table.acquire_with("cat", TTL, &shared()).unwrap();
     for (name, kind) in [("pool", LeaseKind::Permits(2)), ("cat", LeaseKind::Shared)] {
         let election = table.election(name).unwrap();

@@ -10,7 +10,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -35,7 +35,7 @@ mod shared;
 mod shared_attacks;
 use std::time::{Duration, Instant, SystemTime};
 
-use shmlease::{Error, LeaseTable, TableOptions};
+use shmlease::{AcquireOptions, Error, LeaseTable, TableOptions};
 
 /// Environment variable naming the role a child runs.
 pub const ROLE: &str = "SHMLEASE_IT_ROLE";
@@ -250,6 +250,15 @@ impl Kid {
         self.stdout.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// What follows the key of every report line so far whose key ends with `key` (so
+    /// `DONE` finds a forked child's `child-DONE` too), in the order printed.
+    pub fn reports(&self, key: &str) -> Vec<String> {
+        let lines = self.lines_so_far();
+        let reports = lines.iter().filter_map(|line| line.split(MARK).nth(1));
+        let keyed = reports.map(|r| r.split_once(' ').unwrap_or((r, "")));
+        keyed.filter(|(k, _)| k.ends_with(key)).map(|(_, value)| value.to_owned()).collect()
+    }
+
     /// Waits for a report line `@@KEY ...` and returns what follows `KEY `.
     pub fn expect(&mut self, key: &str, timeout: Duration) -> String {
         self.expect_any(&[key], timeout).1
@@ -353,6 +362,80 @@ impl Drop for Kid {
             }
         }
     }
+}
+
+// ------------------------------------------------------------------------------------
+// Shorthands of the tests of names with permits, shared names and fair acquisition
+// ------------------------------------------------------------------------------------
+
+/// How long one step of a test may take before it fails: a child's report or exit, or
+/// a state the test waits for.
+pub const LONG: Duration = Duration::from_secs(60);
+/// A TTL that outlives the test: for leases not meant to expire.
+pub const TTL: Duration = Duration::from_secs(30);
+
+/// A value for a child's environment.
+pub fn s(v: impl ToString) -> String {
+    v.to_string()
+}
+
+/// Acquisition options for a name with `n` permits.
+pub fn permits(n: u32) -> AcquireOptions {
+    AcquireOptions::new().permits(n).unwrap()
+}
+
+/// Acquisition options for a shared grant.
+pub fn shared() -> AcquireOptions {
+    AcquireOptions::new().shared(true)
+}
+
+/// A fresh table of `capacity` slots, in the file `t` of `dir`.
+pub fn table(dir: &Scratch, capacity: u32) -> LeaseTable {
+    LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(capacity)).unwrap()
+}
+
+/// Starts a `rotate` child on the table at `path`: for 3 s it keeps `hold` leases,
+/// releasing one at random (seeded by `seed`) and taking a name never used before on
+/// every try, so idle slots are evicted and rebound all along.
+pub fn start_churn(wd: &Watchdog, path: &Path, hold: u32, seed: u64) -> Kid {
+    let env = [
+        ("TABLE", s(path.display())),
+        ("NAMES", s("unused")), // fresh names only
+        ("HOLD", s(hold)),
+        ("RUN_MS", s(3000)),
+        ("FRESH", s(1)),
+        ("SEED", s(seed)),
+    ];
+    Kid::spawn(wd, "churn", "rotate", &env)
+}
+
+/// Polls `done` every millisecond until it says yes; fails after [`LONG`], naming
+/// `what` never happened.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + LONG;
+    while !done() {
+        assert!(Instant::now() < end, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Every token of the `TOKENS t1,t2,...` report lines of `kid` (a forked child's
+/// `child-TOKENS` among them), in the order reported.
+pub fn tokens_of(kid: &Kid) -> Vec<u64> {
+    let lists = kid.reports("TOKENS");
+    lists
+        .iter()
+        .flat_map(|l| l.split(','))
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse().unwrap())
+        .collect()
+}
+
+/// Fails if a token stands twice in `tokens` (a token is never granted twice for one
+/// name).
+pub fn assert_distinct(tokens: &[u64]) {
+    let distinct: BTreeSet<u64> = tokens.iter().copied().collect();
+    assert_eq!(distinct.len(), tokens.len(), "a token was granted twice");
 }
 
 // ------------------------------------------------------------------------------------
