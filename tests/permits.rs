@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    assert_distinct, permits, s, start_churn, table, tokens_of, touch, wait_until, Kid, Scratch,
-    SharedWords, Watchdog, LONG, TTL,
+    assert_distinct, permits, run_forking_herd, s, start_churn, table, touch, wait_until, Kid,
+    Scratch, SharedWords, Watchdog, LONG, TTL,
 };
 use shmlease::{AcquireOptions, Error, LeaseKind, LeaseState, LostReason};
 
@@ -157,38 +157,12 @@ fn by_token_calls_revocation_and_requests_reach_one_permit_or_all() {
 fn a_herd_of_processes_and_forked_children_never_exceeds_n() {
     let wd = Watchdog::new("permit_herd", LONG * 2);
     let dir = Scratch::new("herd");
-    let path = dir.path("t");
     table(&dir, 32);
-    let counters = dir.path("counters");
-    SharedWords::create(&counters, 2);
-    let env = |fork: bool| {
-        vec![
-            ("TABLE", s(path.display())),
-            ("NAME", s("pool")),
-            ("PERMITS", s(2)),
-            ("COUNTERS", s(counters.display())),
-            ("HOLD_US", s(200)),
-            ("RUN_MS", s(3000)),
-            ("FORK", s(fork as u8)),
-        ]
-    };
-    let mut herd: Vec<Kid> =
-        (0..3).map(|i| Kid::spawn(&wd, &format!("herd-{i}"), "permit_herd", &env(i > 0))).collect();
-    let mut tokens = Vec::new();
-    let mut grants = 0u64;
-    for k in &mut herd {
-        let keys: &[&str] =
-            if k.label.ends_with('0') { &["DONE"] } else { &["DONE", "child-DONE"] };
-        for _ in keys {
-            let (key, value) = k.expect_any(&["DONE", "child-DONE"], LONG);
-            let (g, v) = value.split_once(' ').unwrap();
-            assert_eq!(v, "0", "{key}: violations\n{}", k.transcript());
-            grants += g.parse::<u64>().unwrap();
-        }
-        k.wait_ok(LONG);
-        tokens.extend(tokens_of(k));
-    }
-    let words = SharedWords::open(&counters);
+    let env = [("NAME", s("pool")), ("PERMITS", s(2)), ("HOLD_US", s(200)), ("RUN_MS", s(3000))];
+    let (dones, tokens) = run_forking_herd(&wd, &dir, "permit_herd", 2, &env);
+    // `DONE grants violations`
+    let grants: u64 = dones.iter().map(|v| v[0]).sum();
+    let words = SharedWords::open(&dir.path("counters"));
     assert_eq!(words.word(1).load(std::sync::atomic::Ordering::SeqCst), 0, "violations");
     assert!(grants > 50, "only {grants} grants in 3 s");
     assert_distinct(&tokens);

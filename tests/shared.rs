@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use common::{
-    assert_distinct, permits, s, shared, table, tokens_of, touch, wait_until, Kid, Scratch,
+    assert_distinct, permits, run_forking_herd, s, shared, table, touch, wait_until, Kid, Scratch,
     SharedWords, Watchdog, LONG, TTL,
 };
 use shmlease::{AcquireOptions, Error, LeaseKind, LeaseState};
@@ -166,37 +166,13 @@ fn a_waiting_exclusive_acquirer_blocks_new_shared_grants() {
 fn a_mixed_herd_never_puts_an_exclusive_holder_beside_another() {
     let wd = Watchdog::new("shared_herd", LONG * 2);
     let dir = Scratch::new("herd");
-    let path = dir.path("t");
     table(&dir, 128);
-    let counters = dir.path("counters");
-    SharedWords::create(&counters, 3);
-    let env = |fork: bool| {
-        vec![
-            ("TABLE", s(path.display())),
-            ("NAME", s("db")),
-            ("COUNTERS", s(counters.display())),
-            ("HOLD_US", s(300)),
-            ("RUN_MS", s(3000)),
-            ("WRITE_EVERY", s(5)),
-            ("FORK", s(fork as u8)),
-        ]
-    };
-    let mut herd: Vec<Kid> =
-        (0..3).map(|i| Kid::spawn(&wd, &format!("herd-{i}"), "shared_herd", &env(i > 0))).collect();
-    let (mut reads, mut writes) = (0u64, 0u64);
-    let mut tokens = Vec::new();
-    for (i, k) in herd.iter_mut().enumerate() {
-        for _ in 0..(1 + (i > 0) as usize) {
-            let (key, value) = k.expect_any(&["DONE", "child-DONE"], LONG);
-            let v: Vec<u64> = value.split(' ').map(|x| x.parse().unwrap()).collect();
-            assert_eq!(v[2], 0, "{key}: violations\n{}", k.transcript());
-            reads += v[0];
-            writes += v[1];
-        }
-        k.wait_ok(LONG);
-        tokens.extend(tokens_of(k));
-    }
-    let words = SharedWords::open(&counters);
+    let env = [("NAME", s("db")), ("HOLD_US", s(300)), ("RUN_MS", s(3000)), ("WRITE_EVERY", s(5))];
+    let (dones, tokens) = run_forking_herd(&wd, &dir, "shared_herd", 3, &env);
+    // `DONE shared exclusive violations`
+    let (reads, writes): (u64, u64) =
+        (dones.iter().map(|v| v[0]).sum(), dones.iter().map(|v| v[1]).sum());
+    let words = SharedWords::open(&dir.path("counters"));
     assert_eq!(words.word(2).load(SeqCst), 0, "violations");
     assert!(reads > 20 && writes > 5, "{reads} shared, {writes} exclusive grants");
     assert_distinct(&tokens);

@@ -394,6 +394,45 @@ pub fn table(dir: &Scratch, capacity: u32) -> LeaseTable {
     LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(capacity)).unwrap()
 }
 
+/// Runs a herd of `role` on the table file `t` of `dir` with the parameters `env`,
+/// counting in the file `counters` of `dir` (`words` words, created here): three
+/// members, the second and third forking a twin (`FORK=1`) that shares their table
+/// handle, so six processes. Waits for every one to end well, each with a `DONE` report
+/// (`child-DONE` from a twin) whose last number, its violations, is 0. Returns the
+/// numbers of every `DONE` report, and every token granted.
+pub fn run_forking_herd(
+    wd: &Watchdog,
+    dir: &Scratch,
+    role: &str,
+    words: usize,
+    env: &[(&str, String)],
+) -> (Vec<Vec<u64>>, Vec<u64>) {
+    let counters = dir.path("counters");
+    SharedWords::create(&counters, words);
+    let member = |i: usize| {
+        let mut e = vec![
+            ("TABLE", s(dir.path("t").display())),
+            ("COUNTERS", s(counters.display())),
+            ("FORK", s((i > 0) as u8)),
+        ];
+        e.extend(env.iter().cloned());
+        Kid::spawn(wd, &format!("herd-{i}"), role, &e)
+    };
+    let mut herd: Vec<Kid> = (0..3).map(member).collect();
+    let (mut dones, mut tokens) = (Vec::new(), Vec::new());
+    for (i, k) in herd.iter_mut().enumerate() {
+        for _ in 0..(1 + (i > 0) as usize) {
+            let (key, value) = k.expect_any(&["DONE", "child-DONE"], LONG);
+            let v: Vec<u64> = value.split(' ').map(|x| x.parse().unwrap()).collect();
+            assert_eq!(v.last(), Some(&0), "{key}: violations\n{}", k.transcript());
+            dones.push(v);
+        }
+        k.wait_ok(LONG);
+        tokens.extend(tokens_of(k));
+    }
+    (dones, tokens)
+}
+
 /// Starts a `rotate` child on the table at `path`: for 3 s it keeps `hold` leases,
 /// releasing one at random (seeded by `seed`) and taking a name never used before on
 /// every try, so idle slots are evicted and rebound all along.
@@ -669,6 +708,71 @@ pub fn run_child() {
 
 fn open_table() -> LeaseTable {
     LeaseTable::open(PathBuf::from(env("TABLE"))).expect("child: opening the table")
+}
+
+/// Runs `run(table, "")`; with `FORK=1` it first forks a twin that runs
+/// `run(table, "child-")` on the inherited table handle (the prefix goes before its
+/// report keys), and waits for it after its own run: a twin that fails makes it 30.
+fn with_forked_twin(table: &LeaseTable, run: impl Fn(&LeaseTable, &str) -> i32) -> i32 {
+    if env_or("FORK", "0") != "1" {
+        return run(table, "");
+    }
+    // SAFETY: fork(2) has no preconditions; the twin runs `run` alone (no other thread
+    // of this process, the test harness's, is used in it).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        let code = run(table, "child-");
+        // SAFETY: _exit ends the forked child without the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let code = run(table, "");
+    let mut status = 0;
+    // SAFETY: waiting for our own child with a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        say("ERR", format!("forked child ended with {status:#x}"));
+        return 30;
+    }
+    code
+}
+
+/// Takes `NAME` with `opts` for `TTL_MS`, reports `GOT token`, then with `ACTION`:
+/// - `forever`: sleeps until killed;
+/// - `renew_after_go`: waits for the file `GO`, renews, and reports `RENEWED token` or
+///   `LOST reason`.
+fn hold_with(opts: &AcquireOptions) -> i32 {
+    let table = open_table();
+    let lease = match table.acquire_with(&env("NAME"), env_ms("TTL_MS"), opts) {
+        Ok(l) => l,
+        Err(e) => {
+            say("ERR", format!("acquire: {e:?}"));
+            return 20;
+        }
+    };
+    say("GOT", lease.token());
+    match env("ACTION").as_str() {
+        "forever" => {
+            std::thread::sleep(Duration::from_secs(120));
+            21
+        }
+        "renew_after_go" => {
+            let go = PathBuf::from(env("GO"));
+            assert!(wait_for_file(&go, Duration::from_secs(60)), "GO never came");
+            match lease.renew(env_ms("TTL_MS")) {
+                Ok(()) => say("RENEWED", lease.token()),
+                Err(Error::Lost { reason, .. }) => say("LOST", format!("{reason:?}")),
+                Err(e) => say("ERR", format!("renew: {e:?}")),
+            }
+            0
+        }
+        other => {
+            say("ERR", format!("unknown action {other}"));
+            22
+        }
+    }
 }
 
 /// Takes a lease and then does `ACTION` with it:
