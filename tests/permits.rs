@@ -192,8 +192,7 @@ fn dead_holders_permits_are_reclaimed_at_once() {
     }
     assert!(matches!(table.acquire_with("pool", TTL, &permits(2)), Err(Error::Held { .. })));
     for k in &mut kids {
-        k.signal(libc::SIGKILL);
-        k.wait(LONG);
+        k.kill();
     }
     let a = table.acquire_with("pool", TTL, &permits(2)).expect("first dead holder's permit");
     let b = table.acquire_with("pool", TTL, &permits(2)).expect("second dead holder's permit");
@@ -266,8 +265,7 @@ fn a_blocked_acquirer_wakes_when_any_permit_frees() {
     b.release().unwrap();
     let got: u64 = kid.expect("GOT", LONG).parse().unwrap();
     assert!(got > a.token());
-    kid.signal(libc::SIGKILL);
-    kid.wait(LONG);
+    kid.kill();
 }
 
 /// A name with three permits (four slots) in an eight-slot table that a process keeps

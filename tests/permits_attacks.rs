@@ -314,8 +314,7 @@ fn a_forked_child_cannot_touch_an_inherited_permit() {
         Err(Error::Held { .. }) => {}
         other => panic!("the parent's permit must still be held: {other:?}"),
     }
-    kid.signal(libc::SIGKILL);
-    kid.wait(LONG);
+    kid.kill();
 }
 
 /// Attacks: `kill -9` at every crash point of a permit's transitions — the first grant
@@ -419,11 +418,9 @@ fn start_time_holders_permits_are_reclaimed_at_once() {
         })
     };
     wait_for_seat_waiter(&table, &path, "pool");
-    kids[0].signal(libc::SIGKILL);
-    kids[0].wait(LONG);
+    kids[0].kill();
     let got = waiter.join().unwrap().expect("the blocked caller gets the dead holder's permit");
-    kids[1].signal(libc::SIGKILL);
-    kids[1].wait(LONG);
+    kids[1].kill();
     let b = table.acquire_with("pool", TTL, &permits(2)).expect("second dead holder's permit");
     assert!(b.token() > got);
     assert!(table.info().counters.dead_holder_reclaims >= 2);
@@ -809,8 +806,7 @@ fn a_dead_exclusive_holders_name_can_be_redefined_with_permits_at_once() {
         ],
     );
     kid.expect("READY", LONG);
-    kid.signal(libc::SIGKILL);
-    kid.wait(LONG);
+    kid.kill();
     let got = table.acquire_with("pool", TTL, &permits(2));
     assert!(got.is_ok(), "permits on a dead holder's exclusive name: {got:?}");
 }

@@ -218,8 +218,7 @@ fn dead_holders_of_either_kind_are_passed_over_at_once() {
     }
     assert!(matches!(table.try_acquire("db", TTL), Err(Error::Held { .. })));
     for r in &mut readers {
-        r.signal(libc::SIGKILL);
-        r.wait(LONG);
+        r.kill();
     }
     let w = table.try_acquire("db", TTL).expect("the dead shared holders do not count");
     // Nor are they shown beside it: their grants were ended.
@@ -230,8 +229,7 @@ fn dead_holders_of_either_kind_are_passed_over_at_once() {
     let mut writer = hold(&wd, &path, "w", false, 600_000, "forever", &go);
     writer.expect("GOT", LONG);
     assert!(matches!(table.acquire_with("db", TTL, &shared()), Err(Error::Held { .. })));
-    writer.signal(libc::SIGKILL);
-    writer.wait(LONG);
+    writer.kill();
     table.acquire_with("db", TTL, &shared()).expect("the dead exclusive holder does not count");
 }
 

@@ -490,8 +490,7 @@ fn a_killed_drainer_lets_shared_acquirers_in_at_once() {
         assert!(
             matches!(table.acquire_with("k", TTL, &shared()), Err(Error::Held { token, .. }) if token == dt)
         );
-        drainer.signal(libc::SIGKILL);
-        drainer.wait(LONG);
+        drainer.kill();
         let r = table.acquire_with("k", TTL, &shared()).expect("shared after the drainer died");
         assert!(r.token() > dt);
         match table.try_acquire("k", TTL).map(|l| l.token()) {

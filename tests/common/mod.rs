@@ -332,6 +332,12 @@ impl Kid {
         self.pids.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| *p != pid);
     }
 
+    /// Kills the child with SIGKILL (`kill -9`) and reaps it.
+    pub fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait(LONG);
+    }
+
     /// Sends a signal (only while the child is not yet reaped, so never to a reused pid).
     pub fn signal(&self, sig: i32) {
         assert!(self.status.is_none(), "{} was already reaped", self.label);
@@ -708,6 +714,32 @@ pub fn run_child() {
 
 fn open_table() -> LeaseTable {
     LeaseTable::open(PathBuf::from(env("TABLE"))).expect("child: opening the table")
+}
+
+/// Releases `lease`, armed to die at its crash point `step` (see `shmlease::fault`).
+fn release_at(step: u32, lease: shmlease::Lease<'_>) -> Result<(), Error> {
+    shmlease::fault::arm(shmlease::fault::Op::Release, step);
+    lease.release()
+}
+
+/// Revokes `name`, armed to die at its crash point `step` (see `shmlease::fault`).
+fn revoke_at(step: u32, table: &LeaseTable, name: &str) -> Result<(), Error> {
+    shmlease::fault::arm(shmlease::fault::Op::Revoke, step);
+    table.revoke(name).map(|_| ())
+}
+
+/// Busy-waits for `hold`: a holder at work, keeping its CPU.
+fn spin_for(hold: Duration) {
+    let until = Instant::now() + hold;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+/// Reports every token granted: `{prefix}TOKENS t1,t2,...` (see [`tokens_of`]).
+fn say_tokens(prefix: &str, tokens: &[u64]) {
+    let list: Vec<String> = tokens.iter().map(u64::to_string).collect();
+    say(&format!("{prefix}TOKENS"), list.join(","));
 }
 
 /// Runs `run(table, "")`; with `FORK=1` it first forks a twin that runs

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use shmlease::{AcquireOptions, Error, LeaseTable};
 
-use super::{env, env_ms, env_u64, hold_with, open_table, say, with_forked_twin, SharedWords};
+use super::{
+    env, env_ms, env_u64, hold_with, open_table, say, say_tokens, spin_for, with_forked_twin,
+    SharedWords,
+};
 
 fn options(wait: Option<Duration>) -> AcquireOptions {
     let o = AcquireOptions::new().permits(env_u64("PERMITS") as u32).expect("permits");
@@ -54,18 +57,14 @@ fn herd_loop(table: &LeaseTable, prefix: &str) -> i32 {
             violations += 1;
             eprintln!("{inside} holders of {permits} permits");
         }
-        let until = Instant::now() + hold;
-        while Instant::now() < until {
-            std::hint::spin_loop();
-        }
+        spin_for(hold);
         counters.word(0).fetch_sub(1, SeqCst);
         if let Err(e) = lease.release() {
             say(&format!("{prefix}ERR"), format!("release: {e:?}"));
             return 21;
         }
     }
-    let list: Vec<String> = tokens.iter().map(u64::to_string).collect();
-    say(&format!("{prefix}TOKENS"), list.join(","));
+    say_tokens(prefix, &tokens);
     say(&format!("{prefix}DONE"), format!("{grants} {violations}"));
     0
 }

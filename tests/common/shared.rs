@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use shmlease::{AcquireOptions, Error, LeaseTable};
 
 use super::{
-    env, env_ms, env_or, env_u64, hold_with, open_table, say, with_forked_twin, SharedWords,
+    env, env_ms, env_or, env_u64, hold_with, open_table, say, say_tokens, spin_for,
+    with_forked_twin, SharedWords,
 };
 
 /// A member of a mixed herd on the shared name `NAME`: for `RUN_MS`, blocking
@@ -59,10 +60,7 @@ fn herd_loop(table: &LeaseTable, prefix: &str) -> i32 {
                 if write { "writer" } else { "reader" }
             );
         }
-        let until = Instant::now() + hold;
-        while Instant::now() < until {
-            std::hint::spin_loop();
-        }
+        spin_for(hold);
         // Checked again at the end of the hold, while the lease is still valid.
         if words.word(other).load(SeqCst) > 0 || (write && words.word(mine).load(SeqCst) > 1) {
             words.word(2).fetch_add(1, SeqCst);
@@ -79,8 +77,7 @@ fn herd_loop(table: &LeaseTable, prefix: &str) -> i32 {
             return 21;
         }
     }
-    let list: Vec<String> = tokens.iter().map(u64::to_string).collect();
-    say(&format!("{prefix}TOKENS"), list.join(","));
+    say_tokens(prefix, &tokens);
     say(&format!("{prefix}DONE"), format!("{reads} {writes} {violations}"));
     0
 }

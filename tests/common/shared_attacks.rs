@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use shmlease::{AcquireOptions, Error, Lease, LeaseTable};
 
-use super::{env, env_ms, env_or, env_u64, open_table, say, with_forked_twin, Rng, SharedWords};
+use super::{
+    env, env_ms, env_or, env_u64, open_table, release_at, revoke_at, say, say_tokens,
+    with_forked_twin, Rng, SharedWords,
+};
 
 /// Words of the herd's shared file: word 0 counts violations, word 2 counts token-order
 /// violations, word `MAX_RETURNED + i` is the largest token an acquisition of the
@@ -72,8 +75,7 @@ fn herd_threads(table: &LeaseTable, base: usize, threads: usize, prefix: &str) -
             }
         }
     }
-    let list: Vec<String> = tokens.iter().map(u64::to_string).collect();
-    say(&format!("{prefix}TOKENS"), list.join(","));
+    say_tokens(prefix, &tokens);
     say(&format!("{prefix}DONE"), format!("{acquired} {violations}"));
     0
 }
@@ -282,20 +284,9 @@ pub fn role_sa_crash() -> i32 {
                 other => other.map(std::mem::forget),
             }
         }
-        "release_shared" => {
-            let lease = table.acquire_with(&name, ttl, &sh).expect("shared");
-            arm(Op::Release, step);
-            lease.release()
-        }
-        "release_exclusive" => {
-            let lease = table.try_acquire(&name, ttl).expect("exclusive");
-            arm(Op::Release, step);
-            lease.release()
-        }
-        "revoke" => {
-            arm(Op::Revoke, step);
-            table.revoke(&name).map(|_| ())
-        }
+        "release_shared" => release_at(step, table.acquire_with(&name, ttl, &sh).expect("shared")),
+        "release_exclusive" => release_at(step, table.try_acquire(&name, ttl).expect("exclusive")),
+        "revoke" => revoke_at(step, &table, &name),
         other => panic!("OP {other}"),
     };
     match r {
