@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    assert_distinct, permits, run_forking_herd, s, start_churn, table, touch, wait_until, Kid,
-    Scratch, SharedWords, Watchdog, LONG, TTL,
+    assert_distinct, permits, run_forking_herd, s, start_churn, table, touch, two_permit_holders,
+    wait_until, Kid, Scratch, SharedWords, Watchdog, LONG, TTL,
 };
 use shmlease::{AcquireOptions, Error, LeaseKind, LeaseState, LostReason};
 
@@ -177,19 +177,7 @@ fn dead_holders_permits_are_reclaimed_at_once() {
     let dir = Scratch::new("dead");
     let path = dir.path("t");
     let table = table(&dir, 32);
-    let env = [
-        ("TABLE", s(path.display())),
-        ("NAME", s("pool")),
-        ("PERMITS", s(2)),
-        ("TTL_MS", s(600_000)),
-        ("ACTION", s("forever")),
-    ];
-    let mut kids: Vec<Kid> =
-        (0..2).map(|i| Kid::spawn(&wd, &format!("h{i}"), "permit_hold", &env)).collect();
-    let mut theirs = Vec::new();
-    for k in &mut kids {
-        theirs.push(k.expect("GOT", LONG).parse::<u64>().unwrap());
-    }
+    let (mut kids, theirs) = two_permit_holders(&wd, &path, &[]);
     assert!(matches!(table.acquire_with("pool", TTL, &permits(2)), Err(Error::Held { .. })));
     for k in &mut kids {
         k.kill();

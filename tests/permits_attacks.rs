@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_distinct, permits, read_u64, s, start_churn, table, tokens_of, touch, wait_until,
-    write_u64, Kid, Scratch, SharedWords, Watchdog, HEADER_SIZE, LONG, SLOT_SIZE, TTL,
+    assert_distinct, permits, read_u64, s, start_churn, table, tokens_of, touch,
+    two_permit_holders, wait_until, write_u64, Kid, Scratch, SharedWords, Watchdog, HEADER_SIZE,
+    LONG, SLOT_SIZE, TTL,
 };
 use shmlease::{Error, LeaseInfo, LeaseKind, LeaseState, LeaseTable, TableOptions};
 
@@ -393,19 +394,7 @@ fn start_time_holders_permits_are_reclaimed_at_once() {
     let dir = Scratch::new("pa-start");
     let path = dir.path("t");
     let table = table(&dir, 32);
-    let env = [
-        ("TABLE", s(path.display())),
-        ("NAME", s("pool")),
-        ("PERMITS", s(2)),
-        ("TTL_MS", s(600_000)),
-        ("ACTION", s("forever")),
-        ("IDENTITY", s("start-time")),
-    ];
-    let mut kids: Vec<Kid> =
-        (0..2).map(|i| Kid::spawn(&wd, &format!("h{i}"), "permit_hold", &env)).collect();
-    for k in &mut kids {
-        k.expect("GOT", LONG);
-    }
+    let (mut kids, _) = two_permit_holders(&wd, &path, &[("IDENTITY", s("start-time"))]);
     let info = table.get("pool").unwrap().unwrap();
     assert!(info.grants.iter().all(|g| g.holder.is_some()), "{info:#?}");
     // A waiter blocked before the first death.

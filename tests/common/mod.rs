@@ -439,6 +439,28 @@ pub fn run_forking_herd(
     (dones, tokens)
 }
 
+/// Starts two `permit_hold` children on the table at `path`, each taking a permit of
+/// "pool" (of 2) for 600 s and keeping it until killed, with the parameters `extra`
+/// besides; returns them once both have their permit, with their tokens.
+pub fn two_permit_holders(
+    wd: &Watchdog,
+    path: &Path,
+    extra: &[(&str, String)],
+) -> (Vec<Kid>, Vec<u64>) {
+    let mut env = vec![
+        ("TABLE", s(path.display())),
+        ("NAME", s("pool")),
+        ("PERMITS", s(2)),
+        ("TTL_MS", s(600_000)),
+        ("ACTION", s("forever")),
+    ];
+    env.extend(extra.iter().cloned());
+    let mut kids: Vec<Kid> =
+        (0..2).map(|i| Kid::spawn(wd, &format!("h{i}"), "permit_hold", &env)).collect();
+    let tokens = kids.iter_mut().map(|k| k.expect("GOT", LONG).parse().unwrap()).collect();
+    (kids, tokens)
+}
+
 /// Starts a `rotate` child on the table at `path`: for 3 s it keeps `hold` leases,
 /// releasing one at random (seeded by `seed`) and taking a name never used before on
 /// every try, so idle slots are evicted and rebound all along.
