@@ -1,6 +1,7 @@
 //! A grant held by this process on an etcd table: renewal against its conservative
 //! deadline, release (also on drop), detaching, and the keep-alive task that renews at
-//! a third of the TTL and watches the key, so that a revocation is noticed at once.
+//! a third of the TTL and watches the key (so that a revocation is noticed at once) and
+//! the name's `asks/` key (so that a request to release is).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -13,7 +14,7 @@ use super::recipe::{self, EtcdLeaseGrant, Spare};
 use super::{bounded, holder_deadline, ttl_secs, EtcdTable, Fail};
 use crate::error::{Error, LostReason, Result};
 use crate::identity;
-use crate::lease::DetachedLease;
+use crate::lease::{DetachedLease, Notice};
 
 /// An exclusive, time-bound grant of a name on an etcd table, held by this process.
 ///
@@ -47,6 +48,9 @@ struct State {
     /// Set once the keep-alive finds the lease lost (read without a lock: a forked
     /// child may read it while a parent's thread held `lost` at the fork).
     is_lost: AtomicBool,
+    /// Set once a renewal or the keep-alive's watch finds the grant asked to be
+    /// released (see `recipe::ask`); never cleared: asking twice is asking once.
+    requested: AtomicBool,
     lost: Mutex<Option<LostReason>>,
     changed: Condvar,
     stop: AtomicBool,
@@ -94,6 +98,17 @@ impl State {
         *self.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
         self.changed.notify_all();
     }
+
+    /// Records that the grant was asked to be released, waking whoever waits for a
+    /// notice.
+    fn ask(&self) {
+        if self.requested.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Taken, so that a waiter between its check and its wait hears it.
+        let _guard = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        self.changed.notify_all();
+    }
 }
 
 impl std::fmt::Debug for EtcdLease {
@@ -121,6 +136,7 @@ impl EtcdLease {
             asked_s: AtomicI64::new(asked_s),
             record,
             is_lost: AtomicBool::new(false),
+            requested: AtomicBool::new(false),
             lost: Mutex::new(None),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -161,6 +177,11 @@ impl EtcdLease {
     /// server's minimum): how long others may have to wait after this holder dies.
     pub fn ttl(&self) -> Duration {
         Duration::from_secs(self.state.granted_s.load(Ordering::Relaxed).max(0) as u64)
+    }
+
+    /// This holder, as the leader of the election on its name.
+    pub(crate) fn as_leader(&self) -> crate::election::Leader {
+        super::election::leader(self.token, Some(&self.state.record()), self.remaining())
     }
 
     /// When this holder's validity ends unless renewed (conservative, see the type).
@@ -281,6 +302,7 @@ impl EtcdLease {
             asked_s: AtomicI64::new(self.state.asked_s.load(Ordering::Relaxed)),
             record: self.state.record.clone(),
             is_lost: AtomicBool::new(self.state.is_lost.load(Ordering::SeqCst)),
+            requested: AtomicBool::new(self.state.requested.load(Ordering::SeqCst)),
             lost: Mutex::new(*self.state.lost.lock().unwrap_or_else(|p| p.into_inner())),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -306,14 +328,45 @@ impl EtcdLease {
     /// Blocks until the keep-alive notices the lease is lost (returning why), or until
     /// `timeout` passes (`None`). Without a keep-alive, returns `None` at once.
     pub fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
+        match self.wait_until(timeout, false)? {
+            Notice::Lost(reason) => Some(reason),
+            Notice::ReleaseRequested => None,
+        }
+    }
+
+    /// Whether someone asked this holder to release the grant
+    /// ([`EtcdTable::request_release`]) while it is valid. Learnt at once by a
+    /// keep-alive (it watches the name's `asks/` key), else at the next renewal, as a
+    /// revocation is; `false` once the lease is lost.
+    pub fn release_requested(&self) -> bool {
+        self.state.requested.load(Ordering::SeqCst) && self.is_valid()
+    }
+
+    /// Blocks until the keep-alive notices that the lease is lost or that its release
+    /// was requested (a loss wins when both are true), or until `timeout` passes
+    /// (`None`). Without a keep-alive, or in a forked child, returns at once what is
+    /// known. Level-triggered, as [`crate::Lease::wait_notice`].
+    pub fn wait_notice(&self, timeout: Option<Duration>) -> Option<Notice> {
+        self.wait_until(timeout, true)
+    }
+
+    fn wait_until(&self, timeout: Option<Duration>, requests: bool) -> Option<Notice> {
+        let known = || match self.lost() {
+            Some(reason) => Some(Notice::Lost(reason)),
+            None if requests && self.release_requested() => Some(Notice::ReleaseRequested),
+            None => None,
+        };
         if !self.taken_here() || !self.keep_alive {
-            return self.lost();
+            return known();
         }
         let until = timeout.map(|t| Instant::now() + t);
         let mut guard = self.state.lost.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if guard.is_some() {
-                return *guard;
+            if let Some(reason) = *guard {
+                return Some(Notice::Lost(reason));
+            }
+            if requests && self.state.requested.load(Ordering::SeqCst) {
+                return Some(Notice::ReleaseRequested);
             }
             guard = match until {
                 None => self.state.changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
@@ -359,17 +412,25 @@ async fn renew_future(
     let record = state.record();
     let id = state.lease_id.load(Ordering::Relaxed);
     let result = if record.same_ttl(ttl_s) {
-        bounded(limit, recipe::renew_same(&mut c, &s.keys, &name, token, id, &record))
-            .await
-            .map(|sent| state.extend(sent, record.ttl_s))
+        bounded(limit, recipe::renew_same(&mut c, &s.keys, &name, token, id, &record)).await.map(
+            |renewed| {
+                state.extend(renewed.sent, record.ttl_s);
+                if renewed.asked {
+                    state.ask();
+                }
+            },
+        )
     } else {
         bounded(limit, recipe::renew_relet(&mut c, &s.keys, &name, token, id, ttl_s, &record))
             .await
-            .map(|lease| {
+            .map(|(lease, asked)| {
                 state.lease_id.store(lease.id, Ordering::Relaxed);
                 state.granted_s.store(lease.ttl_s, Ordering::Relaxed);
                 state.asked_s.store(ttl_s, Ordering::Relaxed);
-                state.extend(lease.sent, lease.ttl_s)
+                state.extend(lease.sent, lease.ttl_s);
+                if asked {
+                    state.ask();
+                }
             })
     };
     match result {
@@ -378,7 +439,8 @@ async fn renew_future(
     }
 }
 
-/// Renews at a third of the TTL and watches the key until stopped or lost.
+/// Renews at a third of the TTL and watches the key (and the name's `asks/` key, on the
+/// same watch stream) until stopped or lost.
 async fn keep_alive_task(
     table: EtcdTable,
     name: String,
@@ -390,6 +452,7 @@ async fn keep_alive_task(
     let interval = Duration::from_millis((ttl_s.max(1) as u64) * 1000 / 3);
     let retry = Duration::from_millis(200).min(interval);
     let key = table.shared.keys.lease(&name);
+    let asks = table.shared.keys.asks(&name);
     let mut next = tokio::time::Instant::now();
     let mut watch: Option<etcd_client::WatchStream> = None;
     let mut watch_again = tokio::time::Instant::now();
@@ -410,8 +473,14 @@ async fn keep_alive_task(
                 Err(_) => return,
             };
             let limit = table.shared.location.timeout.min(deadline - now);
-            watch =
-                bounded(limit, async { Ok(c.watch(key.clone(), Some(options)).await?) }).await.ok();
+            let asks_from = WatchOptions::new().with_start_revision(from);
+            watch = bounded(limit, async {
+                let mut w = c.watch(key.clone(), Some(options)).await?;
+                w.watch(asks.clone(), Some(asks_from)).await?;
+                Ok(w)
+            })
+            .await
+            .ok();
             watch_again = tokio::time::Instant::now() + retry;
         }
         let message = async {
@@ -442,10 +511,22 @@ async fn keep_alive_task(
                     watch = None;
                 }
                 Ok(Some(resp)) => {
-                    let gone = resp.events().iter().any(|e| match e.event_type() {
-                        EventType::Delete => true,
-                        EventType::Put => e.kv().is_some_and(|kv| kv.create_revision() as u64 != token),
-                    });
+                    let mut gone = false;
+                    for e in resp.events() {
+                        let kv = e.kv();
+                        if kv.is_some_and(|kv| kv.key() == asks.as_slice()) {
+                            // Put after the grant was created: a request to release it.
+                            if kv.is_some_and(|kv| kv.mod_revision() as u64 > token) {
+                                state.ask();
+                            }
+                            continue;
+                        }
+                        // On the lease key (or unknown: then assumed so, and re-read).
+                        gone |= match e.event_type() {
+                            EventType::Delete => true,
+                            EventType::Put => kv.is_some_and(|kv| kv.create_revision() as u64 != token),
+                        };
+                    }
                     if gone {
                         let mut c = match table.shared.conn.get() {
                             Ok(conn) => conn.client(),

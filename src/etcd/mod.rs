@@ -57,11 +57,13 @@ use crate::options::TableOptions;
 use crate::table::AcquireOptions;
 
 mod conn;
+mod election;
 mod keys;
 mod lease;
 mod location;
 mod recipe;
 
+pub(crate) use election::{EtcdObserver, Interrupt};
 pub use lease::EtcdLease;
 pub use location::EtcdLocation;
 
@@ -375,6 +377,20 @@ impl EtcdTable {
         ttl: Duration,
         options: &AcquireOptions,
     ) -> Result<EtcdLease> {
+        self.acquire_until(name, ttl, options, None, None)
+    }
+
+    /// [`EtcdTable::acquire_with`], also giving up ([`Error::TimedOut`]) once `stop`
+    /// fires, and telling `seen` of each other leader found on the way (one request
+    /// more for each: its time left): an election's campaign.
+    pub(crate) fn acquire_until(
+        &self,
+        name: &str,
+        ttl: Duration,
+        options: &AcquireOptions,
+        stop: Option<&Arc<Interrupt>>,
+        mut seen: Option<&mut dyn FnMut(&crate::election::Leader)>,
+    ) -> Result<EtcdLease> {
         crate::table::Key::new(name)?;
         if options.permits > 1 || options.shared || options.fair {
             return Err(Error::Unsupported {
@@ -388,6 +404,7 @@ impl EtcdTable {
         let (host, label) = (s.host, options.label);
         let make = move |granted| HolderRecord::me(host, label, false, ttl_s, granted);
         let start = Instant::now();
+        let mut last_seen = None;
         loop {
             let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
             let spares = s.conn()?.spares();
@@ -402,6 +419,16 @@ impl EtcdTable {
                 }
                 Grant::Held { token, lease, holder, revision } => (token, lease, holder, revision),
             };
+            if let Some(seen) = seen.as_mut().filter(|_| last_seen != Some(token)) {
+                last_seen = Some(token);
+                let mut c = s.conn()?.client();
+                let left = s.run(0, async move { recipe::time_left(&mut c, lease).await })?;
+                if let Some(secs) = left {
+                    let remaining = Duration::from_secs(secs.max(0) as u64);
+                    let leader = election::leader(token, holder.as_ref(), remaining);
+                    seen(&leader);
+                }
+            }
             let holder = holder.map(|h| h.holder());
             let Some(wait) = options.wait else {
                 let mut c = s.conn()?.client();
@@ -410,16 +437,26 @@ impl EtcdTable {
                 return Err(Error::Held { token, remaining, holder });
             };
             let waited = start.elapsed();
+            let stopped = stop.is_some_and(|i| i.is_fired());
             let until = match wait {
+                _ if stopped => return Err(Error::TimedOut { waited, token, holder }),
                 Some(t) if waited >= t => return Err(Error::TimedOut { waited, token, holder }),
                 Some(t) => Some(tokio::time::Instant::from_std(start + t)),
                 None => None,
             };
             let (key, mut c) = (s.keys.lease(name), s.conn()?.client());
+            let stop = stop.cloned();
             // Not bounded by the request timeout: the watch waits as long as asked.
-            let woke = s
-                .conn()?
-                .run(async move { recipe::wait_deleted(&mut c, key, revision, until).await });
+            let woke = s.conn()?.run(async move {
+                let deleted = recipe::wait_deleted(&mut c, key, revision, until);
+                match stop {
+                    Some(i) => tokio::select! {
+                        r = deleted => r,
+                        () = i.fired() => Ok(false),
+                    },
+                    None => deleted.await,
+                }
+            });
             match woke {
                 Ok(_) => {}
                 // A broken watch (a member went away): look again after a pause, so that
@@ -454,12 +491,12 @@ impl EtcdTable {
         let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
         if record.same_ttl(ttl_s) {
             let id = kv.lease;
-            let sent = s.run(token, async move {
+            let renewed = s.run(token, async move {
                 recipe::renew_same(&mut c, &keys, &n, token, id, &record).await
             })?;
-            Ok(holder_deadline(sent, ttl_s))
+            Ok(holder_deadline(renewed.sent, ttl_s))
         } else {
-            let lease = s.run(token, async move {
+            let (lease, _) = s.run(token, async move {
                 recipe::renew_relet(&mut c, &keys, &n, token, kv.lease, ttl_s, &record).await
             })?;
             Ok(holder_deadline(lease.sent, lease.ttl_s))
@@ -506,6 +543,19 @@ impl EtcdTable {
         let s = &self.shared;
         let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
         s.run(token, async move { recipe::end(&mut c, &keys, &n, End::Revoked(token), None).await })
+    }
+
+    /// Asks the holder of `name`'s live grant (with `token`, of that grant only) to
+    /// release it: one transaction putting the name's `asks/` key if the grant is
+    /// live. The holder learns at once with a keep-alive (it watches that key), else at
+    /// its next renewal. Returns the token asked, or `None` if nothing is held (without
+    /// `token`); with `token`, a grant that is not the live one fails with
+    /// [`Error::Lost`] saying why. Asking twice is asking once.
+    pub fn request_release(&self, name: &str, token: Option<u64>) -> Result<Option<u64>> {
+        crate::table::Key::new(name)?;
+        let s = &self.shared;
+        let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
+        s.run(token.unwrap_or(0), async move { recipe::ask(&mut c, &keys, &n, token).await })
     }
 
     /// The lease on `name`, if the table has ever granted it.

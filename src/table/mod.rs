@@ -904,9 +904,7 @@ impl LeaseTable {
     /// # Ok::<(), shmlease::Error>(())
     /// ```
     pub fn request_release(&self, name: &str, token: Option<u64>) -> Result<Option<u64>> {
-        to_etcd!(self, _t => Err(Error::Unsupported {
-            reason: "requests to release are not carried by the etcd backend yet".into(),
-        }));
+        to_etcd!(self, t => t.request_release(name, token));
         self.on_live_grant(name, token, protocol::request_release)
     }
 
