@@ -418,6 +418,57 @@ fn round_trips_per_operation_as_documented() {
 }
 
 #[test]
+fn election_round_trips_as_documented() {
+    let _wd = Watchdog::new("election_round_trips", LONG * 2);
+    let cluster = Cluster::start("election-round-trips", Setup::default());
+    let location = cluster.location("ert");
+    let t = LeaseTable::open_or_create(location.as_str(), &TableOptions::new()).unwrap();
+    let ttl = Duration::from_secs(30);
+    let only = |before: &std::collections::BTreeMap<String, u64>,
+                after: &std::collections::BTreeMap<String, u64>,
+                expected: &[(&str, u64)]| {
+        for m in ["Txn", "Range", "LeaseGrant", "LeaseRevoke", "LeaseTimeToLive", "LeaseKeepAlive"]
+        {
+            let want = expected.iter().find(|(e, _)| *e == m).map_or(0, |(_, n)| *n);
+            assert_eq!(delta(before, after, m), want, "{m}: {before:?}\n{after:?}");
+        }
+    };
+    let election = t.election("sched").unwrap().ttl(ttl).unwrap();
+    // A first grant leaves a spare etcd lease behind.
+    election.try_campaign().unwrap().resign().unwrap();
+    // Campaign on the spare: one Txn (the keep-alive's first renewal is a third of the
+    // TTL away); resign: one Txn.
+    let c0 = cluster.rpc_counts();
+    let leadership = election.campaign(Some(LONG)).unwrap();
+    let c1 = cluster.rpc_counts();
+    only(&c0, &c1, &[("Txn", 1)]);
+    // Who leads: one read and the leader's time left.
+    let leader = election.leader().unwrap().unwrap();
+    assert_eq!(leader.term, leadership.term());
+    let c2 = cluster.rpc_counts();
+    only(&c1, &c2, &[("Txn", 1), ("LeaseTimeToLive", 1)]);
+    // A request to release, with or without the token: one Txn each.
+    assert_eq!(t.request_release("sched", None).unwrap(), Some(leadership.term()));
+    assert_eq!(
+        t.request_release("sched", Some(leadership.term())).unwrap(),
+        Some(leadership.term())
+    );
+    let c3 = cluster.rpc_counts();
+    only(&c2, &c3, &[("Txn", 2)]);
+    assert_eq!(leadership.wait_notice(Some(LONG)), Some(Notice::ReleaseRequested));
+    let c4 = cluster.rpc_counts();
+    leadership.resign().unwrap();
+    let c5 = cluster.rpc_counts();
+    only(&c4, &c5, &[("Txn", 1)]);
+    // An observer: one read at first, then the watch alone; nobody leads, so no
+    // LeaseTimeToLive.
+    let mut observer = election.observe();
+    assert!(observer.next_change(Some(LONG)).unwrap().unwrap().leader.is_none());
+    let c6 = cluster.rpc_counts();
+    only(&c5, &c6, &[("Txn", 1)]);
+}
+
+#[test]
 fn expiry_revocation_and_stale_holders() {
     let _wd = Watchdog::new("expiry_revocation", LONG * 2);
     let cluster = Cluster::start("expiry", Setup::default());

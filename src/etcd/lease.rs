@@ -453,7 +453,13 @@ async fn keep_alive_task(
     let retry = Duration::from_millis(200).min(interval);
     let key = table.shared.keys.lease(&name);
     let asks = table.shared.keys.asks(&name);
+    // At the same TTL, the first renewal comes a third of it after the last refresh
+    // (a fresh grant costs no renewal at once); another TTL is taken at once.
+    let refreshed = state.base + Duration::from_nanos(state.refreshed_ns.load(Ordering::Acquire));
     let mut next = tokio::time::Instant::now();
+    if state.record().same_ttl(ttl_s) {
+        next = next.max(tokio::time::Instant::from_std(refreshed + interval));
+    }
     let mut watch: Option<etcd_client::WatchStream> = None;
     let mut watch_again = tokio::time::Instant::now();
     let mut from = token as i64 + 1;
