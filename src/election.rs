@@ -39,6 +39,13 @@
 //! has no slot to sleep on: its observer sleeps on a word of the table header that
 //! every binding and unbinding bumps (looking again at least every second), and never
 //! binds the name itself (that would evict other idle names).
+//!
+//! On an etcd table the election is the lease on its name too (term = the key's create
+//! revision); a candidate waits on a watch of the key, and an observer follows one
+//! watch on it from the revision of a first read, so it sees every grant and every end
+//! and counts exactly what it skipped (see `docs/etcd.md`, *Elections*). A leader
+//! there is replaced when its TTL runs out, never sooner: no host can tell that a
+//! process on another is dead.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

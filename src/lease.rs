@@ -365,7 +365,9 @@ impl<'t> Lease<'t> {
 
     /// Whether someone has asked the holder to release this lease
     /// ([`LeaseTable::request_release`]) while it is still held. One atomic load; no
-    /// keep-alive needed. `false` once the lease is lost (see [`Lease::lost`]).
+    /// keep-alive needed — except on etcd, where the holder learns of a request at once
+    /// with a keep-alive (it watches for requests), else at its next renewal. `false`
+    /// once the lease is lost (see [`Lease::lost`]).
     pub fn release_requested(&self) -> bool {
         // On etcd: learnt by the keep-alive's watch, or at the next renewal.
         on_etcd!(self, e => e.release_requested());

@@ -39,6 +39,8 @@
 //! | capacity | slots | recorded in the descriptor, not enforced: etcd has no slots (it keeps three small keys per name ever used) |
 //! | mode, owner checks | file mode, owner | not applicable: use etcd's users and roles (`user=`), TLS client certificates |
 //! | counters (`info`) | kept in the header | `grants` only (the sum of transitions); the others read 0 |
+//! | request to release | a bit in the grant word | a transaction putting `asks/NAME` if the grant is live (1 round trip); the holder learns at once with a keep-alive (it watches that key), else at its next renewal |
+//! | elections | the lease on the name; observe sleeps on the slot's futex | the same lease; term = create revision; campaign waits on a watch; observe follows one watch on the key, every change seen; a dead leader leads until its TTL runs out |
 //!
 //! # Fork
 //!

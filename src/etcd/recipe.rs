@@ -5,11 +5,12 @@
 //! | operation | requests (round trips) |
 //! |---|---|
 //! | grant | `Txn{ if create_rev(lease/N) = 0 then put lease/N (lease L), put grants/N else get lease/N }` on a young spare etcd lease L (1); without one, `LeaseGrant` first (2) |
-//! | renew, same TTL | `LeaseKeepAlive(L)` ∥ `Txn{ if create_rev = token then put lease/N (renewed-at, lease L) }` (1, two requests in flight) |
-//! | renew, other TTL | `LeaseGrant(L')`, then `Txn{ if create_rev = token ∧ lease = L then put lease/N (lease L') }`, `LeaseRevoke(L)` in the background (2) |
+//! | renew, same TTL | `LeaseKeepAlive(L)` ∥ `Txn{ if create_rev = token then put lease/N (renewed-at, lease L), get asks/N }` (1, two requests in flight) |
+//! | renew, other TTL | `LeaseGrant(L')`, then `Txn{ if create_rev = token ∧ lease = L then put lease/N (lease L'), get asks/N }`, `LeaseRevoke(L)` in the background (2) |
 //! | release | `Txn{ if create_rev = token then delete lease/N, put ends/N }` (1); the holder keeps L as a spare, others revoke it in the background |
 //! | revoke NAME | `Range lease/N`, then the release transaction with the token found (2) |
 //! | wait | `Watch lease/N` from the revision after the refusal, deletes only (no polling) |
+//! | request release | `Txn{ if create_rev = token (or > 0) then put asks/N, get lease/N }` (1): grant T is asked iff mod_rev(asks/N) > T |
 //!
 //! **Spare etcd leases.** An etcd lease holds no key once its grant is released, so the
 //! releasing holder keeps it ([`Spares`]) for its connection's next grant of the same
