@@ -1329,6 +1329,18 @@ fn conformance(t: &LeaseTable, other: &LeaseTable) {
     assert!(t.info().counters.grants >= 4);
     assert!(matches!(t.try_acquire("", ttl), Err(Error::InvalidName { .. })));
 
+    // By token, from the holding process itself: its validity ends before the call
+    // returns (before anyone else can be granted).
+    let own = t.try_acquire("own", ttl).unwrap();
+    t.release("own", own.token()).unwrap();
+    assert!(!own.is_valid());
+    let mut own = t.try_acquire("own", ttl).unwrap();
+    own.keep_alive(ttl).unwrap();
+    t.revoke_token("own", own.token()).unwrap();
+    assert!(!own.is_valid());
+    assert_eq!(own.wait_lost(Some(LONG)), Some(LostReason::Revoked));
+    drop(own);
+
     // Elections and requests to release.
     let election = t.election("el").unwrap().ttl(ttl).unwrap().label("c1").unwrap();
     let watcher = other.election("el").unwrap();
@@ -1363,6 +1375,12 @@ fn conformance(t: &LeaseTable, other: &LeaseTable) {
         other.request_release("el", Some(term)),
         Err(Error::Lost { reason: LostReason::Released, .. })
     ));
+    // A resignation by term (the C library's), from the leading process: not leading
+    // from before the call returns.
+    let leadership = election.try_campaign().unwrap();
+    t.release("el", leadership.term()).unwrap();
+    assert!(!leadership.is_leader());
+    assert!(matches!(leadership.resign(), Err(Error::Lost { .. })));
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //! a third of the TTL and watches the key (so that a revocation is noticed at once) and
 //! the name's `asks/` key (so that a request to release is).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -111,6 +112,43 @@ impl State {
     }
 }
 
+/// The grants this process holds through one connection (so a forked child, which
+/// connects afresh, starts with none), by token: a release by token from this very
+/// process (the C library's resign) or a revocation from it ends the holder's own
+/// validity before the request is sent, so that `is_valid` is false before anyone else
+/// can be granted, as in shared memory. (A revocation from another process is learnt
+/// by the keep-alive's watch, or at the next renewal.)
+#[derive(Default)]
+pub(crate) struct Holdings(Mutex<HashMap<u64, (String, Weak<State>)>>);
+
+impl Holdings {
+    fn hold(&self, name: &str, token: u64, state: &Arc<State>) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        held.insert(token, (name.to_owned(), Arc::downgrade(state)));
+    }
+
+    fn let_go(&self, token: u64) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
+    }
+
+    /// The grant `token` of `name` is being released or revoked by token (`why`): if
+    /// this process holds it, it is lost from now on (its keep-alive stops).
+    pub(crate) fn ending(&self, name: &str, token: u64, why: LostReason) {
+        let state = {
+            let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match held.get(&token) {
+                Some((n, _)) if n == name => held.remove(&token).map(|(_, w)| w),
+                _ => None,
+            }
+        };
+        if let Some(state) = state.and_then(|w| w.upgrade()) {
+            state.report(why);
+            state.stop.store(true, Ordering::SeqCst);
+            state.wake.notify_one();
+        }
+    }
+}
+
 impl std::fmt::Debug for EtcdLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdLease").field("name", &self.name).field("token", &self.token).finish()
@@ -143,14 +181,25 @@ impl EtcdLease {
             wake: Notify::new(),
         };
         state.extend(lease.sent, lease.ttl_s);
+        let state = Arc::new(state);
+        if let Ok(conn) = table.shared.conn.get() {
+            conn.holdings().hold(name, token, &state);
+        }
         EtcdLease {
             table,
             name: name.to_owned(),
             token,
-            state: Arc::new(state),
+            state,
             pid: identity::pid(),
             keep_alive: false,
             finished: false,
+        }
+    }
+
+    /// Leaves the connection's [`Holdings`]: the lease is over for this process.
+    fn let_go(&self) {
+        if let Ok(conn) = self.table.shared.conn.get() {
+            conn.holdings().let_go(self.token);
         }
     }
 
@@ -246,6 +295,7 @@ impl EtcdLease {
     fn finish(&mut self) -> Result<()> {
         self.finished = true;
         self.stop_keep_alive();
+        self.let_go();
         let expired = Instant::now() >= self.state.deadline();
         let s = &self.table.shared;
         let (keys, name, token) = (s.keys.clone(), self.name.clone(), self.token);
@@ -271,6 +321,7 @@ impl EtcdLease {
         }
         self.finished = true;
         self.stop_keep_alive();
+        self.let_go();
         let s = &self.table.shared;
         let record = HolderRecord { detached: true, ..self.state.record() };
         let (keys, name, token) = (s.keys.clone(), self.name.clone(), self.token);
@@ -309,6 +360,7 @@ impl EtcdLease {
             wake: Notify::new(),
         });
         self.state = fresh;
+        self.table.shared.conn()?.holdings().hold(&self.name, self.token, &self.state);
         let (table, name, token, state) =
             (self.table.clone(), self.name.clone(), self.token, Arc::clone(&self.state));
         self.table.shared.conn()?.spawn(keep_alive_task(table, name, token, ttl_s, state));

@@ -29,7 +29,7 @@
 //! | holder's deadline | the slot's deadline, one clock | counted from when the etcd lease was granted or last kept alive (the request's *sending*), less [`DRIFT_PER_MILLE`] ‰ of the TTL: [`EtcdLease::is_valid`] turns false before the server can expire the lease on any clock whose rate is within 1% of the server's. On a spare lease, that refresh is at most a tenth of the TTL old, so a fresh grant's `remaining()` is between 0.89 and 0.99 of the TTL |
 //! | renew | CAS on the deadline | `LeaseKeepAlive` ∥ a transaction checking the key still carries the token (1 round trip); another TTL moves the key to a new etcd lease (2) |
 //! | release | CAS | a transaction deleting the key if it carries the token (1); the holder keeps the etcd lease as a spare (others' releases revoke it in the background) |
-//! | revoke | anyone, holder sees it at once in `is_valid` | anyone; the holder learns at its next renewal, at once with a keep-alive (it watches the key) |
+//! | revoke | anyone, holder sees it at once in `is_valid` | anyone; the holder learns at its next renewal, at once with a keep-alive (it watches the key); from the holder's own process, before the request is sent |
 //! | blocking acquire | futex, woken on release | watch on the key (deletes only), no polling |
 //! | dead holder | reclaimed at once when provably dead (pidfd) | **TTL only**: no host can tell whether a process on another host is dead |
 //! | cluster unreachable, no quorum | — | requests fail with [`Error::Unavailable`] after the location's `timeout`; a held lease stays valid until its own deadline and is lost then |
@@ -512,6 +512,8 @@ impl EtcdTable {
         // nor changes holder without changing token; renewals rewrite its key meanwhile.
         self.by_token(name, token)?;
         let s = &self.shared;
+        // A lease of this very process ends here first, before anyone else can take it.
+        s.conn()?.holdings().ending(name, token, LostReason::Released);
         let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
         s.run(
             token,
@@ -543,6 +545,8 @@ impl EtcdTable {
     pub fn revoke_token(&self, name: &str, token: u64) -> Result<()> {
         crate::table::Key::new(name)?;
         let s = &self.shared;
+        // A lease of this very process ends here first, before anyone else can take it.
+        s.conn()?.holdings().ending(name, token, LostReason::Revoked);
         let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
         s.run(token, async move { recipe::end(&mut c, &keys, &n, End::Revoked(token), None).await })
     }
