@@ -1523,3 +1523,133 @@ fn the_cli_leads_observes_and_asks_on_an_etcd_table() {
     assert_eq!((rest[1]["leading"].as_bool(), rest[1]["term"].as_u64()), (Some(false), Some(term)));
     assert_eq!(observer.0.wait().unwrap().code(), Some(0));
 }
+
+/// The C program of `the_c_library_elects_and_asks_on_an_etcd_table`: the same calls as
+/// on a segment (ffi/tests/c/election.c), on the location it is given.
+const ELECTION_C: &str = r#"
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "check.h"
+
+#define WAIT (60 * (int64_t)SEC)
+
+int main(int argc, char **argv) {
+    CHECK(argc == 2);
+    shmlease_table *t = NULL;
+    OK(shmlease_table_open_or_create(argv[1], NULL, &t));
+    shmlease_leader who;
+    OK(shmlease_leader_get(t, "sched", &who));
+    CHECK(!who.elected && who.term == 0);
+    shmlease_observer *o = NULL;
+    OK(shmlease_observer_open(t, "sched", &o));
+    shmlease_change c;
+    OK(shmlease_observer_next(o, WAIT, &c));
+    CHECK(!c.leader.elected && c.leader.term == 0 && c.skipped == 0);
+
+    shmlease_leadership *l = NULL;
+    OK(shmlease_try_campaign(t, "sched", 30 * SEC, "c", &l, NULL));
+    uint64_t term = 0;
+    OK(shmlease_leadership_term(l, &term));
+    bool leading = false;
+    OK(shmlease_leadership_is_leader(l, &leading));
+    CHECK(leading);
+    OK(shmlease_leader_get(t, "sched", &who));
+    CHECK(who.elected && who.term == term && who.remaining_ns > 0);
+    shmlease_leadership *other = NULL;
+    shmlease_held_by by;
+    EXPECT(shmlease_try_campaign(t, "sched", 30 * SEC, "d", &other, &by), SHMLEASE_HELD);
+    CHECK(by.token == term && other == NULL);
+    OK(shmlease_observer_next(o, WAIT, &c));
+    CHECK(c.leader.elected && c.leader.term == term && c.skipped == 0);
+
+    uint64_t asked = 0;
+    OK(shmlease_request_release(t, "sched", &asked));
+    CHECK(asked == term);
+    shmlease_notice n;
+    OK(shmlease_leadership_wait_notice(l, WAIT, &n));
+    CHECK(n == SHMLEASE_NOTICE_RELEASE_REQUESTED);
+    bool requested = false;
+    OK(shmlease_leadership_release_requested(l, &requested));
+    CHECK(requested);
+    EXPECT(shmlease_request_release_token(t, "sched", term + 1000), SHMLEASE_LOST);
+
+    OK(shmlease_resign(l));
+    OK(shmlease_leadership_is_leader(l, &leading));
+    CHECK(!leading);
+    OK(shmlease_leadership_wait_notice(l, WAIT, &n));
+    CHECK(n == SHMLEASE_NOTICE_LOST_RELEASED);
+    OK(shmlease_observer_next(o, WAIT, &c));
+    CHECK(!c.leader.elected && c.leader.term == term && c.skipped == 0);
+    OK(shmlease_leader_get(t, "sched", &who));
+    CHECK(!who.elected && who.term == term);
+    shmlease_leadership_free(l);
+    shmlease_observer_close(o);
+    shmlease_table_close(t);
+    printf("@@term %llu\n", (unsigned long long)term);
+    return 0;
+}
+"#;
+
+/// The C library built with the `etcd` feature (same cargo, profile and target
+/// directory as this test), copied into `dir` so that a build without the feature
+/// meanwhile (ffi/tests/c_programs.rs makes one) cannot swap it under the program.
+fn c_library_with_etcd(dir: &std::path::Path) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(std::path::Path::parent).expect("target/<profile>/deps");
+    let mut cargo = std::process::Command::new(env!("CARGO"));
+    cargo.args(["build", "-p", "shmlease-ffi", "--features", "etcd", "--target-dir"]);
+    cargo.arg(profile.parent().expect("target"));
+    if profile.file_name().is_some_and(|n| n == "release") {
+        cargo.arg("--release");
+    }
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = cargo.current_dir(repo).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lib = dir.join("libshmlease.so");
+    std::fs::copy(profile.join("libshmlease.so"), &lib).unwrap();
+    lib
+}
+
+#[test]
+fn the_c_library_elects_and_asks_on_an_etcd_table() {
+    let _wd = Watchdog::new("c_election", LONG * 5);
+    let cluster = Cluster::start("c-election", Setup::default());
+    let dir = cluster.dir().join("c");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lib = c_library_with_etcd(&dir);
+    let src = dir.join("election_etcd.c");
+    std::fs::write(&src, ELECTION_C).unwrap();
+    let exe = dir.join("election_etcd");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let gcc = std::process::Command::new("gcc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
+        .arg("-I")
+        .arg(repo.join("include"))
+        .arg("-I")
+        .arg(repo.join("ffi/tests/c"))
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", dir.display()))
+        .output()
+        .unwrap();
+    assert!(gcc.status.success(), "{}", String::from_utf8_lossy(&gcc.stderr));
+    let location = cluster.location("c");
+    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+    let mut child = common::etcd::Guarded::spawn(
+        std::process::Command::new(&exe)
+            .arg(&location)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap()),
+    );
+    let status = child.0.wait().unwrap();
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    assert!(status.success(), "{stdout}{}", std::fs::read_to_string(&err).unwrap());
+    let term: u64 = stdout.trim().strip_prefix("@@term ").unwrap().parse().unwrap();
+    // What C did, Rust sees: the term ended by its resignation.
+    let t = LeaseTable::open(location.as_str()).unwrap();
+    let info = t.get("sched").unwrap().unwrap();
+    assert_eq!((info.token, info.state), (term, LeaseState::Free));
+}
