@@ -279,6 +279,13 @@ impl EtcdObserver {
                 Event::Put(kv) if kv.modified > self.at => {
                     self.at = kv.modified;
                     if self.live.as_ref().map(|l| l.create) != Some(kv.create) {
+                        if kv.create <= self.latest {
+                            let reason = format!(
+                                "a watch reported a new grant {} after grant {}",
+                                kv.create, self.latest
+                            );
+                            return Err(Fail::Odd(reason).into_error(&s.text, 0));
+                        }
                         self.begun += 1;
                         self.grants += 1;
                         self.latest = self.latest.max(kv.create);
