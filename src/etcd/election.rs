@@ -61,16 +61,16 @@ impl EtcdTable {
     pub(crate) fn leader(&self, name: &str) -> Result<Option<Leader>> {
         Ok(self.get(name)?.as_ref().and_then(Leader::from_info))
     }
+}
 
-    /// The leader that the grant `kv` makes, if its etcd lease has time left.
-    async fn leader_of(
-        c: &mut etcd_client::Client,
-        kv: &Kv,
-    ) -> std::result::Result<Option<Leader>, Fail> {
-        let left = recipe::time_left(c, kv.lease).await?;
-        let record = HolderRecord::decode(&kv.value);
-        Ok(left.map(|l| leader(kv.create, record.as_ref(), Duration::from_secs(l.max(0) as u64))))
-    }
+/// The leader that the grant `kv` makes, if its etcd lease has time left.
+async fn leader_of(
+    c: &mut etcd_client::Client,
+    kv: &Kv,
+) -> std::result::Result<Option<Leader>, Fail> {
+    let left = recipe::time_left(c, kv.lease).await?;
+    let record = HolderRecord::decode(&kv.value);
+    Ok(left.map(|l| leader(kv.create, record.as_ref(), Duration::from_secs(l.max(0) as u64))))
 }
 
 /// The leader that the grant `term`, held by `record`, makes with `remaining` left.
@@ -211,7 +211,7 @@ impl EtcdObserver {
             Some(kv) => {
                 let s = &self.table.shared;
                 let (term, kv, mut c) = (kv.create, kv.clone(), s.conn()?.client());
-                let leader = s.run(0, async move { EtcdTable::leader_of(&mut c, &kv).await })?;
+                let leader = s.run(0, async move { leader_of(&mut c, &kv).await })?;
                 (term, leader)
             }
             None => (self.latest, None),
