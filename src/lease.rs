@@ -203,6 +203,8 @@ impl<'t> Lease<'t> {
     /// Why this grant is no longer the live one, read from the table now (`None` while
     /// it is): what the keep-alive will report, before it has.
     pub(crate) fn loss_now(&self) -> Option<LostReason> {
+        // On etcd, the holder's own deadline is all it can tell without a request.
+        on_etcd!(self, e => e.lost().or((!e.is_valid()).then_some(LostReason::Expired)));
         let inner = self.inner();
         let word = inner.slot(self.slot).grant.load(crate::sync::Ordering::Acquire);
         let lost = protocol::check_ours(word, self.token, inner.now()).err()?;
@@ -396,10 +398,12 @@ impl<'t> Lease<'t> {
 
     /// Whether someone has asked the holder to release this lease
     /// ([`LeaseTable::request_release`]) while it is still held. One atomic load; no
-    /// keep-alive needed. `false` once the lease is lost (see [`Lease::lost`]).
+    /// keep-alive needed — except on etcd, where the holder learns of a request at once
+    /// with a keep-alive (it watches for requests), else at its next renewal. `false`
+    /// once the lease is lost (see [`Lease::lost`]).
     pub fn release_requested(&self) -> bool {
-        // Requests to release are not carried by the etcd backend (yet).
-        on_etcd!(self, _e => false);
+        // On etcd: learnt by the keep-alive's watch, or at the next renewal.
+        on_etcd!(self, e => e.release_requested());
         let inner = self.inner();
         protocol::release_requested(inner.slot(self.slot), self.token, inner.now()) == Ok(true)
     }
@@ -411,7 +415,7 @@ impl<'t> Lease<'t> {
     /// returns [`Notice::ReleaseRequested`] at once until the lease is lost; to wait for
     /// the loss after that, use [`Lease::wait_lost`].
     pub fn wait_notice(&self, timeout: Option<Duration>) -> Option<Notice> {
-        on_etcd!(self, e => e.wait_lost(timeout).map(Notice::Lost));
+        on_etcd!(self, e => e.wait_notice(timeout));
         self.wait_until(timeout, true)
     }
 

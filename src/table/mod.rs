@@ -817,7 +817,11 @@ impl LeaseTable {
         ttl: Duration,
         options: &AcquireOptions,
     ) -> Result<Lease<'_>> {
-        t.acquire_with(name, ttl, options).map(|l| Lease::on_etcd(self, l))
+        let granted = t.acquire_with(name, ttl, options);
+        if let Err(Error::Interrupted { .. }) = granted {
+            wait::resume_check_panic();
+        }
+        granted.map(|l| Lease::on_etcd(self, l))
     }
 
     /// Does the work of [`LeaseTable::acquire_with`]: slot, token and deadline.
@@ -922,9 +926,7 @@ impl LeaseTable {
     /// # Ok::<(), shmlease::Error>(())
     /// ```
     pub fn request_release(&self, name: &str, token: Option<u64>) -> Result<Option<u64>> {
-        to_etcd!(self, _t => Err(Error::Unsupported {
-            reason: "requests to release are not carried by the etcd backend yet".into(),
-        }));
+        to_etcd!(self, t => t.request_release(name, token));
         self.on_live_grant(name, token, protocol::request_release)
     }
 
