@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 name="${1:-new}"
 extra=()
 if [[ -n "${QUICK:-}" ]]; then extra=(--warm-up-time 0.3 --measurement-time 0.5); fi
-# The C library, so that the fast-path bench can load it (skipped with a note if absent).
+# The C library, so that the fast-path and C API benches can load it (skipped with a note
+# if absent).
 cargo build --release -p shmlease-ffi
-cargo bench --bench fastpath --bench scale --bench handoff -- --save-baseline "$name" "${extra[@]}"
+cargo bench --bench fastpath --bench scale --bench handoff --bench c_api -- --save-baseline "$name" "${extra[@]}"
 python3 benches/report.py "$name" > "docs/bench/results-$name.md"
 echo "tables: docs/bench/results-$name.md, picture: docs/bench/results.svg"

@@ -67,6 +67,16 @@
 #define SHMLEASE_SKIPPED_UNKNOWN -1
 
 /**
+ * The size in bytes of a `shmlease_lease_storage`: part of the ABI.
+ */
+#define SHMLEASE_LEASE_STORAGE_SIZE 64
+
+/**
+ * The alignment in bytes of a `shmlease_lease_storage`: part of the ABI.
+ */
+#define SHMLEASE_LEASE_STORAGE_ALIGN 8
+
+/**
  * What a call did. Every function that can fail returns one; `SHMLEASE_OK` is 0 and
  * every other value is a failure, described in one line by `shmlease_last_error()`.
  * The numbers are part of the ABI and never change meaning.
@@ -204,6 +214,12 @@ typedef enum shmlease_status {
    * changed.
    */
   SHMLEASE_WRONG_KIND = 25,
+  /**
+   * A wait was ended by the caller's `shmlease_acquire_options.interrupt` callback
+   * returning true: nothing was granted, and whatever the wait held (its place in a
+   * fair queue, an exclusive acquirer's hold on a shared name) was given up.
+   */
+  SHMLEASE_INTERRUPTED = 26,
 } shmlease_status;
 
 /**
@@ -348,18 +364,24 @@ typedef struct shmlease_leading shmlease_leading;
 
 /**
  * A lease held by this process. Opaque: get one from `shmlease_try_acquire` or
- * `shmlease_acquire`; free it with `shmlease_lease_free`, which also releases the lease
- * if it is still held.
+ * `shmlease_acquire` (a handle on the heap), or from `shmlease_try_acquire_in` or
+ * `shmlease_acquire_with_in` (a handle in a `shmlease_lease_storage` of yours); end it
+ * with `shmlease_lease_free`, which also releases the lease if it is still held (and
+ * frees the handle, for one on the heap).
  *
  * Thread safety: a lease handle may be used by any number of threads at once, except
- * that `shmlease_lease_free` must not race with another call on the same handle.
+ * that `shmlease_lease_free` must not race with another call on the same handle. Of
+ * threads releasing one handle at once, exactly one succeeds (the others get
+ * `SHMLEASE_LOST`); a `shmlease_lease_detach` racing a `shmlease_release` of the same
+ * handle may detach the lease and see it released right after.
  *
  * After `fork()`, the lease stays the parent's: the parent keeps renewing and
  * releasing it as before. A child that inherited the handle may read it
  * (`shmlease_lease_token`, `_is_valid`, `_remaining_ns`, `_deadline_ns`);
  * `shmlease_renew`, `shmlease_release` and `shmlease_lease_detach` return
  * `SHMLEASE_BOUND_TO_PROCESS` there and change nothing; `shmlease_lease_free` frees the
- * child's copy of the handle without releasing the lease.
+ * child's copy of the handle (or empties the child's copy of its storage) without
+ * releasing the lease.
  */
 typedef struct shmlease_lease shmlease_lease;
 
@@ -528,7 +550,50 @@ typedef struct shmlease_acquire_options {
    * for one name at once: the next gets `SHMLEASE_BUSY`.
    */
   bool fair;
+  /**
+   * A way to end a wait early (NULL: none). While the call waits, it calls
+   * `interrupt(interrupt_ctx)` on the waiting thread each time the wait wakes, and at
+   * least every 50 ms; once it returns true, the wait gives up what it held (its
+   * place in a fair queue, an exclusive acquirer's hold on a shared name: kept
+   * between wake-ups, unlike a loop of short waits) and the call returns
+   * `SHMLEASE_INTERRUPTED`. For a program that must react during a long wait: a flag
+   * its signal handler sets, a shutdown request from another thread. Never called by
+   * a call that does not wait, nor after the call returns. It must not call back into
+   * shmlease for the same lease name.
+   */
+  bool (*interrupt)(void *ctx);
+  /**
+   * Passed to `interrupt` as it is.
+   */
+  void *interrupt_ctx;
 } shmlease_acquire_options;
+
+/**
+ * Room for one lease handle in memory of the caller's (a local variable, a field of
+ * its own struct, an array), so that taking a lease allocates nothing: see
+ * `shmlease_try_acquire_in`. `SHMLEASE_LEASE_STORAGE_SIZE` bytes, aligned to
+ * `SHMLEASE_LEASE_STORAGE_ALIGN` (the header checks both at compile time, and
+ * `shmlease_lease_storage_size()` / `_align()` give the library's own values).
+ * The contents are private.
+ *
+ * A storage is *empty* when zeroed (`shmlease_lease_storage s = {0};`, `memset`,
+ * `calloc`, static storage) or after `shmlease_lease_storage_init`; filling it makes
+ * it hold a lease handle (`shmlease_lease *`, the storage's own address), until
+ * `shmlease_lease_free` empties it again. A storage whose lease was released or
+ * detached may be filled again directly. Rules:
+ * - the table handle the lease was taken from must stay open until the storage is
+ *   emptied (`shmlease_lease_free`) or refilled, or until the lease is released or
+ *   detached and the handle no longer used;
+ * - the storage must not move or go away while it holds a lease not yet released
+ *   (moving or dropping it just loses the handle: the lease then stays held until its
+ *   TTL runs out or this process dies);
+ * - it belongs to one process: keep it in private memory (not in a `MAP_SHARED`
+ *   mapping shared with other processes); a `fork()`ed child gets its own copy, which
+ *   follows the rules of inherited lease handles.
+ */
+typedef struct shmlease_lease_storage {
+  uint64_t _private[8];
+} shmlease_lease_storage;
 
 /**
  * A copy of one name's lease, filled by `shmlease_get` and `shmlease_list`.
@@ -1013,6 +1078,50 @@ enum shmlease_status shmlease_acquire_with(const struct shmlease_table *table,
                                            struct shmlease_held_by *held_by);
 
 /**
+ * `shmlease_try_acquire` without allocating: the lease handle is made in `storage`, a
+ * `shmlease_lease_storage` of the caller's (see there for its rules), and `*lease_out`
+ * receives it (the storage's address, as a `shmlease_lease *`). Use it as any lease
+ * handle (renew, release, detach, inspect); `shmlease_release` is all it needs, or
+ * `shmlease_lease_free`, which releases the lease if still held and empties the
+ * storage. The handle borrows `table`: keep the table handle open until the storage is
+ * emptied or refilled, or the lease is released or detached and the handle no longer
+ * used.
+ *
+ * `storage` must be empty (zeroed, `shmlease_lease_storage_init`, or emptied by
+ * `shmlease_lease_free`) or hold a lease released or detached: one still held is
+ * refused with `SHMLEASE_INVALID_ARGUMENT`, and so are bytes that are no lease handle
+ * (an uninitialised storage, mostly). Nothing is written to it unless the lease is
+ * granted. Otherwise as `shmlease_try_acquire`.
+ *
+ * # Safety
+ * As for `shmlease_try_acquire`; `storage` is NULL or points to an initialised
+ * `shmlease_lease_storage` in this process's private memory, used by no other thread
+ * during the call.
+ */
+enum shmlease_status shmlease_try_acquire_in(const struct shmlease_table *table,
+                                             const char *name,
+                                             uint64_t ttl_ns,
+                                             struct shmlease_lease_storage *storage,
+                                             struct shmlease_lease **lease_out,
+                                             struct shmlease_held_by *held_by);
+
+/**
+ * `shmlease_acquire_with` without allocating: the lease handle is made in `storage`,
+ * as for `shmlease_try_acquire_in` (whose rules apply: the storage must be empty or
+ * hold a lease released or detached, and the table handle stay open).
+ *
+ * # Safety
+ * As for `shmlease_acquire_with` and `shmlease_try_acquire_in`.
+ */
+enum shmlease_status shmlease_acquire_with_in(const struct shmlease_table *table,
+                                              const char *name,
+                                              uint64_t ttl_ns,
+                                              const struct shmlease_acquire_options *options,
+                                              struct shmlease_lease_storage *storage,
+                                              struct shmlease_lease **lease_out,
+                                              struct shmlease_held_by *held_by);
+
+/**
  * Extends the grant of `name` that has `token` to `ttl_ns` from now: for detached leases
  * (see `shmlease_lease_detach`), from any process. `deadline_ns_out` (NULL: not wanted)
  * receives the new deadline on this process's `CLOCK_MONOTONIC`. Returns
@@ -1453,24 +1562,51 @@ enum shmlease_status shmlease_runner_run(const struct shmlease_table *table,
                                          struct shmlease_run_result *result_out);
 
 /**
+ * Empties `storage`, whatever it holds: zeroed bytes, as `= {0}` would make them. For
+ * memory of unknown contents (`malloc`, the stack) before its first use; a storage
+ * that holds a lease not yet released is emptied with `shmlease_lease_free` instead
+ * (emptying it here loses the handle, and the lease stays held until its TTL runs out
+ * or this process dies). Returns `SHMLEASE_NULL_ARGUMENT` for NULL.
+ *
+ * # Safety
+ * `storage` is NULL or valid for writes of a `shmlease_lease_storage`, used by no other
+ * thread during the call.
+ */
+enum shmlease_status shmlease_lease_storage_init(struct shmlease_lease_storage *storage);
+
+/**
+ * The size of a `shmlease_lease_storage` in this library, in bytes: equal to the
+ * header's `SHMLEASE_LEASE_STORAGE_SIZE` (a program can compare the two, to check that
+ * the library it runs with is the one it was compiled for).
+ */
+size_t shmlease_lease_storage_size(void);
+
+/**
+ * The alignment of a `shmlease_lease_storage` in this library, in bytes: equal to the
+ * header's `SHMLEASE_LEASE_STORAGE_ALIGN`.
+ */
+size_t shmlease_lease_storage_align(void);
+
+/**
  * Extends the lease to `ttl_ns` nanoseconds from now. Returns `SHMLEASE_LOST` if the
  * grant is gone (it expired before this call, was revoked or taken over, or was
  * released or detached through this handle), and `SHMLEASE_BOUND_TO_PROCESS` in a
  * `fork()`ed child (only the process that took the lease renews it).
  *
  * # Safety
- * `lease` is NULL or a handle not yet freed.
+ * `lease` is NULL, a heap handle not yet freed, or a storage.
  */
 enum shmlease_status shmlease_renew(struct shmlease_lease *lease, uint64_t ttl_ns);
 
 /**
- * Releases the lease, waking anyone waiting for it. The handle must still be freed with
- * `shmlease_lease_free`. Returns `SHMLEASE_LOST` if the grant was already gone (then
+ * Releases the lease, waking anyone waiting for it. A heap handle must still be freed
+ * with `shmlease_lease_free`; a handle in a `shmlease_lease_storage` needs nothing more
+ * (the storage may be filled again). Returns `SHMLEASE_LOST` if the grant was already gone (then
  * nothing changed) or was already released or detached through this handle, and
  * `SHMLEASE_BOUND_TO_PROCESS` in a `fork()`ed child (the lease stays the parent's).
  *
  * # Safety
- * `lease` is NULL or a handle not yet freed.
+ * `lease` is NULL, a heap handle not yet freed, or a storage.
  */
 enum shmlease_status shmlease_release(struct shmlease_lease *lease);
 
@@ -1479,22 +1615,27 @@ enum shmlease_status shmlease_release(struct shmlease_lease *lease);
  * `shmlease_lease_free` nor reclaimed when this process dies, and lasts until its
  * deadline unless someone renews or releases it by name and token
  * (`shmlease_renew_token`, `shmlease_release_token`). `deadline_ns_out` (NULL: not
- * wanted) receives its deadline on this process's `CLOCK_MONOTONIC`. The handle must
- * still be freed; its token stays readable. Returns `SHMLEASE_BOUND_TO_PROCESS` in a
- * `fork()`ed child (only the process that took the lease detaches it).
+ * wanted) receives its deadline on this process's `CLOCK_MONOTONIC`. A heap handle
+ * must still be freed; the token stays readable. Returns `SHMLEASE_BOUND_TO_PROCESS`
+ * in a `fork()`ed child (only the process that took the lease detaches it).
  *
  * # Safety
- * `lease` is NULL or a handle not yet freed; `deadline_ns_out` is NULL or writable.
+ * `lease` is NULL, a heap handle not yet freed, or a storage; `deadline_ns_out` is NULL
+ * or writable.
  */
 enum shmlease_status shmlease_lease_detach(struct shmlease_lease *lease, uint64_t *deadline_ns_out);
 
 /**
- * Frees a lease handle, releasing the lease first if it is still held through it
- * (unless called in a `fork()`ed child of the process that took it). NULL does nothing.
+ * Ends a lease handle, releasing the lease first if it is still held through it
+ * (unless called in a `fork()`ed child of the process that took it). A heap handle is
+ * freed; a handle in a `shmlease_lease_storage` is not freed (the storage is yours):
+ * the storage is emptied, ready to be filled again. NULL, and an empty storage, do
+ * nothing.
  *
  * # Safety
- * `lease` is NULL or a handle not yet freed, used by no other thread during the call
- * and never again after it.
+ * `lease` is NULL, or a heap handle not yet freed, or points to a
+ * `shmlease_lease_storage`; used by no other thread during the call, and (a heap
+ * handle) never again after it.
  */
 void shmlease_lease_free(struct shmlease_lease *lease);
 
@@ -1503,7 +1644,7 @@ void shmlease_lease_free(struct shmlease_lease *lease);
  * Pass it to any resource that can reject stale holders.
  *
  * # Safety
- * `lease` is NULL or a handle not yet freed; `token_out` is NULL or writable.
+ * `lease` is NULL, a heap handle not yet freed, or a storage; `token_out` is NULL or writable.
  */
 enum shmlease_status shmlease_lease_token(const struct shmlease_lease *lease, uint64_t *token_out);
 
@@ -1513,7 +1654,8 @@ enum shmlease_status shmlease_lease_token(const struct shmlease_lease *lease, ui
  * `SHMLEASE_LOST` (leaving `*deadline_ns_out` alone) if the grant is no longer live.
  *
  * # Safety
- * `lease` is NULL or a handle not yet freed; `deadline_ns_out` is NULL or writable.
+ * `lease` is NULL, a heap handle not yet freed, or a storage; `deadline_ns_out` is NULL
+ * or writable.
  */
 enum shmlease_status shmlease_lease_deadline_ns(const struct shmlease_lease *lease,
                                                 uint64_t *deadline_ns_out);
@@ -1522,7 +1664,8 @@ enum shmlease_status shmlease_lease_deadline_ns(const struct shmlease_lease *lea
  * Nanoseconds left before the lease expires unless renewed; 0 once it is lost.
  *
  * # Safety
- * `lease` is NULL or a handle not yet freed; `remaining_ns_out` is NULL or writable.
+ * `lease` is NULL, a heap handle not yet freed, or a storage; `remaining_ns_out` is
+ * NULL or writable.
  */
 enum shmlease_status shmlease_lease_remaining_ns(const struct shmlease_lease *lease,
                                                  uint64_t *remaining_ns_out);
@@ -1533,7 +1676,7 @@ enum shmlease_status shmlease_lease_remaining_ns(const struct shmlease_lease *le
  * grant stays valid until its deadline.)
  *
  * # Safety
- * `lease` is NULL or a handle not yet freed; `valid_out` is NULL or writable.
+ * `lease` is NULL, a heap handle not yet freed, or a storage; `valid_out` is NULL or writable.
  */
 enum shmlease_status shmlease_lease_is_valid(const struct shmlease_lease *lease, bool *valid_out);
 
@@ -1543,7 +1686,7 @@ enum shmlease_status shmlease_lease_is_valid(const struct shmlease_lease *lease,
  * often as the work allows. False once the lease is lost.
  *
  * # Safety
- * `lease` is NULL or a handle not yet freed; `requested_out` is NULL or writable.
+ * `lease` is NULL, a heap handle not yet freed, or a storage; `requested_out` is NULL or writable.
  */
 enum shmlease_status shmlease_lease_release_requested(const struct shmlease_lease *lease,
                                                       bool *requested_out);
@@ -1553,3 +1696,32 @@ enum shmlease_status shmlease_lease_release_requested(const struct shmlease_leas
 #endif  // __cplusplus
 
 #endif  /* SHMLEASE_H */
+
+#ifndef SHMLEASE_H_ABI_CHECKS
+/** Guards the ABI checks below, which come after the include guard. */
+#define SHMLEASE_H_ABI_CHECKS
+#if defined(__cplusplus) && __cplusplus >= 201103L
+/** The size of a lease storage is the ABI's. */
+static_assert(sizeof(shmlease_lease_storage) == SHMLEASE_LEASE_STORAGE_SIZE,
+              "shmlease_lease_storage has the size of the ABI");
+/** So is its alignment. */
+static_assert(alignof(shmlease_lease_storage) == SHMLEASE_LEASE_STORAGE_ALIGN,
+              "shmlease_lease_storage has the alignment of the ABI");
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+/** The size of a lease storage is the ABI's. */
+_Static_assert(sizeof(shmlease_lease_storage) == SHMLEASE_LEASE_STORAGE_SIZE,
+               "shmlease_lease_storage has the size of the ABI");
+/** So is its alignment. */
+_Static_assert(_Alignof(shmlease_lease_storage) == SHMLEASE_LEASE_STORAGE_ALIGN,
+               "shmlease_lease_storage has the alignment of the ABI");
+#else
+/** Before C11: the size check, an array type of negative size if wrong. */
+typedef char shmlease_lease_storage_size_check_[
+    sizeof(shmlease_lease_storage) == SHMLEASE_LEASE_STORAGE_SIZE ? 1 : -1];
+/** For the alignment: where a storage lands after one char, in a struct. */
+typedef struct { char c; shmlease_lease_storage s; } shmlease_lease_storage_align_probe_;
+/** The alignment check. */
+typedef char shmlease_lease_storage_align_check_[
+    offsetof(shmlease_lease_storage_align_probe_, s) == SHMLEASE_LEASE_STORAGE_ALIGN ? 1 : -1];
+#endif
+#endif

@@ -39,6 +39,13 @@
 //! has no slot to sleep on: its observer sleeps on a word of the table header that
 //! every binding and unbinding bumps (looking again at least every second), and never
 //! binds the name itself (that would evict other idle names).
+//!
+//! On an etcd table the election is the lease on its name too (term = the key's create
+//! revision); a candidate waits on a watch of the key, and an observer follows one
+//! watch on it from the revision of a first read, so it sees every grant and every end
+//! and counts exactly what it skipped (see `docs/etcd.md`, *Elections*). A leader
+//! there is replaced when its TTL runs out, never sooner: no host can tell that a
+//! process on another is dead.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,9 +92,6 @@ impl LeaseTable {
     /// its leader). TTL [`DEFAULT_TTL`], no label.
     pub fn election(&self, name: &str) -> Result<Election<'_>> {
         Key::new(name)?;
-        crate::table::to_etcd!(self, _t => Err(Error::Unsupported {
-            reason: "elections are not implemented on the etcd backend yet".into(),
-        }));
         Ok(Election {
             table: self,
             name: name.to_owned(),
@@ -128,7 +132,7 @@ impl<'t> Election<'t> {
     /// dropped or lost.
     pub fn campaign(&self, timeout: Option<Duration>) -> Result<Leadership<'t>> {
         self.check_kind()?;
-        let options = self.options.wait(timeout);
+        let options = self.options.clone().wait(timeout);
         self.lead(self.table.acquire_with(&self.name, self.ttl, &options)?)
     }
 
@@ -149,6 +153,8 @@ impl<'t> Election<'t> {
     /// An election needs an exclusive name: one in use with permits or shared is
     /// refused with [`Error::WrongKind`].
     fn check_kind(&self) -> Result<()> {
+        // Every name on etcd is exclusive (it carries no permits nor shared leases).
+        crate::table::to_etcd!(self.table, _t => Ok(()));
         match self.table.get(&self.name)? {
             Some(i) if i.kind != crate::LeaseKind::Exclusive => Err(not_an_election(&i)),
             _ => Ok(()),
@@ -158,6 +164,7 @@ impl<'t> Election<'t> {
     /// Who leads now, or `None` (also when the leader is provably dead: its grant
     /// stands until a candidate takes it over, at once if one is waiting).
     pub fn leader(&self) -> Result<Option<Leader>> {
+        crate::table::to_etcd!(self.table, t => t.leader(&self.name));
         let inner = self.table.shm();
         let info = self.table.get(&self.name)?;
         if let Some(i) = info.as_ref().filter(|i| i.kind != crate::LeaseKind::Exclusive) {
@@ -173,7 +180,17 @@ impl<'t> Election<'t> {
 
     /// A stream of leadership changes, starting with the current state.
     pub fn observe(&self) -> Observer<'t> {
-        Observer { table: self.table, name: self.name.clone(), last: None, alarm: None }
+        Observer {
+            table: self.table,
+            name: self.name.clone(),
+            last: None,
+            alarm: None,
+            #[cfg(feature = "etcd")]
+            etcd: self
+                .table
+                .etcd()
+                .map(|t| Box::new(crate::etcd::EtcdObserver::new(t, &self.name))),
+        }
     }
 
     /// A runner: campaigns, runs a closure while leading, hands over (see [`Runner`]).
@@ -327,12 +344,19 @@ pub struct Observer<'t> {
     name: String,
     last: Option<Seen>,
     alarm: Option<DeathAlarm>,
+    /// The observer itself, when the table is on etcd (a watch on the name's key).
+    #[cfg(feature = "etcd")]
+    etcd: Option<Box<crate::etcd::EtcdObserver>>,
 }
 
 impl Observer<'_> {
     /// Waits for the next change (the first call reports the current state at once),
     /// at most `timeout` (`Ok(None)` then; `None`: no limit).
     pub fn next_change(&mut self, timeout: Option<Duration>) -> Result<Option<Change>> {
+        #[cfg(feature = "etcd")]
+        if let Some(o) = self.etcd.as_deref_mut() {
+            return o.next_change(timeout);
+        }
         let inner = self.table.shm();
         let key = Key::new(&self.name)?;
         let start = Instant::now();
@@ -498,6 +522,9 @@ pub struct Stopper {
 struct StopState {
     stopped: AtomicBool,
     at: Mutex<Option<Place>>,
+    /// Wakes a runner campaigning on etcd (its wait is a watch, not a futex).
+    #[cfg(feature = "etcd")]
+    interrupt: Arc<crate::etcd::CampaignStop>,
 }
 
 /// Where a runner is: the table, name and slot it campaigns on, and its term once it
@@ -508,6 +535,8 @@ impl Stopper {
     /// Asks the runner to stop.
     pub fn stop(&self) {
         self.state.stopped.store(true, Ordering::SeqCst);
+        #[cfg(feature = "etcd")]
+        self.state.interrupt.fire();
         let at = self.state.at.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((table, name, slot, term)) = at.as_ref() {
             match term {
@@ -714,6 +743,7 @@ impl<'e, 't> Runner<'e, 't> {
     /// was elected. A panic in the closure resigns (the lease is dropped) and
     /// propagates, without `on_stopped`.
     pub fn run<R>(mut self, lead: impl FnOnce(&Leading<'_, 't>) -> R) -> Result<Option<R>> {
+        crate::table::to_etcd!(self.election.table, t => self.run_on_etcd(t, lead));
         let election = self.election;
         let inner = election.table.shm();
         let key = Key::new(&election.name)?;
@@ -743,7 +773,7 @@ impl<'e, 't> Runner<'e, 't> {
                 &key,
                 ttl,
                 election.options.label_word(),
-                self.campaign_timeout,
+                &crate::table::Patience::waiting(self.campaign_timeout),
                 Some(&mut hook),
             ) {
                 // With a hook, never `Ok(None)`: a shared name is refused (WrongKind).
@@ -757,16 +787,63 @@ impl<'e, 't> Runner<'e, 't> {
             return Ok(None);
         };
         let leadership = election.lead(Lease::new(election.table, slot, token, deadline))?;
+        let me = inner.leader_now(slot, token);
+        self.lead_and_resign(leadership, slot, me, lead)
+    }
+
+    /// [`Runner::run`] on etcd: the campaign waits on a watch, and [`Stopper::stop`]
+    /// wakes it through the stopper's interrupt (a leading runner is asked to release,
+    /// as in shared memory).
+    #[cfg(feature = "etcd")]
+    fn run_on_etcd<R>(
+        mut self,
+        t: &crate::etcd::EtcdTable,
+        lead: impl FnOnce(&Leading<'_, 't>) -> R,
+    ) -> Result<Option<R>> {
+        let election = self.election;
+        if self.stopper.is_stopped() {
+            return Ok(None);
+        }
+        let interrupt = Arc::clone(&self.stopper.state.interrupt);
+        let options = election.options.clone().wait(self.campaign_timeout);
+        let has_hook = self.on_new_leader.is_some();
+        let on_new_leader = &mut self.on_new_leader;
+        let mut report = |l: &Leader| {
+            if let Some(hook) = on_new_leader.as_mut() {
+                hook(l);
+            }
+        };
+        // Without a hook, other leaders cost no request (their time left).
+        let seen: Option<&mut dyn FnMut(&Leader)> = if has_hook { Some(&mut report) } else { None };
+        let won = t.acquire_until(&election.name, election.ttl, &options, Some(&interrupt), seen);
+        let lease = match won {
+            Ok(lease) => lease,
+            Err(Error::TimedOut { .. }) if self.stopper.is_stopped() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let me = Some(lease.as_leader());
+        let leadership = election.lead(Lease::on_etcd(election.table, lease))?;
+        self.lead_and_resign(leadership, 0, me, lead)
+    }
+
+    /// Runs `lead` while leading, then resigns and reports (both backends).
+    fn lead_and_resign<R>(
+        &mut self,
+        leadership: Leadership<'t>,
+        slot: u32,
+        me: Option<Leader>,
+        lead: impl FnOnce(&Leading<'_, 't>) -> R,
+    ) -> Result<Option<R>> {
+        let election = self.election;
+        let token = leadership.term();
         self.stopper.place(Some((
             election.table.clone(),
             election.name.clone(),
             slot,
             Some(token),
         )));
-        if let Some(report) = self.on_new_leader.as_mut() {
-            if let Some(leader) = inner.leader_now(slot, token) {
-                report(&leader);
-            }
+        if let (Some(report), Some(leader)) = (self.on_new_leader.as_mut(), me) {
+            report(&leader);
         }
         let leading = Leading {
             leadership: &leadership,

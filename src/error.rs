@@ -97,6 +97,14 @@ pub enum Error {
         /// Who held it, when the table knows.
         holder: Option<Holder>,
     },
+    /// A waiting acquisition was ended by its caller's [`Interrupt`](crate::Interrupt)
+    /// check (see [`AcquireOptions::interrupt`](crate::AcquireOptions::interrupt)):
+    /// nothing was granted, and whatever the wait held (its place in a fair queue, an
+    /// exclusive acquirer's hold on a shared name) has been given up.
+    Interrupted {
+        /// How long it waited.
+        waited: Duration,
+    },
     /// The name is in use as another kind than the call asked for: exclusive, or with
     /// another number of permits. The kind is recorded with the name when it is first
     /// used, so that users who disagree about N are told instead of silently admitting
@@ -257,6 +265,9 @@ impl fmt::Display for Error {
                 write!(f, "timed out after {waited:.3?} waiting for a lease held")?;
                 fmt_holder(f, holder)?;
                 write!(f, " (token {token})")
+            }
+            Error::Interrupted { waited } => {
+                write!(f, "interrupted by the caller after waiting {waited:.3?} for a lease")
             }
             Error::WrongKind { name, recorded, requested } => write!(
                 f,

@@ -143,6 +143,6 @@ pub use info::{
 #[cfg(not(loom))]
 pub use lease::{DetachedLease, Lease, Notice, RawLease};
 #[cfg(not(loom))]
-pub use options::{Location, TableOptions};
+pub use options::{Interrupt, Location, TableOptions, INTERRUPT_POLL};
 #[cfg(not(loom))]
 pub use table::{AcquireOptions, LeaseTable, RemoveOptions, PLACE_TTL};

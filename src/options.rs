@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -356,8 +357,38 @@ mod tests {
     }
 }
 
+/// How often a waiting acquisition with an [`Interrupt`] asks it whether to stop, at
+/// the longest.
+pub const INTERRUPT_POLL: Duration = Duration::from_millis(50);
+
+/// A caller's way to end a waiting acquisition early: a check the wait calls, on the
+/// waiting thread, each time it wakes and at least every [`INTERRUPT_POLL`]; when it
+/// returns `true` the wait ends with [`Error::Interrupted`]. For a front end that must
+/// run signal handlers during a long wait (Python's Ctrl-C), or a cancel flag set by
+/// another thread. See [`AcquireOptions::interrupt`].
+#[derive(Clone)]
+pub struct Interrupt(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl Interrupt {
+    /// An interrupt that asks `check`.
+    pub fn new(check: impl Fn() -> bool + Send + Sync + 'static) -> Interrupt {
+        Interrupt(Arc::new(check))
+    }
+
+    /// Whether the caller asks the wait to stop.
+    pub(crate) fn asked(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for Interrupt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Interrupt(..)")
+    }
+}
+
 /// Options for [`LeaseTable::acquire_with`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct AcquireOptions {
     pub(crate) wait: Option<Option<Duration>>,
     pub(crate) label: Label,
@@ -367,6 +398,8 @@ pub struct AcquireOptions {
     pub(crate) shared: bool,
     /// Granted in arrival order among fair acquirers.
     pub(crate) fair: bool,
+    /// Asked while waiting whether to stop.
+    pub(crate) interrupt: Option<Interrupt>,
 }
 
 impl AcquireOptions {
@@ -482,6 +515,48 @@ impl AcquireOptions {
     /// ```
     pub fn fair(mut self, fair: bool) -> Self {
         self.fair = fair;
+        self
+    }
+
+    /// Let the caller end the wait early: `check` is called on the waiting thread each
+    /// time the wait wakes, and at least every [`INTERRUPT_POLL`] (50 ms); once it
+    /// returns `true`, the acquisition gives up what its wait held (a fair queue's
+    /// place, an exclusive acquirer's hold on a shared name) and fails with
+    /// [`Error::Interrupted`]. Without waiting ([`wait`](Self::wait) not set) it is
+    /// never called. A check that panics ends the wait the same way, and its panic then
+    /// goes on from `acquire_with`. One wait with an interrupt, rather than many short waits, keeps
+    /// what a wait holds between its wake-ups: a fair waiter its place, a waiting
+    /// exclusive acquirer of a shared name its precedence over shared ones.
+    ///
+    /// ```
+    /// # let path = std::env::temp_dir().join(format!("shmlease-doc-interrupt-{}", std::process::id()));
+    /// # let table = shmlease::LeaseTable::open_or_create(&path, &Default::default())?;
+    /// use shmlease::{AcquireOptions, Error, Interrupt};
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let ttl = Duration::from_secs(30);
+    /// let held = table.try_acquire("report", ttl)?;
+    /// let stop = Arc::new(AtomicBool::new(false));
+    /// let flag = Arc::clone(&stop);
+    /// let options = AcquireOptions::new()
+    ///     .wait(None) // forever, unless interrupted
+    ///     .interrupt(Interrupt::new(move || flag.load(Ordering::Relaxed)));
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         std::thread::sleep(Duration::from_millis(20));
+    ///         stop.store(true, Ordering::Relaxed);
+    ///     });
+    ///     let e = table.acquire_with("report", ttl, &options).unwrap_err();
+    ///     assert!(matches!(e, Error::Interrupted { .. }));
+    /// });
+    /// # drop(held);
+    /// # shmlease::LeaseTable::remove(&path)?;
+    /// # Ok::<(), shmlease::Error>(())
+    /// ```
+    pub fn interrupt(mut self, check: Interrupt) -> Self {
+        self.interrupt = Some(check);
         self
     }
 

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::etcd::{Cluster, Setup};
 use common::{say, Kid, Watchdog};
+use shmlease::election::{Change, StopReason};
 use shmlease::etcd::{EtcdLease, EtcdLocation, EtcdTable, DRIFT_PER_MILLE};
-use shmlease::{AcquireOptions, Error, LeaseState, LeaseTable, LostReason, TableOptions};
+use shmlease::{AcquireOptions, Error, LeaseState, LeaseTable, LostReason, Notice, TableOptions};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -49,6 +50,8 @@ fn child_main() {
     match std::env::var(common::ROLE).as_deref() {
         Ok("etcd_contend") => std::process::exit(role_contend()),
         Ok("etcd_hold") => std::process::exit(role_hold()),
+        Ok("etcd_lead") => std::process::exit(role_lead()),
+        Ok("etcd_candidate") => std::process::exit(role_candidate()),
         _ => common::run_child(),
     }
 }
@@ -109,6 +112,64 @@ fn role_hold() -> i32 {
     assert!(common::wait_for_file(&go, LONG * 5), "no GO");
     say("renew", outcome(lease.renew(ttl)));
     say("release", outcome(lease.release()));
+    0
+}
+
+/// Campaigns for `NAME` (TTL `TTL_MS`), reports `@@leading TERM`, then leads (its
+/// keep-alive renewing) until killed.
+fn role_lead() -> i32 {
+    let table = LeaseTable::open(env("LOC").as_str()).unwrap();
+    let ttl = Duration::from_millis(env("TTL_MS").parse().unwrap());
+    let election = table.election(&env("NAME")).unwrap().ttl(ttl).unwrap().label("kid").unwrap();
+    let leadership = election.campaign(Some(LONG)).unwrap();
+    say("leading", leadership.term());
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(leadership.is_leader(), "lost leadership: {:?}", leadership.lost());
+    }
+}
+
+/// Campaigns for `NAME` `COUNT` times, leading each term for up to `HOLD_MS` (while
+/// `is_leader()` says so, its keep-alive renewing), and reports each term as `@@grant
+/// TERM START END`: the monotonic times between which this process believed it led
+/// (from `campaign`'s return to the earlier of its own deadline and the moment before
+/// it resigned). Retries through an unavailable cluster.
+fn role_candidate() -> i32 {
+    let location = env("LOC");
+    let table = loop {
+        match LeaseTable::open(location.as_str()) {
+            Ok(t) => break t,
+            Err(Error::Unavailable { .. }) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("open: {e}"),
+        }
+    };
+    let count: u32 = env("COUNT").parse().unwrap();
+    let hold = Duration::from_millis(env("HOLD_MS").parse().unwrap());
+    let election = table.election(&env("NAME")).unwrap().ttl(Duration::from_secs(1)).unwrap();
+    let mut done = 0;
+    while done < count {
+        let leadership = match election.campaign(Some(LONG)) {
+            Ok(l) => l,
+            Err(Error::Unavailable { reason, .. }) => {
+                say("unavailable", reason.replace('\n', " "));
+                continue;
+            }
+            Err(e) => panic!("campaign: {e}"),
+        };
+        let start = mono_ns();
+        let began = Instant::now();
+        while began.elapsed() < hold && leadership.is_leader() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let end = mono_ns().min(mono_of(leadership.lease().deadline()));
+        let term = leadership.term();
+        let resigned = leadership.resign();
+        say("grant", format!("{term} {start} {end}"));
+        if let Err(e) = resigned {
+            say("resign_failed", e.to_string().replace('\n', " "));
+        }
+        done += 1;
+    }
     0
 }
 
@@ -357,6 +418,57 @@ fn round_trips_per_operation_as_documented() {
 }
 
 #[test]
+fn election_round_trips_as_documented() {
+    let _wd = Watchdog::new("election_round_trips", LONG * 2);
+    let cluster = Cluster::start("election-round-trips", Setup::default());
+    let location = cluster.location("ert");
+    let t = LeaseTable::open_or_create(location.as_str(), &TableOptions::new()).unwrap();
+    let ttl = Duration::from_secs(30);
+    let only = |before: &std::collections::BTreeMap<String, u64>,
+                after: &std::collections::BTreeMap<String, u64>,
+                expected: &[(&str, u64)]| {
+        for m in ["Txn", "Range", "LeaseGrant", "LeaseRevoke", "LeaseTimeToLive", "LeaseKeepAlive"]
+        {
+            let want = expected.iter().find(|(e, _)| *e == m).map_or(0, |(_, n)| *n);
+            assert_eq!(delta(before, after, m), want, "{m}: {before:?}\n{after:?}");
+        }
+    };
+    let election = t.election("sched").unwrap().ttl(ttl).unwrap();
+    // A first grant leaves a spare etcd lease behind.
+    election.try_campaign().unwrap().resign().unwrap();
+    // Campaign on the spare: one Txn (the keep-alive's first renewal is a third of the
+    // TTL away); resign: one Txn.
+    let c0 = cluster.rpc_counts();
+    let leadership = election.campaign(Some(LONG)).unwrap();
+    let c1 = cluster.rpc_counts();
+    only(&c0, &c1, &[("Txn", 1)]);
+    // Who leads: one read and the leader's time left.
+    let leader = election.leader().unwrap().unwrap();
+    assert_eq!(leader.term, leadership.term());
+    let c2 = cluster.rpc_counts();
+    only(&c1, &c2, &[("Txn", 1), ("LeaseTimeToLive", 1)]);
+    // A request to release, with or without the token: one Txn each.
+    assert_eq!(t.request_release("sched", None).unwrap(), Some(leadership.term()));
+    assert_eq!(
+        t.request_release("sched", Some(leadership.term())).unwrap(),
+        Some(leadership.term())
+    );
+    let c3 = cluster.rpc_counts();
+    only(&c2, &c3, &[("Txn", 2)]);
+    assert_eq!(leadership.wait_notice(Some(LONG)), Some(Notice::ReleaseRequested));
+    let c4 = cluster.rpc_counts();
+    leadership.resign().unwrap();
+    let c5 = cluster.rpc_counts();
+    only(&c4, &c5, &[("Txn", 1)]);
+    // An observer: one read at first, then the watch alone; nobody leads, so no
+    // LeaseTimeToLive.
+    let mut observer = election.observe();
+    assert!(observer.next_change(Some(LONG)).unwrap().unwrap().leader.is_none());
+    let c6 = cluster.rpc_counts();
+    only(&c5, &c6, &[("Txn", 1)]);
+}
+
+#[test]
 fn expiry_revocation_and_stale_holders() {
     let _wd = Watchdog::new("expiry_revocation", LONG * 2);
     let cluster = Cluster::start("expiry", Setup::default());
@@ -508,6 +620,23 @@ fn blocking_acquire_wakes_on_release_and_times_out() {
     std::thread::sleep(Duration::from_millis(300));
     t.revoke("job2").unwrap();
     assert!(waiter.join().unwrap() > holder.token());
+
+    // An interrupt check ends a wait without a time limit, asked again and again first
+    // (the watch is cut into polls), and the holder keeps its lease.
+    let held = t.try_acquire("job3", Duration::from_secs(30)).unwrap();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = std::sync::Arc::clone(&asked);
+    let check = shmlease::Interrupt::new(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 4
+    });
+    let options = AcquireOptions::new().wait(None).interrupt(check);
+    match t.acquire_with("job3", Duration::from_secs(5), &options) {
+        Err(Error::Interrupted { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 5);
+    assert_eq!(t.get("job3").unwrap().unwrap().token, held.token());
+    assert!(held.is_valid());
 }
 
 #[test]
@@ -723,6 +852,347 @@ fn member_faults_during_contention_keep_exclusivity_and_tokens() {
 }
 
 // ------------------------------------------------------------------------------------
+// Elections and requests to release
+// ------------------------------------------------------------------------------------
+
+/// Changes from `observer` until one shows `term` leading; checks that terms never go
+/// back and returns every change seen.
+fn changes_until_leader(observer: &mut shmlease::election::Observer<'_>, term: u64) -> Vec<Change> {
+    let mut seen: Vec<Change> = Vec::new();
+    loop {
+        let change = observer.next_change(Some(LONG)).unwrap().expect("no change in time");
+        if let Some(last) = seen.last() {
+            assert!(change.term >= last.term, "terms went back: {seen:?} then {change:?}");
+        }
+        let done = change.leader.as_ref().is_some_and(|l| l.term == term);
+        seen.push(change);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// Terms begun that `changes` account for (reported as leading, or counted as skipped)
+/// after the term `from`.
+fn terms_accounted(changes: &[Change], from: u64) -> u64 {
+    let mut last = from;
+    let mut n = 0;
+    for c in changes {
+        n += u64::from(c.skipped.expect("an unknown count"));
+        if c.leader.is_some() && c.term > last {
+            n += 1;
+        }
+        last = last.max(c.term);
+    }
+    n
+}
+
+#[test]
+fn an_election_hands_over_at_once_on_resign_and_observers_see_every_change() {
+    let _wd = Watchdog::new("election", LONG * 2);
+    let cluster = Cluster::start("election", Setup::default());
+    let location = cluster.location("el");
+    let a = LeaseTable::open_or_create(location.as_str(), &TableOptions::new()).unwrap();
+    let b = LeaseTable::open(location.as_str()).unwrap();
+    let o = LeaseTable::open(location.as_str()).unwrap();
+    // A long TTL: nothing here may wait for an expiry.
+    let ttl = Duration::from_secs(30);
+    let ea = a.election("sched").unwrap().ttl(ttl).unwrap().label("a").unwrap();
+    let eb = b.election("sched").unwrap().ttl(ttl).unwrap().label("b").unwrap();
+    let mut observer = o.election("sched").unwrap().observe();
+    let first = observer.next_change(Some(LONG)).unwrap().unwrap();
+    assert_eq!(first, Change { term: 0, leader: None, skipped: Some(0) });
+    assert_eq!(observer.next_change(Some(Duration::from_millis(200))).unwrap(), None);
+    assert!(ea.leader().unwrap().is_none());
+
+    let la = ea.try_campaign().unwrap();
+    assert!(la.is_leader());
+    let leader = eb.leader().unwrap().unwrap();
+    assert_eq!((leader.term, leader.holder.unwrap().label.as_str()), (la.term(), "a".into()));
+    assert!(leader.remaining > Duration::ZERO && leader.expires_at.is_some());
+    assert!(matches!(eb.try_campaign(), Err(Error::Held { .. })));
+    let seen = changes_until_leader(&mut observer, la.term());
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].skipped, Some(0));
+
+    // b campaigns; a resigns: b is elected by the release, not by an expiry.
+    let (term_a, term_b) = std::thread::scope(|s| {
+        let campaign = s.spawn(|| eb.campaign(Some(LONG)).unwrap());
+        std::thread::sleep(Duration::from_millis(300));
+        let term_a = la.term();
+        la.resign().unwrap();
+        let lb = campaign.join().unwrap();
+        // The resignation deleted a's key (so it had not expired), and b took over.
+        assert!(lb.is_leader() && lb.term() > term_a);
+        assert!(matches!(
+            a.request_release("sched", Some(term_a)),
+            Err(Error::Lost { reason: LostReason::TakenOver, .. })
+        ));
+        let seen = changes_until_leader(&mut observer, lb.term());
+        assert_eq!(terms_accounted(&seen, term_a), 1, "{seen:?}");
+        let term_b = lb.term();
+        lb.resign().unwrap();
+        (term_a, term_b)
+    });
+    let ended = observer.next_change(Some(LONG)).unwrap().unwrap();
+    assert_eq!(ended, Change { term: term_b, leader: None, skipped: Some(0) });
+    assert!(term_b > term_a);
+    assert!(eb.leader().unwrap().is_none());
+
+    // An observer that looks away while three terms go by accounts for all of them.
+    let mut last = 0;
+    for _ in 0..3 {
+        let l = ea.try_campaign().unwrap();
+        last = l.term();
+        l.resign().unwrap();
+    }
+    let held = ea.try_campaign().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = changes_until_leader(&mut observer, held.term());
+    assert_eq!(terms_accounted(&seen, term_b), 4, "{seen:?}");
+    assert!(held.term() > last);
+    // The runner: on_new_leader hears the leader it waits behind, then itself.
+    let stopper = shmlease::election::Stopper::default();
+    let heard = std::sync::Mutex::new(Vec::new());
+    let ran = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            eb.runner()
+                .stopped_by(&stopper)
+                .on_new_leader(|l| heard.lock().unwrap().push(l.term))
+                .run(|leading| (leading.term(), leading.wait_stop(Some(LONG))))
+                .unwrap()
+        });
+        let heard_n = |n: usize| {
+            let end = Instant::now() + LONG;
+            while heard.lock().unwrap().len() < n && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        heard_n(1); // it waits behind `held`
+        held.resign().unwrap();
+        heard_n(2);
+        stopper.stop();
+        run.join().unwrap()
+    });
+    let (term, reason) = ran.unwrap();
+    assert_eq!(reason, Some(StopReason::Stopped));
+    let heard = heard.into_inner().unwrap();
+    assert_eq!(heard.len(), 2, "{heard:?}");
+    assert!(heard[0] < term && heard[1] == term, "{heard:?} then {term}");
+    assert!(eb.leader().unwrap().is_none(), "the runner resigned");
+}
+
+#[test]
+fn an_observer_behind_a_compacted_history_counts_the_terms_it_missed() {
+    let _wd = Watchdog::new("observer_compaction", LONG * 2);
+    let cluster = Cluster::start("observer-compaction", Setup::default());
+    let location = cluster.location("oc");
+    let t = LeaseTable::open_or_create(location.as_str(), &TableOptions::new()).unwrap();
+    let election = t.election("sched").unwrap().ttl(Duration::from_secs(30)).unwrap();
+    let mut observer = election.observe();
+    assert_eq!(observer.next_change(Some(LONG)).unwrap().unwrap().leader, None);
+    // Three terms, then a fourth that leads; then the history the observer would watch
+    // from is compacted away.
+    for _ in 0..3 {
+        election.try_campaign().unwrap().resign().unwrap();
+    }
+    let leadership = election.try_campaign().unwrap();
+    let put = cluster.ctl(&["put", "/oc-marker", "x", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&put).unwrap();
+    let revision = v["header"]["revision"].as_u64().unwrap().to_string();
+    cluster.ctl(&["compact", &revision]);
+    // It reads again (one Txn: a watch alone would need none), and counts the grants
+    // in between from grants/NAME's version.
+    let before = cluster.rpc_counts();
+    let change = observer.next_change(Some(LONG)).unwrap().unwrap();
+    assert_eq!(delta(&before, &cluster.rpc_counts(), "Txn"), 1);
+    assert_eq!(change.leader.as_ref().map(|l| l.term), Some(leadership.term()));
+    assert_eq!(change.skipped, Some(3), "{change:?}");
+}
+
+#[test]
+fn a_request_to_release_reaches_the_holder() {
+    let _wd = Watchdog::new("request", LONG * 2);
+    let cluster = Cluster::start("request", Setup::default());
+    let location = cluster.location("rq");
+    let a = LeaseTable::open_or_create(location.as_str(), &TableOptions::new()).unwrap();
+    let b = LeaseTable::open(location.as_str()).unwrap();
+    let ttl = Duration::from_secs(30);
+    assert_eq!(b.request_release("job", None).unwrap(), None);
+    assert!(matches!(
+        b.request_release("job", Some(5)),
+        Err(Error::Lost { reason: LostReason::NoSuchName, .. })
+    ));
+
+    // With a keep-alive: learnt at once, through its watch.
+    let mut lease = a.try_acquire("job", ttl).unwrap();
+    lease.keep_alive(ttl).unwrap();
+    let token = lease.token();
+    assert!(!lease.release_requested());
+    assert_eq!(lease.wait_notice(Some(Duration::from_millis(300))), None);
+    assert_eq!(b.request_release("job", None).unwrap(), Some(token));
+    assert_eq!(lease.wait_notice(Some(LONG)), Some(Notice::ReleaseRequested));
+    assert!(lease.release_requested() && lease.is_valid());
+    // Asking twice is asking once; another token is refused, saying why.
+    assert_eq!(b.request_release("job", Some(token)).unwrap(), Some(token));
+    assert!(matches!(
+        b.request_release("job", Some(token + 1000)),
+        Err(Error::Lost { reason: LostReason::NotIssued { .. }, .. })
+    ));
+    lease.release().unwrap();
+    assert_eq!(b.request_release("job", None).unwrap(), None);
+    assert!(matches!(
+        b.request_release("job", Some(token)),
+        Err(Error::Lost { reason: LostReason::Released, .. })
+    ));
+
+    // A later grant is not asked by a request to an earlier one; without a keep-alive
+    // a request is learnt at the next renewal.
+    let lease = a.try_acquire("job", ttl).unwrap();
+    assert!(!lease.release_requested());
+    assert_eq!(b.request_release("job", None).unwrap(), Some(lease.token()));
+    lease.renew(ttl).unwrap();
+    assert!(lease.release_requested());
+    assert_eq!(lease.wait_notice(None), Some(Notice::ReleaseRequested));
+    drop(lease);
+
+    // A leader asked to hand over: its runner's closure hears it, then it resigns.
+    let election = a.election("sched").unwrap().ttl(ttl).unwrap();
+    let observer_table = LeaseTable::open(location.as_str()).unwrap();
+    let (reason, term) = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            election.runner().run(|l| (l.wait_stop(Some(LONG)), l.term())).unwrap().unwrap()
+        });
+        let watcher = observer_table.election("sched").unwrap();
+        let mut observer = watcher.observe();
+        let term = loop {
+            match observer.next_change(Some(LONG)).unwrap().unwrap().leader {
+                Some(l) => break l.term,
+                None => continue,
+            }
+        };
+        assert_eq!(b.request_release("sched", None).unwrap(), Some(term));
+        let ended = observer.next_change(Some(LONG)).unwrap().unwrap();
+        assert_eq!((ended.term, ended.leader), (term, None));
+        run.join().unwrap()
+    });
+    assert_eq!(reason, Some(StopReason::Requested));
+    assert!(matches!(
+        b.request_release("sched", Some(term)),
+        Err(Error::Lost { reason: LostReason::Released, .. })
+    ));
+
+    // A runner stopped while it campaigns gives up at once.
+    let holder = b.election("sched").unwrap().ttl(ttl).unwrap().try_campaign().unwrap();
+    let stopper = shmlease::election::Stopper::default();
+    let gave_up = std::thread::scope(|s| {
+        let run = s.spawn(|| election.runner().stopped_by(&stopper).run(|_| ()).unwrap());
+        std::thread::sleep(Duration::from_millis(300));
+        stopper.stop();
+        run.join().unwrap()
+    });
+    assert_eq!(gave_up, None);
+    assert!(holder.is_leader());
+}
+
+#[test]
+fn a_leader_killed_with_sigkill_is_followed_after_its_ttl_with_a_larger_term() {
+    let wd = Watchdog::new("leader_sigkill", LONG * 2);
+    let cluster = Cluster::start("leader-kill", Setup::default());
+    let location = cluster.location("lk");
+    let t = LeaseTable::open_or_create(location.as_str(), &TableOptions::new()).unwrap();
+    let mut kid = Kid::spawn(
+        &wd,
+        "leader",
+        "etcd_lead",
+        &[("LOC", location.clone()), ("NAME", "sched".into()), ("TTL_MS", "2000".into())],
+    );
+    let old: u64 = kid.expect("leading", LONG).parse().unwrap();
+    let election = t.election("sched").unwrap().ttl(Duration::from_secs(2)).unwrap();
+    assert_eq!(election.leader().unwrap().unwrap().term, old);
+    let mut observer = election.observe();
+    let first = observer.next_change(Some(LONG)).unwrap().unwrap();
+    assert_eq!(first.leader.map(|l| l.term), Some(old));
+    kid.signal(libc::SIGKILL);
+    kid.wait(LONG);
+    // No early reclaim across hosts: the dead leader leads until its TTL runs out.
+    assert!(matches!(election.try_campaign(), Err(Error::Held { .. })));
+    let mine = election.campaign(Some(LONG)).unwrap();
+    assert!(mine.term() > old);
+    assert!(matches!(
+        t.request_release("sched", Some(old)),
+        Err(Error::Lost { reason: LostReason::TakenOver, .. })
+    ));
+    let seen = changes_until_leader(&mut observer, mine.term());
+    assert_eq!(terms_accounted(&seen, old), 1, "{seen:?}");
+    assert_eq!(
+        seen.last().unwrap().leader.as_ref().unwrap().holder.unwrap().pid,
+        std::process::id()
+    );
+}
+
+#[test]
+fn member_faults_during_an_election_never_give_two_leaders_at_once() {
+    let wd = Watchdog::new("election_faults", LONG * 5);
+    let mut cluster = Cluster::start("election-faults", Setup::default());
+    let location = cluster.location("ef");
+    drop(LeaseTable::open_or_create(location.as_str(), &TableOptions::new()).unwrap());
+    const COUNT: u32 = 12;
+    let mut kids: Vec<Kid> = (0..3)
+        .map(|i| {
+            Kid::spawn(
+                &wd,
+                &format!("candidate {i}"),
+                "etcd_candidate",
+                &[
+                    ("LOC", location.clone()),
+                    ("NAME", "sched".into()),
+                    ("COUNT", COUNT.to_string()),
+                    ("HOLD_MS", "500".into()),
+                ],
+            )
+        })
+        .collect();
+    let progress = |kids: &[Kid]| kids.iter().map(|k| grants_of(k).len()).sum::<usize>();
+    let wait_progress = |kids: &[Kid], more: usize| {
+        let from = progress(kids);
+        let end = Instant::now() + LONG;
+        while progress(kids) < from + more
+            && kids.iter().any(|k| grants_of(k).len() < COUNT as usize)
+        {
+            assert!(Instant::now() < end, "no progress with a quorum");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_progress(&kids, 3);
+    // kill -9 of the cluster's leader while a term runs, then back.
+    let leader = cluster.wait_leader(LONG);
+    cluster.kill(leader);
+    wait_progress(&kids, 3);
+    cluster.restart(leader);
+    cluster.wait_healthy(LONG);
+    // SIGSTOP of the (new) leader member: the others elect another one.
+    let leader = cluster.wait_leader(LONG);
+    cluster.pause(leader);
+    wait_progress(&kids, 3);
+    cluster.resume(leader);
+    // kill -9 of a follower member.
+    let follower = (0..3).find(|i| Some(*i) != cluster.leader()).unwrap();
+    cluster.kill(follower);
+    wait_progress(&kids, 3);
+    cluster.restart(follower);
+    cluster.wait_healthy(LONG);
+    let mut all = Vec::new();
+    for k in &mut kids {
+        k.wait_ok(LONG * 3);
+        all.extend(grants_of(k));
+    }
+    assert_eq!(all.len(), 3 * COUNT as usize);
+    // No two candidates believed they led at overlapping times; terms only grew.
+    check_exclusive(all);
+}
+
+// ------------------------------------------------------------------------------------
 // Security and fork
 // ------------------------------------------------------------------------------------
 
@@ -903,6 +1373,59 @@ fn conformance(t: &LeaseTable, other: &LeaseTable) {
     }
     assert!(t.info().counters.grants >= 4);
     assert!(matches!(t.try_acquire("", ttl), Err(Error::InvalidName { .. })));
+
+    // By token, from the holding process itself: its validity ends before the call
+    // returns (before anyone else can be granted).
+    let own = t.try_acquire("own", ttl).unwrap();
+    t.release("own", own.token()).unwrap();
+    assert!(!own.is_valid());
+    let mut own = t.try_acquire("own", ttl).unwrap();
+    own.keep_alive(ttl).unwrap();
+    t.revoke_token("own", own.token()).unwrap();
+    assert!(!own.is_valid());
+    assert_eq!(own.wait_lost(Some(LONG)), Some(LostReason::Revoked));
+    drop(own);
+
+    // Elections and requests to release.
+    let election = t.election("el").unwrap().ttl(ttl).unwrap().label("c1").unwrap();
+    let watcher = other.election("el").unwrap();
+    let mut observer = watcher.observe();
+    assert_eq!(
+        observer.next_change(Some(LONG)).unwrap(),
+        Some(Change { term: 0, leader: None, skipped: Some(0) })
+    );
+    assert!(watcher.leader().unwrap().is_none());
+    let leadership = election.try_campaign().unwrap();
+    assert!(leadership.is_leader());
+    let leader = watcher.leader().unwrap().unwrap();
+    assert_eq!(
+        (leader.term, leader.holder.unwrap().label.as_str()),
+        (leadership.term(), "c1".into())
+    );
+    assert!(matches!(watcher.try_campaign(), Err(Error::Held { .. })));
+    let change = observer.next_change(Some(LONG)).unwrap().unwrap();
+    assert_eq!((change.leader.map(|l| l.term), change.skipped), (Some(leadership.term()), Some(0)));
+    assert_eq!(other.request_release("el", None).unwrap(), Some(leadership.term()));
+    assert_eq!(leadership.wait_notice(Some(LONG)), Some(Notice::ReleaseRequested));
+    assert!(leadership.release_requested());
+    let term = leadership.term();
+    leadership.resign().unwrap();
+    assert_eq!(
+        observer.next_change(Some(LONG)).unwrap(),
+        Some(Change { term, leader: None, skipped: Some(0) })
+    );
+    assert!(watcher.leader().unwrap().is_none());
+    assert_eq!(other.request_release("el", None).unwrap(), None);
+    assert!(matches!(
+        other.request_release("el", Some(term)),
+        Err(Error::Lost { reason: LostReason::Released, .. })
+    ));
+    // A resignation by term (the C library's), from the leading process: not leading
+    // from before the call returns.
+    let leadership = election.try_campaign().unwrap();
+    t.release("el", leadership.term()).unwrap();
+    assert!(!leadership.is_leader());
+    assert!(matches!(leadership.resign(), Err(Error::Lost { .. })));
 }
 
 #[test]
@@ -923,8 +1446,11 @@ fn one_api_over_both_backends() {
     ));
     conformance(&t, &LeaseTable::open(location.as_str()).unwrap());
     // What the etcd backend does not carry yet says so.
-    assert!(matches!(t.election("e"), Err(Error::Unsupported { .. })));
-    assert!(matches!(t.request_release("job", None), Err(Error::Unsupported { .. })));
+    let fair = AcquireOptions::new().fair(true);
+    assert!(matches!(
+        t.acquire_with("f", Duration::from_secs(2), &fair),
+        Err(Error::Unsupported { .. })
+    ));
     drop(t);
     let e = LeaseTable::open("etcd://127.0.0.1:1/x?timeout=300ms").unwrap_err();
     assert!(matches!(e, Error::Unavailable { .. }), "{e}");
@@ -970,4 +1496,205 @@ fn the_cli_on_an_etcd_table() {
     let (code, info, err) = cli(&["info"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(info.contains("etcd"), "{info}");
+}
+
+#[test]
+fn the_cli_leads_observes_and_asks_on_an_etcd_table() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let _wd = Watchdog::new("cli_election", LONG * 2);
+    let cluster = Cluster::start("cli-election", Setup::default());
+    let location = cluster.location("cle");
+    let shmlease = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_shmlease"));
+        c.arg("-t").arg(&location);
+        c
+    };
+    let cli = |args: &[&str]| {
+        let out = shmlease().args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert_eq!(cli(&["create"]).0, Some(0));
+    let (code, out, err) = cli(&["leader", "sched"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("nobody leads"), "{out}");
+
+    // An observer, started before anyone leads: its first line is the state at start.
+    let mut observer = common::etcd::Guarded::spawn(
+        shmlease().args(["observe", "sched", "--json", "--count", "3"]).stdout(Stdio::piped()),
+    );
+    let mut lines = std::io::BufReader::new(observer.0.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!((first["leading"].as_bool(), first["term"].as_u64()), (Some(false), Some(0)));
+
+    // `run` is a candidate; asked to release, it passes SIGTERM to CMD and resigns.
+    let mut run = common::etcd::Guarded::spawn(shmlease().args([
+        "run",
+        "sched",
+        "--ttl",
+        "5s",
+        "--label",
+        "cli",
+        "--",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while :; do sleep 0.05; done",
+    ]));
+    let end = Instant::now() + LONG;
+    let term = loop {
+        let (code, out, err) = cli(&["leader", "sched", "--json"]);
+        if code == Some(0) {
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(v["label"].as_str(), Some("cli"), "{out}");
+            break v["term"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < end, "nobody leads: {out}{err}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (code, out, err) = cli(&["request-release", "sched"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), term.to_string());
+    let status = run.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "run ended with {status:?}");
+    let (code, out, _) = cli(&["leader", "sched"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains(&format!("the last term was {term}")), "{out}");
+
+    let rest: Vec<serde_json::Value> =
+        lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    assert_eq!(rest.len(), 2, "{rest:?}");
+    assert_eq!((rest[0]["leading"].as_bool(), rest[0]["term"].as_u64()), (Some(true), Some(term)));
+    assert_eq!((rest[1]["leading"].as_bool(), rest[1]["term"].as_u64()), (Some(false), Some(term)));
+    assert_eq!(observer.0.wait().unwrap().code(), Some(0));
+}
+
+/// The C program of `the_c_library_elects_and_asks_on_an_etcd_table`: the same calls as
+/// on a segment (ffi/tests/c/election.c), on the location it is given.
+const ELECTION_C: &str = r#"
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "check.h"
+
+#define WAIT (60 * (int64_t)SEC)
+
+int main(int argc, char **argv) {
+    CHECK(argc == 2);
+    shmlease_table *t = NULL;
+    OK(shmlease_table_open_or_create(argv[1], NULL, &t));
+    shmlease_leader who;
+    OK(shmlease_leader_get(t, "sched", &who));
+    CHECK(!who.elected && who.term == 0);
+    shmlease_observer *o = NULL;
+    OK(shmlease_observer_open(t, "sched", &o));
+    shmlease_change c;
+    OK(shmlease_observer_next(o, WAIT, &c));
+    CHECK(!c.leader.elected && c.leader.term == 0 && c.skipped == 0);
+
+    shmlease_leadership *l = NULL;
+    OK(shmlease_try_campaign(t, "sched", 30 * SEC, "c", &l, NULL));
+    uint64_t term = 0;
+    OK(shmlease_leadership_term(l, &term));
+    bool leading = false;
+    OK(shmlease_leadership_is_leader(l, &leading));
+    CHECK(leading);
+    OK(shmlease_leader_get(t, "sched", &who));
+    CHECK(who.elected && who.term == term && who.remaining_ns > 0);
+    shmlease_leadership *other = NULL;
+    shmlease_held_by by;
+    EXPECT(shmlease_try_campaign(t, "sched", 30 * SEC, "d", &other, &by), SHMLEASE_HELD);
+    CHECK(by.token == term && other == NULL);
+    OK(shmlease_observer_next(o, WAIT, &c));
+    CHECK(c.leader.elected && c.leader.term == term && c.skipped == 0);
+
+    uint64_t asked = 0;
+    OK(shmlease_request_release(t, "sched", &asked));
+    CHECK(asked == term);
+    shmlease_notice n;
+    OK(shmlease_leadership_wait_notice(l, WAIT, &n));
+    CHECK(n == SHMLEASE_NOTICE_RELEASE_REQUESTED);
+    bool requested = false;
+    OK(shmlease_leadership_release_requested(l, &requested));
+    CHECK(requested);
+    EXPECT(shmlease_request_release_token(t, "sched", term + 1000), SHMLEASE_LOST);
+
+    OK(shmlease_resign(l));
+    OK(shmlease_leadership_is_leader(l, &leading));
+    CHECK(!leading);
+    OK(shmlease_leadership_wait_notice(l, WAIT, &n));
+    CHECK(n == SHMLEASE_NOTICE_LOST_RELEASED);
+    OK(shmlease_observer_next(o, WAIT, &c));
+    CHECK(!c.leader.elected && c.leader.term == term && c.skipped == 0);
+    OK(shmlease_leader_get(t, "sched", &who));
+    CHECK(!who.elected && who.term == term);
+    shmlease_leadership_free(l);
+    shmlease_observer_close(o);
+    shmlease_table_close(t);
+    printf("@@term %llu\n", (unsigned long long)term);
+    return 0;
+}
+"#;
+
+/// The C library built with the `etcd` feature (same cargo, profile and target
+/// directory as this test), copied into `dir` so that a build without the feature
+/// meanwhile (ffi/tests/c_programs.rs makes one) cannot swap it under the program.
+fn c_library_with_etcd(dir: &std::path::Path) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(std::path::Path::parent).expect("target/<profile>/deps");
+    let mut cargo = std::process::Command::new(env!("CARGO"));
+    cargo.args(["build", "-p", "shmlease-ffi", "--features", "etcd", "--target-dir"]);
+    cargo.arg(profile.parent().expect("target"));
+    if profile.file_name().is_some_and(|n| n == "release") {
+        cargo.arg("--release");
+    }
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = cargo.current_dir(repo).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lib = dir.join("libshmlease.so");
+    std::fs::copy(profile.join("libshmlease.so"), &lib).unwrap();
+    lib
+}
+
+#[test]
+fn the_c_library_elects_and_asks_on_an_etcd_table() {
+    let _wd = Watchdog::new("c_election", LONG * 5);
+    let cluster = Cluster::start("c-election", Setup::default());
+    let dir = cluster.dir().join("c");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lib = c_library_with_etcd(&dir);
+    let src = dir.join("election_etcd.c");
+    std::fs::write(&src, ELECTION_C).unwrap();
+    let exe = dir.join("election_etcd");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let gcc = std::process::Command::new("gcc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
+        .arg("-I")
+        .arg(repo.join("include"))
+        .arg("-I")
+        .arg(repo.join("ffi/tests/c"))
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", dir.display()))
+        .output()
+        .unwrap();
+    assert!(gcc.status.success(), "{}", String::from_utf8_lossy(&gcc.stderr));
+    let location = cluster.location("c");
+    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+    let mut child = common::etcd::Guarded::spawn(
+        std::process::Command::new(&exe)
+            .arg(&location)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap()),
+    );
+    let status = child.0.wait().unwrap();
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    assert!(status.success(), "{stdout}{}", std::fs::read_to_string(&err).unwrap());
+    let term: u64 = stdout.trim().strip_prefix("@@term ").unwrap().parse().unwrap();
+    // What C did, Rust sees: the term ended by its resignation.
+    let t = LeaseTable::open(location.as_str()).unwrap();
+    let info = t.get("sched").unwrap().unwrap();
+    assert_eq!((info.token, info.state), (term, LeaseState::Free));
 }

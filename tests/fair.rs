@@ -6,23 +6,16 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Kid, Scratch, Watchdog};
-use shmlease::{AcquireOptions, Error, LeaseTable, TableOptions};
+use common::{permits, s, shared, table, wait_until, Kid, Scratch, Watchdog, LONG, TTL};
+use shmlease::{AcquireOptions, Error, LeaseTable};
 
 /// Entry point of every child process (see `common::run_child`).
 #[test]
 #[ignore = "child process entry point; run by the other tests"]
 fn child_main() {
     common::run_child();
-}
-
-const LONG: Duration = Duration::from_secs(60);
-const TTL: Duration = Duration::from_secs(30);
-
-fn s(v: impl ToString) -> String {
-    v.to_string()
 }
 
 /// Starts fair waiters on `name` one after another, each once the previous one has its
@@ -49,11 +42,9 @@ fn queue_up(
             ],
         );
         kids.push(kid);
-        let end = Instant::now() + LONG;
-        while table.get(name).unwrap().map_or(0, |i| i.queue.len()) < i + 1 {
-            assert!(Instant::now() < end, "waiter {i} never took its place");
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_until(&format!("waiter {i} took its place"), || {
+            table.get(name).unwrap().map_or(0, |info| info.queue.len()) > i
+        });
     }
     kids
 }
@@ -77,7 +68,7 @@ fn fair_waiters_are_granted_in_arrival_order() {
     let wd = Watchdog::new("fair_order", LONG * 2);
     let dir = Scratch::new("order");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(64)).unwrap();
+    let table = table(&dir, 64);
     let held = table.try_acquire("printer", TTL).unwrap();
     let mut kids = queue_up(&wd, &table, &path, "printer", &[("exclusive", 60_000); 5]);
     let info = table.get("printer").unwrap().unwrap();
@@ -94,7 +85,7 @@ fn a_fair_caller_that_does_not_wait_does_not_pass_the_queue() {
     let wd = Watchdog::new("fair_try", LONG);
     let dir = Scratch::new("try");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(64)).unwrap();
+    let table = table(&dir, 64);
     let held = table.try_acquire("printer", TTL).unwrap();
     let mut kids = queue_up(&wd, &table, &path, "printer", &[("exclusive", 60_000)]);
     let fair_try = AcquireOptions::new().fair(true);
@@ -114,7 +105,7 @@ fn a_dead_stopped_or_timed_out_waiter_in_the_middle_is_passed_over() {
     for how in ["kill", "stop", "timeout"] {
         let dir = Scratch::new(&format!("middle-{how}"));
         let path = dir.path("t");
-        let table = LeaseTable::create(&path, &TableOptions::new().capacity(64)).unwrap();
+        let table = table(&dir, 64);
         let held = table.try_acquire("printer", TTL).unwrap();
         let middle_wait = if how == "timeout" { 400 } else { 60_000 };
         let mut kids = queue_up(
@@ -126,8 +117,7 @@ fn a_dead_stopped_or_timed_out_waiter_in_the_middle_is_passed_over() {
         );
         match how {
             "kill" => {
-                kids[1].signal(libc::SIGKILL);
-                kids[1].wait(LONG);
+                kids[1].kill();
             }
             "stop" => {
                 kids[1].signal(libc::SIGSTOP);
@@ -162,8 +152,8 @@ fn arrival_order_holds_for_permits_and_across_shared_and_exclusive() {
     let wd = Watchdog::new("fair_kinds", LONG * 2);
     let dir = Scratch::new("kinds");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(128)).unwrap();
-    let two = AcquireOptions::new().permits(2).unwrap();
+    let table = table(&dir, 128);
+    let two = permits(2);
     let a = table.acquire_with("pool", TTL, &two).unwrap();
     let b = table.acquire_with("pool", TTL, &two).unwrap();
     let mut kids = queue_up(&wd, &table, &path, "pool", &[("permits:2", 60_000); 3]);
@@ -171,8 +161,7 @@ fn arrival_order_holds_for_permits_and_across_shared_and_exclusive() {
     drop(b);
     assert_eq!(grant_order(&mut kids), vec![0, 1, 2]);
 
-    let shared = AcquireOptions::new().shared(true);
-    let r = table.acquire_with("doc", TTL, &shared).unwrap();
+    let r = table.acquire_with("doc", TTL, &shared()).unwrap();
     let mut kids =
         queue_up(&wd, &table, &path, "doc", &[("exclusive", 60_000), ("shared", 60_000)]);
     drop(r);
@@ -185,22 +174,19 @@ fn arrival_order_holds_for_permits_and_across_shared_and_exclusive() {
 #[test]
 fn a_fair_exclusive_acquirer_keeps_shared_acquirers_out_while_it_waits() {
     let dir = Scratch::new("fair-writer");
-    let table = LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(128)).unwrap();
-    let shared = AcquireOptions::new().shared(true);
-    let r1 = table.acquire_with("doc", TTL, &shared).unwrap();
+    let table = table(&dir, 128);
+    let r1 = table.acquire_with("doc", TTL, &shared()).unwrap();
     std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
             let fair = AcquireOptions::new().fair(true).wait(Some(LONG));
             table.acquire_with("doc", TTL, &fair).map(|l| l.token())
         });
         // Until the writer holds the head (draining), a shared try still gets in.
-        let end = Instant::now() + LONG;
-        while !table.get("doc").unwrap().unwrap().grants.iter().any(|g| !g.shared) {
-            assert!(Instant::now() < end, "the fair writer never started draining");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until("the fair writer started draining", || {
+            table.get("doc").unwrap().unwrap().grants.iter().any(|g| !g.shared)
+        });
         let waited =
-            table.acquire_with("doc", TTL, &shared.wait(Some(Duration::from_millis(1500))));
+            table.acquire_with("doc", TTL, &shared().wait(Some(Duration::from_millis(1500))));
         assert!(
             matches!(waited, Err(Error::TimedOut { .. })),
             "a shared acquirer passed: {waited:?}"
@@ -216,9 +202,8 @@ fn a_fair_exclusive_acquirer_keeps_shared_acquirers_out_while_it_waits() {
 fn a_fair_waiter_without_a_slot_for_its_place_is_told_the_table_is_full() {
     let _wd = Watchdog::new("fair_full_table", LONG);
     let dir = Scratch::new("full");
-    let path = dir.path("t");
     let capacity = 8;
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(capacity)).unwrap();
+    let table = table(&dir, capacity);
     let held = table.try_acquire("printer", TTL).unwrap();
     let mut fillers: Vec<_> =
         (1..capacity).map(|i| table.try_acquire(&format!("f{i}"), TTL).unwrap()).collect();

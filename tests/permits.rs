@@ -6,13 +6,13 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{touch, Kid, Scratch, SharedWords, Watchdog};
-use shmlease::{
-    AcquireOptions, Error, LeaseKind, LeaseState, LeaseTable, LostReason, TableOptions,
+use common::{
+    assert_distinct, permits, run_forking_herd, s, start_churn, table, touch, two_permit_holders,
+    wait_until, Kid, Scratch, SharedWords, Watchdog, LONG, TTL,
 };
+use shmlease::{AcquireOptions, Error, LeaseKind, LeaseState, LostReason};
 
 /// Entry point of every child process (see `common::run_child`).
 #[test]
@@ -21,21 +21,10 @@ fn child_main() {
     common::run_child();
 }
 
-const LONG: Duration = Duration::from_secs(60);
-const TTL: Duration = Duration::from_secs(30);
-
-fn s(v: impl ToString) -> String {
-    v.to_string()
-}
-
-fn permits(n: u32) -> AcquireOptions {
-    AcquireOptions::new().permits(n).unwrap()
-}
-
 #[test]
 fn n_permits_admit_n_holders_with_growing_tokens_and_refuse_the_next() {
     let dir = Scratch::new("n");
-    let table = LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(64)).unwrap();
+    let table = table(&dir, 64);
     let three = permits(3);
     let held: Vec<_> = (0..3).map(|_| table.acquire_with("pool", TTL, &three).unwrap()).collect();
     let tokens: Vec<u64> = held.iter().map(|l| l.token()).collect();
@@ -77,7 +66,7 @@ fn n_permits_admit_n_holders_with_growing_tokens_and_refuse_the_next() {
 #[test]
 fn callers_who_disagree_about_n_are_told_the_recorded_n() {
     let dir = Scratch::new("kind");
-    let table = LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(64)).unwrap();
+    let table = table(&dir, 64);
     let a = table.acquire_with("gpu", TTL, &permits(4)).unwrap();
     for (asked, options) in
         [(LeaseKind::Permits(2), permits(2)), (LeaseKind::Exclusive, permits(1))]
@@ -126,7 +115,7 @@ fn callers_who_disagree_about_n_are_told_the_recorded_n() {
 #[test]
 fn by_token_calls_revocation_and_requests_reach_one_permit_or_all() {
     let dir = Scratch::new("bytoken");
-    let table = LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(64)).unwrap();
+    let table = table(&dir, 64);
     let two = permits(2);
     let a = table.acquire_with("jobs", TTL, &two).unwrap().detach().unwrap();
     let b = table.acquire_with("jobs", TTL, &two).unwrap();
@@ -168,48 +157,15 @@ fn by_token_calls_revocation_and_requests_reach_one_permit_or_all() {
 fn a_herd_of_processes_and_forked_children_never_exceeds_n() {
     let wd = Watchdog::new("permit_herd", LONG * 2);
     let dir = Scratch::new("herd");
-    let path = dir.path("t");
-    LeaseTable::create(&path, &TableOptions::new().capacity(32)).unwrap();
-    let counters = dir.path("counters");
-    SharedWords::create(&counters, 2);
-    let env = |fork: bool| {
-        vec![
-            ("TABLE", s(path.display())),
-            ("NAME", s("pool")),
-            ("PERMITS", s(2)),
-            ("COUNTERS", s(counters.display())),
-            ("HOLD_US", s(200)),
-            ("RUN_MS", s(3000)),
-            ("FORK", s(fork as u8)),
-        ]
-    };
-    let mut herd: Vec<Kid> =
-        (0..3).map(|i| Kid::spawn(&wd, &format!("herd-{i}"), "permit_herd", &env(i > 0))).collect();
-    let mut tokens = Vec::new();
-    let mut grants = 0u64;
-    for k in &mut herd {
-        let keys: &[&str] =
-            if k.label.ends_with('0') { &["DONE"] } else { &["DONE", "child-DONE"] };
-        for _ in keys {
-            let (key, value) = k.expect_any(&["DONE", "child-DONE"], LONG);
-            let (g, v) = value.split_once(' ').unwrap();
-            assert_eq!(v, "0", "{key}: violations\n{}", k.transcript());
-            grants += g.parse::<u64>().unwrap();
-        }
-        k.wait_ok(LONG);
-        for line in k.transcript().lines() {
-            if let Some(rest) = line.split("TOKENS ").nth(1) {
-                tokens.extend(
-                    rest.split(',').filter(|t| !t.is_empty()).map(|t| t.parse::<u64>().unwrap()),
-                );
-            }
-        }
-    }
-    let words = SharedWords::open(&counters);
+    table(&dir, 32);
+    let env = [("NAME", s("pool")), ("PERMITS", s(2)), ("HOLD_US", s(200)), ("RUN_MS", s(3000))];
+    let (dones, tokens) = run_forking_herd(&wd, &dir, "permit_herd", 2, &env);
+    // `DONE grants violations`
+    let grants: u64 = dones.iter().map(|v| v[0]).sum();
+    let words = SharedWords::open(&dir.path("counters"));
     assert_eq!(words.word(1).load(std::sync::atomic::Ordering::SeqCst), 0, "violations");
     assert!(grants > 50, "only {grants} grants in 3 s");
-    let distinct: BTreeSet<u64> = tokens.iter().copied().collect();
-    assert_eq!(distinct.len(), tokens.len(), "a token was granted twice");
+    assert_distinct(&tokens);
     assert_eq!(tokens.len() as u64, grants);
 }
 
@@ -220,24 +176,11 @@ fn dead_holders_permits_are_reclaimed_at_once() {
     let wd = Watchdog::new("permit_dead", LONG);
     let dir = Scratch::new("dead");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(32)).unwrap();
-    let env = [
-        ("TABLE", s(path.display())),
-        ("NAME", s("pool")),
-        ("PERMITS", s(2)),
-        ("TTL_MS", s(600_000)),
-        ("ACTION", s("forever")),
-    ];
-    let mut kids: Vec<Kid> =
-        (0..2).map(|i| Kid::spawn(&wd, &format!("h{i}"), "permit_hold", &env)).collect();
-    let mut theirs = Vec::new();
-    for k in &mut kids {
-        theirs.push(k.expect("GOT", LONG).parse::<u64>().unwrap());
-    }
+    let table = table(&dir, 32);
+    let (mut kids, theirs) = two_permit_holders(&wd, &path, &[]);
     assert!(matches!(table.acquire_with("pool", TTL, &permits(2)), Err(Error::Held { .. })));
     for k in &mut kids {
-        k.signal(libc::SIGKILL);
-        k.wait(LONG);
+        k.kill();
     }
     let a = table.acquire_with("pool", TTL, &permits(2)).expect("first dead holder's permit");
     let b = table.acquire_with("pool", TTL, &permits(2)).expect("second dead holder's permit");
@@ -252,7 +195,7 @@ fn a_stopped_holders_permit_expires_and_it_learns_so() {
     let wd = Watchdog::new("permit_stopped", LONG);
     let dir = Scratch::new("stopped");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(32)).unwrap();
+    let table = table(&dir, 32);
     let go = dir.path("go");
     let mine = table.acquire_with("pool", TTL, &permits(2)).unwrap();
     let mut kid = Kid::spawn(
@@ -287,7 +230,7 @@ fn a_blocked_acquirer_wakes_when_any_permit_frees() {
     let wd = Watchdog::new("permit_wake", LONG);
     let dir = Scratch::new("wake");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(32)).unwrap();
+    let table = table(&dir, 32);
     let a = table.acquire_with("pool", TTL, &permits(2)).unwrap();
     let b = table.acquire_with("pool", TTL, &permits(2)).unwrap();
     let mut kid = Kid::spawn(
@@ -305,17 +248,12 @@ fn a_blocked_acquirer_wakes_when_any_permit_frees() {
     );
     // Until it announces itself on a seat, it has not looked yet.
     let seat = table.get("pool").unwrap().unwrap().grants[1].slot;
-    let end = std::time::Instant::now() + LONG;
-    while !common::waiters_announced(&path, seat) {
-        assert!(std::time::Instant::now() < end, "the waiter never announced itself");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("the waiter announced itself", || common::waiters_announced(&path, seat));
     assert!(kid.lines_so_far().iter().all(|l| !l.contains("GOT")));
     b.release().unwrap();
     let got: u64 = kid.expect("GOT", LONG).parse().unwrap();
     assert!(got > a.token());
-    kid.signal(libc::SIGKILL);
-    kid.wait(LONG);
+    kid.kill();
 }
 
 /// A name with three permits (four slots) in an eight-slot table that a process keeps
@@ -326,7 +264,7 @@ fn permits_in_a_full_table_under_churn() {
     let wd = Watchdog::new("permit_full", LONG * 2);
     let dir = Scratch::new("full");
     let path = dir.path("t");
-    LeaseTable::create(&path, &TableOptions::new().capacity(8)).unwrap();
+    table(&dir, 8);
     let counters = dir.path("counters");
     SharedWords::create(&counters, 2);
     let herd_env = vec![
@@ -339,20 +277,7 @@ fn permits_in_a_full_table_under_churn() {
     ];
     let mut herd: Vec<Kid> =
         (0..4).map(|i| Kid::spawn(&wd, &format!("herd-{i}"), "permit_herd", &herd_env)).collect();
-    let names: Vec<String> = (0..20).map(|i| format!("other-{i}")).collect();
-    let mut churn = Kid::spawn(
-        &wd,
-        "churn",
-        "rotate",
-        &[
-            ("TABLE", s(path.display())),
-            ("NAMES", names.join(",")),
-            ("HOLD", s(2)),
-            ("RUN_MS", s(3000)),
-            ("FRESH", s(1)),
-            ("SEED", s(11)),
-        ],
-    );
+    let mut churn = start_churn(&wd, &path, 2, 11);
     for k in &mut herd {
         let done = k.expect("DONE", LONG);
         assert!(done.ends_with(" 0"), "violations: {done}\n{}", k.transcript());
@@ -370,7 +295,7 @@ fn permits_in_a_full_table_under_churn() {
 #[test]
 fn a_full_table_with_a_pinned_head_answers_table_full() {
     let dir = Scratch::new("pinned");
-    let table = LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(4)).unwrap();
+    let table = table(&dir, 4);
     let (_a, _b) = (table.try_acquire("a", TTL).unwrap(), table.try_acquire("b", TTL).unwrap());
     let _p = table.acquire_with("p", TTL, &permits(2)).unwrap();
     assert!(matches!(table.try_acquire("c", TTL), Err(Error::TableFull { .. })));

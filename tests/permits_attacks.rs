@@ -18,9 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    read_u64, touch, write_u64, Kid, Scratch, SharedWords, Watchdog, HEADER_SIZE, SLOT_SIZE,
+    assert_distinct, permits, read_u64, s, start_churn, table, tokens_of, touch,
+    two_permit_holders, wait_until, write_u64, Kid, Scratch, SharedWords, Watchdog, HEADER_SIZE,
+    LONG, SLOT_SIZE, TTL,
 };
-use shmlease::{AcquireOptions, Error, LeaseInfo, LeaseKind, LeaseState, LeaseTable, TableOptions};
+use shmlease::{Error, LeaseInfo, LeaseKind, LeaseState, LeaseTable, TableOptions};
 
 /// Entry point of every child process (see `common::run_child`).
 #[test]
@@ -29,18 +31,8 @@ fn child_main() {
     common::run_child();
 }
 
-const LONG: Duration = Duration::from_secs(60);
-const TTL: Duration = Duration::from_secs(30);
 /// `GROUP` in a grant word's deadline half (see `src/layout.rs`).
 const GROUP: u64 = 1 << 60;
-
-fn s(v: impl ToString) -> String {
-    v.to_string()
-}
-
-fn permits(n: u32) -> AcquireOptions {
-    AcquireOptions::new().permits(n).unwrap()
-}
 
 fn grant_offset(slot: u32) -> u64 {
     HEADER_SIZE + slot as u64 * SLOT_SIZE
@@ -76,17 +68,47 @@ fn check_group_info(info: &LeaseInfo, n: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Collects the `TOKENS` lines of a kid's transcript.
-fn tokens_of(k: &Kid) -> Vec<u64> {
-    let mut out = Vec::new();
-    for line in k.transcript().lines() {
-        if let Some(rest) = line.split("@@TOKENS ").nth(1) {
-            out.extend(
-                rest.split(',').filter(|t| !t.is_empty()).map(|t| t.parse::<u64>().unwrap()),
-            );
-        }
+/// Starts `members` `pa_herd` processes on "pool" with `n` permits for 3 s, each grant
+/// held `hold_us`, counting in the file `counters` of `dir` (created here); member `i`
+/// has the parameters `extra(i)` besides.
+fn start_herd(
+    wd: &Watchdog,
+    dir: &Scratch,
+    members: u64,
+    n: u32,
+    hold_us: u64,
+    extra: impl Fn(u64) -> Vec<(&'static str, String)>,
+) -> Vec<Kid> {
+    let counters = dir.path("counters");
+    SharedWords::create(&counters, 4);
+    let member = |i| {
+        let mut env = vec![
+            ("TABLE", s(dir.path("t").display())),
+            ("NAME", s("pool")),
+            ("PERMITS", s(n)),
+            ("COUNTERS", s(counters.display())),
+            ("HOLD_US", s(hold_us)),
+            ("RUN_MS", s(3000)),
+        ];
+        env.extend(extra(i));
+        Kid::spawn(wd, &format!("herd-{i}"), "pa_herd", &env)
+    };
+    (0..members).map(member).collect()
+}
+
+/// Waits for every member of a herd to end well, each with neither a violation nor an
+/// order violation: the number of grants, and every token granted.
+fn finish_herd(herd: &mut [Kid]) -> (u64, Vec<u64>) {
+    let (mut grants, mut tokens) = (0u64, Vec::new());
+    for k in herd {
+        let done = k.expect("DONE", LONG);
+        let v: Vec<u64> = done.split(' ').map(|x| x.parse().unwrap()).collect();
+        assert_eq!((v[1], v[2]), (0, 0), "violations, order violations\n{}", k.transcript());
+        grants += v[0];
+        k.wait_ok(LONG);
+        tokens.extend(tokens_of(k));
     }
-    out
+    (grants, tokens)
 }
 
 /// Attacks: a herd five times larger than N (some members detaching their grants and
@@ -98,29 +120,9 @@ fn tokens_of(k: &Kid) -> Vec<u64> {
 fn a_herd_five_times_n_with_inspectors() {
     let wd = Watchdog::new("pa_herd", LONG * 2);
     let dir = Scratch::new("pa-herd");
-    let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(64)).unwrap();
-    let counters = dir.path("counters");
-    SharedWords::create(&counters, 4);
+    let table = table(&dir, 64);
     let n = 3u32;
-    let mut herd: Vec<Kid> = (0..15)
-        .map(|i| {
-            Kid::spawn(
-                &wd,
-                &format!("herd-{i}"),
-                "pa_herd",
-                &[
-                    ("TABLE", s(path.display())),
-                    ("NAME", s("pool")),
-                    ("PERMITS", s(n)),
-                    ("COUNTERS", s(counters.display())),
-                    ("HOLD_US", s(300)),
-                    ("RUN_MS", s(3000)),
-                    ("DETACH", s(i % 2)),
-                ],
-            )
-        })
-        .collect();
+    let mut herd = start_herd(&wd, &dir, 15, n, 300, |i| vec![("DETACH", s(i % 2))]);
     let mut looks = 0u64;
     while herd.iter_mut().any(|k| k.try_status().is_none()) {
         if let Some(info) = table.get("pool").unwrap() {
@@ -133,21 +135,11 @@ fn a_herd_five_times_n_with_inspectors() {
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-    let mut tokens = Vec::new();
-    let mut grants = 0u64;
-    for k in &mut herd {
-        let done = k.expect("DONE", LONG);
-        let v: Vec<u64> = done.split(' ').map(|x| x.parse().unwrap()).collect();
-        assert_eq!((v[1], v[2]), (0, 0), "violations, order violations\n{}", k.transcript());
-        grants += v[0];
-        k.wait_ok(LONG);
-        tokens.extend(tokens_of(k));
-    }
-    let words = SharedWords::open(&counters);
+    let (grants, tokens) = finish_herd(&mut herd);
+    let words = SharedWords::open(&dir.path("counters"));
     assert_eq!(words.word(1).load(SeqCst), 0, "more than N inside");
     assert_eq!(words.word(3).load(SeqCst), 0, "a later grant got a smaller token");
-    let distinct: BTreeSet<u64> = tokens.iter().copied().collect();
-    assert_eq!(distinct.len(), tokens.len(), "a token was granted twice");
+    assert_distinct(&tokens);
     assert_eq!(tokens.len() as u64, grants);
     assert!(grants > 100 && looks > 100, "{grants} grants, {looks} looks");
 }
@@ -158,7 +150,7 @@ fn a_herd_five_times_n_with_inspectors() {
 #[test]
 fn threads_sharing_one_table_never_exceed_n() {
     let dir = Scratch::new("pa-threads");
-    let table = LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(32)).unwrap();
+    let table = table(&dir, 32);
     let inside = Arc::new(AtomicU64::new(0));
     let worst = Arc::new(AtomicU64::new(0));
     let returned = Arc::new(AtomicU64::new(0));
@@ -194,8 +186,7 @@ fn threads_sharing_one_table_never_exceed_n() {
         })
         .collect();
     let tokens: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
-    let distinct: BTreeSet<u64> = tokens.iter().copied().collect();
-    assert_eq!(distinct.len(), tokens.len(), "a token was granted twice");
+    assert_distinct(&tokens);
     assert!(worst.load(SeqCst) <= 3, "{} inside", worst.load(SeqCst));
     assert_eq!(disorder.load(SeqCst), 0, "a later grant got a smaller token");
     assert!(tokens.len() > 100, "{} grants", tokens.len());
@@ -211,27 +202,9 @@ fn revocations_requests_and_by_token_calls_racing_with_grants() {
     let wd = Watchdog::new("pa_revoke", LONG * 2);
     let dir = Scratch::new("pa-revoke");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(64)).unwrap();
-    let counters = dir.path("counters");
-    SharedWords::create(&counters, 4);
-    let mut herd: Vec<Kid> = (0..6)
-        .map(|i| {
-            Kid::spawn(
-                &wd,
-                &format!("herd-{i}"),
-                "pa_herd",
-                &[
-                    ("TABLE", s(path.display())),
-                    ("NAME", s("pool")),
-                    ("PERMITS", s(3)),
-                    ("COUNTERS", s(counters.display())),
-                    ("HOLD_US", s(500)),
-                    ("RUN_MS", s(3000)),
-                    ("REVOKED_OK", s(1)),
-                ],
-            )
-        })
-        .collect();
+    let table = table(&dir, 64);
+    // Revoked grants are not counted inside: only the order of tokens is checked.
+    let mut herd = start_herd(&wd, &dir, 6, 3, 500, |_| vec![("REVOKED_OK", s(1))]);
     let mut revokers: Vec<Kid> = (0..2)
         .map(|i| {
             Kid::spawn(
@@ -253,20 +226,13 @@ fn revocations_requests_and_by_token_calls_racing_with_grants() {
         }
         std::thread::sleep(Duration::from_micros(500));
     }
-    let mut tokens = Vec::new();
-    for k in herd.iter_mut() {
-        let done = k.expect("DONE", LONG);
-        assert!(done.ends_with(" 0"), "order violation: {done}\n{}", k.transcript());
-        k.wait_ok(LONG);
-        tokens.extend(tokens_of(k));
-    }
+    let (_, tokens) = finish_herd(&mut herd);
     let mut revoked = 0;
     for k in revokers.iter_mut() {
         revoked += k.expect("DONE", LONG).parse::<u64>().unwrap();
         k.wait_ok(LONG);
     }
-    let distinct: BTreeSet<u64> = tokens.iter().copied().collect();
-    assert_eq!(distinct.len(), tokens.len(), "a token was granted twice");
+    assert_distinct(&tokens);
     assert!(revoked > 10, "only {revoked} revocations landed");
 }
 
@@ -280,7 +246,7 @@ fn exclusive_and_permits_callers_racing_for_fresh_names() {
     let wd = Watchdog::new("pa_race", LONG * 2);
     let dir = Scratch::new("pa-race");
     let path = dir.path("t");
-    LeaseTable::create(&path, &TableOptions::new().capacity(4096)).unwrap();
+    table(&dir, 4096);
     let counters = dir.path("counters");
     let slots = 64;
     SharedWords::create(&counters, 3 * slots);
@@ -328,7 +294,7 @@ fn a_forked_child_cannot_touch_an_inherited_permit() {
     let wd = Watchdog::new("pa_fork", LONG);
     let dir = Scratch::new("pa-fork");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(32)).unwrap();
+    let table = table(&dir, 32);
     let mut kid = Kid::spawn(
         &wd,
         "forker",
@@ -349,8 +315,7 @@ fn a_forked_child_cannot_touch_an_inherited_permit() {
         Err(Error::Held { .. }) => {}
         other => panic!("the parent's permit must still be held: {other:?}"),
     }
-    kid.signal(libc::SIGKILL);
-    kid.wait(LONG);
+    kid.kill();
 }
 
 /// Attacks: `kill -9` at every crash point of a permit's transitions — the first grant
@@ -364,7 +329,7 @@ fn crashes_at_every_point_of_the_permit_transitions() {
     let wd = Watchdog::new("pa_crash", LONG * 4);
     let dir = Scratch::new("pa-crash");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(32)).unwrap();
+    let table = table(&dir, 32);
     let n = 2u32;
     let mut runs = 0;
     for (op, fresh) in
@@ -428,20 +393,8 @@ fn start_time_holders_permits_are_reclaimed_at_once() {
     let wd = Watchdog::new("pa_start_time", LONG);
     let dir = Scratch::new("pa-start");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(32)).unwrap();
-    let env = [
-        ("TABLE", s(path.display())),
-        ("NAME", s("pool")),
-        ("PERMITS", s(2)),
-        ("TTL_MS", s(600_000)),
-        ("ACTION", s("forever")),
-        ("IDENTITY", s("start-time")),
-    ];
-    let mut kids: Vec<Kid> =
-        (0..2).map(|i| Kid::spawn(&wd, &format!("h{i}"), "permit_hold", &env)).collect();
-    for k in &mut kids {
-        k.expect("GOT", LONG);
-    }
+    let table = table(&dir, 32);
+    let (mut kids, _) = two_permit_holders(&wd, &path, &[("IDENTITY", s("start-time"))]);
     let info = table.get("pool").unwrap().unwrap();
     assert!(info.grants.iter().all(|g| g.holder.is_some()), "{info:#?}");
     // A waiter blocked before the first death.
@@ -454,11 +407,9 @@ fn start_time_holders_permits_are_reclaimed_at_once() {
         })
     };
     wait_for_seat_waiter(&table, &path, "pool");
-    kids[0].signal(libc::SIGKILL);
-    kids[0].wait(LONG);
+    kids[0].kill();
     let got = waiter.join().unwrap().expect("the blocked caller gets the dead holder's permit");
-    kids[1].signal(libc::SIGKILL);
-    kids[1].wait(LONG);
+    kids[1].kill();
     let b = table.acquire_with("pool", TTL, &permits(2)).expect("second dead holder's permit");
     assert!(b.token() > got);
     assert!(table.info().counters.dead_holder_reclaims >= 2);
@@ -472,7 +423,7 @@ fn a_stopped_waiter_neither_blocks_others_nor_loses_its_turn() {
     let wd = Watchdog::new("pa_stopped_waiter", LONG);
     let dir = Scratch::new("pa-stopw");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(32)).unwrap();
+    let table = table(&dir, 32);
     let a = table.acquire_with("pool", TTL, &permits(2)).unwrap();
     let b = table.acquire_with("pool", TTL, &permits(2)).unwrap();
     let env = [
@@ -502,15 +453,10 @@ fn a_stopped_waiter_neither_blocks_others_nor_loses_its_turn() {
 /// Waits until a waiter has announced itself on a seat of `name` (permit waiters
 /// announce themselves on every held seat).
 fn wait_for_seat_waiter(table: &LeaseTable, path: &Path, name: &str) {
-    let end = Instant::now() + LONG;
-    loop {
+    wait_until(&format!("a waiter announced itself on a seat of {name}"), || {
         let info = table.get(name).unwrap().unwrap();
-        if info.grants.iter().any(|g| common::waiters_announced(path, g.slot)) {
-            return;
-        }
-        assert!(Instant::now() < end, "no waiter announced itself on a seat of {name}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+        info.grants.iter().any(|g| common::waiters_announced(path, g.slot))
+    });
 }
 
 /// The address range of the mapping of `path` in process `pid`.
@@ -545,11 +491,7 @@ fn asleep_on(pid: i32, path: &Path, _head: u32) -> bool {
 
 /// Waits until every one of `kids` sleeps waiting for a permit.
 fn wait_asleep(path: &Path, head: u32, kids: &[&Kid]) {
-    let end = Instant::now() + LONG;
-    while !kids.iter().all(|k| asleep_on(k.pid(), path, head)) {
-        assert!(Instant::now() < end, "the waiters never went to sleep");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until("the waiters went to sleep", || kids.iter().all(|k| asleep_on(k.pid(), path, head)));
 }
 
 /// Attacks: the wake-up of blocked acquirers. Two waiters sleep on a name with 128
@@ -569,7 +511,7 @@ fn no_waiter_sleeps_through_a_free_permit() {
     let wd = Watchdog::new("pa_lost_wakeup", Duration::from_secs(600));
     let dir = Scratch::new("pa-lost");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(1024)).unwrap();
+    let table = table(&dir, 1024);
     let n = 128u32;
     let detached = |table: &LeaseTable| {
         table.acquire_with("pool", Duration::from_secs(600), &permits(n)).unwrap().detach().unwrap()
@@ -673,7 +615,7 @@ fn garbage_in_heads_and_seats_gives_errors_or_reclaims() {
     let wd = Watchdog::new("pa_garbage", LONG);
     let dir = Scratch::new("pa-garbage");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(64)).unwrap();
+    let table = table(&dir, 64);
     let every_call = |name: &str| {
         let _ = table.try_acquire(name, TTL);
         let _ = table.acquire_with(name, TTL, &permits(2));
@@ -740,7 +682,7 @@ fn garbage_in_heads_and_seats_gives_errors_or_reclaims() {
 #[test]
 fn tables_too_small_for_the_seats_answer_table_full() {
     let dir = Scratch::new("pa-tiny");
-    let table = LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(1)).unwrap();
+    let table = table(&dir, 1);
     for options in [permits(2), permits(2).wait(Some(Duration::from_millis(200)))] {
         match table.acquire_with("pool", TTL, &options) {
             Err(Error::TableFull { capacity: 1 }) => {}
@@ -770,7 +712,7 @@ fn tables_too_small_for_the_seats_answer_table_full() {
 #[test]
 fn a_waiting_caller_in_a_table_smaller_than_n_waits_for_a_bound_seat() {
     let dir = Scratch::new("pa-tiny-wait");
-    let table = LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(3)).unwrap();
+    let table = table(&dir, 3);
     let a = table.acquire_with("pool", TTL, &permits(5)).unwrap();
     let _b = table.acquire_with("pool", TTL, &permits(5)).unwrap();
     let waiter = {
@@ -796,53 +738,14 @@ fn a_waiting_caller_in_a_table_smaller_than_n_waits_for_a_bound_seat() {
 fn a_table_of_exactly_n_plus_one_slots_under_churn() {
     let wd = Watchdog::new("pa_exact", LONG * 2);
     let dir = Scratch::new("pa-exact");
-    let path = dir.path("t");
-    LeaseTable::create(&path, &TableOptions::new().capacity(4)).unwrap();
-    let counters = dir.path("counters");
-    SharedWords::create(&counters, 4);
-    let mut herd: Vec<Kid> = (0..4)
-        .map(|i| {
-            Kid::spawn(
-                &wd,
-                &format!("herd-{i}"),
-                "pa_herd",
-                &[
-                    ("TABLE", s(path.display())),
-                    ("NAME", s("pool")),
-                    ("PERMITS", s(3)),
-                    ("COUNTERS", s(counters.display())),
-                    ("HOLD_US", s(200)),
-                    ("RUN_MS", s(3000)),
-                    ("FULL_OK", s(1)),
-                ],
-            )
-        })
-        .collect();
-    let mut churn = Kid::spawn(
-        &wd,
-        "churn",
-        "rotate",
-        &[
-            ("TABLE", s(path.display())),
-            ("NAMES", s("x")),
-            ("HOLD", s(1)),
-            ("RUN_MS", s(3000)),
-            ("FRESH", s(1)),
-            ("SEED", s(3)),
-        ],
-    );
-    let mut tokens = Vec::new();
-    for k in &mut herd {
-        let done = k.expect("DONE", LONG);
-        assert!(done.ends_with(" 0 0"), "violations: {done}\n{}", k.transcript());
-        k.wait_ok(LONG);
-        tokens.extend(tokens_of(k));
-    }
+    table(&dir, 4);
+    let mut herd = start_herd(&wd, &dir, 4, 3, 200, |_| vec![("FULL_OK", s(1))]);
+    let mut churn = start_churn(&wd, &dir.path("t"), 1, 3);
+    let (_, tokens) = finish_herd(&mut herd);
     let done = churn.expect("DONE", LONG);
     assert!(done.ends_with(" 0"), "churn errors: {done}\n{}", churn.transcript());
     churn.wait_ok(LONG);
-    let distinct: BTreeSet<u64> = tokens.iter().copied().collect();
-    assert_eq!(distinct.len(), tokens.len(), "a token was granted twice");
+    assert_distinct(&tokens);
     assert!(tokens.len() > 50, "{} grants", tokens.len());
 }
 
@@ -853,27 +756,8 @@ fn a_table_of_exactly_n_plus_one_slots_under_churn() {
 fn the_names_latest_token_is_never_below_a_grant_it_shows() {
     let wd = Watchdog::new("pa_latest", LONG);
     let dir = Scratch::new("pa-latest");
-    let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(64)).unwrap();
-    let counters = dir.path("counters");
-    SharedWords::create(&counters, 4);
-    let mut herd: Vec<Kid> = (0..6)
-        .map(|i| {
-            Kid::spawn(
-                &wd,
-                &format!("herd-{i}"),
-                "pa_herd",
-                &[
-                    ("TABLE", s(path.display())),
-                    ("NAME", s("pool")),
-                    ("PERMITS", s(3)),
-                    ("COUNTERS", s(counters.display())),
-                    ("HOLD_US", s(100)),
-                    ("RUN_MS", s(3000)),
-                ],
-            )
-        })
-        .collect();
+    let table = table(&dir, 64);
+    let mut herd = start_herd(&wd, &dir, 6, 3, 100, |_| vec![]);
     let mut bad = None;
     while herd.iter_mut().any(|k| k.try_status().is_none()) {
         if let Some(info) = table.get("pool").unwrap() {
@@ -898,7 +782,7 @@ fn a_dead_exclusive_holders_name_can_be_redefined_with_permits_at_once() {
     let wd = Watchdog::new("pa_dead_exclusive", LONG);
     let dir = Scratch::new("pa-dead-x");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(32)).unwrap();
+    let table = table(&dir, 32);
     let mut kid = Kid::spawn(
         &wd,
         "holder",
@@ -911,8 +795,7 @@ fn a_dead_exclusive_holders_name_can_be_redefined_with_permits_at_once() {
         ],
     );
     kid.expect("READY", LONG);
-    kid.signal(libc::SIGKILL);
-    kid.wait(LONG);
+    kid.kill();
     let got = table.acquire_with("pool", TTL, &permits(2));
     assert!(got.is_ok(), "permits on a dead holder's exclusive name: {got:?}");
 }

@@ -5,33 +5,20 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{touch, Kid, Scratch, SharedWords, Watchdog};
-use shmlease::{AcquireOptions, Error, LeaseKind, LeaseState, LeaseTable, TableOptions};
+use common::{
+    assert_distinct, permits, run_forking_herd, s, shared, table, touch, wait_until, Kid, Scratch,
+    SharedWords, Watchdog, LONG, TTL,
+};
+use shmlease::{AcquireOptions, Error, LeaseKind, LeaseState};
 
 /// Entry point of every child process (see `common::run_child`).
 #[test]
 #[ignore = "child process entry point; run by the other tests"]
 fn child_main() {
     common::run_child();
-}
-
-const LONG: Duration = Duration::from_secs(60);
-const TTL: Duration = Duration::from_secs(30);
-
-fn s(v: impl ToString) -> String {
-    v.to_string()
-}
-
-fn shared() -> AcquireOptions {
-    AcquireOptions::new().shared(true)
-}
-
-fn table(dir: &Scratch, capacity: u32) -> LeaseTable {
-    LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(capacity)).unwrap()
 }
 
 #[test]
@@ -86,7 +73,7 @@ fn kinds_do_not_mix_and_a_live_exclusive_holder_becomes_the_shared_names() {
     let r = table.acquire_with("doc", TTL, &shared()).unwrap();
     assert!(r.token() > xt);
     // Permits and shared do not mix, either way.
-    match table.acquire_with("doc", TTL, &AcquireOptions::new().permits(2).unwrap()) {
+    match table.acquire_with("doc", TTL, &permits(2)) {
         Err(Error::WrongKind {
             recorded: LeaseKind::Shared,
             requested: LeaseKind::Permits(2),
@@ -94,7 +81,7 @@ fn kinds_do_not_mix_and_a_live_exclusive_holder_becomes_the_shared_names() {
         }) => {}
         other => panic!("{other:?}"),
     }
-    let _p = table.acquire_with("pool", TTL, &AcquireOptions::new().permits(2).unwrap()).unwrap();
+    let _p = table.acquire_with("pool", TTL, &permits(2)).unwrap();
     match table.acquire_with("pool", TTL, &shared()) {
         Err(Error::WrongKind {
             recorded: LeaseKind::Permits(2),
@@ -104,7 +91,7 @@ fn kinds_do_not_mix_and_a_live_exclusive_holder_becomes_the_shared_names() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        AcquireOptions::new().permits(2).unwrap().shared(true),
+        permits(2).shared(true),
         o if matches!(table.acquire_with("x", TTL, &o), Err(Error::InvalidOptions { .. }))
     ));
 }
@@ -158,17 +145,13 @@ fn a_waiting_exclusive_acquirer_blocks_new_shared_grants() {
             table.acquire_with("w", TTL, &AcquireOptions::new().wait(Some(LONG))).map(|l| l.token())
         });
         // Once it drains, the head shows its grant: new shared acquirers are refused.
-        let end = Instant::now() + LONG;
-        loop {
+        wait_until("the exclusive acquirer started waiting", || {
             match table.acquire_with("w", TTL, &shared()) {
-                Err(Error::Held { token, .. }) if token > r1.token() => break,
-                Ok(r) => drop(r),
-                Err(Error::Held { .. }) => {}
+                Err(Error::Held { token, .. }) if token > r1.token() => true,
+                Ok(_) | Err(Error::Held { .. }) => false,
                 Err(e) => panic!("{e:?}"),
             }
-            assert!(Instant::now() < end, "the exclusive acquirer never started waiting");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        });
         assert!(!writer.is_finished());
         drop(r1);
         let token = writer.join().unwrap().unwrap();
@@ -183,47 +166,16 @@ fn a_waiting_exclusive_acquirer_blocks_new_shared_grants() {
 fn a_mixed_herd_never_puts_an_exclusive_holder_beside_another() {
     let wd = Watchdog::new("shared_herd", LONG * 2);
     let dir = Scratch::new("herd");
-    let path = dir.path("t");
-    LeaseTable::create(&path, &TableOptions::new().capacity(128)).unwrap();
-    let counters = dir.path("counters");
-    SharedWords::create(&counters, 3);
-    let env = |fork: bool| {
-        vec![
-            ("TABLE", s(path.display())),
-            ("NAME", s("db")),
-            ("COUNTERS", s(counters.display())),
-            ("HOLD_US", s(300)),
-            ("RUN_MS", s(3000)),
-            ("WRITE_EVERY", s(5)),
-            ("FORK", s(fork as u8)),
-        ]
-    };
-    let mut herd: Vec<Kid> =
-        (0..3).map(|i| Kid::spawn(&wd, &format!("herd-{i}"), "shared_herd", &env(i > 0))).collect();
-    let (mut reads, mut writes) = (0u64, 0u64);
-    let mut tokens = Vec::new();
-    for (i, k) in herd.iter_mut().enumerate() {
-        for _ in 0..(1 + (i > 0) as usize) {
-            let (key, value) = k.expect_any(&["DONE", "child-DONE"], LONG);
-            let v: Vec<u64> = value.split(' ').map(|x| x.parse().unwrap()).collect();
-            assert_eq!(v[2], 0, "{key}: violations\n{}", k.transcript());
-            reads += v[0];
-            writes += v[1];
-        }
-        k.wait_ok(LONG);
-        for line in k.transcript().lines() {
-            if let Some(rest) = line.split("TOKENS ").nth(1) {
-                tokens.extend(
-                    rest.split(',').filter(|t| !t.is_empty()).map(|t| t.parse::<u64>().unwrap()),
-                );
-            }
-        }
-    }
-    let words = SharedWords::open(&counters);
+    table(&dir, 128);
+    let env = [("NAME", s("db")), ("HOLD_US", s(300)), ("RUN_MS", s(3000)), ("WRITE_EVERY", s(5))];
+    let (dones, tokens) = run_forking_herd(&wd, &dir, "shared_herd", 3, &env);
+    // `DONE shared exclusive violations`
+    let (reads, writes): (u64, u64) =
+        (dones.iter().map(|v| v[0]).sum(), dones.iter().map(|v| v[1]).sum());
+    let words = SharedWords::open(&dir.path("counters"));
     assert_eq!(words.word(2).load(SeqCst), 0, "violations");
     assert!(reads > 20 && writes > 5, "{reads} shared, {writes} exclusive grants");
-    let distinct: BTreeSet<u64> = tokens.iter().copied().collect();
-    assert_eq!(distinct.len(), tokens.len(), "a token was granted twice");
+    assert_distinct(&tokens);
 }
 
 fn hold(
@@ -257,7 +209,7 @@ fn dead_holders_of_either_kind_are_passed_over_at_once() {
     let wd = Watchdog::new("shared_dead", LONG);
     let dir = Scratch::new("dead");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(64)).unwrap();
+    let table = table(&dir, 64);
     let go = dir.path("go");
     let mut readers: Vec<Kid> =
         (0..2).map(|i| hold(&wd, &path, &format!("r{i}"), true, 600_000, "forever", &go)).collect();
@@ -266,8 +218,7 @@ fn dead_holders_of_either_kind_are_passed_over_at_once() {
     }
     assert!(matches!(table.try_acquire("db", TTL), Err(Error::Held { .. })));
     for r in &mut readers {
-        r.signal(libc::SIGKILL);
-        r.wait(LONG);
+        r.kill();
     }
     let w = table.try_acquire("db", TTL).expect("the dead shared holders do not count");
     // Nor are they shown beside it: their grants were ended.
@@ -278,8 +229,7 @@ fn dead_holders_of_either_kind_are_passed_over_at_once() {
     let mut writer = hold(&wd, &path, "w", false, 600_000, "forever", &go);
     writer.expect("GOT", LONG);
     assert!(matches!(table.acquire_with("db", TTL, &shared()), Err(Error::Held { .. })));
-    writer.signal(libc::SIGKILL);
-    writer.wait(LONG);
+    writer.kill();
     table.acquire_with("db", TTL, &shared()).expect("the dead exclusive holder does not count");
 }
 
@@ -290,7 +240,7 @@ fn a_stopped_shared_holder_is_waited_out_and_learns_so() {
     let wd = Watchdog::new("shared_stopped", LONG);
     let dir = Scratch::new("stopped");
     let path = dir.path("t");
-    let table = LeaseTable::create(&path, &TableOptions::new().capacity(64)).unwrap();
+    let table = table(&dir, 64);
     let go = dir.path("go");
     let mut r = hold(&wd, &path, "r", true, 400, "renew_after_go", &go);
     r.expect("GOT", LONG);
@@ -314,7 +264,7 @@ fn a_stopped_shared_holder_is_waited_out_and_learns_so() {
 fn elections_refuse_names_with_permits_or_shared_holders() {
     let dir = Scratch::new("election");
     let table = table(&dir, 64);
-    let _p = table.acquire_with("pool", TTL, &AcquireOptions::new().permits(2).unwrap()).unwrap();
+    let _p = table.acquire_with("pool", TTL, &permits(2)).unwrap();
     let _r = table.acquire_with("cat", TTL, &shared()).unwrap();
     for (name, kind) in [("pool", LeaseKind::Permits(2)), ("cat", LeaseKind::Shared)] {
         let election = table.election(name).unwrap();

@@ -20,11 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use common::{
-    read_u64, touch, write_u64, Kid, Scratch, SharedWords, Watchdog, HEADER_SIZE, SLOT_SIZE,
+    assert_distinct, read_u64, s, shared, table, tokens_of, touch, wait_until, write_u64, Kid,
+    Scratch, SharedWords, Watchdog, HEADER_SIZE, LONG, SLOT_SIZE, TTL,
 };
-use shmlease::{
-    AcquireOptions, Error, LeaseInfo, LeaseKind, LeaseState, LeaseTable, LostReason, TableOptions,
-};
+use shmlease::{AcquireOptions, Error, LeaseInfo, LeaseKind, LeaseState, LeaseTable, LostReason};
 
 /// Entry point of every child process (see `common::run_child`).
 #[test]
@@ -33,24 +32,10 @@ fn child_main() {
     common::run_child();
 }
 
-const LONG: Duration = Duration::from_secs(60);
-const TTL: Duration = Duration::from_secs(30);
 /// The kind bits of a shared name's head (`GROUP | SHARED`, see `src/layout.rs`).
 const KIND: u64 = (1 << 60) | (1 << 59);
 /// The flag bits of a grant word's deadline half.
 const FLAGS: u64 = 7 << 61;
-
-fn s(v: impl ToString) -> String {
-    v.to_string()
-}
-
-fn shared() -> AcquireOptions {
-    AcquireOptions::new().shared(true)
-}
-
-fn table(dir: &Scratch, capacity: u32) -> LeaseTable {
-    LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(capacity)).unwrap()
-}
 
 fn grant_offset(slot: u32) -> u64 {
     HEADER_SIZE + slot as u64 * SLOT_SIZE
@@ -226,11 +211,7 @@ fn a_drainer_whose_grant_is_revoked_does_not_return_it() {
                 (l.token(), l.is_valid(), table.get("d").unwrap().unwrap())
             });
             // Wait until it drains (the head shows its grant).
-            let end = Instant::now() + LONG;
-            while exclusive_grant(&table.get("d").unwrap().unwrap()).is_none() {
-                assert!(Instant::now() < end);
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            wait_for_drainer(&table, "d");
             table.revoke("d").unwrap();
             let (token, valid, info) = writer.join().unwrap();
             if !valid {
@@ -326,28 +307,18 @@ fn run_herd(test: &str, capacity: u32, procs: usize, threads: usize, env: &[(&st
     let mut tokens: Vec<u64> = Vec::new();
     for k in &mut kids {
         k.wait_ok(LONG);
-        for line in k.lines_so_far() {
-            if let Some(rest) = line.split("@@").nth(1) {
-                let mut parts = rest.splitn(2, ' ');
-                let key = parts.next().unwrap();
-                let val = parts.next().unwrap_or("");
-                if key.ends_with("DONE") {
-                    let v: Vec<u64> = val.split(' ').map(|x| x.parse().unwrap()).collect();
-                    total += v[0];
-                    assert_eq!(v[1], 0, "violations\n{}", k.transcript());
-                }
-                if key.ends_with("TOKENS") && !val.is_empty() {
-                    tokens.extend(val.split(',').map(|x| x.parse::<u64>().unwrap()));
-                }
-            }
+        for done in k.reports("DONE") {
+            let v: Vec<u64> = done.split(' ').map(|x| x.parse().unwrap()).collect();
+            total += v[0];
+            assert_eq!(v[1], 0, "violations\n{}", k.transcript());
         }
+        tokens.extend(tokens_of(k));
     }
     let w = SharedWords::open(&words);
     assert_eq!(w.word(0).load(SeqCst), 0, "conflicting holders both live");
     assert_eq!(w.word(2).load(SeqCst), 0, "a token below one returned before it started");
     if names.len() == 1 {
-        let distinct: BTreeSet<u64> = tokens.iter().copied().collect();
-        assert_eq!(distinct.len(), tokens.len(), "a token handed out twice");
+        assert_distinct(&tokens);
     }
     assert!(bad_info.is_empty(), "get showed: {}", bad_info.join("\n"));
     assert!(total > 0);
@@ -488,14 +459,12 @@ fn hold_env(
 
 /// Waits until `get` shows an exclusive grant of `name` (a drainer holds the head).
 fn wait_for_drainer(table: &LeaseTable, name: &str) -> u64 {
-    let end = Instant::now() + LONG;
-    loop {
-        if let Some(t) = table.get(name).unwrap().as_ref().and_then(exclusive_grant) {
-            return t;
-        }
-        assert!(Instant::now() < end, "no drainer showed up");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let mut drainer = None;
+    wait_until("a drainer showed up", || {
+        drainer = table.get(name).unwrap().as_ref().and_then(exclusive_grant);
+        drainer.is_some()
+    });
+    drainer.unwrap()
 }
 
 /// Attacks a drainer's death: a process draining the name (waiting for a shared holder
@@ -521,8 +490,7 @@ fn a_killed_drainer_lets_shared_acquirers_in_at_once() {
         assert!(
             matches!(table.acquire_with("k", TTL, &shared()), Err(Error::Held { token, .. }) if token == dt)
         );
-        drainer.signal(libc::SIGKILL);
-        drainer.wait(LONG);
+        drainer.kill();
         let r = table.acquire_with("k", TTL, &shared()).expect("shared after the drainer died");
         assert!(r.token() > dt);
         match table.try_acquire("k", TTL).map(|l| l.token()) {
@@ -641,11 +609,9 @@ fn a_sixty_fifth_shared_acquirer_waits_and_gets_in_when_one_leaves() {
     late.expect("START", LONG);
     // It announces itself on the seats before sleeping.
     let slots: Vec<u32> = table.get("b").unwrap().unwrap().grants.iter().map(|g| g.slot).collect();
-    let end = Instant::now() + LONG;
-    while !slots.iter().all(|&sl| common::waiters_announced(&dir.path("t"), sl)) {
-        assert!(Instant::now() < end, "the 65th never announced itself");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_until("the 65th announced itself", || {
+        slots.iter().all(|&sl| common::waiters_announced(&dir.path("t"), sl))
+    });
     assert!(late.lines_so_far().iter().all(|l| !l.contains("@@GOT")), "a 65th holder");
     assert!(matches!(table.try_acquire("b", TTL), Err(Error::Held { .. })));
     let left = holders.remove(17);
@@ -756,7 +722,7 @@ fn every_crash_point_of_the_shared_transitions_leaves_a_usable_name() {
             }
             let wait = AcquireOptions::new().wait(Some(Duration::from_secs(10)));
             let r = table
-                .acquire_with("c", TTL, &wait.shared(true))
+                .acquire_with("c", TTL, &wait.clone().shared(true))
                 .unwrap_or_else(|e| panic!("{op}@{step}: shared after the crash: {e:?}"));
             drop(r);
             let x = table
@@ -881,11 +847,9 @@ fn wake_ups_across_kinds_reach_waiters_in_other_processes() {
             k.expect("START", LONG);
         }
         let head = table.get("w").unwrap().unwrap().slot;
-        let end = Instant::now() + LONG;
-        while !common::waiters_announced(&dir.path("t"), head) {
-            assert!(Instant::now() < end);
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until("the waiters announced themselves", || {
+            common::waiters_announced(&dir.path("t"), head)
+        });
         std::thread::sleep(Duration::from_millis(20)); // both asleep, most likely
         let t0 = Instant::now();
         x.release().unwrap();

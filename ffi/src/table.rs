@@ -1,16 +1,18 @@
 //! Table handles: creating, opening, closing and removing tables, taking leases, and the
 //! operations that work on a name (by token, revoke, inspect).
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 use std::time::{Duration, Instant, SystemTime};
 
-use shmlease_core::{AcquireOptions, Error, LeaseTable, RemoveOptions, TableOptions};
+use shmlease_core::{
+    AcquireOptions, Error, Interrupt, LeaseTable, RawLease, RemoveOptions, TableOptions,
+};
 
 use crate::boundary::{arg, boundary, opt_str_arg, shmlease_status, str_arg, Failure, Out};
 use crate::info::{
     nanos, shmlease_grant, shmlease_held_by, shmlease_holder, shmlease_info, shmlease_queued,
 };
-use crate::lease::{shmlease_lease, LeaseHandle};
+use crate::lease::{shmlease_lease, shmlease_lease_storage, vacant, LeaseHandle};
 
 /// An open lease table. Opaque: get one from `shmlease_table_open`,
 /// `shmlease_table_create` or `shmlease_table_open_or_create`, give it back with
@@ -247,8 +249,27 @@ fn ttl(ttl_ns: u64) -> Duration {
     Duration::from_nanos(ttl_ns)
 }
 
-/// Takes a lease, filling `held_by` on refusal.
+/// Takes a lease, filling `held_by` on refusal; `keep` makes the handle of its parts.
+#[inline(always)]
 fn take(
+    table: &LeaseTable,
+    name: &str,
+    ttl_ns: u64,
+    options: &AcquireOptions,
+    held_by: Option<Out<shmlease_held_by>>,
+    keep: impl FnOnce(RawLease),
+) -> Result<(), Failure> {
+    match table.acquire_with(name, ttl(ttl_ns), options) {
+        Ok(lease) => {
+            keep(lease.into_raw());
+            Ok(())
+        }
+        Err(e) => Err(refused(table, name, e, held_by)),
+    }
+}
+
+/// Takes a lease into a new heap handle, written to `out`.
+fn take_boxed(
     table: &LeaseTable,
     name: &str,
     ttl_ns: u64,
@@ -256,13 +277,7 @@ fn take(
     out: Out<*mut shmlease_lease>,
     held_by: Option<Out<shmlease_held_by>>,
 ) -> Result<(), Failure> {
-    match table.acquire_with(name, ttl(ttl_ns), options) {
-        Ok(lease) => {
-            out.write(LeaseHandle::into_c(lease, table));
-            Ok(())
-        }
-        Err(e) => Err(refused(table, name, e, held_by)),
-    }
+    take(table, name, ttl_ns, options, held_by, |raw| out.write(LeaseHandle::boxed(raw, table)))
 }
 
 /// The failure for a refused acquisition (or campaign) of `name`, after filling
@@ -361,6 +376,32 @@ pub struct shmlease_acquire_options {
     /// ticket in `token`, its place's time left). At most 127 fair acquirers can wait
     /// for one name at once: the next gets `SHMLEASE_BUSY`.
     pub fair: bool,
+    /// A way to end a wait early (NULL: none). While the call waits, it calls
+    /// `interrupt(interrupt_ctx)` on the waiting thread each time the wait wakes, and at
+    /// least every 50 ms; once it returns true, the wait gives up what it held (its
+    /// place in a fair queue, an exclusive acquirer's hold on a shared name: kept
+    /// between wake-ups, unlike a loop of short waits) and the call returns
+    /// `SHMLEASE_INTERRUPTED`. For a program that must react during a long wait: a flag
+    /// its signal handler sets, a shutdown request from another thread. Never called by
+    /// a call that does not wait, nor after the call returns. It must not call back into
+    /// shmlease for the same lease name.
+    pub interrupt: Option<unsafe extern "C" fn(ctx: *mut c_void) -> bool>,
+    /// Passed to `interrupt` as it is.
+    pub interrupt_ctx: *mut c_void,
+}
+
+/// The caller's interrupt callback as the library's [`Interrupt`].
+fn c_interrupt(check: unsafe extern "C" fn(*mut c_void) -> bool, ctx: *mut c_void) -> Interrupt {
+    // The context travels as an address: the library asks the interrupt on the waiting
+    // thread, during the call only (the options, and the interrupt with them, are
+    // dropped when the call returns), so it is never used where or when the caller did
+    // not hand it over.
+    let ctx = ctx as usize;
+    Interrupt::new(move || {
+        // SAFETY: the caller's contract for `shmlease_acquire_options.interrupt`: a
+        // function that may be called with `interrupt_ctx` during the call.
+        unsafe { check(ctx as *mut c_void) }
+    })
 }
 
 /// The Rust options for a C acquisition: `timeout_ns` as in `shmlease_acquire`.
@@ -412,7 +453,7 @@ pub unsafe extern "C" fn shmlease_try_acquire(
                 Out::optional(held_by),
             )
         };
-        take(table, name, ttl_ns, &AcquireOptions::new(), out, held_by)
+        take_boxed(table, name, ttl_ns, &AcquireOptions::new(), out, held_by)
     })
 }
 
@@ -450,7 +491,7 @@ pub unsafe extern "C" fn shmlease_acquire(
             )
         };
         let options = acquire_options(timeout_ns, label, 1, false, false)?;
-        take(table, name, ttl_ns, &options, out, held_by)
+        take_boxed(table, name, ttl_ns, &options, out, held_by)
     })
 }
 
@@ -486,24 +527,121 @@ pub unsafe extern "C" fn shmlease_acquire_with(
 ) -> shmlease_status {
     boundary(|| {
         // SAFETY: forwarded contract.
-        let (table, name, options, out, held_by) = unsafe {
+        let (table, name, out, held_by) = unsafe {
             (
                 table_arg(table)?,
                 str_arg(name, "name")?,
-                arg(options, "options").ok(),
                 Out::new(lease_out, "lease_out")?,
                 Out::optional(held_by),
             )
         };
-        let options = match options {
-            None => AcquireOptions::new(),
-            Some(o) => {
-                // SAFETY: forwarded contract (the options' label).
-                let label = unsafe { opt_str_arg(o.label, "label")? };
-                acquire_options(o.timeout_ns, label, o.permits, o.shared, o.fair)?
-            }
+        // SAFETY: forwarded contract.
+        let options = unsafe { options_arg(options)? };
+        take_boxed(table, name, ttl_ns, &options, out, held_by)
+    })
+}
+
+/// The options of `shmlease_acquire_with` (NULL: the defaults).
+///
+/// # Safety
+/// `options` is NULL or points to a `shmlease_acquire_options` whose `label` is NULL or
+/// NUL-terminated.
+unsafe fn options_arg(options: *const shmlease_acquire_options) -> Result<AcquireOptions, Failure> {
+    // SAFETY: forwarded contract.
+    match unsafe { arg(options, "options") }.ok() {
+        None => Ok(AcquireOptions::new()),
+        Some(o) => {
+            // SAFETY: forwarded contract (the options' label).
+            let label = unsafe { opt_str_arg(o.label, "label")? };
+            let options = acquire_options(o.timeout_ns, label, o.permits, o.shared, o.fair)?;
+            Ok(match o.interrupt {
+                None => options,
+                Some(check) => options.interrupt(c_interrupt(check, o.interrupt_ctx)),
+            })
+        }
+    }
+}
+
+/// `shmlease_try_acquire` without allocating: the lease handle is made in `storage`, a
+/// `shmlease_lease_storage` of the caller's (see there for its rules), and `*lease_out`
+/// receives it (the storage's address, as a `shmlease_lease *`). Use it as any lease
+/// handle (renew, release, detach, inspect); `shmlease_release` is all it needs, or
+/// `shmlease_lease_free`, which releases the lease if still held and empties the
+/// storage. The handle borrows `table`: keep the table handle open until the storage is
+/// emptied or refilled, or the lease is released or detached and the handle no longer
+/// used.
+///
+/// `storage` must be empty (zeroed, `shmlease_lease_storage_init`, or emptied by
+/// `shmlease_lease_free`) or hold a lease released or detached: one still held is
+/// refused with `SHMLEASE_INVALID_ARGUMENT`, and so are bytes that are no lease handle
+/// (an uninitialised storage, mostly). Nothing is written to it unless the lease is
+/// granted. Otherwise as `shmlease_try_acquire`.
+///
+/// # Safety
+/// As for `shmlease_try_acquire`; `storage` is NULL or points to an initialised
+/// `shmlease_lease_storage` in this process's private memory, used by no other thread
+/// during the call.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_try_acquire_in(
+    table: *const shmlease_table,
+    name: *const c_char,
+    ttl_ns: u64,
+    storage: *mut shmlease_lease_storage,
+    lease_out: *mut *mut shmlease_lease,
+    held_by: *mut shmlease_held_by,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let (table, name, storage, out, held_by) = unsafe {
+            (
+                table_arg(table)?,
+                str_arg(name, "name")?,
+                vacant(storage)?,
+                Out::new(lease_out, "lease_out")?,
+                Out::optional(held_by),
+            )
         };
-        take(table, name, ttl_ns, &options, out, held_by)
+        take(table, name, ttl_ns, &AcquireOptions::new(), held_by, |raw| {
+            // SAFETY: `storage` was checked vacant and is the caller's for the call;
+            // `table` is its open handle, kept open per the contract.
+            out.write(unsafe { LeaseHandle::place(storage, raw, table) })
+        })
+    })
+}
+
+/// `shmlease_acquire_with` without allocating: the lease handle is made in `storage`,
+/// as for `shmlease_try_acquire_in` (whose rules apply: the storage must be empty or
+/// hold a lease released or detached, and the table handle stay open).
+///
+/// # Safety
+/// As for `shmlease_acquire_with` and `shmlease_try_acquire_in`.
+#[no_mangle]
+pub unsafe extern "C" fn shmlease_acquire_with_in(
+    table: *const shmlease_table,
+    name: *const c_char,
+    ttl_ns: u64,
+    options: *const shmlease_acquire_options,
+    storage: *mut shmlease_lease_storage,
+    lease_out: *mut *mut shmlease_lease,
+    held_by: *mut shmlease_held_by,
+) -> shmlease_status {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let (table, name, storage, out, held_by) = unsafe {
+            (
+                table_arg(table)?,
+                str_arg(name, "name")?,
+                vacant(storage)?,
+                Out::new(lease_out, "lease_out")?,
+                Out::optional(held_by),
+            )
+        };
+        // SAFETY: forwarded contract.
+        let options = unsafe { options_arg(options)? };
+        take(table, name, ttl_ns, &options, held_by, |raw| {
+            // SAFETY: as in `shmlease_try_acquire_in`.
+            out.write(unsafe { LeaseHandle::place(storage, raw, table) })
+        })
     })
 }
 

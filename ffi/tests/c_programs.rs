@@ -21,7 +21,7 @@ use shmlease_core::{Error, LeaseTable, TableOptions};
 const WATCHDOG: Duration = Duration::from_secs(300);
 
 /// The C test programs in `ffi/tests/c/`; `every_c_program_has_a_test` keeps this honest.
-const PROGRAMS: [&str; 12] = [
+const PROGRAMS: [&str; 14] = [
     "lifecycle",
     "statuses",
     "nulls",
@@ -34,6 +34,8 @@ const PROGRAMS: [&str; 12] = [
     "permits",
     "shared",
     "fair",
+    "storage",
+    "interrupt",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -393,6 +395,46 @@ fn fair_waiters_in_forked_children_are_granted_in_line_order_static() {
 #[test]
 fn fair_waiters_in_forked_children_are_granted_in_line_order_valgrind() {
     check_program("fair", Build::Plain, true);
+}
+
+#[test]
+fn leases_in_caller_storage_abi_misuse_races_and_fork() {
+    check_program("storage", Build::Plain, false);
+}
+
+#[test]
+fn leases_in_caller_storage_abi_misuse_races_and_fork_sanitized() {
+    check_program("storage", Build::Sanitized, false);
+}
+
+#[test]
+fn leases_in_caller_storage_abi_misuse_races_and_fork_static() {
+    check_program("storage", Build::Static, false);
+}
+
+#[test]
+fn leases_in_caller_storage_abi_misuse_races_and_fork_valgrind() {
+    check_program("storage", Build::Plain, true);
+}
+
+#[test]
+fn a_wait_ends_when_its_interrupt_callback_says_so_and_gives_up_its_place() {
+    check_program("interrupt", Build::Plain, false);
+}
+
+#[test]
+fn a_wait_ends_when_its_interrupt_callback_says_so_and_gives_up_its_place_sanitized() {
+    check_program("interrupt", Build::Sanitized, false);
+}
+
+#[test]
+fn a_wait_ends_when_its_interrupt_callback_says_so_and_gives_up_its_place_static() {
+    check_program("interrupt", Build::Static, false);
+}
+
+#[test]
+fn a_wait_ends_when_its_interrupt_callback_says_so_and_gives_up_its_place_valgrind() {
+    check_program("interrupt", Build::Plain, true);
 }
 
 /// The state file `contend.c` and the Rust side share: occupant, last token, grants.

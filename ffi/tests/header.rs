@@ -138,6 +138,19 @@ fn header_is_c99_clean_and_survives_double_inclusion() {
     }
 }
 
+/// The storage's size and alignment checks take another branch of the header in C11
+/// (`_Static_assert`) than in C99 (array types) and C++ (`static_assert`).
+#[test]
+fn header_is_c11_clean() {
+    if have("gcc") {
+        compile_twice_included(
+            "gcc",
+            &["-std=c11", "-pedantic", "-Wall", "-Wextra", "-Werror"],
+            "c",
+        );
+    }
+}
+
 #[test]
 fn header_compiles_as_cpp() {
     if have("g++") {
@@ -146,5 +159,42 @@ fn header_compiles_as_cpp() {
             &["-std=c++11", "-pedantic", "-Wall", "-Wextra", "-Werror"],
             "cpp",
         );
+    }
+}
+
+/// The header's ABI checks bite: a header whose `shmlease_lease_storage` had another
+/// size, or alignment, than its constants say is rejected by C99, C11 and C++ compilers.
+#[test]
+fn header_rejects_a_storage_of_the_wrong_size_or_alignment() {
+    let header = std::fs::read_to_string(header_path()).expect("include/shmlease.h");
+    let field = "uint64_t _private[8];";
+    assert!(header.contains(field), "the storage's field changed: update this test");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("header-abi-check");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (what, wrong) in
+        [("size", "uint64_t _private[9];"), ("alignment", "uint32_t _private[16];")]
+    {
+        let h = dir.join("shmlease.h");
+        std::fs::write(&h, header.replace(field, wrong)).unwrap();
+        for (compiler, std, ext) in
+            [("gcc", "-std=c99", "c"), ("gcc", "-std=c11", "c"), ("g++", "-std=c++11", "cpp")]
+        {
+            if !have(compiler) {
+                continue;
+            }
+            let src = dir.join(format!("use.{ext}"));
+            std::fs::write(&src, "#include \"shmlease.h\"\nint main(void) { return 0; }\n")
+                .unwrap();
+            let out = Command::new(compiler)
+                .args([std, "-fsyntax-only", "-I"])
+                .arg(&dir)
+                .arg(&src)
+                .output()
+                .unwrap_or_else(|e| panic!("running {compiler}: {e}"));
+            assert!(
+                !out.status.success(),
+                "{compiler} {std} accepted a storage of the wrong {what}"
+            );
+        }
     }
 }

@@ -4,9 +4,8 @@ that never block the event loop.
 A wait runs in a thread of its own (the first attempt does not: an uncontended lease
 is granted on the loop's thread in about a microsecond). Cancelling the awaiting task
 sets the thread's cancel event, which the native wait checks every 50 ms, so the
-thread ends within that; a lease granted in the meantime is released, not leaked. A
-fair wait (``fair=True``) keeps its place in line until it is served (then releases the
-lease at once) or its ``wait`` runs out, as ``Table.acquire`` says.
+thread ends within that; a lease granted in the meantime is released, not leaked, and
+a fair wait (``fair=True``) gives up its place in line.
 """
 
 from __future__ import annotations

@@ -69,8 +69,8 @@ class Table:
         shared name's exclusive holder, which waits for the shared holders to leave
         and keeps new ones out meanwhile. ``permits`` is 1 to 128. ``fair=True``:
         served in arrival order among fair acquirers, waiting in the name's queue
-        (``get(name).queue``); a cancelled fair wait keeps its place until served
-        (then releases at once), its ``wait`` runs out, or the process exits."""
+        (``get(name).queue``); Ctrl-C or ``cancel`` end a fair wait within 50 ms, and
+        its place in line with it."""
     def lease(
         self,
         name: str,

@@ -10,7 +10,6 @@ use pyo3::prelude::*;
 mod convert;
 mod election;
 mod errors;
-mod fair;
 mod keeper;
 mod lease;
 mod process;

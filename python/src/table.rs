@@ -1,24 +1,63 @@
 //! `shmlease.Table`: a lease table mapped into this process, and acquisition with
 //! waits that release the GIL and stay interruptible.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
 use shmlease_core::layout::MAX_SEATS;
-use shmlease_core::{AcquireOptions, Error, LeaseTable, Location, RemoveOptions, TableOptions};
+use shmlease_core::{
+    AcquireOptions, Error, Interrupt, LeaseTable, Location, RemoveOptions, TableOptions,
+};
 
 use crate::convert::{self, Wait};
 use crate::election::PyElection;
-use crate::errors::{timed_out, to_py};
-use crate::fair::Worker;
+use crate::errors::to_py;
 use crate::lease::{Owned, PyLease};
 
 /// The longest a blocking call waits without looking at Python: signals are handled
 /// (Ctrl-C raises ``KeyboardInterrupt``) and ``cancel`` is checked between slices.
 pub const SLICE: Duration = Duration::from_millis(50);
+
+/// What ends an acquisition's wait early: a Python signal handler that raises (Ctrl-C:
+/// ``KeyboardInterrupt``) or ``cancel`` set. The library asks its [`Interrupt`] on the
+/// waiting thread, every 50 ms at least; it takes the GIL for that moment only.
+struct Stop {
+    /// The exception a signal handler (or ``cancel.is_set()``) raised.
+    raised: Arc<Mutex<Option<PyErr>>>,
+    cancel: Option<Py<PyAny>>,
+}
+
+impl Stop {
+    fn new(cancel: Option<&Bound<'_, PyAny>>) -> Stop {
+        Stop { raised: Arc::default(), cancel: cancel.map(|c| c.clone().unbind()) }
+    }
+
+    /// The library's side of it.
+    fn interrupt(&self) -> Interrupt {
+        let raised = Arc::clone(&self.raised);
+        let cancel = self.cancel.as_ref().map(|c| Python::attach(|py| c.clone_ref(py)));
+        Interrupt::new(move || {
+            Python::attach(|py| {
+                let asked = py
+                    .check_signals()
+                    .and_then(|()| cancelled(cancel.as_ref().map(|c| c.bind(py))));
+                asked.unwrap_or_else(|e| {
+                    *raised.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    true
+                })
+            })
+        })
+    }
+
+    /// Once the wait was interrupted: the exception to raise, or `None` when ``cancel``
+    /// was set.
+    fn raised(&self) -> Option<PyErr> {
+        self.raised.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
 
 /// Whether `cancel` (a ``threading.Event``, or anything with ``is_set()``) is set.
 pub fn cancelled(cancel: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
@@ -112,86 +151,28 @@ impl PyTable {
             Wait::Never => py
                 .detach(|| Owned::take(table, |t| t.acquire_with(name, ttl, &options)))
                 .map_err(to_py)?,
-            Wait::Forever | Wait::For(_) if fair => {
-                match PyTable::take_fair(py, table, name, ttl, wait, options, cancel)? {
-                    Some(owned) => owned,
-                    None => return Ok(None),
-                }
-            }
+            // One call of the library for the whole wait, which asks `stop` every 50 ms
+            // whether to give up: what a wait holds between its wake-ups (a fair waiter
+            // its place in the queue, an exclusive acquirer of a shared name its
+            // precedence over shared ones) is kept until it ends.
             Wait::Forever | Wait::For(_) => {
-                let start = Instant::now();
-                loop {
-                    let left = match wait {
-                        Wait::For(limit) => limit.saturating_sub(start.elapsed()),
-                        _ => Duration::MAX,
-                    };
-                    let slice = options.wait(Some(left.min(SLICE)));
-                    match py.detach(|| Owned::take(table, |t| t.acquire_with(name, ttl, &slice))) {
-                        Ok(owned) => break owned,
-                        Err(e @ Error::TimedOut { .. }) => {
-                            if left <= SLICE && matches!(wait, Wait::For(_)) {
-                                return Err(timed_out(e, start.elapsed()));
-                            }
-                        }
-                        // An exclusive acquisition of a shared name whose slice ran out
-                        // while it drained the shared holders: the library tells that
-                        // as `Held` (the drain's refusal) even to a waiting call.
-                        Err(Error::Held { token, holder, .. }) => {
-                            if left <= SLICE && matches!(wait, Wait::For(_)) {
-                                let waited = start.elapsed();
-                                return Err(to_py(Error::TimedOut { waited, token, holder }));
-                            }
-                        }
-                        Err(e) => return Err(to_py(e)),
-                    }
-                    py.check_signals()?;
-                    if cancelled(cancel)? {
-                        return Ok(None);
-                    }
+                let limit = match wait {
+                    Wait::For(limit) => Some(limit),
+                    _ => None,
+                };
+                let stop = Stop::new(cancel);
+                let options = options.wait(limit).interrupt(stop.interrupt());
+                match py.detach(|| Owned::take(table, |t| t.acquire_with(name, ttl, &options))) {
+                    Ok(owned) => owned,
+                    Err(Error::Interrupted { .. }) => match stop.raised() {
+                        Some(raised) => return Err(raised),
+                        None => return Ok(None),
+                    },
+                    Err(e) => return Err(to_py(e)),
                 }
             }
         };
         Ok(Some(PyLease::new(slf.clone().unbind(), owned, name, ttl, keep_alive)))
-    }
-
-    /// A fair acquisition that may wait (see `crate::fair` on why its wait is one call
-    /// of the library, in a thread of its own): `None` if `cancel` was set first.
-    fn take_fair(
-        py: Python<'_>,
-        table: &Arc<LeaseTable>,
-        name: &str,
-        ttl: Duration,
-        wait: Wait,
-        options: AcquireOptions,
-        cancel: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Option<Owned>> {
-        let start = Instant::now();
-        // First on this thread, without waiting: a name that is free, with nobody in
-        // its queue, costs no thread. (`Held` also when others wait in line.)
-        match py.detach(|| Owned::take(table, |t| t.acquire_with(name, ttl, &options))) {
-            Ok(owned) => return Ok(Some(owned)),
-            Err(Error::Held { .. }) => {}
-            Err(e) => return Err(to_py(e)),
-        }
-        let left = match wait {
-            Wait::For(limit) => Some(limit.saturating_sub(start.elapsed())),
-            _ => None,
-        };
-        let worker = Worker::start(table, name, ttl, options.wait(left))?;
-        loop {
-            match py.detach(|| worker.wait_slice()) {
-                Some(Ok(owned)) => return Ok(Some(owned)),
-                Some(Err(e @ Error::TimedOut { .. })) => return Err(timed_out(e, start.elapsed())),
-                Some(Err(e)) => return Err(to_py(e)),
-                None => {}
-            }
-            // Returning (or raising) drops the worker: it gives up waiting for us, and
-            // a lease it gets is released at once.
-            py.check_signals()?;
-            if cancelled(cancel)? {
-                return Ok(None);
-            }
-        }
     }
 }
 
@@ -332,14 +313,8 @@ impl PyTable {
     /// (``wait=0``) does not pass those in line: it raises ``Held`` while anyone waits.
     /// Acquirers without ``fair`` (the default, and the fast path) ignore the queue and
     /// may get the name between two fair ones. At most 127 fair acquirers wait for a
-    /// name at once (``Busy`` past that). A fair wait is one call of the library, made
-    /// from a thread of its own: the library cannot keep a place across the 50 ms calls
-    /// other waits are made of. Ctrl-C and ``cancel`` end the caller's wait within 50 ms
-    /// as always, but that thread cannot be stopped: it keeps the place until it is
-    /// served (it then releases the lease at once, so the next in line gets it), until
-    /// ``wait`` runs out, or until this process exits. So a cancelled fair wait with
-    /// ``wait=None`` keeps a place (and a thread) for as long as the name stays taken;
-    /// those behind it keep their order.
+    /// name at once (``Busy`` past that). Ctrl-C and ``cancel`` end a fair wait within
+    /// 50 ms as any other, and its place goes with it: those behind move up.
     ///
     /// Use it as a context manager to release at the end of the block.
     #[pyo3(signature = (
@@ -427,9 +402,9 @@ impl PyTable {
     }
 
     /// ``async with table.lease_async(name, ttl) as lease:`` (or ``await``): the lease
-    /// without blocking the event loop; cancelling the awaiting task abandons the wait
-    /// (a lease granted meanwhile is released; a fair wait's place is kept until it is
-    /// served, then released, as ``acquire`` says). The same arguments as ``acquire``
+    /// without blocking the event loop; cancelling the awaiting task ends the wait
+    /// within 50 ms (a lease granted meanwhile is released; a fair wait gives up its
+    /// place). The same arguments as ``acquire``
     /// (``permits``, ``shared`` and ``fair`` included).
     #[pyo3(signature = (
         name, ttl = None, *, wait = None, label = None, keep_alive = true, permits = 1,

@@ -1,14 +1,20 @@
 """Fixtures: a table of its own for each test (removed afterwards), child Python
-processes that are always killed, and the CLI binary."""
+processes that are always killed, and the CLI binary; and what tests share besides:
+reading a child's lines, multiprocessing workers and forked children that are never
+left running, and the ticks of an event loop."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import multiprocessing
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -117,6 +123,61 @@ def read_line(p: subprocess.Popen, timeout: float = 30) -> str:
         err = p.stderr.read() if p.poll() is not None else ""
         pytest.fail(f"child ended (status {p.poll()}) without output: {err}")
     return line.strip()
+
+
+def run_workers(workers: list, results, timeout: float) -> list:
+    """Starts `workers` (multiprocessing processes that each put one result on the queue
+    `results`) and returns their results, once every one has exited with status 0. None
+    is left running, whatever happens."""
+    for w in workers:
+        w.start()
+    try:
+        got = [results.get(timeout=timeout) for _ in workers]
+        for w in workers:
+            w.join(30)
+            assert w.exitcode == 0
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.kill()
+    return got
+
+
+def in_forked_child(target, *args):
+    """Runs `target(*args, conn)` in a forked child, which sends one report on `conn`;
+    returns the report and the child's exit code. The child is not left running."""
+    ctx = multiprocessing.get_context("fork")
+    here, there = ctx.Pipe()
+    child = ctx.Process(target=target, args=(*args, there))
+    child.start()
+    try:
+        assert here.poll(60), "the child sent no report"
+        report = here.recv()
+        child.join(30)
+    finally:
+        if child.is_alive():
+            child.kill()
+    return report, child.exitcode
+
+
+@contextlib.asynccontextmanager
+async def ticking():
+    """The times of the running event loop's ticks (one every 10 ms) while in the block:
+    a loop held up by a blocking call does not tick."""
+    ticks: list = []
+    stop = asyncio.Event()
+
+    async def tick():
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        yield ticks
+    finally:
+        stop.set()
+        await ticker
 
 
 @pytest.fixture(scope="session")

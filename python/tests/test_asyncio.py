@@ -13,6 +13,8 @@ import pytest
 import shmlease
 from shmlease import LeaseState, LostReason
 
+from conftest import ticking
+
 
 def _wait_threads_gone(timeout: float = 10.0) -> bool:
     end = time.monotonic() + timeout
@@ -23,19 +25,10 @@ def _wait_threads_gone(timeout: float = 10.0) -> bool:
     return False
 
 
-async def _ticker(ticks: list, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        ticks.append(time.monotonic())
-        await asyncio.sleep(0.01)
-
-
 def test_two_tasks_contend_and_the_loop_keeps_running(table):
     async def main():
         inside = 0
         tokens = []
-        ticks: list = []
-        stop = asyncio.Event()
-        ticker = asyncio.create_task(_ticker(ticks, stop))
 
         async def worker():
             nonlocal inside
@@ -47,9 +40,8 @@ def test_two_tasks_contend_and_the_loop_keeps_running(table):
                     await asyncio.sleep(0.05)  # the other task waits meanwhile
                     inside -= 1
 
-        await asyncio.wait_for(asyncio.gather(worker(), worker()), 60)
-        stop.set()
-        await ticker
+        async with ticking() as ticks:
+            await asyncio.wait_for(asyncio.gather(worker(), worker()), 60)
         return tokens, ticks
 
     tokens, ticks = asyncio.run(main())
@@ -117,13 +109,9 @@ def test_a_lease_granted_as_the_task_is_cancelled_is_released(table):
 def test_wait_lost_async(table):
     async def main():
         lease = await table.lease_async("w", ttl=30)
-        ticks: list = []
-        stop = asyncio.Event()
-        ticker = asyncio.create_task(_ticker(ticks, stop))
         asyncio.get_running_loop().call_later(0.3, table.revoke, "w")
-        reason = await asyncio.wait_for(lease.wait_lost_async(), 10)
-        stop.set()
-        await ticker
+        async with ticking() as ticks:
+            reason = await asyncio.wait_for(lease.wait_lost_async(), 10)
         assert len(ticks) >= 10  # the loop ran during the wait
         assert await lease.wait_lost_async(0.1) == LostReason.REVOKED
         # Cancelled wait: the thread ends, the lease stays held.

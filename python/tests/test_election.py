@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 import shmlease
 from shmlease import LostReason, StopReason
 
-from conftest import read_line
+from conftest import in_forked_child, read_line, ticking
 
 
 def _in_thread(target, *args):
@@ -445,34 +444,24 @@ def test_campaign_async_and_next_change_async(table):
     election = table.election("aio", ttl=10)
 
     async def main():
-        ticks = []
-        stop = asyncio.Event()
-
-        async def ticker():
-            while not stop.is_set():
-                ticks.append(time.monotonic())
-                await asyncio.sleep(0.01)
-
-        tick = asyncio.create_task(ticker())
-        observer = election.observe()
-        assert (await observer.next_change_async(0)).leader is None
-        first = await election.campaign_async()
-        with pytest.raises(shmlease.Held):
-            await election.campaign_async(0)
-        # A second campaign waits without blocking the loop; elected when first resigns.
-        second = asyncio.create_task(election.campaign_async(30).campaign())
-        change = await observer.next_change_async(10)
-        assert change.leader.term == first.term
-        await asyncio.sleep(0.3)
-        assert not second.done()
-        first.resign()
-        leadership = await asyncio.wait_for(second, 30)
-        assert leadership.term > first.term
-        with pytest.raises(shmlease.Held):
-            async with election.campaign_async(0):
-                pytest.fail("elected while another leads")
-        stop.set()
-        await tick
+        async with ticking() as ticks:
+            observer = election.observe()
+            assert (await observer.next_change_async(0)).leader is None
+            first = await election.campaign_async()
+            with pytest.raises(shmlease.Held):
+                await election.campaign_async(0)
+            # A second campaign waits without blocking the loop; elected when first resigns.
+            second = asyncio.create_task(election.campaign_async(30).campaign())
+            change = await observer.next_change_async(10)
+            assert change.leader.term == first.term
+            await asyncio.sleep(0.3)
+            assert not second.done()
+            first.resign()
+            leadership = await asyncio.wait_for(second, 30)
+            assert leadership.term > first.term
+            with pytest.raises(shmlease.Held):
+                async with election.campaign_async(0):
+                    pytest.fail("elected while another leads")
         assert len(ticks) >= 20  # the loop ran while the campaign waited
         change = await observer.next_change_async(10)
         assert change.leader.term == leadership.term and change.skipped == 0
@@ -653,18 +642,8 @@ def test_a_forked_child_never_resigns_its_parents_leadership(table):
     leadership = election.campaign()
     observer = election.observe()
     assert observer.next_change(0).leader.term == leadership.term
-    ctx = multiprocessing.get_context("fork")
-    here, there = ctx.Pipe()
-    child = ctx.Process(target=_forked_child, args=(leadership, observer, there))
-    child.start()
-    try:
-        assert here.poll(60), "the child sent no report"
-        report = here.recv()
-        child.join(30)
-    finally:
-        if child.is_alive():
-            child.kill()
-    assert child.exitcode == 0
+    report, exitcode = in_forked_child(_forked_child, leadership, observer)
+    assert exitcode == 0
     assert report["is_leader"] and report["term"] == leadership.term and report["lost"] is None
     assert report["resign"] == ("bound", os.getpid())
     assert report["wait_lost"] is None and report["wait_notice"] is None

@@ -15,7 +15,7 @@ import pytest
 import shmlease
 from shmlease import LeaseKind, LeaseState, LostReason
 
-from conftest import read_line
+from conftest import in_forked_child, read_line, run_workers, ticking
 
 HOLD = """
 import sys, time, shmlease
@@ -137,17 +137,7 @@ def test_forked_child_sees_its_parents_permit_by_its_own_token(table):
     # grant by token among the name's grants.
     first = table.acquire("fk", 30, permits=2)
     second = table.acquire("fk", 30, permits=2)
-    ctx = multiprocessing.get_context("fork")
-    here, there = ctx.Pipe()
-    child = ctx.Process(target=_child_reads_a_permit, args=(first, there))
-    child.start()
-    try:
-        assert here.poll(60), "the child sent no report"
-        report = here.recv()
-        child.join(30)
-    finally:
-        if child.is_alive():
-            child.kill()
+    report, _ = in_forked_child(_child_reads_a_permit, first)
     assert report["valid"] and 29 < report["remaining"] <= 30
     assert report["release"] == ("bound", os.getpid())
     assert first.valid and second.valid
@@ -189,17 +179,7 @@ def test_a_herd_of_processes_never_exceeds_n_holders(table, method):
         ctx.Process(target=_herd_worker, args=(table, start, inside, peak, ROUNDS, results))
         for _ in range(WORKERS)
     ]
-    for w in workers:
-        w.start()
-    try:
-        per_worker = [results.get(timeout=120) for _ in workers]
-        for w in workers:
-            w.join(30)
-            assert w.exitcode == 0
-    finally:
-        for w in workers:
-            if w.is_alive():
-                w.kill()
+    per_worker = run_workers(workers, results, timeout=120)
     assert peak.value <= PERMITS, f"{peak.value} holders at once"
     # Six workers started together, holding 2 ms each: several hold at once (permits
     # are not a mutex).
@@ -241,17 +221,7 @@ def test_kill_9_of_a_permit_holder_is_reclaimed_at_once_by_another_process(table
 
 def test_asyncio_leases_with_permits(table):
     async def main():
-        ticks = 0
-        stop = asyncio.Event()
-
-        async def ticker():
-            nonlocal ticks
-            while not stop.is_set():
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        tick = asyncio.create_task(ticker())
-        async with table.lease_async("aio", ttl=10, permits=2) as a:
+        async with ticking() as ticks, table.lease_async("aio", ttl=10, permits=2) as a:
             b = await table.lease_async("aio", ttl=10, permits=2)
             with pytest.raises(shmlease.Held):
                 await table.lease_async("aio", ttl=10, wait=0, permits=2)
@@ -266,9 +236,7 @@ def test_asyncio_leases_with_permits(table):
             assert c.token > b.token > a.token
             assert sorted(g.token for g in table.get("aio").grants) == [a.token, c.token]
             c.release()
-        stop.set()
-        await tick
-        return ticks
+        return len(ticks)
 
     ticks = asyncio.run(main())
     assert ticks >= 20  # 0.3 s of waiting at 10 ms a tick: the loop never blocked

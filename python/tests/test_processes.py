@@ -16,7 +16,7 @@ import pytest
 import shmlease
 from shmlease import LeaseState
 
-from conftest import read_line
+from conftest import in_forked_child, read_line, run_workers
 
 ROUNDS = 40
 
@@ -50,17 +50,7 @@ def test_processes_contend_exclusively_with_growing_tokens(table, method):
         ctx.Process(target=_contend, args=(table, "shared", inside, order, ROUNDS, results))
         for _ in range(4)
     ]
-    for w in workers:
-        w.start()
-    try:
-        grants = sorted(g for _ in workers for g in results.get(timeout=120))
-        for w in workers:
-            w.join(30)
-            assert w.exitcode == 0
-    finally:
-        for w in workers:
-            if w.is_alive():
-                w.kill()
+    grants = sorted(g for seen in run_workers(workers, results, timeout=120) for g in seen)
     assert len(grants) == len(workers) * ROUNDS
     assert all(alone for _, _, alone in grants), "two holders at once"
     tokens = [t for _, t, _ in grants]
@@ -87,17 +77,7 @@ def _child_with_inherited_lease(lease, conn):
 
 def test_forked_child_never_releases_its_parents_lease(table):
     lease = table.acquire("parent", 30)
-    ctx = multiprocessing.get_context("fork")
-    here, there = ctx.Pipe()
-    child = ctx.Process(target=_child_with_inherited_lease, args=(lease, there))
-    child.start()
-    try:
-        assert here.poll(60), "the child sent no report"
-        report = here.recv()
-        child.join(30)
-    finally:
-        if child.is_alive():
-            child.kill()
+    report, _ = in_forked_child(_child_with_inherited_lease, lease)
     assert report["valid"] and report["token"] == lease.token and report["lost"] is None
     for op in ("release", "renew", "detach"):
         assert report[op] == ("bound", os.getpid()), op
@@ -117,17 +97,7 @@ def test_forked_child_keeps_its_own_leases_alive(table):
     # The parent's keeper thread is not inherited; the child starts its own.
     with table.lease("warm", ttl=0.3):
         time.sleep(0.2)  # the parent's keeper thread runs
-    ctx = multiprocessing.get_context("fork")
-    here, there = ctx.Pipe()
-    child = ctx.Process(target=_child_takes_its_own, args=(table, there))
-    child.start()
-    try:
-        assert here.poll(60)
-        valid, token = here.recv()
-        child.join(30)
-    finally:
-        if child.is_alive():
-            child.kill()
+    (valid, token), _ = in_forked_child(_child_takes_its_own, table)
     assert valid and token > 0
 
 

@@ -17,7 +17,7 @@ import pytest
 import shmlease
 from shmlease import LeaseKind, LeaseState, LostReason
 
-from conftest import read_line
+from conftest import read_line, run_workers, ticking
 
 HOLD_SHARED = """
 import sys, time, shmlease
@@ -143,12 +143,6 @@ def test_a_waiting_exclusive_acquirer_gets_the_name_once_the_shared_holders_rele
     assert e.value.token == token and e.value.holder.pid == writer.pid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the library ends an exclusive acquirer's drain at the end of each 50 ms slice "
-    "of a Python wait, releasing the name for a moment: a shared acquirer already waiting "
-    "(woken by that release) gets in first. Needs an interruptible wait in the library.",
-)
 def test_a_waiting_shared_acquirer_stays_behind_a_waiting_exclusive_one(table, children):
     mine = table.acquire("db", 60, shared=True)
     writer = children.start(WRITER, table.location, "db")
@@ -337,17 +331,7 @@ def test_a_herd_of_readers_and_writers_never_shares_with_a_writer(table, method)
         )
         for i in range(WORKERS)
     ]
-    for w in workers:
-        w.start()
-    try:
-        per_worker = [results.get(timeout=180) for _ in workers]
-        for w in workers:
-            w.join(30)
-            assert w.exitcode == 0
-    finally:
-        for w in workers:
-            if w.is_alive():
-                w.kill()
+    per_worker = run_workers(workers, results, timeout=180)
     assert broken.value == 0, f"an exclusive holder had company {broken.value} times"
     # Six workers started together, reading 3 ms at a time: readers overlap.
     assert peak.value >= 2, "shared holders never held at once"
@@ -364,51 +348,42 @@ def test_a_herd_of_readers_and_writers_never_shares_with_a_writer(table, method)
 
 def test_asyncio_shared_leases(table):
     async def main():
-        ticks = 0
-        stop = asyncio.Event()
-
-        async def ticker():
-            nonlocal ticks
-            while not stop.is_set():
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        tick = asyncio.create_task(ticker())
-        async with table.lease_async("aio", ttl=10, shared=True) as a:
-            b = await table.lease_async("aio", ttl=10, shared=True, wait=0)
-            assert [g.shared for g in table.get("aio").grants] == [True, True]
-            with pytest.raises(shmlease.Held):
-                await table.lease_async("aio", ttl=10, wait=0)
-            with pytest.raises(shmlease.WrongKind):
-                await table.lease_async("aio", ttl=10, wait=5, permits=3)
-            with pytest.raises(shmlease.InvalidOptions):
-                await table.lease_async("aio", ttl=10, shared=True, permits=2)
-            # A writer waits for both readers (the loop runs meanwhile); while it waits,
-            # a new reader is refused.
-            writer = asyncio.create_task(table.lease_async("aio", ttl=10, wait=30).acquire())
-            while not any(not g.shared for g in table.get("aio").grants):
-                await asyncio.sleep(0.01)
-            with pytest.raises(shmlease.Held):
-                await table.lease_async("aio", ttl=10, shared=True, wait=0)
-            await asyncio.sleep(0.3)
-            assert not writer.done()
-            b.release()
+        async with ticking() as ticks:
+            async with table.lease_async("aio", ttl=10, shared=True) as a:
+                b = await table.lease_async("aio", ttl=10, shared=True, wait=0)
+                assert [g.shared for g in table.get("aio").grants] == [True, True]
+                with pytest.raises(shmlease.Held):
+                    await table.lease_async("aio", ttl=10, wait=0)
+                with pytest.raises(shmlease.WrongKind):
+                    await table.lease_async("aio", ttl=10, wait=5, permits=3)
+                with pytest.raises(shmlease.InvalidOptions):
+                    await table.lease_async("aio", ttl=10, shared=True, permits=2)
+                # A writer waits for both readers (the loop runs meanwhile); while it waits,
+                # a new reader is refused.
+                writer = asyncio.create_task(table.lease_async("aio", ttl=10, wait=30).acquire())
+                while not any(not g.shared for g in table.get("aio").grants):
+                    await asyncio.sleep(0.01)
+                with pytest.raises(shmlease.Held):
+                    await table.lease_async("aio", ttl=10, shared=True, wait=0)
+                await asyncio.sleep(0.3)
+                assert not writer.done()
+                b.release()
+                await asyncio.sleep(0.2)
+                assert not writer.done(), "the writer was granted the name beside a reader"
+            w = await asyncio.wait_for(writer, 30)
+            assert w.token > b.token > a.token
+            # A reader waits for the writer.
+            reader = asyncio.create_task(
+                table.lease_async("aio", ttl=10, wait=30, shared=True).acquire()
+            )
             await asyncio.sleep(0.2)
-            assert not writer.done(), "the writer was granted the name beside a reader"
-        w = await asyncio.wait_for(writer, 30)
-        assert w.token > b.token > a.token
-        # A reader waits for the writer.
-        reader = asyncio.create_task(table.lease_async("aio", ttl=10, wait=30, shared=True).acquire())
-        await asyncio.sleep(0.2)
-        assert not reader.done()
-        w.release()
-        c = await asyncio.wait_for(reader, 30)
-        assert c.token > w.token
-        assert [(g.token, g.shared) for g in table.get("aio").grants] == [(c.token, True)]
-        c.release()
-        stop.set()
-        await tick
-        return ticks
+            assert not reader.done()
+            w.release()
+            c = await asyncio.wait_for(reader, 30)
+            assert c.token > w.token
+            assert [(g.token, g.shared) for g in table.get("aio").grants] == [(c.token, True)]
+            c.release()
+        return len(ticks)
 
     ticks = asyncio.run(main())
     assert ticks >= 50  # 0.7 s of waiting at 10 ms a tick: the loop never blocked

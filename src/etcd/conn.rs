@@ -24,6 +24,7 @@ use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
 use tokio::runtime::Handle;
 
+use super::lease::Holdings;
 use super::location::EtcdLocation;
 use super::recipe::Spares;
 use super::Fail;
@@ -36,6 +37,7 @@ pub struct Conn {
     handle: Handle,
     client: Client,
     spares: Arc<Spares>,
+    holdings: Holdings,
     /// Dropping it ends the runtime thread (its `block_on` waits on the receiver).
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -89,7 +91,14 @@ impl Conn {
         let (handle, client) = ready_rx
             .recv()
             .map_err(|_| Fail::Net("the etcd client thread stopped while connecting".into()))??;
-        Ok(Conn { pid: identity::pid(), handle, client, spares: Arc::default(), _stop: stop_tx })
+        Ok(Conn {
+            pid: identity::pid(),
+            handle,
+            client,
+            spares: Arc::default(),
+            holdings: Holdings::default(),
+            _stop: stop_tx,
+        })
     }
 
     /// A client to move into a future (clones share the connection).
@@ -100,6 +109,11 @@ impl Conn {
     /// The spare etcd leases of this connection (see [`Spares`]).
     pub fn spares(&self) -> Arc<Spares> {
         Arc::clone(&self.spares)
+    }
+
+    /// The leases this process holds through this connection (see [`Holdings`]).
+    pub fn holdings(&self) -> &Holdings {
+        &self.holdings
     }
 
     /// Runs `fut` on the runtime thread and waits for its result.

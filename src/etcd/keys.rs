@@ -10,6 +10,7 @@
 //! | `lease/NAME` | holder record | the grant's etcd lease | exists while the name is held; **create revision = fencing token** |
 //! | `grants/NAME` | holder record of the latest grant | none | put by every grant in the same transaction: version = transitions, mod revision = latest token |
 //! | `ends/NAME` | `released TOKEN` or `revoked TOKEN` | none | how the latest grant ended, when it did not expire |
+//! | `asks/NAME` | `asked` | none | put by a request to release: the grant `T` is asked iff this key's mod revision is above `T` (revisions only grow, so an ask of an earlier grant never reaches a later one) |
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +47,9 @@ impl Keys {
     pub fn ends_dir(&self) -> Vec<u8> {
         format!("{}ends/", self.base).into_bytes()
     }
+    pub fn asks_dir(&self) -> Vec<u8> {
+        format!("{}asks/", self.base).into_bytes()
+    }
     pub fn lease(&self, name: &str) -> Vec<u8> {
         [self.lease_dir(), name.as_bytes().to_vec()].concat()
     }
@@ -54,6 +58,9 @@ impl Keys {
     }
     pub fn ends(&self, name: &str) -> Vec<u8> {
         [self.ends_dir(), name.as_bytes().to_vec()].concat()
+    }
+    pub fn asks(&self, name: &str) -> Vec<u8> {
+        [self.asks_dir(), name.as_bytes().to_vec()].concat()
     }
     /// The name a key under `dir` stands for; `None` for a key that is not one.
     pub fn name_in<'k>(dir: &[u8], key: &'k [u8]) -> Option<&'k str> {

@@ -1,9 +1,11 @@
 //! A grant held by this process on an etcd table: renewal against its conservative
 //! deadline, release (also on drop), detaching, and the keep-alive task that renews at
-//! a third of the TTL and watches the key, so that a revocation is noticed at once.
+//! a third of the TTL and watches the key (so that a revocation is noticed at once) and
+//! the name's `asks/` key (so that a request to release is).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -13,7 +15,7 @@ use super::recipe::{self, EtcdLeaseGrant, Spare};
 use super::{bounded, holder_deadline, ttl_secs, EtcdTable, Fail};
 use crate::error::{Error, LostReason, Result};
 use crate::identity;
-use crate::lease::DetachedLease;
+use crate::lease::{DetachedLease, Notice};
 
 /// An exclusive, time-bound grant of a name on an etcd table, held by this process.
 ///
@@ -47,6 +49,9 @@ struct State {
     /// Set once the keep-alive finds the lease lost (read without a lock: a forked
     /// child may read it while a parent's thread held `lost` at the fork).
     is_lost: AtomicBool,
+    /// Set once a renewal or the keep-alive's watch finds the grant asked to be
+    /// released (see `recipe::ask`); never cleared: asking twice is asking once.
+    requested: AtomicBool,
     lost: Mutex<Option<LostReason>>,
     changed: Condvar,
     stop: AtomicBool,
@@ -94,6 +99,54 @@ impl State {
         *self.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
         self.changed.notify_all();
     }
+
+    /// Records that the grant was asked to be released, waking whoever waits for a
+    /// notice.
+    fn ask(&self) {
+        if self.requested.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Taken, so that a waiter between its check and its wait hears it.
+        let _guard = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        self.changed.notify_all();
+    }
+}
+
+/// The grants this process holds through one connection (so a forked child, which
+/// connects afresh, starts with none), by token: a release by token from this very
+/// process (the C library's resign) or a revocation from it ends the holder's own
+/// validity before the request is sent, so that `is_valid` is false before anyone else
+/// can be granted, as in shared memory. (A revocation from another process is learnt
+/// by the keep-alive's watch, or at the next renewal.)
+#[derive(Default)]
+pub(crate) struct Holdings(Mutex<HashMap<u64, (String, Weak<State>)>>);
+
+impl Holdings {
+    fn hold(&self, name: &str, token: u64, state: &Arc<State>) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        held.insert(token, (name.to_owned(), Arc::downgrade(state)));
+    }
+
+    fn let_go(&self, token: u64) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
+    }
+
+    /// The grant `token` of `name` is being released or revoked by token (`why`): if
+    /// this process holds it, it is lost from now on (its keep-alive stops).
+    pub(crate) fn ending(&self, name: &str, token: u64, why: LostReason) {
+        let state = {
+            let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match held.get(&token) {
+                Some((n, _)) if n == name => held.remove(&token).map(|(_, w)| w),
+                _ => None,
+            }
+        };
+        if let Some(state) = state.and_then(|w| w.upgrade()) {
+            state.report(why);
+            state.stop.store(true, Ordering::SeqCst);
+            state.wake.notify_one();
+        }
+    }
 }
 
 impl std::fmt::Debug for EtcdLease {
@@ -121,20 +174,32 @@ impl EtcdLease {
             asked_s: AtomicI64::new(asked_s),
             record,
             is_lost: AtomicBool::new(false),
+            requested: AtomicBool::new(false),
             lost: Mutex::new(None),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
             wake: Notify::new(),
         };
         state.extend(lease.sent, lease.ttl_s);
+        let state = Arc::new(state);
+        if let Ok(conn) = table.shared.conn.get() {
+            conn.holdings().hold(name, token, &state);
+        }
         EtcdLease {
             table,
             name: name.to_owned(),
             token,
-            state: Arc::new(state),
+            state,
             pid: identity::pid(),
             keep_alive: false,
             finished: false,
+        }
+    }
+
+    /// Leaves the connection's [`Holdings`]: the lease is over for this process.
+    fn let_go(&self) {
+        if let Ok(conn) = self.table.shared.conn.get() {
+            conn.holdings().let_go(self.token);
         }
     }
 
@@ -161,6 +226,11 @@ impl EtcdLease {
     /// server's minimum): how long others may have to wait after this holder dies.
     pub fn ttl(&self) -> Duration {
         Duration::from_secs(self.state.granted_s.load(Ordering::Relaxed).max(0) as u64)
+    }
+
+    /// This holder, as the leader of the election on its name.
+    pub(crate) fn as_leader(&self) -> crate::election::Leader {
+        super::election::leader(self.token, Some(&self.state.record()), self.remaining())
     }
 
     /// When this holder's validity ends unless renewed (conservative, see the type).
@@ -225,6 +295,7 @@ impl EtcdLease {
     fn finish(&mut self) -> Result<()> {
         self.finished = true;
         self.stop_keep_alive();
+        self.let_go();
         let expired = Instant::now() >= self.state.deadline();
         let s = &self.table.shared;
         let (keys, name, token) = (s.keys.clone(), self.name.clone(), self.token);
@@ -250,6 +321,7 @@ impl EtcdLease {
         }
         self.finished = true;
         self.stop_keep_alive();
+        self.let_go();
         let s = &self.table.shared;
         let record = HolderRecord { detached: true, ..self.state.record() };
         let (keys, name, token) = (s.keys.clone(), self.name.clone(), self.token);
@@ -281,12 +353,14 @@ impl EtcdLease {
             asked_s: AtomicI64::new(self.state.asked_s.load(Ordering::Relaxed)),
             record: self.state.record.clone(),
             is_lost: AtomicBool::new(self.state.is_lost.load(Ordering::SeqCst)),
+            requested: AtomicBool::new(self.state.requested.load(Ordering::SeqCst)),
             lost: Mutex::new(*self.state.lost.lock().unwrap_or_else(|p| p.into_inner())),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
             wake: Notify::new(),
         });
         self.state = fresh;
+        self.table.shared.conn()?.holdings().hold(&self.name, self.token, &self.state);
         let (table, name, token, state) =
             (self.table.clone(), self.name.clone(), self.token, Arc::clone(&self.state));
         self.table.shared.conn()?.spawn(keep_alive_task(table, name, token, ttl_s, state));
@@ -306,14 +380,45 @@ impl EtcdLease {
     /// Blocks until the keep-alive notices the lease is lost (returning why), or until
     /// `timeout` passes (`None`). Without a keep-alive, returns `None` at once.
     pub fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
+        match self.wait_until(timeout, false)? {
+            Notice::Lost(reason) => Some(reason),
+            Notice::ReleaseRequested => None,
+        }
+    }
+
+    /// Whether someone asked this holder to release the grant
+    /// ([`EtcdTable::request_release`]) while it is valid. Learnt at once by a
+    /// keep-alive (it watches the name's `asks/` key), else at the next renewal, as a
+    /// revocation is; `false` once the lease is lost.
+    pub fn release_requested(&self) -> bool {
+        self.state.requested.load(Ordering::SeqCst) && self.is_valid()
+    }
+
+    /// Blocks until the keep-alive notices that the lease is lost or that its release
+    /// was requested (a loss wins when both are true), or until `timeout` passes
+    /// (`None`). Without a keep-alive, or in a forked child, returns at once what is
+    /// known. Level-triggered, as [`crate::Lease::wait_notice`].
+    pub fn wait_notice(&self, timeout: Option<Duration>) -> Option<Notice> {
+        self.wait_until(timeout, true)
+    }
+
+    fn wait_until(&self, timeout: Option<Duration>, requests: bool) -> Option<Notice> {
+        let known = || match self.lost() {
+            Some(reason) => Some(Notice::Lost(reason)),
+            None if requests && self.release_requested() => Some(Notice::ReleaseRequested),
+            None => None,
+        };
         if !self.taken_here() || !self.keep_alive {
-            return self.lost();
+            return known();
         }
         let until = timeout.map(|t| Instant::now() + t);
         let mut guard = self.state.lost.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if guard.is_some() {
-                return *guard;
+            if let Some(reason) = *guard {
+                return Some(Notice::Lost(reason));
+            }
+            if requests && self.state.requested.load(Ordering::SeqCst) {
+                return Some(Notice::ReleaseRequested);
             }
             guard = match until {
                 None => self.state.changed.wait(guard).unwrap_or_else(|p| p.into_inner()),
@@ -359,17 +464,25 @@ async fn renew_future(
     let record = state.record();
     let id = state.lease_id.load(Ordering::Relaxed);
     let result = if record.same_ttl(ttl_s) {
-        bounded(limit, recipe::renew_same(&mut c, &s.keys, &name, token, id, &record))
-            .await
-            .map(|sent| state.extend(sent, record.ttl_s))
+        bounded(limit, recipe::renew_same(&mut c, &s.keys, &name, token, id, &record)).await.map(
+            |renewed| {
+                state.extend(renewed.sent, record.ttl_s);
+                if renewed.asked {
+                    state.ask();
+                }
+            },
+        )
     } else {
         bounded(limit, recipe::renew_relet(&mut c, &s.keys, &name, token, id, ttl_s, &record))
             .await
-            .map(|lease| {
+            .map(|(lease, asked)| {
                 state.lease_id.store(lease.id, Ordering::Relaxed);
                 state.granted_s.store(lease.ttl_s, Ordering::Relaxed);
                 state.asked_s.store(ttl_s, Ordering::Relaxed);
-                state.extend(lease.sent, lease.ttl_s)
+                state.extend(lease.sent, lease.ttl_s);
+                if asked {
+                    state.ask();
+                }
             })
     };
     match result {
@@ -378,7 +491,8 @@ async fn renew_future(
     }
 }
 
-/// Renews at a third of the TTL and watches the key until stopped or lost.
+/// Renews at a third of the TTL and watches the key (and the name's `asks/` key, on the
+/// same watch stream) until stopped or lost.
 async fn keep_alive_task(
     table: EtcdTable,
     name: String,
@@ -390,7 +504,14 @@ async fn keep_alive_task(
     let interval = Duration::from_millis((ttl_s.max(1) as u64) * 1000 / 3);
     let retry = Duration::from_millis(200).min(interval);
     let key = table.shared.keys.lease(&name);
+    let asks = table.shared.keys.asks(&name);
+    // At the same TTL, the first renewal comes a third of it after the last refresh
+    // (a fresh grant costs no renewal at once); another TTL is taken at once.
+    let refreshed = state.base + Duration::from_nanos(state.refreshed_ns.load(Ordering::Acquire));
     let mut next = tokio::time::Instant::now();
+    if state.record().same_ttl(ttl_s) {
+        next = next.max(tokio::time::Instant::from_std(refreshed + interval));
+    }
     let mut watch: Option<etcd_client::WatchStream> = None;
     let mut watch_again = tokio::time::Instant::now();
     let mut from = token as i64 + 1;
@@ -410,8 +531,14 @@ async fn keep_alive_task(
                 Err(_) => return,
             };
             let limit = table.shared.location.timeout.min(deadline - now);
-            watch =
-                bounded(limit, async { Ok(c.watch(key.clone(), Some(options)).await?) }).await.ok();
+            let asks_from = WatchOptions::new().with_start_revision(from);
+            watch = bounded(limit, async {
+                let mut w = c.watch(key.clone(), Some(options)).await?;
+                w.watch(asks.clone(), Some(asks_from)).await?;
+                Ok(w)
+            })
+            .await
+            .ok();
             watch_again = tokio::time::Instant::now() + retry;
         }
         let message = async {
@@ -442,10 +569,22 @@ async fn keep_alive_task(
                     watch = None;
                 }
                 Ok(Some(resp)) => {
-                    let gone = resp.events().iter().any(|e| match e.event_type() {
-                        EventType::Delete => true,
-                        EventType::Put => e.kv().is_some_and(|kv| kv.create_revision() as u64 != token),
-                    });
+                    let mut gone = false;
+                    for e in resp.events() {
+                        let kv = e.kv();
+                        if kv.is_some_and(|kv| kv.key() == asks.as_slice()) {
+                            // Put after the grant was created: a request to release it.
+                            if kv.is_some_and(|kv| kv.mod_revision() as u64 > token) {
+                                state.ask();
+                            }
+                            continue;
+                        }
+                        // On the lease key (or unknown: then assumed so, and re-read).
+                        gone |= match e.event_type() {
+                            EventType::Delete => true,
+                            EventType::Put => kv.is_some_and(|kv| kv.create_revision() as u64 != token),
+                        };
+                    }
                     if gone {
                         let mut c = match table.shared.conn.get() {
                             Ok(conn) => conn.client(),

@@ -29,7 +29,7 @@
 //! | holder's deadline | the slot's deadline, one clock | counted from when the etcd lease was granted or last kept alive (the request's *sending*), less [`DRIFT_PER_MILLE`] ‰ of the TTL: [`EtcdLease::is_valid`] turns false before the server can expire the lease on any clock whose rate is within 1% of the server's. On a spare lease, that refresh is at most a tenth of the TTL old, so a fresh grant's `remaining()` is between 0.89 and 0.99 of the TTL |
 //! | renew | CAS on the deadline | `LeaseKeepAlive` ∥ a transaction checking the key still carries the token (1 round trip); another TTL moves the key to a new etcd lease (2) |
 //! | release | CAS | a transaction deleting the key if it carries the token (1); the holder keeps the etcd lease as a spare (others' releases revoke it in the background) |
-//! | revoke | anyone, holder sees it at once in `is_valid` | anyone; the holder learns at its next renewal, at once with a keep-alive (it watches the key) |
+//! | revoke | anyone, holder sees it at once in `is_valid` | anyone; the holder learns at its next renewal, at once with a keep-alive (it watches the key); from the holder's own process, before the request is sent |
 //! | blocking acquire | futex, woken on release | watch on the key (deletes only), no polling |
 //! | dead holder | reclaimed at once when provably dead (pidfd) | **TTL only**: no host can tell whether a process on another host is dead |
 //! | cluster unreachable, no quorum | — | requests fail with [`Error::Unavailable`] after the location's `timeout`; a held lease stays valid until its own deadline and is lost then |
@@ -39,6 +39,8 @@
 //! | capacity | slots | recorded in the descriptor, not enforced: etcd has no slots (it keeps three small keys per name ever used) |
 //! | mode, owner checks | file mode, owner | not applicable: use etcd's users and roles (`user=`), TLS client certificates |
 //! | counters (`info`) | kept in the header | `grants` only (the sum of transitions); the others read 0 |
+//! | request to release | a bit in the grant word | a transaction putting `asks/NAME` if the grant is live (1 round trip); the holder learns at once with a keep-alive (it watches that key), else at its next renewal |
+//! | elections | the lease on the name; observe sleeps on the slot's futex | the same lease; term = create revision; campaign waits on a watch; observe follows one watch on the key, every change seen; a dead leader leads until its TTL runs out |
 //!
 //! # Fork
 //!
@@ -57,11 +59,13 @@ use crate::options::TableOptions;
 use crate::table::AcquireOptions;
 
 mod conn;
+mod election;
 mod keys;
 mod lease;
 mod location;
 mod recipe;
 
+pub(crate) use election::{CampaignStop, EtcdObserver};
 pub use lease::EtcdLease;
 pub use location::EtcdLocation;
 
@@ -375,6 +379,20 @@ impl EtcdTable {
         ttl: Duration,
         options: &AcquireOptions,
     ) -> Result<EtcdLease> {
+        self.acquire_until(name, ttl, options, None, None)
+    }
+
+    /// [`EtcdTable::acquire_with`], also giving up ([`Error::TimedOut`]) once `stop`
+    /// fires, and telling `seen` of each other leader found on the way (one request
+    /// more for each: its time left): an election's campaign.
+    pub(crate) fn acquire_until(
+        &self,
+        name: &str,
+        ttl: Duration,
+        options: &AcquireOptions,
+        stop: Option<&Arc<CampaignStop>>,
+        mut seen: Option<&mut dyn FnMut(&crate::election::Leader)>,
+    ) -> Result<EtcdLease> {
         crate::table::Key::new(name)?;
         if options.permits > 1 || options.shared || options.fair {
             return Err(Error::Unsupported {
@@ -387,7 +405,8 @@ impl EtcdTable {
         let s = &self.shared;
         let (host, label) = (s.host, options.label);
         let make = move |granted| HolderRecord::me(host, label, false, ttl_s, granted);
-        let start = Instant::now();
+        let patience = crate::table::Patience::of(options);
+        let mut last_seen = None;
         loop {
             let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
             let spares = s.conn()?.spares();
@@ -402,24 +421,42 @@ impl EtcdTable {
                 }
                 Grant::Held { token, lease, holder, revision } => (token, lease, holder, revision),
             };
+            if let Some(seen) = seen.as_mut().filter(|_| last_seen != Some(token)) {
+                last_seen = Some(token);
+                let mut c = s.conn()?.client();
+                let left = s.run(0, async move { recipe::time_left(&mut c, lease).await })?;
+                if let Some(secs) = left {
+                    let remaining = Duration::from_secs(secs.max(0) as u64);
+                    let leader = election::leader(token, holder.as_ref(), remaining);
+                    seen(&leader);
+                }
+            }
             let holder = holder.map(|h| h.holder());
-            let Some(wait) = options.wait else {
+            if !patience.waits() {
                 let mut c = s.conn()?.client();
                 let left = s.run(0, async move { recipe::time_left(&mut c, lease).await })?;
                 let remaining = Duration::from_secs(left.unwrap_or(0).max(0) as u64);
                 return Err(Error::Held { token, remaining, holder });
-            };
-            let waited = start.elapsed();
-            let until = match wait {
-                Some(t) if waited >= t => return Err(Error::TimedOut { waited, token, holder }),
-                Some(t) => Some(tokio::time::Instant::from_std(start + t)),
-                None => None,
-            };
+            }
+            // Within the caller's time, and no longer than its interrupt may go unasked.
+            let left = patience.left()?;
+            if left.is_zero() || stop.is_some_and(|i| i.is_fired()) {
+                return Err(Error::TimedOut { waited: patience.waited(), token, holder });
+            }
+            let until = (left != Duration::MAX).then(|| tokio::time::Instant::now() + left);
             let (key, mut c) = (s.keys.lease(name), s.conn()?.client());
+            let stop = stop.cloned();
             // Not bounded by the request timeout: the watch waits as long as asked.
-            let woke = s
-                .conn()?
-                .run(async move { recipe::wait_deleted(&mut c, key, revision, until).await });
+            let woke = s.conn()?.run(async move {
+                let deleted = recipe::wait_deleted(&mut c, key, revision, until);
+                match stop {
+                    Some(i) => tokio::select! {
+                        r = deleted => r,
+                        () = i.fired() => Ok(false),
+                    },
+                    None => deleted.await,
+                }
+            });
             match woke {
                 Ok(_) => {}
                 // A broken watch (a member went away): look again after a pause, so that
@@ -454,12 +491,12 @@ impl EtcdTable {
         let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
         if record.same_ttl(ttl_s) {
             let id = kv.lease;
-            let sent = s.run(token, async move {
+            let renewed = s.run(token, async move {
                 recipe::renew_same(&mut c, &keys, &n, token, id, &record).await
             })?;
-            Ok(holder_deadline(sent, ttl_s))
+            Ok(holder_deadline(renewed.sent, ttl_s))
         } else {
-            let lease = s.run(token, async move {
+            let (lease, _) = s.run(token, async move {
                 recipe::renew_relet(&mut c, &keys, &n, token, kv.lease, ttl_s, &record).await
             })?;
             Ok(holder_deadline(lease.sent, lease.ttl_s))
@@ -473,6 +510,8 @@ impl EtcdTable {
         // nor changes holder without changing token; renewals rewrite its key meanwhile.
         self.by_token(name, token)?;
         let s = &self.shared;
+        // A lease of this very process ends here first, before anyone else can take it.
+        s.conn()?.holdings().ending(name, token, LostReason::Released);
         let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
         s.run(
             token,
@@ -504,8 +543,23 @@ impl EtcdTable {
     pub fn revoke_token(&self, name: &str, token: u64) -> Result<()> {
         crate::table::Key::new(name)?;
         let s = &self.shared;
+        // A lease of this very process ends here first, before anyone else can take it.
+        s.conn()?.holdings().ending(name, token, LostReason::Revoked);
         let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
         s.run(token, async move { recipe::end(&mut c, &keys, &n, End::Revoked(token), None).await })
+    }
+
+    /// Asks the holder of `name`'s live grant (with `token`, of that grant only) to
+    /// release it: one transaction putting the name's `asks/` key if the grant is
+    /// live. The holder learns at once with a keep-alive (it watches that key), else at
+    /// its next renewal. Returns the token asked, or `None` if nothing is held (without
+    /// `token`); with `token`, a grant that is not the live one fails with
+    /// [`Error::Lost`] saying why. Asking twice is asking once.
+    pub fn request_release(&self, name: &str, token: Option<u64>) -> Result<Option<u64>> {
+        crate::table::Key::new(name)?;
+        let s = &self.shared;
+        let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
+        s.run(token.unwrap_or(0), async move { recipe::ask(&mut c, &keys, &n, token).await })
     }
 
     /// The lease on `name`, if the table has ever granted it.

@@ -5,11 +5,12 @@
 //! | operation | requests (round trips) |
 //! |---|---|
 //! | grant | `Txn{ if create_rev(lease/N) = 0 then put lease/N (lease L), put grants/N else get lease/N }` on a young spare etcd lease L (1); without one, `LeaseGrant` first (2) |
-//! | renew, same TTL | `LeaseKeepAlive(L)` ∥ `Txn{ if create_rev = token then put lease/N (renewed-at, lease L) }` (1, two requests in flight) |
-//! | renew, other TTL | `LeaseGrant(L')`, then `Txn{ if create_rev = token ∧ lease = L then put lease/N (lease L') }`, `LeaseRevoke(L)` in the background (2) |
+//! | renew, same TTL | `LeaseKeepAlive(L)` ∥ `Txn{ if create_rev = token then put lease/N (renewed-at, lease L), get asks/N }` (1, two requests in flight) |
+//! | renew, other TTL | `LeaseGrant(L')`, then `Txn{ if create_rev = token ∧ lease = L then put lease/N (lease L'), get asks/N }`, `LeaseRevoke(L)` in the background (2) |
 //! | release | `Txn{ if create_rev = token then delete lease/N, put ends/N }` (1); the holder keeps L as a spare, others revoke it in the background |
 //! | revoke NAME | `Range lease/N`, then the release transaction with the token found (2) |
 //! | wait | `Watch lease/N` from the revision after the refusal, deletes only (no polling) |
+//! | request release | `Txn{ if create_rev = token (or > 0) then put asks/N, get lease/N }` (1): grant T is asked iff mod_rev(asks/N) > T |
 //!
 //! **Spare etcd leases.** An etcd lease holds no key once its grant is released, so the
 //! releasing holder keeps it ([`Spares`]) for its connection's next grant of the same
@@ -335,8 +336,8 @@ pub async fn wait_deleted(
 }
 
 /// Keeps the etcd lease `id` alive once and checks that `name` still carries `token`
-/// (attached to `id`), recording the renewal. Both requests are in flight at once;
-/// returns when the keep-alive was sent.
+/// (attached to `id`), recording the renewal and reading whether it was asked to be
+/// released. Both requests are in flight at once.
 pub async fn renew_same(
     c: &mut Client,
     keys: &Keys,
@@ -344,16 +345,15 @@ pub async fn renew_same(
     token: u64,
     id: i64,
     record: &HolderRecord,
-) -> Result<Instant, Fail> {
+) -> Result<Renewed, Fail> {
     let sent = Instant::now();
     let key = keys.lease(name);
     let check = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, token as i64)])
-        .and_then([TxnOp::put(
-            key,
-            record.renewed_now().encode(),
-            Some(PutOptions::new().with_lease(id)),
-        )])
+        .and_then([
+            TxnOp::put(key, record.renewed_now().encode(), Some(PutOptions::new().with_lease(id))),
+            TxnOp::get(keys.asks(name), None),
+        ])
         .or_else(story(keys, name));
     let mut c2 = c.clone();
     let (alive, checked) = tokio::join!(c.lease_keep_alive(id), c2.txn(check));
@@ -362,7 +362,56 @@ pub async fn renew_same(
         return Err(lost(&checked, token));
     }
     alive?;
-    Ok(sent)
+    Ok(Renewed { sent, asked: asked(&checked, 1, token) })
+}
+
+/// What a renewal learnt besides its success.
+#[derive(Clone, Copy, Debug)]
+pub struct Renewed {
+    /// When the keep-alive was sent (the holder's deadline counts from there).
+    pub sent: Instant,
+    /// Whether someone has asked the holder to release the grant (see [`ask`]).
+    pub asked: bool,
+}
+
+/// Whether the read of `asks/N` at `i` of `resp` asks the grant `token` to be released:
+/// the key was put after the grant was created.
+fn asked(resp: &TxnResponse, i: usize, token: u64) -> bool {
+    first(&ranges(resp), i).is_some_and(|kv| kv.modified > token)
+}
+
+/// Asks the holder of `name`'s live grant (only the grant `token`, when given) to
+/// release it: one transaction that puts `asks/N` if the grant is live, and reads which
+/// grant that was. Returns its token; `None` when nothing is held (without `token`).
+pub async fn ask(
+    c: &mut Client,
+    keys: &Keys,
+    name: &str,
+    token: Option<u64>,
+) -> Result<Option<u64>, Fail> {
+    let key = keys.lease(name);
+    let live = match token {
+        Some(t) => Compare::create_revision(key.clone(), CompareOp::Equal, t as i64),
+        None => Compare::create_revision(key.clone(), CompareOp::Greater, 0),
+    };
+    let txn = Txn::new()
+        .when([live])
+        .and_then([TxnOp::put(keys.asks(name), b"asked".to_vec(), None), TxnOp::get(key, None)])
+        .or_else(story(keys, name));
+    let resp = c.txn(txn).await?;
+    if !resp.succeeded() {
+        return match token {
+            None => Ok(None),
+            Some(t) => Err(lost(&resp, t)),
+        };
+    }
+    match first(&ranges(&resp), 1) {
+        Some(kv) if token.unwrap_or(kv.create) == kv.create => Ok(Some(kv.create)),
+        other => Err(Fail::Odd(format!(
+            "a request to release {token:?} read back the grant {:?}",
+            other.map(|kv| kv.create)
+        ))),
+    }
 }
 
 /// Why a guarded transaction on the grant `token` was refused, from its `else` reads.
@@ -375,7 +424,8 @@ fn lost(resp: &TxnResponse, token: u64) -> Fail {
 }
 
 /// Moves `name`'s grant `token` from etcd lease `old` to a new one of `ttl_s`: a renewal
-/// with another TTL. The old lease is revoked once the key has moved.
+/// with another TTL. The old lease is revoked once the key has moved. Also says whether
+/// the grant was asked to be released.
 pub async fn renew_relet(
     c: &mut Client,
     keys: &Keys,
@@ -384,7 +434,7 @@ pub async fn renew_relet(
     old: i64,
     ttl_s: i64,
     record: &HolderRecord,
-) -> Result<EtcdLeaseGrant, Fail> {
+) -> Result<(EtcdLeaseGrant, bool), Fail> {
     let lease = lease_grant(c, ttl_s).await?;
     let key = keys.lease(name);
     let record = HolderRecord { ttl_s: lease.ttl_s, asked_s: ttl_s, ..record.renewed_now() };
@@ -393,13 +443,16 @@ pub async fn renew_relet(
             Compare::create_revision(key.clone(), CompareOp::Equal, token as i64),
             Compare::lease(key.clone(), CompareOp::Equal, old),
         ])
-        .and_then([TxnOp::put(key, record.encode(), Some(PutOptions::new().with_lease(lease.id)))])
+        .and_then([
+            TxnOp::put(key, record.encode(), Some(PutOptions::new().with_lease(lease.id))),
+            TxnOp::get(keys.asks(name), None),
+        ])
         .or_else(story(keys, name));
     let resp = c.txn(txn).await;
     match resp {
         Ok(r) if r.succeeded() => {
             tokio::spawn(revoke_later(c, old));
-            Ok(lease)
+            Ok((lease, asked(&r, 1, token)))
         }
         Ok(r) => {
             tokio::spawn(revoke_later(c, lease.id));
@@ -491,13 +544,19 @@ pub struct Story {
 
 /// The story of one name.
 pub async fn story_of(c: &mut Client, keys: &Keys, name: &str) -> Result<Story, Fail> {
+    Ok(story_at(c, keys, name).await?.0)
+}
+
+/// The story of one name, and the revision it was read at.
+pub async fn story_at(c: &mut Client, keys: &Keys, name: &str) -> Result<(Story, u64), Fail> {
     let resp = c.txn(Txn::new().and_then(story(keys, name))).await?;
     let r = ranges(&resp);
-    Ok(Story {
+    let story = Story {
         live: first(&r, 0).cloned(),
         grants: first(&r, 1).cloned(),
         end: first(&r, 2).and_then(|kv| End::decode(&kv.value)),
-    })
+    };
+    Ok((story, revision(&resp)?))
 }
 
 /// The stories of every name, in one read (one consistent revision), sorted by name.

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::shared::live_grant;
 use super::wait::LIVENESS_RECHECK;
-use super::{interference, token_exhausted, AcquireOptions, Inner, Key};
+use super::{interference, token_exhausted, AcquireOptions, Inner, Key, Patience};
 use crate::error::{Error, Result};
 use crate::identity;
 use crate::info::{Holder, QueuedInfo};
@@ -203,8 +203,8 @@ impl Inner {
         ttl: u64,
         options: &AcquireOptions,
     ) -> Result<(u32, u64, u64)> {
-        let start = Instant::now();
-        let plain = AcquireOptions { fair: false, wait: None, ..*options };
+        let patience = Patience::of(options);
+        let plain = AcquireOptions { fair: false, wait: None, ..options.clone() };
         // Nobody queued: one ordinary attempt first. (No place bound anywhere in the
         // table: no queue to look at.)
         let queued = if self.places().load(Ordering::SeqCst) == 0 {
@@ -230,24 +230,24 @@ impl Inner {
             }
             Some(_) => {}
         }
-        let left = || match options.wait {
-            Some(Some(t)) => t.saturating_sub(start.elapsed()),
-            _ => Duration::MAX,
-        };
         let renew_every = PLACE_TTL / 4;
         let mut place = self.take_place(key)?;
         let mut renewed = Instant::now();
         loop {
-            let remaining = left();
-            if remaining.is_zero() {
-                self.leave(place);
-                let ahead = self.places_ahead(key, place.ticket, false);
-                let (token, holder) = match ahead.first {
-                    Some((t, i, r)) => (t, self.holder_of(i, r)),
-                    None => (place.ticket, None),
-                };
-                return Err(Error::TimedOut { waited: start.elapsed(), token, holder });
-            }
+            let remaining = match patience.left() {
+                Ok(left) if !left.is_zero() => left,
+                out => {
+                    // Out of time, or interrupted: the place goes, and those behind move up.
+                    self.leave(place);
+                    out?;
+                    let ahead = self.places_ahead(key, place.ticket, false);
+                    let (token, holder) = match ahead.first {
+                        Some((t, i, r)) => (t, self.holder_of(i, r)),
+                        None => (place.ticket, None),
+                    };
+                    return Err(Error::TimedOut { waited: patience.waited(), token, holder });
+                }
+            };
             if renewed.elapsed() >= renew_every {
                 let now = self.now();
                 match protocol::renew(
@@ -277,12 +277,8 @@ impl Inner {
             // left (a wait cut into slices would give up what it holds between them: an
             // exclusive acquirer of a shared name its hold on the head, letting waiting
             // shared acquirers in), while a helper thread keeps our place renewed.
-            let wait = match options.wait {
-                Some(Some(_)) => Some(remaining),
-                _ => None,
-            };
-            let got =
-                self.while_renewing(&mut place, || self.grant_any(key, ttl, &plain.wait(wait)));
+            let rest = patience.nested(&plain);
+            let got = self.while_renewing(&mut place, || self.grant_any(key, ttl, &rest));
             self.leave(place);
             return got;
         }
@@ -320,10 +316,24 @@ impl Inner {
                 deadline
             })
         });
+        /// Stops and joins the renewer, however the wait ends (a panic too: a place
+        /// renewed for ever would hold up the queue for as long as the process lives).
+        struct Renewer(Arc<Stop>, Option<std::thread::JoinHandle<Option<u64>>>);
+        impl Renewer {
+            fn stop(&mut self) -> Option<u64> {
+                *self.0 .0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                self.0 .1.notify_all();
+                self.1.take().and_then(|r| r.join().unwrap_or(None))
+            }
+        }
+        impl Drop for Renewer {
+            fn drop(&mut self) {
+                self.stop();
+            }
+        }
+        let mut renewer = Renewer(stop, renewer.ok());
         let result = wait();
-        *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        stop.1.notify_all();
-        if let Ok(Some(d)) = renewer.map(|r| r.join().unwrap_or(None)) {
+        if let Some(d) = renewer.stop() {
             place.deadline = d;
         }
         result

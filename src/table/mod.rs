@@ -60,7 +60,7 @@ pub use crate::options::AcquireOptions;
 pub use fair::PLACE_TTL;
 pub(crate) use key::Key;
 pub use open::RemoveOptions;
-pub(crate) use wait::{nap, DeathAlarm, LONGEST_NAP};
+pub(crate) use wait::{nap, DeathAlarm, Patience, LONGEST_NAP};
 
 /// An operation on whatever grant is live in a slot ([`protocol::revoke`],
 /// [`protocol::request_release`]).
@@ -683,11 +683,17 @@ impl Inner {
                         let holder = self.holder_of(slot, holder);
                         return Err(Error::Held { token, remaining, holder });
                     }
-                    Attempt::Shared { .. } => {
-                        self.grant_exclusive_of_shared(key, ttl, options.label, None)?
-                    }
+                    Attempt::Shared { .. } => self.grant_exclusive_of_shared(
+                        key,
+                        ttl,
+                        options.label,
+                        &Patience::of(options),
+                    )?,
                 },
-                Some(timeout) => self.acquire_blocking(key, ttl, options.label, timeout, None)?,
+                Some(_) => {
+                    let patience = Patience::of(options);
+                    self.acquire_blocking(key, ttl, options.label, &patience, None)?
+                }
             };
             if let Some(granted) = granted {
                 return Ok(granted);
@@ -859,7 +865,11 @@ impl LeaseTable {
         ttl: Duration,
         options: &AcquireOptions,
     ) -> Result<Lease<'_>> {
-        t.acquire_with(name, ttl, options).map(|l| Lease::on_etcd(self, l))
+        let granted = t.acquire_with(name, ttl, options);
+        if let Err(Error::Interrupted { .. }) = granted {
+            wait::resume_check_panic();
+        }
+        granted.map(|l| Lease::on_etcd(self, l))
     }
 
     /// Does the work of [`LeaseTable::acquire_with`]: slot, token and deadline.
@@ -879,10 +889,15 @@ impl LeaseTable {
         }
         let ttl = ttl_ns(ttl)?;
         let inner = self.shm();
-        if options.fair | options.shared | (options.permits > 1) {
-            return inner.grant_other_kind(key, ttl, options);
+        let granted = if options.fair | options.shared | (options.permits > 1) {
+            inner.grant_other_kind(key, ttl, options)
+        } else {
+            inner.grant_exclusive(key, ttl, options)
+        };
+        if let Err(Error::Interrupted { .. }) = granted {
+            wait::resume_check_panic();
         }
-        inner.grant_exclusive(key, ttl, options)
+        granted
     }
 
     /// Extends the grant of `name` with `token` to `ttl` from now — for detached leases
@@ -965,9 +980,7 @@ impl LeaseTable {
     /// # Ok::<(), shmlease::Error>(())
     /// ```
     pub fn request_release(&self, name: &str, token: Option<u64>) -> Result<Option<u64>> {
-        to_etcd!(self, _t => Err(Error::Unsupported {
-            reason: "requests to release are not carried by the etcd backend yet".into(),
-        }));
+        to_etcd!(self, t => t.request_release(name, token));
         self.on_live_grant(name, token, protocol::request_release)
     }
 

@@ -33,9 +33,11 @@
 //! waiters of other names too, who look and sleep again.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use super::{interference, token_exhausted, AcquireOptions, Attempt, Inner, Key, FREE_TRIES};
+use super::{
+    interference, token_exhausted, AcquireOptions, Attempt, Inner, Key, Patience, FREE_TRIES,
+};
 use crate::error::{Error, LostReason, Result};
 use crate::identity;
 use crate::info::{GrantInfo, Label, LeaseInfo, LeaseKind, LeaseState};
@@ -48,15 +50,30 @@ std::thread_local! {
     static LAST_SEAT: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
 }
 
-/// What trying every seat of a name found.
-enum Seats {
-    /// A grant, or every seat held (the one that frees soonest).
-    Done(Attempt),
-    /// No bound seat was free, and seat `0` (1..=N) is not bound: bind it.
+/// What a try at one seat found, for [`Inner::seat_pass`].
+pub(super) enum SeatTry<A> {
+    /// Granted: the pass ends, and this thread looks at this seat first next time.
+    Won(A),
+    /// An answer that ends the pass (a shared name's exclusive holder).
+    Final(A),
+    /// Held until the deadline given: the pass goes on.
+    Held(A, u64),
+    /// The seat or the head moved: start over.
+    Moved,
+}
+
+/// What a pass over every seat of a name found.
+pub(super) enum Pass<A> {
+    /// A grant or a final answer, or every seat held (the one that frees soonest).
+    Done(A),
+    /// No bound seat was free, and this seat (1..=N) is not bound: bind it.
     Unbound(u8),
     /// The head or a seat moved while we looked: start over.
     Moved,
 }
+
+/// Where a pass over a name's seats starts: the seat (0-based) the thread last won.
+pub(super) type LastSeat = std::thread::LocalKey<std::cell::Cell<Option<u32>>>;
 
 impl Inner {
     /// The key of the name bound to slot `index` (its seat included).
@@ -196,10 +213,98 @@ impl Inner {
         }
     }
 
-    /// One pass over the seats of a group: the first free (or reclaimable) bound seat,
-    /// starting from the seat this thread last won (at first, one picked by the pid),
-    /// so that processes and threads holding permits of one name at once settle on
-    /// seats of their own instead of all trying the same one first.
+    /// One pass over the first `seats` seats of `key`'s name, trying each bound one
+    /// with `try_seat(index, bound_as)`, from the seat this thread last won (`last`; at
+    /// first, one picked by the pid), so that processes and threads holding seats of
+    /// one name at once settle on seats of their own instead of all trying the same
+    /// one first.
+    pub(super) fn seat_pass<A>(
+        &self,
+        key: &Key,
+        seats: u32,
+        last: &'static LastSeat,
+        mut try_seat: impl FnMut(u32, u64) -> Result<SeatTry<A>>,
+    ) -> Result<Pass<A>> {
+        let start = last.with(|s| s.get()).unwrap_or(identity::pid()) % seats;
+        let mut unbound = None;
+        let mut soonest: Option<(A, u64)> = None;
+        for k in 0..seats {
+            let seat = 1 + ((start + k) % seats) as u8;
+            let Some((index, bound_as)) = self.find(&key.seat(seat)) else {
+                unbound.get_or_insert(seat);
+                continue;
+            };
+            match try_seat(index, bound_as)? {
+                SeatTry::Won(a) => {
+                    last.with(|s| s.set(Some(seat as u32 - 1)));
+                    return Ok(Pass::Done(a));
+                }
+                SeatTry::Final(a) => return Ok(Pass::Done(a)),
+                SeatTry::Held(a, deadline) => {
+                    if soonest.as_ref().map_or(true, |(_, d)| deadline < *d) {
+                        soonest = Some((a, deadline));
+                    }
+                }
+                SeatTry::Moved => return Ok(Pass::Moved),
+            }
+        }
+        Ok(match (unbound, soonest) {
+            (Some(seat), _) => Pass::Unbound(seat),
+            (None, Some((held, _))) => Pass::Done(held),
+            (None, None) => Pass::Moved,
+        })
+    }
+
+    /// One attempt at a seat of `key`'s name, for both kinds with seats: passes
+    /// (`pass(head)`) over the seats of the head that `head()` finds (`None`: the name
+    /// is not bound); when the name or a seat must be bound, binds them under the table
+    /// lock and tries the seat just bound with `grant(index, bound_as, head)` (`None`:
+    /// look again). `what` names the name's kind in a `Busy` (made only then).
+    pub(super) fn attempt_seated<A>(
+        &self,
+        key: &Key,
+        what: impl FnOnce() -> String,
+        head: impl Fn() -> Result<Option<(u32, u64)>>,
+        pass: impl Fn((u32, u64)) -> Result<Pass<A>>,
+        grant: impl Fn(u32, u64, (u32, u64)) -> Result<Option<A>>,
+    ) -> Result<A> {
+        for _ in 0..FREE_TRIES {
+            let Some(h) = head()? else { break };
+            match pass(h)? {
+                Pass::Done(a) => return Ok(a),
+                Pass::Unbound(_) => break,
+                Pass::Moved => {}
+            }
+        }
+        // Under the table lock, where nobody else binds or unbinds: binds the head if
+        // the name is absent, then a seat as needed.
+        let _lock = self.lock()?;
+        for _ in 0..super::BIND_PASSES {
+            if self.bind_locked(key)?.is_none() {
+                continue;
+            }
+            let Some(h) = head()? else { continue };
+            let seat = match pass(h)? {
+                Pass::Done(a) => return Ok(a),
+                Pass::Unbound(seat) => seat,
+                Pass::Moved => continue,
+            };
+            let Some((index, bound_as)) = self.bind_locked(&key.seat(seat))? else { continue };
+            if let Some(a) = grant(index, bound_as, h)? {
+                return Ok(a);
+            }
+        }
+        Err(Error::Busy {
+            location: self.location.to_string(),
+            reason: format!(
+                "the seats of {} kept being taken or evicted while this call bound them \
+                 (the table is too small for the names in use)",
+                what()
+            ),
+        })
+    }
+
+    /// One pass over the seats of a group (see [`Inner::seat_pass`]).
     fn try_seats(
         &self,
         key: &Key,
@@ -207,90 +312,30 @@ impl Inner {
         permits: u32,
         ttl: u64,
         label: Label,
-    ) -> Result<Seats> {
-        let start = LAST_SEAT.with(|s| s.get()).unwrap_or(identity::pid()) % permits;
-        let mut unbound = None;
-        let mut soonest: Option<Attempt> = None;
-        for k in 0..permits {
-            let seat = 1 + ((start + k) % permits) as u8;
-            let Some((index, bound_as)) = self.find(&key.seat(seat)) else {
-                unbound.get_or_insert(seat);
-                continue;
-            };
-            match self.grant_seat(index, bound_as, head, permits, ttl, label)? {
+    ) -> Result<Pass<Attempt>> {
+        self.seat_pass(key, permits, &LAST_SEAT, |index, bound_as| {
+            Ok(match self.grant_seat(index, bound_as, head, permits, ttl, label)? {
                 Some(Attempt::Shared { .. }) => return Err(interference(&self.location, index)),
-                Some(won @ Attempt::Won { .. }) => {
-                    LAST_SEAT.with(|s| s.set(Some(seat as u32 - 1)));
-                    return Ok(Seats::Done(won));
-                }
-                Some(held @ Attempt::Held { deadline, .. }) => {
-                    let sooner = match &soonest {
-                        Some(Attempt::Held { deadline: d, .. }) => deadline < *d,
-                        _ => true,
-                    };
-                    if sooner {
-                        soonest = Some(held);
-                    }
-                }
-                None => return Ok(Seats::Moved),
-            }
-        }
-        Ok(match (unbound, soonest) {
-            (Some(seat), _) => Seats::Unbound(seat),
-            (None, Some(held)) => Seats::Done(held),
-            (None, None) => Seats::Moved,
+                Some(won @ Attempt::Won { .. }) => SeatTry::Won(won),
+                Some(held @ Attempt::Held { deadline, .. }) => SeatTry::Held(held, deadline),
+                None => SeatTry::Moved,
+            })
         })
     }
 
     /// One attempt to take a permit of `key`'s name (binding the head or a seat if
     /// needed).
     fn attempt_permit(&self, key: &Key, permits: u32, ttl: u64, label: Label) -> Result<Attempt> {
-        for _ in 0..FREE_TRIES {
-            let Some(head) = self.head(key, permits)? else { break };
-            match self.try_seats(key, head, permits, ttl, label)? {
-                Seats::Done(attempt) => return Ok(attempt),
-                Seats::Unbound(_) => break,
-                Seats::Moved => {}
-            }
-        }
-        self.attempt_permit_locked(key, permits, ttl, label)
-    }
-
-    /// [`Inner::attempt_permit`] under the table lock, where nobody else binds or
-    /// unbinds: binds the head if the name is absent, then seats as needed.
-    #[cold]
-    fn attempt_permit_locked(
-        &self,
-        key: &Key,
-        permits: u32,
-        ttl: u64,
-        label: Label,
-    ) -> Result<Attempt> {
-        let _lock = self.lock()?;
-        for _ in 0..super::BIND_PASSES {
-            if self.bind_locked(key)?.is_none() {
-                continue;
-            }
-            let Some(head) = self.head(key, permits)? else { continue };
-            let seat = match self.try_seats(key, head, permits, ttl, label)? {
-                Seats::Done(attempt) => return Ok(attempt),
-                Seats::Unbound(seat) => seat,
-                Seats::Moved => continue,
-            };
-            let Some((index, bound_as)) = self.bind_locked(&key.seat(seat))? else { continue };
-            if let Some(attempt) = self.grant_seat(index, bound_as, head, permits, ttl, label)? {
-                if matches!(attempt, Attempt::Won { .. }) {
-                    return Ok(attempt);
-                }
-            }
-        }
-        Err(Error::Busy {
-            location: self.location.to_string(),
-            reason: format!(
-                "the seats of a name with {permits} permits kept being taken or evicted while \
-                 this call bound them (the table is too small for the names in use)"
-            ),
-        })
+        self.attempt_seated(
+            key,
+            || format!("a name with {permits} permits"),
+            || self.head(key, permits),
+            |head| self.try_seats(key, head, permits, ttl, label),
+            |index, bound_as, head| {
+                let attempt = self.grant_seat(index, bound_as, head, permits, ttl, label)?;
+                Ok(attempt.filter(|a| matches!(a, Attempt::Won { .. })))
+            },
+        )
     }
 
     /// Takes a permit: `(slot, token, deadline)` of the seat granted.
@@ -301,21 +346,13 @@ impl Inner {
         options: &AcquireOptions,
     ) -> Result<(u32, u64, u64)> {
         let permits = options.permits;
-        // Read only once there is something to wait for: a clock read is most of the
-        // cost of a grant that needs none.
-        let start = std::cell::OnceCell::new();
-        let start = || *start.get_or_init(Instant::now);
+        let patience = Patience::of(options);
         loop {
             let attempt = match self.attempt_permit(key, permits, ttl, options.label) {
                 // No room in the table for another seat: a caller that waits waits for
                 // one of the seats there are (a caller that does not is told so).
-                Err(Error::TableFull { .. })
-                    if options.wait.is_some() && self.any_seat(key, permits) =>
-                {
-                    let left = match options.wait {
-                        Some(Some(t)) => t.saturating_sub(start().elapsed()),
-                        _ => Duration::MAX,
-                    };
+                Err(Error::TableFull { .. }) if patience.waits() && self.any_seat(key, permits) => {
+                    let left = patience.left()?;
                     if left.is_zero() {
                         return Err(Error::TableFull { capacity: self.capacity });
                     }
@@ -329,21 +366,18 @@ impl Inner {
                 Attempt::Held { slot, token, holder, .. } => (slot, token, holder),
                 Attempt::Shared { slot, .. } => return Err(interference(&self.location, slot)),
             };
-            let left = match options.wait {
-                None => {
-                    let remaining = self.remaining_of(index, token);
-                    return Err(Error::Held {
-                        token,
-                        remaining,
-                        holder: self.holder_of(index, record),
-                    });
-                }
-                Some(Some(t)) => t.saturating_sub(start().elapsed()),
-                Some(None) => Duration::MAX,
-            };
+            if !patience.waits() {
+                let remaining = self.remaining_of(index, token);
+                return Err(Error::Held {
+                    token,
+                    remaining,
+                    holder: self.holder_of(index, record),
+                });
+            }
+            let left = patience.left()?;
             if left.is_zero() {
                 let holder = self.holder_of(index, record);
-                return Err(Error::TimedOut { waited: start().elapsed(), token, holder });
+                return Err(Error::TimedOut { waited: patience.waited(), token, holder });
             }
             self.sleep_for_seats(key, permits, true, left);
         }

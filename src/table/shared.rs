@@ -36,10 +36,11 @@
 //! a withdrawing seat next to a draining `w` for a moment.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
+use super::permits::{Pass, SeatTry};
 use super::wait::LIVENESS_RECHECK;
-use super::{interference, token_exhausted, AcquireOptions, Inner, Key, FREE_TRIES};
+use super::{interference, token_exhausted, AcquireOptions, Inner, Key, Patience, FREE_TRIES};
 use crate::error::{Error, Result};
 use crate::identity;
 use crate::info::{Label, LeaseInfo, LeaseKind, LeaseState};
@@ -68,14 +69,6 @@ enum SharedAttempt {
         deadline: u64,
         holder: Option<Record>,
     },
-}
-
-/// What one pass over the seats found.
-enum Pass {
-    Done(SharedAttempt),
-    /// Seat `0` is not bound: bind it.
-    Unbound(u8),
-    Moved,
 }
 
 std::thread_local! {
@@ -212,77 +205,37 @@ impl Inner {
         Ok(Some(SharedAttempt::Won { slot: index, token: g.token, deadline: g.deadline }))
     }
 
-    /// One pass over the seats of a shared name, from the one this thread last won.
-    fn shared_pass(&self, key: &Key, head: (u32, u64), ttl: u64, label: Label) -> Result<Pass> {
-        let start = LAST_SHARED_SEAT.with(|s| s.get()).unwrap_or(identity::pid()) % MAX_SHARED;
-        let mut unbound = None;
-        let mut soonest: Option<SharedAttempt> = None;
-        for k in 0..MAX_SHARED {
-            let seat = 1 + ((start + k) % MAX_SHARED) as u8;
-            let Some((index, bound_as)) = self.find(&key.seat(seat)) else {
-                unbound.get_or_insert(seat);
-                continue;
-            };
-            match self.grant_shared_seat(index, bound_as, head, ttl, label)? {
-                Some(won @ SharedAttempt::Won { .. }) => {
-                    LAST_SHARED_SEAT.with(|s| s.set(Some(seat as u32 - 1)));
-                    return Ok(Pass::Done(won));
-                }
-                Some(ex @ SharedAttempt::Exclusive { .. }) => return Ok(Pass::Done(ex)),
-                Some(full @ SharedAttempt::Full { deadline, .. }) => {
-                    let sooner = match &soonest {
-                        Some(SharedAttempt::Full { deadline: d, .. }) => deadline < *d,
-                        _ => true,
-                    };
-                    if sooner {
-                        soonest = Some(full);
-                    }
-                }
-                None => return Ok(Pass::Moved),
-            }
-        }
-        Ok(match (unbound, soonest) {
-            (Some(seat), _) => Pass::Unbound(seat),
-            (None, Some(full)) => Pass::Done(full),
-            (None, None) => Pass::Moved,
+    /// One pass over the seats of a shared name (see [`Inner::seat_pass`]).
+    fn shared_pass(
+        &self,
+        key: &Key,
+        head: (u32, u64),
+        ttl: u64,
+        label: Label,
+    ) -> Result<Pass<SharedAttempt>> {
+        self.seat_pass(key, MAX_SHARED, &LAST_SHARED_SEAT, |index, bound_as| {
+            Ok(match self.grant_shared_seat(index, bound_as, head, ttl, label)? {
+                Some(won @ SharedAttempt::Won { .. }) => SeatTry::Won(won),
+                Some(ex @ SharedAttempt::Exclusive { .. }) => SeatTry::Final(ex),
+                Some(full @ SharedAttempt::Full { deadline, .. }) => SeatTry::Held(full, deadline),
+                None => SeatTry::Moved,
+            })
         })
     }
 
     /// One attempt at a shared grant of `key`'s name (binding the head or a seat if
     /// needed).
     fn attempt_shared(&self, key: &Key, ttl: u64, label: Label) -> Result<SharedAttempt> {
-        for _ in 0..FREE_TRIES {
-            let Some(head) = self.shared_head(key, true)? else { break };
-            match self.shared_pass(key, head, ttl, label)? {
-                Pass::Done(a) => return Ok(a),
-                Pass::Unbound(_) => break,
-                Pass::Moved => {}
-            }
-        }
-        let _lock = self.lock()?;
-        for _ in 0..super::BIND_PASSES {
-            if self.bind_locked(key)?.is_none() {
-                continue;
-            }
-            let Some(head) = self.shared_head(key, true)? else { continue };
-            let seat = match self.shared_pass(key, head, ttl, label)? {
-                Pass::Done(a) => return Ok(a),
-                Pass::Unbound(seat) => seat,
-                Pass::Moved => continue,
-            };
-            let Some((index, bound_as)) = self.bind_locked(&key.seat(seat))? else { continue };
-            if let Some(a @ (SharedAttempt::Won { .. } | SharedAttempt::Exclusive { .. })) =
-                self.grant_shared_seat(index, bound_as, head, ttl, label)?
-            {
-                return Ok(a);
-            }
-        }
-        Err(Error::Busy {
-            location: self.location.to_string(),
-            reason: "the seats of a shared name kept being taken or evicted while this call \
-                     bound them (the table is too small for the names in use)"
-                .into(),
-        })
+        self.attempt_seated(
+            key,
+            || "a shared name".to_owned(),
+            || self.shared_head(key, true),
+            |head| self.shared_pass(key, head, ttl, label),
+            |index, bound_as, head| {
+                let attempt = self.grant_shared_seat(index, bound_as, head, ttl, label)?;
+                Ok(attempt.filter(|a| !matches!(a, SharedAttempt::Full { .. })))
+            },
+        )
     }
 
     /// Takes a shared grant: `(slot, token, deadline)` of the seat granted.
@@ -292,21 +245,15 @@ impl Inner {
         ttl: u64,
         options: &AcquireOptions,
     ) -> Result<(u32, u64, u64)> {
-        // Read only once there is something to wait for: a clock read is most of the
-        // cost of a grant that needs none.
-        let start = std::cell::OnceCell::new();
-        let start = || *start.get_or_init(Instant::now);
+        let patience = Patience::of(options);
         loop {
             let attempt = match self.attempt_shared(key, ttl, options.label) {
                 // No room in the table for another seat: a caller that waits waits for
                 // one of the seats there are (a caller that does not is told so).
                 Err(Error::TableFull { .. })
-                    if options.wait.is_some() && self.any_seat(key, MAX_SHARED) =>
+                    if patience.waits() && self.any_seat(key, MAX_SHARED) =>
                 {
-                    let left = match options.wait {
-                        Some(Some(t)) => t.saturating_sub(start().elapsed()),
-                        _ => Duration::MAX,
-                    };
+                    let left = patience.left()?;
                     if left.is_zero() {
                         return Err(Error::TableFull { capacity: self.capacity });
                     }
@@ -324,21 +271,18 @@ impl Inner {
                     (slot, token, deadline, holder)
                 }
             };
-            let left = match options.wait {
-                None => {
-                    let remaining = Duration::from_nanos(deadline.saturating_sub(self.now()));
-                    return Err(Error::Held {
-                        token,
-                        remaining,
-                        holder: self.holder_of(index, record),
-                    });
-                }
-                Some(Some(t)) => t.saturating_sub(start().elapsed()),
-                Some(None) => Duration::MAX,
-            };
+            if !patience.waits() {
+                let remaining = Duration::from_nanos(deadline.saturating_sub(self.now()));
+                return Err(Error::Held {
+                    token,
+                    remaining,
+                    holder: self.holder_of(index, record),
+                });
+            }
+            let left = patience.left()?;
             if left.is_zero() {
                 let holder = self.holder_of(index, record);
-                return Err(Error::TimedOut { waited: start().elapsed(), token, holder });
+                return Err(Error::TimedOut { waited: patience.waited(), token, holder });
             }
             self.sleep_for_shared(key, left);
         }
@@ -402,22 +346,16 @@ impl Inner {
     }
 
     /// An exclusive grant of the shared name `key` (its head at `head`): takes the head's
-    /// exclusive grant, then waits (per `wait`, as in [`AcquireOptions::wait`]) until no
-    /// seat holds a live shared grant. `Ok(None)` when the name is no longer shared (it
-    /// was unbound meanwhile): the caller starts over.
+    /// exclusive grant, then waits (within `patience`) until no seat holds a live shared
+    /// grant. `Ok(None)` when the name is no longer shared (it was unbound meanwhile):
+    /// the caller starts over.
     pub(super) fn grant_exclusive_of_shared(
         self: &Arc<Inner>,
         key: &Key,
         ttl: u64,
         label: Label,
-        wait: Option<Option<Duration>>,
+        patience: &Patience<'_>,
     ) -> Result<Option<(u32, u64, u64)>> {
-        let start = Instant::now();
-        let left = || match wait {
-            None => Duration::ZERO,
-            Some(Some(t)) => t.saturating_sub(start.elapsed()),
-            Some(None) => Duration::MAX,
-        };
         // Turns that found the head moved, or lost the grant while draining: honest
         // actors cause few; garbage in the table could cause them forever (the caller
         // starts over, a bounded number of times, then answers Busy).
@@ -445,24 +383,21 @@ impl Inner {
             match result {
                 Ok(g) => {
                     self.note_grant(head, &g);
-                    let waited = wait.map(|_| start);
-                    let drained =
-                        self.drain(key, head, (g.token, g.deadline), ttl, &left, waited)?;
+                    let drained = self.drain(key, head, (g.token, g.deadline), ttl, patience)?;
                     if let Some(granted) = drained {
                         return Ok(Some(granted));
                     }
                     moved += 1;
                 }
                 Err(Refusal::Held { token, deadline, holder }) => {
-                    let remaining = left();
+                    let remaining = patience.left()?;
                     if remaining.is_zero() {
                         let holder = self.holder_of(head, holder);
-                        return Err(match wait {
-                            None => {
-                                let remaining = Duration::from_nanos(deadline.saturating_sub(now));
-                                Error::Held { token, remaining, holder }
-                            }
-                            Some(_) => Error::TimedOut { waited: start.elapsed(), token, holder },
+                        return Err(if patience.waits() {
+                            Error::TimedOut { waited: patience.waited(), token, holder }
+                        } else {
+                            let remaining = Duration::from_nanos(deadline.saturating_sub(now));
+                            Error::Held { token, remaining, holder }
                         });
                     }
                     if let Wait::Sleep { futex_expect, deadline, .. } =
@@ -482,15 +417,14 @@ impl Inner {
     /// The exclusive acquirer of a shared name, holding the head's grant `token` (until
     /// `deadline`), waits until no seat holds a live shared grant, renewing its own. The
     /// grant, once drained; `None` if it was lost meanwhile (try again); an error (the
-    /// grant released) when `left` runs out first.
+    /// grant released) when `patience` runs out first.
     fn drain(
         &self,
         key: &Key,
         head: u32,
         (token, mut deadline): (u64, u64),
         ttl: u64,
-        left: &dyn Fn() -> Duration,
-        waited_since: Option<Instant>,
+        patience: &Patience<'_>,
     ) -> Result<Option<(u32, u64, u64)>> {
         let slot = self.slot(head);
         loop {
@@ -533,24 +467,25 @@ impl Inner {
                 }
                 return Ok(Some((head, token, grant::deadline(word))));
             };
-            let remaining = left();
-            if remaining.is_zero() {
-                if let Ok(wake) = protocol::release(slot, token, deadline) {
-                    if wake {
-                        self.freed(head);
+            let remaining = match patience.left() {
+                Ok(left) if !left.is_zero() => left,
+                out => {
+                    // Given up (out of time, or interrupted): our hold on the head with it.
+                    if let Ok(wake) = protocol::release(slot, token, deadline) {
+                        if wake {
+                            self.freed(head);
+                        }
                     }
-                }
-                let holder = self.holder_of(r_index, r_record);
-                return Err(match waited_since {
-                    Some(start) => {
-                        Error::TimedOut { waited: start.elapsed(), token: r_token, holder }
-                    }
-                    None => {
+                    out?;
+                    let holder = self.holder_of(r_index, r_record);
+                    return Err(if patience.waits() {
+                        Error::TimedOut { waited: patience.waited(), token: r_token, holder }
+                    } else {
                         let remaining = Duration::from_nanos(r_deadline.saturating_sub(now));
                         Error::Held { token: r_token, remaining, holder }
-                    }
-                });
-            }
+                    });
+                }
+            };
             // Keep our grant alive while we wait: renew once half its TTL has passed.
             if deadline.saturating_sub(now) < ttl / 2 {
                 match protocol::renew(slot, token, now, ttl) {

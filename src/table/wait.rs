@@ -17,6 +17,7 @@
 //! every [`LONGEST_NAP`]: a process killed between freeing a lease and waking its
 //! waiters (a few instructions apart) delays them by at most that much.
 
+use std::cell::OnceCell;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::identity;
 use crate::info::{Label, LeaseKind};
 use crate::layout::holder::Record;
+use crate::options::{AcquireOptions, Interrupt, INTERRUPT_POLL};
 use crate::protocol::{self, Wait};
 use crate::sys;
 
@@ -139,6 +141,93 @@ pub(crate) fn nap(
     }
 }
 
+/// What a wait may spend: when it started (read at the first need: a grant that does not
+/// wait reads no clock for it), how long it may last, and the caller's [`Interrupt`].
+/// Every wait of the table asks it, each time it wakes, how long it may sleep.
+pub(crate) struct Patience<'o> {
+    start: OnceCell<Instant>,
+    /// As [`AcquireOptions::wait`](crate::AcquireOptions::wait): `None`, no wait.
+    wait: Option<Option<Duration>>,
+    interrupt: Option<&'o Interrupt>,
+}
+
+impl<'o> Patience<'o> {
+    /// The patience `options` ask for.
+    pub(crate) fn of(options: &'o AcquireOptions) -> Patience<'o> {
+        Patience {
+            start: OnceCell::new(),
+            wait: options.wait,
+            interrupt: options.interrupt.as_ref(),
+        }
+    }
+
+    /// A wait of up to `timeout` (forever with `None`), not interruptible.
+    pub(crate) fn waiting(timeout: Option<Duration>) -> Patience<'static> {
+        Patience { start: OnceCell::new(), wait: Some(timeout), interrupt: None }
+    }
+
+    /// Whether the caller waits at all.
+    pub(crate) fn waits(&self) -> bool {
+        self.wait.is_some()
+    }
+
+    /// How long the wait has lasted.
+    pub(crate) fn waited(&self) -> Duration {
+        self.start.get_or_init(Instant::now).elapsed()
+    }
+
+    /// How long the caller may sleep before looking again: zero once its time is up (at
+    /// once for a caller that does not wait), at most [`INTERRUPT_POLL`] when it has an
+    /// interrupt, which is asked first: [`Error::Interrupted`] when it says stop.
+    pub(crate) fn left(&self) -> Result<Duration> {
+        let left = match self.wait {
+            None => return Ok(Duration::ZERO),
+            Some(None) => Duration::MAX,
+            Some(Some(t)) => t.saturating_sub(self.waited()),
+        };
+        match self.interrupt {
+            Some(i) if !left.is_zero() => {
+                // A check that panics ends the wait as one that says stop, so that the
+                // wait gives up what it holds; the panic then goes on from the caller's
+                // frame (see `resume_check_panic`).
+                let asked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| i.asked()))
+                    .unwrap_or_else(|payload| {
+                        CHECK_PANIC.with(|p| p.set(Some(payload)));
+                        true
+                    });
+                if asked {
+                    return Err(Error::Interrupted { waited: self.waited() });
+                }
+                Ok(left.min(INTERRUPT_POLL))
+            }
+            _ => Ok(left),
+        }
+    }
+
+    /// The options of a wait nested in this one: `options`, waiting for what is left of
+    /// this wait's time (from its start, so the nested wait ends when this one would).
+    pub(crate) fn nested(&self, options: &AcquireOptions) -> AcquireOptions {
+        let wait = self.wait.map(|t| t.map(|t| t.saturating_sub(self.waited())));
+        AcquireOptions { wait, ..options.clone() }
+    }
+}
+
+std::thread_local! {
+    /// The panic of an interrupt check, caught so that its wait could give up what it
+    /// held; resumed by [`resume_check_panic`].
+    static CHECK_PANIC: std::cell::Cell<Option<Box<dyn std::any::Any + Send>>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Goes on with the panic of an interrupt check that ended this thread's wait, if one
+/// did: called where an acquisition returns `Interrupted` to its caller.
+#[cold]
+pub(crate) fn resume_check_panic() {
+    if let Some(payload) = CHECK_PANIC.with(|p| p.take()) {
+        std::panic::resume_unwind(payload);
+    }
+}
+
 /// Called by a blocked acquisition each time it finds the lease held: the slot, the
 /// token of the grant that holds it and its holder record. Returning `false` ends the
 /// wait (with [`Error::TimedOut`]). With a hook, the waiter also observes the slot, so
@@ -146,7 +235,7 @@ pub(crate) fn nap(
 pub(crate) type HeldHook<'h> = &'h mut dyn FnMut(u32, u64, Option<&Record>) -> bool;
 
 impl Inner {
-    /// Blocks until the lease on `key` is granted or `timeout` passes (or `hook` ends
+    /// Blocks until the lease on `key` is granted or `patience` runs out (or `hook` ends
     /// the wait). `None` when the name stopped being shared while an exclusive grant of
     /// it was being taken (see `table::shared`): start over.
     pub(crate) fn acquire_blocking(
@@ -154,10 +243,9 @@ impl Inner {
         key: &Key,
         ttl: u64,
         label: Label,
-        timeout: Option<Duration>,
+        patience: &Patience<'_>,
         mut hook: Option<HeldHook<'_>>,
     ) -> Result<Option<(u32, u64, u64)>> {
-        let start = Instant::now();
         let mut alarm = None;
         loop {
             let (index, bound_as, token, record) = match self.attempt(key, ttl, label)? {
@@ -176,20 +264,14 @@ impl Inner {
                             LeaseKind::Exclusive,
                         ));
                     }
-                    let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
-                    return self.grant_exclusive_of_shared(key, ttl, label, Some(left));
+                    return self.grant_exclusive_of_shared(key, ttl, label, patience);
                 }
             };
-            let waited = start.elapsed();
             let go_on = hook.as_mut().map_or(true, |h| h(index, token, record.as_ref()));
-            let left = match timeout {
-                _ if !go_on => Duration::ZERO,
-                Some(t) => t.saturating_sub(waited),
-                None => Duration::MAX,
-            };
+            let left = if go_on { patience.left()? } else { Duration::ZERO };
             if left.is_zero() {
                 let holder = self.holder_of(index, record);
-                return Err(Error::TimedOut { waited, token, holder });
+                return Err(Error::TimedOut { waited: patience.waited(), token, holder });
             }
             let now = self.now();
             if let Wait::Sleep { mut futex_expect, deadline, .. } =

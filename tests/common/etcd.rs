@@ -432,3 +432,32 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// A process a test started (a CLI command that runs on), killed when dropped — also while a failing test unwinds — and by the kernel if the thread
+/// that started it dies first (`PR_SET_PDEATHSIG`).
+pub struct Guarded(pub std::process::Child);
+
+impl Guarded {
+    pub fn spawn(cmd: &mut Command) -> Guarded {
+        // SAFETY: prctl(2) with plain integers is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Guarded(cmd.spawn().expect("starting a process"))
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // (`shmlease run` arranges that its CMD dies with it.)
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

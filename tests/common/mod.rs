@@ -10,7 +10,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -35,7 +35,7 @@ mod shared;
 mod shared_attacks;
 use std::time::{Duration, Instant, SystemTime};
 
-use shmlease::{Error, LeaseTable, TableOptions};
+use shmlease::{AcquireOptions, Error, LeaseTable, TableOptions};
 
 /// Environment variable naming the role a child runs.
 pub const ROLE: &str = "SHMLEASE_IT_ROLE";
@@ -250,6 +250,15 @@ impl Kid {
         self.stdout.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// What follows the key of every report line so far whose key ends with `key` (so
+    /// `DONE` finds a forked child's `child-DONE` too), in the order printed.
+    pub fn reports(&self, key: &str) -> Vec<String> {
+        let lines = self.lines_so_far();
+        let reports = lines.iter().filter_map(|line| line.split(MARK).nth(1));
+        let keyed = reports.map(|r| r.split_once(' ').unwrap_or((r, "")));
+        keyed.filter(|(k, _)| k.ends_with(key)).map(|(_, value)| value.to_owned()).collect()
+    }
+
     /// Waits for a report line `@@KEY ...` and returns what follows `KEY `.
     pub fn expect(&mut self, key: &str, timeout: Duration) -> String {
         self.expect_any(&[key], timeout).1
@@ -323,6 +332,12 @@ impl Kid {
         self.pids.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| *p != pid);
     }
 
+    /// Kills the child with SIGKILL (`kill -9`) and reaps it.
+    pub fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait(LONG);
+    }
+
     /// Sends a signal (only while the child is not yet reaped, so never to a reused pid).
     pub fn signal(&self, sig: i32) {
         assert!(self.status.is_none(), "{} was already reaped", self.label);
@@ -353,6 +368,141 @@ impl Drop for Kid {
             }
         }
     }
+}
+
+// ------------------------------------------------------------------------------------
+// Shorthands of the tests of names with permits, shared names and fair acquisition
+// ------------------------------------------------------------------------------------
+
+/// How long one step of a test may take before it fails: a child's report or exit, or
+/// a state the test waits for.
+pub const LONG: Duration = Duration::from_secs(60);
+/// A TTL that outlives the test: for leases not meant to expire.
+pub const TTL: Duration = Duration::from_secs(30);
+
+/// A value for a child's environment.
+pub fn s(v: impl ToString) -> String {
+    v.to_string()
+}
+
+/// Acquisition options for a name with `n` permits.
+pub fn permits(n: u32) -> AcquireOptions {
+    AcquireOptions::new().permits(n).unwrap()
+}
+
+/// Acquisition options for a shared grant.
+pub fn shared() -> AcquireOptions {
+    AcquireOptions::new().shared(true)
+}
+
+/// A fresh table of `capacity` slots, in the file `t` of `dir`.
+pub fn table(dir: &Scratch, capacity: u32) -> LeaseTable {
+    LeaseTable::create(dir.path("t"), &TableOptions::new().capacity(capacity)).unwrap()
+}
+
+/// Runs a herd of `role` on the table file `t` of `dir` with the parameters `env`,
+/// counting in the file `counters` of `dir` (`words` words, created here): three
+/// members, the second and third forking a twin (`FORK=1`) that shares their table
+/// handle, so six processes. Waits for every one to end well, each with a `DONE` report
+/// (`child-DONE` from a twin) whose last number, its violations, is 0. Returns the
+/// numbers of every `DONE` report, and every token granted.
+pub fn run_forking_herd(
+    wd: &Watchdog,
+    dir: &Scratch,
+    role: &str,
+    words: usize,
+    env: &[(&str, String)],
+) -> (Vec<Vec<u64>>, Vec<u64>) {
+    let counters = dir.path("counters");
+    SharedWords::create(&counters, words);
+    let member = |i: usize| {
+        let mut e = vec![
+            ("TABLE", s(dir.path("t").display())),
+            ("COUNTERS", s(counters.display())),
+            ("FORK", s((i > 0) as u8)),
+        ];
+        e.extend(env.iter().cloned());
+        Kid::spawn(wd, &format!("herd-{i}"), role, &e)
+    };
+    let mut herd: Vec<Kid> = (0..3).map(member).collect();
+    let (mut dones, mut tokens) = (Vec::new(), Vec::new());
+    for (i, k) in herd.iter_mut().enumerate() {
+        for _ in 0..(1 + (i > 0) as usize) {
+            let (key, value) = k.expect_any(&["DONE", "child-DONE"], LONG);
+            let v: Vec<u64> = value.split(' ').map(|x| x.parse().unwrap()).collect();
+            assert_eq!(v.last(), Some(&0), "{key}: violations\n{}", k.transcript());
+            dones.push(v);
+        }
+        k.wait_ok(LONG);
+        tokens.extend(tokens_of(k));
+    }
+    (dones, tokens)
+}
+
+/// Starts two `permit_hold` children on the table at `path`, each taking a permit of
+/// "pool" (of 2) for 600 s and keeping it until killed, with the parameters `extra`
+/// besides; returns them once both have their permit, with their tokens.
+pub fn two_permit_holders(
+    wd: &Watchdog,
+    path: &Path,
+    extra: &[(&str, String)],
+) -> (Vec<Kid>, Vec<u64>) {
+    let mut env = vec![
+        ("TABLE", s(path.display())),
+        ("NAME", s("pool")),
+        ("PERMITS", s(2)),
+        ("TTL_MS", s(600_000)),
+        ("ACTION", s("forever")),
+    ];
+    env.extend(extra.iter().cloned());
+    let mut kids: Vec<Kid> =
+        (0..2).map(|i| Kid::spawn(wd, &format!("h{i}"), "permit_hold", &env)).collect();
+    let tokens = kids.iter_mut().map(|k| k.expect("GOT", LONG).parse().unwrap()).collect();
+    (kids, tokens)
+}
+
+/// Starts a `rotate` child on the table at `path`: for 3 s it keeps `hold` leases,
+/// releasing one at random (seeded by `seed`) and taking a name never used before on
+/// every try, so idle slots are evicted and rebound all along.
+pub fn start_churn(wd: &Watchdog, path: &Path, hold: u32, seed: u64) -> Kid {
+    let env = [
+        ("TABLE", s(path.display())),
+        ("NAMES", s("unused")), // fresh names only
+        ("HOLD", s(hold)),
+        ("RUN_MS", s(3000)),
+        ("FRESH", s(1)),
+        ("SEED", s(seed)),
+    ];
+    Kid::spawn(wd, "churn", "rotate", &env)
+}
+
+/// Polls `done` every millisecond until it says yes; fails after [`LONG`], naming
+/// `what` never happened.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + LONG;
+    while !done() {
+        assert!(Instant::now() < end, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Every token of the `TOKENS t1,t2,...` report lines of `kid` (a forked child's
+/// `child-TOKENS` among them), in the order reported.
+pub fn tokens_of(kid: &Kid) -> Vec<u64> {
+    let lists = kid.reports("TOKENS");
+    lists
+        .iter()
+        .flat_map(|l| l.split(','))
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse().unwrap())
+        .collect()
+}
+
+/// Fails if a token stands twice in `tokens` (a token is never granted twice for one
+/// name).
+pub fn assert_distinct(tokens: &[u64]) {
+    let distinct: BTreeSet<u64> = tokens.iter().copied().collect();
+    assert_eq!(distinct.len(), tokens.len(), "a token was granted twice");
 }
 
 // ------------------------------------------------------------------------------------
@@ -586,6 +736,97 @@ pub fn run_child() {
 
 fn open_table() -> LeaseTable {
     LeaseTable::open(PathBuf::from(env("TABLE"))).expect("child: opening the table")
+}
+
+/// Releases `lease`, armed to die at its crash point `step` (see `shmlease::fault`).
+fn release_at(step: u32, lease: shmlease::Lease<'_>) -> Result<(), Error> {
+    shmlease::fault::arm(shmlease::fault::Op::Release, step);
+    lease.release()
+}
+
+/// Revokes `name`, armed to die at its crash point `step` (see `shmlease::fault`).
+fn revoke_at(step: u32, table: &LeaseTable, name: &str) -> Result<(), Error> {
+    shmlease::fault::arm(shmlease::fault::Op::Revoke, step);
+    table.revoke(name).map(|_| ())
+}
+
+/// Busy-waits for `hold`: a holder at work, keeping its CPU.
+fn spin_for(hold: Duration) {
+    let until = Instant::now() + hold;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+/// Reports every token granted: `{prefix}TOKENS t1,t2,...` (see [`tokens_of`]).
+fn say_tokens(prefix: &str, tokens: &[u64]) {
+    let list: Vec<String> = tokens.iter().map(u64::to_string).collect();
+    say(&format!("{prefix}TOKENS"), list.join(","));
+}
+
+/// Runs `run(table, "")`; with `FORK=1` it first forks a twin that runs
+/// `run(table, "child-")` on the inherited table handle (the prefix goes before its
+/// report keys), and waits for it after its own run: a twin that fails makes it 30.
+fn with_forked_twin(table: &LeaseTable, run: impl Fn(&LeaseTable, &str) -> i32) -> i32 {
+    if env_or("FORK", "0") != "1" {
+        return run(table, "");
+    }
+    // SAFETY: fork(2) has no preconditions; the twin runs `run` alone (no other thread
+    // of this process, the test harness's, is used in it).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        let code = run(table, "child-");
+        // SAFETY: _exit ends the forked child without the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let code = run(table, "");
+    let mut status = 0;
+    // SAFETY: waiting for our own child with a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        say("ERR", format!("forked child ended with {status:#x}"));
+        return 30;
+    }
+    code
+}
+
+/// Takes `NAME` with `opts` for `TTL_MS`, reports `GOT token`, then with `ACTION`:
+/// - `forever`: sleeps until killed;
+/// - `renew_after_go`: waits for the file `GO`, renews, and reports `RENEWED token` or
+///   `LOST reason`.
+fn hold_with(opts: &AcquireOptions) -> i32 {
+    let table = open_table();
+    let lease = match table.acquire_with(&env("NAME"), env_ms("TTL_MS"), opts) {
+        Ok(l) => l,
+        Err(e) => {
+            say("ERR", format!("acquire: {e:?}"));
+            return 20;
+        }
+    };
+    say("GOT", lease.token());
+    match env("ACTION").as_str() {
+        "forever" => {
+            std::thread::sleep(Duration::from_secs(120));
+            21
+        }
+        "renew_after_go" => {
+            let go = PathBuf::from(env("GO"));
+            assert!(wait_for_file(&go, Duration::from_secs(60)), "GO never came");
+            match lease.renew(env_ms("TTL_MS")) {
+                Ok(()) => say("RENEWED", lease.token()),
+                Err(Error::Lost { reason, .. }) => say("LOST", format!("{reason:?}")),
+                Err(e) => say("ERR", format!("renew: {e:?}")),
+            }
+            0
+        }
+        other => {
+            say("ERR", format!("unknown action {other}"));
+            22
+        }
+    }
 }
 
 /// Takes a lease and then does `ACTION` with it:

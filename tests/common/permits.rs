@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use shmlease::{AcquireOptions, Error, LeaseTable};
 
-use super::{env, env_ms, env_or, env_u64, open_table, say, SharedWords};
+use super::{
+    env, env_ms, env_u64, hold_with, open_table, say, say_tokens, spin_for, with_forked_twin,
+    SharedWords,
+};
 
 fn options(wait: Option<Duration>) -> AcquireOptions {
     let o = AcquireOptions::new().permits(env_u64("PERMITS") as u32).expect("permits");
@@ -24,30 +27,7 @@ fn options(wait: Option<Duration>) -> AcquireOptions {
 /// the inherited table. Reports `DONE grants violations` and `TOKENS t1,t2,...` (every
 /// token it was granted, in order).
 pub fn role_permit_herd() -> i32 {
-    let table = open_table();
-    if env_or("FORK", "0") == "1" {
-        // SAFETY: fork(2) has no preconditions; the test binary's children are
-        // single-threaded here (no keep-alive, no death alarm started yet).
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork");
-        if pid == 0 {
-            // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-            let code = herd_loop(&table, "child-");
-            // SAFETY: _exit ends the forked child without the parent's destructors.
-            unsafe { libc::_exit(code) };
-        }
-        let code = herd_loop(&table, "");
-        let mut status = 0;
-        // SAFETY: waiting for our own child with a valid out-pointer.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-            say("ERR", format!("forked child ended with {status:#x}"));
-            return 30;
-        }
-        return code;
-    }
-    herd_loop(&table, "")
+    with_forked_twin(&open_table(), herd_loop)
 }
 
 fn herd_loop(table: &LeaseTable, prefix: &str) -> i32 {
@@ -77,56 +57,21 @@ fn herd_loop(table: &LeaseTable, prefix: &str) -> i32 {
             violations += 1;
             eprintln!("{inside} holders of {permits} permits");
         }
-        let until = Instant::now() + hold;
-        while Instant::now() < until {
-            std::hint::spin_loop();
-        }
+        spin_for(hold);
         counters.word(0).fetch_sub(1, SeqCst);
         if let Err(e) = lease.release() {
             say(&format!("{prefix}ERR"), format!("release: {e:?}"));
             return 21;
         }
     }
-    let list: Vec<String> = tokens.iter().map(u64::to_string).collect();
-    say(&format!("{prefix}TOKENS"), list.join(","));
+    say_tokens(prefix, &tokens);
     say(&format!("{prefix}DONE"), format!("{grants} {violations}"));
     0
 }
 
-/// Takes a permit of `NAME` (`PERMITS`, `TTL_MS`, waiting up to `WAIT_MS` if given),
-/// reports `GOT token`, then with `ACTION`:
-/// - `forever`: sleeps until killed;
-/// - `renew_after_go`: waits for the file `GO`, renews, and reports `RENEWED` or
-///   `LOST reason`.
+/// Takes a permit of `NAME` (`PERMITS`, waiting up to `WAIT_MS` if given) and holds it
+/// as [`hold_with`] says.
 pub fn role_permit_hold() -> i32 {
-    let table = open_table();
     let wait = std::env::var("SHMLEASE_IT_WAIT_MS").ok().map(|_| env_ms("WAIT_MS"));
-    let lease = match table.acquire_with(&env("NAME"), env_ms("TTL_MS"), &options(wait)) {
-        Ok(l) => l,
-        Err(e) => {
-            say("ERR", format!("acquire: {e:?}"));
-            return 20;
-        }
-    };
-    say("GOT", lease.token());
-    match env("ACTION").as_str() {
-        "forever" => {
-            std::thread::sleep(Duration::from_secs(120));
-            21
-        }
-        "renew_after_go" => {
-            let go = PathBuf::from(env("GO"));
-            assert!(super::wait_for_file(&go, Duration::from_secs(60)), "GO never came");
-            match lease.renew(env_ms("TTL_MS")) {
-                Ok(()) => say("RENEWED", lease.token()),
-                Err(Error::Lost { reason, .. }) => say("LOST", format!("{reason:?}")),
-                Err(e) => say("ERR", format!("renew: {e:?}")),
-            }
-            0
-        }
-        other => {
-            say("ERR", format!("unknown action {other}"));
-            22
-        }
-    }
+    hold_with(&options(wait))
 }

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use shmlease::{AcquireOptions, Error, LostReason};
 
-use super::{env, env_ms, env_or, env_u64, open_table, say, wait_for_file, Rng, SharedWords};
+use super::{
+    env, env_ms, env_or, env_u64, open_table, release_at, revoke_at, say, say_tokens, spin_for,
+    wait_for_file, Rng, SharedWords,
+};
 
 fn permits(n: u64) -> AcquireOptions {
     AcquireOptions::new().permits(n as u32).expect("permits")
@@ -64,10 +67,7 @@ pub fn role_pa_herd() -> i32 {
                 eprintln!("{inside} holders of {n} permits");
             }
         }
-        let until = Instant::now() + hold;
-        while Instant::now() < until {
-            std::hint::spin_loop();
-        }
+        spin_for(hold);
         if !revoked_ok {
             counters.word(0).fetch_sub(1, SeqCst);
         }
@@ -90,8 +90,7 @@ pub fn role_pa_herd() -> i32 {
             }
         }
     }
-    let list: Vec<String> = tokens.iter().map(u64::to_string).collect();
-    say("TOKENS", list.join(","));
+    say_tokens("", &tokens);
     say("DONE", format!("{grants} {violations} {order}"));
     0
 }
@@ -281,10 +280,7 @@ pub fn role_pa_racer() -> i32 {
                     violations += 1;
                     eprintln!("{name}: {mine} of kind {kind} with {others} of other kinds");
                 }
-                let until = Instant::now() + hold;
-                while Instant::now() < until {
-                    std::hint::spin_loop();
-                }
+                spin_for(hold);
                 counters.word(base + k).fetch_sub(1, SeqCst);
                 if let Err(e) = lease.release() {
                     say("ERR", format!("release {name}: {e:?}"));
@@ -323,15 +319,8 @@ pub fn role_pa_crash() -> i32 {
             arm(Op::Bind, step);
             table.acquire_with(&name, ttl, &opts).map(std::mem::forget)
         }
-        "release" => {
-            let lease = table.acquire_with(&name, ttl, &opts).expect("permit");
-            arm(Op::Release, step);
-            lease.release()
-        }
-        "revoke" => {
-            arm(Op::Revoke, step);
-            table.revoke(&name).map(|_| ())
-        }
+        "release" => release_at(step, table.acquire_with(&name, ttl, &opts).expect("permit")),
+        "revoke" => revoke_at(step, &table, &name),
         other => panic!("OP {other}"),
     };
     say("NOT_REACHED", format!("{r:?}"));

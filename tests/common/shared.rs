@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use shmlease::{AcquireOptions, Error, LeaseTable};
 
-use super::{env, env_ms, env_or, env_u64, open_table, say, SharedWords};
+use super::{
+    env, env_ms, env_or, env_u64, hold_with, open_table, say, say_tokens, spin_for,
+    with_forked_twin, SharedWords,
+};
 
 /// A member of a mixed herd on the shared name `NAME`: for `RUN_MS`, blocking
 /// acquisitions, exclusive one time in `WRITE_EVERY` (by a counter seeded with the pid),
@@ -17,29 +20,7 @@ use super::{env, env_ms, env_or, env_u64, open_table, say, SharedWords};
 /// a child that runs the same loop on the inherited table. Reports `DONE shared
 /// exclusive violations` and `TOKENS t1,...`.
 pub fn role_shared_herd() -> i32 {
-    let table = open_table();
-    if env_or("FORK", "0") == "1" {
-        // SAFETY: fork(2) has no preconditions; this child process is single-threaded.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork");
-        if pid == 0 {
-            // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-            let code = herd_loop(&table, "child-");
-            // SAFETY: _exit ends the forked child without the parent's destructors.
-            unsafe { libc::_exit(code) };
-        }
-        let code = herd_loop(&table, "");
-        let mut status = 0;
-        // SAFETY: waiting for our own child with a valid out-pointer.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-            say("ERR", format!("forked child ended with {status:#x}"));
-            return 30;
-        }
-        return code;
-    }
-    herd_loop(&table, "")
+    with_forked_twin(&open_table(), herd_loop)
 }
 
 fn herd_loop(table: &LeaseTable, prefix: &str) -> i32 {
@@ -79,10 +60,7 @@ fn herd_loop(table: &LeaseTable, prefix: &str) -> i32 {
                 if write { "writer" } else { "reader" }
             );
         }
-        let until = Instant::now() + hold;
-        while Instant::now() < until {
-            std::hint::spin_loop();
-        }
+        spin_for(hold);
         // Checked again at the end of the hold, while the lease is still valid.
         if words.word(other).load(SeqCst) > 0 || (write && words.word(mine).load(SeqCst) > 1) {
             words.word(2).fetch_add(1, SeqCst);
@@ -99,44 +77,13 @@ fn herd_loop(table: &LeaseTable, prefix: &str) -> i32 {
             return 21;
         }
     }
-    let list: Vec<String> = tokens.iter().map(u64::to_string).collect();
-    say(&format!("{prefix}TOKENS"), list.join(","));
+    say_tokens(prefix, &tokens);
     say(&format!("{prefix}DONE"), format!("{reads} {writes} {violations}"));
     0
 }
 
-/// Takes `NAME` (shared with `SHARED=1`, else exclusive) for `TTL_MS`, reports `GOT
-/// token`, then with `ACTION`: `forever` sleeps until killed; `renew_after_go` waits
-/// for the file `GO`, renews, and reports `RENEWED` or `LOST reason`.
+/// Takes `NAME` (shared with `SHARED=1`, else exclusive) and holds it as [`hold_with`]
+/// says.
 pub fn role_shared_hold() -> i32 {
-    let table = open_table();
-    let opts = AcquireOptions::new().shared(env_or("SHARED", "0") == "1");
-    let lease = match table.acquire_with(&env("NAME"), env_ms("TTL_MS"), &opts) {
-        Ok(l) => l,
-        Err(e) => {
-            say("ERR", format!("acquire: {e:?}"));
-            return 20;
-        }
-    };
-    say("GOT", lease.token());
-    match env("ACTION").as_str() {
-        "forever" => {
-            std::thread::sleep(Duration::from_secs(120));
-            21
-        }
-        "renew_after_go" => {
-            let go = PathBuf::from(env("GO"));
-            assert!(super::wait_for_file(&go, Duration::from_secs(60)), "GO never came");
-            match lease.renew(env_ms("TTL_MS")) {
-                Ok(()) => say("RENEWED", lease.token()),
-                Err(Error::Lost { reason, .. }) => say("LOST", format!("{reason:?}")),
-                Err(e) => say("ERR", format!("renew: {e:?}")),
-            }
-            0
-        }
-        other => {
-            say("ERR", format!("unknown action {other}"));
-            22
-        }
-    }
+    hold_with(&AcquireOptions::new().shared(env_or("SHARED", "0") == "1"))
 }

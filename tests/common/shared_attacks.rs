@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use shmlease::{AcquireOptions, Error, Lease, LeaseTable};
 
-use super::{env, env_ms, env_or, env_u64, open_table, say, Rng, SharedWords};
+use super::{
+    env, env_ms, env_or, env_u64, open_table, release_at, revoke_at, say, say_tokens,
+    with_forked_twin, Rng, SharedWords,
+};
 
 /// Words of the herd's shared file: word 0 counts violations, word 2 counts token-order
 /// violations, word `MAX_RETURNED + i` is the largest token an acquisition of the
@@ -40,32 +43,11 @@ pub fn role_sa_herd() -> i32 {
     let table = open_table();
     let threads = env_u64("THREADS") as usize;
     let base = env_u64("CELL") as usize;
-    let mut forked = None;
-    if env_or("FORK", "0") == "1" {
-        // SAFETY: fork(2) has no preconditions; this process has no other threads yet
-        // besides the test harness's, which the child does not use.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork");
-        if pid == 0 {
-            // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-            let code = herd_threads(&table, base + threads, threads, "child-");
-            // SAFETY: _exit ends the forked child without the parent's destructors.
-            unsafe { libc::_exit(code) };
-        }
-        forked = Some(pid);
-    }
-    let code = herd_threads(&table, base, threads, "");
-    if let Some(pid) = forked {
-        let mut status = 0;
-        // SAFETY: waiting for our own child with a valid out-pointer.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-            say("ERR", format!("forked child ended with {status:#x}"));
-            return 30;
-        }
-    }
-    code
+    // The twin's members have the cells after this process's.
+    with_forked_twin(&table, |table, prefix| {
+        let first = if prefix.is_empty() { base } else { base + threads };
+        herd_threads(table, first, threads, prefix)
+    })
 }
 
 fn herd_threads(table: &LeaseTable, base: usize, threads: usize, prefix: &str) -> i32 {
@@ -93,8 +75,7 @@ fn herd_threads(table: &LeaseTable, base: usize, threads: usize, prefix: &str) -
             }
         }
     }
-    let list: Vec<String> = tokens.iter().map(u64::to_string).collect();
-    say(&format!("{prefix}TOKENS"), list.join(","));
+    say_tokens(prefix, &tokens);
     say(&format!("{prefix}DONE"), format!("{acquired} {violations}"));
     0
 }
@@ -303,20 +284,9 @@ pub fn role_sa_crash() -> i32 {
                 other => other.map(std::mem::forget),
             }
         }
-        "release_shared" => {
-            let lease = table.acquire_with(&name, ttl, &sh).expect("shared");
-            arm(Op::Release, step);
-            lease.release()
-        }
-        "release_exclusive" => {
-            let lease = table.try_acquire(&name, ttl).expect("exclusive");
-            arm(Op::Release, step);
-            lease.release()
-        }
-        "revoke" => {
-            arm(Op::Revoke, step);
-            table.revoke(&name).map(|_| ())
-        }
+        "release_shared" => release_at(step, table.acquire_with(&name, ttl, &sh).expect("shared")),
+        "release_exclusive" => release_at(step, table.try_acquire(&name, ttl).expect("exclusive")),
+        "revoke" => revoke_at(step, &table, &name),
         other => panic!("OP {other}"),
     };
     match r {

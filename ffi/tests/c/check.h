@@ -1,6 +1,7 @@
 /*
  * Assertions for the C test programs: a failed check prints where, what, the status
- * name and shmlease_last_error(), and exits 1.
+ * name and shmlease_last_error(), and exits 1. And two calls most programs make,
+ * checked so.
  */
 #ifndef SHMLEASE_TEST_CHECK_H
 #define SHMLEASE_TEST_CHECK_H
@@ -35,5 +36,22 @@
 
 #define SEC 1000000000ull
 #define MSEC 1000000ull
+
+/* A fresh table of `capacity` slots in the file `file` of the directory `dir`. */
+static inline shmlease_table *create_table(const char *dir, const char *file, uint32_t capacity) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    shmlease_table_options options = {capacity, 0, 0};
+    shmlease_table *t = NULL;
+    OK(shmlease_table_create(path, &options, &t));
+    return t;
+}
+
+/* The token of the lease handle `l`. */
+static inline uint64_t token_of(shmlease_lease *l) {
+    uint64_t token = 0;
+    OK(shmlease_lease_token(l, &token));
+    return token;
+}
 
 #endif

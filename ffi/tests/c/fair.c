@@ -38,11 +38,7 @@ static size_t queue_of(shmlease_table *t, shmlease_queued *queue) {
 
 int main(int argc, char **argv) {
     CHECK(argc == 2);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/fair.table", argv[1]);
-    shmlease_table_options topts = {256, 0, 0};
-    shmlease_table *t = NULL;
-    OK(shmlease_table_create(path, &topts, &t));
+    shmlease_table *t = create_table(argv[1], "fair.table", 256);
 
     /* Nobody waits: a fair try is an ordinary one. */
     shmlease_lease *holder = NULL, *x = NULL;

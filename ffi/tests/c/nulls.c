@@ -46,11 +46,30 @@ int main(int argc, char **argv) {
     NUL_ARG(shmlease_acquire(NULL, "x", SEC, 0, NULL, &l, &held));
     NUL_ARG(shmlease_acquire(t, NULL, SEC, 0, NULL, &l, &held));
     NUL_ARG(shmlease_acquire(t, "x", SEC, 0, NULL, NULL, &held));
-    shmlease_acquire_options aopts = {0, NULL, 2, false, false};
+    shmlease_acquire_options aopts = {0, NULL, 2, false, false, NULL, NULL};
     NUL_ARG(shmlease_acquire_with(NULL, "p", SEC, &aopts, &l, &held));
     NUL_ARG(shmlease_acquire_with(t, NULL, SEC, &aopts, &l, &held));
     NUL_ARG(shmlease_acquire_with(t, "p", SEC, &aopts, NULL, &held));
     CHECK(l == NULL);
+    /* Into a caller's storage: a NULL anywhere required writes nothing into it. */
+    shmlease_lease_storage st = {0};
+    NUL_ARG(shmlease_try_acquire_in(NULL, "x", SEC, &st, &l, &held));
+    NUL_ARG(shmlease_try_acquire_in(t, NULL, SEC, &st, &l, &held));
+    NUL_ARG(shmlease_try_acquire_in(t, "x", SEC, NULL, &l, &held));
+    NUL_ARG(shmlease_try_acquire_in(t, "x", SEC, &st, NULL, &held));
+    NUL_ARG(shmlease_acquire_with_in(NULL, "p", SEC, &aopts, &st, &l, &held));
+    NUL_ARG(shmlease_acquire_with_in(t, NULL, SEC, &aopts, &st, &l, &held));
+    NUL_ARG(shmlease_acquire_with_in(t, "p", SEC, &aopts, NULL, &l, &held));
+    NUL_ARG(shmlease_acquire_with_in(t, "p", SEC, &aopts, &st, NULL, &held));
+    NUL_ARG(shmlease_lease_storage_init(NULL));
+    CHECK(l == NULL);
+    /* The storage is still empty: nothing was granted (the names are free). */
+    EXPECT(shmlease_release((shmlease_lease *)&st), SHMLEASE_INVALID_ARGUMENT);
+    OK(shmlease_try_acquire_in(t, "x", SEC, &st, &l, NULL)); /* held_by optional */
+    OK(shmlease_release(l));
+    OK(shmlease_acquire_with_in(t, "x", SEC, NULL, &st, &l, NULL)); /* options too */
+    OK(shmlease_release(l));
+    l = NULL;
     OK(shmlease_acquire(t, "x", 10 * SEC, 0, NULL, &l, NULL)); /* label, held_by optional */
     shmlease_lease *l2 = NULL;
     EXPECT(shmlease_try_acquire(t, "x", SEC, &l2, NULL), SHMLEASE_HELD);

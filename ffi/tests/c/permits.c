@@ -9,14 +9,12 @@
  * Usage: permits DIR.
  */
 #define _DEFAULT_SOURCE
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "child.h"
 
 /* Takes a permit of "pool" (N = 2) with `label`, waiting up to `timeout_ns`. */
 static shmlease_status take(shmlease_table *t, const char *label, uint64_t ttl_ns,
@@ -29,12 +27,6 @@ static shmlease_status take(shmlease_table *t, const char *label, uint64_t ttl_n
     return shmlease_acquire_with(t, "pool", ttl_ns, &o, out, held);
 }
 
-static uint64_t token_of(shmlease_lease *l) {
-    uint64_t token = 0;
-    OK(shmlease_lease_token(l, &token));
-    return token;
-}
-
 static bool valid(shmlease_lease *l) {
     bool v = true;
     OK(shmlease_lease_is_valid(l, &v));
@@ -43,11 +35,7 @@ static bool valid(shmlease_lease *l) {
 
 int main(int argc, char **argv) {
     CHECK(argc == 2);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/permits.table", argv[1]);
-    shmlease_table_options topts = {16, 0, 0};
-    shmlease_table *t = NULL;
-    OK(shmlease_table_create(path, &topts, &t));
+    shmlease_table *t = create_table(argv[1], "permits.table", 16);
     const uint32_t me = (uint32_t)getpid();
 
     /* Two permits, two holders: a's grant ends first. */
@@ -130,28 +118,19 @@ int main(int argc, char **argv) {
     OK(shmlease_release(b));
     shmlease_lease_free(b);
     int up[2], down[2];
-    CHECK(pipe(up) == 0 && pipe(down) == 0);
-    fflush(NULL);
-    pid_t kid = fork();
-    CHECK(kid >= 0);
+    pid_t kid = fork_piped(up, down);
     if (kid == 0) {
         shmlease_lease *mine = NULL;
-        char x = 0;
-        close(up[0]);
-        close(down[1]);
-        CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL) == 0); /* a failing parent leaves no child */
         OK(take(t, "kid", 30 * SEC, 0, &mine, NULL));
         uint64_t mine_token = token_of(mine);
         CHECK(write(up[1], &mine_token, sizeof mine_token) == (ssize_t)sizeof mine_token);
-        CHECK(read(down[0], &x, 1) == 0); /* until the parent closes its end */
+        wait_for_go(down);
         usleep(100 * 1000);               /* the parent is waiting by now, most likely */
         OK(shmlease_release(mine));
         shmlease_lease_free(mine);
         shmlease_table_close(t);
         exit(0);
     }
-    close(up[1]);
-    close(down[0]);
     uint64_t tk = 0;
     CHECK(read(up[0], &tk, sizeof tk) == (ssize_t)sizeof tk);
     CHECK(tk > tb);
@@ -165,9 +144,7 @@ int main(int argc, char **argv) {
     OK(take(t, "p-d", 30 * SEC, 60 * (int64_t)SEC, &c, NULL));
     uint64_t tc = token_of(c);
     CHECK(tc > tk);
-    int ws = 0;
-    CHECK(waitpid(kid, &ws, 0) == kid && WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
-    close(up[0]);
+    reap(kid, up);
     OK(shmlease_get_grants(t, "pool", grants, 4, &count));
     CHECK(count == 2 && grants[0].token == ta && grants[1].token == tc);
     CHECK(grants[1].holder.pid == me);

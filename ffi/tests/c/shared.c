@@ -10,14 +10,12 @@
  */
 #define _DEFAULT_SOURCE
 #include <poll.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "child.h"
 
 /* Takes a grant of "cat": shared or exclusive, with `label`, waiting up to `timeout_ns`. */
 static shmlease_status take(shmlease_table *t, bool shared, const char *label,
@@ -28,12 +26,6 @@ static shmlease_status take(shmlease_table *t, bool shared, const char *label,
     o.label = label;
     o.shared = shared;
     return shmlease_acquire_with(t, "cat", 30 * SEC, &o, out, held);
-}
-
-static uint64_t token_of(shmlease_lease *l) {
-    uint64_t token = 0;
-    OK(shmlease_lease_token(l, &token));
-    return token;
 }
 
 /* The live grants of "cat" (at most 65: 64 shared and an exclusive one waiting). */
@@ -53,11 +45,7 @@ static bool readable(int fd, int ms) {
 
 int main(int argc, char **argv) {
     CHECK(argc == 2);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/shared.table", argv[1]);
-    shmlease_table_options topts = {256, 0, 0};
-    shmlease_table *t = NULL;
-    OK(shmlease_table_create(path, &topts, &t));
+    shmlease_table *t = create_table(argv[1], "shared.table", 256);
     const uint32_t me = (uint32_t)getpid();
 
     /* Two shared holders at once. */
@@ -95,27 +83,18 @@ int main(int argc, char **argv) {
 
     /* An exclusive acquirer in a child waits for both shared holders. */
     int up[2], down[2];
-    CHECK(pipe(up) == 0 && pipe(down) == 0);
-    fflush(NULL);
-    pid_t kid = fork();
-    CHECK(kid >= 0);
+    pid_t kid = fork_piped(up, down);
     if (kid == 0) {
         shmlease_lease *mine = NULL;
-        char c = 0;
-        close(up[0]);
-        close(down[1]);
-        CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL) == 0); /* a failing parent leaves no child */
         OK(shmlease_acquire(t, "cat", 30 * SEC, -1, "writer", &mine, NULL));
         uint64_t mine_token = token_of(mine);
         CHECK(write(up[1], &mine_token, sizeof mine_token) == (ssize_t)sizeof mine_token);
-        CHECK(read(down[0], &c, 1) == 0); /* until the parent closes its end */
+        wait_for_go(down);
         OK(shmlease_release(mine));
         shmlease_lease_free(mine);
         shmlease_table_close(t);
         exit(0);
     }
-    close(up[1]);
-    close(down[0]);
 
     /* Once it waits, its grant is listed beside theirs, and no new shared holder gets in. */
     for (int i = 0;; i++) {
@@ -151,9 +130,7 @@ int main(int argc, char **argv) {
 
     /* It releases; shared holders get in again. */
     close(down[1]);
-    int ws = 0;
-    CHECK(waitpid(kid, &ws, 0) == kid && WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
-    close(up[0]);
+    reap(kid, up);
     shmlease_lease *r3 = NULL, *r4 = NULL;
     OK(take(t, true, "r3", 0, &r3, NULL));
     OK(take(t, true, "r4", 0, &r4, NULL));

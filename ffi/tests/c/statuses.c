@@ -6,18 +6,16 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <fcntl.h>
-#include <signal.h>
 #include <stdint.h>
 #include <sys/file.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "child.h"
 
 /* The highest status number this program knows. */
-#define LAST_STATUS SHMLEASE_WRONG_KIND
+#define LAST_STATUS SHMLEASE_INTERRUPTED
 
 static char dir[3000];
 static int seen[64];
@@ -62,6 +60,12 @@ static shmlease_table *fresh(const char *name, uint32_t capacity) {
     return t;
 }
 
+/* An interrupt callback that always says stop. */
+static bool always(void *ctx) {
+    (void)ctx;
+    return true;
+}
+
 int main(int argc, char **argv) {
     CHECK(argc == 2);
     snprintf(dir, sizeof dir, "%s", argv[1]);
@@ -88,7 +92,7 @@ int main(int argc, char **argv) {
     REACH(shmlease_try_acquire(t, "a", 366 * 86400 * SEC, &m, NULL), SHMLEASE_INVALID_TTL);
     REACH(shmlease_acquire(t, "a", SEC, 0, "123456789", &m, NULL), SHMLEASE_INVALID_LABEL);
     REACH(shmlease_acquire(t, "a", SEC, 0, "\xff", &m, NULL), SHMLEASE_INVALID_LABEL);
-    shmlease_acquire_options ao = {0, NULL, 129, false, false}; /* permits are 1 to 128 */
+    shmlease_acquire_options ao = {0, NULL, 129, false, false, NULL, NULL}; /* permits: 1 to 128 */
     REACH(shmlease_acquire_with(t, "a", SEC, &ao, &m, NULL), SHMLEASE_INVALID_OPTIONS);
 
     o.capacity = (1u << 24) + 1;
@@ -164,26 +168,17 @@ int main(int argc, char **argv) {
      * child releasing the lease handle it inherited. */
     shmlease_table *bt = fresh("bound", 4);
     int up[2], down[2];
-    CHECK(pipe(up) == 0 && pipe(down) == 0);
-    fflush(NULL);
-    pid_t kid = fork();
-    CHECK(kid >= 0);
+    pid_t kid = fork_piped(up, down);
     if (kid == 0) {
         shmlease_lease *mine = NULL;
-        char c = 0;
-        close(up[0]);
-        close(down[1]);
-        CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL) == 0); /* a failing parent leaves no child */
         OK(shmlease_try_acquire(bt, "kids", 10 * SEC, &mine, NULL));
         CHECK(write(up[1], "x", 1) == 1);
-        CHECK(read(down[0], &c, 1) == 0); /* until the parent closes its end */
+        wait_for_go(down);
         OK(shmlease_release(mine));
         shmlease_lease_free(mine);
         shmlease_table_close(bt);
         exit(0);
     }
-    close(up[1]);
-    close(down[0]);
     char c = 0;
     CHECK(read(up[0], &c, 1) == 1);
     shmlease_info kinfo;
@@ -195,9 +190,7 @@ int main(int argc, char **argv) {
     CHECK(strstr(shmlease_last_error(), pid_text) != NULL);
     REACH(shmlease_renew_token(bt, "kids", kinfo.token, SEC, NULL), SHMLEASE_BOUND_TO_PROCESS);
     close(down[1]);
-    int ws = 0;
-    CHECK(waitpid(kid, &ws, 0) == kid && WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
-    close(up[0]);
+    reap(kid, up);
     shmlease_table_close(bt);
 
     size_t count = 0;
@@ -209,6 +202,11 @@ int main(int argc, char **argv) {
     /* WRONG_KIND: permits asked of a name held as an exclusive lease. */
     ao.permits = 2;
     REACH(shmlease_acquire_with(t, "a", SEC, &ao, &m, NULL), SHMLEASE_WRONG_KIND);
+    /* INTERRUPTED: a wait for the held "a" whose callback says stop. */
+    ao.permits = 0;
+    ao.timeout_ns = -1;
+    ao.interrupt = always;
+    REACH(shmlease_acquire_with(t, "a", SEC, &ao, &m, NULL), SHMLEASE_INTERRUPTED);
     shmlease_lease_free(l);
     shmlease_table_close(t);
 

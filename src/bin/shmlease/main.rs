@@ -1341,7 +1341,7 @@ pub fn take<'t>(
         Some(w) if w <= NOTE_AFTER => {
             t.acquire_with(name, ttl, &options.wait(Some(w))).map_err(fail)
         }
-        _ => match t.acquire_with(name, ttl, &options.wait(Some(NOTE_AFTER))) {
+        _ => match t.acquire_with(name, ttl, &options.clone().wait(Some(NOTE_AFTER))) {
             Err(Error::TimedOut { token, holder, .. }) => {
                 let how_long = match wait.0 {
                     Some(w) => format!("up to {} more", duration::human(w - NOTE_AFTER)),
@@ -1383,7 +1383,11 @@ fn take_fair<'t>(
     options: &AcquireOptions,
 ) -> Result<Lease<'t>, Error> {
     if wait.0.is_some_and(|w| w <= NOTE_AFTER) {
-        let options = if wait.0 == Some(Duration::ZERO) { *options } else { options.wait(wait.0) };
+        let options = if wait.0 == Some(Duration::ZERO) {
+            options.clone()
+        } else {
+            options.clone().wait(wait.0)
+        };
         return t.acquire_with(name, ttl, &options);
     }
     // `done` is set (under the lock the note is printed with) once the call returns:
@@ -1410,7 +1414,7 @@ fn take_fair<'t>(
             );
             say(format_args!("{what}; waiting {how_long}"));
         });
-        let taken = t.acquire_with(name, ttl, &options.wait(wait.0));
+        let taken = t.acquire_with(name, ttl, &options.clone().wait(wait.0));
         *done.lock().unwrap_or_else(|e| e.into_inner()) = true;
         ended.notify_all();
         taken
