@@ -34,34 +34,10 @@ impl Key {
     /// chunks with `memcpy`) made the next reader's wide loads wait on narrow stores.
     #[inline(always)]
     pub(crate) fn build(name: &str) -> Key {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGHS: u64 = 0x8080_8080_8080_8080;
-        let bytes = name.as_bytes();
         let mut key = Key { words: [0u64; 8], len: 0, hash: 0, seat: 0 };
-        if bytes.is_empty() || bytes.len() > NAME_MAX {
-            return key;
-        }
-        let mut zero_byte = false;
-        let mut h = name_hash_start(bytes.len());
-        let full = bytes.len() / 8;
-        for i in 0..full {
-            let w = u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("8 bytes"));
-            zero_byte |= (w.wrapping_sub(ONES) & !w & HIGHS) != 0;
-            h = name_hash_step(h, w);
-            key.words[i] = w;
-        }
-        let tail = &bytes[8 * full..];
-        if !tail.is_empty() {
-            let w = load_partial(tail);
-            // Padding bytes forced non-zero so that only real NULs count.
-            let padded = w | (u64::MAX << (8 * tail.len()));
-            zero_byte |= (padded.wrapping_sub(ONES) & !padded & HIGHS) != 0;
-            h = name_hash_step(h, w);
-            key.words[full] = w;
-        }
-        if !zero_byte {
-            key.len = bytes.len();
-            key.hash = fmix(h);
+        if let Some(hash) = scan(name.as_bytes(), |i, w| key.words[i] = w) {
+            key.len = name.len();
+            key.hash = hash;
         }
         key
     }
@@ -116,6 +92,88 @@ impl Key {
     /// The hash bits the binding word stores (see `layout::bind`).
     pub(super) fn hash_bits(&self) -> u32 {
         self.hash as u32 & crate::layout::bind::HASH_MASK
+    }
+}
+
+/// Checks a lease name (1 to 64 bytes, no NUL) and hashes it, handing each word (as the
+/// table stores it) to `word` on the way: its hash if valid.
+#[inline(always)]
+fn scan(bytes: &[u8], mut word: impl FnMut(usize, u64)) -> Option<u64> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    if bytes.is_empty() || bytes.len() > NAME_MAX {
+        return None;
+    }
+    let mut zero_byte = false;
+    let mut h = name_hash_start(bytes.len());
+    let full = bytes.len() / 8;
+    for i in 0..full {
+        let w = u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+        zero_byte |= (w.wrapping_sub(ONES) & !w & HIGHS) != 0;
+        h = name_hash_step(h, w);
+        word(i, w);
+    }
+    let tail = &bytes[8 * full..];
+    if !tail.is_empty() {
+        let w = load_partial(tail);
+        // Padding bytes forced non-zero so that only real NULs count.
+        let padded = w | (u64::MAX << (8 * tail.len()));
+        zero_byte |= (padded.wrapping_sub(ONES) & !padded & HIGHS) != 0;
+        h = name_hash_step(h, w);
+        word(full, w);
+    }
+    (!zero_byte).then(|| fmix(h))
+}
+
+/// A checked lease name as the fast path looks it up (its own slot, seat 0): the name's
+/// bytes and hash, with its words made from the bytes when compared. Nothing is laid out
+/// in memory, so the grant's CAS has no stores of a key to wait behind; a [`Key`] is
+/// built only when the name must be bound or judged on a slower path.
+#[derive(Clone, Copy)]
+pub(crate) struct NameRef<'a> {
+    bytes: &'a [u8],
+    hash: u64,
+}
+
+impl<'a> NameRef<'a> {
+    /// `None` when `name` is not a valid lease name ([`Key::new`] says why).
+    #[inline(always)]
+    pub(crate) fn new(name: &'a str) -> Option<NameRef<'a>> {
+        let hash = scan(name.as_bytes(), |_, _| {})?;
+        Some(NameRef { bytes: name.as_bytes(), hash })
+    }
+
+    /// As [`Key::home`] for seat 0.
+    #[inline(always)]
+    pub(super) fn home(&self, capacity: u32) -> u32 {
+        ((self.hash as u128 * capacity as u128) >> 64) as u32
+    }
+
+    /// As [`Key::hash_bits`].
+    #[inline(always)]
+    pub(super) fn hash_bits(&self) -> u32 {
+        self.hash as u32 & crate::layout::bind::HASH_MASK
+    }
+
+    #[inline(always)]
+    pub(super) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// How many words hold name bytes.
+    #[inline(always)]
+    pub(super) fn used_words(&self) -> usize {
+        self.bytes.len().div_ceil(8)
+    }
+
+    /// Word `i` (below [`NameRef::used_words`]) as the table stores it.
+    #[inline(always)]
+    pub(super) fn word(&self, i: usize) -> u64 {
+        let rest = &self.bytes[8 * i..];
+        match rest.get(..8) {
+            Some(w) => u64::from_le_bytes(w.try_into().expect("8 bytes")),
+            None => load_partial(rest),
+        }
     }
 }
 

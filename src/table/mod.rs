@@ -59,6 +59,7 @@ mod wait;
 pub use crate::options::AcquireOptions;
 pub use fair::PLACE_TTL;
 pub(crate) use key::Key;
+use key::NameRef;
 pub use open::RemoveOptions;
 pub(crate) use wait::{nap, DeathAlarm, Patience, LONGEST_NAP};
 
@@ -413,6 +414,31 @@ impl Inner {
         None
     }
 
+    /// [`Inner::find`] for a name's own slot, from its bytes (see [`NameRef`]): the same
+    /// probe and the same checks as with its [`Key`].
+    #[inline(always)]
+    fn find_name(&self, name: &NameRef<'_>) -> Option<(u32, u64)> {
+        let mut index = name.home(self.capacity);
+        for _ in 0..self.capacity {
+            let slot = self.slot(index);
+            let word = slot.bind.load(Ordering::Acquire);
+            if bind::state(word) == bind::EMPTY {
+                return None;
+            }
+            if bind::state(word) == bind::BOUND
+                && bind::hash(word) == name.hash_bits()
+                && bind::name_len(word) == name.len()
+                && bind::seat(word) == 0
+                && (0..name.used_words())
+                    .all(|i| slot.name[i].load(Ordering::Relaxed) == name.word(i))
+            {
+                return Some((index, word));
+            }
+            index = if index + 1 == self.capacity { 0 } else { index + 1 };
+        }
+        None
+    }
+
     /// Whether the slot's name is being (or was half-way) unbound.
     #[cold]
     fn is_retired(&self, index: u32) -> bool {
@@ -641,7 +667,17 @@ impl Inner {
         if ttl < sys::coarse_tick_ns().saturating_mul(COARSE_TTL_TICKS) {
             return None;
         }
-        let (index, bound_as) = self.find(key)?;
+        self.grant_free_at(self.find(key)?, ttl, label)
+    }
+
+    /// [`Inner::grant_free`] in slot `index`, found bound to the name as `bound_as`.
+    #[inline(always)]
+    fn grant_free_at(
+        &self,
+        (index, bound_as): (u32, u64),
+        ttl: u64,
+        label: Label,
+    ) -> Option<(u32, u64, u64)> {
         let me = identity::me().record(false);
         let now = self.now_lagging();
         let g =
@@ -879,17 +915,27 @@ impl LeaseTable {
     /// Does the work of [`LeaseTable::try_acquire`]: slot, token and deadline.
     #[inline(never)]
     fn grant_now(&self, name: &str, ttl: Duration) -> Result<(u32, u64, u64)> {
-        let key = &Key::build(name);
-        if key.len == 0 {
-            return Err(Key::invalid(name));
-        }
+        // The fast path looks the name up from its bytes: no key is laid out (see
+        // `NameRef`); the key is built only if that does not grant.
+        let Some(fast) = NameRef::new(name) else { return Err(Key::invalid(name)) };
         let ttl = ttl_ns(ttl)?;
         let inner = self.shm();
-        if let Some(granted) = inner.grant_free(key, ttl, Label::default()) {
-            return Ok(granted);
+        if ttl >= sys::coarse_tick_ns().saturating_mul(COARSE_TTL_TICKS) {
+            if let Some(found) = inner.find_name(&fast) {
+                if let Some(granted) = inner.grant_free_at(found, ttl, Label::default()) {
+                    return Ok(granted);
+                }
+            }
         }
+        self.grant_now_slow(name, ttl)
+    }
+
+    /// [`LeaseTable::grant_now`] off its fast path, judged with the precise clock.
+    #[inline(never)]
+    fn grant_now_slow(&self, name: &str, ttl: u64) -> Result<(u32, u64, u64)> {
+        let key = &Key::build(name);
         // No interrupt and no wait: never `Interrupted` (see `grant`).
-        inner.grant_exclusive_precise(key, ttl, &AcquireOptions::new())
+        self.shm().grant_exclusive_precise(key, ttl, &AcquireOptions::new())
     }
 
     /// Does the work of [`LeaseTable::acquire_with`]: slot, token and deadline.
