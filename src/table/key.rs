@@ -245,6 +245,27 @@ mod tests {
         assert_eq!(Key::new("leader").unwrap().hash, 0x1e5f_6d96_b46e_bbb6);
     }
 
+    /// The fast path's lookup must see exactly the key the slow path binds.
+    #[test]
+    fn name_refs_agree_with_keys() {
+        let long = "x".repeat(64);
+        let names = ["a", "abcdefg", "abcdefgh", "abcdefghi", "gpu0", "a-64-byte", &long];
+        for name in names.iter().copied().chain([&long[..63], &long[..17]]) {
+            let (key, fast) = (Key::new(name).unwrap(), NameRef::new(name).unwrap());
+            assert_eq!(
+                (fast.hash, fast.len(), fast.home(4096)),
+                (key.hash, key.len, key.home(4096))
+            );
+            assert_eq!(fast.hash_bits(), key.hash_bits());
+            let words: Vec<u64> = (0..fast.used_words()).map(|i| fast.word(i)).collect();
+            assert_eq!(words, key.used_words(), "{name:?}");
+        }
+        let too_long = "x".repeat(65);
+        for bad in ["", "a\0b", "abcdefgh\0", too_long.as_str()] {
+            assert!(NameRef::new(bad).is_none() && Key::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn partial_loads_match_bytewise_assembly() {
         let bytes = b"abcdefg";
