@@ -980,6 +980,44 @@ fn processes_cmd_leaves_behind_are_stopped_before_the_lease_is_released() {
     assert!(held(&t).is_empty());
 }
 
+/// run skips its search of `/proc` for CMD's leftovers once it has no child at all (the
+/// common case: CMD exited alone). Every shape of leftover must still keep it a parent:
+/// a grandchild whose own parent still runs, and a daemon that forked twice into a
+/// session of its own, whose parent exited before CMD did.
+#[test]
+fn leftovers_deep_in_the_tree_or_in_a_session_of_their_own_are_stopped_when_cmd_exits() {
+    let t = Table::new("deepleft");
+    let (mid, deep, daemon) = (t.file("mid"), t.file("deep"), t.file("daemon"));
+    let script = format!(
+        "sh -c 'sleep 300 & echo $! > {deep}; wait' & echo $! > {mid}; \
+         setsid sh -c 'sleep 300 & echo $! > {daemon}' & wait $!; \
+         while [ ! -s {deep} ] || [ ! -s {daemon} ]; do sleep 0.01; done",
+        deep = deep.display(),
+        mid = mid.display(),
+        daemon = daemon.display()
+    );
+    let mut run = t.cmd(&["run", "job", "--", "sh", "-c", &script]).stderr(Stdio::piped()).kid();
+    let pids = [read_pid(&mid), read_pid(&deep), read_pid(&daemon)].map(|p| run.also(p));
+    assert_eq!(wait(&mut run).code(), Some(0));
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid}, left by CMD, runs on without the lease");
+    }
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("leaving 3 processes running"), "{err}");
+    assert!(held(&t).is_empty());
+}
+
+/// The common case, for contrast: CMD exits alone, and run says nothing of leftovers.
+#[test]
+fn a_command_that_leaves_nothing_behind_gets_no_leftover_note() {
+    let t = Table::new("noleft");
+    let out = t.run(&["run", "job", "--", "sh", "-c", "sleep 0 & wait; exit 4"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    assert!(held(&t).is_empty());
+}
+
 #[test]
 fn at_a_terminal_a_lost_lease_stops_the_commands_whole_job() {
     if command("script").arg("--version").output().is_err() {

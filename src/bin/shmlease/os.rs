@@ -184,24 +184,36 @@ pub fn become_child_subreaper() -> io::Result<()> {
     Ok(nix::sys::prctl::set_child_subreaper(true)?)
 }
 
-/// Reaps every child that has exited, without waiting: their pids and wait statuses.
+/// What [`reap_children`] found.
+pub struct Reaped {
+    /// The children reaped: their pids and wait statuses.
+    pub exited: Vec<(u32, i32)>,
+    /// No child is left, running or not (waitpid said `ECHILD`).
+    pub childless: bool,
+}
+
+/// Reaps every child that has exited, without waiting, and says whether any is left.
 ///
 /// Raw `waitpid`: nix's decodes the status into a `WaitStatus`, whose `Signal` has no
 /// real-time signals, so a child killed by one (SIGRTMIN's default action kills) would
-/// come back as an error after it was reaped, its status lost.
-pub fn reap_children() -> io::Result<Vec<(u32, i32)>> {
-    let mut out = Vec::new();
+/// come back as an error after it was reaped, its status lost. `__WALL`: a child whose
+/// exit signal is not SIGCHLD (made by clone(2) with another one) is otherwise neither
+/// reaped nor counted, and `childless` would be wrong while it runs. (Every child run
+/// has is SIGCHLD's anyway: CMD, what CMD made with `CLONE_PARENT`, and orphans, whose
+/// exit signal the kernel resets to SIGCHLD when it re-parents them.)
+pub fn reap_children() -> io::Result<Reaped> {
+    let mut exited = Vec::new();
     loop {
         let mut status: libc::c_int = 0;
         // SAFETY: waitpid writes the status it is given; -1 means any child.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::__WALL) };
         match pid {
-            0 => return Ok(out),
-            p if p > 0 => out.push((p as u32, status)),
+            0 => return Ok(Reaped { exited, childless: false }),
+            p if p > 0 => exited.push((p as u32, status)),
             _ => {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {
-                    Some(libc::ECHILD) => return Ok(out),
+                    Some(libc::ECHILD) => return Ok(Reaped { exited, childless: true }),
                     Some(libc::EINTR) => continue,
                     _ => return Err(e),
                 }

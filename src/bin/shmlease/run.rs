@@ -269,7 +269,8 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
         }
     };
 
-    let mut job = Job { cmd: child.id(), group: own_group, status: None, supervisor };
+    let mut job =
+        Job { cmd: child.id(), group: own_group, status: None, childless: false, supervisor };
     // run reaps CMD itself (with every orphan it inherits), not through `child`.
     drop(child);
     let mut lost = false;
@@ -328,7 +329,7 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
             kill_at = Some(Instant::now() + args.kill_after);
         }
         if job.status.is_some() {
-            let left = os::descendants(supervisor);
+            let left = job.left();
             if left.is_empty() {
                 break;
             }
@@ -346,7 +347,7 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
             }
         }
         if kill_at.is_some_and(|at| Instant::now() >= at) {
-            let left = os::descendants(supervisor);
+            let left = job.left();
             if !left.is_empty() && !killing {
                 killing = true;
                 say(format_args!(
@@ -425,6 +426,9 @@ struct Job {
     group: bool,
     /// CMD's status, once reaped.
     status: Option<ExitStatus>,
+    /// run had no child left at the last reap, CMD included: then nothing is left of the
+    /// job, and nothing can join it (see [`Job::left`]).
+    childless: bool,
     supervisor: u32,
 }
 
@@ -435,9 +439,26 @@ impl Job {
         if self.status.is_none() {
             os::send_signal(self.cmd, signal, self.group);
         } else {
-            for pid in os::descendants(self.supervisor) {
+            for pid in self.left() {
                 os::send_signal(pid, signal, false);
             }
+        }
+    }
+
+    /// The live processes of the job below run: CMD, while it runs, and every process
+    /// it started that is still running.
+    ///
+    /// Without reading `/proc` (a millisecond with a few hundred processes) once run has
+    /// no child at all: every live process below run descends from a live child of run
+    /// (run is their child subreaper, so a process whose parent exits becomes run's
+    /// child, never init's), so with no child there is no descendant; and none can
+    /// appear, since run starts no other process and only its descendants are
+    /// re-parented to it.
+    fn left(&self) -> Vec<u32> {
+        if self.childless {
+            Vec::new()
+        } else {
+            os::descendants(self.supervisor)
         }
     }
 
@@ -454,7 +475,7 @@ impl Job {
                     os::send_signal(self.cmd, signal, false);
                 }
             }
-            for pid in os::descendants(self.supervisor) {
+            for pid in self.left() {
                 os::send_signal(pid, signal, false);
             }
         }
@@ -463,11 +484,13 @@ impl Job {
     /// Reaps every child that has exited: CMD (keeping its status) and the orphans
     /// run inherited as subreaper.
     fn reap(&mut self) -> std::io::Result<()> {
-        for (pid, status) in os::reap_children()? {
+        let reaped = os::reap_children()?;
+        for (pid, status) in reaped.exited {
             if pid == self.cmd {
                 self.status = Some(ExitStatus::from_raw(status));
             }
         }
+        self.childless = reaped.childless;
         Ok(())
     }
 }
