@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::Serialize;
 use shmlease::{
     AcquireOptions, Error, Lease, LeaseInfo, LeaseKind, LeaseTable, Location, LostReason,
@@ -105,9 +105,19 @@ shmlease man > /usr/local/share/man/man1/shmlease.1)";
 ///
 /// Leases live in a lease table: a file, or a POSIX shared-memory segment. Every grant
 /// gets a fencing token that only ever grows for its name.
-#[derive(Parser)]
+#[derive(Parser, Debug)]
 #[command(name = "shmlease", version, after_help = EXIT_CODES_HELP, max_term_width = 100)]
 struct Cli {
+    #[command(flatten)]
+    globals: Globals,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The options every command takes: which table, and which tables to accept.
+#[derive(clap::Args, Debug)]
+struct Globals {
     /// Lease table: a path (anything with a '/') or a shared-memory name
     /// [default: $SHMLEASE_TABLE, else shmlease-<uid>, created on first use]
     #[arg(
@@ -126,12 +136,41 @@ struct Cli {
     /// Accept (or create) a table every user may write (anyone could forge leases)
     #[arg(long, global = true, help_heading = "Table")]
     allow_world_writable: bool,
-
-    #[command(subcommand)]
-    command: Command,
 }
 
-#[derive(Subcommand)]
+impl Cli {
+    /// The command line, parsed.
+    ///
+    /// `run` is parsed first by a parser that knows only `run` and the global options:
+    /// building the whole command-line model (every command, option and help text) is
+    /// most of clap's cost, and a `run` is started as often as `flock(1)`. That parser
+    /// accepts a subset of what the whole one accepts, with the same meaning (the same
+    /// derived definitions of `run` and of the global options); anything it does not
+    /// accept (another command, `--help`, `--version`, any error) is parsed again by the
+    /// whole one, which gives the usual answer.
+    fn parse_args() -> Result<Cli, clap::Error> {
+        let args: Vec<OsString> = std::env::args_os().collect();
+        match Cli::parse_run(&args) {
+            Some(cli) => Ok(cli),
+            None => Cli::try_parse_from(args),
+        }
+    }
+
+    /// `args` parsed by the parser that knows only `run` and the global options, if it
+    /// accepts them.
+    fn parse_run(args: &[OsString]) -> Option<Cli> {
+        if !args.iter().skip(1).any(|a| a == "run") {
+            return None;
+        }
+        let run_only = Globals::augment_args(clap::Command::new("shmlease"))
+            .subcommand(run::RunArgs::augment_args(clap::Command::new("run")))
+            .subcommand_required(true);
+        let matches = run_only.try_get_matches_from(args).ok()?;
+        Cli::from_arg_matches(&matches).ok()
+    }
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Create a lease table
     Create {
@@ -793,7 +832,7 @@ impl TableArg {
                 ),
             )
         };
-        let given = match &cli.table {
+        let given = match &cli.globals.table {
             Some(raw) => Some(raw.to_str().ok_or_else(|| not_utf8("-t/--table", raw))?.to_owned()),
             None => match std::env::var_os("SHMLEASE_TABLE") {
                 Some(raw) if !raw.is_empty() => {
@@ -803,8 +842,8 @@ impl TableArg {
             },
         };
         let options = TableOptions::new()
-            .allow_foreign_owner(cli.allow_foreign_owner)
-            .allow_world_writable(cli.allow_world_writable);
+            .allow_foreign_owner(cli.globals.allow_foreign_owner)
+            .allow_world_writable(cli.globals.allow_world_writable);
         let (location, default) = match given {
             Some(s) => match s.strip_prefix("shm:") {
                 Some(name) => (Location::Shm(name.to_owned()), false),
@@ -953,7 +992,7 @@ pub fn printable(s: &str) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
@@ -1589,5 +1628,58 @@ fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
         // A closed pipe (`shmlease ls | head`) is the reader's choice, not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Failure::new(exit::OS, format!("writing to stdout: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<OsString> {
+        std::iter::once("shmlease").chain(line.split(' ')).map(OsString::from).collect()
+    }
+
+    /// The quick parser of `run` gives what the whole one gives, wherever it accepts the
+    /// arguments; everything else it leaves to the whole one.
+    #[test]
+    fn the_run_only_parser_agrees_with_the_whole_one_or_declines() {
+        let accepted = [
+            "run x -- true",
+            "run x -- true -- --ttl 1s",
+            "-t /tmp/t run x -- true",
+            "run -t shm:t x --allow-foreign-owner -- true",
+            "--allow-world-writable run x --ttl 2s --wait 5m --label l -- sh -c run",
+            "run -n x --kill-after 0 --conflict-exit-code 3 --on-request USR1 -- a b",
+            "run x --permits 3 --fair -- a",
+            "run --shared x --wait forever -- a",
+            "run --ttl=750ms x --on-request=none -- a",
+            "run x -- --",
+        ];
+        for line in accepted {
+            let quick = Cli::parse_run(&args(line)).unwrap_or_else(|| panic!("declined {line:?}"));
+            let whole = Cli::try_parse_from(args(line)).expect(line);
+            assert_eq!(format!("{quick:?}"), format!("{whole:?}"), "{line}");
+        }
+        let declined = [
+            "run --help",
+            "run -h",
+            "--version run x -- true",
+            "-V run x -- a",
+            "run x",
+            "run x true",
+            "run x --ttl 100ms -- a",
+            "run x --ttl 5 -- a",
+            "run -n x --wait 1s -- a",
+            "run x --no-such-option -- a",
+            "get run",
+            "-t run ls",
+            "acquire run --ttl 1s",
+            "help run",
+            "man",
+            "run -- -- a",
+        ];
+        for line in declined {
+            assert!(Cli::parse_run(&args(line)).is_none(), "accepted {line:?}");
+        }
     }
 }

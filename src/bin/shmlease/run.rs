@@ -75,7 +75,7 @@ Examples:
   shmlease run catalog -- ./rebuild.sh           # ... this one, which waits for them";
 
 /// `run`'s options.
-#[derive(clap::Args)]
+#[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// Lease name (1 to 64 bytes of UTF-8)
     name: String,
