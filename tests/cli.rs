@@ -1122,6 +1122,62 @@ fn test_children_start_with_default_signal_actions_whatever_the_test_process_ign
     }
 }
 
+/// run starts CMD itself (a vfork-like clone, then exec), not through std's `Command`:
+/// CMD must start as std started it. No signal blocked (run blocks the ones it reads
+/// from a signalfd), SIGPIPE at its default (the Rust runtime ignores it), found on
+/// PATH as execvp(3) finds it (a script without `#!` runs with sh), 126 and 127 when it
+/// cannot be run, and the environment with run's three variables replacing any
+/// inherited ones.
+#[test]
+fn cmd_starts_with_no_signal_blocked_sigpipe_at_its_default_and_execvp_lookup() {
+    let t = Table::new("spawn");
+    let out = {
+        // Not through sh, which clears its signal mask itself.
+        let mut c =
+            t.cmd(&["run", "job", "--", "grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]);
+        c.env("SHMLEASE_NAME", "inherited").env("SHMLEASE_TOKEN", "1");
+        output(c)
+    };
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mask = |field: &str| {
+        let line = stdout(&out).lines().find(|l| l.starts_with(field)).map(str::to_owned);
+        let line = line.unwrap_or_else(|| panic!("no {field} in {}", stdout(&out)));
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    assert_eq!(mask("SigBlk:"), 0, "CMD starts with signals blocked");
+    assert_eq!(mask("SigIgn:") & 1 << (libc::SIGPIPE - 1), 0, "CMD starts ignoring SIGPIPE");
+
+    let out = {
+        let mut c = t.cmd(&["run", "job", "--", "sh", "-c", "echo $SHMLEASE_NAME $SHMLEASE_TOKEN"]);
+        c.env("SHMLEASE_NAME", "inherited").env("SHMLEASE_TOKEN", "1");
+        output(c)
+    };
+    let words: Vec<String> = stdout(&out).split_whitespace().map(str::to_owned).collect();
+    assert_eq!(words[0], "job");
+    assert!(words[1].parse::<u64>().unwrap() > 1, "{words:?}");
+
+    let script = t.file("no-shebang");
+    fs::write(&script, "echo ran by sh; exit 6\n").unwrap();
+    let bits = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    fs::set_permissions(&script, bits).unwrap();
+    let out = t.run(&["run", "job", "--", script.to_str().unwrap()]);
+    assert_eq!((code(&out), stdout(&out).trim()), (6, "ran by sh"), "{}", stderr(&out));
+    let on_path = {
+        let mut c = t.cmd(&["run", "job", "--", "no-shebang"]);
+        c.env("PATH", format!("/nonexistent:{}:/usr/bin:/bin", t.dir.display()));
+        output(c)
+    };
+    assert_eq!(code(&on_path), 6, "{}", stderr(&on_path));
+
+    let not_executable = t.file("not-executable");
+    fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    let out = t.run(&["run", "job", "--", not_executable.to_str().unwrap()]);
+    assert_one_line_error(&out, 126, "permission denied");
+    let out = t.run(&["run", "job", "--", "no-such-command-shmlease-test"]);
+    assert_one_line_error(&out, 127, "not found");
+    assert!(held(&t).is_empty(), "a CMD that could not start left the lease held");
+}
+
 /// A test that lets go of a `run` (it failed, or is done with it) kills it with
 /// everything below it: CMD and what CMD started, not only `run`.
 #[test]

@@ -12,10 +12,10 @@
 //! on a lost lease, and when CMD exits leaving processes behind, run stops all of them
 //! (SIGTERM, then SIGKILL) before it lets go of the lease.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, ExitStatus};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -235,23 +235,14 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     let own_group = !os::in_terminal_foreground();
     os::become_child_subreaper().map_err(|e| os_failure("becoming a child subreaper", e))?;
     let supervisor = std::process::id();
-    let mut command = Command::new(&args.command[0]);
-    command
-        .args(&args.command[1..])
-        .env("SHMLEASE_TABLE", &table.export)
-        .env("SHMLEASE_NAME", name)
-        .env("SHMLEASE_TOKEN", token.to_string());
-    if own_group {
-        command.process_group(0);
-    }
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (sigemptyset, pthread_sigmask, prctl, getppid), without
-    // allocating.
-    unsafe {
-        command.pre_exec(move || os::die_with_parent(supervisor));
-    }
-    let child = match command.spawn() {
-        Ok(child) => child,
+    let token_text = token.to_string();
+    let env: [(&str, &OsStr); 3] = [
+        ("SHMLEASE_TABLE", table.export.as_ref()),
+        ("SHMLEASE_NAME", name.as_ref()),
+        ("SHMLEASE_TOKEN", token_text.as_ref()),
+    ];
+    let cmd = match os::Program::new(&args.command, &env).and_then(|p| os::spawn(&p, own_group)) {
+        Ok(pid) => pid,
         Err(e) => {
             let _ = t.release(name, token);
             let shown = args.command[0].to_string_lossy();
@@ -269,10 +260,7 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
         }
     };
 
-    let mut job =
-        Job { cmd: child.id(), group: own_group, status: None, childless: false, supervisor };
-    // run reaps CMD itself (with every orphan it inherits), not through `child`.
-    drop(child);
+    let mut job = Job { cmd, group: own_group, status: None, childless: false, supervisor };
     let mut lost = false;
     // Set once a release request was passed on (or is to be ignored).
     let mut requested = args.on_request.0.is_none();
