@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use shmlease::{
     AcquireOptions, Error, Lease, LeaseInfo, LeaseKind, LeaseTable, Location, LostReason,
@@ -139,34 +139,14 @@ struct Globals {
 }
 
 impl Cli {
-    /// The command line, parsed.
-    ///
-    /// `run` is parsed first by a parser that knows only `run` and the global options:
-    /// building the whole command-line model (every command, option and help text) is
-    /// most of clap's cost, and a `run` is started as often as `flock(1)`. That parser
-    /// accepts a subset of what the whole one accepts, with the same meaning (the same
-    /// derived definitions of `run` and of the global options); anything it does not
-    /// accept (another command, `--help`, `--version`, any error) is parsed again by the
-    /// whole one, which gives the usual answer.
+    /// The command line, parsed: by [`run::RunArgs::parse_quickly`] if it can, else by
+    /// clap.
     fn parse_args() -> Result<Cli, clap::Error> {
         let args: Vec<OsString> = std::env::args_os().collect();
-        match Cli::parse_run(&args) {
+        match run::RunArgs::parse_quickly(&args) {
             Some(cli) => Ok(cli),
             None => Cli::try_parse_from(args),
         }
-    }
-
-    /// `args` parsed by the parser that knows only `run` and the global options, if it
-    /// accepts them.
-    fn parse_run(args: &[OsString]) -> Option<Cli> {
-        if !args.iter().skip(1).any(|a| a == "run") {
-            return None;
-        }
-        let run_only = Globals::augment_args(clap::Command::new("shmlease"))
-            .subcommand(run::RunArgs::augment_args(clap::Command::new("run")))
-            .subcommand_required(true);
-        let matches = run_only.try_get_matches_from(args).ok()?;
-        Cli::from_arg_matches(&matches).ok()
     }
 }
 
@@ -1639,24 +1619,29 @@ mod tests {
         std::iter::once("shmlease").chain(line.split(' ')).map(OsString::from).collect()
     }
 
-    /// The quick parser of `run` gives what the whole one gives, wherever it accepts the
-    /// arguments; everything else it leaves to the whole one.
+    /// The quick parser of `run` gives what clap gives, wherever it accepts the arguments;
+    /// everything else it leaves to clap.
     #[test]
-    fn the_run_only_parser_agrees_with_the_whole_one_or_declines() {
+    fn the_quick_run_parser_agrees_with_clap_or_declines() {
         let accepted = [
             "run x -- true",
             "run x -- true -- --ttl 1s",
+            "run x -- --",
+            "run run -- run",
             "-t /tmp/t run x -- true",
+            "--table=run run x -- true",
             "run -t shm:t x --allow-foreign-owner -- true",
             "--allow-world-writable run x --ttl 2s --wait 5m --label l -- sh -c run",
             "run -n x --kill-after 0 --conflict-exit-code 3 --on-request USR1 -- a b",
             "run x --permits 3 --fair -- a",
+            "run x --permits +4 --conflict-exit-code 007 -- a",
             "run --shared x --wait forever -- a",
             "run --ttl=750ms x --on-request=none -- a",
-            "run x -- --",
+            "run --label=a=b x -- a",
         ];
         for line in accepted {
-            let quick = Cli::parse_run(&args(line)).unwrap_or_else(|| panic!("declined {line:?}"));
+            let quick = run::RunArgs::parse_quickly(&args(line))
+                .unwrap_or_else(|| panic!("declined {line:?}"));
             let whole = Cli::try_parse_from(args(line)).expect(line);
             assert_eq!(format!("{quick:?}"), format!("{whole:?}"), "{line}");
         }
@@ -1667,19 +1652,127 @@ mod tests {
             "-V run x -- a",
             "run x",
             "run x true",
+            "run x y -- a",
+            "run x --",
             "run x --ttl 100ms -- a",
             "run x --ttl 5 -- a",
+            "run x --ttl 1s --ttl 2s -- a",
             "run -n x --wait 1s -- a",
+            "run -nt t x -- a",
             "run x --no-such-option -- a",
+            "run x --permits 0 -- a",
+            "run x --permits 129 -- a",
+            "run x --conflict-exit-code 256 -- a",
+            "run x --on-request KILL -- a",
+            "run x --label= -- a",
+            "run x --ttl -1s -- a",
+            "run x --fair=1 -- a",
             "get run",
             "-t run ls",
             "acquire run --ttl 1s",
             "help run",
             "man",
+            "-n run x -- a",
             "run -- -- a",
         ];
         for line in declined {
-            assert!(Cli::parse_run(&args(line)).is_none(), "accepted {line:?}");
+            assert!(run::RunArgs::parse_quickly(&args(line)).is_none(), "accepted {line:?}");
         }
+    }
+
+    /// Pieces of a `run` command line as people write them...
+    const GOOD: &[&[&str]] = &[
+        &["-n"],
+        &["--no-wait"],
+        &["-t", "tab"],
+        &["--table", "run"],
+        &["--table=t"],
+        &["--ttl", "10s"],
+        &["--ttl", "250ms"],
+        &["--ttl=1m"],
+        &["--wait", "forever"],
+        &["--wait", "0"],
+        &["--wait=2s"],
+        &["--label", "lab"],
+        &["--label=l"],
+        &["--kill-after", "0"],
+        &["--kill-after=1m"],
+        &["--conflict-exit-code", "3"],
+        &["--on-request", "USR1"],
+        &["--on-request", "none"],
+        &["--permits", "2"],
+        &["--shared"],
+        &["--fair"],
+        &["--allow-foreign-owner"],
+        &["--allow-world-writable"],
+    ];
+
+    /// ... and as they should not.
+    const ODD: &[&[&str]] = &[
+        &["x"],
+        &["run"],
+        &["--"],
+        &["-t"],
+        &["--ttl", "100ms"],
+        &["--ttl"],
+        &["--label", ""],
+        &["--conflict-exit-code", "300"],
+        &["--on-request=KILL"],
+        &["--permits", "129"],
+        &["-h"],
+        &["--help"],
+        &["-V"],
+        &["ls"],
+        &["-x"],
+        &[""],
+        &["-nt", "t"],
+    ];
+
+    fn piece() -> impl proptest::strategy::Strategy<Value = &'static [&'static str]> {
+        use proptest::sample::select;
+        proptest::prop_oneof![8 => select(GOOD), 1 => select(ODD)]
+    }
+
+    thread_local! {
+        static ACCEPTED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+
+        /// Any arrangement of these pieces before and after `run` and NAME, then `--
+        /// CMD`: where the quick parser accepts, clap accepts and reads the same.
+        #[test]
+        fn the_quick_run_parser_reads_as_clap_reads(
+            before in proptest::collection::vec(piece(), 0..2),
+            after in proptest::collection::vec(piece(), 0..5),
+            name_at in 0usize..5,
+            cmd in proptest::collection::vec(piece(), 0..3),
+        ) {
+            let mut after: Vec<&[&str]> = after;
+            after.insert(name_at.min(after.len()), &["x"]);
+            let line: Vec<OsString> = std::iter::once("shmlease")
+                .chain(before.concat())
+                .chain(["run"])
+                .chain(after.concat())
+                .chain(["--", "cmd"])
+                .chain(cmd.concat())
+                .map(OsString::from)
+                .collect();
+            if let Some(quick) = run::RunArgs::parse_quickly(&line) {
+                ACCEPTED.with(|n| n.set(n.get() + 1));
+                let whole = Cli::try_parse_from(&line);
+                proptest::prop_assert!(whole.is_ok(), "clap refuses {:?}: {:?}", line, whole.err());
+                proptest::prop_assert_eq!(format!("{quick:?}"), format!("{:?}", whole.unwrap()));
+            }
+        }
+    }
+
+    /// The property above is not vacuous: it meets many lines the quick parser accepts.
+    #[test]
+    fn the_property_meets_accepted_lines() {
+        the_quick_run_parser_reads_as_clap_reads();
+        let n = ACCEPTED.with(|n| n.get());
+        assert!(n >= 200, "only {n} of 2000 lines accepted");
     }
 }

@@ -115,6 +115,155 @@ pub struct RunArgs {
     command: Vec<OsString>,
 }
 
+impl RunArgs {
+    /// `shmlease [GLOBAL OPTIONS] run ...` read without clap, in the forms people write,
+    /// or `None` to have clap read it: clap builds its model of every command, option
+    /// and help text before it reads anything, which took a fifth of the time of `run
+    /// NAME -- true`, and a `run` is started as often as `flock(1)` is.
+    ///
+    /// It accepts a subset of what clap accepts and reads it as clap does: `run`'s own
+    /// options and the global ones, before or after NAME, each at most once, as `--opt
+    /// VALUE` or `--opt=VALUE` (and `-n`, `-t VALUE`), then `--` and CMD. Values go
+    /// through the same parsers as clap's. Anything else (another command, `--help`,
+    /// combined short options, a value that starts with `-` or is empty, an option
+    /// given twice, `--wait` with `-n`, an option this list does not know, any error)
+    /// is left to clap, which gives the usual answer. The bin's unit tests check that
+    /// clap reads the same wherever this accepts.
+    pub fn parse_quickly(args: &[OsString]) -> Option<crate::Cli> {
+        let mut globals =
+            crate::Globals { table: None, allow_foreign_owner: false, allow_world_writable: false };
+        let mut values: Vec<(&str, &str)> = Vec::new();
+        let mut flags: Vec<&str> = Vec::new();
+        let mut name = None;
+        let mut seen_run = false;
+        let mut rest = args.get(1..)?.iter();
+        let command: Vec<OsString> = loop {
+            let arg = rest.next()?;
+            if arg == "--" {
+                if !seen_run {
+                    return None;
+                }
+                break rest.cloned().collect();
+            }
+            let Some(text) = arg.to_str() else {
+                // Not UTF-8: only the value of -t may be (taken below), and NAME may not.
+                return None;
+            };
+            if !text.starts_with('-') {
+                if !seen_run {
+                    if text != "run" {
+                        return None;
+                    }
+                    seen_run = true;
+                } else if name.replace(text).is_some() {
+                    return None;
+                }
+                continue;
+            }
+            let (option, inline) = match text.split_once('=') {
+                Some((o, v)) if o.starts_with("--") => (o, Some(v)),
+                _ => (text, None),
+            };
+            let option = match option {
+                "-t" | "--table" => "--table",
+                "-n" | "--no-wait" => "--no-wait",
+                o if o.starts_with("--") => o,
+                _ => return None,
+            };
+            let global =
+                matches!(option, "--table" | "--allow-foreign-owner" | "--allow-world-writable");
+            if !seen_run && !global {
+                return None;
+            }
+            if values.iter().any(|(o, _)| *o == option) || flags.contains(&option) {
+                return None;
+            }
+            let takes_value = matches!(
+                option,
+                "--table"
+                    | "--ttl"
+                    | "--wait"
+                    | "--label"
+                    | "--kill-after"
+                    | "--conflict-exit-code"
+                    | "--on-request"
+                    | "--permits"
+            );
+            if !takes_value {
+                if inline.is_some()
+                    || !matches!(
+                        option,
+                        "--no-wait"
+                            | "--shared"
+                            | "--fair"
+                            | "--allow-foreign-owner"
+                            | "--allow-world-writable"
+                    )
+                {
+                    return None;
+                }
+                flags.push(option);
+                continue;
+            }
+            if option == "--table" && inline.is_none() {
+                // Any bytes: a location need not be UTF-8 here (TableArg refuses it).
+                let value = rest.next()?;
+                if value.is_empty() || value.as_encoded_bytes().starts_with(b"-") {
+                    return None;
+                }
+                values.push((option, ""));
+                globals.table = Some(value.clone());
+                continue;
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => rest.next()?.to_str()?,
+            };
+            if value.is_empty() || value.starts_with('-') {
+                return None;
+            }
+            if option == "--table" {
+                globals.table = Some(value.into());
+            }
+            values.push((option, value));
+        };
+        let name = name?.to_owned();
+        if command.is_empty() {
+            return None;
+        }
+        let value = |option: &str| values.iter().find(|(o, _)| *o == option).map(|(_, v)| *v);
+        let flag = |option: &str| flags.contains(&option);
+        if flag("--no-wait") && value("--wait").is_some() {
+            return None;
+        }
+        globals.allow_foreign_owner = flag("--allow-foreign-owner");
+        globals.allow_world_writable = flag("--allow-world-writable");
+        let permits = match value("--permits") {
+            None => 1,
+            Some(v) => {
+                let n = v.parse::<i64>().ok()?;
+                (1..=i64::from(shmlease::layout::MAX_SEATS)).contains(&n).then_some(n as u32)?
+            }
+        };
+        let args = RunArgs {
+            name,
+            ttl: parse_ttl(value("--ttl").unwrap_or("10s")).ok()?,
+            wait: value("--wait").map(crate::parse_wait).transpose().ok()?,
+            no_wait: flag("--no-wait"),
+            label: value("--label").map(str::to_owned),
+            kind: crate::Kind { permits, shared: flag("--shared"), fair: flag("--fair") },
+            kill_after: duration::parse(value("--kill-after").unwrap_or("10s")).ok()?,
+            conflict_exit_code: match value("--conflict-exit-code") {
+                None => exit::HELD,
+                Some(v) => u8::try_from(v.parse::<i64>().ok()?).ok()?,
+            },
+            on_request: parse_signal(value("--on-request").unwrap_or("TERM")).ok()?,
+            command,
+        };
+        Some(crate::Cli { globals, command: crate::Command::Run(args) })
+    }
+}
+
 /// The shortest TTL `run` accepts (the library's is 1µs). run renews every TTL/3, so a
 /// renewal may come at most 2·TTL/3 late before the lease is lost, and on a busy machine
 /// the keep-alive thread wakes late. Measured on a 2-core machine with both cores
