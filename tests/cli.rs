@@ -1178,6 +1178,43 @@ fn cmd_starts_with_no_signal_blocked_sigpipe_at_its_default_and_execvp_lookup() 
     assert!(held(&t).is_empty(), "a CMD that could not start left the lease held");
 }
 
+/// Processes whose command line contains `marker`.
+fn with_marker(marker: &str) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+                && alive(*pid)
+        })
+        .collect()
+}
+
+/// SIGKILL of run at any moment while it starts CMD (before the clone, between the clone
+/// and PR_SET_PDEATHSIG, after the exec) never leaves CMD running.
+#[test]
+fn killing_run_while_it_starts_cmd_never_leaves_cmd_running() {
+    let t = Table::new("killstart");
+    for i in 0..40u32 {
+        // A `sleep` whose argument names this round (GNU sleep reads fractions).
+        let marker = format!("300.{}{i:03}1", std::process::id());
+        let mut run = t.cmd(&["run", "--ttl", "60s", "job", "--", "sleep", &marker]).kid();
+        std::thread::sleep(Duration::from_micros(u64::from(i % 20) * 150));
+        kill(run.id(), libc::SIGKILL);
+        wait(&mut run);
+        let start = Instant::now();
+        while !with_marker(&marker).is_empty() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let left = with_marker(&marker);
+        for &pid in &left {
+            kill(pid, libc::SIGKILL);
+        }
+        assert!(left.is_empty(), "round {i}: CMD outlived its killed supervisor: {left:?}");
+    }
+}
+
 /// A test that lets go of a `run` (it failed, or is done with it) kills it with
 /// everything below it: CMD and what CMD started, not only `run`.
 #[test]
