@@ -1,10 +1,10 @@
 //! The few operating-system calls the tool makes itself (signals, polling, the
-//! terminal, the child's death signal), each wrapped once with its errno handling.
+//! terminal, starting CMD, reaping), each wrapped once with its errno handling.
 //!
 //! Through nix's safe wrappers where they fit. Raw `libc` remains where a caller hands a
 //! bare descriptor number (polling, the terminal): nix takes a `BorrowedFd`, and making
-//! one from a number is itself `unsafe`, so nothing would be gained; and for `waitpid`
-//! and the window size (each says why).
+//! one from a number is itself `unsafe`, so nothing would be gained; and for starting
+//! CMD, `waitpid` and the window size (each says why).
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::OpenOptions;
@@ -233,8 +233,8 @@ struct ChildArgs<'a> {
 pub fn spawn(program: &Program, own_group: bool) -> io::Result<u32> {
     const STACK: usize = 64 * 1024;
     // execvpe's copy of a PATH entry and its argv for a script without `#!` are on the
-    // stack.
-    let size = STACK + 8 * program.argv.len();
+    // stack. A multiple of 16, so that the stack's top is aligned as the ABI wants.
+    let size = (STACK + 8 * program.argv.len()).next_multiple_of(16);
     // SAFETY: a new anonymous private mapping; no pointer of ours is involved.
     let stack = unsafe {
         libc::mmap(

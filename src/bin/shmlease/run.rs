@@ -348,7 +348,7 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     let token = lease.token();
 
     // From here on these signals are read from the signalfd, in every thread (threads
-    // started below inherit the mask; CMD gets a clean one from std).
+    // started below inherit the mask; CMD starts with an empty one: see `os::spawn`).
     let mut watched = FORWARDED.to_vec();
     watched.push(libc::SIGCHLD);
     let set = SignalSet::of(&watched);
