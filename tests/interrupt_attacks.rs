@@ -14,7 +14,49 @@ use shmlease::{AcquireOptions, Error, Interrupt, LeaseTable, TableOptions};
 #[test]
 #[ignore]
 fn child_main() {
+    if std::env::var(common::ROLE).as_deref() == Ok("ia_fair_usr1") {
+        std::process::exit(role_fair_usr1());
+    }
     common::run_child();
+}
+
+static USR1: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    USR1.store(true, Ordering::Relaxed);
+}
+
+/// A fair waiter for `NAME` (forever) whose check says stop once SIGUSR1 came: reports
+/// `GOT token` and `RELEASED token` (holding it `HOLD_MS`), or `INTERRUPTED`.
+fn role_fair_usr1() -> i32 {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as usize) };
+    let table = LeaseTable::open(std::env::var("SHMLEASE_IT_TABLE").unwrap()).unwrap();
+    let name = std::env::var("SHMLEASE_IT_NAME").unwrap();
+    let hold: u64 = std::env::var("SHMLEASE_IT_HOLD_MS").unwrap().parse().unwrap();
+    let o = AcquireOptions::new()
+        .fair(true)
+        .wait(None)
+        .interrupt(Interrupt::new(|| USR1.load(Ordering::Relaxed)));
+    let got = table.acquire_with(&name, TTL, &o);
+    match got {
+        Ok(lease) => {
+            common::say("GOT", lease.token());
+            std::thread::sleep(Duration::from_millis(hold));
+            let token = lease.token();
+            lease.release().unwrap();
+            common::say("RELEASED", token);
+            0
+        }
+        Err(Error::Interrupted { .. }) => {
+            common::say("INTERRUPTED", 0);
+            0
+        }
+        Err(e) => {
+            common::say("ERR", format!("{e:?}"));
+            20
+        }
+    }
 }
 
 fn table(dir: &Scratch, capacity: u32) -> LeaseTable {
@@ -303,4 +345,99 @@ fn fair_waiters_interrupted_in_random_order_leave_the_rest_in_order() {
         assert!(t.windows(2).all(|w| w[0] < w[1]), "seed {seed}: tokens {t:?}");
         assert_eq!(queue_len(&table, &name), 0, "seed {seed}: places left behind");
     }
+}
+
+/// Seven waiting processes in line: three are interrupted (SIGUSR1, in random order),
+/// one is killed, one is stopped past its place's TTL and continued (it queues again,
+/// at the back). Everyone left is served once, in the order of its place; nothing is
+/// left in the queue.
+#[test]
+fn waiting_processes_interrupted_killed_and_stopped_leave_the_rest_in_order() {
+    let wd = Watchdog::new("ia_procs", LONG);
+    let dir = Scratch::new("ia-procs");
+    let table = table(&dir, 256);
+    let path = dir.path("t");
+    let holder = table.try_acquire("q", TTL).unwrap();
+    let mut kids: Vec<Kid> = Vec::new();
+    for i in 0..7 {
+        let env = [("TABLE", s(path.display())), ("NAME", s("q")), ("HOLD_MS", s(20))];
+        kids.push(Kid::spawn(&wd, &format!("w{i}"), "ia_fair_usr1", &env));
+        wait_until("in line", || queue_len(&table, "q") == i + 1);
+    }
+    let mut rng = Rng::new(11);
+    let mut interrupted = vec![1usize, 3, 5];
+    for k in (1..interrupted.len()).rev() {
+        interrupted.swap(k, rng.below(k as u64 + 1) as usize);
+    }
+    for &i in &interrupted {
+        kids[i].signal(libc::SIGUSR1);
+        assert_eq!(kids[i].expect("INTERRUPTED", LONG), "0", "{}", kids[i].transcript());
+    }
+    kids[4].kill();
+    kids[2].signal(libc::SIGSTOP);
+    kids[2].wait_state(b'T', LONG);
+    // Its place lapses (2 s); the dead one's is passed over.
+    wait_until("two left in line", || queue_len(&table, "q") == 2);
+    kids[2].signal(libc::SIGCONT);
+    wait_until("it queued again", || queue_len(&table, "q") == 3);
+    drop(holder);
+    let mut served = Vec::new();
+    for i in [0usize, 6, 2] {
+        let got: u64 = kids[i].expect("GOT", LONG).parse().unwrap();
+        kids[i].expect("RELEASED", LONG);
+        kids[i].wait_ok(LONG);
+        served.push(got);
+    }
+    assert!(served.windows(2).all(|w| w[0] < w[1]), "not served in line order: {served:?}");
+    for &i in &interrupted {
+        kids[i].wait_ok(LONG);
+        assert!(kids[i].reports("GOT").is_empty(), "{}", kids[i].transcript());
+    }
+    assert_eq!(queue_len(&table, "q"), 0);
+}
+
+/// A crowded table (8 slots): fair waiters take places until none can be bound; the
+/// next fair acquirer fails at once (no hang, no place counted); interrupted, the
+/// waiters' places are given back and the table holds seven other names again.
+#[test]
+fn fair_places_in_a_crowded_table() {
+    let _wd = Watchdog::new("ia_crowded", LONG);
+    let dir = Scratch::new("ia-crowded");
+    let table = table(&dir, 8);
+    let holder = table.try_acquire("a", TTL).unwrap();
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = Arc::clone(&flag);
+    let o = AcquireOptions::new()
+        .fair(true)
+        .wait(None)
+        .interrupt(Interrupt::new(move || f.load(Ordering::Relaxed)));
+    std::thread::scope(|s| {
+        let mut waiters = Vec::new();
+        for i in 0..7 {
+            waiters.push(s.spawn(|| table.acquire_with("a", TTL, &o).map(|l| l.token())));
+            wait_until("in line", || queue_len(&table, "a") == i + 1);
+        }
+        // No slot left for a place: refused at once, whatever the wait.
+        for wait in [None, Some(Duration::from_millis(100))] {
+            match table.acquire_with("a", TTL, &o.clone().wait(wait)) {
+                Err(Error::TableFull { .. } | Error::Busy { .. }) => {}
+                other => panic!("{wait:?}: {other:?}"),
+            }
+        }
+        // Nor for another name.
+        assert!(matches!(table.try_acquire("b", TTL), Err(Error::TableFull { .. })));
+        flag.store(true, Ordering::Relaxed);
+        for w in waiters {
+            assert!(matches!(w.join().unwrap(), Err(Error::Interrupted { .. })));
+        }
+    });
+    assert_eq!(queue_len(&table, "a"), 0);
+    drop(holder);
+    let others: Vec<_> =
+        (0..8).map(|i| table.try_acquire(&format!("o{i}"), TTL).unwrap()).collect();
+    assert_eq!(others.len(), 8);
+    drop(others);
+    // And the fair path still works: with nobody queued, at once.
+    let l = table.acquire_with("a", TTL, &AcquireOptions::new().fair(true).wait(None)).unwrap();
+    assert!(l.is_valid());
 }
