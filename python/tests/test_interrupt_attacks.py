@@ -355,3 +355,141 @@ def test_ctrl_c_in_a_child_ends_its_wait_and_its_place(table, children, kind):
     assert child.returncode == 3, (out, err)
     assert list(table.get("held").queue) == []
     assert holder.valid
+
+
+def test_a_long_signal_handler_does_not_cost_a_writer_its_hold(table):
+    """The exclusive acquirer of a shared name (ttl 0.3 s) whose signal handler runs for
+    0.8 s during its wait: shared acquirers stay out for the whole wait."""
+    reader = table.acquire("db", TTL, wait=0, shared=True)
+    calls = []
+
+    def handler(signum, frame):
+        calls.append(signum)
+        if len(calls) == 1:
+            time.sleep(0.8)
+        else:
+            raise Boom()
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    stop = threading.Event()
+    got_in = []
+
+    def readers():
+        # Until the writer holds the name, shared grants come: count from then on.
+        while not stop.is_set():
+            try:
+                table.acquire("db", TTL, wait=0, shared=True).release()
+            except shmlease.Held:
+                break
+            time.sleep(0.005)
+        while not stop.is_set():
+            try:
+                table.acquire("db", TTL, wait=0, shared=True).release()
+                got_in.append(time.monotonic())
+            except shmlease.Held:
+                pass
+            time.sleep(0.02)
+
+    def signals():
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(1.5)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    th = threading.Thread(target=readers)
+    sig = threading.Thread(target=signals, daemon=True)
+    try:
+        sig.start()
+        time.sleep(0.1)
+        th.start()
+        with pytest.raises(Boom):
+            table.acquire("db", 0.3, wait=None)
+    finally:
+        stop.set()
+        th.join(10)
+        signal.signal(signal.SIGUSR1, old)
+    assert reader.valid
+    assert got_in == [], f"{len(got_in)} shared grants while the writer waited"
+
+
+def test_a_long_signal_handler_does_not_cost_a_fair_waiter_its_place(table):
+    holder = table.acquire("p", TTL, wait=0)
+    order = []
+    started = threading.Event()
+
+    def handler(signum, frame):
+        started.set()
+        time.sleep(2.8)  # longer than a place lives (2 s)
+
+    old = signal.signal(signal.SIGUSR1, handler)
+
+    def fair_thread(tag, hold):
+        lease = table.acquire("p", TTL, wait=60, fair=True)
+        order.append(tag)
+        time.sleep(hold)
+        lease.release()
+
+    first = threading.Thread(target=fair_thread, args=("first", 0.1))
+    third = threading.Thread(target=fair_thread, args=("third", 0))
+    try:
+        first.start()
+        wait_for("first in line", lambda: len(table.get("p").queue) == 1)
+
+        def later():
+            wait_for("main in line", lambda: len(table.get("p").queue) == 2)
+            third.start()
+            wait_for("third in line", lambda: len(table.get("p").queue) == 3)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            started.wait(10)
+            holder.release()
+
+        helper = threading.Thread(target=later)
+        helper.start()
+        lease = table.acquire("p", TTL, wait=60, fair=True)
+        order.append("second")
+        lease.release()
+        helper.join(30)
+        first.join(30)
+        third.join(30)
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert order == ["first", "second", "third"]
+
+
+def test_a_waiting_writer_is_served_before_shared_acquirers_that_wait_too(table):
+    """One wait holds the name for the writer across its 50 ms wake-ups: shared
+    acquirers that wait meanwhile do not get in at one of them, and are served after
+    it."""
+    reader = table.acquire("db", TTL, wait=0, shared=True)
+    order = []
+    lock = threading.Lock()
+
+    def take(tag, **kw):
+        lease = table.acquire("db", TTL, wait=30, **kw)
+        with lock:
+            order.append((tag, lease.token))
+        time.sleep(0.05)
+        lease.release()
+
+    writer = threading.Thread(target=take, args=("writer",))
+    writer.start()
+    wait_for("the writer holds the name", lambda: _shared_refused(table))
+    readers = [threading.Thread(target=take, args=(f"r{i}",), kwargs={"shared": True}) for i in range(3)]
+    for r in readers:
+        r.start()
+    time.sleep(0.5)  # ten of the writer's wake-ups, with shared acquirers waiting
+    assert order == []
+    reader.release()
+    writer.join(30)
+    for r in readers:
+        r.join(30)
+    assert order[0][0] == "writer", order
+    assert len(order) == 4
+
+
+def _shared_refused(table):
+    try:
+        table.acquire("db", TTL, wait=0, shared=True).release()
+        return False
+    except shmlease.Held:
+        return True

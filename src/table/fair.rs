@@ -10,9 +10,10 @@
 //!
 //! A place is *live* while its grant is held by a process not provably dead. An
 //! acquirer whose place has the smallest ticket among the live places of its name is
-//! first in line: it acquires the name the ordinary way (waiting as any acquirer does,
-//! in slices short enough to keep renewing its place), and gives its place up once it
-//! has the name, or when it gives up. The others sleep on the table's seat-event count
+//! first in line: it acquires the name the ordinary way (waiting as any acquirer does),
+//! and gives its place up once it has the name, or when it gives up. A helper thread
+//! ([`super::wait::Renewer`]) renews the place for the whole wait: the waiting thread
+//! may spend long in the caller's interrupt check, or in the ordinary wait. The others sleep on the table's seat-event count
 //! after announcing themselves on every live place ahead of theirs, so that the
 //! release of any of them wakes them (see `table::permits` on why a count).
 //!
