@@ -314,7 +314,7 @@ fn fair_waiters_interrupted_in_random_order_leave_the_rest_in_order() {
                     Err(Error::Interrupted { .. }) => false,
                     Err(e) => panic!("waiter {i}: {e}"),
                 }));
-                wait_until("in line", || queue_len(&table, &name) == i + 1);
+                wait_until("in line", || queue_len(table, name) == i + 1);
             }
             let mut gone: Vec<usize> = (0..n).collect();
             // Shuffle, keep half.
