@@ -294,11 +294,9 @@ impl PyTable {
     /// (or get ``Held``); with ``wait=0`` it gets ``Held`` while any shared holder is
     /// live. A shared acquisition waits while an exclusive holder holds the name or
     /// waits for it; a continuous stream of exclusive acquirers can keep shared ones
-    /// waiting (there is no bound). A limitation of this package: a waiting exclusive
-    /// acquirer gives the name up for a moment at each of its 50 ms wake-ups and takes
-    /// it again (with a new token), so shared acquirers waiting at that moment (woken by
-    /// it) get in first, and are waited for in turn: in Python, shared acquirers that
-    /// wait can keep a writer waiting.
+    /// waiting (there is no bound). A waiting exclusive acquirer keeps the name for its
+    /// whole wait, through its 50 ms wake-ups (and however long a signal handler runs
+    /// meanwhile), so shared acquirers that wait meanwhile are served after it.
     ///
     /// ``shared=True`` with ``permits`` above 1 raises ``InvalidOptions``; shared on a
     /// name with permits, or permits on a shared name, ``WrongKind``.
