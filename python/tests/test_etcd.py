@@ -139,7 +139,8 @@ class Cluster:
         for p in self.procs:
             p.kill()
             p.wait()
-        self.procs = []
+        # Once reaped, the group's id may be reused: never signalled again.
+        self.pgid, self.procs = 0, []
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -211,6 +212,8 @@ def test_the_lease_api_on_etcd(etcd_table, etcd_location):
     assert not lease.valid
     info = t.get("job")
     assert info.state == LeaseState.FREE and info.transitions == 1
+    facts = t.info()
+    assert facts.location == etcd_location and facts.counters.grants == 1
 
     # Revocation by anyone: the holder learns it at its next renewal.
     again = t.try_acquire("job", 2, keep_alive=False)
