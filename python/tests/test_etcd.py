@@ -319,7 +319,7 @@ def test_shmlease_table_names_an_etcd_table(etcd_location, monkeypatch):
 
 @needs_etcd
 @pytest.mark.timeout(60)
-def test_an_unreachable_cluster_is_unavailable_after_the_locations_timeout(cluster):
+def test_an_unreachable_cluster_is_unavailable_after_the_locations_timeout():
     (port,) = _free_ports(1)
     loc = f"etcd://127.0.0.1:{port}/nobody?timeout=300ms"
     with pytest.raises(shmlease.Unavailable) as e:
