@@ -68,15 +68,18 @@ pub fn cancelled(cancel: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
 }
 
 /// A lease table: a file, or a POSIX shared-memory segment, shared by every process
-/// that opens it.
+/// that opens it — or, in a build with the etcd backend, a key prefix on an etcd
+/// cluster, shared by processes on any host.
 ///
 /// ``Table()`` opens the default table: the one ``$SHMLEASE_TABLE`` names, else the
 /// per-user segment ``shmlease-<uid>`` that the ``shmlease`` CLI, C and Rust programs
 /// use too, created on first use. A string location is read as the CLI reads
-/// ``-t``: anything containing ``/`` is a file path, ``shm:NAME`` or a bare name a
+/// ``-t``: ``etcd://HOST:PORT[,…]/PREFIX[?…]`` (``etcds://`` for TLS) is a table on
+/// etcd, anything else containing ``/`` a file path, ``shm:NAME`` or a bare name a
 /// shared-memory segment; an ``os.PathLike`` is always a path.
 ///
-/// ``capacity`` and ``mode`` are used only when the table is created. Tables owned
+/// ``capacity`` and ``mode`` are used only when the table is created (neither applies
+/// on etcd). Tables owned
 /// by another user, or writable by everyone, are refused unless allowed.
 #[pyclass(module = "shmlease", name = "Table", frozen)]
 pub struct PyTable {
@@ -250,8 +253,8 @@ impl PyTable {
         py.detach(|| LeaseTable::remove_with(&location, &options)).map_err(to_py)
     }
 
-    /// Where the table lives: a path, or ``shm:NAME`` for a shared-memory segment
-    /// (``Table(table.location)`` opens the same table).
+    /// Where the table lives: a path, ``shm:NAME`` for a shared-memory segment, or an
+    /// etcd location as written (``Table(table.location)`` opens the same table).
     #[getter]
     fn location(&self) -> String {
         convert::location_text(self.table.location())
@@ -537,9 +540,10 @@ impl PyTable {
         let (kind, value) = match self.table.location() {
             Location::Path(p) => ("path", p.display().to_string()),
             Location::Shm(name) => ("shm", name.clone()),
-            // An etcd location (in a build with the etcd backend): its text reads back.
-            #[allow(unreachable_patterns)]
-            other => ("text", other.to_string()),
+            // As written: it names files (a CA, a password file), never a secret, since
+            // the library refuses a location with `user:password@`.
+            #[cfg(feature = "etcd")]
+            Location::Etcd(text) => ("text", text.clone()),
         };
         let restore = py.import("shmlease._shmlease")?.getattr("_restore_table")?;
         let args = (kind, value, self.allow_foreign_owner, self.allow_world_writable);
@@ -558,7 +562,7 @@ pub fn _restore_table(
 ) -> PyResult<PyTable> {
     let location = match kind {
         "path" => Location::Path(value.into()),
-        "text" => Location::from(value.as_str()),
+        "text" => convert::location_from_text(&value)?,
         _ => Location::Shm(value),
     };
     let options = TableOptions::new()
