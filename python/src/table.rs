@@ -540,10 +540,13 @@ impl PyTable {
         let (kind, value) = match self.table.location() {
             Location::Path(p) => ("path", p.display().to_string()),
             Location::Shm(name) => ("shm", name.clone()),
-            // As written: it names files (a CA, a password file), never a secret, since
-            // the library refuses a location with `user:password@`.
-            #[cfg(feature = "etcd")]
-            Location::Etcd(text) => ("text", text.clone()),
+            // An etcd location (the only other kind, in a library built with the
+            // backend — also when this package's own `etcd` feature is off but another
+            // crate of the build turned the library's on), as written: it names files
+            // (a CA, a password file), never a secret, since the library refuses a
+            // location with `user:password@`.
+            #[allow(unreachable_patterns)]
+            other => ("text", other.to_string()),
         };
         let restore = py.import("shmlease._shmlease")?.getattr("_restore_table")?;
         let args = (kind, value, self.allow_foreign_owner, self.allow_world_writable);
