@@ -163,12 +163,8 @@ def etcd_location(cluster) -> str:
 def etcd_table(etcd_location):
     t = shmlease.Table(etcd_location)
     yield t
-    # On etcd, `force` does not remove a table with live grants (a failed test's): the
-    # cluster is thrown away with them.
-    try:
-        shmlease.Table.remove(etcd_location, force=True)
-    except shmlease.InUse:
-        pass
+    # `force`: also with the live grants a failed test left.
+    shmlease.Table.remove(etcd_location, force=True)
 
 
 @pytest.mark.timeout(30)
