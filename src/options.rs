@@ -526,7 +526,9 @@ impl AcquireOptions {
     /// never called. A check that panics ends the wait the same way, and its panic then
     /// goes on from `acquire_with`. One wait with an interrupt, rather than many short waits, keeps
     /// what a wait holds between its wake-ups: a fair waiter its place, a waiting
-    /// exclusive acquirer of a shared name its precedence over shared ones.
+    /// exclusive acquirer of a shared name its precedence over shared ones. The check
+    /// may take as long as it likes (a signal handler that runs long): a helper thread
+    /// keeps what the wait holds renewed meanwhile.
     ///
     /// ```
     /// # let path = std::env::temp_dir().join(format!("shmlease-doc-interrupt-{}", std::process::id()));

@@ -980,6 +980,44 @@ fn processes_cmd_leaves_behind_are_stopped_before_the_lease_is_released() {
     assert!(held(&t).is_empty());
 }
 
+/// run skips its search of `/proc` for CMD's leftovers once it has no child at all (the
+/// common case: CMD exited alone). Every shape of leftover must still keep it a parent:
+/// a grandchild whose own parent still runs, and a daemon that forked twice into a
+/// session of its own, whose parent exited before CMD did.
+#[test]
+fn leftovers_deep_in_the_tree_or_in_a_session_of_their_own_are_stopped_when_cmd_exits() {
+    let t = Table::new("deepleft");
+    let (mid, deep, daemon) = (t.file("mid"), t.file("deep"), t.file("daemon"));
+    let script = format!(
+        "sh -c 'sleep 300 & echo $! > {deep}; wait' & echo $! > {mid}; \
+         setsid sh -c 'sleep 300 & echo $! > {daemon}' & wait $!; \
+         while [ ! -s {deep} ] || [ ! -s {daemon} ]; do sleep 0.01; done",
+        deep = deep.display(),
+        mid = mid.display(),
+        daemon = daemon.display()
+    );
+    let mut run = t.cmd(&["run", "job", "--", "sh", "-c", &script]).stderr(Stdio::piped()).kid();
+    let pids = [read_pid(&mid), read_pid(&deep), read_pid(&daemon)].map(|p| run.also(p));
+    assert_eq!(wait(&mut run).code(), Some(0));
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid}, left by CMD, runs on without the lease");
+    }
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("leaving 3 processes running"), "{err}");
+    assert!(held(&t).is_empty());
+}
+
+/// The common case, for contrast: CMD exits alone, and run says nothing of leftovers.
+#[test]
+fn a_command_that_leaves_nothing_behind_gets_no_leftover_note() {
+    let t = Table::new("noleft");
+    let out = t.run(&["run", "job", "--", "sh", "-c", "sleep 0 & wait; exit 4"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    assert!(held(&t).is_empty());
+}
+
 #[test]
 fn at_a_terminal_a_lost_lease_stops_the_commands_whole_job() {
     if command("script").arg("--version").output().is_err() {
@@ -1081,6 +1119,99 @@ fn test_children_start_with_default_signal_actions_whatever_the_test_process_ign
     let mask = u64::from_str_radix(stdout(&out).trim(), 16).expect("a SigIgn mask");
     for sig in ignored {
         assert_eq!(mask & 1 << (sig - 1), 0, "signal {sig} starts ignored in a test's child");
+    }
+}
+
+/// run starts CMD itself (a vfork-like clone, then exec), not through std's `Command`:
+/// CMD must start as std started it. No signal blocked (run blocks the ones it reads
+/// from a signalfd), SIGPIPE at its default (the Rust runtime ignores it), found on
+/// PATH as execvp(3) finds it (a script without `#!` runs with sh), 126 and 127 when it
+/// cannot be run, and the environment with run's three variables replacing any
+/// inherited ones.
+#[test]
+fn cmd_starts_with_no_signal_blocked_sigpipe_at_its_default_and_execvp_lookup() {
+    let t = Table::new("spawn");
+    let out = {
+        // Not through sh, which clears its signal mask itself.
+        let mut c =
+            t.cmd(&["run", "job", "--", "grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]);
+        c.env("SHMLEASE_NAME", "inherited").env("SHMLEASE_TOKEN", "1");
+        output(c)
+    };
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mask = |field: &str| {
+        let line = stdout(&out).lines().find(|l| l.starts_with(field)).map(str::to_owned);
+        let line = line.unwrap_or_else(|| panic!("no {field} in {}", stdout(&out)));
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    assert_eq!(mask("SigBlk:"), 0, "CMD starts with signals blocked");
+    assert_eq!(mask("SigIgn:") & 1 << (libc::SIGPIPE - 1), 0, "CMD starts ignoring SIGPIPE");
+
+    let out = {
+        let mut c = t.cmd(&["run", "job", "--", "sh", "-c", "echo $SHMLEASE_NAME $SHMLEASE_TOKEN"]);
+        c.env("SHMLEASE_NAME", "inherited").env("SHMLEASE_TOKEN", "1");
+        output(c)
+    };
+    let words: Vec<String> = stdout(&out).split_whitespace().map(str::to_owned).collect();
+    assert_eq!(words[0], "job");
+    assert!(words[1].parse::<u64>().unwrap() > 1, "{words:?}");
+
+    let script = t.file("no-shebang");
+    fs::write(&script, "echo ran by sh; exit 6\n").unwrap();
+    let bits = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    fs::set_permissions(&script, bits).unwrap();
+    let out = t.run(&["run", "job", "--", script.to_str().unwrap()]);
+    assert_eq!((code(&out), stdout(&out).trim()), (6, "ran by sh"), "{}", stderr(&out));
+    let on_path = {
+        let mut c = t.cmd(&["run", "job", "--", "no-shebang"]);
+        c.env("PATH", format!("/nonexistent:{}:/usr/bin:/bin", t.dir.display()));
+        output(c)
+    };
+    assert_eq!(code(&on_path), 6, "{}", stderr(&on_path));
+
+    let not_executable = t.file("not-executable");
+    fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    let out = t.run(&["run", "job", "--", not_executable.to_str().unwrap()]);
+    assert_one_line_error(&out, 126, "permission denied");
+    let out = t.run(&["run", "job", "--", "no-such-command-shmlease-test"]);
+    assert_one_line_error(&out, 127, "not found");
+    assert!(held(&t).is_empty(), "a CMD that could not start left the lease held");
+}
+
+/// Processes whose command line contains `marker`.
+fn with_marker(marker: &str) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+                && alive(*pid)
+        })
+        .collect()
+}
+
+/// SIGKILL of run at any moment while it starts CMD (before the clone, between the clone
+/// and PR_SET_PDEATHSIG, after the exec) never leaves CMD running.
+#[test]
+fn killing_run_while_it_starts_cmd_never_leaves_cmd_running() {
+    let t = Table::new("killstart");
+    for i in 0..40u32 {
+        // A `sleep` whose argument names this round (GNU sleep reads fractions).
+        let marker = format!("300.{}{i:03}1", std::process::id());
+        let mut run = t.cmd(&["run", "--ttl", "60s", "job", "--", "sleep", &marker]).kid();
+        std::thread::sleep(Duration::from_micros(u64::from(i % 20) * 150));
+        kill(run.id(), libc::SIGKILL);
+        wait(&mut run);
+        let start = Instant::now();
+        while !with_marker(&marker).is_empty() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let left = with_marker(&marker);
+        for &pid in &left {
+            kill(pid, libc::SIGKILL);
+        }
+        assert!(left.is_empty(), "round {i}: CMD outlived its killed supervisor: {left:?}");
     }
 }
 

@@ -14,7 +14,9 @@ use common::etcd::{Cluster, Setup};
 use common::{say, Kid, Watchdog};
 use shmlease::election::{Change, StopReason};
 use shmlease::etcd::{EtcdLease, EtcdLocation, EtcdTable, DRIFT_PER_MILLE};
-use shmlease::{AcquireOptions, Error, LeaseState, LeaseTable, LostReason, Notice, TableOptions};
+use shmlease::{
+    AcquireOptions, Error, LeaseState, LeaseTable, Location, LostReason, Notice, TableOptions,
+};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -269,14 +271,22 @@ fn create_open_and_the_descriptor() {
     let t = table(&cluster, "t5");
     let lease = t.try_acquire("job", Duration::from_secs(5)).unwrap();
     let l5 = loc(&cluster.location("t5"));
-    match EtcdTable::remove(&l5) {
+    match EtcdTable::remove(&l5, false) {
         Err(Error::InUse { leases, .. }) => assert_eq!(leases[0].token, lease.token()),
         other => panic!("{other:?}"),
     }
     lease.release().unwrap();
-    EtcdTable::remove(&l5).unwrap();
+    EtcdTable::remove(&l5, false).unwrap();
     assert!(matches!(EtcdTable::open(&l5), Err(Error::NotFound { .. })));
     assert_eq!(cluster.ctl(&["get", "--prefix", "/t5/"]), "");
+
+    // With force, while a lease is held: removed, and the holder finds its lease lost.
+    let t = EtcdTable::create(&l5, &TableOptions::new()).unwrap();
+    let lease = t.try_acquire("job", Duration::from_secs(5)).unwrap();
+    let force = shmlease::RemoveOptions::new().force(true);
+    LeaseTable::remove_with(Location::Etcd(cluster.location("t5")), &force).unwrap();
+    assert_eq!(cluster.ctl(&["get", "--prefix", "/t5/"]), "");
+    assert!(matches!(lease.renew(Duration::from_secs(5)), Err(Error::Lost { .. })));
 }
 
 #[test]

@@ -21,7 +21,7 @@ use shmlease_core::{Error, LeaseTable, TableOptions};
 const WATCHDOG: Duration = Duration::from_secs(300);
 
 /// The C test programs in `ffi/tests/c/`; `every_c_program_has_a_test` keeps this honest.
-const PROGRAMS: [&str; 14] = [
+const PROGRAMS: [&str; 15] = [
     "lifecycle",
     "statuses",
     "nulls",
@@ -36,6 +36,7 @@ const PROGRAMS: [&str; 14] = [
     "fair",
     "storage",
     "interrupt",
+    "interrupt_reenter",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -435,6 +436,21 @@ fn a_wait_ends_when_its_interrupt_callback_says_so_and_gives_up_its_place_static
 #[test]
 fn a_wait_ends_when_its_interrupt_callback_says_so_and_gives_up_its_place_valgrind() {
     check_program("interrupt", Build::Plain, true);
+}
+
+#[test]
+fn an_interrupt_callback_may_call_into_shmlease_for_other_names() {
+    check_program("interrupt_reenter", Build::Plain, false);
+}
+
+#[test]
+fn an_interrupt_callback_may_call_into_shmlease_for_other_names_sanitized() {
+    check_program("interrupt_reenter", Build::Sanitized, false);
+}
+
+#[test]
+fn an_interrupt_callback_may_call_into_shmlease_for_other_names_valgrind() {
+    check_program("interrupt_reenter", Build::Plain, true);
 }
 
 /// The state file `contend.c` and the Rust side share: occupant, last token, grants.

@@ -12,12 +12,16 @@ _R = TypeVar("_R")
 
 #: Seconds (int or float) or a timedelta.
 Duration = Union[int, float, datetime.timedelta]
-#: A table location: a str read as the CLI reads ``-t`` (``/`` in it: a path;
-#: ``shm:NAME`` or a bare name: a shared-memory segment), or an ``os.PathLike`` (a path).
+#: A table location: a str read as the CLI reads ``-t`` (``etcd://…``/``etcds://…``: a
+#: table on an etcd cluster, in a build with the etcd backend; ``shm:NAME`` or a bare
+#: name: a shared-memory segment; else with ``/`` in it: a path), or an
+#: ``os.PathLike`` (a path).
 Location = Union[str, "os.PathLike[str]"]
 
 #: The longest a blocking call waits before running signal handlers, in seconds.
 SLICE_SECONDS: float
+#: Whether this build has the etcd backend (takes ``etcd://`` locations).
+ETCD: bool
 
 class Table:
     """A lease table shared by every process that opens it. ``Table()`` is the default
@@ -44,7 +48,8 @@ class Table:
         """Removes a table; ``InUse`` while grants in it are live, unless ``force``."""
     @property
     def location(self) -> str:
-        """A path, or ``shm:NAME``: ``Table(table.location)`` opens the same table."""
+        """A path, ``shm:NAME`` or an etcd location as written: ``Table(table.location)``
+        opens the same table."""
     @property
     def capacity(self) -> int:
         """Number of slots."""

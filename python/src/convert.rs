@@ -78,18 +78,19 @@ pub fn timeout(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
 }
 
 /// Reads a table location: `None` for the default table (`$SHMLEASE_TABLE`, else the
-/// per-user segment, as the CLI does), a string as the CLI reads one (`shm:NAME` or a
-/// bare name is a segment, anything with `/` a path), or an `os.PathLike` (a path).
-/// Returns the location and whether it is the per-user default.
+/// per-user segment, as the CLI does), a string as the CLI reads one (`etcd://…` or
+/// `etcds://…` a table on etcd, `shm:NAME` or a bare name a segment, anything else with
+/// `/` a path), or an `os.PathLike` (a path). Returns the location and whether it is the
+/// per-user default.
 pub fn location(value: Option<&Bound<'_, PyAny>>) -> PyResult<(Location, bool)> {
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return match Location::from_env().map_err(crate::errors::to_py)? {
-            Some(l) => Ok((l, false)),
+            Some(l) => Ok((etcd_built(l)?, false)),
             None => Ok((Location::user_default(), true)),
         };
     };
     if let Ok(s) = value.extract::<String>() {
-        return Ok((Location::from(s.as_str()), false));
+        return Ok((location_from_text(&s)?, false));
     }
     let os = value.py().import("os")?;
     let path = os.call_method1("fspath", (value,)).map_err(|_| {
@@ -102,6 +103,32 @@ pub fn location(value: Option<&Bound<'_, PyAny>>) -> PyResult<(Location, bool)> 
         .extract()
         .map_err(|_| PyValueError::new_err("a table location must be text (UTF-8), not bytes"))?;
     Ok((Location::Path(path.into()), false))
+}
+
+/// A location written as text, as `Table(str)` reads it.
+pub fn location_from_text(text: &str) -> PyResult<Location> {
+    etcd_built(Location::from(text))
+}
+
+/// `location`, unless it is written as an etcd one and this build has no etcd backend:
+/// then the library would refuse it saying how to rebuild with cargo, and a Python user
+/// needs to hear how to reinstall the package.
+fn etcd_built(location: Location) -> PyResult<Location> {
+    #[cfg(not(feature = "etcd"))]
+    if let Location::Path(p) = &location {
+        let text = p.to_string_lossy();
+        if text.starts_with("etcd://") || text.starts_with("etcds://") {
+            return Err(crate::errors::to_py(shmlease_core::Error::Unsupported {
+                reason: format!(
+                    "{text} is a table on an etcd cluster, and this build of the shmlease \
+                     package has no etcd backend: reinstall it with the cargo feature `etcd` \
+                     (pip install --config-settings=build-args=\"--features etcd\" ./python; \
+                     it needs protoc, e.g. apt-get install protobuf-compiler)"
+                ),
+            }));
+        }
+    }
+    Ok(location)
 }
 
 /// This process's `CLOCK_MONOTONIC`, in seconds: the clock of Python's `time.monotonic()`.

@@ -50,5 +50,6 @@ fn _shmlease(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(table::_restore_table, m)?)?;
     m.add_function(wrap_pyfunction!(_bench_rust_fast_path, m)?)?;
     m.add("SLICE_SECONDS", table::SLICE.as_secs_f64())?;
+    m.add("ETCD", cfg!(feature = "etcd"))?;
     Ok(())
 }

@@ -68,15 +68,18 @@ pub fn cancelled(cancel: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
 }
 
 /// A lease table: a file, or a POSIX shared-memory segment, shared by every process
-/// that opens it.
+/// that opens it — or, in a build with the etcd backend, a key prefix on an etcd
+/// cluster, shared by processes on any host.
 ///
 /// ``Table()`` opens the default table: the one ``$SHMLEASE_TABLE`` names, else the
 /// per-user segment ``shmlease-<uid>`` that the ``shmlease`` CLI, C and Rust programs
 /// use too, created on first use. A string location is read as the CLI reads
-/// ``-t``: anything containing ``/`` is a file path, ``shm:NAME`` or a bare name a
+/// ``-t``: ``etcd://HOST:PORT[,…]/PREFIX[?…]`` (``etcds://`` for TLS) is a table on
+/// etcd, anything else containing ``/`` a file path, ``shm:NAME`` or a bare name a
 /// shared-memory segment; an ``os.PathLike`` is always a path.
 ///
-/// ``capacity`` and ``mode`` are used only when the table is created. Tables owned
+/// ``capacity`` and ``mode`` are used only when the table is created (neither applies
+/// on etcd). Tables owned
 /// by another user, or writable by everyone, are refused unless allowed.
 #[pyclass(module = "shmlease", name = "Table", frozen)]
 pub struct PyTable {
@@ -250,8 +253,8 @@ impl PyTable {
         py.detach(|| LeaseTable::remove_with(&location, &options)).map_err(to_py)
     }
 
-    /// Where the table lives: a path, or ``shm:NAME`` for a shared-memory segment
-    /// (``Table(table.location)`` opens the same table).
+    /// Where the table lives: a path, ``shm:NAME`` for a shared-memory segment, or an
+    /// etcd location as written (``Table(table.location)`` opens the same table).
     #[getter]
     fn location(&self) -> String {
         convert::location_text(self.table.location())
@@ -294,11 +297,9 @@ impl PyTable {
     /// (or get ``Held``); with ``wait=0`` it gets ``Held`` while any shared holder is
     /// live. A shared acquisition waits while an exclusive holder holds the name or
     /// waits for it; a continuous stream of exclusive acquirers can keep shared ones
-    /// waiting (there is no bound). A limitation of this package: a waiting exclusive
-    /// acquirer gives the name up for a moment at each of its 50 ms wake-ups and takes
-    /// it again (with a new token), so shared acquirers waiting at that moment (woken by
-    /// it) get in first, and are waited for in turn: in Python, shared acquirers that
-    /// wait can keep a writer waiting.
+    /// waiting (there is no bound). A waiting exclusive acquirer keeps the name for its
+    /// whole wait, through its 50 ms wake-ups (and however long a signal handler runs
+    /// meanwhile), so shared acquirers that wait meanwhile are served after it.
     ///
     /// ``shared=True`` with ``permits`` above 1 raises ``InvalidOptions``; shared on a
     /// name with permits, or permits on a shared name, ``WrongKind``.
@@ -539,7 +540,11 @@ impl PyTable {
         let (kind, value) = match self.table.location() {
             Location::Path(p) => ("path", p.display().to_string()),
             Location::Shm(name) => ("shm", name.clone()),
-            // An etcd location (in a build with the etcd backend): its text reads back.
+            // An etcd location (the only other kind, in a library built with the
+            // backend — also when this package's own `etcd` feature is off but another
+            // crate of the build turned the library's on), as written: it names files
+            // (a CA, a password file), never a secret, since the library refuses a
+            // location with `user:password@`.
             #[allow(unreachable_patterns)]
             other => ("text", other.to_string()),
         };
@@ -560,7 +565,7 @@ pub fn _restore_table(
 ) -> PyResult<PyTable> {
     let location = match kind {
         "path" => Location::Path(value.into()),
-        "text" => Location::from(value.as_str()),
+        "text" => convert::location_from_text(&value)?,
         _ => Location::Shm(value),
     };
     let options = TableOptions::new()

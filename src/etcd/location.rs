@@ -66,12 +66,15 @@ impl EtcdLocation {
 
     /// Reads a location; [`Error::InvalidOptions`] says what is wrong with it.
     pub fn parse(text: &str) -> Result<EtcdLocation> {
+        // Quoted in every refusal, with anything before an `@` hidden: a password
+        // written into the location (refused below) must not reach a log.
+        let shown = format!("{:?}", redacted(text));
         let (tls, rest) = if let Some(r) = text.strip_prefix("etcds://") {
             (true, r)
         } else if let Some(r) = text.strip_prefix("etcd://") {
             (false, r)
         } else {
-            return Err(invalid(format!("{text:?} does not start with etcd:// or etcds://")));
+            return Err(invalid(format!("{shown} does not start with etcd:// or etcds://")));
         };
         let (rest, query) = match rest.split_once('?') {
             Some((r, q)) => (r, Some(q)),
@@ -81,20 +84,22 @@ impl EtcdLocation {
             Some((a, p)) => (a, p),
             None => (rest, ""),
         };
-        if authority.contains('@') {
+        // Before the query, an `@` is credentials (in the endpoints, or in a password
+        // that holds a `/`): refused, whatever it would parse as.
+        if rest.contains('@') {
             return Err(invalid(format!(
-                "{text:?}: credentials do not go in the location (it is printed and exported); \
+                "{shown}: credentials do not go in the location (it is printed and exported); \
                  use ?user=NAME&password_file=PATH"
             )));
         }
         let mut hosts = Vec::new();
         for host in authority.split(',') {
-            hosts.push(parse_host(host, text)?);
+            hosts.push(parse_host(host, &shown)?);
         }
         let prefix = path.trim_end_matches('/');
         if prefix.is_empty() {
             return Err(invalid(format!(
-                "{text:?} names no key prefix: write etcd://HOST:PORT/PREFIX (the prefix is the table)"
+                "{shown} names no key prefix: write etcd://HOST:PORT/PREFIX (the prefix is the table)"
             )));
         }
         if prefix.contains('\0') || prefix.split('/').any(|c| c == ".shmlease") {
@@ -117,7 +122,7 @@ impl EtcdLocation {
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             if v.is_empty() {
-                return Err(invalid(format!("{text:?}: option {k:?} has no value")));
+                return Err(invalid(format!("{shown}: option {k:?} has no value")));
             }
             match k {
                 "ca" => loc.ca = Some(v.into()),
@@ -129,34 +134,34 @@ impl EtcdLocation {
                 "timeout" => {
                     loc.timeout = parse_duration(v).ok_or_else(|| {
                         invalid(format!(
-                            "{text:?}: timeout {v:?} is not a duration like 250ms, 5s or 1m"
+                            "{shown}: timeout {v:?} is not a duration like 250ms, 5s or 1m"
                         ))
                     })?
                 }
                 _ => {
                     return Err(invalid(format!(
-                        "{text:?}: unknown option {k:?} (known: ca, cert, key, domain, user, \
+                        "{shown}: unknown option {k:?} (known: ca, cert, key, domain, user, \
                          password_file, timeout)"
                     )))
                 }
             }
         }
         if loc.cert.is_some() != loc.key.is_some() {
-            return Err(invalid(format!("{text:?}: cert= and key= go together")));
+            return Err(invalid(format!("{shown}: cert= and key= go together")));
         }
         if !tls && (loc.ca.is_some() || loc.cert.is_some() || loc.domain.is_some()) {
-            return Err(invalid(format!("{text:?}: TLS options need an etcds:// location")));
+            return Err(invalid(format!("{shown}: TLS options need an etcds:// location")));
         }
         if tls && loc.ca.is_none() {
             return Err(invalid(format!(
-                "{text:?}: etcds:// needs ca=PATH, the CA that signed the servers' certificates"
+                "{shown}: etcds:// needs ca=PATH, the CA that signed the servers' certificates"
             )));
         }
         if loc.password_file.is_some() && loc.user.is_none() {
-            return Err(invalid(format!("{text:?}: password_file= needs user=")));
+            return Err(invalid(format!("{shown}: password_file= needs user=")));
         }
         if loc.timeout.is_zero() {
-            return Err(invalid(format!("{text:?}: timeout must be positive")));
+            return Err(invalid(format!("{shown}: timeout must be positive")));
         }
         Ok(loc)
     }
@@ -178,8 +183,11 @@ impl EtcdLocation {
     }
 }
 
-fn parse_host(host: &str, text: &str) -> Result<String> {
-    let bad = |why: &str| invalid(format!("{text:?}: endpoint {host:?} {why}"));
+/// The endpoint `host` of the location quoted as `shown` (hidden there when the
+/// location has an `@`: the endpoint may then be a piece of a password).
+fn parse_host(host: &str, shown: &str) -> Result<String> {
+    let quoted = if shown.contains('@') { "(hidden)".to_owned() } else { format!("{host:?}") };
+    let bad = |why: &str| invalid(format!("{shown}: endpoint {quoted} {why}"));
     let (name, port) = host.rsplit_once(':').ok_or_else(|| bad("needs a port: HOST:PORT"))?;
     if name.is_empty() {
         return Err(bad("has no host"));
@@ -196,6 +204,14 @@ fn parse_host(host: &str, text: &str) -> Result<String> {
 }
 
 /// `250ms`, `5s`, `2m`, `1h` (a number and a unit).
+/// `text` with what precedes its last `@` in the part after the scheme hidden.
+fn redacted(text: &str) -> std::borrow::Cow<'_, str> {
+    match (text.split_once("://"), text.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://(hidden)@{}", &text[at + 1..]).into(),
+        _ => text.into(),
+    }
+}
+
 fn parse_duration(text: &str) -> Option<Duration> {
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (n, unit) = text.split_at(split);
@@ -292,6 +308,16 @@ mod tests {
         assert!(reason("etcd://:1/x").contains("no host"));
         assert!(reason("etcd://::1:2/x").contains("brackets"));
         assert!(reason("etcd://u:pw@h:1/x").contains("credentials"));
+        // Refusals never quote a password, wherever it ends up being split.
+        for leaky in [
+            "etcd://u:s3cr3t@h:1/x",
+            "etcd://u:s3/cr3t@h:1/x",
+            "etcd://u:123/s3cr3t@h:1/x",
+            "etcd://u:s3?cr3t@h:1/x",
+        ] {
+            let why = reason(leaky);
+            assert!(!why.contains("s3") && !why.contains("cr3t"), "{why}");
+        }
         assert!(reason("etcd://h:1/x?bogus=1").contains("unknown option"));
         assert!(reason("etcd://h:1/x?ca=/c").contains("etcds://"));
         assert!(reason("etcds://h:1/x").contains("ca=PATH"));

@@ -304,23 +304,23 @@ impl EtcdTable {
     }
 
     /// Deletes the table (every key under `PREFIX/.shmlease/`), in one transaction that
-    /// refuses with [`Error::InUse`] while any lease is held.
-    pub fn remove(location: &EtcdLocation) -> Result<()> {
+    /// refuses with [`Error::InUse`] while any lease is held — unless `force`: then live
+    /// holders find their lease gone at their next renewal (its key, carrying their
+    /// revision, is deleted with the rest), as after a revocation.
+    pub fn remove(location: &EtcdLocation, force: bool) -> Result<()> {
         let table = EtcdTable::open(location)?;
         let keys = table.shared.keys.clone();
         let mut c = table.shared.conn()?.client();
         let removed = table.shared.run(0, async move {
-            let txn = etcd_client::Txn::new()
-                .when([etcd_client::Compare::version(
-                    keys.lease_dir(),
-                    etcd_client::CompareOp::Equal,
-                    0,
-                )
-                .with_prefix()])
-                .and_then([etcd_client::TxnOp::delete(
-                    keys.all(),
-                    Some(etcd_client::DeleteOptions::new().with_prefix()),
-                )]);
+            let delete = etcd_client::TxnOp::delete(
+                keys.all(),
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            );
+            let none_held =
+                etcd_client::Compare::version(keys.lease_dir(), etcd_client::CompareOp::Equal, 0)
+                    .with_prefix();
+            let txn = etcd_client::Txn::new();
+            let txn = if force { txn } else { txn.when([none_held]) }.and_then([delete]);
             Ok(c.txn(txn).await?.succeeded())
         })?;
         if removed {

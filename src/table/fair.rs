@@ -10,9 +10,10 @@
 //!
 //! A place is *live* while its grant is held by a process not provably dead. An
 //! acquirer whose place has the smallest ticket among the live places of its name is
-//! first in line: it acquires the name the ordinary way (waiting as any acquirer does,
-//! in slices short enough to keep renewing its place), and gives its place up once it
-//! has the name, or when it gives up. The others sleep on the table's seat-event count
+//! first in line: it acquires the name the ordinary way (waiting as any acquirer does),
+//! and gives its place up once it has the name, or when it gives up. A helper thread
+//! ([`super::wait::Renewer`]) renews the place for the whole wait: the waiting thread
+//! may spend long in the caller's interrupt check, or in the ordinary wait. The others sleep on the table's seat-event count
 //! after announcing themselves on every live place ahead of theirs, so that the
 //! release of any of them wakes them (see `table::permits` on why a count).
 //!
@@ -32,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::shared::live_grant;
-use super::wait::LIVENESS_RECHECK;
+use super::wait::{Renewer, LIVENESS_RECHECK};
 use super::{interference, token_exhausted, AcquireOptions, Inner, Key, Patience};
 use crate::error::{Error, Result};
 use crate::identity;
@@ -185,8 +186,11 @@ impl Inner {
         })
     }
 
-    /// Gives a place up, waking those behind it.
-    fn leave(&self, place: Place) {
+    /// Gives a place up (its renewal stopped first), waking those behind it.
+    fn leave(&self, keeper: &mut Renewer, mut place: Place) {
+        if let Some(d) = keeper.stop() {
+            place.deadline = place.deadline.max(d);
+        }
         if let Ok(wake) = protocol::release(self.slot(place.slot), place.ticket, place.deadline) {
             if wake {
                 self.freed(place.slot);
@@ -231,14 +235,19 @@ impl Inner {
             Some(_) => {}
         }
         let renew_every = PLACE_TTL / 4;
+        let place_ttl = PLACE_TTL.as_nanos() as u64;
         let mut place = self.take_place(key)?;
+        // The place is renewed by a helper thread for the whole wait (and by this thread
+        // too, should the helper not start): this thread asks the caller's interrupt
+        // check, which may block for longer than a place lives.
+        let mut keeper = Renewer::start(self, place.slot, place.ticket, place_ttl, renew_every);
         let mut renewed = Instant::now();
         loop {
             let remaining = match patience.left() {
                 Ok(left) if !left.is_zero() => left,
                 out => {
                     // Out of time, or interrupted: the place goes, and those behind move up.
-                    self.leave(place);
+                    self.leave(&mut keeper, place);
                     out?;
                     let ahead = self.places_ahead(key, place.ticket, false);
                     let (token, holder) = match ahead.first {
@@ -250,17 +259,15 @@ impl Inner {
             };
             if renewed.elapsed() >= renew_every {
                 let now = self.now();
-                match protocol::renew(
-                    self.slot(place.slot),
-                    place.ticket,
-                    now,
-                    PLACE_TTL.as_nanos() as u64,
-                ) {
+                match protocol::renew(self.slot(place.slot), place.ticket, now, place_ttl) {
                     Ok(d) => place.deadline = d,
                     // Lost (we were stopped past its TTL): a new place, at the back.
                     Err(_) => {
+                        keeper.stop();
                         self.uncount_place();
                         place = self.take_place(key)?;
+                        keeper =
+                            Renewer::start(self, place.slot, place.ticket, place_ttl, renew_every);
                     }
                 }
                 renewed = Instant::now();
@@ -276,67 +283,12 @@ impl Inner {
             // First in line: take the name the ordinary way, in one wait for all the time
             // left (a wait cut into slices would give up what it holds between them: an
             // exclusive acquirer of a shared name its hold on the head, letting waiting
-            // shared acquirers in), while a helper thread keeps our place renewed.
+            // shared acquirers in), while the helper keeps our place renewed.
             let rest = patience.nested(&plain);
-            let got = self.while_renewing(&mut place, || self.grant_any(key, ttl, &rest));
-            self.leave(place);
+            let got = self.grant_any(key, ttl, &rest);
+            self.leave(&mut keeper, place);
             return got;
         }
-    }
-
-    /// Runs `wait` while a helper thread renews `place` every quarter of [`PLACE_TTL`]
-    /// (if the thread cannot start, the place is not renewed and may lapse: the caller
-    /// is then treated like a stopped one). The thread is joined before this returns.
-    /// (Not a scoped thread: `std::thread::scope` makes the calling thread's handle,
-    /// which a C program's main thread never frees.)
-    fn while_renewing<T>(self: &Arc<Inner>, place: &mut Place, wait: impl FnOnce() -> T) -> T {
-        type Stop = (std::sync::Mutex<bool>, std::sync::Condvar);
-        let stop: Arc<Stop> = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-        let (inner, signal) = (Arc::clone(self), Arc::clone(&stop));
-        let (slot, ticket) = (place.slot, place.ticket);
-        let ttl = PLACE_TTL.as_nanos() as u64;
-        let renewer = crate::sys::with_signals_blocked(|| {
-            std::thread::Builder::new().name("shmlease-place".into()).spawn(move || {
-                let (lock, cvar) = &*signal;
-                let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
-                let mut deadline = None;
-                while !*stopped {
-                    let (s, _) = cvar
-                        .wait_timeout(stopped, PLACE_TTL / 4)
-                        .unwrap_or_else(|e| e.into_inner());
-                    stopped = s;
-                    if *stopped {
-                        break;
-                    }
-                    match protocol::renew(inner.slot(slot), ticket, inner.now(), ttl) {
-                        Ok(d) => deadline = Some(d),
-                        Err(_) => break, // lapsed: nothing more to renew
-                    }
-                }
-                deadline
-            })
-        });
-        /// Stops and joins the renewer, however the wait ends (a panic too: a place
-        /// renewed for ever would hold up the queue for as long as the process lives).
-        struct Renewer(Arc<Stop>, Option<std::thread::JoinHandle<Option<u64>>>);
-        impl Renewer {
-            fn stop(&mut self) -> Option<u64> {
-                *self.0 .0.lock().unwrap_or_else(|e| e.into_inner()) = true;
-                self.0 .1.notify_all();
-                self.1.take().and_then(|r| r.join().unwrap_or(None))
-            }
-        }
-        impl Drop for Renewer {
-            fn drop(&mut self) {
-                self.stop();
-            }
-        }
-        let mut renewer = Renewer(stop, renewer.ok());
-        let result = wait();
-        if let Some(d) = renewer.stop() {
-            place.deadline = d;
-        }
-        result
     }
 
     /// Time left of the place with `ticket` in slot `index`.

@@ -122,9 +122,8 @@ impl LeaseTable {
         let location = location.into();
         #[cfg(feature = "etcd")]
         if let Location::Etcd(text) = &location {
-            // `force` cannot apply: etcd refuses in one transaction while a lease is held.
-            let _ = options;
-            return on_etcd_location!(text, l => crate::etcd::EtcdTable::remove(&l));
+            let force = options.force;
+            return on_etcd_location!(text, l => crate::etcd::EtcdTable::remove(&l, force));
         }
         #[cfg(not(feature = "etcd"))]
         if let Some(refusal) = crate::options::etcd_not_built(&location) {

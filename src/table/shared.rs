@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::permits::{Pass, SeatTry};
-use super::wait::LIVENESS_RECHECK;
+use super::wait::{Renewer, LIVENESS_RECHECK};
 use super::{interference, token_exhausted, AcquireOptions, Inner, Key, Patience, FREE_TRIES};
 use crate::error::{Error, Result};
 use crate::identity;
@@ -419,7 +419,7 @@ impl Inner {
     /// grant, once drained; `None` if it was lost meanwhile (try again); an error (the
     /// grant released) when `patience` runs out first.
     fn drain(
-        &self,
+        self: &Arc<Inner>,
         key: &Key,
         head: u32,
         (token, mut deadline): (u64, u64),
@@ -427,6 +427,9 @@ impl Inner {
         patience: &Patience<'_>,
     ) -> Result<Option<(u32, u64, u64)>> {
         let slot = self.slot(head);
+        // With an interrupt check, which may block for longer than our TTL, a helper
+        // thread keeps our grant renewed while we wait (started when we first have to).
+        let mut keeper: Option<Renewer> = None;
         loop {
             // Read before the scan: a seat freed after our look at it moves the count.
             let seen = self.seat_events();
@@ -461,16 +464,24 @@ impl Inner {
             let Some((r_index, r_token, r_deadline, r_record)) = reader else {
                 // Drained; but the grant must still be ours (revoked, or expired and
                 // taken while we were stopped: try again).
+                drop(keeper.take());
                 let word = slot.grant.load(Ordering::SeqCst);
                 if protocol::check_ours(word, token, self.now()).is_err() {
                     return Ok(None);
                 }
                 return Ok(Some((head, token, grant::deadline(word))));
             };
+            if keeper.is_none() && patience.interruptible() {
+                let every = Duration::from_nanos(ttl / 3).max(Duration::from_millis(1));
+                keeper = Some(Renewer::start(self, head, token, ttl, every));
+            }
             let remaining = match patience.left() {
                 Ok(left) if !left.is_zero() => left,
                 out => {
                     // Given up (out of time, or interrupted): our hold on the head with it.
+                    if let Some(d) = keeper.as_mut().and_then(Renewer::stop) {
+                        deadline = deadline.max(d);
+                    }
                     if let Ok(wake) = protocol::release(slot, token, deadline) {
                         if wake {
                             self.freed(head);
@@ -486,7 +497,9 @@ impl Inner {
                     });
                 }
             };
-            // Keep our grant alive while we wait: renew once half its TTL has passed.
+            // Keep our grant alive while we wait: renew once half its TTL has passed (on
+            // the clock read now: the check may have taken long).
+            let now = self.now();
             if deadline.saturating_sub(now) < ttl / 2 {
                 match protocol::renew(slot, token, now, ttl) {
                     Ok(d) => deadline = d,

@@ -171,6 +171,11 @@ impl<'o> Patience<'o> {
         self.wait.is_some()
     }
 
+    /// Whether the caller gave the wait an interrupt check.
+    pub(crate) fn interruptible(&self) -> bool {
+        self.interrupt.is_some()
+    }
+
     /// How long the wait has lasted.
     pub(crate) fn waited(&self) -> Duration {
         self.start.get_or_init(Instant::now).elapsed()
@@ -288,5 +293,74 @@ impl Inner {
                 self.sleep(index, futex_expect, nap(now, deadline, left, live && !watched));
             }
         }
+    }
+}
+
+/// Keeps a grant renewed from a helper thread while the waiting thread does something
+/// that may take long: a fair waiter's place for its whole wait, a draining exclusive
+/// acquirer's hold on a shared name while it waits. The waiting thread also runs the
+/// caller's [`Interrupt`] check, which may block for as long as it likes (a Python signal
+/// handler, a GIL held elsewhere): what the wait holds must not lapse meanwhile. The
+/// thread renews the grant with `token` in slot `slot` to `ttl` every `every`, until
+/// stopped (joined, in the process that started it: a forked child's copy does nothing)
+/// or the grant is gone. If the thread cannot start, nothing is renewed: the waiter is
+/// then treated like a stopped one.
+pub(crate) struct Renewer {
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<Option<u64>>>,
+    pid: u32,
+}
+
+impl Renewer {
+    /// Starts renewing.
+    pub(crate) fn start(
+        inner: &Arc<Inner>,
+        slot: u32,
+        token: u64,
+        ttl: u64,
+        every: Duration,
+    ) -> Renewer {
+        type Stop = (std::sync::Mutex<bool>, std::sync::Condvar);
+        let stop: Arc<Stop> = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let (inner, signal) = (Arc::clone(inner), Arc::clone(&stop));
+        let thread = sys::with_signals_blocked(|| {
+            std::thread::Builder::new().name("shmlease-renew".into()).spawn(move || {
+                let (lock, cvar) = &*signal;
+                let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let mut deadline = None;
+                while !*stopped {
+                    let (s, _) =
+                        cvar.wait_timeout(stopped, every).unwrap_or_else(|e| e.into_inner());
+                    stopped = s;
+                    if *stopped {
+                        break;
+                    }
+                    match protocol::renew(inner.slot(slot), token, inner.now(), ttl) {
+                        Ok(d) => deadline = Some(d),
+                        Err(_) => break, // gone: nothing more to renew
+                    }
+                }
+                deadline
+            })
+        });
+        Renewer { stop, thread: thread.ok(), pid: identity::pid() }
+    }
+
+    /// Stops and joins the thread: the deadline it last renewed the grant to, if any.
+    pub(crate) fn stop(&mut self) -> Option<u64> {
+        if self.pid != identity::pid() {
+            return None; // a forked child's copy: the thread is the parent's
+        }
+        *self.stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.stop.1.notify_all();
+        self.thread.take().and_then(|r| r.join().unwrap_or(None))
+    }
+}
+
+impl Drop for Renewer {
+    /// However the wait ends (a panic too: a grant renewed for ever would hold up the
+    /// name for as long as the process lives).
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -105,9 +105,19 @@ shmlease man > /usr/local/share/man/man1/shmlease.1)";
 ///
 /// Leases live in a lease table: a file, or a POSIX shared-memory segment. Every grant
 /// gets a fencing token that only ever grows for its name.
-#[derive(Parser)]
+#[derive(Parser, Debug)]
 #[command(name = "shmlease", version, after_help = EXIT_CODES_HELP, max_term_width = 100)]
 struct Cli {
+    #[command(flatten)]
+    globals: Globals,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The options every command takes: which table, and which tables to accept.
+#[derive(clap::Args, Debug)]
+struct Globals {
     /// Lease table: a path (anything with a '/') or a shared-memory name
     /// [default: $SHMLEASE_TABLE, else shmlease-<uid>, created on first use]
     #[arg(
@@ -126,12 +136,21 @@ struct Cli {
     /// Accept (or create) a table every user may write (anyone could forge leases)
     #[arg(long, global = true, help_heading = "Table")]
     allow_world_writable: bool,
-
-    #[command(subcommand)]
-    command: Command,
 }
 
-#[derive(Subcommand)]
+impl Cli {
+    /// The command line, parsed: by [`run::RunArgs::parse_quickly`] if it can, else by
+    /// clap.
+    fn parse_args() -> Result<Cli, clap::Error> {
+        let args: Vec<OsString> = std::env::args_os().collect();
+        match run::RunArgs::parse_quickly(&args) {
+            Some(cli) => Ok(cli),
+            None => Cli::try_parse_from(args),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Create a lease table
     Create {
@@ -793,7 +812,7 @@ impl TableArg {
                 ),
             )
         };
-        let given = match &cli.table {
+        let given = match &cli.globals.table {
             Some(raw) => Some(raw.to_str().ok_or_else(|| not_utf8("-t/--table", raw))?.to_owned()),
             None => match std::env::var_os("SHMLEASE_TABLE") {
                 Some(raw) if !raw.is_empty() => {
@@ -803,8 +822,8 @@ impl TableArg {
             },
         };
         let options = TableOptions::new()
-            .allow_foreign_owner(cli.allow_foreign_owner)
-            .allow_world_writable(cli.allow_world_writable);
+            .allow_foreign_owner(cli.globals.allow_foreign_owner)
+            .allow_world_writable(cli.globals.allow_world_writable);
         let (location, default) = match given {
             Some(s) => match s.strip_prefix("shm:") {
                 Some(name) => (Location::Shm(name.to_owned()), false),
@@ -953,7 +972,7 @@ pub fn printable(s: &str) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
@@ -1593,5 +1612,171 @@ fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
         // A closed pipe (`shmlease ls | head`) is the reader's choice, not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Failure::new(exit::OS, format!("writing to stdout: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<OsString> {
+        std::iter::once("shmlease").chain(line.split(' ')).map(OsString::from).collect()
+    }
+
+    /// The quick parser of `run` gives what clap gives, wherever it accepts the arguments;
+    /// everything else it leaves to clap.
+    #[test]
+    fn the_quick_run_parser_agrees_with_clap_or_declines() {
+        let accepted = [
+            "run x -- true",
+            "run x -- true -- --ttl 1s",
+            "run x -- --",
+            "run run -- run",
+            "-t /tmp/t run x -- true",
+            "--table=run run x -- true",
+            "run -t shm:t x --allow-foreign-owner -- true",
+            "--allow-world-writable run x --ttl 2s --wait 5m --label l -- sh -c run",
+            "run -n x --kill-after 0 --conflict-exit-code 3 --on-request USR1 -- a b",
+            "run x --permits 3 --fair -- a",
+            "run x --permits +4 --conflict-exit-code 007 -- a",
+            "run --shared x --wait forever -- a",
+            "run --ttl=750ms x --on-request=none -- a",
+            "run --label=a=b x -- a",
+        ];
+        for line in accepted {
+            let quick = run::RunArgs::parse_quickly(&args(line))
+                .unwrap_or_else(|| panic!("declined {line:?}"));
+            let whole = Cli::try_parse_from(args(line)).expect(line);
+            assert_eq!(format!("{quick:?}"), format!("{whole:?}"), "{line}");
+        }
+        let declined = [
+            "run --help",
+            "run -h",
+            "--version run x -- true",
+            "-V run x -- a",
+            "run x",
+            "run x true",
+            "run x y -- a",
+            "run x --",
+            "run x --ttl 100ms -- a",
+            "run x --ttl 5 -- a",
+            "run x --ttl 1s --ttl 2s -- a",
+            "run -n x --wait 1s -- a",
+            "run -nt t x -- a",
+            "run x --no-such-option -- a",
+            "run x --permits 0 -- a",
+            "run x --permits 129 -- a",
+            "run x --conflict-exit-code 256 -- a",
+            "run x --on-request KILL -- a",
+            "run x --label= -- a",
+            "run x --ttl -1s -- a",
+            "run x --fair=1 -- a",
+            "get run",
+            "-t run ls",
+            "acquire run --ttl 1s",
+            "help run",
+            "man",
+            "-n run x -- a",
+            "run -- -- a",
+        ];
+        for line in declined {
+            assert!(run::RunArgs::parse_quickly(&args(line)).is_none(), "accepted {line:?}");
+        }
+    }
+
+    /// Pieces of a `run` command line as people write them...
+    const GOOD: &[&[&str]] = &[
+        &["-n"],
+        &["--no-wait"],
+        &["-t", "tab"],
+        &["--table", "run"],
+        &["--table=t"],
+        &["--ttl", "10s"],
+        &["--ttl", "250ms"],
+        &["--ttl=1m"],
+        &["--wait", "forever"],
+        &["--wait", "0"],
+        &["--wait=2s"],
+        &["--label", "lab"],
+        &["--label=l"],
+        &["--kill-after", "0"],
+        &["--kill-after=1m"],
+        &["--conflict-exit-code", "3"],
+        &["--on-request", "USR1"],
+        &["--on-request", "none"],
+        &["--permits", "2"],
+        &["--shared"],
+        &["--fair"],
+        &["--allow-foreign-owner"],
+        &["--allow-world-writable"],
+    ];
+
+    /// ... and as they should not.
+    const ODD: &[&[&str]] = &[
+        &["x"],
+        &["run"],
+        &["--"],
+        &["-t"],
+        &["--ttl", "100ms"],
+        &["--ttl"],
+        &["--label", ""],
+        &["--conflict-exit-code", "300"],
+        &["--on-request=KILL"],
+        &["--permits", "129"],
+        &["-h"],
+        &["--help"],
+        &["-V"],
+        &["ls"],
+        &["-x"],
+        &[""],
+        &["-nt", "t"],
+    ];
+
+    fn piece() -> impl proptest::strategy::Strategy<Value = &'static [&'static str]> {
+        use proptest::sample::select;
+        proptest::prop_oneof![8 => select(GOOD), 1 => select(ODD)]
+    }
+
+    thread_local! {
+        static ACCEPTED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+
+        /// Any arrangement of these pieces before and after `run` and NAME, then `--
+        /// CMD`: where the quick parser accepts, clap accepts and reads the same.
+        #[test]
+        fn the_quick_run_parser_reads_as_clap_reads(
+            before in proptest::collection::vec(piece(), 0..2),
+            after in proptest::collection::vec(piece(), 0..5),
+            name_at in 0usize..5,
+            cmd in proptest::collection::vec(piece(), 0..3),
+        ) {
+            let mut after: Vec<&[&str]> = after;
+            after.insert(name_at.min(after.len()), &["x"]);
+            let line: Vec<OsString> = std::iter::once("shmlease")
+                .chain(before.concat())
+                .chain(["run"])
+                .chain(after.concat())
+                .chain(["--", "cmd"])
+                .chain(cmd.concat())
+                .map(OsString::from)
+                .collect();
+            if let Some(quick) = run::RunArgs::parse_quickly(&line) {
+                ACCEPTED.with(|n| n.set(n.get() + 1));
+                let whole = Cli::try_parse_from(&line);
+                proptest::prop_assert!(whole.is_ok(), "clap refuses {:?}: {:?}", line, whole.err());
+                proptest::prop_assert_eq!(format!("{quick:?}"), format!("{:?}", whole.unwrap()));
+            }
+        }
+    }
+
+    /// The property above is not vacuous: it meets many lines the quick parser accepts.
+    #[test]
+    fn the_property_meets_accepted_lines() {
+        the_quick_run_parser_reads_as_clap_reads();
+        let n = ACCEPTED.with(|n| n.get());
+        assert!(n >= 200, "only {n} of 2000 lines accepted");
     }
 }

@@ -1,15 +1,18 @@
 //! The few operating-system calls the tool makes itself (signals, polling, the
-//! terminal, the child's death signal), each wrapped once with its errno handling.
+//! terminal, starting CMD, reaping), each wrapped once with its errno handling.
 //!
 //! Through nix's safe wrappers where they fit. Raw `libc` remains where a caller hands a
 //! bare descriptor number (polling, the terminal): nix takes a `BorrowedFd`, and making
-//! one from a number is itself `unsafe`, so nothing would be gained; and for `waitpid`
-//! and the window size (each says why).
+//! one from a number is itself `unsafe`, so nothing would be gained; and for starting
+//! CMD, `waitpid` and the window size (each says why).
 
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -159,22 +162,179 @@ pub fn in_terminal_foreground() -> bool {
     tty.is_ok_and(|tty| nix::unistd::tcgetpgrp(&tty) == Ok(nix::unistd::getpgrp()))
 }
 
-/// In a just-forked child, before exec: unblock every signal, ask for SIGKILL when the
-/// parent dies, then make sure the parent (`parent`) did not die before that request
-/// took effect.
-///
-/// Only async-signal-safe calls, no allocation: it runs between fork and exec. (Each
-/// nix wrapper here is one libc call, sigemptyset, pthread_sigmask, prctl or getppid,
-/// and an errno check; an `Errno` becomes an `io::Error` without allocating.)
-pub fn die_with_parent(parent: u32) -> io::Result<()> {
-    // The supervisor's blocked signals must not stay blocked in CMD.
-    SigSet::empty().thread_set_mask()?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-    if nix::unistd::getppid().as_raw() as u32 != parent {
-        // Reparented: the supervisor is already gone, and the death signal with it.
-        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+/// CMD as `spawn` starts it: its program, arguments and environment as C strings, made
+/// before the child exists (the child may not allocate: it shares our memory).
+pub struct Program {
+    file: CString,
+    /// `argv` and `envp` point into these.
+    _strings: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl Program {
+    /// `args[0]` looked up on `PATH` as execvp(3) does (a name with a `/` is a path),
+    /// with `args` and our environment, in which `set` replaces or adds variables.
+    pub fn new(args: &[OsString], set: &[(&str, &OsStr)]) -> io::Result<Program> {
+        let c = |bytes: &[u8]| {
+            CString::new(bytes).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in CMD or its environment")
+            })
+        };
+        let file = c(args[0].as_bytes())?;
+        let mut strings = Vec::with_capacity(args.len() + 64);
+        for a in args {
+            strings.push(c(a.as_bytes())?);
+        }
+        let argc = strings.len();
+        for (key, value) in std::env::vars_os() {
+            if !set.iter().any(|(k, _)| key == *k) {
+                strings.push(c(&[key.as_bytes(), b"=", value.as_bytes()].concat())?);
+            }
+        }
+        for (key, value) in set {
+            strings.push(c(&[key.as_bytes(), b"=", value.as_bytes()].concat())?);
+        }
+        let pointers = |s: &[CString]| {
+            s.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+        };
+        let (argv, envp) = (pointers(&strings[..argc]), pointers(&strings[argc..]));
+        Ok(Program { file, _strings: strings, argv, envp })
     }
-    Ok(())
+}
+
+/// What the child needs, read in the child: pointers into the parent's memory, which it
+/// shares until it execs.
+struct ChildArgs<'a> {
+    program: &'a Program,
+    /// Give CMD a process group of its own.
+    own_group: bool,
+    parent: libc::pid_t,
+    /// Set by the child to the errno of what failed, if it could not exec.
+    error: AtomicI32,
+}
+
+/// Starts `program` as a child that dies with this process: like vfork(2) and exec,
+/// with `PR_SET_PDEATHSIG` (SIGKILL) set in between, which posix_spawn(3) cannot do.
+/// Returns its pid; an error if it could not be started (the child is then reaped).
+///
+/// The child is made with `clone(CLONE_VM | CLONE_VFORK)`, as glibc's posix_spawn makes
+/// its own: it shares our memory and runs on a stack of its own until it execs, while
+/// this thread waits. So nothing of this process's size is copied (fork(2) copied its
+/// page tables and left every page it then wrote to fault), and the child only makes
+/// system calls, on data made beforehand ([`Program`]), without allocating, and
+/// without ever running a signal handler of ours: every signal is blocked around
+/// the clone, and the child sets each caught signal's action to the default before it
+/// unblocks any (a handler would run on our memory). In the child, in order:
+/// `setpgid(0, 0)` for `own_group`; default actions (SIGPIPE too, which the Rust
+/// runtime ignores; other ignored signals stay ignored, as std's `Command` leaves
+/// them); SIGKILL on the parent's death, then a check that the parent (this process)
+/// did not die before that took effect; an empty signal mask; execvpe(3).
+pub fn spawn(program: &Program, own_group: bool) -> io::Result<u32> {
+    const STACK: usize = 64 * 1024;
+    // execvpe's copy of a PATH entry and its argv for a script without `#!` are on the
+    // stack. A multiple of 16, so that the stack's top is aligned as the ABI wants.
+    let size = (STACK + 8 * program.argv.len()).next_multiple_of(16);
+    // SAFETY: a new anonymous private mapping; no pointer of ours is involved.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let args = ChildArgs {
+        program,
+        own_group,
+        // SAFETY: getpid has no preconditions.
+        parent: unsafe { libc::getpid() },
+        error: AtomicI32::new(0),
+    };
+    let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    let mut saved = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigfillset fills the set it is given; pthread_sigmask reads the full set
+    // and writes the old mask to `saved`; clone runs `child` on the top of `stack` (a
+    // private mapping of `size` bytes, 16-byte aligned at its end), with `args`, which
+    // outlives the child's use of it: with CLONE_VFORK, clone returns once the child
+    // has exec'd or exited.
+    let pid = unsafe {
+        libc::sigfillset(all.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), saved.as_mut_ptr());
+        let pid = libc::clone(
+            child,
+            stack.cast::<u8>().add(size).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::addr_of!(args).cast_mut().cast(),
+        );
+        let e = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, saved.as_ptr(), std::ptr::null_mut());
+        libc::munmap(stack, size);
+        if pid < 0 {
+            return Err(e);
+        }
+        pid
+    };
+    match args.error.load(Ordering::SeqCst) {
+        0 => Ok(pid as u32),
+        errno => {
+            // SAFETY: waitpid writes the status it is given; the child has exited.
+            unsafe { libc::waitpid(pid, &mut 0, libc::__WALL) };
+            Err(io::Error::from_raw_os_error(errno))
+        }
+    }
+}
+
+/// The child of [`spawn`], until it execs: system calls only (see there).
+extern "C" fn child(args: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `spawn` passes a `ChildArgs` that outlives this call (it waits for it).
+    let args = unsafe { &*args.cast::<ChildArgs>() };
+    let fail = |what: libc::c_int| -> libc::c_int {
+        let errno = io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL);
+        args.error.store(if what == 0 { errno } else { what }, Ordering::SeqCst);
+        // SAFETY: ends this child at once, without running anything of the parent's.
+        unsafe { libc::_exit(127) }
+    };
+    // SAFETY: each call below is async-signal-safe and takes pointers to locals or to
+    // `args`, alive until exec; none allocates.
+    unsafe {
+        if args.own_group && libc::setpgid(0, 0) != 0 {
+            return fail(0);
+        }
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..=libc::SIGRTMAX() {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            // glibc refuses its own two (SIGCANCEL, SIGSETXID: 32 and 33) with EINVAL;
+            // they are sent to its threads by thread id, never to this child.
+            if libc::sigaction(signal, std::ptr::null(), &mut old) != 0 {
+                continue;
+            }
+            let caught = old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN;
+            let sigpipe = signal == libc::SIGPIPE && old.sa_sigaction == libc::SIG_IGN;
+            if caught || sigpipe {
+                libc::sigaction(signal, &dfl, std::ptr::null_mut());
+            }
+        }
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            return fail(0);
+        }
+        if libc::getppid() != args.parent {
+            // Re-parented: the supervisor is already gone, and the death signal with it.
+            return fail(libc::ESRCH);
+        }
+        let mut none = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(none.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_SETMASK, none.as_ptr(), std::ptr::null_mut());
+        let p = args.program;
+        libc::execvpe(p.file.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
+    }
+    fail(0)
 }
 
 /// Makes this process the child subreaper of everything it starts: a descendant whose
@@ -184,24 +344,36 @@ pub fn become_child_subreaper() -> io::Result<()> {
     Ok(nix::sys::prctl::set_child_subreaper(true)?)
 }
 
-/// Reaps every child that has exited, without waiting: their pids and wait statuses.
+/// What [`reap_children`] found.
+pub struct Reaped {
+    /// The children reaped: their pids and wait statuses.
+    pub exited: Vec<(u32, i32)>,
+    /// No child is left, running or not (waitpid said `ECHILD`).
+    pub childless: bool,
+}
+
+/// Reaps every child that has exited, without waiting, and says whether any is left.
 ///
 /// Raw `waitpid`: nix's decodes the status into a `WaitStatus`, whose `Signal` has no
 /// real-time signals, so a child killed by one (SIGRTMIN's default action kills) would
-/// come back as an error after it was reaped, its status lost.
-pub fn reap_children() -> io::Result<Vec<(u32, i32)>> {
-    let mut out = Vec::new();
+/// come back as an error after it was reaped, its status lost. `__WALL`: a child whose
+/// exit signal is not SIGCHLD (made by clone(2) with another one) is otherwise neither
+/// reaped nor counted, and `childless` would be wrong while it runs. (Every child run
+/// has is SIGCHLD's anyway: CMD, what CMD made with `CLONE_PARENT`, and orphans, whose
+/// exit signal the kernel resets to SIGCHLD when it re-parents them.)
+pub fn reap_children() -> io::Result<Reaped> {
+    let mut exited = Vec::new();
     loop {
         let mut status: libc::c_int = 0;
         // SAFETY: waitpid writes the status it is given; -1 means any child.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::__WALL) };
         match pid {
-            0 => return Ok(out),
-            p if p > 0 => out.push((p as u32, status)),
+            0 => return Ok(Reaped { exited, childless: false }),
+            p if p > 0 => exited.push((p as u32, status)),
             _ => {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {
-                    Some(libc::ECHILD) => return Ok(out),
+                    Some(libc::ECHILD) => return Ok(Reaped { exited, childless: true }),
                     Some(libc::EINTR) => continue,
                     _ => return Err(e),
                 }

@@ -12,10 +12,10 @@
 //! on a lost lease, and when CMD exits leaving processes behind, run stops all of them
 //! (SIGTERM, then SIGKILL) before it lets go of the lease.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, ExitStatus};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,7 +75,7 @@ Examples:
   shmlease run catalog -- ./rebuild.sh           # ... this one, which waits for them";
 
 /// `run`'s options.
-#[derive(clap::Args)]
+#[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// Lease name (1 to 64 bytes of UTF-8)
     name: String,
@@ -113,6 +113,155 @@ pub struct RunArgs {
     /// The command and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
+}
+
+impl RunArgs {
+    /// `shmlease [GLOBAL OPTIONS] run ...` read without clap, in the forms people write,
+    /// or `None` to have clap read it: clap builds its model of every command, option
+    /// and help text before it reads anything, which took a fifth of the time of `run
+    /// NAME -- true`, and a `run` is started as often as `flock(1)` is.
+    ///
+    /// It accepts a subset of what clap accepts and reads it as clap does: `run`'s own
+    /// options and the global ones, before or after NAME, each at most once, as `--opt
+    /// VALUE` or `--opt=VALUE` (and `-n`, `-t VALUE`), then `--` and CMD. Values go
+    /// through the same parsers as clap's. Anything else (another command, `--help`,
+    /// combined short options, a value that starts with `-` or is empty, an option
+    /// given twice, `--wait` with `-n`, an option this list does not know, any error)
+    /// is left to clap, which gives the usual answer. The bin's unit tests check that
+    /// clap reads the same wherever this accepts.
+    pub fn parse_quickly(args: &[OsString]) -> Option<crate::Cli> {
+        let mut globals =
+            crate::Globals { table: None, allow_foreign_owner: false, allow_world_writable: false };
+        let mut values: Vec<(&str, &str)> = Vec::new();
+        let mut flags: Vec<&str> = Vec::new();
+        let mut name = None;
+        let mut seen_run = false;
+        let mut rest = args.get(1..)?.iter();
+        let command: Vec<OsString> = loop {
+            let arg = rest.next()?;
+            if arg == "--" {
+                if !seen_run {
+                    return None;
+                }
+                break rest.cloned().collect();
+            }
+            let Some(text) = arg.to_str() else {
+                // Not UTF-8: only the value of -t may be (taken below), and NAME may not.
+                return None;
+            };
+            if !text.starts_with('-') {
+                if !seen_run {
+                    if text != "run" {
+                        return None;
+                    }
+                    seen_run = true;
+                } else if name.replace(text).is_some() {
+                    return None;
+                }
+                continue;
+            }
+            let (option, inline) = match text.split_once('=') {
+                Some((o, v)) if o.starts_with("--") => (o, Some(v)),
+                _ => (text, None),
+            };
+            let option = match option {
+                "-t" | "--table" => "--table",
+                "-n" | "--no-wait" => "--no-wait",
+                o if o.starts_with("--") => o,
+                _ => return None,
+            };
+            let global =
+                matches!(option, "--table" | "--allow-foreign-owner" | "--allow-world-writable");
+            if !seen_run && !global {
+                return None;
+            }
+            if values.iter().any(|(o, _)| *o == option) || flags.contains(&option) {
+                return None;
+            }
+            let takes_value = matches!(
+                option,
+                "--table"
+                    | "--ttl"
+                    | "--wait"
+                    | "--label"
+                    | "--kill-after"
+                    | "--conflict-exit-code"
+                    | "--on-request"
+                    | "--permits"
+            );
+            if !takes_value {
+                if inline.is_some()
+                    || !matches!(
+                        option,
+                        "--no-wait"
+                            | "--shared"
+                            | "--fair"
+                            | "--allow-foreign-owner"
+                            | "--allow-world-writable"
+                    )
+                {
+                    return None;
+                }
+                flags.push(option);
+                continue;
+            }
+            if option == "--table" && inline.is_none() {
+                // Any bytes: a location need not be UTF-8 here (TableArg refuses it).
+                let value = rest.next()?;
+                if value.is_empty() || value.as_encoded_bytes().starts_with(b"-") {
+                    return None;
+                }
+                values.push((option, ""));
+                globals.table = Some(value.clone());
+                continue;
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => rest.next()?.to_str()?,
+            };
+            if value.is_empty() || value.starts_with('-') {
+                return None;
+            }
+            if option == "--table" {
+                globals.table = Some(value.into());
+            }
+            values.push((option, value));
+        };
+        let name = name?.to_owned();
+        if command.is_empty() {
+            return None;
+        }
+        let value = |option: &str| values.iter().find(|(o, _)| *o == option).map(|(_, v)| *v);
+        let flag = |option: &str| flags.contains(&option);
+        if flag("--no-wait") && value("--wait").is_some() {
+            return None;
+        }
+        globals.allow_foreign_owner = flag("--allow-foreign-owner");
+        globals.allow_world_writable = flag("--allow-world-writable");
+        let permits = match value("--permits") {
+            None => 1,
+            Some(v) => {
+                let n = v.parse::<i64>().ok()?;
+                (1..=i64::from(shmlease::layout::MAX_SEATS)).contains(&n).then_some(n as u32)?
+            }
+        };
+        let args = RunArgs {
+            name,
+            ttl: parse_ttl(value("--ttl").unwrap_or("10s")).ok()?,
+            wait: value("--wait").map(crate::parse_wait).transpose().ok()?,
+            no_wait: flag("--no-wait"),
+            label: value("--label").map(str::to_owned),
+            kind: crate::Kind { permits, shared: flag("--shared"), fair: flag("--fair") },
+            kill_after: duration::parse(value("--kill-after").unwrap_or("10s")).ok()?,
+            conflict_exit_code: match value("--conflict-exit-code") {
+                None => exit::HELD,
+                Some(v) => u8::try_from(v.parse::<i64>().ok()?).ok()?,
+            },
+            on_request: parse_signal(value("--on-request").unwrap_or("TERM")).ok()?,
+            command,
+        };
+        Some(crate::Cli { globals, command: crate::Command::Run(args) })
+    }
 }
 
 /// The shortest TTL `run` accepts (the library's is 1µs). run renews every TTL/3, so a
@@ -199,7 +348,7 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     let token = lease.token();
 
     // From here on these signals are read from the signalfd, in every thread (threads
-    // started below inherit the mask; CMD gets a clean one from std).
+    // started below inherit the mask; CMD starts with an empty one: see `os::spawn`).
     let mut watched = FORWARDED.to_vec();
     watched.push(libc::SIGCHLD);
     let set = SignalSet::of(&watched);
@@ -235,23 +384,14 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
     let own_group = !os::in_terminal_foreground();
     os::become_child_subreaper().map_err(|e| os_failure("becoming a child subreaper", e))?;
     let supervisor = std::process::id();
-    let mut command = Command::new(&args.command[0]);
-    command
-        .args(&args.command[1..])
-        .env("SHMLEASE_TABLE", &table.export)
-        .env("SHMLEASE_NAME", name)
-        .env("SHMLEASE_TOKEN", token.to_string());
-    if own_group {
-        command.process_group(0);
-    }
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (sigemptyset, pthread_sigmask, prctl, getppid), without
-    // allocating.
-    unsafe {
-        command.pre_exec(move || os::die_with_parent(supervisor));
-    }
-    let child = match command.spawn() {
-        Ok(child) => child,
+    let token_text = token.to_string();
+    let env: [(&str, &OsStr); 3] = [
+        ("SHMLEASE_TABLE", table.export.as_ref()),
+        ("SHMLEASE_NAME", name.as_ref()),
+        ("SHMLEASE_TOKEN", token_text.as_ref()),
+    ];
+    let cmd = match os::Program::new(&args.command, &env).and_then(|p| os::spawn(&p, own_group)) {
+        Ok(pid) => pid,
         Err(e) => {
             let _ = t.release(name, token);
             let shown = args.command[0].to_string_lossy();
@@ -269,9 +409,7 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
         }
     };
 
-    let mut job = Job { cmd: child.id(), group: own_group, status: None, supervisor };
-    // run reaps CMD itself (with every orphan it inherits), not through `child`.
-    drop(child);
+    let mut job = Job { cmd, group: own_group, status: None, childless: false, supervisor };
     let mut lost = false;
     // Set once a release request was passed on (or is to be ignored).
     let mut requested = args.on_request.0.is_none();
@@ -328,7 +466,7 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
             kill_at = Some(Instant::now() + args.kill_after);
         }
         if job.status.is_some() {
-            let left = os::descendants(supervisor);
+            let left = job.left();
             if left.is_empty() {
                 break;
             }
@@ -346,7 +484,7 @@ pub fn run(table: &TableArg, args: RunArgs) -> Result<u8, Failure> {
             }
         }
         if kill_at.is_some_and(|at| Instant::now() >= at) {
-            let left = os::descendants(supervisor);
+            let left = job.left();
             if !left.is_empty() && !killing {
                 killing = true;
                 say(format_args!(
@@ -425,6 +563,9 @@ struct Job {
     group: bool,
     /// CMD's status, once reaped.
     status: Option<ExitStatus>,
+    /// run had no child left at the last reap, CMD included: then nothing is left of the
+    /// job, and nothing can join it (see [`Job::left`]).
+    childless: bool,
     supervisor: u32,
 }
 
@@ -435,9 +576,26 @@ impl Job {
         if self.status.is_none() {
             os::send_signal(self.cmd, signal, self.group);
         } else {
-            for pid in os::descendants(self.supervisor) {
+            for pid in self.left() {
                 os::send_signal(pid, signal, false);
             }
+        }
+    }
+
+    /// The live processes of the job below run: CMD, while it runs, and every process
+    /// it started that is still running.
+    ///
+    /// Without reading `/proc` (a millisecond with a few hundred processes) once run has
+    /// no child at all: every live process below run descends from a live child of run
+    /// (run is their child subreaper, so a process whose parent exits becomes run's
+    /// child, never init's), so with no child there is no descendant; and none can
+    /// appear, since run starts no other process and only its descendants are
+    /// re-parented to it.
+    fn left(&self) -> Vec<u32> {
+        if self.childless {
+            Vec::new()
+        } else {
+            os::descendants(self.supervisor)
         }
     }
 
@@ -454,7 +612,7 @@ impl Job {
                     os::send_signal(self.cmd, signal, false);
                 }
             }
-            for pid in os::descendants(self.supervisor) {
+            for pid in self.left() {
                 os::send_signal(pid, signal, false);
             }
         }
@@ -463,11 +621,13 @@ impl Job {
     /// Reaps every child that has exited: CMD (keeping its status) and the orphans
     /// run inherited as subreaper.
     fn reap(&mut self) -> std::io::Result<()> {
-        for (pid, status) in os::reap_children()? {
+        let reaped = os::reap_children()?;
+        for (pid, status) in reaped.exited {
             if pid == self.cmd {
                 self.status = Some(ExitStatus::from_raw(status));
             }
         }
+        self.childless = reaped.childless;
         Ok(())
     }
 }
