@@ -159,7 +159,7 @@ fn library_threads_block_every_signal() {
             std::thread::sleep(Duration::from_millis(2));
         }
         assert!(seen.keys().any(|k| k.starts_with("shmlease-keep")), "{seen:?}");
-        assert!(seen.keys().any(|k| k.starts_with("shmlease-place")), "{seen:?}");
+        assert!(seen.keys().any(|k| k.starts_with("shmlease-renew")), "{seen:?}");
         let _ = waiter.join();
     });
     drop(lease);
