@@ -255,11 +255,16 @@ fn take(
     table: &LeaseTable,
     name: &str,
     ttl_ns: u64,
-    options: &AcquireOptions,
+    options: Option<&AcquireOptions>,
     held_by: Option<Out<shmlease_held_by>>,
     keep: impl FnOnce(RawLease),
 ) -> Result<(), Failure> {
-    match table.acquire_with(name, ttl(ttl_ns), options) {
+    // Without options: the library's own fast path for a try (no options built).
+    let taken = match options {
+        None => table.try_acquire(name, ttl(ttl_ns)),
+        Some(options) => table.acquire_with(name, ttl(ttl_ns), options),
+    };
+    match taken {
         Ok(lease) => {
             keep(lease.into_raw());
             Ok(())
@@ -273,7 +278,7 @@ fn take_boxed(
     table: &LeaseTable,
     name: &str,
     ttl_ns: u64,
-    options: &AcquireOptions,
+    options: Option<&AcquireOptions>,
     out: Out<*mut shmlease_lease>,
     held_by: Option<Out<shmlease_held_by>>,
 ) -> Result<(), Failure> {
@@ -453,7 +458,7 @@ pub unsafe extern "C" fn shmlease_try_acquire(
                 Out::optional(held_by),
             )
         };
-        take_boxed(table, name, ttl_ns, &AcquireOptions::new(), out, held_by)
+        take_boxed(table, name, ttl_ns, None, out, held_by)
     })
 }
 
@@ -491,7 +496,7 @@ pub unsafe extern "C" fn shmlease_acquire(
             )
         };
         let options = acquire_options(timeout_ns, label, 1, false, false)?;
-        take_boxed(table, name, ttl_ns, &options, out, held_by)
+        take_boxed(table, name, ttl_ns, Some(&options), out, held_by)
     })
 }
 
@@ -537,7 +542,7 @@ pub unsafe extern "C" fn shmlease_acquire_with(
         };
         // SAFETY: forwarded contract.
         let options = unsafe { options_arg(options)? };
-        take_boxed(table, name, ttl_ns, &options, out, held_by)
+        take_boxed(table, name, ttl_ns, Some(&options), out, held_by)
     })
 }
 
@@ -601,7 +606,7 @@ pub unsafe extern "C" fn shmlease_try_acquire_in(
                 Out::optional(held_by),
             )
         };
-        take(table, name, ttl_ns, &AcquireOptions::new(), held_by, |raw| {
+        take(table, name, ttl_ns, None, held_by, |raw| {
             // SAFETY: `storage` was checked vacant and is the caller's for the call;
             // `table` is its open handle, kept open per the contract.
             out.write(unsafe { LeaseHandle::place(storage, raw, table) })
@@ -638,7 +643,7 @@ pub unsafe extern "C" fn shmlease_acquire_with_in(
         };
         // SAFETY: forwarded contract.
         let options = unsafe { options_arg(options)? };
-        take(table, name, ttl_ns, &options, held_by, |raw| {
+        take(table, name, ttl_ns, Some(&options), held_by, |raw| {
             // SAFETY: as in `shmlease_try_acquire_in`.
             out.write(unsafe { LeaseHandle::place(storage, raw, table) })
         })
