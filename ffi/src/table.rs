@@ -595,6 +595,24 @@ pub unsafe extern "C" fn shmlease_try_acquire_in(
     lease_out: *mut *mut shmlease_lease,
     held_by: *mut shmlease_held_by,
 ) -> shmlease_status {
+    // SAFETY: forwarded contract.
+    unsafe { take_in(table, name, ttl_ns, None, storage, lease_out, held_by) }
+}
+
+/// `shmlease_try_acquire_in` (`options` `None`) and `shmlease_acquire_with_in`
+/// (`Some`, checked after the other arguments).
+///
+/// # Safety
+/// As for `shmlease_acquire_with_in`.
+unsafe fn take_in(
+    table: *const shmlease_table,
+    name: *const c_char,
+    ttl_ns: u64,
+    options: Option<*const shmlease_acquire_options>,
+    storage: *mut shmlease_lease_storage,
+    lease_out: *mut *mut shmlease_lease,
+    held_by: *mut shmlease_held_by,
+) -> shmlease_status {
     boundary(|| {
         // SAFETY: forwarded contract.
         let (table, name, storage, out, held_by) = unsafe {
@@ -606,7 +624,12 @@ pub unsafe extern "C" fn shmlease_try_acquire_in(
                 Out::optional(held_by),
             )
         };
-        take(table, name, ttl_ns, None, held_by, |raw| {
+        let options = match options {
+            // SAFETY: forwarded contract.
+            Some(o) => Some(unsafe { options_arg(o)? }),
+            None => None,
+        };
+        take(table, name, ttl_ns, options.as_ref(), held_by, |raw| {
             // SAFETY: `storage` was checked vacant and is the caller's for the call;
             // `table` is its open handle, kept open per the contract.
             out.write(unsafe { LeaseHandle::place(storage, raw, table) })
@@ -630,24 +653,8 @@ pub unsafe extern "C" fn shmlease_acquire_with_in(
     lease_out: *mut *mut shmlease_lease,
     held_by: *mut shmlease_held_by,
 ) -> shmlease_status {
-    boundary(|| {
-        // SAFETY: forwarded contract.
-        let (table, name, storage, out, held_by) = unsafe {
-            (
-                table_arg(table)?,
-                str_arg(name, "name")?,
-                vacant(storage)?,
-                Out::new(lease_out, "lease_out")?,
-                Out::optional(held_by),
-            )
-        };
-        // SAFETY: forwarded contract.
-        let options = unsafe { options_arg(options)? };
-        take(table, name, ttl_ns, Some(&options), held_by, |raw| {
-            // SAFETY: as in `shmlease_try_acquire_in`.
-            out.write(unsafe { LeaseHandle::place(storage, raw, table) })
-        })
-    })
+    // SAFETY: forwarded contract.
+    unsafe { take_in(table, name, ttl_ns, Some(options), storage, lease_out, held_by) }
 }
 
 /// Extends the grant of `name` that has `token` to `ttl_ns` from now: for detached leases
