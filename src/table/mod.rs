@@ -78,6 +78,12 @@ const BIND_PASSES: u32 = 256;
 /// A grant may be made with the coarse clock only if its TTL is at least this many of its
 /// ticks: the grant is then at most 1/256 shorter than asked.
 const COARSE_TTL_TICKS: u64 = 256;
+
+/// Whether a grant of `ttl` may read the coarse clock (see [`COARSE_TTL_TICKS`]).
+#[inline(always)]
+fn coarse_clock_will_do(ttl: u64) -> bool {
+    ttl >= sys::coarse_tick_ns().saturating_mul(COARSE_TTL_TICKS)
+}
 /// Byte offset, inside a slot, of the futex word: the high half of the deadline.
 const FUTEX_OFFSET: usize = if cfg!(target_endian = "little") { 4 } else { 8 };
 
@@ -664,7 +670,7 @@ impl Inner {
     /// precise clock.
     #[inline(always)]
     fn grant_free(&self, key: &Key, ttl: u64, label: Label) -> Option<(u32, u64, u64)> {
-        if ttl < sys::coarse_tick_ns().saturating_mul(COARSE_TTL_TICKS) {
+        if !coarse_clock_will_do(ttl) {
             return None;
         }
         self.grant_free_at(self.find(key)?, ttl, label)
@@ -920,7 +926,7 @@ impl LeaseTable {
         let Some(fast) = NameRef::new(name) else { return Err(Key::invalid(name)) };
         let ttl = ttl_ns(ttl)?;
         let inner = self.shm();
-        if ttl >= sys::coarse_tick_ns().saturating_mul(COARSE_TTL_TICKS) {
+        if coarse_clock_will_do(ttl) {
             if let Some(found) = inner.find_name(&fast) {
                 if let Some(granted) = inner.grant_free_at(found, ttl, Label::default()) {
                     return Ok(granted);
