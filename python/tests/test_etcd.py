@@ -27,7 +27,7 @@ import pytest
 import shmlease
 from shmlease import LeaseState, LostReason, _shmlease
 
-from conftest import read_line
+from conftest import read_line, run_workers
 
 needs_etcd = pytest.mark.skipif(
     not _shmlease.ETCD, reason="this build of shmlease has no etcd backend (--features etcd)"
@@ -372,17 +372,7 @@ def test_two_processes_contend_exclusively_with_growing_tokens(etcd_table, metho
         ctx.Process(target=_contend, args=(etcd_table, "contended", rounds, results))
         for _ in range(2)
     ]
-    for w in workers:
-        w.start()
-    try:
-        grants = sorted(g for _ in workers for g in results.get(timeout=150))
-        for w in workers:
-            w.join(30)
-            assert w.exitcode == 0
-    finally:
-        for w in workers:
-            if w.is_alive():
-                w.kill()
+    grants = sorted(g for seen in run_workers(workers, results, 150) for g in seen)
     assert len(grants) == 2 * rounds
     assert all(valid for *_, valid in grants), "used past its own deadline"
     for (_, end, _, _), (start, _, _, _) in zip(grants, grants[1:]):
