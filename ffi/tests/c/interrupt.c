@@ -56,11 +56,7 @@ static size_t queued(shmlease_table *t, uint32_t pid, bool *found) {
 
 int main(int argc, char **argv) {
     CHECK(argc == 2);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/interrupt.table", argv[1]);
-    shmlease_table_options topts = {64, 0, 0};
-    shmlease_table *t = NULL;
-    OK(shmlease_table_create(path, &topts, &t));
+    shmlease_table *t = create_table(argv[1], "interrupt.table", 64);
 
     shmlease_lease *held = NULL, *l = NULL;
     OK(shmlease_try_acquire(t, "job", 30 * SEC, &held, NULL));
