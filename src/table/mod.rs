@@ -912,9 +912,7 @@ impl LeaseTable {
         options: &AcquireOptions,
     ) -> Result<Lease<'_>> {
         let granted = t.acquire_with(name, ttl, options);
-        if let Err(Error::Interrupted { .. }) = granted {
-            wait::resume_check_panic();
-        }
+        wait::resume_check_panic(&granted);
         granted.map(|l| Lease::on_etcd(self, l))
     }
 
@@ -974,9 +972,7 @@ impl LeaseTable {
         } else {
             inner.grant_exclusive_precise(key, ttl, options)
         };
-        if let Err(Error::Interrupted { .. }) = granted {
-            wait::resume_check_panic();
-        }
+        wait::resume_check_panic(&granted);
         granted
     }
 

@@ -224,12 +224,18 @@ std::thread_local! {
         const { std::cell::Cell::new(None) };
 }
 
-/// Goes on with the panic of an interrupt check that ended this thread's wait, if one
-/// did: called where an acquisition returns `Interrupted` to its caller.
-#[cold]
-pub(crate) fn resume_check_panic() {
-    if let Some(payload) = CHECK_PANIC.with(|p| p.take()) {
-        std::panic::resume_unwind(payload);
+/// Where an acquisition returns to its caller: goes on with the panic of an interrupt
+/// check that ended this thread's wait (`granted` is then `Interrupted`), if one did.
+#[inline(always)]
+pub(crate) fn resume_check_panic<T>(granted: &Result<T>) {
+    #[cold]
+    fn resume() {
+        if let Some(payload) = CHECK_PANIC.with(|p| p.take()) {
+            std::panic::resume_unwind(payload);
+        }
+    }
+    if let Err(Error::Interrupted { .. }) = granted {
+        resume();
     }
 }
 
