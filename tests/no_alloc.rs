@@ -1,8 +1,7 @@
 //! Invariant 7, allocation half: once a name is bound and this process's identity is
 //! cached, uncontended `try_acquire`, `renew` and `release` allocate nothing. A counting
 //! global allocator (this test binary's only test, so no other thread allocates) checks
-//! it. (The other half, no system call, is what the benchmark's ratio to a bare
-//! clock + CAS loop shows: a syscall costs more than the whole operation.)
+//! it. (The other half, no system call, is `tests/no_syscall.rs`.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
