@@ -21,7 +21,7 @@ use shmlease_core::{Error, LeaseTable, TableOptions};
 const WATCHDOG: Duration = Duration::from_secs(300);
 
 /// The C test programs in `ffi/tests/c/`; `every_c_program_has_a_test` keeps this honest.
-const PROGRAMS: [&str; 15] = [
+const PROGRAMS: [&str; 16] = [
     "lifecycle",
     "statuses",
     "nulls",
@@ -37,6 +37,7 @@ const PROGRAMS: [&str; 15] = [
     "storage",
     "interrupt",
     "interrupt_reenter",
+    "no_syscall",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -451,6 +452,39 @@ fn an_interrupt_callback_may_call_into_shmlease_for_other_names_sanitized() {
 #[test]
 fn an_interrupt_callback_may_call_into_shmlease_for_other_names_valgrind() {
     check_program("interrupt_reenter", Build::Plain, true);
+}
+
+/// Invariant 7 through the C library: `no_syscall.c`'s loop (a try into caller storage,
+/// renew and release; a try into a heap handle, release and free) makes as many system
+/// calls at 101,000 rounds as at 1,000, counted by `strace -f -c`.
+#[test]
+fn the_c_fast_path_makes_no_system_call() {
+    if !have("gcc") {
+        return;
+    }
+    assert!(have("strace"), "strace is needed for this test (apt-get install strace)");
+    let dir = scratch("no_syscall");
+    let exe = compile(&c_source("no_syscall"), Build::Plain, &dir);
+    let count = |loops: u32| -> u64 {
+        let work = dir.join(format!("work-{loops}"));
+        std::fs::create_dir(&work).unwrap();
+        let summary = dir.join(format!("strace-{loops}.txt"));
+        let mut cmd = Command::new("strace");
+        cmd.args(["-f", "-c", "-o"]).arg(&summary).arg(&exe).arg(&work);
+        cmd.env("SHMLEASE_IT_LOOPS", loops.to_string());
+        let (code, stdout, stderr) = run(cmd, "no_syscall", &dir);
+        assert!(code == Some(0) && stdout.contains("no_syscall ok"), "{stdout}\n{stderr}");
+        let text = std::fs::read_to_string(&summary).unwrap();
+        let total = text.lines().rev().find(|l| l.trim_end().ends_with("total"));
+        let calls = total.and_then(|l| l.split_whitespace().nth(3)?.parse().ok());
+        calls.unwrap_or_else(|| panic!("no total in strace's summary:\n{text}"))
+    };
+    let (few, many) = (count(1_000), count(101_000));
+    assert!(
+        many <= few + 50,
+        "100,000 more rounds made {} more system calls ({few} → {many})",
+        many.saturating_sub(few)
+    );
 }
 
 /// The state file `contend.c` and the Rust side share: occupant, last token, grants.
