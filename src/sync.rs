@@ -31,6 +31,9 @@ pub use loom::sync::atomic::{AtomicU64, Ordering};
 /// portable-atomic's own run-time dispatch); an inline `casp` path like the one here is
 /// left for when an aarch64 machine can measure it. Where neither is lock-free, tables
 /// refuse to open ([`AtomicU128::is_lock_free`]).
+///
+/// `SHMLEASE_ATOMICS=portable` in the environment makes a process use
+/// `portable_atomic` everywhere, so that tests can run both paths on one table at once.
 #[cfg(not(loom))]
 #[repr(transparent)]
 #[derive(Debug)]
@@ -100,6 +103,15 @@ impl AtomicU128 {
     }
 }
 
+/// Whether this process runs the inline 128-bit instructions (else portable-atomic's).
+#[cfg(not(loom))]
+pub fn inline_128() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return x86::inline_ok();
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
 #[cfg(all(not(loom), target_arch = "x86_64"))]
 mod x86 {
     use core::arch::asm;
@@ -121,7 +133,9 @@ mod x86 {
     #[cold]
     #[inline(never)]
     fn decide() -> bool {
-        let ok = std::is_x86_feature_detected!("cmpxchg16b")
+        let forced = std::env::var_os("SHMLEASE_ATOMICS").is_some_and(|v| v == "portable");
+        let ok = !forced
+            && std::is_x86_feature_detected!("cmpxchg16b")
             && std::is_x86_feature_detected!("avx")
             && intel_or_amd();
         CHOICE.store(if ok { 1 } else { 2 }, Ordering::Relaxed);

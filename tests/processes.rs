@@ -56,7 +56,9 @@ fn got(kid: &mut Kid) -> (u64, Duration) {
 /// Invariants 1 and 2 under contention: five processes hammer two names for two
 /// seconds. A holder's record in a separate shared file is never overwritten while it
 /// holds; each process sees strictly increasing tokens per name; every token is above
-/// the one the previous holder recorded; no token is handed out twice.
+/// the one the previous holder recorded; no token is handed out twice. Every other
+/// process is forced onto portable-atomic's 128-bit operations (`SHMLEASE_ATOMICS`),
+/// so both paths work on the same words at once.
 #[test]
 fn exclusivity_and_fencing_across_processes() {
     const KIDS: usize = 5;
@@ -81,12 +83,17 @@ fn exclusivity_and_fencing_across_processes() {
                     ("RUN_MS", s(2000)),
                     ("GO", s(go.display())),
                     ("INDEX", s(i)),
+                    ("ATOMICS", s(if i % 2 == 1 { "portable" } else { "inline" })),
                 ],
             )
         })
         .collect();
-    for k in &mut kids {
+    let inline_here = shmlease::sync::inline_128();
+    for (i, k) in kids.iter_mut().enumerate() {
         k.expect("READY", LONG);
+        let inline = k.expect("INLINE128", LONG) == "true";
+        // Forced portable on odd kids; the others run what this machine runs.
+        assert_eq!(inline, i % 2 == 0 && inline_here, "kid {i}'s 128-bit path");
     }
     touch(&go);
     let mut all: BTreeMap<&str, Vec<(u64, usize)>> = BTreeMap::new();

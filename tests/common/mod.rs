@@ -205,6 +205,10 @@ impl Kid {
             if *k == "IDENTITY" {
                 cmd.env("SHMLEASE_IDENTITY", v);
             }
+            // Likewise the choice of 128-bit instructions (see src/sync.rs).
+            if *k == "ATOMICS" {
+                cmd.env("SHMLEASE_ATOMICS", v);
+            }
         }
         let mut child = cmd.spawn().expect("spawning a child test process");
         wd.register(child.id() as i32);
@@ -1025,6 +1029,7 @@ fn role_hammer() -> i32 {
         violations += 1;
     };
     say("READY", me);
+    say("INLINE128", shmlease::sync::inline_128());
     assert!(wait_for_file(Path::new(&env("GO")), Duration::from_secs(60)), "GO never came");
     let end = Instant::now() + run;
     while Instant::now() < end {
