@@ -56,6 +56,19 @@ for target in "${targets[@]}"; do
   if [ "$status" -ne 0 ]; then
     failed+=("$target")
     echo "!! $target failed (exit $status); reproducer: fuzz/artifacts/$target/" >&2
+    # The tail above may be all backtrace: show what the target said (the panic message
+    # or the sanitizer's report), the seed, and each reproducer as base64, so that a CI
+    # log alone is enough to replay the finding (`base64 -d > crash; cargo fuzz run
+    # $target crash`).
+    grep -m 1 -E '^INFO: Seed:' "$log" || true
+    grep -m 1 -B 2 -A 40 -E "panicked at|==[0-9]+==ERROR|ERROR: libFuzzer|LeakSanitizer" "$log" \
+      | grep -vE '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse)' || true
+    for artifact in fuzz/artifacts/"$target"/*; do
+      [ -f "$artifact" ] || continue
+      echo "-- reproducer $artifact ($(wc -c <"$artifact") bytes), base64:"
+      base64 -w 0 "$artifact" | head -c 65536
+      echo
+    done
   fi
 done
 
