@@ -271,15 +271,17 @@ impl<'t> Lease<'t> {
 
     fn finish(&mut self) -> Result<()> {
         self.finished = true;
-        if let Some(k) = self.keep_alive.take() {
-            k.stop();
-        }
-        table::release_slot(
+        let stopped = self.keep_alive.take().map(|k| k.stop());
+        let released = table::release_slot(
             self.inner(),
             self.slot,
             self.token,
             self.deadline.load(Ordering::Relaxed),
-        )
+        );
+        if let Some(stopped) = stopped {
+            stopped.join(self.inner(), self.slot);
+        }
+        released
     }
 
     /// Turns this lease into a detached one: it no longer belongs to this process (it
@@ -295,10 +297,10 @@ impl<'t> Lease<'t> {
             return Err(self.not_taken_here());
         }
         self.finished = true;
-        let watched = self.keep_alive.take().map(|k| k.stop()).is_some();
+        let stopped = self.keep_alive.take().map(|k| k.stop());
         let detached = table::detach_slot(self.inner(), self.slot, self.token);
-        if watched {
-            self.inner().wake(self.slot); // let the keep-alive thread see it must stop
+        if let Some(stopped) = stopped {
+            stopped.join(self.inner(), self.slot);
         }
         detached
     }
@@ -319,7 +321,7 @@ impl<'t> Lease<'t> {
             return Err(self.not_taken_here());
         }
         if let Some(k) = self.keep_alive.take() {
-            k.stop();
+            k.stop().join(self.inner(), self.slot);
         }
         let shared = Arc::new(Shared::default());
         let thread = {
@@ -352,7 +354,7 @@ impl<'t> Lease<'t> {
             return raw;
         }
         if let Some(k) = self.keep_alive.take() {
-            k.stop();
+            k.stop().join(self.inner(), self.slot);
         }
         RawLease {
             slot: self.slot,
@@ -497,15 +499,33 @@ struct KeepAlive {
 }
 
 impl KeepAlive {
-    fn stop(mut self) {
+    /// Tells the thread to stop. It can no longer renew once the grant is released (its
+    /// renewal CAS expects a held grant), and it exits at its next wake-up: the caller
+    /// releases, detaches or replaces the lease, wakes the slot, then joins the thread
+    /// with [`Stopped::join`], so that no thread of the library outlives the lease (a
+    /// program exiting right after its release left one running, which valgrind
+    /// reported as "possibly lost").
+    fn stop(mut self) -> Stopped {
         self.shared.stop.store(true, Ordering::SeqCst);
-        // Not joined: the thread exits at its next wake-up (the release or detach that
-        // follows wakes it), and it can no longer renew: its renewal CAS expects a
-        // held grant.
-        if let Some(t) = self.thread.take() {
-            if identity::me().pid != self.pid {
-                std::mem::forget(t);
-            }
+        let thread = self.thread.take();
+        // Inherited through fork(): the parent's thread, which does not exist here.
+        Stopped(thread.filter(|_| identity::me().pid == self.pid))
+    }
+}
+
+/// A keep-alive thread told to stop, to join once its slot has been woken.
+#[must_use = "join the thread once the slot is woken"]
+struct Stopped(Option<JoinHandle<()>>);
+
+impl Stopped {
+    /// Wakes slot `index` of `inner` and waits for the thread to exit. Prompt when the
+    /// grant word has just changed (a release: the thread's futex wait cannot miss it);
+    /// otherwise a wake-up that arrives just before the thread sleeps is missed, and the
+    /// thread exits at the end of its nap (at most 100 ms).
+    fn join(self, inner: &Inner, index: u32) {
+        if let Some(thread) = self.0 {
+            inner.wake(index);
+            let _ = thread.join();
         }
     }
 }

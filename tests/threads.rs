@@ -1,0 +1,89 @@
+//! No thread of the library outlives what started it: once `release`, `drop`, `detach`,
+//! a second `keep_alive` or an acquisition that waited returns, the threads it started
+//! have exited. A program that exits right after its release must leave nothing running
+//! (valgrind reported a keep-alive thread that was still finishing as "possibly lost").
+//!
+//! One test in a binary of its own, so that no other test's threads are counted.
+
+use std::time::Duration;
+
+use shmlease::{AcquireOptions, Interrupt, LeaseTable, TableOptions};
+
+/// This process's threads whose name starts with `shmlease-`.
+fn library_threads() -> Vec<String> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task").flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("shmlease-") {
+            names.push(comm.trim().to_owned());
+        }
+    }
+    names
+}
+
+/// Waits until this process runs `n` library threads (a thread names itself once it
+/// runs, so a new one shows a moment after it was started).
+#[track_caller]
+fn running(n: usize, what: &str) {
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = library_threads();
+        if now.len() == n {
+            return;
+        }
+        assert!(std::time::Instant::now() < give_up, "{what}: {now:?}, not {n}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+#[track_caller]
+fn none_left(after: &str) {
+    let left = library_threads();
+    assert!(left.is_empty(), "after {after}, still running: {left:?}");
+}
+
+#[test]
+fn no_library_thread_outlives_what_started_it() {
+    let path = std::env::temp_dir().join(format!("shmlease-threads-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let table = LeaseTable::create(&path, &TableOptions::new().capacity(64)).expect("create");
+    let ttl = Duration::from_secs(30);
+    // Many rounds: the thread is usually asleep when its lease ends, and an exit that is
+    // not waited for shows only when it is not.
+    for round in 0..200 {
+        let mut lease = table.try_acquire("kept", ttl).unwrap();
+        lease.keep_alive(ttl).unwrap();
+        running(1, &format!("round {round}: one keep-alive thread"));
+        match round % 4 {
+            0 => lease.release().unwrap(),
+            1 => drop(lease),
+            2 => {
+                let detached = lease.detach().unwrap();
+                table.release("kept", detached.token).unwrap();
+            }
+            _ => {
+                // The second keep-alive replaces the first, whose thread is gone at once.
+                lease.keep_alive(ttl).unwrap();
+                running(1, &format!("round {round}: replaced, not added"));
+                lease.release().unwrap();
+            }
+        }
+        none_left(&format!("round {round} (way {})", round % 4));
+    }
+
+    // A fair waiter's place renewer and an interruptible drain's renewer end with the wait.
+    let held = table.try_acquire("busy", ttl).unwrap();
+    let waits = [
+        AcquireOptions::new().fair(true),
+        AcquireOptions::new().interrupt(Interrupt::new(|| false)),
+    ];
+    for options in waits {
+        let options = options.wait(Some(Duration::from_millis(150)));
+        let refused = table.acquire_with("busy", Duration::from_secs(1), &options);
+        assert!(refused.is_err(), "{refused:?}");
+        none_left(&format!("a wait with {options:?}"));
+    }
+    drop(held);
+    drop(table);
+    LeaseTable::remove(&path).unwrap();
+}
