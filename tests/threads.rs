@@ -3,7 +3,8 @@
 //! have exited. A program that exits right after its release must leave nothing running
 //! (valgrind reported a keep-alive thread that was still finishing as "possibly lost").
 //!
-//! One test in a binary of its own, so that no other test's threads are counted.
+//! One test in a binary of its own, so that no other test's threads are counted (the
+//! parts run one after the other).
 
 use std::time::Duration;
 
@@ -84,6 +85,66 @@ fn no_library_thread_outlives_what_started_it() {
         none_left(&format!("a wait with {options:?}"));
     }
     drop(held);
+    drop(table);
+    LeaseTable::remove(&path).unwrap();
+
+    a_long_wait_arms_the_death_alarm_which_hands_over_a_killed_holders_lease();
+}
+
+/// A waiter for a live holder arms its death alarm once its wait has lasted a moment (not
+/// at once: most waits end sooner, and the alarm costs a thread), and the alarm wakes it
+/// when the holder dies: the lease is its before the TTL, and the thread is gone after.
+fn a_long_wait_arms_the_death_alarm_which_hands_over_a_killed_holders_lease() {
+    let path = std::env::temp_dir().join(format!("shmlease-alarm-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let table = LeaseTable::create(&path, &TableOptions::new().capacity(16)).expect("create");
+    let (mut read_end, write_end) = std::io::pipe().expect("pipe");
+    // SAFETY: the child only acquires, writes one byte and sleeps until it is killed.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        let held = table.try_acquire("held", Duration::from_secs(600));
+        let mut w = write_end;
+        let _ = std::io::Write::write_all(&mut w, &[held.is_ok() as u8]);
+        std::mem::forget(held);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    drop(write_end);
+    // Killed however the test ends.
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: plain system calls on our own child.
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+                libc::waitpid(self.0, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+    let mut kill = Some(Kill(child));
+    let mut byte = [0u8];
+    std::io::Read::read_exact(&mut read_end, &mut byte).expect("the holder's report");
+    assert_eq!(byte, [1], "the child could not take the lease");
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            // Far less than the holder's TTL, and ends the test if the alarm never fires.
+            let options = AcquireOptions::new().wait(Some(Duration::from_secs(60)));
+            table.acquire_with("held", Duration::from_secs(10), &options).map(|l| l.token())
+        });
+        // Checked after the kill, so that a failure does not leave the waiter waiting.
+        let armed = std::panic::catch_unwind(|| {
+            running(1, "the waiter's death alarm");
+            library_threads()
+        });
+        drop(kill.take()); // SIGKILL, reaped
+        let armed = armed.unwrap_or_else(|p| std::panic::resume_unwind(p));
+        assert!(armed[0].starts_with("shmlease-death"), "{armed:?}");
+        let token = waiter.join().expect("waiter").expect("the dead holder's lease");
+        assert!(token > 0);
+    });
+    none_left("the wait that the death alarm ended");
     drop(table);
     LeaseTable::remove(&path).unwrap();
 }

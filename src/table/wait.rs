@@ -8,7 +8,7 @@
 //! |---|---|
 //! | the lease to be freed (`acquire`) | release, revocation, unbinding (they wake `WAITERS`); its expiry (the sleep ends at the deadline) |
 //! | any change of holder (observers) | grant, release, revocation, unbinding (they wake `OBSERVERS`); expiry (likewise) |
-//! | the holder's death (both) | the kernel: a [`DeathAlarm`] thread polls the holder's pidfd and wakes the futex when it exits |
+//! | the holder's death (both) | the kernel: a [`DeathAlarm`] thread polls the holder's pidfd and wakes the futex when it exits (armed once a wait has lasted [`ALARM_AFTER`]; before then the waiter looks again by that time) |
 //!
 //! A dead process cannot wake anyone, so without the alarm its waiters would learn of
 //! its death only by probing it again: they still do, every [`LIVENESS_RECHECK`], when
@@ -34,6 +34,11 @@ use crate::sys;
 
 /// How often a waiter re-checks a live-process holder when no death alarm is set.
 pub(crate) const LIVENESS_RECHECK: Duration = Duration::from_millis(50);
+/// How long a blocked acquisition sleeps on a live holder before it arms a death alarm
+/// (which costs a thread): handoffs between processes end most waits much sooner (the
+/// release wakes the waiter), and a holder that dies before then is found at most this
+/// much later than with the alarm.
+const ALARM_AFTER: Duration = Duration::from_millis(5);
 /// A waiter looks at the lease at least this often, whoever holds it.
 pub(crate) const LONGEST_NAP: Duration = Duration::from_secs(1);
 
@@ -258,6 +263,7 @@ impl Inner {
         mut hook: Option<HeldHook<'_>>,
     ) -> Result<Option<(u32, u64, u64)>> {
         let mut alarm = None;
+        let mut sleeping_since = None;
         loop {
             let (index, bound_as, token, record) = match self.attempt(key, ttl, label)? {
                 Attempt::Won { slot, token, deadline } => return Ok(Some((slot, token, deadline))),
@@ -294,9 +300,21 @@ impl Inner {
                         None => continue,
                     }
                 }
-                let watched = DeathAlarm::keep(&mut alarm, self, index, record.as_ref());
+                // The death alarm (a thread, a pidfd, an eventfd: tens of microseconds) is
+                // armed only once the wait has lasted `ALARM_AFTER`: most waits for a
+                // live holder end sooner, woken by its release. Until then naps end by
+                // that time, and a holder that died meanwhile is found by the look that
+                // follows.
+                let first_sleep = *sleeping_since.get_or_insert_with(Instant::now);
+                let early = ALARM_AFTER.checked_sub(first_sleep.elapsed());
+                let watched =
+                    early.is_none() && DeathAlarm::keep(&mut alarm, self, index, record.as_ref());
                 let live = record.is_some_and(|r| !r.detached && r.pidns == identity::me().pidns);
-                self.sleep(index, futex_expect, nap(now, deadline, left, live && !watched));
+                let mut nap = nap(now, deadline, left, live && !watched);
+                if let (Some(early), true) = (early, live) {
+                    nap = nap.min(early);
+                }
+                self.sleep(index, futex_expect, nap);
             }
         }
     }
