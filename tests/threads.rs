@@ -98,7 +98,8 @@ fn a_long_wait_arms_the_death_alarm_which_hands_over_a_killed_holders_lease() {
     let path = std::env::temp_dir().join(format!("shmlease-alarm-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let table = LeaseTable::create(&path, &TableOptions::new().capacity(16)).expect("create");
-    let (mut read_end, write_end) = std::io::pipe().expect("pipe");
+    let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+    let (mut read_end, write_end) = (std::fs::File::from(read_end), std::fs::File::from(write_end));
     // SAFETY: the child only acquires, writes one byte and sleeps until it is killed.
     let child = unsafe { libc::fork() };
     assert!(child >= 0, "fork");
