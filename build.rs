@@ -42,6 +42,9 @@ fn main() {
     else {
         return;
     };
+    // A compiler upgrade moves or removes them: then look again.
+    println!("cargo:rerun-if-changed={}", eh.display());
+    println!("cargo:rerun-if-changed={}", gcc.display());
     let dir = PathBuf::from(var("OUT_DIR")).join("unwind");
     std::fs::create_dir_all(&dir).expect("creating OUT_DIR/unwind");
     // What the system's own libgcc_s.so script says (`GROUP ( libgcc_s.so.1 -lgcc )`),
