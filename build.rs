@@ -1,16 +1,16 @@
 //! Links the unwinder into the `shmlease` tool instead of loading `libgcc_s.so.1` at
 //! every start: the same unwinder (libgcc's `libgcc_eh.a`, what a static build links),
-//! one shared library fewer to find, map, relocate and fault in, about 45 µs of the
-//! 1 ms `shmlease run NAME -- true` takes (BENCHMARKS.md, "The CLI as quick as
+//! one shared library fewer to find, map, relocate and fault in, about 50 µs of the
+//! 1.1 ms `shmlease run NAME -- true` takes (BENCHMARKS.md, "The CLI as quick as
 //! flock(1)").
 //!
 //! The standard library asks for the unwinder with `-lgcc_s`. This script writes a
 //! `libgcc_s.so` of its own, a linker script naming libgcc's static archives, into a
 //! directory searched first — for this package's binaries only (`rustc-link-arg-bins`):
-//! the library, the C library's cdylib and the Python extension link as before. Where
-//! the C compiler cannot name `libgcc_eh.a` (another toolchain, a cross build, a static
-//! build, which links it anyway), it does nothing and the tool links `libgcc_s` as
-//! before.
+//! the library, the C library's cdylib and the Python extension link as before. It
+//! does nothing for a static build (which links the archive anyway), a cross build, or
+//! where the C compiler cannot name `libgcc_eh.a` (another toolchain): the tool then
+//! links `libgcc_s` as before.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,7 +18,6 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
-    println!("cargo:rerun-if-env-changed=CC");
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     let gnu_linux = var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "gnu";
     let crt_static = var("CARGO_CFG_TARGET_FEATURE").split(',').any(|f| f == "crt-static");
