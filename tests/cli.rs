@@ -1178,6 +1178,41 @@ fn cmd_starts_with_no_signal_blocked_sigpipe_at_its_default_and_execvp_lookup() 
     assert!(held(&t).is_empty(), "a CMD that could not start left the lease held");
 }
 
+/// The tool has its own entry point (not std's: see src/bin/shmlease/start.rs) and must
+/// start as std started it: a closed stdin, stdout or stderr is opened on /dev/null
+/// before anything else (or the table's descriptor would become stdout, and `acquire`
+/// would print its token over the table's header), and SIGPIPE is ignored (a reader
+/// gone is a write error, not death by signal).
+#[test]
+fn the_tool_starts_with_closed_standard_descriptors_on_dev_null_and_sigpipe_ignored() {
+    use std::os::unix::process::ExitStatusExt;
+    let t = Table::new("startup");
+    assert_eq!(code(&t.run(&["create"])), 0);
+    for (i, closed) in ["0<&-", ">&-", "2>&-", "<&- >&- 2>&-"].iter().enumerate() {
+        let script = format!("exec \"$0\" -t \"$1\" acquire name{i} --ttl 1m {closed}");
+        let mut c = command("sh");
+        c.args(["-c", &script, BIN]).arg(&t.path).env_remove("SHMLEASE_TABLE");
+        let out = output(c);
+        assert_eq!(code(&out), 0, "acquire with {closed}: {}", stderr(&out));
+        let info = t.run(&["info"]);
+        assert_eq!(code(&info), 0, "the table after acquire with {closed}: {}", stderr(&info));
+    }
+    assert_eq!(held(&t).len(), 4, "a lease for each");
+
+    // A pipe whose reader is gone before the tool writes.
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills the two descriptors it is given.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: closes the reading end this test owns.
+    unsafe { libc::close(fds[0]) };
+    // SAFETY: the writing end is this test's, handed over to the Stdio.
+    let writer = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+    let mut c = t.cmd(&["acquire", "piped", "--ttl", "1m"]);
+    c.stdin(Stdio::null()).stdout(Stdio::from(writer)).stderr(Stdio::null());
+    let status = wait(&mut c.kid());
+    assert_eq!(status.signal(), None, "the tool died by a signal: {status:?}");
+}
+
 /// Processes whose command line contains `marker`.
 fn with_marker(marker: &str) -> Vec<u32> {
     let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };

@@ -4,18 +4,22 @@
 //! The reference for users is `shmlease man` (the same as `docs/cli.md`, less the
 //! examples).
 
+// The entry point is `start::main`, not std's (see there why).
+#![cfg_attr(not(test), no_main)]
+
 mod duration;
 mod election;
 mod man;
 mod os;
 mod output;
 mod run;
+#[cfg(not(test))]
+mod start;
 mod watch;
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -971,7 +975,10 @@ pub fn printable(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { escape_control(c) } else { c.to_string() }).collect()
 }
 
-fn main() -> ExitCode {
+/// The tool: reads the command line, runs the command, returns the exit code (called
+/// by [`start::main`]).
+#[cfg_attr(test, allow(dead_code))]
+fn shmlease() -> u8 {
     let cli = match Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -987,17 +994,17 @@ fn main() -> ExitCode {
         (command, Ok(table)) => dispatch(&table, command),
     };
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(f) => {
             say(format_args!("{}", f.message));
-            ExitCode::from(f.code)
+            f.code
         }
     }
 }
 
 /// Reports a command-line error on one line (clap's own report spans several) with
 /// exit code 64; help and version go to stdout with 0.
-fn usage_error(e: clap::Error) -> ExitCode {
+fn usage_error(e: clap::Error) -> u8 {
     use clap::error::ErrorKind;
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
         || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
@@ -1008,7 +1015,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
         } else {
             0
         };
-        return ExitCode::from(code);
+        return code;
     }
     let args: Vec<OsString> = std::env::args_os().collect();
     let subcommand = args
@@ -1050,7 +1057,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
         format!("{first}; {}; see `{help}`", tips.join("; "))
     };
     say(format_args!("{message}"));
-    ExitCode::from(exit::USAGE)
+    exit::USAGE
 }
 
 fn dispatch(table: &TableArg, command: Command) -> Result<u8, Failure> {
