@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use shmlease_core::{Lease, LeaseTable, RawLease};
 
-use crate::boundary::{arg, boundary, shmlease_status, Failure, Out};
+use crate::boundary::{arg, boundary, null, shmlease_status, Failure, Out};
 use crate::info::nanos;
 
 /// A lease held by this process. Opaque: get one from `shmlease_try_acquire` or
@@ -270,7 +270,7 @@ unsafe fn lease_arg<'a>(p: *const shmlease_lease) -> Result<&'a LeaseHandle, Fai
 pub(crate) unsafe fn vacant(
     storage: *mut shmlease_lease_storage,
 ) -> Result<NonNull<shmlease_lease_storage>, Failure> {
-    let storage = NonNull::new(storage).ok_or(Failure::Null("storage"))?;
+    let storage = NonNull::new(storage).ok_or_else(|| null("storage"))?;
     // SAFETY: per the caller; every field of a handle is valid for any bytes.
     let handle = unsafe { storage.cast::<LeaseHandle>().as_ref() };
     match handle.kind.load(Ordering::Relaxed) {
