@@ -532,6 +532,16 @@ mod tests {
     }
 
     #[test]
+    fn a_panic_in_a_fast_path_becomes_internal_and_failures_are_remembered() {
+        assert_eq!(boundary_fast(|| panic!("fast {}", 1)), SHMLEASE_INTERNAL);
+        assert_eq!(text(shmlease_last_error()), "internal error in shmlease: panic: fast 1");
+        assert_eq!(boundary_fast(|| failed(Failure::Null("storage"))), SHMLEASE_NULL_ARGUMENT);
+        assert_eq!(text(shmlease_last_error()), "argument `storage` is NULL");
+        assert_eq!(boundary_fast(|| SHMLEASE_OK), SHMLEASE_OK);
+        assert_eq!(text(shmlease_last_error()), "argument `storage` is NULL");
+    }
+
+    #[test]
     fn last_error_is_per_thread_and_empty_at_first() {
         std::thread::spawn(|| assert_eq!(text(shmlease_last_error()), "")).join().unwrap();
         assert_eq!(boundary(|| Err(Failure::Null("table"))), SHMLEASE_NULL_ARGUMENT);

@@ -574,3 +574,51 @@ pub unsafe extern "C" fn shmlease_lease_release_requested(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{shmlease_table, shmlease_table_close, shmlease_table_create};
+    use crate::table::{shmlease_table_remove, shmlease_try_acquire_in};
+    use std::ffi::{CStr, CString};
+
+    /// A handle is memory of the caller's: one whose slot lies outside its table is
+    /// refused (`SHMLEASE_INTERNAL`), never followed, and the handle stays unfinished.
+    #[test]
+    fn a_handle_whose_slot_is_outside_its_table_is_refused() {
+        let path = std::env::temp_dir().join(format!("shmlease-ffi-fit-{}", std::process::id()));
+        let path = CString::new(path.to_str().unwrap()).unwrap();
+        let options = crate::table::shmlease_table_options { capacity: 4, mode: 0, flags: 0 };
+        let mut table: *mut shmlease_table = std::ptr::null_mut();
+        let mut storage = shmlease_lease_storage { _private: [0; 8] };
+        let mut lease: *mut shmlease_lease = std::ptr::null_mut();
+        // SAFETY: C strings, a zeroed storage, writable out-pointers; the table is
+        // closed after the last use of the lease.
+        unsafe {
+            let status = shmlease_table_create(path.as_ptr(), &options, &mut table);
+            assert_eq!(status, SHMLEASE_OK);
+            let name = c"fits";
+            let status = shmlease_try_acquire_in(
+                table,
+                name.as_ptr(),
+                10_000_000_000,
+                &mut storage,
+                &mut lease,
+                std::ptr::null_mut(),
+            );
+            assert_eq!(status, SHMLEASE_OK);
+            let handle = &mut *lease.cast::<LeaseHandle>();
+            let slot = handle.slot;
+            handle.slot = 4;
+            assert_eq!(shmlease_release(lease), shmlease_status::SHMLEASE_INTERNAL);
+            let error = CStr::from_ptr(crate::boundary::shmlease_last_error());
+            assert!(error.to_str().unwrap().contains("does not fit"), "{error:?}");
+            handle.slot = u32::MAX;
+            assert_eq!(shmlease_release(lease), shmlease_status::SHMLEASE_INTERNAL);
+            handle.slot = slot;
+            assert_eq!(shmlease_release(lease), SHMLEASE_OK);
+            shmlease_table_close(table);
+            assert_eq!(shmlease_table_remove(path.as_ptr()), SHMLEASE_OK);
+        }
+    }
+}
