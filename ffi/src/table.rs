@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_void};
 use std::time::{Duration, Instant, SystemTime};
 
 use shmlease_core::{
-    AcquireOptions, Error, Interrupt, LeaseTable, RawLease, RemoveOptions, TableOptions,
+    AcquireOptions, Error, Interrupt, Lease, LeaseTable, RawLease, RemoveOptions, TableOptions,
 };
 
 use crate::boundary::shmlease_status::SHMLEASE_OK;
@@ -264,13 +264,14 @@ fn take(
     keep: impl FnOnce(RawLease),
 ) -> Result<(), Failure> {
     // Without options: the library's own fast path for a try (no options built).
+    // (The parts alone for a try: no `Lease` made and dropped.)
     let taken = match options {
-        None => table.try_acquire(name, ttl(ttl_ns)),
-        Some(options) => table.acquire_with(name, ttl(ttl_ns), options),
+        None => table.try_acquire_raw(name, ttl(ttl_ns)),
+        Some(options) => table.acquire_with(name, ttl(ttl_ns), options).map(Lease::into_raw),
     };
     match taken {
-        Ok(lease) => {
-            keep(lease.into_raw());
+        Ok(raw) => {
+            keep(raw);
             Ok(())
         }
         Err(e) => Err(refused(table, name, e, held_by)),
