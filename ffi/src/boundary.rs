@@ -429,29 +429,33 @@ pub(crate) unsafe fn str_arg<'a>(p: *const c_char, what: &'static str) -> Result
     }
     // SAFETY: non-NULL, and the caller guarantees NUL termination and lifetime.
     let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
-    // Names are nearly always ASCII: a word-at-a-time check instead of the full UTF-8
-    // validator (80 instructions for an 8-byte name, 7% of a C take + release).
-    if bytes.is_ascii() {
-        // SAFETY: ASCII is UTF-8.
-        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    match ascii(bytes) {
+        Some(s) => Ok(s),
+        None => std::str::from_utf8(bytes).map_err(|_| Failure::NotUtf8(what)),
     }
-    std::str::from_utf8(bytes).map_err(|_| Failure::NotUtf8(what))
 }
 
-/// A lease name for a fast path: the string if it is non-NULL and ASCII (what nearly
-/// every name is), else `None`, and [`str_arg`] says why not (or takes a UTF-8 name
-/// that is not ASCII). Inlined: `str_arg` returns a `Result<&str, Failure>` through
-/// memory.
+/// A string argument for a fast path: the string if it is non-NULL and ASCII (what
+/// nearly every lease name is), else `None`, and [`str_arg`] says why not (or takes a
+/// UTF-8 string that is not ASCII). Inlined, where `str_arg` returns a
+/// `Result<&str, Failure>` through memory.
 ///
 /// # Safety
 /// As for [`str_arg`].
 #[inline(always)]
-pub(crate) unsafe fn ascii_name_arg<'a>(p: *const c_char) -> Option<&'a str> {
+pub(crate) unsafe fn ascii_arg<'a>(p: *const c_char) -> Option<&'a str> {
     if p.is_null() {
         return None;
     }
     // SAFETY: non-NULL, and the caller guarantees NUL termination and lifetime.
-    let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
+    ascii(unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
+/// `bytes` as a `&str` if they are ASCII. Names are nearly always ASCII: a
+/// word-at-a-time check instead of the full UTF-8 validator (80 instructions for an
+/// 8-byte name, 7% of a C take + release).
+#[inline(always)]
+fn ascii(bytes: &[u8]) -> Option<&str> {
     // SAFETY: ASCII is UTF-8.
     bytes.is_ascii().then(|| unsafe { std::str::from_utf8_unchecked(bytes) })
 }

@@ -285,18 +285,20 @@ unsafe fn lease_arg<'a>(p: *const shmlease_lease) -> Result<&'a LeaseHandle, Fai
 pub(crate) unsafe fn vacant(
     storage: *mut shmlease_lease_storage,
 ) -> Result<NonNull<shmlease_lease_storage>, Failure> {
+    // SAFETY: forwarded contract.
+    if let Some(vacant) = unsafe { vacant_fast(storage) } {
+        return Ok(vacant);
+    }
     let storage = NonNull::new(storage).ok_or_else(|| null("storage"))?;
     // SAFETY: per the caller; every field of a handle is valid for any bytes.
     let handle = unsafe { storage.cast::<LeaseHandle>().as_ref() };
     match handle.kind.load(Ordering::Relaxed) {
-        EMPTY => Ok(storage),
-        PLACED if handle.finished.load(Ordering::Acquire) => Ok(storage),
         PLACED => Err(Failure::StorageHeld),
         _ => Err(Failure::NotALease { what: "storage", empty: false }),
     }
 }
 
-/// [`vacant`] for a fast path: `None` for anything but a vacant storage, and [`vacant`]
+/// Whether `storage` may receive a lease, for a fast path: `None` if not, and [`vacant`]
 /// then says why. No `Result<_, Failure>`, so no drop glue to run.
 ///
 /// # Safety

@@ -10,7 +10,7 @@ use shmlease_core::{
 
 use crate::boundary::shmlease_status::SHMLEASE_OK;
 use crate::boundary::{
-    arg, ascii_name_arg, boundary, boundary_fast, failed, opt_str_arg, shmlease_status, str_arg,
+    arg, ascii_arg, boundary, boundary_fast, failed, opt_str_arg, shmlease_status, str_arg,
     Failure, Out,
 };
 use crate::info::{
@@ -615,7 +615,7 @@ pub unsafe extern "C" fn shmlease_try_acquire_in(
         let checked = unsafe {
             (
                 table.cast::<LeaseTable>().as_ref(),
-                ascii_name_arg(name),
+                ascii_arg(name),
                 vacant_fast(storage),
                 Out::optional(lease_out),
             )
