@@ -93,9 +93,10 @@ impl RawLease {
     }
 }
 
-/// [`Lease::not_taken_here`] for the lease in `slot` with `token`. Given the parts
-/// themselves: a `RawLease` (24 bytes) would be passed in memory, which costs the
-/// release that never takes this path five stores before its CAS.
+/// The refusal for a process that inherited the lease in `slot` with `token` (by
+/// `fork`). Given the parts themselves: a `RawLease` (24 bytes) is passed in memory,
+/// which cost `RawLease::release` five stores before its CAS, though it never comes here
+/// in the process that took the lease.
 #[cold]
 #[inline(never)]
 fn not_taken_here(table: &LeaseTable, slot: u32, token: u64) -> Error {
@@ -185,8 +186,7 @@ impl<'t> Lease<'t> {
     /// The refusal for a process that inherited the lease.
     #[cold]
     fn not_taken_here(&self) -> Error {
-        let holder = self.inner().current_holder(self.slot, self.token);
-        Error::BoundToProcess { token: self.token, holder }
+        not_taken_here(self.table, self.slot, self.token)
     }
 
     /// The fencing token: larger than every token handed out for this name before.

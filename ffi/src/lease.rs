@@ -580,8 +580,10 @@ pub unsafe extern "C" fn shmlease_lease_release_requested(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::{shmlease_table, shmlease_table_close, shmlease_table_create};
-    use crate::table::{shmlease_table_remove, shmlease_try_acquire_in};
+    use crate::table::{
+        shmlease_table, shmlease_table_close, shmlease_table_create, shmlease_table_options,
+        shmlease_table_remove, shmlease_try_acquire_in,
+    };
     use std::ffi::{CStr, CString};
 
     /// A handle is memory of the caller's: one whose slot lies outside its table is
@@ -590,7 +592,7 @@ mod tests {
     fn a_handle_whose_slot_is_outside_its_table_is_refused() {
         let path = std::env::temp_dir().join(format!("shmlease-ffi-fit-{}", std::process::id()));
         let path = CString::new(path.to_str().unwrap()).unwrap();
-        let options = crate::table::shmlease_table_options { capacity: 4, mode: 0, flags: 0 };
+        let options = shmlease_table_options { capacity: 4, mode: 0, flags: 0 };
         let mut table: *mut shmlease_table = std::ptr::null_mut();
         let mut storage = shmlease_lease_storage { _private: [0; 8] };
         let mut lease: *mut shmlease_lease = std::ptr::null_mut();

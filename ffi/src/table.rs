@@ -263,8 +263,8 @@ fn take(
     held_by: Option<Out<shmlease_held_by>>,
     keep: impl FnOnce(RawLease),
 ) -> Result<(), Failure> {
-    // Without options: the library's own fast path for a try (no options built).
-    // (The parts alone for a try: no `Lease` made and dropped.)
+    // Without options: the library's own fast path for a try (no options built), which
+    // returns the parts alone (no `Lease` made, taken apart and dropped).
     let taken = match options {
         None => table.try_acquire_raw(name, ttl(ttl_ns)),
         Some(options) => table.acquire_with(name, ttl(ttl_ns), options).map(Lease::into_raw),
