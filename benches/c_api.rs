@@ -11,10 +11,12 @@
 //! The C library is loaded with `dlopen` from `target/release/libshmlease.so` (build it
 //! with `cargo build --release -p shmlease-ffi`), or from the path in
 //! `SHMLEASE_BENCH_LIB` (another build, to compare), so calls go through function
-//! pointers, as a C program's calls go through the PLT. Each round times one batch of each way
-//! (rotating the order); reported: the median ns per take + release of each way, and the
-//! median over rounds of the per-round ratio C ÷ Rust. Results also go to
-//! `target/shmlease-bench/<baseline>/c_api.json`.
+//! pointers, as a C program's calls go through the PLT. With `SHMLEASE_BENCH_BASE_LIB`
+//! set to the path of a second build (an older one, say), its C ways run too, in the
+//! same rounds (`c_handle@base`, `c_storage@base`): before and after in one run. Each
+//! round times one batch of each way (rotating the order); reported: the median ns per
+//! take + release of each way, and the median over rounds of the per-round ratio
+//! C ÷ Rust. Results also go to `target/shmlease-bench/<baseline>/c_api.json`.
 //!
 //! Run: `cargo build --release -p shmlease-ffi && cargo bench --bench c_api`.
 //! For instruction counts, run one way alone a fixed number of times:
@@ -65,11 +67,8 @@ struct CApi {
     try_acquire_in: Option<(TryAcquireIn, usize)>,
 }
 
-fn load() -> Option<CApi> {
-    let lib = match std::env::var_os("SHMLEASE_BENCH_LIB") {
-        Some(path) => std::path::PathBuf::from(path),
-        None => std::env::current_exe().ok()?.parent()?.parent()?.join("libshmlease.so"),
-    };
+/// The C library at `lib`, if there is one.
+fn load(lib: &std::path::Path) -> Option<CApi> {
     if !lib.exists() {
         return None;
     }
@@ -114,52 +113,38 @@ fn load() -> Option<CApi> {
 /// One way of taking and releasing the lease: runs `n` take + release pairs.
 type Way<'a> = Box<dyn FnMut(u64) + 'a>;
 
-fn main() {
-    let only = std::env::var("SHMLEASE_BENCH_ONLY").ok();
-    if !bench_mode() && only.is_none() {
-        return; // under `cargo test`
-    }
-    let Some(c) = load() else {
-        eprintln!(
-            "c_api: skipped: build the C library first (cargo build --release -p shmlease-ffi)"
-        );
-        return;
-    };
-    let loc = Location::Shm(scratch_name("capi"));
-    let _ = LeaseTable::remove(&loc);
-    let table = LeaseTable::create(&loc, &TableOptions::new().capacity(4096)).unwrap();
-    table.try_acquire(NAME, TTL).unwrap().release().unwrap(); // bind the name once
-    let Location::Shm(shm_name) = &loc else { unreachable!() };
-    let location = c_string(shm_name);
-    let name = c_string(NAME);
-    let mut ctable = std::ptr::null_mut();
-    // SAFETY: valid C strings, NULL options, a writable out-pointer.
-    assert_eq!(unsafe { (c.open)(location.as_ptr(), std::ptr::null(), &mut ctable) }, 0);
-    let ctable = ctable as *const c_void;
-    // Storage for the lease, 16-byte aligned (more than the header asks for).
-    let mut storage = vec![0u128; c.try_acquire_in.map_or(0, |(_, size)| size.div_ceil(16))];
-    let storage = storage.as_mut_ptr().cast::<c_void>();
-    let (c, name) = (&c, &name);
+/// A C library with the table open through it, and storage for one lease.
+struct COpen {
+    api: CApi,
+    table: *const c_void,
+    /// 16-byte aligned (more than the header asks for), zeroed; empty if the library
+    /// has no storage.
+    storage: Vec<u128>,
+}
 
-    let mut ways: Vec<(&str, Way<'_>)> = vec![
-        (
-            "rust",
-            Box::new(|n| {
-                for _ in 0..n {
-                    table.try_acquire(black_box(NAME), TTL).unwrap().release().unwrap();
-                }
-            }),
-        ),
-        (
-            "c_handle",
-            Box::new(|n| {
+impl COpen {
+    fn new(api: CApi, location: &std::ffi::CStr) -> COpen {
+        let mut table = std::ptr::null_mut();
+        // SAFETY: a valid C string, NULL options, a writable out-pointer.
+        assert_eq!(unsafe { (api.open)(location.as_ptr(), std::ptr::null(), &mut table) }, 0);
+        let storage = vec![0u128; api.try_acquire_in.map_or(0, |(_, size)| size.div_ceil(16))];
+        COpen { api, table, storage }
+    }
+
+    /// The C ways through this library, named with `suffix`.
+    fn ways<'a>(&'a mut self, suffix: &str, name: &'a std::ffi::CStr) -> Vec<(String, Way<'a>)> {
+        let (c, table) = (&self.api, self.table);
+        let storage = self.storage.as_mut_ptr().cast::<c_void>();
+        let mut ways: Vec<(String, Way<'a>)> = vec![(
+            format!("c_handle{suffix}"),
+            Box::new(move |n| {
                 for _ in 0..n {
                     let mut lease = std::ptr::null_mut();
                     // SAFETY: an open table, a C string, a writable out-pointer, NULL
                     // held_by; the lease returned is released and freed exactly once.
                     unsafe {
                         let rc = (c.try_acquire)(
-                            ctable,
+                            table,
                             black_box(name.as_ptr()),
                             TTL_NS,
                             &mut lease,
@@ -171,34 +156,93 @@ fn main() {
                     }
                 }
             }),
-        ),
-    ];
-    if let Some((try_in, _)) = c.try_acquire_in {
-        ways.push((
-            "c_storage",
-            Box::new(move |n| {
-                for _ in 0..n {
-                    let mut lease = std::ptr::null_mut();
-                    // SAFETY: an open table that outlives the lease, a C string, storage
-                    // of the size the library reports (zeroed, then only ever holding
-                    // leases released here), a writable out-pointer, NULL held_by.
-                    unsafe {
-                        let rc = try_in(
-                            ctable,
-                            black_box(name.as_ptr()),
-                            TTL_NS,
-                            storage,
-                            &mut lease,
-                            std::ptr::null_mut(),
-                        );
-                        assert_eq!(rc, 0);
-                        assert_eq!((c.release)(lease), 0);
+        )];
+        match c.try_acquire_in {
+            Some((try_in, _)) => ways.push((
+                format!("c_storage{suffix}"),
+                Box::new(move |n| {
+                    for _ in 0..n {
+                        let mut lease = std::ptr::null_mut();
+                        // SAFETY: an open table that outlives the lease, a C string,
+                        // storage of the size the library reports (zeroed, then only
+                        // ever holding leases released here), a writable out-pointer,
+                        // NULL held_by.
+                        unsafe {
+                            let rc = try_in(
+                                table,
+                                black_box(name.as_ptr()),
+                                TTL_NS,
+                                storage,
+                                &mut lease,
+                                std::ptr::null_mut(),
+                            );
+                            assert_eq!(rc, 0);
+                            assert_eq!((c.release)(lease), 0);
+                        }
                     }
-                }
-            }),
-        ));
-    } else {
-        eprintln!("c_api: this libshmlease.so has no shmlease_try_acquire_in: c_storage skipped");
+                }),
+            )),
+            None => eprintln!(
+                "c_api: this libshmlease.so has no shmlease_try_acquire_in: \
+                 c_storage{suffix} skipped"
+            ),
+        }
+        ways
+    }
+}
+
+impl Drop for COpen {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from `open` and is closed once, after the last lease
+        // taken through it was released; the library stays loaded.
+        unsafe { (self.api.close)(self.table as *mut c_void) };
+    }
+}
+
+fn main() {
+    let only = std::env::var("SHMLEASE_BENCH_ONLY").ok();
+    if !bench_mode() && only.is_none() {
+        return; // under `cargo test`
+    }
+    let lib = match std::env::var_os("SHMLEASE_BENCH_LIB") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => {
+            let exe = std::env::current_exe().expect("the bench's own path");
+            let release = exe.parent().and_then(|d| d.parent()).expect("target/release");
+            release.join("libshmlease.so")
+        }
+    };
+    let Some(c) = load(&lib) else {
+        eprintln!(
+            "c_api: skipped: build the C library first (cargo build --release -p shmlease-ffi)"
+        );
+        return;
+    };
+    let base = std::env::var_os("SHMLEASE_BENCH_BASE_LIB").map(|path| {
+        let path = std::path::PathBuf::from(path);
+        load(&path).unwrap_or_else(|| panic!("no C library at {}", path.display()))
+    });
+    let loc = Location::Shm(scratch_name("capi"));
+    let _ = LeaseTable::remove(&loc);
+    let table = LeaseTable::create(&loc, &TableOptions::new().capacity(4096)).unwrap();
+    table.try_acquire(NAME, TTL).unwrap().release().unwrap(); // bind the name once
+    let Location::Shm(shm_name) = &loc else { unreachable!() };
+    let location = c_string(shm_name);
+    let name = c_string(NAME);
+    let mut mine = COpen::new(c, &location);
+    let mut base = base.map(|b| COpen::new(b, &location));
+
+    let mut ways: Vec<(String, Way<'_>)> = vec![(
+        "rust".into(),
+        Box::new(|n| {
+            for _ in 0..n {
+                table.try_acquire(black_box(NAME), TTL).unwrap().release().unwrap();
+            }
+        }),
+    )];
+    ways.extend(mine.ways("", &name));
+    if let Some(base) = base.as_mut() {
+        ways.extend(base.ways("@base", &name));
     }
 
     if let Some(only) = only {
@@ -210,13 +254,12 @@ fn main() {
         run(&mut ways);
     }
     drop(ways);
-    // SAFETY: the handle came from `open` and is closed once; the library stays loaded.
-    unsafe { (c.close)(ctable as *mut c_void) };
+    drop((mine, base));
     drop(table);
     LeaseTable::remove(&loc).unwrap();
 }
 
-fn run(ways: &mut [(&str, Way<'_>)]) {
+fn run(ways: &mut [(String, Way<'_>)]) {
     for (_, way) in ways.iter_mut() {
         way(BATCH); // warm-up
     }
@@ -244,7 +287,7 @@ fn run(ways: &mut [(&str, Way<'_>)]) {
         let ratios: Vec<f64> = ns[i].iter().zip(&ns[0]).map(|(c, r)| c / r).collect();
         let (rlo, ratio, rhi) = median(&ratios);
         let ns = format!("{lo:7.1} / {mid:7.1} / {hi:7.1} ns");
-        println!("  {way:<10} {ns}   ratio {ratio:.3} ({rlo:.3} .. {rhi:.3})");
+        println!("  {way:<15} {ns}   ratio {ratio:.3} ({rlo:.3} .. {rhi:.3})");
         json.push(format!(
             "{{\"way\":\"{way}\",\"p25_ns\":{lo:.2},\"median_ns\":{mid:.2},\"p75_ns\":{hi:.2},\
              \"ratio_median\":{ratio:.4},\"ratio_p25\":{rlo:.4},\"ratio_p75\":{rhi:.4}}}"

@@ -9,9 +9,10 @@ use std::mem::{align_of, size_of, ManuallyDrop};
 use std::ptr::{addr_of, NonNull};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use shmlease_core::{Lease, LeaseTable, RawLease};
+use shmlease_core::{Error, Lease, LeaseTable, RawLease};
 
-use crate::boundary::{arg, boundary, shmlease_status, Failure, Out};
+use crate::boundary::shmlease_status::SHMLEASE_OK;
+use crate::boundary::{arg, boundary, boundary_fast, failed, null, shmlease_status, Failure, Out};
 use crate::info::nanos;
 
 /// A lease held by this process. Opaque: get one from `shmlease_try_acquire` or
@@ -187,30 +188,44 @@ impl LeaseHandle {
     }
 
     /// Releases the lease through this handle, and marks the handle finished (in a
-    /// `fork()`ed child it is not marked: the lease stays the parent's, and the rebuilt
-    /// lease refuses to release it, `SHMLEASE_BOUND_TO_PROCESS`).
+    /// `fork()`ed child it is not marked: the lease stays the parent's, and the release
+    /// is refused, `SHMLEASE_BOUND_TO_PROCESS`). Returns the status itself (see
+    /// [`boundary_fast`]).
     ///
-    /// The fast path: straight-line, with no lease returned through memory from a call
+    /// The fast path: straight-line, with no lease rebuilt or returned through memory
     /// (a store-forwarding stall per release), no read-modify-write on the handle and no
     /// system call. Of two threads releasing one handle at once, exactly one succeeds
     /// without a swap of `finished`: both reach the release's CAS on the grant word,
     /// which only one can win with this token (tokens are never reissued). The process
-    /// is told apart by the library's cached pid: `std::process::id()` is a system call
-    /// (getpid), which was 44% of the cycles of a C take + release.
+    /// is told apart by the library's cached pid (in `RawLease::release`):
+    /// `std::process::id()` is a system call (getpid), which was 44% of the cycles of a
+    /// C take + release.
     #[inline(always)]
-    fn release(&self) -> Result<(), Failure> {
+    fn release(&self) -> shmlease_status {
         if self.finished.load(Ordering::Acquire) {
-            return Err(Failure::Finished);
+            return failed(Failure::Finished);
         }
-        let raw = self.raw();
-        let taken_here = raw.taken_here();
-        let Some(released) = raw.release(self.table()) else {
-            return Err(does_not_fit());
-        };
-        if taken_here {
+        match self.raw().release(self.table()) {
+            Some(Ok(())) => {
+                self.finished.store(true, Ordering::Release);
+                SHMLEASE_OK
+            }
+            Some(Err(e)) => self.release_refused(e),
+            None => failed(does_not_fit()),
+        }
+    }
+
+    /// [`LeaseHandle::release`] refused with `e`: the handle is finished unless `e` is
+    /// the refusal of a `fork()`ed child (the lease is still the parent's, and the
+    /// parent's copy of the handle is the one to finish). A release that found the grant
+    /// gone (`SHMLEASE_LOST`) finishes the handle as a successful one does.
+    #[cold]
+    #[inline(never)]
+    fn release_refused(&self, e: Error) -> shmlease_status {
+        if !matches!(e, Error::BoundToProcess { .. }) {
             self.finished.store(true, Ordering::Release);
         }
-        Ok(released?)
+        failed(Failure::Lib(e))
     }
 
     /// Marks the handle finished before detaching; fails if it already was. In a
@@ -270,14 +285,35 @@ unsafe fn lease_arg<'a>(p: *const shmlease_lease) -> Result<&'a LeaseHandle, Fai
 pub(crate) unsafe fn vacant(
     storage: *mut shmlease_lease_storage,
 ) -> Result<NonNull<shmlease_lease_storage>, Failure> {
-    let storage = NonNull::new(storage).ok_or(Failure::Null("storage"))?;
+    // SAFETY: forwarded contract.
+    if let Some(vacant) = unsafe { vacant_fast(storage) } {
+        return Ok(vacant);
+    }
+    let storage = NonNull::new(storage).ok_or_else(|| null("storage"))?;
     // SAFETY: per the caller; every field of a handle is valid for any bytes.
     let handle = unsafe { storage.cast::<LeaseHandle>().as_ref() };
     match handle.kind.load(Ordering::Relaxed) {
-        EMPTY => Ok(storage),
-        PLACED if handle.finished.load(Ordering::Acquire) => Ok(storage),
         PLACED => Err(Failure::StorageHeld),
         _ => Err(Failure::NotALease { what: "storage", empty: false }),
+    }
+}
+
+/// Whether `storage` may receive a lease, for a fast path: `None` if not, and [`vacant`]
+/// then says why. No `Result<_, Failure>`, so no drop glue to run.
+///
+/// # Safety
+/// As for [`vacant`].
+#[inline(always)]
+pub(crate) unsafe fn vacant_fast(
+    storage: *mut shmlease_lease_storage,
+) -> Option<NonNull<shmlease_lease_storage>> {
+    let storage = NonNull::new(storage)?;
+    // SAFETY: per the caller; every field of a handle is valid for any bytes.
+    let handle = unsafe { storage.cast::<LeaseHandle>().as_ref() };
+    match handle.kind.load(Ordering::Relaxed) {
+        EMPTY => Some(storage),
+        PLACED if handle.finished.load(Ordering::Acquire) => Some(storage),
+        _ => None,
     }
 }
 
@@ -358,10 +394,12 @@ pub unsafe extern "C" fn shmlease_renew(
 /// `lease` is NULL, a heap handle not yet freed, or a storage.
 #[no_mangle]
 pub unsafe extern "C" fn shmlease_release(lease: *mut shmlease_lease) -> shmlease_status {
-    boundary(|| {
+    boundary_fast(|| {
         // SAFETY: forwarded contract.
-        let handle = unsafe { lease_arg(lease)? };
-        handle.release()
+        match unsafe { lease_arg(lease) } {
+            Ok(handle) => handle.release(),
+            Err(failure) => failed(failure),
+        }
     })
 }
 
@@ -537,4 +575,54 @@ pub unsafe extern "C" fn shmlease_lease_release_requested(
         out.write(handle.with(|l| l.release_requested())?);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{
+        shmlease_table, shmlease_table_close, shmlease_table_create, shmlease_table_options,
+        shmlease_table_remove, shmlease_try_acquire_in,
+    };
+    use std::ffi::{CStr, CString};
+
+    /// A handle is memory of the caller's: one whose slot lies outside its table is
+    /// refused (`SHMLEASE_INTERNAL`), never followed, and the handle stays unfinished.
+    #[test]
+    fn a_handle_whose_slot_is_outside_its_table_is_refused() {
+        let path = std::env::temp_dir().join(format!("shmlease-ffi-fit-{}", std::process::id()));
+        let path = CString::new(path.to_str().unwrap()).unwrap();
+        let options = shmlease_table_options { capacity: 4, mode: 0, flags: 0 };
+        let mut table: *mut shmlease_table = std::ptr::null_mut();
+        let mut storage = shmlease_lease_storage { _private: [0; 8] };
+        let mut lease: *mut shmlease_lease = std::ptr::null_mut();
+        // SAFETY: C strings, a zeroed storage, writable out-pointers; the table is
+        // closed after the last use of the lease.
+        unsafe {
+            let status = shmlease_table_create(path.as_ptr(), &options, &mut table);
+            assert_eq!(status, SHMLEASE_OK);
+            let name = c"fits";
+            let status = shmlease_try_acquire_in(
+                table,
+                name.as_ptr(),
+                10_000_000_000,
+                &mut storage,
+                &mut lease,
+                std::ptr::null_mut(),
+            );
+            assert_eq!(status, SHMLEASE_OK);
+            let handle = &mut *lease.cast::<LeaseHandle>();
+            let slot = handle.slot;
+            handle.slot = 4;
+            assert_eq!(shmlease_release(lease), shmlease_status::SHMLEASE_INTERNAL);
+            let error = CStr::from_ptr(crate::boundary::shmlease_last_error());
+            assert!(error.to_str().unwrap().contains("does not fit"), "{error:?}");
+            handle.slot = u32::MAX;
+            assert_eq!(shmlease_release(lease), shmlease_status::SHMLEASE_INTERNAL);
+            handle.slot = slot;
+            assert_eq!(shmlease_release(lease), SHMLEASE_OK);
+            shmlease_table_close(table);
+            assert_eq!(shmlease_table_remove(path.as_ptr()), SHMLEASE_OK);
+        }
+    }
 }

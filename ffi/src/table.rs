@@ -5,14 +5,18 @@ use std::ffi::{c_char, c_void};
 use std::time::{Duration, Instant, SystemTime};
 
 use shmlease_core::{
-    AcquireOptions, Error, Interrupt, LeaseTable, RawLease, RemoveOptions, TableOptions,
+    AcquireOptions, Error, Interrupt, Lease, LeaseTable, RawLease, RemoveOptions, TableOptions,
 };
 
-use crate::boundary::{arg, boundary, opt_str_arg, shmlease_status, str_arg, Failure, Out};
+use crate::boundary::shmlease_status::SHMLEASE_OK;
+use crate::boundary::{
+    arg, ascii_arg, boundary, boundary_fast, failed, opt_str_arg, shmlease_status, str_arg,
+    Failure, Out,
+};
 use crate::info::{
     nanos, shmlease_grant, shmlease_held_by, shmlease_holder, shmlease_info, shmlease_queued,
 };
-use crate::lease::{shmlease_lease, shmlease_lease_storage, vacant, LeaseHandle};
+use crate::lease::{shmlease_lease, shmlease_lease_storage, vacant, vacant_fast, LeaseHandle};
 
 /// An open lease table. Opaque: get one from `shmlease_table_open`,
 /// `shmlease_table_create` or `shmlease_table_open_or_create`, give it back with
@@ -259,14 +263,15 @@ fn take(
     held_by: Option<Out<shmlease_held_by>>,
     keep: impl FnOnce(RawLease),
 ) -> Result<(), Failure> {
-    // Without options: the library's own fast path for a try (no options built).
+    // Without options: the library's own fast path for a try (no options built), which
+    // returns the parts alone (no `Lease` made, taken apart and dropped).
     let taken = match options {
-        None => table.try_acquire(name, ttl(ttl_ns)),
-        Some(options) => table.acquire_with(name, ttl(ttl_ns), options),
+        None => table.try_acquire_raw(name, ttl(ttl_ns)),
+        Some(options) => table.acquire_with(name, ttl(ttl_ns), options).map(Lease::into_raw),
     };
     match taken {
-        Ok(lease) => {
-            keep(lease.into_raw());
+        Ok(raw) => {
+            keep(raw);
             Ok(())
         }
         Err(e) => Err(refused(table, name, e, held_by)),
@@ -595,8 +600,74 @@ pub unsafe extern "C" fn shmlease_try_acquire_in(
     lease_out: *mut *mut shmlease_lease,
     held_by: *mut shmlease_held_by,
 ) -> shmlease_status {
+    // The fast path: every argument present and ordinary (an ASCII name, a vacant
+    // storage) and the lease granted, all inlined here with the status returned
+    // directly (see `boundary_fast`). Anything else goes to `take_in`, which checks
+    // every argument again (in its order) and says what is wrong; a refusal goes to
+    // `refused_in`. Both are out of line.
+    boundary_fast(|| {
+        // Options, not `Result`s: a tuple of `Result<_, Failure>` has drop glue, a call
+        // of 17 instructions even when all are `Ok`.
+        // SAFETY: forwarded contract: `table` is NULL or an open handle (a
+        // `Box<LeaseTable>`, see `table_arg`), `name` NULL or NUL-terminated, `storage`
+        // NULL or an initialised storage of this thread's for the call, `lease_out`
+        // NULL or writable.
+        let checked = unsafe {
+            (
+                table.cast::<LeaseTable>().as_ref(),
+                ascii_arg(name),
+                vacant_fast(storage),
+                Out::optional(lease_out),
+            )
+        };
+        let (Some(t), Some(n), Some(st), Some(out)) = checked else {
+            // SAFETY: forwarded contract.
+            return unsafe {
+                take_in_status(table, name, ttl_ns, None, storage, lease_out, held_by)
+            };
+        };
+        match t.try_acquire_raw(n, ttl(ttl_ns)) {
+            Ok(raw) => {
+                // SAFETY: `st` was checked vacant and is the caller's for the call; `t`
+                // is its open handle, kept open per the contract.
+                out.write(unsafe { LeaseHandle::place(st, raw, t) });
+                SHMLEASE_OK
+            }
+            // SAFETY: `held_by` is NULL or writable, per the contract.
+            Err(e) => refused_in(t, n, e, unsafe { Out::optional(held_by) }),
+        }
+    })
+}
+
+/// [`refused`] as a status, out of the fast path.
+#[cold]
+#[inline(never)]
+fn refused_in(
+    table: &LeaseTable,
+    name: &str,
+    e: Error,
+    held_by: Option<Out<shmlease_held_by>>,
+) -> shmlease_status {
+    failed(refused(table, name, e, held_by))
+}
+
+/// [`take_in`] out of line: `shmlease_try_acquire_in` off its fast path.
+///
+/// # Safety
+/// As for `shmlease_acquire_with_in`.
+#[cold]
+#[inline(never)]
+unsafe fn take_in_status(
+    table: *const shmlease_table,
+    name: *const c_char,
+    ttl_ns: u64,
+    options: Option<*const shmlease_acquire_options>,
+    storage: *mut shmlease_lease_storage,
+    lease_out: *mut *mut shmlease_lease,
+    held_by: *mut shmlease_held_by,
+) -> shmlease_status {
     // SAFETY: forwarded contract.
-    unsafe { take_in(table, name, ttl_ns, None, storage, lease_out, held_by) }
+    unsafe { take_in(table, name, ttl_ns, options, storage, lease_out, held_by) }
 }
 
 /// `shmlease_try_acquire_in` (`options` `None`) and `shmlease_acquire_with_in`

@@ -42,7 +42,7 @@ use crate::identity;
 use crate::info::{Counters, Holder, Label, LeaseInfo, LeaseState, TableInfo};
 pub(crate) use crate::layout::counter;
 use crate::layout::{self, bind, grant, Header, Slot, HEADER_SIZE, NAME_MAX, SLOT_SIZE};
-use crate::lease::{DetachedLease, Lease};
+use crate::lease::{DetachedLease, Lease, RawLease};
 use crate::options::Location;
 use crate::protocol::{self, Observed, Refusal, Targeted, Took};
 use crate::sync::Ordering;
@@ -867,6 +867,17 @@ impl LeaseTable {
         // the clock + CAS limit), and their interrupt a drop to check.
         let (slot, token, deadline) = self.grant_now(name, ttl)?;
         Ok(Lease::new(self, slot, token, deadline))
+    }
+
+    /// [`LeaseTable::try_acquire`] for the C library, which keeps a lease's parts in a
+    /// handle of its own: the parts, with no [`Lease`] made, taken apart and dropped
+    /// (a `drop_in_place::<Lease>` call per take). Not a stable API.
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn try_acquire_raw(&self, name: &str, ttl: Duration) -> Result<RawLease> {
+        to_etcd!(self, _t => self.try_acquire(name, ttl).map(Lease::into_raw));
+        let (slot, token, deadline) = self.grant_now(name, ttl)?;
+        Ok(RawLease { slot, token, deadline, pid: identity::pid() })
     }
 
     /// Takes the lease on `name` for `ttl`, waiting up to `timeout` (forever if `None`)

@@ -10,6 +10,10 @@
  * - misuse gets a clear status and changes nothing: release twice (SHMLEASE_LOST),
  *   renew after release (SHMLEASE_LOST), any call on an emptied storage and filling a
  *   storage that still holds a lease or holds garbage (SHMLEASE_INVALID_ARGUMENT);
+ * - every argument off shmlease_try_acquire_in's fast path (ASCII name, vacant storage,
+ *   granted) takes the checked path and gets what a heap try gets: a UTF-8 name that is
+ *   not ASCII is granted; invalid UTF-8, an empty name, 65 bytes, a TTL out of range
+ *   are refused with their status and last error, and the storage stays empty;
  * - two threads releasing one handle at once: exactly one succeeds, every round;
  * - options (permits, waiting), detaching, and heap handles beside storage ones;
  * - fork after acquire: the child may read the parent's lease in its copy of the
@@ -89,6 +93,68 @@ static void racing_releases(shmlease_table *t) {
         }
     }
     CHECK(pthread_barrier_destroy(&start) == 0);
+}
+
+/* shmlease_try_acquire_in off its fast path: what is granted, what is refused. */
+static void off_the_fast_path(shmlease_table *t) {
+    shmlease_lease_storage st = {0};
+    shmlease_lease *l = NULL;
+    shmlease_info info;
+    uint64_t token = 0;
+    /* Not ASCII, but UTF-8: granted, under its own name. */
+    OK(shmlease_try_acquire_in(t, "caf\xc3\xa9", 10 * SEC, &st, &l, NULL));
+    CHECK(l == (shmlease_lease *)&st);
+    OK(shmlease_get(t, "caf\xc3\xa9", &info));
+    CHECK(info.state == SHMLEASE_STATE_HELD);
+    OK(shmlease_release(l));
+    /* 64 bytes is the longest name; one more is refused. */
+    char name[66];
+    memset(name, 'n', 64);
+    name[64] = '\0';
+    OK(shmlease_try_acquire_in(t, name, 10 * SEC, &st, &l, NULL));
+    OK(shmlease_release(l));
+    name[64] = 'n';
+    name[65] = '\0';
+    struct {
+        const char *name;
+        uint64_t ttl_ns;
+        shmlease_status want;
+        const char *says;
+    } refused[] = {
+        {"\xff\xfe", 10 * SEC, SHMLEASE_INVALID_NAME, "UTF-8"},
+        {"", 10 * SEC, SHMLEASE_INVALID_NAME, "empty"},
+        {name, 10 * SEC, SHMLEASE_INVALID_NAME, "65 bytes"},
+        {"ttl", 0, SHMLEASE_INVALID_TTL, "TTL"},
+        {"ttl", UINT64_MAX, SHMLEASE_INVALID_TTL, "TTL"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        shmlease_lease_storage empty = {0};
+        l = NULL;
+        EXPECT(shmlease_try_acquire_in(t, refused[i].name, refused[i].ttl_ns, &empty, &l, NULL),
+               refused[i].want);
+        if (strstr(shmlease_last_error(), refused[i].says) == NULL) {
+            fprintf(stderr, "case %zu: last error \"%s\" does not say \"%s\"\n", i,
+                    shmlease_last_error(), refused[i].says);
+            exit(1);
+        }
+        CHECK(l == NULL);
+        INVALID(shmlease_lease_token((shmlease_lease *)&empty, &token)); /* still empty */
+        CHECK(strstr(shmlease_last_error(), "empty") != NULL);
+    }
+    /* A refusal fills held_by, leaves the storage empty and says who holds the name. */
+    shmlease_lease_storage mine = {0};
+    OK(shmlease_try_acquire_in(t, "taken", 10 * SEC, &mine, &l, NULL));
+    shmlease_lease_storage empty = {0};
+    shmlease_lease *l2 = NULL;
+    shmlease_held_by held;
+    memset(&held, 0, sizeof held);
+    OK(shmlease_lease_token(l, &token));
+    EXPECT(shmlease_try_acquire_in(t, "taken", SEC, &empty, &l2, &held), SHMLEASE_HELD);
+    CHECK(l2 == NULL && held.token == token && held.remaining_ns > 0);
+    CHECK(held.holder.pid == (uint32_t)getpid());
+    CHECK(strstr(shmlease_last_error(), "held") != NULL);
+    INVALID(shmlease_lease_token((shmlease_lease *)&empty, &token));
+    OK(shmlease_release(l));
 }
 
 /* In a child forked while the parent holds `parents` (in `st`, its copy of the storage). */
@@ -225,6 +291,7 @@ int main(int argc, char **argv) {
     OK(shmlease_release(l));
     OK(shmlease_release_token(t, "detached", token));
 
+    off_the_fast_path(t);
     racing_releases(t);
 
     /* Fork after acquire. */
