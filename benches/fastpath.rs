@@ -137,6 +137,18 @@ fn refused_by_other_process(
         libc::close(fds[0]);
         libc::close(fds[1]);
     }
+    // Take the dead child's lease back, so that the table can be removed (it refuses
+    // while a grant is held): the child's "alive" verdict is reused for a millisecond.
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match table.try_acquire(OTHER, TTL) {
+            Ok(l) => break l.release().unwrap(),
+            Err(Error::Held { .. }) if std::time::Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("the killed child's lease was not reclaimed: {e}"),
+        }
+    }
 }
 
 /// The C API through `dlopen`, so that this crate need not link the ffi crate (which

@@ -623,7 +623,7 @@ pub unsafe extern "C" fn shmlease_try_acquire_in(
         let (Some(t), Some(n), Some(st), Some(out)) = checked else {
             // SAFETY: forwarded contract.
             return unsafe {
-                take_in_status(table, name, ttl_ns, None, storage, lease_out, held_by)
+                take_in(table, name, ttl_ns, None, storage, lease_out, held_by)
             };
         };
         match t.try_acquire_raw(n, ttl(ttl_ns)) {
@@ -651,30 +651,14 @@ fn refused_in(
     failed(refused(table, name, e, held_by))
 }
 
-/// [`take_in`] out of line: `shmlease_try_acquire_in` off its fast path.
+/// `shmlease_try_acquire_in` (`options` `None`) off its fast path, and
+/// `shmlease_acquire_with_in` (`Some`, checked after the other arguments): out of line,
+/// so that the fast path stays small.
 ///
 /// # Safety
 /// As for `shmlease_acquire_with_in`.
 #[cold]
 #[inline(never)]
-unsafe fn take_in_status(
-    table: *const shmlease_table,
-    name: *const c_char,
-    ttl_ns: u64,
-    options: Option<*const shmlease_acquire_options>,
-    storage: *mut shmlease_lease_storage,
-    lease_out: *mut *mut shmlease_lease,
-    held_by: *mut shmlease_held_by,
-) -> shmlease_status {
-    // SAFETY: forwarded contract.
-    unsafe { take_in(table, name, ttl_ns, options, storage, lease_out, held_by) }
-}
-
-/// `shmlease_try_acquire_in` (`options` `None`) and `shmlease_acquire_with_in`
-/// (`Some`, checked after the other arguments).
-///
-/// # Safety
-/// As for `shmlease_acquire_with_in`.
 unsafe fn take_in(
     table: *const shmlease_table,
     name: *const c_char,
