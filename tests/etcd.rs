@@ -71,6 +71,9 @@ fn role_contend() -> i32 {
     let name = env("NAME");
     let count: u32 = env("COUNT").parse().unwrap();
     let work = Duration::from_millis(env("WORK_MS").parse().unwrap());
+    // `x` exclusive (the default), `pN` N permits, `s` shared.
+    let kind = std::env::var("SHMLEASE_IT_KIND").unwrap_or_else(|_| "x".into());
+    let options = kind_options(&kind).wait(Some(Duration::from_secs(30)));
     let table = loop {
         match EtcdTable::open(&location) {
             Ok(t) => break t,
@@ -80,21 +83,21 @@ fn role_contend() -> i32 {
     };
     let mut done = 0;
     while done < count {
-        let lease =
-            match table.acquire(&name, Duration::from_secs(2), Some(Duration::from_secs(30))) {
-                Ok(l) => l,
-                Err(Error::Unavailable { reason, .. }) => {
-                    say("unavailable", reason.replace('\n', " "));
-                    continue;
-                }
-                Err(e) => panic!("acquire: {e}"),
-            };
+        let begin = mono_ns();
+        let lease = match table.acquire_with(&name, Duration::from_secs(2), &options) {
+            Ok(l) => l,
+            Err(Error::Unavailable { reason, .. }) => {
+                say("unavailable", reason.replace('\n', " "));
+                continue;
+            }
+            Err(e) => panic!("acquire: {e}"),
+        };
         let start = mono_ns();
         std::thread::sleep(work);
         let end = mono_ns().min(mono_of(lease.deadline()));
         let token = lease.token();
         let released = lease.release();
-        say("grant", format!("{token} {start} {end}"));
+        say("grant", format!("{token} {start} {end} {begin} {kind}"));
         if let Err(e) = released {
             say("release_failed", e.to_string().replace('\n', " "));
         }
@@ -108,7 +111,8 @@ fn role_contend() -> i32 {
 fn role_hold() -> i32 {
     let table = EtcdTable::open(&loc(&env("LOC"))).unwrap();
     let ttl = Duration::from_millis(env("TTL_MS").parse().unwrap());
-    let lease = table.try_acquire(&env("NAME"), ttl).unwrap();
+    let kind = std::env::var("SHMLEASE_IT_KIND").unwrap_or_else(|_| "x".into());
+    let lease = table.acquire_with(&env("NAME"), ttl, &kind_options(&kind)).unwrap();
     say("held", format!("{} {}", lease.token(), mono_of(lease.deadline())));
     let go = std::path::PathBuf::from(env("GO"));
     assert!(common::wait_for_file(&go, LONG * 5), "no GO");
@@ -175,6 +179,83 @@ fn role_candidate() -> i32 {
     0
 }
 
+/// The options of a kind as the children take it: `x`, `pN`, `s`.
+fn kind_options(kind: &str) -> AcquireOptions {
+    match kind.strip_prefix('p') {
+        Some(n) => AcquireOptions::new().permits(n.parse().unwrap()).unwrap(),
+        None if kind == "s" => AcquireOptions::new().shared(true),
+        None => AcquireOptions::new(),
+    }
+}
+
+/// A grant as a child reported it: token, validity `[start, end)`, when its acquisition
+/// began, and its kind (`x`, `pN`, `s`).
+#[derive(Clone, Debug)]
+struct Seen {
+    token: u64,
+    start: u64,
+    end: u64,
+    begin: u64,
+    kind: String,
+}
+
+fn seen_of(kid: &Kid) -> Vec<Seen> {
+    kid.lines_so_far()
+        .iter()
+        .filter_map(|l| l.strip_prefix("@@grant "))
+        .map(|rest| {
+            let v: Vec<&str> = rest.split(' ').collect();
+            let n = |i: usize| v[i].parse::<u64>().unwrap();
+            Seen { token: n(0), start: n(1), end: n(2), begin: n(3), kind: v[4].to_owned() }
+        })
+        .collect()
+}
+
+/// From the clients' own validity intervals: never more than `permits` grants at once,
+/// never an exclusive (`x`) grant with any other; tokens distinct, and a grant whose
+/// acquisition began after another was returned has a larger token.
+fn check_kinds(grants: &[Seen], permits: usize) {
+    let mut edges: Vec<(u64, i32, usize)> = Vec::new();
+    for (i, g) in grants.iter().enumerate() {
+        edges.push((g.start, 1, i));
+        edges.push((g.end.max(g.start), -1, i));
+    }
+    // Ends before starts at the same instant: touching intervals do not overlap.
+    edges.sort_by_key(|e| (e.0, e.1));
+    let mut live: std::collections::BTreeSet<usize> = Default::default();
+    for (_, step, i) in edges {
+        if step < 0 {
+            live.remove(&i);
+            continue;
+        }
+        live.insert(i);
+        assert!(
+            live.len() <= permits,
+            "{} grants at once: {:?}",
+            live.len(),
+            live.iter().map(|j| &grants[*j]).collect::<Vec<_>>()
+        );
+        let exclusive = live.iter().any(|j| grants[*j].kind == "x");
+        assert!(
+            !exclusive || live.len() == 1,
+            "an exclusive grant with others: {:?}",
+            live.iter().map(|j| &grants[*j]).collect::<Vec<_>>()
+        );
+    }
+    let tokens: std::collections::BTreeSet<u64> = grants.iter().map(|g| g.token).collect();
+    assert_eq!(tokens.len(), grants.len(), "a token handed out twice");
+    for a in grants {
+        for b in grants.iter().filter(|b| b.begin > a.start && b.token != a.token) {
+            assert!(
+                b.token > a.token,
+                "token {} began after {} was returned, yet is smaller",
+                b.token,
+                a.token
+            );
+        }
+    }
+}
+
 fn outcome(r: Result<(), Error>) -> String {
     match r {
         Ok(()) => "ok".into(),
@@ -189,7 +270,7 @@ fn grants_of(kid: &Kid) -> Vec<(u64, u64, u64)> {
         .iter()
         .filter_map(|l| l.strip_prefix("@@grant "))
         .map(|rest| {
-            let v: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap()).collect();
+            let v: Vec<u64> = rest.split(' ').take(3).map(|x| x.parse().unwrap()).collect();
             (v[0], v[1], v[2])
         })
         .collect()
@@ -210,21 +291,30 @@ fn check_exclusive(mut grants: Vec<(u64, u64, u64)>) {
 }
 
 fn contenders(wd: &Watchdog, cluster: &Cluster, prefix: &str, n: usize, count: u32) -> Vec<Kid> {
-    (0..n)
-        .map(|i| {
-            Kid::spawn(
-                wd,
-                &format!("contender {i}"),
-                "etcd_contend",
-                &[
-                    ("LOC", cluster.location(prefix)),
-                    ("NAME", "shared".into()),
-                    ("COUNT", count.to_string()),
-                    ("WORK_MS", "5".into()),
-                ],
-            )
-        })
-        .collect()
+    (0..n).map(|i| contender(wd, cluster, prefix, i, count, "x", 5)).collect()
+}
+
+fn contender(
+    wd: &Watchdog,
+    cluster: &Cluster,
+    prefix: &str,
+    i: usize,
+    count: u32,
+    kind: &str,
+    work_ms: u32,
+) -> Kid {
+    Kid::spawn(
+        wd,
+        &format!("contender {i} ({kind})"),
+        "etcd_contend",
+        &[
+            ("LOC", cluster.location(prefix)),
+            ("NAME", "shared".into()),
+            ("COUNT", count.to_string()),
+            ("WORK_MS", work_ms.to_string()),
+            ("KIND", kind.into()),
+        ],
+    )
 }
 
 // ------------------------------------------------------------------------------------
@@ -862,6 +952,130 @@ fn member_faults_during_contention_keep_exclusivity_and_tokens() {
 }
 
 // ------------------------------------------------------------------------------------
+// Permits and shared leases
+// ------------------------------------------------------------------------------------
+
+#[test]
+fn the_kinds_check_catches_excess_overlap_and_token_disorder() {
+    let g =
+        |token, start, end, begin, kind: &str| Seen { token, start, end, begin, kind: kind.into() };
+    let three = vec![g(1, 0, 10, 0, "p2"), g(2, 1, 10, 0, "p2"), g(3, 2, 10, 0, "p2")];
+    assert!(std::panic::catch_unwind(|| check_kinds(&three, 2)).is_err());
+    check_kinds(&three[..2], 2);
+    let mixed = vec![g(1, 0, 10, 0, "s"), g(2, 5, 20, 0, "x")];
+    assert!(std::panic::catch_unwind(|| check_kinds(&mixed, 64)).is_err());
+    let disorder = vec![g(5, 0, 10, 0, "p2"), g(4, 20, 30, 11, "p2")];
+    assert!(std::panic::catch_unwind(|| check_kinds(&disorder, 2)).is_err());
+    let twice = vec![g(5, 0, 10, 0, "p2"), g(5, 20, 30, 0, "p2")];
+    assert!(std::panic::catch_unwind(|| check_kinds(&twice, 2)).is_err());
+    check_kinds(&[g(1, 0, 10, 0, "s"), g(2, 5, 20, 0, "s"), g(3, 20, 30, 19, "x")], 64);
+}
+
+#[test]
+fn permits_from_processes_never_exceed_n_through_a_leader_kill() {
+    let wd = Watchdog::new("permits_contention", LONG * 5);
+    let mut cluster = Cluster::start("permits", Setup::default());
+    drop(table(&cluster, "prm"));
+    let mut kids: Vec<Kid> =
+        (0..5).map(|i| contender(&wd, &cluster, "prm", i, 16, "p2", 20)).collect();
+    let progress = |kids: &[Kid]| kids.iter().map(|k| seen_of(k).len()).sum::<usize>();
+    let wait_progress = |kids: &[Kid], more: usize| {
+        let from = progress(kids);
+        let end = Instant::now() + LONG;
+        while progress(kids) < from + more && progress(kids) < 80 {
+            assert!(Instant::now() < end, "no progress with a quorum");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_progress(&kids, 8);
+    let leader = cluster.wait_leader(LONG);
+    cluster.kill(leader);
+    wait_progress(&kids, 8);
+    cluster.restart(leader);
+    cluster.wait_healthy(LONG);
+    let mut all = Vec::new();
+    for k in &mut kids {
+        k.wait_ok(LONG * 3);
+        let got = seen_of(k);
+        assert_eq!(got.len(), 16, "{}", k.transcript());
+        all.extend(got);
+    }
+    check_kinds(&all, 2);
+    // Two at once did happen: the permits were used, not taken in turns.
+    let overlapping = all
+        .iter()
+        .any(|a| all.iter().any(|b| a.token != b.token && a.start < b.end && b.start < a.end));
+    assert!(overlapping, "never two holders at once: the test did not contend");
+}
+
+#[test]
+fn shared_grants_never_overlap_an_exclusive_one_and_do_not_starve_it() {
+    let wd = Watchdog::new("shared_contention", LONG * 5);
+    let cluster = Cluster::start("shared", Setup::default());
+    drop(table(&cluster, "shr"));
+    // Three streams of shared holders that overlap each other: without its drain
+    // keeping new shared grants out, the name would never be free for the exclusive.
+    let mut readers: Vec<Kid> =
+        (0..3).map(|i| contender(&wd, &cluster, "shr", i, 100_000, "s", 150)).collect();
+    let started = Instant::now();
+    while readers.iter().map(|k| seen_of(k).len()).sum::<usize>() < 6 {
+        assert!(started.elapsed() < LONG, "no shared grants");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut writer = contender(&wd, &cluster, "shr", 9, 3, "x", 50);
+    writer.wait_ok(LONG * 2);
+    for r in &mut readers {
+        assert!(r.try_status().is_none(), "a shared stream ended: {}", r.transcript());
+    }
+    let mut all = seen_of(&writer);
+    assert_eq!(all.len(), 3, "{}", writer.transcript());
+    for r in &mut readers {
+        r.signal(libc::SIGKILL);
+        r.wait(LONG);
+        all.extend(seen_of(r));
+    }
+    check_kinds(&all, 64);
+}
+
+#[test]
+fn a_permit_holder_killed_with_sigkill_is_reclaimed_after_its_ttl() {
+    let wd = Watchdog::new("permit_sigkill", LONG * 2);
+    let cluster = Cluster::start("permitkill", Setup::default());
+    let t = table(&cluster, "pk");
+    let two = AcquireOptions::new().permits(2).unwrap();
+    let mine = t.acquire_with("pool", Duration::from_secs(5), &two).unwrap();
+    let go = cluster.dir().join("never");
+    let mut kid = Kid::spawn(
+        &wd,
+        "holder",
+        "etcd_hold",
+        &[
+            ("LOC", cluster.location("pk")),
+            ("NAME", "pool".into()),
+            ("TTL_MS", "2000".into()),
+            ("GO", go.display().to_string()),
+            ("KIND", "p2".into()),
+        ],
+    );
+    let held = kid.expect("held", LONG);
+    let v: Vec<u64> = held.split(' ').map(|x| x.parse().unwrap()).collect();
+    let (token, deadline) = (v[0], v[1]);
+    kid.signal(libc::SIGKILL);
+    kid.wait(LONG);
+    assert!(matches!(
+        t.acquire_with("pool", Duration::from_secs(2), &two),
+        Err(Error::Held { .. })
+    ));
+    let next =
+        t.acquire_with("pool", Duration::from_secs(2), &two.clone().wait(Some(LONG))).unwrap();
+    assert!(mono_ns() >= deadline, "reclaimed before the dead holder's own deadline");
+    assert!(next.token() > token && token > mine.token());
+    let info = t.get("pool").unwrap().unwrap();
+    let tokens: Vec<u64> = info.grants.iter().map(|g| g.token).collect();
+    assert_eq!(tokens, vec![mine.token(), next.token()]);
+}
+
+// ------------------------------------------------------------------------------------
 // Elections and requests to release
 // ------------------------------------------------------------------------------------
 
@@ -1438,6 +1652,81 @@ fn conformance(t: &LeaseTable, other: &LeaseTable) {
     assert!(matches!(leadership.resign(), Err(Error::Lost { .. })));
 }
 
+/// Permits and shared leases, as both backends must agree on them.
+fn kinds_conformance(t: &LeaseTable, other: &LeaseTable) {
+    let ttl = Duration::from_secs(3);
+    let two = AcquireOptions::new().permits(2).unwrap();
+    let a = t.acquire_with("pool", ttl, &two).unwrap();
+    let b = other.acquire_with("pool", ttl, &two).unwrap();
+    assert!(b.token() > a.token());
+    assert!(matches!(t.acquire_with("pool", ttl, &two), Err(Error::Held { .. })));
+    let wrong = |r: Result<shmlease::Lease<'_>, Error>, recorded, requested| match r {
+        Err(Error::WrongKind { recorded: r, requested: q, .. }) => {
+            assert_eq!((r, q), (recorded, requested))
+        }
+        r => panic!("{r:?}"),
+    };
+    use shmlease::LeaseKind::{Exclusive, Permits, Shared};
+    wrong(other.try_acquire("pool", ttl), Permits(2), Exclusive);
+    let three = AcquireOptions::new().permits(3).unwrap();
+    wrong(other.acquire_with("pool", ttl, &three), Permits(2), Permits(3));
+    wrong(other.acquire_with("pool", ttl, &shared_options()), Permits(2), Shared);
+    let info = other.get("pool").unwrap().unwrap();
+    assert_eq!((info.kind, info.state), (Permits(2), LeaseState::Held));
+    let tokens: Vec<u64> = info.grants.iter().map(|g| g.token).collect();
+    assert_eq!(tokens, vec![a.token(), b.token()]);
+    assert!(info.grants.iter().all(|g| g.holder.unwrap().pid == std::process::id()));
+    assert!(other.list().unwrap().iter().any(|l| l.name == "pool" && l.grants.len() == 2));
+    // By token, from the holding process: that permit only.
+    other.release("pool", b.token()).unwrap();
+    assert!(!b.is_valid() && a.is_valid());
+    drop(b);
+    let c = other.acquire_with("pool", ttl, &two).unwrap();
+    assert!(c.token() > a.token());
+    assert_eq!(t.revoke("pool").unwrap(), Some(c.token()));
+    assert!(matches!(a.renew(ttl), Err(Error::Lost { reason: LostReason::Revoked, .. })));
+    assert!(matches!(c.renew(ttl), Err(Error::Lost { reason: LostReason::Revoked, .. })));
+    drop((a, c));
+    // An exclusive lease that is live is never turned into permits.
+    let x = t.try_acquire("solo", ttl).unwrap();
+    wrong(other.acquire_with("solo", ttl, &two), Exclusive, Permits(2));
+    drop(x);
+
+    let r1 = t.acquire_with("rw", ttl, &shared_options()).unwrap();
+    let r2 = other.acquire_with("rw", ttl, &shared_options()).unwrap();
+    assert!(r2.token() > r1.token());
+    assert!(matches!(other.try_acquire("rw", ttl), Err(Error::Held { .. })));
+    let info = t.get("rw").unwrap().unwrap();
+    assert_eq!(info.kind, Shared);
+    assert!(info.grants.len() == 2 && info.grants.iter().all(|g| g.shared));
+    wrong(other.acquire_with("rw", ttl, &two), Shared, Permits(2));
+    // A waiting exclusive acquirer keeps new shared grants out, and gets the name
+    // once both shared holders have left.
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| other.acquire("rw", ttl, Some(LONG)).map(|l| l.token()));
+        let end = Instant::now() + LONG;
+        loop {
+            match t.acquire_with("rw", ttl, &shared_options()) {
+                Err(Error::Held { .. }) => break,
+                Ok(late) => drop(late), // the writer has not taken the name yet
+                Err(e) => panic!("{e}"),
+            }
+            assert!(Instant::now() < end, "the exclusive acquirer never kept shared ones out");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r1.renew(ttl).unwrap();
+        drop(r1);
+        assert!(!writer.is_finished(), "granted (or failed) with a shared holder left");
+        drop(r2);
+        let token = writer.join().unwrap().unwrap();
+        assert!(token > 0);
+    });
+}
+
+fn shared_options() -> AcquireOptions {
+    AcquireOptions::new().shared(true)
+}
+
 #[test]
 fn one_api_over_both_backends() {
     let _wd = Watchdog::new("conformance", LONG * 2);
@@ -1445,6 +1734,7 @@ fn one_api_over_both_backends() {
     let path = scratch.path("table");
     let shm = LeaseTable::create(&path, &TableOptions::new().capacity(16)).unwrap();
     conformance(&shm, &LeaseTable::open(&path).unwrap());
+    kinds_conformance(&shm, &LeaseTable::open(&path).unwrap());
 
     let cluster = Cluster::start("conformance", Setup::default());
     let location = cluster.location("conf");
@@ -1455,6 +1745,7 @@ fn one_api_over_both_backends() {
         Err(Error::AlreadyExists { .. })
     ));
     conformance(&t, &LeaseTable::open(location.as_str()).unwrap());
+    kinds_conformance(&t, &LeaseTable::open(location.as_str()).unwrap());
     // What the etcd backend does not carry yet says so.
     let fair = AcquireOptions::new().fair(true);
     assert!(matches!(
