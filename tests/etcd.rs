@@ -1714,6 +1714,10 @@ fn kinds_conformance(t: &LeaseTable, other: &LeaseTable) {
             assert!(Instant::now() < end, "the exclusive acquirer never kept shared ones out");
             std::thread::sleep(Duration::from_millis(20));
         }
+        for _ in 0..5 {
+            let late = t.acquire_with("rw", ttl, &shared_options());
+            assert!(matches!(late, Err(Error::Held { .. })), "a shared grant while draining");
+        }
         r1.renew(ttl).unwrap();
         drop(r1);
         assert!(!writer.is_finished(), "granted (or failed) with a shared holder left");
