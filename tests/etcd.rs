@@ -1727,6 +1727,70 @@ fn kinds_conformance(t: &LeaseTable, other: &LeaseTable) {
     });
 }
 
+/// Fair acquisition, as both backends must agree on it: waiters that have taken their
+/// places in a known order are granted in that order.
+fn fair_conformance(t: &LeaseTable, other: &LeaseTable) {
+    let ttl = Duration::from_secs(3);
+    let fair = AcquireOptions::new().fair(true);
+    // Uncontended, a fair acquisition is an ordinary one.
+    drop(t.acquire_with("line", ttl, &fair).unwrap());
+    let holder = t.try_acquire("line", ttl).unwrap();
+    assert!(matches!(other.acquire_with("line", ttl, &fair), Err(Error::Held { .. })));
+    let order = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        let waiters: Vec<_> = (0..3)
+            .map(|i| {
+                let (order, fair) = (&order, fair.clone().wait(Some(LONG)));
+                let w = scope.spawn(move || {
+                    let lease = other.acquire_with("line", ttl, &fair).unwrap();
+                    order.lock().unwrap().push((i, lease.token()));
+                    std::thread::sleep(Duration::from_millis(30));
+                });
+                let end = Instant::now() + LONG;
+                while t.get("line").unwrap().unwrap().queue.len() < i + 1 {
+                    assert!(Instant::now() < end, "waiter {i} never queued");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                w
+            })
+            .collect();
+        let queue = t.get("line").unwrap().unwrap().queue;
+        assert!(queue.windows(2).all(|w| w[0].ticket < w[1].ticket), "{queue:?}");
+        assert_eq!(queue[0].holder.unwrap().pid, std::process::id());
+        drop(holder);
+        for w in waiters {
+            w.join().unwrap();
+        }
+    });
+    let order = order.into_inner().unwrap();
+    assert_eq!(order.iter().map(|o| o.0).collect::<Vec<_>>(), vec![0, 1, 2], "{order:?}");
+    assert!(order.windows(2).all(|w| w[0].1 < w[1].1));
+    assert!(t.get("line").unwrap().unwrap().queue.is_empty());
+    // Fair on a name with permits: arrival order too, each waiting for a permit.
+    let two = AcquireOptions::new().permits(2).unwrap().fair(true);
+    let (a, b) =
+        (t.acquire_with("fp", ttl, &two).unwrap(), t.acquire_with("fp", ttl, &two).unwrap());
+    assert!(matches!(other.acquire_with("fp", ttl, &two), Err(Error::Held { .. })));
+    std::thread::scope(|scope| {
+        let w = scope.spawn(|| {
+            other.acquire_with("fp", ttl, &two.clone().wait(Some(LONG))).map(|l| l.token())
+        });
+        let end = Instant::now() + LONG;
+        while t.get("fp").unwrap().unwrap().queue.is_empty() {
+            assert!(Instant::now() < end, "never queued");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(a);
+        assert!(w.join().unwrap().unwrap() > b.token());
+    });
+    // A fair wait that times out leaves the queue.
+    let fair_short = fair.clone().wait(Some(Duration::from_millis(300)));
+    let h = t.try_acquire("line", ttl).unwrap();
+    assert!(matches!(other.acquire_with("line", ttl, &fair_short), Err(Error::TimedOut { .. })));
+    assert!(t.get("line").unwrap().unwrap().queue.is_empty());
+    drop(h);
+}
+
 fn shared_options() -> AcquireOptions {
     AcquireOptions::new().shared(true)
 }
@@ -1739,6 +1803,7 @@ fn one_api_over_both_backends() {
     let shm = LeaseTable::create(&path, &TableOptions::new().capacity(16)).unwrap();
     conformance(&shm, &LeaseTable::open(&path).unwrap());
     kinds_conformance(&shm, &LeaseTable::open(&path).unwrap());
+    fair_conformance(&shm, &LeaseTable::open(&path).unwrap());
 
     let cluster = Cluster::start("conformance", Setup::default());
     let location = cluster.location("conf");
@@ -1750,12 +1815,7 @@ fn one_api_over_both_backends() {
     ));
     conformance(&t, &LeaseTable::open(location.as_str()).unwrap());
     kinds_conformance(&t, &LeaseTable::open(location.as_str()).unwrap());
-    // What the etcd backend does not carry yet says so.
-    let fair = AcquireOptions::new().fair(true);
-    assert!(matches!(
-        t.acquire_with("f", Duration::from_secs(2), &fair),
-        Err(Error::Unsupported { .. })
-    ));
+    fair_conformance(&t, &LeaseTable::open(location.as_str()).unwrap());
     drop(t);
     let e = LeaseTable::open("etcd://127.0.0.1:1/x?timeout=300ms").unwrap_err();
     assert!(matches!(e, Error::Unavailable { .. }), "{e}");

@@ -12,6 +12,10 @@
 //! | `ends/NAME` | `released TOKEN` or `revoked TOKEN` | none | how the latest grant ended, when it did not expire |
 //! | `asks/NAME` | `asked` | none | put by a request to release: the grant `T` is asked iff this key's mod revision is above `T` (revisions only grow, so an ask of an earlier grant never reaches a later one) |
 //!
+//! A fair waiter for `NAME` has a *place*, `queue/NAME\0<id>` (a random id), holding
+//! its holder record and attached to an etcd lease of its own that it keeps alive while
+//! it waits: places are served in create-revision order (see `super::fair`).
+//!
 //! A name with permits or shared grants keeps each grant under a *seat*: a key name of
 //! its own, `NAME\0p<N>.<i>` (permit `i` of `N`) or `NAME\0s.<i>` (shared seat `i`),
 //! with the four keys above (`lease/`, `grants/`, `ends/`, `asks/`) as an exclusive
@@ -53,6 +57,17 @@ impl Keys {
     }
     pub fn ends_dir(&self) -> Vec<u8> {
         format!("{}ends/", self.base).into_bytes()
+    }
+    pub fn queue_dir(&self) -> Vec<u8> {
+        format!("{}queue/", self.base).into_bytes()
+    }
+    /// The place `id` of a fair waiter for `name`.
+    pub fn place(&self, name: &str, id: u64) -> Vec<u8> {
+        [self.queue_dir(), format!("{name}\0{id:016x}").into_bytes()].concat()
+    }
+    /// Every place in `name`'s queue.
+    pub fn queue_of(&self, name: &str) -> (Vec<u8>, Vec<u8>) {
+        Keys::seats_in(&self.queue_dir(), name)
     }
     pub fn asks_dir(&self) -> Vec<u8> {
         format!("{}asks/", self.base).into_bytes()

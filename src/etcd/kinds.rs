@@ -64,14 +64,27 @@ use super::{election::CampaignStop, ttl_secs, EtcdLease, EtcdTable, Fail};
 use crate::error::{Error, Result};
 use crate::table::{AcquireOptions, Patience};
 
+/// A number that differs between callers (not a secret): the clock, the pid and a
+/// per-process counter, mixed.
+pub(crate) fn random_u64() -> u64 {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut x =
+        nanos ^ (u64::from(crate::identity::pid()) << 32) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // splitmix64's finaliser.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// A seat index to try first: spread over the seats, so that acquirers that start
 /// together rarely pick the same one.
 fn guess(seats: u32) -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    (nanos ^ crate::identity::pid().wrapping_mul(2_654_435_761)) % seats.max(1)
+    (random_u64() % u64::from(seats.max(1))) as u32
 }
 
 impl EtcdTable {
@@ -82,6 +95,8 @@ impl EtcdTable {
         ttl: Duration,
         options: &AcquireOptions,
         kind: SeatKind,
+        behind_queue: bool,
+        stop: Option<&Arc<CampaignStop>>,
     ) -> Result<EtcdLease> {
         let ttl_s = ttl_secs(ttl)?;
         let s = &self.shared;
@@ -90,7 +105,7 @@ impl EtcdTable {
         let patience = Patience::of(options);
         let mut pick = guess(kind.seats());
         loop {
-            let claim = Claim::seat(name, kind, pick);
+            let claim = Claim { behind_queue, ..Claim::seat(name, kind, pick) };
             let (keys, c, spares) = (s.keys.clone(), s.conn()?.client(), s.conn()?.spares());
             let cl = claim.clone();
             let attempt = s.run(0, async move {
@@ -117,6 +132,10 @@ impl EtcdTable {
                     })
                 }
                 Grant::Held { token, lease, holder, revision } => (token, lease, holder, revision),
+                // (Only a fair acquirer's try, which does not wait.)
+                Grant::Queued { first } => {
+                    (first.create, 0, HolderRecord::decode(&first.value), first.modified)
+                }
                 Grant::Seats { taken, revision } => {
                     let held: HashSet<u32> = taken
                         .iter()
@@ -141,14 +160,14 @@ impl EtcdTable {
                 return Err(Error::Held { token, remaining, holder: holder_info });
             }
             let left = patience.left()?;
-            if left.is_zero() {
+            if left.is_zero() || stop.is_some_and(|i| i.is_fired()) {
                 return Err(Error::TimedOut {
                     waited: patience.waited(),
                     token,
                     holder: holder_info,
                 });
             }
-            self.sleep_until_deleted(s.keys.name_and_seats(name), revision, left, None)?;
+            self.sleep_until_deleted(s.keys.name_and_seats(name), revision, left, stop)?;
         }
     }
 
@@ -168,16 +187,17 @@ impl EtcdTable {
         Ok(Duration::from_secs(left.unwrap_or(0).max(0) as u64))
     }
 
-    /// Sleeps until a key in `range` is deleted after `revision`, `left` passes (at
-    /// most), or `stop` fires. A broken watch (a member went away) is slept off for a
-    /// moment, so that an unreachable cluster is not hammered; the caller looks again.
+    /// Sleeps until a key in `range` is deleted after `revision` (`true`), `left`
+    /// passes (at most), or `stop` fires (`false`). A broken watch (a member went away)
+    /// is slept off for a moment, so that an unreachable cluster is not hammered, and
+    /// a compacted history: `true`, the caller looks again.
     pub(crate) fn sleep_until_deleted(
         &self,
         range: (Vec<u8>, Vec<u8>),
         revision: u64,
         left: Duration,
         stop: Option<&Arc<CampaignStop>>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let s = &self.shared;
         let until = (left != Duration::MAX).then(|| tokio::time::Instant::now() + left);
         let mut c = s.conn()?.client();
@@ -194,10 +214,11 @@ impl EtcdTable {
             }
         });
         match woke {
-            Ok(_) => Ok(()),
+            Ok(Deletions::None) => Ok(false),
+            Ok(_) => Ok(true),
             Err(Fail::Net(_)) => {
                 std::thread::sleep(Duration::from_millis(100));
-                Ok(())
+                Ok(true)
             }
             Err(f) => Err(f.into_error(&s.text, 0)),
         }

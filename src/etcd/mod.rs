@@ -60,6 +60,7 @@ use crate::table::AcquireOptions;
 
 mod conn;
 mod election;
+mod fair;
 mod keys;
 mod kinds;
 mod lease;
@@ -392,19 +393,32 @@ impl EtcdTable {
         ttl: Duration,
         options: &AcquireOptions,
         stop: Option<&Arc<CampaignStop>>,
-        mut seen: Option<&mut dyn FnMut(&crate::election::Leader)>,
+        seen: Option<&mut dyn FnMut(&crate::election::Leader)>,
     ) -> Result<EtcdLease> {
         crate::table::Key::new(name)?;
         if options.fair {
-            return Err(Error::Unsupported {
-                reason: "fair acquisition is not carried by the etcd backend yet".into(),
-            });
+            return self.acquire_fair(name, ttl, options, stop);
         }
+        self.acquire_kind(name, ttl, options, false, stop, seen)
+    }
+
+    /// [`EtcdTable::acquire_until`] of the kind `options` ask for, unfair; `behind_queue`:
+    /// refused (as `Held`) while anyone waits in the name's fair queue.
+    pub(crate) fn acquire_kind(
+        &self,
+        name: &str,
+        ttl: Duration,
+        options: &AcquireOptions,
+        behind_queue: bool,
+        stop: Option<&Arc<CampaignStop>>,
+        mut seen: Option<&mut dyn FnMut(&crate::election::Leader)>,
+    ) -> Result<EtcdLease> {
         if options.permits > 1 {
-            return self.acquire_seat(name, ttl, options, SeatKind::Permits(options.permits));
+            let kind = SeatKind::Permits(options.permits);
+            return self.acquire_seat(name, ttl, options, kind, behind_queue, stop);
         }
         if options.shared {
-            return self.acquire_seat(name, ttl, options, SeatKind::Shared);
+            return self.acquire_seat(name, ttl, options, SeatKind::Shared, behind_queue, stop);
         }
         let ttl_s = ttl_secs(ttl)?;
         let s = &self.shared;
@@ -412,7 +426,7 @@ impl EtcdTable {
         let make = move |granted| HolderRecord::me(host, label, false, ttl_s, granted);
         let patience = crate::table::Patience::of(options);
         let mut last_seen = None;
-        let claim = recipe::Claim::exclusive(name);
+        let claim = recipe::Claim { behind_queue, ..recipe::Claim::exclusive(name) };
         loop {
             let (keys, cl, mut c) = (s.keys.clone(), claim.clone(), s.conn()?.client());
             let spares = s.conn()?.spares();
@@ -435,6 +449,10 @@ impl EtcdTable {
                     }
                 }
                 Grant::Held { token, lease, holder, revision } => (token, lease, holder, revision),
+                // (Only a fair acquirer's try, which does not wait.)
+                Grant::Queued { first } => {
+                    (first.create, 0, HolderRecord::decode(&first.value), first.modified)
+                }
                 Grant::Wrong(recorded) => {
                     return Err(Error::WrongKind {
                         name: name.to_owned(),
@@ -566,7 +584,7 @@ impl EtcdTable {
     fn live_grants(&self, name: &str) -> Result<Vec<(String, u64)>> {
         let s = &self.shared;
         let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
-        let all = s.run(0, async move { recipe::stories_of(&mut c, &keys, &n).await })?;
+        let (all, _) = s.run(0, async move { recipe::stories_of(&mut c, &keys, &n).await })?;
         Ok(all.into_iter().filter_map(|(k, st)| st.live.map(|kv| (k, kv.create))).collect())
     }
 
@@ -628,7 +646,7 @@ impl EtcdTable {
 
     /// The stories of names and seats, as one [`LeaseInfo`] per name (asking the time
     /// left of every live grant at once).
-    fn infos(&self, all: Vec<(String, recipe::Story)>) -> Result<Vec<LeaseInfo>> {
+    fn infos(&self, (all, places): recipe::Stories) -> Result<Vec<LeaseInfo>> {
         let ids: Vec<i64> =
             all.iter().filter_map(|(_, st)| st.live.as_ref().map(|kv| kv.lease)).collect();
         let left: std::collections::HashMap<i64, Option<i64>> =
@@ -640,7 +658,25 @@ impl EtcdTable {
                 by_name.entry(name).or_default().push((seat, story));
             }
         }
-        Ok(by_name.into_iter().map(|(name, parts)| info_of_name(name, &parts, &left)).collect())
+        let mut infos: Vec<LeaseInfo> =
+            by_name.into_iter().map(|(name, parts)| info_of_name(name, &parts, &left)).collect();
+        let queue_dir = self.shared.keys.queue_dir();
+        for kv in &places {
+            let Some(place) = Keys::name_in(&queue_dir, &kv.key) else { continue };
+            let Some((name, _)) = place.split_once('\0') else { continue };
+            if let Some(info) = infos.iter_mut().find(|i| i.name == name) {
+                info.queue.push(crate::info::QueuedInfo {
+                    ticket: kv.create,
+                    holder: HolderRecord::decode(&kv.value).map(|r| r.holder()),
+                    expires_at: None,
+                    slot: 0,
+                });
+            }
+        }
+        for info in &mut infos {
+            info.queue.sort_by_key(|q| q.ticket);
+        }
+        Ok(infos)
     }
 
     /// Time left (whole seconds) of each etcd lease, all asked at once.

@@ -197,14 +197,17 @@ pub struct Claim {
     pub name: String,
     pub key_name: String,
     pub kind: Option<SeatKind>,
+    /// Refused while anyone waits in the name's fair queue (a fair acquirer's try).
+    pub behind_queue: bool,
 }
 
 impl Claim {
     pub fn exclusive(name: &str) -> Claim {
-        Claim { name: name.to_owned(), key_name: name.to_owned(), kind: None }
+        Claim { name: name.to_owned(), key_name: name.to_owned(), kind: None, behind_queue: false }
     }
     pub fn seat(name: &str, kind: SeatKind, i: u32) -> Claim {
-        Claim { name: name.to_owned(), key_name: keys::seat(name, kind, i), kind: Some(kind) }
+        let key_name = keys::seat(name, kind, i);
+        Claim { name: name.to_owned(), key_name, kind: Some(kind), behind_queue: false }
     }
 }
 
@@ -219,6 +222,8 @@ pub enum Grant {
     Seats { taken: Vec<Kv>, revision: u64 },
     /// The name is in use as another kind.
     Wrong(LeaseKind),
+    /// Fair acquirers wait for the name (a claim `behind_queue` only): this one first.
+    Queued { first: Kv },
 }
 
 /// Grants `claim` for `ttl_s` seconds (rounded up by the server to its minimum), on a
@@ -283,16 +288,21 @@ fn grant_txn(keys: &Keys, claim: &Claim, id: i64, record: &HolderRecord) -> Txn 
         TxnOp::put(keys.grants(&claim.key_name), record.encode(), None),
     ];
     let all_seats = Keys::seats_in(&keys.lease_dir(), name);
+    if claim.behind_queue {
+        when.push(none_in(keys.queue_of(name)));
+    }
+    let queue = range(keys.queue_of(name), 1);
     match claim.kind {
         None => {
             when.push(none_in(keys.seats_tagged(name, "p")));
             let shared = keys.seats_tagged(name, "s.");
             let shared =
                 TxnOp::get(shared.0, Some(GetOptions::new().with_range(shared.1).with_keys_only()));
-            Txn::new()
-                .when(when)
-                .and_then([put[0].clone(), put[1].clone(), shared])
-                .or_else([TxnOp::get(keys.lease(name), None), range(all_seats, 1)])
+            Txn::new().when(when).and_then([put[0].clone(), put[1].clone(), shared]).or_else([
+                TxnOp::get(keys.lease(name), None),
+                range(all_seats, 1),
+                queue,
+            ])
         }
         Some(kind) => {
             when.push(Compare::create_revision(keys.lease(name), CompareOp::Equal, 0));
@@ -306,10 +316,11 @@ fn grant_txn(keys: &Keys, claim: &Claim, id: i64, record: &HolderRecord) -> Txn 
                     when.push(none_in((ours.1, all.1)));
                 }
             }
-            Txn::new()
-                .when(when)
-                .and_then(put)
-                .or_else([TxnOp::get(keys.lease(name), None), range(all_seats, 0)])
+            Txn::new().when(when).and_then(put).or_else([
+                TxnOp::get(keys.lease(name), None),
+                range(all_seats, 0),
+                queue,
+            ])
         }
     }
 }
@@ -367,6 +378,11 @@ fn granted(
         None => *k != SeatKind::Shared,
         mine => Some(*k) != mine,
     });
+    if let (true, None, Some(place)) = (claim.behind_queue, other, first(&r, 2)) {
+        if !matches!((claim.kind, first(&r, 0)), (Some(SeatKind::Permits(_)), Some(_))) {
+            return Ok(Grant::Queued { first: place.clone() });
+        }
+    }
     match (claim.kind, first(&r, 0)) {
         // An exclusive holder: an exclusive or shared acquirer waits for it; an
         // acquirer of a permit finds the name in use as an exclusive lease.
@@ -691,21 +707,20 @@ pub async fn story_at(c: &mut Client, keys: &Keys, name: &str) -> Result<(Story,
 
 /// The stories of every name, in one read (one consistent revision), sorted by name;
 /// seats (see [`super::keys`]) are stories of their own, under their key names.
-pub async fn stories(c: &mut Client, keys: &Keys) -> Result<Vec<(String, Story)>, Fail> {
-    let dirs = [keys.lease_dir(), keys.grants_dir(), keys.ends_dir()];
+pub async fn stories(c: &mut Client, keys: &Keys) -> Result<Stories, Fail> {
+    let dirs = [keys.lease_dir(), keys.grants_dir(), keys.ends_dir(), keys.queue_dir()];
     let ops: Vec<TxnOp> =
         dirs.iter().map(|d| TxnOp::get(d.clone(), Some(GetOptions::new().with_prefix()))).collect();
     let resp = c.txn(Txn::new().and_then(ops)).await?;
     Ok(collect(&dirs, &ranges(&resp)))
 }
 
+/// Stories by key name, and the fair queues' places.
+pub type Stories = (Vec<(String, Story)>, Vec<Kv>);
+
 /// The stories of `name` and of each of its seats, in one read.
-pub async fn stories_of(
-    c: &mut Client,
-    keys: &Keys,
-    name: &str,
-) -> Result<Vec<(String, Story)>, Fail> {
-    let dirs = [keys.lease_dir(), keys.grants_dir(), keys.ends_dir()];
+pub async fn stories_of(c: &mut Client, keys: &Keys, name: &str) -> Result<Stories, Fail> {
+    let dirs = [keys.lease_dir(), keys.grants_dir(), keys.ends_dir(), keys.queue_dir()];
     let ops: Vec<TxnOp> = dirs
         .iter()
         .map(|d| range(([d.as_slice(), name.as_bytes()].concat(), Keys::seats_in(d, name).1), 0))
@@ -714,10 +729,10 @@ pub async fn stories_of(
     Ok(collect(&dirs, &ranges(&resp)))
 }
 
-fn collect(dirs: &[Vec<u8>; 3], r: &[Vec<Kv>]) -> Vec<(String, Story)> {
+fn collect(dirs: &[Vec<u8>; 4], r: &[Vec<Kv>]) -> Stories {
     let mut by_name: std::collections::BTreeMap<String, Story> = Default::default();
     let empty = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
+    for (i, dir) in dirs.iter().enumerate().take(3) {
         for kv in r.get(i).unwrap_or(&empty) {
             let Some(name) = Keys::name_in(dir, &kv.key) else { continue };
             let s = by_name.entry(name.to_owned()).or_default();
@@ -729,7 +744,8 @@ fn collect(dirs: &[Vec<u8>; 3], r: &[Vec<Kv>]) -> Vec<(String, Story)> {
         }
     }
     // A name is known once granted: ends/N without grants/N is debris.
-    by_name.into_iter().filter(|(_, s)| s.grants.is_some() || s.live.is_some()).collect()
+    let known = by_name.into_iter().filter(|(_, s)| s.grants.is_some() || s.live.is_some());
+    (known.collect(), r.get(3).cloned().unwrap_or_default())
 }
 
 /// The key name of the seat of `name` whose live key was created at `token`, or whose
@@ -752,4 +768,50 @@ pub async fn seat_of(
         .and_then(|kv| Keys::name_in(&lease_dir, &kv.key))
         .or_else(|| latest.and_then(|kv| Keys::name_in(&grants_dir, &kv.key)))
         .map(str::to_owned))
+}
+
+/// Takes a place in `name`'s fair queue: an etcd lease of `ttl_s` (`LeaseGrant`), then
+/// one transaction putting the place on it and reading the whole queue. Returns the
+/// lease, the place's ticket (its create revision) and the places ahead of it.
+pub async fn enqueue(
+    c: &mut Client,
+    keys: &Keys,
+    name: &str,
+    id: u64,
+    ttl_s: i64,
+    make_record: impl Fn(i64) -> HolderRecord,
+) -> Result<(EtcdLeaseGrant, u64, Vec<Kv>), Fail> {
+    let lease = lease_grant(c, ttl_s).await?;
+    let put = TxnOp::put(
+        keys.place(name, id),
+        make_record(lease.ttl_s).encode(),
+        Some(PutOptions::new().with_lease(lease.id)),
+    );
+    let resp = match c.txn(Txn::new().and_then([put, range(keys.queue_of(name), 0)])).await {
+        Ok(r) => r,
+        Err(e) => {
+            tokio::spawn(revoke_later(c, lease.id));
+            return Err(e.into());
+        }
+    };
+    let ticket = revision(&resp)?;
+    let ahead = ranges(&resp).into_iter().nth(1).unwrap_or_default();
+    Ok((lease, ticket, ahead.into_iter().filter(|kv| kv.create < ticket).collect()))
+}
+
+/// The places of `name`'s queue ahead of `ticket`, and the revision read at.
+pub async fn ahead_of(
+    c: &mut Client,
+    keys: &Keys,
+    name: &str,
+    ticket: u64,
+) -> Result<(Vec<Kv>, u64), Fail> {
+    let (all, at) = live_in(c, keys.queue_of(name)).await?;
+    Ok((all.into_iter().filter(|kv| kv.create < ticket).collect(), at))
+}
+
+/// Keeps the etcd lease `id` alive once: `Lost` once it is gone.
+pub async fn keep_alive_once(c: &mut Client, id: i64) -> Result<(), Fail> {
+    c.lease_keep_alive(id).await?;
+    Ok(())
 }
