@@ -54,6 +54,7 @@ fn child_main() {
         Ok("etcd_hold") => std::process::exit(role_hold()),
         Ok("etcd_lead") => std::process::exit(role_lead()),
         Ok("etcd_candidate") => std::process::exit(role_candidate()),
+        Ok("etcd_fair") => std::process::exit(role_fair()),
         _ => common::run_child(),
     }
 }
@@ -254,6 +255,17 @@ fn check_kinds(grants: &[Seen], permits: usize) {
             );
         }
     }
+}
+
+/// Takes `NAME` fairly (waiting), reports `@@granted TOKEN`, holds it 100 ms, releases.
+fn role_fair() -> i32 {
+    let table = LeaseTable::open(env("LOC").as_str()).unwrap();
+    let fair = AcquireOptions::new().fair(true).wait(Some(LONG));
+    let lease = table.acquire_with(&env("NAME"), Duration::from_secs(2), &fair).unwrap();
+    say("granted", lease.token());
+    std::thread::sleep(Duration::from_millis(100));
+    lease.release().unwrap();
+    0
 }
 
 fn outcome(r: Result<(), Error>) -> String {
@@ -1075,6 +1087,49 @@ fn a_permit_holder_killed_with_sigkill_is_reclaimed_after_its_ttl() {
     assert_eq!(tokens, vec![mine.token(), next.token()]);
 }
 
+#[test]
+fn a_stopped_fair_waiter_is_passed_over_after_its_place_ttl_and_queues_again() {
+    let wd = Watchdog::new("fair_stopped", LONG * 3);
+    let cluster = Cluster::start("fairstop", Setup::default());
+    let location = cluster.location("fq");
+    let t = LeaseTable::open_or_create(location.as_str(), &TableOptions::new()).unwrap();
+    let ttl = Duration::from_secs(2);
+    let holder = t.try_acquire("q", ttl).unwrap();
+    let queued = |n: usize| {
+        let end = Instant::now() + LONG;
+        while t.get("q").unwrap().unwrap().queue.len() < n {
+            assert!(Instant::now() < end, "no {n} waiters queued");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        t.get("q").unwrap().unwrap().queue
+    };
+    let env = [("LOC", location.clone()), ("NAME", "q".to_string())];
+    let mut first = Kid::spawn(&wd, "first waiter", "etcd_fair", &env);
+    let ticket = queued(1)[0].ticket;
+    let mut second = Kid::spawn(&wd, "second waiter", "etcd_fair", &env);
+    queued(2);
+    first.signal(libc::SIGSTOP);
+    first.wait_state(b'T', LONG);
+    drop(holder);
+    // The name is free, but someone waits in line: a fair try does not pass the queue
+    // (judged only while the stopped waiter's place is still there), an unfair one may.
+    let fair_try = t.acquire_with("q", ttl, &AcquireOptions::new().fair(true));
+    if t.get("q").unwrap().unwrap().queue.iter().any(|p| p.ticket == ticket) {
+        assert!(matches!(fair_try, Err(Error::Held { .. })), "{fair_try:?}");
+    }
+    drop(fair_try);
+    // The second waiter is served once the stopped one's place has expired.
+    let token: u64 = second.expect("granted", LONG).parse().unwrap();
+    second.wait_ok(LONG);
+    first.signal(libc::SIGCONT);
+    let again: u64 = first.expect("granted", LONG).parse().unwrap();
+    first.wait_ok(LONG);
+    assert!(
+        again > token,
+        "the resumed waiter ({again}) was served before the one behind it ({token})"
+    );
+}
+
 // ------------------------------------------------------------------------------------
 // Elections and requests to release
 // ------------------------------------------------------------------------------------
@@ -1754,7 +1809,10 @@ fn fair_conformance(t: &LeaseTable, other: &LeaseTable) {
                 w
             })
             .collect();
+        // Waiting longer than a place's TTL keeps the places (their waiters renew them).
+        std::thread::sleep(Duration::from_millis(2500));
         let queue = t.get("line").unwrap().unwrap().queue;
+        assert_eq!(queue.len(), 3, "{queue:?}");
         assert!(queue.windows(2).all(|w| w[0].ticket < w[1].ticket), "{queue:?}");
         assert_eq!(queue[0].holder.unwrap().pid, std::process::id());
         drop(holder);
