@@ -1919,6 +1919,44 @@ fn the_cli_on_an_etcd_table() {
     let (code, info, err) = cli(&["info"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(info.contains("etcd"), "{info}");
+
+    // Permits, shared and fair, as on a segment.
+    let permit =
+        |label: &str| cli(&["acquire", "pool", "--ttl", "10s", "--permits", "2", "--label", label]);
+    let (code, a, err) = permit("a");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, b, err) = permit("b");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = permit("c");
+    assert_ne!(code, Some(0), "a third permit of two: {err}");
+    let (code, _, err) = cli(&["acquire", "pool", "--ttl", "5s"]);
+    assert_eq!(code, Some(65), "an exclusive lease of a name with permits: {err}");
+    let (_, ls, _) = cli(&["ls"]);
+    assert!(ls.contains("2 of 2 permits"), "{ls}");
+    assert_eq!(cli(&["release", "pool", "--token", a.trim()]).0, Some(0));
+    let (code, out, err) = cli(&[
+        "run",
+        "pool",
+        "--permits",
+        "2",
+        "--ttl",
+        "2s",
+        "--",
+        "sh",
+        "-c",
+        "echo got $SHMLEASE_TOKEN",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let got: u64 = out.trim().strip_prefix("got ").unwrap().parse().unwrap();
+    assert!(got > b.trim().parse::<u64>().unwrap());
+    assert_eq!(cli(&["revoke", "pool"]).0, Some(0));
+    for args in [["--shared"], ["--fair"]] {
+        let mut run = vec!["run", "kinds"];
+        run.extend(args);
+        run.extend(["--ttl", "2s", "--", "true"]);
+        let (code, _, err) = cli(&run);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+    }
 }
 
 #[test]

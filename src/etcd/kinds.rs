@@ -112,6 +112,8 @@ impl EtcdTable {
                 let mut c = c;
                 recipe::grant(&mut c, &spares, &keys, &cl, ttl_s, make).await
             })?;
+            // What to watch: the exclusive holder's key, or (every seat held) the seats.
+            let mut watch = (s.keys.lease(name), Vec::new());
             let (token, lease_id, holder, revision) = match attempt {
                 Grant::Won { token, lease, record, .. } => {
                     return Ok(EtcdLease::new(
@@ -147,6 +149,7 @@ impl EtcdTable {
                         continue;
                     }
                     // Every seat held: the oldest grant stands for them.
+                    watch = Keys::seats_in(&s.keys.lease_dir(), name);
                     let Some(oldest) = taken.iter().min_by_key(|kv| kv.create) else {
                         return Err(Fail::Odd("every seat held, and none read".into())
                             .into_error(&s.text, 0));
@@ -167,7 +170,7 @@ impl EtcdTable {
                     holder: holder_info,
                 });
             }
-            self.sleep_until_deleted(s.keys.name_and_seats(name), revision, left, stop)?;
+            self.sleep_until_deleted(watch, revision, left, stop)?;
         }
     }
 
@@ -239,7 +242,7 @@ impl EtcdTable {
     ) -> Result<Option<EtcdLease>> {
         let s = &self.shared;
         let own = s.keys.lease(lease.name());
-        let range = (own.clone(), Keys::seats_in(&s.keys.lease_dir(), lease.name()).1);
+        let range = s.keys.name_and_seats(lease.name());
         let mut pending: HashSet<Vec<u8>> = pending.into_iter().collect();
         let mut from = lease.token();
         let third = lease.ttl() / 3;

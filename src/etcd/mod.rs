@@ -40,6 +40,11 @@
 //! | mode, owner checks | file mode, owner | not applicable: use etcd's users and roles (`user=`), TLS client certificates |
 //! | counters (`info`) | kept in the header | `grants` only (the sum of transitions); the others read 0 |
 //! | request to release | a bit in the grant word | a transaction putting `asks/NAME` if the grant is live (1 round trip); the holder learns at once with a keep-alive (it watches that key), else at its next renewal |
+//! | permits, shared | head and seat slots | a seat key per grant (`lease/NAME\0p<N>.<i>`, `lease/NAME\0s.<i>`), created by the grant's one transaction; token = its create revision (see `kinds`) |
+//! | kind of a name | recorded until the slot is reused | **what the live keys say**, checked by every grant's compares: `WrongKind` while a grant of another kind is live, any kind once none is |
+//! | exclusive grant of a shared name | takes the head, waits for shared holders to leave | the same: made over the live shared seats, which keep new ones out, and returned once their keys are gone |
+//! | fair | place slots (2 s TTL), ticket counter | places `queue/NAME\0<id>` on etcd leases of their own, ticket = create revision, each waiter watching the one ahead (see `fair`); a dead or stopped waiter ahead is passed over at its place's TTL only; no 127-waiter limit |
+//! | elections on a shared name | refused (`WrongKind`) | not refused: the campaign drains the shared holders and leads |
 //! | elections | the lease on the name; observe sleeps on the slot's futex | the same lease; term = create revision; campaign waits on a watch; observe follows one watch on the key, every change seen; a dead leader leads until its TTL runs out |
 //!
 //! # Fork
