@@ -452,6 +452,44 @@ mod tests {
     }
 
     #[test]
+    fn seat_key_names_round_trip_and_odd_ones_are_refused() {
+        for kind in [SeatKind::Permits(2), SeatKind::Permits(128), SeatKind::Shared] {
+            let last = kind.seats() - 1;
+            assert_eq!(parse_seat(&seat("a/b", kind, last)), Some(("a/b", Some((kind, last)))));
+        }
+        assert_eq!(parse_seat("plain"), Some(("plain", None)));
+        for odd in [
+            "n\0p2.2",
+            "n\0p02.0",
+            "n\0p1.0",
+            "n\0p129.0",
+            "n\0p2.01",
+            "n\0p2.",
+            "n\0p.0",
+            "n\0s.64",
+            "n\0s.-1",
+            "n\0x.0",
+            "n\0",
+            "n\0p2.0\0s.1",
+            "n\0p99999999999.0",
+        ] {
+            assert_eq!(parse_seat(odd), None, "{odd:?}");
+        }
+        let k = Keys::new("/t");
+        let (start, end) = Keys::seats_in(&k.lease_dir(), "n");
+        let seat_key = k.lease(&seat("n", SeatKind::Shared, 3));
+        assert!(start <= seat_key && seat_key < end);
+        // Neither the name itself nor a longer name falls among its seats.
+        for other in [k.lease("n"), k.lease("n0"), k.lease("n/x"), k.lease("m")] {
+            assert!(!(start <= other && other < end));
+        }
+        let (ps, pe) = k.seats_tagged("n", &SeatKind::Permits(2).tag());
+        let p20 = k.lease(&seat("n", SeatKind::Permits(20), 0));
+        assert!(!(ps <= p20 && p20 < pe), "p20 is not among p2's seats");
+        assert_eq!(k.name_and_seats("n"), (k.lease("n"), end));
+    }
+
+    #[test]
     fn names_come_back_only_from_their_directory() {
         let k = Keys::new("/t");
         assert_eq!(k.lease("a/b"), b"/t/.shmlease/lease/a/b");

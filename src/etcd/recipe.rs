@@ -372,9 +372,9 @@ fn granted(
     }
     let name = claim.name.as_str();
     let seats = r.get(1).map(Vec::as_slice).unwrap_or_default();
-    let kinds = seats.iter().filter_map(|kv| seat_kind(keys, name, kv).map(|(k, _)| k));
+    let mut kinds = seats.iter().filter_map(|kv| seat_kind(keys, name, kv).map(|(k, _)| k));
     // (An exclusive grant is refused by permits only, never by shared seats.)
-    let other = kinds.clone().find(|k| match claim.kind {
+    let other = kinds.find(|k| match claim.kind {
         None => *k != SeatKind::Shared,
         mine => Some(*k) != mine,
     });
@@ -392,7 +392,10 @@ fn granted(
             holder: HolderRecord::decode(&kv.value),
             revision: at,
         }),
-        (Some(SeatKind::Permits(_)), Some(_)) => Ok(Grant::Wrong(LeaseKind::Exclusive)),
+        // (A shared name's draining writer holds `lease/NAME` over its shared seats.)
+        (Some(SeatKind::Permits(_)), Some(_)) => {
+            Ok(Grant::Wrong(other.map(SeatKind::lease_kind).unwrap_or(LeaseKind::Exclusive)))
+        }
         // No exclusive holder: refused for a seat of another kind.
         (_, None) if other.is_some() => {
             Ok(Grant::Wrong(other.map(SeatKind::lease_kind).unwrap_or(LeaseKind::Exclusive)))
