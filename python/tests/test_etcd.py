@@ -603,7 +603,12 @@ def test_fair_waiters_on_etcd_are_served_in_the_order_they_came(etcd_table, chil
             time.sleep(0.01)
         waiters.append(w)
     assert [q.holder.pid for q in t.get("line").queue] == [w.pid for w in waiters]
+    # The first in line is stopped for a moment (well within its place's 2 s TTL) as the
+    # name is freed: those behind it wait for it, they do not race it.
+    os.kill(waiters[0].pid, signal.SIGSTOP)
     held.release()
+    time.sleep(0.5)
+    os.kill(waiters[0].pid, signal.SIGCONT)
     tokens = [int(read_line(w)) for w in waiters]
     assert tokens == sorted(tokens) and len(set(tokens)) == 3, tokens
     for w in waiters:
