@@ -2117,16 +2117,15 @@ fn c_library_with_etcd(dir: &std::path::Path) -> std::path::PathBuf {
     lib
 }
 
-#[test]
-fn the_c_library_elects_and_asks_on_an_etcd_table() {
-    let _wd = Watchdog::new("c_election", LONG * 5);
-    let cluster = Cluster::start("c-election", Setup::default());
-    let dir = cluster.dir().join("c");
+/// Compiles `source` against the C library built with the feature and runs it on the
+/// table `prefix` of `cluster`; its stdout, once it has exited with success.
+fn c_program_on_etcd(cluster: &Cluster, prefix: &str, source: &str) -> String {
+    let dir = cluster.dir().join(prefix);
     std::fs::create_dir_all(&dir).unwrap();
     let lib = c_library_with_etcd(&dir);
-    let src = dir.join("election_etcd.c");
-    std::fs::write(&src, ELECTION_C).unwrap();
-    let exe = dir.join("election_etcd");
+    let src = dir.join("program.c");
+    std::fs::write(&src, source).unwrap();
+    let exe = dir.join("program");
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let gcc = std::process::Command::new("gcc")
         .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
@@ -2142,20 +2141,103 @@ fn the_c_library_elects_and_asks_on_an_etcd_table() {
         .output()
         .unwrap();
     assert!(gcc.status.success(), "{}", String::from_utf8_lossy(&gcc.stderr));
-    let location = cluster.location("c");
     let (out, err) = (dir.join("stdout"), dir.join("stderr"));
     let mut child = common::etcd::Guarded::spawn(
         std::process::Command::new(&exe)
-            .arg(&location)
+            .arg(cluster.location(prefix))
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap()),
     );
     let status = child.0.wait().unwrap();
     let stdout = std::fs::read_to_string(&out).unwrap();
     assert!(status.success(), "{stdout}{}", std::fs::read_to_string(&err).unwrap());
+    stdout
+}
+
+#[test]
+fn the_c_library_elects_and_asks_on_an_etcd_table() {
+    let _wd = Watchdog::new("c_election", LONG * 5);
+    let cluster = Cluster::start("c-election", Setup::default());
+    let stdout = c_program_on_etcd(&cluster, "c", ELECTION_C);
     let term: u64 = stdout.trim().strip_prefix("@@term ").unwrap().parse().unwrap();
     // What C did, Rust sees: the term ended by its resignation.
-    let t = LeaseTable::open(location.as_str()).unwrap();
+    let t = LeaseTable::open(cluster.location("c").as_str()).unwrap();
     let info = t.get("sched").unwrap().unwrap();
     assert_eq!((info.token, info.state), (term, LeaseState::Free));
 }
+
+#[test]
+fn the_c_library_takes_permits_shared_and_fair_grants_on_an_etcd_table() {
+    let _wd = Watchdog::new("c_kinds", LONG * 5);
+    let cluster = Cluster::start("c-kinds", Setup::default());
+    let stdout = c_program_on_etcd(&cluster, "ck", KINDS_C);
+    let tokens: Vec<u64> = stdout
+        .trim()
+        .strip_prefix("@@pool ")
+        .unwrap()
+        .split(' ')
+        .map(|t| t.parse().unwrap())
+        .collect();
+    // What C left, Rust sees: a detached permit, by its token.
+    let t = LeaseTable::open(cluster.location("ck").as_str()).unwrap();
+    let info = t.get("pool").unwrap().unwrap();
+    assert_eq!(info.kind, shmlease::LeaseKind::Permits(2));
+    assert_eq!(info.grants.iter().map(|g| g.token).collect::<Vec<_>>(), vec![tokens[1]]);
+    t.release("pool", tokens[1]).unwrap();
+}
+
+const KINDS_C: &str = r#"
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "check.h"
+
+int main(int argc, char **argv) {
+    CHECK(argc == 2);
+    shmlease_table *t = NULL;
+    OK(shmlease_table_open_or_create(argv[1], NULL, &t));
+    shmlease_acquire_options two = {0};
+    two.permits = 2;
+    shmlease_lease *a = NULL, *b = NULL, *c = NULL;
+    shmlease_held_by by;
+    OK(shmlease_acquire_with(t, "pool", 30 * SEC, &two, &a, NULL));
+    OK(shmlease_acquire_with(t, "pool", 30 * SEC, &two, &b, NULL));
+    CHECK(token_of(b) > token_of(a));
+    EXPECT(shmlease_acquire_with(t, "pool", 30 * SEC, &two, &c, &by), SHMLEASE_HELD);
+    CHECK(c == NULL);
+    EXPECT(shmlease_try_acquire(t, "pool", 30 * SEC, &c, NULL), SHMLEASE_WRONG_KIND);
+    shmlease_grant grants[4];
+    size_t n = 0;
+    OK(shmlease_get_grants(t, "pool", grants, 4, &n));
+    CHECK(n == 2 && grants[0].token == token_of(a) && grants[1].token == token_of(b));
+    OK(shmlease_release(a));
+    shmlease_lease_free(a);
+    // A fair wait for a permit, granted at once (one is free, nobody in line).
+    shmlease_acquire_options fair = two;
+    fair.fair = true;
+    fair.timeout_ns = 60 * (int64_t)SEC;
+    OK(shmlease_acquire_with(t, "pool", 30 * SEC, &fair, &c, NULL));
+    CHECK(token_of(c) > token_of(b));
+    OK(shmlease_lease_detach(c, NULL));
+
+    shmlease_acquire_options reader = {0};
+    reader.shared = true;
+    shmlease_lease *r1 = NULL, *r2 = NULL, *w = NULL;
+    OK(shmlease_acquire_with(t, "rw", 30 * SEC, &reader, &r1, NULL));
+    OK(shmlease_acquire_with(t, "rw", 30 * SEC, &reader, &r2, NULL));
+    EXPECT(shmlease_try_acquire(t, "rw", 30 * SEC, &w, &by), SHMLEASE_HELD);
+    OK(shmlease_get_grants(t, "rw", grants, 4, &n));
+    CHECK(n == 2 && grants[0].shared && grants[1].shared);
+    shmlease_lease_free(r1);
+    shmlease_lease_free(r2);
+    OK(shmlease_try_acquire(t, "rw", 30 * SEC, &w, NULL));
+    shmlease_lease_free(w);
+
+    printf("@@pool %llu %llu\n", (unsigned long long)token_of(b), (unsigned long long)token_of(c));
+    shmlease_lease_free(b);
+    shmlease_lease_free(c);
+    shmlease_table_close(t);
+    return 0;
+}
+"#;
