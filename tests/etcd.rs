@@ -530,6 +530,64 @@ fn round_trips_per_operation_as_documented() {
 }
 
 #[test]
+fn kinds_round_trips_as_documented() {
+    let _wd = Watchdog::new("kinds_round_trips", LONG * 2);
+    let cluster = Cluster::start("kinds-round-trips", Setup::default());
+    let t = table(&cluster, "krt");
+    let ttl = Duration::from_secs(10);
+    let many = AcquireOptions::new().permits(128).unwrap();
+    t.acquire_with("pool", ttl, &many).unwrap().release().unwrap(); // leaves a spare
+                                                                    // A permit on a spare etcd lease, and its release: one Txn each.
+    let c0 = cluster.rpc_counts();
+    let first = t.acquire_with("pool", ttl, &many).unwrap();
+    let c1 = cluster.rpc_counts();
+    assert_eq!((delta(&c0, &c1, "Txn"), delta(&c0, &c1, "LeaseGrant")), (1, 0), "{c0:?}\n{c1:?}");
+    // Another permit: LeaseGrant (no spare left) and one Txn, two if the seat it picked
+    // at random (1 in 128) was the taken one.
+    let second = t.acquire_with("pool", ttl, &many).unwrap();
+    let c2 = cluster.rpc_counts();
+    assert_eq!(delta(&c1, &c2, "LeaseGrant"), 1, "{c1:?}\n{c2:?}");
+    assert!((1..=2).contains(&delta(&c1, &c2, "Txn")), "{c1:?}\n{c2:?}");
+    first.release().unwrap();
+    second.release().unwrap();
+    let c3 = cluster.rpc_counts();
+    assert_eq!(delta(&c2, &c3, "Txn"), 2, "{c2:?}\n{c3:?}");
+    // Fair, uncontended: the queue's compare rides in the grant's one Txn.
+    let fair = AcquireOptions::new().fair(true);
+    t.acquire_with("line", ttl, &fair).unwrap().release().unwrap();
+    let c4 = cluster.rpc_counts();
+    assert_eq!(delta(&c3, &c4, "Txn"), 2, "{c3:?}\n{c4:?}");
+    for m in ["LeaseGrant", "LeaseRevoke", "Range"] {
+        assert_eq!(delta(&c3, &c4, m), 0, "{m}: {c3:?}\n{c4:?}");
+    }
+    // Fair, behind a holder: its try (1 Txn), its place (LeaseGrant, 1 Txn); first in
+    // line at once, the kind's acquisition: refused (1 Txn), a watch, the grant (1 Txn);
+    // its release (1 Txn), its place revoked (LeaseRevoke).
+    let holder = t.try_acquire("line", ttl).unwrap();
+    let c5 = cluster.rpc_counts();
+    let mut gets = 0;
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            t.acquire_with("line", ttl, &fair.clone().wait(Some(LONG))).unwrap().release().unwrap()
+        });
+        while t.get("line").unwrap().unwrap().queue.is_empty() {
+            gets += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        gets += 1;
+        holder.release().unwrap();
+        waiter.join().unwrap();
+    });
+    let c6 = cluster.rpc_counts();
+    // Each `get` above: one Txn and a LeaseTimeToLive (the holder's time left).
+    // (No refusal if the holder's release came before the waiter's first grant.)
+    let txns = delta(&c5, &c6, "Txn");
+    assert!((4 + 1 + gets..=5 + 1 + gets).contains(&txns), "{c5:?}\n{c6:?}");
+    assert_eq!(delta(&c5, &c6, "LeaseGrant"), 1, "{c5:?}\n{c6:?}");
+    assert_eq!(delta(&c5, &c6, "LeaseRevoke"), 1, "{c5:?}\n{c6:?}");
+}
+
+#[test]
 fn election_round_trips_as_documented() {
     let _wd = Watchdog::new("election_round_trips", LONG * 2);
     let cluster = Cluster::start("election-round-trips", Setup::default());

@@ -17,7 +17,7 @@
 //! | try | the fair acquirer | the kind's grant `Txn`, with one more compare: no place in `queue/NAME\0…` (refused: `Held`, also when the name is free but someone waits in line) — 1 round trip, as an unfair grant |
 //! | queue | a fair acquirer that waits | `LeaseGrant` (the place's lease), then `Txn{ put place; range queue }`: its ticket and the places ahead (2) |
 //! | wait in line | the waiter | a watch on the deletion of the nearest place ahead, from the queue's read; when it goes, the queue read again (1) and the next nearest watched: one watcher per place, no herd |
-//! | first in line | the waiter | the kind's acquisition (grant, refusal, watch, as unfair), for what is left of its time |
+//! | first in line | the waiter | the kind's acquisition (grant, refusal, watch, as unfair), for what is left of its time: 1 round trip if the name is free, else a refusal (1), a watch, the grant (1) |
 //! | granted, gives up, interrupted | the waiter | `LeaseRevoke` of its place's lease (1): the place goes, the next waiter's watch fires |
 //! | dies, is stopped | the server | the place's lease expires after [`PLACE_TTL`]: the next waiter's watch fires |
 //! | its place expired (stopped past it) | the waiter | it learns from its keep-alive, and queues again at the back |
