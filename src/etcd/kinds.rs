@@ -45,7 +45,8 @@
 //! |---|---|
 //! | permit or shared grant, a free seat guessed | 1 `Txn` on a spare etcd lease (else `LeaseGrant` first: 2) |
 //! | the guessed seat taken | the refusal reads every seat of the name: 1 more `Txn` on a seat seen free |
-//! | every seat taken | the refusal's reads, then a watch on `[lease/NAME, lease/NAME\x01)` (deletes only) from its revision; every deletion wakes every waiter, who tries again |
+//! | every seat taken | the refusal's reads, then a watch on the name's seats `[lease/NAME\0, lease/NAME\x01)` (deletes only) from its revision; every deletion wakes every waiter, who tries again |
+//! | a shared grant while an exclusive holds (or drains) | a watch on `lease/NAME` (deletes only) from the refusal's revision |
 //! | exclusive grant of a shared name | 1 `Txn` (which also reads the shared seats), then the watch until they are gone |
 //! | renew, release, keep-alive of a seat | as an exclusive grant's |
 //! | by-token renew/release/revoke/request of a seat | 1 more read, to find the seat of the token |
