@@ -54,6 +54,7 @@ fn child_main() {
         Ok("etcd_hold") => std::process::exit(role_hold()),
         Ok("etcd_lead") => std::process::exit(role_lead()),
         Ok("etcd_candidate") => std::process::exit(role_candidate()),
+        Ok("etcd_fair") => std::process::exit(role_fair()),
         _ => common::run_child(),
     }
 }
@@ -71,6 +72,9 @@ fn role_contend() -> i32 {
     let name = env("NAME");
     let count: u32 = env("COUNT").parse().unwrap();
     let work = Duration::from_millis(env("WORK_MS").parse().unwrap());
+    // `x` exclusive (the default), `pN` N permits, `s` shared.
+    let kind = std::env::var("SHMLEASE_IT_KIND").unwrap_or_else(|_| "x".into());
+    let options = kind_options(&kind).wait(Some(Duration::from_secs(30)));
     let table = loop {
         match EtcdTable::open(&location) {
             Ok(t) => break t,
@@ -80,21 +84,21 @@ fn role_contend() -> i32 {
     };
     let mut done = 0;
     while done < count {
-        let lease =
-            match table.acquire(&name, Duration::from_secs(2), Some(Duration::from_secs(30))) {
-                Ok(l) => l,
-                Err(Error::Unavailable { reason, .. }) => {
-                    say("unavailable", reason.replace('\n', " "));
-                    continue;
-                }
-                Err(e) => panic!("acquire: {e}"),
-            };
+        let begin = mono_ns();
+        let lease = match table.acquire_with(&name, Duration::from_secs(2), &options) {
+            Ok(l) => l,
+            Err(Error::Unavailable { reason, .. }) => {
+                say("unavailable", reason.replace('\n', " "));
+                continue;
+            }
+            Err(e) => panic!("acquire: {e}"),
+        };
         let start = mono_ns();
         std::thread::sleep(work);
         let end = mono_ns().min(mono_of(lease.deadline()));
         let token = lease.token();
         let released = lease.release();
-        say("grant", format!("{token} {start} {end}"));
+        say("grant", format!("{token} {start} {end} {begin} {kind}"));
         if let Err(e) = released {
             say("release_failed", e.to_string().replace('\n', " "));
         }
@@ -108,7 +112,8 @@ fn role_contend() -> i32 {
 fn role_hold() -> i32 {
     let table = EtcdTable::open(&loc(&env("LOC"))).unwrap();
     let ttl = Duration::from_millis(env("TTL_MS").parse().unwrap());
-    let lease = table.try_acquire(&env("NAME"), ttl).unwrap();
+    let kind = std::env::var("SHMLEASE_IT_KIND").unwrap_or_else(|_| "x".into());
+    let lease = table.acquire_with(&env("NAME"), ttl, &kind_options(&kind)).unwrap();
     say("held", format!("{} {}", lease.token(), mono_of(lease.deadline())));
     let go = std::path::PathBuf::from(env("GO"));
     assert!(common::wait_for_file(&go, LONG * 5), "no GO");
@@ -175,6 +180,94 @@ fn role_candidate() -> i32 {
     0
 }
 
+/// The options of a kind as the children take it: `x`, `pN`, `s`.
+fn kind_options(kind: &str) -> AcquireOptions {
+    match kind.strip_prefix('p') {
+        Some(n) => AcquireOptions::new().permits(n.parse().unwrap()).unwrap(),
+        None if kind == "s" => AcquireOptions::new().shared(true),
+        None => AcquireOptions::new(),
+    }
+}
+
+/// A grant as a child reported it: token, validity `[start, end)`, when its acquisition
+/// began, and its kind (`x`, `pN`, `s`).
+#[derive(Clone, Debug)]
+struct Seen {
+    token: u64,
+    start: u64,
+    end: u64,
+    begin: u64,
+    kind: String,
+}
+
+fn seen_of(kid: &Kid) -> Vec<Seen> {
+    kid.lines_so_far()
+        .iter()
+        .filter_map(|l| l.strip_prefix("@@grant "))
+        .map(|rest| {
+            let v: Vec<&str> = rest.split(' ').collect();
+            let n = |i: usize| v[i].parse::<u64>().unwrap();
+            Seen { token: n(0), start: n(1), end: n(2), begin: n(3), kind: v[4].to_owned() }
+        })
+        .collect()
+}
+
+/// From the clients' own validity intervals: never more than `permits` grants at once,
+/// never an exclusive (`x`) grant with any other; tokens distinct, and a grant whose
+/// acquisition began after another was returned has a larger token.
+fn check_kinds(grants: &[Seen], permits: usize) {
+    let mut edges: Vec<(u64, i32, usize)> = Vec::new();
+    for (i, g) in grants.iter().enumerate() {
+        edges.push((g.start, 1, i));
+        edges.push((g.end.max(g.start), -1, i));
+    }
+    // Ends before starts at the same instant: touching intervals do not overlap.
+    edges.sort_by_key(|e| (e.0, e.1));
+    let mut live: std::collections::BTreeSet<usize> = Default::default();
+    for (_, step, i) in edges {
+        if step < 0 {
+            live.remove(&i);
+            continue;
+        }
+        live.insert(i);
+        assert!(
+            live.len() <= permits,
+            "{} grants at once: {:?}",
+            live.len(),
+            live.iter().map(|j| &grants[*j]).collect::<Vec<_>>()
+        );
+        let exclusive = live.iter().any(|j| grants[*j].kind == "x");
+        assert!(
+            !exclusive || live.len() == 1,
+            "an exclusive grant with others: {:?}",
+            live.iter().map(|j| &grants[*j]).collect::<Vec<_>>()
+        );
+    }
+    let tokens: std::collections::BTreeSet<u64> = grants.iter().map(|g| g.token).collect();
+    assert_eq!(tokens.len(), grants.len(), "a token handed out twice");
+    for a in grants {
+        for b in grants.iter().filter(|b| b.begin > a.start && b.token != a.token) {
+            assert!(
+                b.token > a.token,
+                "token {} began after {} was returned, yet is smaller",
+                b.token,
+                a.token
+            );
+        }
+    }
+}
+
+/// Takes `NAME` fairly (waiting), reports `@@granted TOKEN`, holds it 100 ms, releases.
+fn role_fair() -> i32 {
+    let table = LeaseTable::open(env("LOC").as_str()).unwrap();
+    let fair = AcquireOptions::new().fair(true).wait(Some(LONG));
+    let lease = table.acquire_with(&env("NAME"), Duration::from_secs(2), &fair).unwrap();
+    say("granted", lease.token());
+    std::thread::sleep(Duration::from_millis(100));
+    lease.release().unwrap();
+    0
+}
+
 fn outcome(r: Result<(), Error>) -> String {
     match r {
         Ok(()) => "ok".into(),
@@ -189,7 +282,7 @@ fn grants_of(kid: &Kid) -> Vec<(u64, u64, u64)> {
         .iter()
         .filter_map(|l| l.strip_prefix("@@grant "))
         .map(|rest| {
-            let v: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap()).collect();
+            let v: Vec<u64> = rest.split(' ').take(3).map(|x| x.parse().unwrap()).collect();
             (v[0], v[1], v[2])
         })
         .collect()
@@ -210,21 +303,30 @@ fn check_exclusive(mut grants: Vec<(u64, u64, u64)>) {
 }
 
 fn contenders(wd: &Watchdog, cluster: &Cluster, prefix: &str, n: usize, count: u32) -> Vec<Kid> {
-    (0..n)
-        .map(|i| {
-            Kid::spawn(
-                wd,
-                &format!("contender {i}"),
-                "etcd_contend",
-                &[
-                    ("LOC", cluster.location(prefix)),
-                    ("NAME", "shared".into()),
-                    ("COUNT", count.to_string()),
-                    ("WORK_MS", "5".into()),
-                ],
-            )
-        })
-        .collect()
+    (0..n).map(|i| contender(wd, cluster, prefix, i, count, "x", 5)).collect()
+}
+
+fn contender(
+    wd: &Watchdog,
+    cluster: &Cluster,
+    prefix: &str,
+    i: usize,
+    count: u32,
+    kind: &str,
+    work_ms: u32,
+) -> Kid {
+    Kid::spawn(
+        wd,
+        &format!("contender {i} ({kind})"),
+        "etcd_contend",
+        &[
+            ("LOC", cluster.location(prefix)),
+            ("NAME", "shared".into()),
+            ("COUNT", count.to_string()),
+            ("WORK_MS", work_ms.to_string()),
+            ("KIND", kind.into()),
+        ],
+    )
 }
 
 // ------------------------------------------------------------------------------------
@@ -425,6 +527,64 @@ fn round_trips_per_operation_as_documented() {
     let c6 = cluster.rpc_counts();
     assert_eq!((delta(&c5, &c6, "LeaseGrant"), delta(&c5, &c6, "Txn")), (1, 1), "{c5:?}\n{c6:?}");
     drop(lease);
+}
+
+#[test]
+fn kinds_round_trips_as_documented() {
+    let _wd = Watchdog::new("kinds_round_trips", LONG * 2);
+    let cluster = Cluster::start("kinds-round-trips", Setup::default());
+    let t = table(&cluster, "krt");
+    let ttl = Duration::from_secs(10);
+    let many = AcquireOptions::new().permits(128).unwrap();
+    t.acquire_with("pool", ttl, &many).unwrap().release().unwrap(); // leaves a spare
+                                                                    // A permit on a spare etcd lease, and its release: one Txn each.
+    let c0 = cluster.rpc_counts();
+    let first = t.acquire_with("pool", ttl, &many).unwrap();
+    let c1 = cluster.rpc_counts();
+    assert_eq!((delta(&c0, &c1, "Txn"), delta(&c0, &c1, "LeaseGrant")), (1, 0), "{c0:?}\n{c1:?}");
+    // Another permit: LeaseGrant (no spare left) and one Txn, two if the seat it picked
+    // at random (1 in 128) was the taken one.
+    let second = t.acquire_with("pool", ttl, &many).unwrap();
+    let c2 = cluster.rpc_counts();
+    assert_eq!(delta(&c1, &c2, "LeaseGrant"), 1, "{c1:?}\n{c2:?}");
+    assert!((1..=2).contains(&delta(&c1, &c2, "Txn")), "{c1:?}\n{c2:?}");
+    first.release().unwrap();
+    second.release().unwrap();
+    let c3 = cluster.rpc_counts();
+    assert_eq!(delta(&c2, &c3, "Txn"), 2, "{c2:?}\n{c3:?}");
+    // Fair, uncontended: the queue's compare rides in the grant's one Txn.
+    let fair = AcquireOptions::new().fair(true);
+    t.acquire_with("line", ttl, &fair).unwrap().release().unwrap();
+    let c4 = cluster.rpc_counts();
+    assert_eq!(delta(&c3, &c4, "Txn"), 2, "{c3:?}\n{c4:?}");
+    for m in ["LeaseGrant", "LeaseRevoke", "Range"] {
+        assert_eq!(delta(&c3, &c4, m), 0, "{m}: {c3:?}\n{c4:?}");
+    }
+    // Fair, behind a holder: its try (1 Txn), its place (LeaseGrant, 1 Txn); first in
+    // line at once, the kind's acquisition: refused (1 Txn), a watch, the grant (1 Txn);
+    // its release (1 Txn), its place revoked (LeaseRevoke).
+    let holder = t.try_acquire("line", ttl).unwrap();
+    let c5 = cluster.rpc_counts();
+    let mut gets = 0;
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            t.acquire_with("line", ttl, &fair.clone().wait(Some(LONG))).unwrap().release().unwrap()
+        });
+        while t.get("line").unwrap().unwrap().queue.is_empty() {
+            gets += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        gets += 1;
+        holder.release().unwrap();
+        waiter.join().unwrap();
+    });
+    let c6 = cluster.rpc_counts();
+    // Each `get` above: one Txn and a LeaseTimeToLive (the holder's time left).
+    // (No refusal if the holder's release came before the waiter's first grant.)
+    let txns = delta(&c5, &c6, "Txn");
+    assert!((4 + 1 + gets..=5 + 1 + gets).contains(&txns), "{c5:?}\n{c6:?}");
+    assert_eq!(delta(&c5, &c6, "LeaseGrant"), 1, "{c5:?}\n{c6:?}");
+    assert_eq!(delta(&c5, &c6, "LeaseRevoke"), 1, "{c5:?}\n{c6:?}");
 }
 
 #[test]
@@ -859,6 +1019,173 @@ fn member_faults_during_contention_keep_exclusivity_and_tokens() {
     }
     assert_eq!(all.len(), 160);
     check_exclusive(all);
+}
+
+// ------------------------------------------------------------------------------------
+// Permits and shared leases
+// ------------------------------------------------------------------------------------
+
+#[test]
+fn the_kinds_check_catches_excess_overlap_and_token_disorder() {
+    let g =
+        |token, start, end, begin, kind: &str| Seen { token, start, end, begin, kind: kind.into() };
+    let three = vec![g(1, 0, 10, 0, "p2"), g(2, 1, 10, 0, "p2"), g(3, 2, 10, 0, "p2")];
+    assert!(std::panic::catch_unwind(|| check_kinds(&three, 2)).is_err());
+    check_kinds(&three[..2], 2);
+    let mixed = vec![g(1, 0, 10, 0, "s"), g(2, 5, 20, 0, "x")];
+    assert!(std::panic::catch_unwind(|| check_kinds(&mixed, 64)).is_err());
+    let disorder = vec![g(5, 0, 10, 0, "p2"), g(4, 20, 30, 11, "p2")];
+    assert!(std::panic::catch_unwind(|| check_kinds(&disorder, 2)).is_err());
+    let twice = vec![g(5, 0, 10, 0, "p2"), g(5, 20, 30, 0, "p2")];
+    assert!(std::panic::catch_unwind(|| check_kinds(&twice, 2)).is_err());
+    check_kinds(&[g(1, 0, 10, 0, "s"), g(2, 5, 20, 0, "s"), g(3, 20, 30, 19, "x")], 64);
+}
+
+#[test]
+fn permits_from_processes_never_exceed_n_through_a_leader_kill() {
+    let wd = Watchdog::new("permits_contention", LONG * 5);
+    let mut cluster = Cluster::start("permits", Setup::default());
+    drop(table(&cluster, "prm"));
+    let mut kids: Vec<Kid> =
+        (0..5).map(|i| contender(&wd, &cluster, "prm", i, 16, "p2", 20)).collect();
+    let progress = |kids: &[Kid]| kids.iter().map(|k| seen_of(k).len()).sum::<usize>();
+    let wait_progress = |kids: &[Kid], more: usize| {
+        let from = progress(kids);
+        let end = Instant::now() + LONG;
+        while progress(kids) < from + more && progress(kids) < 80 {
+            assert!(Instant::now() < end, "no progress with a quorum");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_progress(&kids, 8);
+    let leader = cluster.wait_leader(LONG);
+    cluster.kill(leader);
+    wait_progress(&kids, 8);
+    cluster.restart(leader);
+    cluster.wait_healthy(LONG);
+    let mut all = Vec::new();
+    for k in &mut kids {
+        k.wait_ok(LONG * 3);
+        let got = seen_of(k);
+        assert_eq!(got.len(), 16, "{}", k.transcript());
+        all.extend(got);
+    }
+    check_kinds(&all, 2);
+    // Two at once did happen: the permits were used, not taken in turns.
+    let overlapping = all
+        .iter()
+        .any(|a| all.iter().any(|b| a.token != b.token && a.start < b.end && b.start < a.end));
+    assert!(overlapping, "never two holders at once: the test did not contend");
+}
+
+#[test]
+fn shared_grants_never_overlap_an_exclusive_one_and_do_not_starve_it() {
+    let wd = Watchdog::new("shared_contention", LONG * 5);
+    let cluster = Cluster::start("shared", Setup::default());
+    drop(table(&cluster, "shr"));
+    // Three streams of shared holders that overlap each other: without its drain
+    // keeping new shared grants out, the name would never be free for the exclusive.
+    let mut readers: Vec<Kid> =
+        (0..3).map(|i| contender(&wd, &cluster, "shr", i, 100_000, "s", 150)).collect();
+    let started = Instant::now();
+    while readers.iter().map(|k| seen_of(k).len()).sum::<usize>() < 6 {
+        assert!(started.elapsed() < LONG, "no shared grants");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut writer = contender(&wd, &cluster, "shr", 9, 3, "x", 50);
+    writer.wait_ok(LONG * 2);
+    for r in &mut readers {
+        assert!(r.try_status().is_none(), "a shared stream ended: {}", r.transcript());
+    }
+    let mut all = seen_of(&writer);
+    assert_eq!(all.len(), 3, "{}", writer.transcript());
+    for r in &mut readers {
+        r.signal(libc::SIGKILL);
+        r.wait(LONG);
+        all.extend(seen_of(r));
+    }
+    check_kinds(&all, 64);
+}
+
+#[test]
+fn a_permit_holder_killed_with_sigkill_is_reclaimed_after_its_ttl() {
+    let wd = Watchdog::new("permit_sigkill", LONG * 2);
+    let cluster = Cluster::start("permitkill", Setup::default());
+    let t = table(&cluster, "pk");
+    let two = AcquireOptions::new().permits(2).unwrap();
+    let mine = t.acquire_with("pool", Duration::from_secs(5), &two).unwrap();
+    let go = cluster.dir().join("never");
+    let mut kid = Kid::spawn(
+        &wd,
+        "holder",
+        "etcd_hold",
+        &[
+            ("LOC", cluster.location("pk")),
+            ("NAME", "pool".into()),
+            ("TTL_MS", "2000".into()),
+            ("GO", go.display().to_string()),
+            ("KIND", "p2".into()),
+        ],
+    );
+    let held = kid.expect("held", LONG);
+    let v: Vec<u64> = held.split(' ').map(|x| x.parse().unwrap()).collect();
+    let (token, deadline) = (v[0], v[1]);
+    kid.signal(libc::SIGKILL);
+    kid.wait(LONG);
+    assert!(matches!(
+        t.acquire_with("pool", Duration::from_secs(2), &two),
+        Err(Error::Held { .. })
+    ));
+    let next =
+        t.acquire_with("pool", Duration::from_secs(2), &two.clone().wait(Some(LONG))).unwrap();
+    assert!(mono_ns() >= deadline, "reclaimed before the dead holder's own deadline");
+    assert!(next.token() > token && token > mine.token());
+    let info = t.get("pool").unwrap().unwrap();
+    let tokens: Vec<u64> = info.grants.iter().map(|g| g.token).collect();
+    assert_eq!(tokens, vec![mine.token(), next.token()]);
+}
+
+#[test]
+fn a_stopped_fair_waiter_is_passed_over_after_its_place_ttl_and_queues_again() {
+    let wd = Watchdog::new("fair_stopped", LONG * 3);
+    let cluster = Cluster::start("fairstop", Setup::default());
+    let location = cluster.location("fq");
+    let t = LeaseTable::open_or_create(location.as_str(), &TableOptions::new()).unwrap();
+    let ttl = Duration::from_secs(2);
+    let holder = t.try_acquire("q", ttl).unwrap();
+    let queued = |n: usize| {
+        let end = Instant::now() + LONG;
+        while t.get("q").unwrap().unwrap().queue.len() < n {
+            assert!(Instant::now() < end, "no {n} waiters queued");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        t.get("q").unwrap().unwrap().queue
+    };
+    let env = [("LOC", location.clone()), ("NAME", "q".to_string())];
+    let mut first = Kid::spawn(&wd, "first waiter", "etcd_fair", &env);
+    let ticket = queued(1)[0].ticket;
+    let mut second = Kid::spawn(&wd, "second waiter", "etcd_fair", &env);
+    queued(2);
+    first.signal(libc::SIGSTOP);
+    first.wait_state(b'T', LONG);
+    drop(holder);
+    // The name is free, but someone waits in line: a fair try does not pass the queue
+    // (judged only while the stopped waiter's place is still there), an unfair one may.
+    let fair_try = t.acquire_with("q", ttl, &AcquireOptions::new().fair(true));
+    if t.get("q").unwrap().unwrap().queue.iter().any(|p| p.ticket == ticket) {
+        assert!(matches!(fair_try, Err(Error::Held { .. })), "{fair_try:?}");
+    }
+    drop(fair_try);
+    // The second waiter is served once the stopped one's place has expired.
+    let token: u64 = second.expect("granted", LONG).parse().unwrap();
+    second.wait_ok(LONG);
+    first.signal(libc::SIGCONT);
+    let again: u64 = first.expect("granted", LONG).parse().unwrap();
+    first.wait_ok(LONG);
+    assert!(
+        again > token,
+        "the resumed waiter ({again}) was served before the one behind it ({token})"
+    );
 }
 
 // ------------------------------------------------------------------------------------
@@ -1438,6 +1765,152 @@ fn conformance(t: &LeaseTable, other: &LeaseTable) {
     assert!(matches!(leadership.resign(), Err(Error::Lost { .. })));
 }
 
+/// Permits and shared leases, as both backends must agree on them.
+fn kinds_conformance(t: &LeaseTable, other: &LeaseTable) {
+    let ttl = Duration::from_secs(3);
+    let two = AcquireOptions::new().permits(2).unwrap();
+    let a = t.acquire_with("pool", ttl, &two).unwrap();
+    let b = other.acquire_with("pool", ttl, &two).unwrap();
+    assert!(b.token() > a.token());
+    assert!(matches!(t.acquire_with("pool", ttl, &two), Err(Error::Held { .. })));
+    let wrong = |r: Result<shmlease::Lease<'_>, Error>, recorded, requested| match r {
+        Err(Error::WrongKind { recorded: r, requested: q, .. }) => {
+            assert_eq!((r, q), (recorded, requested))
+        }
+        r => panic!("{r:?}"),
+    };
+    use shmlease::LeaseKind::{Exclusive, Permits, Shared};
+    wrong(other.try_acquire("pool", ttl), Permits(2), Exclusive);
+    let three = AcquireOptions::new().permits(3).unwrap();
+    wrong(other.acquire_with("pool", ttl, &three), Permits(2), Permits(3));
+    wrong(other.acquire_with("pool", ttl, &shared_options()), Permits(2), Shared);
+    let info = other.get("pool").unwrap().unwrap();
+    assert_eq!((info.kind, info.state), (Permits(2), LeaseState::Held));
+    let tokens: Vec<u64> = info.grants.iter().map(|g| g.token).collect();
+    assert_eq!(tokens, vec![a.token(), b.token()]);
+    assert!(info.grants.iter().all(|g| g.holder.unwrap().pid == std::process::id()));
+    assert!(other.list().unwrap().iter().any(|l| l.name == "pool" && l.grants.len() == 2));
+    // By token, from the holding process: that permit only.
+    other.release("pool", b.token()).unwrap();
+    assert!(!b.is_valid() && a.is_valid());
+    drop(b);
+    let c = other.acquire_with("pool", ttl, &two).unwrap();
+    assert!(c.token() > a.token());
+    assert_eq!(t.revoke("pool").unwrap(), Some(c.token()));
+    assert!(matches!(a.renew(ttl), Err(Error::Lost { reason: LostReason::Revoked, .. })));
+    assert!(matches!(c.renew(ttl), Err(Error::Lost { reason: LostReason::Revoked, .. })));
+    drop((a, c));
+    // An exclusive lease that is live is never turned into permits.
+    let x = t.try_acquire("solo", ttl).unwrap();
+    wrong(other.acquire_with("solo", ttl, &two), Exclusive, Permits(2));
+    drop(x);
+
+    let r1 = t.acquire_with("rw", ttl, &shared_options()).unwrap();
+    let r2 = other.acquire_with("rw", ttl, &shared_options()).unwrap();
+    assert!(r2.token() > r1.token());
+    assert!(matches!(other.try_acquire("rw", ttl), Err(Error::Held { .. })));
+    let info = t.get("rw").unwrap().unwrap();
+    assert_eq!(info.kind, Shared);
+    assert!(info.grants.len() == 2 && info.grants.iter().all(|g| g.shared));
+    wrong(other.acquire_with("rw", ttl, &two), Shared, Permits(2));
+    // A waiting exclusive acquirer keeps new shared grants out, and gets the name
+    // once both shared holders have left.
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| other.acquire("rw", ttl, Some(LONG)).map(|l| l.token()));
+        let end = Instant::now() + LONG;
+        loop {
+            match t.acquire_with("rw", ttl, &shared_options()) {
+                Err(Error::Held { .. }) => break,
+                Ok(late) => drop(late), // the writer has not taken the name yet
+                Err(e) => panic!("{e}"),
+            }
+            assert!(Instant::now() < end, "the exclusive acquirer never kept shared ones out");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for _ in 0..5 {
+            let late = t.acquire_with("rw", ttl, &shared_options());
+            assert!(matches!(late, Err(Error::Held { .. })), "a shared grant while draining");
+        }
+        r1.renew(ttl).unwrap();
+        drop(r1);
+        assert!(!writer.is_finished(), "granted (or failed) with a shared holder left");
+        drop(r2);
+        let token = writer.join().unwrap().unwrap();
+        assert!(token > 0);
+    });
+}
+
+/// Fair acquisition, as both backends must agree on it: waiters that have taken their
+/// places in a known order are granted in that order.
+fn fair_conformance(t: &LeaseTable, other: &LeaseTable) {
+    let ttl = Duration::from_secs(3);
+    let fair = AcquireOptions::new().fair(true);
+    // Uncontended, a fair acquisition is an ordinary one.
+    drop(t.acquire_with("line", ttl, &fair).unwrap());
+    let holder = t.try_acquire("line", ttl).unwrap();
+    assert!(matches!(other.acquire_with("line", ttl, &fair), Err(Error::Held { .. })));
+    let order = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        let waiters: Vec<_> = (0..3)
+            .map(|i| {
+                let (order, fair) = (&order, fair.clone().wait(Some(LONG)));
+                let w = scope.spawn(move || {
+                    let lease = other.acquire_with("line", ttl, &fair).unwrap();
+                    order.lock().unwrap().push((i, lease.token()));
+                    std::thread::sleep(Duration::from_millis(30));
+                });
+                let end = Instant::now() + LONG;
+                while t.get("line").unwrap().unwrap().queue.len() < i + 1 {
+                    assert!(Instant::now() < end, "waiter {i} never queued");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                w
+            })
+            .collect();
+        // Waiting longer than a place's TTL keeps the places (their waiters renew them).
+        std::thread::sleep(Duration::from_millis(2500));
+        let queue = t.get("line").unwrap().unwrap().queue;
+        assert_eq!(queue.len(), 3, "{queue:?}");
+        assert!(queue.windows(2).all(|w| w[0].ticket < w[1].ticket), "{queue:?}");
+        assert_eq!(queue[0].holder.unwrap().pid, std::process::id());
+        drop(holder);
+        for w in waiters {
+            w.join().unwrap();
+        }
+    });
+    let order = order.into_inner().unwrap();
+    assert_eq!(order.iter().map(|o| o.0).collect::<Vec<_>>(), vec![0, 1, 2], "{order:?}");
+    assert!(order.windows(2).all(|w| w[0].1 < w[1].1));
+    assert!(t.get("line").unwrap().unwrap().queue.is_empty());
+    // Fair on a name with permits: arrival order too, each waiting for a permit.
+    let two = AcquireOptions::new().permits(2).unwrap().fair(true);
+    let (a, b) =
+        (t.acquire_with("fp", ttl, &two).unwrap(), t.acquire_with("fp", ttl, &two).unwrap());
+    assert!(matches!(other.acquire_with("fp", ttl, &two), Err(Error::Held { .. })));
+    std::thread::scope(|scope| {
+        let w = scope.spawn(|| {
+            other.acquire_with("fp", ttl, &two.clone().wait(Some(LONG))).map(|l| l.token())
+        });
+        let end = Instant::now() + LONG;
+        while t.get("fp").unwrap().unwrap().queue.is_empty() {
+            assert!(Instant::now() < end, "never queued");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(a);
+        assert!(w.join().unwrap().unwrap() > b.token());
+    });
+    // A fair wait that times out leaves the queue.
+    let fair_short = fair.clone().wait(Some(Duration::from_millis(300)));
+    let h = t.try_acquire("line", ttl).unwrap();
+    assert!(matches!(other.acquire_with("line", ttl, &fair_short), Err(Error::TimedOut { .. })));
+    assert!(t.get("line").unwrap().unwrap().queue.is_empty());
+    drop(h);
+}
+
+fn shared_options() -> AcquireOptions {
+    AcquireOptions::new().shared(true)
+}
+
 #[test]
 fn one_api_over_both_backends() {
     let _wd = Watchdog::new("conformance", LONG * 2);
@@ -1445,6 +1918,8 @@ fn one_api_over_both_backends() {
     let path = scratch.path("table");
     let shm = LeaseTable::create(&path, &TableOptions::new().capacity(16)).unwrap();
     conformance(&shm, &LeaseTable::open(&path).unwrap());
+    kinds_conformance(&shm, &LeaseTable::open(&path).unwrap());
+    fair_conformance(&shm, &LeaseTable::open(&path).unwrap());
 
     let cluster = Cluster::start("conformance", Setup::default());
     let location = cluster.location("conf");
@@ -1455,12 +1930,8 @@ fn one_api_over_both_backends() {
         Err(Error::AlreadyExists { .. })
     ));
     conformance(&t, &LeaseTable::open(location.as_str()).unwrap());
-    // What the etcd backend does not carry yet says so.
-    let fair = AcquireOptions::new().fair(true);
-    assert!(matches!(
-        t.acquire_with("f", Duration::from_secs(2), &fair),
-        Err(Error::Unsupported { .. })
-    ));
+    kinds_conformance(&t, &LeaseTable::open(location.as_str()).unwrap());
+    fair_conformance(&t, &LeaseTable::open(location.as_str()).unwrap());
     drop(t);
     let e = LeaseTable::open("etcd://127.0.0.1:1/x?timeout=300ms").unwrap_err();
     assert!(matches!(e, Error::Unavailable { .. }), "{e}");
@@ -1506,6 +1977,44 @@ fn the_cli_on_an_etcd_table() {
     let (code, info, err) = cli(&["info"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(info.contains("etcd"), "{info}");
+
+    // Permits, shared and fair, as on a segment.
+    let permit =
+        |label: &str| cli(&["acquire", "pool", "--ttl", "10s", "--permits", "2", "--label", label]);
+    let (code, a, err) = permit("a");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, b, err) = permit("b");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = permit("c");
+    assert_ne!(code, Some(0), "a third permit of two: {err}");
+    let (code, _, err) = cli(&["acquire", "pool", "--ttl", "5s"]);
+    assert_eq!(code, Some(65), "an exclusive lease of a name with permits: {err}");
+    let (_, ls, _) = cli(&["ls"]);
+    assert!(ls.contains("2 of 2 permits"), "{ls}");
+    assert_eq!(cli(&["release", "pool", "--token", a.trim()]).0, Some(0));
+    let (code, out, err) = cli(&[
+        "run",
+        "pool",
+        "--permits",
+        "2",
+        "--ttl",
+        "2s",
+        "--",
+        "sh",
+        "-c",
+        "echo got $SHMLEASE_TOKEN",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let got: u64 = out.trim().strip_prefix("got ").unwrap().parse().unwrap();
+    assert!(got > b.trim().parse::<u64>().unwrap());
+    assert_eq!(cli(&["revoke", "pool"]).0, Some(0));
+    for args in [["--shared"], ["--fair"]] {
+        let mut run = vec!["run", "kinds"];
+        run.extend(args);
+        run.extend(["--ttl", "2s", "--", "true"]);
+        let (code, _, err) = cli(&run);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+    }
 }
 
 #[test]
@@ -1666,16 +2175,15 @@ fn c_library_with_etcd(dir: &std::path::Path) -> std::path::PathBuf {
     lib
 }
 
-#[test]
-fn the_c_library_elects_and_asks_on_an_etcd_table() {
-    let _wd = Watchdog::new("c_election", LONG * 5);
-    let cluster = Cluster::start("c-election", Setup::default());
-    let dir = cluster.dir().join("c");
+/// Compiles `source` against the C library built with the feature and runs it on the
+/// table `prefix` of `cluster`; its stdout, once it has exited with success.
+fn c_program_on_etcd(cluster: &Cluster, prefix: &str, source: &str) -> String {
+    let dir = cluster.dir().join(prefix);
     std::fs::create_dir_all(&dir).unwrap();
     let lib = c_library_with_etcd(&dir);
-    let src = dir.join("election_etcd.c");
-    std::fs::write(&src, ELECTION_C).unwrap();
-    let exe = dir.join("election_etcd");
+    let src = dir.join("program.c");
+    std::fs::write(&src, source).unwrap();
+    let exe = dir.join("program");
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let gcc = std::process::Command::new("gcc")
         .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
@@ -1691,20 +2199,103 @@ fn the_c_library_elects_and_asks_on_an_etcd_table() {
         .output()
         .unwrap();
     assert!(gcc.status.success(), "{}", String::from_utf8_lossy(&gcc.stderr));
-    let location = cluster.location("c");
     let (out, err) = (dir.join("stdout"), dir.join("stderr"));
     let mut child = common::etcd::Guarded::spawn(
         std::process::Command::new(&exe)
-            .arg(&location)
+            .arg(cluster.location(prefix))
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap()),
     );
     let status = child.0.wait().unwrap();
     let stdout = std::fs::read_to_string(&out).unwrap();
     assert!(status.success(), "{stdout}{}", std::fs::read_to_string(&err).unwrap());
+    stdout
+}
+
+#[test]
+fn the_c_library_elects_and_asks_on_an_etcd_table() {
+    let _wd = Watchdog::new("c_election", LONG * 5);
+    let cluster = Cluster::start("c-election", Setup::default());
+    let stdout = c_program_on_etcd(&cluster, "c", ELECTION_C);
     let term: u64 = stdout.trim().strip_prefix("@@term ").unwrap().parse().unwrap();
     // What C did, Rust sees: the term ended by its resignation.
-    let t = LeaseTable::open(location.as_str()).unwrap();
+    let t = LeaseTable::open(cluster.location("c").as_str()).unwrap();
     let info = t.get("sched").unwrap().unwrap();
     assert_eq!((info.token, info.state), (term, LeaseState::Free));
 }
+
+#[test]
+fn the_c_library_takes_permits_shared_and_fair_grants_on_an_etcd_table() {
+    let _wd = Watchdog::new("c_kinds", LONG * 5);
+    let cluster = Cluster::start("c-kinds", Setup::default());
+    let stdout = c_program_on_etcd(&cluster, "ck", KINDS_C);
+    let tokens: Vec<u64> = stdout
+        .trim()
+        .strip_prefix("@@pool ")
+        .unwrap()
+        .split(' ')
+        .map(|t| t.parse().unwrap())
+        .collect();
+    // What C left, Rust sees: a detached permit, by its token.
+    let t = LeaseTable::open(cluster.location("ck").as_str()).unwrap();
+    let info = t.get("pool").unwrap().unwrap();
+    assert_eq!(info.kind, shmlease::LeaseKind::Permits(2));
+    assert_eq!(info.grants.iter().map(|g| g.token).collect::<Vec<_>>(), vec![tokens[1]]);
+    t.release("pool", tokens[1]).unwrap();
+}
+
+const KINDS_C: &str = r#"
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "check.h"
+
+int main(int argc, char **argv) {
+    CHECK(argc == 2);
+    shmlease_table *t = NULL;
+    OK(shmlease_table_open_or_create(argv[1], NULL, &t));
+    shmlease_acquire_options two = {0};
+    two.permits = 2;
+    shmlease_lease *a = NULL, *b = NULL, *c = NULL;
+    shmlease_held_by by;
+    OK(shmlease_acquire_with(t, "pool", 30 * SEC, &two, &a, NULL));
+    OK(shmlease_acquire_with(t, "pool", 30 * SEC, &two, &b, NULL));
+    CHECK(token_of(b) > token_of(a));
+    EXPECT(shmlease_acquire_with(t, "pool", 30 * SEC, &two, &c, &by), SHMLEASE_HELD);
+    CHECK(c == NULL);
+    EXPECT(shmlease_try_acquire(t, "pool", 30 * SEC, &c, NULL), SHMLEASE_WRONG_KIND);
+    shmlease_grant grants[4];
+    size_t n = 0;
+    OK(shmlease_get_grants(t, "pool", grants, 4, &n));
+    CHECK(n == 2 && grants[0].token == token_of(a) && grants[1].token == token_of(b));
+    OK(shmlease_release(a));
+    shmlease_lease_free(a);
+    // A fair wait for a permit, granted at once (one is free, nobody in line).
+    shmlease_acquire_options fair = two;
+    fair.fair = true;
+    fair.timeout_ns = 60 * (int64_t)SEC;
+    OK(shmlease_acquire_with(t, "pool", 30 * SEC, &fair, &c, NULL));
+    CHECK(token_of(c) > token_of(b));
+    OK(shmlease_lease_detach(c, NULL));
+
+    shmlease_acquire_options reader = {0};
+    reader.shared = true;
+    shmlease_lease *r1 = NULL, *r2 = NULL, *w = NULL;
+    OK(shmlease_acquire_with(t, "rw", 30 * SEC, &reader, &r1, NULL));
+    OK(shmlease_acquire_with(t, "rw", 30 * SEC, &reader, &r2, NULL));
+    EXPECT(shmlease_try_acquire(t, "rw", 30 * SEC, &w, &by), SHMLEASE_HELD);
+    OK(shmlease_get_grants(t, "rw", grants, 4, &n));
+    CHECK(n == 2 && grants[0].shared && grants[1].shared);
+    shmlease_lease_free(r1);
+    shmlease_lease_free(r2);
+    OK(shmlease_try_acquire(t, "rw", 30 * SEC, &w, NULL));
+    shmlease_lease_free(w);
+
+    printf("@@pool %llu %llu\n", (unsigned long long)token_of(b), (unsigned long long)token_of(c));
+    shmlease_lease_free(b);
+    shmlease_lease_free(c);
+    shmlease_table_close(t);
+    return 0;
+}
+"#;

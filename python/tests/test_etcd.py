@@ -510,3 +510,107 @@ def test_a_request_to_release_reaches_the_holder_on_etcd(etcd_table):
         assert lease.release_requested
     with etcd_table.lease("asked", 5) as later:
         assert not later.release_requested  # never reaches a later grant
+
+
+# Takes a grant of the kind in argv (with a 2 s TTL, kept alive), prints its token,
+# and holds it until killed.
+KIND_HOLDER = """
+import sys, time, shmlease
+t = shmlease.Table(sys.argv[1], create=False)
+kw = {"permits": 2} if sys.argv[3] == "permits" else {"shared": True}
+lease = t.acquire(sys.argv[2], ttl=2, wait=30, **kw)
+print(lease.token, flush=True)
+time.sleep(3600)
+"""
+
+# Waits fairly for the name, prints the token it is granted, releases it at once.
+FAIR_WAITER = """
+import sys, shmlease
+t = shmlease.Table(sys.argv[1], create=False)
+lease = t.acquire(sys.argv[2], ttl=5, wait=60, fair=True)
+print(lease.token, flush=True)
+lease.release()
+"""
+
+
+@needs_etcd
+@pytest.mark.timeout(90)
+def test_permits_on_etcd(etcd_table, children):
+    t = etcd_table
+    mine = t.acquire("pool", 10, permits=2)
+    other = children.start(KIND_HOLDER, t.location, "pool", "permits")
+    theirs = int(read_line(other))
+    assert theirs > mine.token
+    with pytest.raises(shmlease.Held):
+        t.try_acquire("pool", 5, permits=2)
+    with pytest.raises(shmlease.WrongKind) as e:
+        t.try_acquire("pool", 5)
+    assert (e.value.recorded, e.value.recorded_permits) == (shmlease.LeaseKind.PERMITS, 2)
+    info = t.get("pool")
+    assert info.kind == shmlease.LeaseKind.PERMITS
+    assert sorted(g.token for g in info.grants) == [mine.token, theirs]
+    # The killed holder's permit is free once its TTL has run out, not before.
+    os.killpg(other.pid, signal.SIGKILL)
+    other.wait(30)
+    with t.lease("pool", 5, permits=2, wait=30) as next_permit:
+        assert next_permit.token > theirs
+    mine.release()
+
+
+@needs_etcd
+@pytest.mark.timeout(90)
+def test_shared_leases_on_etcd(etcd_table):
+    t = etcd_table
+    r1 = t.acquire("rw", 10, shared=True)
+    r2 = t.acquire("rw", 10, shared=True)
+    assert r2.token > r1.token
+    assert all(g.shared for g in t.get("rw").grants) and len(t.get("rw").grants) == 2
+    with pytest.raises(shmlease.Held):
+        t.try_acquire("rw", 5)
+    got = []
+    writer = threading.Thread(target=lambda: got.append(t.acquire("rw", 5, wait=60)))
+    writer.start()
+    try:
+        # The waiting writer keeps new shared holders out (once it has taken the name).
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                t.try_acquire("rw", 5, shared=True).release()
+            except shmlease.Held:
+                break
+            assert time.monotonic() < deadline, "the writer never kept readers out"
+            time.sleep(0.02)
+        assert not got
+        r1.release()
+        r2.release()
+    finally:
+        writer.join(60)
+    assert got and got[0].token > r2.token
+    got[0].release()
+
+
+@needs_etcd
+@pytest.mark.timeout(120)
+def test_fair_waiters_on_etcd_are_served_in_the_order_they_came(etcd_table, children):
+    t = etcd_table
+    held = t.acquire("line", 30)
+    waiters = []
+    for _ in range(3):
+        w = children.start(FAIR_WAITER, t.location, "line")
+        deadline = time.monotonic() + 30
+        while w.pid not in [q.holder.pid for q in t.get("line").queue]:
+            assert time.monotonic() < deadline, f"waiter {w.pid} never queued"
+            time.sleep(0.01)
+        waiters.append(w)
+    assert [q.holder.pid for q in t.get("line").queue] == [w.pid for w in waiters]
+    # The first in line is stopped for a moment (well within its place's 2 s TTL) as the
+    # name is freed: those behind it wait for it, they do not race it.
+    os.kill(waiters[0].pid, signal.SIGSTOP)
+    held.release()
+    time.sleep(0.5)
+    os.kill(waiters[0].pid, signal.SIGCONT)
+    tokens = [int(read_line(w)) for w in waiters]
+    assert tokens == sorted(tokens) and len(set(tokens)) == 3, tokens
+    for w in waiters:
+        assert w.wait(30) == 0
+    assert t.get("line").queue == []

@@ -11,6 +11,17 @@
 //! | `grants/NAME` | holder record of the latest grant | none | put by every grant in the same transaction: version = transitions, mod revision = latest token |
 //! | `ends/NAME` | `released TOKEN` or `revoked TOKEN` | none | how the latest grant ended, when it did not expire |
 //! | `asks/NAME` | `asked` | none | put by a request to release: the grant `T` is asked iff this key's mod revision is above `T` (revisions only grow, so an ask of an earlier grant never reaches a later one) |
+//!
+//! A fair waiter for `NAME` has a *place*, `queue/NAME\0<id>` (a random id), holding
+//! its holder record and attached to an etcd lease of its own that it keeps alive while
+//! it waits: places are served in create-revision order (see `super::fair`).
+//!
+//! A name with permits or shared grants keeps each grant under a *seat*: a key name of
+//! its own, `NAME\0p<N>.<i>` (permit `i` of `N`) or `NAME\0s.<i>` (shared seat `i`),
+//! with the four keys above (`lease/`, `grants/`, `ends/`, `asks/`) as an exclusive
+//! name has. Names never hold a NUL, so a seat never collides with a name, and every
+//! seat of `NAME` sorts in `[NAME\0, NAME\x01)`, right after `NAME` itself: one range
+//! read or watch covers a name and all its seats (see `super::kinds`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -47,6 +58,17 @@ impl Keys {
     pub fn ends_dir(&self) -> Vec<u8> {
         format!("{}ends/", self.base).into_bytes()
     }
+    pub fn queue_dir(&self) -> Vec<u8> {
+        format!("{}queue/", self.base).into_bytes()
+    }
+    /// The place `id` of a fair waiter for `name`.
+    pub fn place(&self, name: &str, id: u64) -> Vec<u8> {
+        [self.queue_dir(), format!("{name}\0{id:016x}").into_bytes()].concat()
+    }
+    /// Every place in `name`'s queue.
+    pub fn queue_of(&self, name: &str) -> (Vec<u8>, Vec<u8>) {
+        Keys::seats_in(&self.queue_dir(), name)
+    }
     pub fn asks_dir(&self) -> Vec<u8> {
         format!("{}asks/", self.base).into_bytes()
     }
@@ -62,10 +84,85 @@ impl Keys {
     pub fn asks(&self, name: &str) -> Vec<u8> {
         [self.asks_dir(), name.as_bytes().to_vec()].concat()
     }
+    /// The range `[start, end)` of every seat of `name` under `dir`.
+    pub fn seats_in(dir: &[u8], name: &str) -> (Vec<u8>, Vec<u8>) {
+        let base = [dir, name.as_bytes()].concat();
+        ([base.as_slice(), b"\0"].concat(), [base.as_slice(), b"\x01"].concat())
+    }
+    /// The range of `name`'s seats whose suffix starts with `tag` (`p`, `p3.`, `s.`).
+    pub fn seats_tagged(&self, name: &str, tag: &str) -> (Vec<u8>, Vec<u8>) {
+        let start = [self.lease(name), b"\0".to_vec(), tag.as_bytes().to_vec()].concat();
+        let mut end = start.clone();
+        // The prefix's range end: its last byte plus one (tags end in a letter or a dot).
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        (start, end)
+    }
+    /// The range of `lease/` keys of `name` and all its seats: `[lease/NAME, lease/NAME\x01)`.
+    pub fn name_and_seats(&self, name: &str) -> (Vec<u8>, Vec<u8>) {
+        (self.lease(name), Keys::seats_in(&self.lease_dir(), name).1)
+    }
     /// The name a key under `dir` stands for; `None` for a key that is not one.
     pub fn name_in<'k>(dir: &[u8], key: &'k [u8]) -> Option<&'k str> {
         key.strip_prefix(dir).and_then(|n| std::str::from_utf8(n).ok()).filter(|n| !n.is_empty())
     }
+}
+
+/// What kind of seat a key name is, as its suffix after the NUL says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeatKind {
+    /// A permit of a name with this many.
+    Permits(u32),
+    /// A shared seat of a shared name.
+    Shared,
+}
+
+impl SeatKind {
+    /// The tag that starts the suffix of every seat of this kind (`p3.`, `s.`).
+    pub fn tag(self) -> String {
+        match self {
+            SeatKind::Permits(n) => format!("p{n}."),
+            SeatKind::Shared => "s.".into(),
+        }
+    }
+    /// How many seats a name of this kind has.
+    pub fn seats(self) -> u32 {
+        match self {
+            SeatKind::Permits(n) => n,
+            SeatKind::Shared => crate::layout::MAX_SHARED,
+        }
+    }
+    pub fn lease_kind(self) -> crate::info::LeaseKind {
+        match self {
+            SeatKind::Permits(n) => crate::info::LeaseKind::Permits(n),
+            SeatKind::Shared => crate::info::LeaseKind::Shared,
+        }
+    }
+}
+
+/// The key name of seat `i` of `name`.
+pub fn seat(name: &str, kind: SeatKind, i: u32) -> String {
+    format!("{name}\0{}{i}", kind.tag())
+}
+
+/// A key name read back, split into its name and, for a seat, the seat's kind and
+/// index; `None` for a seat suffix that does not parse or is out of range (untrusted).
+pub fn parse_seat(key_name: &str) -> Option<(&str, Option<(SeatKind, u32)>)> {
+    let Some((name, suffix)) = key_name.split_once('\0') else { return Some((key_name, None)) };
+    let (kind, index) = if let Some(i) = suffix.strip_prefix("s.") {
+        (SeatKind::Shared, i)
+    } else {
+        let (digits, i) = suffix.strip_prefix('p')?.split_once('.')?;
+        let n: u32 = digits.parse().ok()?;
+        // Written as `seat` writes it, nothing else (`p02.` would dodge the range checks).
+        if !(2..=crate::layout::MAX_SEATS).contains(&n) || n.to_string() != digits {
+            return None;
+        }
+        (SeatKind::Permits(n), i)
+    };
+    let i: u32 = index.parse().ok()?;
+    (i < kind.seats() && i.to_string() == index).then_some((name, Some((kind, i))))
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -352,6 +449,44 @@ mod tests {
         assert_eq!(Descriptor::decode(&d.encode()), Some(d));
         assert_eq!(Descriptor::decode(b"shmlease-etcd-table capacity=3"), None);
         assert_eq!(Descriptor::decode(b""), None);
+    }
+
+    #[test]
+    fn seat_key_names_round_trip_and_odd_ones_are_refused() {
+        for kind in [SeatKind::Permits(2), SeatKind::Permits(128), SeatKind::Shared] {
+            let last = kind.seats() - 1;
+            assert_eq!(parse_seat(&seat("a/b", kind, last)), Some(("a/b", Some((kind, last)))));
+        }
+        assert_eq!(parse_seat("plain"), Some(("plain", None)));
+        for odd in [
+            "n\0p2.2",
+            "n\0p02.0",
+            "n\0p1.0",
+            "n\0p129.0",
+            "n\0p2.01",
+            "n\0p2.",
+            "n\0p.0",
+            "n\0s.64",
+            "n\0s.-1",
+            "n\0x.0",
+            "n\0",
+            "n\0p2.0\0s.1",
+            "n\0p99999999999.0",
+        ] {
+            assert_eq!(parse_seat(odd), None, "{odd:?}");
+        }
+        let k = Keys::new("/t");
+        let (start, end) = Keys::seats_in(&k.lease_dir(), "n");
+        let seat_key = k.lease(&seat("n", SeatKind::Shared, 3));
+        assert!(start <= seat_key && seat_key < end);
+        // Neither the name itself nor a longer name falls among its seats.
+        for other in [k.lease("n"), k.lease("n0"), k.lease("n/x"), k.lease("m")] {
+            assert!(!(start <= other && other < end));
+        }
+        let (ps, pe) = k.seats_tagged("n", &SeatKind::Permits(2).tag());
+        let p20 = k.lease(&seat("n", SeatKind::Permits(20), 0));
+        assert!(!(ps <= p20 && p20 < pe), "p20 is not among p2's seats");
+        assert_eq!(k.name_and_seats("n"), (k.lease("n"), end));
     }
 
     #[test]

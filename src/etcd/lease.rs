@@ -28,6 +28,8 @@ use crate::lease::{DetachedLease, Notice};
 pub struct EtcdLease {
     table: EtcdTable,
     name: String,
+    /// The key name its keys are under: the name, or its seat (see `super::keys`).
+    key_name: String,
     token: u64,
     state: Arc<State>,
     pid: u32,
@@ -159,6 +161,7 @@ impl EtcdLease {
     pub(crate) fn new(
         table: EtcdTable,
         name: &str,
+        key_name: &str,
         token: u64,
         asked_s: i64,
         lease: EtcdLeaseGrant,
@@ -183,11 +186,12 @@ impl EtcdLease {
         state.extend(lease.sent, lease.ttl_s);
         let state = Arc::new(state);
         if let Ok(conn) = table.shared.conn.get() {
-            conn.holdings().hold(name, token, &state);
+            conn.holdings().hold(key_name, token, &state);
         }
         EtcdLease {
             table,
             name: name.to_owned(),
+            key_name: key_name.to_owned(),
             token,
             state,
             pid: identity::pid(),
@@ -265,7 +269,7 @@ impl EtcdLease {
         let s = &self.table.shared;
         let fut = renew_future(
             self.table.clone(),
-            self.name.clone(),
+            self.key_name.clone(),
             self.token,
             ttl_s,
             Arc::clone(&self.state),
@@ -298,7 +302,7 @@ impl EtcdLease {
         self.let_go();
         let expired = Instant::now() >= self.state.deadline();
         let s = &self.table.shared;
-        let (keys, name, token) = (s.keys.clone(), self.name.clone(), self.token);
+        let (keys, name, token) = (s.keys.clone(), self.key_name.clone(), self.token);
         let conn = s.conn()?;
         let (mut c, spares, spare) = (conn.client(), conn.spares(), self.state.spare());
         let ended = s.run(token, async move {
@@ -324,7 +328,7 @@ impl EtcdLease {
         self.let_go();
         let s = &self.table.shared;
         let record = HolderRecord { detached: true, ..self.state.record() };
-        let (keys, name, token) = (s.keys.clone(), self.name.clone(), self.token);
+        let (keys, name, token) = (s.keys.clone(), self.key_name.clone(), self.token);
         let id = self.state.lease_id.load(Ordering::Relaxed);
         let mut c = s.conn()?.client();
         s.run(
@@ -360,9 +364,9 @@ impl EtcdLease {
             wake: Notify::new(),
         });
         self.state = fresh;
-        self.table.shared.conn()?.holdings().hold(&self.name, self.token, &self.state);
+        self.table.shared.conn()?.holdings().hold(&self.key_name, self.token, &self.state);
         let (table, name, token, state) =
-            (self.table.clone(), self.name.clone(), self.token, Arc::clone(&self.state));
+            (self.table.clone(), self.key_name.clone(), self.token, Arc::clone(&self.state));
         self.table.shared.conn()?.spawn(keep_alive_task(table, name, token, ttl_s, state));
         self.keep_alive = true;
         Ok(())

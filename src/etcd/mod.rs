@@ -40,6 +40,11 @@
 //! | mode, owner checks | file mode, owner | not applicable: use etcd's users and roles (`user=`), TLS client certificates |
 //! | counters (`info`) | kept in the header | `grants` only (the sum of transitions); the others read 0 |
 //! | request to release | a bit in the grant word | a transaction putting `asks/NAME` if the grant is live (1 round trip); the holder learns at once with a keep-alive (it watches that key), else at its next renewal |
+//! | permits, shared | head and seat slots | a seat key per grant (`lease/NAME\0p<N>.<i>`, `lease/NAME\0s.<i>`), created by the grant's one transaction; token = its create revision (see `kinds`) |
+//! | kind of a name | recorded until the slot is reused | **what the live keys say**, checked by every grant's compares: `WrongKind` while a grant of another kind is live, any kind once none is |
+//! | exclusive grant of a shared name | takes the head, waits for shared holders to leave | the same: made over the live shared seats, which keep new ones out, and returned once their keys are gone |
+//! | fair | place slots (2 s TTL), ticket counter | places `queue/NAME\0<id>` on etcd leases of their own, ticket = create revision, each waiter watching the one ahead (see `fair`); a dead or stopped waiter ahead is passed over at its place's TTL only; no 127-waiter limit |
+//! | elections on a shared name | refused (`WrongKind`) | not refused: the campaign drains the shared holders and leads |
 //! | elections | the lease on the name; observe sleeps on the slot's futex | the same lease; term = create revision; campaign waits on a watch; observe follows one watch on the key, every change seen; a dead leader leads until its TTL runs out |
 //!
 //! # Fork
@@ -60,7 +65,9 @@ use crate::table::AcquireOptions;
 
 mod conn;
 mod election;
+mod fair;
 mod keys;
+mod kinds;
 mod lease;
 mod location;
 mod recipe;
@@ -70,7 +77,7 @@ pub use lease::EtcdLease;
 pub use location::EtcdLocation;
 
 use conn::{Conn, ConnSlot};
-use keys::{Descriptor, End, HolderRecord, Keys};
+use keys::{Descriptor, End, HolderRecord, Keys, SeatKind};
 use recipe::Grant;
 
 /// The clock-rate allowance: a holder's deadline is the TTL less this many thousandths
@@ -391,15 +398,32 @@ impl EtcdTable {
         ttl: Duration,
         options: &AcquireOptions,
         stop: Option<&Arc<CampaignStop>>,
-        mut seen: Option<&mut dyn FnMut(&crate::election::Leader)>,
+        seen: Option<&mut dyn FnMut(&crate::election::Leader)>,
     ) -> Result<EtcdLease> {
         crate::table::Key::new(name)?;
-        if options.permits > 1 || options.shared || options.fair {
-            return Err(Error::Unsupported {
-                reason: "names with permits, shared leases and fair acquisition are not \
-                         carried by the etcd backend yet"
-                    .into(),
-            });
+        if options.fair {
+            return self.acquire_fair(name, ttl, options, stop);
+        }
+        self.acquire_kind(name, ttl, options, false, stop, seen)
+    }
+
+    /// [`EtcdTable::acquire_until`] of the kind `options` ask for, unfair; `behind_queue`:
+    /// refused (as `Held`) while anyone waits in the name's fair queue.
+    pub(crate) fn acquire_kind(
+        &self,
+        name: &str,
+        ttl: Duration,
+        options: &AcquireOptions,
+        behind_queue: bool,
+        stop: Option<&Arc<CampaignStop>>,
+        mut seen: Option<&mut dyn FnMut(&crate::election::Leader)>,
+    ) -> Result<EtcdLease> {
+        if options.permits > 1 {
+            let kind = SeatKind::Permits(options.permits);
+            return self.acquire_seat(name, ttl, options, kind, behind_queue, stop);
+        }
+        if options.shared {
+            return self.acquire_seat(name, ttl, options, SeatKind::Shared, behind_queue, stop);
         }
         let ttl_s = ttl_secs(ttl)?;
         let s = &self.shared;
@@ -407,19 +431,44 @@ impl EtcdTable {
         let make = move |granted| HolderRecord::me(host, label, false, ttl_s, granted);
         let patience = crate::table::Patience::of(options);
         let mut last_seen = None;
+        let claim = recipe::Claim { behind_queue, ..recipe::Claim::exclusive(name) };
         loop {
-            let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
+            let (keys, cl, mut c) = (s.keys.clone(), claim.clone(), s.conn()?.client());
             let spares = s.conn()?.spares();
             let attempt =
                 s.run(
                     0,
-                    async move { recipe::grant(&mut c, &spares, &keys, &n, ttl_s, make).await },
+                    async move { recipe::grant(&mut c, &spares, &keys, &cl, ttl_s, make).await },
                 )?;
             let (token, lease, holder, revision) = match attempt {
-                Grant::Won { token, lease, record } => {
-                    return Ok(EtcdLease::new(self.clone(), name, token, ttl_s, lease, record));
+                Grant::Won { token, lease, record, shared } => {
+                    let lease =
+                        EtcdLease::new(self.clone(), name, name, token, ttl_s, lease, record);
+                    if shared.is_empty() {
+                        return Ok(lease);
+                    }
+                    // A shared name's shared holders: wait for them to go (see `kinds`).
+                    match self.drain(lease, shared, ttl, &patience, stop)? {
+                        Some(lease) => return Ok(lease),
+                        None => continue,
+                    }
                 }
                 Grant::Held { token, lease, holder, revision } => (token, lease, holder, revision),
+                // (Only a fair acquirer's try, which does not wait.)
+                Grant::Queued { first } => {
+                    (first.create, 0, HolderRecord::decode(&first.value), first.modified)
+                }
+                Grant::Wrong(recorded) => {
+                    return Err(Error::WrongKind {
+                        name: name.to_owned(),
+                        recorded,
+                        requested: LeaseKind::Exclusive,
+                    })
+                }
+                Grant::Seats { .. } => {
+                    return Err(Fail::Odd("an exclusive grant refused by seats".into())
+                        .into_error(&s.text, 0))
+                }
             };
             if let Some(seen) = seen.as_mut().filter(|_| last_seen != Some(token)) {
                 last_seen = Some(token);
@@ -433,9 +482,7 @@ impl EtcdTable {
             }
             let holder = holder.map(|h| h.holder());
             if !patience.waits() {
-                let mut c = s.conn()?.client();
-                let left = s.run(0, async move { recipe::time_left(&mut c, lease).await })?;
-                let remaining = Duration::from_secs(left.unwrap_or(0).max(0) as u64);
+                let remaining = self.seconds_left(lease)?;
                 return Err(Error::Held { token, remaining, holder });
             }
             // Within the caller's time, and no longer than its interrupt may go unasked.
@@ -443,36 +490,29 @@ impl EtcdTable {
             if left.is_zero() || stop.is_some_and(|i| i.is_fired()) {
                 return Err(Error::TimedOut { waited: patience.waited(), token, holder });
             }
-            let until = (left != Duration::MAX).then(|| tokio::time::Instant::now() + left);
-            let (key, mut c) = (s.keys.lease(name), s.conn()?.client());
-            let stop = stop.cloned();
-            // Not bounded by the request timeout: the watch waits as long as asked.
-            let woke = s.conn()?.run(async move {
-                let deleted = recipe::wait_deleted(&mut c, key, revision, until);
-                match stop {
-                    Some(i) => tokio::select! {
-                        r = deleted => r,
-                        () = i.fired() => Ok(false),
-                    },
-                    None => deleted.await,
-                }
-            });
-            match woke {
-                Ok(_) => {}
-                // A broken watch (a member went away): look again after a pause, so that
-                // an unreachable cluster is not hammered.
-                Err(Fail::Net(_)) => std::thread::sleep(Duration::from_millis(100)),
-                Err(f) => return Err(f.into_error(&s.text, 0)),
-            }
+            self.sleep_until_deleted((s.keys.lease(name), Vec::new()), revision, left, stop)?;
         }
     }
 
-    /// Finds the live grant `token` of `name` and checks that the caller may act on it
-    /// by token: it must be detached, or held by this very process.
-    fn by_token(&self, name: &str, token: u64) -> Result<recipe::Kv> {
+    /// `op` on the key name of `name`'s grant `token`: `name` itself, else (when `op`
+    /// finds it lost there) the seat whose live key or latest grant carries `token`
+    /// (one more read: see `kinds`).
+    fn on_grant<T>(&self, name: &str, token: u64, op: impl Fn(&str) -> Result<T>) -> Result<T> {
         crate::table::Key::new(name)?;
+        match op(name) {
+            Err(e @ Error::Lost { .. }) => match self.seat_of(name, token)? {
+                Some(seat) => op(&seat),
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    /// Finds the live grant `token` under `key_name` and checks that the caller may act
+    /// on it by token: it must be detached, or held by this very process.
+    fn by_token(&self, key_name: &str, token: u64) -> Result<recipe::Kv> {
         let s = &self.shared;
-        let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
+        let (keys, n, mut c) = (s.keys.clone(), key_name.to_owned(), s.conn()?.client());
         let kv = s.run(token, async move { recipe::read_grant(&mut c, &keys, &n, token).await })?;
         let record = HolderRecord::decode(&kv.value);
         if let Some(r) = record.filter(|r| !r.detached && !r.is_me(&s.host)) {
@@ -485,10 +525,11 @@ impl EtcdTable {
     /// on any host. Returns this caller's conservative deadline for it.
     pub fn renew(&self, name: &str, token: u64, ttl: Duration) -> Result<Instant> {
         let ttl_s = ttl_secs(ttl)?;
-        let kv = self.by_token(name, token)?;
+        let kv = self.on_grant(name, token, |n| Ok((n.to_owned(), self.by_token(n, token)?)));
+        let (key_name, kv) = kv?;
         let s = &self.shared;
         let record = HolderRecord::decode(&kv.value).unwrap_or_default();
-        let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
+        let (keys, n, mut c) = (s.keys.clone(), key_name, s.conn()?.client());
         if record.same_ttl(ttl_s) {
             let id = kv.lease;
             let renewed = s.run(token, async move {
@@ -508,44 +549,61 @@ impl EtcdTable {
     pub fn release(&self, name: &str, token: u64) -> Result<()> {
         // Once checked, the check holds: a grant never goes from detached back to bound,
         // nor changes holder without changing token; renewals rewrite its key meanwhile.
-        self.by_token(name, token)?;
+        let key_name =
+            self.on_grant(name, token, |n| self.by_token(n, token).map(|_| n.to_owned()))?;
         let s = &self.shared;
         // A lease of this very process ends here first, before anyone else can take it.
-        s.conn()?.holdings().ending(name, token, LostReason::Released);
-        let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
-        s.run(
-            token,
-            async move { recipe::end(&mut c, &keys, &n, End::Released(token), None).await },
-        )
+        s.conn()?.holdings().ending(&key_name, token, LostReason::Released);
+        let (keys, mut c) = (s.keys.clone(), s.conn()?.client());
+        s.run(token, async move {
+            recipe::end(&mut c, &keys, &key_name, End::Released(token), None).await
+        })
     }
 
-    /// Revokes whatever grant `name` has. Returns the revoked token, or `None` if
-    /// nothing was held. The holder learns on its next renewal (at once with a
-    /// keep-alive, which watches the key).
+    /// Revokes whatever grants `name` has (an exclusive one, or every permit or shared
+    /// grant). Returns the latest token revoked, or `None` if nothing was held. Holders
+    /// learn on their next renewal (at once with a keep-alive, which watches the key).
     pub fn revoke(&self, name: &str) -> Result<Option<u64>> {
         crate::table::Key::new(name)?;
-        let s = &self.shared;
-        // A new grant between the read and the revocation: revoke that one instead.
+        let mut done = None;
+        // A new grant between the read and the revocation: revoke that one too.
         loop {
-            let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
-            let story = s.run(0, async move { recipe::story_of(&mut c, &keys, &n).await })?;
-            let Some(live) = story.live else { return Ok(None) };
-            match self.revoke_token(name, live.create) {
-                Ok(()) => return Ok(Some(live.create)),
-                Err(Error::Lost { .. }) => continue,
-                Err(e) => return Err(e),
+            let live = self.live_grants(name)?;
+            if live.is_empty() {
+                return Ok(done);
+            }
+            for (key_name, token) in live {
+                match self.revoke_at(&key_name, token) {
+                    Ok(()) => done = done.max(Some(token)),
+                    Err(Error::Lost { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if done.is_some() {
+                return Ok(done);
             }
         }
+    }
+
+    /// The live grants of `name` and of its seats: key name and token of each.
+    fn live_grants(&self, name: &str) -> Result<Vec<(String, u64)>> {
+        let s = &self.shared;
+        let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
+        let (all, _) = s.run(0, async move { recipe::stories_of(&mut c, &keys, &n).await })?;
+        Ok(all.into_iter().filter_map(|(k, st)| st.live.map(|kv| (k, kv.create))).collect())
     }
 
     /// Revokes the grant of `name` only if its token is `token`; otherwise fails with
     /// [`Error::Lost`] saying what is true instead.
     pub fn revoke_token(&self, name: &str, token: u64) -> Result<()> {
-        crate::table::Key::new(name)?;
+        self.on_grant(name, token, |n| self.revoke_at(n, token))
+    }
+
+    fn revoke_at(&self, key_name: &str, token: u64) -> Result<()> {
         let s = &self.shared;
         // A lease of this very process ends here first, before anyone else can take it.
-        s.conn()?.holdings().ending(name, token, LostReason::Revoked);
-        let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
+        s.conn()?.holdings().ending(key_name, token, LostReason::Revoked);
+        let (keys, n, mut c) = (s.keys.clone(), key_name.to_owned(), s.conn()?.client());
         s.run(token, async move { recipe::end(&mut c, &keys, &n, End::Revoked(token), None).await })
     }
 
@@ -554,12 +612,32 @@ impl EtcdTable {
     /// live. The holder learns at once with a keep-alive (it watches that key), else at
     /// its next renewal. Returns the token asked, or `None` if nothing is held (without
     /// `token`); with `token`, a grant that is not the live one fails with
-    /// [`Error::Lost`] saying why. Asking twice is asking once.
+    /// [`Error::Lost`] saying why. Asking twice is asking once. Without `token`, a name
+    /// with permits or shared grants has every holder asked (the latest token returned).
     pub fn request_release(&self, name: &str, token: Option<u64>) -> Result<Option<u64>> {
         crate::table::Key::new(name)?;
-        let s = &self.shared;
-        let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
-        s.run(token.unwrap_or(0), async move { recipe::ask(&mut c, &keys, &n, token).await })
+        let ask = |n: &str, token: Option<u64>| {
+            let s = &self.shared;
+            let (keys, n, mut c) = (s.keys.clone(), n.to_owned(), s.conn()?.client());
+            s.run(token.unwrap_or(0), async move { recipe::ask(&mut c, &keys, &n, token).await })
+        };
+        if let Some(t) = token {
+            return self.on_grant(name, t, |n| ask(n, Some(t)));
+        }
+        match ask(name, None)? {
+            Some(t) => Ok(Some(t)),
+            None => {
+                let mut asked = None;
+                for (key_name, t) in self.live_grants(name)? {
+                    match ask(&key_name, Some(t)) {
+                        Ok(got) => asked = asked.max(got),
+                        Err(Error::Lost { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(asked)
+            }
+        }
     }
 
     /// The lease on `name`, if the table has ever granted it.
@@ -567,12 +645,43 @@ impl EtcdTable {
         crate::table::Key::new(name)?;
         let s = &self.shared;
         let (keys, n, mut c) = (s.keys.clone(), name.to_owned(), s.conn()?.client());
-        let story = s.run(0, async move { recipe::story_of(&mut c, &keys, &n).await })?;
-        if story.grants.is_none() && story.live.is_none() {
-            return Ok(None);
+        let all = s.run(0, async move { recipe::stories_of(&mut c, &keys, &n).await })?;
+        Ok(self.infos(all)?.into_iter().find(|i| i.name == name))
+    }
+
+    /// The stories of names and seats, as one [`LeaseInfo`] per name (asking the time
+    /// left of every live grant at once).
+    fn infos(&self, (all, places): recipe::Stories) -> Result<Vec<LeaseInfo>> {
+        let ids: Vec<i64> =
+            all.iter().filter_map(|(_, st)| st.live.as_ref().map(|kv| kv.lease)).collect();
+        let left: std::collections::HashMap<i64, Option<i64>> =
+            ids.iter().copied().zip(self.time_left(ids.clone())?).collect();
+        let mut by_name: std::collections::BTreeMap<&str, Vec<_>> = Default::default();
+        for (key_name, story) in &all {
+            // A seat suffix that does not parse is not ours: left out (untrusted).
+            if let Some((name, seat)) = keys::parse_seat(key_name) {
+                by_name.entry(name).or_default().push((seat, story));
+            }
         }
-        let left = self.time_left(story.live.as_ref().map(|kv| kv.lease).into_iter().collect())?;
-        Ok(Some(info_of(name, &story, left.first().copied().flatten())))
+        let mut infos: Vec<LeaseInfo> =
+            by_name.into_iter().map(|(name, parts)| info_of_name(name, &parts, &left)).collect();
+        let queue_dir = self.shared.keys.queue_dir();
+        for kv in &places {
+            let Some(place) = Keys::name_in(&queue_dir, &kv.key) else { continue };
+            let Some((name, _)) = place.split_once('\0') else { continue };
+            if let Some(info) = infos.iter_mut().find(|i| i.name == name) {
+                info.queue.push(crate::info::QueuedInfo {
+                    ticket: kv.create,
+                    holder: HolderRecord::decode(&kv.value).map(|r| r.holder()),
+                    expires_at: None,
+                    slot: 0,
+                });
+            }
+        }
+        for info in &mut infos {
+            info.queue.sort_by_key(|q| q.ticket);
+        }
+        Ok(infos)
     }
 
     /// Time left (whole seconds) of each etcd lease, all asked at once.
@@ -603,16 +712,7 @@ impl EtcdTable {
         let s = &self.shared;
         let (keys, mut c) = (s.keys.clone(), s.conn()?.client());
         let all = s.run(0, async move { recipe::stories(&mut c, &keys).await })?;
-        let ids: Vec<i64> =
-            all.iter().filter_map(|(_, st)| st.live.as_ref().map(|kv| kv.lease)).collect();
-        let mut left = self.time_left(ids)?.into_iter();
-        Ok(all
-            .iter()
-            .map(|(name, st)| {
-                let l = if st.live.is_some() { left.next().flatten() } else { None };
-                info_of(name, st, l)
-            })
-            .collect())
+        self.infos(all)
     }
 
     /// Facts about the table (one read of every key).
@@ -644,6 +744,76 @@ impl EtcdTable {
             counters: Default::default(),
         }
     }
+}
+
+/// One name's stories, its own and its seats', as one [`LeaseInfo`]; `left` has the
+/// time left of each live grant's etcd lease. The kind is the live seats' (else the
+/// latest grant's): etcd keeps no other record of it (see `kinds`).
+fn info_of_name(
+    name: &str,
+    parts: &[(Option<(SeatKind, u32)>, &recipe::Story)],
+    left: &std::collections::HashMap<i64, Option<i64>>,
+) -> LeaseInfo {
+    let left_of =
+        |st: &recipe::Story| st.live.as_ref().and_then(|kv| left.get(&kv.lease).copied().flatten());
+    let each: Vec<(Option<SeatKind>, LeaseInfo)> = parts
+        .iter()
+        .map(|(seat, st)| (seat.map(|s| s.0), info_of(name, st, left_of(st))))
+        .collect();
+    let live_kind = each.iter().find(|(k, i)| k.is_some() && i.state == LeaseState::Held);
+    let latest = each.iter().max_by_key(|(_, i)| i.token);
+    let kind = match live_kind.or(latest) {
+        Some((Some(k), _)) => *k,
+        // An exclusive name (or one whose latest grant was exclusive).
+        _ => {
+            let own = each.iter().find(|(k, _)| k.is_none()).map(|(_, i)| i.clone());
+            return own.unwrap_or_else(|| info_of(name, &recipe::Story::default(), None));
+        }
+    };
+    let mine = |k: &Option<SeatKind>| match (kind, k) {
+        (_, Some(k)) => *k == kind,
+        // A shared name's exclusive holder is one of its grants.
+        (SeatKind::Shared, None) => true,
+        (SeatKind::Permits(_), None) => false,
+    };
+    let (latest_token, latest_info) = each
+        .iter()
+        .filter(|(k, _)| mine(k))
+        .map(|(_, i)| (i.token, i))
+        .max_by_key(|(t, _)| *t)
+        .unwrap_or((0, &each[0].1));
+    let mut info = LeaseInfo {
+        name: name.to_owned(),
+        token: latest_token,
+        state: latest_info.state,
+        holder: None,
+        acquired_at: None,
+        renewed_at: None,
+        expires_at: None,
+        remaining: Duration::ZERO,
+        transitions: each.iter().filter(|(k, _)| mine(k)).map(|(_, i)| i.transitions).sum(),
+        slot: 0,
+        kind: kind.lease_kind(),
+        grants: Vec::new(),
+        queue: Vec::new(),
+    };
+    for (k, i) in each.iter().filter(|(k, i)| mine(k) && i.state == LeaseState::Held) {
+        if k.is_none() {
+            info.holder = i.holder;
+        }
+        info.grants.extend(
+            i.grants
+                .iter()
+                .map(|g| GrantInfo { shared: *k == Some(SeatKind::Shared), ..g.clone() }),
+        );
+    }
+    info.grants.sort_by_key(|g| g.token);
+    if let Some(longest) = info.grants.iter().map(|g| g.remaining).max() {
+        info.state = LeaseState::Held;
+        info.remaining = longest;
+        info.expires_at = info.grants.iter().filter_map(|g| g.expires_at).max();
+    }
+    info
 }
 
 /// A name's story as a [`LeaseInfo`]; `left` is the live grant's etcd lease time left.

@@ -34,9 +34,10 @@ use etcd_client::{
     TxnResponse, WatchFilterType, WatchOptions,
 };
 
-use super::keys::{End, HolderRecord, Keys};
+use super::keys::{self, End, HolderRecord, Keys, SeatKind};
 use super::Fail;
 use crate::error::LostReason;
+use crate::info::LeaseKind;
 
 /// One key as read back.
 #[derive(Clone, Debug)]
@@ -189,24 +190,54 @@ impl Spares {
     }
 }
 
-/// A grant, or who holds the name instead.
-pub enum Grant {
-    Won { token: u64, lease: EtcdLeaseGrant, record: HolderRecord },
-    Held { token: u64, lease: i64, holder: Option<HolderRecord>, revision: u64 },
+/// What a grant asks for: the key name it creates (`NAME`, or a seat of it) and the kind
+/// every other user of the name must agree on (`None`: an exclusive grant).
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub name: String,
+    pub key_name: String,
+    pub kind: Option<SeatKind>,
+    /// Refused while anyone waits in the name's fair queue (a fair acquirer's try).
+    pub behind_queue: bool,
 }
 
-/// Grants `name` for `ttl_s` seconds (rounded up by the server to its minimum), on a
+impl Claim {
+    pub fn exclusive(name: &str) -> Claim {
+        Claim { name: name.to_owned(), key_name: name.to_owned(), kind: None, behind_queue: false }
+    }
+    pub fn seat(name: &str, kind: SeatKind, i: u32) -> Claim {
+        let key_name = keys::seat(name, kind, i);
+        Claim { name: name.to_owned(), key_name, kind: Some(kind), behind_queue: false }
+    }
+}
+
+/// A grant, or who holds the name instead.
+pub enum Grant {
+    /// Granted at `token`; an exclusive grant also says which shared seats were live
+    /// then (it must wait for them to go: see `super::kinds`).
+    Won { token: u64, lease: EtcdLeaseGrant, record: HolderRecord, shared: Vec<Vec<u8>> },
+    /// `lease/NAME` is held: by this grant, at `revision`.
+    Held { token: u64, lease: i64, holder: Option<HolderRecord>, revision: u64 },
+    /// The seat was taken; these are the live seats of the claim's kind at `revision`.
+    Seats { taken: Vec<Kv>, revision: u64 },
+    /// The name is in use as another kind.
+    Wrong(LeaseKind),
+    /// Fair acquirers wait for the name (a claim `behind_queue` only): this one first.
+    Queued { first: Kv },
+}
+
+/// Grants `claim` for `ttl_s` seconds (rounded up by the server to its minimum), on a
 /// spare etcd lease if there is one.
 pub async fn grant(
     c: &mut Client,
     spares: &Spares,
     keys: &Keys,
-    name: &str,
+    claim: &Claim,
     ttl_s: i64,
     make_record: impl Fn(i64) -> HolderRecord,
 ) -> Result<Grant, Fail> {
     if let Some(spare) = spares.take(ttl_s) {
-        match grant_on_spare(c, spares, keys, name, spare, &make_record).await {
+        match grant_on_spare(c, spares, keys, claim, spare, &make_record).await {
             // The spare had vanished (revoked by a by-token renewal elsewhere): afresh.
             Err(Fail::Lost(_)) => {}
             other => return other,
@@ -214,7 +245,7 @@ pub async fn grant(
     }
     let lease = lease_grant(c, ttl_s).await?;
     let record = make_record(lease.ttl_s);
-    let resp = match c.txn(grant_txn(keys, name, lease.id, &record)).await {
+    let resp = match c.txn(grant_txn(keys, claim, lease.id, &record)).await {
         Ok(r) => r,
         Err(e) => {
             return Err(match Fail::from(e) {
@@ -233,18 +264,65 @@ pub async fn grant(
         }
     };
     let spare = Spare { lease, asked_s: ttl_s };
-    granted(c, spares, &resp, spare, record)
+    granted(c, spares, keys, claim, &resp, spare, record)
 }
 
-fn grant_txn(keys: &Keys, name: &str, id: i64, record: &HolderRecord) -> Txn {
-    let key = keys.lease(name);
-    Txn::new()
-        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-        .and_then([
-            TxnOp::put(key.clone(), record.encode(), Some(PutOptions::new().with_lease(id))),
-            TxnOp::put(keys.grants(name), record.encode(), None),
-        ])
-        .or_else([TxnOp::get(key, None)])
+/// `create_revision = 0` over `[start, end)`: no key in the range (an empty range
+/// compares as one absent key).
+fn none_in((start, end): (Vec<u8>, Vec<u8>)) -> Compare {
+    Compare::create_revision(start, CompareOp::Equal, 0).with_range(end)
+}
+
+fn range((start, end): (Vec<u8>, Vec<u8>), limit: i64) -> TxnOp {
+    TxnOp::get(start, Some(GetOptions::new().with_range(end).with_limit(limit)))
+}
+
+/// The grant transaction of `claim`: its key created only if absent and only if no
+/// other kind is in use (see `super::kinds` for the compares of each kind).
+fn grant_txn(keys: &Keys, claim: &Claim, id: i64, record: &HolderRecord) -> Txn {
+    let name = claim.name.as_str();
+    let key = keys.lease(&claim.key_name);
+    let mut when = vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)];
+    let put = [
+        TxnOp::put(key, record.encode(), Some(PutOptions::new().with_lease(id))),
+        TxnOp::put(keys.grants(&claim.key_name), record.encode(), None),
+    ];
+    let all_seats = Keys::seats_in(&keys.lease_dir(), name);
+    if claim.behind_queue {
+        when.push(none_in(keys.queue_of(name)));
+    }
+    let queue = range(keys.queue_of(name), 1);
+    match claim.kind {
+        None => {
+            when.push(none_in(keys.seats_tagged(name, "p")));
+            let shared = keys.seats_tagged(name, "s.");
+            let shared =
+                TxnOp::get(shared.0, Some(GetOptions::new().with_range(shared.1).with_keys_only()));
+            Txn::new().when(when).and_then([put[0].clone(), put[1].clone(), shared]).or_else([
+                TxnOp::get(keys.lease(name), None),
+                range(all_seats, 1),
+                queue,
+            ])
+        }
+        Some(kind) => {
+            when.push(Compare::create_revision(keys.lease(name), CompareOp::Equal, 0));
+            match kind {
+                SeatKind::Shared => when.push(none_in(keys.seats_tagged(name, "p"))),
+                SeatKind::Permits(_) => {
+                    // Every seat that is not one of ours: before our tag, and after it.
+                    let all = keys.seats_tagged(name, "");
+                    let ours = keys.seats_tagged(name, &kind.tag());
+                    when.push(none_in((all.0, ours.0)));
+                    when.push(none_in((ours.1, all.1)));
+                }
+            }
+            Txn::new().when(when).and_then(put).or_else([
+                TxnOp::get(keys.lease(name), None),
+                range(all_seats, 0),
+                queue,
+            ])
+        }
+    }
 }
 
 /// The grant transaction on a spare, alone: the spare is young (see [`Spares::take`]),
@@ -255,39 +333,83 @@ async fn grant_on_spare(
     c: &mut Client,
     spares: &Spares,
     keys: &Keys,
-    name: &str,
+    claim: &Claim,
     spare: Spare,
     make_record: &impl Fn(i64) -> HolderRecord,
 ) -> Result<Grant, Fail> {
     let record = make_record(spare.lease.ttl_s);
-    let resp = c.txn(grant_txn(keys, name, spare.lease.id, &record)).await?;
-    granted(c, spares, &resp, spare, record)
+    let resp = c.txn(grant_txn(keys, claim, spare.lease.id, &record)).await?;
+    granted(c, spares, keys, claim, &resp, spare, record)
+}
+
+/// The kind of seat a key of `lease/` stands for, if it is a seat of `name`.
+pub fn seat_kind(keys: &Keys, name: &str, kv: &Kv) -> Option<(SeatKind, u32)> {
+    let key_name = Keys::name_in(&keys.lease_dir(), &kv.key)?;
+    match keys::parse_seat(key_name)? {
+        (n, Some(seat)) if n == name => Some(seat),
+        _ => None,
+    }
 }
 
 /// What a grant transaction's reply says; a refused grant keeps its lease as a spare.
 fn granted(
     c: &Client,
     spares: &Spares,
+    keys: &Keys,
+    claim: &Claim,
     resp: &TxnResponse,
     spare: Spare,
     record: HolderRecord,
 ) -> Result<Grant, Fail> {
     let at = revision(resp)?;
+    let r = ranges(resp);
     if resp.succeeded() {
-        return Ok(Grant::Won { token: at, lease: spare.lease, record });
+        let shared = r.get(2).into_iter().flatten().map(|kv| kv.key.clone()).collect();
+        return Ok(Grant::Won { token: at, lease: spare.lease, record, shared });
     }
     if !spares.keep(spare) {
         tokio::spawn(revoke_later(c, spare.lease.id));
     }
-    match first(&ranges(resp), 0) {
-        Some(kv) => Ok(Grant::Held {
+    let name = claim.name.as_str();
+    let seats = r.get(1).map(Vec::as_slice).unwrap_or_default();
+    let mut kinds = seats.iter().filter_map(|kv| seat_kind(keys, name, kv).map(|(k, _)| k));
+    // (An exclusive grant is refused by permits only, never by shared seats.)
+    let other = kinds.find(|k| match claim.kind {
+        None => *k != SeatKind::Shared,
+        mine => Some(*k) != mine,
+    });
+    if let (true, None, Some(place)) = (claim.behind_queue, other, first(&r, 2)) {
+        if !matches!((claim.kind, first(&r, 0)), (Some(SeatKind::Permits(_)), Some(_))) {
+            return Ok(Grant::Queued { first: place.clone() });
+        }
+    }
+    match (claim.kind, first(&r, 0)) {
+        // An exclusive holder: an exclusive or shared acquirer waits for it; an
+        // acquirer of a permit finds the name in use as an exclusive lease.
+        (None | Some(SeatKind::Shared), Some(kv)) => Ok(Grant::Held {
             token: kv.create,
             lease: kv.lease,
             holder: HolderRecord::decode(&kv.value),
             revision: at,
         }),
-        // Deleted between the compare and the read is impossible in one transaction.
-        None => Err(Fail::Odd("a refused grant whose holder's key is missing".into())),
+        // (A shared name's draining writer holds `lease/NAME` over its shared seats.)
+        (Some(SeatKind::Permits(_)), Some(_)) => {
+            Ok(Grant::Wrong(other.map(SeatKind::lease_kind).unwrap_or(LeaseKind::Exclusive)))
+        }
+        // No exclusive holder: refused for a seat of another kind.
+        (_, None) if other.is_some() => {
+            Ok(Grant::Wrong(other.map(SeatKind::lease_kind).unwrap_or(LeaseKind::Exclusive)))
+        }
+        (Some(kind), None) => Ok(Grant::Seats {
+            taken: seats
+                .iter()
+                .filter(|kv| seat_kind(keys, name, kv).is_some_and(|(k, _)| k == kind))
+                .cloned()
+                .collect(),
+            revision: at,
+        }),
+        // Refused, yet neither the name nor a seat of another kind is there.
+        (None, None) => Err(Fail::Odd("a refused grant whose holder's key is missing".into())),
     }
 }
 
@@ -300,27 +422,48 @@ pub async fn time_left(c: &mut Client, id: i64) -> Result<Option<i64>, Fail> {
     Ok((resp.ttl() >= 0).then_some(resp.ttl()))
 }
 
-/// Waits until `key` is deleted after revision `after` (`Ok(true)`), or until
-/// `deadline` (`Ok(false)`). A cancelled watch (compaction) also returns `true`: the
-/// caller looks again.
-pub async fn wait_deleted(
+/// What [`deletions`] saw.
+pub enum Deletions {
+    /// Nothing before the deadline.
+    None,
+    /// These keys, deleted up to this revision (the last event's).
+    Keys(Vec<Vec<u8>>, u64),
+    /// The history after `after` is compacted away: look again.
+    Compacted,
+}
+
+/// Waits for deletions of keys in `[start, end)` (only `start` if `end` is empty) after
+/// revision `after`, until `deadline`: the keys of the first batch seen.
+pub async fn deletions(
     c: &mut Client,
-    key: Vec<u8>,
+    (start, end): (Vec<u8>, Vec<u8>),
     after: u64,
     deadline: Option<tokio::time::Instant>,
-) -> Result<bool, Fail> {
-    let options = WatchOptions::new()
+) -> Result<Deletions, Fail> {
+    let mut options = WatchOptions::new()
         .with_start_revision(after as i64 + 1)
         .with_filters([WatchFilterType::NoPut]);
+    if !end.is_empty() {
+        options = options.with_range(end);
+    }
     let wait = async {
-        let mut stream = c.watch(key, Some(options)).await?;
+        let mut stream = c.watch(start, Some(options)).await?;
         loop {
             match stream.message().await? {
                 None => return Err(Fail::Net("the watch stream ended".into())),
-                Some(resp) if resp.canceled() => return Ok(true),
+                Some(resp) if resp.canceled() => return Ok(Deletions::Compacted),
                 Some(resp) => {
-                    if resp.events().iter().any(|e| e.event_type() == EventType::Delete) {
-                        return Ok(true);
+                    let gone: Vec<_> = resp
+                        .events()
+                        .iter()
+                        .filter(|e| e.event_type() == EventType::Delete)
+                        .filter_map(|e| e.kv())
+                        .collect();
+                    if let Some(last) = gone.iter().map(|kv| kv.mod_revision()).max() {
+                        let last = u64::try_from(last)
+                            .map_err(|_| Fail::Odd(format!("a deletion at revision {last}")))?;
+                        let keys = gone.iter().map(|kv| kv.key().to_vec()).collect();
+                        return Ok(Deletions::Keys(keys, last));
                     }
                 }
             }
@@ -330,9 +473,19 @@ pub async fn wait_deleted(
         None => wait.await,
         Some(d) => match tokio::time::timeout_at(d, wait).await {
             Ok(r) => r,
-            Err(_) => Ok(false),
+            Err(_) => Ok(Deletions::None),
         },
     }
+}
+
+/// The live keys in `[start, end)` and the revision they were read at.
+pub async fn live_in(
+    c: &mut Client,
+    (start, end): (Vec<u8>, Vec<u8>),
+) -> Result<(Vec<Kv>, u64), Fail> {
+    let resp = c.txn(Txn::new().and_then([range((start, end), 0)])).await?;
+    let at = revision(&resp)?;
+    Ok((ranges(&resp).into_iter().next().unwrap_or_default(), at))
 }
 
 /// Keeps the etcd lease `id` alive once and checks that `name` still carries `token`
@@ -536,15 +689,11 @@ pub async fn end(
 }
 
 /// Everything a table knows of one name: `lease/N`, `grants/N`, `ends/N`.
+#[derive(Default)]
 pub struct Story {
     pub live: Option<Kv>,
     pub grants: Option<Kv>,
     pub end: Option<End>,
-}
-
-/// The story of one name.
-pub async fn story_of(c: &mut Client, keys: &Keys, name: &str) -> Result<Story, Fail> {
-    Ok(story_at(c, keys, name).await?.0)
 }
 
 /// The story of one name, and the revision it was read at.
@@ -559,23 +708,37 @@ pub async fn story_at(c: &mut Client, keys: &Keys, name: &str) -> Result<(Story,
     Ok((story, revision(&resp)?))
 }
 
-/// The stories of every name, in one read (one consistent revision), sorted by name.
-pub async fn stories(c: &mut Client, keys: &Keys) -> Result<Vec<(String, Story)>, Fail> {
-    let dirs = [keys.lease_dir(), keys.grants_dir(), keys.ends_dir()];
+/// The stories of every name, in one read (one consistent revision), sorted by name;
+/// seats (see [`super::keys`]) are stories of their own, under their key names.
+pub async fn stories(c: &mut Client, keys: &Keys) -> Result<Stories, Fail> {
+    let dirs = [keys.lease_dir(), keys.grants_dir(), keys.ends_dir(), keys.queue_dir()];
     let ops: Vec<TxnOp> =
         dirs.iter().map(|d| TxnOp::get(d.clone(), Some(GetOptions::new().with_prefix()))).collect();
     let resp = c.txn(Txn::new().and_then(ops)).await?;
-    let r = ranges(&resp);
+    Ok(collect(&dirs, &ranges(&resp)))
+}
+
+/// Stories by key name, and the fair queues' places.
+pub type Stories = (Vec<(String, Story)>, Vec<Kv>);
+
+/// The stories of `name` and of each of its seats, in one read.
+pub async fn stories_of(c: &mut Client, keys: &Keys, name: &str) -> Result<Stories, Fail> {
+    let dirs = [keys.lease_dir(), keys.grants_dir(), keys.ends_dir(), keys.queue_dir()];
+    let ops: Vec<TxnOp> = dirs
+        .iter()
+        .map(|d| range(([d.as_slice(), name.as_bytes()].concat(), Keys::seats_in(d, name).1), 0))
+        .collect();
+    let resp = c.txn(Txn::new().and_then(ops)).await?;
+    Ok(collect(&dirs, &ranges(&resp)))
+}
+
+fn collect(dirs: &[Vec<u8>; 4], r: &[Vec<Kv>]) -> Stories {
     let mut by_name: std::collections::BTreeMap<String, Story> = Default::default();
     let empty = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
+    for (i, dir) in dirs.iter().enumerate().take(3) {
         for kv in r.get(i).unwrap_or(&empty) {
             let Some(name) = Keys::name_in(dir, &kv.key) else { continue };
-            let s = by_name.entry(name.to_owned()).or_insert(Story {
-                live: None,
-                grants: None,
-                end: None,
-            });
+            let s = by_name.entry(name.to_owned()).or_default();
             match i {
                 0 => s.live = Some(kv.clone()),
                 1 => s.grants = Some(kv.clone()),
@@ -584,5 +747,74 @@ pub async fn stories(c: &mut Client, keys: &Keys) -> Result<Vec<(String, Story)>
         }
     }
     // A name is known once granted: ends/N without grants/N is debris.
-    Ok(by_name.into_iter().filter(|(_, s)| s.grants.is_some() || s.live.is_some()).collect())
+    let known = by_name.into_iter().filter(|(_, s)| s.grants.is_some() || s.live.is_some());
+    (known.collect(), r.get(3).cloned().unwrap_or_default())
+}
+
+/// The key name of the seat of `name` whose live key was created at `token`, or whose
+/// latest grant was `token`: where a by-token operation on a seat's grant goes.
+pub async fn seat_of(
+    c: &mut Client,
+    keys: &Keys,
+    name: &str,
+    token: u64,
+) -> Result<Option<String>, Fail> {
+    let (lease_dir, grants_dir) = (keys.lease_dir(), keys.grants_dir());
+    let txn = Txn::new().and_then([
+        range(Keys::seats_in(&lease_dir, name), 0),
+        range(Keys::seats_in(&grants_dir, name), 0),
+    ]);
+    let r = ranges(&c.txn(txn).await?);
+    let live = r.first().into_iter().flatten().find(|kv| kv.create == token);
+    let latest = r.get(1).into_iter().flatten().find(|kv| kv.modified == token);
+    Ok(live
+        .and_then(|kv| Keys::name_in(&lease_dir, &kv.key))
+        .or_else(|| latest.and_then(|kv| Keys::name_in(&grants_dir, &kv.key)))
+        .map(str::to_owned))
+}
+
+/// Takes a place in `name`'s fair queue: an etcd lease of `ttl_s` (`LeaseGrant`), then
+/// one transaction putting the place on it and reading the whole queue. Returns the
+/// lease, the place's ticket (its create revision) and the places ahead of it.
+pub async fn enqueue(
+    c: &mut Client,
+    keys: &Keys,
+    name: &str,
+    id: u64,
+    ttl_s: i64,
+    make_record: impl Fn(i64) -> HolderRecord,
+) -> Result<(EtcdLeaseGrant, u64, Vec<Kv>), Fail> {
+    let lease = lease_grant(c, ttl_s).await?;
+    let put = TxnOp::put(
+        keys.place(name, id),
+        make_record(lease.ttl_s).encode(),
+        Some(PutOptions::new().with_lease(lease.id)),
+    );
+    let resp = match c.txn(Txn::new().and_then([put, range(keys.queue_of(name), 0)])).await {
+        Ok(r) => r,
+        Err(e) => {
+            tokio::spawn(revoke_later(c, lease.id));
+            return Err(e.into());
+        }
+    };
+    let ticket = revision(&resp)?;
+    let ahead = ranges(&resp).into_iter().nth(1).unwrap_or_default();
+    Ok((lease, ticket, ahead.into_iter().filter(|kv| kv.create < ticket).collect()))
+}
+
+/// The places of `name`'s queue ahead of `ticket`, and the revision read at.
+pub async fn ahead_of(
+    c: &mut Client,
+    keys: &Keys,
+    name: &str,
+    ticket: u64,
+) -> Result<(Vec<Kv>, u64), Fail> {
+    let (all, at) = live_in(c, keys.queue_of(name)).await?;
+    Ok((all.into_iter().filter(|kv| kv.create < ticket).collect(), at))
+}
+
+/// Keeps the etcd lease `id` alive once: `Lost` once it is gone.
+pub async fn keep_alive_once(c: &mut Client, id: i64) -> Result<(), Fail> {
+    c.lease_keep_alive(id).await?;
+    Ok(())
 }
