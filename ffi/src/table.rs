@@ -622,9 +622,7 @@ pub unsafe extern "C" fn shmlease_try_acquire_in(
         };
         let (Some(t), Some(n), Some(st), Some(out)) = checked else {
             // SAFETY: forwarded contract.
-            return unsafe {
-                take_in(table, name, ttl_ns, None, storage, lease_out, held_by)
-            };
+            return unsafe { take_in(table, name, ttl_ns, None, storage, lease_out, held_by) };
         };
         match t.try_acquire_raw(n, ttl(ttl_ns)) {
             Ok(raw) => {

@@ -39,6 +39,11 @@ pub(crate) const LIVENESS_RECHECK: Duration = Duration::from_millis(50);
 /// release wakes the waiter), and a holder that dies before then is found at most this
 /// much later than with the alarm.
 const ALARM_AFTER: Duration = Duration::from_millis(5);
+/// How long a waiter that was woken, and then found the lease taken again by a live
+/// holder, steps back (unannounced, asleep) before it looks again: long enough for a
+/// holder that takes the lease in a loop to run undisturbed for a while (its cycle is
+/// tens of nanoseconds), short against any wait worth announcing.
+const BACK_OFF: Duration = Duration::from_micros(50);
 /// A waiter looks at the lease at least this often, whoever holds it.
 pub(crate) const LONGEST_NAP: Duration = Duration::from_secs(1);
 
@@ -264,6 +269,7 @@ impl Inner {
     ) -> Result<Option<(u32, u64, u64)>> {
         let mut alarm = None;
         let mut sleeping_since = None;
+        let mut woken = false;
         loop {
             let (index, bound_as, token, record) = match self.attempt(key, ttl, label)? {
                 Attempt::Won { slot, token, deadline } => return Ok(Some((slot, token, deadline))),
@@ -290,6 +296,20 @@ impl Inner {
                 let holder = self.holder_of(index, record);
                 return Err(Error::TimedOut { waited: patience.waited(), token, holder });
             }
+            let live = record.is_some_and(|r| !r.detached && r.pidns == identity::me().pidns);
+            // Woken (by a release, mostly), and the lease taken again before we could:
+            // its holder takes it in a loop. Step back for a moment without announcing
+            // ourselves, then look again: announced at once, every release of the holder
+            // would cost it a wake-up call, and us another wake-up that loses the race
+            // again. Two processes taking one name in a loop went from a third of a
+            // robust mutex's throughput to more than it (BENCHMARKS.md, "Contention").
+            // A sleep, not a spin: it costs no CPU. A waiter asleep is still woken by
+            // the release; only what it does once it finds it lost is changed.
+            if woken && live && hook.is_none() {
+                woken = false;
+                std::thread::sleep(BACK_OFF.min(left));
+                continue;
+            }
             let now = self.now();
             if let Wait::Sleep { mut futex_expect, deadline, .. } =
                 protocol::announce_waiter(self.slot(index), bound_as, now)
@@ -309,12 +329,12 @@ impl Inner {
                 let early = ALARM_AFTER.checked_sub(first_sleep.elapsed());
                 let watched =
                     early.is_none() && DeathAlarm::keep(&mut alarm, self, index, record.as_ref());
-                let live = record.is_some_and(|r| !r.detached && r.pidns == identity::me().pidns);
                 let mut nap = nap(now, deadline, left, live && !watched);
                 if let (Some(early), true) = (early, live) {
                     nap = nap.min(early);
                 }
                 self.sleep(index, futex_expect, nap);
+                woken = true;
             }
         }
     }
