@@ -885,7 +885,10 @@ impl LeaseTable {
     /// the holder releases or the lease is revoked, when the holder's deadline passes,
     /// and (for a live-process holder) within 50 ms of the holder dying. It also looks
     /// at least once a second, so that a releasing process killed before it could wake
-    /// the waiters delays them by a second at most.
+    /// the waiters delays them by a second at most. Waiting is not fair (ask for
+    /// [`AcquireOptions::fair`] for arrival order): a waiter that is woken but finds the
+    /// lease taken again (a holder taking it in a loop) sleeps 50 µs before it looks
+    /// again, which lets such a holder run undisturbed and keeps throughput up.
     pub fn acquire(
         &self,
         name: &str,
