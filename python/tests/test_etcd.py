@@ -52,25 +52,51 @@ class Cluster:
     """`members` etcd processes in one process group of their own (fast elections:
     50 ms heartbeats, 500 ms election timeout, hence a 1 s minimum TTL)."""
 
-    def __init__(self, members: int = 3) -> None:
+    def __init__(self, members: int = 3, tls: bool = False) -> None:
         self.dir = tempfile.mkdtemp(prefix="shmlease-pytest-etcd-")
         self.procs: list[subprocess.Popen] = []
         self.pgid = 0
+        self.tls = tls
         atexit.register(self.stop)
         try:
+            if tls:
+                self._make_certs()
             self._start(members)
             self.wait_healthy(60)
         except BaseException:
             self.stop()
             raise
 
+    def _make_certs(self) -> None:
+        """A CA, a server certificate for 127.0.0.1 and a client certificate it signed,
+        and a second CA that signed nothing here (openssl, in the cluster's directory)."""
+
+        def ssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], cwd=self.dir, check=True, capture_output=True, timeout=60)
+
+        for ca in ("ca", "other-ca"):
+            ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-subj", f"/CN=shmlease pytest {ca}")  # fmt: skip
+        exts = {"server": "subjectAltName=IP:127.0.0.1,DNS:localhost\n", "client": "extendedKeyUsage=clientAuth\n"}
+        for who, ext in exts.items():
+            with open(os.path.join(self.dir, f"{who}.ext"), "w") as f:
+                f.write(ext)
+            ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{who}.key",
+                "-out", f"{who}.csr", "-subj", f"/CN={who}")  # fmt: skip
+            ssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", f"{who}.ext", "-out", f"{who}.pem")  # fmt: skip
+
+    def cert(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
     def _start(self, members: int) -> None:
         ports = _free_ports(2 * members)
         self.clients, peers = ports[:members], ports[members:]
         initial = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, p in enumerate(peers))
         token = f"shmlease-py-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        scheme = "https" if self.tls else "http"
         for i in range(members):
-            client = f"http://127.0.0.1:{self.clients[i]}"
+            client = f"{scheme}://127.0.0.1:{self.clients[i]}"
             peer = f"http://127.0.0.1:{peers[i]}"
             argv = [
                 "etcd", "--name", f"m{i}", "--data-dir", os.path.join(self.dir, f"m{i}"),
@@ -81,6 +107,9 @@ class Cluster:
                 "--heartbeat-interval", "50", "--election-timeout", "500",
                 "--logger", "zap", "--log-level", "error",
             ]  # fmt: skip
+            if self.tls:
+                argv += ["--cert-file", self.cert("server.pem"), "--key-file", self.cert("server.key"),
+                         "--trusted-ca-file", self.cert("ca.pem"), "--client-cert-auth"]  # fmt: skip
             with open(os.path.join(self.dir, f"m{i}.log"), "wb") as log:
                 p = subprocess.Popen(
                     argv,
@@ -98,18 +127,24 @@ class Cluster:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # and die with pytest
 
     def endpoint(self, i: int) -> str:
-        return f"http://127.0.0.1:{self.clients[i]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.clients[i]}"
 
     def hosts(self) -> str:
         return ",".join(f"127.0.0.1:{p}" for p in self.clients)
 
     def location(self, prefix: str, query: str = "") -> str:
+        if self.tls:
+            files = f"ca={self.cert('ca.pem')}&cert={self.cert('client.pem')}&key={self.cert('client.key')}"
+            return f"etcds://{self.hosts()}/{prefix}?{files}{query.replace('?', '&')}"
         return f"etcd://{self.hosts()}/{prefix}{query}"
 
     def ctl(self, *args: str, endpoints: str | None = None, check: bool = True):
         endpoints = endpoints or ",".join(self.endpoint(i) for i in range(len(self.procs)))
+        tls = []
+        if self.tls:
+            tls = ["--cacert", self.cert("ca.pem"), "--cert", self.cert("client.pem"), "--key", self.cert("client.key")]
         return subprocess.run(
-            ["etcdctl", "--endpoints", endpoints, "--command-timeout=5s", *args],
+            ["etcdctl", "--endpoints", endpoints, "--command-timeout=5s", *tls, *args],
             env={**os.environ, "ETCDCTL_API": "3"},
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -460,6 +495,49 @@ def test_a_table_with_a_password_pickles_without_it(tmp_path):
             shmlease.Table(f"etcd://app:app-secret-pw@{c.hosts()}/authed")
         with pytest.raises(shmlease.PermissionDenied):
             shmlease.Table(c.location("elsewhere", f"?user=app&password_file={secret}"))
+    finally:
+        c.stop()
+
+
+@needs_etcd
+@pytest.mark.timeout(120)
+def test_tls_with_client_certificates_and_what_is_refused():
+    # A cluster of its own (one member) that speaks TLS only and wants client
+    # certificates: the location names the CA, the client certificate and its key.
+    c = Cluster(members=1, tls=True)
+    try:
+        loc = c.location("sec")
+        assert loc.startswith("etcds://")
+        t = shmlease.Table(loc)
+        with t.lease("job", 5) as lease:
+            assert t.get("job").token == lease.token
+        # A child gets the table through pickling (spawn) and sees the same grant.
+        with t.lease("p", 5) as lease:
+            ctx = multiprocessing.get_context("spawn")
+            here, there = ctx.Pipe()
+            child = ctx.Process(target=_report_token, args=(t, "p", there))
+            child.start()
+            try:
+                assert here.poll(60), "the spawned child sent nothing"
+                assert here.recv() == lease.token
+                child.join(30)
+            finally:
+                if child.is_alive():
+                    child.kill()
+        hosts = c.hosts()
+        # Servers signed by a CA we were not told to trust.
+        wrong_ca = loc.replace(c.cert("ca.pem"), c.cert("other-ca.pem")) + "&timeout=2s"
+        with pytest.raises((shmlease.Unavailable, shmlease.PermissionDenied)):
+            shmlease.Table(wrong_ca)
+        # No client certificate: the servers refuse us.
+        with pytest.raises(shmlease.Error):
+            shmlease.Table(f"etcds://{hosts}/sec?ca={c.cert('ca.pem')}&timeout=2s")
+        # Plain text against TLS servers.
+        with pytest.raises(shmlease.Error):
+            shmlease.Table(f"etcd://{hosts}/sec?timeout=2s")
+        # etcds:// without a CA is refused before anything is sent.
+        with pytest.raises(shmlease.InvalidOptions):
+            shmlease.Table(f"etcds://{hosts}/sec")
     finally:
         c.stop()
 
