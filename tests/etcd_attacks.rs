@@ -239,9 +239,64 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Runs `f` on a thread and returns what it returns, or panics if it has not returned
+/// within `limit` (a spin or a hang).
+fn within<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).unwrap_or_else(|_| panic!("{what}: no answer within {limit:?}"))
+}
+
 // ------------------------------------------------------------------------------------
 // Untrusted keys under the prefix
 // ------------------------------------------------------------------------------------
+
+/// A key under `lease/NAME\0` that is no seat (written by a foreign or buggy client)
+/// keeps a permit or shared grant out. The acquirer must say so (an error), not retry
+/// its grant forever without waiting (a busy loop on the cluster, even for a try).
+#[test]
+fn a_foreign_key_among_the_seats_is_an_error_not_a_busy_loop() {
+    let _wd = Watchdog::new("foreign_seat", LONG * 2);
+    let cluster = Cluster::start("atk-foreign", Setup::default());
+    let t = table(&cluster, "fk");
+    let ttl = Duration::from_secs(2);
+    // After the permits' tag (refuses every permit), before it (and inside the "p"
+    // range that refuses shared seats), and a seat index out of range for its N.
+    raw_put(&cluster, b"/fk/.shmlease/lease/pool\0zz", b"junk");
+    raw_put(&cluster, b"/fk/.shmlease/lease/rw\0p1.0", b"junk");
+    raw_put(&cluster, b"/fk/.shmlease/lease/big\0p2.9", b"junk");
+    let cases: [(&str, AcquireOptions); 4] = [
+        ("pool", AcquireOptions::new().permits(2).unwrap()),
+        ("rw", AcquireOptions::new().shared(true)),
+        ("big", AcquireOptions::new().permits(3).unwrap()),
+        ("pool", AcquireOptions::new().permits(2).unwrap().wait(Some(Duration::from_secs(1)))),
+    ];
+    for (name, options) in cases {
+        let t = t.clone();
+        let got =
+            within(&format!("a grant of {name} over a foreign key"), Duration::from_secs(15), {
+                move || t.acquire_with(name, ttl, &options).map(|l| l.token())
+            });
+        assert!(got.is_err(), "{name}: granted over a foreign key: {got:?}");
+    }
+    // The name's own readers neither panic nor hang on it.
+    for name in ["pool", "rw", "big"] {
+        let _ = t.get(name).unwrap();
+    }
+    let _ = t.list().unwrap();
+    // A permit of p2 ignores a key that is not one of its seats only if it is not in
+    // the way of its compares: p2.9 sorts among p2's own seats.
+    let two = AcquireOptions::new().permits(2).unwrap();
+    drop(t.acquire_with("big", ttl, &two).unwrap());
+}
+
 /// Garbage values and odd keys in every directory: readers error or skip, never panic,
 /// and grants go on.
 #[test]
