@@ -340,6 +340,33 @@ fn garbage_under_the_prefix_is_read_without_a_panic() {
     assert!(t.revoke_token("n", 2).is_err());
     drop(held);
 }
+
+// ------------------------------------------------------------------------------------
+// Renewals racing each other
+// ------------------------------------------------------------------------------------
+
+/// A renewal to a shorter TTL moves the key to a shorter etcd lease: the holder's own
+/// validity must shrink with it, or it believes itself valid after the server expired
+/// its key and someone else was granted the name.
+#[test]
+fn a_renewal_to_a_shorter_ttl_shortens_the_holders_validity() {
+    let _wd = Watchdog::new("renew_shorter", LONG * 2);
+    let cluster = Cluster::start("atk-shorter", Setup::default());
+    let t = table(&cluster, "rs");
+    let other = EtcdTable::open(&loc(&cluster.location("rs"))).unwrap();
+    let lease = t.acquire("r", Duration::from_secs(8), Some(LONG)).unwrap();
+    lease.renew(Duration::from_secs(2)).unwrap();
+    let deadline = mono_of(lease.deadline());
+    // Not renewed again: its key expires with the 2 s etcd lease.
+    let next = other.acquire("r", Duration::from_secs(2), Some(LONG)).unwrap();
+    let granted = mono_ns();
+    assert!(next.token() > lease.token());
+    assert!(
+        deadline <= granted && !lease.is_valid(),
+        "the holder believes itself valid for {:?} more while the name is granted to another",
+        Duration::from_nanos(deadline.saturating_sub(granted))
+    );
+}
 // ------------------------------------------------------------------------------------
 // Draining shared holders
 // ------------------------------------------------------------------------------------
