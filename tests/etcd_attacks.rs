@@ -367,6 +367,55 @@ fn a_renewal_to_a_shorter_ttl_shortens_the_holders_validity() {
         Duration::from_nanos(deadline.saturating_sub(granted))
     );
 }
+
+/// Two renewals of one grant at once, one with its own TTL (a keep-alive, the same
+/// etcd lease) and one with another (moving the key to a new etcd lease and revoking
+/// the old one): both succeed, so the holder believes itself valid for seconds — then
+/// nobody else may be granted the name before its deadline. A same-TTL renewal whose
+/// write lands after the move puts the key back on the old etcd lease, which the move
+/// then revokes, deleting the key under a holder that believes itself valid.
+#[test]
+fn renewals_with_two_ttls_at_once_never_leave_a_valid_holder_without_its_key() {
+    let _wd = Watchdog::new("renew_race", LONG * 3);
+    let cluster = Cluster::start("atk-renew", Setup::default());
+    let t = table(&cluster, "rr");
+    let other = EtcdTable::open(&loc(&cluster.location("rr"))).unwrap();
+    let (short, long) = (Duration::from_secs(2), Duration::from_secs(3));
+    let mut rng = common::Rng::new(0x5eed);
+    let mut both_ok = 0;
+    let started = Instant::now();
+    for round in 0..150 {
+        if started.elapsed() > Duration::from_secs(40) {
+            break;
+        }
+        let lease = t.acquire("r", short, Some(LONG)).unwrap();
+        let delay = Duration::from_micros(rng.below(12_000));
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| lease.renew(long));
+            let b = s.spawn(|| {
+                std::thread::sleep(delay);
+                lease.renew(short)
+            });
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        if a.is_ok() && b.is_ok() {
+            both_ok += 1;
+            // Let the background revocation of the old etcd lease land.
+            std::thread::sleep(Duration::from_millis(30));
+            assert!(lease.is_valid());
+            let intruder = other.try_acquire("r", short);
+            assert!(
+                !(intruder.is_ok() && lease.is_valid()),
+                "round {round} (delay {delay:?}): another client was granted the name while \
+                 its holder, both of whose renewals succeeded, is valid for {:?}",
+                lease.remaining()
+            );
+        }
+        drop(lease);
+    }
+    assert!(both_ok > 10, "the renewals rarely both succeeded ({both_ok})");
+}
+
 // ------------------------------------------------------------------------------------
 // Draining shared holders
 // ------------------------------------------------------------------------------------
