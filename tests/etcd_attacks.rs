@@ -699,3 +699,40 @@ fn an_interrupted_fair_wait_leaves_its_place_and_holds_nothing() {
         assert!(next.is_ok(), "{name}: {next:?}");
     }
 }
+
+/// Fair waiters (exclusive and shared) through a kill -9 of the cluster's leader, while
+/// they take their places and wait in line: exclusivity holds, and every waiter is
+/// served in the end (a waiter whose wait failed on the unavailable cluster queues
+/// again).
+#[test]
+fn fair_waiters_through_a_leader_kill_stay_apart_and_are_all_served() {
+    let wd = Watchdog::new("fair_leader", LONG * 4);
+    let mut cluster = Cluster::start("atk-fairlead", Setup::default());
+    drop(table(&cluster, "fl"));
+    let mut kids: Vec<Kid> = ["x", "s", "x", "s", "x", "s"]
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            let env = [
+                ("NAME", "line"),
+                ("KIND", *kind),
+                ("FAIR", "1"),
+                ("HOLD_MS", "80"),
+                ("COUNT", "5"),
+            ];
+            holder(&wd, &cluster, "fl", &format!("fair {kind} {i}"), &env)
+        })
+        .collect();
+    kids[0].expect("got", LONG);
+    let leader = cluster.wait_leader(LONG);
+    cluster.kill(leader);
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.restart(leader);
+    let mut all = Vec::new();
+    for k in &mut kids {
+        k.wait_ok(LONG * 2);
+        all.extend(seen_of(k));
+    }
+    assert_eq!(all.len(), 30, "{all:?}");
+    check_kinds(&all);
+}
