@@ -736,3 +736,25 @@ fn fair_waiters_through_a_leader_kill_stay_apart_and_are_all_served() {
     assert_eq!(all.len(), 30, "{all:?}");
     check_kinds(&all);
 }
+
+/// A renewal by token, with another TTL, of a grant this very process holds (allowed:
+/// the C library's by-token calls) moves its key to a new etcd lease: the holder's own
+/// validity must follow the move.
+#[test]
+fn a_renewal_by_token_from_the_holding_process_moves_the_holders_validity_too() {
+    let _wd = Watchdog::new("renew_by_token_here", LONG * 2);
+    let cluster = Cluster::start("atk-bytoken", Setup::default());
+    let t = table(&cluster, "bt");
+    let other = EtcdTable::open(&loc(&cluster.location("bt"))).unwrap();
+    let lease = t.acquire("r", Duration::from_secs(8), Some(LONG)).unwrap();
+    let returned = t.renew("r", lease.token(), Duration::from_secs(2)).unwrap();
+    let next = other.acquire("r", Duration::from_secs(2), Some(LONG)).unwrap();
+    let granted = mono_ns();
+    assert!(next.token() > lease.token() && mono_of(returned) <= granted);
+    let deadline = mono_of(lease.deadline());
+    assert!(
+        deadline <= granted && !lease.is_valid(),
+        "the holder believes itself valid for {:?} more while the name is granted to another",
+        Duration::from_nanos(deadline.saturating_sub(granted))
+    );
+}

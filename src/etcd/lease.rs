@@ -145,6 +145,23 @@ impl Holdings {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
     }
 
+    /// The grant `token` of `name` was moved by a renewal by token to the etcd lease
+    /// `lease` (asked for `asked_s`): if this process holds it, its holder's validity
+    /// is that lease's from now on, shorter or not.
+    pub(crate) fn moved(&self, name: &str, token: u64, lease: EtcdLeaseGrant, asked_s: i64) {
+        let state = {
+            let held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match held.get(&token) {
+                Some((n, w)) if n == name => w.upgrade(),
+                _ => None,
+            }
+        };
+        if let Some(state) = state {
+            state.asked_s.store(asked_s, Ordering::Relaxed);
+            state.moved(lease.id, lease.sent, lease.ttl_s);
+        }
+    }
+
     /// The grant `token` of `name` is being released or revoked by token (`why`): if
     /// this process holds it, it is lost from now on (its keep-alive stops).
     pub(crate) fn ending(&self, name: &str, token: u64, why: LostReason) {
