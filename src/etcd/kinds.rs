@@ -144,6 +144,13 @@ impl EtcdTable {
                         .iter()
                         .filter_map(|kv| recipe::seat_kind(&s.keys, name, kv).map(|(_, i)| i))
                         .collect();
+                    // Refused, yet the seat tried reads free and no other kind is in the
+                    // way: a key among the name's seats that is no seat (untrusted), which
+                    // would refuse every try alike.
+                    if !held.contains(&pick) {
+                        let odd = format!("a key among the seats of {name:?} that is no seat");
+                        return Err(Fail::Odd(odd).into_error(&s.text, 0));
+                    }
                     let n = kind.seats();
                     if let Some(free) = (0..n).map(|k| (pick + k) % n).find(|i| !held.contains(i)) {
                         pick = free;

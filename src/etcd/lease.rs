@@ -40,7 +40,8 @@ pub struct EtcdLease {
 /// What the lease and its keep-alive task share.
 struct State {
     base: Instant,
-    /// The holder's deadline, in nanoseconds after `base`; only ever grows.
+    /// The holder's deadline, in nanoseconds after `base`; grows with each renewal on
+    /// one etcd lease, and is that lease's alone once the grant moves to another.
     deadline_ns: AtomicU64,
     /// When the etcd lease was last granted or kept alive (sent), after `base`.
     refreshed_ns: AtomicU64,
@@ -70,6 +71,17 @@ impl State {
         self.deadline_ns.fetch_max(d.as_nanos() as u64, Ordering::AcqRel);
         let r = sent.saturating_duration_since(self.base).as_nanos() as u64;
         self.refreshed_ns.fetch_max(r, Ordering::AcqRel);
+    }
+
+    /// The grant moved to the etcd lease `id` of `granted_s`, kept alive from `sent`:
+    /// the deadline is that lease's alone, even when it is shorter than the last one's.
+    fn moved(&self, id: i64, sent: Instant, granted_s: i64) {
+        self.lease_id.store(id, Ordering::Relaxed);
+        self.granted_s.store(granted_s, Ordering::Relaxed);
+        let d = holder_deadline(sent, granted_s).saturating_duration_since(self.base);
+        self.deadline_ns.store(d.as_nanos() as u64, Ordering::Release);
+        let r = sent.saturating_duration_since(self.base).as_nanos() as u64;
+        self.refreshed_ns.store(r, Ordering::Release);
     }
 
     /// The etcd lease, as a spare once its key is gone.
@@ -131,6 +143,23 @@ impl Holdings {
 
     fn let_go(&self, token: u64) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
+    }
+
+    /// The grant `token` of `name` was moved by a renewal by token to the etcd lease
+    /// `lease` (asked for `asked_s`): if this process holds it, its holder's validity
+    /// is that lease's from now on, shorter or not.
+    pub(crate) fn moved(&self, name: &str, token: u64, lease: EtcdLeaseGrant, asked_s: i64) {
+        let state = {
+            let held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match held.get(&token) {
+                Some((n, w)) if n == name => w.upgrade(),
+                _ => None,
+            }
+        };
+        if let Some(state) = state {
+            state.asked_s.store(asked_s, Ordering::Relaxed);
+            state.moved(lease.id, lease.sent, lease.ttl_s);
+        }
     }
 
     /// The grant `token` of `name` is being released or revoked by token (`why`): if
@@ -470,7 +499,11 @@ async fn renew_future(
     let result = if record.same_ttl(ttl_s) {
         bounded(limit, recipe::renew_same(&mut c, &s.keys, &name, token, id, &record)).await.map(
             |renewed| {
-                state.extend(renewed.sent, record.ttl_s);
+                // (Unless a renewal with another TTL moved the grant meanwhile: this
+                // kept alive a lease the grant is no longer on.)
+                if state.lease_id.load(Ordering::Relaxed) == id {
+                    state.extend(renewed.sent, record.ttl_s);
+                }
                 if renewed.asked {
                     state.ask();
                 }
@@ -480,10 +513,8 @@ async fn renew_future(
         bounded(limit, recipe::renew_relet(&mut c, &s.keys, &name, token, id, ttl_s, &record))
             .await
             .map(|(lease, asked)| {
-                state.lease_id.store(lease.id, Ordering::Relaxed);
-                state.granted_s.store(lease.ttl_s, Ordering::Relaxed);
                 state.asked_s.store(ttl_s, Ordering::Relaxed);
-                state.extend(lease.sent, lease.ttl_s);
+                state.moved(lease.id, lease.sent, lease.ttl_s);
                 if asked {
                     state.ask();
                 }

@@ -537,9 +537,12 @@ impl EtcdTable {
             })?;
             Ok(holder_deadline(renewed.sent, ttl_s))
         } else {
+            let moved = n.clone();
             let (lease, _) = s.run(token, async move {
                 recipe::renew_relet(&mut c, &keys, &n, token, kv.lease, ttl_s, &record).await
             })?;
+            // A grant of this very process: its holder's validity follows the key.
+            s.conn()?.holdings().moved(&moved, token, lease, ttl_s);
             Ok(holder_deadline(lease.sent, lease.ttl_s))
         }
     }

@@ -5,7 +5,7 @@
 //! | operation | requests (round trips) |
 //! |---|---|
 //! | grant | `Txn{ if create_rev(lease/N) = 0 then put lease/N (lease L), put grants/N else get lease/N }` on a young spare etcd lease L (1); without one, `LeaseGrant` first (2) |
-//! | renew, same TTL | `LeaseKeepAlive(L)` ∥ `Txn{ if create_rev = token then put lease/N (renewed-at, lease L), get asks/N }` (1, two requests in flight) |
+//! | renew, same TTL | `LeaseKeepAlive(L)` ∥ `Txn{ if create_rev = token ∧ lease = L then put lease/N (renewed-at, lease L), get asks/N }` (1, two requests in flight; refused, with the key still live, when a renewal with another TTL moved it meanwhile: retryable) |
 //! | renew, other TTL | `LeaseGrant(L')`, then `Txn{ if create_rev = token ∧ lease = L then put lease/N (lease L'), get asks/N }`, `LeaseRevoke(L)` in the background (2) |
 //! | release | `Txn{ if create_rev = token then delete lease/N, put ends/N }` (1); the holder keeps L as a spare, others revoke it in the background |
 //! | revoke NAME | `Range lease/N`, then the release transaction with the token found (2) |
@@ -502,7 +502,13 @@ pub async fn renew_same(
     let sent = Instant::now();
     let key = keys.lease(name);
     let check = Txn::new()
-        .when([Compare::create_revision(key.clone(), CompareOp::Equal, token as i64)])
+        .when([
+            Compare::create_revision(key.clone(), CompareOp::Equal, token as i64),
+            // Still on the etcd lease kept alive here: a renewal with another TTL racing
+            // this one may have moved it, and revokes this lease (the put would bring
+            // the key back onto it, to be deleted under a holder that renewed).
+            Compare::lease(key.clone(), CompareOp::Equal, id),
+        ])
         .and_then([
             TxnOp::put(key, record.renewed_now().encode(), Some(PutOptions::new().with_lease(id))),
             TxnOp::get(keys.asks(name), None),
@@ -512,7 +518,7 @@ pub async fn renew_same(
     let (alive, checked) = tokio::join!(c.lease_keep_alive(id), c2.txn(check));
     let checked = checked?;
     if !checked.succeeded() {
-        return Err(lost(&checked, token));
+        return Err(not_renewed(&checked, token));
     }
     alive?;
     Ok(Renewed { sent, asked: asked(&checked, 1, token) })
@@ -576,6 +582,16 @@ fn lost(resp: &TxnResponse, token: u64) -> Fail {
     }
 }
 
+/// Why a renewal guarded by the grant's token and etcd lease was refused: lost, or (its
+/// key read live with the token) moved to another etcd lease by a renewal racing this
+/// one, which renewed nothing: retryable.
+fn not_renewed(resp: &TxnResponse, token: u64) -> Fail {
+    if first(&ranges(resp), 0).is_some_and(|kv| kv.create == token) {
+        return Fail::Net("the grant moved to another etcd lease meanwhile: renew again".into());
+    }
+    lost(resp, token)
+}
+
 /// Moves `name`'s grant `token` from etcd lease `old` to a new one of `ttl_s`: a renewal
 /// with another TTL. The old lease is revoked once the key has moved. Also says whether
 /// the grant was asked to be released.
@@ -609,7 +625,7 @@ pub async fn renew_relet(
         }
         Ok(r) => {
             tokio::spawn(revoke_later(c, lease.id));
-            Err(lost(&r, token))
+            Err(not_renewed(&r, token))
         }
         Err(e) => {
             tokio::spawn(revoke_later(c, lease.id));
