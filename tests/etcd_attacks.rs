@@ -758,3 +758,51 @@ fn a_renewal_by_token_from_the_holding_process_moves_the_holders_validity_too() 
         Duration::from_nanos(deadline.saturating_sub(granted))
     );
 }
+
+/// Waits of any length, `Duration::MAX` among them, are waits (none overflows a clock):
+/// an exclusive acquisition, a shared one behind an exclusive holder, a permit, a fair
+/// one, each ended by its interrupt check; and the holder's own `wait_lost` and
+/// `wait_notice`, which return at once once the lease is released.
+#[test]
+fn waits_of_any_length_never_overflow_a_clock() {
+    let _wd = Watchdog::new("long_waits", LONG * 2);
+    let cluster = Cluster::start("atk-long", Setup::default());
+    let t = table(&cluster, "lw");
+    let ttl = Duration::from_secs(5);
+    let endless = Some(Duration::MAX);
+    let held = t.acquire_with("x", ttl, &AcquireOptions::new()).unwrap();
+    let pool = [
+        t.acquire_with("p", ttl, &AcquireOptions::new().permits(2).unwrap()).unwrap(),
+        t.acquire_with("p", ttl, &AcquireOptions::new().permits(2).unwrap()).unwrap(),
+    ];
+    let cases: [(&str, AcquireOptions); 4] = [
+        ("x", AcquireOptions::new()),
+        ("x", AcquireOptions::new().shared(true)),
+        ("p", AcquireOptions::new().permits(2).unwrap()),
+        ("x", AcquireOptions::new().fair(true)),
+    ];
+    for (name, options) in cases {
+        let began = Instant::now();
+        let stop = Interrupt::new(move || began.elapsed() > Duration::from_millis(300));
+        let options = options.wait(endless).interrupt(stop);
+        let t = t.clone();
+        let got =
+            within(&format!("an endless wait for {name}"), Duration::from_secs(20), move || {
+                t.acquire_with(name, ttl, &options).map(|l| l.token())
+            });
+        assert!(matches!(got, Err(Error::Interrupted { .. })), "{name}: {got:?}");
+    }
+    assert_eq!(held.wait_lost(Some(Duration::from_millis(1))), None);
+    drop(pool);
+    assert!(held.release().is_ok());
+    let mut again = t.acquire_with("x", ttl, &AcquireOptions::new()).unwrap();
+    again.keep_alive(ttl).unwrap();
+    let t2 = t.clone();
+    let ended = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        t2.revoke("x").unwrap();
+    });
+    assert_eq!(again.wait_lost(endless), Some(LostReason::Revoked));
+    ended.join().unwrap();
+    assert!(again.wait_notice(endless).is_some());
+}

@@ -162,7 +162,7 @@ impl EtcdObserver {
             std::mem::forget(self.stream.take());
             self.pid = identity::pid();
         }
-        let until = timeout.map(|t| Instant::now() + t);
+        let until = timeout.and_then(|t| Instant::now().checked_add(t)); // too far: forever
         loop {
             if !self.synced {
                 self.sync()?;

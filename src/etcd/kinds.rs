@@ -210,7 +210,8 @@ impl EtcdTable {
         stop: Option<&Arc<CampaignStop>>,
     ) -> Result<bool> {
         let s = &self.shared;
-        let until = (left != Duration::MAX).then(|| tokio::time::Instant::now() + left);
+        // Too far to say (`Duration::MAX` among them): forever.
+        let until = tokio::time::Instant::now().checked_add(left);
         let mut c = s.conn()?.client();
         let stop = stop.cloned();
         // Not bounded by the request timeout: the watch waits as long as asked.

@@ -444,7 +444,7 @@ impl EtcdLease {
         if !self.taken_here() || !self.keep_alive {
             return known();
         }
-        let until = timeout.map(|t| Instant::now() + t);
+        let until = timeout.and_then(|t| Instant::now().checked_add(t)); // too far: forever
         let mut guard = self.state.lost.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(reason) = *guard {

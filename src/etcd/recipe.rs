@@ -133,7 +133,7 @@ async fn lease_grant(c: &mut Client, ttl_s: i64) -> Result<EtcdLeaseGrant, Fail>
         return Err(Fail::Net(format!("the cluster refused a lease: {}", resp.error())));
     }
     // Never trust a TTL shorter than asked for: etcd only ever rounds up.
-    if resp.id() == 0 || resp.ttl() < ttl_s {
+    if resp.id() == 0 || resp.ttl() < ttl_s || resp.ttl() > MAX_LEASE_TTL_S {
         return Err(Fail::Odd(format!(
             "a lease grant of {ttl_s}s answered with id {} and TTL {}s",
             resp.id(),
@@ -419,6 +419,9 @@ pub async fn time_left(c: &mut Client, id: i64) -> Result<Option<i64>, Fail> {
         return Ok(None);
     }
     let resp = c.lease_time_to_live(id, None).await?;
+    if resp.ttl() > MAX_LEASE_TTL_S {
+        return Err(Fail::Odd(format!("a lease's time to live of {}s", resp.ttl())));
+    }
     Ok((resp.ttl() >= 0).then_some(resp.ttl()))
 }
 
@@ -829,8 +832,15 @@ pub async fn ahead_of(
     Ok((all.into_iter().filter(|kv| kv.create < ticket).collect(), at))
 }
 
-/// Keeps the etcd lease `id` alive once: `Lost` once it is gone.
+/// Keeps the etcd lease `id` alive once: `Lost` once it is gone. (`lease_keep_alive`
+/// returns once the server has answered the first keep-alive, and refuses an answer
+/// with no TTL left: "lease not found", which is `Lost(Expired)`.)
 pub async fn keep_alive_once(c: &mut Client, id: i64) -> Result<(), Fail> {
     c.lease_keep_alive(id).await?;
     Ok(())
 }
+
+/// etcd's longest lease TTL (its `MaxLeaseTTL`, 9,000,000,000 s): a reply with more is
+/// not from a real server, and more could overflow the clocks it is added to (a
+/// holder's deadline, `expires_at`).
+const MAX_LEASE_TTL_S: i64 = 9_000_000_000;
