@@ -10,41 +10,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::etcd::{Cluster, Setup};
+use common::etcd::{loc, mono_ns, mono_of, table, Cluster, Setup};
 use common::{say, Kid, Watchdog};
 use shmlease::election::{Change, StopReason};
-use shmlease::etcd::{EtcdLease, EtcdLocation, EtcdTable, DRIFT_PER_MILLE};
+use shmlease::etcd::{EtcdLease, EtcdTable, DRIFT_PER_MILLE};
 use shmlease::{
     AcquireOptions, Error, LeaseState, LeaseTable, Location, LostReason, Notice, TableOptions,
 };
 
 const LONG: Duration = Duration::from_secs(60);
-
-fn loc(text: &str) -> EtcdLocation {
-    EtcdLocation::parse(text).unwrap()
-}
-
-fn table(cluster: &Cluster, prefix: &str) -> EtcdTable {
-    EtcdTable::open_or_create(&loc(&cluster.location(prefix)), &TableOptions::new()).unwrap()
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of the host.
-fn mono_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// An `Instant` on CLOCK_MONOTONIC, in nanoseconds (Instant is that clock on Linux).
-fn mono_of(t: Instant) -> u64 {
-    let (now, mono) = (Instant::now(), mono_ns());
-    if t >= now {
-        mono + (t - now).as_nanos() as u64
-    } else {
-        mono - (now - t).as_nanos() as u64
-    }
-}
 
 #[test]
 #[ignore = "a child process's entry point, run by the other tests"]

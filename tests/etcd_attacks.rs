@@ -13,38 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::etcd::{Cluster, Setup};
+use common::etcd::{loc, mono_ns, mono_of, table, Cluster, Setup};
 use common::{say, Kid, Watchdog};
-use shmlease::etcd::{EtcdLocation, EtcdTable};
-use shmlease::{AcquireOptions, Error, Interrupt, LeaseKind, LostReason, TableOptions};
+use shmlease::etcd::EtcdTable;
+use shmlease::{AcquireOptions, Error, Interrupt, LeaseKind, LostReason};
 
 const LONG: Duration = Duration::from_secs(60);
-
-fn loc(text: &str) -> EtcdLocation {
-    EtcdLocation::parse(text).unwrap()
-}
-
-fn table(cluster: &Cluster, prefix: &str) -> EtcdTable {
-    EtcdTable::open_or_create(&loc(&cluster.location(prefix)), &TableOptions::new()).unwrap()
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of the host.
-fn mono_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// An `Instant` on CLOCK_MONOTONIC, in nanoseconds (Instant is that clock on Linux).
-fn mono_of(t: Instant) -> u64 {
-    let (now, mono) = (Instant::now(), mono_ns());
-    if t >= now {
-        mono + (t - now).as_nanos() as u64
-    } else {
-        mono.saturating_sub((now - t).as_nanos() as u64)
-    }
-}
 
 /// Puts `key` = `value` on the cluster as raw bytes (keys with a NUL, which `etcdctl`
 /// cannot take on its command line): a foreign or buggy writer under the prefix.

@@ -459,6 +459,23 @@ def _report_token(table, name, conn):
     conn.send(table.get(name).token)
 
 
+def _token_seen_by_a_spawned_child(table, name):
+    """The token a child started with `spawn` (the table reaching it pickled) reads for
+    `name`; the child is killed if it has not ended in time."""
+    ctx = multiprocessing.get_context("spawn")
+    here, there = ctx.Pipe()
+    child = ctx.Process(target=_report_token, args=(table, name, there))
+    child.start()
+    try:
+        assert here.poll(60), "the spawned child sent nothing"
+        token = here.recv()
+        child.join(30)
+        return token
+    finally:
+        if child.is_alive():
+            child.kill()
+
+
 @needs_etcd
 @pytest.mark.timeout(120)
 def test_a_table_with_a_password_pickles_without_it(tmp_path):
@@ -479,17 +496,7 @@ def test_a_table_with_a_password_pickles_without_it(tmp_path):
         assert b"app-secret-pw" not in data and str(secret).encode() in data
         assert "app-secret-pw" not in t.location + repr(t)
         with t.lease("p", 5) as lease:
-            ctx = multiprocessing.get_context("spawn")
-            here, there = ctx.Pipe()
-            child = ctx.Process(target=_report_token, args=(t, "p", there))
-            child.start()
-            try:
-                assert here.poll(60), "the spawned child sent nothing"
-                assert here.recv() == lease.token
-                child.join(30)
-            finally:
-                if child.is_alive():
-                    child.kill()
+            assert _token_seen_by_a_spawned_child(t, "p") == lease.token
         # The password goes in a file, never in the location.
         with pytest.raises(shmlease.InvalidOptions):
             shmlease.Table(f"etcd://app:app-secret-pw@{c.hosts()}/authed")
@@ -513,17 +520,7 @@ def test_tls_with_client_certificates_and_what_is_refused():
             assert t.get("job").token == lease.token
         # A child gets the table through pickling (spawn) and sees the same grant.
         with t.lease("p", 5) as lease:
-            ctx = multiprocessing.get_context("spawn")
-            here, there = ctx.Pipe()
-            child = ctx.Process(target=_report_token, args=(t, "p", there))
-            child.start()
-            try:
-                assert here.poll(60), "the spawned child sent nothing"
-                assert here.recv() == lease.token
-                child.join(30)
-            finally:
-                if child.is_alive():
-                    child.kill()
+            assert _token_seen_by_a_spawned_child(t, "p") == lease.token
         hosts = c.hosts()
         # Servers signed by a CA we were not told to trust.
         wrong_ca = loc.replace(c.cert("ca.pem"), c.cert("other-ca.pem")) + "&timeout=2s"

@@ -461,3 +461,35 @@ impl Drop for Guarded {
         }
     }
 }
+
+/// A location, parsed (a test's own text: it is valid).
+pub fn loc(text: &str) -> shmlease::etcd::EtcdLocation {
+    shmlease::etcd::EtcdLocation::parse(text).unwrap()
+}
+
+/// The table under `prefix` on `cluster`, created if need be.
+pub fn table(cluster: &Cluster, prefix: &str) -> shmlease::etcd::EtcdTable {
+    shmlease::etcd::EtcdTable::open_or_create(
+        &loc(&cluster.location(prefix)),
+        &shmlease::TableOptions::new(),
+    )
+    .unwrap()
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of the host.
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// An `Instant` on CLOCK_MONOTONIC, in nanoseconds (Instant is that clock on Linux).
+pub fn mono_of(t: Instant) -> u64 {
+    let (now, mono) = (Instant::now(), mono_ns());
+    if t >= now {
+        mono + (t - now).as_nanos() as u64
+    } else {
+        mono.saturating_sub((now - t).as_nanos() as u64)
+    }
+}
