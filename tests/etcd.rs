@@ -11,6 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::etcd::{loc, mono_ns, mono_of, table, Cluster, Setup};
+use common::kinds::{check_kinds, kind_options, seen_of, Seen};
 use common::{say, Kid, Watchdog};
 use shmlease::election::{Change, StopReason};
 use shmlease::etcd::{EtcdLease, EtcdTable, DRIFT_PER_MILLE};
@@ -152,83 +153,6 @@ fn role_candidate() -> i32 {
         done += 1;
     }
     0
-}
-
-/// The options of a kind as the children take it: `x`, `pN`, `s`.
-fn kind_options(kind: &str) -> AcquireOptions {
-    match kind.strip_prefix('p') {
-        Some(n) => AcquireOptions::new().permits(n.parse().unwrap()).unwrap(),
-        None if kind == "s" => AcquireOptions::new().shared(true),
-        None => AcquireOptions::new(),
-    }
-}
-
-/// A grant as a child reported it: token, validity `[start, end)`, when its acquisition
-/// began, and its kind (`x`, `pN`, `s`).
-#[derive(Clone, Debug)]
-struct Seen {
-    token: u64,
-    start: u64,
-    end: u64,
-    begin: u64,
-    kind: String,
-}
-
-fn seen_of(kid: &Kid) -> Vec<Seen> {
-    kid.lines_so_far()
-        .iter()
-        .filter_map(|l| l.strip_prefix("@@grant "))
-        .map(|rest| {
-            let v: Vec<&str> = rest.split(' ').collect();
-            let n = |i: usize| v[i].parse::<u64>().unwrap();
-            Seen { token: n(0), start: n(1), end: n(2), begin: n(3), kind: v[4].to_owned() }
-        })
-        .collect()
-}
-
-/// From the clients' own validity intervals: never more than `permits` grants at once,
-/// never an exclusive (`x`) grant with any other; tokens distinct, and a grant whose
-/// acquisition began after another was returned has a larger token.
-fn check_kinds(grants: &[Seen], permits: usize) {
-    let mut edges: Vec<(u64, i32, usize)> = Vec::new();
-    for (i, g) in grants.iter().enumerate() {
-        edges.push((g.start, 1, i));
-        edges.push((g.end.max(g.start), -1, i));
-    }
-    // Ends before starts at the same instant: touching intervals do not overlap.
-    edges.sort_by_key(|e| (e.0, e.1));
-    let mut live: std::collections::BTreeSet<usize> = Default::default();
-    for (_, step, i) in edges {
-        if step < 0 {
-            live.remove(&i);
-            continue;
-        }
-        live.insert(i);
-        assert!(
-            live.len() <= permits,
-            "{} grants at once: {:?}",
-            live.len(),
-            live.iter().map(|j| &grants[*j]).collect::<Vec<_>>()
-        );
-        let exclusive = live.iter().any(|j| grants[*j].kind == "x");
-        assert!(
-            !exclusive || live.len() == 1,
-            "an exclusive grant with others: {:?}",
-            live.iter().map(|j| &grants[*j]).collect::<Vec<_>>()
-        );
-    }
-    let tokens: std::collections::BTreeSet<u64> = grants.iter().map(|g| g.token).collect();
-    assert_eq!(tokens.len(), grants.len(), "a token handed out twice");
-    for a in grants {
-        for b in grants.iter().filter(|b| b.begin > a.start && b.token != a.token) {
-            assert!(
-                b.token > a.token,
-                "token {} began after {} was returned, yet is smaller",
-                b.token,
-                a.token
-            );
-        }
-    }
 }
 
 /// Takes `NAME` fairly (waiting), reports `@@granted TOKEN`, holds it 100 ms, releases.
@@ -1004,15 +928,15 @@ fn the_kinds_check_catches_excess_overlap_and_token_disorder() {
     let g =
         |token, start, end, begin, kind: &str| Seen { token, start, end, begin, kind: kind.into() };
     let three = vec![g(1, 0, 10, 0, "p2"), g(2, 1, 10, 0, "p2"), g(3, 2, 10, 0, "p2")];
-    assert!(std::panic::catch_unwind(|| check_kinds(&three, 2)).is_err());
-    check_kinds(&three[..2], 2);
+    assert!(std::panic::catch_unwind(|| check_kinds(&three)).is_err());
+    check_kinds(&three[..2]);
     let mixed = vec![g(1, 0, 10, 0, "s"), g(2, 5, 20, 0, "x")];
-    assert!(std::panic::catch_unwind(|| check_kinds(&mixed, 64)).is_err());
+    assert!(std::panic::catch_unwind(|| check_kinds(&mixed)).is_err());
     let disorder = vec![g(5, 0, 10, 0, "p2"), g(4, 20, 30, 11, "p2")];
-    assert!(std::panic::catch_unwind(|| check_kinds(&disorder, 2)).is_err());
+    assert!(std::panic::catch_unwind(|| check_kinds(&disorder)).is_err());
     let twice = vec![g(5, 0, 10, 0, "p2"), g(5, 20, 30, 0, "p2")];
-    assert!(std::panic::catch_unwind(|| check_kinds(&twice, 2)).is_err());
-    check_kinds(&[g(1, 0, 10, 0, "s"), g(2, 5, 20, 0, "s"), g(3, 20, 30, 19, "x")], 64);
+    assert!(std::panic::catch_unwind(|| check_kinds(&twice)).is_err());
+    check_kinds(&[g(1, 0, 10, 0, "s"), g(2, 5, 20, 0, "s"), g(3, 20, 30, 19, "x")]);
 }
 
 #[test]
@@ -1044,7 +968,7 @@ fn permits_from_processes_never_exceed_n_through_a_leader_kill() {
         assert_eq!(got.len(), 16, "{}", k.transcript());
         all.extend(got);
     }
-    check_kinds(&all, 2);
+    check_kinds(&all);
     // Two at once did happen: the permits were used, not taken in turns.
     let overlapping = all
         .iter()
@@ -1078,7 +1002,7 @@ fn shared_grants_never_overlap_an_exclusive_one_and_do_not_starve_it() {
         r.wait(LONG);
         all.extend(seen_of(r));
     }
-    check_kinds(&all, 64);
+    check_kinds(&all);
 }
 
 #[test]

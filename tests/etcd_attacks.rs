@@ -8,12 +8,12 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::etcd::{loc, mono_ns, mono_of, table, Cluster, Setup};
+use common::kinds::{check_kinds, kind_options, seen_of, Seen};
 use common::{say, Kid, Watchdog};
 use shmlease::etcd::EtcdTable;
 use shmlease::{AcquireOptions, Error, Interrupt, LeaseKind, LostReason};
@@ -47,15 +47,6 @@ fn env(key: &str) -> String {
 
 fn env_or(key: &str, default: &str) -> String {
     std::env::var(format!("SHMLEASE_IT_{key}")).unwrap_or_else(|_| default.into())
-}
-
-/// The options of a kind as the children take it: `x`, `pN`, `s`.
-fn kind_options(kind: &str) -> AcquireOptions {
-    match kind.strip_prefix('p') {
-        Some(n) => AcquireOptions::new().permits(n.parse().unwrap()).unwrap(),
-        None if kind == "s" => AcquireOptions::new().shared(true),
-        None => AcquireOptions::new(),
-    }
 }
 
 /// Takes `NAME` (kind `KIND`, TTL `TTL_MS`, waiting up to `WAIT_MS`, fairly with
@@ -137,72 +128,6 @@ fn holder(
     let mut all: Vec<(&str, String)> = vec![("LOC", cluster.location(prefix))];
     all.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
     Kid::spawn(wd, label, "atk_hold", &all)
-}
-
-/// A grant as a child reported it.
-#[derive(Clone, Debug)]
-struct Seen {
-    token: u64,
-    start: u64,
-    end: u64,
-    begin: u64,
-    kind: String,
-}
-
-fn seen_of(kid: &Kid) -> Vec<Seen> {
-    kid.reports("grant")
-        .iter()
-        .map(|rest| {
-            let v: Vec<&str> = rest.split(' ').collect();
-            let n = |i: usize| v[i].parse::<u64>().unwrap();
-            Seen { token: n(0), start: n(1), end: n(2), begin: n(3), kind: v[4].to_owned() }
-        })
-        .collect()
-}
-
-/// How many grants of `kind` may be live at once (`x` 1, `pN` N, `s` 64).
-fn seats_of(kind: &str) -> usize {
-    match kind.strip_prefix('p') {
-        Some(n) => n.parse().unwrap(),
-        None if kind == "s" => 64,
-        None => 1,
-    }
-}
-
-/// From the clients' own validity intervals: at any instant the live grants are all of
-/// one kind and no more than it allows (`pN`: N, `x`: one alone, `s`: shared only);
-/// tokens distinct, and a grant whose acquisition began after another was returned has
-/// a larger token.
-fn check_kinds(grants: &[Seen]) {
-    let mut edges: Vec<(u64, i32, usize)> = Vec::new();
-    for (i, g) in grants.iter().enumerate() {
-        if g.end > g.start {
-            edges.push((g.start, 1, i));
-            edges.push((g.end, -1, i));
-        }
-    }
-    // Ends before starts at the same instant: touching intervals do not overlap.
-    edges.sort_by_key(|e| (e.0, e.1));
-    let mut live: BTreeSet<usize> = Default::default();
-    for (_, step, i) in edges {
-        if step < 0 {
-            live.remove(&i);
-            continue;
-        }
-        live.insert(i);
-        let all: Vec<&Seen> = live.iter().map(|j| &grants[*j]).collect();
-        let kinds: BTreeSet<&str> = all.iter().map(|g| g.kind.as_str()).collect();
-        assert!(kinds.len() == 1, "grants of different kinds at once: {all:?}");
-        let kind = kinds.into_iter().next().unwrap();
-        assert!(all.len() <= seats_of(kind), "{} grants of {kind} at once: {all:?}", all.len());
-    }
-    let tokens: BTreeSet<u64> = grants.iter().map(|g| g.token).collect();
-    assert_eq!(tokens.len(), grants.len(), "a token handed out twice: {grants:?}");
-    for a in grants {
-        for b in grants.iter().filter(|b| b.begin > a.start && b.token != a.token) {
-            assert!(b.token > a.token, "token {} began after {} was returned", b.token, a.token);
-        }
-    }
 }
 
 /// Polls `what` until it holds (within `LONG`).
@@ -332,9 +257,21 @@ fn a_renewal_to_a_shorter_ttl_shortens_the_holders_validity() {
     lease.renew(Duration::from_secs(2)).unwrap();
     let deadline = mono_of(lease.deadline());
     // Not renewed again: its key expires with the 2 s etcd lease.
-    let next = other.acquire("r", Duration::from_secs(2), Some(LONG)).unwrap();
-    let granted = mono_ns();
+    let (next, granted) = granted_to(&other, "r");
     assert!(next.token() > lease.token());
+    assert_no_longer_valid(&lease, deadline, granted);
+}
+
+/// `name`, granted to `other` (waiting as long as it takes), and when (monotonic ns).
+fn granted_to(other: &EtcdTable, name: &str) -> (shmlease::etcd::EtcdLease, u64) {
+    let next = other.acquire(name, Duration::from_secs(2), Some(LONG)).unwrap();
+    (next, mono_ns())
+}
+
+/// The holder of `lease`, whose own deadline is `deadline`, no longer believes itself
+/// valid at `granted`, when its name was granted to another client (invariants 1, 11).
+#[track_caller]
+fn assert_no_longer_valid(lease: &shmlease::etcd::EtcdLease, deadline: u64, granted: u64) {
     assert!(
         deadline <= granted && !lease.is_valid(),
         "the holder believes itself valid for {:?} more while the name is granted to another",
@@ -722,15 +659,9 @@ fn a_renewal_by_token_from_the_holding_process_moves_the_holders_validity_too() 
     let other = EtcdTable::open(&loc(&cluster.location("bt"))).unwrap();
     let lease = t.acquire("r", Duration::from_secs(8), Some(LONG)).unwrap();
     let returned = t.renew("r", lease.token(), Duration::from_secs(2)).unwrap();
-    let next = other.acquire("r", Duration::from_secs(2), Some(LONG)).unwrap();
-    let granted = mono_ns();
+    let (next, granted) = granted_to(&other, "r");
     assert!(next.token() > lease.token() && mono_of(returned) <= granted);
-    let deadline = mono_of(lease.deadline());
-    assert!(
-        deadline <= granted && !lease.is_valid(),
-        "the holder believes itself valid for {:?} more while the name is granted to another",
-        Duration::from_nanos(deadline.saturating_sub(granted))
-    );
+    assert_no_longer_valid(&lease, mono_of(lease.deadline()), granted);
 }
 
 /// Waits of any length, `Duration::MAX` among them, are waits (none overflows a clock):

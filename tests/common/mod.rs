@@ -27,6 +27,8 @@ mod fair;
 pub use election::{check_run, RunChecked};
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "etcd")]
+pub mod kinds;
 mod patterns;
 mod permits;
 mod permits_attacks;
