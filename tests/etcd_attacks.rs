@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::etcd::{loc, mono_ns, mono_of, table, Cluster, Setup};
-use common::kinds::{check_kinds, kind_options, seen_of, Seen};
+use common::kinds::{check_kinds, grants_when_done, kind_options, seen_of, Seen};
 use common::{say, Kid, Watchdog};
 use shmlease::etcd::EtcdTable;
 use shmlease::{AcquireOptions, Error, Interrupt, LeaseKind, LostReason};
@@ -397,11 +397,7 @@ fn draining_through_a_leader_kill_keeps_shared_and_exclusive_apart() {
     cluster.kill(leader);
     std::thread::sleep(Duration::from_millis(1500));
     cluster.restart(leader);
-    let mut all = Vec::new();
-    for k in &mut kids {
-        k.wait_ok(LONG * 2);
-        all.extend(seen_of(k));
-    }
+    let all = grants_when_done(&mut kids, LONG * 2);
     assert_eq!(all.iter().filter(|g| g.kind == "x").count(), 4, "{all:?}");
     check_kinds(&all);
 }
@@ -475,11 +471,7 @@ fn clients_with_different_kinds_and_counts_on_one_name_never_mix() {
             holder(&wd, &cluster, "mx", &format!("{kind} {i}"), &env)
         })
         .collect();
-    let mut all = Vec::new();
-    for k in &mut kids {
-        k.wait_ok(LONG * 3);
-        all.extend(seen_of(k));
-    }
+    let all = grants_when_done(&mut kids, LONG * 3);
     assert_eq!(all.len(), 60);
     check_kinds(&all);
 }
@@ -639,11 +631,7 @@ fn fair_waiters_through_a_leader_kill_stay_apart_and_are_all_served() {
     cluster.kill(leader);
     std::thread::sleep(Duration::from_millis(1500));
     cluster.restart(leader);
-    let mut all = Vec::new();
-    for k in &mut kids {
-        k.wait_ok(LONG * 2);
-        all.extend(seen_of(k));
-    }
+    let all = grants_when_done(&mut kids, LONG * 2);
     assert_eq!(all.len(), 30, "{all:?}");
     check_kinds(&all);
 }

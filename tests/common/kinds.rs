@@ -79,3 +79,14 @@ pub fn check_kinds(grants: &[Seen]) {
         }
     }
 }
+
+/// Waits (up to `limit` each) for every one of `kids` to exit with success, then returns
+/// the grants they all reported.
+pub fn grants_when_done(kids: &mut [super::Kid], limit: std::time::Duration) -> Vec<Seen> {
+    let mut all = Vec::new();
+    for k in kids {
+        k.wait_ok(limit);
+        all.extend(seen_of(k));
+    }
+    all
+}
