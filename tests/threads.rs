@@ -89,6 +89,7 @@ fn no_library_thread_outlives_what_started_it() {
     LeaseTable::remove(&path).unwrap();
 
     a_long_wait_arms_the_death_alarm_which_hands_over_a_killed_holders_lease();
+    a_child_forked_beside_a_keep_alive_leaves_the_parents_lease_and_thread_alone();
 }
 
 /// A waiter for a live holder arms its death alarm once its wait has lasted a moment (not
@@ -114,16 +115,6 @@ fn a_long_wait_arms_the_death_alarm_which_hands_over_a_killed_holders_lease() {
     }
     drop(write_end);
     // Killed however the test ends.
-    struct Kill(i32);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            // SAFETY: plain system calls on our own child.
-            unsafe {
-                libc::kill(self.0, libc::SIGKILL);
-                libc::waitpid(self.0, std::ptr::null_mut(), 0);
-            }
-        }
-    }
     let mut kill = Some(Kill(child));
     let mut byte = [0u8];
     std::io::Read::read_exact(&mut read_end, &mut byte).expect("the holder's report");
@@ -146,6 +137,82 @@ fn a_long_wait_arms_the_death_alarm_which_hands_over_a_killed_holders_lease() {
         assert!(token > 0);
     });
     none_left("the wait that the death alarm ended");
+    drop(table);
+    LeaseTable::remove(&path).unwrap();
+}
+
+/// A forked child, killed and reaped when dropped (however the test ends).
+struct Kill(i32);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        // SAFETY: plain system calls on our own child.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// A child forked while its parent holds a kept-alive lease inherits the lease but not
+/// the keep-alive thread: everything it does with the lease (release, detach, another
+/// keep-alive, dropping it) is refused or does nothing, at once — never a join of a
+/// thread that does not exist in it — and the parent's lease stays held and kept alive.
+fn a_child_forked_beside_a_keep_alive_leaves_the_parents_lease_and_thread_alone() {
+    let path = std::env::temp_dir().join(format!("shmlease-forkka-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let table = LeaseTable::create(&path, &TableOptions::new().capacity(16)).expect("create");
+    let ttl = Duration::from_millis(300);
+    for way in 0..4 {
+        let mut lease = table.try_acquire("kept", ttl).unwrap();
+        lease.keep_alive(ttl).unwrap();
+        running(1, "the parent's keep-alive");
+        // SAFETY: the child only uses the inherited lease and exits with _exit.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork");
+        if child == 0 {
+            let refused =
+                |r: shmlease::Result<()>| matches!(r, Err(shmlease::Error::BoundToProcess { .. }));
+            let ok = match way {
+                0 => refused(lease.release()),
+                1 => lease.detach().is_err(),
+                2 => {
+                    refused(lease.keep_alive(ttl)) && {
+                        drop(lease);
+                        true
+                    }
+                }
+                _ => {
+                    drop(lease);
+                    true
+                }
+            };
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let guard = Kill(child);
+        let give_up = std::time::Instant::now() + Duration::from_secs(30);
+        let mut status = 0;
+        loop {
+            // SAFETY: waiting for our own child, without blocking.
+            let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+            if r == child {
+                break;
+            }
+            assert!(std::time::Instant::now() < give_up, "way {way}: the child hangs");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::mem::forget(guard); // reaped
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "way {way}: {status:#x}"
+        );
+        // Several TTLs later the parent's lease is still held: its thread still renews.
+        std::thread::sleep(ttl * 3);
+        assert!(lease.is_valid(), "way {way}: the parent's lease lapsed");
+        lease.release().unwrap();
+        none_left(&format!("the parent's release (way {way})"));
+    }
     drop(table);
     LeaseTable::remove(&path).unwrap();
 }
