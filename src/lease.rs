@@ -293,7 +293,9 @@ impl<'t> Lease<'t> {
             self.deadline.load(Ordering::Relaxed),
         );
         if let Some(stopped) = stopped {
-            stopped.join(self.inner(), self.slot);
+            // A release that succeeded woke the thread itself (its watch announced it):
+            // a second wake-up would be a system call for nothing.
+            stopped.join(self.inner(), self.slot, released.is_err());
         }
         released
     }
@@ -314,7 +316,7 @@ impl<'t> Lease<'t> {
         let stopped = self.keep_alive.take().map(|k| k.stop());
         let detached = table::detach_slot(self.inner(), self.slot, self.token);
         if let Some(stopped) = stopped {
-            stopped.join(self.inner(), self.slot);
+            stopped.join(self.inner(), self.slot, true);
         }
         detached
     }
@@ -335,7 +337,7 @@ impl<'t> Lease<'t> {
             return Err(self.not_taken_here());
         }
         if let Some(k) = self.keep_alive.take() {
-            k.stop().join(self.inner(), self.slot);
+            k.stop().join(self.inner(), self.slot, true);
         }
         let shared = Arc::new(Shared::default());
         let thread = {
@@ -368,7 +370,7 @@ impl<'t> Lease<'t> {
             return raw;
         }
         if let Some(k) = self.keep_alive.take() {
-            k.stop().join(self.inner(), self.slot);
+            k.stop().join(self.inner(), self.slot, true);
         }
         RawLease {
             slot: self.slot,
@@ -532,13 +534,16 @@ impl KeepAlive {
 struct Stopped(Option<JoinHandle<()>>);
 
 impl Stopped {
-    /// Wakes slot `index` of `inner` and waits for the thread to exit. Prompt when the
-    /// grant word has just changed (a release: the thread's futex wait cannot miss it);
-    /// otherwise a wake-up that arrives just before the thread sleeps is missed, and the
-    /// thread exits at the end of its nap (at most 100 ms).
-    fn join(self, inner: &Inner, index: u32) {
+    /// Wakes slot `index` of `inner` (if `wake`: the caller did not change the grant
+    /// word, or changed it without waking) and waits for the thread to exit. Prompt when
+    /// the grant word has just changed (a release: the thread's futex wait cannot miss
+    /// it); otherwise a wake-up that arrives just before the thread sleeps is missed, and
+    /// the thread exits at the end of its nap (at most 100 ms).
+    fn join(self, inner: &Inner, index: u32, wake: bool) {
         if let Some(thread) = self.0 {
-            inner.wake(index);
+            if wake {
+                inner.wake(index);
+            }
             let _ = thread.join();
         }
     }
