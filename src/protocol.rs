@@ -394,6 +394,30 @@ pub fn try_grant_free(
     me: holder::Record,
     label: u64,
 ) -> Option<Granted> {
+    let next = |token| next_token(token, lagging_now);
+    try_grant_free_with(slot, bound_as, lagging_now, ttl, me, label, next)
+}
+
+/// [`try_grant_free`], with the new grant's token made by `token_after` from the token
+/// of the word being replaced, as in [`try_grant_with`] (`None`: no grant): for a seat,
+/// [`take_token`] or [`take_shared_token`] with the same `lagging_now`. The token is
+/// taken before the seat's CAS; one whose CAS then fails is never used.
+///
+/// A lagging reading is as safe for the head's counter as for a slot's own token: the
+/// counter still only grows (`counter + 1` at least, whatever the reading), and
+/// [`take_shared_token`] judges the head's exclusive grant with it only to *refuse*
+/// (a grant that expired since the last tick looks held: the caller then retries with a
+/// precise reading), never to end one.
+#[inline(always)]
+pub fn try_grant_free_with(
+    slot: &Slot,
+    bound_as: u64,
+    lagging_now: u64,
+    ttl: u64,
+    me: holder::Record,
+    label: u64,
+    token_after: impl FnOnce(u64) -> Option<u64>,
+) -> Option<Granted> {
     debug_assert!((MIN_TTL_NS..=MAX_TTL_NS).contains(&ttl));
     let current = slot.grant.load(Acquire);
     // As in `try_grant_with`: the word belongs to our binding only if it is unchanged.
@@ -408,7 +432,7 @@ pub fn try_grant_free(
         grant::REVOKED => Took::Revoked,
         _ => return None,
     };
-    let new_token = next_token(grant::token(current), lagging_now)?;
+    let new_token = token_after(grant::token(current))?;
     let deadline = lagging_now + ttl;
     // Waiters stay announced (whoever frees this grant wakes them); observers are woken.
     let new = grant::pack(deadline | bits & grant::WAITERS, new_token);
@@ -730,7 +754,7 @@ pub fn rewrite_holder(
 /// head's counter is CASed to the least value ≥ `max(now, counter + 1, seat_token + 1)`
 /// whose low 32 bits differ from `seat_token`'s (see [`try_grant`] on records). Refused
 /// with `Rebound` when the head no longer stands for the name (look everything up again).
-#[inline]
+#[inline(always)]
 pub fn take_token(
     head: &Slot,
     head_bound: u64,

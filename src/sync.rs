@@ -103,6 +103,25 @@ impl AtomicU128 {
     }
 }
 
+/// A `SeqCst` fence between a 128-bit CAS and a look at another word, for the two
+/// sides of a Dekker pair (each side CASes its own word, then reads the other's: at
+/// least one sees the other's CAS). Nothing on x86-64's inline path, where the CAS is
+/// `lock cmpxchg16b`: a locked instruction is itself a full barrier (Intel SDM vol. 3A
+/// §9.2.2: "Locked instructions have a total order"; reads are not reordered with
+/// them), and the asm blocks are compiler barriers. Everywhere else (portable-atomic's
+/// CAS, loom), `fence(SeqCst)`.
+#[inline(always)]
+pub fn fence_after_cas128() {
+    #[cfg(all(not(loom), target_arch = "x86_64"))]
+    if x86::inline_ok() {
+        return;
+    }
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+    #[cfg(not(loom))]
+    core::sync::atomic::fence(Ordering::SeqCst);
+}
+
 /// Whether this process runs the inline 128-bit instructions (else portable-atomic's).
 #[cfg(not(loom))]
 pub fn inline_128() -> bool {

@@ -1200,13 +1200,52 @@ fn take_permit(
     None
 }
 
+/// Takes a permit as the table's fast path does (`Inner::grant_permit_free`): one try of
+/// seat `seat` with a lagging reading, Free or Revoked only, the token taken from the
+/// head with the same reading; else the precise path at `now` ([`take_permit`]).
+fn take_permit_fast(
+    head: &Slot,
+    hb: u64,
+    seats: &[(Arc<Slot>, u64)],
+    seat: usize,
+    now: u64,
+    who: u32,
+) -> Option<(usize, Granted)> {
+    let (slot, b) = &seats[seat];
+    let lagging_now = lagging(now);
+    let fast = protocol::try_grant_free_with(slot, *b, lagging_now, TTL, rec(who), 0, |t| {
+        protocol::take_token(head, hb, PERMITS, lagging_now, t).ok()
+    });
+    match fast {
+        Some(g) => {
+            assert!(matches!(g.took, Took::Free | Took::Revoked), "{g:?}");
+            assert!(g.deadline <= now + TTL, "{g:?} ends after {now} + TTL");
+            Some((seat, g))
+        }
+        None => take_permit(head, hb, seats, seat, now, who),
+    }
+}
+
 /// Three actors take and release permits of a two-permit name: tokens are distinct
 /// across the name, grow per seat in grant order, grow for each actor (a grant that
 /// starts after another was returned has a larger token), and the head's counter is
 /// never behind a token handed out.
 #[test]
 fn three_actors_on_two_permits_take_distinct_growing_tokens() {
-    model(2, || {
+    three_permit_actors(&[]);
+}
+
+/// The same with two of the actors on the fast path (a lagging clock, 900 against the
+/// precise 1,000..1,002, Free or Revoked seats only): the same guarantees, and no fast
+/// grant's deadline is later than a precise one's would be.
+#[test]
+fn permit_grants_with_a_lagging_clock_next_to_precise_ones() {
+    three_permit_actors(&[0, 2]);
+}
+
+/// Three actors, those in `fast` on the fast path; see the two tests above.
+fn three_permit_actors(fast: &'static [u32]) {
+    model(2, move || {
         let (head, hb, seats) = group();
         let seats = Arc::new(seats);
         let inside: Arc<Vec<AtomicUsize>> =
@@ -1220,8 +1259,12 @@ fn three_actors_on_two_permits_take_distinct_growing_tokens() {
                     let now = 1_000 + i as u64;
                     let mut mine = Vec::new();
                     for _ in 0..2 {
-                        if let Some((s, g)) = take_permit(&head, hb, &seats, i as usize, now, i + 1)
-                        {
+                        let taken = if fast.contains(&i) {
+                            take_permit_fast(&head, hb, &seats, i as usize % 2, now, i + 1)
+                        } else {
+                            take_permit(&head, hb, &seats, i as usize, now, i + 1)
+                        };
+                        if let Some((s, g)) = taken {
                             assert_eq!(
                                 inside[s].fetch_add(1, SeqCst),
                                 0,
@@ -1413,12 +1456,52 @@ fn take_shared(head: &Slot, hb: u64, seat: &Slot, sb: u64, now: u64, who: u32) -
     Some(g)
 }
 
+/// A shared acquirer on the table's fast path (`Inner::grant_shared_free`): a Free or
+/// Revoked seat granted with a lagging reading, the token from the head with the same
+/// reading (refused while the head's exclusive grant looks live, never ending one),
+/// then the second look at the head after `fence_after_cas128`, judged with the same
+/// reading; `None` (the caller goes to the precise path) after a withdrawal. (Loom's
+/// 128-bit word is a mutex, sequentially consistent by itself: the model checks the
+/// withdrawal — it fails without it — but cannot tell whether the fence is there. On
+/// x86-64's inline path the `lock cmpxchg16b` is that fence; see `fence_after_cas128`.)
+fn take_shared_fast(
+    head: &Slot,
+    hb: u64,
+    seat: &Slot,
+    sb: u64,
+    now: u64,
+    who: u32,
+) -> Option<Granted> {
+    let lagging_now = lagging(now);
+    let g = protocol::try_grant_free_with(seat, sb, lagging_now, TTL, rec(who), 0, |t| {
+        protocol::take_shared_token(head, hb, lagging_now, t, &mut |_| false).ok()
+    })?;
+    shmlease::sync::fence_after_cas128();
+    let word = head.grant.load(SeqCst);
+    if protocol::classify(grant::deadline_bits(word), lagging_now) == protocol::Observed::Held {
+        protocol::release(seat, g.token, g.deadline).unwrap();
+        return None;
+    }
+    Some(g)
+}
+
 /// Two shared acquirers and an exclusive acquirer (head grant, then a scan of the
 /// seats, giving up if a shared grant is live) race: an exclusive grant and a shared
 /// grant are never both kept at once, and tokens are distinct across both kinds.
 #[test]
 fn shared_and_exclusive_acquirers_never_both_keep_their_grants() {
-    model(3, || {
+    shared_and_exclusive(false);
+}
+
+/// The same with both shared acquirers on the fast path (a lagging clock).
+#[test]
+fn fast_shared_grants_and_an_exclusive_acquirer_never_both_keep_theirs() {
+    shared_and_exclusive(true);
+}
+
+/// See the two tests above: the shared acquirers on the fast path when `fast`.
+fn shared_and_exclusive(fast: bool) {
+    model(3, move || {
         let (head, hb, seats) = shared_name();
         let seats = Arc::new(seats);
         let exclusive = Arc::new(AtomicUsize::new(0));
@@ -1429,7 +1512,12 @@ fn shared_and_exclusive_acquirers_never_both_keep_their_grants() {
                 (head.clone(), seats.clone(), exclusive.clone(), shared.clone(), tokens.clone());
             thread::spawn(move || {
                 let (seat, sb) = &seats[i];
-                if let Some(g) = take_shared(&head, hb, seat, *sb, 100, i as u32 + 1) {
+                let taken = if fast {
+                    take_shared_fast(&head, hb, seat, *sb, 1_000, i as u32 + 1)
+                } else {
+                    take_shared(&head, hb, seat, *sb, 100, i as u32 + 1)
+                };
+                if let Some(g) = taken {
                     shared.fetch_add(1, SeqCst);
                     assert_eq!(exclusive.load(SeqCst), 0, "a shared grant beside an exclusive one");
                     tokens.lock().unwrap().push(g.token);

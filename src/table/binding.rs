@@ -115,7 +115,7 @@ impl Inner {
                         // An unbinding left half-done by a dead process: finish it.
                         self.finish_unbind(index);
                         reusable.get_or_insert((index, slot.bind.load(Ordering::Acquire)));
-                    } else if self.name_matches(slot, word, key) {
+                    } else if self.name_matches(slot, word, key, key.seat) {
                         return Ok(Some((index, word))); // bound already (by anyone)
                     } else if idles < IDLE_CANDIDATES
                         && !matches!(protocol::classify(deadline, now), Observed::Held)

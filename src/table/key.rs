@@ -85,7 +85,13 @@ impl Key {
 
     #[inline(always)]
     pub(super) fn home(&self, capacity: u32) -> u32 {
-        let h = if self.seat == 0 { self.hash } else { fmix(self.hash ^ self.seat as u64) };
+        self.home_of_seat(self.seat, capacity)
+    }
+
+    /// [`Key::home`] of the name's seat `seat` (0: the name's own slot).
+    #[inline(always)]
+    pub(super) fn home_of_seat(&self, seat: u8, capacity: u32) -> u32 {
+        let h = if seat == 0 { self.hash } else { fmix(self.hash ^ seat as u64) };
         ((h as u128 * capacity as u128) >> 64) as u32
     }
 

@@ -377,11 +377,12 @@ impl Inner {
         }
     }
 
-    fn name_matches(&self, slot: &Slot, word: u64, key: &Key) -> bool {
+    #[inline(always)]
+    fn name_matches(&self, slot: &Slot, word: u64, key: &Key, seat: u8) -> bool {
         bind::state(word) == bind::BOUND
             && bind::hash(word) == key.hash_bits()
             && bind::name_len(word) == key.len
-            && bind::seat(word) == key.seat
+            && bind::seat(word) == seat
             && slot.name.iter().zip(key.used_words()).all(|(a, b)| a.load(Ordering::Relaxed) == *b)
     }
 
@@ -405,14 +406,21 @@ impl Inner {
     /// Lock-free lookup: the slot bound to `key` and its binding word.
     #[inline(always)]
     pub(crate) fn find(&self, key: &Key) -> Option<(u32, u64)> {
-        let mut index = key.home(self.capacity);
+        self.find_seat(key, key.seat)
+    }
+
+    /// [`Inner::find`] of seat `seat` of `key`'s name (0: the name's own slot), without
+    /// a key made for it.
+    #[inline(always)]
+    pub(crate) fn find_seat(&self, key: &Key, seat: u8) -> Option<(u32, u64)> {
+        let mut index = key.home_of_seat(seat, self.capacity);
         for _ in 0..self.capacity {
             let slot = self.slot(index);
             let word = slot.bind.load(Ordering::Acquire);
             if bind::state(word) == bind::EMPTY {
                 return None;
             }
-            if self.name_matches(slot, word, key) {
+            if self.name_matches(slot, word, key, seat) {
                 return Some((index, word));
             }
             index = if index + 1 == self.capacity { 0 } else { index + 1 };
@@ -978,6 +986,16 @@ impl LeaseTable {
         // going through `granted` below costs a copy of the result.
         if !other_kind {
             if let Some(granted) = inner.grant_free(key, ttl, options.label) {
+                return Ok(granted);
+            }
+        } else if !options.fair & (options.permits <= 1 || !options.shared) {
+            // Permits and shared grants have fast paths of their own (same clock rules).
+            let free = if options.shared {
+                inner.grant_shared_free(key, ttl, options.label)
+            } else {
+                inner.grant_permit_free(key, options.permits, ttl, options.label)
+            };
+            if let Some(granted) = free {
                 return Ok(granted);
             }
         }

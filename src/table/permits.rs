@@ -338,6 +338,46 @@ impl Inner {
         )
     }
 
+    /// The fast path of a permit: the name's head is bound (a group of `permits`), and
+    /// the seat this thread looks at first (see [`Inner::seat_pass`]) is bound and Free
+    /// or Revoked: granted with the coarse clock, its token taken from the head's
+    /// counter with the same reading ([`protocol::try_grant_free_with`] says why both
+    /// are safe), when the grant keeps at least 255/256 of its TTL that way. `None` for
+    /// anything else (an unbound head or seat, another kind or N, a held or expired
+    /// seat, a short TTL, a lost race): [`Inner::grant_permit`] judges it with the
+    /// precise clock and the whole pass.
+    #[inline(always)]
+    pub(super) fn grant_permit_free(
+        &self,
+        key: &Key,
+        permits: u32,
+        ttl: u64,
+        label: Label,
+    ) -> Option<(u32, u64, u64)> {
+        if !super::coarse_clock_will_do(ttl) {
+            return None;
+        }
+        let (head, head_bound) = self.find(key)?;
+        let last = LAST_SEAT.with(|s| s.get()).unwrap_or_else(identity::pid);
+        let seat = 1 + (last % permits) as u8;
+        let (index, bound_as) = self.find_seat(key, seat)?;
+        let me = identity::me().record(false);
+        let now = self.now_lagging();
+        let head_slot = self.slot(head);
+        let g = protocol::try_grant_free_with(
+            self.slot(index),
+            bound_as,
+            now,
+            ttl,
+            me,
+            label.to_word(),
+            |seat_token| protocol::take_token(head_slot, head_bound, permits, now, seat_token).ok(),
+        )?;
+        self.note_grant(index, &g);
+        LAST_SEAT.with(|s| s.set(Some(seat as u32 - 1)));
+        Some((index, g.token, g.deadline))
+    }
+
     /// Takes a permit: `(slot, token, deadline)` of the seat granted.
     pub(super) fn grant_permit(
         self: &Arc<Inner>,

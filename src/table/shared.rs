@@ -189,20 +189,84 @@ impl Inner {
             }
         };
         self.note_grant(index, &g);
-        // Look at the head again (see the module docs): an exclusive acquirer that took
-        // it after our token may have scanned the seats before our CAS.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        let word = head_slot.grant.load(Ordering::SeqCst);
-        if let Some((deadline, holder)) = live_grant(self, head, word, self.now()) {
-            if let Ok(wake) = protocol::release(self.slot(index), g.token, g.deadline) {
-                if wake {
-                    self.freed(index);
-                }
-            }
-            let token = grant::token(word);
+        if let Some((token, deadline, holder)) = self.withdraw_if_exclusive(head, index, &g, now) {
             return Ok(Some(SharedAttempt::Exclusive { head, token, deadline, holder }));
         }
         Ok(Some(SharedAttempt::Won { slot: index, token: g.token, deadline: g.deadline }))
+    }
+
+    /// What a shared grant `g` just made in seat `index` does next: looks at the head
+    /// again (see the module docs: an exclusive acquirer that took it after our token
+    /// may have scanned the seats before our CAS), and if an exclusive grant is live
+    /// there, withdraws (releases the seat, never returned) and says whose. `now`
+    /// (precise or lagging: it may only make an expired grant look live, which costs a
+    /// withdrawal, never a missed live one) judges the head.
+    #[inline(always)]
+    fn withdraw_if_exclusive(
+        &self,
+        head: u32,
+        index: u32,
+        g: &protocol::Granted,
+        now: u64,
+    ) -> Option<(u64, u64, Option<Record>)> {
+        crate::sync::fence_after_cas128();
+        let word = self.slot(head).grant.load(Ordering::SeqCst);
+        let (deadline, holder) = live_grant(self, head, word, now)?;
+        self.withdraw(index, g);
+        Some((grant::token(word), deadline, holder))
+    }
+
+    /// Releases the shared grant `g` in seat `index`, which was never returned.
+    #[cold]
+    #[inline(never)]
+    fn withdraw(&self, index: u32, g: &protocol::Granted) {
+        if let Ok(wake) = protocol::release(self.slot(index), g.token, g.deadline) {
+            if wake {
+                self.freed(index);
+            }
+        }
+    }
+
+    /// The fast path of a shared grant, as [`Inner::grant_permit_free`] is of a permit:
+    /// the head is bound and shared, its exclusive grant not live by the coarse clock,
+    /// and the seat this thread looks at first bound and Free or Revoked. `None` for
+    /// anything else (a dead exclusive holder included: its grant is ended on the
+    /// precise path), and after a withdrawal: [`Inner::grant_shared`] judges it.
+    #[inline(always)]
+    pub(super) fn grant_shared_free(
+        &self,
+        key: &Key,
+        ttl: u64,
+        label: Label,
+    ) -> Option<(u32, u64, u64)> {
+        if !super::coarse_clock_will_do(ttl) {
+            return None;
+        }
+        let (head, head_bound) = self.find(key)?;
+        let last = LAST_SHARED_SEAT.with(|s| s.get()).unwrap_or_else(identity::pid);
+        let seat = 1 + (last % MAX_SHARED) as u8;
+        let (index, bound_as) = self.find_seat(key, seat)?;
+        let me = identity::me().record(false);
+        let now = self.now_lagging();
+        let head_slot = self.slot(head);
+        let g = protocol::try_grant_free_with(
+            self.slot(index),
+            bound_as,
+            now,
+            ttl,
+            me,
+            label.to_word(),
+            |seat_token| {
+                let never_dead = &mut |_: &Record| false;
+                protocol::take_shared_token(head_slot, head_bound, now, seat_token, never_dead).ok()
+            },
+        )?;
+        self.note_grant(index, &g);
+        if self.withdraw_if_exclusive(head, index, &g, now).is_some() {
+            return None;
+        }
+        LAST_SHARED_SEAT.with(|s| s.set(Some(seat as u32 - 1)));
+        Some((index, g.token, g.deadline))
     }
 
     /// One pass over the seats of a shared name (see [`Inner::seat_pass`]).
@@ -434,7 +498,7 @@ impl Inner {
             // Read before the scan: a seat freed after our look at it moves the count.
             let seen = self.seat_events();
             // See the module docs: our CAS on the head, then this fence, then the seats.
-            std::sync::atomic::fence(Ordering::SeqCst);
+            crate::sync::fence_after_cas128();
             let now = self.now();
             let mut reader = None;
             let mut soonest = u64::MAX;
