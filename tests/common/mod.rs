@@ -654,8 +654,11 @@ impl SharedWords {
 /// Prints a report line for the parent.
 pub fn say(key: &str, value: impl std::fmt::Display) {
     use std::io::Write;
+    // One string, one write (stdout's line buffer is empty after each flush), so that a
+    // report shorter than PIPE_BUF never interleaves with a forked twin's.
+    let line = format!("\n{MARK}{key} {value}\n");
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "\n{MARK}{key} {value}");
+    let _ = out.write_all(line.as_bytes());
     let _ = out.flush();
 }
 
@@ -766,8 +769,12 @@ fn spin_for(hold: Duration) {
 
 /// Reports every token granted: `{prefix}TOKENS t1,t2,...` (see [`tokens_of`]).
 fn say_tokens(prefix: &str, tokens: &[u64]) {
-    let list: Vec<String> = tokens.iter().map(u64::to_string).collect();
-    say(&format!("{prefix}TOKENS"), list.join(","));
+    // Lines of at most 150 tokens (3,000 bytes), each one write(2) of less than
+    // PIPE_BUF: a forked twin reports on the same pipe, and longer writes interleave.
+    for chunk in tokens.chunks(150) {
+        let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
+        say(&format!("{prefix}TOKENS"), list.join(","));
+    }
 }
 
 /// Runs `run(table, "")`; with `FORK=1` it first forks a twin that runs
