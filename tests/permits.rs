@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    assert_distinct, permits, run_forking_herd, s, start_churn, table, touch, two_permit_holders,
-    wait_until, Kid, Scratch, SharedWords, Watchdog, LONG, TTL,
+    assert_distinct, permits, run_forking_herd, run_mixed_path_herd, s, start_churn, table, touch,
+    two_permit_holders, wait_until, Kid, Scratch, SharedWords, Watchdog, LONG, TTL,
 };
 use shmlease::{AcquireOptions, Error, LeaseKind, LeaseState, LostReason};
 
@@ -259,6 +259,24 @@ fn a_blocked_acquirer_wakes_when_any_permit_frees() {
 /// A name with three permits (four slots) in an eight-slot table that a process keeps
 /// churning with fresh names: the herd is never more than three inside, and its seats
 /// and head survive (or are rebound) without breaking that.
+/// Four processes on a name with two permits by every path of the library at once (see
+/// `run_mixed_path_herd`): never more than two inside, every token distinct.
+#[test]
+fn permits_by_every_path_never_exceed_n() {
+    let wd = Watchdog::new("permit_paths", LONG * 2);
+    let dir = Scratch::new("paths");
+    table(&dir, 32);
+    let env = [("NAME", s("pool")), ("PERMITS", s(2)), ("HOLD_US", s(100)), ("RUN_MS", s(3000))];
+    let (dones, tokens) = run_mixed_path_herd(&wd, &dir, "permit_herd", 2, &env);
+    let words = SharedWords::open(&dir.path("counters"));
+    assert_eq!(words.word(1).load(std::sync::atomic::Ordering::SeqCst), 0, "violations");
+    for (i, v) in dones.iter().enumerate() {
+        assert!(v[0] > 20, "process {i}: only {} grants in 3 s", v[0]);
+    }
+    assert_distinct(&tokens);
+    assert_eq!(tokens.len() as u64, dones.iter().map(|v| v[0]).sum::<u64>());
+}
+
 #[test]
 fn permits_in_a_full_table_under_churn() {
     let wd = Watchdog::new("permit_full", LONG * 2);

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use common::{
-    assert_distinct, permits, run_forking_herd, s, shared, table, touch, wait_until, Kid, Scratch,
-    SharedWords, Watchdog, LONG, TTL,
+    assert_distinct, permits, run_forking_herd, run_mixed_path_herd, s, shared, table, touch,
+    wait_until, Kid, Scratch, SharedWords, Watchdog, LONG, TTL,
 };
 use shmlease::{AcquireOptions, Error, LeaseKind, LeaseState};
 
@@ -175,6 +175,25 @@ fn a_mixed_herd_never_puts_an_exclusive_holder_beside_another() {
     let words = SharedWords::open(&dir.path("counters"));
     assert_eq!(words.word(2).load(SeqCst), 0, "violations");
     assert!(reads > 20 && writes > 5, "{reads} shared, {writes} exclusive grants");
+    assert_distinct(&tokens);
+}
+
+/// Four processes on one shared name by every path of the library at once (see
+/// `run_mixed_path_herd`: shared grants on the fast path and on the precise one, with
+/// inline and portable 128-bit instructions), mostly shared, exclusive one time in
+/// five: never an exclusive holder beside anyone, every token distinct.
+#[test]
+fn shared_grants_by_every_path_never_meet_an_exclusive_holder() {
+    let wd = Watchdog::new("shared_paths", LONG * 2);
+    let dir = Scratch::new("paths");
+    table(&dir, 128);
+    let env = [("NAME", s("db")), ("HOLD_US", s(100)), ("RUN_MS", s(3000)), ("WRITE_EVERY", s(5))];
+    let (dones, tokens) = run_mixed_path_herd(&wd, &dir, "shared_herd", 3, &env);
+    let words = SharedWords::open(&dir.path("counters"));
+    assert_eq!(words.word(2).load(SeqCst), 0, "violations");
+    for (i, v) in dones.iter().enumerate() {
+        assert!(v[0] > 20 && v[1] > 5, "process {i}: {} shared, {} exclusive grants", v[0], v[1]);
+    }
     assert_distinct(&tokens);
 }
 

@@ -445,6 +445,46 @@ pub fn run_forking_herd(
     (dones, tokens)
 }
 
+/// Runs four `role` processes on the table in `dir` with `env`, at once, each reaching
+/// a name by another path of the library: TTLs of 10 s (grants on the coarse-clock
+/// fast path) and of 20 ms (too short for it: the precise path), each with the inline
+/// 128-bit instructions and with portable-atomic's (`SHMLEASE_ATOMICS=portable`, whose
+/// CAS is no fence by itself). Returns each one's `DONE` report and every token.
+pub fn run_mixed_path_herd(
+    wd: &Watchdog,
+    dir: &Scratch,
+    role: &str,
+    words: usize,
+    env: &[(&str, String)],
+) -> (Vec<Vec<u64>>, Vec<u64>) {
+    let counters = dir.path("counters");
+    SharedWords::create(&counters, words);
+    let paths = [("10000", "inline"), ("20", "inline"), ("10000", "portable"), ("20", "portable")];
+    let mut herd: Vec<Kid> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, (ttl, atomics))| {
+            let mut e = vec![
+                ("TABLE", s(dir.path("t").display())),
+                ("COUNTERS", s(counters.display())),
+                ("TTL_MS", s(ttl)),
+                ("ATOMICS", s(atomics)),
+            ];
+            e.extend(env.iter().cloned());
+            Kid::spawn(wd, &format!("herd-{i}-{ttl}ms-{atomics}"), role, &e)
+        })
+        .collect();
+    let (mut dones, mut tokens) = (Vec::new(), Vec::new());
+    for k in &mut herd {
+        let v: Vec<u64> = k.expect("DONE", LONG).split(' ').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(v.last(), Some(&0), "violations\n{}", k.transcript());
+        dones.push(v);
+        k.wait_ok(LONG);
+        tokens.extend(tokens_of(k));
+    }
+    (dones, tokens)
+}
+
 /// Starts two `permit_hold` children on the table at `path`, each taking a permit of
 /// "pool" (of 2) for 600 s and keeping it until killed, with the parameters `extra`
 /// besides; returns them once both have their permit, with their tokens.

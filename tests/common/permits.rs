@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use shmlease::{AcquireOptions, Error, LeaseTable};
 
 use super::{
-    env, env_ms, env_u64, hold_with, open_table, say, say_tokens, spin_for, with_forked_twin,
-    SharedWords,
+    env, env_ms, env_or, env_u64, hold_with, open_table, say, say_tokens, spin_for,
+    with_forked_twin, SharedWords,
 };
 
 fn options(wait: Option<Duration>) -> AcquireOptions {
@@ -36,12 +36,14 @@ fn herd_loop(table: &LeaseTable, prefix: &str) -> i32 {
     let counters = SharedWords::open(&PathBuf::from(env("COUNTERS")));
     let hold = Duration::from_micros(env_u64("HOLD_US"));
     let end = Instant::now() + env_ms("RUN_MS");
+    // 10 s unless `TTL_MS` says: at least a second takes the coarse-clock fast path.
+    let ttl = Duration::from_millis(env_or("TTL_MS", "10000").parse().expect("TTL_MS"));
     let opts = options(Some(Duration::from_secs(2)));
     let (mut grants, mut violations) = (0u64, 0u64);
     let mut tokens = Vec::new();
     say(&format!("{prefix}READY"), std::process::id());
     while Instant::now() < end {
-        let lease = match table.acquire_with(&name, Duration::from_secs(10), &opts) {
+        let lease = match table.acquire_with(&name, ttl, &opts) {
             Ok(l) => l,
             Err(Error::TimedOut { .. } | Error::Busy { .. }) => continue,
             Err(e) => {

@@ -29,6 +29,8 @@ fn herd_loop(table: &LeaseTable, prefix: &str) -> i32 {
     let hold = Duration::from_micros(env_u64("HOLD_US"));
     let every = env_u64("WRITE_EVERY");
     let end = Instant::now() + env_ms("RUN_MS");
+    // 10 s unless `TTL_MS` says: at least a second takes the coarse-clock fast path.
+    let ttl = Duration::from_millis(env_or("TTL_MS", "10000").parse().expect("TTL_MS"));
     let wait = Some(Duration::from_secs(2));
     let shared = AcquireOptions::new().shared(true).wait(wait);
     let exclusive = AcquireOptions::new().wait(wait);
@@ -40,7 +42,7 @@ fn herd_loop(table: &LeaseTable, prefix: &str) -> i32 {
         turn += 1;
         let write = turn % every == 0;
         let opts = if write { &exclusive } else { &shared };
-        let lease = match table.acquire_with(&name, Duration::from_secs(10), opts) {
+        let lease = match table.acquire_with(&name, ttl, opts) {
             Ok(l) => l,
             Err(Error::TimedOut { .. } | Error::Busy { .. }) => continue,
             Err(e) => {
