@@ -974,8 +974,11 @@ impl LeaseTable {
     ) -> Result<(u32, u64, u64)> {
         // The key is used where it was built: moving it into and out of a `Result`
         // (`Key::new(name)?`) copied its words with wider loads than the stores that had
-        // just written them, a store-forwarding stall worth a fifth of this function.
-        let key = &Key::build(name);
+        // just written them, a store-forwarding stall worth a fifth of this function; so
+        // did returning it from `Key::build` (see `Key::fill`).
+        let mut built = Key::EMPTY;
+        built.fill(name);
+        let key = &built;
         if key.len == 0 {
             return Err(Key::invalid(name));
         }
