@@ -32,6 +32,10 @@ pub enum Op {
     Revoke = 7,
     /// Requesting the release of a lease.
     Request = 8,
+    /// The CAS of a grant on the coarse-clock fast path (`protocol::try_grant_free`):
+    /// its two points count as `Grant` points too. Armed alone, it tells a test that a
+    /// grant took the fast path (the process dies) or not (it lives).
+    GrantFast = 9,
 }
 
 #[cfg(all(debug_assertions, not(loom)))]
@@ -58,6 +62,16 @@ mod armed {
         }
     }
 
+    /// A point of the fast path's grant CAS: of `Grant`, and of `GrantFast`.
+    #[inline(always)]
+    pub(crate) fn fast_grant_point() {
+        let armed = ARMED.load(Relaxed);
+        let op = (armed >> 32) as u32;
+        if armed != 0 && (op == Op::Grant as u32 || op == Op::GrantFast as u32) {
+            passed();
+        }
+    }
+
     /// Counts a point of the armed operation; kills the process at the last one. (A test
     /// child arms once and then runs the operation: nothing re-arms concurrently.)
     #[cold]
@@ -77,9 +91,14 @@ mod armed {
 pub use armed::arm;
 
 #[cfg(all(debug_assertions, not(loom)))]
-pub(crate) use armed::point;
+pub(crate) use armed::{fast_grant_point, point};
 
 /// A crash point (release builds: nothing).
 #[cfg(not(all(debug_assertions, not(loom))))]
 #[inline(always)]
 pub(crate) fn point(_: Op) {}
+
+/// A crash point of the fast path's grant CAS (release builds: nothing).
+#[cfg(not(all(debug_assertions, not(loom))))]
+#[inline(always)]
+pub(crate) fn fast_grant_point() {}

@@ -69,7 +69,7 @@
 //! reclaimable only by TTL). Trusting such a record would take a 2⁻³² tag coincidence
 //! with a *later* grant *and* the stale process dying right after its store.
 
-use crate::fault::{point, Op};
+use crate::fault::{fast_grant_point, point, Op};
 use crate::layout::{bind, grant, holder, Slot};
 use crate::sync::AtomicU64;
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
@@ -436,9 +436,9 @@ pub fn try_grant_free_with(
     let deadline = lagging_now + ttl;
     // Waiters stay announced (whoever frees this grant wakes them); observers are woken.
     let new = grant::pack(deadline | bits & grant::WAITERS, new_token);
-    point(Op::Grant);
+    fast_grant_point();
     slot.grant.compare_exchange(current, new, AcqRel, Acquire).ok()?;
-    point(Op::Grant);
+    fast_grant_point();
     record_grant(slot, new_token, lagging_now, me, label);
     Some(Granted { token: new_token, deadline, took, wake: bits & grant::OBSERVERS != 0 })
 }

@@ -36,6 +36,15 @@ const LONG: Duration = Duration::from_secs(60);
 /// TTL of the leases children take: short, so that grants left without a holder record
 /// (reclaimable by TTL only) cost little to wait out.
 const TTL: Duration = Duration::from_millis(400);
+/// The shortest TTL that the library grants with the coarse clock (256 of its ticks, see
+/// `src/table/mod.rs`), and a tenth more: 1.13 s where a tick is 4 ms.
+fn fast_ttl() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    assert_eq!(unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) }, 0);
+    let tick = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+    tick * 256 * 11 / 10
+}
 /// More crash points than any operation has: the walk stops when the operation completes.
 const MAX_STEPS: u32 = 40;
 const CAPACITY: u32 = 8;
@@ -73,6 +82,14 @@ enum Scenario {
     SharedGrant,
     /// A fair acquirer taking its place in the queue of a name the parent holds.
     FairPlace,
+    /// `GrantFree` with a TTL long enough for the coarse-clock fast path.
+    GrantFreeFast,
+    /// A permit on the fast path: the name a group already, the seat this process
+    /// looks at first bound (by its own grant and release before the crash point is
+    /// armed) and free.
+    PermitGrantFast,
+    /// A shared grant on the fast path, set up as `PermitGrantFast`.
+    SharedGrantFast,
 }
 
 impl Scenario {
@@ -83,6 +100,9 @@ impl Scenario {
             Scenario::BindEmpty | Scenario::BindEvict | Scenario::PermitBind => Op::Bind,
             Scenario::PermitGrant | Scenario::SharedGrant | Scenario::FairPlace => Op::Grant,
             Scenario::GrantFree | Scenario::GrantAfterWait => Op::Grant,
+            Scenario::GrantFreeFast | Scenario::PermitGrantFast | Scenario::SharedGrantFast => {
+                Op::Grant
+            }
             Scenario::Renew => Op::Renew,
             Scenario::Release => Op::Release,
             Scenario::Revoke => Op::Revoke,
@@ -94,7 +114,20 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|c| format!("{c:?}") == s).expect("known scenario")
     }
 
-    const ALL: [Scenario; 14] = [
+    /// The TTL the child asks for.
+    fn ttl(self) -> Duration {
+        match self {
+            Scenario::GrantFreeFast | Scenario::PermitGrantFast | Scenario::SharedGrantFast => {
+                fast_ttl()
+            }
+            _ => TTL,
+        }
+    }
+
+    const ALL: [Scenario; 17] = [
+        Scenario::GrantFreeFast,
+        Scenario::PermitGrantFast,
+        Scenario::SharedGrantFast,
         Scenario::SharedGrant,
         Scenario::FairPlace,
         Scenario::PermitBind,
@@ -128,7 +161,12 @@ fn crash_child() {
     let scenario = Scenario::parse(&env("SCENARIO"));
     let step: u32 = env("STEP").parse().unwrap();
     let path = env("TABLE");
-    let arm = || fault::arm(scenario.op(), step);
+    // `OP=GrantFast`: only the fast path's grant CAS has points (see `fast_path_taken`).
+    let op = match std::env::var("SHMLEASE_IT_OP").as_deref() {
+        Ok("GrantFast") => Op::GrantFast,
+        _ => scenario.op(),
+    };
+    let arm = || fault::arm(op, step);
     let token = match scenario {
         Scenario::Create => {
             arm();
@@ -143,13 +181,14 @@ fn crash_child() {
         Scenario::BindEmpty
         | Scenario::BindEvict
         | Scenario::GrantFree
+        | Scenario::GrantFreeFast
         | Scenario::GrantAfterWait => {
             let table = LeaseTable::open(&path).unwrap();
             arm();
             let lease = if scenario == Scenario::GrantAfterWait {
                 table.acquire(NAME, TTL, Some(LONG))
             } else {
-                table.try_acquire(NAME, TTL)
+                table.try_acquire(NAME, scenario.ttl())
             };
             let lease = lease.unwrap();
             let token = lease.token();
@@ -205,6 +244,24 @@ fn crash_child() {
             std::mem::forget(lease);
             token
         }
+        Scenario::PermitGrantFast | Scenario::SharedGrantFast => {
+            let table = LeaseTable::open(&path).unwrap();
+            let opts = if scenario == Scenario::SharedGrantFast {
+                AcquireOptions::new().shared(true)
+            } else {
+                two_permits()
+            };
+            // Binds the seat this process looks at first; the grant after it is the one
+            // the fast path makes, in that seat.
+            let first = table.acquire_with(NAME, TTL, &opts).unwrap();
+            report("HELD", first.token());
+            first.release().unwrap();
+            arm();
+            let lease = table.acquire_with(NAME, scenario.ttl(), &opts).unwrap();
+            let token = lease.token();
+            std::mem::forget(lease);
+            token
+        }
     };
     report("DONE", token);
 }
@@ -236,6 +293,11 @@ fn churn(table: &LeaseTable, name: &str) -> u64 {
 /// One crash of one scenario at step `step`. Returns `false` once the operation
 /// completed without reaching the step.
 fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
+    crash_once_at(wd, scenario, step, None)
+}
+
+/// [`crash_once`], with the crash point counted among `op`'s points when given.
+fn crash_once_at(wd: &Watchdog, scenario: Scenario, step: u32, op: Option<Op>) -> bool {
     let what = format!("{scenario:?} step {step}");
     let dir = Scratch::new(&format!("crash-{scenario:?}-{step}"));
     let path = dir.path("table");
@@ -261,7 +323,7 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
                 churn(t, &format!("idle-{i}"));
             }
         }
-        (Scenario::GrantFree, Some(t)) => seen = churn(t, NAME),
+        (Scenario::GrantFree | Scenario::GrantFreeFast, Some(t)) => seen = churn(t, NAME),
         (Scenario::PermitGrant | Scenario::SharedGrant, Some(t)) => seen = churn(t, NAME),
         (Scenario::FairPlace, Some(t)) => {
             let lease = t.try_acquire(NAME, LONG).unwrap();
@@ -299,6 +361,7 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
             ("TABLE", path.display().to_string()),
             ("SCENARIO", format!("{scenario:?}")),
             ("STEP", step.to_string()),
+            ("OP", op.map_or(String::new(), |o| format!("{o:?}"))),
         ],
     );
     if let (Scenario::FairPlace, Some(t), true) = (scenario, &table, parent_lease.is_some()) {
@@ -377,15 +440,15 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
             assert_eq!(table.revoke(NAME).unwrap(), Some(seen), "{what}");
             recover(&what, &table, seen, kid.pid());
         }
-        Scenario::PermitBind | Scenario::PermitGrant => {
+        Scenario::PermitBind | Scenario::PermitGrant | Scenario::PermitGrantFast => {
             let table = LeaseTable::open(&path)
                 .unwrap_or_else(|e| panic!("{what}: table unusable after the crash: {e}"));
-            recover_permits(&what, &table, seen);
+            recover_permits(&what, &table, seen, scenario.ttl());
         }
-        Scenario::SharedGrant => {
+        Scenario::SharedGrant | Scenario::SharedGrantFast => {
             let table = LeaseTable::open(&path)
                 .unwrap_or_else(|e| panic!("{what}: table unusable after the crash: {e}"));
-            recover_shared(&what, &table, seen);
+            recover_shared(&what, &table, seen, scenario.ttl());
         }
         Scenario::FairPlace => {
             let table = LeaseTable::open(&path)
@@ -407,7 +470,7 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
         _ => {
             let table = LeaseTable::open(&path)
                 .unwrap_or_else(|e| panic!("{what}: table unusable after the crash: {e}"));
-            recover(&what, &table, seen, kid.pid());
+            recover_within(&what, &table, seen, kid.pid(), scenario.ttl());
         }
     }
     !completed
@@ -416,9 +479,9 @@ fn crash_once(wd: &Watchdog, scenario: Scenario, step: u32) -> bool {
 /// After a crash during a shared grant: two shared grants and then an exclusive one
 /// can be had (at once, or once a grant the crash left without a holder record
 /// expires), tokens above `seen`, the name shared.
-fn recover_shared(what: &str, table: &LeaseTable, seen: u64) {
+fn recover_shared(what: &str, table: &LeaseTable, seen: u64, ttl: Duration) {
     table.list().unwrap_or_else(|e| panic!("{what}: list: {e}"));
-    let wait = Some(TTL + Duration::from_secs(5));
+    let wait = Some(ttl + Duration::from_secs(5));
     let shared = AcquireOptions::new().shared(true).wait(wait);
     let a = table.acquire_with(NAME, LONG, &shared).unwrap_or_else(|e| panic!("{what}: {e}"));
     let b = table.acquire_with(NAME, LONG, &shared).unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -436,9 +499,9 @@ fn recover_shared(what: &str, table: &LeaseTable, seen: u64) {
 /// distinct tokens above `seen`; the name is a group of two (or, if the crash came
 /// before its head became one, still free to become one); every slot still binds, and
 /// the name's tokens keep growing across its eviction.
-fn recover_permits(what: &str, table: &LeaseTable, seen: u64) {
+fn recover_permits(what: &str, table: &LeaseTable, seen: u64, ttl: Duration) {
     table.list().unwrap_or_else(|e| panic!("{what}: list: {e}"));
-    let wait = two_permits().wait(Some(TTL + Duration::from_secs(5)));
+    let wait = two_permits().wait(Some(ttl + Duration::from_secs(5)));
     let a = table.acquire_with(NAME, LONG, &wait).unwrap_or_else(|e| panic!("{what}: {e}"));
     let b = table.acquire_with(NAME, LONG, &wait).unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
@@ -466,6 +529,11 @@ fn recover_permits(what: &str, table: &LeaseTable, seen: u64) {
 /// holder record forces waiting out its TTL), with a token above `seen`, every slot can
 /// still be bound, and tokens keep growing.
 fn recover(what: &str, table: &LeaseTable, seen: u64, dead: i32) {
+    recover_within(what, table, seen, dead, TTL)
+}
+
+/// [`recover`] after a crash in a grant of `ttl`.
+fn recover_within(what: &str, table: &LeaseTable, seen: u64, dead: i32, ttl: Duration) {
     table.list().unwrap_or_else(|e| panic!("{what}: list: {e}"));
     // Before `get`, so that `looked.elapsed()` covers the time from get's clock reading.
     let looked = Instant::now();
@@ -489,7 +557,7 @@ fn recover(what: &str, table: &LeaseTable, seen: u64, dead: i32) {
                 holder.is_none(),
                 "{what}: a dead holder (pid {dead}) was not recognised: {holder:?}"
             );
-            assert!(remaining <= TTL, "{what}: held for {remaining:?}, beyond its TTL");
+            assert!(remaining <= ttl, "{what}: held for {remaining:?}, beyond its TTL");
             table
                 .acquire(NAME, LONG, Some(remaining + Duration::from_secs(5)))
                 .unwrap_or_else(|e| panic!("{what}: not reclaimed after its TTL: {e}"))
@@ -548,6 +616,37 @@ fn crash_at_every_step_of_binding_a_permits_head_and_seat() {
 #[test]
 fn crash_at_every_step_of_a_permit_grant() {
     assert!(walk(Scenario::PermitGrant) >= 8);
+}
+
+#[test]
+fn crash_at_every_step_of_a_grant_on_the_fast_path() {
+    assert!(walk(Scenario::GrantFreeFast) >= 5);
+}
+
+#[test]
+fn crash_at_every_step_of_a_permit_grant_on_the_fast_path() {
+    assert!(walk(Scenario::PermitGrantFast) >= 6);
+}
+
+#[test]
+fn crash_at_every_step_of_a_shared_grant_on_the_fast_path() {
+    assert!(walk(Scenario::SharedGrantFast) >= 6);
+}
+
+/// The fast-path scenarios take the fast path (a child armed at the fast path's first
+/// grant point dies, and the table recovers), and their slow twins do not (it lives): so
+/// the walks above cover both paths.
+#[test]
+fn the_fast_path_scenarios_take_the_fast_path_and_the_others_do_not() {
+    let wd = Watchdog::new("fast path taken", Duration::from_secs(120));
+    let fast = Some(Op::GrantFast);
+    for scenario in [Scenario::GrantFreeFast, Scenario::PermitGrantFast, Scenario::SharedGrantFast]
+    {
+        assert!(crash_once_at(&wd, scenario, 1, fast), "{scenario:?}: not on the fast path");
+    }
+    for scenario in [Scenario::GrantFree, Scenario::PermitGrant, Scenario::SharedGrant] {
+        assert!(!crash_once_at(&wd, scenario, 1, fast), "{scenario:?}: on the fast path");
+    }
 }
 
 #[test]
