@@ -365,7 +365,8 @@ fn record_grant(slot: &Slot, token: u64, now: u64, me: holder::Record, label: u6
 /// nothing about *whether* to grant; it only sets three values, each safe when early:
 ///
 /// - **The deadline**, `lagging_now + ttl`, is at most `now + ttl` for the true table
-///   time `now` at the CAS: the grant is at most one tick shorter than asked, never
+///   time `now` at the CAS: the grant is shorter than asked by the reading's lag
+///   (about a tick, more when ticks are late: see `sys::monotonic_coarse_ns`), never
 ///   longer. Exclusivity does not rest on the deadline being accurate but on everyone
 ///   judging expiry from *this stored deadline* with a clock that never leads: every
 ///   other actor, and the holder itself (`check_ours`, `renew`, `Lease::is_valid`,

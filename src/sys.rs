@@ -37,8 +37,10 @@ pub fn monotonic_ns() -> u64 {
 }
 
 /// `CLOCK_MONOTONIC_COARSE` in nanoseconds, as this process (and its time namespace)
-/// sees it: the value `CLOCK_MONOTONIC` had at the last timer tick. So it lags the precise
-/// clock by at most about one tick ([`coarse_tick_ns`]) and never leads it, and time
+/// sees it: the value `CLOCK_MONOTONIC` had at the last timekeeping update, once a timer
+/// tick. So it lags the precise clock by about one tick ([`coarse_tick_ns`]) — more when
+/// the tick that updates it is late (up to 7 ms, nearly two 4 ms ticks, seen on a loaded
+/// 2-vCPU VM) — and never leads it, and time
 /// namespaces offset it exactly as they offset `CLOCK_MONOTONIC` (time_namespaces(7)).
 /// A vDSO read of one cached value: about a fifth of the cost of the precise clock.
 ///

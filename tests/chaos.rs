@@ -5,6 +5,10 @@
 //!   identity with exited main threads, names with 2 and 3 permits, shared names,
 //!   fair queues, and the classic loop) on one table for 60 s, with kill -9s and
 //!   SIGSTOPs; asserts that every mode ran and that there is no violation.
+//! - `chaos_long_ttls`: the same mix for 40 s with TTLs up to 2 s (`--max-ttl-ms 2000`),
+//!   so that about half the grants of free names take the coarse-clock fast path (TTLs
+//!   of 256 coarse ticks and more) — the default TTLs, up to 50 ms, never do; asserts
+//!   that there is no violation.
 //! - `chaos_checker_catches_a_lying_holder`: short runs (`classic`, then `permits`) that
 //!   inject a fault (workers believe their leases last 20 ms longer than granted) and
 //!   assert that the checker catches it, so a clean result is not a blind checker's.
@@ -116,6 +120,25 @@ fn chaos_short() {
         "fair: no fair grant was checked against a place ahead of it\n{}",
         report.summary()
     );
+    assert!(
+        report.violations.is_empty(),
+        "{} violations; logs kept in {}",
+        report.violations.len(),
+        report.dir.display()
+    );
+}
+
+#[test]
+fn chaos_long_ttls() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let cfg = chaos_core::Config { max_ttl_ms: 2000, ..config(RunMode::Mix, 40.0) };
+    let report = chaos_core::run(&cfg, &launcher());
+    eprintln!("seed {}\n{}", cfg.seed, report.summary());
+    let count = |k: &str| report.counts.get(k).copied().unwrap_or(0);
+    assert!(count("grants") > 100, "too few grants to mean anything");
+    for m in ["permits", "shared", "classic"] {
+        assert!(report.mode_count(m, "grants") > 0, "mode {m} made no grant");
+    }
     assert!(
         report.violations.is_empty(),
         "{} violations; logs kept in {}",

@@ -76,7 +76,8 @@ const FREE_TRIES: u32 = 4;
 /// the retryable [`Error::Busy`].
 const BIND_PASSES: u32 = 256;
 /// A grant may be made with the coarse clock only if its TTL is at least this many of its
-/// ticks: the grant is then at most 1/256 shorter than asked.
+/// ticks: the grant is then shorter than asked by about 1/256 (the clock's lag: a tick,
+/// more when ticks are late).
 const COARSE_TTL_TICKS: u64 = 256;
 
 /// Whether a grant of `ttl` may read the coarse clock (see [`COARSE_TTL_TICKS`]).
@@ -867,6 +868,14 @@ impl LeaseTable {
     /// The lease is bound to this process: if the process dies, others may take it
     /// as soon as they can prove the death (at once on Linux 6.9+), else when the TTL
     /// runs out. Fails with [`Error::Held`] if someone else holds it.
+    ///
+    /// A grant runs from the time the library read its clock, which for a free name
+    /// and a TTL of 256 coarse-clock ticks or more (1.024 s with a 4 ms tick) is
+    /// `CLOCK_MONOTONIC_COARSE`, up to a tick or so behind: such a grant may end that
+    /// much before "call time + `ttl`" (never after). This is so for every kind of
+    /// acquisition. Judge a lease by [`Lease::is_valid`], [`Lease::remaining`] and
+    /// [`Lease::deadline`], which read the grant as stored, never by a deadline of
+    /// your own.
     #[inline(always)]
     pub fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Lease<'_>> {
         to_etcd!(self, t => self.acquire_on_etcd(t, name, ttl, &AcquireOptions::new()));
