@@ -673,8 +673,8 @@ impl Inner {
 
     /// The fast path of an unfair exclusive acquisition: the name is bound and its slot
     /// Free or Revoked, granted with the coarse clock (see [`protocol::try_grant_free`]
-    /// on why that is safe) when the grant keeps at least 255/256 of its TTL that way (it
-    /// may lose up to a tick). `None` for anything else (not bound, held, expired, a
+    /// on why that is safe) when the grant keeps about 255/256 of its TTL that way (it
+    /// loses the clock's lag: a tick, more when ticks are late). `None` for anything else (not bound, held, expired, a
     /// head, a short TTL, a lost race): [`Inner::grant_exclusive`] judges it with the
     /// precise clock.
     #[inline(always)]

@@ -342,7 +342,7 @@ impl Inner {
     /// the seat this thread looks at first (see [`Inner::seat_pass`]) is bound and Free
     /// or Revoked: granted with the coarse clock, its token taken from the head's
     /// counter with the same reading ([`protocol::try_grant_free_with`] says why both
-    /// are safe), when the grant keeps at least 255/256 of its TTL that way. `None` for
+    /// are safe), when the grant keeps about 255/256 of its TTL that way. `None` for
     /// anything else (an unbound head or seat, another kind or N, a held or expired
     /// seat, a short TTL, a lost race): [`Inner::grant_permit`] judges it with the
     /// precise clock and the whole pass.
