@@ -1015,6 +1015,12 @@ enum shmlease_status shmlease_table_capacity(const struct shmlease_table *table,
  * if still held). If someone else holds it, returns `SHMLEASE_HELD` and, when
  * `held_by` is not NULL, fills it with who and for how long.
  *
+ * A grant runs from the library's clock reading: for a free name and a TTL of 256
+ * coarse-clock ticks or more (1.024 s with a 4 ms tick), `CLOCK_MONOTONIC_COARSE`, a
+ * tick or so behind, so the grant may end that much before "call time + ttl_ns" (never
+ * after), for every kind of acquisition. Judge a lease by `shmlease_lease_is_valid`,
+ * `shmlease_lease_remaining_ns` and `shmlease_lease_deadline_ns`.
+ *
  * # Safety
  * `table` is NULL or an open handle; `name` is NULL or NUL-terminated; `lease_out` is
  * NULL or writable; `held_by` is NULL or writable.
