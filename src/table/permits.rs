@@ -338,28 +338,33 @@ impl Inner {
         )
     }
 
-    /// The fast path of a permit: the name's head is bound (a group of `permits`), and
-    /// the seat this thread looks at first (see [`Inner::seat_pass`]) is bound and Free
-    /// or Revoked: granted with the coarse clock, its token taken from the head's
-    /// counter with the same reading ([`protocol::try_grant_free_with`] says why both
-    /// are safe), when the grant keeps about 255/256 of its TTL that way. `None` for
-    /// anything else (an unbound head or seat, another kind or N, a held or expired
-    /// seat, a short TTL, a lost race): [`Inner::grant_permit`] judges it with the
-    /// precise clock and the whole pass.
+    /// The fast path of both kinds with seats, as [`Inner::grant_free`] is of an
+    /// exclusive lease: the name's head is bound, and the seat this thread looks at
+    /// first (see [`Inner::seat_pass`]; one of `seats`) is bound and Free or Revoked:
+    /// granted with the coarse clock, its token taken from the head by `take(head,
+    /// head_bound, now, seat_token)` with the same reading
+    /// ([`protocol::try_grant_free_with`] says why both are safe), when the grant keeps
+    /// about 255/256 of its TTL that way. The grant is returned if `keep(head, seat, &g,
+    /// now)` says so (a shared grant's second look at the head). `None` for anything
+    /// else (an unbound head or seat, another kind or N, a held or expired seat, a short
+    /// TTL, a lost race, a grant not kept): the kind's precise path judges it.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    pub(super) fn grant_permit_free(
+    pub(super) fn grant_seat_free(
         &self,
         key: &Key,
-        permits: u32,
+        seats: u32,
+        last: &'static LastSeat,
         ttl: u64,
         label: Label,
+        take: impl FnOnce(&crate::layout::Slot, u64, u64, u64) -> Option<u64>,
+        keep: impl FnOnce(u32, u32, &protocol::Granted, u64) -> bool,
     ) -> Option<(u32, u64, u64)> {
         if !super::coarse_clock_will_do(ttl) {
             return None;
         }
         let (head, head_bound) = self.find(key)?;
-        let last = LAST_SEAT.with(|s| s.get()).unwrap_or_else(identity::pid);
-        let seat = 1 + (last % permits) as u8;
+        let seat = 1 + (last.with(|s| s.get()).unwrap_or_else(identity::pid) % seats) as u8;
         let (index, bound_as) = self.find_seat(key, seat)?;
         let me = identity::me().record(false);
         let now = self.now_lagging();
@@ -371,11 +376,37 @@ impl Inner {
             ttl,
             me,
             label.to_word(),
-            |seat_token| protocol::take_token(head_slot, head_bound, permits, now, seat_token).ok(),
+            |seat_token| take(head_slot, head_bound, now, seat_token),
         )?;
         self.note_grant(index, &g);
-        LAST_SEAT.with(|s| s.set(Some(seat as u32 - 1)));
+        if !keep(head, index, &g, now) {
+            return None;
+        }
+        last.with(|s| s.set(Some(seat as u32 - 1)));
         Some((index, g.token, g.deadline))
+    }
+
+    /// The fast path of a permit ([`Inner::grant_seat_free`], the token from the head's
+    /// counter); `None`: [`Inner::grant_permit`] judges it.
+    #[inline(always)]
+    pub(super) fn grant_permit_free(
+        &self,
+        key: &Key,
+        permits: u32,
+        ttl: u64,
+        label: Label,
+    ) -> Option<(u32, u64, u64)> {
+        self.grant_seat_free(
+            key,
+            permits,
+            &LAST_SEAT,
+            ttl,
+            label,
+            |head, head_bound, now, seat_token| {
+                protocol::take_token(head, head_bound, permits, now, seat_token).ok()
+            },
+            |_, _, _, _| true,
+        )
     }
 
     /// Takes a permit: `(slot, token, deadline)` of the seat granted.

@@ -227,11 +227,11 @@ impl Inner {
         }
     }
 
-    /// The fast path of a shared grant, as [`Inner::grant_permit_free`] is of a permit:
-    /// the head is bound and shared, its exclusive grant not live by the coarse clock,
-    /// and the seat this thread looks at first bound and Free or Revoked. `None` for
-    /// anything else (a dead exclusive holder included: its grant is ended on the
-    /// precise path), and after a withdrawal: [`Inner::grant_shared`] judges it.
+    /// The fast path of a shared grant ([`Inner::grant_seat_free`]): the head shared,
+    /// its exclusive grant not live by the coarse clock (the token taken from it never
+    /// ends one: a dead exclusive holder's grant is ended on the precise path), and the
+    /// grant withdrawn if an exclusive acquirer took the head meanwhile. `None`:
+    /// [`Inner::grant_shared`] judges it.
     #[inline(always)]
     pub(super) fn grant_shared_free(
         &self,
@@ -239,34 +239,18 @@ impl Inner {
         ttl: u64,
         label: Label,
     ) -> Option<(u32, u64, u64)> {
-        if !super::coarse_clock_will_do(ttl) {
-            return None;
-        }
-        let (head, head_bound) = self.find(key)?;
-        let last = LAST_SHARED_SEAT.with(|s| s.get()).unwrap_or_else(identity::pid);
-        let seat = 1 + (last % MAX_SHARED) as u8;
-        let (index, bound_as) = self.find_seat(key, seat)?;
-        let me = identity::me().record(false);
-        let now = self.now_lagging();
-        let head_slot = self.slot(head);
-        let g = protocol::try_grant_free_with(
-            self.slot(index),
-            bound_as,
-            now,
+        self.grant_seat_free(
+            key,
+            MAX_SHARED,
+            &LAST_SHARED_SEAT,
             ttl,
-            me,
-            label.to_word(),
-            |seat_token| {
+            label,
+            |head, head_bound, now, seat_token| {
                 let never_dead = &mut |_: &Record| false;
-                protocol::take_shared_token(head_slot, head_bound, now, seat_token, never_dead).ok()
+                protocol::take_shared_token(head, head_bound, now, seat_token, never_dead).ok()
             },
-        )?;
-        self.note_grant(index, &g);
-        if self.withdraw_if_exclusive(head, index, &g, now).is_some() {
-            return None;
-        }
-        LAST_SHARED_SEAT.with(|s| s.set(Some(seat as u32 - 1)));
-        Some((index, g.token, g.deadline))
+            |head, index, g, now| self.withdraw_if_exclusive(head, index, g, now).is_none(),
+        )
     }
 
     /// One pass over the seats of a shared name (see [`Inner::seat_pass`]).
