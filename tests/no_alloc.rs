@@ -1,5 +1,6 @@
 //! Invariant 7, allocation half: once a name is bound and this process's identity is
-//! cached, uncontended `try_acquire`, `renew` and `release` allocate nothing. A counting
+//! cached, uncontended `try_acquire`, `acquire_with` (a permit, a shared grant, a fair
+//! one), `renew` and `release` allocate nothing. A counting
 //! global allocator (this test binary's only test, so no other thread allocates) checks
 //! it. (The other half, no system call, is `tests/no_syscall.rs`.)
 
@@ -7,7 +8,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use shmlease::{LeaseTable, TableOptions};
+use shmlease::{AcquireOptions, LeaseTable, TableOptions};
 
 struct Counting;
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
@@ -42,12 +43,28 @@ fn fast_path_allocates_nothing() {
     // Warm up: binds the name (slow path) and caches this process's identity.
     table.try_acquire("fast", ttl).unwrap().release().unwrap();
 
+    // The other kinds' fast paths too: a permit, a shared grant, a fair one.
+    let kinds = [
+        ("pool", AcquireOptions::new().permits(2).unwrap()),
+        ("db", AcquireOptions::new().shared(true)),
+        ("line", AcquireOptions::new().fair(true)),
+    ];
+    for (name, opts) in &kinds {
+        table.acquire_with(name, ttl, opts).unwrap().release().unwrap();
+    }
+
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     for _ in 0..1_000 {
         let lease = table.try_acquire("fast", ttl).unwrap();
         lease.renew(ttl).unwrap();
         assert!(lease.is_valid());
         lease.release().unwrap();
+        for (name, opts) in &kinds {
+            let lease = table.acquire_with(name, ttl, opts).unwrap();
+            lease.renew(ttl).unwrap();
+            assert!(lease.is_valid());
+            lease.release().unwrap();
+        }
     }
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
     drop(table);

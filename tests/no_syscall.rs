@@ -1,6 +1,6 @@
 //! Invariant 7, system-call half: once a name is bound and this process's identity is
-//! cached, uncontended `try_acquire`, `acquire_with` (no wait), `renew`, `is_valid` and
-//! `release` make no system call. A child process runs the loop 1,000 and 101,000 times
+//! cached, uncontended `try_acquire`, `acquire_with` (no wait; exclusive, a permit, a
+//! shared grant, a fair one), `renew`, `is_valid` and `release` make no system call. A child process runs the loop 1,000 and 101,000 times
 //! under `strace -f -c`; its count of system calls must not grow with the loop (one
 //! call per operation would add 500,000). A `getpid` per release, as the C library once
 //! made, fails it; so would a clock read that left the vDSO.
@@ -23,8 +23,18 @@ fn child_loop() {
     let loops: u64 = loops.parse().unwrap();
     let table = LeaseTable::open(Path::new(&path)).unwrap();
     let plain = AcquireOptions::new();
-    // Warm-up: the name is bound, the identity cached, the coarse clock's tick known.
+    // The other kinds' fast paths too: a permit, a shared grant, a fair one.
+    let kinds = [
+        ("pool", AcquireOptions::new().permits(2).unwrap()),
+        ("db", AcquireOptions::new().shared(true)),
+        ("line", AcquireOptions::new().fair(true)),
+    ];
+    // Warm-up: the name is bound, the identity cached, the coarse clock's tick known
+    // (and each kind's head and seat bound).
     table.try_acquire("fast", TTL).unwrap().release().unwrap();
+    for (name, opts) in &kinds {
+        table.acquire_with(name, TTL, opts).unwrap().release().unwrap();
+    }
     for _ in 0..loops {
         let lease = table.try_acquire("fast", TTL).unwrap();
         lease.renew(TTL).unwrap();
@@ -32,6 +42,12 @@ fn child_loop() {
         lease.release().unwrap();
         let lease = table.acquire_with("fast", TTL, &plain).unwrap();
         lease.release().unwrap();
+        for (name, opts) in &kinds {
+            let lease = table.acquire_with(name, TTL, opts).unwrap();
+            lease.renew(TTL).unwrap();
+            assert!(lease.is_valid());
+            lease.release().unwrap();
+        }
     }
 }
 
