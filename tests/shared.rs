@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 use common::{
@@ -195,6 +195,59 @@ fn shared_grants_by_every_path_never_meet_an_exclusive_holder() {
         assert!(v[0] > 20 && v[1] > 5, "process {i}: {} shared, {} exclusive grants", v[0], v[1]);
     }
     assert_distinct(&tokens);
+}
+
+/// Four threads on one table handle, on one shared name and one name with two permits,
+/// each mostly on the fast path (30 s TTLs) and now and then exclusive on the shared
+/// name: never more than two permit holders inside, never an exclusive holder beside
+/// anyone on the shared name, every token of each name distinct.
+#[test]
+fn threads_on_one_handle_keep_both_kinds_apart() {
+    let dir = Scratch::new("threads");
+    let table = table(&dir, 128);
+    let (pool, readers, writers) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let bad = AtomicU64::new(0);
+    let tokens: std::sync::Mutex<(Vec<u64>, Vec<u64>)> = Default::default();
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let (table, pool, readers, writers, bad, tokens) =
+                (&table, &pool, &readers, &writers, &bad, &tokens);
+            scope.spawn(move || {
+                let two = permits(2).wait(Some(LONG));
+                let sh = shared().wait(Some(LONG));
+                let ex = AcquireOptions::new().wait(Some(LONG));
+                let (mut mine_p, mut mine_s) = (Vec::new(), Vec::new());
+                for i in 0..3_000u64 {
+                    let lease = table.acquire_with("pool", TTL, &two).unwrap();
+                    mine_p.push(lease.token());
+                    if pool.fetch_add(1, SeqCst) >= 2 {
+                        bad.fetch_add(1, SeqCst);
+                    }
+                    pool.fetch_sub(1, SeqCst);
+                    lease.release().unwrap();
+                    let write = (i + t) % 10 == 0;
+                    let lease =
+                        table.acquire_with("db", TTL, if write { &ex } else { &sh }).unwrap();
+                    mine_s.push(lease.token());
+                    let (mine, other) = if write { (writers, readers) } else { (readers, writers) };
+                    let before = mine.fetch_add(1, SeqCst);
+                    if other.load(SeqCst) > 0 || (write && before > 0) {
+                        bad.fetch_add(1, SeqCst);
+                    }
+                    mine.fetch_sub(1, SeqCst);
+                    lease.release().unwrap();
+                }
+                let mut all = tokens.lock().unwrap();
+                all.0.extend(mine_p);
+                all.1.extend(mine_s);
+            });
+        }
+    });
+    assert_eq!(bad.load(SeqCst), 0, "kinds mixed or too many inside");
+    let (p, s) = tokens.into_inner().unwrap();
+    assert_eq!((p.len(), s.len()), (12_000, 12_000));
+    assert_distinct(&p);
+    assert_distinct(&s);
 }
 
 fn hold(
