@@ -36,14 +36,10 @@ const LONG: Duration = Duration::from_secs(60);
 /// TTL of the leases children take: short, so that grants left without a holder record
 /// (reclaimable by TTL only) cost little to wait out.
 const TTL: Duration = Duration::from_millis(400);
-/// The shortest TTL that the library grants with the coarse clock (256 of its ticks, see
-/// `src/table/mod.rs`), and a tenth more: 1.13 s where a tick is 4 ms.
+/// A TTL the library grants with the coarse clock when the name is free: a tenth more
+/// than the shortest (`common::coarse_clock_ttl`), 1.13 s where a tick is 4 ms.
 fn fast_ttl() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec.
-    assert_eq!(unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) }, 0);
-    let tick = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
-    tick * 256 * 11 / 10
+    common::coarse_clock_ttl() * 11 / 10
 }
 /// More crash points than any operation has: the walk stops when the operation completes.
 const MAX_STEPS: u32 = 40;
