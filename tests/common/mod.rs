@@ -419,21 +419,39 @@ pub fn run_forking_herd(
     words: usize,
     env: &[(&str, String)],
 ) -> (Vec<Vec<u64>>, Vec<u64>) {
+    let members = (0..3).map(|i| (format!("herd-{i}"), vec![("FORK", s((i > 0) as u8))]));
+    run_herd(wd, dir, role, words, env, members.collect())
+}
+
+/// Runs one `role` process per member (its label, and parameters of its own besides
+/// `env`) on the table file `t` of `dir`, counting in the file `counters` of `dir`
+/// (`words` words, created here); waits for every one to end well with a `DONE` report
+/// (and its forked twin's `child-DONE`, with `FORK=1`) whose last number, its
+/// violations, is 0. Returns the numbers of every `DONE` report, and every token.
+fn run_herd(
+    wd: &Watchdog,
+    dir: &Scratch,
+    role: &str,
+    words: usize,
+    env: &[(&str, String)],
+    members: Vec<(String, Vec<(&str, String)>)>,
+) -> (Vec<Vec<u64>>, Vec<u64>) {
     let counters = dir.path("counters");
     SharedWords::create(&counters, words);
-    let member = |i: usize| {
-        let mut e = vec![
-            ("TABLE", s(dir.path("t").display())),
-            ("COUNTERS", s(counters.display())),
-            ("FORK", s((i > 0) as u8)),
-        ];
-        e.extend(env.iter().cloned());
-        Kid::spawn(wd, &format!("herd-{i}"), role, &e)
-    };
-    let mut herd: Vec<Kid> = (0..3).map(member).collect();
+    let mut herd: Vec<(Kid, usize)> = members
+        .into_iter()
+        .map(|(label, own)| {
+            let forks = own.iter().any(|(k, v)| *k == "FORK" && v == "1") as usize;
+            let mut e =
+                vec![("TABLE", s(dir.path("t").display())), ("COUNTERS", s(counters.display()))];
+            e.extend(own);
+            e.extend(env.iter().cloned());
+            (Kid::spawn(wd, &label, role, &e), 1 + forks)
+        })
+        .collect();
     let (mut dones, mut tokens) = (Vec::new(), Vec::new());
-    for (i, k) in herd.iter_mut().enumerate() {
-        for _ in 0..(1 + (i > 0) as usize) {
+    for (k, reports) in &mut herd {
+        for _ in 0..*reports {
             let (key, value) = k.expect_any(&["DONE", "child-DONE"], LONG);
             let v: Vec<u64> = value.split(' ').map(|x| x.parse().unwrap()).collect();
             assert_eq!(v.last(), Some(&0), "{key}: violations\n{}", k.transcript());
@@ -469,35 +487,15 @@ pub fn run_mixed_path_herd(
     words: usize,
     env: &[(&str, String)],
 ) -> (Vec<Vec<u64>>, Vec<u64>) {
-    let counters = dir.path("counters");
-    SharedWords::create(&counters, words);
     let precise = s(coarse_clock_ttl().as_millis() * 3 / 4);
     let fast = s(10_000);
     let paths =
         [(&fast, "inline"), (&precise, "inline"), (&fast, "portable"), (&precise, "portable")];
-    let mut herd: Vec<Kid> = paths
-        .iter()
-        .enumerate()
-        .map(|(i, (ttl, atomics))| {
-            let mut e = vec![
-                ("TABLE", s(dir.path("t").display())),
-                ("COUNTERS", s(counters.display())),
-                ("TTL_MS", s(ttl)),
-                ("ATOMICS", s(atomics)),
-            ];
-            e.extend(env.iter().cloned());
-            Kid::spawn(wd, &format!("herd-{i}-{ttl}ms-{atomics}"), role, &e)
-        })
-        .collect();
-    let (mut dones, mut tokens) = (Vec::new(), Vec::new());
-    for k in &mut herd {
-        let v: Vec<u64> = k.expect("DONE", LONG).split(' ').map(|x| x.parse().unwrap()).collect();
-        assert_eq!(v.last(), Some(&0), "violations\n{}", k.transcript());
-        dones.push(v);
-        k.wait_ok(LONG);
-        tokens.extend(tokens_of(k));
-    }
-    (dones, tokens)
+    let members = paths.iter().enumerate().map(|(i, (ttl, atomics))| {
+        let own = vec![("TTL_MS", s(ttl)), ("ATOMICS", s(atomics))];
+        (format!("herd-{i}-{ttl}ms-{atomics}"), own)
+    });
+    run_herd(wd, dir, role, words, env, members.collect())
 }
 
 /// Starts two `permit_hold` children on the table at `path`, each taking a permit of
