@@ -434,8 +434,9 @@ fn kinds_round_trips_as_documented() {
     let t = table(&cluster, "krt");
     let ttl = Duration::from_secs(10);
     let many = AcquireOptions::new().permits(128).unwrap();
-    t.acquire_with("pool", ttl, &many).unwrap().release().unwrap(); // leaves a spare
-                                                                    // A permit on a spare etcd lease, and its release: one Txn each.
+    // Leaves a spare etcd lease.
+    t.acquire_with("pool", ttl, &many).unwrap().release().unwrap();
+    // A permit on a spare etcd lease, and its release: one Txn each.
     let c0 = cluster.rpc_counts();
     let first = t.acquire_with("pool", ttl, &many).unwrap();
     let c1 = cluster.rpc_counts();
